@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+// SpargeRing: training-free sparse attention (SpargeAttn) over sequences sharded across MPI ranks.
+//
+// The targets are the layers, bottom to top:
+//   CMPI, _CMPIShim   OpenMPI as Swift sees it (system library + getters for its macros)
+//   SpargeKernels     tiles, SIMD micro-kernels, online softmax, mask prediction; no MPI, no I/O
+//   SpargeFormats     .npy / .safetensors / .png readers and writers; no MPI
+//   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward(), workloads
+//   sparge            the command-line tool: parses, calls SpargeRing, prints
+//
+// Release builds must name a CPU (`-Xswiftc -target-cpu -Xswiftc NAME`): without one Swift emits no AVX at
+// all. `launch/setup.sh` does this; see README.md.
+import PackageDescription
+
+let package = Package(
+    name: "SpargeRing",
+    products: [
+        .library(name: "SpargeRing", targets: ["SpargeRing"]),
+        .library(name: "SpargeKernels", targets: ["SpargeKernels"]),
+        .executable(name: "sparge", targets: ["sparge"]),
+    ],
+    targets: [
+        // MARK: - Public API
+        .target(
+            name: "SpargeKernels",
+            // sqrtf/fmaf/expf come from libm, which Swift does not link on its own without Foundation.
+            linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "SpargeFormats"),
+        .target(
+            name: "SpargeRing",
+            dependencies: ["SpargeKernels", "SpargeFormats", "CMPIShim"]),
+        .executableTarget(name: "sparge", dependencies: ["SpargeRing"]),
+
+        // MARK: - Implementation details
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+
+        // MARK: - Tests
+        .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeFormats"]),
+        .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats"]),
+        .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing"]),
+        .testTarget(name: "spargeTests", dependencies: ["SpargeRing"]),
+    ],
+    // Language mode 5: the hot loops hand unsafe pointers to `concurrentPerform` workers, which strict
+    // Sendable checking would reject without adding any safety the kernel structure does not already give.
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,2 @@
+// Everything lives in the header; this file exists so that the target has a source.
+#include "CMPIShim.h"

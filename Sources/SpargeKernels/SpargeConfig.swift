@@ -1,0 +1,55 @@
+/// How key blocks are chosen for each query block (DESIGN.md §1, step 5).
+public enum BlockSelection: Sendable, Equatable {
+    /// TopCdf: keep the longest prefix of the sorted block probabilities whose cumulative sum is `≤ tau`
+    /// (at least one block).
+    case cdf(Float)
+    /// TopK: keep `floor(fraction · nk)` blocks per row (at least one).
+    case topK(Float)
+    /// Every block on: exact FlashAttention, no prediction.
+    case dense
+}
+
+/// Every parameter of a SpargeAttn forward pass. All ranks of a run must hold the same value.
+public struct SpargeConfig: Sendable, Equatable {
+    /// Query rows per mask block (default 128, as upstream).
+    public var blockQ: Int = 128
+    /// Key rows per mask block (default 64, as upstream).
+    public var blockK: Int = 64
+    /// θ: a block is self-similar iff its mean pairwise cosine is strictly greater (default 0.6).
+    public var simThreshold: Float = 0.6
+    /// TopCdf τ (default 0.98), TopK, or dense.
+    public var selection: BlockSelection = .cdf(0.98)
+    /// λ rule in log2 units (default 50, effectively off): a key tile's P·V is skipped when the largest
+    /// rise of the running max over the query rows of a compute tile is `≤ -pvThreshold`.
+    public var pvThreshold: Float = 50
+    /// Token-level causal attention (block-causal mask, masking inside diagonal blocks).
+    public var causal: Bool = false
+    /// Attention sink: key block 0 is always computed.
+    public var sink: Bool = false
+    /// Softmax scale; `nil` means `1/sqrt(D)`. Mask prediction always uses `1/sqrt(D)`.
+    public var scale: Float? = nil
+    /// Query rows per compute tile, which is also the group that decides the λ rule together (default 64).
+    /// Must divide `blockQ`.
+    public var computeTileQ: Int = 64
+
+    public init(
+        blockQ: Int = 128, blockK: Int = 64, simThreshold: Float = 0.6,
+        selection: BlockSelection = .cdf(0.98), pvThreshold: Float = 50,
+        causal: Bool = false, sink: Bool = false, scale: Float? = nil, computeTileQ: Int = 64
+    ) {
+        self.blockQ = blockQ
+        self.blockK = blockK
+        self.simThreshold = simThreshold
+        self.selection = selection
+        self.pvThreshold = pvThreshold
+        self.causal = causal
+        self.sink = sink
+        self.scale = scale
+        self.computeTileQ = computeTileQ
+    }
+
+    /// The softmax scale for head dimension `headDim`.
+    public func softmaxScale(headDim: Int) -> Float {
+        scale ?? 1 / Float(headDim).squareRoot()
+    }
+}

@@ -1,0 +1,40 @@
+/// A float32 tensor of shape `[heads, rows, dim]`, contiguous, row-major (the `hnd` layout).
+///
+/// Q is `[Hq, N, D]`, K and V are `[Hkv, N, D]`; a rank's shard holds only its own rows.
+public struct Tensor3: Sendable, Equatable {
+    public let heads: Int
+    public let rows: Int
+    public let dim: Int
+    public var data: [Float]
+
+    /// A tensor filled with `value`.
+    public init(heads: Int, rows: Int, dim: Int, repeating value: Float = 0) {
+        precondition(heads >= 0 && rows >= 0 && dim >= 0, "negative tensor shape")
+        self.heads = heads
+        self.rows = rows
+        self.dim = dim
+        self.data = [Float](repeating: value, count: heads * rows * dim)
+    }
+
+    /// A tensor over `data`, which must hold exactly `heads · rows · dim` values.
+    public init(heads: Int, rows: Int, dim: Int, data: [Float]) {
+        precondition(data.count == heads * rows * dim,
+                     "Tensor3: \(data.count) values for shape [\(heads), \(rows), \(dim)]")
+        self.heads = heads
+        self.rows = rows
+        self.dim = dim
+        self.data = data
+    }
+
+    /// The shape as `[heads, rows, dim]`.
+    public var shape: [Int] { [heads, rows, dim] }
+
+    /// Offset of element `(head, row, 0)` in `data`.
+    @inlinable public func offset(head: Int, row: Int) -> Int { (head * rows + row) * dim }
+
+    /// Element `(head, row, d)`.
+    @inlinable public subscript(head: Int, row: Int, d: Int) -> Float {
+        get { data[offset(head: head, row: row) + d] }
+        set { data[offset(head: head, row: row) + d] = newValue }
+    }
+}

@@ -1,0 +1,2 @@
+import SpargeRing
+print("sparge")
