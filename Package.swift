@@ -39,10 +39,15 @@ let package = Package(
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
 
         // MARK: - Tests
-        .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeFormats"]),
-        .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats"]),
-        .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing"]),
-        .testTarget(name: "spargeTests", dependencies: ["SpargeRing"]),
+        // Fixture loading and random inputs shared by the test targets; no product.
+        .target(
+            name: "SpargeTestSupport",
+            dependencies: ["SpargeKernels", "SpargeFormats"],
+            path: "Tests/SpargeTestSupport"),
+        .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeTestSupport"]),
+        .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats", "SpargeTestSupport"]),
+        .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing", "SpargeTestSupport"]),
+        .testTarget(name: "spargeTests", dependencies: ["SpargeRing", "SpargeTestSupport"]),
     ],
     // Language mode 5: the hot loops hand unsafe pointers to `concurrentPerform` workers, which strict
     // Sendable checking would reject without adding any safety the kernel structure does not already give.

@@ -1,1 +1,0 @@
-// File formats: .npy, .safetensors, .png.
