@@ -126,7 +126,8 @@ public final class MPICommunicator: Communicator {
     }
 
     public func allgatherv(_ mine: [UInt8], counts: [Int]) -> [UInt8] {
-        precondition(counts.count == size, "allgatherv needs one count per rank (\(counts.count) for \(size) ranks)")
+        precondition(
+            counts.count == size, "allgatherv needs one count per rank (\(counts.count) for \(size) ranks)")
         precondition(
             mine.count == counts[rank], "allgatherv: rank \(rank) gives \(mine.count) bytes, counts say \(counts[rank])")
         var counts32 = [Int32]()

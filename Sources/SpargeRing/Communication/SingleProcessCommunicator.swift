@@ -14,7 +14,9 @@ import Darwin
 /// were posted. A ring over one rank never sends, but a caller that does gets the right bytes.
 ///
 /// Waiting on a receive that no posted send matches can never complete (there is nobody else to send):
-/// that is reported as a fatal error rather than hanging.
+/// that is reported as a fatal error rather than hanging. A message longer than the receive buffer is
+/// MPI's truncation error, thrown (as `MPIError`) by whichever of `isend`/`irecv` completes the match;
+/// the message then stays where it was, unsent or unreceived, and nothing is counted.
 public final class SingleProcessCommunicator: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
@@ -56,14 +58,14 @@ public final class SingleProcessCommunicator: Communicator {
 
     public func isend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> Request {
         try validate(peer: destination, tag: tag, function: "MPI_Isend")
-        bytesSent += buffer.count
-        messagesSent += 1
         if let index = pendingReceives.firstIndex(where: { $0.tag == tag }) {
-            let receive = pendingReceives.remove(at: index)
-            delivered[receive.ticket] = try copy(buffer, into: receive.buffer)
+            delivered[pendingReceives[index].ticket] = try copy(buffer, into: pendingReceives[index].buffer)
+            pendingReceives.remove(at: index)
         } else {
             mailbox.append((tag, Array(buffer)))
         }
+        bytesSent += buffer.count
+        messagesSent += 1
         var request = Request(direction: .send, peer: destination, tag: tag, byteCount: buffer.count)
         request.isComplete = true
         return request
@@ -74,8 +76,8 @@ public final class SingleProcessCommunicator: Communicator {
         let ticket = nextTicket
         nextTicket += 1
         if let index = mailbox.firstIndex(where: { $0.tag == tag }) {
-            let message = mailbox.remove(at: index)
-            delivered[ticket] = try message.bytes.withUnsafeBytes { try copy($0, into: buffer) }
+            delivered[ticket] = try mailbox[index].bytes.withUnsafeBytes { try copy($0, into: buffer) }
+            mailbox.remove(at: index)
         } else {
             pendingReceives.append(PendingReceive(ticket: ticket, tag: tag, buffer: buffer))
         }
