@@ -126,10 +126,13 @@ public final class MPICommunicator: Communicator {
     }
 
     public func allgatherv(_ mine: [UInt8], counts: [Int]) -> [UInt8] {
-        precondition(
-            counts.count == size, "allgatherv needs one count per rank (\(counts.count) for \(size) ranks)")
-        precondition(
-            mine.count == counts[rank], "allgatherv: rank \(rank) gives \(mine.count) bytes, counts say \(counts[rank])")
+        // Misuse ends every rank with a message: the others are already waiting inside the collective.
+        guard counts.count == size else {
+            failAll("allgatherv needs one count per rank (\(counts.count) for \(size) ranks)", on: self)
+        }
+        guard mine.count == counts[rank] else {
+            failAll("allgatherv: this rank gives \(mine.count) bytes, counts say \(counts[rank])", on: self)
+        }
         var counts32 = [Int32]()
         var displacements = [Int32]()
         var total = 0
