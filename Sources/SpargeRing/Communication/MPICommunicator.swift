@@ -90,26 +90,32 @@ public final class MPICommunicator: Communicator {
 
     // MARK: - Collectives
 
+    /// Returns once every rank has called it. The corresponding MPI function is `MPI_Barrier`.
     public func barrier() {
         do { try MPI.barrier(handle) } catch { fatal(error) }
     }
 
+    /// Elementwise sum, max or min over all ranks, in place.
+    /// The corresponding MPI function is `MPI_Allreduce` (`MPI_IN_PLACE`, `MPI_DOUBLE`).
     public func allreduceSum(_ values: inout [Double]) { allreduce(&values, datatype: cmpiDouble(), op: cmpiSum()) }
     public func allreduceMax(_ values: inout [Double]) { allreduce(&values, datatype: cmpiDouble(), op: cmpiMax()) }
     public func allreduceMin(_ values: inout [Double]) { allreduce(&values, datatype: cmpiDouble(), op: cmpiMin()) }
 
+    /// The corresponding MPI function is `MPI_Allreduce` (`MPI_INT64_T`, `MPI_MAX`).
     public func allreduceMax(_ value: Int) -> Int {
         var values = [Int64(value)]
         allreduce(&values, datatype: cmpiInt64(), op: cmpiMax())
         return Int(values[0])
     }
 
+    /// The corresponding MPI function is `MPI_Allreduce` (`MPI_INT64_T`, `MPI_MIN`).
     public func allreduceMin(_ value: Int) -> Int {
         var values = [Int64(value)]
         allreduce(&values, datatype: cmpiInt64(), op: cmpiMin())
         return Int(values[0])
     }
 
+    /// The corresponding MPI function is `MPI_Allreduce` (`MPI_UINT8_T`, `MPI_BOR`).
     public func allreduceBitwiseOr(_ values: inout [UInt8]) {
         allreduce(&values, datatype: cmpiUInt8(), op: cmpiBitwiseOr())
     }
@@ -125,6 +131,8 @@ public final class MPICommunicator: Communicator {
         } catch { fatal(error) }
     }
 
+    /// Every rank's bytes in rank order; the counts are known on every rank.
+    /// The corresponding MPI function is `MPI_Allgatherv`.
     public func allgatherv(_ mine: [UInt8], counts: [Int]) -> [UInt8] {
         // Misuse ends every rank with a message: the others are already waiting inside the collective.
         guard counts.count == size else {
@@ -162,6 +170,7 @@ public final class MPICommunicator: Communicator {
 
     // MARK: - Point to point
 
+    /// Starts a send; counted when posted. The corresponding MPI function is `MPI_Isend`.
     public func isend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> Request {
         let (count, peer, tag32) = try validate(buffer.count, peer: destination, tag: tag, function: "MPI_Isend")
         let request = try MPI.isend(buffer.baseAddress, count: count, to: peer, tag: tag32, handle)
@@ -170,12 +179,14 @@ public final class MPICommunicator: Communicator {
         return Request(direction: .send, peer: destination, tag: tag, byteCount: buffer.count, handle: request)
     }
 
+    /// Starts a receive; counted when it completes. The corresponding MPI function is `MPI_Irecv`.
     public func irecv(into buffer: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> Request {
         let (count, peer, tag32) = try validate(buffer.count, peer: source, tag: tag, function: "MPI_Irecv")
         let request = try MPI.irecv(buffer.baseAddress, count: count, from: peer, tag: tag32, handle)
         return Request(direction: .receive, peer: source, tag: tag, byteCount: buffer.count, handle: request)
     }
 
+    /// The corresponding MPI function is `MPI_Test`.
     public func test(_ request: inout Request) -> Bool {
         if request.isComplete { return true }
         do {
@@ -187,6 +198,7 @@ public final class MPICommunicator: Communicator {
         } catch { fatal(error) }
     }
 
+    /// The corresponding MPI function is `MPI_Wait`.
     public func wait(_ request: inout Request) {
         if request.isComplete { return }
         do {
@@ -221,6 +233,7 @@ public final class MPICommunicator: Communicator {
         return (count32, Int32(peer), Int32(tag))
     }
 
+    /// Ends every rank of the job. The corresponding MPI function is `MPI_Abort`.
     public func abort(code: Int32) -> Never {
         MPI.abort(comm ?? cmpiCommWorld(), code: code)
     }
