@@ -1,0 +1,153 @@
+import Foundation
+import XCTest
+
+// Launching the built `sparge` under `mpirun`, for every distributed test.
+//
+// Single-node test runs pin OpenMPI to its shared-memory transport and copy-in/copy-out (unless the caller's
+// environment already chose): probing network interfaces can stall for seconds in containers, and the
+// single-copy mechanism (CMA, `process_vm_readv`) is refused in containers without ptrace rights. Neither
+// choice changes what the tests check.
+
+/// What a finished `mpirun` returned. `status` is the exit code, or the signal number if it was killed.
+typealias MPIRunResult = (status: Int32, stdout: String, stderr: String)
+
+/// `mpirun` ran past its time limit: the process group was terminated, and this carries what it printed.
+struct MPIRunTimeout: Error, CustomStringConvertible {
+    var command: String
+    var timeout: TimeInterval
+    var stdout: String
+    var stderr: String
+    var description: String {
+        "\(command) did not finish within \(Int(timeout)) s (killed)\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)"
+    }
+}
+
+/// Runs `mpirun -np <np> --oversubscribe <sparge> <args…>` and returns its exit status and output.
+///
+/// - Parameters:
+///   - np: ranks; more than the cores is fine (`--oversubscribe`).
+///   - args: the arguments for `sparge`.
+///   - timeout: seconds before the run counts as hung: its process group gets SIGTERM (on which `mpirun`
+///     kills its ranks), then SIGKILL 5 s later, and `MPIRunTimeout` is thrown.
+/// - Throws: `XCTSkip` when `mpirun` is not on PATH; `MissingExecutable` when `sparge` has not been built
+///   (a failure, not a skip: `swift test` builds it, so its absence is a broken build).
+func mpirun(np: Int, _ args: [String], timeout: TimeInterval) throws -> MPIRunResult {
+    guard let launcher = findOnPath("mpirun") else {
+        throw XCTSkip("mpirun is not on PATH: install OpenMPI (launch/setup.sh does) to run the distributed tests")
+    }
+    let sparge = try spargeExecutable()
+    let arguments = ["-np", String(np), "--oversubscribe", sparge.path] + args
+    let command = "mpirun " + arguments.joined(separator: " ")
+
+    var environment = ProcessInfo.processInfo.environment
+    if getuid() == 0 {
+        // OpenMPI refuses to start as root without both.
+        environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    }
+    if environment["OMPI_MCA_btl"] == nil { environment["OMPI_MCA_btl"] = "self,vader" }
+    if environment["OMPI_MCA_btl_vader_single_copy_mechanism"] == nil {
+        environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+    }
+
+    let process = Process()
+    process.executableURL = launcher
+    process.arguments = arguments
+    process.environment = environment
+    process.standardInput = FileHandle.nullDevice
+    let output = OutputCollector(process)
+
+    // Foundation starts the child as the leader of its own process group: signal the group, not only mpirun.
+    try process.run()
+    let deadline = Date(timeIntervalSinceNow: timeout)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    var timedOut = false
+    if process.isRunning {
+        timedOut = true
+        let group = process.processIdentifier
+        kill(-group, SIGTERM)
+        let graceEnd = Date(timeIntervalSinceNow: 5)
+        while process.isRunning && Date() < graceEnd { usleep(20_000) }
+        if process.isRunning { kill(-group, SIGKILL) }
+    }
+    process.waitUntilExit()
+    let (stdout, stderr) = output.finish()
+    if timedOut { throw MPIRunTimeout(command: command, timeout: timeout, stdout: stdout, stderr: stderr) }
+    return (process.terminationStatus, stdout, stderr)
+}
+
+/// The `sparge` built alongside the tests.
+///
+/// Looked for, in order: `$SPARGE_EXECUTABLE`; next to the test bundle (SwiftPM puts every product of a
+/// configuration in one directory, and `swift test` builds the executable too); `.build/debug/sparge`
+/// under the package root (found from this file's path).
+func spargeExecutable() throws -> URL {
+    var candidates = [URL]()
+    if let override = ProcessInfo.processInfo.environment["SPARGE_EXECUTABLE"], !override.isEmpty {
+        candidates.append(URL(fileURLWithPath: override))
+    }
+    for bundle in [Bundle.main] + Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
+        candidates.append(bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("sparge"))
+    }
+    if let executable = Bundle.main.executableURL {  // on Linux the .xctest is the executable itself
+        candidates.append(executable.deletingLastPathComponent().appendingPathComponent("sparge"))
+    }
+    let packageRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates.append(packageRoot.appendingPathComponent(".build/debug/sparge"))
+
+    if let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) {
+        return found
+    }
+    let tried = candidates.map { "  " + $0.path }.joined(separator: "\n")
+    throw MissingExecutable(message: "the sparge executable was not found (run `swift build` first); tried:\n\(tried)")
+}
+
+struct MissingExecutable: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// The first executable named `name` in the directories of `$PATH`.
+func findOnPath(_ name: String) -> URL? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    for directory in path.split(separator: ":") where !directory.isEmpty {
+        let candidate = URL(fileURLWithPath: String(directory)).appendingPathComponent(name)
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+    }
+    return nil
+}
+
+/// Drains a child's stdout and stderr on background threads (a full pipe would block the child).
+private final class OutputCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private let group = DispatchGroup()
+    private var out = Data(), err = Data()
+    private let outPipe = Pipe(), errPipe = Pipe()
+
+    init(_ process: Process) {
+        process.standardOutput = outPipe
+        process.standardError = errPipe
+        drain(outPipe.fileHandleForReading) { self.out = $0 }
+        drain(errPipe.fileHandleForReading) { self.err = $0 }
+    }
+
+    private func drain(_ handle: FileHandle, into store: @escaping (Data) -> Void) {
+        group.enter()
+        DispatchQueue.global().async {
+            let data = handle.readDataToEndOfFile()
+            self.lock.lock()
+            store(data)
+            self.lock.unlock()
+            self.group.leave()
+        }
+    }
+
+    /// The output so far; waits at most 5 s for the pipes to close (an orphaned rank may hold them open).
+    func finish() -> (String, String) {
+        _ = group.wait(timeout: .now() + 5)
+        lock.lock()
+        defer { lock.unlock() }
+        return (String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+}
