@@ -28,26 +28,23 @@ public struct HilbertPermutation: Sendable, Equatable {
     }
 
     /// Rows reordered along the curve: row `i` of the result is row `order[i]` of `x` (every head).
-    public func apply(_ x: Tensor3) -> Tensor3 {
-        precondition(x.rows == order.count, "HilbertPermutation.apply: \(x.rows) rows for a grid of \(order.count)")
-        var out = x
-        for h in 0..<x.heads {
-            for (new, old) in order.enumerated() {
-                let (src, dst) = (x.offset(head: h, row: old), x.offset(head: h, row: new))
-                out.data.replaceSubrange(dst..<(dst + x.dim), with: x.data[src..<(src + x.dim)])
-            }
-        }
-        return out
-    }
+    public func apply(_ x: Tensor3) -> Tensor3 { permuteRows(x, inverse: false) }
 
     /// The inverse of ``apply(_:)``: row `order[i]` of the result is row `i` of `x`.
-    public func undo(_ x: Tensor3) -> Tensor3 {
-        precondition(x.rows == order.count, "HilbertPermutation.undo: \(x.rows) rows for a grid of \(order.count)")
+    public func undo(_ x: Tensor3) -> Tensor3 { permuteRows(x, inverse: true) }
+
+    private func permuteRows(_ x: Tensor3, inverse: Bool) -> Tensor3 {
+        precondition(x.rows == order.count, "HilbertPermutation: \(x.rows) rows for a grid of \(order.count)")
         var out = x
-        for h in 0..<x.heads {
-            for (new, old) in order.enumerated() {
-                let (src, dst) = (x.offset(head: h, row: new), x.offset(head: h, row: old))
-                out.data.replaceSubrange(dst..<(dst + x.dim), with: x.data[src..<(src + x.dim)])
+        let (d, n) = (x.dim, x.rows)
+        out.data.withUnsafeMutableBufferPointer { ob in
+            x.data.withUnsafeBufferPointer { xb in
+                for h in 0..<x.heads {
+                    for (new, old) in order.enumerated() {
+                        let (src, dst) = inverse ? (new, old) : (old, new)
+                        (ob.baseAddress! + (h * n + dst) * d).update(from: xb.baseAddress! + (h * n + src) * d, count: d)
+                    }
+                }
             }
         }
         return out

@@ -34,8 +34,7 @@ extension BlockSummaries {
         let theta = decimalValue(threshold)
         var means = [Float](repeating: 0, count: heads * count * dim)
         var flags = [UInt8](repeating: 0, count: heads * count)
-        let zeros = [Float](repeating: 0, count: heads * dim)
-        let m = mean ?? zeros
+        let m = mean ?? [Float](repeating: 0, count: heads * dim)
         means.withUnsafeMutableBufferPointer { meansOut in
             flags.withUnsafeMutableBufferPointer { flagsOut in
                 m.withUnsafeBufferPointer { mp in

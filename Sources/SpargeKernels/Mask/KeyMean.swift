@@ -7,7 +7,7 @@
 /// Exactness across rank counts: Double addition is not associative, so the sums of a run split across
 /// ranks may differ from the one-process sums in the last Double bit. The Float mean then differs only when
 /// the exact mean lies within about 2⁻⁵³ (relative) of a point halfway between two Floats — for Gaussian-like
-/// data roughly once in 10⁸ heads·dims; we accept that rather than carry an exact accumulator.
+/// data roughly once in 10⁹ head·dim values; we accept that rather than carry an exact accumulator.
 public struct KeyMean: Sendable, Equatable {
     /// Kv heads.
     public let heads: Int
