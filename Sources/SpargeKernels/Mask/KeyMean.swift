@@ -1,0 +1,68 @@
+/// Per-kv-head sums of K over a run of rows, and the K mean that smooths K before pooling (DESIGN.md §1.1).
+///
+/// The sums are Double so that ranks can add their partial sums (an allreduce of `heads · dim` doubles and
+/// one row count) and then call ``mean()``. The mean is computed as the reference does: the Double sum
+/// divided by the row count, rounded to Float once.
+///
+/// Exactness across rank counts: Double addition is not associative, so the sums of a run split across
+/// ranks may differ from the one-process sums in the last Double bit. The Float mean then differs only when
+/// the exact mean lies within about 2⁻⁵³ (relative) of a point halfway between two Floats — for Gaussian-like
+/// data roughly once in 10⁹ head·dim values; we accept that rather than carry an exact accumulator.
+public struct KeyMean: Sendable, Equatable {
+    /// Kv heads.
+    public let heads: Int
+    /// Head dimension `D`.
+    public let dim: Int
+    /// `[heads][dim]` sums of the rows seen so far.
+    public var sums: [Double]
+    /// Rows summed (the same for every head).
+    public var rowCount: Int
+
+    /// Zero sums over zero rows.
+    public init(heads: Int, dim: Int) {
+        self.init(heads: heads, dim: dim, sums: [Double](repeating: 0, count: heads * dim), rowCount: 0)
+    }
+
+    /// Given sums (`[heads][dim]`, e.g. after an allreduce) over `rowCount` rows.
+    public init(heads: Int, dim: Int, sums: [Double], rowCount: Int) {
+        precondition(sums.count == heads * dim, "KeyMean: \(sums.count) sums for \(heads) heads × \(dim)")
+        precondition(rowCount >= 0, "KeyMean: negative row count")
+        self.heads = heads
+        self.dim = dim
+        self.sums = sums
+        self.rowCount = rowCount
+    }
+
+    /// The sums of rows `rows` of `k` (every head), e.g. a rank's own shard.
+    public init(summing k: Tensor3, rows: Range<Int>) {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= k.rows, "KeyMean: rows \(rows) outside 0..<\(k.rows)")
+        self.init(heads: k.heads, dim: k.dim)
+        let (d, n) = (k.dim, k.rows)
+        sums.withUnsafeMutableBufferPointer { s in
+            k.data.withUnsafeBufferPointer { x in
+                for h in 0..<k.heads {
+                    let acc = s.baseAddress! + h * d
+                    for r in rows {
+                        let row = x.baseAddress! + (h * n + r) * d
+                        for j in 0..<d { acc[j] += Double(row[j]) }
+                    }
+                }
+            }
+        }
+        rowCount = rows.count
+    }
+
+    /// Adds another run's sums (the local form of the allreduce).
+    public mutating func add(_ other: KeyMean) {
+        precondition(other.heads == heads && other.dim == dim, "KeyMean: adding sums of another shape")
+        for i in sums.indices { sums[i] += other.sums[i] }
+        rowCount += other.rowCount
+    }
+
+    /// `[heads][dim]` mean, `Float(sum / rowCount)`; all zeros when no row was summed.
+    public func mean() -> [Float] {
+        guard rowCount > 0 else { return [Float](repeating: 0, count: sums.count) }
+        let n = Double(rowCount)
+        return sums.map { Float($0 / n) }
+    }
+}

@@ -1,0 +1,200 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// SpargeAttn's block-mask prediction (DESIGN.md §1, steps 1–6), split into the pieces a distributed run
+/// calls separately: ``KeyMean``, ``BlockSummaries``, then ``predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``
+/// on each rank for its own query blocks. ``predict(q:k:config:)`` composes them for one process.
+///
+/// How each step matches the reference (`shared/tools/sparge_oracle.py`):
+/// - Scores `Ŝ_ij = Float(q̄_i · k̄_j) · Float(1/sqrt(D))`: the dot product in Double rounded once to Float
+///   (the correctly rounded float32 dot, which a float32 GEMM approximates), times the float32 scale.
+/// - Row softmax in Float: `exp(s − max)`, their Float sum, times the reciprocal of the sum.
+/// - Sort descending with ties in ascending key order (a stable sort), cumulative sum accumulated in Double
+///   and rounded to Float at every step (PyTorch's CPU `cumsum` accumulates float32 in double), compared
+///   `≤ Float(τ)`.
+/// - TopK keeps `max(1, floor(topk · nk))` with `topk` read as the decimal it was written as.
+///
+/// Rows whose every score is −∞ (every key block of the row is not self-similar, or — causal — every key
+/// block left of the block-causal boundary is not self-similar): the softmax would be 0/0. Such a row selects
+/// nothing here; every block of it that may be on is forced on by the not-self-similar rule anyway, which is
+/// what the reference ends with too (its NaN row selects one block that is already forced on or masked
+/// off). So no NaN reaches the selection. Inputs are assumed finite.
+public enum MaskPredictor {
+    /// The mask rows of query blocks `queryBlocks` against all key blocks, for every query head.
+    ///
+    /// - Parameters:
+    ///   - querySummaries: summaries of Q (`queryHeads` heads, `blockQ`), one row per entry of `queryBlocks`.
+    ///   - queryBlocks: global indices of those query blocks (in the order of the summaries).
+    ///   - keySummaries: summaries of the smoothed K (`kvHeads` heads, `blockK`) of all `nk` key blocks.
+    ///   - headDim: `D`; the scores use `1/sqrt(D)` whatever `config.scale` says.
+    ///   - seqLen: `N`, which fixes `nk = ceil(N / blockK)`.
+    /// Query head `h` uses kv head `h / (queryHeads / kvHeads)`.
+    public static func predictRows(
+        querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+        config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int, seqLen: Int
+    ) -> BlockMask {
+        let nk = (seqLen + config.blockK - 1) / config.blockK
+        let nq = (seqLen + config.blockQ - 1) / config.blockQ
+        let d = headDim
+        precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
+        precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
+                     && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
+                     "predictRows: query summaries do not match the query blocks or the config")
+        precondition(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
+                     && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
+                     "predictRows: key summaries must cover all \(nk) key blocks")
+        precondition(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "predictRows: query block outside 0..<\(nq)")
+        let group = queryHeads / kvHeads
+        let rowsPerHead = queryBlocks.count
+        var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
+        guard rowsPerHead > 0, nk > 0 else { return mask }
+
+        let scale = Float(1 / Double(d).squareRoot())
+        let keysDouble = keySummaries.means.map(Double.init)  // [kvHeads][nk][D], converted once
+        let queriesDouble = querySummaries.means.map(Double.init)
+        let rowChunk = 8
+        let chunksPerHead = (rowsPerHead + rowChunk - 1) / rowChunk
+
+        mask.bits.withUnsafeMutableBufferPointer { bitsBuf in
+            keysDouble.withUnsafeBufferPointer { kb in
+                queriesDouble.withUnsafeBufferPointer { qb in
+                    keySummaries.flags.withUnsafeBufferPointer { kf in
+                        querySummaries.flags.withUnsafeBufferPointer { qf in
+                            let (bits, kd, qd, kflags, qflags) =
+                                (bitsBuf.baseAddress!, kb.baseAddress!, qb.baseAddress!, kf.baseAddress!, qf.baseAddress!)
+                            DispatchQueue.concurrentPerform(iterations: queryHeads * chunksPerHead) { item in
+                                let h = item / chunksPerHead
+                                let kvh = h / group
+                                let scores = UnsafeMutablePointer<Float>.allocate(capacity: nk)
+                                let order = UnsafeMutablePointer<UInt64>.allocate(capacity: nk)
+                                defer { scores.deallocate(); order.deallocate() }
+                                let r0 = (item % chunksPerHead) * rowChunk
+                                for row in r0..<min(rowsPerHead, r0 + rowChunk) {
+                                    let i = queryBlocks[row]
+                                    let limit = config.causal
+                                        ? blockCausalLimit(queryBlock: i, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
+                                        : nk
+                                    let out = bits + (h * rowsPerHead + row) * nk
+                                    let keyFlags = kflags + kvh * nk
+                                    switch config.selection {
+                                    case .dense:
+                                        for j in 0..<limit { out[j] = 1 }
+                                    case .cdf, .topK:
+                                        let q = qd + (h * rowsPerHead + row) * d
+                                        for j in 0..<nk {
+                                            if j < limit && keyFlags[j] != 0 {
+                                                scores[j] = Float(dotDouble(q, kd + (kvh * nk + j) * d, d)) * scale
+                                            } else {
+                                                scores[j] = -.infinity
+                                            }
+                                        }
+                                        selectBlocks(scores: scores, count: nk, selection: config.selection,
+                                                     order: order, into: out)
+                                    }
+                                    // Force-on, in the reference's order.
+                                    for j in 0..<nk where keyFlags[j] == 0 { out[j] = 1 }
+                                    if qflags[h * rowsPerHead + row] == 0 { for j in 0..<nk { out[j] = 1 } }
+                                    if config.causal { for j in limit..<nk { out[j] = 0 } }
+                                    if config.sink { out[0] = 1 }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return mask
+    }
+
+    /// The whole mask of one process: K mean, summaries of Q and K, then every row.
+    public static func predict(q: Tensor3, k: Tensor3, config: SpargeConfig) -> BlockMask {
+        precondition(q.rows == k.rows && q.dim == k.dim, "predict: Q \(q.shape) and K \(k.shape) do not match")
+        let n = q.rows
+        let km = KeyMean(summing: k, rows: 0..<n).mean()
+        let qs = BlockSummaries.summarize(q, rows: 0..<n, firstBlock: 0, blockSize: config.blockQ,
+                                          threshold: config.simThreshold)
+        let ks = BlockSummaries.summarize(k, rows: 0..<n, firstBlock: 0, blockSize: config.blockK,
+                                          threshold: config.simThreshold, subtracting: km)
+        return predictRows(querySummaries: qs, queryBlocks: Array(0..<qs.count), keySummaries: ks,
+                           config: config, headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads, seqLen: n)
+    }
+
+    /// Key blocks `0..<limit` are in the block-causal area of query block `queryBlock`:
+    /// `j < (i+1)·blockQ/blockK` with real division, clamped to `keyBlocks`.
+    @inlinable
+    public static func blockCausalLimit(queryBlock i: Int, blockQ: Int, blockK: Int, keyBlocks: Int) -> Int {
+        let edge = Double((i + 1) * blockQ) / Double(blockK)
+        return min(keyBlocks, Int(edge.rounded(.up)))
+    }
+
+    /// Turns one row of scores (−∞ = excluded) into selected blocks (`out[j] = 1`), by TopCdf or TopK.
+    ///
+    /// A row with no finite score selects nothing (see the type's notes). `order` is scratch for `count`
+    /// values.
+    @inline(__always)
+    static func selectBlocks(
+        scores s: UnsafeMutablePointer<Float>, count nk: Int, selection: BlockSelection,
+        order: UnsafeMutablePointer<UInt64>, into out: UnsafeMutablePointer<UInt8>
+    ) {
+        var mx = -Float.infinity
+        for j in 0..<nk { mx = max(mx, s[j]) }
+        guard mx > -.infinity else { return }
+        var sum: Float = 0
+        for j in 0..<nk {
+            let e = s[j] == -.infinity ? 0 : expf(s[j] - mx)
+            s[j] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        // Sort key: descending probability (the bits of a non-negative Float order like the Float), then
+        // ascending index on ties — a stable descending sort.
+        for j in 0..<nk {
+            let p = s[j] * inv
+            order[j] = (UInt64(~p.bitPattern) << 32) | UInt64(j)
+        }
+        var sorted = UnsafeMutableBufferPointer(start: order, count: nk)
+        sorted.sort()
+        let keep: Int
+        switch selection {
+        case .cdf(let tau):
+            var c = 0.0, n = 0
+            for m in 0..<nk {
+                c += Double(Float(bitPattern: ~UInt32(truncatingIfNeeded: sorted[m] >> 32)))
+                if Float(c) <= tau { n += 1 } else { break }  // c is non-decreasing: the first miss ends it
+            }
+            keep = max(1, n)
+        case .topK(let fraction):
+            keep = topKCount(fraction: fraction, keyBlocks: nk)
+        case .dense:
+            keep = nk
+        }
+        for m in 0..<min(keep, nk) { out[Int(truncatingIfNeeded: sorted[m] & 0xFFFF_FFFF)] = 1 }
+    }
+
+    /// TopK's blocks per row: `max(1, floor(fraction · nk))`, `fraction` read as the decimal it was written as.
+    public static func topKCount(fraction: Float, keyBlocks nk: Int) -> Int {
+        max(1, Int((decimalValue(fraction) * Double(nk)).rounded(.down)))
+    }
+
+    @inline(__always)
+    static func dotDouble(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ d: Int) -> Double {
+        var acc0 = SIMD8<Double>(), acc1 = SIMD8<Double>()
+        var j = 0
+        let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+        while j + 16 <= d {
+            acc0.addProduct(ra.loadUnaligned(fromByteOffset: j * 8, as: SIMD8<Double>.self),
+                            rb.loadUnaligned(fromByteOffset: j * 8, as: SIMD8<Double>.self))
+            acc1.addProduct(ra.loadUnaligned(fromByteOffset: (j + 8) * 8, as: SIMD8<Double>.self),
+                            rb.loadUnaligned(fromByteOffset: (j + 8) * 8, as: SIMD8<Double>.self))
+            j += 16
+        }
+        let v = acc0 + acc1
+        var t = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+        while j < d { t += a[j] * b[j]; j += 1 }
+        return t
+    }
+}

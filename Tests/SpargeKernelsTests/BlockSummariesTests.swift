@@ -1,0 +1,107 @@
+import SpargeKernels
+import SpargeTestSupport
+import XCTest
+
+final class BlockSummariesTests: XCTestCase {
+    /// Identical rows: every unit vector is the same, ‖n·u‖²/n² = 1. Orthogonal rows: ‖Σ e_r‖² = n, so 1/n.
+    /// Tolerance: a few Double roundings of O(n·D) sums (≤ 1e-14).
+    func testSelfSimilarityOfIdenticalAndOrthogonalRows() {
+        for (n, d, seed) in [(4, 8, UInt64(1)), (16, 16, 2), (64, 128, 3), (7, 9, 4)] {
+            var g = SeededGenerator(seed: seed)
+            let row = (0..<d).map { _ in g.normal() }
+            let same = (0..<n).flatMap { _ in row }
+            let s1 = same.withUnsafeBufferPointer { BlockSummaries.selfSimilarity($0, rows: n, dim: d) }
+            XCTAssertEqual(s1, 1, accuracy: 1e-14, "identical rows n=\(n) d=\(d)")
+            guard n <= d else { continue }
+            // Orthogonal: scaled standard basis vectors (random non-zero scale, random sign).
+            var orth = [Float](repeating: 0, count: n * d)
+            for r in 0..<n { orth[r * d + r] = (g.normal() > 0 ? 1 : -1) * (1 + abs(g.normal())) }
+            let s2 = orth.withUnsafeBufferPointer { BlockSummaries.selfSimilarity($0, rows: n, dim: d) }
+            XCTAssertEqual(s2, 1 / Double(n), accuracy: 1e-14, "orthogonal rows n=\(n) d=\(d)")
+        }
+    }
+
+    /// Against the formula written out directly on random rows.
+    func testSelfSimilarityMatchesFormula() {
+        for seed in UInt64(10)..<15 {
+            var g = SeededGenerator(seed: seed)
+            let (n, d) = (32, 24)
+            let x = (0..<(n * d)).map { _ in g.normal() + 0.7 }
+            var acc = [Double](repeating: 0, count: d)
+            for r in 0..<n {
+                let row = x[(r * d)..<((r + 1) * d)].map(Double.init)
+                let norm = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                for j in 0..<d { acc[j] += row[j] / norm }
+            }
+            let expected = acc.reduce(0) { $0 + $1 * $1 } / Double(n * n)
+            let s = x.withUnsafeBufferPointer { BlockSummaries.selfSimilarity($0, rows: n, dim: d) }
+            // Same sums in a different order: Double rounding only.
+            XCTAssertEqual(s, expected, accuracy: 1e-13, "seed \(seed)")
+            XCTAssertGreaterThan(expected, 0.2, "seed \(seed): the shifted rows should be fairly similar")
+        }
+    }
+
+    /// A zero row makes the block not self-similar (the reference's 0/0 = NaN), even if the rest are identical.
+    func testZeroRowIsNeverSelfSimilar() {
+        var t = Tensor3(heads: 1, rows: 8, dim: 4, repeating: 1)
+        for j in 0..<4 { t[0, 5, j] = 0 }
+        let s = BlockSummaries.summarize(t, rows: 0..<8, firstBlock: 0, blockSize: 4, threshold: 0.5)
+        XCTAssertEqual(s.flags, [1, 0])
+    }
+
+    /// A partial last block is never self-similar, even of identical rows; its mean is over its own rows.
+    func testPartialBlock() {
+        let t = Tensor3(heads: 2, rows: 10, dim: 3, repeating: 2)
+        let s = BlockSummaries.summarize(t, rows: 0..<10, firstBlock: 0, blockSize: 4, threshold: 0.5)
+        XCTAssertEqual(s.count, 3)
+        XCTAssertEqual(s.flags, [1, 1, 0, 1, 1, 0])
+        XCTAssertEqual(Array(s.mean(head: 1, block: 2)), [2, 2, 2])
+    }
+
+    /// Summaries of two halves (as two ranks make them), concatenated, equal those of the whole, bit for bit;
+    /// so do the flat arrays rebuilt from slices, and K means from summed halves.
+    func testHalvesConcatenateToWhole() {
+        for (n, block, seed) in [(512, 64, UInt64(1)), (1000, 64, 2), (384, 128, 3), (130, 64, 4)] {
+            var g = SeededGenerator(seed: seed)
+            var x = Tensor3.random(heads: 3, rows: n, dim: 16, using: &g)
+            // Every third block leans along one direction: after the mean is subtracted those blocks are
+            // clearly self-similar (s ≈ 0.3), the others barely (s ≈ 0.1), so θ = 0.2 splits them.
+            let dir = (0..<16).map { _ in g.normal() }
+            for h in 0..<3 { for r in 0..<n where (r / block) % 3 == 0 { for j in 0..<16 { x[h, r, j] += 1.2 * dir[j] } } }
+            var km = KeyMean(summing: x, rows: 0..<(n / 2 / block * block))
+            km.add(KeyMean(summing: x, rows: (n / 2 / block * block)..<n))
+            let mean = km.mean()
+            XCTAssertEqual(mean, KeyMean(summing: x, rows: 0..<n).mean(), "n=\(n) seed \(seed): K mean")
+            let whole = BlockSummaries.summarize(x, rows: 0..<n, firstBlock: 0, blockSize: block, threshold: 0.2,
+                                                 subtracting: mean)
+            let split = (n / 2 / block) * block
+            let a = BlockSummaries.summarize(x, rows: 0..<split, firstBlock: 0, blockSize: block, threshold: 0.2,
+                                             subtracting: mean)
+            let b = BlockSummaries.summarize(x, rows: split..<n, firstBlock: split / block, blockSize: block,
+                                             threshold: 0.2, subtracting: mean)
+            XCTAssertEqual(BlockSummaries(concatenating: [a, b]), whole, "n=\(n) seed \(seed)")
+            // As an allgather delivers them: one flat buffer of both parts, sliced per rank.
+            let flatMeans = a.means + b.means, flatFlags = a.flags + b.flags
+            let a2 = BlockSummaries(heads: 3, dim: 16, blockSize: block, firstBlock: 0, count: a.count,
+                                    means: flatMeans[0..<a.means.count], flags: flatFlags[0..<a.flags.count])
+            let b2 = BlockSummaries(heads: 3, dim: 16, blockSize: block, firstBlock: a.count, count: b.count,
+                                    means: flatMeans[a.means.count...], flags: flatFlags[a.flags.count...])
+            XCTAssertEqual(BlockSummaries(concatenating: [a2, b2]), whole, "n=\(n) seed \(seed): from slices")
+            // The threshold must split the blocks, or the flags compared above say nothing.
+            XCTAssertTrue(whole.flags.contains(0) && whole.flags.contains(1) || n == 130, "n=\(n): flags all alike")
+        }
+    }
+
+    /// The mean is the Double mean rounded to Float, after subtracting the given mean in Float.
+    func testMeanIsRoundedDoubleMean() {
+        var g = SeededGenerator(seed: 5)
+        let x = Tensor3.random(heads: 1, rows: 64, dim: 8, scale: 3, shift: 1, using: &g)
+        let sub: [Float] = (0..<8).map { Float($0) * 0.37 }
+        let s = BlockSummaries.summarize(x, rows: 0..<64, firstBlock: 0, blockSize: 64, threshold: 0.6, subtracting: sub)
+        for j in 0..<8 {
+            var acc = 0.0
+            for r in 0..<64 { acc += Double(x[0, r, j] - sub[j]) }
+            XCTAssertEqual(s.means[j], Float(acc / 64), "dim \(j)")
+        }
+    }
+}
