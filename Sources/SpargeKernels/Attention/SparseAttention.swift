@@ -24,9 +24,10 @@ extension ScalarAttentionTile: AttentionTileKernel {}
 public enum SparseAttention {
     /// Attention of `q` over `k`, `v` restricted to the blocks of `mask`, with online softmax.
     ///
-    /// Work items are (query head, compute tile of `config.computeTileQ` rows), claimed dynamically from an
-    /// atomic counter (rows cost different amounts under a sparse mask or causally), head by head, the
-    /// heaviest tiles first under causal. A compute tile uses the mask row of the `blockQ`-row query block that contains it. Causal:
+    /// Work items are (query head, query block of `blockQ` rows), claimed dynamically from an atomic counter
+    /// (rows cost different amounts under a sparse mask or causally), head by head, the heaviest blocks first
+    /// under causal. Each query block is computed as `blockQ / computeTileQ` compute tiles that use the
+    /// block's mask row and visit each key block in turn. Causal:
     /// only blocks allowed by the mask are visited (the mask predictor already applies the block-causal
     /// rule), blocks entirely above a tile's diagonal are not, and tokens are masked inside diagonal blocks.
     ///
@@ -85,11 +86,14 @@ public enum SparseAttention {
                                     DispatchQueue.concurrentPerform(iterations: threads) { worker in
                                         switch backend {
                                         case .vector:
-                                            let arena = AttentionTileArena(tiles: 1, headDim: d, config: config)
-                                            sp[worker] = plan.work(tile: arena[0], io: io, next: next)
+                                            let arena = AttentionTileArena(tiles: plan.tilesPerBlock, headDim: d, config: config)
+                                            let tiles = (0..<arena.count).map { arena[$0] }
+                                            sp[worker] = plan.work(tiles: tiles, io: io, next: next)
                                         case .scalar:
-                                            let tile = ScalarAttentionTile(headDim: d, config: config)
-                                            sp[worker] = plan.work(tile: tile, io: io, next: next)
+                                            let tiles = (0..<plan.tilesPerBlock).map { _ in
+                                                ScalarAttentionTile(headDim: d, config: config)
+                                            }
+                                            sp[worker] = plan.work(tiles: tiles, io: io, next: next)
                                         }
                                     }
                                 }
@@ -123,36 +127,54 @@ public enum SparseAttention {
         let maskRows: Int
         let maskRowOfBlock: [Int]
 
-        var tilesPerHead: Int { (tokens + config.computeTileQ - 1) / config.computeTileQ }
+        var queryBlocks: Int { (tokens + config.blockQ - 1) / config.blockQ }
+        var tilesPerBlock: Int { config.blockQ / config.computeTileQ }
 
         /// Claims and runs work items until none is left; returns this worker's counters.
-        func work<Tile: AttentionTileKernel>(tile: Tile, io: IO, next: borrowing Atomic<Int>) -> AttentionStatistics {
+        ///
+        /// An item is one query block of one head: its `blockQ / computeTileQ` compute tiles share the
+        /// block's mask row, and each key block is visited by all of them in turn, so it is read from the L3
+        /// once per query block rather than once per tile.
+        func work<Tile: AttentionTileKernel>(tiles: [Tile], io: IO, next: borrowing Atomic<Int>) -> AttentionStatistics {
             var stats = AttentionStatistics()
-            let tq = config.computeTileQ, bk = config.blockK
-            let tiles = tilesPerHead, items = queryHeads * tiles
+            let tq = config.computeTileQ, bk = config.blockK, bq = config.blockQ
+            let blocks = queryBlocks, items = queryHeads * blocks
             let group = queryHeads / kvHeads
             while true {
                 let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
                 if item >= items { break }
                 // Head-major, so that the workers share one head's K/V (16 MB at N = 16384, D = 128) in the
-                // L3 instead of streaming every head's from memory; within a head the last tiles first: under
+                // L3 instead of streaming every head's from memory; within a head the last blocks first: under
                 // causal they are the heaviest, and dynamic claiming then evens out the end.
-                let head = item / tiles, t = tiles - 1 - item % tiles
-                let rowStart = t * tq, rows = Swift.min(tq, tokens - rowStart), lastRow = rowStart + rows - 1
+                let head = item / blocks, qb = blocks - 1 - item % blocks
+                let blockStart = qb * bq, blockRows = Swift.min(bq, tokens - blockStart)
+                let used = (blockRows + tq - 1) / tq
                 let kvHead = head / group
-                let qBase = io.q + (head * tokens + rowStart) * dim
                 let kBase = io.k + kvHead * tokens * dim, vBase = io.v + kvHead * tokens * dim
-                tile.begin(queries: qBase, rowCount: rows, queryStart: rowStart)
-                let maskRow = io.mask.map { $0 + (head * maskRows + maskRowOfBlock[rowStart / config.blockQ]) * keyBlocks }
+                for i in 0..<used {
+                    let rowStart = blockStart + i * tq
+                    tiles[i].begin(queries: io.q + (head * tokens + rowStart) * dim,
+                                   rowCount: Swift.min(tq, tokens - rowStart), queryStart: rowStart)
+                }
+                let maskRow = io.mask.map { $0 + (head * maskRows + maskRowOfBlock[qb]) * keyBlocks }
                 for j in 0..<keyBlocks {
                     let keyStart = j * bk
-                    if config.causal && keyStart > lastRow { break }
+                    if config.causal && keyStart >= blockStart + blockRows { break }
                     if let maskRow, maskRow[j] == 0 { continue }
-                    _ = tile.visit(keys: kBase + keyStart * dim, values: vBase + keyStart * dim,
-                                   keyCount: Swift.min(bk, tokens - keyStart), keyStart: keyStart)
+                    let keyCount = Swift.min(bk, tokens - keyStart)
+                    for i in 0..<used {
+                        // Causal: a tile entirely before this key block does not visit it.
+                        if config.causal && keyStart > Swift.min(blockStart + (i + 1) * tq, tokens) - 1 { continue }
+                        _ = tiles[i].visit(keys: kBase + keyStart * dim, values: vBase + keyStart * dim,
+                                           keyCount: keyCount, keyStart: keyStart)
+                    }
                 }
-                tile.finish(output: io.output + (head * tokens + rowStart) * dim, lse: io.lse + head * tokens + rowStart)
-                stats = stats + tile.statistics
+                for i in 0..<used {
+                    let rowStart = blockStart + i * tq
+                    tiles[i].finish(output: io.output + (head * tokens + rowStart) * dim,
+                                    lse: io.lse + head * tokens + rowStart)
+                    stats = stats + tiles[i].statistics
+                }
             }
             return stats
         }
