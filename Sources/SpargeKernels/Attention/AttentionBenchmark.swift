@@ -1,0 +1,82 @@
+import Dispatch
+
+/// Timing of the single-process forward pass on random inputs, for the CLI's `bench` and for tuning.
+public enum AttentionBenchmark {
+    /// One measured configuration.
+    public struct Result: Sendable {
+        /// Fraction of (query block, key block) pairs computed (1 = dense).
+        public let density: Double
+        /// Median wall time of the forward pass, seconds.
+        public let seconds: Double
+        /// Every repetition's time, seconds.
+        public let samples: [Double]
+        /// `4·N²·D·Hq / seconds` (half of it under causal): the rate of the dense computation it replaces.
+        public let denseEquivalentGFlops: Double
+        /// FLOPs of the blocks actually visited (full blocks counted whole) per second.
+        public let gflops: Double
+        public let stats: AttentionStatistics
+    }
+
+    /// Times `SparseAttention.forward` on i.i.d. N(0,1) inputs `[heads, tokens, dim]`, once per density,
+    /// with a random mask of that density (each row keeps `round(density·nk)` random key blocks, at least
+    /// one; `density ≥ 1` runs without a mask). Median of `repeats` runs after one warm-up.
+    public static func run(tokens: Int, heads: Int, dim: Int, densities: [Double], threads: Int,
+                           repeats: Int = 3, config: SpargeConfig = SpargeConfig(), seed: UInt64 = 1) -> [Result] {
+        var rng = SplitMix(seed)
+        func tensor() -> Tensor3 {
+            var t = Tensor3(heads: heads, rows: tokens, dim: dim)
+            for i in t.data.indices { t.data[i] = rng.uniform() * 2 - 1 }
+            return t
+        }
+        let q = tensor(), k = tensor(), v = tensor()
+        let nq = (tokens + config.blockQ - 1) / config.blockQ, nk = (tokens + config.blockK - 1) / config.blockK
+        var results: [Result] = []
+        for density in densities {
+            var mask: BlockMask? = nil
+            if density < 1 {
+                var m = BlockMask(heads: heads, keyBlocks: nk, queryBlocks: Array(0..<nq))
+                let keep = Swift.max(1, Int((density * Double(nk)).rounded()))
+                for h in 0..<heads {
+                    for r in 0..<nq {
+                        var blocks = Array(0..<nk)
+                        for i in 0..<keep {
+                            let j = i + Int(rng.next() % UInt64(nk - i))
+                            blocks.swapAt(i, j)
+                            m[h, r, blocks[i]] = true
+                        }
+                    }
+                }
+                mask = m
+            }
+            var samples: [Double] = []
+            var stats = AttentionStatistics()
+            for rep in 0...repeats {
+                let start = DispatchTime.now().uptimeNanoseconds
+                let r = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: threads)
+                let t = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                if rep > 0 { samples.append(t) }
+                stats = r.stats
+            }
+            let median = samples.sorted()[samples.count / 2]
+            let dense = 4 * Double(tokens) * Double(tokens) * Double(dim) * Double(heads) * (config.causal ? 0.5 : 1)
+            let real = Double(stats.keyBlocksVisited) * 4 * Double(config.computeTileQ * config.blockK * dim)
+            results.append(Result(density: mask.map { Double($0.computedCount) / Double(heads * nq * nk) } ?? 1,
+                                  seconds: median, samples: samples, denseEquivalentGFlops: dense / median / 1e9,
+                                  gflops: real / median / 1e9, stats: stats))
+        }
+        return results
+    }
+
+    struct SplitMix {
+        var state: UInt64
+        init(_ seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
+    }
+}

@@ -1,0 +1,170 @@
+/// Counters of a forward pass (or of one tile since its `begin`).
+public struct AttentionStatistics: Sendable, Equatable {
+    /// Key blocks whose scores were computed (blocks entirely above the causal diagonal are not counted).
+    public var keyBlocksVisited: Int = 0
+    /// Visited key blocks whose P·V was skipped by the λ rule.
+    public var pvBlocksSkipped: Int = 0
+
+    public init(keyBlocksVisited: Int = 0, pvBlocksSkipped: Int = 0) {
+        self.keyBlocksVisited = keyBlocksVisited
+        self.pvBlocksSkipped = pvBlocksSkipped
+    }
+
+    public static func + (a: Self, b: Self) -> Self {
+        Self(keyBlocksVisited: a.keyBlocksVisited + b.keyBlocksVisited,
+             pvBlocksSkipped: a.pvBlocksSkipped + b.pvBlocksSkipped)
+    }
+}
+
+/// One aligned allocation holding the states of many attention compute tiles.
+///
+/// A distributed runtime keeps one tile per local query tile alive across ring steps while K/V blocks
+/// arrive; a thread pool keeps one per worker. Creating an arena is one allocation; a tile handle is a few
+/// pointers into it, so visiting never allocates.
+///
+/// Memory per tile, in floats: `2·D·L` (queries and output accumulator, transposed) `+ blockK·L` (the
+/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes. For D = 128 and the
+/// defaults that is 81 KB.
+public final class AttentionTileArena: @unchecked Sendable {
+    /// Number of tiles.
+    public let count: Int
+    /// Head dimension D of every tile.
+    public let headDim: Int
+    /// Query rows a tile can hold (`config.computeTileQ`).
+    public let tileRows: Int
+    let lanes: Int
+    let blockK: Int
+    let causal: Bool
+    let pvThreshold: Float
+    let queryScale: Float
+    let strideBytes: Int
+    let base: UnsafeMutableRawPointer
+
+    static let headerInts = 8
+    static let alignment = 64
+
+    /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
+    /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`.
+    public init(tiles: Int, headDim: Int, config: SpargeConfig) {
+        precondition(tiles >= 0, "AttentionTileArena: negative tile count")
+        precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
+        precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
+        count = tiles
+        self.headDim = headDim
+        tileRows = config.computeTileQ
+        lanes = (config.computeTileQ + 63) / 64 * 64
+        blockK = config.blockK
+        causal = config.causal
+        pvThreshold = config.pvThreshold
+        queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
+        let floats = 2 * headDim * lanes + blockK * lanes + 3 * lanes
+        let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
+        strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
+        base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
+    }
+
+    deinit { base.deallocate() }
+
+    /// The handle of tile `index`.
+    public subscript(index: Int) -> AttentionTile {
+        precondition(index >= 0 && index < count, "AttentionTileArena: tile \(index) of \(count)")
+        return AttentionTile(arena: self, base: base + index * strideBytes)
+    }
+}
+
+/// The state of one compute tile: up to `computeTileQ` query rows of one query head, against which key
+/// blocks are visited one at a time (the kernel body of block-sparse FlashAttention, on the CPU).
+///
+/// Layout (DESIGN.md §5): queries are stored transposed, `Q̂ᵀ[D][L]`, pre-multiplied by `scale·log2(e)`, so
+/// that the scores of a key block are computed as `Sᵀ = K·Q̂ᵀ` with 16 *queries* per SIMD16 vector; the
+/// running max `m`, sum `l`, the rescale and the exponentials are then vertical vector operations, and the
+/// output accumulator `Oᵀ[D][L]` is updated as `Oᵀ = α·Oᵀ + Vᵀ·Pᵀ`. Scores are in log2 units.
+///
+/// Use: `begin` once, `visit` each key block (in any order; the λ rule depends on the order), `finish`.
+/// Any D is supported by the vector path (D enters only as a loop length; multiples of 4 use only the
+/// 4-wide micro-kernels). GQA is the caller's choice of which K/V head it passes.
+///
+/// The handle holds its arena, so the memory lives as long as any handle; a tile must be used by one thread
+/// at a time.
+public struct AttentionTile {
+    let arena: AttentionTileArena
+    let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped
+    let queriesT: UnsafeMutablePointer<Float>  // [D][L]
+    let outputT: UnsafeMutablePointer<Float>  // [D][L]
+    let scores: UnsafeMutablePointer<Float>  // [blockK][L]: Sᵀ, then Pᵀ
+    let rowMax: UnsafeMutablePointer<Float>  // [L]: max of the current block, then α
+    let runningMax: UnsafeMutablePointer<Float>  // [L]
+    let runningSum: UnsafeMutablePointer<Float>  // [L]
+
+    init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
+        self.arena = arena
+        let d = arena.headDim, l = arena.lanes
+        header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
+        let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
+            .bindMemory(to: Float.self, capacity: 2 * d * l + arena.blockK * l + 3 * l)
+        queriesT = floats
+        outputT = floats + d * l
+        scores = floats + 2 * d * l
+        rowMax = scores + arena.blockK * l
+        runningMax = rowMax + l
+        runningSum = runningMax + l
+    }
+
+    /// Head dimension D.
+    public var headDim: Int { arena.headDim }
+    /// Rows given to the last `begin`.
+    public var rowCount: Int { header[0] }
+    /// Global token index of row 0, as given to the last `begin`.
+    public var queryStart: Int { header[1] }
+    /// Counters since the last `begin`.
+    public var statistics: AttentionStatistics {
+        AttentionStatistics(keyBlocksVisited: header[2], pvBlocksSkipped: header[4])
+    }
+
+    /// Starts the tile on `rowCount` query rows: packs them transposed and scaled, and empties the state.
+    ///
+    /// - Parameters:
+    ///   - queries: `rowCount × D` row-major rows of one query head.
+    ///   - rowCount: `0...computeTileQ`; a short last tile is allowed (the unused lanes are zero and never
+    ///     take part in the λ rule or the output).
+    ///   - queryStart: global token index of row 0 (for causal masking).
+    public func begin(queries: UnsafePointer<Float>, rowCount: Int, queryStart: Int) {
+        precondition(rowCount >= 0 && rowCount <= arena.tileRows,
+                     "AttentionTile: \(rowCount) rows in a tile of \(arena.tileRows)")
+        let d = arena.headDim, l = arena.lanes, s = arena.queryScale
+        header[0] = rowCount
+        header[1] = queryStart
+        header[2] = 0
+        header[3] = 0
+        header[4] = 0
+        for r in 0..<rowCount {
+            let q = queries + r * d
+            for i in 0..<d { queriesT[i * l + r] = q[i] * s }
+        }
+        if rowCount < l {
+            for i in 0..<d { (queriesT + i * l + rowCount).update(repeating: 0, count: l - rowCount) }
+        }
+        outputT.update(repeating: 0, count: d * l)
+        runningMax.update(repeating: -.infinity, count: l)
+        runningSum.update(repeating: 0, count: l)
+    }
+
+    /// Writes `O = acc / l` and the row log-sum-exp.
+    ///
+    /// Rows that saw no unmasked key get output 0 and `lse = -inf`.
+    ///
+    /// - Parameters:
+    ///   - output: `rowCount × D` row-major.
+    ///   - lse: `rowCount` values, `ln Σ_j exp(scale·q·k_j)` in natural-log units of the scaled scores.
+    public func finish(output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let d = arena.headDim, l = arena.lanes, rows = header[0]
+        let ln2: Float = 0.693_147_180_559_945_3
+        for r in 0..<rows {
+            let sum = runningSum[r]
+            let inv: Float = sum > 0 ? 1 / sum : 0
+            let o = output + r * d
+            for i in 0..<d { o[i] = outputT[i * l + r] * inv }
+            lse[r] = sum > 0 ? (runningMax[r] + libmLog2(sum)) * ln2 : -.infinity
+        }
+    }
+}

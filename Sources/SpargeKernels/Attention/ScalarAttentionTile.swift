@@ -1,0 +1,99 @@
+/// The plain scalar twin of `AttentionTile`: the same API and the same online-softmax math (base 2, the λ
+/// rule over the tile's rows), written as straightforward loops over row-major Float arrays. It is the
+/// reference the vector tile is tested against, and the fallback a new backend can start from.
+public final class ScalarAttentionTile {
+    public let headDim: Int
+    let tileRows: Int
+    let blockK: Int
+    let causal: Bool
+    let pvThreshold: Float
+    let queryScale: Float
+    var queries: [Float]
+    var accumulator: [Float]
+    var m: [Float]
+    var l: [Float]
+    public private(set) var rowCount = 0
+    public private(set) var queryStart = 0
+    public private(set) var statistics = AttentionStatistics()
+    var computed = 0
+
+    /// A tile of head dimension `headDim` under `config` (see `AttentionTileArena.init`).
+    public init(headDim: Int, config: SpargeConfig) {
+        self.headDim = headDim
+        tileRows = config.computeTileQ
+        blockK = config.blockK
+        causal = config.causal
+        pvThreshold = config.pvThreshold
+        queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
+        queries = [Float](repeating: 0, count: tileRows * headDim)
+        accumulator = queries
+        m = [Float](repeating: -.infinity, count: tileRows)
+        l = [Float](repeating: 0, count: tileRows)
+    }
+
+    /// See `AttentionTile.begin`.
+    public func begin(queries q: UnsafePointer<Float>, rowCount: Int, queryStart: Int) {
+        precondition(rowCount >= 0 && rowCount <= tileRows, "ScalarAttentionTile: too many rows")
+        self.rowCount = rowCount
+        self.queryStart = queryStart
+        statistics = AttentionStatistics()
+        computed = 0
+        for i in 0..<(rowCount * headDim) { queries[i] = q[i] * queryScale }
+        for i in accumulator.indices { accumulator[i] = 0 }
+        for r in 0..<tileRows { m[r] = -.infinity; l[r] = 0 }
+    }
+
+    /// See `AttentionTile.visit`.
+    @discardableResult
+    public func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
+                      keyStart: Int) -> Bool {
+        precondition(keyCount >= 0 && keyCount <= blockK, "ScalarAttentionTile: too many keys")
+        guard keyCount > 0, rowCount > 0 else { return false }
+        if causal && keyStart > queryStart + rowCount - 1 { return false }
+        let d = headDim
+        var s = [Float](repeating: 0, count: rowCount * keyCount)
+        var blockMax = [Float](repeating: -.infinity, count: rowCount)
+        for r in 0..<rowCount {
+            for c in 0..<keyCount {
+                var dot: Float = 0
+                for i in 0..<d { dot += queries[r * d + i] * keys[c * d + i] }
+                if causal && queryStart + r < keyStart + c { dot = -.infinity }
+                s[r * keyCount + c] = dot
+                blockMax[r] = max(blockMax[r], dot)
+            }
+        }
+        statistics.keyBlocksVisited += 1
+        var delta = -Float.infinity
+        for r in 0..<rowCount where blockMax[r] > -.infinity {
+            delta = max(delta, blockMax[r] - m[r])
+        }
+        if computed > 0 && !(delta + pvThreshold > 0) {
+            statistics.pvBlocksSkipped += 1
+            return false
+        }
+        computed += 1
+        for r in 0..<rowCount {
+            let w = OnlineSoftmax.mergeWeights(m[r], blockMax[r])
+            let shift = w.m == -.infinity ? 0 : w.m
+            m[r] = w.m
+            var sum: Float = 0
+            for i in 0..<d { accumulator[r * d + i] *= w.alpha }
+            for c in 0..<keyCount {
+                let p = libmExp2(s[r * keyCount + c] - shift)
+                sum += p
+                for i in 0..<d { accumulator[r * d + i] += p * values[c * d + i] }
+            }
+            l[r] = w.alpha * l[r] + sum
+        }
+        return true
+    }
+
+    /// See `AttentionTile.finish`.
+    public func finish(output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        for r in 0..<rowCount {
+            let inv: Float = l[r] > 0 ? 1 / l[r] : 0
+            for i in 0..<headDim { output[r * headDim + i] = accumulator[r * headDim + i] * inv }
+            lse[r] = l[r] > 0 ? (m[r] + libmLog2(l[r])) * 0.693_147_180_559_945_3 : -.infinity
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import SpargeKernels
+import SpargeTestSupport
+import XCTest
+
+/// The vector tile against its scalar twin on fresh random shapes.
+final class AttentionKernelTests: XCTestCase {
+    struct Case: CustomStringConvertible {
+        var seed: UInt64
+        var tokens: Int
+        var dim: Int
+        var queryHeads = 2
+        var kvHeads = 1
+        var causal = false
+        var density: Double? = nil
+        var pvThreshold: Float = 50
+        var computeTileQ = 64
+        var description: String {
+            "seed \(seed) N=\(tokens) D=\(dim) Hq=\(queryHeads) Hkv=\(kvHeads) causal=\(causal) " +
+                "density=\(density.map { "\($0)" } ?? "dense") λ=\(pvThreshold) tile=\(computeTileQ)"
+        }
+    }
+
+    /// Shapes chosen so that N is not a multiple of 64 or 128 (partial query tiles and key blocks), D covers
+    /// 16…128 and a value that is not a multiple of 16 (40) or of 4 (20), with causal, random masks, GQA and
+    /// a tile of 128 rows (two lane groups).
+    static let cases: [Case] = [
+        Case(seed: 1, tokens: 77, dim: 16),
+        Case(seed: 2, tokens: 200, dim: 32, causal: true),
+        Case(seed: 3, tokens: 150, dim: 64, density: 0.5),
+        Case(seed: 4, tokens: 190, dim: 128, queryHeads: 1, causal: true, density: 0.6),
+        Case(seed: 5, tokens: 131, dim: 40, queryHeads: 4, kvHeads: 2, density: 0.4),
+        Case(seed: 6, tokens: 100, dim: 20, causal: true),
+        Case(seed: 7, tokens: 257, dim: 32, queryHeads: 1, causal: true, density: 0.5, computeTileQ: 128),
+        Case(seed: 8, tokens: 64, dim: 16, queryHeads: 1),
+        Case(seed: 9, tokens: 1, dim: 16, queryHeads: 1, causal: true),
+    ]
+
+    func run(_ c: Case, skewed: Bool = false) -> (vector: (Tensor3, [Float], AttentionStatistics),
+                                                    scalar: (Tensor3, [Float], AttentionStatistics)) {
+        var g = SeededGenerator(seed: c.seed)
+        var q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
+        var k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+        if skewed {
+            // Every query leans on one direction that only the first key block carries, so the later blocks'
+            // scores fall far below the running max and the λ rule has something to skip.
+            for i in q.data.indices { q.data[i] += 1 }
+            for h in 0..<c.kvHeads { for r in 0..<min(64, c.tokens) { for i in 0..<c.dim { k[h, r, i] += 3 } } }
+        }
+        let config = SpargeConfig(pvThreshold: c.pvThreshold, causal: c.causal, computeTileQ: c.computeTileQ)
+        let mask = c.density.map { randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: $0, using: &g) }
+        let a = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2, backend: .vector)
+        let b = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 1, backend: .scalar)
+        return ((a.output, a.lse, a.stats), (b.output, b.lse, b.stats))
+    }
+
+    func testVectorMatchesScalarTwin() {
+        for c in Self.cases {
+            let (a, b) = run(c)
+            // Both compute in Float with different summation orders and exp2 implementations (polynomial
+            // vs libm, ≤ 1.3e-7 relative): a few ulps per element, far below 1e-5.
+            XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, "\(c)")
+            XCTAssertLessThanOrEqual(relativeL1(a.1, b.1), 1e-5, "LSE \(c)")
+            XCTAssertFalse(a.0.data.contains { !$0.isFinite }, "non-finite output \(c)")
+            XCTAssertEqual(a.2, b.2, "statistics \(c)")
+        }
+    }
+
+    func testLambdaRuleSkipsTheSameBlocksAsTheTwin() {
+        for (i, base) in Self.cases.prefix(7).enumerated() {
+            var c = base
+            c.pvThreshold = 6
+            c.seed += 100 * UInt64(i)
+            let (a, b) = run(c, skewed: true)
+            XCTAssertGreaterThan(a.2.pvBlocksSkipped, 0, "λ skipped nothing: \(c)")
+            XCTAssertEqual(a.2, b.2, "statistics \(c)")
+            // Same skips, so the same sums as in the test above.
+            XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, "\(c)")
+        }
+    }
+
+    func testFullyMaskedRowsGiveZeroAndMinusInfinity() {
+        // A tile whose rows see no key: an empty mask row (allowed here; the predictor keeps ≥ 1 block).
+        let config = SpargeConfig()
+        var g = SeededGenerator(seed: 42)
+        let q = Tensor3.random(heads: 1, rows: 130, dim: 16, using: &g)
+        let k = Tensor3.random(heads: 1, rows: 130, dim: 16, using: &g)
+        var mask = BlockMask(heads: 1, keyBlocks: 3, queryBlocks: [0, 1])
+        mask[0, 1, 2] = true
+        let r = SparseAttention.forward(q: q, k: k, v: k, mask: mask, config: config)
+        XCTAssertTrue(r.output.data[0..<(128 * 16)].allSatisfy { $0 == 0 })
+        XCTAssertTrue(r.lse[0..<128].allSatisfy { $0 == -.infinity })
+        XCTAssertTrue(r.output.data[(128 * 16)...].allSatisfy { $0.isFinite && $0 != 0 })
+    }
+}
