@@ -36,12 +36,13 @@ public struct SafetensorsHeader: Sendable {
     /// The largest header accepted (the reference implementation's limit is 100 MB).
     static let maximumHeaderLength = 100_000_000
 
-    /// Whether `prefix` (the first bytes of a file of `fileSize` bytes) looks like a safetensors header:
-    /// a plausible length followed by `{`.
-    static func looksLike(prefix: [UInt8], fileSize: Int) -> Bool {
+    /// Whether `prefix` (the first bytes of a file) looks like a safetensors header: a plausible length
+    /// followed by `{`. A length beyond the end of the file still counts, so that a truncated file is
+    /// reported as truncated rather than as unknown.
+    static func looksLike(prefix: [UInt8]) -> Bool {
         guard prefix.count >= 9 else { return false }
         let n = (0..<8).reduce(UInt64(0)) { $0 | UInt64(prefix[$1]) << (8 * UInt64($1)) }
-        return n >= 2 && n <= UInt64(min(maximumHeaderLength, fileSize - 8)) && prefix[8] == UInt8(ascii: "{")
+        return n >= 2 && n <= UInt64(maximumHeaderLength) && prefix[8] == UInt8(ascii: "{")
     }
 
     /// Parses the header of `file`; every failure names the file and what was found.

@@ -62,7 +62,7 @@ public final class TensorSource {
             let header = try NPYHeader(reading: file)
             (type, shape, dataOffset) = (header.elementType, header.shape, header.dataOffset)
             tensorName = nil
-        } else if SafetensorsHeader.looksLike(prefix: prefix, fileSize: file.size) {
+        } else if SafetensorsHeader.looksLike(prefix: prefix) {
             let header = try SafetensorsHeader(reading: file)
             let names = header.names
             let name: String
