@@ -85,18 +85,7 @@ public final class NPYWriter {
             throw FormatError(path: path, "can write float32 or uint8 arrays, not \(type)")
         }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw FormatError(path: path, "negative shape \(shape)") }
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        switch OutputFile.kind(of: folder.isEmpty ? "/" : folder) {
-        case .missing: throw FormatError(path: path, "the folder \(folder) does not exist")
-        case .other: throw FormatError(path: path, "\(folder) is not a folder")
-        case .directory: break
-        }
-        switch OutputFile.kind(of: path) {
-        case .directory: throw FormatError(path: path, "is a folder; give a file name")
-        case .other where !overwrite:
-            throw FormatError(path: path, "exists; refusing to overwrite it (use --force to replace it)")
-        default: break
-        }
+        try OutputFile.checkDestination(path, overwrite: overwrite)
         let temporary = temporaryPath(for: path, token: token)
         let file = try OutputFile.createNew(path: temporary)
         let writer = NPYWriter(path: path, token: token, shape: shape, type: type, layout: layout,
