@@ -57,3 +57,11 @@ public final class InputFile {
         return bytes
     }
 }
+
+extension InputFile {
+    /// Whether `path` names an existing file system entry.
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+}

@@ -24,16 +24,11 @@ public struct NPYFile {
         }
         let raw = try file.readBytes(count: range.count * type.byteSize,
                                      at: header.dataOffset + range.lowerBound * type.byteSize)
-        return raw.withUnsafeBytes { bytes in
-            (0..<range.count).map { i in
-                switch type {
-                case .float32: Float(bitPattern: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
-                case .float16: Float(halfBits: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                case .bfloat16:
-                    Float(bitPattern: UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-                case .uint8: 0
-                }
+        return [Float](unsafeUninitializedCapacity: range.count) { out, initialized in
+            if range.count > 0 {
+                raw.withUnsafeBytes { type.widen($0.baseAddress!, count: range.count, into: out.baseAddress!) }
             }
+            initialized = range.count
         }
     }
 
@@ -43,23 +38,5 @@ public struct NPYFile {
             throw FormatError(path: file.path, "dtype \(header.elementType) where uint8 was expected")
         }
         return try file.readBytes(count: header.elementCount, at: header.dataOffset)
-    }
-}
-
-extension Float {
-    /// Widens IEEE 754 half-precision bits exactly.
-    public init(halfBits h: UInt16) {
-        let sign = UInt32(h & 0x8000) << 16
-        let exponent = Int(h >> 10) & 0x1f
-        let mantissa = UInt32(h & 0x3ff)
-        if exponent == 0 {
-            // zero or subnormal: mantissa · 2^-24
-            let magnitude = Float(mantissa) * 0x1p-24
-            self = sign != 0 ? -magnitude : magnitude
-        } else if exponent == 0x1f {
-            self = Float(bitPattern: sign | 0x7f80_0000 | mantissa << 13)
-        } else {
-            self = Float(bitPattern: sign | UInt32(exponent - 15 + 127) << 23 | mantissa << 13)
-        }
     }
 }
