@@ -1,0 +1,187 @@
+import Foundation
+import SpargeRing
+import XCTest
+
+/// The synthetic workloads: rank-count independence, determinism, and the attention structure each claims.
+final class WorkloadTests: XCTestCase {
+    /// Small shapes every generic test sweeps: GQA, a length that is no multiple of any internal period.
+    let shape = WorkloadShape(queryHeads: 4, kvHeads: 2, seqLen: 5000, headDim: 32)
+
+    func generator(_ workload: Workload, seed: UInt64 = 7, shape: WorkloadShape? = nil) throws -> WorkloadGenerator {
+        try WorkloadGenerator(workload, shape: shape ?? self.shape, seed: seed)
+    }
+
+    /// Rows `ranges` of `whole` (all rows of a tensor), as `generate` should return them.
+    func slice(_ whole: Tensor3, _ ranges: [Range<Int>]) -> [Float] {
+        var out: [Float] = []
+        for h in 0..<whole.heads {
+            for r in ranges {
+                out += whole.data[whole.offset(head: h, row: r.lowerBound)..<whole.offset(head: h, row: r.upperBound)]
+            }
+        }
+        return out
+    }
+
+    /// Rows generated in one range equal rows generated in pieces, bit for bit: contiguous shards of 1, 3
+    /// and 7 ranks and zigzag shards of 2 and 4 ranks.
+    func testIndependentOfRankCount() throws {
+        let n = shape.seqLen
+        var shardings: [(String, [[Range<Int>]])] = []
+        for ranks in [1, 3, 7] {
+            shardings.append(("contiguous \(ranks)", (0..<ranks).map { r in (r * n / ranks)..<((r + 1) * n / ranks) }
+                .map { [$0] }))
+        }
+        for ranks in [2, 4] {
+            let chunks = (0..<2 * ranks).map { c in (c * n / (2 * ranks))..<((c + 1) * n / (2 * ranks)) }
+            shardings.append(("zigzag \(ranks)", (0..<ranks).map { r in [chunks[r], chunks[2 * ranks - 1 - r]] }))
+        }
+        for workload in Workload.allCases {
+            let g = try generator(workload)
+            for tensor in WorkloadTensor.allCases {
+                let whole = g.generate(tensor, rows: [0..<n])
+                XCTAssertEqual(whole.shape, [shape.heads(tensor), n, shape.headDim])
+                for (name, shards) in shardings {
+                    for (rank, ranges) in shards.enumerated() {
+                        let part = g.generate(tensor, rows: ranges)
+                        XCTAssertEqual(part.rows, ranges.reduce(0) { $0 + $1.count })
+                        XCTAssertTrue(part.data == slice(whole, ranges),
+                                      "\(workload) \(tensor): \(name), rank \(rank) differs from the whole")
+                    }
+                }
+            }
+        }
+    }
+
+    func testDeterministicBySeed() throws {
+        for workload in Workload.allCases {
+            for tensor in WorkloadTensor.allCases {
+                let a = try generator(workload, seed: 1).generate(tensor, rows: [100..<300])
+                let b = try generator(workload, seed: 1).generate(tensor, rows: [100..<300])
+                let c = try generator(workload, seed: 2).generate(tensor, rows: [100..<300])
+                XCTAssertEqual(a, b, "\(workload) \(tensor): same seed")
+                let differing = zip(a.data, c.data).filter { $0 != $1 }.count
+                XCTAssertGreaterThan(differing, a.data.count * 9 / 10, "\(workload) \(tensor): another seed")
+            }
+        }
+    }
+
+    /// Finite, with sane mean and spread, in every workload and tensor.
+    func testValuesAreFiniteAndSane() throws {
+        for workload in Workload.allCases {
+            let g = try generator(workload)
+            for tensor in WorkloadTensor.allCases {
+                let x = g.generate(tensor, rows: [0..<shape.seqLen]).data
+                XCTAssertTrue(x.allSatisfy { $0.isFinite }, "\(workload) \(tensor)")
+                let mean = x.reduce(0.0) { $0 + Double($1) } / Double(x.count)
+                let std = (x.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(x.count))
+                    .squareRoot()
+                XCTAssertLessThan(abs(mean), 0.5, "\(workload) \(tensor): mean")
+                XCTAssertTrue((0.3...3).contains(std), "\(workload) \(tensor): std \(std)")
+                if workload == .random {
+                    XCTAssertLessThan(abs(mean), 0.01)
+                    XCTAssertEqual(std, 1, accuracy: 0.01)
+                }
+            }
+        }
+    }
+
+    func testRejectsBadShapes() {
+        XCTAssertThrowsError(try WorkloadGenerator(.llm, shape: WorkloadShape(queryHeads: 3, kvHeads: 2, seqLen: 10,
+                                                                                headDim: 32), seed: 0))
+        XCTAssertThrowsError(try WorkloadGenerator(.llm, shape: WorkloadShape(queryHeads: 1, kvHeads: 1, seqLen: 10,
+                                                                                headDim: 6), seed: 0))
+        XCTAssertThrowsError(try WorkloadGenerator(.video, shape: WorkloadShape(queryHeads: 1, kvHeads: 1, seqLen: 10,
+            headDim: 8), seed: 0, videoGrid: VideoGrid(frames: 2, height: 2, width: 2)))
+    }
+
+    func testDefaultVideoGrid() {
+        for n in [4096, 5000, 1 << 20, 75 * 1024, 997, 8 * 997, 1] {
+            let g = VideoGrid.default(for: n)
+            XCTAssertEqual(g.frames * g.height * g.width, n, "N=\(n): \(g)")
+            XCTAssertLessThanOrEqual(g.height, g.width, "N=\(n): \(g)")
+            if n >= 4096 && n != 8 * 997 { XCTAssertGreaterThanOrEqual(g.height, 8, "N=\(n): \(g)") }
+        }
+        XCTAssertEqual(VideoGrid.default(for: 1 << 20), VideoGrid(frames: 8, height: 256, width: 512))
+        XCTAssertEqual(VideoGrid.default(for: 997), VideoGrid(frames: 997, height: 1, width: 1))
+    }
+
+    // MARK: - Attention structure
+
+    static func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
+        var (ab, aa, bb) = (0.0, 0.0, 0.0)
+        for (x, y) in zip(a, b) { ab += Double(x * y); aa += Double(x * x); bb += Double(y * y) }
+        return ab / (aa * bb).squareRoot()
+    }
+
+    func row(_ t: Tensor3, _ h: Int, _ p: Int) -> ArraySlice<Float> {
+        t.data[t.offset(head: h, row: p)..<t.offset(head: h, row: p) + t.dim]
+    }
+
+    /// Keys: near neighbours (1–8 apart) are clearly more alike than keys half the sequence apart, with and
+    /// without the key mean removed (as SpargeAttn's smoothing does); same for video in its flattened order.
+    func testNeighbouringKeysAreSimilar() throws {
+        let shape = WorkloadShape(queryHeads: 2, kvHeads: 1, seqLen: 8192, headDim: 64)
+        for workload in [Workload.llm, .video, .random] {
+            var k = try generator(workload, shape: shape).generate(.key, rows: [0..<shape.seqLen])
+            for smoothed in [false, true] {
+                if smoothed {
+                    var mean = [Float](repeating: 0, count: k.dim)
+                    for p in 0..<k.rows { for c in 0..<k.dim { mean[c] += k[0, p, c] / Float(k.rows) } }
+                    for p in 0..<k.rows { for c in 0..<k.dim { k[0, p, c] -= mean[c] } }
+                }
+                var (near, far) = (0.0, 0.0)
+                let samples = stride(from: 16, to: shape.seqLen / 2, by: 37).map { $0 }
+                for p in samples {
+                    near += Self.cosine(row(k, 0, p), row(k, 0, p + 1 + p % 8))
+                    far += Self.cosine(row(k, 0, p), row(k, 0, p + shape.seqLen / 2))
+                }
+                near /= Double(samples.count)
+                far /= Double(samples.count)
+                let label = "\(workload) \(smoothed ? "smoothed" : "raw"): near \(near), far \(far)"
+                print(label)
+                if workload == .random {
+                    XCTAssertEqual(near, far, accuracy: 0.05, label)
+                } else {
+                    XCTAssertGreaterThan(near, far + 0.2, label)
+                }
+            }
+        }
+    }
+
+    /// LLM attention: the 4 sink keys take a large share of every query's weight, and a real share lies more
+    /// than two segments (2000 tokens) back, beyond any local window.
+    func testLLMSinkAndFarMass() throws {
+        let shape = WorkloadShape(queryHeads: 2, kvHeads: 1, seqLen: 8192, headDim: 64)
+        let g = try generator(.llm, shape: shape)
+        let q = g.generate(.query, rows: [0..<shape.seqLen]), k = g.generate(.key, rows: [0..<shape.seqLen])
+        let scale = 1 / Float(shape.headDim).squareRoot()
+        for h in 0..<shape.queryHeads {
+            var (sink, far, local, maxLogitGap) = (0.0, 0.0, 0.0, 0.0)
+            let queries = stride(from: 4100, to: shape.seqLen, by: 131).map { $0 }
+            for p in queries {
+                // causal scores of query p against keys 0...p
+                let qp = row(q, h, p)
+                var s = [Double](repeating: 0, count: p + 1)
+                for j in 0...p {
+                    var dot: Float = 0
+                    for (x, y) in zip(qp, row(k, 0, j)) { dot += x * y }
+                    s[j] = Double(dot * scale)
+                }
+                let m = s.max()!
+                let e = s.map { exp($0 - m) }
+                let z = e.reduce(0, +)
+                sink += e[0..<4].reduce(0, +) / z
+                far += e[4..<(p - 2000)].reduce(0, +) / z
+                local += e[max(4, p - 128)...p].reduce(0, +) / z
+                maxLogitGap += m - s.reduce(0, +) / Double(s.count)
+            }
+            let c = Double(queries.count)
+            let label = "head \(h): sink \(sink / c), far \(far / c), local \(local / c), max−mean logit \(maxLogitGap / c)"
+            print(label)
+            XCTAssertGreaterThan(sink / c, 0.1, label + " (a uniform share would be 4/6000)")
+            XCTAssertGreaterThan(far / c, 0.1, label)
+            XCTAssertGreaterThan(local / c, 0.05, label)
+            XCTAssertTrue((4...20).contains(maxLogitGap / c), "peaked but not degenerate: " + label)
+        }
+    }
+}
