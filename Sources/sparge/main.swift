@@ -1,13 +1,38 @@
+import Foundation
 import SpargeRing
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
-// Placeholder until the command dispatcher lands; keep the `selftest-communicator` hook (used by the tests).
-let arguments = CommandLine.arguments
-if arguments.count > 1 && arguments[1] == "selftest-communicator" {
-    exit(runCommunicatorSelfTest(arguments: Array(arguments.dropFirst(2))))
+/// `sparge <command> [options]`: parses, calls SpargeRing, prints.
+let commands: [(name: String, summary: String, run: ([String]) -> Int32)] = [
+    ("run", "attention over Q/K/V files (.npy or .safetensors), output to a file", RunCommand.main),
+    ("bench", "time a generated workload; table of density, time, GFLOP/s, error, bytes moved", BenchCommand.main),
+    ("verify", "check the distributed result against one process and against dense attention", VerifyCommand.main),
+]
+
+let topHelp = """
+    usage: sparge <command> [options]        (under mpirun: mpirun -np P sparge <command> …)
+
+    SpargeRing: training-free sparse attention (SpargeAttn) over sequences sharded across MPI ranks.
+
+    commands:
+    \(commands.map { "  \($0.name.padding(toLength: 8, withPad: " ", startingAt: 0))\($0.summary)" }.joined(separator: "\n"))
+
+    `sparge <command> --help` lists a command's options.
+    """
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let first = arguments.first else {
+    print(topHelp)
+    exit(2)
 }
-print("usage: sparge <command> [options]   (commands: run, bench, verify; not built yet)")
+if first == "selftest-communicator" {
+    exit(runCommunicatorSelfTest(arguments: Array(arguments.dropFirst())))
+}
+if ["-h", "--help", "help"].contains(first) {
+    print(topHelp)
+    exit(0)
+}
+guard let command = commands.first(where: { $0.name == first }) else {
+    FileHandle.standardError.write(Data("sparge: error: unknown command '\(first)'\n\n\(topHelp)\n".utf8))
+    exit(2)
+}
+exit(command.run(Array(arguments.dropFirst())))

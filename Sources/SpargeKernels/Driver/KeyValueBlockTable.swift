@@ -1,0 +1,56 @@
+/// Where the key/value blocks available right now lie in memory, per (kv head, key block).
+///
+/// The single-process driver fills it once with every block of the K/V tensors; a ring step fills it with
+/// the blocks of the payload it holds. The pointers must stay valid while a driver reads the table.
+public struct KeyValueBlockTable {
+    /// Key/value heads.
+    public let kvHeads: Int
+    /// Key blocks in the sequence.
+    public let keyBlocks: Int
+    /// Rows per key block.
+    public let blockK: Int
+    /// Tokens in the sequence (the last block may be partial).
+    public let seqLen: Int
+    @usableFromInline var keys: [UnsafePointer<Float>?]
+    @usableFromInline var values: [UnsafePointer<Float>?]
+
+    /// An empty table.
+    public init(kvHeads: Int, keyBlocks: Int, blockK: Int, seqLen: Int) {
+        self.kvHeads = kvHeads
+        self.keyBlocks = keyBlocks
+        self.blockK = blockK
+        self.seqLen = seqLen
+        keys = Array(repeating: nil, count: kvHeads * keyBlocks)
+        values = keys
+    }
+
+    /// Makes block `block` of `kvHead` available: `rows(of: block) × D` keys and values, row-major.
+    public mutating func set(kvHead: Int, block: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>) {
+        keys[kvHead * keyBlocks + block] = k
+        values[kvHead * keyBlocks + block] = v
+    }
+
+    /// Removes every block.
+    public mutating func removeAll() {
+        for i in keys.indices { keys[i] = nil; values[i] = nil }
+    }
+
+    /// Rows of key block `block`: `blockK`, or fewer for the last block.
+    @inlinable public func rows(of block: Int) -> Int { min(blockK, seqLen - block * blockK) }
+
+    /// The keys and values of `(kvHead, block)`, or nil when the block is not available.
+    @inlinable public func block(kvHead: Int, block: Int) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>)? {
+        guard let k = keys[kvHead * keyBlocks + block] else { return nil }
+        return (k, values[kvHead * keyBlocks + block]!)
+    }
+
+    /// Every block of whole K/V tensors `[kvHeads, seqLen, D]` at `k`, `v`.
+    public mutating func setAll(k: UnsafePointer<Float>, v: UnsafePointer<Float>, dim: Int) {
+        for g in 0..<kvHeads {
+            for j in 0..<keyBlocks {
+                let offset = (g * seqLen + j * blockK) * dim
+                set(kvHead: g, block: j, keys: k + offset, values: v + offset)
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import Dispatch
+import SpargeKernels
+
+/// SpargeAttn over a sequence sharded across the ranks of a communicator (DESIGN.md §2).
+public enum ShardedAttention {
+    /// The forward pass of this rank's shard; every rank of `communicator` calls it together.
+    ///
+    /// The ranks agree on the K mean and on all key-block summaries, each predicts the mask rows of its own
+    /// query blocks (identical to the single-process mask), and the K/V blocks travel the ring carrying only
+    /// what a later rank still needs.
+    ///
+    /// A configuration or shape that differs between ranks, or a shard that does not match `layout`, is a
+    /// `ForwardError` on every rank (never a hang on some).
+    ///
+    /// - Parameters:
+    ///   - q: this rank's query rows `[Hq, rows, D]`, in the order of `layout.tokenRanges[rank]`.
+    ///   - k, v: this rank's key and value rows `[Hkv, rows, D]`.
+    ///   - layout: the shard layout (the same on every rank).
+    ///   - config: the SpargeAttn parameters (the same on every rank).
+    ///   - communicator: the ranks; `SingleProcessCommunicator()` for plain use.
+    ///   - threads: worker threads on this rank (default 1).
+    ///   - progress: called on this thread with a phase name and a fraction done.
+    public static func forward(
+        q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
+        communicator comm: Communicator, threads: Int = 1,
+        progress: ((String, Double) -> Void)? = nil
+    ) throws -> ForwardResult {
+        let start = DispatchTime.now().uptimeNanoseconds
+        func seconds(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
+        try checkAgreement(q: q, k: k, v: v, layout: layout, config: config, comm: comm)
+        let ranges = layout.tokenRanges[comm.rank]
+        var stats = ForwardStatistics()
+
+        // Summaries: global K mean, this rank's query summaries, every key summary.
+        progress?("summaries", 0)
+        var t = DispatchTime.now().uptimeNanoseconds
+        let keyMean = SummaryExchange.keyMean(k: k, seqLen: layout.seqLen, on: comm)
+        let queryRuns = SummaryExchange.localSummaries(q, ranges: ranges, blockSize: config.blockQ,
+                                                       threshold: config.simThreshold)
+        let keyRuns = SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
+                                                     threshold: config.simThreshold, subtracting: keyMean)
+        stats.summaryBytes = SummaryCoding.encode(keyRuns).count
+        let allKeys = BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
+        let queries = queryRuns.isEmpty
+            ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
+                             means: [Float](), flags: [UInt8]())
+            : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
+        stats.summarySeconds = seconds(since: t)
+
+        // This rank's mask rows, the run-wide density, and who needs which key block.
+        progress?("mask", 0)
+        t = DispatchTime.now().uptimeNanoseconds
+        let queryBlocks = layout.queryBlocks(rank: comm.rank)
+        let mask = MaskPredictor.predictRows(
+            querySummaries: queries, queryBlocks: queryBlocks, keySummaries: allKeys, config: config,
+            headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads, seqLen: layout.seqLen)
+        var counts = MaskStatistics(mask: mask, config: config)
+        var sums = [Double(counts.computed), Double(counts.area)]
+        comm.allreduceSum(&sums)
+        counts = MaskStatistics(computed: Int(sums[0]), area: Int(sums[1]))
+        stats.mask = counts
+        let localNeeds = NeedTable.localBits(mask: mask, kvHeads: k.heads)
+        stats.summaryBytes += localNeeds.count
+        let needs = NeedTable(ranks: comm.size, kvHeads: k.heads, keyBlocks: layout.keyBlockCount,
+                              packed: comm.allgather(bytes: localNeeds))
+        stats.maskSeconds = seconds(since: t)
+
+        // The ring.
+        t = DispatchTime.now().uptimeNanoseconds
+        let attention = BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                             seqLen: layout.seqLen)
+        let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim),
+                                 comm: comm, threads: threads)
+        stats.ring = try ring.run(keys: k, values: v, attention: attention) { step, steps in
+            progress?("ring", Double(step) / Double(steps))
+        }
+        let (output, lse) = attention.finish()
+        stats.attention = attention.attendStatistics
+        stats.ringSeconds = seconds(since: t)
+        stats.totalSeconds = seconds(since: start)
+        progress?("done", 1)
+        return ForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: queries.flags,
+                             keySelfSimilar: allKeys.flags, statistics: stats)
+    }
+
+    /// Ends the call on every rank with the same error when the configuration or shapes differ between
+    /// ranks, or when any rank's shard does not fit the layout.
+    static func checkAgreement(q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
+                               comm: Communicator) throws {
+        var problem: String?
+        let rows = layout.rowCount(rank: comm.rank)
+        if layout.ranks != comm.size {
+            problem = "the layout is for \(layout.ranks) ranks but the run has \(comm.size)"
+        } else if q.rows != rows || k.rows != rows || v.rows != rows {
+            problem = "shard rows q \(q.rows), k \(k.rows), v \(v.rows); the layout gives this rank \(rows)"
+        } else if k.shape != v.shape || q.dim != k.dim {
+            problem = "shapes disagree: q \(q.shape), k \(k.shape), v \(v.shape)"
+        } else if k.heads == 0 || q.heads % k.heads != 0 {
+            problem = "query heads \(q.heads) are not a multiple of kv heads \(k.heads)"
+        } else if config.blockQ % config.computeTileQ != 0 {
+            problem = "computeTileQ \(config.computeTileQ) does not divide blockQ \(config.blockQ)"
+        }
+        if comm.anyRank(problem != nil) {
+            throw ForwardError(problem ?? "another rank's shard does not fit the layout")
+        }
+        let fingerprint = "\(config) seq=\(layout.seqLen) hq=\(q.heads) hkv=\(k.heads) d=\(q.dim)"
+        if !comm.isIdenticalOnAllRanks(Array(fingerprint.utf8)) {
+            throw ForwardError("the ranks were given different configurations or shapes (this rank: \(fingerprint))")
+        }
+    }
+}

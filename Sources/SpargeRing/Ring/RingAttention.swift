@@ -1,0 +1,120 @@
+import Dispatch
+import SpargeKernels
+
+/// What one rank's ring did: traffic, and where its time went.
+public struct RingStatistics: Sendable, Equatable {
+    /// Point-to-point bytes and messages this rank sent and received.
+    public var bytesSent = 0, bytesReceived = 0, messagesSent = 0, messagesReceived = 0
+    /// Bytes this rank would have sent in a dense ring (every block, every step).
+    public var denseRingBytes = 0
+    /// Seconds computing (in `attend`), and blocked waiting for messages after computing.
+    public var computeSeconds = 0.0, waitSeconds = 0.0
+    /// Seconds from posting each step's messages to seeing them complete, summed over steps.
+    public var communicationSeconds = 0.0
+
+    public init() {}
+
+    /// The share of communication time that computing hid: `1 − wait / communication` (1 with no traffic).
+    public var hiddenShare: Double {
+        communicationSeconds > 0 ? max(0, min(1, 1 - waitSeconds / communicationSeconds)) : 1
+    }
+}
+
+/// The ring of DESIGN.md §2.5 on one rank: step `s` computes with the payload of rank `r − s` while that
+/// payload's still-needed blocks travel on to `r + 1` and the next payload arrives from `r − 1`.
+///
+/// The ring moves blocks and never touches their contents: tiles are the driver's business
+/// (`BlockSparseAttention`); sizes are the schedule's.
+struct RingAttention {
+    let schedule: RingSchedule
+    let comm: Communicator
+    let threads: Int
+
+    /// Runs all steps, feeding `attention`; `progress(step, steps)` is called as each step starts.
+    func run(keys k: Tensor3, values v: Tensor3, attention: BlockSparseAttention,
+             progress: ((Int, Int) -> Void)?) throws -> RingStatistics {
+        let layout = schedule.layout
+        let p = layout.ranks, r = comm.rank, d = k.dim
+        let outgoing = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s), afterStep: s) : [] }
+        let incoming = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s + 1), afterStep: s) : [] }
+        let send = RingBuffer(capacity: outgoing.map(schedule.floatCount).max() ?? 0)
+        var current = RingBuffer(capacity: incoming.map(schedule.floatCount).max() ?? 0)
+        var next = RingBuffer(capacity: current.capacity)
+        var stats = RingStatistics()
+        let sent0 = (comm.bytesSent, comm.bytesReceived, comm.messagesSent, comm.messagesReceived)
+        stats.denseRingBytes = (p - 1) * schedule.denseFloatCount(origin: r) * MemoryLayout<Float>.stride
+
+        var table = KeyValueBlockTable(kvHeads: k.heads, keyBlocks: layout.keyBlockCount, blockK: layout.blockK,
+                                       seqLen: layout.seqLen)
+        try k.data.withUnsafeBufferPointer { kp in
+            try v.data.withUnsafeBufferPointer { vp in
+                for s in 0..<p {
+                    progress?(s, p)
+                    table.removeAll()
+                    if s == 0 {
+                        for g in 0..<k.heads {
+                            for j in layout.keyBlocks(rank: r) {
+                                let row = layout.localRow(ofToken: j * layout.blockK, rank: r)!
+                                let offset = (g * k.rows + row) * d
+                                table.set(kvHead: g, block: j, keys: kp.baseAddress! + offset, values: vp.baseAddress! + offset)
+                            }
+                        }
+                    } else {
+                        for e in incoming[s - 1] {
+                            let keys = UnsafePointer(current.floats + e.offset)
+                            table.set(kvHead: e.kvHead, block: e.block, keys: keys, values: keys + e.rows * d)
+                        }
+                    }
+
+                    // Post this step's exchange: forward what later ranks still need, receive the next payload.
+                    var requests: [Request] = []
+                    if !outgoing[s].isEmpty {
+                        pack(outgoing[s], from: table, into: send, dim: d)
+                        let count = schedule.floatCount(outgoing[s])
+                        requests.append(try comm.isend(UnsafeRawBufferPointer(send.bytes(count: count)),
+                                                       to: schedule.next(of: r), tag: s))
+                    }
+                    if !incoming[s].isEmpty {
+                        requests.append(try comm.irecv(into: next.bytes(count: schedule.floatCount(incoming[s])),
+                                                       from: schedule.previous(of: r), tag: s))
+                    }
+
+                    // Compute, progressing the messages from this thread between work items.
+                    let posted = DispatchTime.now().uptimeNanoseconds
+                    var completed = [UInt64?](repeating: nil, count: requests.count)
+                    let poll = {
+                        for i in requests.indices where completed[i] == nil {
+                            if comm.test(&requests[i]) { completed[i] = DispatchTime.now().uptimeNanoseconds }
+                        }
+                    }
+                    attention.attend(table, threads: threads, poll: requests.isEmpty ? nil : poll)
+                    let computed = DispatchTime.now().uptimeNanoseconds
+                    comm.waitAll(&requests)
+                    let waited = DispatchTime.now().uptimeNanoseconds
+                    stats.computeSeconds += Double(computed - posted) * 1e-9
+                    stats.waitSeconds += Double(waited - computed) * 1e-9
+                    if !requests.isEmpty {
+                        let done = completed.map { $0 ?? waited }.max()!
+                        stats.communicationSeconds += Double(done - posted) * 1e-9
+                    }
+                    swap(&current, &next)
+                }
+            }
+        }
+        stats.bytesSent = comm.bytesSent - sent0.0
+        stats.bytesReceived = comm.bytesReceived - sent0.1
+        stats.messagesSent = comm.messagesSent - sent0.2
+        stats.messagesReceived = comm.messagesReceived - sent0.3
+        return stats
+    }
+
+    /// Copies the keys, then the values, of every entry from where `table` has them into `buffer`.
+    private func pack(_ entries: [RingSchedule.Entry], from table: KeyValueBlockTable, into buffer: RingBuffer, dim: Int) {
+        for e in entries {
+            let source = table.block(kvHead: e.kvHead, block: e.block)!
+            let count = e.rows * dim
+            (buffer.floats + e.offset).update(from: source.keys, count: count)
+            (buffer.floats + e.offset + count).update(from: source.values, count: count)
+        }
+    }
+}

@@ -1,0 +1,68 @@
+/// What travels around the ring, derived on every rank from the shard layout and the need table alone
+/// (DESIGN.md §2.5).
+///
+/// At step `s` rank `r` computes with the payload that originated at rank `o = (r − s) mod P` and forwards
+/// to `r + 1` only the blocks that a rank further along — `o + s + 1 … o + P − 1` — still needs. Both ends
+/// of every message derive the same block list, so no sizes are exchanged; an empty list means no message.
+public struct RingSchedule: Sendable {
+    /// One key/value block of one kv head inside a payload.
+    public struct Entry: Sendable, Equatable {
+        public let kvHead: Int
+        public let block: Int
+        /// Rows of this block (`blockK`, or fewer for the global last block).
+        public let rows: Int
+        /// Offset of the block's keys in the payload, in floats; its values follow the keys directly.
+        public let offset: Int
+    }
+
+    /// The shard layout.
+    public let layout: ShardLayout
+    /// Who needs which blocks.
+    public let needs: NeedTable
+    /// Head dimension.
+    public let headDim: Int
+
+    public init(layout: ShardLayout, needs: NeedTable, headDim: Int) {
+        self.layout = layout
+        self.needs = needs
+        self.headDim = headDim
+    }
+
+    /// Ring neighbour that receives from `rank`.
+    public func next(of rank: Int) -> Int { (rank + 1) % layout.ranks }
+    /// Ring neighbour that sends to `rank`.
+    public func previous(of rank: Int) -> Int { (rank + layout.ranks - 1) % layout.ranks }
+    /// The rank whose payload `rank` holds at step `step`.
+    public func origin(of rank: Int, step: Int) -> Int { ((rank - step) % layout.ranks + layout.ranks) % layout.ranks }
+
+    /// The blocks of `origin`'s payload that leave the rank holding it after step `step`: those needed by
+    /// ranks `origin + step + 1 … origin + P − 1`, kv head major, blocks ascending.
+    public func forwarded(origin: Int, afterStep step: Int) -> [Entry] {
+        let p = layout.ranks
+        let later = (step + 1..<p).map { (origin + $0) % p }
+        guard !later.isEmpty else { return [] }
+        var entries: [Entry] = []
+        var offset = 0
+        for g in 0..<needs.kvHeads {
+            for j in layout.keyBlocks(rank: origin)
+            where later.contains(where: { needs.needs(rank: $0, kvHead: g, block: j) }) {
+                let rows = min(layout.blockK, layout.seqLen - j * layout.blockK)
+                entries.append(Entry(kvHead: g, block: j, rows: rows, offset: offset))
+                offset += 2 * rows * headDim
+            }
+        }
+        return entries
+    }
+
+    /// Floats in a payload made of `entries`.
+    public func floatCount(_ entries: [Entry]) -> Int {
+        entries.last.map { $0.offset + 2 * $0.rows * headDim } ?? 0
+    }
+
+    /// Floats a dense ring sends in total per step-message from `origin` after `step` (every block of every
+    /// kv head): the yardstick for the skipping ring.
+    public func denseFloatCount(origin: Int) -> Int {
+        guard layout.ranks > 1 else { return 0 }
+        return 2 * needs.kvHeads * layout.rowCount(rank: origin) * headDim
+    }
+}

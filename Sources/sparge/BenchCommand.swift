@@ -1,0 +1,133 @@
+import Foundation
+import SpargeRing
+
+/// `sparge bench`: a generated workload, timed; one table row (or JSON line) per configuration.
+enum BenchCommand {
+    static let specs: [OptionSpec] = [
+        .value("workload", "llm|video|random", "generated inputs (default llm)"),
+        .value("seq", "N", "tokens in the sequence (required)"),
+        .value("heads", "H", "query heads (default 1)"),
+        .value("kv-heads", "H", "key/value heads (default: --heads; GQA when fewer)"),
+        .value("head-dim", "D", "head dimension (default 128)"),
+        .value("seed", "S", "workload seed (default 1)"),
+        .value("repeat", "R", "timed repetitions; the median is reported (default 1)"),
+        .flag("compare-dense", "also time dense mode on the same input, for the speed-up column"),
+        .value("verify-sample", "K", "check K sampled query blocks against exact dense attention"),
+        .value("mask-image", "FILE.png", "draw the block mask of one head"),
+        .value("mask-head", "H", "head drawn by --mask-image (default 0)"),
+        .flag("force", "overwrite an existing --mask-image file"),
+        .flag("json", "one JSON object per line instead of the table"),
+    ] + ConfigOptions.specs
+
+    static let summary = """
+        Times SpargeAttn on a generated workload (each rank generates only its own shard) and prints: N, ranks,
+        density, time, dense-equivalent GFLOP/s next to the machine's measured FMA peak, speed-up over dense
+        mode (with --compare-dense), error (with --verify-sample), and bytes moved against a dense ring.
+        Run under mpirun for several ranks: mpirun -np 2 sparge bench --workload llm --seq 65536 --causal
+        """
+
+    static func main(_ arguments: [String]) -> Int32 {
+        Command.main(name: "bench", usage: "--seq N [options]", summary: summary, specs: specs,
+                     arguments: arguments, body: run)
+    }
+
+    static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
+        let config = try ConfigOptions.config(o)
+        let threads = try ConfigOptions.threads(o)
+        let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
+        guard let seq = try o.int("seq") else { throw UsageError("bench: missing required option '--seq'") }
+        let heads = try o.int("heads", range: 1...4096) ?? 1
+        let kvHeads = try o.int("kv-heads", range: 1...4096) ?? heads
+        guard heads % kvHeads == 0 else { throw UsageError("--heads \(heads) is not a multiple of --kv-heads \(kvHeads)") }
+        let dim = try o.int("head-dim", range: 1...1024) ?? 128
+        let seed = UInt64(try o.int("seed", range: 0...Int.max) ?? 1)
+        let repeats = try o.int("repeat", range: 1...1000) ?? 1
+        let samples = try o.int("verify-sample", range: 0...1_000_000) ?? 0
+        let maskHead = try o.int("mask-head", range: 0...4095) ?? 0
+        guard maskHead < heads else { throw UsageError("--mask-head \(maskHead) but there are \(heads) heads") }
+        let imagePath = o.string("mask-image")
+        if let imagePath { ctx.collectively { try Command.checkOutputPath(imagePath, force: o.has("force")) } }
+
+        let comm = ctx.comm
+        let progress = ProgressReporter(enabled: ctx.isRoot && !o.has("json"))
+        let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
+        let generator = ctx.collectively { try WorkloadGenerator(workload, shape: shape, seed: seed) }
+        let layout = ShardLayout(seqLen: seq, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
+                                 causal: config.causal)
+        progress.update("generate", 0)
+        let (q, k, v) = generator.generate(rows: layout.tokenRanges[comm.rank])
+
+        // The yardstick: FMA peak of all ranks' threads running at once.
+        var peak = [PeakFlops.measure(threads: threads, seconds: 0.3)]
+        comm.allreduceSum(&peak)
+
+        func timed(_ config: SpargeConfig, _ label: String) throws -> (ForwardResult, Double) {
+            var times: [Double] = []
+            var last: ForwardResult?
+            for _ in 0..<repeats {
+                comm.barrier()
+                let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
+                                                          communicator: comm, threads: threads) { phase, f in
+                    progress.update("\(label) \(phase)", f)
+                }
+                times.append(comm.allreduceMax(result.statistics.totalSeconds))
+                last = result
+            }
+            return (last!, Format.median(times))
+        }
+        let (result, seconds) = try timed(config, "sparse")
+        var denseSeconds: Double?
+        if o.has("compare-dense") {
+            var dense = config
+            dense.selection = .dense
+            denseSeconds = try timed(dense, "dense").1
+        }
+        var error: ErrorSums?
+        if samples > 0 {
+            progress.update("verify", 0)
+            error = SampledVerification.relativeL1(
+                result: result, layout: layout, generator: generator, config: config, samples: samples,
+                threads: threads, comm: comm)
+        }
+        if let imagePath {
+            try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath,
+                                  overwrite: o.has("force"), comm: comm)
+        }
+        progress.finish()
+
+        let report = RunReport(result: result, seconds: seconds, layout: layout, heads: heads, kvHeads: kvHeads,
+                               dim: dim, config: config, threads: threads, comm: comm)
+        guard ctx.isRoot else { return }
+        if o.has("json") {
+            var json = report.json
+            json.add("workload", workload.rawValue)
+            json.add("peak_gflops", peak[0] / 1e9)
+            json.add("dense_seconds", denseSeconds)
+            json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })
+            json.add("rel_l1", error?.relativeL1)
+            json.add("verified_blocks", error?.blocks ?? 0)
+            print(json.text)
+        } else {
+            var table = TextTable(["N", "ranks", "thr", "density", "time s", "GFLOP/s (dense-eq)", "peak", "vs dense",
+                                   "rel L1", "bytes moved", "dense ring", "hidden"])
+            table.add([String(seq), String(comm.size), String(threads), Format.fixed(report.density, 4),
+                       Format.fixed(seconds, 3), Format.fixed(report.gflopsDenseEquivalent, 1),
+                       Format.fixed(peak[0] / 1e9, 0),
+                       denseSeconds.map { Format.fixed($0 / seconds, 2) + "x" } ?? "-",
+                       Format.scientific(error?.relativeL1), Format.bytes(report.bytesSent),
+                       Format.bytes(report.denseRingBytes), Format.fixed(report.hiddenShare * 100, 0) + "%"])
+            print("sparge bench: workload \(workload.rawValue), heads \(heads)/\(kvHeads), D \(dim), "
+                + "\(config.causal ? "causal" : "non-causal"), \(describe(config.selection)), repeat \(repeats) (median)")
+            print(table.text)
+            print(report.phaseLine)
+        }
+    }
+
+    static func describe(_ s: BlockSelection) -> String {
+        switch s {
+        case .cdf(let t): "TopCdf τ=\(t)"
+        case .topK(let k): "TopK \(k)"
+        case .dense: "dense"
+        }
+    }
+}

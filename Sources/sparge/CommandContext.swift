@@ -1,0 +1,81 @@
+import Foundation
+import SpargeRing
+
+/// The communicator of this process and the run-wide error rules every command follows.
+///
+/// Under `mpirun` (OpenMPI, PMIx or Slurm's environment present) the world communicator; otherwise a
+/// single process, so that `sparge` also runs without a launcher.
+final class CommandContext {
+    let comm: Communicator
+    private let mpi: MPICommunicator?
+
+    init() throws {
+        let env = ProcessInfo.processInfo.environment
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"].contains { env[$0] != nil }
+        if launched {
+            let world = try MPICommunicator()
+            mpi = world
+            comm = world
+        } else {
+            mpi = nil
+            comm = SingleProcessCommunicator()
+        }
+    }
+
+    var isRoot: Bool { comm.rank == 0 }
+
+    /// Prints on rank 0 only.
+    func say(_ text: String) {
+        if isRoot { print(text) }
+    }
+
+    /// Collective: every rank passes its own error (or nil). When any rank failed, rank 0 prints each
+    /// distinct message once (naming the ranks where not all had it), every rank runs `cleanup` and leaves
+    /// with status 1.
+    func agree(_ error: Error?, cleanup: () -> Void = {}) {
+        let mine = error.map { "\($0)" } ?? ""
+        let all = comm.size == 1 ? [mine] : comm.allgather(bytes: Array(mine.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let failed = all.enumerated().filter { !$0.element.isEmpty }
+        guard !failed.isEmpty else { return }
+        if isRoot {
+            var seen: [String: [Int]] = [:]
+            var order: [String] = []
+            for (rank, message) in failed {
+                if seen[message] == nil { order.append(message) }
+                seen[message, default: []].append(rank)
+            }
+            for message in order {
+                let ranks = seen[message]!
+                let origin = comm.size > 1 && ranks.count < comm.size ? " (rank\(ranks.count > 1 ? "s" : "") \(ranks.map(String.init).joined(separator: ", ")))" : ""
+                FileHandle.standardError.write(Data("sparge: error: \(message)\(origin)\n".utf8))
+            }
+        }
+        cleanup()
+        exit(1)
+    }
+
+    /// Runs `body` on every rank; an error from it goes through `agree`, so all ranks stop together.
+    /// Use for steps every rank takes at the same point (reading its shard, validating, writing).
+    func collectively<T>(_ body: () throws -> T) -> T {
+        do {
+            let value = try body()
+            agree(nil)
+            return value
+        } catch {
+            agree(error)
+            fatalError("unreachable: agree exits on error")
+        }
+    }
+
+    /// Ends every rank at once with a message: for errors that other ranks cannot be waiting to agree on.
+    func fail(_ message: String) -> Never {
+        failAll(message, on: comm)
+    }
+
+    /// Finalizes MPI (when under mpirun) and exits with `status`.
+    func exit(_ status: Int32) -> Never {
+        fflush(stdout)
+        mpi?.finalize()
+        Foundation.exit(status)
+    }
+}

@@ -1,0 +1,48 @@
+import SpargeFormats
+import SpargeRing
+
+/// The Q, K and V files of `run` and `verify`, opened and checked against each other.
+struct InputSet {
+    let q: TensorSource, k: TensorSource, v: TensorSource
+    let queryHeads: Int, kvHeads: Int, seqLen: Int, headDim: Int
+
+    /// Opens `--q`, `--k`, `--v` in `layout`; every disagreement names the files, tensors and shapes.
+    init(q qSpec: String, k kSpec: String, v vSpec: String, layout: TensorLayout) throws {
+        q = try TensorSource(spec: qSpec, layout: layout)
+        k = try TensorSource(spec: kSpec, layout: layout)
+        v = try TensorSource(spec: vSpec, layout: layout)
+        let (qs, ks) = (q.shape, k.shape)
+        guard qs.seqLen > 0, qs.headDim > 0, qs.heads > 0 else {
+            throw FormatError(path: q.path, "Q: empty tensor of shape \(qs)")
+        }
+        try k.expect(TensorShape(heads: ks.heads, seqLen: qs.seqLen, headDim: qs.headDim), role: "K (against Q \(q.label) \(qs))")
+        try v.expect(ks, role: "V (against K \(k.label) \(ks))")
+        guard qs.heads % ks.heads == 0 else {
+            throw FormatError(path: k.path, "K has \(ks.heads) heads, which do not divide Q's \(qs.heads) (\(q.label) \(qs)): "
+                + "grouped-query attention needs Hq to be a multiple of Hkv")
+        }
+        queryHeads = qs.heads
+        kvHeads = ks.heads
+        seqLen = qs.seqLen
+        headDim = qs.headDim
+    }
+
+    /// Rows `ranges` of Q, K and V as `[H, Σ count, D]` tensors.
+    func read(_ ranges: [Range<Int>]) throws -> (q: Tensor3, k: Tensor3, v: Tensor3) {
+        let rows = ranges.reduce(0) { $0 + $1.count }
+        return (Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: try q.readRows(ranges)),
+                Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try k.readRows(ranges)),
+                Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try v.readRows(ranges)))
+    }
+}
+
+extension Array where Element == Int {
+    /// Consecutive runs of these indices as ranges, in order: `[4, 5, 6, 9]` → `[4..<7, 9..<10]`.
+    var runs: [Range<Int>] {
+        var out: [Range<Int>] = []
+        for i in self {
+            if let last = out.last, last.upperBound == i { out[out.count - 1] = last.lowerBound..<(i + 1) } else { out.append(i..<(i + 1)) }
+        }
+        return out
+    }
+}

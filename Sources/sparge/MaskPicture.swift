@@ -1,0 +1,39 @@
+import Foundation
+import SpargeFormats
+import SpargeRing
+
+/// `--mask-image`: the block mask of one head as a PNG, assembled on rank 0 from every rank's rows.
+///
+/// Large masks are reduced before they travel: cells of `f×f` blocks are OR-ed (a cell is dark when any of
+/// its blocks is computed), with `f` chosen so that the longer side has at most about 1024 cells.
+enum MaskPicture {
+    static func write(result: ForwardResult, layout: ShardLayout, head: Int, path: String, overwrite: Bool,
+                      comm: Communicator) throws {
+        let nq = layout.queryBlockCount, nk = layout.keyBlockCount
+        let longest = max(nq, nk)
+        let f = longest > 1200 ? (longest + 1023) / 1024 : 1
+        let rows = (nq + f - 1) / f, columns = (nk + f - 1) / f
+        // grid cells, then one flag per row cell (not self-similar), OR-reduced over ranks
+        var grid = [UInt8](repeating: 0, count: rows * columns + rows)
+        let mask = result.mask
+        let queryFlags = result.querySelfSimilar
+        for (row, block) in mask.queryBlocks.enumerated() {
+            let base = mask.index(head: head, row: row, key: 0)
+            for j in 0..<nk where mask.bits[base + j] != 0 { grid[(block / f) * columns + j / f] = 1 }
+            if queryFlags[head * mask.rowCount + row] == 0 { grid[rows * columns + block / f] = 1 }
+        }
+        comm.allreduceBitwiseOr(&grid)
+        guard comm.rank == 0 else { return }
+        let kvHead = head / (mask.heads / (result.keySelfSimilar.count / nk))
+        let columnFlags = (0..<columns).map { c in
+            (c * f..<min(nk, c * f + f)).contains { result.keySelfSimilar[kvHead * nk + $0] == 0 }
+        }
+        let image = MaskImage(bits: Array(grid[0..<(rows * columns)]), heads: 1, queryBlocks: rows,
+                              keyBlocks: columns, head: 0,
+                              rowNotSelfSimilar: grid[(rows * columns)...].map { $0 != 0 },
+                              columnNotSelfSimilar: columnFlags)
+        try image.image.write(to: path, overwrite: overwrite)
+        let reduced = f > 1 ? ", \(f)×\(f) blocks per cell" : ""
+        FileHandle.standardError.write(Data("sparge: mask of head \(head) (\(nq)×\(nk) blocks\(reduced)) written to \(path)\n".utf8))
+    }
+}

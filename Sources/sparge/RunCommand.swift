@@ -1,0 +1,163 @@
+import Foundation
+import SpargeFormats
+import SpargeRing
+
+/// `sparge run`: attention over Q/K/V files; each rank reads its own shard, all ranks write the output.
+enum RunCommand {
+    static let specs: [OptionSpec] = [
+        .value("q", "FILE", "queries: FILE.npy or FILE.safetensors:TENSOR (required)"),
+        .value("k", "FILE", "keys (required)"),
+        .value("v", "FILE", "values (required)"),
+        .value("layout", "hnd|nhd", "[H, N, D] (default) or [N, H, D], for inputs and outputs"),
+        .value("output", "FILE.npy", "attention output, float32, in the input layout (required)"),
+        .value("mask-output", "FILE.npy", "block mask, uint8 [Hq, nq, nk], 1 = computed"),
+        .value("hilbert", "T,H,W", "tokens form a T×H×W grid: attend in 3-D Hilbert order (non-causal only)"),
+        .value("mask-image", "FILE.png", "draw the block mask of one head"),
+        .value("mask-head", "H", "head drawn by --mask-image (default 0)"),
+        .flag("force", "overwrite existing output files"),
+        .flag("json", "print one JSON object with the run's numbers"),
+    ] + ConfigOptions.specs
+
+    static let summary = """
+        Runs SpargeAttn on Q [Hq, N, D], K and V [Hkv, N, D] (.npy float32/float16/bfloat16, or tensors of a
+        .safetensors file). Under mpirun each rank reads only its own rows and the ranks write --output together;
+        nothing is left behind when a run fails. Outputs are refused if they exist, unless --force.
+        """
+
+    static func main(_ arguments: [String]) -> Int32 {
+        Command.main(name: "run", usage: "--q FILE --k FILE --v FILE --output FILE [options]", summary: summary,
+                     specs: specs, arguments: arguments, body: run)
+    }
+
+    static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
+        let config = try ConfigOptions.config(o)
+        let threads = try ConfigOptions.threads(o)
+        let layoutName = try o.choice("layout", TensorLayout.allCases.map(\.rawValue)) ?? "hnd"
+        let fileLayout = TensorLayout(rawValue: layoutName)!
+        let (qSpec, kSpec, vSpec) = (try o.required("q", command: "run"), try o.required("k", command: "run"),
+                                     try o.required("v", command: "run"))
+        let outputPath = try o.required("output", command: "run")
+        let maskPath = o.string("mask-output"), imagePath = o.string("mask-image")
+        let maskHead = try o.int("mask-head", range: 0...4095) ?? 0
+        let grid = try o.string("hilbert").map(parseGrid)
+        if grid != nil && config.causal { throw UsageError("--hilbert reorders tokens, which only non-causal attention allows") }
+        let force = o.has("force")
+        let comm = ctx.comm
+        let progress = ProgressReporter(enabled: ctx.isRoot && !o.has("json"))
+
+        // Open and check every input and output path on every rank, then agree.
+        let inputs = ctx.collectively { () throws -> InputSet in
+            let inputs = try InputSet(q: qSpec, k: kSpec, v: vSpec, layout: fileLayout)
+            let inputPaths = Set([inputs.q.path, inputs.k.path, inputs.v.path].map(canonical))
+            for path in [outputPath, maskPath, imagePath].compactMap({ $0 }) {
+                guard !inputPaths.contains(canonical(path)) else {
+                    throw OutputPathError("\(path): is also an input; refusing to overwrite an input")
+                }
+                try Command.checkOutputPath(path, force: force)
+            }
+            if let grid, grid.0 * grid.1 * grid.2 != inputs.seqLen {
+                throw UsageError("--hilbert \(grid.0),\(grid.1),\(grid.2) has \(grid.0 * grid.1 * grid.2) tokens but the inputs have N = \(inputs.seqLen)")
+            }
+            if maskHead >= inputs.queryHeads, imagePath != nil {
+                throw UsageError("--mask-head \(maskHead) but the inputs have \(inputs.queryHeads) query heads")
+            }
+            return inputs
+        }
+        let n = inputs.seqLen
+        let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
+                                 causal: config.causal)
+        // Token order: positions along the Hilbert curve map to tokens; otherwise the identity.
+        let order = grid.map { HilbertPermutation(frames: $0.0, height: $0.1, width: $0.2).order }
+        let myTokens: [Range<Int>] = order.map { order in
+            layout.tokenRanges[comm.rank].flatMap { $0.map { order[$0] } }.map { $0..<($0 + 1) }
+        } ?? layout.tokenRanges[comm.rank]
+
+        progress.update("read", 0)
+        let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
+        let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
+                                                  communicator: comm, threads: threads) { phase, f in
+            progress.update(phase, f)
+        }
+        progress.update("write", 0)
+        try CollectiveWrite.floats(result.output.data, rows: myTokens, path: outputPath,
+                                   shape: fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim)),
+                                   layout: fileLayout, overwrite: force, ctx: ctx)
+        if let maskPath {
+            try CollectiveWrite.bytes(result.mask.bits, rows: layout.queryBlocks(rank: comm.rank).runs, path: maskPath,
+                                      shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
+                                      overwrite: force, ctx: ctx)
+        }
+        if let imagePath {
+            try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath, overwrite: force, comm: comm)
+        }
+        progress.finish()
+        let report = RunReport(result: result, seconds: comm.allreduceMax(result.statistics.totalSeconds),
+                               layout: layout, heads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim,
+                               config: config, threads: threads, comm: comm)
+        guard ctx.isRoot else { return }
+        if o.has("json") {
+            var json = report.json
+            json.add("output", outputPath)
+            print(json.text)
+        } else {
+            print("sparge run: N \(n), heads \(inputs.queryHeads)/\(inputs.kvHeads), D \(inputs.headDim), \(comm.size) rank(s) × \(threads) thread(s): "
+                + "density \(Format.fixed(report.density, 4)), \(Format.fixed(report.seconds, 3)) s, "
+                + "\(Format.fixed(report.gflopsDenseEquivalent, 1)) GFLOP/s dense-equivalent; output written to \(outputPath)")
+            print(report.phaseLine)
+        }
+    }
+
+    static func parseGrid(_ text: String) throws -> (Int, Int, Int) {
+        let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 3, let t = parts[0], let h = parts[1], let w = parts[2], t > 0, h > 0, w > 0 else {
+            throw UsageError("--hilbert: expected T,H,W (three positive integers), got '\(text)'")
+        }
+        return (t, h, w)
+    }
+
+    static func canonical(_ path: String) -> String {
+        URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+    }
+}
+
+/// The collective `.npy` write protocol of `NPYWriter`, with the barriers and agreements it leaves to us.
+enum CollectiveWrite {
+    static func floats(_ values: [Float], rows: [Range<Int>], path: String, shape: [Int], layout: TensorLayout,
+                       overwrite: Bool, ctx: CommandContext) throws {
+        try write(path: path, shape: shape, type: .float32, layout: layout, overwrite: overwrite, ctx: ctx) {
+            try $0.writeRows(rows, values: values)
+        }
+    }
+
+    static func bytes(_ values: [UInt8], rows: [Range<Int>], path: String, shape: [Int], overwrite: Bool,
+                      ctx: CommandContext) throws {
+        try write(path: path, shape: shape, type: .uint8, layout: .hnd, overwrite: overwrite, ctx: ctx) {
+            try $0.writeRows(rows, bytes: values)
+        }
+    }
+
+    private static func write(path: String, shape: [Int], type: ElementType, layout: TensorLayout, overwrite: Bool,
+                              ctx: CommandContext, body: (NPYWriter) throws -> Void) throws {
+        let comm = ctx.comm
+        // Rank 0's token names the temporary file for everyone.
+        let token = String(decoding: comm.allgather(bytes: Array(NPYWriter.makeToken().utf8))[0], as: UTF8.self)
+        var writer: NPYWriter?
+        ctx.collectively {
+            if ctx.isRoot {
+                writer = try NPYWriter.create(path: path, shape: shape, type: type, layout: layout,
+                                              overwrite: overwrite, token: token)
+            }
+        }
+        do {
+            if !ctx.isRoot {
+                writer = try NPYWriter.open(path: path, shape: shape, type: type, layout: layout, token: token)
+            }
+            try body(writer!)
+            try writer!.finish()
+            ctx.agree(nil) { writer?.abort() }
+        } catch {
+            ctx.agree(error) { writer?.abort() }
+        }
+        ctx.collectively { if ctx.isRoot { try writer!.commit() } }
+    }
+}

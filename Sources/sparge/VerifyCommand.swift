@@ -1,0 +1,203 @@
+import Foundation
+import SpargeFormats
+import SpargeRing
+
+/// `sparge verify`: the distributed result against a single process and against dense attention.
+enum VerifyCommand {
+    static let specs: [OptionSpec] = [
+        .value("workload", "llm|video|random", "generated inputs (default llm, unless --q/--k/--v are given)"),
+        .value("seq", "N", "tokens, for a generated workload (default 4096)"),
+        .value("heads", "H", "query heads, for a generated workload (default 2)"),
+        .value("kv-heads", "H", "key/value heads, for a generated workload (default: --heads)"),
+        .value("head-dim", "D", "head dimension, for a generated workload (default 64)"),
+        .value("seed", "S", "workload seed (default 1)"),
+        .value("q", "FILE", "queries from a file instead (.npy or .safetensors:TENSOR)"),
+        .value("k", "FILE", "keys from a file"),
+        .value("v", "FILE", "values from a file"),
+        .value("layout", "hnd|nhd", "layout of the files (default hnd)"),
+        .value("tolerance", "X", "largest relative L1 allowed against one process (default 1e-5)"),
+        .flag("json", "print one JSON object"),
+    ] + ConfigOptions.specs
+
+    static let summary = """
+        Runs the forward pass sharded over the ranks of this launch and checks each rank's rows against one
+        process computing the whole sequence: masks must be identical, outputs within --tolerance (relative L1).
+        Also reports the error against dense attention and against attention restricted to the mask, both in
+        Double. With the λ rule on (--pv-threshold < 50) the visit order differs between layouts, so the check
+        is instead that the distributed error to dense stays within the single-process error to dense (+10%).
+        Every rank holds the whole input here: for moderate N. Exits 1 when a check fails.
+        """
+
+    static func main(_ arguments: [String]) -> Int32 {
+        Command.main(name: "verify", usage: "[--workload W --seq N | --q F --k F --v F] [options]", summary: summary,
+                     specs: specs, arguments: arguments, body: run)
+    }
+
+    static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
+        let config = try ConfigOptions.config(o)
+        let threads = try ConfigOptions.threads(o)
+        let tolerance = Double(try o.float("tolerance", range: 0...1) ?? 1e-5)
+        let comm = ctx.comm
+        let (q, k, v) = try inputs(o, ctx: ctx, blockQ: config.blockQ)
+        let n = q.rows
+        let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
+                                 causal: config.causal)
+        let mine = layout.tokenRanges[comm.rank]
+        let distributed = try ShardedAttention.forward(
+            q: q.rows(mine), k: k.rows(mine), v: v.rows(mine), layout: layout, config: config,
+            communicator: comm, threads: threads)
+
+        // One process, whole sequence: the same library with a single-process communicator.
+        let single = try ShardedAttention.forward(
+            q: q, k: k, v: v, layout: ShardLayout(seqLen: n, ranks: 1, blockQ: config.blockQ, blockK: config.blockK,
+                                                  causal: config.causal),
+            config: config, communicator: SingleProcessCommunicator(), threads: threads)
+        let myBlocks = layout.queryBlocks(rank: comm.rank)
+        var mismatches = 0
+        for h in 0..<q.heads {
+            for (row, block) in myBlocks.enumerated() {
+                for j in 0..<layout.keyBlockCount where distributed.mask[h, row, j] != single.mask[h, block, j] {
+                    mismatches += 1
+                }
+            }
+        }
+        let singleRows = single.output.rows(mine)
+        let denseRef = ReferenceAttention.compute(q: q, k: k, v: v, mask: nil, config: config, queryBlocks: myBlocks)
+        let maskedRef = ReferenceAttention.compute(q: q, k: k, v: v, mask: single.mask, config: config, queryBlocks: myBlocks)
+        // sums of |a − b| and |b| for: vs single, vs masked reference, vs dense; single vs dense; mismatches
+        var sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Double(mismatches)]
+        let out = distributed.output.data
+        for i in out.indices {
+            let s = Double(singleRows.data[i])
+            sums[0] += abs(Double(out[i]) - s); sums[1] += abs(s)
+            sums[2] += abs(Double(out[i]) - maskedRef.output[i]); sums[3] += abs(maskedRef.output[i])
+            sums[4] += abs(Double(out[i]) - denseRef.output[i]); sums[5] += abs(denseRef.output[i])
+            sums[6] += abs(s - denseRef.output[i]); sums[7] += abs(denseRef.output[i])
+        }
+        comm.allreduceSum(&sums)
+        let vsSingle = sums[0] / sums[1], vsMasked = sums[2] / sums[3], vsDense = sums[4] / sums[5]
+        let singleVsDense = sums[6] / sums[7]
+        let totalMismatches = Int(sums[8])
+        let traffic = ExpectedTraffic(mask: single.mask, layout: layout, kvHeads: k.heads, headDim: q.dim)
+        var counted = [Double(distributed.statistics.ring.bytesSent), Double(distributed.statistics.ring.messagesSent),
+                       Double(distributed.statistics.ring.denseRingBytes), Double(distributed.statistics.attention.pvBlocksSkipped)]
+        comm.allreduceSum(&counted)
+        let lambdaOn = config.pvThreshold < 50
+        var failures: [String] = []
+        if totalMismatches > 0 { failures.append("\(totalMismatches) mask blocks differ from the single-process mask") }
+        if Int(counted[0]) != traffic.bytes || Int(counted[1]) != traffic.messages {
+            failures.append("the ring sent \(Int(counted[0])) bytes in \(Int(counted[1])) messages; the mask says \(traffic.bytes) bytes in \(traffic.messages)")
+        }
+        if lambdaOn {
+            if vsDense > singleVsDense * 1.1 + tolerance {
+                failures.append("with the λ rule on, rel L1 to dense \(vsDense) exceeds single-process's \(singleVsDense) (+10%)")
+            }
+        } else {
+            if vsSingle > tolerance { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
+            if vsMasked > tolerance { failures.append("rel L1 to the masked Double reference \(vsMasked) > \(tolerance)") }
+        }
+        if ctx.isRoot {
+            if o.has("json") {
+                var json = JSONLine()
+                json.add("seq", n); json.add("ranks", comm.size); json.add("heads", q.heads); json.add("kv_heads", k.heads)
+                json.add("head_dim", q.dim); json.add("causal", config.causal)
+                json.add("density", distributed.statistics.mask.density)
+                json.add("mask_mismatches", totalMismatches)
+                json.add("rel_l1_vs_single", vsSingle); json.add("rel_l1_vs_masked_reference", vsMasked)
+                json.add("rel_l1_vs_dense", vsDense); json.add("single_rel_l1_vs_dense", singleVsDense)
+                json.add("bytes_sent", Int(counted[0])); json.add("bytes_expected", traffic.bytes)
+                json.add("messages", Int(counted[1])); json.add("messages_expected", traffic.messages)
+                json.add("bytes_dense_ring", Int(counted[2])); json.add("pv_skipped", Int(counted[3]))
+                json.add("passed", failures.isEmpty)
+                print(json.text)
+            } else {
+                print("sparge verify: N \(n), heads \(q.heads)/\(k.heads), D \(q.dim), \(comm.size) rank(s), "
+                    + "\(config.causal ? "causal" : "non-causal"), density \(Format.fixed(distributed.statistics.mask.density, 4))")
+                print("  mask blocks differing from one process: \(totalMismatches)")
+                print("  rel L1 vs one process:            \(Format.scientific(vsSingle))")
+                print("  rel L1 vs masked Double reference: \(Format.scientific(vsMasked))")
+                print("  rel L1 vs dense Double reference:  \(Format.scientific(vsDense)) (one process: \(Format.scientific(singleVsDense)))")
+                print("  ring traffic: \(Format.bytes(Int(counted[0]))) in \(Int(counted[1])) messages (the mask predicts \(Format.bytes(traffic.bytes)) in \(traffic.messages); a dense ring: \(Format.bytes(Int(counted[2]))))")
+                print(failures.isEmpty ? "PASSED" : "FAILED: " + failures.joined(separator: "; "))
+            }
+        }
+        if !failures.isEmpty { ctx.exit(1) }
+    }
+
+    /// The whole Q, K, V on every rank: from files, or generated.
+    static func inputs(_ o: ParsedOptions, ctx: CommandContext, blockQ: Int) throws -> (Tensor3, Tensor3, Tensor3) {
+        let files = ["q", "k", "v"].filter { o.string($0) != nil }
+        if !files.isEmpty {
+            guard files.count == 3 else { throw UsageError("give all of --q, --k and --v, or none") }
+            for flag in ["workload", "seq", "heads", "kv-heads", "head-dim", "seed"] where o.string(flag) != nil {
+                throw UsageError("--\(flag) describes a generated workload; it cannot be combined with --q/--k/--v")
+            }
+            let layout = TensorLayout(rawValue: try o.choice("layout", TensorLayout.allCases.map(\.rawValue)) ?? "hnd")!
+            return ctx.collectively {
+                let set = try InputSet(q: o.string("q")!, k: o.string("k")!, v: o.string("v")!, layout: layout)
+                return try set.read([0..<set.seqLen])
+            }
+        }
+        let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
+        let seq = try o.int("seq") ?? 4096
+        let heads = try o.int("heads", range: 1...4096) ?? 2
+        let kvHeads = try o.int("kv-heads", range: 1...4096) ?? heads
+        guard heads % kvHeads == 0 else { throw UsageError("--heads \(heads) is not a multiple of --kv-heads \(kvHeads)") }
+        let dim = try o.int("head-dim", range: 1...1024) ?? 64
+        let seed = UInt64(try o.int("seed", range: 0...Int.max) ?? 1)
+        let generator = ctx.collectively {
+            try WorkloadGenerator(workload, shape: WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim), seed: seed)
+        }
+        return generator.generate(rows: [0..<seq])
+    }
+}
+
+/// The ring traffic a mask implies, derived from the mask alone (not from the ring's own schedule): a key
+/// block of rank `o` travels `max ((r − o) mod P)` hops over the ranks `r` that need it, and the message of
+/// `o` after step `s` exists when some block still has more than `s` hops to go.
+struct ExpectedTraffic {
+    var bytes = 0, messages = 0
+
+    init(mask: BlockMask, layout: ShardLayout, kvHeads: Int, headDim: Int) {
+        let p = layout.ranks, nk = layout.keyBlockCount
+        let group = mask.heads / kvHeads
+        // needed[r][g·nk + j]
+        var needed = [[Bool]](repeating: [Bool](repeating: false, count: kvHeads * nk), count: p)
+        for r in 0..<p {
+            for i in layout.queryBlocks(rank: r) {
+                for h in 0..<mask.heads {
+                    for j in 0..<nk where mask[h, i, j] { needed[r][(h / group) * nk + j] = true }
+                }
+            }
+        }
+        for o in 0..<p {
+            var longest = 0
+            for g in 0..<kvHeads {
+                for j in layout.keyBlocks(rank: o) {
+                    let hops = (0..<p).filter { needed[$0][g * nk + j] }.map { ($0 - o + p) % p }.max() ?? 0
+                    bytes += hops * 2 * min(layout.blockK, layout.seqLen - j * layout.blockK) * headDim * MemoryLayout<Float>.stride
+                    longest = max(longest, hops)
+                }
+            }
+            messages += longest
+        }
+    }
+}
+
+extension Tensor3 {
+    /// The rows of `ranges`, concatenated, of every head.
+    func rows(_ ranges: [Range<Int>]) -> Tensor3 {
+        let count = ranges.reduce(0) { $0 + $1.count }
+        var out = Tensor3(heads: heads, rows: count, dim: dim)
+        for h in 0..<heads {
+            var at = 0
+            for r in ranges {
+                let src = offset(head: h, row: r.lowerBound)
+                let dst = out.offset(head: h, row: at)
+                out.data.replaceSubrange(dst..<(dst + r.count * dim), with: data[src..<(src + r.count * dim)])
+                at += r.count
+            }
+        }
+        return out
+    }
+}
