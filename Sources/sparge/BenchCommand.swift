@@ -101,7 +101,7 @@ enum BenchCommand {
         if o.has("json") {
             var json = report.json
             json.add("workload", workload.rawValue)
-            json.add("peak_gflops", peak[0] / 1e9)
+            json.add("peak_gflops", peak[0])
             json.add("dense_seconds", denseSeconds)
             json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })
             json.add("rel_l1", error?.relativeL1)
@@ -112,7 +112,7 @@ enum BenchCommand {
                                    "rel L1", "bytes moved", "dense ring", "hidden"])
             table.add([String(seq), String(comm.size), String(threads), Format.fixed(report.density, 4),
                        Format.fixed(seconds, 3), Format.fixed(report.gflopsDenseEquivalent, 1),
-                       Format.fixed(peak[0] / 1e9, 0),
+                       Format.fixed(peak[0], 0),
                        denseSeconds.map { Format.fixed($0 / seconds, 2) + "x" } ?? "-",
                        Format.scientific(error?.relativeL1), Format.bytes(report.bytesSent),
                        Format.bytes(report.denseRingBytes), Format.fixed(report.hiddenShare * 100, 0) + "%"])

@@ -25,7 +25,7 @@ final class ProgressReporter {
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
             write("\r\(phase.padding(toLength: 10, withPad: " ", startingAt: 0)) [\(bar)] \(percent)%  \(String(format: "%.1f", elapsed)) s ")
             drewBar = true
-        } else if phase != lastPhase || now.timeIntervalSince(lastLine) >= 5 {
+        } else if now.timeIntervalSince(lastLine) >= 5 {
             write("sparge: \(phase) \(percent)% (\(String(format: "%.1f", elapsed)) s)\n")
             lastLine = now
         }
