@@ -23,8 +23,9 @@ enum VerifyCommand {
         Runs the forward pass sharded over the ranks of this launch and checks each rank's rows against one
         process computing the whole sequence: masks must be identical, outputs within --tolerance (relative L1).
         Also reports the error against dense attention and against attention restricted to the mask, both in
-        Double. With the λ rule on (--pv-threshold < 50) the visit order differs between layouts, so the check
-        is instead that the distributed error to dense stays within the single-process error to dense (+10%).
+        Double. With the λ rule on (--pv-threshold < 50) the skips depend on the order in which blocks arrive,
+        which differs between layouts (a rank sees its own blocks first), so the check is instead that the
+        distributed error to dense stays within twice the single-process error to dense.
         Every rank holds the whole input here: for moderate N. Exits 1 when a check fails.
         """
 
@@ -89,8 +90,8 @@ enum VerifyCommand {
             failures.append("the ring sent \(Int(counted[0])) bytes in \(Int(counted[1])) messages; the mask says \(traffic.bytes) bytes in \(traffic.messages)")
         }
         if lambdaOn {
-            if vsDense > singleVsDense * 1.1 + tolerance {
-                failures.append("with the λ rule on, rel L1 to dense \(vsDense) exceeds single-process's \(singleVsDense) (+10%)")
+            if vsDense > 2 * singleVsDense + tolerance {
+                failures.append("with the λ rule on, rel L1 to dense \(vsDense) exceeds twice single-process's \(singleVsDense)")
             }
         } else {
             if vsSingle > tolerance { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }

@@ -1,0 +1,109 @@
+import Foundation
+import SpargeFormats
+import SpargeTestSupport
+import XCTest
+@testable import SpargeRing
+
+/// The distributed forward pass under `mpirun`, checked by `sparge verify` on every rank against one process
+/// computing the whole sequence (masks exactly, outputs by relative L1), against Double references, and the
+/// ring's traffic against what the mask alone implies (bytes and messages exactly).
+final class DistributedForwardTests: XCTestCase {
+    struct Case: CustomStringConvertible {
+        let ranks: Int, n: Int, hq: Int, hkv: Int, d: Int
+        let options: [String]
+        var expectSparse = true
+        var description: String { "np \(ranks), N \(n), heads \(hq)/\(hkv), D \(d), \(options.joined(separator: " "))" }
+    }
+
+    static let cases = [
+        Case(ranks: 1, n: 1000, hq: 2, hkv: 2, d: 32, options: ["--cdf", "0.9"]),
+        Case(ranks: 2, n: 1000, hq: 2, hkv: 2, d: 32, options: ["--cdf", "0.9"]),
+        Case(ranks: 2, n: 1000, hq: 2, hkv: 1, d: 32, options: ["--cdf", "0.9", "--causal"]),
+        Case(ranks: 3, n: 1111, hq: 4, hkv: 2, d: 16, options: ["--cdf", "0.8", "--causal"]),
+        Case(ranks: 3, n: 1111, hq: 4, hkv: 2, d: 16, options: ["--topk", "0.3", "--sink"]),
+        Case(ranks: 4, n: 2000, hq: 2, hkv: 1, d: 16, options: ["--topk", "0.3", "--causal", "--sink"]),
+        // fewer 128-token units (2) than zigzag chunks (8): two ranks own nothing and still take part
+        Case(ranks: 4, n: 200, hq: 2, hkv: 2, d: 16, options: ["--cdf", "0.9", "--causal"], expectSparse: false),
+    ]
+
+    func testDistributedEqualsSingleProcess() throws {
+        for c in Self.cases {
+            let json = try verify(c)
+            XCTAssertEqual(json.int("mask_mismatches"), 0, "\(c)")
+            // λ off: the ranks visit the same blocks in another order; the online-softmax merge is exact up
+            // to fp32 rounding of a few rescales, ~1e-7 relative, so 1e-5 leaves a wide margin yet would
+            // catch a single missing or doubled block (≥ 1e-3 on these inputs).
+            XCTAssertLessThanOrEqual(json.double("rel_l1_vs_single") ?? 1, 1e-5, "\(c)")
+            XCTAssertLessThanOrEqual(json.double("rel_l1_vs_masked_reference") ?? 1, 1e-5, "\(c)")
+            XCTAssertEqual(json.int("bytes_sent"), json.int("bytes_expected"), "\(c): bytes")
+            XCTAssertEqual(json.int("messages"), json.int("messages_expected"), "\(c): messages")
+            if c.expectSparse {
+                XCTAssertLessThan(json.double("density") ?? 1, 0.9, "\(c): too dense to test skipping")
+                if c.ranks > 1 {
+                    XCTAssertLessThan(json.int("bytes_sent") ?? 0, json.int("bytes_dense_ring") ?? 0,
+                                      "\(c): a sparse mask must move less than a dense ring")
+                }
+            }
+            XCTAssertEqual(json.bool("passed"), true, "\(c)")
+        }
+    }
+
+    /// At density 1 every block goes everywhere: exactly a dense ring's bytes, P·(P−1) messages.
+    func testDenseMaskMovesExactlyADenseRing() throws {
+        let c = Case(ranks: 3, n: 777, hq: 2, hkv: 1, d: 16, options: ["--dense"], expectSparse: false)
+        let json = try verify(c)
+        XCTAssertEqual(json.double("density"), 1)
+        XCTAssertEqual(json.int("bytes_sent"), json.int("bytes_dense_ring"))
+        XCTAssertEqual(json.int("bytes_dense_ring"), 2 * 2 * 777 * 1 * 16 * 4, "(P−1)·2·N·Hkv·D·4 bytes")
+        XCTAssertEqual(json.int("messages"), 3 * 2)
+        XCTAssertLessThanOrEqual(json.double("rel_l1_vs_dense") ?? 1, 1e-5, "dense mode is exact attention")
+    }
+
+    /// The λ rule depends on visit order (a rank sees its own blocks first), so the ranks need not match one
+    /// process exactly; the distributed error to dense must stay within twice the single-process error to
+    /// dense — the same order of error — which `verify` checks. Dense mode visits every block, so late
+    /// low-scoring blocks exist for λ to skip.
+    func testLambdaRuleStaysWithinTheSingleProcessErrorBound() throws {
+        let c = Case(ranks: 3, n: 1024, hq: 2, hkv: 2, d: 16, options: ["--dense", "--pv-threshold", "3"], expectSparse: false)
+        let json = try verify(c)
+        XCTAssertGreaterThan(json.int("pv_skipped") ?? 0, 0, "λ = 3 must skip some P·V blocks here")
+        XCTAssertEqual(json.int("mask_mismatches"), 0)
+        XCTAssertEqual(json.bool("passed"), true, "\(json)")
+    }
+
+    // MARK: - Helpers
+
+    /// Writes segmented (local-attention) inputs for `c` and runs `sparge verify --json` on them under mpirun.
+    func verify(_ c: Case) throws -> JSONResult {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sparge-dist-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var g = SeededGenerator(seed: UInt64(c.n * 31 + c.ranks))
+        let tensors = [("q", Tensor3.segmented(heads: c.hq, kvHeads: c.hkv, rows: c.n, dim: c.d, seed: 5, using: &g)),
+                       ("k", Tensor3.segmented(heads: c.hkv, kvHeads: c.hkv, rows: c.n, dim: c.d, seed: 5, using: &g)),
+                       ("v", Tensor3.random(heads: c.hkv, rows: c.n, dim: c.d, using: &g))]
+        var args = ["verify", "--json", "--threads", "1", "--theta", "0.3"]
+        for (name, t) in tensors {
+            let path = folder.appendingPathComponent("\(name).npy").path
+            try NPYWriter.write(path: path, shape: t.shape, values: t.data)
+            args += ["--\(name)", path]
+        }
+        let result = try mpirun(np: c.ranks, args + c.options, timeout: 120)
+        XCTAssertEqual(result.status, 0, "\(c)\n\(result.stdout)\n\(result.stderr)")
+        guard let line = result.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            XCTFail("\(c): no JSON in\n\(result.stdout)\n\(result.stderr)")
+            return JSONResult(object: [:])
+        }
+        return JSONResult(object: object)
+    }
+}
+
+/// Typed access to a parsed JSON object (numbers come back as NSNumber).
+struct JSONResult: CustomStringConvertible {
+    let object: [String: Any]
+    func int(_ key: String) -> Int? { (object[key] as? NSNumber)?.intValue }
+    func double(_ key: String) -> Double? { (object[key] as? NSNumber)?.doubleValue }
+    func bool(_ key: String) -> Bool? { object[key] as? Bool ?? (object[key] as? NSNumber)?.boolValue }
+    var description: String { "\(object)" }
+}

@@ -1,0 +1,118 @@
+import SpargeTestSupport
+import XCTest
+@testable import SpargeRing
+
+final class ShardLayoutTests: XCTestCase {
+    /// Every token is owned by exactly one rank, shards are whole blocks, and only the global tail is partial.
+    func testShardsPartitionTheSequenceInWholeBlocks() {
+        for n in [1, 63, 64, 128, 1000, 1024, 1111, 4097, 20_000] {
+            for ranks in 1...7 {
+                for causal in [false, true] {
+                    let layout = ShardLayout(seqLen: n, ranks: ranks, blockQ: 128, blockK: 64, causal: causal)
+                    let label = "N=\(n) P=\(ranks) causal=\(causal)"
+                    var owner = [Int](repeating: -1, count: n)
+                    for r in 0..<ranks {
+                        for range in layout.tokenRanges[r] {
+                            XCTAssertEqual(range.lowerBound % 128, 0, label)
+                            XCTAssertTrue(range.upperBound % 128 == 0 || range.upperBound == n, label)
+                            for t in range {
+                                XCTAssertEqual(owner[t], -1, "\(label): token \(t) owned twice")
+                                owner[t] = r
+                            }
+                        }
+                        XCTAssertEqual(layout.queryBlocks(rank: r).count * 128 >= layout.rowCount(rank: r), true, label)
+                    }
+                    XCTAssertFalse(owner.contains(-1), "\(label): a token has no owner")
+                    XCTAssertEqual((0..<ranks).flatMap { layout.keyBlocks(rank: $0) }.sorted(),
+                                   Array(0..<layout.keyBlockCount), label)
+                    XCTAssertEqual((0..<ranks).flatMap { layout.queryBlocks(rank: $0) }.sorted(),
+                                   Array(0..<layout.queryBlockCount), label)
+                    for t in stride(from: 0, to: n, by: 37) {
+                        let r = layout.owner(ofToken: t)
+                        XCTAssertEqual(owner[t], r, label)
+                        XCTAssertNotNil(layout.localRow(ofToken: t, rank: r), label)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Zigzag gives rank r chunks r and 2P−1−r, so the causal work (pairs below the diagonal) is balanced:
+    /// within 2·unit·N of the mean (one unit more or less per chunk), while contiguous shards would differ ~P×.
+    func testZigzagBalancesCausalWork() {
+        let n = 128 * 64, ranks = 4
+        let layout = ShardLayout(seqLen: n, ranks: ranks, blockQ: 128, blockK: 64, causal: true)
+        XCTAssertTrue(layout.zigzag)
+        let work = (0..<ranks).map { r in layout.tokenRanges[r].reduce(0) { $0 + $1.reduce(0) { $0 + $1 + 1 } } }
+        let mean = work.reduce(0, +) / ranks
+        for w in work { XCTAssertLessThan(abs(w - mean), 2 * 128 * n, "causal work per rank \(work)") }
+        XCTAssertEqual(layout.tokenRanges[0], [0..<1024, 7168..<8192])
+        let contiguous = ShardLayout(seqLen: n, ranks: ranks, blockQ: 128, blockK: 64, causal: false)
+        XCTAssertEqual(contiguous.tokenRanges[1], [2048..<4096])
+    }
+}
+
+final class RingScheduleTests: XCTestCase {
+    /// With every rank needing every block, each payload goes all the way round: P − 1 hops, as a dense ring.
+    func testDenseNeedsForwardEverythingUntilTheLastRank() {
+        let layout = ShardLayout(seqLen: 1000, ranks: 3, blockQ: 128, blockK: 64, causal: false)
+        let all = [UInt8](repeating: 0xFF, count: NeedTable.byteCount(kvHeads: 2, keyBlocks: layout.keyBlockCount))
+        let needs = NeedTable(ranks: 3, kvHeads: 2, keyBlocks: layout.keyBlockCount, packed: [all, all, all])
+        let schedule = RingSchedule(layout: layout, needs: needs, headDim: 8)
+        for origin in 0..<3 {
+            XCTAssertEqual(schedule.floatCount(schedule.forwarded(origin: origin, afterStep: 0)),
+                           schedule.denseFloatCount(origin: origin))
+            XCTAssertEqual(schedule.floatCount(schedule.forwarded(origin: origin, afterStep: 1)),
+                           schedule.denseFloatCount(origin: origin))
+            XCTAssertTrue(schedule.forwarded(origin: origin, afterStep: 2).isEmpty, "no step after the last")
+        }
+        // the partial tail block (1000 = 15·64 + 40) carries 40 rows
+        let tail = schedule.forwarded(origin: 2, afterStep: 0).last!
+        XCTAssertEqual(tail.block, 15)
+        XCTAssertEqual(tail.rows, 40)
+    }
+
+    /// A block needed only by the next rank travels one hop; one needed by nobody else never leaves.
+    func testBlocksStopAtTheLastRankThatNeedsThem() {
+        let layout = ShardLayout(seqLen: 4 * 256, ranks: 4, blockQ: 128, blockK: 64, causal: false)
+        let nk = layout.keyBlockCount  // 16; rank 0 owns key blocks 0...3
+        func bits(_ blocks: [Int]) -> [UInt8] {
+            var b = [UInt8](repeating: 0, count: NeedTable.byteCount(kvHeads: 1, keyBlocks: nk))
+            for j in blocks { b[j >> 3] |= 1 << UInt8(j & 7) }
+            return b
+        }
+        // rank 1 needs block 0, rank 3 needs block 2, nobody else needs 1 or 3
+        let needs = NeedTable(ranks: 4, kvHeads: 1, keyBlocks: nk, packed: [bits([0, 1, 2, 3]), bits([0]), bits([]), bits([2])])
+        XCTAssertTrue(needs.needs(rank: 1, kvHead: 0, block: 0))
+        XCTAssertFalse(needs.needs(rank: 2, kvHead: 0, block: 0))
+        let schedule = RingSchedule(layout: layout, needs: needs, headDim: 4)
+        XCTAssertEqual(schedule.forwarded(origin: 0, afterStep: 0).map(\.block), [0, 2])
+        XCTAssertEqual(schedule.forwarded(origin: 0, afterStep: 1).map(\.block), [2])
+        XCTAssertEqual(schedule.forwarded(origin: 0, afterStep: 2).map(\.block), [2], "rank 2 passes it to rank 3")
+        XCTAssertEqual(schedule.forwarded(origin: 0, afterStep: 3).map(\.block), [], "no rank after the last")
+        XCTAssertEqual(schedule.forwarded(origin: 0, afterStep: 1).first?.offset, 0, "offsets restart per message")
+    }
+
+    /// Need bits are per kv head: a block is needed when any query head of the group computes it.
+    func testNeedBitsAreTheOrOverTheQueryHeadsOfAGroup() {
+        var mask = BlockMask(heads: 4, keyBlocks: 5, queryBlocks: [0, 1])
+        mask[1, 0, 3] = true  // head 1 → kv head 0
+        mask[2, 1, 4] = true  // head 2 → kv head 1
+        let packed = NeedTable.localBits(mask: mask, kvHeads: 2)
+        let table = NeedTable(ranks: 1, kvHeads: 2, keyBlocks: 5, packed: [packed])
+        let set = (0..<2).flatMap { g in (0..<5).filter { table.needs(rank: 0, kvHead: g, block: $0) }.map { [g, $0] } }
+        XCTAssertEqual(set, [[0, 3], [1, 4]])
+    }
+}
+
+final class SummaryCodingTests: XCTestCase {
+    /// The allgather encoding of summary runs is lossless, including runs that are not consecutive.
+    func testRoundTrip() {
+        var generator = SeededGenerator(seed: 7)
+        let x = Tensor3.random(heads: 2, rows: 640, dim: 8, using: &generator)
+        let runs = [BlockSummaries.summarize(x, rows: 0..<128, firstBlock: 0, blockSize: 64, threshold: 0.1),
+                    BlockSummaries.summarize(x, rows: 128..<640, firstBlock: 6, blockSize: 64, threshold: 0.1)]
+        XCTAssertEqual(SummaryCoding.decode(SummaryCoding.encode(runs)), runs)
+        XCTAssertEqual(SummaryCoding.decode([]), [])
+    }
+}

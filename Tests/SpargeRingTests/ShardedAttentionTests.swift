@@ -1,0 +1,55 @@
+import SpargeTestSupport
+import XCTest
+@testable import SpargeRing
+
+/// The forward pass on one process (no mpirun): the runtime's path — summaries, mask rows, need table and a
+/// one-step ring feeding `BlockSparseAttention` — against the kernels' own single-process driver and mask
+/// predictor, two independently written schedules over the same tile kernel.
+final class ShardedAttentionTests: XCTestCase {
+    struct Case { let n: Int, hq: Int, hkv: Int, d: Int, causal: Bool, selection: BlockSelection, seed: UInt64 }
+
+    func testSingleProcessForwardEqualsTheKernelDriver() throws {
+        let cases = [
+            Case(n: 1000, hq: 2, hkv: 2, d: 32, causal: false, selection: .cdf(0.9), seed: 1),
+            Case(n: 1111, hq: 4, hkv: 2, d: 16, causal: true, selection: .cdf(0.8), seed: 2),
+            Case(n: 640, hq: 3, hkv: 1, d: 64, causal: true, selection: .topK(0.3), seed: 3),
+            Case(n: 300, hq: 2, hkv: 1, d: 24, causal: false, selection: .dense, seed: 4),
+        ]
+        for c in cases {
+            let label = "\(c)"
+            var g = SeededGenerator(seed: c.seed)
+            let q = Tensor3.blockStructured(heads: c.hq, rows: c.n, dim: c.d, using: &g)
+            let k = Tensor3.blockStructured(heads: c.hkv, rows: c.n, dim: c.d, using: &g)
+            let v = Tensor3.random(heads: c.hkv, rows: c.n, dim: c.d, using: &g)
+            let config = SpargeConfig(simThreshold: 0.3, selection: c.selection, causal: c.causal)
+            let layout = ShardLayout(seqLen: c.n, ranks: 1, blockQ: 128, blockK: 64, causal: c.causal)
+            let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
+                                                      communicator: SingleProcessCommunicator(), threads: 2)
+            let mask = c.selection == .dense ? nil : MaskPredictor.predict(q: q, k: k, config: config)
+            if let mask { XCTAssertEqual(result.mask, mask, label) }
+            let reference = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 1)
+            // Same tile kernel, same visit order within a tile: only the float order of the merge across
+            // threads could differ, so agreement is to fp32 rounding (well under 1e-6).
+            let metrics = ErrorMetrics(output: result.output.data, reference: reference.output.data.map(Double.init))
+            XCTAssertLessThan(metrics.relativeL1, 1e-6, label)
+            for i in stride(from: 0, to: result.lse.count, by: 7) {
+                XCTAssertEqual(result.lse[i], reference.lse[i], accuracy: 1e-4 * max(1, abs(reference.lse[i])), label)
+            }
+            XCTAssertEqual(result.statistics.ring.bytesSent, 0, "one process sends nothing")
+            if c.selection != .dense {
+                XCTAssertLessThan(result.statistics.mask.density, 1, "\(label): the mask must be sparse for the test to mean anything")
+            }
+        }
+    }
+
+    /// A shard that does not fit the layout is an error, not a crash.
+    func testShardOfTheWrongSizeIsAnError() {
+        var g = SeededGenerator(seed: 9)
+        let q = Tensor3.random(heads: 1, rows: 100, dim: 8, using: &g)
+        let layout = ShardLayout(seqLen: 128, ranks: 1, blockQ: 128, blockK: 64, causal: false)
+        XCTAssertThrowsError(try ShardedAttention.forward(q: q, k: q, v: q, layout: layout, config: SpargeConfig(),
+                                                          communicator: SingleProcessCommunicator())) { error in
+            XCTAssertTrue("\(error)".contains("100"), "\(error)")
+        }
+    }
+}
