@@ -156,23 +156,30 @@ public enum MaskPredictor {
             let p = s[j] * inv
             order[j] = (UInt64(~p.bitPattern) << 32) | UInt64(j)
         }
-        var sorted = UnsafeMutableBufferPointer(start: order, count: nk)
-        sorted.sort()
-        let keep: Int
+        // Only the leading entries of the sorted order matter (TopCdf stops once the cumulative sum passes τ,
+        // TopK after `keep`), so they are popped from a min-heap — O(nk + kept·log nk) instead of a full
+        // sort — in exactly the order a full sort would give (the keys are distinct).
+        var heap = MinHeap(keys: order, count: nk)
         switch selection {
         case .cdf(let tau):
-            var c = 0.0, n = 0
-            for m in 0..<nk {
-                c += Double(Float(bitPattern: ~UInt32(truncatingIfNeeded: sorted[m] >> 32)))
-                if Float(c) <= tau { n += 1 } else { break }  // c is non-decreasing: the first miss ends it
+            // Keep the longest prefix whose cumulative sum is ≤ τ (c is non-decreasing: the first miss ends
+            // it), and at least the first block.
+            var c = 0.0, kept = 0
+            while heap.count > 0 {
+                let key = heap.popMin()
+                c += Double(Float(bitPattern: ~UInt32(truncatingIfNeeded: key >> 32)))
+                guard Float(c) <= tau || kept == 0 else { break }
+                out[Int(truncatingIfNeeded: key & 0xFFFF_FFFF)] = 1
+                kept += 1
+                if Float(c) > tau { break }
             }
-            keep = max(1, n)
         case .topK(let fraction):
-            keep = topKCount(fraction: fraction, keyBlocks: nk)
+            for _ in 0..<min(topKCount(fraction: fraction, keyBlocks: nk), nk) {
+                out[Int(truncatingIfNeeded: heap.popMin() & 0xFFFF_FFFF)] = 1
+            }
         case .dense:
-            keep = nk
+            for j in 0..<nk { out[j] = 1 }
         }
-        for m in 0..<min(keep, nk) { out[Int(truncatingIfNeeded: sorted[m] & 0xFFFF_FFFF)] = 1 }
     }
 
     /// TopK's blocks per row: `max(1, floor(fraction · nk))`, `fraction` read as the decimal it was written as.
@@ -196,5 +203,41 @@ public enum MaskPredictor {
         var t = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
         while j < d { t += a[j] * b[j]; j += 1 }
         return t
+    }
+}
+
+/// A binary min-heap over caller-owned `UInt64` keys, built in place in O(n).
+struct MinHeap {
+    let keys: UnsafeMutablePointer<UInt64>
+    private(set) var count: Int
+
+    init(keys: UnsafeMutablePointer<UInt64>, count: Int) {
+        self.keys = keys
+        self.count = count
+        var i = count / 2 - 1
+        while i >= 0 { siftDown(i); i -= 1 }
+    }
+
+    /// Removes and returns the smallest key; the heap must not be empty.
+    @inline(__always) mutating func popMin() -> UInt64 {
+        let top = keys[0]
+        count -= 1
+        keys[0] = keys[count]
+        siftDown(0)
+        return top
+    }
+
+    @inline(__always) private func siftDown(_ start: Int) {
+        var i = start
+        let value = keys[i]
+        while true {
+            var child = 2 * i + 1
+            if child >= count { break }
+            if child + 1 < count && keys[child + 1] < keys[child] { child += 1 }
+            if keys[child] >= value { break }
+            keys[i] = keys[child]
+            i = child
+        }
+        keys[i] = value
     }
 }
