@@ -32,8 +32,21 @@ public struct MPIRunTimeout: Error, CustomStringConvertible {
 ///     kills its ranks), then SIGKILL 5 s later, and `MPIRunTimeout` is thrown.
 /// - Throws: `XCTSkip` when `mpirun` is not on PATH; `MissingExecutable` when `sparge` has not been built
 ///   (a failure, not a skip: `swift test` builds it, so its absence is a broken build).
-public func mpirun(np: Int, _ args: [String], timeout: TimeInterval) throws -> MPIRunResult {
-    try mpirunMPMD([args], np: np, timeout: timeout)
+///   - reportingRankStatus: run each rank under `/bin/sh`, which prints `[rank R exited S]` on stderr when
+///     the rank ends (read them with ``rankExitStatuses(_:)``): `mpirun`'s own status is only the first
+///     non-zero one.
+public func mpirun(np: Int, _ args: [String], timeout: TimeInterval, reportingRankStatus: Bool = false) throws -> MPIRunResult {
+    try mpirunMPMD([args], np: np, timeout: timeout, reportingRankStatus: reportingRankStatus)
+}
+
+/// The exit status of each rank that reported one (see `reportingRankStatus`), by rank.
+public func rankExitStatuses(_ stderr: String) -> [Int: Int32] {
+    var out: [Int: Int32] = [:]
+    for line in stderr.split(separator: "\n") where line.hasPrefix("[rank ") && line.hasSuffix("]") {
+        let words = line.dropFirst().dropLast().split(separator: " ")
+        if words.count == 4, let rank = Int(words[1]), let status = Int32(words[3]) { out[rank] = status }
+    }
+    return out
 }
 
 /// Runs `mpirun -np <np> sparge A… : -np <np> sparge B… : …`: one app context per element of `apps`, so
@@ -41,7 +54,8 @@ public func mpirun(np: Int, _ args: [String], timeout: TimeInterval) throws -> M
 /// that disagree.
 ///
 /// Timeouts and skips as for ``mpirun(np:_:timeout:)``.
-public func mpirunMPMD(_ apps: [[String]], np: Int = 1, timeout: TimeInterval) throws -> MPIRunResult {
+public func mpirunMPMD(_ apps: [[String]], np: Int = 1, timeout: TimeInterval,
+                       reportingRankStatus: Bool = false) throws -> MPIRunResult {
     guard let launcher = findOnPath("mpirun") else {
         throw XCTSkip("mpirun is not on PATH: install OpenMPI (launch/setup.sh does) to run the distributed tests")
     }
@@ -49,7 +63,8 @@ public func mpirunMPMD(_ apps: [[String]], np: Int = 1, timeout: TimeInterval) t
     // --oversubscribe is a global option: it goes before the first app context.
     var arguments = ["--oversubscribe"]
     for (i, args) in apps.enumerated() {
-        arguments += (i > 0 ? [":"] : []) + ["-np", String(np), sparge.path] + args
+        let wrapper = reportingRankStatus ? ["/bin/sh", "-c", rankStatusScript] : []
+        arguments += (i > 0 ? [":"] : []) + ["-np", String(np)] + wrapper + [sparge.path] + args
     }
 
     var environment = ProcessInfo.processInfo.environment
@@ -65,6 +80,9 @@ public func mpirunMPMD(_ apps: [[String]], np: Int = 1, timeout: TimeInterval) t
     return try launch(launcher, arguments, environment: environment, timeout: timeout,
                       command: "mpirun " + arguments.joined(separator: " "))
 }
+
+/// Runs `$0 "$@"` and prints how it ended (`sh` gives 128 + N for a signal N).
+private let rankStatusScript = #""$0" "$@"; s=$?; echo "[rank ${OMPI_COMM_WORLD_RANK:-?} exited $s]" >&2; exit $s"#
 
 /// Runs `sparge <args…>` as one plain process, without `mpirun` (the CLI then uses its single-process
 /// communicator). Timeouts as for ``mpirun(np:_:timeout:)``.
