@@ -66,6 +66,13 @@ struct ParsedOptions {
 
     func has(_ flag: String) -> Bool { flags.contains(flag) }
 
+    /// Every option given, as `name → value` (flags map to ""), without those in `excluding`.
+    func all(excluding: Set<String> = []) -> [String: String] {
+        var out = values.filter { !excluding.contains($0.key) }
+        for flag in flags where !excluding.contains(flag) { out[flag] = "" }
+        return out
+    }
+
     func string(_ name: String) -> String? { values[name] }
 
     func required(_ name: String, command: String) throws -> String {

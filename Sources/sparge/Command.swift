@@ -24,6 +24,9 @@ enum Command {
             printError("cannot start MPI: \(error)")
             return 1
         }
+        // An MPMD launch (`mpirun -np 1 sparge … : -np 1 sparge …`) can give ranks different options; any
+        // difference would make them take different collective paths and hang, so stop before the first.
+        ctx.agree(ArgumentMismatch(options, comm: ctx.comm))
         do {
             try body(options, ctx)
         } catch let error as UsageError {
@@ -54,6 +57,34 @@ enum Command {
         if FileManager.default.fileExists(atPath: path) && !force {
             throw OutputPathError("\(path): the file exists; pass --force to overwrite it")
         }
+    }
+}
+
+/// The first option in which some rank's arguments differ from rank 0's; nil when all agree.
+///
+/// `--threads` may differ (nodes can have different core counts). Every rank builds the same message from
+/// the same gathered data, so it is printed once.
+struct ArgumentMismatch: Error, CustomStringConvertible {
+    let description: String
+
+    /// Collective: gathers every rank's options.
+    init?(_ options: ParsedOptions, comm: Communicator) {
+        guard comm.size > 1 else { return nil }
+        let mine = options.all(excluding: ["threads"]).sorted { $0.key < $1.key }
+            .map { "\($0.key)\u{0}\($0.value)" }.joined(separator: "\u{1}")
+        let all = comm.allgather(bytes: Array(mine.utf8)).map { text -> [String: String] in
+            var map: [String: String] = [:]
+            for field in String(decoding: text, as: UTF8.self).split(separator: "\u{1}") {
+                let parts = field.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
+                map[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+            }
+            return map
+        }
+        guard let rank = all.indices.first(where: { all[$0] != all[0] }) else { return nil }
+        let name = Set(all[0].keys).union(all[rank].keys).sorted().first { all[0][$0] != all[rank][$0] }!
+        func shown(_ value: String?) -> String { value.map { $0.isEmpty ? "given" : "'\($0)'" } ?? "not given" }
+        description = "the ranks were given different options: --\(name) is \(shown(all[0][name])) on rank 0 "
+            + "but \(shown(all[rank][name])) on rank \(rank); every rank must run the same command"
     }
 }
 

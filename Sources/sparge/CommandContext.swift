@@ -51,7 +51,8 @@ final class CommandContext {
             }
         }
         cleanup()
-        exit(1)
+        // Every rank is here, so MPI can be finalized as on success: the job ends cleanly, only with status 1.
+        self.exit(1)
     }
 
     /// Runs `body` on every rank; an error from it goes through `agree`, so all ranks stop together.

@@ -8,9 +8,9 @@ struct InputSet {
 
     /// Opens `--q`, `--k`, `--v` in `layout`; every disagreement names the files, tensors and shapes.
     init(q qSpec: String, k kSpec: String, v vSpec: String, layout: TensorLayout) throws {
-        q = try TensorSource(spec: qSpec, layout: layout)
-        k = try TensorSource(spec: kSpec, layout: layout)
-        v = try TensorSource(spec: vSpec, layout: layout)
+        q = try InputError.naming("Q") { try TensorSource(spec: qSpec, layout: layout) }
+        k = try InputError.naming("K") { try TensorSource(spec: kSpec, layout: layout) }
+        v = try InputError.naming("V") { try TensorSource(spec: vSpec, layout: layout) }
         let (qs, ks) = (q.shape, k.shape)
         guard qs.seqLen > 0, qs.headDim > 0, qs.heads > 0 else {
             throw FormatError(path: q.path, "Q: empty tensor of shape \(qs)")
@@ -30,9 +30,21 @@ struct InputSet {
     /// Rows `ranges` of Q, K and V as `[H, Σ count, D]` tensors.
     func read(_ ranges: [Range<Int>]) throws -> (q: Tensor3, k: Tensor3, v: Tensor3) {
         let rows = ranges.reduce(0) { $0 + $1.count }
-        return (Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: try q.readRows(ranges)),
-                Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try k.readRows(ranges)),
-                Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try v.readRows(ranges)))
+        return (Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: try InputError.naming("Q") { try q.readRows(ranges) }),
+                Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try InputError.naming("K") { try k.readRows(ranges) }),
+                Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try InputError.naming("V") { try v.readRows(ranges) }))
+    }
+}
+
+/// An error about one input, with the tensor it is (Q, K or V) in front: a file's own messages can only
+/// say "the array", and the same file may be given for several inputs.
+struct InputError: Error, CustomStringConvertible {
+    let role: String
+    let underlying: Error
+    var description: String { "\(role): \(underlying)" }
+
+    static func naming<T>(_ role: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw InputError(role: role, underlying: error) }
     }
 }
 

@@ -49,10 +49,17 @@ enum RunCommand {
         let inputs = ctx.collectively { () throws -> InputSet in
             let inputs = try InputSet(q: qSpec, k: kSpec, v: vSpec, layout: fileLayout)
             let inputPaths = Set([inputs.q.path, inputs.k.path, inputs.v.path].map(canonical))
-            for path in [outputPath, maskPath, imagePath].compactMap({ $0 }) {
+            var outputPaths: [String: String] = [:]  // canonical → as given
+            for (option, path) in [("output", outputPath), ("mask-output", maskPath), ("mask-image", imagePath)] {
+                guard let path else { continue }
                 guard !inputPaths.contains(canonical(path)) else {
                     throw OutputPathError("\(path): is also an input; refusing to overwrite an input")
                 }
+                // Two outputs on one path: the second would replace the first, or fail after it was written.
+                if let other = outputPaths[canonical(path)] {
+                    throw OutputPathError("\(path): given for two outputs (--\(other) and --\(option)); give each its own file")
+                }
+                outputPaths[canonical(path)] = option
                 try Command.checkOutputPath(path, force: force)
             }
             if let grid, grid.0 * grid.1 * grid.2 != inputs.seqLen {

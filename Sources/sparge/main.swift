@@ -21,7 +21,8 @@ let topHelp = """
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let first = arguments.first else {
-    print(topHelp)
+    // A usage error like any other: on stderr, so that a script's output holds no help text.
+    FileHandle.standardError.write(Data("sparge: error: no command given\n\n\(topHelp)\n".utf8))
     exit(2)
 }
 if first == "selftest-communicator" {

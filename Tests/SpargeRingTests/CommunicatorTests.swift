@@ -1,4 +1,5 @@
 import XCTest
+import SpargeTestSupport
 @testable import SpargeRing
 
 // MARK: - SingleProcessCommunicator

@@ -1,0 +1,49 @@
+import Foundation
+import SpargeTestSupport
+import XCTest
+
+/// `sparge bench --json` and `--mask-image` on small generated workloads.
+final class BenchTests: XCTestCase {
+    static let keys = ["seq", "ranks", "threads", "heads", "kv_heads", "head_dim", "causal", "density", "seconds",
+                       "gflops_dense_equiv", "bytes_sent", "bytes_dense_ring"]
+    static let small = ["bench", "--workload", "llm", "--seq", "512", "--heads", "2", "--kv-heads", "1",
+                        "--head-dim", "16", "--theta", "0.3", "--cdf", "0.9"]
+
+    /// One JSON line per run; `rel_l1` is a number with `--verify-sample`, null without; the PNG is a PNG.
+    func testJSONLinesAndMaskImage() throws {
+        let folder = try scratchFolder(self)
+        for (launch, ranks) in [(Launch.single, 1), (.ranks(2), 2)] {
+            let image = "\(folder)/mask-\(ranks).png"
+            let result = try launch.run(Self.small + ["--json", "--repeat", "2", "--verify-sample", "2",
+                                                      "--mask-image", image])
+            XCTAssertEqual(result.status, 0, "\(launch)\n\(transcript(result))")
+            let json = try jsonObject(result)
+            for key in Self.keys + ["rel_l1"] where json[key] == nil { XCTFail("\(launch): no '\(key)' in \(result.stdout)") }
+            XCTAssertEqual((json["ranks"] as? NSNumber)?.intValue, ranks)
+            let error = try XCTUnwrap((json["rel_l1"] as? NSNumber)?.doubleValue, "\(launch): rel_l1 is not a number")
+            XCTAssertTrue(error >= 0 && error < 0.5, "\(launch): rel_l1 \(error)")
+            let png = try Data(contentsOf: URL(fileURLWithPath: image))
+            XCTAssertEqual(Array(png.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "\(launch): PNG signature")
+        }
+
+        // No sample, no error figure.
+        let plain = try spargeSingle(Self.small + ["--json"], timeout: 60)
+        XCTAssertEqual(plain.status, 0, transcript(plain))
+        XCTAssertTrue(try jsonObject(plain)["rel_l1"] is NSNull, plain.stdout)
+
+        // An existing picture is kept without --force, replaced with it.
+        let image = "\(folder)/mask-1.png"
+        let before = try Data(contentsOf: URL(fileURLWithPath: image))
+        try Data("not a picture".utf8).write(to: URL(fileURLWithPath: image))
+        let refused = try spargeSingle(Self.small + ["--mask-image", image], timeout: 60)
+        assertFailsCleanly(refused, mentions: ["mask-1.png", "--force"], outputs: [], folder: folder, "existing picture")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image)), Data("not a picture".utf8))
+        let forced = try spargeSingle(Self.small + ["--mask-image", image, "--force"], timeout: 60)
+        XCTAssertEqual(forced.status, 0, transcript(forced))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image)), before, "same run, same picture")
+
+        let missing = try spargeSingle(Self.small + ["--mask-image", "\(folder)/nowhere/m.png"], timeout: 60)
+        assertFailsCleanly(missing, mentions: ["nowhere", "does not exist"], outputs: ["\(folder)/nowhere/m.png"],
+                           folder: folder, "picture in a missing folder")
+    }
+}
