@@ -86,17 +86,29 @@ enum RunCommand {
             progress.update(phase, f)
         }
         progress.update("write", 0)
+        // Every output is written under a temporary name first and committed only when all of them are
+        // complete, so a failure at any point leaves none of them behind.
+        let pending = PendingOutputs()
         try CollectiveWrite.floats(result.output.data, rows: myTokens, path: outputPath,
                                    shape: fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim)),
-                                   layout: fileLayout, overwrite: force, ctx: ctx)
+                                   layout: fileLayout, overwrite: force, ctx: ctx, pending: pending)
         if let maskPath {
             try CollectiveWrite.bytes(result.mask.bits, rows: layout.queryBlocks(rank: comm.rank).runs, path: maskPath,
                                       shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
-                                      overwrite: force, ctx: ctx)
+                                      overwrite: force, ctx: ctx, pending: pending)
         }
         if let imagePath {
-            try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath, overwrite: force, comm: comm)
+            var failure: Error?
+            do {
+                try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath, overwrite: force, comm: comm)
+            } catch {
+                failure = error
+            }
+            ctx.agree(failure) { pending.abortAll() }
         }
+        var failure: Error?
+        do { try pending.commitAll() } catch { failure = error }
+        ctx.agree(failure) { pending.abortAll() }
         progress.finish()
         let report = RunReport(result: result, seconds: comm.allreduceMax(result.statistics.totalSeconds),
                                layout: layout, heads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim,
@@ -128,43 +140,64 @@ enum RunCommand {
 }
 
 /// The collective `.npy` write protocol of `NPYWriter`, with the barriers and agreements it leaves to us.
+/// Outputs written but not yet committed (rank 0 holds the creating writers).
+final class PendingOutputs {
+    var writers: [NPYWriter] = []
+
+    /// Renames every temporary file to its final name (rank 0; the others hold no creator).
+    func commitAll() throws {
+        for w in writers where w.isCreator { try w.commit() }
+    }
+
+    /// Removes every temporary file this rank created.
+    func abortAll() {
+        for w in writers { w.abort() }
+    }
+}
+
+/// The collective `.npy` write protocol of `NPYWriter`, with the barriers and agreements it leaves to us.
+/// The file stays under its temporary name until `PendingOutputs.commitAll`.
 enum CollectiveWrite {
     static func floats(_ values: [Float], rows: [Range<Int>], path: String, shape: [Int], layout: TensorLayout,
-                       overwrite: Bool, ctx: CommandContext) throws {
-        try write(path: path, shape: shape, type: .float32, layout: layout, overwrite: overwrite, ctx: ctx) {
+                       overwrite: Bool, ctx: CommandContext, pending: PendingOutputs) throws {
+        try write(path: path, shape: shape, type: .float32, layout: layout, overwrite: overwrite, ctx: ctx,
+                  pending: pending) {
             try $0.writeRows(rows, values: values)
         }
     }
 
     static func bytes(_ values: [UInt8], rows: [Range<Int>], path: String, shape: [Int], overwrite: Bool,
-                      ctx: CommandContext) throws {
-        try write(path: path, shape: shape, type: .uint8, layout: .hnd, overwrite: overwrite, ctx: ctx) {
+                      ctx: CommandContext, pending: PendingOutputs) throws {
+        try write(path: path, shape: shape, type: .uint8, layout: .hnd, overwrite: overwrite, ctx: ctx,
+                  pending: pending) {
             try $0.writeRows(rows, bytes: values)
         }
     }
 
     private static func write(path: String, shape: [Int], type: ElementType, layout: TensorLayout, overwrite: Bool,
-                              ctx: CommandContext, body: (NPYWriter) throws -> Void) throws {
+                              ctx: CommandContext, pending: PendingOutputs, body: (NPYWriter) throws -> Void) throws {
         let comm = ctx.comm
         // Rank 0's token names the temporary file for everyone.
         let token = String(decoding: comm.allgather(bytes: Array(NPYWriter.makeToken().utf8))[0], as: UTF8.self)
-        var writer: NPYWriter?
-        ctx.collectively {
+        var failure: Error?
+        do {
             if ctx.isRoot {
-                writer = try NPYWriter.create(path: path, shape: shape, type: type, layout: layout,
-                                              overwrite: overwrite, token: token)
+                pending.writers.append(try NPYWriter.create(path: path, shape: shape, type: type, layout: layout,
+                                                            overwrite: overwrite, token: token))
             }
+        } catch {
+            failure = error
         }
+        ctx.agree(failure) { pending.abortAll() }
         do {
             if !ctx.isRoot {
-                writer = try NPYWriter.open(path: path, shape: shape, type: type, layout: layout, token: token)
+                pending.writers.append(try NPYWriter.open(path: path, shape: shape, type: type, layout: layout, token: token))
             }
-            try body(writer!)
-            try writer!.finish()
-            ctx.agree(nil) { writer?.abort() }
+            try body(pending.writers.last!)
+            try pending.writers.last!.finish()
         } catch {
-            ctx.agree(error) { writer?.abort() }
+            failure = error
         }
-        ctx.collectively { if ctx.isRoot { try writer!.commit() } }
+        ctx.agree(failure) { pending.abortAll() }
     }
 }
