@@ -19,7 +19,7 @@ swift test -Xswiftc -target-cpu -Xswiftc "$SPARGE_TARGET_CPU" "$@" 2>&1 | tee "$
 elapsed=$((SECONDS - start))
 
 # XCTest prints one "Executed N tests, with M failures" line per suite; the last one is the total.
-summary="$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$log" | tail -n 1 | sed -E 's/^[[:space:]]*//')"
+summary="$(grep -E 'Executed [0-9]+ tests?, with .*failures?' "$log" | tail -n 1 | sed -E 's/^[[:space:]]*//')"
 failed="$(grep -E "^Test Case '.*' failed" "$log" | sed -E "s/^Test Case '([^']*)'.*/\1/" || true)"
 skipped="$(grep -cE "^Test Case '.*' skipped" "$log" || true)"
 # swift-testing (@Test) reports separately, in one line of its own.
