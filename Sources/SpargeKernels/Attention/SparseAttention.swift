@@ -14,6 +14,7 @@ protocol AttentionTileKernel {
     func begin(queries: UnsafePointer<Float>, rowCount: Int, queryStart: Int)
     func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int, keyStart: Int) -> Bool
     func finish(output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
+    func prefetch(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int)
     var statistics: AttentionStatistics { get }
 }
 
@@ -162,6 +163,14 @@ public enum SparseAttention {
                     if config.causal && keyStart >= blockStart + blockRows { break }
                     if let maskRow, maskRow[j] == 0 { continue }
                     let keyCount = Swift.min(bk, tokens - keyStart)
+                    // Warm the next key block this query block needs while this one computes: under a
+                    // sparse mask the blocks are scattered and the hardware prefetcher does not see them.
+                    var next = j + 1
+                    if let maskRow { while next < keyBlocks && maskRow[next] == 0 { next += 1 } }
+                    if next < keyBlocks && !(config.causal && next * bk >= blockStart + blockRows) {
+                        tiles[0].prefetch(keys: kBase + next * bk * dim, values: vBase + next * bk * dim,
+                                          keyCount: Swift.min(bk, tokens - next * bk))
+                    }
                     for i in 0..<used {
                         // Causal: a tile entirely before this key block does not visit it.
                         if config.causal && keyStart > Swift.min(blockStart + (i + 1) * tq, tokens) - 1 { continue }
