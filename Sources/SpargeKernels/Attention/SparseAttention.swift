@@ -39,7 +39,7 @@ public enum SparseAttention {
     ///   - q: `[Hq, N, D]`.
     ///   - k, v: `[Hkv, N, D]` with `Hq % Hkv == 0`; query head `h` uses kv head `h / (Hq / Hkv)` (GQA).
     ///   - mask: rows for every query block `0..<nq` against `nk` key blocks, or `nil` for all blocks (dense
-    ///     FlashAttention; block-causal when `config.causal`).
+    ///     FlashAttention; block-causal when `config.causal`). Ignored when `config.selection` is `.dense`.
     ///   - config: block sizes, `computeTileQ` (must divide `blockQ`), causal, λ (`pvThreshold`), scale.
     ///   - threads: worker threads (default 1).
     ///   - backend: `.vector` (default) or the scalar twin.
@@ -56,6 +56,7 @@ public enum SparseAttention {
         let n = q.rows, d = q.dim
         let nq = (n + config.blockQ - 1) / config.blockQ
         let nk = (n + config.blockK - 1) / config.blockK
+        let mask = config.selection == .dense ? nil : mask
         var maskRowOfBlock = [Int](repeating: -1, count: nq)
         if let mask {
             precondition(mask.heads == q.heads && mask.keyBlocks == nk,
