@@ -2,8 +2,9 @@
 // and stores on `Float` pointers, a broadcast, and a base-2 exponential. Everything is inlined into the
 // micro-kernels (DESIGN.md §5: `@inline(never)` here cost 14%).
 //
-// `@_optimize(speed)` on these and on the micro-kernels keeps debug builds (the test runs) about twice as
-// fast: unoptimised generic SIMD code is very slow. It changes nothing in release builds.
+// `@_optimize(speed)` on these and on the micro-kernels makes debug builds (the test runs) 2.7× faster
+// (MiniLM test: 6.6 s → 2.4 s, three runs each): the SIL optimiser then specialises the generic SIMD
+// operations even at -Onone. It changes nothing in release builds.
 
 typealias Vec16 = SIMD16<Float>
 
