@@ -84,9 +84,9 @@ public final class AttentionTileArena: @unchecked Sendable {
 /// Any D is supported by the vector path (D enters only as a loop length; multiples of 4 use only the
 /// 4-wide micro-kernels). GQA is the caller's choice of which K/V head it passes.
 ///
-/// The handle holds its arena, so the memory lives as long as any handle; a tile must be used by one thread
-/// at a time.
-public struct AttentionTile {
+/// The handle holds its arena, so the memory lives as long as any handle. A tile may move between threads
+/// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.
+public struct AttentionTile: @unchecked Sendable {
     let arena: AttentionTileArena
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, sink
     let queriesT: UnsafeMutablePointer<Float>  // [D][L]
