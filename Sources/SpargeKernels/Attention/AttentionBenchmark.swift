@@ -1,6 +1,15 @@
 import Dispatch
 
 /// Timing of the single-process forward pass on random inputs, for the CLI's `bench` and for tuning.
+///
+/// What to expect (N = 16384, 4 heads, D = 128, 2 threads of the Zen 5 of DESIGN.md §5):
+/// - FLOPs: `4·N²·D·H` = 5.5e11; at the measured FMA peak (~535 GFLOP/s) that is 1.03 s, the floor.
+/// - Bytes: each query block streams its head's K and V (`2·N·D·4` = 16.8 MB) once: 128 blocks × 4 heads
+///   = 8.6 GB, i.e. ~7 GB/s at 1.2 s. One head's K/V fits the 32 MB L3, so with the work claimed head by
+///   head this comes from the L3, far below its bandwidth (and below the ~46 GB/s DRAM copy rate).
+/// So the dense kernel is compute-bound, and what is left above the floor is the softmax (~5%), the driver
+/// (~4%: warming the next block, packing Q̂ᵀ) and the micro-kernels' own efficiency. A sparse mask makes
+/// the K/V reads scattered; warming the next block (`AttentionTile.prefetch`) keeps them from stalling.
 public enum AttentionBenchmark {
     /// One measured configuration.
     public struct Result: Sendable {

@@ -31,36 +31,43 @@ extension AttentionTile {
         let d = arena.headDim, lanes = arena.lanes
         let vectors = lanes / 16
 
-        // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r]
+        // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r], and the row maxima of the block (vertical, in the kernels'
+        // epilogue while the scores are still in registers).
+        let negInf = Vec16(repeating: -.infinity)
+        rowMax.update(repeating: -.infinity, count: lanes)
         let keyQuads = keyCount & ~3
         for g in stride(from: 0, to: lanes, by: 64) {
             var c = 0
             while c < keyQuads {
                 scoresKernel4x64(queriesT + g, lanes: lanes, keys: keys + c * d, dim: d,
-                                 out: scores + c * lanes + g)
+                                 out: scores + c * lanes + g, rowMax: rowMax + g)
                 c += 4
             }
             while c < keyCount {
                 scoresKernel1x64(queriesT + g, lanes: lanes, keys: keys + c * d, dim: d,
-                                 out: scores + c * lanes + g)
+                                 out: scores + c * lanes + g, rowMax: rowMax + g)
                 c += 1
             }
         }
-        if diagonal { applyCausalMask(keyCount: keyCount, offset: keyStart - queryStart) }
+        if diagonal {
+            applyCausalMask(keyCount: keyCount, offset: keyStart - queryStart)
+            for v in 0..<vectors {
+                var mx = negInf
+                var p = scores + v * 16
+                for _ in 0..<keyCount {
+                    let x = load16(p)
+                    mx = mx.replacing(with: x, where: x .> mx)
+                    p += lanes
+                }
+                store16(mx, rowMax + v * 16)
+            }
+        }
 
-        // Row maxima (vertical), and Δ over the valid rows for the λ rule.
-        let negInf = Vec16(repeating: -.infinity)
+        // Δ over the valid rows for the λ rule.
         let iota = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         var delta = negInf
         for v in 0..<vectors {
-            var mx = negInf
-            var p = scores + v * 16
-            for _ in 0..<keyCount {
-                let x = load16(p)
-                mx = mx.replacing(with: x, where: x .> mx)
-                p += lanes
-            }
-            store16(mx, rowMax + v * 16)
+            let mx = load16(rowMax + v * 16)
             var rise = mx - load16(runningMax + v * 16)
             rise = rise.replacing(with: negInf, where: mx .== negInf)
             rise = rise.replacing(with: negInf, where: (iota &+ Int32(v * 16)) .>= Int32(rows))
@@ -135,7 +142,7 @@ extension AttentionTile {
 /// Scores of 4 keys against 64 query lanes: 16 accumulators, one pass over D.
 @inline(__always) @_optimize(speed)
 func scoresKernel4x64(_ q: UnsafeMutablePointer<Float>, lanes: Int, keys: UnsafePointer<Float>, dim: Int,
-                      out: UnsafeMutablePointer<Float>) {
+                      out: UnsafeMutablePointer<Float>, rowMax: UnsafeMutablePointer<Float>) {
     var a00 = Vec16(), a01 = Vec16(), a02 = Vec16(), a03 = Vec16()
     var a10 = Vec16(), a11 = Vec16(), a12 = Vec16(), a13 = Vec16()
     var a20 = Vec16(), a21 = Vec16(), a22 = Vec16(), a23 = Vec16()
@@ -161,12 +168,24 @@ func scoresKernel4x64(_ q: UnsafeMutablePointer<Float>, lanes: Int, keys: Unsafe
     store16(a10, o1); store16(a11, o1 + 16); store16(a12, o1 + 32); store16(a13, o1 + 48)
     store16(a20, o2); store16(a21, o2 + 16); store16(a22, o2 + 32); store16(a23, o2 + 48)
     store16(a30, o3); store16(a31, o3 + 16); store16(a32, o3 + 32); store16(a33, o3 + 48)
+    store16(max4(load16(rowMax), a00, a10, a20, a30), rowMax)
+    store16(max4(load16(rowMax + 16), a01, a11, a21, a31), rowMax + 16)
+    store16(max4(load16(rowMax + 32), a02, a12, a22, a32), rowMax + 32)
+    store16(max4(load16(rowMax + 48), a03, a13, a23, a33), rowMax + 48)
+}
+
+@inline(__always) @_optimize(speed)
+func max2(_ a: Vec16, _ b: Vec16) -> Vec16 { a.replacing(with: b, where: b .> a) }
+
+@inline(__always) @_optimize(speed)
+func max4(_ m: Vec16, _ a: Vec16, _ b: Vec16, _ c: Vec16, _ d: Vec16) -> Vec16 {
+    max2(max2(m, max2(a, b)), max2(c, d))
 }
 
 /// Scores of 1 key against 64 query lanes (the tail of a block whose key count is not a multiple of 4).
 @inline(__always) @_optimize(speed)
 func scoresKernel1x64(_ q: UnsafeMutablePointer<Float>, lanes: Int, keys: UnsafePointer<Float>, dim: Int,
-                      out: UnsafeMutablePointer<Float>) {
+                      out: UnsafeMutablePointer<Float>, rowMax: UnsafeMutablePointer<Float>) {
     var a0 = Vec16(), a1 = Vec16(), a2 = Vec16(), a3 = Vec16()
     var qp = q
     for i in 0..<dim {
@@ -176,6 +195,8 @@ func scoresKernel1x64(_ q: UnsafeMutablePointer<Float>, lanes: Int, keys: Unsafe
         qp += lanes
     }
     store16(a0, out); store16(a1, out + 16); store16(a2, out + 32); store16(a3, out + 48)
+    store16(max2(load16(rowMax), a0), rowMax); store16(max2(load16(rowMax + 16), a1), rowMax + 16)
+    store16(max2(load16(rowMax + 32), a2), rowMax + 32); store16(max2(load16(rowMax + 48), a3), rowMax + 48)
 }
 
 /// `Oᵀ[i..<i+4][64 lanes] = α·Oᵀ + Σ_c V[c][i..<i+4] · Pᵀ[c]`: 16 accumulators, the rescale fused into the

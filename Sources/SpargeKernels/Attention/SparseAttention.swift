@@ -14,6 +14,7 @@ protocol AttentionTileKernel {
     func begin(queries: UnsafePointer<Float>, rowCount: Int, queryStart: Int)
     func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int, keyStart: Int) -> Bool
     func finish(output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
+    func prefetch(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int)
     var statistics: AttentionStatistics { get }
 }
 
@@ -38,7 +39,7 @@ public enum SparseAttention {
     ///   - q: `[Hq, N, D]`.
     ///   - k, v: `[Hkv, N, D]` with `Hq % Hkv == 0`; query head `h` uses kv head `h / (Hq / Hkv)` (GQA).
     ///   - mask: rows for every query block `0..<nq` against `nk` key blocks, or `nil` for all blocks (dense
-    ///     FlashAttention; block-causal when `config.causal`).
+    ///     FlashAttention; block-causal when `config.causal`). Ignored when `config.selection` is `.dense`.
     ///   - config: block sizes, `computeTileQ` (must divide `blockQ`), causal, λ (`pvThreshold`), scale.
     ///   - threads: worker threads (default 1).
     ///   - backend: `.vector` (default) or the scalar twin.
@@ -55,6 +56,7 @@ public enum SparseAttention {
         let n = q.rows, d = q.dim
         let nq = (n + config.blockQ - 1) / config.blockQ
         let nk = (n + config.blockK - 1) / config.blockK
+        let mask = config.selection == .dense ? nil : mask
         var maskRowOfBlock = [Int](repeating: -1, count: nq)
         if let mask {
             precondition(mask.heads == q.heads && mask.keyBlocks == nk,
@@ -162,6 +164,15 @@ public enum SparseAttention {
                     if config.causal && keyStart >= blockStart + blockRows { break }
                     if let maskRow, maskRow[j] == 0 { continue }
                     let keyCount = Swift.min(bk, tokens - keyStart)
+                    // Warm the next key block this query block needs while this one computes: under a
+                    // sparse mask the blocks are scattered and the hardware prefetcher does not see them.
+                    // The adjacent block it does see; touching it anyway cost ~4% in the dense sweep.
+                    var next = j + 1
+                    if let maskRow { while next < keyBlocks && maskRow[next] == 0 { next += 1 } }
+                    if next > j + 1 && next < keyBlocks && !(config.causal && next * bk >= blockStart + blockRows) {
+                        tiles[0].prefetch(keys: kBase + next * bk * dim, values: vBase + next * bk * dim,
+                                          keyCount: Swift.min(bk, tokens - next * bk))
+                    }
                     for i in 0..<used {
                         // Causal: a tile entirely before this key block does not visit it.
                         if config.causal && keyStart > Swift.min(blockStart + (i + 1) * tq, tokens) - 1 { continue }

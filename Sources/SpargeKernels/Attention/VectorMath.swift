@@ -2,8 +2,9 @@
 // and stores on `Float` pointers, a broadcast, and a base-2 exponential. Everything is inlined into the
 // micro-kernels (DESIGN.md §5: `@inline(never)` here cost 14%).
 //
-// `@_optimize(speed)` on these and on the micro-kernels keeps debug builds (the test runs) about twice as
-// fast: unoptimised generic SIMD code is very slow. It changes nothing in release builds.
+// `@_optimize(speed)` on these and on the micro-kernels makes debug builds (the test runs) 2.7× faster
+// (MiniLM test: 6.6 s → 2.4 s, three runs each): the SIL optimiser then specialises the generic SIMD
+// operations even at -Onone. It changes nothing in release builds.
 
 typealias Vec16 = SIMD16<Float>
 
@@ -22,7 +23,9 @@ func store16(_ v: Vec16, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec16.self)
 }
 
-/// `2^x` on 16 lanes, for `x ≤ 0` (the only use in online softmax; larger inputs are clamped to 127).
+/// `2^x` on 16 lanes, for `x ≤ 0` (the only use in online softmax: exponents are taken against a max).
+/// Positive inputs up to 127 work too; beyond that the result is garbage (not clamped, to save two
+/// instructions per vector).
 ///
 /// Round-to-nearest by the 1.5·2²³ trick splits `x = n + f` with `f ∈ [-½, ½]`; `2^f` is the degree-6
 /// Taylor polynomial (relative error ≤ 1.3e-7 on that interval, evaluated with FMAs because Swift does not
@@ -33,9 +36,8 @@ func store16(_ v: Vec16, _ p: UnsafeMutablePointer<Float>) {
 /// keep `l = 0`. Inputs in (-127, -126) give non-negative denormals. NaN is not expected.
 @inline(__always) @_optimize(speed)
 func exp2Vector(_ x: Vec16) -> Vec16 {
-    let lo = Vec16(repeating: -127), hi = Vec16(repeating: 127)
-    var xc = x.replacing(with: lo, where: x .< lo)
-    xc = xc.replacing(with: hi, where: xc .> hi)
+    let lo = Vec16(repeating: -127)
+    let xc = x.replacing(with: lo, where: x .< lo)
     let magic = Vec16(repeating: 12_582_912)  // 1.5·2²³: adding it rounds to an integer in the low bits
     let t = xc + magic
     let n = t - magic
