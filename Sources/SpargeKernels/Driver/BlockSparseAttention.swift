@@ -27,15 +27,17 @@ public final class BlockSparseAttention {
     private let arena: AttentionTileArena
     private let items: [WorkItem]
     private let maskRows: [[Int32]]  // per (head, mask row): computed key blocks, ascending
-    private var statistics = AttentionStatistics()
+    private let maskRowCount: Int
 
-    /// One compute tile: head, first local row, rows, mask row, global index of its first token.
+    /// One query block of one head: its compute tiles are arena tiles `firstTile ..< firstTile + tiles`.
     struct WorkItem {
         let head: Int
-        let localRow: Int
-        let rowCount: Int
         let maskRow: Int
-        let queryStart: Int
+        let blockStart: Int  // global index of the block's first token
+        let blockRows: Int
+        let firstTile: Int
+        let tiles: Int
+        let localRow: Int  // the block's first row among this process's rows
     }
 
     /// Prepares the tiles of `queries` (`[Hq, rows, D]`, the rows of `mask.queryBlocks` concatenated).
@@ -57,41 +59,51 @@ public final class BlockSparseAttention {
         self.headDim = queries.dim
         self.rows = queries.rows
 
-        var tiles: [WorkItem] = []
+        // Head-major, so that the workers share one head's K/V in the L3 instead of streaming every
+        // head's; within a head the last blocks first: under causal they are the heaviest, and dynamic
+        // claiming then evens out the end.
+        let tq = config.computeTileQ
+        var blocks: [(row: Int, start: Int, rows: Int, localRow: Int)] = []
         var localRow = 0
         for (row, block) in mask.queryBlocks.enumerated() {
             let blockRows = min(config.blockQ, seqLen - block * config.blockQ)
-            for start in stride(from: 0, to: blockRows, by: config.computeTileQ) {
-                let n = min(config.computeTileQ, blockRows - start)
-                tiles.append(WorkItem(head: 0, localRow: localRow + start, rowCount: n, maskRow: row,
-                                      queryStart: block * config.blockQ + start))
-            }
+            blocks.append((row, block * config.blockQ, blockRows, localRow))
             localRow += blockRows
         }
         precondition(localRow == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(localRow)")
-        // Heaviest first: under causal the late tiles see the most keys; dynamic claiming evens out the rest.
-        let ordered = tiles.sorted { $0.queryStart > $1.queryStart }
-        items = ordered.flatMap { t in
-            (0..<queries.heads).map {
-                WorkItem(head: $0, localRow: t.localRow, rowCount: t.rowCount, maskRow: t.maskRow, queryStart: t.queryStart)
+        blocks.sort { $0.start > $1.start }
+        var items: [WorkItem] = []
+        var tileCount = 0
+        for h in 0..<queries.heads {
+            for b in blocks {
+                let tiles = (b.rows + tq - 1) / tq
+                items.append(WorkItem(head: h, maskRow: b.row, blockStart: b.start, blockRows: b.rows,
+                                      firstTile: tileCount, tiles: tiles, localRow: b.localRow))
+                tileCount += tiles
             }
         }
+        self.items = items
         maskRowCount = mask.rowCount
         maskRows = (0..<mask.heads).flatMap { h in
             (0..<mask.rowCount).map { r in mask.keyBlockList(head: h, row: r).map { Int32($0) } }
         }
-        arena = AttentionTileArena(tiles: items.count, headDim: queries.dim, config: config)
+        arena = AttentionTileArena(tiles: tileCount, headDim: queries.dim, config: config)
         queries.data.withUnsafeBufferPointer { q in
-            for (i, item) in items.enumerated() {
-                let base = q.baseAddress! + (item.head * queries.rows + item.localRow) * queries.dim
-                arena[i].begin(queries: base, rowCount: item.rowCount, queryStart: item.queryStart)
+            for item in items {
+                for t in 0..<item.tiles {
+                    let row = item.localRow + t * tq
+                    arena[item.firstTile + t].begin(
+                        queries: q.baseAddress! + (item.head * queries.rows + row) * queries.dim,
+                        rowCount: min(tq, item.blockRows - t * tq), queryStart: item.blockStart + t * tq)
+                }
             }
         }
     }
 
-    private let maskRowCount: Int
-
     /// Visits, for every tile, the blocks of its mask row that `table` holds.
+    ///
+    /// Each key block is visited by all compute tiles of a query block in turn, so it is read from the
+    /// cache once per query block; the next scattered block is touched ahead (see `AttentionTile.prefetch`).
     ///
     /// - Parameters:
     ///   - table: the key/value blocks available in this call.
@@ -100,62 +112,90 @@ public final class BlockSparseAttention {
     ///     workers (a ring uses it to progress its messages); nil when there is nothing to progress.
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: (() -> Void)? = nil) {
         precondition(table.kvHeads == kvHeads && threads >= 1, "attend: table or thread count does not fit")
-        let group = queryHeads / kvHeads
-        let next = WorkCounter()
-        let perWorker = UnsafeMutableBufferPointer<AttentionStatistics>.allocate(capacity: threads)
-        perWorker.initialize(repeating: AttentionStatistics())
-        defer { perWorker.deallocate() }
-
-        func work(_ worker: Int, poll: (() -> Void)?) {
-            var stats = AttentionStatistics()
-            while true {
-                let i = next.claim()
-                if i >= items.count { break }
-                let item = items[i]
-                let tile = arena[i]
-                let g = item.head / group
-                let lastRow = item.queryStart + item.rowCount - 1
-                let before = tile.statistics
-                for j32 in maskRows[item.head * maskRowCount + item.maskRow] {
-                    let j = Int(j32)
-                    let keyStart = j * config.blockK
-                    if config.causal && keyStart > lastRow { break }
-                    guard let kv = table.block(kvHead: g, block: j) else { continue }
-                    _ = tile.visit(keys: kv.keys, values: kv.values, keyCount: table.rows(of: j), keyStart: keyStart)
-                }
-                let after = tile.statistics
-                stats.keyBlocksVisited += after.keyBlocksVisited - before.keyBlocksVisited
-                stats.pvBlocksSkipped += after.pvBlocksSkipped - before.pvBlocksSkipped
-                poll?()
-            }
-            perWorker[worker] = stats
-        }
-
+        let job = AttendJob(attention: self, table: table)
         let workers = DispatchGroup()
-        for worker in 1..<max(1, threads) {
-            DispatchQueue.global().async(group: workers) { work(worker, poll: nil) }
+        for _ in 1..<max(1, threads) {
+            DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
         }
-        work(0, poll: poll)
+        job.work(poll: poll)
         if let poll {
             while workers.wait(timeout: .now() + .microseconds(200)) == .timedOut { poll() }
         } else {
             workers.wait()
         }
-        for s in perWorker { statistics = statistics + s }
     }
 
-    /// Counters of every `attend` so far.
-    public var attendStatistics: AttentionStatistics { statistics }
+    /// One `attend` call: the work items are claimed from a shared counter by every worker.
+    private final class AttendJob: @unchecked Sendable {
+        let attention: BlockSparseAttention
+        let table: KeyValueBlockTable
+        let next = WorkCounter()
+
+        init(attention: BlockSparseAttention, table: KeyValueBlockTable) {
+            self.attention = attention
+            self.table = table
+        }
+
+        /// Claims and runs work items until none is left, calling `poll` after each.
+        func work(poll: (() -> Void)?) {
+            let a = attention
+            let group = a.queryHeads / a.kvHeads
+            let tq = a.config.computeTileQ, bk = a.config.blockK, causal = a.config.causal
+            while true {
+                let i = next.claim()
+                if i >= a.items.count { break }
+                let item = a.items[i]
+                let g = item.head / group
+                let blockEnd = item.blockStart + item.blockRows
+                let row = a.maskRows[item.head * a.maskRowCount + item.maskRow]
+                // m walks the row's blocks that this call holds; n is the one after m
+                var m = 0
+                while m < row.count, table.block(kvHead: g, block: Int(row[m])) == nil { m += 1 }
+                while m < row.count {
+                    let j = Int(row[m])
+                    let keyStart = j * bk
+                    if causal && keyStart >= blockEnd { break }
+                    let kv = table.block(kvHead: g, block: j)!
+                    var n = m + 1
+                    while n < row.count, table.block(kvHead: g, block: Int(row[n])) == nil { n += 1 }
+                    if n < row.count {
+                        // Warm a scattered next block while this one computes (the hardware prefetcher
+                        // follows adjacent blocks by itself).
+                        let jn = Int(row[n])
+                        if jn > j + 1 && !(causal && jn * bk >= blockEnd), let ahead = table.block(kvHead: g, block: jn) {
+                            a.arena[item.firstTile].prefetch(keys: ahead.keys, values: ahead.values, keyCount: table.rows(of: jn))
+                        }
+                    }
+                    for t in 0..<item.tiles {
+                        // Causal: a tile whose last row precedes this key block does not visit it.
+                        if causal && keyStart > min(item.blockStart + (t + 1) * tq, blockEnd) - 1 { continue }
+                        a.arena[item.firstTile + t].visit(keys: kv.keys, values: kv.values,
+                                                          keyCount: table.rows(of: j), keyStart: keyStart)
+                    }
+                    m = n
+                }
+                poll?()
+            }
+        }
+    }
+
+    /// Counters of every `attend` so far (each tile keeps its own).
+    public var attendStatistics: AttentionStatistics {
+        (0..<arena.count).reduce(AttentionStatistics()) { $0 + arena[$1].statistics }
+    }
 
     /// The output `[Hq, rows, D]` and row log-sum-exp `[Hq][rows]` (natural log of the scaled scores).
     public func finish() -> (output: Tensor3, lse: [Float]) {
         var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
         var lse = [Float](repeating: -.infinity, count: queryHeads * rows)
+        let tq = config.computeTileQ
         output.data.withUnsafeMutableBufferPointer { o in
             lse.withUnsafeMutableBufferPointer { l in
-                for (i, item) in items.enumerated() {
-                    let row = item.head * rows + item.localRow
-                    arena[i].finish(output: o.baseAddress! + row * headDim, lse: l.baseAddress! + row)
+                for item in items {
+                    for t in 0..<item.tiles {
+                        let row = item.head * rows + item.localRow + t * tq
+                        arena[item.firstTile + t].finish(output: o.baseAddress! + row * headDim, lse: l.baseAddress! + row)
+                    }
                 }
             }
         }
