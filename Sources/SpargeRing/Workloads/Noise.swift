@@ -49,5 +49,5 @@ enum Noise {
 /// Purpose tags for `Noise.key`, so that streams never share keys.
 enum NoiseTag: UInt64 {
     case queryNoise = 1, keyNoise, valueNoise, topic, segment, segmentTopic, anchor, keyBias, headWeights,
-         videoFrequency, videoMixKey, videoMixQuery, videoMixValue, random
+         videoFrequency, videoMixKey, videoMixQuery, videoMixValue, random, segmentStart
 }
