@@ -48,7 +48,8 @@ public final class BlockSparseAttention {
     ///   - kvHeads: key/value heads (`Hq % kvHeads == 0`).
     ///   - config: `blockQ`, `blockK`, `computeTileQ` (divides `blockQ`), causal, λ, scale.
     ///   - seqLen: tokens in the whole sequence.
-    public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int) {
+    ///   - threads: threads that pack the queries (default 1).
+    public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1) {
         precondition(config.blockQ % config.computeTileQ == 0, "computeTileQ must divide blockQ")
         precondition(mask.heads == queries.heads, "mask has \(mask.heads) heads, queries \(queries.heads)")
         precondition(kvHeads > 0 && queries.heads % kvHeads == 0, "Hq=\(queries.heads) not a multiple of Hkv=\(kvHeads)")
@@ -89,7 +90,7 @@ public final class BlockSparseAttention {
         }
         arena = AttentionTileArena(tiles: tileCount, headDim: queries.dim, config: config)
         queries.data.withUnsafeBufferPointer { q in
-            for item in items {
+            forEachItem(threads: threads) { item in
                 for t in 0..<item.tiles {
                     let row = item.localRow + t * tq
                     arena[item.firstTile + t].begin(
@@ -185,21 +186,37 @@ public final class BlockSparseAttention {
     }
 
     /// The output `[Hq, rows, D]` and row log-sum-exp `[Hq][rows]` (natural log of the scaled scores).
-    public func finish() -> (output: Tensor3, lse: [Float]) {
+    public func finish(threads: Int = 1) -> (output: Tensor3, lse: [Float]) {
         var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
         var lse = [Float](repeating: -.infinity, count: queryHeads * rows)
         let tq = config.computeTileQ
         output.data.withUnsafeMutableBufferPointer { o in
             lse.withUnsafeMutableBufferPointer { l in
-                for item in items {
+                let (out, rowLSE) = (o.baseAddress!, l.baseAddress!)
+                forEachItem(threads: threads) { item in
                     for t in 0..<item.tiles {
                         let row = item.head * rows + item.localRow + t * tq
-                        arena[item.firstTile + t].finish(output: o.baseAddress! + row * headDim, lse: l.baseAddress! + row)
+                        arena[item.firstTile + t].finish(output: out + row * headDim, lse: rowLSE + row)
                     }
                 }
             }
         }
         return (output, lse)
+    }
+}
+
+extension BlockSparseAttention {
+    /// Runs `body` for every work item, spread over `threads` threads (packing and unpacking tiles touches
+    /// fresh memory, which is worth sharing out).
+    fileprivate func forEachItem(threads: Int, _ body: (WorkItem) -> Void) {
+        let next = WorkCounter()
+        DispatchQueue.concurrentPerform(iterations: max(1, threads)) { _ in
+            while true {
+                let i = next.claim()
+                if i >= items.count { break }
+                body(items[i])
+            }
+        }
     }
 }
 

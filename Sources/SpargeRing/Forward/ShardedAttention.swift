@@ -68,13 +68,13 @@ public enum ShardedAttention {
         // The ring.
         t = DispatchTime.now().uptimeNanoseconds
         let attention = BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
-                                             seqLen: layout.seqLen)
+                                             seqLen: layout.seqLen, threads: threads)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim),
                                  comm: comm, threads: threads)
         stats.ring = try ring.run(keys: k, values: v, attention: attention) { step, steps in
             progress?("ring", Double(step) / Double(steps))
         }
-        let (output, lse) = attention.finish()
+        let (output, lse) = attention.finish(threads: threads)
         stats.attention = attention.attendStatistics
         stats.ringSeconds = seconds(since: t)
         stats.totalSeconds = seconds(since: start)
