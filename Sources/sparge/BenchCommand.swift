@@ -11,6 +11,7 @@ enum BenchCommand {
         .value("head-dim", "D", "head dimension (default 128)"),
         .value("seed", "S", "workload seed (default 1)"),
         .value("repeat", "R", "timed repetitions; the median is reported (default 1)"),
+        .flag("hilbert", "video workload: attend in 3-D Hilbert order of its T×H×W grid (non-causal)"),
         .flag("compare-dense", "also time dense mode on the same input, for the speed-up column"),
         .value("verify-sample", "K", "check K sampled query blocks against exact dense attention"),
         .value("mask-image", "FILE.png", "draw the block mask of one head"),
@@ -54,8 +55,22 @@ enum BenchCommand {
         let generator = ctx.collectively { try WorkloadGenerator(workload, shape: shape, seed: seed) }
         let layout = ShardLayout(seqLen: seq, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
                                  causal: config.causal)
+        // With --hilbert, position p of the sequence holds token order[p] of the row-major grid.
+        var order: [Int]?
+        if o.has("hilbert") {
+            guard workload == .video, !config.causal else {
+                throw UsageError("--hilbert reorders the tokens of a video grid: it needs --workload video and no --causal")
+            }
+            let grid = VideoGrid.default(for: seq)
+            order = HilbertPermutation(frames: grid.frames, height: grid.height, width: grid.width).order
+        }
         progress.update("generate", 0)
-        let (q, k, v) = generator.generate(rows: layout.tokenRanges[comm.rank])
+        let tokenOrder = order
+        func tokens(_ positions: [Range<Int>]) -> [Range<Int>] {
+            guard let tokenOrder else { return positions }
+            return positions.flatMap { $0.map { tokenOrder[$0]..<(tokenOrder[$0] + 1) } }
+        }
+        let (q, k, v) = generator.generate(rows: tokens(layout.tokenRanges[comm.rank]))
 
         // The yardstick: FMA peak of all ranks' threads running at once.
         var peak = [PeakFlops.measure(threads: threads, seconds: 0.3)]
@@ -87,7 +102,7 @@ enum BenchCommand {
             progress.update("verify", 0)
             error = SampledVerification.relativeL1(
                 result: result, layout: layout, generator: generator, config: config, samples: samples,
-                threads: threads, comm: comm)
+                threads: threads, comm: comm, tokens: tokens)
         }
         if let imagePath {
             try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath,
@@ -101,6 +116,7 @@ enum BenchCommand {
         if o.has("json") {
             var json = report.json
             json.add("workload", workload.rawValue)
+            json.add("hilbert", order != nil)
             json.add("peak_gflops", peak[0])
             json.add("dense_seconds", denseSeconds)
             json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })
@@ -116,7 +132,7 @@ enum BenchCommand {
                        denseSeconds.map { Format.fixed($0 / seconds, 2) + "x" } ?? "-",
                        Format.scientific(error?.relativeL1), Format.bytes(report.bytesSent),
                        Format.bytes(report.denseRingBytes), Format.fixed(report.hiddenShare * 100, 0) + "%"])
-            print("sparge bench: workload \(workload.rawValue), heads \(heads)/\(kvHeads), D \(dim), "
+            print("sparge bench: workload \(workload.rawValue)\(order != nil ? " in Hilbert order" : ""), heads \(heads)/\(kvHeads), D \(dim), "
                 + "\(config.causal ? "causal" : "non-causal"), \(describe(config.selection)), repeat \(repeats) (median)")
             print(table.text)
             print(report.phaseLine)

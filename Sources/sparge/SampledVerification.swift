@@ -9,12 +9,13 @@ struct ErrorSums {
 /// How the error of a run is known when the full dense result is too expensive: a few query blocks,
 /// spread evenly over the sequence, are recomputed densely against every key, which the generator makes
 /// again chunk by chunk (workloads are pure functions of position, so no rank needs the whole sequence in
-/// memory). The dense reference is the same FlashAttention kernel in dense mode with the λ rule off: fp32
+/// memory; `tokens` maps sequence positions to the generator's tokens when they are reordered). The dense reference is the same FlashAttention kernel in dense mode with the λ rule off: fp32
 /// with fp32 accumulation, about 1e-6 from a Double reference — far below the errors being measured.
 enum SampledVerification {
     /// Collective: the relative L1 error of `result` over `samples` query blocks.
     static func relativeL1(result: ForwardResult, layout: ShardLayout, generator: WorkloadGenerator,
-                           config: SpargeConfig, samples: Int, threads: Int, comm: Communicator) -> ErrorSums {
+                           config: SpargeConfig, samples: Int, threads: Int, comm: Communicator,
+                           tokens: ([Range<Int>]) -> [Range<Int>] = { $0 }) -> ErrorSums {
         let nq = layout.queryBlockCount, nk = layout.keyBlockCount
         let count = min(samples, nq)
         let chosen = Array(Set((0..<count).map { (2 * $0 + 1) * nq / (2 * count) })).sorted()
@@ -23,7 +24,7 @@ enum SampledVerification {
         var sums = [0.0, 0.0, Double(local.count)]
         if !local.isEmpty {
             let blockRanges = local.map { ($0 * config.blockQ)..<min(layout.seqLen, ($0 + 1) * config.blockQ) }
-            let queries = generator.generate(.query, rows: blockRanges)
+            let queries = generator.generate(.query, rows: tokens(blockRanges))
             var dense = config
             dense.selection = .dense
             dense.pvThreshold = 50
@@ -38,8 +39,8 @@ enum SampledVerification {
             var table = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: nk, blockK: config.blockK, seqLen: layout.seqLen)
             for chunkStart in stride(from: 0, to: lastKey, by: chunkRows) {
                 let rows = chunkStart..<min(layout.seqLen, chunkStart + chunkRows)
-                let k = generator.generate(.key, rows: [rows])
-                let v = generator.generate(.value, rows: [rows])
+                let k = generator.generate(.key, rows: tokens([rows]))
+                let v = generator.generate(.value, rows: tokens([rows]))
                 k.data.withUnsafeBufferPointer { kp in
                     v.data.withUnsafeBufferPointer { vp in
                         table.removeAll()
