@@ -20,6 +20,9 @@ final class ProgressReporter {
         guard elapsed >= 2 else { lastPhase = phase; return }
         let percent = Int((min(1, max(0, fraction)) * 100).rounded())
         if terminal {
+            // redraw at most ten times a second
+            guard phase != lastPhase || now.timeIntervalSince(lastLine) >= 0.1 else { return }
+            lastLine = now
             let width = 30
             let filled = width * percent / 100
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)

@@ -110,8 +110,9 @@ public final class BlockSparseAttention {
     ///   - table: the key/value blocks available in this call.
     ///   - threads: worker threads; the calling thread is one of them.
     ///   - poll: called on the calling thread between its work items and while it waits for the other
-    ///     workers (a ring uses it to progress its messages); nil when there is nothing to progress.
-    public func attend(_ table: KeyValueBlockTable, threads: Int, poll: (() -> Void)? = nil) {
+    ///     workers, with the share of work items claimed so far (a ring progresses its messages and reports
+    ///     progress there); nil when there is nothing to do.
+    public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)? = nil) {
         precondition(table.kvHeads == kvHeads && threads >= 1, "attend: table or thread count does not fit")
         let job = AttendJob(attention: self, table: table)
         let workers = DispatchGroup()
@@ -120,7 +121,7 @@ public final class BlockSparseAttention {
         }
         job.work(poll: poll)
         if let poll {
-            while workers.wait(timeout: .now() + .microseconds(200)) == .timedOut { poll() }
+            while workers.wait(timeout: .now() + .microseconds(200)) == .timedOut { poll(1) }
         } else {
             workers.wait()
         }
@@ -138,7 +139,7 @@ public final class BlockSparseAttention {
         }
 
         /// Claims and runs work items until none is left, calling `poll` after each.
-        func work(poll: (() -> Void)?) {
+        func work(poll: ((Double) -> Void)?) {
             let a = attention
             let group = a.queryHeads / a.kvHeads
             let tq = a.config.computeTileQ, bk = a.config.blockK, causal = a.config.causal
@@ -175,7 +176,7 @@ public final class BlockSparseAttention {
                     }
                     m = n
                 }
-                poll?()
+                poll?(Double(i + 1) / Double(a.items.count))
             }
         }
     }

@@ -71,8 +71,8 @@ public enum ShardedAttention {
                                              seqLen: layout.seqLen, threads: threads)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim),
                                  comm: comm, threads: threads)
-        stats.ring = try ring.run(keys: k, values: v, attention: attention) { step, steps in
-            progress?("ring", Double(step) / Double(steps))
+        stats.ring = try ring.run(keys: k, values: v, attention: attention) { done in
+            progress?("ring", done)
         }
         let (output, lse) = attention.finish(threads: threads)
         stats.attention = attention.attendStatistics

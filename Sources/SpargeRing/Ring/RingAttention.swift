@@ -30,9 +30,9 @@ struct RingAttention {
     let comm: Communicator
     let threads: Int
 
-    /// Runs all steps, feeding `attention`; `progress(step, steps)` is called as each step starts.
+    /// Runs all steps, feeding `attention`; `progress` gets the share of the ring done, on this thread.
     func run(keys k: Tensor3, values v: Tensor3, attention: BlockSparseAttention,
-             progress: ((Int, Int) -> Void)?) throws -> RingStatistics {
+             progress: ((Double) -> Void)?) throws -> RingStatistics {
         let layout = schedule.layout
         let p = layout.ranks, r = comm.rank, d = k.dim
         let outgoing = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s), afterStep: s) : [] }
@@ -49,7 +49,7 @@ struct RingAttention {
         try k.data.withUnsafeBufferPointer { kp in
             try v.data.withUnsafeBufferPointer { vp in
                 for s in 0..<p {
-                    progress?(s, p)
+                    progress?(Double(s) / Double(p))
                     table.removeAll()
                     if s == 0 {
                         for g in 0..<k.heads {
@@ -82,12 +82,13 @@ struct RingAttention {
                     // Compute, progressing the messages from this thread between work items.
                     let posted = DispatchTime.now().uptimeNanoseconds
                     var completed = [UInt64?](repeating: nil, count: requests.count)
-                    let poll = {
+                    let poll = { (done: Double) in
                         for i in requests.indices where completed[i] == nil {
                             if comm.test(&requests[i]) { completed[i] = DispatchTime.now().uptimeNanoseconds }
                         }
+                        progress?((Double(s) + done) / Double(p))
                     }
-                    attention.attend(table, threads: threads, poll: requests.isEmpty ? nil : poll)
+                    attention.attend(table, threads: threads, poll: requests.isEmpty && progress == nil ? nil : poll)
                     let computed = DispatchTime.now().uptimeNanoseconds
                     comm.waitAll(&requests)
                     let waited = DispatchTime.now().uptimeNanoseconds
