@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds sparge (launch/setup.sh) and runs the LLM benchmark on 2 ranks of this machine: 65,536 causal
-# tokens, 4 heads of 128. Extra arguments go to `sparge bench`; SPARGE_NP changes the number of ranks.
+# tokens, 4 heads of 128, against dense mode on the same input and with its error measured on 8 sampled
+# query blocks. Extra arguments go to `sparge bench`; SPARGE_NP changes the number of ranks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash launch/setup.sh
@@ -15,4 +16,4 @@ if [ "$np" -gt "$cores" ]; then
 fi
 set -x
 mpirun "${mpirun_flags[@]}" .build/release/sparge bench \
-    --workload llm --seq 65536 --heads 4 --head-dim 128 --causal "$@"
+    --workload llm --seq 65536 --heads 4 --head-dim 128 --causal --compare-dense --verify-sample 8 "$@"
