@@ -45,11 +45,20 @@ struct LLMWorkload: WorkloadModel {
     static let segmentSlot = 2048
     static let segmentRamp = 512
     static let driftSpacing = 256
+    static let contentSpacing = 1152
     static let sinkCount = 4
     static let preambleLength = 128
     static let ropeBase = 10000.0
-    static let (segmentLogit, localLogit, preambleLogit, sinkLogit): (Float, Float, Float, Float) = (12, 3, 12, 16)
-    static let topicShare: Float = 0.85
+    /// Score levels after `1/√D` (times ρ; the local one times λ): every anchor key (shared, through the global
+    /// channel), the extra on the anchor of the query's own topic, the local content at distance 0, a
+    /// non-anchor key of the query's topic; the rotary local band; preamble and sink keys.
+    static let (anchorLogit, anchorTopicLogit, ownLogit, weakTopicLogit): (Float, Float, Float, Float) = (16.5, 3, 17, 0.5)
+    static let (localLogit, preambleLogit, sinkLogit): (Float, Float, Float) = (3, 19, 22)
+    /// Tokens of a topic's anchor span: two whole 64-token key blocks, block-aligned.
+    static let anchorLength = 128
+    /// The topic pool is `min(maxTopics, topicDims, max(4, segments/4))`: a document has a bounded set of
+    /// recurring themes, each introduced once.
+    static let maxTopics = 8
     static let (queryNoise, keyNoise, valueNoise): (Float, Float, Float) = (0.5, 0.4, 0.5)
     /// The query's value in the global channel (times ρ); keys get what makes the logits above.
     static let globalQuery: Float = 4
@@ -57,9 +66,14 @@ struct LLMWorkload: WorkloadModel {
     let shape: WorkloadShape
     let seed: UInt64
     let rotary: Int        // dims 0..<rotary are rotated
-    let semantic: Int      // dims rotary..<rotary+semantic carry the segment vector; D-1 is the global channel
+    let semantic: Int      // dims rotary..<rotary+semantic: topic code, then local content; D-1 is the global channel
     let topics: Int
-    let (amplitude, localAmplitude, sinkKey, preambleKey): (Float, Float, Float, Float)
+    /// Whether segment `s` is the first of its topic (it holds the topic's anchor span).
+    let firstMention: [Bool]
+    /// Dims `rotary ..< rotary + topicDims` hold the one-hot topic code; the other semantic dims the
+    /// unrotated local content.
+    let topicDims: Int
+    let (localAmplitude, sinkKey, preambleKey, anchorGlobal): (Float, Float, Float, Float)
     // RoPE angles p·θ_m split as p = hi·1024 + lo: cos and sin of lo·θ_m and of hi·1024·θ_m.
     let loCos: [Float], loSin: [Float], hiCos: [Float], hiSin: [Float]
     /// Standard deviation of each rotary dim of a drift anchor (the spectrum; Σ of squares = 1).
@@ -76,12 +90,18 @@ struct LLMWorkload: WorkloadModel {
         rotary = d / 2 / 2 * 2
         semantic = d - rotary - 1
         let segments = (shape.seqLen + Self.segmentSlot - 1) / Self.segmentSlot
-        topics = max(4, segments / 4)
+        topicDims = max(1, min(Self.maxTopics, semantic / 2))
+        let topics = min(topicDims, max(4, segments / 4))
+        self.topics = topics
+        var seen = Set<Int>()
+        firstMention = (0..<segments).map { s in
+            seen.insert(Noise.below(topics, Noise.key(seed, NoiseTag.segmentTopic.rawValue), UInt64(s))).inserted
+        }
         let sqrtD = Float(d).squareRoot()
-        amplitude = (Self.segmentLogit * sqrtD).squareRoot()
         localAmplitude = (Self.localLogit * sqrtD).squareRoot()
         sinkKey = Self.sinkLogit * sqrtD / Self.globalQuery
         preambleKey = Self.preambleLogit * sqrtD / Self.globalQuery
+        anchorGlobal = Self.anchorLogit * sqrtD / Self.globalQuery
         let pairs = rotary / 2
         let his = (shape.seqLen + 1023) / 1024
         var (lc, ls) = ([Float](repeating: 0, count: 1024 * pairs), [Float](repeating: 0, count: 1024 * pairs))
@@ -123,6 +143,13 @@ struct LLMWorkload: WorkloadModel {
         return p >= segmentStart(slot) ? slot : slot - 1
     }
 
+    /// Where the anchor span of segment `s` starts (used only where `s` is the first of its topic): the first
+    /// block-aligned position in the segment past the preamble, so it fills one whole key block.
+    func anchorStart(_ s: Int) -> Int {
+        let a = max(segmentStart(s), Self.preambleLength)
+        return (a + Self.anchorLength - 1) / Self.anchorLength * Self.anchorLength
+    }
+
     /// The topic of segment `s` (the same for every head: a document-level property).
     func topic(ofSegment s: Int) -> Int {
         Noise.below(topics, Noise.key(seed, NoiseTag.segmentTopic.rawValue), UInt64(s))
@@ -131,7 +158,7 @@ struct LLMWorkload: WorkloadModel {
     /// Per-query-head weights (ρ for the segment and global parts, λ for the local part), each in [0.7, 1.3].
     func weights(queryHead h: Int) -> (rho: Float, lambda: Float) {
         let key = Noise.key(seed, NoiseTag.headWeights.rawValue, UInt64(h))
-        return (0.7 + 0.6 * Noise.uniform(key, 0), 0.7 + 0.6 * Noise.uniform(key, 1))
+        return (0.85 + 0.3 * Noise.uniform(key, 0), 0.7 + 0.6 * Noise.uniform(key, 1))
     }
 
     func fill(_ tensor: WorkloadTensor, head: Int, rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
@@ -140,7 +167,6 @@ struct LLMWorkload: WorkloadModel {
         let (rho, lambda) = tensor == .query ? weights(queryHead: head) : (1, 1)
         let (rotary, semantic, pairs) = (self.rotary, self.semantic, self.rotary / 2)
         let kv = UInt64(kvHead)
-        let topicKey = Noise.key(seed, NoiseTag.topic.rawValue, kv)
         let segmentKey = Noise.key(seed, NoiseTag.segment.rawValue, kv)
         let anchorKey = Noise.key(seed, NoiseTag.anchor.rawValue, kv)
         let noiseTag: NoiseTag = tensor == .query ? .queryNoise : tensor == .key ? .keyNoise : .valueNoise
@@ -151,19 +177,38 @@ struct LLMWorkload: WorkloadModel {
             let biasKey = Noise.key(seed, NoiseTag.keyBias.rawValue, kv)
             for j in 0..<d - 1 { bias[j] = 0.5 * Noise.normal(biasKey, UInt64(j)) }
         }
-        let semanticScale = 1 / Float(semantic).squareRoot()
-        let (cosPhi, sinPhi) = (Self.topicShare.squareRoot(), (1 - Self.topicShare).squareRoot())
-        // Per-row amplitudes of the local (rotary) and segment parts, and the noise level.
-        let (localAmp, segmentAmp, noise): (Float, Float, Float) = switch tensor {
-        case .query: (localAmplitude * lambda, amplitude * rho, Self.queryNoise)
-        case .key: (localAmplitude, amplitude, Self.keyNoise)
-        case .value: (0.8 * Float(rotary).squareRoot(), 0.8 * Float(semantic).squareRoot(), Self.valueNoise)
+        // The topic code t (one-hot, exactly orthogonal between topics) lives in the first topicDims semantic
+        // dims, the local content c in the others: a query's topic part has no chance overlap with anything.
+        let topicDims = self.topicDims
+        let sqrtD = Float(d).squareRoot(), a = (Self.anchorTopicLogit * sqrtD).squareRoot()
+        let own = (Self.ownLogit * sqrtD).squareRoot()
+        // Coefficients of the topic code t and the local content c (both of unit norm) in a row; anchor rows
+        // carry `anchorAmp · t` and no content.
+        let valueAmp = 0.8 * Float(semantic).squareRoot()
+        let keyTopic = Self.weakTopicLogit * sqrtD / a
+        let (topicCoef, ownCoef, anchorAmp): (Float, Float, Float) = switch tensor {
+        case .query: (a * rho, own * rho, 0)
+        case .key: (keyTopic, own, a)
+        case .value: (valueAmp * keyTopic / (keyTopic * keyTopic + own * own).squareRoot(),
+                      valueAmp * own / (keyTopic * keyTopic + own * own).squareRoot(), valueAmp)
         }
-        // The vectors of segments s-1 and s (the content turns from the first to the second).
-        var segmentVectors = [Float](repeating: 0, count: 2 * semantic)
+        // Per-row amplitude of the local (rotary) part, and the noise level.
+        let (localAmp, noise): (Float, Float) = switch tensor {
+        case .query: (localAmplitude * lambda, Self.queryNoise)
+        case .key: (localAmplitude, Self.keyNoise)
+        case .value: (0.8 * Float(rotary).squareRoot(), Self.valueNoise)
+        }
+        // The topic parts of segments s-1 and s (a query turns from the first to the second over the ramp),
+        // then segment s's anchor row.
+        var segmentVectors = [Float](repeating: 0, count: 3 * semantic)
+        var anchorBegin = -1
         var anchors = [Float](repeating: 0, count: 2 * rotary)
-        var (currentSegment, segmentBegin, currentAnchor) = (-1, 0, -1)
+        var (currentSegment, segmentBegin, currentAnchor, currentContent) = (-1, 0, -1, -1)
+        // The semantic content of the current stretch: random vectors every contentSpacing tokens (dims
+        // topicDims..<semantic), interpolated between, not rotated.
+        var contentVectors = [Float](repeating: 0, count: 2 * semantic)
         let spectrum = self.spectrum
+        contentVectors.withUnsafeMutableBufferPointer { content in
         segmentVectors.withUnsafeMutableBufferPointer { seg in
         anchors.withUnsafeMutableBufferPointer { anchor in
         bias.withUnsafeBufferPointer { bias in
@@ -176,13 +221,29 @@ struct LLMWorkload: WorkloadModel {
                 if s != currentSegment {
                     currentSegment = s
                     segmentBegin = segmentStart(s)
+                    anchorBegin = tensor != .query && firstMention[s] ? anchorStart(s) : -1
                     for (half, segmentIndex) in [(0, s - 1), (1, s)] where segmentIndex >= 0 {
                         let t = UInt64(topic(ofSegment: segmentIndex))
                         for j in 0..<semantic {
-                            seg[half * semantic + j] = semanticScale
-                                * (cosPhi * Noise.normal(topicKey, t &* 4096 &+ UInt64(j))
-                                   + sinPhi * Noise.normal(segmentKey, UInt64(segmentIndex) &* 4096 &+ UInt64(j)))
+                            let topicValue: Float = j == Int(t) ? 1 : 0
+                            seg[half * semantic + j] = topicCoef * topicValue
+                            if half == 1 { seg[2 * semantic + j] = anchorAmp * topicValue }
                         }
+                    }
+                }
+                let o = p / Self.contentSpacing
+                if o != currentContent {
+                    currentContent = o
+                    // Each vector scaled to unit norm, so that the own-content score is the same everywhere.
+                    for half in 0..<2 {
+                        var norm: Float = 0
+                        for j in topicDims..<semantic {
+                            let x = Noise.normal(segmentKey, UInt64(o + half) &* 4096 &+ UInt64(j))
+                            content[half * semantic + j] = x
+                            norm += x * x
+                        }
+                        let scale = 1 / norm.squareRoot()
+                        for j in topicDims..<semantic { content[half * semantic + j] *= scale }
                     }
                 }
                 let a = p / Self.driftSpacing
@@ -215,20 +276,32 @@ struct LLMWorkload: WorkloadModel {
                     }
                 }
                 // The segment content: segment s's vector, turning in from segment s-1's over the ramp.
+                // Anchor rows (keys and values of the topic's first segment): the topic vector alone.
                 let into = p - segmentBegin
-                let (from, to): (Float, Float) = s == 0 || into >= Self.segmentRamp ? (0, 1)
-                    : (rampCos[into], rampSin[into])
-                let preambleKeyRow = tensor == .key && p < Self.preambleLength
-                let (wFrom, wTo) = preambleKeyRow ? (0, 0) : (segmentAmp * from, segmentAmp * to)
-                for j in 0..<semantic {
-                    row[rotary + j] += wFrom * seg[j] + wTo * seg[semantic + j] + bias[rotary + j]
+                if anchorBegin >= 0 && p >= anchorBegin && p < anchorBegin + Self.anchorLength {
+                    for j in 0..<semantic { row[rotary + j] += seg[2 * semantic + j] + bias[rotary + j] }
+                } else {
+                    let (from, to): (Float, Float) = s == 0 || into >= Self.segmentRamp ? (0, 1)
+                        : (rampCos[into], rampSin[into])
+                    let preambleKeyRow = tensor == .key && p < Self.preambleLength
+                    let (wFrom, wTo) = preambleKeyRow ? (0, 0) : (from, to)
+                    let x = Float(p % Self.contentSpacing) * (Float.pi / 2 / Float(Self.contentSpacing))
+                    let (cc, cs) = preambleKeyRow ? (0, 0) : (ownCoef * cos(x), ownCoef * sin(x))
+                    for j in 0..<semantic {
+                        row[rotary + j] += wFrom * seg[j] + wTo * seg[semantic + j] + bias[rotary + j]
+                            + cc * content[j] + cs * content[semantic + j]
+                    }
                 }
                 switch tensor {
                 case .query: row[d - 1] += Self.globalQuery * rho
-                case .key: row[d - 1] += sink ? sinkKey : p < Self.preambleLength ? preambleKey : 0
+                case .key:
+                    let anchorRow = anchorBegin >= 0 && p >= anchorBegin && p < anchorBegin + Self.anchorLength
+                    let global: Float = sink ? sinkKey : p < Self.preambleLength ? preambleKey : anchorRow ? anchorGlobal : 0
+                    row[d - 1] += global
                 case .value: break
                 }
             }
+        }
         }
         }
         }
