@@ -8,39 +8,58 @@ import Darwin
 ///
 /// What SpargeAttn sees in real long-context models, and what this generator reproduces: rows of Q and K are
 /// alike over tens to hundreds of consecutive tokens (so 64–128-row blocks are self-similar and their means
-/// represent them), and each query puts almost all of its weight on a small set of whole stretches of keys —
-/// its local neighbourhood, the start of the context, and a few far stretches about the same thing — so the
-/// block mask is sparse and gets sparser as N grows.
+/// represent them), and each query puts almost all of its weight on a small set of key blocks — its local
+/// neighbourhood, the start of the context, and a few far **anchor** blocks that many later queries share.
+/// That is the shape MInference (arXiv 2407.02490) finds in real heads: A-shape (sinks plus a local window),
+/// vertical-slash (a few key positions, "vertical lines", that nearly all later queries attend to, plus the
+/// diagonal), and block-sparse heads whose far attention goes to a limited set of earlier blocks; StreamingLLM
+/// (arXiv 2309.17453) for the sinks; retrieval heads (arXiv 2404.15574) for far attention that lands on a
+/// specific earlier span (the first mention of an entity, a heading) rather than on everything related.
+/// Shared far blocks are what make a skipping ring cheap: the key blocks a rank needs from other ranks are
+/// then about as many as one query row needs, and the bytes moved stay within (density × a dense ring's
+/// bytes) plus the summaries (`testLLMFarNeedsAreShared`).
 ///
 /// The head dimension is split as in models with partial rotary embedding (GPT-NeoX, Phi, GLM; DeepSeek's
 /// decoupled RoPE):
-/// - **Rotary half** (`0..<R`, `R = D/2`): a local content vector `d(p)` that drifts smoothly along the sequence
-///   (interpolated between random anchors every ``driftSpacing`` tokens), rotated by RoPE (base 10000, dims
+/// - **Rotary half** (`0..<R`, `R = D/2`): a local content vector that drifts smoothly along the sequence
+///   (interpolated between random vectors every ``driftSpacing`` tokens), rotated by RoPE (base 10000, dims
 ///   `2m, 2m+1`). Its energy sits in the slow RoPE pairs (weight `1/(1 + (64·θ_m)²)` on pair `m`): real
 ///   queries and keys put little norm on the fastest frequencies, and a component that turns by a radian per
-///   token would make every block's mean meaningless. Smooth content plus RoPE is the **local band**.
-/// - **Semantic half** (`R..<D-1`): the topic-segment vector, not rotated (RoPE would scramble it across
-///   10⁴–10⁶ tokens; in fully rotary models the slowest pairs play this role). The sequence is cut into
-///   segments of 512–3584 tokens (one boundary at a random place in every slot of ``segmentSlot`` tokens,
-///   at least ``segmentRamp`` apart); segment `s` has a topic from a pool of `max(4, segments/4)` and
-///   carries `cos φ · topic + sin φ · own` (cos² φ = ``topicShare``). Content turns from one segment to the
-///   next over ``segmentRamp`` tokens, not in one step. A query is drawn to its own segment and, a little
-///   less, to every **other segment of the same topic**, anywhere before it: far attention on whole runs of
-///   blocks, which a purely local pattern would miss and block means do see.
+///   token would make every block's mean meaningless. A mild part of the **local band** (``localLogit``).
+/// - **Semantic half** (`R..<D-1`), not rotated (RoPE would scramble it across 10⁴–10⁶ tokens; in fully
+///   rotary models the slowest pairs play this role):
+///   - a one-hot **topic code** in the first `topicDims` (≤ 8) dims. The sequence is cut into segments of
+///     512–3584 tokens (one boundary at a random place in every slot of ``segmentSlot`` tokens); each has a
+///     topic from a bounded pool (`min(8, max(4, segments/4))`: a document has a few recurring themes), and
+///     a query turns from one segment's topic to the next over ``segmentRamp`` tokens. One-hot codes are
+///     exactly orthogonal, so topics add no chance overlaps.
+///   - **local content** in the other dims: unit-norm random vectors every ``contentSpacing`` tokens,
+///     interpolated between, the same in Q and K (score ``ownLogit`` at distance 0, falling to chance over
+///     about 2·``contentSpacing``). This is most of the local band: broad and flat at block scale, so the
+///     pooled view ranks neighbouring blocks as the tokens do. Unit norm keeps its level the same everywhere
+///     (random norms made some stretches outscore the sinks by e⁴ in the pooled view and drop them).
 /// - **Global channel** (`D-1`): every query carries a constant there; keys 0..<``sinkCount`` carry a large
-///   value (**sink tokens**, a "massive activation") and keys up to ``preambleLength`` a smaller one (the
-///   start of the context — a system prompt or instruction — that every query consults: the first blocks
-///   are a vertical stripe in the attention map, as in StreamingLLM's and MInference's pictures). Preamble
-///   keys carry no topic content.
+///   value (**sink tokens**, a "massive activation"), keys up to ``preambleLength`` a smaller one (the start
+///   of the context — a system prompt or instruction — that every query consults), and the **anchor spans**
+///   one that gives every later query score ``anchorLogit`` on them: shared vertical lines.
 ///
-/// Score levels after `1/√D`, before noise (query head weights ρ, λ ∈ [0.7, 1.3]): own segment ≈ 12ρ, same
-/// topic elsewhere ≈ 10ρ, local band up to 3λ on top, preamble 12ρ, sinks 16ρ; unrelated keys ≈ 0 with a
-/// spread of about 1.5 from chance overlaps. Per-token noise (std 0.5 on Q, 0.4 on K) keeps blocks from being
-/// identical: block self-similarity ≈ 0.75–0.9. Keys share a per-head bias (removed by K smoothing; softmax
-/// ignores it). Values are the content plus noise; the sink tokens' values are small, as in real models.
+/// **Anchors.** The first segment of each topic (its first mention) holds an anchor span: ``anchorLength``
+/// tokens (two whole 64-token key blocks, block-aligned, so the pooled scores see them) at the segment's
+/// start, carrying the global-channel value and the topic code strongly (``anchorTopicLogit`` more for queries
+/// of that topic) and no local content. Other keys carry their segment's topic only weakly
+/// (``weakTopicLogit``), so later queries of a topic put their far mass on its anchor and on the shared
+/// anchors, not on every earlier token of the topic. At most 8 topics × 2 blocks: the far set does not grow
+/// with N, so density falls roughly as 1/N.
 ///
-/// Because the relevant set per query (own segment, ~4 same-topic segments, preamble) does not grow with N
-/// while the context does, the predicted mask density falls roughly as 1/N.
+/// Score levels after `1/√D`, before noise (query head weights ρ ∈ [0.85, 1.15] on everything but the
+/// rotary band, λ ∈ [0.7, 1.3] on that): sinks 22ρ, preamble 19ρ, local content 17ρ at distance 0 plus the
+/// rotary band up to 3λ, anchors 16.5ρ (19.5ρ for the query's own topic), unrelated keys ≈ 0 with a spread of
+/// about 2–3 from chance overlaps of the local content. The levels are high because the chance overlaps
+/// grow with them (≈ level/√dims) while the unrelated blocks grow with N: at N = 1M the 16K unrelated key
+/// blocks must stay well under τ's 2% of a row's pooled mass, or every row picks up its own random far
+/// blocks and the ring moves them all. Per-token noise (std 0.5 on Q, 0.4 on K) keeps blocks from being
+/// identical. Keys share a per-head bias (removed by K smoothing; softmax ignores it). Values are the
+/// content plus noise; the sink tokens' values are small, as in real models.
 struct LLMWorkload: WorkloadModel {
     static let segmentSlot = 2048
     static let segmentRamp = 512
