@@ -179,11 +179,14 @@ final class WorkloadTests: XCTestCase {
             let label = "head \(h): sink \(sink / c), far \(far / c), local \(local / c), max−mean logit \(maxLogitGap / c)"
             print(label)
             XCTAssertGreaterThan(sink / c, 0.1, label + " (a uniform share would be 4/6000)")
-            // Segments are 0.5–3.5K tokens, so at 8K only one or two same-topic segments lie more than 2000
-            // back; the far share grows with N (≈ 0.2 at 32K–128K, see testLLMCalibrationReport).
-            XCTAssertGreaterThan(far / c, 0.03, label)
+            // Far mass is on the anchor blocks (every topic's first mention, attended by all later queries)
+            // and on local content more than 2000 back: ≈ 0.36 here, ≈ 0.4 at 32K–128K (see
+            // testLLMCalibrationReport).
+            XCTAssertGreaterThan(far / c, 0.1, label)
             XCTAssertGreaterThan(local / c, 0.05, label)
-            XCTAssertTrue((4...20).contains(maxLogitGap / c), "peaked but not degenerate: " + label)
+            // Sinks score 22ρ ("massive activations"), so the gap is about 20; a one-hot softmax would be far
+            // above 24, a flat one below 4.
+            XCTAssertTrue((4...24).contains(maxLogitGap / c), "peaked but not degenerate: " + label)
         }
     }
     /// The llm workload as SpargeAttn sees it, with the library's default parameters (θ = 0.6, τ = 0.98),
@@ -191,15 +194,14 @@ final class WorkloadTests: XCTestCase {
     /// the error against dense attention is small), and a real share of the mass is far back — found by the
     /// mask, not dropped by it.
     ///
-    /// Bounds: density < 0.45 — an input whose blocks are not self-similar gets whole rows and columns forced
-    /// on (the generator this replaced gave 0.68 at 32K with these defaults, near 1 here), and near-uniform
-    /// attention leaves TopCdf nothing to drop. This case measures 0.28–0.36 over seeds; density falls with N
-    /// (≈ 0.25 at 32K, ≈ 0.06 at 128K, D = 128). Error < 0.12 relative L1 on sampled query blocks: this is
-    /// the hardest shape — 4 segments, so many queries sit at the start of a topic never seen before, where
-    /// the pooled view puts most weight on the two diagonal key blocks and TopCdf (longest prefix ≤ τ) drops
-    /// the second; D = 64 leaves more chance overlap between unrelated topics. Measured 0.05–0.09 here; at
-    /// D = 128 and N ≥ 32K, 0.03–0.04. A mask whose dropped blocks held real mass (the old generator at
-    /// θ = 0.2, τ = 0.8: 0.5) fails it. Far mass (more than 2000 tokens back, sinks excluded) > 5%.
+    /// Bounds: density < 0.25 — an input whose blocks are not self-similar gets whole rows and columns forced
+    /// on (an earlier generator gave 0.68 at 32K with these defaults, near 1 here), and near-uniform
+    /// attention leaves TopCdf nothing to drop. This case measures ≈ 0.13; density falls with N (≈ 0.04 at
+    /// 32K, ≈ 0.016 at 128K, ≈ 0.002 at 1M, D = 128). Error < 0.1 relative L1 on sampled query blocks: this
+    /// is the hardest shape — D = 64 leaves more chance overlap between unrelated content, and the pooled
+    /// view underrates the peak of the local band. Measured ≈ 0.07 here; at D = 128 and N ≥ 32K, 0.03–0.05.
+    /// A mask whose dropped blocks held real mass (θ = 0.2, τ = 0.8 on an earlier generator: 0.5) fails it.
+    /// Far mass (more than 2000 tokens back, sinks excluded) > 10%.
     func testLLMMaskIsSparseAndAccurate() throws {
         let shape = WorkloadShape(queryHeads: 2, kvHeads: 1, seqLen: 8192, headDim: 64)
         let g = try generator(.llm, shape: shape)
@@ -249,12 +251,53 @@ final class WorkloadTests: XCTestCase {
         far /= Double(rows)
         let label = "density \(density), rel L1 \(error), self-similar Q \(qShare) K \(kShare), far mass \(far)"
         print("llm mask: " + label)
-        XCTAssertLessThan(density, 0.45, label)
-        XCTAssertLessThan(error, 0.12, label)
-        XCTAssertGreaterThan(far, 0.05, label)
+        XCTAssertLessThan(density, 0.25, label)
+        XCTAssertLessThan(error, 0.1, label)
+        XCTAssertGreaterThan(far, 0.1, label)
         XCTAssertGreaterThan(qShare, 0.8, label)
         XCTAssertGreaterThan(kShare, 0.8, label)
     }
+    /// The far blocks of the llm mask are shared: the key blocks a rank needs from other ranks are few, so a
+    /// ring that forwards only needed blocks moves at most (density × a dense ring's bytes) plus the
+    /// summaries. Computed from the single-process mask for zigzag shards of 2 and 4 ranks at N = 32768,
+    /// D = 128, exactly as the ring schedule counts it: a key block travels from its owner to the farthest
+    /// rank along the ring that needs it. When every query attended to whole earlier segments of its topic
+    /// (the previous generator), the blocks needed covered most of the other ranks' blocks: 0.74 of a dense
+    /// ring at N = 1M against a density of 0.012. Measured here: 0.79 of the bound at 2 ranks. At 4 ranks the
+    /// shards are 4096-token chunks, and the local band (about 1000 tokens) that crosses the 6 chunk borders
+    /// between ranks, 3 of them 3 hops away, costs more than the rows it adds: 1.17 of the bound here, 0.62 at
+    /// N = 262144 (`sparge bench`); the test allows 1.3 at 4 ranks.
+    func testLLMFarNeedsAreShared() throws {
+        let n = 32768
+        let shape = WorkloadShape(queryHeads: 1, kvHeads: 1, seqLen: n, headDim: 128)
+        let g = try generator(.llm, seed: 1, shape: shape)
+        let (q, k) = (g.generate(.query, rows: [0..<n]), g.generate(.key, rows: [0..<n]))
+        var config = SpargeConfig()
+        config.causal = true
+        let mask = MaskPredictor.predict(q: q, k: k, config: config)
+        let density = MaskStatistics(mask: mask, config: config).density
+        let nk = n / config.blockK, nq = n / config.blockQ
+        for ranks in [2, 4] {
+            func owner(_ block: Int, of count: Int) -> Int {
+                let chunk = block / (count / (2 * ranks))
+                return chunk < ranks ? chunk : 2 * ranks - 1 - chunk
+            }
+            // hops[j]: how far key block j travels along the ring.
+            var hops = [Int](repeating: 0, count: nk)
+            for i in 0..<nq {
+                let r = owner(i, of: nq)
+                for j in mask.keyBlockList(head: 0, row: i) {
+                    hops[j] = max(hops[j], (r - owner(j, of: nk) + ranks) % ranks)
+                }
+            }
+            let moved = Double(hops.reduce(0, +))                       // in key blocks
+            let bound = density * Double((ranks - 1) * nk) + Double(nk) / 128  // summaries: D+1 of 128·D·2 floats
+            let label = "\(ranks) ranks: density \(density), blocks moved \(moved), bound \(bound)"
+            print("llm needs: " + label)
+            XCTAssertLessThanOrEqual(moved, (ranks == 2 ? 1 : 1.3) * bound, label)
+        }
+    }
+
     /// Opt-in calibration numbers for the llm workload at larger N (`SPARGE_LLM_CALIBRATION=8192,32768`):
     /// self-similar shares of Q (128-row) and smoothed K (64-row) blocks at θ = 0.6, and the attention mass
     /// of 32 sampled queries that lies on the sinks and more than 2000 tokens back. Density and error come
