@@ -52,4 +52,16 @@ public struct SpargeConfig: Sendable, Equatable {
     public func softmaxScale(headDim: Int) -> Float {
         scale ?? 1 / Float(headDim).squareRoot()
     }
+
+    /// Every parameter on one line, e.g. `blocks 128×64 (tile 64), θ=0.6, TopCdf τ=0.98, λ=50, causal`.
+    public var summary: String {
+        let selection: String
+        switch self.selection {
+        case .cdf(let tau): selection = "TopCdf τ=\(tau)"
+        case .topK(let k): selection = "TopK \(k)"
+        case .dense: selection = "dense"
+        }
+        return "blocks \(blockQ)×\(blockK) (tile \(computeTileQ)), θ=\(simThreshold), \(selection), λ=\(pvThreshold)"
+            + (causal ? ", causal" : "") + (sink ? ", sink" : "") + (scale.map { ", scale \($0)" } ?? "")
+    }
 }

@@ -133,17 +133,9 @@ enum BenchCommand {
                        Format.scientific(error?.relativeL1), Format.bytes(report.bytesSent),
                        Format.bytes(report.denseRingBytes), Format.fixed(report.hiddenShare * 100, 0) + "%"])
             print("sparge bench: workload \(workload.rawValue)\(order != nil ? " in Hilbert order" : ""), heads \(heads)/\(kvHeads), D \(dim), "
-                + "\(config.causal ? "causal" : "non-causal"), \(describe(config.selection)), repeat \(repeats) (median)")
+                + "\(config.summary), repeat \(repeats) (median)")
             print(table.text)
             print(report.phaseLine)
-        }
-    }
-
-    static func describe(_ s: BlockSelection) -> String {
-        switch s {
-        case .cdf(let t): "TopCdf τ=\(t)"
-        case .topK(let k): "TopK \(k)"
-        case .dense: "dense"
         }
     }
 }

@@ -103,9 +103,11 @@ public enum ShardedAttention {
         if comm.anyRank(problem != nil) {
             throw ForwardError(problem ?? "another rank's shard does not fit the layout")
         }
-        let fingerprint = "\(config) seq=\(layout.seqLen) hq=\(q.heads) hkv=\(k.heads) d=\(q.dim)"
-        if !comm.isIdenticalOnAllRanks(Array(fingerprint.utf8)) {
-            throw ForwardError("the ranks were given different configurations or shapes (this rank: \(fingerprint))")
+        let fingerprint = "\(config.summary), N=\(layout.seqLen), Hq=\(q.heads), Hkv=\(k.heads), D=\(q.dim)"
+        let all = comm.allgather(bytes: Array(fingerprint.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        if let other = all.firstIndex(where: { $0 != all[0] }) {
+            throw ForwardError("the ranks were given different configurations or shapes: rank 0 has \(all[0]); "
+                + "rank \(other) has \(all[other])")
         }
     }
 }
