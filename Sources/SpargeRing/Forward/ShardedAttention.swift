@@ -19,10 +19,11 @@ public enum ShardedAttention {
     ///   - config: the SpargeAttn parameters (the same on every rank).
     ///   - communicator: the ranks; `SingleProcessCommunicator()` for plain use.
     ///   - threads: worker threads on this rank (default 1).
+    ///   - engine: who does the tile arithmetic (default the CPU); the mask and the ring are the same for all.
     ///   - progress: called on this thread with a phase name and a fraction done.
     public static func forward(
         q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
-        communicator comm: Communicator, threads: Int = 1,
+        communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
         let start = DispatchTime.now().uptimeNanoseconds
@@ -67,14 +68,14 @@ public enum ShardedAttention {
 
         // The ring.
         t = DispatchTime.now().uptimeNanoseconds
-        let attention = BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
-                                             seqLen: layout.seqLen, threads: threads)
+        let attention = try engine.makeAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                                 seqLen: layout.seqLen, threads: threads)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim),
                                  comm: comm, threads: threads)
         stats.ring = try ring.run(keys: k, values: v, attention: attention) { done in
             progress?("ring", done)
         }
-        let (output, lse) = attention.finish(threads: threads)
+        let (output, lse) = try attention.finish(threads: threads)
         stats.attention = attention.attendStatistics
         stats.ringSeconds = seconds(since: t)
         stats.totalSeconds = seconds(since: start)

@@ -24,14 +24,14 @@ public struct RingStatistics: Sendable, Equatable {
 /// payload's still-needed blocks travel on to `r + 1` and the next payload arrives from `r − 1`.
 ///
 /// The ring moves blocks and never touches their contents: tiles are the driver's business
-/// (`BlockSparseAttention`); sizes are the schedule's.
+/// (a `StepwiseAttention`: CPU tiles or a GPU); sizes are the schedule's.
 struct RingAttention {
     let schedule: RingSchedule
     let comm: Communicator
     let threads: Int
 
     /// Runs all steps, feeding `attention`; `progress` gets the share of the ring done, on this thread.
-    func run(keys k: Tensor3, values v: Tensor3, attention: BlockSparseAttention,
+    func run(keys k: Tensor3, values v: Tensor3, attention: any StepwiseAttention,
              progress: ((Double) -> Void)?) throws -> RingStatistics {
         let layout = schedule.layout
         let p = layout.ranks, r = comm.rank, d = k.dim
@@ -88,7 +88,7 @@ struct RingAttention {
                         }
                         progress?((Double(s) + done) / Double(p))
                     }
-                    attention.attend(table, threads: threads, poll: requests.isEmpty && progress == nil ? nil : poll)
+                    try attention.attend(table, threads: threads, poll: requests.isEmpty && progress == nil ? nil : poll)
                     let computed = DispatchTime.now().uptimeNanoseconds
                     comm.waitAll(&requests)
                     let waited = DispatchTime.now().uptimeNanoseconds

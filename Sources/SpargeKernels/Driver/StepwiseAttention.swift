@@ -1,0 +1,63 @@
+/// Attention of one process's query rows, fed with key/value blocks over several calls: the seam between
+/// whoever moves blocks (a ring of ranks, or one process with every block) and whatever does the tile
+/// arithmetic (the CPU tiles of `BlockSparseAttention`, or a GPU).
+///
+/// The caller never sees tiles. It hands over, per call, a `KeyValueBlockTable` of the blocks it holds; the
+/// implementation visits, for every compute tile of its query rows, the blocks of the tile's mask row that
+/// the table holds, in ascending block order, carrying the online-softmax state from call to call.
+///
+/// Edge cases every implementation keeps: a query row that never sees a key gets output 0 and `lse = -inf`;
+/// causal masking inside diagonal blocks is the implementation's; a block offered twice is visited twice.
+public protocol StepwiseAttention: AnyObject {
+    /// Visits, for every compute tile, the blocks of its mask row that `table` holds.
+    ///
+    /// - Parameters:
+    ///   - table: the key/value blocks available in this call; the pointers need stay valid only until
+    ///     the call returns.
+    ///   - threads: host worker threads the implementation may use (the calling thread is one of them).
+    ///   - poll: called on the calling thread while the work runs, with the share of this call's work done
+    ///     (0…1, as well as the implementation knows it); a ring progresses its messages with it. Nil when
+    ///     there is nothing to progress.
+    func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws
+
+    /// Counters of every `attend` so far (an implementation on a device may only have them after `finish`).
+    var attendStatistics: AttentionStatistics { get }
+
+    /// The output `[Hq, rows, D]` and row log-sum-exp `[Hq][rows]` (natural log of the scaled scores).
+    ///
+    /// - Parameter threads: host threads the implementation may use.
+    func finish(threads: Int) throws -> (output: Tensor3, lse: [Float])
+}
+
+/// What makes a `StepwiseAttention` for a set of query rows: the choice of backend, made once per run.
+public protocol AttentionEngine {
+    /// A short name for logs and tables (`cpu`, `cuda`).
+    var name: String { get }
+
+    /// Prepares the attention of `queries` (`[Hq, rows, D]`, the rows of `mask.queryBlocks` concatenated).
+    ///
+    /// - Parameters:
+    ///   - queries: this process's query rows.
+    ///   - mask: the mask rows of exactly those query blocks, for every query head.
+    ///   - kvHeads: key/value heads (`Hq % kvHeads == 0`; query head `h` uses kv head `h / (Hq / kvHeads)`).
+    ///   - config: block sizes, compute tile, causal, λ, scale.
+    ///   - seqLen: tokens in the whole sequence.
+    ///   - threads: host threads the preparation may use.
+    func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
+                       seqLen: Int, threads: Int) throws -> any StepwiseAttention
+}
+
+/// The CPU backend: `BlockSparseAttention`'s SIMD tiles over host threads.
+public struct CPUAttentionEngine: AttentionEngine {
+    public init() {}
+
+    public var name: String { "cpu" }
+
+    public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
+                              seqLen: Int, threads: Int) throws -> any StepwiseAttention {
+        BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
+                             threads: threads)
+    }
+}
+
+extension BlockSparseAttention: StepwiseAttention {}
