@@ -5,6 +5,7 @@
 //   CMPI, _CMPIShim   OpenMPI as Swift sees it (system library + getters for its macros)
 //   SpargeKernels     tiles, SIMD micro-kernels, online softmax, mask prediction; no MPI, no I/O
 //   SpargeFormats     .npy / .safetensors / .png readers and writers; no MPI
+//   SpargeCUDA        the GPU backend: libcuda and NVRTC opened at run time, CUDA C kernels as strings
 //   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward(), workloads
 //   sparge            the command-line tool: parses, calls SpargeRing, prints
 //
@@ -17,6 +18,7 @@ let package = Package(
     products: [
         .library(name: "SpargeRing", targets: ["SpargeRing"]),
         .library(name: "SpargeKernels", targets: ["SpargeKernels"]),
+        .library(name: "SpargeCUDA", targets: ["SpargeCUDA"]),
         .executable(name: "sparge", targets: ["sparge"]),
     ],
     targets: [
@@ -29,7 +31,9 @@ let package = Package(
         .target(
             name: "SpargeRing",
             dependencies: ["SpargeKernels", "SpargeFormats", "CMPIShim"]),
-        .executableTarget(name: "sparge", dependencies: ["SpargeRing"]),
+        // No CUDA header or library at build time: libcuda and NVRTC are opened with dlopen when asked for.
+        .target(name: "SpargeCUDA", dependencies: ["SpargeKernels"]),
+        .executableTarget(name: "sparge", dependencies: ["SpargeRing", "SpargeCUDA"]),
 
         // MARK: - Implementation details
         .systemLibrary(
@@ -47,6 +51,7 @@ let package = Package(
         .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeTestSupport"]),
         .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats", "SpargeTestSupport"]),
         .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing", "SpargeTestSupport"]),
+        .testTarget(name: "SpargeCUDATests", dependencies: ["SpargeCUDA", "SpargeTestSupport"]),
         .testTarget(name: "spargeTests", dependencies: ["SpargeRing", "SpargeTestSupport"]),
     ],
     // Language mode 5: the hot loops hand unsafe pointers to `concurrentPerform` workers, which strict

@@ -1,0 +1,243 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One CUDA device of this process: its primary context, one stream, and the kernels compiled for it.
+///
+/// `CUDADevice.open()` opens the driver and NVRTC once per process and keeps one instance per device
+/// ordinal; kernels are compiled by NVRTC for the device's compute capability (`--gpu-arch=sm_XY`) the first
+/// time they are asked for and cached for the life of the process. All work goes to one stream in order, so
+/// a caller synchronizes only where it reads results.
+///
+/// Several processes (ranks) may share one device: each gets its own context handle on the primary context.
+public final class CUDADevice: @unchecked Sendable {
+    /// Device ordinal.
+    public let ordinal: Int
+    /// The device's name (`NVIDIA H100 80GB HBM3`).
+    public let name: String
+    /// Compute capability major and minor (9 and 0 for Hopper).
+    public let computeCapability: (major: Int, minor: Int)
+    /// Streaming multiprocessors.
+    public let multiprocessors: Int
+    /// The most shared memory one block may ask for, in bytes (after raising the kernel's limit).
+    public let sharedMemoryPerBlock: Int
+    /// The driver's CUDA version ("13.0") and where the library was found.
+    public let driverVersion: String, driverPath: String
+    /// NVRTC's version and where it was found.
+    public let nvrtcVersion: String, nvrtcPath: String
+
+    let api: DriverAPI
+    let nvrtc: NVRTC
+    let context: UnsafeMutableRawPointer?
+    let stream: UnsafeMutableRawPointer?
+    private let functions = Mutex<[String: CUDAFunction]>([:])
+
+    private static let opened = Mutex<[Int: CUDADevice]>([:])
+    private static let apis = Mutex<(DriverAPI, NVRTC)?>(nil)
+
+    /// The device this process should use: `SPARGE_CUDA_DEVICE` when set, otherwise the process's rank on
+    /// its node (`OMPI_COMM_WORLD_LOCAL_RANK`, `SLURM_LOCALID`, …) modulo the device count, so that the ranks
+    /// of a node spread over its GPUs and several ranks may share one.
+    ///
+    /// - Throws: `CUDAError` when the driver or NVRTC cannot be loaded, or there is no device.
+    public static func open(ordinal: Int? = nil) throws -> CUDADevice {
+        let (api, nvrtc) = try apis.withLock { loaded -> (DriverAPI, NVRTC) in
+            if let loaded { return loaded }
+            let api = try DriverAPI(environment: Environment.cudaVariables)
+            try api.check(api.cuInit(0), "cuInit")
+            let nvrtc = try NVRTC(environment: Environment.cudaVariables)
+            loaded = (api, nvrtc)
+            return (api, nvrtc)
+        }
+        var count: Int32 = 0
+        try api.check(api.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        guard count > 0 else { throw CUDAError.noDevice("the driver loaded (\(api.library.path)) but reports no device") }
+        let chosen = ordinal ?? Environment.defaultDevice(count: Int(count))
+        guard chosen >= 0 && chosen < count else {
+            throw CUDAError.noDevice("device \(chosen) asked for, but there are \(count) (0…\(count - 1))")
+        }
+        return try opened.withLock { devices in
+            if let device = devices[chosen] { return device }
+            let device = try CUDADevice(api: api, nvrtc: nvrtc, ordinal: chosen)
+            devices[chosen] = device
+            return device
+        }
+    }
+
+    private init(api: DriverAPI, nvrtc: NVRTC, ordinal: Int) throws {
+        self.api = api
+        self.nvrtc = nvrtc
+        self.ordinal = ordinal
+        var device: Int32 = 0
+        try api.check(api.cuDeviceGet(&device, Int32(ordinal)), "cuDeviceGet(\(ordinal))")
+        var nameBytes = [CChar](repeating: 0, count: 256)
+        try api.check(api.cuDeviceGetName(&nameBytes, 256, device), "cuDeviceGetName")
+        name = String(decoding: nameBytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        func attribute(_ a: Int32, _ label: String) throws -> Int {
+            var value: Int32 = 0
+            try api.check(api.cuDeviceGetAttribute(&value, a, device), "cuDeviceGetAttribute(\(label))")
+            return Int(value)
+        }
+        computeCapability = (try attribute(DriverAPI.attributeComputeCapabilityMajor, "compute capability major"),
+                             try attribute(DriverAPI.attributeComputeCapabilityMinor, "compute capability minor"))
+        multiprocessors = try attribute(DriverAPI.attributeMultiprocessorCount, "multiprocessor count")
+        sharedMemoryPerBlock = try attribute(DriverAPI.attributeMaxSharedMemoryPerBlockOptin, "shared memory per block")
+        var version: Int32 = 0
+        try api.check(api.cuDriverGetVersion(&version), "cuDriverGetVersion")
+        driverVersion = "\(version / 1000).\(version % 1000 / 10)"
+        driverPath = api.library.path
+        nvrtcVersion = nvrtc.version
+        nvrtcPath = nvrtc.library.path
+        var ctx: UnsafeMutableRawPointer?
+        try api.check(api.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain")
+        context = ctx
+        try api.check(api.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        var s: UnsafeMutableRawPointer?
+        // A blocking stream (flags 0): the synchronous copies and memsets, which run on the legacy default
+        // stream, stay ordered with the kernels of this one.
+        try api.check(api.cuStreamCreate(&s, 0), "cuStreamCreate")
+        stream = s
+    }
+
+    /// One line for logs: name, compute capability, multiprocessors, driver and NVRTC versions.
+    public var summary: String {
+        "device \(ordinal): \(name), sm_\(computeCapability.major)\(computeCapability.minor), \(multiprocessors) SMs, "
+            + "driver CUDA \(driverVersion) (\(driverPath)), NVRTC \(nvrtcVersion) (\(nvrtcPath))"
+    }
+
+    /// Binds this device's context to the calling thread (each driver call acts on the current context).
+    func makeCurrent() throws {
+        try api.check(api.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+    }
+
+    /// The kernel `name` of `source` compiled with `defines`, compiling on first use (cached per process).
+    ///
+    /// - Parameters:
+    ///   - source: CUDA C++ source holding `extern "C" __global__ void name(…)`.
+    ///   - program: the source's name in NVRTC messages.
+    ///   - name: the kernel's name.
+    ///   - defines: `-D` macros that specialize the source (tile shapes, element types).
+    ///   - sharedBytes: dynamic shared memory the kernel will be launched with; above 48 KB the kernel's
+    ///     limit is raised (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
+    func function(source: String, program: String, name: String, defines: [(String, Int)],
+                  sharedBytes: Int = 0) throws -> CUDAFunction {
+        let arch = "--gpu-arch=sm_\(computeCapability.major)\(computeCapability.minor)"
+        let options = [arch, "--std=c++17", "-lineinfo"] + defines.map { "-D\($0.0)=\($0.1)" }
+        let key = "\(program)/\(name) \(options.joined(separator: " ")) smem=\(sharedBytes)"
+        if let cached = functions.withLock({ $0[key] }) { return cached }
+        try makeCurrent()
+        let (cubin, log) = try nvrtc.compile(source: source, name: program, options: options)
+        var module: UnsafeMutableRawPointer?
+        try cubin.withUnsafeBytes { try api.check(api.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData(\(program))") }
+        var handle: UnsafeMutableRawPointer?
+        try api.check(api.cuModuleGetFunction(&handle, module, name), "cuModuleGetFunction(\(name))")
+        if sharedBytes > 48 * 1024 {
+            guard sharedBytes <= sharedMemoryPerBlock else {
+                throw CUDAError.unsupported("\(name) needs \(sharedBytes) bytes of shared memory; the device allows \(sharedMemoryPerBlock)")
+            }
+            try api.check(api.cuFuncSetAttribute(handle, DriverAPI.functionMaxDynamicSharedSizeBytes, Int32(sharedBytes)),
+                          "cuFuncSetAttribute(\(name), max dynamic shared memory \(sharedBytes))")
+        }
+        var registers: Int32 = 0, local: Int32 = 0
+        try api.check(api.cuFuncGetAttribute(&registers, DriverAPI.functionNumRegisters, handle), "cuFuncGetAttribute")
+        try api.check(api.cuFuncGetAttribute(&local, DriverAPI.functionLocalSizeBytes, handle), "cuFuncGetAttribute")
+        let function = CUDAFunction(handle: handle, name: name, key: key, registers: Int(registers),
+                                    localBytes: Int(local), compileLog: log)
+        functions.withLock { $0[key] = function }
+        return function
+    }
+
+    /// Every kernel compiled so far, for logs: name, options, registers, local (spill) bytes.
+    public var compiledKernels: [String] {
+        functions.withLock { $0.values.map { "\($0.key): \($0.registers) registers, \($0.localBytes) B local" }.sorted() }
+    }
+
+    /// Enqueues `function` on the stream.
+    func launch(_ function: CUDAFunction, grid: Int, block: Int, sharedBytes: Int = 0,
+                _ arguments: [KernelArgument]) throws {
+        guard grid > 0 else { return }
+        let slots = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(1, arguments.count), alignment: 8)
+        defer { slots.deallocate() }
+        var pointers = [UnsafeMutableRawPointer?]()
+        for (i, argument) in arguments.enumerated() {
+            let slot = slots + 8 * i
+            switch argument {
+            case .pointer(let address): slot.storeBytes(of: address, as: UInt64.self)
+            case .int(let value): slot.storeBytes(of: value, as: Int32.self)
+            case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
+            case .float(let value): slot.storeBytes(of: value, as: Float.self)
+            }
+            pointers.append(slot)
+        }
+        try pointers.withUnsafeMutableBufferPointer { p in
+            try api.check(api.cuLaunchKernel(function.handle, UInt32(grid), 1, 1, UInt32(block), 1, 1, UInt32(sharedBytes),
+                                             stream, p.baseAddress, nil),
+                          "cuLaunchKernel(\(function.name), grid \(grid), block \(block), shared \(sharedBytes) B)")
+        }
+    }
+
+    /// Waits for everything enqueued so far; while waiting, calls `poll` (when given) instead of blocking.
+    func synchronize(poll: (() -> Void)? = nil) throws {
+        if let poll {
+            while true {
+                let status = api.cuStreamQuery(stream)
+                if status == 0 { return }
+                if status != DriverAPI.notReady { try api.check(status, "cuStreamQuery") }
+                poll()
+                sched_yield()
+            }
+        }
+        try api.check(api.cuStreamSynchronize(stream), "cuStreamSynchronize")
+    }
+
+    /// Free and total device memory in bytes.
+    public func memoryInfo() throws -> (free: Int, total: Int) {
+        try makeCurrent()
+        var free = 0, total = 0
+        try api.check(api.cuMemGetInfo(&free, &total), "cuMemGetInfo")
+        return (free, total)
+    }
+}
+
+/// A compiled kernel and what the compiler made of it.
+struct CUDAFunction: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer?
+    let name: String
+    let key: String
+    let registers: Int
+    let localBytes: Int
+    let compileLog: String
+}
+
+/// One kernel argument, passed by value.
+enum KernelArgument {
+    case pointer(UInt64)
+    case int(Int32)
+    case int64(Int64)
+    case float(Float)
+}
+
+/// The environment variables the CUDA path reads.
+enum Environment {
+    static func value(_ key: String) -> String? {
+        getenv(key).map { String(cString: $0) }
+    }
+
+    static var cudaVariables: [String: String] {
+        var vars: [String: String] = [:]
+        for key in ["SPARGE_LIBCUDA", "SPARGE_NVRTC", "CUDA_HOME", "CUDA_PATH"] { vars[key] = value(key) }
+        return vars
+    }
+
+    /// `SPARGE_CUDA_DEVICE`, else the node-local rank modulo `count`, else 0.
+    static func defaultDevice(count: Int) -> Int {
+        if let v = value("SPARGE_CUDA_DEVICE").flatMap({ Int($0) }) { return v }
+        for key in ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"] {
+            if let v = value(key).flatMap({ Int($0) }) { return v % count }
+        }
+        return 0
+    }
+}

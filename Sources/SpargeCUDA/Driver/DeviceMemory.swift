@@ -1,0 +1,98 @@
+/// Device memory from `cuMemAlloc`, freed with the buffer.
+final class DeviceBuffer {
+    let device: CUDADevice
+    let address: UInt64
+    let bytes: Int
+
+    /// `bytes` of device memory (at least 1), uninitialised unless `zeroed`.
+    init(device: CUDADevice, bytes: Int, zeroed: Bool = false, label: String) throws {
+        self.device = device
+        self.bytes = max(1, bytes)
+        try device.makeCurrent()
+        var address: UInt64 = 0
+        try device.api.check(device.api.cuMemAlloc(&address, self.bytes), "cuMemAlloc(\(self.bytes) B for \(label))")
+        self.address = address
+        if zeroed { try zero() }
+    }
+
+    deinit { _ = device.api.cuMemFree(address) }
+
+    /// Sets every byte to 0 (`cuMemsetD8` returns when done, before later work of the stream).
+    func zero() throws {
+        try device.api.check(device.api.cuMemsetD8(address, 0, bytes), "cuMemsetD8")
+    }
+
+    /// Copies `count` bytes from host memory to offset `offset` (synchronous).
+    func upload(_ source: UnsafeRawPointer, count: Int, offset: Int = 0) throws {
+        precondition(offset + count <= bytes, "DeviceBuffer: upload past the end")
+        guard count > 0 else { return }
+        try device.api.check(device.api.cuMemcpyHtoD(address + UInt64(offset), source, count), "cuMemcpyHtoD(\(count) B)")
+    }
+
+    /// Copies an array to the start of the buffer (synchronous).
+    func upload<T>(_ values: [T]) throws {
+        guard !values.isEmpty else { return }
+        try values.withUnsafeBytes { try upload($0.baseAddress!, count: $0.count) }
+    }
+
+    /// Copies `count` bytes from offset 0 into host memory (synchronous; waits for earlier work of the
+    /// stream only because the caller synchronized first).
+    func download(into destination: UnsafeMutableRawPointer, count: Int) throws {
+        precondition(count <= bytes, "DeviceBuffer: download past the end")
+        guard count > 0 else { return }
+        try device.api.check(device.api.cuMemcpyDtoH(destination, address, count), "cuMemcpyDtoH(\(count) B)")
+    }
+}
+
+/// Page-locked host memory from `cuMemHostAlloc`: what an asynchronous copy to the device reads from.
+final class PinnedBuffer {
+    let device: CUDADevice
+    let pointer: UnsafeMutableRawPointer
+    let bytes: Int
+
+    init(device: CUDADevice, bytes: Int) throws {
+        self.device = device
+        self.bytes = max(1, bytes)
+        try device.makeCurrent()
+        var p: UnsafeMutableRawPointer?
+        try device.api.check(device.api.cuMemHostAlloc(&p, self.bytes, 0), "cuMemHostAlloc(\(self.bytes) B)")
+        pointer = p!
+    }
+
+    deinit { _ = device.api.cuMemFreeHost(pointer) }
+
+    /// Enqueues a copy of the first `count` bytes to `destination` on the device's stream.
+    func copyAsync(to destination: DeviceBuffer, count: Int) throws {
+        precondition(count <= bytes && count <= destination.bytes, "PinnedBuffer: copy past the end")
+        guard count > 0 else { return }
+        try device.api.check(device.api.cuMemcpyHtoDAsync(destination.address, pointer, count, device.stream),
+                             "cuMemcpyHtoDAsync(\(count) B)")
+    }
+}
+
+/// Device events around enqueued work: the time the device spent, not the host.
+final class EventTimer {
+    let device: CUDADevice
+    private let start: UnsafeMutableRawPointer?
+    private let stop: UnsafeMutableRawPointer?
+
+    init(device: CUDADevice) throws {
+        self.device = device
+        var a: UnsafeMutableRawPointer?, b: UnsafeMutableRawPointer?
+        try device.api.check(device.api.cuEventCreate(&a, 0), "cuEventCreate")
+        try device.api.check(device.api.cuEventCreate(&b, 0), "cuEventCreate")
+        start = a
+        stop = b
+    }
+
+    func recordStart() throws { try device.api.check(device.api.cuEventRecord(start, device.stream), "cuEventRecord") }
+    func recordStop() throws { try device.api.check(device.api.cuEventRecord(stop, device.stream), "cuEventRecord") }
+
+    /// Seconds between the two records (waits for the second).
+    func seconds() throws -> Double {
+        try device.api.check(device.api.cuEventSynchronize(stop), "cuEventSynchronize")
+        var ms: Float = 0
+        try device.api.check(device.api.cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime")
+        return Double(ms) * 1e-3
+    }
+}

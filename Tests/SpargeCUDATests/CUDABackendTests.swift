@@ -1,0 +1,97 @@
+import SpargeKernels
+import XCTest
+@testable import SpargeCUDA
+
+/// The CUDA backend where there is no GPU (this machine, CI): it must load nothing at build time, fail with
+/// a message that lists what it tried, and round to 16 bits exactly as the kernels expect. With a GPU (and
+/// Swift on the same machine) the last test runs the kernel against the CPU tiles; on the device machine
+/// without Swift, `sparge selftest-cuda` (launch/gpu-check.sh) runs the same comparison and many more.
+final class CUDABackendTests: XCTestCase {
+    /// The device, or a skip that says why there is none.
+    private func deviceOrSkip() throws -> CUDADevice {
+        do {
+            return try CUDADevice.open()
+        } catch {
+            throw XCTSkip("no CUDA device here, so the GPU checks are skipped (run launch/gpu-check.sh on a GPU machine): \(error)")
+        }
+    }
+
+    func testLoaderErrorListsEveryNameTried() throws {
+        let names = DriverAPI.candidates(environment: ["SPARGE_LIBCUDA": "/nonexistent/libcuda.so.1"])
+        XCTAssertEqual(names.first, "/nonexistent/libcuda.so.1", "SPARGE_LIBCUDA must be tried first")
+        XCTAssertTrue(names.contains("libcuda.so.1"))
+        let nvrtc = NVRTC.candidates(environment: ["CUDA_HOME": "/opt/cuda"])
+        for expected in ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "/opt/cuda/lib64/libnvrtc.so.13",
+                         "/usr/local/cuda/lib64/libnvrtc.so"] {
+            XCTAssertTrue(nvrtc.contains(expected), "NVRTC candidates lack \(expected)")
+        }
+        do {
+            _ = try DynamicLibrary.open(["/nonexistent/a.so", "libsparge-does-not-exist.so"], what: "a test library")
+            XCTFail("opening missing libraries succeeded")
+        } catch let error as CUDAError {
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("/nonexistent/a.so") && text.contains("libsparge-does-not-exist.so"),
+                          "the loader error must list every name tried: \(text)")
+        }
+    }
+
+    func testBF16RoundsToNearestEven() {
+        let cases: [(Float, UInt16, String)] = [
+            (1.0, 0x3F80, "one"), (-2.0, 0xC000, "minus two"), (0, 0, "zero"),
+            (Float(bitPattern: 0x3F80_8000), 0x3F80, "tie, even below"),
+            (Float(bitPattern: 0x3F81_8000), 0x3F82, "tie, even above"),
+            (Float(bitPattern: 0x3F80_8001), 0x3F81, "just above a tie"),
+            (.infinity, 0x7F80, "infinity"), (Float.greatestFiniteMagnitude, 0x7F80, "rounds to infinity"),
+        ]
+        for (x, bits, label) in cases {
+            XCTAssertEqual(HalfPrecision.bf16(x), bits, "bf16(\(x)): \(label)")
+        }
+        XCTAssertEqual(HalfPrecision.bf16(.nan), 0x7FC0)
+    }
+
+    func testConversionReportsValuesBeyondFP16() {
+        let inside: [Float] = [1, -65504, 0.5, 3.0e-5]
+        let outside: [Float] = [1, 70000]
+        var out = [UInt16](repeating: 0, count: 4)
+        XCTAssertTrue(HalfPrecision.convert(inside, count: 4, to: &out, precision: .bf16, fp16Storage: true))
+        // A bf16 value inside fp16's normal range is exact in fp16.
+        XCTAssertEqual(Float(Float16(bitPattern: out[0])), 1)
+        XCTAssertFalse(HalfPrecision.convert(outside, count: 2, to: &out, precision: .bf16, fp16Storage: true))
+        XCTAssertTrue(HalfPrecision.convert(outside, count: 2, to: &out, precision: .bf16, fp16Storage: false))
+        XCTAssertFalse(HalfPrecision.convert(outside, count: 2, to: &out, precision: .fp16, fp16Storage: false))
+    }
+
+    func testKernelSourceNeedsNoHeaders() {
+        XCTAssertFalse(AttentionKernelSource.source.contains("#include"), "NVRTC must compile the kernels without CUDA headers")
+        XCTAssertThrowsError(try CUDABlockSparseAttention.checkShape(headDim: 96, config: SpargeConfig()))
+        XCTAssertThrowsError(try CUDABlockSparseAttention.checkShape(headDim: 128, config: SpargeConfig(computeTileQ: 24)))
+        XCTAssertNoThrow(try CUDABlockSparseAttention.checkShape(headDim: 128, config: SpargeConfig()))
+    }
+
+    func testKernelAgreesWithCPUTiles() throws {
+        let device = try deviceOrSkip()
+        var rng = SystemRandomNumberGenerator()
+        let (n, hq, hkv, d) = (700, 4, 2, 64)
+        func random(_ heads: Int) -> Tensor3 {
+            Tensor3(heads: heads, rows: n, dim: d,
+                    data: (0..<heads * n * d).map { _ in HalfPrecision.roundedToBF16(Float.random(in: -2...2, using: &rng)) })
+        }
+        let (q, k, v) = (random(hq), random(hkv), random(hkv))
+        for causal in [false, true] {
+            let config = SpargeConfig(causal: causal)
+            let mask = MaskPredictor.predict(q: q, k: k, config: config)
+            let cpu = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config)
+            let gpu = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: hkv, config: config, seqLen: n,
+                                                   device: device)
+            var table = KeyValueBlockTable(kvHeads: hkv, keyBlocks: mask.keyBlocks, blockK: config.blockK, seqLen: n)
+            k.data.withUnsafeBufferPointer { kp in
+                v.data.withUnsafeBufferPointer { vp in table.setAll(k: kp.baseAddress!, v: vp.baseAddress!, dim: d) }
+            }
+            try k.data.withUnsafeBufferPointer { _ in try v.data.withUnsafeBufferPointer { _ in try gpu.attend(table, threads: 1, poll: nil) } }
+            let (out, _) = try gpu.finish()
+            let error = ErrorMetrics(output: out.data, reference: cpu.output.data.map(Double.init)).relativeL1
+            XCTAssertLessThan(error, 2e-3, "causal \(causal): GPU vs CPU tiles, rel L1 \(error)")
+            XCTAssertEqual(gpu.attendStatistics.keyBlocksVisited, cpu.stats.keyBlocksVisited, "causal \(causal): blocks visited")
+        }
+    }
+}
