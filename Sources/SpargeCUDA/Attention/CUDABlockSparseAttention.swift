@@ -1,0 +1,331 @@
+import Dispatch
+import SpargeKernels
+
+/// Block-sparse attention of some query blocks on a CUDA device, fed with key/value blocks over several
+/// calls: the GPU twin of `BlockSparseAttention`, behind the same `StepwiseAttention` seam.
+///
+/// At creation the queries go to the device (rounded to the kernel's 16-bit type) with room for the whole
+/// sequence's K and V (`[Hkv, nk·blockK, D]`, 16-bit; 128 MiB at N = 32768, 8 kv heads, D = 128) and the
+/// online-softmax state of every compute tile. Each `attend` converts the table's blocks to 16 bits on host
+/// threads, copies them in one transfer through a pinned buffer, places them at their rows, builds for every
+/// compute tile the list of its mask row's blocks that the table holds (ascending, cut at the causal
+/// diagonal), and launches one CTA per tile with a non-empty list, heaviest first. `finish` normalizes and
+/// copies the output back.
+///
+/// What matches the CPU tile exactly: which blocks each tile visits and in what order, the token-level
+/// causal mask, the λ rule and its group (`computeTileQ` rows), the counters. What differs: inputs are
+/// rounded to bf16 (or fp16) and P to fp16 before the tensor cores multiply, so outputs agree to about 1e-3
+/// relative, not bit for bit.
+///
+/// Limits: head dimension 64 or 128, `blockK` 32, 64 or 128, `computeTileQ` a multiple of 16 up to 128.
+public final class CUDABlockSparseAttention: StepwiseAttention {
+    /// The configuration (block sizes, compute tile, causal, λ, scale).
+    public let config: SpargeConfig
+    /// Tokens in the whole sequence.
+    public let seqLen: Int
+    /// Query heads, key/value heads, head dimension.
+    public let queryHeads: Int, kvHeads: Int, headDim: Int
+    /// Query rows held (the rows of `mask.queryBlocks`, in that order).
+    public let rows: Int
+    /// The element type of Q and K (and of V unless a step falls back).
+    public let precision: CUDAPrecision
+    /// The device.
+    public let device: CUDADevice
+
+    /// Device seconds in the attention kernel over every `attend` (CUDA events).
+    public private(set) var kernelSeconds = 0.0
+    /// Host seconds converting and copying K/V blocks to the device over every `attend`.
+    public private(set) var uploadSeconds = 0.0
+    /// Blocks computed (list entries launched) over every `attend`: the real work, for rates.
+    public private(set) var launchedBlockVisits = 0
+    /// Steps whose V did not fit fp16 and ran P·V in bf16.
+    public private(set) var bf16ValueSteps = 0
+
+    private let warps: Int
+    private let keyBlocks: Int
+    private let kvRows: Int
+    private let tiles: [Tile]
+    private let maskLists: [[Int32]]  // per (head, mask row): computed key blocks, ascending
+    private let maskRowCount: Int
+    private let q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer
+    private let oacc: DeviceBuffer, ml: DeviceBuffer, counters: DeviceBuffer, tileTable: DeviceBuffer
+    private var work: DeviceBuffer?, blocks: DeviceBuffer?, entries: DeviceBuffer?, staged: DeviceBuffer?
+    private var staging: PinnedBuffer?
+    private let timer: EventTimer
+    private var statistics = AttentionStatistics()
+
+    /// One compute tile: head, first local row, rows, global index of row 0, mask row.
+    struct Tile {
+        let head: Int, localRow: Int, rowCount: Int, queryStart: Int, maskRow: Int
+    }
+
+    /// Prepares the tiles of `queries` (`[Hq, rows, D]`, the rows of `mask.queryBlocks` concatenated) on
+    /// `device`.
+    ///
+    /// - Throws: `CUDAError.unsupported` for a shape the kernels do not handle, or any driver/NVRTC error.
+    public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                device: CUDADevice, precision: CUDAPrecision = .bf16) throws {
+        precondition(mask.heads == queries.heads, "mask has \(mask.heads) heads, queries \(queries.heads)")
+        precondition(kvHeads > 0 && queries.heads % kvHeads == 0, "Hq=\(queries.heads) not a multiple of Hkv=\(kvHeads)")
+        try Self.checkShape(headDim: queries.dim, config: config)
+        self.config = config
+        self.seqLen = seqLen
+        self.queryHeads = queries.heads
+        self.kvHeads = kvHeads
+        self.headDim = queries.dim
+        self.rows = queries.rows
+        self.precision = precision
+        self.device = device
+        warps = config.computeTileQ / 16
+        keyBlocks = (seqLen + config.blockK - 1) / config.blockK
+        kvRows = keyBlocks * config.blockK
+
+        var perHead: [Tile] = []
+        var localRow = 0
+        for (row, block) in mask.queryBlocks.enumerated() {
+            let blockRows = min(config.blockQ, seqLen - block * config.blockQ)
+            for start in stride(from: 0, to: blockRows, by: config.computeTileQ) {
+                perHead.append(Tile(head: 0, localRow: localRow + start, rowCount: min(config.computeTileQ, blockRows - start),
+                                    queryStart: block * config.blockQ + start, maskRow: row))
+            }
+            localRow += blockRows
+        }
+        precondition(localRow == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(localRow)")
+        tiles = (0..<queries.heads).flatMap { h in
+            perHead.map { Tile(head: h, localRow: $0.localRow, rowCount: $0.rowCount, queryStart: $0.queryStart, maskRow: $0.maskRow) }
+        }
+        maskRowCount = mask.rowCount
+        maskLists = (0..<mask.heads).flatMap { h in
+            (0..<mask.rowCount).map { r in mask.keyBlockList(head: h, row: r).map { Int32($0) } }
+        }
+
+        let d = queries.dim
+        q = try DeviceBuffer(device: device, bytes: queries.data.count * 2, label: "queries")
+        k = try DeviceBuffer(device: device, bytes: kvHeads * kvRows * d * 2, zeroed: true, label: "keys")
+        v = try DeviceBuffer(device: device, bytes: kvHeads * kvRows * d * 2, zeroed: true, label: "values")
+        oacc = try DeviceBuffer(device: device, bytes: queries.data.count * 4, zeroed: true, label: "output accumulator")
+        ml = try DeviceBuffer(device: device, bytes: queries.heads * queries.rows * 8, zeroed: true, label: "softmax state")
+        counters = try DeviceBuffer(device: device, bytes: tiles.count * 16, zeroed: true, label: "tile counters")
+        tileTable = try DeviceBuffer(device: device, bytes: tiles.count * 16, label: "tile table")
+        try tileTable.upload(tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] })
+        timer = try EventTimer(device: device)
+
+        // Queries, rounded to the kernel's type on host threads.
+        var half = [UInt16](repeating: 0, count: queries.data.count)
+        queries.data.withUnsafeBufferPointer { src in
+            half.withUnsafeMutableBufferPointer { dst in
+                let (s, t) = (src.baseAddress!, dst.baseAddress!)
+                let chunk = 1 << 16, n = src.count
+                DispatchQueue.concurrentPerform(iterations: (n + chunk - 1) / chunk) { c in
+                    let start = c * chunk
+                    _ = HalfPrecision.convert(s + start, count: min(chunk, n - start), to: t + start,
+                                              precision: precision, fp16Storage: false)
+                }
+            }
+        }
+        try q.upload(half)
+        // Compile now, so that a compile error surfaces before any data moves.
+        _ = try attentionKernel(valuesInBF16: false)
+        _ = try auxiliaryKernel("sparge_scatter")
+    }
+
+    /// Throws unless the kernels handle head dimension `headDim` and the tile shapes of `config`.
+    public static func checkShape(headDim: Int, config: SpargeConfig) throws {
+        guard headDim == 64 || headDim == 128 else {
+            throw CUDAError.unsupported("head dimension \(headDim) (the kernels are built for 64 and 128); use --backend cpu")
+        }
+        guard [32, 64, 128].contains(config.blockK) else {
+            throw CUDAError.unsupported("--block-k \(config.blockK) (the kernels take 32, 64 or 128); use --backend cpu")
+        }
+        guard config.computeTileQ % 16 == 0 && config.computeTileQ <= 128 else {
+            throw CUDAError.unsupported("--tile-q \(config.computeTileQ) (the kernels take a multiple of 16 up to 128); use --backend cpu")
+        }
+        guard config.softmaxScale(headDim: headDim) > 0 else {
+            throw CUDAError.unsupported("a softmax scale ≤ 0")
+        }
+    }
+
+    private var defines: [(String, Int)] {
+        [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("QK_BF16", precision == .bf16 ? 1 : 0)]
+    }
+
+    private var sharedBytes: Int {
+        AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps)
+    }
+
+    private func attentionKernel(valuesInBF16: Bool) throws -> CUDAFunction {
+        try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
+                            name: "sparge_attention", defines: defines + [("PV_BF16", valuesInBF16 ? 1 : 0)],
+                            sharedBytes: sharedBytes)
+    }
+
+    private func auxiliaryKernel(_ name: String) throws -> CUDAFunction {
+        try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
+                            name: name, defines: defines + [("PV_BF16", 0)])
+    }
+
+    /// Grows `buffer` to hold at least `bytes`.
+    private func ensure(_ buffer: inout DeviceBuffer?, _ bytes: Int, _ label: String) throws -> DeviceBuffer {
+        if let b = buffer, b.bytes >= bytes { return b }
+        let b = try DeviceBuffer(device: device, bytes: max(bytes, 2 * (buffer?.bytes ?? 0)), label: label)
+        buffer = b
+        return b
+    }
+
+    public func attend(_ table: KeyValueBlockTable, threads: Int, poll: (() -> Void)?) throws {
+        precondition(table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK,
+                     "attend: the table does not fit this attention")
+        try device.makeCurrent()
+        let uploadStart = DispatchTime.now().uptimeNanoseconds
+        let d = headDim, bk = config.blockK
+
+        // The blocks this call holds.
+        var present = [Bool](repeating: false, count: kvHeads * keyBlocks)
+        var held: [(g: Int, j: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)] = []
+        for g in 0..<kvHeads {
+            for j in 0..<keyBlocks {
+                if let b = table.block(kvHead: g, block: j) {
+                    present[g * keyBlocks + j] = true
+                    held.append((g, j, b.keys, b.values))
+                }
+            }
+        }
+        guard !held.isEmpty else { return }
+
+        // Stage them as 16-bit K then V per entry (rows past the sequence zero), copy, place at their rows.
+        let perEntry = 2 * bk * d
+        if staging == nil || staging!.bytes < held.count * perEntry * 2 {
+            staging = try PinnedBuffer(device: device, bytes: held.count * perEntry * 2)
+        }
+        let stage = staging!.pointer.bindMemory(to: UInt16.self, capacity: held.count * perEntry)
+        var valuesInBF16 = false
+        func fill(_ useBF16Values: Bool) -> Bool {
+            let fits = UnsafeMutableBufferPointer<Bool>.allocate(capacity: held.count)
+            defer { fits.deallocate() }
+            let precision = self.precision, seqLen = self.seqLen
+            held.withUnsafeBufferPointer { entries in
+                DispatchQueue.concurrentPerform(iterations: entries.count) { e in
+                    let entry = entries[e]
+                    let rows = min(bk, seqLen - entry.j * bk)
+                    let kDst = stage + e * perEntry, vDst = kDst + bk * d
+                    _ = HalfPrecision.convert(entry.keys, count: rows * d, to: kDst, precision: precision, fp16Storage: false)
+                    fits[e] = HalfPrecision.convert(entry.values, count: rows * d, to: vDst,
+                                                    precision: useBF16Values ? .bf16 : precision,
+                                                    fp16Storage: !useBF16Values && precision == .bf16)
+                    if rows < bk {
+                        (kDst + rows * d).update(repeating: 0, count: (bk - rows) * d)
+                        (vDst + rows * d).update(repeating: 0, count: (bk - rows) * d)
+                    }
+                }
+            }
+            return fits.allSatisfy { $0 }
+        }
+        if !fill(false) {
+            guard precision == .bf16 else {
+                throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
+            }
+            valuesInBF16 = true
+            bf16ValueSteps += 1
+            _ = fill(true)
+        }
+        let stagedBytes = held.count * perEntry * 2
+        let staged = try ensure(&self.staged, stagedBytes, "staged key/value blocks")
+        try staging!.copyAsync(to: staged, count: stagedBytes)
+        let entryList = held.flatMap { [Int32($0.g), Int32($0.j)] }
+        let entries = try ensure(&self.entries, entryList.count * 4, "block entries")
+        try entries.upload(entryList)
+        try device.launch(auxiliaryKernel("sparge_scatter"), grid: held.count, block: 256,
+                          [.pointer(staged.address), .pointer(k.address), .pointer(v.address),
+                           .pointer(entries.address), .int(Int32(kvRows))])
+
+        // Per tile: the blocks of its mask row held here, ascending, cut at the causal diagonal.
+        var blockList: [Int32] = []
+        var launches: [(tile: Int32, first: Int32, count: Int32)] = []
+        let group = queryHeads / kvHeads
+        for (i, tile) in tiles.enumerated() {
+            let g = tile.head / group, lastRow = tile.queryStart + tile.rowCount - 1
+            let first = blockList.count
+            for j in maskLists[tile.head * maskRowCount + tile.maskRow] {
+                if config.causal && Int(j) * bk > lastRow { break }
+                if present[g * keyBlocks + Int(j)] { blockList.append(j) }
+            }
+            if blockList.count > first {
+                launches.append((Int32(i), Int32(first), Int32(blockList.count - first)))
+            }
+        }
+        guard !launches.isEmpty else {
+            try device.synchronize()
+            uploadSeconds += Double(DispatchTime.now().uptimeNanoseconds - uploadStart) * 1e-9
+            return
+        }
+        // Longest lists first: the last CTAs to start are short ones, which evens out the end.
+        launches.sort { $0.count > $1.count }
+        let workList = launches.flatMap { [$0.tile, $0.first, $0.count, 0] }
+        let work = try ensure(&self.work, workList.count * 4, "work list")
+        try work.upload(workList)
+        let blocks = try ensure(&self.blocks, blockList.count * 4, "block lists")
+        try blocks.upload(blockList)
+        uploadSeconds += Double(DispatchTime.now().uptimeNanoseconds - uploadStart) * 1e-9
+
+        let log2e: Float = 1.442_695_040_888_963_4
+        try timer.recordStart()
+        try device.launch(attentionKernel(valuesInBF16: valuesInBF16), grid: launches.count, block: warps * 32,
+                          sharedBytes: sharedBytes,
+                          [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(oacc.address),
+                           .pointer(ml.address), .pointer(counters.address), .pointer(tileTable.address),
+                           .pointer(work.address), .pointer(blocks.address), .int(Int32(rows)), .int(Int32(seqLen)),
+                           .int(Int32(kvRows)), .int(Int32(group)), .float(config.softmaxScale(headDim: d) * log2e),
+                           .float(config.pvThreshold), .int(config.causal ? 1 : 0)])
+        try timer.recordStop()
+        try device.synchronize(poll: poll)
+        kernelSeconds += try timer.seconds()
+        launchedBlockVisits += blockList.count
+    }
+
+    /// Forgets every `attend` so far (state, counters, timings), so that a benchmark can repeat the same
+    /// work on the same instance.
+    public func reset() throws {
+        try device.makeCurrent()
+        try device.synchronize()
+        try oacc.zero()
+        try ml.zero()
+        try counters.zero()
+        statistics = AttentionStatistics()
+        kernelSeconds = 0
+        uploadSeconds = 0
+        launchedBlockVisits = 0
+        bf16ValueSteps = 0
+    }
+
+    /// The kernels compiled for this attention: name, options, registers and local (spill) bytes.
+    public var kernelReport: [String] { device.compiledKernels }
+
+    /// Counters read back from the device by `finish` (zero before it).
+    public var attendStatistics: AttentionStatistics { statistics }
+
+    public func finish() throws -> (output: Tensor3, lse: [Float]) {
+        try device.makeCurrent()
+        let total = queryHeads * rows
+        var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
+        var lse = [Float](repeating: -.infinity, count: total)
+        guard total > 0 else { return (output, lse) }
+        let out = try DeviceBuffer(device: device, bytes: total * headDim * 4, label: "output")
+        let lseBuffer = try DeviceBuffer(device: device, bytes: total * 4, label: "lse")
+        let elements = total * headDim
+        try device.launch(auxiliaryKernel("sparge_finish"), grid: (elements + 255) / 256, block: 256,
+                          [.pointer(oacc.address), .pointer(ml.address), .pointer(out.address),
+                           .pointer(lseBuffer.address), .int64(Int64(total))])
+        try device.synchronize()
+        try output.data.withUnsafeMutableBytes { try out.download(into: $0.baseAddress!, count: $0.count) }
+        try lse.withUnsafeMutableBytes { try lseBuffer.download(into: $0.baseAddress!, count: $0.count) }
+        var counts = [Int32](repeating: 0, count: tiles.count * 4)
+        try counts.withUnsafeMutableBytes { try counters.download(into: $0.baseAddress!, count: $0.count) }
+        var stats = AttentionStatistics()
+        for i in 0..<tiles.count {
+            stats.keyBlocksVisited += Int(counts[4 * i])
+            stats.pvBlocksSkipped += Int(counts[4 * i + 2])
+        }
+        statistics = stats
+        return (output, lse)
+    }
+}

@@ -1,0 +1,365 @@
+/// The CUDA C++ of the block-sparse FlashAttention forward, compiled at run time by NVRTC.
+///
+/// One thread block (CTA) is one compute tile: `NWARPS × 16` query rows of one head (the λ group), which
+/// visits the key blocks of one list: the blocks of its mask row that this call holds, ascending. Each warp
+/// owns 16 rows; the tensor cores do `S = Q·Kᵀ` and `O += P·V` with `mma.sync.m16n8k16` (fp32 accumulate),
+/// operands loaded from shared memory with `ldmatrix`. K and V tiles come in with `cp.async`, two stages deep
+/// and swizzled (16-byte chunk `c` of row `r` stored at `c ^ (r & 7)`, so that `ldmatrix` is free of bank
+/// conflicts). No CUDA header is included: element types are raw 16-bit words, conversions are PTX.
+///
+/// The online-softmax state (`m`, `l`, unnormalised `O`, in log2 units) lives in device memory between
+/// launches, so a ring can launch once per step with the blocks that step brought; `sparge_finish` writes
+/// `O / l` and the LSE at the end. The λ rule and the token-level causal mask follow the CPU tile exactly:
+/// see `AttentionTile.visit`.
+///
+/// Specialisation by `-D`: `HEAD_DIM` (64 or 128; a multiple of 64), `BLOCK_K` (keys per tile: 32, 64 or 128),
+/// `NWARPS` (1…8; rows per CTA = 16·NWARPS), `QK_BF16` (Q, K as bf16, else fp16), `PV_BF16` (P, V as bf16,
+/// else fp16).
+enum AttentionKernelSource {
+    static let program = "sparge_attention.cu"
+
+    static let source = #"""
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+// Vector types of our own: nothing from the CUDA headers is needed.
+struct __align__(8) f2 { float x, y; };
+struct __align__(8) i2 { int x, y; };
+struct __align__(16) i4 { int x, y, z, w; };
+struct __align__(16) u4 { u32 a, b, c, d; };
+
+#define D HEAD_DIM
+#define BK BLOCK_K
+#define BQ (NWARPS * 16)
+#define THREADS (NWARPS * 32)
+#define CHUNKS (D / 8)
+#define NEG_INF (__int_as_float(0xff800000))
+
+// Byte offset of 16-byte chunk c of row r in a swizzled [rows][D] tile of 16-bit elements.
+__device__ __forceinline__ u32 swz(int r, int c) { return (u32)(r * D * 2 + ((c ^ (r & 7)) << 4)); }
+
+__device__ __forceinline__ u32 shared_address(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+__device__ __forceinline__ void ldmatrix4(u32& r0, u32& r1, u32& r2, u32& r3, u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix4_trans(u32& r0, u32& r1, u32& r2, u32& r3, u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+
+#if QK_BF16
+#define MMA_QK "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+#else
+#define MMA_QK "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+#endif
+#if PV_BF16
+#define MMA_PV "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+#else
+#define MMA_PV "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+#endif
+
+__device__ __forceinline__ void mma_qk(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(MMA_QK " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_pv(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(MMA_PV " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats to the P·V element type; `lo` goes to the low half (the lower column).
+__device__ __forceinline__ u32 pack_pv(float lo, float hi) {
+    u32 r;
+#if PV_BF16
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+    return r;
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Loads one [BK][D] tile of 16-bit rows (row stride D) into swizzled shared memory.
+__device__ __forceinline__ void load_kv_tile(u32 dst, const u16* src) {
+#pragma unroll
+    for (int n = 0; n < (BK * CHUNKS + THREADS - 1) / THREADS; ++n) {
+        int i = threadIdx.x + n * THREADS;
+        if ((BK * CHUNKS) % THREADS == 0 || i < BK * CHUNKS) {
+            int r = i / CHUNKS, c = i % CHUNKS;
+            cp_async16(dst + swz(r, c), src + (size_t)r * D + c * 8, 16);
+        }
+    }
+}
+
+__device__ __forceinline__ float fast_log2(float x) {
+    float y;
+    asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// The online-softmax state of one compute tile between launches.
+struct TileCounters { int visited, computed, skipped, started; };
+
+// q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
+// oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l);
+// tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
+// work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list.
+extern "C" __global__ void __launch_bounds__(THREADS)
+sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16* __restrict__ v,
+                 float* __restrict__ oacc, f2* __restrict__ ml, TileCounters* __restrict__ counters,
+                 const i4* __restrict__ tiles, const i4* __restrict__ work, const int* __restrict__ blocks,
+                 int rows, int seqLen, int kvRows, int group, float qScale, float pvThreshold, int causal) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const i4 w = work[blockIdx.x];
+    const int tile = w.x, first = w.y, count = w.z;
+    const i4 t = tiles[tile];
+    const int head = t.x, localRow = t.y, rowCount = t.z, queryStart = t.w;
+    const int kvHead = head / group;
+    const u16* qg = q + ((size_t)head * rows + localRow) * D;
+    const u16* kg = k + (size_t)kvHead * kvRows * D;
+    const u16* vg = v + (size_t)kvHead * kvRows * D;
+    const u32 qs = shared_address(smem);
+    const u32 ks = qs + BQ * D * 2;
+    const u32 vs = ks + 2 * BK * D * 2;
+    float* red = (float*)(smem + (BQ + 4 * BK) * D * 2);
+
+    // Prologue: groups (Q + K0), (V0), (K1); see the wait counts in the loop.
+    for (int i = threadIdx.x; i < BQ * CHUNKS; i += THREADS) {
+        int r = i / CHUNKS, c = i % CHUNKS;
+        bool ok = r < rowCount;
+        cp_async16(qs + swz(r, c), ok ? (const void*)(qg + (size_t)r * D + c * 8) : (const void*)qg, ok ? 16 : 0);
+    }
+    load_kv_tile(ks, kg + (size_t)blocks[first] * BK * D);
+    cp_async_commit();
+    load_kv_tile(vs, vg + (size_t)blocks[first] * BK * D);
+    cp_async_commit();
+    if (count > 1) load_kv_tile(ks + BK * D * 2, kg + (size_t)blocks[first + 1] * BK * D);
+    cp_async_commit();
+
+    // State: this thread holds rows g and g+8 of its warp's 16 (g = lane / 4), columns 2·(lane % 4) + {0, 1}
+    // of every 8-wide n-tile.
+    const int g = lane >> 2, t4 = lane & 3;
+    const int rowA = warp * 16 + g, rowB = rowA + 8;
+    float o[D / 8][4];
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+    TileCounters tc = counters[tile];
+    const size_t stateA = (size_t)head * rows + localRow + rowA, stateB = stateA + 8;
+    if (tc.started) {
+        if (rowA < rowCount) { f2 s = ml[stateA]; m0 = s.x; l0 = t4 == 0 ? s.y : 0.f; }
+        if (rowB < rowCount) { f2 s = ml[stateB]; m1 = s.x; l1 = t4 == 0 ? s.y : 0.f; }
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            f2 a = rowA < rowCount ? *(const f2*)(oacc + stateA * D + n * 8 + 2 * t4) : f2{0.f, 0.f};
+            f2 b = rowB < rowCount ? *(const f2*)(oacc + stateB * D + n * 8 + 2 * t4) : f2{0.f, 0.f};
+            o[n][0] = a.x; o[n][1] = a.y; o[n][2] = b.x; o[n][3] = b.y;
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) { o[n][0] = 0.f; o[n][1] = 0.f; o[n][2] = 0.f; o[n][3] = 0.f; }
+    }
+    const int lastRow = queryStart + rowCount - 1;
+    const int warpFirstRow = queryStart + warp * 16;
+    u32 qf[D / 16][4];
+
+    for (int it = 0; it < count; ++it) {
+        const int buf = it & 1;
+        const int keyStart = blocks[first + it] * BK;
+        // K_it has landed (two newer groups may be pending: V_it, K_it+1).
+        cp_async_wait<2>();
+        __syncthreads();
+        if (it + 1 < count) load_kv_tile(vs + (buf ^ 1) * BK * D * 2, vg + (size_t)blocks[first + it + 1] * BK * D);
+        cp_async_commit();
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                int r = warp * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
+                ldmatrix4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], qs + swz(r, c));
+            }
+        }
+
+        // S = Q·Kᵀ for this warp's 16 rows × BK keys.
+        float s[BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n) { s[n][0] = 0.f; s[n][1] = 0.f; s[n][2] = 0.f; s[n][3] = 0.f; }
+        const u32 kb = ks + buf * BK * D * 2;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+            for (int np = 0; np < BK / 16; ++np) {
+                int r = np * 16 + ((lane >> 4) << 3) + (lane & 7), c = kk * 2 + ((lane >> 3) & 1);
+                u32 b0, b1, b2, b3;
+                ldmatrix4(b0, b1, b2, b3, kb + swz(r, c));
+                mma_qk(s[2 * np], qf[kk], b0, b1);
+                mma_qk(s[2 * np + 1], qf[kk], b2, b3);
+            }
+        }
+
+        // Token-level causal mask (diagonal blocks) and keys past the sequence (a partial last block).
+        if ((causal && keyStart + BK - 1 > warpFirstRow) || keyStart + BK > seqLen) {
+            const int qa = queryStart + rowA, qb = queryStart + rowB;
+#pragma unroll
+            for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    int key = keyStart + n * 8 + 2 * t4 + e;
+                    bool out = key >= seqLen;
+                    if (out || (causal && key > qa)) s[n][e] = NEG_INF;
+                    if (out || (causal && key > qb)) s[n][2 + e] = NEG_INF;
+                }
+            }
+        }
+
+        // Row maxima in log2 units, and this warp's share of Δ for the λ rule.
+        float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n) {
+            mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+        mx0 *= qScale;
+        mx1 *= qScale;
+        float rise = NEG_INF;
+        if (rowA < rowCount && mx0 != NEG_INF) rise = mx0 - m0;
+        if (rowB < rowCount && mx1 != NEG_INF) rise = fmaxf(rise, mx1 - m1);
+        rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 4));
+        rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 8));
+        rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 16));
+        if (lane == 0) red[buf * NWARPS + warp] = rise;
+
+        // V_it has landed (two newer groups may be pending: K_it+1, V_it+1); every warp is done with K_it.
+        cp_async_wait<2>();
+        __syncthreads();
+        if (it + 2 < count) load_kv_tile(ks + buf * BK * D * 2, kg + (size_t)blocks[first + it + 2] * BK * D);
+        cp_async_commit();
+
+        float delta = NEG_INF;
+#pragma unroll
+        for (int i = 0; i < NWARPS; ++i) delta = fmaxf(delta, red[buf * NWARPS + i]);
+        tc.visited += 1;
+        if (tc.computed > 0 && !(delta + pvThreshold > 0.f)) {
+            tc.skipped += 1;
+            continue;
+        }
+        tc.computed += 1;
+
+        // Online softmax: m ← max(m, rowmax), α = 2^(m_prev − m), P = 2^(S·scale − m), l ← α·l + Σ P.
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float sh0 = mn0 == NEG_INF ? 0.f : mn0, sh1 = mn1 == NEG_INF ? 0.f : mn1;
+        const float alpha0 = fast_exp2(m0 - sh0), alpha1 = fast_exp2(m1 - sh1);
+        m0 = mn0;
+        m1 = mn1;
+        float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n) {
+            s[n][0] = fast_exp2(fmaf(s[n][0], qScale, -sh0));
+            s[n][1] = fast_exp2(fmaf(s[n][1], qScale, -sh0));
+            s[n][2] = fast_exp2(fmaf(s[n][2], qScale, -sh1));
+            s[n][3] = fast_exp2(fmaf(s[n][3], qScale, -sh1));
+            sum0 += s[n][0] + s[n][1];
+            sum1 += s[n][2] + s[n][3];
+        }
+        l0 = fmaf(l0, alpha0, sum0);
+        l1 = fmaf(l1, alpha1, sum1);
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            o[n][0] *= alpha0; o[n][1] *= alpha0;
+            o[n][2] *= alpha1; o[n][3] *= alpha1;
+        }
+
+        // O += P·V: P from the score registers (the accumulator layout of m16n8 is the A layout of m16k16).
+        const u32 vb = vs + buf * BK * D * 2;
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+            u32 a[4];
+            a[0] = pack_pv(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_pv(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_pv(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_pv(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                int r = kk * 16 + (((lane >> 3) & 1) << 3) + (lane & 7), c = dp * 2 + (lane >> 4);
+                u32 b0, b1, b2, b3;
+                ldmatrix4_trans(b0, b1, b2, b3, vb + swz(r, c));
+                mma_pv(o[2 * dp], a, b0, b1);
+                mma_pv(o[2 * dp + 1], a, b2, b3);
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    // Row sums were kept per thread (α is the same across a row's four threads): add them up, then store.
+    l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        if (rowA < rowCount) *(f2*)(oacc + stateA * D + n * 8 + 2 * t4) = f2{o[n][0], o[n][1]};
+        if (rowB < rowCount) *(f2*)(oacc + stateB * D + n * 8 + 2 * t4) = f2{o[n][2], o[n][3]};
+    }
+    if (t4 == 0) {
+        if (rowA < rowCount) ml[stateA] = f2{m0, l0};
+        if (rowB < rowCount) ml[stateB] = f2{m1, l1};
+    }
+    if (threadIdx.x == 0) {
+        tc.started = 1;
+        counters[tile] = tc;
+    }
+}
+
+// out = oacc / l (0 where l = 0), lse = (m + log2 l)·ln 2 (−inf where l = 0); one thread per element.
+extern "C" __global__ void sparge_finish(const float* __restrict__ oacc, const f2* __restrict__ ml,
+                                         float* __restrict__ out, float* __restrict__ lse, long long totalRows) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= totalRows * D) return;
+    long long row = i / D;
+    f2 s = ml[row];
+    float inv = s.y > 0.f ? 1.f / s.y : 0.f;
+    out[i] = oacc[i] * inv;
+    if (i % D == 0) lse[row] = s.y > 0.f ? (s.x + fast_log2(s.y)) * 0.69314718055994531f : NEG_INF;
+}
+
+// Places staged key/value blocks at their rows: staging holds, per entry, BK rows of K then BK rows of V;
+// entries are (kv head, key block).
+extern "C" __global__ void sparge_scatter(const u4* __restrict__ staging, u4* __restrict__ k,
+                                          u4* __restrict__ v, const i2* __restrict__ entries, int kvRows) {
+    const i2 e = entries[blockIdx.x];
+    const int per = BK * D / 8;
+    const u4* src = staging + (size_t)blockIdx.x * 2 * per;
+    const size_t dst = ((size_t)e.x * kvRows + (size_t)e.y * BK) * D / 8;
+    for (int i = threadIdx.x; i < per; i += blockDim.x) {
+        k[dst + i] = src[i];
+        v[dst + i] = src[per + i];
+    }
+}
+"""#
+
+    /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles, and the λ reduction.
+    static func sharedBytes(headDim: Int, blockK: Int, warps: Int) -> Int {
+        (warps * 16 + 4 * blockK) * headDim * 2 + 2 * warps * 4
+    }
+}
