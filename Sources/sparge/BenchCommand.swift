@@ -18,7 +18,7 @@ enum BenchCommand {
         .value("mask-head", "H", "head drawn by --mask-image (default 0)"),
         .flag("force", "overwrite an existing --mask-image file"),
         .flag("json", "one JSON object per line instead of the table"),
-    ] + ConfigOptions.specs
+    ] + ConfigOptions.specs + BackendOptions.specs
 
     static let summary = """
         Times SpargeAttn on a generated workload (each rank generates only its own shard) and prints: N, ranks,
@@ -35,6 +35,7 @@ enum BenchCommand {
     static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
+        let engine = try BackendOptions.engine(o, ctx: ctx)
         let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
         guard let seq = try o.int("seq") else { throw UsageError("bench: missing required option '--seq'") }
         let heads = try o.int("heads", range: 1...4096) ?? 1
@@ -82,7 +83,7 @@ enum BenchCommand {
             for _ in 0..<repeats {
                 comm.barrier()
                 let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
-                                                          communicator: comm, threads: threads) { phase, f in
+                                                          communicator: comm, threads: threads, engine: engine) { phase, f in
                     progress.update("\(label) \(phase)", f)
                 }
                 times.append(comm.allreduceMax(result.statistics.totalSeconds))
@@ -117,6 +118,7 @@ enum BenchCommand {
             var json = report.json
             json.add("workload", workload.rawValue)
             json.add("hilbert", order != nil)
+            json.add("backend", BackendOptions.describe(engine))
             json.add("peak_gflops", peak[0])
             json.add("dense_seconds", denseSeconds)
             json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })
@@ -133,7 +135,7 @@ enum BenchCommand {
                        Format.scientific(error?.relativeL1), Format.bytes(report.bytesSent),
                        Format.bytes(report.denseRingBytes), Format.fixed(report.hiddenShare * 100, 0) + "%"])
             print("sparge bench: workload \(workload.rawValue)\(order != nil ? " in Hilbert order" : ""), heads \(heads)/\(kvHeads), D \(dim), "
-                + "\(config.summary), repeat \(repeats) (median)")
+                + "\(config.summary), repeat \(repeats) (median), backend \(BackendOptions.describe(engine))")
             print(table.text)
             print(report.phaseLine)
         }

@@ -16,7 +16,7 @@ enum RunCommand {
         .value("mask-head", "H", "head drawn by --mask-image (default 0)"),
         .flag("force", "overwrite existing output files"),
         .flag("json", "print one JSON object with the run's numbers"),
-    ] + ConfigOptions.specs
+    ] + ConfigOptions.specs + BackendOptions.specs
 
     static let summary = """
         Runs SpargeAttn on Q [Hq, N, D], K and V [Hkv, N, D] (.npy float32/float16/bfloat16, or tensors of a
@@ -32,6 +32,7 @@ enum RunCommand {
     static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
+        let engine = try BackendOptions.engine(o, ctx: ctx)
         let layoutName = try o.choice("layout", TensorLayout.allCases.map(\.rawValue)) ?? "hnd"
         let fileLayout = TensorLayout(rawValue: layoutName)!
         let (qSpec, kSpec, vSpec) = (try o.required("q", command: "run"), try o.required("k", command: "run"),
@@ -82,7 +83,7 @@ enum RunCommand {
         progress.update("read", 0)
         let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
         let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
-                                                  communicator: comm, threads: threads) { phase, f in
+                                                  communicator: comm, threads: threads, engine: engine) { phase, f in
             progress.update(phase, f)
         }
         progress.update("write", 0)
@@ -119,7 +120,8 @@ enum RunCommand {
             json.add("output", outputPath)
             print(json.text)
         } else {
-            print("sparge run: N \(n), heads \(inputs.queryHeads)/\(inputs.kvHeads), D \(inputs.headDim), \(comm.size) rank(s) × \(threads) thread(s): "
+            print("sparge run: N \(n), heads \(inputs.queryHeads)/\(inputs.kvHeads), D \(inputs.headDim), \(comm.size) rank(s) × \(threads) thread(s), "
+                + "backend \(BackendOptions.describe(engine)): "
                 + "density \(Format.fixed(report.density, 4)), \(Format.fixed(report.seconds, 3)) s, "
                 + "\(Format.fixed(report.gflopsDenseEquivalent, 1)) GFLOP/s dense-equivalent; output written to \(outputPath)")
             print(report.phaseLine)

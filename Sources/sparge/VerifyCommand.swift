@@ -1,5 +1,6 @@
 import Foundation
 import SpargeFormats
+import SpargeCUDA
 import SpargeRing
 
 /// `sparge verify`: the distributed result against a single process and against dense attention.
@@ -17,7 +18,7 @@ enum VerifyCommand {
         .value("layout", "hnd|nhd", "layout of the files (default hnd)"),
         .value("tolerance", "X", "largest relative L1 allowed against one process (default 1e-5)"),
         .flag("json", "print one JSON object"),
-    ] + ConfigOptions.specs
+    ] + ConfigOptions.specs + BackendOptions.specs
 
     static let summary = """
         Runs the forward pass sharded over the ranks of this launch and checks each rank's rows against one
@@ -37,22 +38,27 @@ enum VerifyCommand {
     static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
+        let engine = try BackendOptions.engine(o, ctx: ctx)
         let tolerance = Double(try o.float("tolerance", range: 0...1) ?? 1e-5)
         let comm = ctx.comm
-        let (q, k, v) = try inputs(o, ctx: ctx, blockQ: config.blockQ)
+        var (q, k, v) = try inputs(o, ctx: ctx, blockQ: config.blockQ)
+        if let cuda = engine as? CUDAAttentionEngine {
+            // The GPU takes 16-bit inputs: round them here, so that the references see what the GPU sees.
+            (q, k, v) = (cuda.precision.rounded(q), cuda.precision.rounded(k), cuda.precision.rounded(v))
+        }
         let n = q.rows
         let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
                                  causal: config.causal)
         let mine = layout.tokenRanges[comm.rank]
         let distributed = try ShardedAttention.forward(
             q: q.rows(mine), k: k.rows(mine), v: v.rows(mine), layout: layout, config: config,
-            communicator: comm, threads: threads)
+            communicator: comm, threads: threads, engine: engine)
 
         // One process, whole sequence: the same library with a single-process communicator.
         let single = try ShardedAttention.forward(
             q: q, k: k, v: v, layout: ShardLayout(seqLen: n, ranks: 1, blockQ: config.blockQ, blockK: config.blockK,
                                                   causal: config.causal),
-            config: config, communicator: SingleProcessCommunicator(), threads: threads)
+            config: config, communicator: SingleProcessCommunicator(), threads: threads, engine: engine)
         let myBlocks = layout.queryBlocks(rank: comm.rank)
         var mismatches = 0
         for h in 0..<q.heads {
@@ -100,6 +106,7 @@ enum VerifyCommand {
         if ctx.isRoot {
             if o.has("json") {
                 var json = JSONLine()
+                json.add("backend", BackendOptions.describe(engine))
                 json.add("seq", n); json.add("ranks", comm.size); json.add("heads", q.heads); json.add("kv_heads", k.heads)
                 json.add("head_dim", q.dim); json.add("causal", config.causal)
                 json.add("density", distributed.statistics.mask.density)
@@ -113,7 +120,8 @@ enum VerifyCommand {
                 print(json.text)
             } else {
                 print("sparge verify: N \(n), heads \(q.heads)/\(k.heads), D \(q.dim), \(comm.size) rank(s), "
-                    + "\(config.causal ? "causal" : "non-causal"), density \(Format.fixed(distributed.statistics.mask.density, 4))")
+                    + "\(config.causal ? "causal" : "non-causal"), density \(Format.fixed(distributed.statistics.mask.density, 4)), "
+                    + "backend \(BackendOptions.describe(engine))")
                 print("  mask blocks differing from one process: \(totalMismatches)")
                 print("  rel L1 vs one process:            \(Format.scientific(vsSingle))")
                 print("  rel L1 vs masked Double reference: \(Format.scientific(vsMasked))")

@@ -6,6 +6,7 @@ let commands: [(name: String, summary: String, run: ([String]) -> Int32)] = [
     ("run", "attention over Q/K/V files (.npy or .safetensors), output to a file", RunCommand.main),
     ("bench", "time a generated workload; table of density, time, GFLOP/s, error, bytes moved", BenchCommand.main),
     ("verify", "check the distributed result against one process and against dense attention", VerifyCommand.main),
+    ("bench-kernel", "time the CUDA attention kernel alone on one GPU (device events)", KernelBenchCommand.main),
 ]
 
 let topHelp = """
@@ -14,7 +15,7 @@ let topHelp = """
     SpargeRing: training-free sparse attention (SpargeAttn) over sequences sharded across MPI ranks.
 
     commands:
-    \(commands.map { "  \($0.name.padding(toLength: 8, withPad: " ", startingAt: 0))\($0.summary)" }.joined(separator: "\n"))
+    \(commands.map { "  \($0.name.padding(toLength: 13, withPad: " ", startingAt: 0))\($0.summary)" }.joined(separator: "\n"))
 
     `sparge <command> --help` lists a command's options.
     """
@@ -27,6 +28,9 @@ guard let first = arguments.first else {
 }
 if first == "selftest-communicator" {
     exit(runCommunicatorSelfTest(arguments: Array(arguments.dropFirst())))
+}
+if first == "selftest-cuda" {
+    exit(runCUDASelfTest(arguments: Array(arguments.dropFirst())))
 }
 if ["-h", "--help", "help"].contains(first) {
     print(topHelp)

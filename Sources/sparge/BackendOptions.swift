@@ -1,0 +1,48 @@
+import Foundation
+import SpargeCUDA
+import SpargeRing
+
+/// `--backend cpu|cuda|auto` and `--precision`, shared by `run`, `bench` and `verify`.
+enum BackendOptions {
+    static let specs: [OptionSpec] = [
+        .value("backend", "cpu|cuda|auto", "who computes the attention tiles (default cpu; auto = cuda where every rank has a GPU)"),
+        .value("precision", "bf16|fp16", "what the cuda backend rounds Q, K, V to (default bf16)"),
+    ]
+
+    /// Collective: the engine every rank uses. `cuda` fails on every rank when any rank has no usable GPU
+    /// (the message names the ranks); `auto` then falls back to the CPU on every rank, saying so on rank 0.
+    static func engine(_ o: ParsedOptions, ctx: CommandContext) throws -> any AttentionEngine {
+        let choice = try o.choice("backend", ["cpu", "cuda", "auto"]) ?? "cpu"
+        let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
+        if choice == "cpu" { return CPUAttentionEngine() }
+        var engine: CUDAAttentionEngine?
+        var problem: Error?
+        do { engine = try CUDAAttentionEngine(precision: precision) } catch { problem = error }
+        if choice == "cuda" {
+            ctx.agree(problem.map { BackendError("--backend cuda: \($0)") })
+            return engine!
+        }
+        if ctx.comm.anyRank(problem != nil) {
+            if ctx.isRoot {
+                let reason = problem.map { "\($0)".split(separator: "\n").first.map(String.init) ?? "" } ?? "another rank has no GPU"
+                FileHandle.standardError.write(Data("sparge: --backend auto: using the CPU (\(reason))\n".utf8))
+            }
+            return CPUAttentionEngine()
+        }
+        return engine!
+    }
+
+    /// A one-line description for table headers: `cpu`, or `cuda bf16 on <device>`.
+    static func describe(_ engine: any AttentionEngine) -> String {
+        if let cuda = engine as? CUDAAttentionEngine {
+            return "cuda \(cuda.precision.rawValue), \(cuda.device.name)"
+        }
+        return engine.name
+    }
+}
+
+/// A backend that cannot be used on some rank.
+struct BackendError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import SpargeCUDA
+import SpargeFormats
+import SpargeRing
+
+/// `sparge bench-kernel`: the CUDA attention kernel alone, on one GPU, timed with device events.
+///
+/// `bench --backend cuda` times the whole forward pass (mask prediction on the CPU, conversion and copies,
+/// the kernel); this times only the kernel, on data already on the device, which is what PyTorch's
+/// attention functions are timed on. It writes the mask (`--mask-out`) so that launch/gpu_bench_torch.py can
+/// run FlexAttention on exactly the same blocks.
+enum KernelBenchCommand {
+    static let specs: [OptionSpec] = [
+        .value("workload", "llm|video|random", "generated inputs (default llm)"),
+        .value("seq", "N", "tokens (default 32768)"),
+        .value("heads", "H", "query heads (default 8)"),
+        .value("kv-heads", "H", "key/value heads (default: --heads)"),
+        .value("head-dim", "D", "head dimension (default 128)"),
+        .value("seed", "S", "workload seed (default 1)"),
+        .value("repeat", "R", "timed repetitions; the median is reported (default 10)"),
+        .value("precision", "bf16|fp16", "what Q, K, V are rounded to (default bf16)"),
+        .value("mask-out", "FILE.npy", "write the block mask [H, nq, nk] as uint8"),
+        .flag("force", "overwrite an existing --mask-out file"),
+        .flag("json", "one JSON object instead of the text line"),
+    ] + ConfigOptions.specs
+
+    static let summary = """
+        Times the CUDA block-sparse attention kernel on one GPU (device events, median of --repeat, data already
+        on the device): real TFLOP/s over the blocks the mask computes, and dense-equivalent TFLOP/s.
+        """
+
+    static func main(_ arguments: [String]) -> Int32 {
+        Command.main(name: "bench-kernel", usage: "[options]", summary: summary, specs: specs, arguments: arguments, body: run)
+    }
+
+    static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
+        let config = try ConfigOptions.config(o)
+        let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
+        let seq = try o.int("seq", range: 1...(1 << 26)) ?? 32768
+        let heads = try o.int("heads", range: 1...4096) ?? 8
+        let kvHeads = try o.int("kv-heads", range: 1...4096) ?? heads
+        guard heads % kvHeads == 0 else { throw UsageError("--heads \(heads) is not a multiple of --kv-heads \(kvHeads)") }
+        let dim = try o.int("head-dim", range: 1...1024) ?? 128
+        let seed = UInt64(try o.int("seed", range: 0...Int.max) ?? 1)
+        let repeats = try o.int("repeat", range: 1...1000) ?? 10
+        let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
+        let maskPath = o.string("mask-out")
+        if let maskPath { try Command.checkOutputPath(maskPath, force: o.has("force")) }
+
+        let device = try CUDADevice.open()
+        let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
+        let generator = try WorkloadGenerator(workload, shape: shape, seed: seed)
+        let (q, k, v) = generator.generate(rows: [0..<seq])
+        var t = DispatchTime.now().uptimeNanoseconds
+        let mask = MaskPredictor.predict(q: q, k: k, config: config)
+        let maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
+        if let maskPath {
+            try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.bits,
+                                overwrite: o.has("force"))
+        }
+
+        t = DispatchTime.now().uptimeNanoseconds
+        let attention = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,
+                                                     seqLen: seq, device: device, precision: precision)
+        let setupSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
+        var table = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: mask.keyBlocks, blockK: config.blockK, seqLen: seq)
+        let threads = ProcessInfo.processInfo.activeProcessorCount
+        var kernel: [Double] = [], upload: [Double] = []
+        try k.data.withUnsafeBufferPointer { kp in
+            try v.data.withUnsafeBufferPointer { vp in
+                table.setAll(k: kp.baseAddress!, v: vp.baseAddress!, dim: dim)
+                for r in 0...repeats {  // the first run warms up and is not counted
+                    try attention.reset()
+                    try attention.attend(table, threads: threads, poll: nil)
+                    if r > 0 {
+                        kernel.append(attention.kernelSeconds)
+                        upload.append(attention.uploadSeconds)
+                    }
+                }
+            }
+        }
+        _ = try attention.finish()
+        let seconds = Format.median(kernel)
+
+        // FLOPs: dense-equivalent 4·N²·D·Hq (half when causal); real: 4·D·rows·keys over the computed
+        // blocks, counting diagonal blocks whole (as the kernel computes them).
+        let dense = 4 * Double(seq) * Double(seq) * Double(dim) * Double(heads) / (config.causal ? 2 : 1)
+        var real = 0.0
+        for h in 0..<heads {
+            for (row, block) in mask.queryBlocks.enumerated() {
+                let rows = Double(min(config.blockQ, seq - block * config.blockQ))
+                for j in mask.keyBlockList(head: h, row: row) {
+                    real += 4 * Double(dim) * rows * Double(min(config.blockK, seq - j * config.blockK))
+                }
+            }
+        }
+        let density = MaskStatistics(mask: mask, config: config).density
+        let stats = attention.attendStatistics
+        if o.has("json") {
+            var j = JSONLine()
+            j.add("device", device.name); j.add("workload", workload.rawValue); j.add("seq", seq)
+            j.add("heads", heads); j.add("kv_heads", kvHeads); j.add("head_dim", dim); j.add("causal", config.causal)
+            j.add("config", config.summary); j.add("precision", precision.rawValue)
+            j.add("density", density); j.add("kernel_ms", seconds * 1e3)
+            j.add("kernel_ms_min", (kernel.min() ?? 0) * 1e3); j.add("kernel_ms_max", (kernel.max() ?? 0) * 1e3)
+            j.add("tflops_real", real / seconds / 1e12); j.add("tflops_dense_equiv", dense / seconds / 1e12)
+            j.add("upload_ms", Format.median(upload) * 1e3); j.add("mask_prediction_s", maskSeconds)
+            j.add("setup_s", setupSeconds); j.add("blocks_visited", stats.keyBlocksVisited)
+            j.add("pv_skipped", stats.pvBlocksSkipped)
+            print(j.text)
+        } else {
+            print("bench-kernel: \(device.name), \(workload.rawValue) N \(seq), heads \(heads)/\(kvHeads), D \(dim), "
+                + "\(config.summary), \(precision.rawValue)")
+            print("  density \(Format.fixed(density, 4)); kernel \(Format.fixed(seconds * 1e3, 3)) ms (median of \(repeats); "
+                + "min \(Format.fixed((kernel.min() ?? 0) * 1e3, 3)), max \(Format.fixed((kernel.max() ?? 0) * 1e3, 3)))")
+            print("  \(Format.fixed(real / seconds / 1e12, 1)) TFLOP/s real, \(Format.fixed(dense / seconds / 1e12, 1)) TFLOP/s dense-equivalent; "
+                + "K/V conversion + copy \(Format.fixed(Format.median(upload) * 1e3, 1)) ms, mask prediction (CPU) \(Format.fixed(maskSeconds, 2)) s")
+        }
+        for line in attention.kernelReport { FileHandle.standardError.write(Data("kernel \(line)\n".utf8)) }
+    }
+}
