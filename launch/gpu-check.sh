@@ -79,6 +79,9 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
     step "kernel alone: N 32768, 8 heads, D 128, bf16, non-causal"
     common=(--seq 32768 --heads 8 --head-dim 128 --repeat 20 --json --force)
     run "$BIN" bench-kernel "${common[@]}" --dense
+    SPARGE_CUDA_MTILES=1 run "$BIN" bench-kernel "${common[@]}" --dense
+    SPARGE_CUDA_MTILES=2 run "$BIN" bench-kernel "${common[@]}" --dense
+    SPARGE_CUDA_MTILES=2 run "$BIN" bench-kernel "${common[@]}" --dense --tile-q 128
     run "$BIN" bench-kernel "${common[@]}" --workload llm --mask-out "$OUT/mask-llm-cdf.npy"
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.3 --mask-out "$OUT/mask-llm-top30.npy"
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --mask-out "$OUT/mask-llm-top10.npy"

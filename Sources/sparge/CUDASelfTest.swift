@@ -27,17 +27,24 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     print(device.summary)
     var failures: [String] = []
     let cases = CUDASelfTestCase.sweep(quick: quick)
-    print("case                                 N  Hq/Hkv   D  density steps  gpu-ref   cpu-ref   gpu-cpu   lse-diff  visited(g/c)  skipped(g/c)  kernel ms")
-    for c in cases {
-        do {
-            let result = try c.run(device: device)
-            print(result.line)
-            failures += result.failures.map { "\(c.label): \($0)" }
-        } catch {
-            failures.append("\(c.label): \(error)")
-            print("\(c.label): ERROR \(error)")
+    // Both kernel shapes: 16 and 32 rows per warp (SPARGE_CUDA_MTILES picks one per attention).
+    for mTiles in [1, 2] {
+        setenv("SPARGE_CUDA_MTILES", String(mTiles), 1)
+        print("rows per warp: \(16 * mTiles)")
+        print("case                                 N  Hq/Hkv   D  density steps  gpu-ref   cpu-ref   gpu-cpu   lse-diff  visited(g/c)  skipped(g/c)  kernel ms")
+        for c in cases {
+            let label = "\(c.label) [\(16 * mTiles) rows/warp]"
+            do {
+                let result = try c.run(device: device)
+                print(result.line)
+                failures += result.failures.map { "\(label): \($0)" }
+            } catch {
+                failures.append("\(label): \(error)")
+                print("\(label): ERROR \(error)")
+            }
         }
     }
+    unsetenv("SPARGE_CUDA_MTILES")
     for line in device.compiledKernels { print("kernel \(line)") }
     if failures.isEmpty {
         print("cuda self-test passed (\(cases.count) cases)")

@@ -42,6 +42,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     public private(set) var bf16ValueSteps = 0
 
     private let warps: Int
+    /// 16-row m-tiles per warp (1 or 2): see `AttentionKernelSource`.
+    private let mTiles: Int
     private let keyBlocks: Int
     private let kvRows: Int
     private let tiles: [Tile]
@@ -76,7 +78,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         self.rows = queries.rows
         self.precision = precision
         self.device = device
-        warps = config.computeTileQ / 16
+        mTiles = Self.mTiles(computeTileQ: config.computeTileQ)
+        warps = config.computeTileQ / (16 * mTiles)
         keyBlocks = (seqLen + config.blockK - 1) / config.blockK
         kvRows = keyBlocks * config.blockK
 
@@ -145,12 +148,21 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
     }
 
+    /// Rows per warp: 32 (two m-tiles) where the tile has room, unless `SPARGE_CUDA_MTILES=1`.
+    static func mTiles(computeTileQ: Int) -> Int {
+        let asked = Environment.value("SPARGE_CUDA_MTILES").flatMap { Int($0) } ?? defaultMTiles
+        return asked == 2 && computeTileQ % 32 == 0 ? 2 : 1
+    }
+
+    static let defaultMTiles = 1
+
     private var defines: [(String, Int)] {
-        [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("QK_BF16", precision == .bf16 ? 1 : 0)]
+        [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
+         ("QK_BF16", precision == .bf16 ? 1 : 0)]
     }
 
     private var sharedBytes: Int {
-        AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps)
+        AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
     }
 
     private func attentionKernel(valuesInBF16: Bool) throws -> CUDAFunction {

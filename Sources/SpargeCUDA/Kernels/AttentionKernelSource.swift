@@ -1,8 +1,8 @@
 /// The CUDA C++ of the block-sparse FlashAttention forward, compiled at run time by NVRTC.
 ///
-/// One thread block (CTA) is one compute tile: `NWARPS × 16` query rows of one head (the λ group), which
+/// One thread block (CTA) is one compute tile: `NWARPS × 16 × MT` query rows of one head (the λ group), which
 /// visits the key blocks of one list: the blocks of its mask row that this call holds, ascending. Each warp
-/// owns 16 rows; the tensor cores do `S = Q·Kᵀ` and `O += P·V` with `mma.sync.m16n8k16` (fp32 accumulate),
+/// owns `16 × MT` rows; the tensor cores do `S = Q·Kᵀ` and `O += P·V` with `mma.sync.m16n8k16` (fp32 accumulate),
 /// operands loaded from shared memory with `ldmatrix`. K and V tiles come in with `cp.async`, two stages deep
 /// and swizzled (16-byte chunk `c` of row `r` stored at `c ^ (r & 7)`, so that `ldmatrix` is free of bank
 /// conflicts). No CUDA header is included: element types are raw 16-bit words, conversions are PTX.
@@ -13,7 +13,7 @@
 /// see `AttentionTile.visit`.
 ///
 /// Specialisation by `-D`: `HEAD_DIM` (64 or 128; a multiple of 64), `BLOCK_K` (keys per tile: 32, 64 or 128),
-/// `NWARPS` (1…8; rows per CTA = 16·NWARPS), `QK_BF16` (Q, K as bf16, else fp16), `PV_BF16` (P, V as bf16,
+/// `NWARPS` (1…8), `MT` (16-row m-tiles per warp, 1 or 2; rows per CTA = 16·NWARPS·MT), `QK_BF16` (Q, K as bf16, else fp16), `PV_BF16` (P, V as bf16,
 /// else fp16).
 enum AttentionKernelSource {
     static let program = "sparge_attention.cu"
@@ -30,7 +30,7 @@ struct __align__(16) u4 { u32 a, b, c, d; };
 
 #define D HEAD_DIM
 #define BK BLOCK_K
-#define BQ (NWARPS * 16)
+#define BQ (NWARPS * 16 * MT)
 #define THREADS (NWARPS * 32)
 #define CHUNKS (D / 8)
 #define NEG_INF (__int_as_float(0xff800000))
@@ -123,6 +123,9 @@ struct TileCounters { int visited, computed, skipped, started; };
 // oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l);
 // tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
 // work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list.
+// Each warp owns MT m-tiles of 16 rows (rows warp·16·MT + 16·mt + …): with MT = 2 every K and V fragment read
+// from shared memory feeds two MMAs, halving shared-memory traffic per FLOP; Q is then re-read from shared
+// memory per k-step instead of held in registers.
 extern "C" __global__ void __launch_bounds__(THREADS)
 sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16* __restrict__ v,
                  float* __restrict__ oacc, f2* __restrict__ ml, TileCounters* __restrict__ counters,
@@ -156,30 +159,35 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
     if (count > 1) load_kv_tile(ks + BK * D * 2, kg + (size_t)blocks[first + 1] * BK * D);
     cp_async_commit();
 
-    // State: this thread holds rows g and g+8 of its warp's 16 (g = lane / 4), columns 2·(lane % 4) + {0, 1}
-    // of every 8-wide n-tile.
+    // State: per m-tile, this thread holds rows g and g+8 (g = lane / 4), columns 2·(lane % 4) + {0, 1} of
+    // every 8-wide n-tile. Index [mt][0] is row g, [mt][1] row g+8.
     const int g = lane >> 2, t4 = lane & 3;
-    const int rowA = warp * 16 + g, rowB = rowA + 8;
-    float o[D / 8][4];
-    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+    const int warpRow = warp * 16 * MT;
+    float o[MT][D / 8][4];
+    float m[MT][2], l[MT][2];
     TileCounters tc = counters[tile];
-    const size_t stateA = (size_t)head * rows + localRow + rowA, stateB = stateA + 8;
-    if (tc.started) {
-        if (rowA < rowCount) { f2 s = ml[stateA]; m0 = s.x; l0 = t4 == 0 ? s.y : 0.f; }
-        if (rowB < rowCount) { f2 s = ml[stateB]; m1 = s.x; l1 = t4 == 0 ? s.y : 0.f; }
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            f2 a = rowA < rowCount ? *(const f2*)(oacc + stateA * D + n * 8 + 2 * t4) : f2{0.f, 0.f};
-            f2 b = rowB < rowCount ? *(const f2*)(oacc + stateB * D + n * 8 + 2 * t4) : f2{0.f, 0.f};
-            o[n][0] = a.x; o[n][1] = a.y; o[n][2] = b.x; o[n][3] = b.y;
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = warpRow + mt * 16 + g + 8 * h;
+            const size_t state = (size_t)head * rows + localRow + r;
+            m[mt][h] = NEG_INF;
+            l[mt][h] = 0.f;
+            if (tc.started && r < rowCount) {
+                f2 st = ml[state];
+                m[mt][h] = st.x;
+                l[mt][h] = t4 == 0 ? st.y : 0.f;
+            }
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                f2 a = tc.started && r < rowCount ? *(const f2*)(oacc + state * D + n * 8 + 2 * t4) : f2{0.f, 0.f};
+                o[mt][n][2 * h] = a.x;
+                o[mt][n][2 * h + 1] = a.y;
+            }
         }
-    } else {
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) { o[n][0] = 0.f; o[n][1] = 0.f; o[n][2] = 0.f; o[n][3] = 0.f; }
     }
-    const int lastRow = queryStart + rowCount - 1;
-    const int warpFirstRow = queryStart + warp * 16;
-    u32 qf[D / 16][4];
+    u32 qf[(MT == 1) ? D / 16 : 1][4];
 
     for (int it = 0; it < count; ++it) {
         const int buf = it & 1;
@@ -189,62 +197,89 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
         __syncthreads();
         if (it + 1 < count) load_kv_tile(vs + (buf ^ 1) * BK * D * 2, vg + (size_t)blocks[first + it + 1] * BK * D);
         cp_async_commit();
-        if (it == 0) {
+        if (MT == 1 && it == 0) {
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
-                int r = warp * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
-                ldmatrix4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], qs + swz(r, c));
+                int r = warpRow + (lane & 15), c = kk * 2 + (lane >> 4);
+                ldmatrix4(qf[(MT == 1) ? kk : 0][0], qf[(MT == 1) ? kk : 0][1], qf[(MT == 1) ? kk : 0][2],
+                          qf[(MT == 1) ? kk : 0][3], qs + swz(r, c));
             }
         }
 
-        // S = Q·Kᵀ for this warp's 16 rows × BK keys.
-        float s[BK / 8][4];
+        // S = Q·Kᵀ for this warp's rows × BK keys; each K fragment serves every m-tile.
+        float s[MT][BK / 8][4];
 #pragma unroll
-        for (int n = 0; n < BK / 8; ++n) { s[n][0] = 0.f; s[n][1] = 0.f; s[n][2] = 0.f; s[n][3] = 0.f; }
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int n = 0; n < BK / 8; ++n) { s[mt][n][0] = 0.f; s[mt][n][1] = 0.f; s[mt][n][2] = 0.f; s[mt][n][3] = 0.f; }
         const u32 kb = ks + buf * BK * D * 2;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
+            u32 qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                if (MT == 1) {
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) qa[mt][x] = qf[(MT == 1) ? kk : 0][x];
+                } else {
+                    int r = warpRow + mt * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
+                    ldmatrix4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], qs + swz(r, c));
+                }
+            }
 #pragma unroll
             for (int np = 0; np < BK / 16; ++np) {
                 int r = np * 16 + ((lane >> 4) << 3) + (lane & 7), c = kk * 2 + ((lane >> 3) & 1);
                 u32 b0, b1, b2, b3;
                 ldmatrix4(b0, b1, b2, b3, kb + swz(r, c));
-                mma_qk(s[2 * np], qf[kk], b0, b1);
-                mma_qk(s[2 * np + 1], qf[kk], b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_qk(s[mt][2 * np], qa[mt], b0, b1);
+                    mma_qk(s[mt][2 * np + 1], qa[mt], b2, b3);
+                }
             }
         }
 
         // Token-level causal mask (diagonal blocks) and keys past the sequence (a partial last block).
-        if ((causal && keyStart + BK - 1 > warpFirstRow) || keyStart + BK > seqLen) {
-            const int qa = queryStart + rowA, qb = queryStart + rowB;
+        if ((causal && keyStart + BK - 1 > queryStart + warpRow) || keyStart + BK > seqLen) {
 #pragma unroll
-            for (int n = 0; n < BK / 8; ++n) {
+            for (int mt = 0; mt < MT; ++mt) {
+                const int rowA = queryStart + warpRow + mt * 16 + g, rowB = rowA + 8;
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    int key = keyStart + n * 8 + 2 * t4 + e;
-                    bool out = key >= seqLen;
-                    if (out || (causal && key > qa)) s[n][e] = NEG_INF;
-                    if (out || (causal && key > qb)) s[n][2 + e] = NEG_INF;
+                for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        int key = keyStart + n * 8 + 2 * t4 + e;
+                        bool out = key >= seqLen;
+                        if (out || (causal && key > rowA)) s[mt][n][e] = NEG_INF;
+                        if (out || (causal && key > rowB)) s[mt][n][2 + e] = NEG_INF;
+                    }
                 }
             }
         }
 
         // Row maxima in log2 units, and this warp's share of Δ for the λ rule.
-        float mx0 = NEG_INF, mx1 = NEG_INF;
-#pragma unroll
-        for (int n = 0; n < BK / 8; ++n) {
-            mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
-        mx0 *= qScale;
-        mx1 *= qScale;
+        float mx[MT][2];
         float rise = NEG_INF;
-        if (rowA < rowCount && mx0 != NEG_INF) rise = mx0 - m0;
-        if (rowB < rowCount && mx1 != NEG_INF) rise = fmaxf(rise, mx1 - m1);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            float a = NEG_INF, b = NEG_INF;
+#pragma unroll
+            for (int n = 0; n < BK / 8; ++n) {
+                a = fmaxf(a, fmaxf(s[mt][n][0], s[mt][n][1]));
+                b = fmaxf(b, fmaxf(s[mt][n][2], s[mt][n][3]));
+            }
+            a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 1));
+            a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
+            b = fmaxf(b, __shfl_xor_sync(0xffffffff, b, 1));
+            b = fmaxf(b, __shfl_xor_sync(0xffffffff, b, 2));
+            mx[mt][0] = a * qScale;
+            mx[mt][1] = b * qScale;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = warpRow + mt * 16 + g + 8 * h;
+                if (r < rowCount && mx[mt][h] != NEG_INF) rise = fmaxf(rise, mx[mt][h] - m[mt][h]);
+            }
+        }
         rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 4));
         rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 8));
         rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 16));
@@ -267,63 +302,75 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
         tc.computed += 1;
 
         // Online softmax: m ← max(m, rowmax), α = 2^(m_prev − m), P = 2^(S·scale − m), l ← α·l + Σ P.
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float sh0 = mn0 == NEG_INF ? 0.f : mn0, sh1 = mn1 == NEG_INF ? 0.f : mn1;
-        const float alpha0 = fast_exp2(m0 - sh0), alpha1 = fast_exp2(m1 - sh1);
-        m0 = mn0;
-        m1 = mn1;
-        float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
-        for (int n = 0; n < BK / 8; ++n) {
-            s[n][0] = fast_exp2(fmaf(s[n][0], qScale, -sh0));
-            s[n][1] = fast_exp2(fmaf(s[n][1], qScale, -sh0));
-            s[n][2] = fast_exp2(fmaf(s[n][2], qScale, -sh1));
-            s[n][3] = fast_exp2(fmaf(s[n][3], qScale, -sh1));
-            sum0 += s[n][0] + s[n][1];
-            sum1 += s[n][2] + s[n][3];
-        }
-        l0 = fmaf(l0, alpha0, sum0);
-        l1 = fmaf(l1, alpha1, sum1);
+        for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            o[n][0] *= alpha0; o[n][1] *= alpha0;
-            o[n][2] *= alpha1; o[n][3] *= alpha1;
+            for (int h = 0; h < 2; ++h) {
+                const float mn = fmaxf(m[mt][h], mx[mt][h]);
+                const float sh = mn == NEG_INF ? 0.f : mn;
+                const float alpha = fast_exp2(m[mt][h] - sh);
+                m[mt][h] = mn;
+                float sum = 0.f;
+#pragma unroll
+                for (int n = 0; n < BK / 8; ++n) {
+                    s[mt][n][2 * h] = fast_exp2(fmaf(s[mt][n][2 * h], qScale, -sh));
+                    s[mt][n][2 * h + 1] = fast_exp2(fmaf(s[mt][n][2 * h + 1], qScale, -sh));
+                    sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
+                }
+                l[mt][h] = fmaf(l[mt][h], alpha, sum);
+#pragma unroll
+                for (int n = 0; n < D / 8; ++n) {
+                    o[mt][n][2 * h] *= alpha;
+                    o[mt][n][2 * h + 1] *= alpha;
+                }
+            }
         }
 
-        // O += P·V: P from the score registers (the accumulator layout of m16n8 is the A layout of m16k16).
+        // O += P·V: P from the score registers (the accumulator layout of m16n8 is the A layout of m16k16);
+        // each V fragment serves every m-tile.
         const u32 vb = vs + buf * BK * D * 2;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
-            u32 a[4];
-            a[0] = pack_pv(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack_pv(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack_pv(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack_pv(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            u32 a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                a[mt][0] = pack_pv(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                a[mt][1] = pack_pv(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                a[mt][2] = pack_pv(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                a[mt][3] = pack_pv(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 int r = kk * 16 + (((lane >> 3) & 1) << 3) + (lane & 7), c = dp * 2 + (lane >> 4);
                 u32 b0, b1, b2, b3;
                 ldmatrix4_trans(b0, b1, b2, b3, vb + swz(r, c));
-                mma_pv(o[2 * dp], a, b0, b1);
-                mma_pv(o[2 * dp + 1], a, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_pv(o[mt][2 * dp], a[mt], b0, b1);
+                    mma_pv(o[mt][2 * dp + 1], a[mt], b2, b3);
+                }
             }
         }
     }
     cp_async_wait<0>();
 
     // Row sums were kept per thread (α is the same across a row's four threads): add them up, then store.
-    l0 += __shfl_xor_sync(0xffffffff, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffff, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffff, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffff, l1, 2);
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-        if (rowA < rowCount) *(f2*)(oacc + stateA * D + n * 8 + 2 * t4) = f2{o[n][0], o[n][1]};
-        if (rowB < rowCount) *(f2*)(oacc + stateB * D + n * 8 + 2 * t4) = f2{o[n][2], o[n][3]};
-    }
-    if (t4 == 0) {
-        if (rowA < rowCount) ml[stateA] = f2{m0, l0};
-        if (rowB < rowCount) ml[stateB] = f2{m1, l1};
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float sum = l[mt][h];
+            sum += __shfl_xor_sync(0xffffffff, sum, 1);
+            sum += __shfl_xor_sync(0xffffffff, sum, 2);
+            const int r = warpRow + mt * 16 + g + 8 * h;
+            if (r < rowCount) {
+                const size_t state = (size_t)head * rows + localRow + r;
+#pragma unroll
+                for (int n = 0; n < D / 8; ++n)
+                    *(f2*)(oacc + state * D + n * 8 + 2 * t4) = f2{o[mt][n][2 * h], o[mt][n][2 * h + 1]};
+                if (t4 == 0) ml[state] = f2{m[mt][h], sum};
+            }
+        }
     }
     if (threadIdx.x == 0) {
         tc.started = 1;
@@ -359,7 +406,7 @@ extern "C" __global__ void sparge_scatter(const u4* __restrict__ staging, u4* __
 """#
 
     /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles, and the λ reduction.
-    static func sharedBytes(headDim: Int, blockK: Int, warps: Int) -> Int {
-        (warps * 16 + 4 * blockK) * headDim * 2 + 2 * warps * 4
+    static func sharedBytes(headDim: Int, blockK: Int, warps: Int, mTiles: Int) -> Int {
+        (warps * 16 * mTiles + 4 * blockK) * headDim * 2 + 2 * warps * 4
     }
 }
