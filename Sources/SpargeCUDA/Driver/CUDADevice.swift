@@ -34,6 +34,7 @@ public final class CUDADevice: @unchecked Sendable {
     let context: UnsafeMutableRawPointer?
     let stream: UnsafeMutableRawPointer?
     private let functions = Mutex<[String: CUDAFunction]>([:])
+    private let modules = Mutex<[String: (UnsafeMutableRawPointer?, String)]>([:])
 
     private static let opened = Mutex<[Int: CUDADevice]>([:])
     private static let apis = Mutex<(DriverAPI, NVRTC)?>(nil)
@@ -119,21 +120,30 @@ public final class CUDADevice: @unchecked Sendable {
     ///   - source: CUDA C++ source holding `extern "C" __global__ void name(…)`.
     ///   - program: the source's name in NVRTC messages.
     ///   - name: the kernel's name.
-    ///   - defines: `-D` macros that specialize the source (tile shapes, element types).
+    ///   - defines: macros that specialize the source (tile shapes, element types); one module is compiled
+    ///     per set of defines, and every kernel of it is taken from that module.
     ///   - sharedBytes: dynamic shared memory the kernel will be launched with; above 48 KB the kernel's
     ///     limit is raised (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
     func function(source: String, program: String, name: String, defines: [(String, Int)],
                   sharedBytes: Int = 0) throws -> CUDAFunction {
-        let arch = "--gpu-arch=sm_\(computeCapability.major)\(computeCapability.minor)"
-        let options = [arch, "--std=c++17", "-lineinfo"] + defines.map { "-D\($0.0)=\($0.1)" }
-        let key = "\(program)/\(name) \(options.joined(separator: " ")) smem=\(sharedBytes)"
+        let arch = "--gpu-architecture=sm_\(computeCapability.major)\(computeCapability.minor)"
+        let options = [arch, "--std=c++17", "--generate-line-info"] + defines.map { "--define-macro=\($0.0)=\($0.1)" }
+        let moduleKey = "\(program) \(options.joined(separator: " "))"
+        let key = "\(name) [\(defines.map { "\($0.0)=\($0.1)" }.joined(separator: " "))] smem=\(sharedBytes)"
         if let cached = functions.withLock({ $0[key] }) { return cached }
         try makeCurrent()
-        let (cubin, log) = try nvrtc.compile(source: source, name: program, options: options)
-        var module: UnsafeMutableRawPointer?
-        try cubin.withUnsafeBytes { try api.check(api.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData(\(program))") }
+        let module = try modules.withLock { cache -> (UnsafeMutableRawPointer?, String) in
+            if let m = cache[moduleKey] { return m }
+            let (cubin, log) = try nvrtc.compile(source: source, name: program, options: options)
+            var module: UnsafeMutableRawPointer?
+            try cubin.withUnsafeBytes {
+                try api.check(api.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData(\(program))")
+            }
+            cache[moduleKey] = (module, log)
+            return (module, log)
+        }
         var handle: UnsafeMutableRawPointer?
-        try api.check(api.cuModuleGetFunction(&handle, module, name), "cuModuleGetFunction(\(name))")
+        try api.check(api.cuModuleGetFunction(&handle, module.0, name), "cuModuleGetFunction(\(name))")
         if sharedBytes > 48 * 1024 {
             guard sharedBytes <= sharedMemoryPerBlock else {
                 throw CUDAError.unsupported("\(name) needs \(sharedBytes) bytes of shared memory; the device allows \(sharedMemoryPerBlock)")
@@ -145,14 +155,20 @@ public final class CUDADevice: @unchecked Sendable {
         try api.check(api.cuFuncGetAttribute(&registers, DriverAPI.functionNumRegisters, handle), "cuFuncGetAttribute")
         try api.check(api.cuFuncGetAttribute(&local, DriverAPI.functionLocalSizeBytes, handle), "cuFuncGetAttribute")
         let function = CUDAFunction(handle: handle, name: name, key: key, registers: Int(registers),
-                                    localBytes: Int(local), compileLog: log)
+                                    localBytes: Int(local), compileLog: module.1)
         functions.withLock { $0[key] = function }
         return function
     }
 
     /// Every kernel compiled so far, for logs: name, options, registers, local (spill) bytes.
     public var compiledKernels: [String] {
-        functions.withLock { $0.values.map { "\($0.key): \($0.registers) registers, \($0.localBytes) B local" }.sorted() }
+        functions.withLock {
+            $0.values.map { f in
+                let log = String(f.compileLog.filter { !$0.isNewline }).split(separator: " ").joined(separator: " ")
+                return "\(f.key): \(f.registers) registers, \(f.localBytes) B local"
+                    + (log.isEmpty ? "" : "; NVRTC says: \(log.prefix(400))")
+            }.sorted()
+        }
     }
 
     /// Enqueues `function` on the stream.
