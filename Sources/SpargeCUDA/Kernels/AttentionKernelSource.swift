@@ -105,7 +105,7 @@ __device__ __forceinline__ void load_kv_tile(u32 dst, const u16* src) {
         int i = threadIdx.x + n * THREADS;
         if ((BK * CHUNKS) % THREADS == 0 || i < BK * CHUNKS) {
             int r = i / CHUNKS, c = i % CHUNKS;
-            cp_async16(dst + swz(r, c), src + (size_t)r * D + c * 8, 16);
+            cp_async16(dst + swz(r, c), src + (u64)r * D + c * 8, 16);
         }
     }
 }
@@ -138,9 +138,9 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
     const i4 t = tiles[tile];
     const int head = t.x, localRow = t.y, rowCount = t.z, queryStart = t.w;
     const int kvHead = head / group;
-    const u16* qg = q + ((size_t)head * rows + localRow) * D;
-    const u16* kg = k + (size_t)kvHead * kvRows * D;
-    const u16* vg = v + (size_t)kvHead * kvRows * D;
+    const u16* qg = q + ((u64)head * rows + localRow) * D;
+    const u16* kg = k + (u64)kvHead * kvRows * D;
+    const u16* vg = v + (u64)kvHead * kvRows * D;
     const u32 qs = shared_address(smem);
     const u32 ks = qs + BQ * D * 2;
     const u32 vs = ks + 2 * BK * D * 2;
@@ -150,13 +150,13 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
     for (int i = threadIdx.x; i < BQ * CHUNKS; i += THREADS) {
         int r = i / CHUNKS, c = i % CHUNKS;
         bool ok = r < rowCount;
-        cp_async16(qs + swz(r, c), ok ? (const void*)(qg + (size_t)r * D + c * 8) : (const void*)qg, ok ? 16 : 0);
+        cp_async16(qs + swz(r, c), ok ? (const void*)(qg + (u64)r * D + c * 8) : (const void*)qg, ok ? 16 : 0);
     }
-    load_kv_tile(ks, kg + (size_t)blocks[first] * BK * D);
+    load_kv_tile(ks, kg + (u64)blocks[first] * BK * D);
     cp_async_commit();
-    load_kv_tile(vs, vg + (size_t)blocks[first] * BK * D);
+    load_kv_tile(vs, vg + (u64)blocks[first] * BK * D);
     cp_async_commit();
-    if (count > 1) load_kv_tile(ks + BK * D * 2, kg + (size_t)blocks[first + 1] * BK * D);
+    if (count > 1) load_kv_tile(ks + BK * D * 2, kg + (u64)blocks[first + 1] * BK * D);
     cp_async_commit();
 
     // State: per m-tile, this thread holds rows g and g+8 (g = lane / 4), columns 2·(lane % 4) + {0, 1} of
@@ -171,7 +171,7 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = warpRow + mt * 16 + g + 8 * h;
-            const size_t state = (size_t)head * rows + localRow + r;
+            const u64 state = (u64)head * rows + localRow + r;
             m[mt][h] = NEG_INF;
             l[mt][h] = 0.f;
             if (tc.started && r < rowCount) {
@@ -195,7 +195,7 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
         // K_it has landed (two newer groups may be pending: V_it, K_it+1).
         cp_async_wait<2>();
         __syncthreads();
-        if (it + 1 < count) load_kv_tile(vs + (buf ^ 1) * BK * D * 2, vg + (size_t)blocks[first + it + 1] * BK * D);
+        if (it + 1 < count) load_kv_tile(vs + (buf ^ 1) * BK * D * 2, vg + (u64)blocks[first + it + 1] * BK * D);
         cp_async_commit();
         if (MT == 1 && it == 0) {
 #pragma unroll
@@ -288,7 +288,7 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
         // V_it has landed (two newer groups may be pending: K_it+1, V_it+1); every warp is done with K_it.
         cp_async_wait<2>();
         __syncthreads();
-        if (it + 2 < count) load_kv_tile(ks + buf * BK * D * 2, kg + (size_t)blocks[first + it + 2] * BK * D);
+        if (it + 2 < count) load_kv_tile(ks + buf * BK * D * 2, kg + (u64)blocks[first + it + 2] * BK * D);
         cp_async_commit();
 
         float delta = NEG_INF;
@@ -364,7 +364,7 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
             sum += __shfl_xor_sync(0xffffffff, sum, 2);
             const int r = warpRow + mt * 16 + g + 8 * h;
             if (r < rowCount) {
-                const size_t state = (size_t)head * rows + localRow + r;
+                const u64 state = (u64)head * rows + localRow + r;
 #pragma unroll
                 for (int n = 0; n < D / 8; ++n)
                     *(f2*)(oacc + state * D + n * 8 + 2 * t4) = f2{o[mt][n][2 * h], o[mt][n][2 * h + 1]};
@@ -396,8 +396,8 @@ extern "C" __global__ void sparge_scatter(const u4* __restrict__ staging, u4* __
                                           u4* __restrict__ v, const i2* __restrict__ entries, int kvRows) {
     const i2 e = entries[blockIdx.x];
     const int per = BK * D / 8;
-    const u4* src = staging + (size_t)blockIdx.x * 2 * per;
-    const size_t dst = ((size_t)e.x * kvRows + (size_t)e.y * BK) * D / 8;
+    const u4* src = staging + (u64)blockIdx.x * 2 * per;
+    const u64 dst = ((u64)e.x * kvRows + (u64)e.y * BK) * D / 8;
     for (int i = threadIdx.x; i < per; i += blockDim.x) {
         k[dst + i] = src[i];
         v[dst + i] = src[per + i];
