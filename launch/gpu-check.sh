@@ -40,7 +40,7 @@ TORCH_BENCH="$here/gpu_bench_torch.py"
 if [ "$(id -u)" -eq 0 ]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
 status=0
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 run() { echo "+ $*"; "$@" || { echo "gpu-check: FAILED (status $?): $*"; status=1; }; }
