@@ -50,8 +50,9 @@ date -u
 echo "binary: $BIN"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
     --format=csv 2>&1 || echo "nvidia-smi failed"
-ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libnvrtc' || echo "ldconfig knows no libcuda/libnvrtc"
-if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
+libraries="$(ldconfig -p 2>/dev/null)"  # (grep -q on the pipe would end ldconfig early: pipefail)
+grep -E "libcuda\.so|libnvrtc" <<<"$libraries" || echo "ldconfig knows no libcuda/libnvrtc"
+if ! grep -q 'libnvrtc\.so' <<<"$libraries"; then
     found="$(find /usr/local /usr/lib /opt -name 'libnvrtc.so*' -not -name '*builtins*' 2>/dev/null | sort | head -n 1)"
     if [ -n "$found" ]; then
         export SPARGE_NVRTC="$found"

@@ -100,8 +100,9 @@ enum VerifyCommand {
                 failures.append("with the λ rule on, rel L1 to dense \(vsDense) exceeds twice single-process's \(singleVsDense)")
             }
         } else {
-            if vsSingle > tolerance { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
-            if vsMasked > tolerance { failures.append("rel L1 to the masked Double reference \(vsMasked) > \(tolerance)") }
+            // Written as !(x <= t) so that a NaN fails too.
+            if !(vsSingle <= tolerance) { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
+            if !(vsMasked <= tolerance) { failures.append("rel L1 to the masked Double reference \(vsMasked) > \(tolerance)") }
         }
         if ctx.isRoot {
             if o.has("json") {

@@ -110,7 +110,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         ml = try DeviceBuffer(device: device, bytes: queries.heads * queries.rows * 8, zeroed: true, label: "softmax state")
         counters = try DeviceBuffer(device: device, bytes: tiles.count * 16, zeroed: true, label: "tile counters")
         tileTable = try DeviceBuffer(device: device, bytes: tiles.count * 16, label: "tile table")
-        try tileTable.upload(tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] })
+        let tileList: [Int32] = tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] }
+        try tileTable.upload(tileList)
         timer = try EventTimer(device: device)
 
         // Queries, rounded to the kernel's type on host threads.
@@ -243,7 +244,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         let stagedBytes = held.count * perEntry * 2
         let staged = try ensure(&self.staged, stagedBytes, "staged key/value blocks")
         try staging!.copyAsync(to: staged, count: stagedBytes)
-        let entryList = held.flatMap { [Int32($0.g), Int32($0.j)] }
+        let entryList: [Int32] = held.flatMap { [Int32($0.g), Int32($0.j)] }
         let entries = try ensure(&self.entries, entryList.count * 4, "block entries")
         try entries.upload(entryList)
         try device.launch(auxiliaryKernel("sparge_scatter"), grid: held.count, block: 256,
@@ -272,7 +273,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
         // Longest lists first: the last CTAs to start are short ones, which evens out the end.
         launches.sort { $0.count > $1.count }
-        let workList = launches.flatMap { [$0.tile, $0.first, $0.count, 0] }
+        let workList: [Int32] = launches.flatMap { [$0.tile, $0.first, $0.count, Int32(0)] }
         let work = try ensure(&self.work, workList.count * 4, "work list")
         try work.upload(workList)
         let blocks = try ensure(&self.blocks, blockList.count * 4, "block lists")

@@ -29,8 +29,8 @@ final class DeviceBuffer {
         try device.api.check(device.api.cuMemcpyHtoD(address + UInt64(offset), source, count), "cuMemcpyHtoD(\(count) B)")
     }
 
-    /// Copies an array to the start of the buffer (synchronous).
-    func upload<T>(_ values: [T]) throws {
+    /// Copies an array of plain values to the start of the buffer (synchronous).
+    func upload<T: BitwiseCopyable>(_ values: [T]) throws {
         guard !values.isEmpty else { return }
         try values.withUnsafeBytes { try upload($0.baseAddress!, count: $0.count) }
     }
