@@ -9,7 +9,7 @@
 # found as $SPARGE_BIN, else beside this script (or gzipped beside it, as sparge.gz, to travel small), else
 # .build/release/sparge; and python3 with PyTorch for the
 # comparison (launch/gpu_bench_torch.py, or beside this script). Logs go to $OUT (default ./gpu-check-out):
-# gpu-check.log (everything), and the masks the benchmark exported.
+# gpu-check.log (everything), and the masks the benchmark exported. SPARGE_SKIP_TORCH=1 skips PyTorch.
 #
 # What it checks:
 #   test   sparge selftest-cuda: GPU kernels vs the CPU tiles and a Double reference (rel L1 ≤ 2e-3 on
@@ -88,7 +88,7 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --mask-out "$OUT/mask-llm-top10.npy"
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --block-k 128 --mask-out "$OUT/mask-llm-top10-k128.npy"
     step "PyTorch on the same shapes and masks"
-    run python3 "$TORCH_BENCH" --seq 32768 --heads 8 --head-dim 128 \
+    [ -n "${SPARGE_SKIP_TORCH:-}" ] && echo "skipped (SPARGE_SKIP_TORCH)" || run python3 "$TORCH_BENCH" --seq 32768 --heads 8 --head-dim 128 \
         --mask "$OUT/mask-llm-cdf.npy:128:64" --mask "$OUT/mask-llm-top30.npy:128:64" \
         --mask "$OUT/mask-llm-top10.npy:128:64" --mask "$OUT/mask-llm-top10-k128.npy:128:128"
 fi
