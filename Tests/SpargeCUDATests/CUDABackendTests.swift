@@ -84,10 +84,12 @@ final class CUDABackendTests: XCTestCase {
             let gpu = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: hkv, config: config, seqLen: n,
                                                    device: device)
             var table = KeyValueBlockTable(kvHeads: hkv, keyBlocks: mask.keyBlocks, blockK: config.blockK, seqLen: n)
-            k.data.withUnsafeBufferPointer { kp in
-                v.data.withUnsafeBufferPointer { vp in table.setAll(k: kp.baseAddress!, v: vp.baseAddress!, dim: d) }
+            try k.data.withUnsafeBufferPointer { kp in
+                try v.data.withUnsafeBufferPointer { vp in
+                    table.setAll(k: kp.baseAddress!, v: vp.baseAddress!, dim: d)
+                    try gpu.attend(table, threads: 1, poll: nil)
+                }
             }
-            try k.data.withUnsafeBufferPointer { _ in try v.data.withUnsafeBufferPointer { _ in try gpu.attend(table, threads: 1, poll: nil) } }
             let (out, _) = try gpu.finish()
             let error = ErrorMetrics(output: out.data, reference: cpu.output.data.map(Double.init)).relativeL1
             XCTAssertLessThan(error, 2e-3, "causal \(causal): GPU vs CPU tiles, rel L1 \(error)")

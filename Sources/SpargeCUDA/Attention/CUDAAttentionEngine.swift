@@ -18,7 +18,7 @@ public struct CUDAAttentionEngine: AttentionEngine {
     public var name: String { "cuda" }
 
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
-                              seqLen: Int) throws -> any StepwiseAttention {
+                              seqLen: Int, threads: Int) throws -> any StepwiseAttention {
         try CUDABlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
                                      device: device, precision: precision)
     }

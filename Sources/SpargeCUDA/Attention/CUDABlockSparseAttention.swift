@@ -185,7 +185,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         return b
     }
 
-    public func attend(_ table: KeyValueBlockTable, threads: Int, poll: (() -> Void)?) throws {
+    public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
         precondition(table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK,
                      "attend: the table does not fit this attention")
         try device.makeCurrent()
@@ -290,7 +290,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                            .int(Int32(kvRows)), .int(Int32(group)), .float(config.softmaxScale(headDim: d) * log2e),
                            .float(config.pvThreshold), .int(config.causal ? 1 : 0)])
         try timer.recordStop()
-        try device.synchronize(poll: poll)
+        try device.synchronize(poll: poll.map { p in { p(0) } })
+        poll?(1)
         kernelSeconds += try timer.seconds()
         launchedBlockVisits += blockList.count
     }
@@ -316,7 +317,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// Counters read back from the device by `finish` (zero before it).
     public var attendStatistics: AttentionStatistics { statistics }
 
-    public func finish() throws -> (output: Tensor3, lse: [Float]) {
+    public func finish(threads: Int = 1) throws -> (output: Tensor3, lse: [Float]) {
         try device.makeCurrent()
         let total = queryHeads * rows
         var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
