@@ -7,10 +7,12 @@ import SpargeKernels
 /// At creation the queries go to the device (rounded to the kernel's 16-bit type) with room for the whole
 /// sequence's K and V (`[Hkv, nk·blockK, D]`, 16-bit; 128 MiB at N = 32768, 8 kv heads, D = 128) and the
 /// online-softmax state of every compute tile. Each `attend` converts the table's blocks to 16 bits on host
-/// threads, copies them in one transfer through a pinned buffer, places them at their rows, builds for every
-/// compute tile the list of its mask row's blocks that the table holds (ascending, cut at the causal
-/// diagonal), and launches one CTA per tile with a non-empty list, heaviest first. `finish` normalizes and
-/// copies the output back.
+/// threads into a pinned staging buffer, builds for every compute tile the list of its mask row's blocks that
+/// the table holds (ascending, cut at the causal diagonal), copies both in one transfer on a copy stream, and
+/// enqueues the kernels (place the blocks at their rows; one CTA per tile with a non-empty list, heaviest
+/// first) behind that copy. It returns without waiting: the next call converts and copies into the other of
+/// two staging slots while this call's kernel runs, so a ring's next payload goes up while the GPU works on
+/// the current one. `finish` waits, normalizes and copies the output back.
 ///
 /// What matches the CPU tile exactly: which blocks each tile visits and in what order, the token-level
 /// causal mask, the λ rule and its group (`computeTileQ` rows), the counters. What differs: inputs are
@@ -32,9 +34,10 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// The device.
     public let device: CUDADevice
 
-    /// Device seconds in the attention kernel over every `attend` (CUDA events).
+    /// Device seconds in the attention kernel over every `attend` (CUDA events), complete after
+    /// `synchronize()` or `finish`.
     public private(set) var kernelSeconds = 0.0
-    /// Host seconds converting and copying K/V blocks to the device over every `attend`.
+    /// Host seconds in `attend` (converting blocks, building lists, enqueueing) over every call.
     public private(set) var uploadSeconds = 0.0
     /// Blocks computed (list entries launched) over every `attend`: the real work, for rates.
     public private(set) var launchedBlockVisits = 0
@@ -51,9 +54,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     private let maskRowCount: Int
     private let q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer
     private let oacc: DeviceBuffer, ml: DeviceBuffer, counters: DeviceBuffer, tileTable: DeviceBuffer
-    private var work: DeviceBuffer?, blocks: DeviceBuffer?, entries: DeviceBuffer?, staged: DeviceBuffer?
-    private var staging: PinnedBuffer?
-    private let timer: EventTimer
+    private let slots: [StagingSlot]
+    private var nextSlot = 0
     private var statistics = AttentionStatistics()
 
     /// One compute tile: head, first local row, rows, global index of row 0, mask row.
@@ -112,7 +114,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         tileTable = try DeviceBuffer(device: device, bytes: tiles.count * 16, label: "tile table")
         let tileList: [Int32] = tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] }
         try tileTable.upload(tileList)
-        timer = try EventTimer(device: device)
+        slots = [try StagingSlot(device: device), try StagingSlot(device: device)]
 
         // Queries, rounded to the kernel's type on host threads.
         var half = [UInt16](repeating: 0, count: queries.data.count)
@@ -177,14 +179,6 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                             name: name, defines: defines + [("PV_BF16", 0)])
     }
 
-    /// Grows `buffer` to hold at least `bytes`.
-    private func ensure(_ buffer: inout DeviceBuffer?, _ bytes: Int, _ label: String) throws -> DeviceBuffer {
-        if let b = buffer, b.bytes >= bytes { return b }
-        let b = try DeviceBuffer(device: device, bytes: max(bytes, 2 * (buffer?.bytes ?? 0)), label: label)
-        buffer = b
-        return b
-    }
-
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
         precondition(table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK,
                      "attend: the table does not fit this attention")
@@ -203,14 +197,36 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                 }
             }
         }
-        guard !held.isEmpty else { return }
+        guard !held.isEmpty else { poll?(1); return }
 
-        // Stage them as 16-bit K then V per entry (rows past the sequence zero), copy, place at their rows.
-        let perEntry = 2 * bk * d
-        if staging == nil || staging!.bytes < held.count * perEntry * 2 {
-            staging = try PinnedBuffer(device: device, bytes: held.count * perEntry * 2)
+        // Per tile: the blocks of its mask row held here, ascending, cut at the causal diagonal.
+        var blockList: [Int32] = []
+        var launches: [(tile: Int32, first: Int32, count: Int32)] = []
+        let group = queryHeads / kvHeads
+        for (i, tile) in tiles.enumerated() {
+            let g = tile.head / group, lastRow = tile.queryStart + tile.rowCount - 1
+            let first = blockList.count
+            for j in maskLists[tile.head * maskRowCount + tile.maskRow] {
+                if config.causal && Int(j) * bk > lastRow { break }
+                if present[g * keyBlocks + Int(j)] { blockList.append(j) }
+            }
+            if blockList.count > first {
+                launches.append((Int32(i), Int32(first), Int32(blockList.count - first)))
+            }
         }
-        let stage = staging!.pointer.bindMemory(to: UInt16.self, capacity: held.count * perEntry)
+        // Longest lists first: the last CTAs to start are short ones, which evens out the end.
+        launches.sort { $0.count > $1.count }
+
+        // The slot the call before last used: wait for its kernel, then fill it.
+        let slot = slots[nextSlot]
+        nextSlot ^= 1
+        kernelSeconds += try slot.retire()
+        let perEntry = 2 * bk * d
+        let layout = StagingSlot.Layout(kvBytes: held.count * perEntry * 2, entries: held.count,
+                                        launches: launches.count, blocks: blockList.count)
+        try slot.reserve(layout.total)
+        let base = slot.host!.pointer
+        let stage = base.bindMemory(to: UInt16.self, capacity: held.count * perEntry)
         var valuesInBF16 = false
         func fill(_ useBF16Values: Bool) -> Bool {
             let fits = UnsafeMutableBufferPointer<Bool>.allocate(capacity: held.count)
@@ -241,66 +257,62 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
             bf16ValueSteps += 1
             _ = fill(true)
         }
-        let stagedBytes = held.count * perEntry * 2
-        let staged = try ensure(&self.staged, stagedBytes, "staged key/value blocks")
-        try staging!.copyAsync(to: staged, count: stagedBytes)
-        let entryList: [Int32] = held.flatMap { [Int32($0.g), Int32($0.j)] }
-        let entries = try ensure(&self.entries, entryList.count * 4, "block entries")
-        try entries.upload(entryList)
+        let entries = (base + layout.entries).bindMemory(to: Int32.self, capacity: 2 * held.count)
+        for (e, h) in held.enumerated() {
+            entries[2 * e] = Int32(h.g)
+            entries[2 * e + 1] = Int32(h.j)
+        }
+        let work = (base + layout.work).bindMemory(to: Int32.self, capacity: 4 * launches.count)
+        for (i, l) in launches.enumerated() {
+            work[4 * i] = l.tile
+            work[4 * i + 1] = l.first
+            work[4 * i + 2] = l.count
+            work[4 * i + 3] = 0
+        }
+        if !blockList.isEmpty {
+            blockList.withUnsafeBytes { (base + layout.blocks).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+
+        // Copy on the copy stream; the kernels wait for it on theirs, and this call returns.
+        let area = slot.deviceArea!
+        try slot.host!.copyAsync(to: area, count: layout.total, stream: device.copyStream)
+        try slot.copied.record(on: device.copyStream)
+        try slot.copied.makeWait()
         try device.launch(auxiliaryKernel("sparge_scatter"), grid: held.count, block: 256,
-                          [.pointer(staged.address), .pointer(k.address), .pointer(v.address),
-                           .pointer(entries.address), .int(Int32(kvRows))])
-
-        // Per tile: the blocks of its mask row held here, ascending, cut at the causal diagonal.
-        var blockList: [Int32] = []
-        var launches: [(tile: Int32, first: Int32, count: Int32)] = []
-        let group = queryHeads / kvHeads
-        for (i, tile) in tiles.enumerated() {
-            let g = tile.head / group, lastRow = tile.queryStart + tile.rowCount - 1
-            let first = blockList.count
-            for j in maskLists[tile.head * maskRowCount + tile.maskRow] {
-                if config.causal && Int(j) * bk > lastRow { break }
-                if present[g * keyBlocks + Int(j)] { blockList.append(j) }
-            }
-            if blockList.count > first {
-                launches.append((Int32(i), Int32(first), Int32(blockList.count - first)))
-            }
+                          [.pointer(area.address), .pointer(k.address), .pointer(v.address),
+                           .pointer(area.address + UInt64(layout.entries)), .int(Int32(kvRows))])
+        slot.timed = !launches.isEmpty
+        if slot.timed {
+            let log2e: Float = 1.442_695_040_888_963_4
+            try slot.kernelStart.record()
+            try device.launch(attentionKernel(valuesInBF16: valuesInBF16), grid: launches.count, block: warps * 32,
+                              sharedBytes: sharedBytes,
+                              [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(oacc.address),
+                               .pointer(ml.address), .pointer(counters.address), .pointer(tileTable.address),
+                               .pointer(area.address + UInt64(layout.work)), .pointer(area.address + UInt64(layout.blocks)),
+                               .int(Int32(rows)), .int(Int32(seqLen)), .int(Int32(kvRows)), .int(Int32(group)),
+                               .float(config.softmaxScale(headDim: d) * log2e), .float(config.pvThreshold),
+                               .int(config.causal ? 1 : 0)])
+            try slot.kernelStop.record()
         }
-        guard !launches.isEmpty else {
-            try device.synchronize()
-            uploadSeconds += Double(DispatchTime.now().uptimeNanoseconds - uploadStart) * 1e-9
-            return
-        }
-        // Longest lists first: the last CTAs to start are short ones, which evens out the end.
-        launches.sort { $0.count > $1.count }
-        let workList: [Int32] = launches.flatMap { [$0.tile, $0.first, $0.count, Int32(0)] }
-        let work = try ensure(&self.work, workList.count * 4, "work list")
-        try work.upload(workList)
-        let blocks = try ensure(&self.blocks, blockList.count * 4, "block lists")
-        try blocks.upload(blockList)
-        uploadSeconds += Double(DispatchTime.now().uptimeNanoseconds - uploadStart) * 1e-9
-
-        let log2e: Float = 1.442_695_040_888_963_4
-        try timer.recordStart()
-        try device.launch(attentionKernel(valuesInBF16: valuesInBF16), grid: launches.count, block: warps * 32,
-                          sharedBytes: sharedBytes,
-                          [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(oacc.address),
-                           .pointer(ml.address), .pointer(counters.address), .pointer(tileTable.address),
-                           .pointer(work.address), .pointer(blocks.address), .int(Int32(rows)), .int(Int32(seqLen)),
-                           .int(Int32(kvRows)), .int(Int32(group)), .float(config.softmaxScale(headDim: d) * log2e),
-                           .float(config.pvThreshold), .int(config.causal ? 1 : 0)])
-        try timer.recordStop()
-        try device.synchronize(poll: poll.map { p in { p(0) } })
-        poll?(1)
-        kernelSeconds += try timer.seconds()
+        try slot.consumed.record()
+        slot.inFlight = true
         launchedBlockVisits += blockList.count
+        uploadSeconds += Double(DispatchTime.now().uptimeNanoseconds - uploadStart) * 1e-9
+        poll?(1)
+    }
+
+    /// Waits for every `attend` enqueued so far; `kernelSeconds` then counts all of them.
+    public func synchronize() throws {
+        try device.makeCurrent()
+        for slot in slots { kernelSeconds += try slot.retire() }
+        try device.synchronize()
     }
 
     /// Forgets every `attend` so far (state, counters, timings), so that a benchmark can repeat the same
     /// work on the same instance.
     public func reset() throws {
-        try device.makeCurrent()
-        try device.synchronize()
+        try synchronize()
         try oacc.zero()
         try ml.zero()
         try counters.zero()
@@ -318,7 +330,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     public var attendStatistics: AttentionStatistics { statistics }
 
     public func finish(threads: Int = 1) throws -> (output: Tensor3, lse: [Float]) {
-        try device.makeCurrent()
+        try synchronize()
         let total = queryHeads * rows
         var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
         var lse = [Float](repeating: -.infinity, count: total)

@@ -32,7 +32,10 @@ public final class CUDADevice: @unchecked Sendable {
     let api: DriverAPI
     let nvrtc: NVRTC
     let context: UnsafeMutableRawPointer?
+    /// The stream kernels run on, and the one host-to-device copies of staged blocks run on (so that a copy
+    /// overlaps the kernel before it; an event orders the kernel after its copy).
     let stream: UnsafeMutableRawPointer?
+    let copyStream: UnsafeMutableRawPointer?
     private let functions = Mutex<[String: CUDAFunction]>([:])
     private let modules = Mutex<[String: (UnsafeMutableRawPointer?, String)]>([:])
 
@@ -101,6 +104,9 @@ public final class CUDADevice: @unchecked Sendable {
         // stream, stay ordered with the kernels of this one.
         try api.check(api.cuStreamCreate(&s, 0), "cuStreamCreate")
         stream = s
+        var c: UnsafeMutableRawPointer?
+        try api.check(api.cuStreamCreate(&c, 0), "cuStreamCreate")
+        copyStream = c
     }
 
     /// One line for logs: name, compute capability, multiprocessors, driver and NVRTC versions.

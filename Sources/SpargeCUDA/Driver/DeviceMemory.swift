@@ -61,38 +61,46 @@ final class PinnedBuffer {
 
     deinit { _ = device.api.cuMemFreeHost(pointer) }
 
-    /// Enqueues a copy of the first `count` bytes to `destination` on the device's stream.
-    func copyAsync(to destination: DeviceBuffer, count: Int) throws {
+    /// Enqueues a copy of the first `count` bytes to `destination` on `stream` (default: the kernels').
+    func copyAsync(to destination: DeviceBuffer, count: Int, stream: UnsafeMutableRawPointer? = nil) throws {
         precondition(count <= bytes && count <= destination.bytes, "PinnedBuffer: copy past the end")
         guard count > 0 else { return }
-        try device.api.check(device.api.cuMemcpyHtoDAsync(destination.address, pointer, count, device.stream),
+        try device.api.check(device.api.cuMemcpyHtoDAsync(destination.address, pointer, count, stream ?? device.stream),
                              "cuMemcpyHtoDAsync(\(count) B)")
     }
 }
 
-/// Device events around enqueued work: the time the device spent, not the host.
-final class EventTimer {
+/// A CUDA event: a point in a stream that the host or another stream can wait for, and time against.
+final class CUDAEvent {
     let device: CUDADevice
-    private let start: UnsafeMutableRawPointer?
-    private let stop: UnsafeMutableRawPointer?
+    let handle: UnsafeMutableRawPointer?
 
     init(device: CUDADevice) throws {
         self.device = device
-        var a: UnsafeMutableRawPointer?, b: UnsafeMutableRawPointer?
-        try device.api.check(device.api.cuEventCreate(&a, 0), "cuEventCreate")
-        try device.api.check(device.api.cuEventCreate(&b, 0), "cuEventCreate")
-        start = a
-        stop = b
+        var e: UnsafeMutableRawPointer?
+        try device.api.check(device.api.cuEventCreate(&e, 0), "cuEventCreate")
+        handle = e
     }
 
-    func recordStart() throws { try device.api.check(device.api.cuEventRecord(start, device.stream), "cuEventRecord") }
-    func recordStop() throws { try device.api.check(device.api.cuEventRecord(stop, device.stream), "cuEventRecord") }
+    /// Marks the current end of `stream` (default: the kernels' stream).
+    func record(on stream: UnsafeMutableRawPointer? = nil) throws {
+        try device.api.check(device.api.cuEventRecord(handle, stream ?? device.stream), "cuEventRecord")
+    }
 
-    /// Seconds between the two records (waits for the second).
-    func seconds() throws -> Double {
-        try device.api.check(device.api.cuEventSynchronize(stop), "cuEventSynchronize")
+    /// Makes later work of `stream` (default: the kernels' stream) wait for this event.
+    func makeWait(_ stream: UnsafeMutableRawPointer? = nil) throws {
+        try device.api.check(device.api.cuStreamWaitEvent(stream ?? device.stream, handle, 0), "cuStreamWaitEvent")
+    }
+
+    /// Blocks the host until the event has happened.
+    func synchronize() throws {
+        try device.api.check(device.api.cuEventSynchronize(handle), "cuEventSynchronize")
+    }
+
+    /// Seconds from `start` to this event (both recorded and complete).
+    func seconds(since start: CUDAEvent) throws -> Double {
         var ms: Float = 0
-        try device.api.check(device.api.cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime")
+        try device.api.check(device.api.cuEventElapsedTime(&ms, start.handle, handle), "cuEventElapsedTime")
         return Double(ms) * 1e-3
     }
 }

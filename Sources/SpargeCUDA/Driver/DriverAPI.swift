@@ -45,6 +45,7 @@ struct DriverAPI {
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Result
     let cuEventRecord: @convention(c) (Handle?, Handle?) -> Result
     let cuEventSynchronize: @convention(c) (Handle?) -> Result
+    let cuStreamWaitEvent: @convention(c) (Handle?, Handle?, UInt32) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle?, Handle?) -> Result
 
     /// `CUDA_ERROR_NOT_READY`: what `cuStreamQuery` returns while work is pending (not an error).
@@ -103,6 +104,7 @@ struct DriverAPI {
         cuEventCreate = try lib.symbol("cuEventCreate")
         cuEventRecord = try lib.symbol("cuEventRecord")
         cuEventSynchronize = try lib.symbol("cuEventSynchronize")
+        cuStreamWaitEvent = try lib.symbol("cuStreamWaitEvent")
         // CUDA 12.8 added a _v2 with the same signature; cuda.h of CUDA 13 maps the plain name to it.
         cuEventElapsedTime = try lib.optionalSymbol("cuEventElapsedTime_v2") ?? lib.symbol("cuEventElapsedTime")
     }
