@@ -71,26 +71,37 @@ if [ "$mode" = test ] || [ "$mode" = all ]; then
         --causal --tolerance 2e-3 --threads 4
     run mpirun -np 2 "$BIN" verify --backend cuda --workload video --seq 8192 --heads 2 --head-dim 64 \
         --topk 0.2 --tolerance 2e-3 --threads 4
+    run mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --workload llm --seq 6144 --heads 4 --kv-heads 1 \
+        --head-dim 128 --causal --tolerance 2e-3 --threads 4
     step "whole forward pass, cuda backend (mask on the CPU), 1 and 2 ranks"
     run "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3 --verify-sample 4
     run mpirun -np 2 "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3 --threads 8
+    step "the same forward pass on the 16 CPU cores, for comparison"
+    run "$BIN" bench --backend cpu --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3
 fi
 
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
     step "kernel alone: N 32768, 8 heads, D 128, bf16, non-causal"
     common=(--seq 32768 --heads 8 --head-dim 128 --repeat 20 --json --force)
     run "$BIN" bench-kernel "${common[@]}" --dense
-    SPARGE_CUDA_MTILES=1 run "$BIN" bench-kernel "${common[@]}" --dense
-    SPARGE_CUDA_MTILES=2 run "$BIN" bench-kernel "${common[@]}" --dense
     SPARGE_CUDA_MTILES=2 run "$BIN" bench-kernel "${common[@]}" --dense --tile-q 128
     run "$BIN" bench-kernel "${common[@]}" --workload llm --mask-out "$OUT/mask-llm-cdf.npy"
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.3 --mask-out "$OUT/mask-llm-top30.npy"
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --mask-out "$OUT/mask-llm-top10.npy"
     run "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --block-k 128 --mask-out "$OUT/mask-llm-top10-k128.npy"
+    step "kernel alone, causal"
+    run "$BIN" bench-kernel "${common[@]}" --causal --dense
+    run "$BIN" bench-kernel "${common[@]}" --causal --workload llm --mask-out "$OUT/mask-llm-causal-cdf.npy"
     step "PyTorch on the same shapes and masks"
-    [ -n "${SPARGE_SKIP_TORCH:-}" ] && echo "skipped (SPARGE_SKIP_TORCH)" || run python3 "$TORCH_BENCH" --seq 32768 --heads 8 --head-dim 128 \
-        --mask "$OUT/mask-llm-cdf.npy:128:64" --mask "$OUT/mask-llm-top30.npy:128:64" \
-        --mask "$OUT/mask-llm-top10.npy:128:64" --mask "$OUT/mask-llm-top10-k128.npy:128:128"
+    if [ -n "${SPARGE_SKIP_TORCH:-}" ]; then
+        echo "skipped (SPARGE_SKIP_TORCH)"
+    else
+        run python3 "$TORCH_BENCH" --seq 32768 --heads 8 --head-dim 128 \
+            --mask "$OUT/mask-llm-cdf.npy:128:64" --mask "$OUT/mask-llm-top30.npy:128:64" \
+            --mask "$OUT/mask-llm-top10.npy:128:64" --mask "$OUT/mask-llm-top10-k128.npy:128:128"
+        run python3 "$TORCH_BENCH" --seq 32768 --heads 8 --head-dim 128 --causal \
+            --mask "$OUT/mask-llm-causal-cdf.npy:128:64"
+    fi
 fi
 
 echo
