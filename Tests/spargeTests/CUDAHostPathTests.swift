@@ -1,0 +1,140 @@
+import Foundation
+import SpargeTestSupport
+import XCTest
+
+/// `--backend cuda` where there is no GPU: the host side of the CUDA backend (loading, staging, block lists,
+/// the two staging slots, the ring feeding it, the kernel bench) run against a stub driver compiled here, in
+/// which memory is host memory and kernels do nothing. Outputs are then meaningless, so these tests check that
+/// every path runs to its end, launches what it should, and moves the same ring traffic as the CPU backend;
+/// the numbers are for `sparge selftest-cuda` on a real GPU (launch/gpu-check.sh). The first device run of
+/// this backend ended in a trap that this stub reproduces in seconds.
+final class CUDAHostPathTests: XCTestCase {
+    /// Compiles the stub (`libcuda.so.1` and NVRTC in one library) into a scratch folder and points the
+    /// CUDA loader at it for this test; skips where there is no C compiler.
+    private func stub() throws -> (library: String, log: String) {
+        guard let cc = findOnPath("clang") ?? findOnPath("cc") ?? findOnPath("gcc") else {
+            throw XCTSkip("no C compiler on PATH to build the stub CUDA driver")
+        }
+        let folder = try scratchFolder(self)
+        let source = folder + "/stub.c", library = folder + "/libstubcuda.so", log = folder + "/launches.log"
+        try Self.stubSource.write(toFile: source, atomically: true, encoding: .utf8)
+        let compile = Process()
+        compile.executableURL = cc
+        compile.arguments = ["-shared", "-fPIC", "-O1", "-o", library, source]
+        try compile.run()
+        compile.waitUntilExit()
+        guard compile.terminationStatus == 0 else { throw XCTSkip("\(cc.path) could not build the stub driver") }
+        for (key, value) in ["SPARGE_LIBCUDA": library, "SPARGE_NVRTC": library, "SPARGE_STUB_LOG": log] {
+            setenv(key, value, 1)
+        }
+        addTeardownBlock { for key in ["SPARGE_LIBCUDA", "SPARGE_NVRTC", "SPARGE_STUB_LOG"] { unsetenv(key) } }
+        return (library, log)
+    }
+
+    private func launches(_ log: String) -> [String] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    func testCUDABackendHostPathRunsOnAStubDriver() throws {
+        let (_, log) = try stub()
+        let workload = ["--workload", "llm", "--seq", "3072", "--heads", "2", "--kv-heads", "1", "--head-dim", "64",
+                        "--causal", "--threads", "1", "--json"]
+        for launch in [Launch.single, .ranks(2), .ranks(3)] {
+            let cuda = try launch.run(["bench", "--backend", "cuda"] + workload, timeout: 120)
+            XCTAssertEqual(cuda.status, 0, "\(launch), cuda\n\(transcript(cuda))")
+            XCTAssertTrue(cuda.stdout.contains("\"backend\": \"cuda bf16, Stub GPU\""), "\(launch)\n\(cuda.stdout)")
+            let cpu = try launch.run(["bench", "--backend", "cpu"] + workload, timeout: 120)
+            XCTAssertEqual(cpu.status, 0, "\(launch), cpu\n\(transcript(cpu))")
+            // The ring moves the same blocks whoever computes them.
+            XCTAssertEqual(jsonField(cuda.stdout, "bytes_sent"), jsonField(cpu.stdout, "bytes_sent"), "\(launch)")
+            XCTAssertEqual(jsonField(cuda.stdout, "density"), jsonField(cpu.stdout, "density"), "\(launch)")
+        }
+        let kernels = launches(log)
+        XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_attention ") }, "no attention kernel launched:\n\(kernels)")
+        XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_scatter ") }, "no blocks placed:\n\(kernels)")
+        XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_finish ") }, "no output normalised:\n\(kernels)")
+
+        let bench = try spargeSingle(["bench-kernel", "--seq", "2048", "--heads", "2", "--head-dim", "128", "--repeat", "2",
+                                      "--json"], timeout: 120)
+        XCTAssertEqual(bench.status, 0, transcript(bench))
+        XCTAssertTrue(bench.stdout.contains("\"device\": \"Stub GPU\""), bench.stdout)
+    }
+
+    func testMissingDriverIsNamedAndAutoFallsBackToTheCPU() throws {
+        setenv("SPARGE_LIBCUDA", "/nonexistent/libcuda.so.1", 1)
+        addTeardownBlock { unsetenv("SPARGE_LIBCUDA") }
+        let args = ["bench", "--seq", "1024", "--heads", "1", "--head-dim", "64", "--threads", "1"]
+        let cuda = try spargeSingle(args + ["--backend", "cuda"], timeout: 60)
+        if cuda.status == 0 { throw XCTSkip("this machine has a CUDA driver on the loader's path") }
+        XCTAssertEqual(cuda.status, 1, transcript(cuda))
+        for name in ["/nonexistent/libcuda.so.1", "libcuda.so.1"] {
+            XCTAssertTrue(cuda.stderr.contains(name), "the error must list \(name)\n\(cuda.stderr)")
+        }
+        let auto = try spargeSingle(args + ["--backend", "auto"], timeout: 60)
+        XCTAssertEqual(auto.status, 0, transcript(auto))
+        XCTAssertTrue(auto.stderr.contains("--backend auto: using the CPU"), auto.stderr)
+        XCTAssertTrue(auto.stdout.contains("backend cpu"), auto.stdout)
+    }
+
+    /// The raw text of `"name": value` in a JSON line.
+    private func jsonField(_ text: String, _ name: String) -> String? {
+        guard let range = text.range(of: "\"\(name)\": ") else { return nil }
+        return String(text[range.upperBound...].prefix { $0 != "," && $0 != "}" })
+    }
+
+    /// The stub: the driver and NVRTC functions SpargeCUDA looks up, with host memory as device memory and
+    /// kernels that do nothing but log their launch to `$SPARGE_STUB_LOG`.
+    static let stubSource = #"""
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <string.h>
+    typedef unsigned long long u64;
+    int cuInit(unsigned f) { return 0; }
+    int cuDriverGetVersion(int *v) { *v = 13000; return 0; }
+    int cuGetErrorName(int r, const char **s) { *s = "STUB_ERROR"; return 0; }
+    int cuGetErrorString(int r, const char **s) { *s = "stub error"; return 0; }
+    int cuDeviceGetCount(int *c) { *c = 1; return 0; }
+    int cuDeviceGet(int *d, int o) { *d = o; return 0; }
+    int cuDeviceGetName(char *n, int len, int d) { strncpy(n, "Stub GPU", len); return 0; }
+    int cuDeviceGetAttribute(int *v, int a, int d) { *v = a == 75 ? 9 : a == 76 ? 0 : a == 16 ? 132 : a == 97 ? 232448 : 0; return 0; }
+    int cuDevicePrimaryCtxRetain(void **c, int d) { *c = (void *)1; return 0; }
+    int cuCtxSetCurrent(void *c) { return 0; }
+    int cuModuleLoadData(void **m, const void *img) { *m = (void *)2; return 0; }
+    int cuModuleGetFunction(void **f, void *m, const char *n) { *f = (void *)strdup(n); return 0; }
+    int cuFuncSetAttribute(void *f, int a, int v) { return 0; }
+    int cuFuncGetAttribute(int *v, int a, void *f) { *v = a == 4 ? 128 : 0; return 0; }
+    int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned smem, void *s, void **p, void **e) {
+        const char *path = getenv("SPARGE_STUB_LOG");
+        FILE *log = path ? fopen(path, "a") : NULL;
+        if (log) { fprintf(log, "%s %u %u %u\n", (const char *)f, gx, bx, smem); fclose(log); }
+        return 0;
+    }
+    int cuMemAlloc_v2(u64 *p, size_t n) { *p = (u64)calloc(1, n); return 0; }
+    int cuMemFree_v2(u64 p) { free((void *)p); return 0; }
+    int cuMemHostAlloc(void **p, size_t n, unsigned f) { *p = calloc(1, n); return 0; }
+    int cuMemFreeHost(void *p) { free(p); return 0; }
+    int cuMemcpyHtoD_v2(u64 d, const void *s, size_t n) { memcpy((void *)d, s, n); return 0; }
+    int cuMemcpyDtoH_v2(void *d, u64 s, size_t n) { memcpy(d, (void *)s, n); return 0; }
+    int cuMemcpyHtoDAsync_v2(u64 d, const void *s, size_t n, void *st) { memcpy((void *)d, s, n); return 0; }
+    int cuMemsetD8_v2(u64 d, unsigned char c, size_t n) { memset((void *)d, c, n); return 0; }
+    int cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1 << 30; *t = 1 << 30; return 0; }
+    int cuStreamCreate(void **s, unsigned f) { *s = (void *)3; return 0; }
+    int cuStreamSynchronize(void *s) { return 0; }
+    int cuStreamQuery(void *s) { return 0; }
+    int cuStreamWaitEvent(void *s, void *e, unsigned f) { return 0; }
+    int cuEventCreate(void **e, unsigned f) { *e = (void *)4; return 0; }
+    int cuEventRecord(void *e, void *s) { return 0; }
+    int cuEventSynchronize(void *e) { return 0; }
+    int cuEventElapsedTime(float *ms, void *a, void *b) { *ms = 1.0f; return 0; }
+    int nvrtcVersion(int *a, int *b) { *a = 13; *b = 0; return 0; }
+    const char *nvrtcGetErrorString(int r) { return "stub nvrtc error"; }
+    int nvrtcCreateProgram(void **p, const char *src, const char *name, int n, const char **h, const char **i) { *p = (void *)1; return 0; }
+    int nvrtcDestroyProgram(void **p) { return 0; }
+    int nvrtcCompileProgram(void *p, int n, const char **o) { return 0; }
+    int nvrtcGetProgramLogSize(void *p, size_t *n) { *n = 1; return 0; }
+    int nvrtcGetProgramLog(void *p, char *l) { l[0] = 0; return 0; }
+    int nvrtcGetCUBINSize(void *p, size_t *n) { *n = 16; return 0; }
+    int nvrtcGetCUBIN(void *p, char *c) { memset(c, 1, 16); return 0; }
+    """#
+}
