@@ -6,8 +6,8 @@ import SpargeKernels
 ///
 /// At creation the queries go to the device (rounded to the kernel's 16-bit type) with room for the whole
 /// sequence's K and V (`[Hkv, nk·blockK, D]`, 16-bit; 128 MiB at N = 32768, 8 kv heads, D = 128) and the
-/// online-softmax state of every compute tile. Each `attend` converts the table's blocks to 16 bits on host
-/// threads into a pinned staging buffer, builds for every compute tile the list of its mask row's blocks that
+/// online-softmax state of every compute tile. Each `attend` converts the table's blocks that some tile
+/// visits to 16 bits on host threads into a pinned staging buffer, builds for every compute tile the list of its mask row's blocks that
 /// the table holds (ascending, cut at the causal diagonal), copies both in one transfer on a copy stream, and
 /// enqueues the kernels (place the blocks at their rows; one CTA per tile with a non-empty list, heaviest
 /// first) behind that copy. It returns without waiting: the next call converts and copies into the other of
@@ -188,27 +188,29 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
 
         // The blocks this call holds.
         var present = [Bool](repeating: false, count: kvHeads * keyBlocks)
-        var held: [(g: Int, j: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)] = []
+        var anyHeld = false
         for g in 0..<kvHeads {
-            for j in 0..<keyBlocks {
-                if let b = table.block(kvHead: g, block: j) {
-                    present[g * keyBlocks + j] = true
-                    held.append((g, j, b.keys, b.values))
-                }
+            for j in 0..<keyBlocks where table.block(kvHead: g, block: j) != nil {
+                present[g * keyBlocks + j] = true
+                anyHeld = true
             }
         }
-        guard !held.isEmpty else { poll?(1); return }
+        guard anyHeld else { poll?(1); return }
 
         // Per tile: the blocks of its mask row held here, ascending, cut at the causal diagonal.
         var blockList: [Int32] = []
         var launches: [(tile: Int32, first: Int32, count: Int32)] = []
+        var needed = [Bool](repeating: false, count: kvHeads * keyBlocks)
         let group = queryHeads / kvHeads
         for (i, tile) in tiles.enumerated() {
             let g = tile.head / group, lastRow = tile.queryStart + tile.rowCount - 1
             let first = blockList.count
             for j in maskLists[tile.head * maskRowCount + tile.maskRow] {
                 if config.causal && Int(j) * bk > lastRow { break }
-                if present[g * keyBlocks + Int(j)] { blockList.append(j) }
+                if present[g * keyBlocks + Int(j)] {
+                    blockList.append(j)
+                    needed[g * keyBlocks + Int(j)] = true
+                }
             }
             if blockList.count > first {
                 launches.append((Int32(i), Int32(first), Int32(blockList.count - first)))
@@ -216,6 +218,15 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
         // Longest lists first: the last CTAs to start are short ones, which evens out the end.
         launches.sort { $0.count > $1.count }
+        // Only the blocks some tile of this call visits go to the device.
+        var held: [(g: Int, j: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)] = []
+        for g in 0..<kvHeads {
+            for j in 0..<keyBlocks where needed[g * keyBlocks + j] {
+                let b = table.block(kvHead: g, block: j)!
+                held.append((g, j, b.keys, b.values))
+            }
+        }
+        guard !held.isEmpty else { poll?(1); return }
 
         // The slot the call before last used: wait for its kernel, then fill it.
         let slot = slots[nextSlot]
