@@ -2,17 +2,6 @@ import Foundation
 import SpargeKernels
 import SpargeTestSupport
 
-/// Relative L1 error `Σ|o − ref| / Σ|ref|` (the project's normalised error measure, DESIGN.md §1).
-func relativeL1(_ o: [Float], _ ref: [Float]) -> Double {
-    precondition(o.count == ref.count)
-    var num = 0.0, den = 0.0
-    for i in o.indices {
-        num += abs(Double(o[i]) - Double(ref[i]))
-        den += abs(Double(ref[i]))
-    }
-    return den > 0 ? num / den : num
-}
-
 /// Attention in Double over the blocks of `mask` (nil = all), token-level causal where `config.causal`:
 /// the output and the row LSE (natural log of the scaled scores). Small shapes only.
 func doubleAttention(q: Tensor3, k: Tensor3, v: Tensor3, mask: BlockMask?, config: SpargeConfig)

@@ -139,17 +139,6 @@ func readByteNPY(_ path: String) throws -> (shape: [Int], bytes: [UInt8]) {
     return (header.shape, try file.readBytes(count: header.elementCount, at: header.dataOffset))
 }
 
-/// `Σ|a − b| / Σ|b|`.
-func relativeL1(_ a: [Float], _ b: [Float]) -> Double {
-    precondition(a.count == b.count)
-    var num = 0.0, den = 0.0
-    for i in a.indices {
-        num += abs(Double(a[i]) - Double(b[i]))
-        den += abs(Double(b[i]))
-    }
-    return num / max(den, .leastNormalMagnitude)
-}
-
 /// The one JSON object a `--json` run printed on stdout (exactly one non-empty line).
 func jsonObject(_ r: MPIRunResult, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
     let lines = r.stdout.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
