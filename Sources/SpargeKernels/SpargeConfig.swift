@@ -26,6 +26,11 @@ public struct SpargeConfig: Sendable, Equatable {
     public var causal: Bool = false
     /// Attention sink: key block 0 is always computed.
     public var sink: Bool = false
+    /// Causal only: the key blocks that hold a query block's own tokens are always computed (default off,
+    /// as upstream). TopCdf may keep just the later of a query block's two diagonal key blocks, which the
+    /// first half of its rows may not see under token-level causal masking: those rows then see no key at
+    /// all and get output 0. This rule, applied after all others, rules that out.
+    public var keepDiagonal: Bool = false
     /// Softmax scale; `nil` means `1/sqrt(D)`. Mask prediction always uses `1/sqrt(D)`.
     public var scale: Float? = nil
     /// Query rows per compute tile, which is also the group that decides the λ rule together (default 64).
@@ -62,6 +67,6 @@ public struct SpargeConfig: Sendable, Equatable {
         case .dense: selection = "dense"
         }
         return "blocks \(blockQ)×\(blockK) (tile \(computeTileQ)), θ=\(simThreshold), \(selection), λ=\(pvThreshold)"
-            + (causal ? ", causal" : "") + (sink ? ", sink" : "") + (scale.map { ", scale \($0)" } ?? "")
+            + (causal ? ", causal" : "") + (sink ? ", sink" : "") + (keepDiagonal ? ", diagonal kept" : "") + (scale.map { ", scale \($0)" } ?? "")
     }
 }

@@ -102,6 +102,9 @@ struct RunReport {
     let computeSeconds: Double, waitSeconds: Double, hiddenShare: Double
     let summarySeconds: Double, maskSeconds: Double, ringSeconds: Double
     let pvSkipped: Int, blocksVisited: Int
+    /// Query rows (over heads) that saw no key at all: output 0. TopCdf can keep only a block that lies
+    /// after a row under token-level causal masking; a non-zero count says the mask starved those rows.
+    let emptyRows: Int
 
     /// Collective: sums this rank's counters with every other rank's.
     init(result: ForwardResult, seconds: Double, layout: ShardLayout, heads: Int, kvHeads: Int, dim: Int,
@@ -109,7 +112,8 @@ struct RunReport {
         let s = result.statistics
         var sums = [Double(s.ring.bytesSent), Double(s.ring.bytesReceived), Double(s.ring.messagesSent),
                     Double(s.ring.denseRingBytes), Double(s.summaryBytes), Double(s.attention.pvBlocksSkipped),
-                    Double(s.attention.keyBlocksVisited), s.ring.waitSeconds, s.ring.communicationSeconds]
+                    Double(s.attention.keyBlocksVisited), s.ring.waitSeconds, s.ring.communicationSeconds,
+                    Double(result.lse.reduce(0) { $0 + ($1 == -.infinity ? 1 : 0) })]
         comm.allreduceSum(&sums)
         var maxima = [s.ring.computeSeconds, s.summarySeconds, s.maskSeconds, s.ringSeconds]
         comm.allreduceMax(&maxima)
@@ -120,6 +124,7 @@ struct RunReport {
         denseRingBytes = Int(sums[3]); summaryBytes = Int(sums[4])
         pvSkipped = Int(sums[5]); blocksVisited = Int(sums[6])
         waitSeconds = sums[7]
+        emptyRows = Int(sums[9])
         hiddenShare = sums[8] > 0 ? max(0, min(1, 1 - sums[7] / sums[8])) : 1
         computeSeconds = maxima[0]; summarySeconds = maxima[1]; maskSeconds = maxima[2]; ringSeconds = maxima[3]
     }
@@ -136,6 +141,7 @@ struct RunReport {
             + "ring \(Format.fixed(ringSeconds, 3)) s (compute \(Format.fixed(computeSeconds, 3)) s); "
             + "messages \(messages), communication hidden \(Format.fixed(hiddenShare * 100, 0))%, "
             + "summaries exchanged \(Format.bytes(summaryBytes)), P·V skipped by λ \(pvSkipped) of \(blocksVisited) blocks"
+            + (emptyRows > 0 ? "; \(emptyRows) query rows saw no key (output 0)" : "")
     }
 
     var json: JSONLine {
@@ -149,7 +155,7 @@ struct RunReport {
         j.add("summary_seconds", summarySeconds); j.add("mask_seconds", maskSeconds)
         j.add("ring_seconds", ringSeconds); j.add("compute_seconds", computeSeconds)
         j.add("wait_seconds", waitSeconds); j.add("comm_hidden_share", hiddenShare)
-        j.add("pv_skipped", pvSkipped); j.add("blocks_visited", blocksVisited)
+        j.add("pv_skipped", pvSkipped); j.add("blocks_visited", blocksVisited); j.add("empty_rows", emptyRows)
         return j
     }
 }

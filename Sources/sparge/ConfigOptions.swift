@@ -10,6 +10,7 @@ enum ConfigOptions {
         .flag("dense", "compute every block (exact FlashAttention; no mask prediction)"),
         .value("pv-threshold", "X", "λ rule in log2 units (default 50 = off)"),
         .flag("sink", "always compute key block 0 (attention sink)"),
+        .flag("keep-diagonal", "causal: always compute a query block's own key blocks (no row left without keys)"),
         .value("block-q", "N", "query rows per mask block (default 128)"),
         .value("block-k", "N", "key rows per mask block (default 64)"),
         .value("tile-q", "N", "query rows per compute tile = λ group (default 64; divides --block-q)"),
@@ -22,6 +23,8 @@ enum ConfigOptions {
         var c = SpargeConfig()
         c.causal = o.has("causal")
         c.sink = o.has("sink")
+        c.keepDiagonal = o.has("keep-diagonal")
+        if c.keepDiagonal && !c.causal { throw UsageError("--keep-diagonal applies to causal attention: add --causal") }
         if let v = try o.float("theta", range: -1...1) { c.simThreshold = v }
         let chosen = ["cdf", "topk", "dense"].filter { o.string($0) != nil || o.has($0) }
         guard chosen.count <= 1 else {

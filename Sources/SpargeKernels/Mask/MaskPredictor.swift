@@ -100,6 +100,10 @@ public enum MaskPredictor {
                                     if qflags[h * rowsPerHead + row] == 0 { for j in 0..<nk { out[j] = 1 } }
                                     if config.causal { for j in limit..<nk { out[j] = 0 } }
                                     if config.sink { out[0] = 1 }
+                                    if config.causal && config.keepDiagonal {
+                                        let first = i * config.blockQ / config.blockK
+                                        for j in first..<limit { out[j] = 1 }
+                                    }
                                 }
                             }
                         }
