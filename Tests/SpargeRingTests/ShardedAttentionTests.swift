@@ -8,13 +8,24 @@ import XCTest
 final class ShardedAttentionTests: XCTestCase {
     struct Case { let n: Int, hq: Int, hkv: Int, d: Int, causal: Bool, selection: BlockSelection, seed: UInt64 }
 
+    /// A case drawn afresh on every run (its seed is in the failure message): N in 200…1500, GQA, causal and
+    /// the threshold at random; dense is left to the fixed cases, so the mask is sparse.
+    static func freshCase() -> Case {
+        var system = SystemRandomNumberGenerator()
+        let hkv = Int.random(in: 1...2, using: &system)
+        return Case(n: Int.random(in: 200...1500, using: &system), hq: hkv * Int.random(in: 1...3, using: &system),
+                    hkv: hkv, d: [16, 24, 32, 64].randomElement(using: &system)!, causal: Bool.random(using: &system),
+                    selection: .cdf(Float.random(in: 0.6...0.9, using: &system)),
+                    seed: UInt64.random(in: 1...UInt64.max, using: &system))
+    }
+
     func testSingleProcessForwardEqualsTheKernelDriver() throws {
         let cases = [
             Case(n: 1000, hq: 2, hkv: 2, d: 32, causal: false, selection: .cdf(0.9), seed: 1),
             Case(n: 1111, hq: 4, hkv: 2, d: 16, causal: true, selection: .cdf(0.8), seed: 2),
             Case(n: 640, hq: 3, hkv: 1, d: 64, causal: true, selection: .topK(0.3), seed: 3),
             Case(n: 300, hq: 2, hkv: 1, d: 24, causal: false, selection: .dense, seed: 4),
-        ]
+        ] + [Self.freshCase()]
         for c in cases {
             let label = "\(c)"
             var g = SeededGenerator(seed: c.seed)
