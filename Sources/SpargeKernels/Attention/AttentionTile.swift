@@ -24,7 +24,9 @@ public struct AttentionStatistics: Sendable, Equatable {
 ///
 /// Memory per tile, in floats: `2·D·L` (queries and output accumulator, transposed) `+ blockK·L` (the
 /// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes. For D = 128 and the
-/// defaults that is 81 KB.
+/// defaults that is 81 KB. An arena made with `holdsScratch: false` keeps only what must outlive a visit —
+/// the output accumulator, running max and sum: `D·L + 2·L` floats, 33 KB — and its tiles borrow the packed
+/// queries and the score block from an `AttentionScratch` while they compute (`tile(_:scratch:slot:)`).
 public final class AttentionTileArena: @unchecked Sendable {
     /// Number of tiles.
     public let count: Int
@@ -39,13 +41,16 @@ public final class AttentionTileArena: @unchecked Sendable {
     let queryScale: Float
     let strideBytes: Int
     let base: UnsafeMutableRawPointer
+    /// Whether each tile holds its packed queries and score block (else they come from an `AttentionScratch`).
+    public let holdsScratch: Bool
 
     static let headerInts = 8
     static let alignment = 64
 
     /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
-    /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`.
-    public init(tiles: Int, headDim: Int, config: SpargeConfig) {
+    /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`
+    /// (or `reset`). With `holdsScratch: false` only the state that outlives a visit is kept per tile.
+    public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true) {
         precondition(tiles >= 0, "AttentionTileArena: negative tile count")
         precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
         precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
@@ -57,7 +62,8 @@ public final class AttentionTileArena: @unchecked Sendable {
         causal = config.causal
         pvThreshold = config.pvThreshold
         queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
-        let floats = 2 * headDim * lanes + blockK * lanes + 3 * lanes
+        self.holdsScratch = holdsScratch
+        let floats = holdsScratch ? 2 * headDim * lanes + blockK * lanes + 3 * lanes : headDim * lanes + 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
         base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
@@ -65,11 +71,54 @@ public final class AttentionTileArena: @unchecked Sendable {
 
     deinit { base.deallocate() }
 
-    /// The handle of tile `index`.
+    /// The handle of tile `index` (an arena that holds its scratch).
     public subscript(index: Int) -> AttentionTile {
         precondition(index >= 0 && index < count, "AttentionTileArena: tile \(index) of \(count)")
+        precondition(holdsScratch, "AttentionTileArena: this arena's tiles need an AttentionScratch")
         return AttentionTile(arena: self, base: base + index * strideBytes)
     }
+
+    /// The handle of tile `index` computing with query slot `slot` and the score block of `scratch`
+    /// (an arena made with `holdsScratch: false`). Two tiles may share a scratch but not a slot while
+    /// their queries are in use; the score block is reused by every visit.
+    @inline(__always)
+    public func tile(_ index: Int, scratch: AttentionScratch, slot: Int) -> AttentionTile {
+        precondition(index >= 0 && index < count && slot >= 0 && slot < scratch.slots,
+                     "AttentionTileArena: tile \(index) of \(count), slot \(slot) of \(scratch.slots)")
+        return AttentionTile(arena: self, state: base + index * strideBytes, scratch: scratch, slot: slot)
+    }
+}
+
+extension AttentionTileArena {
+    /// Counters of tile `index` since its `begin` or `reset`.
+    public func statistics(ofTile index: Int) -> AttentionStatistics {
+        precondition(index >= 0 && index < count, "AttentionTileArena: tile \(index) of \(count)")
+        let header = (base + index * strideBytes).assumingMemoryBound(to: Int.self)
+        return AttentionStatistics(keyBlocksVisited: header[2], pvBlocksSkipped: header[4])
+    }
+}
+
+/// Packed queries for `slots` tiles and one score block: what a tile needs only while it computes.
+/// One per worker thread; see `AttentionTileArena.tile(_:scratch:slot:)`.
+public final class AttentionScratch: @unchecked Sendable {
+    /// Query slots.
+    public let slots: Int
+    let queries: UnsafeMutablePointer<Float>  // slots × [D][L]
+    let scores: UnsafeMutablePointer<Float>  // [blockK][L], then rowMax [L]
+    let queryFloats: Int
+
+    /// Scratch for tiles of `arena` with `slots` query slots.
+    public init(for arena: AttentionTileArena, slots: Int) {
+        self.slots = slots
+        queryFloats = arena.headDim * arena.lanes
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: (slots * queryFloats + (arena.blockK + 1) * arena.lanes) * MemoryLayout<Float>.stride,
+            alignment: AttentionTileArena.alignment)
+        queries = raw.bindMemory(to: Float.self, capacity: slots * queryFloats + (arena.blockK + 1) * arena.lanes)
+        scores = queries + slots * queryFloats
+    }
+
+    deinit { UnsafeMutableRawPointer(queries).deallocate() }
 }
 
 /// The state of one compute tile: up to `computeTileQ` query rows of one query head, against which key
@@ -95,6 +144,19 @@ public struct AttentionTile: @unchecked Sendable {
     let rowMax: UnsafeMutablePointer<Float>  // [L]: max of the current block, then α
     let runningMax: UnsafeMutablePointer<Float>  // [L]
     let runningSum: UnsafeMutablePointer<Float>  // [L]
+
+    init(arena: AttentionTileArena, state: UnsafeMutableRawPointer, scratch: AttentionScratch, slot: Int) {
+        self.arena = arena
+        let d = arena.headDim, l = arena.lanes
+        header = state.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
+        outputT = (state + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
+            .bindMemory(to: Float.self, capacity: d * l + 2 * l)
+        runningMax = outputT + d * l
+        runningSum = runningMax + l
+        queriesT = scratch.queries + slot * scratch.queryFloats
+        scores = scratch.scores
+        rowMax = scores + arena.blockK * l
+    }
 
     init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
         self.arena = arena
@@ -129,14 +191,30 @@ public struct AttentionTile: @unchecked Sendable {
     ///     take part in the λ rule or the output).
     ///   - queryStart: global token index of row 0 (for causal masking).
     public func begin(queries: UnsafePointer<Float>, rowCount: Int, queryStart: Int) {
+        reset(rowCount: rowCount, queryStart: queryStart)
+        load(queries: queries)
+    }
+
+    /// Starts the tile's state on `rowCount` rows from `queryStart` (the first half of `begin`): empties
+    /// the accumulator, running max and sum and the counters.
+    public func reset(rowCount: Int, queryStart: Int) {
         precondition(rowCount >= 0 && rowCount <= arena.tileRows,
                      "AttentionTile: \(rowCount) rows in a tile of \(arena.tileRows)")
-        let d = arena.headDim, l = arena.lanes, s = arena.queryScale
+        let d = arena.headDim, l = arena.lanes
         header[0] = rowCount
         header[1] = queryStart
         header[2] = 0
         header[3] = 0
         header[4] = 0
+        outputT.update(repeating: 0, count: d * l)
+        runningMax.update(repeating: -.infinity, count: l)
+        runningSum.update(repeating: 0, count: l)
+    }
+
+    /// Packs the tile's `rowCount` query rows (`rowCount × D` row-major) transposed and scaled (the second
+    /// half of `begin`); a tile borrowing its scratch does this before each run of visits.
+    public func load(queries: UnsafePointer<Float>) {
+        let d = arena.headDim, l = arena.lanes, s = arena.queryScale, rowCount = header[0]
         for r in 0..<rowCount {
             let q = queries + r * d
             for i in 0..<d { queriesT[i * l + r] = q[i] * s }
@@ -144,9 +222,6 @@ public struct AttentionTile: @unchecked Sendable {
         if rowCount < l {
             for i in 0..<d { (queriesT + i * l + rowCount).update(repeating: 0, count: l - rowCount) }
         }
-        outputT.update(repeating: 0, count: d * l)
-        runningMax.update(repeating: -.infinity, count: l)
-        runningSum.update(repeating: 0, count: l)
     }
 
     /// Pulls a key block that will be visited soon towards the cache, one load per 64-byte line.
