@@ -51,4 +51,16 @@ public struct BlockMask: Sendable, Equatable {
 
     /// Number of computed blocks.
     public var computedCount: Int { bits.reduce(0) { $0 + Int($1) } }
+
+    /// Where the rows of each held query block lie: its mask row, its first global token, its rows
+    /// (`blockQ`, or fewer for the sequence's last block) and its first row among the process's query rows
+    /// (the held blocks' rows concatenated in `queryBlocks` order).
+    public func queryBlockSpans(blockQ: Int, seqLen: Int) -> [(row: Int, start: Int, rows: Int, localRow: Int)] {
+        var localRow = 0
+        return queryBlocks.enumerated().map { row, block in
+            let rows = min(blockQ, seqLen - block * blockQ)
+            defer { localRow += rows }
+            return (row, block * blockQ, rows, localRow)
+        }
+    }
 }

@@ -44,12 +44,8 @@ enum SampledVerification {
                 k.data.withUnsafeBufferPointer { kp in
                     v.data.withUnsafeBufferPointer { vp in
                         table.removeAll()
-                        for g in 0..<kvHeads {
-                            for j in (rows.lowerBound / config.blockK)..<((rows.upperBound + config.blockK - 1) / config.blockK) {
-                                let offset = (g * rows.count + j * config.blockK - rows.lowerBound) * k.dim
-                                table.set(kvHead: g, block: j, keys: kp.baseAddress! + offset, values: vp.baseAddress! + offset)
-                            }
-                        }
+                        table.setBlocks(tokens: rows, keys: kp.baseAddress!, values: vp.baseAddress!,
+                                        headStride: rows.count * k.dim, dim: k.dim)
                         attention.attend(table, threads: threads)
                     }
                 }

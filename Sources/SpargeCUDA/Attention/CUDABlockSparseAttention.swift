@@ -86,16 +86,14 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         kvRows = keyBlocks * config.blockK
 
         var perHead: [Tile] = []
-        var localRow = 0
-        for (row, block) in mask.queryBlocks.enumerated() {
-            let blockRows = min(config.blockQ, seqLen - block * config.blockQ)
-            for start in stride(from: 0, to: blockRows, by: config.computeTileQ) {
-                perHead.append(Tile(head: 0, localRow: localRow + start, rowCount: min(config.computeTileQ, blockRows - start),
-                                    queryStart: block * config.blockQ + start, maskRow: row))
+        for span in mask.queryBlockSpans(blockQ: config.blockQ, seqLen: seqLen) {
+            for start in stride(from: 0, to: span.rows, by: config.computeTileQ) {
+                perHead.append(Tile(head: 0, localRow: span.localRow + start, rowCount: min(config.computeTileQ, span.rows - start),
+                                    queryStart: span.start + start, maskRow: span.row))
             }
-            localRow += blockRows
         }
-        precondition(localRow == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(localRow)")
+        let spanned = perHead.reduce(0) { $0 + $1.rowCount }
+        precondition(spanned == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(spanned)")
         tiles = (0..<queries.heads).flatMap { h in
             perHead.map { Tile(head: h, localRow: $0.localRow, rowCount: $0.rowCount, queryStart: $0.queryStart, maskRow: $0.maskRow) }
         }

@@ -70,14 +70,9 @@ public final class BlockSparseAttention {
         // head's; within a head the last blocks first: under causal they are the heaviest, and dynamic
         // claiming then evens out the end.
         let tq = config.computeTileQ
-        var blocks: [(row: Int, start: Int, rows: Int, localRow: Int)] = []
-        var localRow = 0
-        for (row, block) in mask.queryBlocks.enumerated() {
-            let blockRows = min(config.blockQ, seqLen - block * config.blockQ)
-            blocks.append((row, block * config.blockQ, blockRows, localRow))
-            localRow += blockRows
-        }
-        precondition(localRow == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(localRow)")
+        var blocks = mask.queryBlockSpans(blockQ: config.blockQ, seqLen: seqLen)
+        let spanned = blocks.reduce(0) { $0 + $1.rows }
+        precondition(spanned == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(spanned)")
         blocks.sort { $0.start > $1.start }
         var items: [WorkItem] = []
         var tileCount = 0

@@ -46,9 +46,18 @@ public struct KeyValueBlockTable {
 
     /// Every block of whole K/V tensors `[kvHeads, seqLen, D]` at `k`, `v`.
     public mutating func setAll(k: UnsafePointer<Float>, v: UnsafePointer<Float>, dim: Int) {
+        setBlocks(tokens: 0..<seqLen, keys: k, values: v, headStride: seqLen * dim, dim: dim)
+    }
+
+    /// The blocks of global tokens `tokens` (block-aligned; the end may be the sequence's), held as rows of
+    /// `[kvHeads, …, D]` tensors whose row for token `tokens.lowerBound` of kv head 0 is at `keys`, `values`,
+    /// and whose heads lie `headStride` floats apart.
+    public mutating func setBlocks(tokens: Range<Int>, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>,
+                                   headStride: Int, dim: Int) {
+        precondition(tokens.lowerBound % blockK == 0, "setBlocks: tokens \(tokens) do not start a key block")
         for g in 0..<kvHeads {
-            for j in 0..<keyBlocks {
-                let offset = (g * seqLen + j * blockK) * dim
+            for j in (tokens.lowerBound / blockK)..<((tokens.upperBound + blockK - 1) / blockK) {
+                let offset = g * headStride + (j * blockK - tokens.lowerBound) * dim
                 set(kvHead: g, block: j, keys: k + offset, values: v + offset)
             }
         }

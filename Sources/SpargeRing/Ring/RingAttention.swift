@@ -52,12 +52,11 @@ struct RingAttention {
                     progress?(Double(s) / Double(p))
                     table.removeAll()
                     if s == 0 {
-                        for g in 0..<k.heads {
-                            for j in layout.keyBlocks(rank: r) {
-                                let row = layout.localRow(ofToken: j * layout.blockK, rank: r)!
-                                let offset = (g * k.rows + row) * d
-                                table.set(kvHead: g, block: j, keys: kp.baseAddress! + offset, values: vp.baseAddress! + offset)
-                            }
+                        var localRow = 0
+                        for range in layout.tokenRanges[r] {
+                            table.setBlocks(tokens: range, keys: kp.baseAddress! + localRow * d,
+                                            values: vp.baseAddress! + localRow * d, headStride: k.rows * d, dim: d)
+                            localRow += range.count
                         }
                     } else {
                         for e in incoming[s - 1] {
