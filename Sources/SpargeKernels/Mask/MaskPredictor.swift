@@ -1,9 +1,4 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// SpargeAttn's block-mask prediction (DESIGN.md §1, steps 1–6), split into the pieces a distributed run
 /// calls separately: ``KeyMean``, ``BlockSummaries``, then ``predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``
@@ -12,7 +7,8 @@ import Darwin
 /// How each step matches the reference (`shared/tools/sparge_oracle.py`):
 /// - Scores `Ŝ_ij = Float(q̄_i · k̄_j) · Float(1/sqrt(D))`: the dot product in Double rounded once to Float
 ///   (the correctly rounded float32 dot, which a float32 GEMM approximates), times the float32 scale.
-/// - Row softmax in Float: `exp(s − max)`, their Float sum, times the reciprocal of the sum.
+/// - Row softmax in Float: `exp(s − max)` (``PortableExp``, so that a GPU gives the same bits), their Float
+///   sum in ascending key order, times the reciprocal of the sum.
 /// - Sort descending with ties in ascending key order (a stable sort), cumulative sum accumulated in Double
 ///   and rounded to Float at every step (PyTorch's CPU `cumsum` accumulates float32 in double), compared
 ///   `≤ Float(τ)`.
@@ -149,7 +145,7 @@ public enum MaskPredictor {
         guard mx > -.infinity else { return }
         var sum: Float = 0
         for j in 0..<nk {
-            let e = s[j] == -.infinity ? 0 : expf(s[j] - mx)
+            let e = s[j] == -.infinity ? 0 : PortableExp.exp(s[j] - mx)
             s[j] = e
             sum += e
         }
