@@ -12,10 +12,12 @@
 # gpu-check.log (everything), and the masks the benchmark exported. SPARGE_SKIP_TORCH=1 skips PyTorch.
 #
 # What it checks:
-#   test   sparge selftest-cuda: GPU kernels vs the CPU tiles and a Double reference (rel L1 ≤ 2e-3 on
+#   test   sparge selftest-cuda: GPU mask prediction vs the CPU's (summaries and mask bits identical, on
+#          Float inputs from the workloads, with both sides' times); GPU attention kernels vs the CPU tiles and a Double reference (rel L1 ≤ 2e-3 on
 #          bf16-rounded inputs, LSE, visited/skipped counters, calls split as a ring splits them);
 #          mpirun -np 2 on one GPU vs one process (sparge verify --backend cuda: masks identical, outputs
-#          within 2e-3, ring traffic as the mask predicts).
+#          within 2e-3, ring traffic as the mask predicts); the whole forward pass with the mask on the GPU
+#          and, for comparison, on the CPU (SPARGE_CUDA_MASK=cpu), at 32K and 1M tokens.
 #   bench  sparge bench-kernel (kernel alone, device events) on N=32768, 8 heads, D=128, bf16: dense and
 #          masks from the llm workload; then PyTorch SDPA (flash, cuDNN) and FlexAttention on the same masks.
 set -uo pipefail
@@ -73,9 +75,13 @@ if [ "$mode" = test ] || [ "$mode" = all ]; then
         --topk 0.2 --tolerance 2e-3 --threads 4
     run mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --workload llm --seq 6144 --heads 4 --kv-heads 1 \
         --head-dim 128 --causal --tolerance 2e-3 --threads 4
-    step "whole forward pass, cuda backend (mask on the CPU), 1 and 2 ranks"
+    step "whole forward pass, cuda backend (mask on the GPU), 1 and 2 ranks; then the mask on the CPU"
     run "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3 --verify-sample 4
     run mpirun -np 2 "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3 --threads 8
+    SPARGE_CUDA_MASK=cpu run "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3
+    step "a million tokens, one GPU: mask on the GPU, then on the CPU"
+    run "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 1
+    SPARGE_CUDA_MASK=cpu run "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 1
     step "the same forward pass on the 16 CPU cores, for comparison"
     run "$BIN" bench --backend cpu --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3
 fi

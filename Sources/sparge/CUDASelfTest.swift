@@ -3,7 +3,8 @@ import Foundation
 import SpargeCUDA
 import SpargeRing
 
-/// The hidden subcommand `sparge selftest-cuda`: the GPU kernels against the CPU tiles and a Double reference
+/// The hidden subcommand `sparge selftest-cuda`: the GPU mask prediction against the CPU's (bit for bit, see
+/// `CUDAMaskSelfTestCase`), then the GPU attention kernels against the CPU tiles and a Double reference
 /// on a labelled sweep of cases, on whatever GPU this process finds (run by launch/gpu-check.sh on the
 /// device machine, where there is no Swift toolchain to run the XCTest suite).
 ///
@@ -25,7 +26,7 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
         return 1
     }
     print(device.summary)
-    var failures: [String] = []
+    var failures = runCUDAMaskSelfTest(device: device, quick: quick)
     let cases = CUDASelfTestCase.sweep(quick: quick)
     // Both kernel shapes: 16 and 32 rows per warp (SPARGE_CUDA_MTILES picks one per attention).
     for mTiles in [1, 2] {

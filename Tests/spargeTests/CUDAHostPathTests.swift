@@ -39,6 +39,16 @@ final class CUDAHostPathTests: XCTestCase {
         let (_, log) = try stub()
         let workload = ["--workload", "llm", "--seq", "3072", "--heads", "2", "--kv-heads", "1", "--head-dim", "64",
                         "--causal", "--threads", "1", "--json"]
+        // The mask on the stub "GPU" (kernels that do nothing): the host path must run to its end and launch
+        // every mask kernel; the mask itself is meaningless here.
+        let stubMask = try spargeSingle(["bench", "--backend", "cuda"] + workload, timeout: 120)
+        XCTAssertEqual(stubMask.status, 0, transcript(stubMask))
+        for name in ["sparge_row_norms", "sparge_block_sums", "sparge_block_flags", "sparge_select_rows", "sparge_mask_rules"] {
+            XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(name) was not launched:\n\(launches(log))")
+        }
+        // The rest with the mask on the CPU, so that the stub's ring must move exactly the CPU backend's bytes.
+        setenv("SPARGE_CUDA_MASK", "cpu", 1)
+        addTeardownBlock { unsetenv("SPARGE_CUDA_MASK") }
         for launch in [Launch.single, .ranks(2), .ranks(3)] {
             let cuda = try launch.run(["bench", "--backend", "cuda"] + workload, timeout: 120)
             XCTAssertEqual(cuda.status, 0, "\(launch), cuda\n\(transcript(cuda))")

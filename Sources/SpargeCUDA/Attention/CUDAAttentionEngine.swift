@@ -1,18 +1,23 @@
 import SpargeKernels
 
-/// The CUDA backend: `CUDABlockSparseAttention` on this process's device.
+/// The CUDA backend: `CUDABlockSparseAttention` on this process's device, and the mask prediction of
+/// `CUDAMaskPredictor` (bit for bit the CPU's) unless told to leave it on the host.
 public struct CUDAAttentionEngine: AttentionEngine {
     /// The device every attention of this engine runs on.
     public let device: CUDADevice
     /// The 16-bit type the inputs are rounded to.
     public let precision: CUDAPrecision
+    /// Whether block summaries and mask rows are computed on the device (default: yes, unless the
+    /// environment has `SPARGE_CUDA_MASK=cpu`); otherwise the CPU computes them. The mask is the same.
+    public let predictsMask: Bool
 
     /// The engine on `device` (default: `CUDADevice.open()`, the device of this process's node-local rank).
     ///
     /// - Throws: `CUDAError` when there is no driver, no NVRTC or no device.
-    public init(device: CUDADevice? = nil, precision: CUDAPrecision = .bf16) throws {
+    public init(device: CUDADevice? = nil, precision: CUDAPrecision = .bf16, predictsMask: Bool? = nil) throws {
         self.device = try device ?? CUDADevice.open()
         self.precision = precision
+        self.predictsMask = predictsMask ?? (Environment.value("SPARGE_CUDA_MASK") != "cpu")
     }
 
     public var name: String { "cuda" }
@@ -21,5 +26,28 @@ public struct CUDAAttentionEngine: AttentionEngine {
                               seqLen: Int, threads: Int) throws -> any StepwiseAttention {
         try CUDABlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
                                      device: device, precision: precision)
+    }
+
+    public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
+                          subtracting mean: [Float]?) throws -> BlockSummaries {
+        guard predictsMask else {
+            return BlockSummaries.summarize(x, rows: rows, firstBlock: firstBlock, blockSize: blockSize,
+                                            threshold: threshold, subtracting: mean)
+        }
+        return try CUDAMaskPredictor(device: device).summarize(x, rows: rows, firstBlock: firstBlock, blockSize: blockSize,
+                                                               threshold: threshold, subtracting: mean)
+    }
+
+    public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+                            config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int,
+                            seqLen: Int) throws -> BlockMask {
+        guard predictsMask else {
+            return MaskPredictor.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks,
+                                             keySummaries: keySummaries, config: config, headDim: headDim,
+                                             queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
+        }
+        return try CUDAMaskPredictor(device: device).predictRows(
+            querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries, config: config,
+            headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
     }
 }

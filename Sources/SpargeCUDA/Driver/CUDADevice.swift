@@ -191,6 +191,7 @@ public final class CUDADevice: @unchecked Sendable {
             case .int(let value): slot.storeBytes(of: value, as: Int32.self)
             case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
             case .float(let value): slot.storeBytes(of: value, as: Float.self)
+            case .double(let value): slot.storeBytes(of: value, as: Double.self)
             }
             pointers.append(slot)
         }
@@ -240,6 +241,7 @@ enum KernelArgument {
     case int(Int32)
     case int64(Int64)
     case float(Float)
+    case double(Double)
 }
 
 /// The environment variables the CUDA path reads.

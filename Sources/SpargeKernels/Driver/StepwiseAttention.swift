@@ -29,7 +29,8 @@ public protocol StepwiseAttention: AnyObject {
     func finish(threads: Int) throws -> (output: Tensor3, lse: [Float])
 }
 
-/// What makes a `StepwiseAttention` for a set of query rows: the choice of backend, made once per run.
+/// What makes a `StepwiseAttention` for a set of query rows, and who does the arithmetic of mask prediction:
+/// the choice of backend, made once per run.
 public protocol AttentionEngine {
     /// A short name for logs and tables (`cpu`, `cuda`).
     var name: String { get }
@@ -45,6 +46,32 @@ public protocol AttentionEngine {
     ///   - threads: host threads the preparation may use.
     func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
                        seqLen: Int, threads: Int) throws -> any StepwiseAttention
+
+    /// Block summaries of rows `rows` of `x`, as `BlockSummaries.summarize` gives them — bit for bit: a
+    /// backend may compute them itself, but a mask must not depend on who predicted it. Default: the CPU.
+    func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
+                   subtracting mean: [Float]?) throws -> BlockSummaries
+
+    /// Mask rows, as `MaskPredictor.predictRows` gives them — bit for bit. Default: the CPU.
+    func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+                     config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int,
+                     seqLen: Int) throws -> BlockMask
+}
+
+extension AttentionEngine {
+    public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
+                          subtracting mean: [Float]?) throws -> BlockSummaries {
+        BlockSummaries.summarize(x, rows: rows, firstBlock: firstBlock, blockSize: blockSize, threshold: threshold,
+                                 subtracting: mean)
+    }
+
+    public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+                            config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int,
+                            seqLen: Int) throws -> BlockMask {
+        MaskPredictor.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+                                  config: config, headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads,
+                                  seqLen: seqLen)
+    }
 }
 
 /// The CPU backend: `BlockSparseAttention`'s SIMD tiles over host threads.

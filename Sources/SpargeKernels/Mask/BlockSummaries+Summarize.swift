@@ -66,6 +66,9 @@ extension BlockSummaries {
                               means: means, flags: flags)
     }
 
+    /// θ as the Double the self-similarity is compared with (`s > θ`): the decimal it was written as.
+    public static func thresholdValue(_ threshold: Float) -> Double { decimalValue(threshold) }
+
     /// The self-similarity `‖Σ_r x_r/‖x_r‖‖² / n²` of `rows` rows of `dim` values, in Double.
     ///
     /// 1 for identical (non-zero) rows, `1/n` for mutually orthogonal rows; NaN when a row is zero (as the

@@ -19,7 +19,8 @@ public enum ShardedAttention {
     ///   - config: the SpargeAttn parameters (the same on every rank).
     ///   - communicator: the ranks; `SingleProcessCommunicator()` for plain use.
     ///   - threads: worker threads on this rank (default 1).
-    ///   - engine: who does the tile arithmetic (default the CPU); the mask and the ring are the same for all.
+    ///   - engine: who does the tile and mask arithmetic (default the CPU); the mask (bit for bit) and the ring
+    ///     are the same for all.
     ///   - progress: called on this thread with a phase name and a fraction done.
     public static func forward(
         q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
@@ -36,10 +37,11 @@ public enum ShardedAttention {
         progress?("summaries", 0)
         var t = DispatchTime.now().uptimeNanoseconds
         let keyMean = SummaryExchange.keyMean(k: k, seqLen: layout.seqLen, on: comm)
-        let queryRuns = SummaryExchange.localSummaries(q, ranges: ranges, blockSize: config.blockQ,
-                                                       threshold: config.simThreshold)
-        let keyRuns = SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
-                                                     threshold: config.simThreshold, subtracting: keyMean)
+        let queryRuns = try SummaryExchange.localSummaries(q, ranges: ranges, blockSize: config.blockQ,
+                                                           threshold: config.simThreshold, engine: engine)
+        let keyRuns = try SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
+                                                         threshold: config.simThreshold, subtracting: keyMean,
+                                                         engine: engine)
         stats.summaryBytes = SummaryCoding.encode(keyRuns).count
         let allKeys = BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
         let queries = queryRuns.isEmpty
@@ -52,7 +54,7 @@ public enum ShardedAttention {
         progress?("mask", 0)
         t = DispatchTime.now().uptimeNanoseconds
         let queryBlocks = layout.queryBlocks(rank: comm.rank)
-        let mask = MaskPredictor.predictRows(
+        let mask = try engine.predictRows(
             querySummaries: queries, queryBlocks: queryBlocks, keySummaries: allKeys, config: config,
             headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads, seqLen: layout.seqLen)
         var counts = MaskStatistics(mask: mask, config: config)

@@ -11,14 +11,15 @@ enum SummaryExchange {
     }
 
     /// The summaries of this rank's blocks of `x`, one run per owned token range, as one value in global
-    /// block order (runs need not be consecutive).
+    /// block order (runs need not be consecutive), computed by `engine`.
     static func localSummaries(
-        _ x: Tensor3, ranges: [Range<Int>], blockSize: Int, threshold: Float, subtracting mean: [Float]? = nil
-    ) -> [BlockSummaries] {
+        _ x: Tensor3, ranges: [Range<Int>], blockSize: Int, threshold: Float, subtracting mean: [Float]? = nil,
+        engine: any AttentionEngine
+    ) throws -> [BlockSummaries] {
         var localStart = 0
-        return ranges.map { range in
+        return try ranges.map { range in
             defer { localStart += range.count }
-            return BlockSummaries.summarize(
+            return try engine.summarize(
                 x, rows: localStart..<(localStart + range.count), firstBlock: range.lowerBound / blockSize,
                 blockSize: blockSize, threshold: threshold, subtracting: mean)
         }

@@ -1,0 +1,153 @@
+import SpargeKernels
+
+/// Mask prediction on a CUDA device: the GPU twin of `BlockSummaries.summarize` and
+/// `MaskPredictor.predictRows`, equal to them bit for bit (see `MaskKernelSource` for how).
+///
+/// Each call copies its inputs up, runs the kernels and copies the result back; nothing stays on the device
+/// between calls. The K mean stays on the host: it is a sum the ranks allreduce anyway.
+public struct CUDAMaskPredictor {
+    /// The device the kernels run on.
+    public let device: CUDADevice
+
+    /// The largest head dimension the kernels take (a selection thread keeps a query mean in registers;
+    /// beyond 256 it spills, which is slow but still exact).
+    public static let maxHeadDim = 512
+
+    /// Bytes of heap scratch one launch of the row selection may use; rows are launched in batches below it.
+    static let scratchBudget = 512 << 20
+
+    public init(device: CUDADevice) {
+        self.device = device
+    }
+
+    /// What `BlockSummaries.summarize(_:rows:firstBlock:blockSize:threshold:subtracting:)` returns, computed
+    /// on the device one head at a time.
+    public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
+                          subtracting mean: [Float]? = nil) throws -> BlockSummaries {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= x.rows, "summarize: rows \(rows) outside 0..<\(x.rows)")
+        precondition(blockSize > 0 && (mean == nil || mean!.count == x.heads * x.dim), "summarize: bad block size or mean")
+        try Self.checkHeadDim(x.dim)
+        let (heads, d, n) = (x.heads, x.dim, rows.count)
+        let count = (n + blockSize - 1) / blockSize
+        var means = [Float](repeating: 0, count: heads * count * d)
+        var flags = [UInt8](repeating: 0, count: heads * count)
+        if count > 0 {
+            try device.makeCurrent()
+            func kernel(_ name: String) throws -> CUDAFunction {
+                try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program, name: name,
+                                    defines: [("HEAD_DIM", d)])
+            }
+            let (rowNorms, blockSums, blockFlags) = (try kernel("sparge_row_norms"), try kernel("sparge_block_sums"),
+                                                     try kernel("sparge_block_flags"))
+            let input = try DeviceBuffer(device: device, bytes: n * d * 4, label: "rows to summarize")
+            let meanBuffer = try DeviceBuffer(device: device, bytes: heads * d * 4, zeroed: mean == nil, label: "K mean")
+            if let mean { try meanBuffer.upload(mean) }
+            let norms = try DeviceBuffer(device: device, bytes: n * 8, label: "row norms")
+            let directions = try DeviceBuffer(device: device, bytes: count * d * 8, label: "direction sums")
+            let meansOut = try DeviceBuffer(device: device, bytes: means.count * 4, label: "block means")
+            let flagsOut = try DeviceBuffer(device: device, bytes: flags.count, label: "self-similarity flags")
+            let theta = BlockSummaries.thresholdValue(threshold)
+            let block = 128
+            for h in 0..<heads {
+                try x.data.withUnsafeBytes { raw in
+                    try input.upload(raw.baseAddress! + ((h * x.rows + rows.lowerBound) * d) * 4, count: n * d * 4)
+                }
+                let headMean = KernelArgument.pointer(meanBuffer.address + UInt64(h * d * 4))
+                try device.launch(rowNorms, grid: (n + block - 1) / block, block: block, [
+                    .pointer(input.address), .int(Int32(n)), .int(1), headMean, .pointer(norms.address),
+                ])
+                try device.launch(blockSums, grid: (count * d + block - 1) / block, block: block, [
+                    .pointer(input.address), .int(Int32(n)), .int(1), .int(Int32(count)), .int(Int32(blockSize)),
+                    headMean, .pointer(norms.address), .pointer(meansOut.address + UInt64(h * count * d * 4)),
+                    .pointer(directions.address),
+                ])
+                try device.launch(blockFlags, grid: (count + block - 1) / block, block: block, [
+                    .int(Int32(n)), .int(1), .int(Int32(count)), .int(Int32(blockSize)), .pointer(norms.address),
+                    .pointer(directions.address), .double(theta), .pointer(flagsOut.address + UInt64(h * count)),
+                ])
+                try device.synchronize()  // the next head's upload overwrites the input
+            }
+            try means.withUnsafeMutableBytes { try meansOut.download(into: $0.baseAddress!, count: $0.count) }
+            try flags.withUnsafeMutableBytes { try flagsOut.download(into: $0.baseAddress!, count: $0.count) }
+        }
+        return BlockSummaries(heads: heads, dim: d, blockSize: blockSize, firstBlock: firstBlock, count: count,
+                              means: means, flags: flags)
+    }
+
+    /// What `MaskPredictor.predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)`
+    /// returns, computed on the device.
+    public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+                            config: SpargeConfig, headDim d: Int, queryHeads: Int, kvHeads: Int,
+                            seqLen: Int) throws -> BlockMask {
+        let nk = (seqLen + config.blockK - 1) / config.blockK
+        precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
+        precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
+                     && querySummaries.dim == d && keySummaries.heads == kvHeads && keySummaries.count == nk
+                     && keySummaries.dim == d, "predictRows: summaries do not match the shapes")
+        try Self.checkHeadDim(d)
+        let rowsPerHead = queryBlocks.count
+        var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
+        guard rowsPerHead > 0, nk > 0 else { return mask }
+        try device.makeCurrent()
+
+        let limits: [Int32] = queryBlocks.map {
+            Int32(config.causal
+                  ? MaskPredictor.blockCausalLimit(queryBlock: $0, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
+                  : nk)
+        }
+        let diagonals: [Int32] = queryBlocks.map { Int32($0 * config.blockQ / config.blockK) }
+        let (mode, tau, keep): (Int32, Float, Int) = switch config.selection {
+        case .dense: (0, 0, 0)
+        case .cdf(let tau): (1, tau, 0)
+        case .topK(let fraction): (2, 0, MaskPredictor.topKCount(fraction: fraction, keyBlocks: nk))
+        }
+        let scale = Float(1 / Double(d).squareRoot())
+
+        let queryMeans = try DeviceBuffer(device: device, bytes: querySummaries.means.count * 4, label: "query means")
+        let keyMeans = try DeviceBuffer(device: device, bytes: keySummaries.means.count * 8, label: "key means")
+        let keyFlags = try DeviceBuffer(device: device, bytes: keySummaries.flags.count, label: "key flags")
+        let queryFlags = try DeviceBuffer(device: device, bytes: querySummaries.flags.count, label: "query flags")
+        let limitBuffer = try DeviceBuffer(device: device, bytes: limits.count * 4, label: "causal limits")
+        let diagonalBuffer = try DeviceBuffer(device: device, bytes: diagonals.count * 4, label: "diagonals")
+        let bits = try DeviceBuffer(device: device, bytes: mask.bits.count, zeroed: true, label: "mask bits")
+        try queryMeans.upload(querySummaries.means)
+        try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
+        try keyFlags.upload(keySummaries.flags)
+        try queryFlags.upload(querySummaries.flags)
+        try limitBuffer.upload(limits)
+        try diagonalBuffer.upload(diagonals)
+
+        let defines = [("HEAD_DIM", d)]
+        let select = try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program,
+                                         name: "sparge_select_rows", defines: defines)
+        let rules = try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program,
+                                        name: "sparge_mask_rules", defines: defines)
+        let items = queryHeads * rowsPerHead
+        let perLaunch = max(1, min(items, Self.scratchBudget / (nk * 8)))
+        let scratch = try DeviceBuffer(device: device, bytes: mode == 0 ? 8 : perLaunch * nk * 8, label: "selection heap")
+        for first in stride(from: 0, to: items, by: perLaunch) {
+            let count = min(perLaunch, items - first)
+            try device.launch(select, grid: (count + 127) / 128, block: 128, [
+                .pointer(queryMeans.address), .pointer(keyMeans.address), .pointer(keyFlags.address),
+                .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)),
+                .int(Int32(queryHeads / kvHeads)), .int64(Int64(first)), .int(Int32(count)), .int(mode),
+                .float(tau), .int(Int32(keep)), .float(scale), .pointer(scratch.address), .pointer(bits.address),
+            ])
+        }
+        try device.launch(rules, grid: items, block: 256, [
+            .pointer(bits.address), .pointer(keyFlags.address), .pointer(queryFlags.address),
+            .pointer(limitBuffer.address), .pointer(diagonalBuffer.address), .int(Int32(queryHeads)),
+            .int(Int32(rowsPerHead)), .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)),
+            .int(config.causal ? 1 : 0), .int(config.sink ? 1 : 0), .int(config.keepDiagonal ? 1 : 0),
+        ])
+        try device.synchronize()
+        try mask.bits.withUnsafeMutableBytes { try bits.download(into: $0.baseAddress!, count: $0.count) }
+        return mask
+    }
+
+    static func checkHeadDim(_ d: Int) throws {
+        guard d > 0 && d <= maxHeadDim else {
+            throw CUDAError.unsupported("mask prediction for head dimension \(d) (the kernels take 1…\(maxHeadDim))")
+        }
+    }
+}

@@ -1,0 +1,300 @@
+import Foundation
+import SpargeKernels
+import SpargeTestSupport
+import XCTest
+@testable import SpargeCUDA
+
+/// The mask kernels' CUDA source, compiled as plain C++ for the host (a prelude stands in for the CUDA
+/// built-ins, one loop over the grid runs each kernel) and compared with the CPU bit for bit — block means,
+/// self-similarity flags and mask bits — on fixed and fresh random inputs. This checks the kernels' logic
+/// and arithmetic order on every machine, GPU or not; `sparge selftest-cuda` checks the same on a GPU.
+///
+/// The comparison is exact because the kernels spell out every rounding: a difference of one bit in a
+/// mean or one block in a mask is a failure, not noise. Skipped where no `clang++` is found.
+final class MaskKernelEmulationTests: XCTestCase {
+    func testSummariesEqualTheCPU() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        // (heads, rows, dim, block size, θ, structured): partial tails, D not a multiple of 16 or 4, and
+        // thresholds between the flags' values so that both outcomes occur.
+        let cases: [(Int, Int, Int, Int, Float, Bool)] = [
+            (2, 64 * 7 + 13, 64, 64, 0.3, true), (3, 128 * 4, 128, 128, 0.6, true), (1, 300, 40, 32, 0.2, true),
+            (2, 200, 18, 64, 0.05, false), (1, 96, 128, 32, 0.1, false),
+        ]
+        for (heads, rows, dim, blockSize, theta, structured) in cases {
+            let x = structured ? Tensor3.blockStructured(heads: heads, rows: rows, dim: dim, run: blockSize, noise: 0.8, using: &rng)
+                : Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 1.5, shift: 0.3, using: &rng)
+            let mean = KeyMean(summing: x, rows: 0..<rows).mean()
+            for subtract in [false, true] {
+                let expected = BlockSummaries.summarize(x, rows: 0..<rows, firstBlock: 0, blockSize: blockSize,
+                                                        threshold: theta, subtracting: subtract ? mean : nil)
+                let got = try emulator(dim: dim).summarize(x, blockSize: blockSize, theta: theta,
+                                                           mean: subtract ? mean : [Float](repeating: 0, count: heads * dim))
+                let label = "H=\(heads) N=\(rows) D=\(dim) B=\(blockSize) θ=\(theta) smoothed=\(subtract) seed \(seed)"
+                XCTAssertEqual(mismatches(got.means.map(\.bitPattern), expected.means.map(\.bitPattern)), 0, "means differ: \(label)")
+                XCTAssertEqual(mismatches(got.flags, expected.flags), 0, "flags differ: \(label)")
+                if structured && !subtract {
+                    XCTAssertTrue(expected.flags.contains(1) && expected.flags.contains(0) || rows % blockSize == 0,
+                                  "the case should have both flags: \(label)")
+                }
+            }
+        }
+    }
+
+    func testMaskRowsEqualTheCPU() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        var base = SpargeConfig()
+        base.simThreshold = 0.25
+        var configs: [(String, SpargeConfig)] = []
+        for (name, selection) in [("cdf 0.9", BlockSelection.cdf(0.9)), ("cdf 0.98", .cdf(0.98)),
+                                  ("topk 0.3", .topK(0.3)), ("dense", .dense)] {
+            for causal in [false, true] {
+                var c = base
+                c.selection = selection
+                c.causal = causal
+                configs.append(("\(name)\(causal ? " causal" : "")", c))
+            }
+        }
+        var sink = base
+        sink.sink = true
+        sink.causal = true
+        sink.keepDiagonal = true
+        configs.append(("cdf causal sink diagonal", sink))
+        var small = base
+        small.blockQ = 64
+        small.blockK = 32
+        small.selection = .cdf(0.5)
+        configs.append(("64×32 cdf 0.5", small))
+
+        for (label, config) in configs {
+            for (rows, dim, heads, kvHeads) in [(1000, 64, 4, 2), (640, 48, 2, 2)] {
+                let q = Tensor3.segmented(heads: heads, kvHeads: kvHeads, rows: rows, dim: dim, segment: 96,
+                                          noise: 0.9, seed: seed, using: &rng)
+                let k = Tensor3.segmented(heads: kvHeads, kvHeads: kvHeads, rows: rows, dim: dim, segment: 96,
+                                          noise: 0.9, seed: seed, using: &rng)
+                let expected = MaskPredictor.predict(q: q, k: k, config: config)
+                let km = KeyMean(summing: k, rows: 0..<rows).mean()
+                let qs = BlockSummaries.summarize(q, rows: 0..<rows, firstBlock: 0, blockSize: config.blockQ,
+                                                  threshold: config.simThreshold)
+                let ks = BlockSummaries.summarize(k, rows: 0..<rows, firstBlock: 0, blockSize: config.blockK,
+                                                  threshold: config.simThreshold, subtracting: km)
+                // A rank's rows: every other query block, so that rows and block indices differ.
+                let blocks = stride(from: 1, to: qs.count, by: 2).map { $0 }
+                let rowsOnly = BlockSummaries(concatenating: blocks.map { b in
+                    BlockSummaries(heads: heads, dim: dim, blockSize: config.blockQ, firstBlock: b, count: 1,
+                                   means: (0..<heads).flatMap { qs.mean(head: $0, block: b) },
+                                   flags: (0..<heads).map { qs.flags[$0 * qs.count + b] })
+                }, requireConsecutive: false)
+                let expectedRows = MaskPredictor.predictRows(
+                    querySummaries: rowsOnly, queryBlocks: blocks, keySummaries: ks, config: config, headDim: dim,
+                    queryHeads: heads, kvHeads: kvHeads, seqLen: rows)
+                let emu = try emulator(dim: dim)
+                let whole = try emu.predictRows(queries: qs, blocks: Array(0..<qs.count), keys: ks, config: config,
+                                                heads: heads, kvHeads: kvHeads, seqLen: rows)
+                let some = try emu.predictRows(queries: rowsOnly, blocks: blocks, keys: ks, config: config,
+                                               heads: heads, kvHeads: kvHeads, seqLen: rows)
+                let name = "\(label), N=\(rows) D=\(dim) Hq/Hkv=\(heads)/\(kvHeads), seed \(seed)"
+                XCTAssertEqual(mismatches(whole, expected.bits), 0, "mask blocks differ: \(name)")
+                XCTAssertEqual(mismatches(some, expectedRows.bits), 0, "mask blocks of the odd rows differ: \(name)")
+                let density = Double(expected.bits.reduce(0) { $0 + Int($1) }) / Double(expected.bits.count)
+                if case .cdf = config.selection, !config.causal {
+                    XCTAssertLessThan(density, 1, "a case whose mask is all on tests only the force-on rules: \(name)")
+                }
+            }
+        }
+    }
+
+    /// Entries that differ (every entry when the lengths differ).
+    private func mismatches<T: Equatable>(_ a: [T], _ b: [T]) -> Int {
+        a.count == b.count ? zip(a, b).filter { $0 != $1 }.count : max(a.count, b.count)
+    }
+
+    // MARK: - The emulator
+
+    private static var built: [Int: URL] = [:]
+
+    private func emulator(dim: Int) throws -> MaskKernelEmulator {
+        if let url = Self.built[dim] { return MaskKernelEmulator(executable: url, dim: dim) }
+        guard let compiler = findOnPath("clang++") ?? findOnPath("g++") else {
+            throw XCTSkip("no clang++ or g++ on PATH: the host emulation of the CUDA mask kernels is skipped")
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sparge-mask-emulation-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let source = dir.appendingPathComponent("emulation.cpp")
+        try (MaskKernelEmulator.prelude + MaskKernelSource.source + MaskKernelEmulator.harness)
+            .write(to: source, atomically: true, encoding: .utf8)
+        let executable = dir.appendingPathComponent("emulation-d\(dim)")
+        let process = Process()
+        process.executableURL = compiler
+        // No contraction and no fast math: the host must round every operation as the kernel spells it.
+        process.arguments = ["-O1", "-ffp-contract=off", "-fno-fast-math", "-DHEAD_DIM=\(dim)", source.path,
+                             "-o", executable.path, "-lm"]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            XCTFail("the mask kernels do not compile as C++:\n\(log)")
+            throw XCTSkip("compile failed")
+        }
+        Self.built[dim] = executable
+        return MaskKernelEmulator(executable: executable, dim: dim)
+    }
+}
+
+/// Runs the emulated kernels: inputs go to a file, the harness writes the outputs to another.
+struct MaskKernelEmulator {
+    let executable: URL
+    let dim: Int
+
+    func summarize(_ x: Tensor3, blockSize: Int, theta: Float, mean: [Float]) throws -> (means: [Float], flags: [UInt8]) {
+        let count = (x.rows + blockSize - 1) / blockSize
+        var input = Data()
+        input.append(ints: [x.rows, x.heads, count, blockSize])
+        input.append(doubles: [BlockSummaries.thresholdValue(theta)])
+        input.append(floats: x.data)
+        input.append(floats: mean)
+        let out = try run("summarize", input)
+        let meanCount = x.heads * count * dim
+        let means = out.prefix(meanCount * 4).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        return (means, Array(out.suffix(from: out.startIndex + meanCount * 4)))
+    }
+
+    func predictRows(queries: BlockSummaries, blocks: [Int], keys: BlockSummaries, config: SpargeConfig,
+                     heads: Int, kvHeads: Int, seqLen: Int) throws -> [UInt8] {
+        let nk = keys.count
+        let limits = blocks.map {
+            config.causal ? MaskPredictor.blockCausalLimit(queryBlock: $0, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk) : nk
+        }
+        let (mode, tau, keep): (Int, Float, Int) = switch config.selection {
+        case .dense: (0, 0, 0)
+        case .cdf(let t): (1, t, 0)
+        case .topK(let f): (2, 0, MaskPredictor.topKCount(fraction: f, keyBlocks: nk))
+        }
+        var input = Data()
+        input.append(ints: [blocks.count, nk, heads / kvHeads, heads, mode, keep, config.causal ? 1 : 0,
+                            config.sink ? 1 : 0, config.keepDiagonal ? 1 : 0])
+        input.append(floats: [tau, Float(1 / Double(dim).squareRoot())])
+        input.append(floats: queries.means)
+        input.append(floats: keys.means)
+        input.append(contentsOf: keys.flags)
+        input.append(contentsOf: queries.flags)
+        input.append(ints: limits)
+        input.append(ints: blocks.map { $0 * config.blockQ / config.blockK })
+        return [UInt8](try run("select", input))
+    }
+
+    private func run(_ command: String, _ input: Data) throws -> Data {
+        let dir = executable.deletingLastPathComponent()
+        let inURL = dir.appendingPathComponent("\(command).in"), outURL = dir.appendingPathComponent("\(command).out")
+        try input.write(to: inURL)
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = [command, inURL.path, outURL.path]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw NSError(domain: "MaskKernelEmulator", code: Int(process.terminationStatus),
+                          userInfo: [NSLocalizedDescriptionKey: "the emulated \(command) exited with \(process.terminationStatus)"])
+        }
+        return try Data(contentsOf: outURL)
+    }
+
+    /// Host stand-ins for the CUDA built-ins the kernels use.
+    static let prelude = #"""
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct SpargeDim3 { unsigned x, y, z; };
+static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __ddiv_rn(double a, double b) { return a / b; }
+static inline double __dsqrt_rn(double a) { return sqrt(a); }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __double2float_rn(double a) { return (float)a; }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }
+
+"""#
+
+    /// Reads a case, runs the kernels over their whole grid (the row selection in small batches, as the
+    /// driver batches it), writes the outputs.
+    static let harness = #"""
+
+static FILE* in_file;
+static void take(void* p, size_t bytes) { if (fread(p, 1, bytes, in_file) != bytes) { fprintf(stderr, "short input\n"); exit(2); } }
+static int take_int() { long long v; take(&v, 8); return (int)v; }
+template <typename T> static T* take_array(size_t n) { T* p = (T*)malloc(n * sizeof(T) + 1); take(p, n * sizeof(T)); return p; }
+#define LAUNCH(grid, block, call) do { gridDim.x = (grid); blockDim.x = (block); \
+    for (unsigned b = 0; b < gridDim.x; ++b) for (unsigned t = 0; t < blockDim.x; ++t) { blockIdx.x = b; threadIdx.x = t; call; } } while (0)
+
+int main(int argc, char** argv) {
+    if (argc != 4) return 2;
+    in_file = fopen(argv[2], "rb");
+    FILE* out = fopen(argv[3], "wb");
+    if (!in_file || !out) return 2;
+    const int d = HEAD_DIM;
+    if (strcmp(argv[1], "summarize") == 0) {
+        int rows = take_int(), heads = take_int(), count = take_int(), blockSize = take_int();
+        double theta; take(&theta, 8);
+        float* x = take_array<float>((size_t)heads * rows * d);
+        float* mean = take_array<float>((size_t)heads * d);
+        float* means = (float*)malloc((size_t)heads * count * d * 4 + 1);
+        unsigned char* flags = (unsigned char*)malloc((size_t)heads * count + 1);
+        double* norms = (double*)malloc((size_t)heads * rows * 8 + 8);
+        double* directions = (double*)malloc((size_t)heads * count * d * 8 + 8);
+        LAUNCH((heads * rows + 127) / 128, 128, sparge_row_norms(x, rows, heads, mean, norms));
+        LAUNCH((heads * count * d + 127) / 128, 128, sparge_block_sums(x, rows, heads, count, blockSize, mean, norms, means, directions));
+        LAUNCH((heads * count + 127) / 128, 128, sparge_block_flags(rows, heads, count, blockSize, norms, directions, theta, flags));
+        fwrite(means, 4, (size_t)heads * count * d, out);
+        fwrite(flags, 1, (size_t)heads * count, out);
+    } else {
+        int rows = take_int(), nk = take_int(), group = take_int(), heads = take_int(), mode = take_int();
+        int keep = take_int(), causal = take_int(), sink = take_int(), keepDiagonal = take_int();
+        float tau, scale; take(&tau, 4); take(&scale, 4);
+        float* qMeans = take_array<float>((size_t)heads * rows * d);
+        float* kFloat = take_array<float>((size_t)(heads / group) * nk * d);
+        double* kMeans = (double*)malloc((size_t)(heads / group) * nk * d * 8 + 8);
+        for (size_t i = 0; i < (size_t)(heads / group) * nk * d; ++i) kMeans[i] = (double)kFloat[i];
+        unsigned char* kFlags = take_array<unsigned char>((size_t)(heads / group) * nk);
+        unsigned char* qFlags = take_array<unsigned char>((size_t)heads * rows);
+        int* limits = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) limits[i] = take_int();
+        int* diagonals = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) diagonals[i] = take_int();
+        size_t total = (size_t)heads * rows * nk;
+        unsigned char* bits = (unsigned char*)calloc(total + 1, 1);
+        int items = heads * rows, perLaunch = 7;
+        u64* scratch = (u64*)malloc((size_t)perLaunch * nk * 8 + 8);
+        for (int first = 0; first < items; first += perLaunch) {
+            int count = items - first < perLaunch ? items - first : perLaunch;
+            LAUNCH((count + 127) / 128, 128, sparge_select_rows(qMeans, kMeans, kFlags, limits, rows, nk, group,
+                (long long)first, count, mode, tau, keep, scale, scratch, bits));
+        }
+        LAUNCH(items, 64, sparge_mask_rules(bits, kFlags, qFlags, limits, diagonals, heads, rows, nk, group, causal, sink, keepDiagonal));
+        fwrite(bits, 1, total, out);
+    }
+    fclose(out);
+    return 0;
+}
+"""#
+}
+
+private extension Data {
+    mutating func append(ints: [Int]) { for v in ints { Swift.withUnsafeBytes(of: Int64(v).littleEndian) { append(contentsOf: $0) } } }
+    mutating func append(doubles: [Double]) { doubles.withUnsafeBytes { append(contentsOf: $0) } }
+    mutating func append(floats: [Float]) { floats.withUnsafeBytes { append(contentsOf: $0) } }
+}
