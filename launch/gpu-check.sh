@@ -79,9 +79,10 @@ if [ "$mode" = test ] || [ "$mode" = all ]; then
     run "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3 --verify-sample 4
     run mpirun -np 2 "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3 --threads 8
     SPARGE_CUDA_MASK=cpu run "$BIN" bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3
-    step "a million tokens, one GPU: mask on the GPU, then on the CPU"
-    run "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 1
-    SPARGE_CUDA_MASK=cpu run "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 1
+    step "a million tokens, one GPU: mask on the GPU, then on the CPU; then 2 ranks sharing it"
+    run "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 2
+    SPARGE_CUDA_MASK=cpu run "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 2
+    run mpirun -np 2 "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 2 --threads 8
     step "the same forward pass on the 16 CPU cores, for comparison"
     run "$BIN" bench --backend cpu --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 3
 fi

@@ -127,6 +127,7 @@ final class CUDAHostPathTests: XCTestCase {
     int cuMemcpyHtoD_v2(u64 d, const void *s, size_t n) { memcpy((void *)d, s, n); return 0; }
     int cuMemcpyDtoH_v2(void *d, u64 s, size_t n) { memcpy(d, (void *)s, n); return 0; }
     int cuMemcpyHtoDAsync_v2(u64 d, const void *s, size_t n, void *st) { memcpy((void *)d, s, n); return 0; }
+    int cuMemcpyDtoHAsync_v2(void *d, u64 s, size_t n, void *st) { memcpy(d, (void *)s, n); return 0; }
     int cuMemsetD8_v2(u64 d, unsigned char c, size_t n) { memset((void *)d, c, n); return 0; }
     int cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1 << 30; *t = 1 << 30; return 0; }
     int cuStreamCreate(void **s, unsigned f) { *s = (void *)3; return 0; }

@@ -98,9 +98,9 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
             perHead.map { Tile(head: h, localRow: $0.localRow, rowCount: $0.rowCount, queryStart: $0.queryStart, maskRow: $0.maskRow) }
         }
         maskRowCount = mask.rowCount
-        maskLists = (0..<mask.heads).flatMap { h in
-            (0..<mask.rowCount).map { r in mask.keyBlockList(head: h, row: r).map { Int32($0) } }
-        }
+        var t = CUDATrace.now()
+        maskLists = Self.blockLists(mask)
+        t = CUDATrace.note("attention init: block lists of \(mask.heads * mask.rowCount) mask rows", since: t)
 
         let d = queries.dim
         q = try DeviceBuffer(device: device, bytes: queries.data.count * 2, label: "queries")
@@ -114,23 +114,46 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         try tileTable.upload(tileList)
         slots = [try StagingSlot(device: device), try StagingSlot(device: device)]
 
-        // Queries, rounded to the kernel's type on host threads.
-        var half = [UInt16](repeating: 0, count: queries.data.count)
-        queries.data.withUnsafeBufferPointer { src in
-            half.withUnsafeMutableBufferPointer { dst in
-                let (s, t) = (src.baseAddress!, dst.baseAddress!)
-                let chunk = 1 << 16, n = src.count
-                DispatchQueue.concurrentPerform(iterations: (n + chunk - 1) / chunk) { c in
-                    let start = c * chunk
-                    _ = HalfPrecision.convert(s + start, count: min(chunk, n - start), to: t + start,
+        t = CUDATrace.note("attention init: device buffers", since: t)
+        // Queries, rounded to the kernel's type on host threads straight into pinned chunks.
+        try queries.data.withUnsafeBufferPointer { src in
+            let source = src.baseAddress!
+            try device.stagedTransfer().upload(to: q, count: src.count * 2) { start, length, chunk in
+                let (first, n) = (start / 2, length / 2)
+                let target = chunk.bindMemory(to: UInt16.self, capacity: n)
+                let piece = 1 << 16
+                DispatchQueue.concurrentPerform(iterations: (n + piece - 1) / piece) { c in
+                    let at = c * piece
+                    _ = HalfPrecision.convert(source + first + at, count: min(piece, n - at), to: target + at,
                                               precision: precision, fp16Storage: false)
                 }
             }
         }
-        try q.upload(half)
+        t = CUDATrace.note("attention init: queries to 16 bits and up", since: t)
         // Compile now, so that a compile error surfaces before any data moves.
         _ = try attentionKernel(valuesInBF16: false)
         _ = try auxiliaryKernel("sparge_scatter")
+    }
+
+    /// Per (head, mask row), the computed key blocks in ascending order; rows in parallel.
+    static func blockLists(_ mask: BlockMask) -> [[Int32]] {
+        let rows = mask.heads * mask.rowCount, nk = mask.keyBlocks
+        var lists = [[Int32]](repeating: [], count: rows)
+        lists.withUnsafeMutableBufferPointer { out in
+            mask.bits.withUnsafeBufferPointer { bits in
+                let (o, b) = (out.baseAddress!, bits.baseAddress!)
+                let chunk = 64
+                DispatchQueue.concurrentPerform(iterations: (rows + chunk - 1) / chunk) { c in
+                    for r in (c * chunk)..<min(rows, (c + 1) * chunk) {
+                        let row = b + r * nk
+                        var list: [Int32] = []
+                        for j in 0..<nk where row[j] != 0 { list.append(Int32(j)) }
+                        o[r] = list
+                    }
+                }
+            }
+        }
+        return lists
     }
 
     /// Throws unless the kernels handle head dimension `headDim` and the tile shapes of `config`.
@@ -177,9 +200,41 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                             name: name, defines: defines + [("PV_BF16", 0)])
     }
 
+    /// Bytes of 16-bit K/V one staging slot carries at most: a call holding more (one process with the
+    /// whole sequence, say) goes up in parts of ascending key blocks, so that pinned buffers stay small and
+    /// the conversion of one part overlaps the copy and kernel of the one before.
+    static let stagingBudget = 256 << 20
+
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
         precondition(table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK,
                      "attend: the table does not fit this attention")
+        let perPart = max(1, Self.stagingBudget / (2 * config.blockK * headDim * 2))
+        var parts: [KeyValueBlockTable] = []
+        var part = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: keyBlocks, blockK: config.blockK, seqLen: seqLen)
+        var inPart = 0
+        for j in 0..<keyBlocks {
+            let held = (0..<kvHeads).filter { table.block(kvHead: $0, block: j) != nil }
+            if inPart > 0 && inPart + held.count > perPart {
+                parts.append(part)
+                part.removeAll()
+                inPart = 0
+            }
+            for g in held {
+                let b = table.block(kvHead: g, block: j)!
+                part.set(kvHead: g, block: j, keys: b.keys, values: b.values)
+            }
+            inPart += held.count
+        }
+        if inPart > 0 { parts.append(part) }
+        if parts.count <= 1 { return try attendPart(table, poll: poll) }
+        for (i, part) in parts.enumerated() {
+            try attendPart(part, poll: nil)
+            poll?(Double(i + 1) / Double(parts.count))
+        }
+    }
+
+    /// One staged transfer and kernel launch for the blocks of `table`.
+    private func attendPart(_ table: KeyValueBlockTable, poll: ((Double) -> Void)?) throws {
         try device.makeCurrent()
         let uploadStart = DispatchTime.now().uptimeNanoseconds
         let d = headDim, bk = config.blockK
@@ -226,10 +281,12 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
         guard !held.isEmpty else { poll?(1); return }
 
+        var t = CUDATrace.note("attend: block lists of \(tiles.count) tiles, \(held.count) blocks held", since: uploadStart)
         // The slot the call before last used: wait for its kernel, then fill it.
         let slot = slots[nextSlot]
         nextSlot ^= 1
         kernelSeconds += try slot.retire()
+        t = CUDATrace.note("attend: wait for the slot's previous kernel", since: t)
         let perEntry = 2 * bk * d
         let layout = StagingSlot.Layout(kvBytes: held.count * perEntry * 2, entries: held.count,
                                         launches: launches.count, blocks: blockList.count)
@@ -266,6 +323,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
             bf16ValueSteps += 1
             _ = fill(true)
         }
+        t = CUDATrace.note("attend: \(held.count) K/V blocks to 16 bits", since: t)
         let entries = (base + layout.entries).bindMemory(to: Int32.self, capacity: 2 * held.count)
         for (e, h) in held.enumerated() {
             entries[2 * e] = Int32(h.g)
@@ -308,6 +366,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         slot.inFlight = true
         launchedBlockVisits += blockList.count
         uploadSeconds += Double(DispatchTime.now().uptimeNanoseconds - uploadStart) * 1e-9
+        CUDATrace.note("attend: lists, copy and kernels enqueued", since: t)
         poll?(1)
     }
 
@@ -339,11 +398,12 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     public var attendStatistics: AttentionStatistics { statistics }
 
     public func finish(threads: Int = 1) throws -> (output: Tensor3, lse: [Float]) {
+        var t = CUDATrace.now()
         try synchronize()
+        t = CUDATrace.note("finish: wait for every kernel", since: t)
         let total = queryHeads * rows
-        var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
         var lse = [Float](repeating: -.infinity, count: total)
-        guard total > 0 else { return (output, lse) }
+        guard total > 0 else { return (Tensor3(heads: queryHeads, rows: rows, dim: headDim), lse) }
         let out = try DeviceBuffer(device: device, bytes: total * headDim * 4, label: "output")
         let lseBuffer = try DeviceBuffer(device: device, bytes: total * 4, label: "lse")
         let elements = total * headDim
@@ -351,8 +411,17 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                           [.pointer(oacc.address), .pointer(ml.address), .pointer(out.address),
                            .pointer(lseBuffer.address), .int64(Int64(total))])
         try device.synchronize()
-        try output.data.withUnsafeMutableBytes { try out.download(into: $0.baseAddress!, count: $0.count) }
+        t = CUDATrace.note("finish: normalise", since: t)
+        // Written straight from the pinned chunks by several threads: a gigabyte-sized output is then not
+        // first zero-filled (page by page, on one thread) and then overwritten.
+        let data = try [Float](unsafeUninitializedCapacity: elements) { buffer, initialized in
+            try device.stagedTransfer().download(from: out, into: UnsafeMutableRawPointer(buffer.baseAddress!),
+                                                 count: elements * 4)
+            initialized = elements
+        }
+        let output = Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: data)
         try lse.withUnsafeMutableBytes { try lseBuffer.download(into: $0.baseAddress!, count: $0.count) }
+        CUDATrace.note("finish: output and LSE down", since: t)
         var counts = [Int32](repeating: 0, count: tiles.count * 4)
         try counts.withUnsafeMutableBytes { try counters.download(into: $0.baseAddress!, count: $0.count) }
         var stats = AttentionStatistics()

@@ -38,7 +38,8 @@ final class StagingSlot {
     func reserve(_ bytes: Int) throws {
         precondition(!inFlight, "StagingSlot: reserve while in flight")
         if (host?.bytes ?? 0) < bytes {
-            let size = max(bytes, 2 * (host?.bytes ?? 0))
+            // A quarter of headroom: parts of about the same size then fit without a new pinned allocation.
+            let size = max(bytes + bytes / 4, (host?.bytes ?? 0) * 3 / 2)
             host = nil
             deviceArea = nil
             host = try PinnedBuffer(device: device, bytes: size)

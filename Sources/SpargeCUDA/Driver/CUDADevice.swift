@@ -38,6 +38,7 @@ public final class CUDADevice: @unchecked Sendable {
     let copyStream: UnsafeMutableRawPointer?
     private let functions = Mutex<[String: CUDAFunction]>([:])
     private let modules = Mutex<[String: (UnsafeMutableRawPointer?, String)]>([:])
+    private let staging = Mutex<StagedTransfer?>(nil)
 
     private static let opened = Mutex<[Int: CUDADevice]>([:])
     private static let apis = Mutex<(DriverAPI, NVRTC)?>(nil)
@@ -174,6 +175,16 @@ public final class CUDADevice: @unchecked Sendable {
                 return "\(f.key): \(f.registers) registers, \(f.localBytes) B local"
                     + (log.isEmpty ? "" : "; NVRTC says: \(log.prefix(400))")
             }.sorted()
+        }
+    }
+
+    /// The device's pinned chunks for large transfers (made on first use, kept for the process).
+    func stagedTransfer() throws -> StagedTransfer {
+        try staging.withLock { cached in
+            if let cached { return cached }
+            let made = try StagedTransfer(device: self)
+            cached = made
+            return made
         }
     }
 

@@ -37,6 +37,7 @@ struct DriverAPI {
     let cuMemcpyHtoD: @convention(c) (UInt64, UnsafeRawPointer, Int) -> Result
     let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer, UInt64, Int) -> Result
     let cuMemcpyHtoDAsync: @convention(c) (UInt64, UnsafeRawPointer, Int, Handle?) -> Result
+    let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, UInt64, Int, Handle?) -> Result
     let cuMemsetD8: @convention(c) (UInt64, UInt8, Int) -> Result
     let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Result
@@ -96,6 +97,7 @@ struct DriverAPI {
         cuMemcpyHtoD = try lib.symbol("cuMemcpyHtoD_v2")
         cuMemcpyDtoH = try lib.symbol("cuMemcpyDtoH_v2")
         cuMemcpyHtoDAsync = try lib.symbol("cuMemcpyHtoDAsync_v2")
+        cuMemcpyDtoHAsync = try lib.symbol("cuMemcpyDtoHAsync_v2")
         cuMemsetD8 = try lib.symbol("cuMemsetD8_v2")
         cuMemGetInfo = try lib.symbol("cuMemGetInfo_v2")
         cuStreamCreate = try lib.symbol("cuStreamCreate")

@@ -10,10 +10,11 @@
 /// - Summaries in three passes: `sparge_row_norms` (thread per row: four partial sums of squares, as the
 ///   CPU), `sparge_block_sums` (thread per block and dimension: the column sum for the mean, and
 ///   `Σ x_r/‖x_r‖`), `sparge_block_flags` (thread per block: `‖Σ x_r/‖x_r‖‖²/n² > θ`).
-/// - `sparge_select_rows`: one thread per (head, mask row), its query mean in registers: the compressed
-///   scores (Double dots with the CPU's sixteen accumulators), the Float softmax, and the TopCdf/TopK
-///   selection from a min-heap of `(~bits(p) << 32) | j` keys kept in a scratch array interleaved across
-///   threads.
+/// - `sparge_scores`: one thread per (mask row, key block): the compressed score, a Double dot with the
+///   CPU's sixteen accumulators (queries stored transposed so that a warp's reads are contiguous).
+/// - `sparge_select_rows`: one thread per mask row: the Float softmax in the CPU's summation order, and the
+///   TopCdf/TopK selection from a min-heap of `(~bits(p) << 32) | j` keys, in scratch arrays interleaved
+///   across threads.
 /// - `sparge_mask_rules`: one thread block per mask row: the force-on rules in the CPU's order.
 ///
 /// The source also compiles as plain C++ with a small prelude that stands in for the CUDA built-ins; the
@@ -21,7 +22,7 @@
 enum MaskKernelSource {
     static let program = "sparge_mask.cu"
 
-    /// Needs `HEAD_DIM` defined (the row selection keeps a query mean of `HEAD_DIM` Floats in registers).
+    /// Needs `HEAD_DIM` defined.
     static let source = #"""
 typedef unsigned long long u64;
 
@@ -52,24 +53,22 @@ __device__ __forceinline__ float sparge_exp(float x) {
 }
 
 // q̄·k̄ in Double as MaskPredictor.dotDouble: sixteen fused accumulators over runs of 16, the CPU's
-// reduction tree, then a plain tail. `a` is the query held in registers (the loops unroll over HEAD_DIM),
-// `b` a key mean already widened to Double.
-__device__ __forceinline__ double sparge_dot(const float (&a)[HEAD_DIM], const double* b) {
+// reduction tree, then a plain tail. Element i of the query is a[i * aStride] (queries are stored transposed,
+// so that the threads of a warp, one query each, read neighbouring words); b is a key mean widened to Double.
+__device__ __forceinline__ double sparge_dot(const float* a, long long aStride, const double* b) {
     double acc[16];
 #pragma unroll
     for (int l = 0; l < 16; ++l) acc[l] = 0.0;
-#pragma unroll
     for (int j = 0; j + 16 <= HEAD_DIM; j += 16) {
 #pragma unroll
-        for (int l = 0; l < 16; ++l) acc[l] = fma((double)a[j + l], b[j + l], acc[l]);
+        for (int l = 0; l < 16; ++l) acc[l] = fma((double)a[(j + l) * aStride], b[j + l], acc[l]);
     }
     double v[8];
 #pragma unroll
     for (int l = 0; l < 8; ++l) v[l] = __dadd_rn(acc[l], acc[l + 8]);
     double t = __dadd_rn(__dadd_rn(__dadd_rn(v[0], v[1]), __dadd_rn(v[2], v[3])),
                          __dadd_rn(__dadd_rn(v[4], v[5]), __dadd_rn(v[6], v[7])));
-#pragma unroll
-    for (int j = HEAD_DIM / 16 * 16; j < HEAD_DIM; ++j) t = __dadd_rn(t, __dmul_rn((double)a[j], b[j]));
+    for (int j = HEAD_DIM / 16 * 16; j < HEAD_DIM; ++j) t = __dadd_rn(t, __dmul_rn((double)a[j * aStride], b[j]));
     return t;
 }
 
@@ -172,69 +171,99 @@ __device__ __forceinline__ u64 sparge_pop_min(u64* keys, long long stride, int* 
     return top;
 }
 
-// One thread per (head, mask row) item in [firstItem, firstItem + items): scores against every key block,
-// Float softmax, TopCdf (mode 1) or TopK (mode 2) into bits (zeroed before); mode 0 (dense) sets 0..<limit.
-// queryMeans [Hq][rowsPerHead][D], keyMeans [Hkv][nk][D] widened to Double, keyFlags [Hkv][nk], limits [rowsPerHead].
-// scratch holds nk keys per item of the launch, interleaved: key j of launch thread t at scratch[j*items + t].
+// Query means [items][HEAD_DIM] -> [HEAD_DIM][items], one thread per value.
+extern "C" __global__ void sparge_transpose(const float* in, long long items, float* out)
+{
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= items * HEAD_DIM) return;
+    out[(e % HEAD_DIM) * items + e / HEAD_DIM] = in[e];
+}
+
+// Compressed scores of the (head, mask row) items [firstItem, firstItem + items): one thread per (item, key
+// block), a thread block covering 32 items × 8 key blocks (so a warp shares one key and reads 32 neighbouring
+// query words). scores[j * items + t] = Float(q̄·k̄_j) · scale, or -inf outside the causal limit and for a
+// key block that is not self-similar. queryT [HEAD_DIM][allItems], keyMeans [Hkv][nk][HEAD_DIM] in Double.
+extern "C" __global__ void sparge_scores(
+    const float* queryT, long long allItems, const double* keyMeans, const unsigned char* keyFlags,
+    const int* limits, int rowsPerHead, int keyBlocks, int group, long long firstItem, int items, float scale,
+    float* scores)
+{
+    int itemGroups = (items + 31) / 32;
+    int t = (blockIdx.x % itemGroups) * 32 + (threadIdx.x % 32);
+    int j = (blockIdx.x / itemGroups) * 8 + threadIdx.x / 32;
+    if (t >= items || j >= keyBlocks) return;
+    long long item = firstItem + t;
+    int h = (int)(item / rowsPerHead), row = (int)(item % rowsPerHead), g = h / group;
+    float s = __int_as_float(0xff800000);
+    if (j < limits[row] && keyFlags[(long long)g * keyBlocks + j] != 0) {
+        double dot = sparge_dot(queryT + item, allItems, keyMeans + ((long long)g * keyBlocks + j) * HEAD_DIM);
+        s = __fmul_rn(__double2float_rn(dot), scale);
+    }
+    scores[(long long)j * items + t] = s;
+}
+
+// The key that ranks block j after every block of higher probability and, on a tie, after lower indices.
+__device__ __forceinline__ u64 sparge_rank_key(float p, int j) {
+    return ((u64)(~__float_as_uint(p)) << 32) | (u64)j;
+}
+
+// One thread per item of the launch: the Float softmax of its scores (scores[j * items + t], overwritten with
+// the probabilities), then TopCdf (mode 1) or TopK (mode 2) into bits (zeroed before); mode 0 (dense) sets
+// 0..<limit. Blocks are taken in the CPU's order: descending probability, ascending index on ties — the
+// positive ones from a min-heap of rank keys (keys[j * items + t]), then the zero ones in index order,
+// which is where their keys rank them.
 extern "C" __global__ void sparge_select_rows(
-    const float* queryMeans, const double* keyMeans, const unsigned char* keyFlags, const int* limits,
-    int rowsPerHead, int keyBlocks, int group, long long firstItem, int items, int mode, float tau,
-    int keepCount, float scale, u64* scratch, unsigned char* bits)
+    const int* limits, int rowsPerHead, int keyBlocks, long long firstItem, int items, int mode, float tau,
+    int keepCount, float* scores, u64* keys, unsigned char* bits)
 {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= items) return;
-    const int d = HEAD_DIM;
     const int nk = keyBlocks;
     long long item = firstItem + t;
-    int h = (int)(item / rowsPerHead), row = (int)(item % rowsPerHead), g = h / group;
-    int limit = limits[row];
     unsigned char* out = bits + item * nk;
-    if (mode == 0) { for (int j = 0; j < limit; ++j) out[j] = 1; return; }
-    u64* keys = scratch + t;
+    if (mode == 0) { int limit = limits[item % rowsPerHead]; for (int j = 0; j < limit; ++j) out[j] = 1; return; }
+    float* s = scores + t;
+    u64* heap = keys + t;
     const long long stride = items;
-    float q[HEAD_DIM];
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM; ++i) q[i] = queryMeans[item * d + i];
     const float negInf = __int_as_float(0xff800000);
     float mx = negInf;
-    for (int j = 0; j < nk; ++j) {
-        float s = negInf;
-        if (j < limit && keyFlags[(long long)g * nk + j] != 0) {
-            s = __fmul_rn(__double2float_rn(sparge_dot(q, keyMeans + ((long long)g * nk + j) * d)), scale);
-        }
-        keys[(long long)j * stride] = (u64)__float_as_uint(s);
-        if (s > mx) mx = s;
-    }
+    for (int j = 0; j < nk; ++j) { float v = s[(long long)j * stride]; if (v > mx) mx = v; }
     if (!(mx > negInf)) return;
     float sum = 0.0f;
     for (int j = 0; j < nk; ++j) {
-        float s = __uint_as_float((unsigned)keys[(long long)j * stride]);
-        float e = s == negInf ? 0.0f : sparge_exp(__fsub_rn(s, mx));
-        keys[(long long)j * stride] = (u64)__float_as_uint(e);
+        float v = s[(long long)j * stride];
+        float e = v == negInf ? 0.0f : sparge_exp(__fsub_rn(v, mx));
+        s[(long long)j * stride] = e;
         sum = __fadd_rn(sum, e);
     }
     float inv = __fdiv_rn(1.0f, sum);
+    int count = 0;
     for (int j = 0; j < nk; ++j) {
-        float p = __fmul_rn(__uint_as_float((unsigned)keys[(long long)j * stride]), inv);
-        keys[(long long)j * stride] = ((u64)(~__float_as_uint(p)) << 32) | (u64)j;
+        float p = __fmul_rn(s[(long long)j * stride], inv);
+        s[(long long)j * stride] = p;
+        if (p > 0.0f) heap[(long long)(count++) * stride] = sparge_rank_key(p, j);
     }
-    int count = nk;
-    for (int i = count / 2 - 1; i >= 0; --i) sparge_sift_down(keys, stride, count, i);
-    if (mode == 1) {
-        double c = 0.0;
-        int kept = 0;
-        while (count > 0) {
-            u64 key = sparge_pop_min(keys, stride, &count);
+    for (int i = count / 2 - 1; i >= 0; --i) sparge_sift_down(heap, stride, count, i);
+    int zeroCursor = 0;  // the next block of probability 0 to hand out once the heap is empty
+    int take = mode == 1 ? nk : min(keepCount, nk);
+    double c = 0.0;
+    for (int taken = 0; taken < take; ++taken) {
+        u64 key;
+        if (count > 0) {
+            key = sparge_pop_min(heap, stride, &count);
+        } else {
+            while (s[(long long)zeroCursor * stride] > 0.0f) ++zeroCursor;
+            key = sparge_rank_key(0.0f, zeroCursor++);
+        }
+        if (mode == 1) {
             c = __dadd_rn(c, (double)__uint_as_float(~(unsigned)(key >> 32)));
             float cf = __double2float_rn(c);
-            if (!(cf <= tau) && kept > 0) break;
+            if (!(cf <= tau) && taken > 0) break;
             out[key & 0xffffffffULL] = 1;
-            kept += 1;
             if (cf > tau) break;
+        } else {
+            out[key & 0xffffffffULL] = 1;
         }
-    } else {
-        int keep = min(keepCount, nk);
-        for (int i = 0; i < keep; ++i) out[sparge_pop_min(keys, stride, &count) & 0xffffffffULL] = 1;
     }
 }
 

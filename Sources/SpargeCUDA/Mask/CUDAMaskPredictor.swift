@@ -13,8 +13,8 @@ public struct CUDAMaskPredictor {
     /// beyond 256 it spills, which is slow but still exact).
     public static let maxHeadDim = 512
 
-    /// Bytes of heap scratch one launch of the row selection may use; rows are launched in batches below it.
-    static let scratchBudget = 512 << 20
+    /// Bytes of scratch (scores and heap keys) one batch of mask rows may use; rows go in batches below it.
+    static let scratchBudget = 1 << 30
 
     public init(device: CUDADevice) {
         self.device = device
@@ -48,9 +48,11 @@ public struct CUDAMaskPredictor {
             let flagsOut = try DeviceBuffer(device: device, bytes: flags.count, label: "self-similarity flags")
             let theta = BlockSummaries.thresholdValue(threshold)
             let block = 128
+            var t = CUDATrace.now()
             for h in 0..<heads {
                 try x.data.withUnsafeBytes { raw in
-                    try input.upload(raw.baseAddress! + ((h * x.rows + rows.lowerBound) * d) * 4, count: n * d * 4)
+                    try device.stagedTransfer().upload(to: input, from: raw.baseAddress! + ((h * x.rows + rows.lowerBound) * d) * 4,
+                                                       count: n * d * 4)
                 }
                 let headMean = KernelArgument.pointer(meanBuffer.address + UInt64(h * d * 4))
                 try device.launch(rowNorms, grid: (n + block - 1) / block, block: block, [
@@ -66,6 +68,7 @@ public struct CUDAMaskPredictor {
                     .pointer(directions.address), .double(theta), .pointer(flagsOut.address + UInt64(h * count)),
                 ])
                 try device.synchronize()  // the next head's upload overwrites the input
+                t = CUDATrace.note("summaries: head \(h), \(n) rows up and summarized", since: t)
             }
             try means.withUnsafeMutableBytes { try meansOut.download(into: $0.baseAddress!, count: $0.count) }
             try flags.withUnsafeMutableBytes { try flagsOut.download(into: $0.baseAddress!, count: $0.count) }
@@ -110,6 +113,7 @@ public struct CUDAMaskPredictor {
         let limitBuffer = try DeviceBuffer(device: device, bytes: limits.count * 4, label: "causal limits")
         let diagonalBuffer = try DeviceBuffer(device: device, bytes: diagonals.count * 4, label: "diagonals")
         let bits = try DeviceBuffer(device: device, bytes: mask.bits.count, zeroed: true, label: "mask bits")
+        var t = CUDATrace.now()
         try queryMeans.upload(querySummaries.means)
         try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
         try keyFlags.upload(keySummaries.flags)
@@ -117,21 +121,36 @@ public struct CUDAMaskPredictor {
         try limitBuffer.upload(limits)
         try diagonalBuffer.upload(diagonals)
 
-        let defines = [("HEAD_DIM", d)]
-        let select = try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program,
-                                         name: "sparge_select_rows", defines: defines)
-        let rules = try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program,
-                                        name: "sparge_mask_rules", defines: defines)
+        func kernel(_ name: String) throws -> CUDAFunction {
+            try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program, name: name,
+                                defines: [("HEAD_DIM", d)])
+        }
+        let (transpose, scores, select, rules) = (try kernel("sparge_transpose"), try kernel("sparge_scores"),
+                                                  try kernel("sparge_select_rows"), try kernel("sparge_mask_rules"))
         let items = queryHeads * rowsPerHead
-        let perLaunch = max(1, min(items, Self.scratchBudget / (nk * 8)))
-        let scratch = try DeviceBuffer(device: device, bytes: mode == 0 ? 8 : perLaunch * nk * 8, label: "selection heap")
+        let queryT = try DeviceBuffer(device: device, bytes: items * d * 4, label: "transposed query means")
+        try device.launch(transpose, grid: (items * d + 255) / 256, block: 256, [
+            .pointer(queryMeans.address), .int64(Int64(items)), .pointer(queryT.address),
+        ])
+        // Rows go in batches whose scores and heap keys (12 bytes per key block) fit the scratch budget.
+        t = CUDATrace.note("mask: summaries up, buffers", since: t)
+        let perLaunch = max(1, min(items, Self.scratchBudget / (nk * 12)))
+        let scoreScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 4, label: "scores")
+        let keyScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 8, label: "selection heap")
         for first in stride(from: 0, to: items, by: perLaunch) {
             let count = min(perLaunch, items - first)
+            if mode != 0 {
+                try device.launch(scores, grid: ((count + 31) / 32) * ((nk + 7) / 8), block: 256, [
+                    .pointer(queryT.address), .int64(Int64(items)), .pointer(keyMeans.address),
+                    .pointer(keyFlags.address), .pointer(limitBuffer.address), .int(Int32(rowsPerHead)),
+                    .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)), .int64(Int64(first)), .int(Int32(count)),
+                    .float(scale), .pointer(scoreScratch.address),
+                ])
+            }
             try device.launch(select, grid: (count + 127) / 128, block: 128, [
-                .pointer(queryMeans.address), .pointer(keyMeans.address), .pointer(keyFlags.address),
-                .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)),
-                .int(Int32(queryHeads / kvHeads)), .int64(Int64(first)), .int(Int32(count)), .int(mode),
-                .float(tau), .int(Int32(keep)), .float(scale), .pointer(scratch.address), .pointer(bits.address),
+                .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
+                .int(Int32(count)), .int(mode), .float(tau), .int(Int32(keep)), .pointer(scoreScratch.address),
+                .pointer(keyScratch.address), .pointer(bits.address),
             ])
         }
         try device.launch(rules, grid: items, block: 256, [
@@ -141,7 +160,11 @@ public struct CUDAMaskPredictor {
             .int(config.causal ? 1 : 0), .int(config.sink ? 1 : 0), .int(config.keepDiagonal ? 1 : 0),
         ])
         try device.synchronize()
-        try mask.bits.withUnsafeMutableBytes { try bits.download(into: $0.baseAddress!, count: $0.count) }
+        t = CUDATrace.note("mask: kernels for \(items) rows × \(nk) key blocks", since: t)
+        try mask.bits.withUnsafeMutableBytes {
+            try device.stagedTransfer().download(from: bits, into: $0.baseAddress!, count: $0.count)
+        }
+        CUDATrace.note("mask: bits down", since: t)
         return mask
     }
 

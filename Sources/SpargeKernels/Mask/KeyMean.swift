@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Per-kv-head sums of K over a run of rows, and the K mean that smooths K before pooling (DESIGN.md §1.1).
 ///
 /// The sums are Double so that ranks can add their partial sums (an allreduce of `heads · dim` doubles and
@@ -38,13 +40,20 @@ public struct KeyMean: Sendable, Equatable {
         precondition(rows.lowerBound >= 0 && rows.upperBound <= k.rows, "KeyMean: rows \(rows) outside 0..<\(k.rows)")
         self.init(heads: k.heads, dim: k.dim)
         let (d, n) = (k.dim, k.rows)
+        // Work items are (head, run of 16 columns); each column is still summed row by row in order, so the
+        // sums do not depend on how the work is split.
+        let columnRun = 16
+        let runsPerHead = (d + columnRun - 1) / columnRun
         sums.withUnsafeMutableBufferPointer { s in
             k.data.withUnsafeBufferPointer { x in
-                for h in 0..<k.heads {
-                    let acc = s.baseAddress! + h * d
+                let (sp, xp) = (s.baseAddress!, x.baseAddress!)
+                DispatchQueue.concurrentPerform(iterations: k.heads * runsPerHead) { item in
+                    let h = item / runsPerHead
+                    let j0 = (item % runsPerHead) * columnRun, j1 = min(d, j0 + columnRun)
+                    let acc = sp + h * d
                     for r in rows {
-                        let row = x.baseAddress! + (h * n + r) * d
-                        for j in 0..<d { acc[j] += Double(row[j]) }
+                        let row = xp + (h * n + r) * d
+                        for j in j0..<j1 { acc[j] += Double(row[j]) }
                     }
                 }
             }

@@ -18,15 +18,19 @@ public struct MaskStatistics: Sendable, Equatable {
     /// nothing outside it anyway).
     public init(mask: BlockMask, config: SpargeConfig) {
         self.init()
-        for h in 0..<mask.heads {
-            for (row, i) in mask.queryBlocks.enumerated() {
-                let limit = config.causal
-                    ? MaskPredictor.blockCausalLimit(queryBlock: i, blockQ: config.blockQ, blockK: config.blockK,
-                                                     keyBlocks: mask.keyBlocks)
-                    : mask.keyBlocks
-                area += limit
-                let base = mask.index(head: h, row: row, key: 0)
-                for j in 0..<limit { computed += Int(mask.bits[base + j]) }
+        mask.bits.withUnsafeBufferPointer { bits in
+            for h in 0..<mask.heads {
+                for (row, i) in mask.queryBlocks.enumerated() {
+                    let limit = config.causal
+                        ? MaskPredictor.blockCausalLimit(queryBlock: i, blockQ: config.blockQ, blockK: config.blockK,
+                                                         keyBlocks: mask.keyBlocks)
+                        : mask.keyBlocks
+                    area += limit
+                    let base = bits.baseAddress! + mask.index(head: h, row: row, key: 0)
+                    var count = 0
+                    for j in 0..<limit { count &+= Int(base[j]) }  // a plain loop the compiler vectorises
+                    computed += count
+                }
             }
         }
     }
