@@ -1,11 +1,13 @@
 import SpargeKernels
+import SpargeTestSupport
 import XCTest
 @testable import SpargeCUDA
 
 /// The CUDA backend where there is no GPU (this machine, CI): it must load nothing at build time, fail with
 /// a message that lists what it tried, and round to 16 bits exactly as the kernels expect. With a GPU (and
-/// Swift on the same machine) the last test runs the kernel against the CPU tiles; on the device machine
-/// without Swift, `sparge selftest-cuda` (launch/gpu-check.sh) runs the same comparison and many more.
+/// Swift on the same machine) the last two tests run the attention kernel against the CPU tiles and the mask
+/// kernels against the CPU's mask; on the device machine without Swift, `sparge selftest-cuda`
+/// (launch/gpu-check.sh) runs the same comparisons and many more.
 final class CUDABackendTests: XCTestCase {
     /// The device, or a skip that says why there is none.
     private func deviceOrSkip() throws -> CUDADevice {
@@ -63,6 +65,7 @@ final class CUDABackendTests: XCTestCase {
 
     func testKernelSourceNeedsNoHeaders() {
         XCTAssertFalse(AttentionKernelSource.source.contains("#include"), "NVRTC must compile the kernels without CUDA headers")
+        XCTAssertFalse(MaskKernelSource.source.contains("#include"), "NVRTC must compile the mask kernels without CUDA headers")
         XCTAssertThrowsError(try CUDABlockSparseAttention.checkShape(headDim: 96, config: SpargeConfig()))
         XCTAssertThrowsError(try CUDABlockSparseAttention.checkShape(headDim: 128, config: SpargeConfig(computeTileQ: 24)))
         XCTAssertNoThrow(try CUDABlockSparseAttention.checkShape(headDim: 128, config: SpargeConfig()))
@@ -94,6 +97,35 @@ final class CUDABackendTests: XCTestCase {
             let error = ErrorMetrics(output: out.data, reference: cpu.output.data.map(Double.init)).relativeL1
             XCTAssertLessThan(error, 2e-3, "causal \(causal): GPU vs CPU tiles, rel L1 \(error)")
             XCTAssertEqual(gpu.attendStatistics.keyBlocksVisited, cpu.stats.keyBlocksVisited, "causal \(causal): blocks visited")
+        }
+    }
+
+    /// The GPU's summaries and mask rows against the CPU's, bit for bit (the kernels repeat the CPU's
+    /// arithmetic, so there is no tolerance), on fresh structured inputs with a partial tail and GQA.
+    func testMaskOnTheGPUEqualsTheCPU() throws {
+        let device = try deviceOrSkip()
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        let (n, hq, hkv, d) = (3000, 4, 2, 128)
+        let q = Tensor3.segmented(heads: hq, kvHeads: hkv, rows: n, dim: d, segment: 200, noise: 0.8, seed: seed, using: &rng)
+        let k = Tensor3.segmented(heads: hkv, kvHeads: hkv, rows: n, dim: d, segment: 200, noise: 0.8, seed: seed, using: &rng)
+        let predictor = CUDAMaskPredictor(device: device)
+        for config in [SpargeConfig(causal: true), SpargeConfig(selection: .topK(0.2))] {
+            let km = KeyMean(summing: k, rows: 0..<n).mean()
+            let cpuQ = BlockSummaries.summarize(q, rows: 0..<n, firstBlock: 0, blockSize: config.blockQ, threshold: config.simThreshold)
+            let cpuK = BlockSummaries.summarize(k, rows: 0..<n, firstBlock: 0, blockSize: config.blockK,
+                                                threshold: config.simThreshold, subtracting: km)
+            let gpuQ = try predictor.summarize(q, rows: 0..<n, firstBlock: 0, blockSize: config.blockQ, threshold: config.simThreshold)
+            let gpuK = try predictor.summarize(k, rows: 0..<n, firstBlock: 0, blockSize: config.blockK,
+                                               threshold: config.simThreshold, subtracting: km)
+            XCTAssertEqual(gpuQ, cpuQ, "query summaries differ, seed \(seed)")
+            XCTAssertEqual(gpuK, cpuK, "key summaries differ, seed \(seed)")
+            let blocks = Array(0..<cpuQ.count)
+            let cpu = MaskPredictor.predictRows(querySummaries: cpuQ, queryBlocks: blocks, keySummaries: cpuK, config: config,
+                                                headDim: d, queryHeads: hq, kvHeads: hkv, seqLen: n)
+            let gpu = try predictor.predictRows(querySummaries: cpuQ, queryBlocks: blocks, keySummaries: cpuK, config: config,
+                                                headDim: d, queryHeads: hq, kvHeads: hkv, seqLen: n)
+            XCTAssertEqual(zip(gpu.bits, cpu.bits).filter { $0 != $1 }.count, 0, "mask blocks differ, seed \(seed)")
         }
     }
 }
