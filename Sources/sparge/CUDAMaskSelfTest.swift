@@ -108,16 +108,7 @@ struct CUDAMaskSelfTestCase {
 func runCUDAMaskSelfTest(device: CUDADevice, quick: Bool) -> [String] {
     print("mask prediction, GPU against CPU (bit for bit; times in ms, CPU on \(ProcessInfo.processInfo.activeProcessorCount) threads)")
     print("case                                      N  Hq/Hkv   D  density  means   flags  blocks   cpu-summ gpu-summ   cpu-rows gpu-rows")
-    var failures: [String] = []
-    for c in CUDAMaskSelfTestCase.sweep(quick: quick) {
-        do {
-            let outcome = try c.run(device: device)
-            print(outcome.line)
-            failures += outcome.failures.map { "mask \(c.label): \($0)" }
-        } catch {
-            failures.append("mask \(c.label): \(error)")
-            print("\(c.label): ERROR \(error)")
-        }
+    return runSelfTestCases(CUDAMaskSelfTestCase.sweep(quick: quick), label: { "mask \($0.label)" }) {
+        try $0.run(device: device)
     }
-    return failures
 }

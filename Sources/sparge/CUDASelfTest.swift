@@ -33,16 +33,8 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
         setenv("SPARGE_CUDA_MTILES", String(mTiles), 1)
         print("rows per warp: \(16 * mTiles)")
         print("case                                 N  Hq/Hkv   D  density steps  gpu-ref   cpu-ref   gpu-cpu   lse-diff  visited(g/c)  skipped(g/c)  kernel ms")
-        for c in cases {
-            let label = "\(c.label) [\(16 * mTiles) rows/warp]"
-            do {
-                let result = try c.run(device: device)
-                print(result.line)
-                failures += result.failures.map { "\(label): \($0)" }
-            } catch {
-                failures.append("\(label): \(error)")
-                print("\(label): ERROR \(error)")
-            }
+        failures += runSelfTestCases(cases, label: { "\($0.label) [\(16 * mTiles) rows/warp]" }) {
+            try $0.run(device: device)
         }
     }
     unsetenv("SPARGE_CUDA_MTILES")
@@ -54,6 +46,24 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     for f in failures { print("FAILED \(f)") }
     print("cuda self-test FAILED (\(failures.count) failures in \(cases.count) cases)")
     return 1
+}
+
+/// Runs `cases` in order, printing each outcome's line (or its error); returns the failures, each prefixed with
+/// the case's label.
+func runSelfTestCases<Case>(_ cases: [Case], label: (Case) -> String,
+                            run: (Case) throws -> CUDASelfTestCase.Outcome) -> [String] {
+    var failures: [String] = []
+    for c in cases {
+        do {
+            let outcome = try run(c)
+            print(outcome.line)
+            failures += outcome.failures.map { "\(label(c)): \($0)" }
+        } catch {
+            failures.append("\(label(c)): \(error)")
+            print("\(label(c)): ERROR \(error)")
+        }
+    }
+    return failures
 }
 
 /// One labelled case of the sweep.
