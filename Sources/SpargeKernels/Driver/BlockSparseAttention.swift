@@ -202,10 +202,12 @@ public final class BlockSparseAttention {
 
     /// The output `[Hq, rows, D]` and row log-sum-exp `[Hq][rows]` (natural log of the scaled scores).
     public func finish(threads: Int = 1) -> (output: Tensor3, lse: [Float]) {
-        var output = Tensor3(heads: queryHeads, rows: rows, dim: headDim)
         var lse = [Float](repeating: -.infinity, count: queryHeads * rows)
         let tq = config.computeTileQ
-        output.data.withUnsafeMutableBufferPointer { o in
+        // Every row belongs to one tile and its finish writes all of it, so the output is not zero-filled
+        // first: its pages are then first touched by the worker threads, not cleared on this one.
+        let count = queryHeads * rows * headDim
+        let data = [Float](unsafeUninitializedCapacity: count) { o, initialized in
             lse.withUnsafeMutableBufferPointer { l in
                 let (out, rowLSE) = (o.baseAddress!, l.baseAddress!)
                 forEachItem(threads: threads) { item in
@@ -216,8 +218,9 @@ public final class BlockSparseAttention {
                     }
                 }
             }
+            initialized = count
         }
-        return (output, lse)
+        return (Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: data), lse)
     }
 }
 
