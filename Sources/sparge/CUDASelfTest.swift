@@ -80,6 +80,8 @@ struct CUDASelfTestCase {
     var reference = true
     /// Clears the mask rows of query block 1 of head 0, so that those rows see no key.
     var emptyRows = false
+    /// A staging budget small enough that each call goes up in many parts (`SPARGE_CUDA_STAGING_MIB`).
+    var stagingMiB: Int?
 
     static func sweep(quick: Bool) -> [CUDASelfTestCase] {
         var cases: [CUDASelfTestCase] = [
@@ -109,6 +111,8 @@ struct CUDASelfTestCase {
         if !quick {
             cases.append(.init(label: "N 16384, 8/2 heads, cdf, no ref", seqLen: 16384, heads: 8, kvHeads: 2,
                                config: SpargeConfig(causal: true), steps: 2, reference: false))
+            cases.append(.init(label: "the same, staged in 1 MiB parts", seqLen: 16384, heads: 8, kvHeads: 2,
+                               config: SpargeConfig(causal: true), steps: 2, reference: false, stagingMiB: 1))
         }
         return cases
     }
@@ -119,6 +123,8 @@ struct CUDASelfTestCase {
     }
 
     func run(device: CUDADevice) throws -> Outcome {
+        if let stagingMiB { setenv("SPARGE_CUDA_STAGING_MIB", String(stagingMiB), 1) }
+        defer { if stagingMiB != nil { unsetenv("SPARGE_CUDA_STAGING_MIB") } }
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen, headDim: dim)
         let generator = try WorkloadGenerator(workload, shape: shape, seed: 7)
         let raw = generator.generate(rows: [0..<seqLen])

@@ -59,6 +59,19 @@ final class CUDAHostPathTests: XCTestCase {
             XCTAssertEqual(jsonField(cuda.stdout, "bytes_sent"), jsonField(cpu.stdout, "bytes_sent"), "\(launch)")
             XCTAssertEqual(jsonField(cuda.stdout, "density"), jsonField(cpu.stdout, "density"), "\(launch)")
         }
+        // One call in parts (a 1 MiB staging budget): each part launches its own attention kernel.
+        let before = launches(log).filter { $0.hasPrefix("sparge_attention ") }.count
+        setenv("SPARGE_CUDA_STAGING_MIB", "1", 1)
+        addTeardownBlock { unsetenv("SPARGE_CUDA_STAGING_MIB") }
+        // 192 key blocks of 16 KiB (K and V, 64 rows, D 64, 16 bits): 3 parts of at most 64.
+        let longer = ["--workload", "llm", "--seq", "12288", "--heads", "2", "--kv-heads", "1", "--head-dim", "64",
+                      "--causal", "--threads", "1"]
+        let parts = try spargeSingle(["bench", "--backend", "cuda"] + longer, timeout: 120)
+        XCTAssertEqual(parts.status, 0, transcript(parts))
+        let partLaunches = launches(log).filter { $0.hasPrefix("sparge_attention ") }.count - before
+        XCTAssertEqual(partLaunches, 3, "a call over the staging budget should go up in parts")
+        unsetenv("SPARGE_CUDA_STAGING_MIB")
+
         let kernels = launches(log)
         XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_attention ") }, "no attention kernel launched:\n\(kernels)")
         XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_scatter ") }, "no blocks placed:\n\(kernels)")

@@ -135,6 +135,16 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         _ = try auxiliaryKernel("sparge_scatter")
     }
 
+    /// The first index of ascending `list` whose value is `≥ value` (`list.count` when none is).
+    static func firstIndex(in list: [Int32], notBelow value: Int32) -> Int {
+        var (low, high) = (0, list.count)
+        while low < high {
+            let mid = (low + high) / 2
+            if list[mid] < value { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+
     /// Per (head, mask row), the computed key blocks in ascending order; rows in parallel.
     static func blockLists(_ mask: BlockMask) -> [[Int32]] {
         let rows = mask.heads * mask.rowCount, nk = mask.keyBlocks
@@ -200,41 +210,46 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                             name: name, defines: defines + [("PV_BF16", 0)])
     }
 
-    /// Bytes of 16-bit K/V one staging slot carries at most: a call holding more (one process with the
-    /// whole sequence, say) goes up in parts of ascending key blocks, so that pinned buffers stay small and
-    /// the conversion of one part overlaps the copy and kernel of the one before.
-    static let stagingBudget = 256 << 20
+    /// Bytes of 16-bit K/V one staging slot carries at most (256 MiB; `SPARGE_CUDA_STAGING_MIB` sets it, for
+    /// tests): a call holding more (one process with the whole sequence, say) goes up in parts of ascending
+    /// key blocks, so that pinned buffers stay small and the conversion of one part overlaps the copy and
+    /// kernel of the one before.
+    static var stagingBudget: Int {
+        (Environment.value("SPARGE_CUDA_STAGING_MIB").flatMap { Int($0) }.map { max(1, $0) } ?? 256) << 20
+    }
 
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
         precondition(table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK,
                      "attend: the table does not fit this attention")
+        // Parts: ascending ranges of key blocks holding at most `perPart` (kv head, block) entries each.
         let perPart = max(1, Self.stagingBudget / (2 * config.blockK * headDim * 2))
-        var parts: [KeyValueBlockTable] = []
-        var part = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: keyBlocks, blockK: config.blockK, seqLen: seqLen)
-        var inPart = 0
+        var ranges: [Range<Int>] = []
+        var start = 0, inPart = 0
         for j in 0..<keyBlocks {
-            let held = (0..<kvHeads).filter { table.block(kvHead: $0, block: j) != nil }
-            if inPart > 0 && inPart + held.count > perPart {
-                parts.append(part)
-                part.removeAll()
+            let held = (0..<kvHeads).reduce(0) { $0 + (table.block(kvHead: $1, block: j) != nil ? 1 : 0) }
+            if inPart > 0 && inPart + held > perPart {
+                ranges.append(start..<j)
+                start = j
                 inPart = 0
             }
-            for g in held {
-                let b = table.block(kvHead: g, block: j)!
-                part.set(kvHead: g, block: j, keys: b.keys, values: b.values)
-            }
-            inPart += held.count
+            inPart += held
         }
-        if inPart > 0 { parts.append(part) }
-        if parts.count <= 1 { return try attendPart(table, poll: poll) }
-        for (i, part) in parts.enumerated() {
-            try attendPart(part, poll: nil)
-            poll?(Double(i + 1) / Double(parts.count))
+        ranges.append(start..<keyBlocks)
+        if ranges.count == 1 { return try attendPart(table, blocks: 0..<keyBlocks, poll: poll) }
+        for (i, range) in ranges.enumerated() {
+            var part = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: keyBlocks, blockK: config.blockK, seqLen: seqLen)
+            for j in range {
+                for g in 0..<kvHeads {
+                    if let b = table.block(kvHead: g, block: j) { part.set(kvHead: g, block: j, keys: b.keys, values: b.values) }
+                }
+            }
+            try attendPart(part, blocks: range, poll: nil)
+            poll?(Double(i + 1) / Double(ranges.count))
         }
     }
 
-    /// One staged transfer and kernel launch for the blocks of `table`.
-    private func attendPart(_ table: KeyValueBlockTable, poll: ((Double) -> Void)?) throws {
+    /// One staged transfer and kernel launch for the blocks of `table`, all of which lie in `blocks`.
+    private func attendPart(_ table: KeyValueBlockTable, blocks: Range<Int>, poll: ((Double) -> Void)?) throws {
         try device.makeCurrent()
         let uploadStart = DispatchTime.now().uptimeNanoseconds
         let d = headDim, bk = config.blockK
@@ -243,7 +258,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         var present = [Bool](repeating: false, count: kvHeads * keyBlocks)
         var anyHeld = false
         for g in 0..<kvHeads {
-            for j in 0..<keyBlocks where table.block(kvHead: g, block: j) != nil {
+            for j in blocks where table.block(kvHead: g, block: j) != nil {
                 present[g * keyBlocks + j] = true
                 anyHeld = true
             }
@@ -258,8 +273,9 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         for (i, tile) in tiles.enumerated() {
             let g = tile.head / group, lastRow = tile.queryStart + tile.rowCount - 1
             let first = blockList.count
-            for j in maskLists[tile.head * maskRowCount + tile.maskRow] {
-                if config.causal && Int(j) * bk > lastRow { break }
+            let list = maskLists[tile.head * maskRowCount + tile.maskRow]
+            for j in list[Self.firstIndex(in: list, notBelow: Int32(blocks.lowerBound))...] {
+                if Int(j) >= blocks.upperBound || (config.causal && Int(j) * bk > lastRow) { break }
                 if present[g * keyBlocks + Int(j)] {
                     blockList.append(j)
                     needed[g * keyBlocks + Int(j)] = true

@@ -17,7 +17,8 @@ final class DeviceBuffer {
 
     deinit { _ = device.api.cuMemFree(address) }
 
-    /// Sets every byte to 0 (`cuMemsetD8` returns when done, before later work of the stream).
+    /// Sets every byte to 0 (`cuMemsetD8` runs on the legacy default stream, which the device's blocking
+    /// streams are ordered with: later kernels see zeros).
     func zero() throws {
         try device.api.check(device.api.cuMemsetD8(address, 0, bytes), "cuMemsetD8")
     }

@@ -9,8 +9,8 @@ public struct CUDAMaskPredictor {
     /// The device the kernels run on.
     public let device: CUDADevice
 
-    /// The largest head dimension the kernels take (a selection thread keeps a query mean in registers;
-    /// beyond 256 it spills, which is slow but still exact).
+    /// The largest head dimension the kernels take (any D up to it is exact; the limit only keeps the
+    /// kernels' unrolled loops a sensible size).
     public static let maxHeadDim = 512
 
     /// Bytes of scratch (scores and heap keys) one batch of mask rows may use; rows go in batches below it.
@@ -21,7 +21,7 @@ public struct CUDAMaskPredictor {
     }
 
     /// What `BlockSummaries.summarize(_:rows:firstBlock:blockSize:threshold:subtracting:)` returns, computed
-    /// on the device one head at a time.
+    /// on the device a group of heads at a time.
     public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
                           subtracting mean: [Float]? = nil) throws -> BlockSummaries {
         precondition(rows.lowerBound >= 0 && rows.upperBound <= x.rows, "summarize: rows \(rows) outside 0..<\(x.rows)")
@@ -39,36 +39,42 @@ public struct CUDAMaskPredictor {
             }
             let (rowNorms, blockSums, blockFlags) = (try kernel("sparge_row_norms"), try kernel("sparge_block_sums"),
                                                      try kernel("sparge_block_flags"))
-            let input = try DeviceBuffer(device: device, bytes: n * d * 4, label: "rows to summarize")
+            // Heads go in groups whose rows fit the staging budget: one upload and one set of launches a group.
+            let group = max(1, min(heads, Self.scratchBudget / max(1, n * d * 4)))
+            let input = try DeviceBuffer(device: device, bytes: group * n * d * 4, label: "rows to summarize")
             let meanBuffer = try DeviceBuffer(device: device, bytes: heads * d * 4, zeroed: mean == nil, label: "K mean")
             if let mean { try meanBuffer.upload(mean) }
-            let norms = try DeviceBuffer(device: device, bytes: n * 8, label: "row norms")
-            let directions = try DeviceBuffer(device: device, bytes: count * d * 8, label: "direction sums")
+            let norms = try DeviceBuffer(device: device, bytes: group * n * 8, label: "row norms")
+            let directions = try DeviceBuffer(device: device, bytes: group * count * d * 8, label: "direction sums")
             let meansOut = try DeviceBuffer(device: device, bytes: means.count * 4, label: "block means")
             let flagsOut = try DeviceBuffer(device: device, bytes: flags.count, label: "self-similarity flags")
             let theta = BlockSummaries.thresholdValue(threshold)
             let block = 128
             var t = CUDATrace.now()
-            for h in 0..<heads {
+            for h0 in stride(from: 0, to: heads, by: group) {
+                let g = min(group, heads - h0)
                 try x.data.withUnsafeBytes { raw in
-                    try device.stagedTransfer().upload(to: input, from: raw.baseAddress! + ((h * x.rows + rows.lowerBound) * d) * 4,
-                                                       count: n * d * 4)
+                    for i in 0..<g {
+                        try device.stagedTransfer().upload(
+                            to: input, offset: i * n * d * 4,
+                            from: raw.baseAddress! + (((h0 + i) * x.rows + rows.lowerBound) * d) * 4, count: n * d * 4)
+                    }
                 }
-                let headMean = KernelArgument.pointer(meanBuffer.address + UInt64(h * d * 4))
-                try device.launch(rowNorms, grid: (n + block - 1) / block, block: block, [
-                    .pointer(input.address), .int(Int32(n)), .int(1), headMean, .pointer(norms.address),
+                let groupMean = KernelArgument.pointer(meanBuffer.address + UInt64(h0 * d * 4))
+                try device.launch(rowNorms, grid: (g * n + block - 1) / block, block: block, [
+                    .pointer(input.address), .int(Int32(n)), .int(Int32(g)), groupMean, .pointer(norms.address),
                 ])
-                try device.launch(blockSums, grid: (count * d + block - 1) / block, block: block, [
-                    .pointer(input.address), .int(Int32(n)), .int(1), .int(Int32(count)), .int(Int32(blockSize)),
-                    headMean, .pointer(norms.address), .pointer(meansOut.address + UInt64(h * count * d * 4)),
+                try device.launch(blockSums, grid: (g * count * d + block - 1) / block, block: block, [
+                    .pointer(input.address), .int(Int32(n)), .int(Int32(g)), .int(Int32(count)), .int(Int32(blockSize)),
+                    groupMean, .pointer(norms.address), .pointer(meansOut.address + UInt64(h0 * count * d * 4)),
                     .pointer(directions.address),
                 ])
-                try device.launch(blockFlags, grid: (count + block - 1) / block, block: block, [
-                    .int(Int32(n)), .int(1), .int(Int32(count)), .int(Int32(blockSize)), .pointer(norms.address),
-                    .pointer(directions.address), .double(theta), .pointer(flagsOut.address + UInt64(h * count)),
+                try device.launch(blockFlags, grid: (g * count + block - 1) / block, block: block, [
+                    .int(Int32(n)), .int(Int32(g)), .int(Int32(count)), .int(Int32(blockSize)), .pointer(norms.address),
+                    .pointer(directions.address), .double(theta), .pointer(flagsOut.address + UInt64(h0 * count)),
                 ])
-                try device.synchronize()  // the next head's upload overwrites the input
-                t = CUDATrace.note("summaries: head \(h), \(n) rows up and summarized", since: t)
+                try device.synchronize()  // the next group's upload overwrites the input
+                t = CUDATrace.note("summaries: heads \(h0)..<\(h0 + g), \(n) rows up and summarized", since: t)
             }
             try means.withUnsafeMutableBytes { try meansOut.download(into: $0.baseAddress!, count: $0.count) }
             try flags.withUnsafeMutableBytes { try flagsOut.download(into: $0.baseAddress!, count: $0.count) }
@@ -84,9 +90,14 @@ public struct CUDAMaskPredictor {
                             seqLen: Int) throws -> BlockMask {
         let nk = (seqLen + config.blockK - 1) / config.blockK
         precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
+        let nq = (seqLen + config.blockQ - 1) / config.blockQ
         precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
-                     && querySummaries.dim == d && keySummaries.heads == kvHeads && keySummaries.count == nk
-                     && keySummaries.dim == d, "predictRows: summaries do not match the shapes")
+                     && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
+                     "predictRows: query summaries do not match the query blocks or the config")
+        precondition(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
+                     && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
+                     "predictRows: key summaries must cover all \(nk) key blocks")
+        precondition(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "predictRows: query block outside 0..<\(nq)")
         try Self.checkHeadDim(d)
         let rowsPerHead = queryBlocks.count
         var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
@@ -134,7 +145,10 @@ public struct CUDAMaskPredictor {
         ])
         // Rows go in batches whose scores and heap keys (12 bytes per key block) fit the scratch budget.
         t = CUDATrace.note("mask: summaries up, buffers", since: t)
-        let perLaunch = max(1, min(items, Self.scratchBudget / (nk * 12)))
+        // A quarter of the free memory (at least the fixed budget): at tens of thousands of key blocks a
+        // batch must still hold enough rows to fill the GPU.
+        let budget = max(Self.scratchBudget, (try? device.memoryInfo().free / 4) ?? 0)
+        let perLaunch = max(1, min(items, budget / (nk * 12)))
         let scoreScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 4, label: "scores")
         let keyScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 8, label: "selection heap")
         for first in stride(from: 0, to: items, by: perLaunch) {
@@ -149,7 +163,7 @@ public struct CUDAMaskPredictor {
             }
             try device.launch(select, grid: (count + 127) / 128, block: 128, [
                 .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
-                .int(Int32(count)), .int(mode), .float(tau), .int(Int32(keep)), .pointer(scoreScratch.address),
+                .int(Int32(count)), .int(mode), .float(tau), .int(Int32(min(keep, nk))), .pointer(scoreScratch.address),
                 .pointer(keyScratch.address), .pointer(bits.address),
             ])
         }
