@@ -32,6 +32,32 @@ enum BackendOptions {
         return engine!
     }
 
+    /// Collective: the measured peak (GFLOP/s) of what computes the tiles on all ranks together — the fp32
+    /// FMA peak of every rank's threads for the CPU, the tensor cores' `mma.sync` rate of every GPU in use
+    /// for CUDA (each GPU counted once however many ranks share it; the lowest of its ranks measures it).
+    static func peakGFLOPs(_ engine: any AttentionEngine, threads: Int, ctx: CommandContext) throws -> Double {
+        guard let cuda = engine as? CUDAAttentionEngine else {
+            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3)]
+            ctx.comm.allreduceSum(&peak)
+            return peak[0]
+        }
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count)
+        let key = "\(String(cString: host)) \(cuda.device.ordinal)"
+        let keys = ctx.comm.allgather(bytes: Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        var measured: Double?
+        do {
+            if keys.firstIndex(of: key) == ctx.comm.rank {
+                measured = try TensorCorePeak.measure(device: cuda.device, precision: cuda.precision) * 1e3
+            }
+        } catch {
+            measured = nil
+        }
+        var peak = [measured ?? 0]
+        ctx.comm.allreduceSum(&peak)
+        return peak[0]
+    }
+
     /// A one-line description for table headers: `cpu`, or `cuda bf16 on <device>`.
     static func describe(_ engine: any AttentionEngine) -> String {
         if let cuda = engine as? CUDAAttentionEngine {

@@ -22,8 +22,9 @@ enum BenchCommand {
 
     static let summary = """
         Times SpargeAttn on a generated workload (each rank generates only its own shard) and prints: N, ranks,
-        density, time, dense-equivalent GFLOP/s next to the machine's measured FMA peak, speed-up over dense
-        mode (with --compare-dense), error (with --verify-sample), and bytes moved against a dense ring.
+        density, time, dense-equivalent GFLOP/s next to the measured peak of what computes the tiles (the CPU
+        threads' FMA peak, or the GPUs' tensor-core mma.sync rate), speed-up over dense mode (with
+        --compare-dense), error (with --verify-sample), and bytes moved against a dense ring.
         Run under mpirun for several ranks: mpirun -np 2 sparge bench --workload llm --seq 65536 --causal
         """
 
@@ -73,9 +74,8 @@ enum BenchCommand {
         }
         let (q, k, v) = generator.generate(rows: tokens(layout.tokenRanges[comm.rank]))
 
-        // The yardstick: FMA peak of all ranks' threads running at once.
-        var peak = [PeakFlops.measure(threads: threads, seconds: 0.3)]
-        comm.allreduceSum(&peak)
+        // The yardstick: the measured peak of what computes the tiles (all ranks' CPU threads, or the GPUs).
+        let peak = [try BackendOptions.peakGFLOPs(engine, threads: threads, ctx: ctx)]
 
         func timed(_ config: SpargeConfig, _ label: String) throws -> (ForwardResult, Double) {
             var times: [Double] = []

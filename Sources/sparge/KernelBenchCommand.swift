@@ -26,7 +26,8 @@ enum KernelBenchCommand {
 
     static let summary = """
         Times the CUDA block-sparse attention kernel on one GPU (device events, median of --repeat, data already
-        on the device): real TFLOP/s over the blocks the mask computes, and dense-equivalent TFLOP/s.
+        on the device): real TFLOP/s over the blocks the mask computes, and dense-equivalent TFLOP/s, next to the
+        tensor cores' measured mma.sync peak.
         """
 
     static func main(_ arguments: [String]) -> Int32 {
@@ -52,7 +53,7 @@ enum KernelBenchCommand {
         let generator = try WorkloadGenerator(workload, shape: shape, seed: seed)
         let (q, k, v) = generator.generate(rows: [0..<seq])
         var t = DispatchTime.now().uptimeNanoseconds
-        let mask = MaskPredictor.predict(q: q, k: k, config: config)
+        let mask = MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
         let maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
         if let maskPath {
             try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.bits,
@@ -84,6 +85,7 @@ enum KernelBenchCommand {
         }
         _ = try attention.finish()
         let seconds = Format.median(kernel)
+        let peak = try TensorCorePeak.measure(device: device, precision: precision)
 
         // FLOPs: dense-equivalent 4·N²·D·Hq (half when causal); real: 4·D·rows·keys over the computed
         // blocks, counting diagonal blocks whole (as the kernel computes them).
@@ -107,6 +109,7 @@ enum KernelBenchCommand {
             j.add("density", density); j.add("kernel_ms", seconds * 1e3)
             j.add("kernel_ms_min", (kernel.min() ?? 0) * 1e3); j.add("kernel_ms_max", (kernel.max() ?? 0) * 1e3)
             j.add("tflops_real", real / seconds / 1e12); j.add("tflops_dense_equiv", dense / seconds / 1e12)
+            j.add("peak_tflops_mma_sync", peak)
             j.add("host_prep_ms", Format.median(upload) * 1e3); j.add("attend_ms", Format.median(total) * 1e3)
             j.add("mask_prediction_s", maskSeconds)
             j.add("setup_s", setupSeconds); j.add("blocks_visited", stats.keyBlocksVisited)
@@ -117,7 +120,8 @@ enum KernelBenchCommand {
                 + "\(config.summary), \(precision.rawValue)")
             print("  density \(Format.fixed(density, 4)); kernel \(Format.fixed(seconds * 1e3, 3)) ms (median of \(repeats); "
                 + "min \(Format.fixed((kernel.min() ?? 0) * 1e3, 3)), max \(Format.fixed((kernel.max() ?? 0) * 1e3, 3)))")
-            print("  \(Format.fixed(real / seconds / 1e12, 1)) TFLOP/s real, \(Format.fixed(dense / seconds / 1e12, 1)) TFLOP/s dense-equivalent; "
+            print("  \(Format.fixed(real / seconds / 1e12, 1)) TFLOP/s real, \(Format.fixed(dense / seconds / 1e12, 1)) TFLOP/s dense-equivalent, "
+                + "measured mma.sync peak \(Format.fixed(peak, 1)) TFLOP/s; "
                 + "host preparation \(Format.fixed(Format.median(upload) * 1e3, 1)) ms, whole attend \(Format.fixed(Format.median(total) * 1e3, 1)) ms, "
                 + "mask prediction (CPU) \(Format.fixed(maskSeconds, 2)) s")
         }
