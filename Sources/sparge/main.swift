@@ -18,6 +18,12 @@ let topHelp = """
     \(commands.map { "  \($0.name.padding(toLength: 13, withPad: " ", startingAt: 0))\($0.summary)" }.joined(separator: "\n"))
 
     `sparge <command> --help` lists a command's options.
+
+    environment (the CUDA backend):
+      SPARGE_LIBCUDA, SPARGE_NVRTC  paths of libcuda.so.1 and libnvrtc when not on the loader's path
+      SPARGE_CUDA_DEVICE            the GPU ordinal (default: the node-local rank modulo the GPUs)
+      SPARGE_CUDA_MASK=cpu          predict the mask on the host (the same bits; for comparison)
+      SPARGE_CUDA_TRACE=1           print where a GPU run spends its host time
     """
 
 let arguments = Array(CommandLine.arguments.dropFirst())
