@@ -132,8 +132,11 @@ final class MaskKernelEmulationTests: XCTestCase {
         let process = Process()
         process.executableURL = compiler
         // No contraction and no fast math: the host must round every operation as the kernel spells it.
-        process.arguments = ["-O1", "-ffp-contract=off", "-fno-fast-math", "-DHEAD_DIM=\(dim)", source.path,
-                             "-o", executable.path, "-lm"]
+        // The harness uses no C++ library, so clang++ need not find one to link (a machine may lack its
+        // development files).
+        let noLibrary = compiler.lastPathComponent == "clang++" ? ["-nostdlib++"] : []
+        process.arguments = ["-O1", "-ffp-contract=off", "-fno-fast-math", "-fno-exceptions", "-fno-rtti",
+                             "-DHEAD_DIM=\(dim)", source.path, "-o", executable.path, "-lm"] + noLibrary
         let errors = Pipe()
         process.standardError = errors
         try process.run()
