@@ -5,7 +5,7 @@ import SpargeRing
 
 /// `sparge bench-kernel`: the CUDA attention kernel alone, on one GPU, timed with device events.
 ///
-/// `bench --backend cuda` times the whole forward pass (mask prediction on the CPU, conversion and copies,
+/// `bench --backend cuda` times the whole forward pass (mask prediction, conversion and copies,
 /// the kernel); this times only the kernel, on data already on the device, which is what PyTorch's
 /// attention functions are timed on. It writes the mask (`--mask-out`) so that launch/gpu_bench_torch.py can
 /// run FlexAttention on exactly the same blocks.
