@@ -37,6 +37,7 @@ enum BenchCommand {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
         let engine = try BackendOptions.engine(o, ctx: ctx)
+        BackendOptions.hint(engine, config: config, ctx: ctx)
         let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
         guard let seq = try o.int("seq") else { throw UsageError("bench: missing required option '--seq'") }
         let heads = try o.int("heads", range: 1...4096) ?? 1

@@ -33,6 +33,7 @@ enum RunCommand {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
         let engine = try BackendOptions.engine(o, ctx: ctx)
+        BackendOptions.hint(engine, config: config, ctx: ctx)
         let layoutName = try o.choice("layout", TensorLayout.allCases.map(\.rawValue)) ?? "hnd"
         let fileLayout = TensorLayout(rawValue: layoutName)!
         let (qSpec, kSpec, vSpec) = (try o.required("q", command: "run"), try o.required("k", command: "run"),

@@ -40,6 +40,7 @@ enum VerifyCommand {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
         let engine = try BackendOptions.engine(o, ctx: ctx)
+        BackendOptions.hint(engine, config: config, ctx: ctx)
         let tolerance = Double(try o.float("tolerance", range: 0...1) ?? 1e-5)
         let withReferences = !o.has("no-reference")
         if !withReferences && config.pvThreshold < 50 {

@@ -46,6 +46,12 @@ final class CUDAHostPathTests: XCTestCase {
         for name in ["sparge_row_norms", "sparge_block_sums", "sparge_block_flags", "sparge_select_rows", "sparge_mask_rules"] {
             XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(name) was not launched:\n\(launches(log))")
         }
+        // 128-key blocks with 64-row tiles run the GPU kernel slowly: a hint says so, and is gone with 128-row tiles.
+        let small = ["--workload", "llm", "--seq", "1024", "--heads", "2", "--head-dim", "64", "--threads", "1", "--block-k", "128"]
+        let slow = try spargeSingle(["bench", "--backend", "cuda"] + small, timeout: 60)
+        XCTAssertTrue(slow.status == 0 && slow.stderr.contains("hint: with --block-k 128"), transcript(slow))
+        let fast = try spargeSingle(["bench", "--backend", "cuda", "--tile-q", "128"] + small, timeout: 60)
+        XCTAssertTrue(fast.status == 0 && !fast.stderr.contains("hint:"), transcript(fast))
         // The rest with the mask on the CPU, so that the stub's ring must move exactly the CPU backend's bytes.
         setenv("SPARGE_CUDA_MASK", "cpu", 1)
         addTeardownBlock { unsetenv("SPARGE_CUDA_MASK") }
