@@ -88,16 +88,9 @@ public struct CUDAMaskPredictor {
     public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
                             config: SpargeConfig, headDim d: Int, queryHeads: Int, kvHeads: Int,
                             seqLen: Int) throws -> BlockMask {
+        MaskPredictor.checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+                                        config: config, headDim: d, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
         let nk = (seqLen + config.blockK - 1) / config.blockK
-        precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
-        let nq = (seqLen + config.blockQ - 1) / config.blockQ
-        precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
-                     && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
-                     "predictRows: query summaries do not match the query blocks or the config")
-        precondition(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
-                     && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
-                     "predictRows: key summaries must cover all \(nk) key blocks")
-        precondition(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "predictRows: query block outside 0..<\(nq)")
         try Self.checkHeadDim(d)
         let rowsPerHead = queryBlocks.count
         var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)

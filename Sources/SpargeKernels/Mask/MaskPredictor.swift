@@ -33,17 +33,10 @@ public enum MaskPredictor {
         querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
         config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int, seqLen: Int
     ) -> BlockMask {
+        checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+                          config: config, headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
         let nk = (seqLen + config.blockK - 1) / config.blockK
-        let nq = (seqLen + config.blockQ - 1) / config.blockQ
         let d = headDim
-        precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
-        precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
-                     && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
-                     "predictRows: query summaries do not match the query blocks or the config")
-        precondition(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
-                     && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
-                     "predictRows: key summaries must cover all \(nk) key blocks")
-        precondition(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "predictRows: query block outside 0..<\(nq)")
         let group = queryHeads / kvHeads
         let rowsPerHead = queryBlocks.count
         var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
@@ -108,6 +101,24 @@ public enum MaskPredictor {
             }
         }
         return mask
+    }
+
+    /// Stops with a message unless the arguments of ``predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``
+    /// fit together (every backend's version checks the same).
+    public static func checkRowArguments(
+        querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+        config: SpargeConfig, headDim d: Int, queryHeads: Int, kvHeads: Int, seqLen: Int
+    ) {
+        let nk = (seqLen + config.blockK - 1) / config.blockK
+        let nq = (seqLen + config.blockQ - 1) / config.blockQ
+        precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
+        precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
+                     && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
+                     "predictRows: query summaries do not match the query blocks or the config")
+        precondition(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
+                     && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
+                     "predictRows: key summaries must cover all \(nk) key blocks")
+        precondition(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "predictRows: query block outside 0..<\(nq)")
     }
 
     /// The whole mask of one process: K mean, summaries of Q and K, then every row.
