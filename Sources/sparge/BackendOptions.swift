@@ -32,13 +32,16 @@ enum BackendOptions {
         return engine!
     }
 
-    /// On rank 0, a line on stderr where the configuration is known to run the GPU kernel slowly: 128-key
-    /// blocks with compute tiles under 128 rows leave one 4-warp CTA an SM (42% of FlexAttention's rate
-    /// against 73% with `--tile-q 128`, BENCHMARKS.md).
+    /// On rank 0, `CUDABlockSparseAttention.slowShapeHint` on stderr when the GPU computes the tiles.
     static func hint(_ engine: any AttentionEngine, config: SpargeConfig, ctx: CommandContext) {
-        guard ctx.isRoot, engine is CUDAAttentionEngine, config.blockK == 128, config.computeTileQ < 128 else { return }
-        FileHandle.standardError.write(Data(("sparge: hint: with --block-k 128 the GPU kernel runs about 1.7× faster "
-            + "with --tile-q 128\n").utf8))
+        guard ctx.isRoot, engine is CUDAAttentionEngine else { return }
+        printHint(config: config)
+    }
+
+    /// `CUDABlockSparseAttention.slowShapeHint` on stderr, if `config` has one.
+    static func printHint(config: SpargeConfig) {
+        guard let hint = CUDABlockSparseAttention.slowShapeHint(config: config) else { return }
+        FileHandle.standardError.write(Data("sparge: hint: \(hint)\n".utf8))
     }
 
     /// Collective: the measured peak (GFLOP/s) of what computes the tiles on all ranks together — the fp32

@@ -49,9 +49,7 @@ enum KernelBenchCommand {
         if let maskPath { try Command.checkOutputPath(maskPath, force: o.has("force")) }
 
         let device = try CUDADevice.open()
-        if config.blockK == 128 && config.computeTileQ < 128 {
-            FileHandle.standardError.write(Data("sparge: hint: with --block-k 128 the kernel runs about 1.7× faster with --tile-q 128\n".utf8))
-        }
+        BackendOptions.printHint(config: config)
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
         let generator = try WorkloadGenerator(workload, shape: shape, seed: seed)
         let (q, k, v) = generator.generate(rows: [0..<seq])

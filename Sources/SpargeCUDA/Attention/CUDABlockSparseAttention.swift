@@ -182,6 +182,14 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
     }
 
+    /// A line for the user where `config` is known to run the kernel slowly, else nil: 128-key blocks with
+    /// compute tiles under 128 rows leave one 4-warp CTA an SM (their double-buffered K/V take 128 KiB of
+    /// shared memory): 42% of FlexAttention's rate, against 73% with `--tile-q 128` (BENCHMARKS.md).
+    public static func slowShapeHint(config: SpargeConfig) -> String? {
+        guard config.blockK == 128 && config.computeTileQ < 128 else { return nil }
+        return "with --block-k 128 the GPU kernel runs about 1.7× faster with --tile-q 128"
+    }
+
     /// Rows per warp: 32 (two m-tiles) where the tile has room, unless `SPARGE_CUDA_MTILES=1`.
     static func mTiles(computeTileQ: Int) -> Int {
         let asked = Environment.value("SPARGE_CUDA_MTILES").flatMap { Int($0) } ?? defaultMTiles
