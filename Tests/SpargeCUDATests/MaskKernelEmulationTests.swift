@@ -172,24 +172,18 @@ struct MaskKernelEmulator {
     func predictRows(queries: BlockSummaries, blocks: [Int], keys: BlockSummaries, config: SpargeConfig,
                      heads: Int, kvHeads: Int, seqLen: Int) throws -> [UInt8] {
         let nk = keys.count
-        let limits = blocks.map {
-            config.causal ? MaskPredictor.blockCausalLimit(queryBlock: $0, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk) : nk
-        }
-        let (mode, tau, keep): (Int, Float, Int) = switch config.selection {
-        case .dense: (0, 0, 0)
-        case .cdf(let t): (1, t, 0)
-        case .topK(let f): (2, 0, MaskPredictor.topKCount(fraction: f, keyBlocks: nk))
-        }
+        // The driver's own derivation of the kernels' arguments, so that it is tested too.
+        let rule = CUDAMaskPredictor.RowRule(config: config, queryBlocks: blocks, keyBlocks: nk, headDim: dim)
         var input = Data()
-        input.append(ints: [blocks.count, nk, heads / kvHeads, heads, mode, keep, config.causal ? 1 : 0,
-                            config.sink ? 1 : 0, config.keepDiagonal ? 1 : 0])
-        input.append(floats: [tau, Float(1 / Double(dim).squareRoot())])
+        input.append(ints: [blocks.count, nk, heads / kvHeads, heads, Int(rule.mode), Int(rule.keep),
+                            config.causal ? 1 : 0, config.sink ? 1 : 0, config.keepDiagonal ? 1 : 0])
+        input.append(floats: [rule.tau, rule.scale])
         input.append(floats: queries.means)
         input.append(floats: keys.means)
         input.append(contentsOf: keys.flags)
         input.append(contentsOf: queries.flags)
-        input.append(ints: limits)
-        input.append(ints: blocks.map { $0 * config.blockQ / config.blockK })
+        input.append(ints: rule.limits.map(Int.init))
+        input.append(ints: rule.diagonals.map(Int.init))
         return [UInt8](try run("select", input))
     }
 

@@ -97,18 +97,8 @@ public struct CUDAMaskPredictor {
         guard rowsPerHead > 0, nk > 0 else { return mask }
         try device.makeCurrent()
 
-        let limits: [Int32] = queryBlocks.map {
-            Int32(config.causal
-                  ? MaskPredictor.blockCausalLimit(queryBlock: $0, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
-                  : nk)
-        }
-        let diagonals: [Int32] = queryBlocks.map { Int32($0 * config.blockQ / config.blockK) }
-        let (mode, tau, keep): (Int32, Float, Int) = switch config.selection {
-        case .dense: (0, 0, 0)
-        case .cdf(let tau): (1, tau, 0)
-        case .topK(let fraction): (2, 0, MaskPredictor.topKCount(fraction: fraction, keyBlocks: nk))
-        }
-        let scale = Float(1 / Double(d).squareRoot())
+        let rule = RowRule(config: config, queryBlocks: queryBlocks, keyBlocks: nk, headDim: d)
+        let (limits, diagonals, mode, tau, keep, scale) = (rule.limits, rule.diagonals, rule.mode, rule.tau, rule.keep, rule.scale)
 
         let queryMeans = try DeviceBuffer(device: device, bytes: querySummaries.means.count * 4, label: "query means")
         let keyMeans = try DeviceBuffer(device: device, bytes: keySummaries.means.count * 8, label: "key means")
@@ -156,7 +146,7 @@ public struct CUDAMaskPredictor {
             }
             try device.launch(select, grid: (count + 127) / 128, block: 128, [
                 .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
-                .int(Int32(count)), .int(mode), .float(tau), .int(Int32(min(keep, nk))), .pointer(scoreScratch.address),
+                .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
                 .pointer(keyScratch.address), .pointer(bits.address),
             ])
         }
@@ -173,6 +163,38 @@ public struct CUDAMaskPredictor {
         }
         CUDATrace.note("mask: bits down", since: t)
         return mask
+    }
+
+    /// What the row kernels are told about each mask row and the selection, derived from the configuration
+    /// as the CPU derives it (the host emulation in the tests passes the same values).
+    struct RowRule {
+        /// Per row: key blocks `0..<limit` are in the block-causal area (all `nk` when not causal).
+        let limits: [Int32]
+        /// Per row: the first key block of its own diagonal (`i·blockQ/blockK`), for `keepDiagonal`.
+        let diagonals: [Int32]
+        /// 0 dense, 1 TopCdf, 2 TopK.
+        let mode: Int32
+        /// TopCdf's τ (0 otherwise).
+        let tau: Float
+        /// TopK's blocks per row, at most `nk` (0 otherwise).
+        let keep: Int32
+        /// The scores' `Float(1/sqrt(D))`.
+        let scale: Float
+
+        init(config: SpargeConfig, queryBlocks: [Int], keyBlocks nk: Int, headDim d: Int) {
+            limits = queryBlocks.map {
+                Int32(config.causal
+                      ? MaskPredictor.blockCausalLimit(queryBlock: $0, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
+                      : nk)
+            }
+            diagonals = queryBlocks.map { Int32($0 * config.blockQ / config.blockK) }
+            switch config.selection {
+            case .dense: (mode, tau, keep) = (0, 0, 0)
+            case .cdf(let t): (mode, tau, keep) = (1, t, 0)
+            case .topK(let f): (mode, tau, keep) = (2, 0, Int32(min(MaskPredictor.topKCount(fraction: f, keyBlocks: nk), nk)))
+            }
+            scale = Float(1 / Double(d).squareRoot())
+        }
     }
 
     static func checkHeadDim(_ d: Int) throws {
