@@ -74,13 +74,7 @@ struct CUDAMaskSelfTestCase {
         if flagDiff > 0 { failures.append("\(flagDiff) self-similarity flags differ from the CPU's") }
 
         let blocks = someRows ? Array(stride(from: 1, to: cpuQ.count, by: 2)) : Array(0..<cpuQ.count)
-        let rowSummaries = someRows
-            ? BlockSummaries(concatenating: blocks.map { b in
-                BlockSummaries(heads: heads, dim: dim, blockSize: config.blockQ, firstBlock: b, count: 1,
-                               means: (0..<heads).flatMap { cpuQ.mean(head: $0, block: b) },
-                               flags: (0..<heads).map { cpuQ.flags[$0 * cpuQ.count + b] })
-            }, requireConsecutive: false)
-            : cpuQ!
+        let rowSummaries = someRows ? cpuQ.selecting(blocks) : cpuQ!
         var cpuMask: BlockMask!, gpuMask: BlockMask!
         let cpuRows = seconds {
             cpuMask = MaskPredictor.predictRows(querySummaries: rowSummaries, queryBlocks: blocks, keySummaries: cpuK,

@@ -85,11 +85,7 @@ final class MaskKernelEmulationTests: XCTestCase {
                                                   threshold: config.simThreshold, subtracting: km)
                 // A rank's rows: every other query block, so that rows and block indices differ.
                 let blocks = stride(from: 1, to: qs.count, by: 2).map { $0 }
-                let rowsOnly = BlockSummaries(concatenating: blocks.map { b in
-                    BlockSummaries(heads: heads, dim: dim, blockSize: config.blockQ, firstBlock: b, count: 1,
-                                   means: (0..<heads).flatMap { qs.mean(head: $0, block: b) },
-                                   flags: (0..<heads).map { qs.flags[$0 * qs.count + b] })
-                }, requireConsecutive: false)
+                let rowsOnly = qs.selecting(blocks)
                 let expectedRows = MaskPredictor.predictRows(
                     querySummaries: rowsOnly, queryBlocks: blocks, keySummaries: ks, config: config, headDim: dim,
                     queryHeads: heads, kvHeads: kvHeads, seqLen: rows)

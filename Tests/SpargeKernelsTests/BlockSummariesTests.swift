@@ -104,4 +104,20 @@ final class BlockSummariesTests: XCTestCase {
             XCTAssertEqual(s.means[j], Float(acc / 64), "dim \(j)")
         }
     }
+
+    /// Selected blocks keep their own means and flags, per head, in the order asked for.
+    func testSelectingBlocksKeepsTheirSummaries() {
+        var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let x = Tensor3.blockStructured(heads: 2, rows: 64 * 4, dim: 8, run: 64, noise: 0.5, using: &rng)
+        let run = BlockSummaries.summarize(x, rows: 0..<x.rows, firstBlock: 5, blockSize: 64, threshold: 0.5)
+        let picked = run.selecting([2, 0])
+        XCTAssertEqual(picked.firstBlock, 7)
+        XCTAssertEqual(picked.count, 2)
+        for h in 0..<2 {
+            XCTAssertEqual(Array(picked.mean(head: h, block: 0)), Array(run.mean(head: h, block: 2)))
+            XCTAssertEqual(Array(picked.mean(head: h, block: 1)), Array(run.mean(head: h, block: 0)))
+            XCTAssertEqual(picked.isSelfSimilar(head: h, block: 0), run.isSelfSimilar(head: h, block: 2))
+            XCTAssertEqual(picked.isSelfSimilar(head: h, block: 1), run.isSelfSimilar(head: h, block: 0))
+        }
+    }
 }

@@ -74,6 +74,17 @@ public struct BlockSummaries: Sendable, Equatable {
                   count: total, means: means, flags: flags)
     }
 
+    /// The summaries of some blocks of this run (indices within the run, in the order given) as one value
+    /// whose ``firstBlock`` is the first of them — what a rank holding only those query blocks summarizes.
+    public func selecting(_ blocks: [Int]) -> BlockSummaries {
+        precondition(!blocks.isEmpty && blocks.allSatisfy { $0 >= 0 && $0 < count }, "selecting: block outside 0..<\(count)")
+        return BlockSummaries(concatenating: blocks.map { b in
+            BlockSummaries(heads: heads, dim: dim, blockSize: blockSize, firstBlock: firstBlock + b, count: 1,
+                           means: (0..<heads).flatMap { mean(head: $0, block: b) },
+                           flags: (0..<heads).map { flags[$0 * count + b] })
+        }, requireConsecutive: false)
+    }
+
     /// Mean of block `block` (index within the run) of `head`.
     @inlinable public func mean(head: Int, block: Int) -> ArraySlice<Float> {
         let o = (head * count + block) * dim
