@@ -19,18 +19,26 @@ public struct SpargeConfig: Sendable, Equatable {
     public var simThreshold: Float = 0.6
     /// TopCdf τ (default 0.98), TopK, or dense.
     public var selection: BlockSelection = .cdf(0.98)
-    /// λ rule in log2 units (default 50, effectively off): a key tile's P·V is skipped when the largest
-    /// rise of the running max over the query rows of a compute tile is `≤ -pvThreshold`.
-    public var pvThreshold: Float = 50
+    /// λ rule in log2 units (default ``lambdaOff``, effectively off): a key tile's P·V is skipped when the
+    /// largest rise of the running max over the query rows of a compute tile is `≤ -pvThreshold`.
+    public var pvThreshold: Float = SpargeConfig.lambdaOff
+
+    /// The λ value that never skips in practice (upstream's default, 50 in log2 units: a block would have to
+    /// be 2⁵⁰ below the running max).
+    public static let lambdaOff: Float = 50
+
+    /// Whether the λ rule can skip anything (`pvThreshold` below ``lambdaOff``).
+    public var lambdaActive: Bool { pvThreshold < SpargeConfig.lambdaOff }
     /// Token-level causal attention (block-causal mask, masking inside diagonal blocks).
     public var causal: Bool = false
     /// Attention sink: key block 0 is always computed.
     public var sink: Bool = false
-    /// Causal only: the key blocks that hold a query block's own tokens are always computed (default off,
-    /// as upstream). TopCdf may keep just the later of a query block's two diagonal key blocks, which the
-    /// first half of its rows may not see under token-level causal masking: those rows then see no key at
-    /// all and get output 0. This rule, applied after all others, rules that out.
-    public var keepDiagonal: Bool = false
+    /// Causal only: the key blocks that hold a query block's own tokens are always computed (default on).
+    /// TopCdf may keep just the later of a query block's two diagonal key blocks, which the first half of
+    /// its rows may not see under token-level causal masking: those rows would then see no key at all and
+    /// get output 0. This rule, applied after all others, rules that out. Off is upstream SpargeAttn's
+    /// exact rule (`--upstream-mask`), which the reference fixtures follow.
+    public var keepDiagonal: Bool = true
     /// Softmax scale; `nil` means `1/sqrt(D)`. Mask prediction always uses `1/sqrt(D)`.
     public var scale: Float? = nil
     /// Query rows per compute tile, which is also the group that decides the λ rule together (default 64).
@@ -39,8 +47,9 @@ public struct SpargeConfig: Sendable, Equatable {
 
     public init(
         blockQ: Int = 128, blockK: Int = 64, simThreshold: Float = 0.6,
-        selection: BlockSelection = .cdf(0.98), pvThreshold: Float = 50,
-        causal: Bool = false, sink: Bool = false, scale: Float? = nil, computeTileQ: Int = 64
+        selection: BlockSelection = .cdf(0.98), pvThreshold: Float = SpargeConfig.lambdaOff,
+        causal: Bool = false, sink: Bool = false, keepDiagonal: Bool = true, scale: Float? = nil,
+        computeTileQ: Int = 64
     ) {
         self.blockQ = blockQ
         self.blockK = blockK
@@ -49,8 +58,26 @@ public struct SpargeConfig: Sendable, Equatable {
         self.pvThreshold = pvThreshold
         self.causal = causal
         self.sink = sink
+        self.keepDiagonal = keepDiagonal
         self.scale = scale
         self.computeTileQ = computeTileQ
+    }
+
+    /// Throws unless every parameter is usable: positive block sizes, a compute tile dividing `blockQ`,
+    /// τ or the TopK fraction in (0, 1], a finite θ and λ, a positive finite scale.
+    public func validate() throws {
+        func fail(_ message: String) -> SpargeError { .invalidArgument(message) }
+        guard blockQ > 0, blockK > 0 else { throw fail("block sizes must be positive (blockQ \(blockQ), blockK \(blockK))") }
+        guard computeTileQ > 0, blockQ % computeTileQ == 0 else {
+            throw fail("computeTileQ \(computeTileQ) does not divide blockQ \(blockQ)")
+        }
+        guard simThreshold.isFinite, !pvThreshold.isNaN else { throw fail("θ \(simThreshold) and λ \(pvThreshold) must be numbers") }
+        switch selection {
+        case .cdf(let tau) where !(tau > 0 && tau <= 1): throw fail("TopCdf τ \(tau) is outside (0, 1]")
+        case .topK(let k) where !(k > 0 && k <= 1): throw fail("TopK fraction \(k) is outside (0, 1]")
+        default: break
+        }
+        if let scale, !(scale.isFinite && scale > 0) { throw fail("softmax scale \(scale) must be positive and finite") }
     }
 
     /// The softmax scale for head dimension `headDim`.
@@ -67,6 +94,6 @@ public struct SpargeConfig: Sendable, Equatable {
         case .dense: selection = "dense"
         }
         return "blocks \(blockQ)×\(blockK) (tile \(computeTileQ)), θ=\(simThreshold), \(selection), λ=\(pvThreshold)"
-            + (causal ? ", causal" : "") + (sink ? ", sink" : "") + (keepDiagonal ? ", diagonal kept" : "") + (scale.map { ", scale \($0)" } ?? "")
+            + (causal ? ", causal" : "") + (sink ? ", sink" : "") + (causal && !keepDiagonal ? ", upstream mask" : "") + (scale.map { ", scale \($0)" } ?? "")
     }
 }

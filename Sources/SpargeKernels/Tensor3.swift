@@ -38,3 +38,11 @@ public struct Tensor3: Sendable, Equatable {
         set { data[offset(head: head, row: row) + d] = newValue }
     }
 }
+
+extension Tensor3 {
+    /// This tensor with every value rounded to `format` and back: the values a computation on blocks
+    /// stored in `format` sees.
+    public func rounded(to format: StorageFormat) -> Tensor3 {
+        Tensor3(heads: heads, rows: rows, dim: dim, data: data.map(format.rounded))
+    }
+}

@@ -7,7 +7,15 @@ enum BackendOptions {
     static let specs: [OptionSpec] = [
         .value("backend", "cpu|cuda|auto", "who computes the attention tiles (default cpu; auto = cuda where every rank has a GPU)"),
         .value("precision", "bf16|fp16", "what the cuda backend rounds Q, K, V to (default bf16)"),
+        .value("kv-precision", "f32|bf16|f16", "what K/V blocks are stored and sent around the ring in (default f32 on the cpu backend, bf16 on cuda)"),
     ]
+
+    /// `--kv-precision`, else the engine's default: f32 on the CPU (exact), bf16 on a GPU (what its kernels
+    /// read anyway, and half the ring's bytes).
+    static func kvFormat(_ o: ParsedOptions, engine: any AttentionEngine) throws -> StorageFormat {
+        if let name = try o.choice("kv-precision", StorageFormat.allCases.map(\.rawValue)) { return StorageFormat(rawValue: name)! }
+        return engine.name == "cpu" ? .f32 : .bf16
+    }
 
     /// Collective: the engine every rank uses. `cuda` fails on every rank when any rank has no usable GPU
     /// (the message names the ranks); `auto` then falls back to the CPU on every rank, saying so on rank 0.

@@ -37,6 +37,7 @@ enum BenchCommand {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
         let engine = try BackendOptions.engine(o, ctx: ctx)
+        let kvFormat = try BackendOptions.kvFormat(o, engine: engine)
         BackendOptions.hint(engine, config: config, ctx: ctx)
         let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
         guard let seq = try o.int("seq") else { throw UsageError("bench: missing required option '--seq'") }
@@ -84,7 +85,8 @@ enum BenchCommand {
             for _ in 0..<repeats {
                 comm.barrier()
                 let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
-                                                          communicator: comm, threads: threads, engine: engine) { phase, f in
+                                                          communicator: comm, threads: threads, engine: engine,
+                                                          kvFormat: kvFormat) { phase, f in
                     progress.update("\(label) \(phase)", f)
                 }
                 times.append(comm.allreduceMax(result.statistics.totalSeconds))
@@ -102,7 +104,7 @@ enum BenchCommand {
         var error: ErrorSums?
         if samples > 0 {
             progress.update("verify", 0)
-            error = SampledVerification.relativeL1(
+            error = try SampledVerification.relativeL1(
                 result: result, layout: layout, generator: generator, config: config, samples: samples,
                 threads: threads, comm: comm, tokens: tokens)
         }

@@ -86,7 +86,7 @@ struct CUDAMaskSelfTestCase {
             gpuMask = try predictor.predictRows(querySummaries: rowSummaries, queryBlocks: blocks, keySummaries: cpuK,
                                                 config: config, headDim: dim, queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen)
         }
-        let blockDiff = differing(gpuMask.bits, cpuMask.bits)
+        let blockDiff = differing(gpuMask.denseBits(), cpuMask.denseBits())
         if blockDiff > 0 { failures.append("\(blockDiff) mask blocks differ from the CPU's") }
         let density = MaskStatistics(mask: cpuMask, config: config).density
         let line = label.padding(toLength: 36, withPad: " ", startingAt: 0)

@@ -131,10 +131,12 @@ struct CUDASelfTestCase {
         let (q, k, v) = (precision.rounded(raw.q), precision.rounded(raw.k), precision.rounded(raw.v))
         var mask = MaskPredictor.predict(q: q, k: k, config: config)
         if emptyRows {
-            for j in 0..<mask.keyBlocks { mask[0, 1, j] = false }
+            var bits = mask.denseBits()
+            for j in 0..<mask.keyBlocks { bits[mask.rowCount + j] = 0 }  // head 0, row 1
+            mask = BlockMask(heads: mask.heads, keyBlocks: mask.keyBlocks, queryBlocks: mask.queryBlocks, dense: bits)
         }
         let threads = ProcessInfo.processInfo.activeProcessorCount
-        let cpu = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: threads)
+        let cpu = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: threads)
 
         let gpu = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,
                                                seqLen: seqLen, device: device, precision: precision)

@@ -8,9 +8,10 @@ enum ConfigOptions {
         .value("cdf", "X", "TopCdf threshold τ in (0, 1] (default 0.98)"),
         .value("topk", "X", "TopK: keep this fraction of key blocks per row instead of TopCdf"),
         .flag("dense", "compute every block (exact FlashAttention; no mask prediction)"),
-        .value("pv-threshold", "X", "λ rule in log2 units (default 50 = off)"),
+        .value("pv-threshold", "X", "λ rule in log2 units (default \(Int(SpargeConfig.lambdaOff)) = off)"),
         .flag("sink", "always compute key block 0 (attention sink)"),
-        .flag("keep-diagonal", "causal: always compute a query block's own key blocks (no row left without keys)"),
+        .flag("upstream-mask", "causal: upstream's exact mask rule, which may leave a query block's first rows without keys (default: its own key blocks are always computed)"),
+        .flag("keep-diagonal", "causal: always compute a query block's own key blocks (the default; kept for old scripts)"),
         .value("block-q", "N", "query rows per mask block (default 128)"),
         .value("block-k", "N", "key rows per mask block (default 64)"),
         .value("tile-q", "N", "query rows per compute tile = λ group (default 64; divides --block-q)"),
@@ -23,8 +24,13 @@ enum ConfigOptions {
         var c = SpargeConfig()
         c.causal = o.has("causal")
         c.sink = o.has("sink")
-        c.keepDiagonal = o.has("keep-diagonal")
-        if c.keepDiagonal && !c.causal { throw UsageError("--keep-diagonal applies to causal attention: add --causal") }
+        if o.has("upstream-mask") && o.has("keep-diagonal") {
+            throw UsageError("--upstream-mask and --keep-diagonal exclude each other")
+        }
+        c.keepDiagonal = !o.has("upstream-mask")
+        for flag in ["upstream-mask", "keep-diagonal"] where o.has(flag) && !c.causal {
+            throw UsageError("--\(flag) applies to causal attention: add --causal")
+        }
         if let v = try o.float("theta", range: -1...1) { c.simThreshold = v }
         let chosen = ["cdf", "topk", "dense"].filter { o.string($0) != nil || o.has($0) }
         guard chosen.count <= 1 else {
@@ -33,7 +39,7 @@ enum ConfigOptions {
         if let v = try o.float("cdf", range: Float.leastNonzeroMagnitude...1) { c.selection = .cdf(v) }
         if let v = try o.float("topk", range: Float.leastNonzeroMagnitude...1) { c.selection = .topK(v) }
         if o.has("dense") { c.selection = .dense }
-        if let v = try o.float("pv-threshold", range: -1000...1000) { c.pvThreshold = v }
+        if let v = try o.float("pv-threshold", range: -1000...SpargeConfig.lambdaOff) { c.pvThreshold = v }
         if let v = try o.int("block-q", range: 16...4096) { c.blockQ = v }
         if let v = try o.int("block-k", range: 16...4096) { c.blockK = v }
         if let v = try o.int("tile-q", range: 1...4096) { c.computeTileQ = v } else { c.computeTileQ = min(64, c.blockQ) }

@@ -1,12 +1,12 @@
 import SpargeRing
 
-/// The ring traffic a mask implies, derived from the mask alone (not from the ring's own schedule): a key
+/// The ring traffic a mask implies (in bytes of the K/V storage format), derived from the mask alone (not from the ring's own schedule): a key
 /// block of rank `o` travels `max ((r − o) mod P)` hops over the ranks `r` that need it, and the message of
 /// `o` after step `s` exists when some block still has more than `s` hops to go.
 struct ExpectedTraffic {
     var bytes = 0, messages = 0
 
-    init(mask: BlockMask, layout: ShardLayout, kvHeads: Int, headDim: Int) {
+    init(mask: BlockMask, layout: ShardLayout, kvHeads: Int, headDim: Int, format: StorageFormat) {
         let p = layout.ranks, nk = layout.keyBlockCount
         let group = mask.heads / kvHeads
         // needed[r][g·nk + j]
@@ -14,7 +14,7 @@ struct ExpectedTraffic {
         for r in 0..<p {
             for i in layout.queryBlocks(rank: r) {
                 for h in 0..<mask.heads {
-                    for j in 0..<nk where mask[h, i, j] { needed[r][(h / group) * nk + j] = true }
+                    for j in mask.keys(head: h, row: i) { needed[r][(h / group) * nk + Int(j)] = true }
                 }
             }
         }
@@ -23,7 +23,7 @@ struct ExpectedTraffic {
             for g in 0..<kvHeads {
                 for j in layout.keyBlocks(rank: o) {
                     let hops = (0..<p).filter { needed[$0][g * nk + j] }.map { ($0 - o + p) % p }.max() ?? 0
-                    bytes += hops * 2 * min(layout.blockK, layout.seqLen - j * layout.blockK) * headDim * MemoryLayout<Float>.stride
+                    bytes += hops * 2 * min(layout.blockK, layout.seqLen - j * layout.blockK) * headDim * format.byteSize
                     longest = max(longest, hops)
                 }
             }

@@ -57,7 +57,7 @@ enum KernelBenchCommand {
         let mask = MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
         let maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
         if let maskPath {
-            try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.bits,
+            try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.denseBits(),
                                 overwrite: o.has("force"))
         }
 

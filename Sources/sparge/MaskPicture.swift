@@ -18,8 +18,7 @@ enum MaskPicture {
         let mask = result.mask
         let queryFlags = result.querySelfSimilar
         for (row, block) in mask.queryBlocks.enumerated() {
-            let base = mask.index(head: head, row: row, key: 0)
-            for j in 0..<nk where mask.bits[base + j] != 0 { grid[(block / f) * columns + j / f] = 1 }
+            for j in mask.keys(head: head, row: row) { grid[(block / f) * columns + Int(j) / f] = 1 }
             if queryFlags[head * mask.rowCount + row] == 0 { grid[rows * columns + block / f] = 1 }
         }
         comm.allreduceBitwiseOr(&grid)

@@ -33,6 +33,7 @@ enum RunCommand {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
         let engine = try BackendOptions.engine(o, ctx: ctx)
+        let kvFormat = try BackendOptions.kvFormat(o, engine: engine)
         BackendOptions.hint(engine, config: config, ctx: ctx)
         let layoutName = try o.choice("layout", TensorLayout.allCases.map(\.rawValue)) ?? "hnd"
         let fileLayout = TensorLayout(rawValue: layoutName)!
@@ -84,7 +85,8 @@ enum RunCommand {
         progress.update("read", 0)
         let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
         let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
-                                                  communicator: comm, threads: threads, engine: engine) { phase, f in
+                                                  communicator: comm, threads: threads, engine: engine,
+                                                  kvFormat: kvFormat) { phase, f in
             progress.update(phase, f)
         }
         progress.update("write", 0)
@@ -95,7 +97,7 @@ enum RunCommand {
                                    shape: fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim)),
                                    layout: fileLayout, overwrite: force, ctx: ctx, pending: pending)
         if let maskPath {
-            try CollectiveWrite.bytes(result.mask.bits, rows: layout.queryBlocks(rank: comm.rank).runs, path: maskPath,
+            try CollectiveWrite.bytes(result.mask.denseBits(), rows: layout.queryBlocks(rank: comm.rank).runs, path: maskPath,
                                       shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
                                       overwrite: force, ctx: ctx, pending: pending)
         }

@@ -15,7 +15,7 @@ enum SampledVerification {
     /// Collective: the relative L1 error of `result` over `samples` query blocks.
     static func relativeL1(result: ForwardResult, layout: ShardLayout, generator: WorkloadGenerator,
                            config: SpargeConfig, samples: Int, threads: Int, comm: Communicator,
-                           tokens: ([Range<Int>]) -> [Range<Int>] = { $0 }) -> ErrorSums {
+                           tokens: ([Range<Int>]) -> [Range<Int>] = { $0 }) throws -> ErrorSums {
         let nq = layout.queryBlockCount, nk = layout.keyBlockCount
         let count = min(samples, nq)
         let chosen = Array(Set((0..<count).map { (2 * $0 + 1) * nq / (2 * count) })).sorted()
@@ -28,10 +28,9 @@ enum SampledVerification {
             var dense = config
             dense.selection = .dense
             dense.pvThreshold = 50
-            let mask = BlockMask(heads: queries.heads, keyBlocks: nk, queryBlocks: local,
-                                 bits: [UInt8](repeating: 1, count: queries.heads * local.count * nk))
+            let mask = BlockMask.full(heads: queries.heads, keyBlocks: nk, queryBlocks: local)
             let kvHeads = generator.shape.kvHeads
-            let attention = BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: dense,
+            let attention = try BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: dense,
                                                  seqLen: layout.seqLen)
             // Keys are needed up to the last sampled row when causal, else all of them.
             let lastKey = config.causal ? blockRanges.last!.upperBound : layout.seqLen

@@ -25,7 +25,7 @@ enum VerifyCommand {
         Runs the forward pass sharded over the ranks of this launch and checks each rank's rows against one
         process computing the whole sequence: masks must be identical, outputs within --tolerance (relative L1).
         Also reports the error against dense attention and against attention restricted to the mask, both in
-        Double. With the λ rule on (--pv-threshold < 50) the skips depend on the order in which blocks arrive,
+        Double. With the λ rule on (--pv-threshold below 50) the skips depend on the order in which blocks arrive,
         which differs between layouts (a rank sees its own blocks first), so the check is instead that the
         distributed error to dense stays within twice the single-process error to dense.
         Every rank holds the whole input here: for moderate N. Exits 1 when a check fails.
@@ -40,10 +40,11 @@ enum VerifyCommand {
         let config = try ConfigOptions.config(o)
         let threads = try ConfigOptions.threads(o)
         let engine = try BackendOptions.engine(o, ctx: ctx)
+        let kvFormat = try BackendOptions.kvFormat(o, engine: engine)
         BackendOptions.hint(engine, config: config, ctx: ctx)
         let tolerance = Double(try o.float("tolerance", range: 0...1) ?? 1e-5)
         let withReferences = !o.has("no-reference")
-        if !withReferences && config.pvThreshold < 50 {
+        if !withReferences && config.lambdaActive {
             throw UsageError("with the λ rule on, verify judges by the error to the dense reference: drop --no-reference")
         }
         let comm = ctx.comm
@@ -52,19 +53,25 @@ enum VerifyCommand {
             // The GPU takes 16-bit inputs: round them here, so that the references see what the GPU sees.
             (q, k, v) = (cuda.precision.rounded(q), cuda.precision.rounded(k), cuda.precision.rounded(v))
         }
+        if kvFormat != .f32 {
+            // K/V are stored in 16 bits for the ring: the references see the same rounded values (the CPU
+            // widens them exactly, so its arithmetic is then that of f32 on these inputs).
+            (k, v) = (k.rounded(to: kvFormat), v.rounded(to: kvFormat))
+        }
         let n = q.rows
         let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
                                  causal: config.causal)
         let mine = layout.tokenRanges[comm.rank]
         let distributed = try ShardedAttention.forward(
             q: q.rows(mine), k: k.rows(mine), v: v.rows(mine), layout: layout, config: config,
-            communicator: comm, threads: threads, engine: engine)
+            communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat)
 
         // One process, whole sequence: the same library with a single-process communicator.
         let single = try ShardedAttention.forward(
             q: q, k: k, v: v, layout: ShardLayout(seqLen: n, ranks: 1, blockQ: config.blockQ, blockK: config.blockK,
                                                   causal: config.causal),
-            config: config, communicator: SingleProcessCommunicator(), threads: threads, engine: engine)
+            config: config, communicator: SingleProcessCommunicator(), threads: threads, engine: engine,
+            kvFormat: kvFormat)
         let myBlocks = layout.queryBlocks(rank: comm.rank)
         var mismatches = 0
         for h in 0..<q.heads {
@@ -98,11 +105,11 @@ enum VerifyCommand {
         let vsDense = withReferences ? sums[4] / sums[5] : Double.nan
         let singleVsDense = withReferences ? sums[6] / sums[7] : Double.nan
         let totalMismatches = Int(sums[8])
-        let traffic = ExpectedTraffic(mask: single.mask, layout: layout, kvHeads: k.heads, headDim: q.dim)
+        let traffic = ExpectedTraffic(mask: single.mask, layout: layout, kvHeads: k.heads, headDim: q.dim, format: kvFormat)
         var counted = [Double(distributed.statistics.ring.bytesSent), Double(distributed.statistics.ring.messagesSent),
                        Double(distributed.statistics.ring.denseRingBytes), Double(distributed.statistics.attention.pvBlocksSkipped)]
         comm.allreduceSum(&counted)
-        let lambdaOn = config.pvThreshold < 50
+        let lambdaOn = config.lambdaActive
         var failures: [String] = []
         if totalMismatches > 0 { failures.append("\(totalMismatches) mask blocks differ from the single-process mask") }
         if Int(counted[0]) != traffic.bytes || Int(counted[1]) != traffic.messages {

@@ -9,7 +9,7 @@ final class NPYFixtureTests: XCTestCase {
         XCTAssertEqual(q.shape, [4, 1152, 64])
         let mask = try Fixtures.mask("mask/gqa_sink_mask.npy")
         XCTAssertEqual([mask.heads, mask.rowCount, mask.keyBlocks], [4, 9, 18])
-        XCTAssertTrue(mask.bits.allSatisfy { $0 <= 1 })
+        XCTAssertTrue(mask.denseBits().allSatisfy { $0 <= 1 })
         XCTAssertGreaterThan(mask.computedCount, 0)
         // float values are not all zero and are finite: the reader did not misplace the data offset
         XCTAssertTrue(q.data.allSatisfy { $0.isFinite })

@@ -17,9 +17,9 @@ final class AttentionFixtureTests: XCTestCase {
             // References are float64 rounded to float32; ours accumulates in Float over ≤ 1152 keys: the
             // error is a few 1e-7, so 1e-5 leaves room without hiding a wrong block or mask bit (those cost
             // ≥ 1e-3).
-            let d = SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: c.config, threads: 2)
+            let d = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: c.config, threads: 2)
             XCTAssertLessThanOrEqual(relativeL1(d.output.data, dense.data), 1e-5, "\(c.name) dense")
-            let s = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: c.config, threads: 2)
+            let s = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: c.config, threads: 2)
             XCTAssertLessThanOrEqual(relativeL1(s.output.data, sparse.data), 1e-5, "\(c.name) sparse")
             // λ = 50 (the default) still skips a few blocks in gqa_sink: behind the sink, those blocks' scores
             // are more than 2^50 below the running max, so what they drop is below Float resolution.
@@ -33,7 +33,7 @@ final class AttentionFixtureTests: XCTestCase {
             let v = try Fixtures.tensor("minilm/layer\(layer)_v.npy")
             let o = try Fixtures.tensor("minilm/layer\(layer)_o.npy")
             XCTAssertEqual(q.shape, [12, 512, 32])
-            let r = SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: SpargeConfig(), threads: 2)
+            let r = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: SpargeConfig(), threads: 2)
             // The model's own float32 attention (a different summation order) against ours: both within a
             // few 1e-7 of the exact result.
             XCTAssertLessThanOrEqual(relativeL1(r.output.data, o.data), 1e-5, "layer \(layer)")

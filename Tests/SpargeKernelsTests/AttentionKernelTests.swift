@@ -37,7 +37,7 @@ final class AttentionKernelTests: XCTestCase {
         Case(seed: 9, tokens: 1, dim: 16, queryHeads: 1, causal: true),
     ]
 
-    func run(_ c: Case, skewed: Bool = false) -> (vector: (Tensor3, [Float], AttentionStatistics),
+    func run(_ c: Case, skewed: Bool = false) throws -> (vector: (Tensor3, [Float], AttentionStatistics),
                                                     scalar: (Tensor3, [Float], AttentionStatistics)) {
         var g = SeededGenerator(seed: c.seed)
         var q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
@@ -51,8 +51,8 @@ final class AttentionKernelTests: XCTestCase {
         }
         let config = SpargeConfig(pvThreshold: c.pvThreshold, causal: c.causal, computeTileQ: c.computeTileQ)
         let mask = c.density.map { randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: $0, using: &g) }
-        let a = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2, backend: .vector)
-        let b = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 1, backend: .scalar)
+        let a = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2, backend: .vector)
+        let b = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 1, backend: .scalar)
         return ((a.output, a.lse, a.stats), (b.output, b.lse, b.stats))
     }
 
@@ -71,9 +71,9 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
-    func testVectorMatchesScalarTwin() {
+    func testVectorMatchesScalarTwin() throws {
         for c in Self.cases + Self.freshCases() {
-            let (a, b) = run(c)
+            let (a, b) = try run(c)
             // Both compute in Float with different summation orders and exp2 implementations (polynomial
             // vs libm, ≤ 1.3e-7 relative): a few ulps per element, far below 1e-5.
             XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, "\(c)")
@@ -87,12 +87,12 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
-    func testLambdaRuleSkipsTheSameBlocksAsTheTwin() {
+    func testLambdaRuleSkipsTheSameBlocksAsTheTwin() throws {
         for (i, base) in Self.cases.filter({ $0.tokens >= 100 }).enumerated() {
             var c = base
             c.pvThreshold = 6
             c.seed += 100 * UInt64(i)
-            let (a, b) = run(c, skewed: true)
+            let (a, b) = try run(c, skewed: true)
             XCTAssertGreaterThan(a.2.pvBlocksSkipped, 0, "λ skipped nothing: \(c)")
             XCTAssertEqual(a.2, b.2, "statistics \(c)")
             // Same skips, so the same sums as in the test above.
@@ -100,15 +100,15 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
-    func testFullyMaskedRowsGiveZeroAndMinusInfinity() {
+    func testFullyMaskedRowsGiveZeroAndMinusInfinity() throws {
         // A tile whose rows see no key: an empty mask row (allowed here; the predictor keeps ≥ 1 block).
         let config = SpargeConfig()
         var g = SeededGenerator(seed: 42)
         let q = Tensor3.random(heads: 1, rows: 130, dim: 16, using: &g)
         let k = Tensor3.random(heads: 1, rows: 130, dim: 16, using: &g)
-        var mask = BlockMask(heads: 1, keyBlocks: 3, queryBlocks: [0, 1])
+        var mask = DenseMaskBits(heads: 1, keyBlocks: 3, queryBlocks: [0, 1])
         mask[0, 1, 2] = true
-        let r = SparseAttention.forward(q: q, k: k, v: k, mask: mask, config: config)
+        let r = try SparseAttention.forward(q: q, k: k, v: k, mask: mask.mask, config: config)
         XCTAssertTrue(r.output.data[0..<(128 * 16)].allSatisfy { $0 == 0 })
         XCTAssertTrue(r.lse[0..<128].allSatisfy { $0 == -.infinity })
         XCTAssertTrue(r.output.data[(128 * 16)...].allSatisfy { $0.isFinite && $0 != 0 })

@@ -40,7 +40,7 @@ func doubleAttention(q: Tensor3, k: Tensor3, v: Tensor3, mask: BlockMask?, confi
 func randomMask(heads: Int, tokens: Int, config: SpargeConfig, density: Double,
                 using g: inout SeededGenerator) -> BlockMask {
     let nq = (tokens + config.blockQ - 1) / config.blockQ, nk = (tokens + config.blockK - 1) / config.blockK
-    var mask = BlockMask(heads: heads, keyBlocks: nk, queryBlocks: Array(0..<nq))
+    var mask = DenseMaskBits(heads: heads, keyBlocks: nk, queryBlocks: Array(0..<nq))
     for h in 0..<heads {
         for r in 0..<nq {
             // Block-causal rule of the mask predictor: key block j is allowed iff j < (r+1)·BQ/BK.
@@ -49,5 +49,5 @@ func randomMask(heads: Int, tokens: Int, config: SpargeConfig, density: Double,
             mask[h, r, Int.random(in: 0..<allowed, using: &g)] = true
         }
     }
-    return mask
+    return mask.mask
 }

@@ -125,7 +125,8 @@ final class MaskPredictorTests: XCTestCase {
             var g = SeededGenerator(seed: seed + 100)
             for r in 0..<1024 { for j in 0..<16 { k[1, r, j] = g.normal() * 3 } }
             let m = MaskPredictor.predict(q: q, k: k, config: SpargeConfig(simThreshold: 0.1, selection: .cdf(0.7)))
-            let rows = { (h: Int) in m.bits[(h * m.rowCount * m.keyBlocks)..<((h + 1) * m.rowCount * m.keyBlocks)] }
+            let bits = m.denseBits()
+            let rows = { (h: Int) in bits[(h * m.rowCount * m.keyBlocks)..<((h + 1) * m.rowCount * m.keyBlocks)] }
             XCTAssertEqual(rows(0), rows(1), "seed \(seed): heads 0 and 1 share kv head 0")
             XCTAssertEqual(rows(2), rows(3), "seed \(seed): heads 2 and 3 share kv head 1")
             XCTAssertNotEqual(rows(0), rows(2), "seed \(seed): different kv heads should give different masks")

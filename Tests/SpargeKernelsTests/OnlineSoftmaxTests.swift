@@ -3,7 +3,7 @@ import SpargeTestSupport
 import XCTest
 
 final class OnlineSoftmaxTests: XCTestCase {
-    func testOutputAndLSEAgainstDouble() {
+    func testOutputAndLSEAgainstDouble() throws {
         for (seed, causal) in [(UInt64(11), false), (12, true)] {
             var g = SeededGenerator(seed: seed)
             let q = Tensor3.random(heads: 2, rows: 150, dim: 32, scale: 2, using: &g)
@@ -12,7 +12,7 @@ final class OnlineSoftmaxTests: XCTestCase {
             let config = SpargeConfig(causal: causal)
             let mask = randomMask(heads: 2, tokens: 150, config: config, density: 0.5, using: &g)
             let ref = doubleAttention(q: q, k: k, v: v, mask: mask, config: config)
-            let r = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2)
+            let r = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2)
             // Float accumulation over ≤ 150 keys against Double: ~1e-7 relative per term.
             XCTAssertLessThanOrEqual(relativeL1(r.output.data, ref.output.map(Float.init)), 1e-5, "causal=\(causal)")
             for i in r.lse.indices {
@@ -22,7 +22,7 @@ final class OnlineSoftmaxTests: XCTestCase {
         }
     }
 
-    func testMergingTwoHalvesEqualsTheWhole() {
+    func testMergingTwoHalvesEqualsTheWhole() throws {
         var g = SeededGenerator(seed: 21)
         let n = 200
         let q = Tensor3.random(heads: 2, rows: n, dim: 24, using: &g)
@@ -31,12 +31,12 @@ final class OnlineSoftmaxTests: XCTestCase {
         let config = SpargeConfig(causal: true)
         let nq = 2, nk = 4
         // Split the key blocks into two disjoint halves (even / odd blocks) and merge the partials.
-        var even = BlockMask(heads: 2, keyBlocks: nk, queryBlocks: Array(0..<nq))
+        var even = DenseMaskBits(heads: 2, keyBlocks: nk, queryBlocks: Array(0..<nq))
         var odd = even
         for h in 0..<2 { for r in 0..<nq { for j in 0..<nk { if j % 2 == 0 { even[h, r, j] = true } else { odd[h, r, j] = true } } } }
-        var a = SparseAttention.forward(q: q, k: k, v: v, mask: even, config: config)
-        let b = SparseAttention.forward(q: q, k: k, v: v, mask: odd, config: config)
-        let whole = SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config)
+        var a = try SparseAttention.forward(q: q, k: k, v: v, mask: even.mask, config: config)
+        let b = try SparseAttention.forward(q: q, k: k, v: v, mask: odd.mask, config: config)
+        let whole = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config)
         OnlineSoftmax.mergePartials(output: &a.output, lse: &a.lse, other: b.output, otherLSE: b.lse)
         // Exact in real arithmetic; Float rounding of two weights and one division per element.
         XCTAssertLessThanOrEqual(relativeL1(a.output.data, whole.output.data), 1e-6)

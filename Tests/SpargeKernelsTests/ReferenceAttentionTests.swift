@@ -80,9 +80,9 @@ final class ReferenceAttentionTests: XCTestCase {
         let k = Tensor3.random(heads: 1, rows: 8, dim: 4, using: &g)
         let v = Tensor3.random(heads: 1, rows: 8, dim: 4, shift: 1, using: &g)
         let config = SpargeConfig(blockQ: 4, blockK: 4)
-        var mask = BlockMask(heads: 1, keyBlocks: 2, queryBlocks: [0, 1])
+        var mask = DenseMaskBits(heads: 1, keyBlocks: 2, queryBlocks: [0, 1])
         mask[0, 1, 0] = true
-        let r = ReferenceAttention.compute(q: q, k: k, v: v, mask: mask, config: config)
+        let r = ReferenceAttention.compute(q: q, k: k, v: v, mask: mask.mask, config: config)
         XCTAssertEqual(Array(r.output[0..<16]), [Double](repeating: 0, count: 16))
         XCTAssertEqual(r.lse[0], -.infinity)
         XCTAssertTrue(r.lse[4].isFinite)

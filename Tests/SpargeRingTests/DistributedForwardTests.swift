@@ -10,7 +10,7 @@ import XCTest
 final class DistributedForwardTests: XCTestCase {
     struct Case: CustomStringConvertible {
         let ranks: Int, n: Int, hq: Int, hkv: Int, d: Int
-        let options: [String]
+        var options: [String]
         var expectSparse = true
         var description: String { "np \(ranks), N \(n), heads \(hq)/\(hkv), D \(d), \(options.joined(separator: " "))" }
     }
@@ -69,6 +69,29 @@ final class DistributedForwardTests: XCTestCase {
         XCTAssertGreaterThan(json.int("pv_skipped") ?? 0, 0, "λ = 3 must skip some P·V blocks here")
         XCTAssertEqual(json.int("mask_mismatches"), 0)
         XCTAssertEqual(json.bool("passed"), true, "\(json)")
+    }
+
+    /// K/V stored as bf16 for the ring: the same mask, exactly half the ring's bytes of f32 (and exactly
+    /// what the mask predicts in bf16 bytes), and the ranks equal to one process with the same storage. The
+    /// references see K/V rounded to bf16, which the CPU widens exactly, so the outputs agree with them to
+    /// fp32 rounding (1e-5, as above); the error bf16 itself costs is bounded in `KVPrecisionTests`.
+    func testBF16KeyValuesHalveTheRingBytes() throws {
+        for c in [Case(ranks: 2, n: 1000, hq: 2, hkv: 1, d: 32, options: ["--cdf", "0.9", "--causal"]),
+                  Case(ranks: 3, n: 1111, hq: 4, hkv: 2, d: 16, options: ["--topk", "0.3", "--sink"])] {
+            let f32 = try verify(c)
+            var half = c
+            half.options += ["--kv-precision", "bf16"]
+            let bf16 = try verify(half)
+            XCTAssertEqual(bf16.int("mask_mismatches"), 0, "\(half)")
+            XCTAssertEqual(bf16.double("density"), f32.double("density"), "\(half): the mask is the same")
+            XCTAssertGreaterThan(f32.int("bytes_sent") ?? 0, 0, "\(c): the ring must move something")
+            XCTAssertEqual(2 * (bf16.int("bytes_sent") ?? 0), f32.int("bytes_sent"), "\(half): half the bytes of f32")
+            XCTAssertEqual(2 * (bf16.int("bytes_dense_ring") ?? 0), f32.int("bytes_dense_ring"), "\(half)")
+            XCTAssertEqual(bf16.int("bytes_sent"), bf16.int("bytes_expected"), "\(half): bytes")
+            XCTAssertLessThanOrEqual(bf16.double("rel_l1_vs_single") ?? 1, 1e-5, "\(half)")
+            XCTAssertLessThanOrEqual(bf16.double("rel_l1_vs_masked_reference") ?? 1, 1e-5, "\(half)")
+            XCTAssertEqual(bf16.bool("passed"), true, "\(half)")
+        }
     }
 
     // MARK: - Helpers

@@ -60,10 +60,10 @@ final class RingScheduleTests: XCTestCase {
         let needs = NeedTable(ranks: 3, kvHeads: 2, keyBlocks: layout.keyBlockCount, packed: [all, all, all])
         let schedule = RingSchedule(layout: layout, needs: needs, headDim: 8)
         for origin in 0..<3 {
-            XCTAssertEqual(schedule.floatCount(schedule.forwarded(origin: origin, afterStep: 0)),
-                           schedule.denseFloatCount(origin: origin))
-            XCTAssertEqual(schedule.floatCount(schedule.forwarded(origin: origin, afterStep: 1)),
-                           schedule.denseFloatCount(origin: origin))
+            XCTAssertEqual(schedule.byteCount(schedule.forwarded(origin: origin, afterStep: 0)),
+                           schedule.denseByteCount(origin: origin))
+            XCTAssertEqual(schedule.byteCount(schedule.forwarded(origin: origin, afterStep: 1)),
+                           schedule.denseByteCount(origin: origin))
             XCTAssertTrue(schedule.forwarded(origin: origin, afterStep: 2).isEmpty, "no step after the last")
         }
         // the partial tail block (1000 = 15·64 + 40) carries 40 rows
@@ -95,9 +95,10 @@ final class RingScheduleTests: XCTestCase {
 
     /// Need bits are per kv head: a block is needed when any query head of the group computes it.
     func testNeedBitsAreTheOrOverTheQueryHeadsOfAGroup() {
-        var mask = BlockMask(heads: 4, keyBlocks: 5, queryBlocks: [0, 1])
-        mask[1, 0, 3] = true  // head 1 → kv head 0
-        mask[2, 1, 4] = true  // head 2 → kv head 1
+        var bits = [UInt8](repeating: 0, count: 4 * 2 * 5)
+        bits[(1 * 2 + 0) * 5 + 3] = 1  // head 1 → kv head 0
+        bits[(2 * 2 + 1) * 5 + 4] = 1  // head 2 → kv head 1
+        let mask = BlockMask(heads: 4, keyBlocks: 5, queryBlocks: [0, 1], dense: bits)
         let packed = NeedTable.localBits(mask: mask, kvHeads: 2)
         let table = NeedTable(ranks: 1, kvHeads: 2, keyBlocks: 5, packed: [packed])
         let set = (0..<2).flatMap { g in (0..<5).filter { table.needs(rank: 0, kvHead: g, block: $0) }.map { [g, $0] } }

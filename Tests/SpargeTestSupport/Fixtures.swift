@@ -39,12 +39,12 @@ public enum Fixtures {
         public let blockK: Int
         public let density: Double
 
-        /// The configuration the case was made with.
+        /// The configuration the case was made with: upstream's exact rule (no kept diagonal).
         public var config: SpargeConfig {
             SpargeConfig(
                 blockQ: blockQ, blockK: blockK, simThreshold: theta,
                 selection: topk.map { .topK($0) } ?? .cdf(cdf ?? 0.98),
-                causal: causal ?? false, sink: sink ?? false)
+                causal: causal ?? false, sink: sink ?? false, keepDiagonal: false)
         }
     }
 
@@ -66,6 +66,24 @@ public enum Fixtures {
     public static func mask(_ relativePath: String) throws -> BlockMask {
         let npy = try NPYFile(path: try directory().appendingPathComponent(relativePath).path)
         let s = npy.header.shape
-        return BlockMask(heads: s[0], keyBlocks: s[2], queryBlocks: Array(0..<s[1]), bits: try npy.readUInt8())
+        return BlockMask(heads: s[0], keyBlocks: s[2], queryBlocks: Array(0..<s[1]), dense: try npy.readUInt8())
     }
+}
+
+/// A dense, writable mask for building test cases bit by bit; `mask` is the library's sparse `BlockMask`.
+public struct DenseMaskBits {
+    public let heads: Int, keyBlocks: Int, queryBlocks: [Int]
+    public var bits: [UInt8]
+
+    public init(heads: Int, keyBlocks: Int, queryBlocks: [Int]) {
+        (self.heads, self.keyBlocks, self.queryBlocks) = (heads, keyBlocks, queryBlocks)
+        bits = [UInt8](repeating: 0, count: heads * queryBlocks.count * keyBlocks)
+    }
+
+    public subscript(head: Int, row: Int, key: Int) -> Bool {
+        get { bits[(head * queryBlocks.count + row) * keyBlocks + key] != 0 }
+        set { bits[(head * queryBlocks.count + row) * keyBlocks + key] = newValue ? 1 : 0 }
+    }
+
+    public var mask: BlockMask { BlockMask(heads: heads, keyBlocks: keyBlocks, queryBlocks: queryBlocks, dense: bits) }
 }

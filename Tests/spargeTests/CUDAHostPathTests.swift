@@ -59,7 +59,8 @@ final class CUDAHostPathTests: XCTestCase {
             let cuda = try launch.run(["bench", "--backend", "cuda"] + workload, timeout: 120)
             XCTAssertEqual(cuda.status, 0, "\(launch), cuda\n\(transcript(cuda))")
             XCTAssertTrue(cuda.stdout.contains("\"backend\": \"cuda bf16, Stub GPU\""), "\(launch)\n\(cuda.stdout)")
-            let cpu = try launch.run(["bench", "--backend", "cpu"] + workload, timeout: 120)
+            // The cuda backend's K/V travel as bf16 by default; the CPU's as f32 unless asked.
+            let cpu = try launch.run(["bench", "--backend", "cpu", "--kv-precision", "bf16"] + workload, timeout: 120)
             XCTAssertEqual(cpu.status, 0, "\(launch), cpu\n\(transcript(cpu))")
             // The ring moves the same blocks whoever computes them.
             XCTAssertEqual(jsonField(cuda.stdout, "bytes_sent"), jsonField(cpu.stdout, "bytes_sent"), "\(launch)")

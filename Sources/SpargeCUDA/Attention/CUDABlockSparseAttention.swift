@@ -49,19 +49,13 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     private let mTiles: Int
     private let keyBlocks: Int
     private let kvRows: Int
-    private let tiles: [Tile]
-    private let maskLists: [[Int32]]  // per (head, mask row): computed key blocks, ascending
-    private let maskRowCount: Int
+    /// The tiles and their visit lists (the CPU driver's plan, so both visit the same blocks in one order).
+    private let plan: AttentionPlan
     private let q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer
     private let oacc: DeviceBuffer, ml: DeviceBuffer, counters: DeviceBuffer, tileTable: DeviceBuffer
     private let slots: [StagingSlot]
     private var nextSlot = 0
     private var statistics = AttentionStatistics()
-
-    /// One compute tile: head, first local row, rows, global index of row 0, mask row.
-    struct Tile {
-        let head: Int, localRow: Int, rowCount: Int, queryStart: Int, maskRow: Int
-    }
 
     /// Prepares the tiles of `queries` (`[Hq, rows, D]`, the rows of `mask.queryBlocks` concatenated) on
     /// `device`.
@@ -69,9 +63,16 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// - Throws: `CUDAError.unsupported` for a shape the kernels do not handle, or any driver/NVRTC error.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
                 device: CUDADevice, precision: CUDAPrecision = .bf16) throws {
-        precondition(mask.heads == queries.heads, "mask has \(mask.heads) heads, queries \(queries.heads)")
-        precondition(kvHeads > 0 && queries.heads % kvHeads == 0, "Hq=\(queries.heads) not a multiple of Hkv=\(kvHeads)")
+        guard mask.heads == queries.heads else {
+            throw SpargeError.invalidArgument("the mask has \(mask.heads) heads, the queries \(queries.heads)")
+        }
         try Self.checkShape(headDim: queries.dim, config: config)
+        var t = CUDATrace.now()
+        plan = try AttentionPlan(mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen)
+        guard plan.rows == queries.rows else {
+            throw SpargeError.invalidArgument("the queries hold \(queries.rows) rows, the mask's query blocks \(plan.rows)")
+        }
+        t = CUDATrace.note("attention init: plan of \(plan.tiles.count) tiles", since: t)
         self.config = config
         self.seqLen = seqLen
         self.queryHeads = queries.heads
@@ -85,32 +86,15 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         keyBlocks = (seqLen + config.blockK - 1) / config.blockK
         kvRows = keyBlocks * config.blockK
 
-        var perHead: [Tile] = []
-        for span in mask.queryBlockSpans(blockQ: config.blockQ, seqLen: seqLen) {
-            for start in stride(from: 0, to: span.rows, by: config.computeTileQ) {
-                perHead.append(Tile(head: 0, localRow: span.localRow + start, rowCount: min(config.computeTileQ, span.rows - start),
-                                    queryStart: span.start + start, maskRow: span.row))
-            }
-        }
-        let spanned = perHead.reduce(0) { $0 + $1.rowCount }
-        precondition(spanned == queries.rows, "queries hold \(queries.rows) rows, the mask's blocks \(spanned)")
-        tiles = (0..<queries.heads).flatMap { h in
-            perHead.map { Tile(head: h, localRow: $0.localRow, rowCount: $0.rowCount, queryStart: $0.queryStart, maskRow: $0.maskRow) }
-        }
-        maskRowCount = mask.rowCount
-        var t = CUDATrace.now()
-        maskLists = Self.blockLists(mask)
-        t = CUDATrace.note("attention init: block lists of \(mask.heads * mask.rowCount) mask rows", since: t)
-
         let d = queries.dim
         q = try DeviceBuffer(device: device, bytes: queries.data.count * 2, label: "queries")
         k = try DeviceBuffer(device: device, bytes: kvHeads * kvRows * d * 2, zeroed: true, label: "keys")
         v = try DeviceBuffer(device: device, bytes: kvHeads * kvRows * d * 2, zeroed: true, label: "values")
         oacc = try DeviceBuffer(device: device, bytes: queries.data.count * 4, zeroed: true, label: "output accumulator")
         ml = try DeviceBuffer(device: device, bytes: queries.heads * queries.rows * 8, zeroed: true, label: "softmax state")
-        counters = try DeviceBuffer(device: device, bytes: tiles.count * 16, zeroed: true, label: "tile counters")
-        tileTable = try DeviceBuffer(device: device, bytes: tiles.count * 16, label: "tile table")
-        let tileList: [Int32] = tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] }
+        counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
+        tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
+        let tileList: [Int32] = plan.tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] }
         try tileTable.upload(tileList)
         slots = [try StagingSlot(device: device), try StagingSlot(device: device)]
 
@@ -135,35 +119,14 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         _ = try auxiliaryKernel("sparge_scatter")
     }
 
-    /// The first index of ascending `list` whose value is `≥ value` (`list.count` when none is).
-    static func firstIndex(in list: [Int32], notBelow value: Int32) -> Int {
-        var (low, high) = (0, list.count)
+    /// The first index of `range` in ascending `keys` whose value is `≥ value` (`range.upperBound` when none is).
+    static func firstIndex(in keys: [Int32], _ range: Range<Int>, notBelow value: Int32) -> Int {
+        var (low, high) = (range.lowerBound, range.upperBound)
         while low < high {
             let mid = (low + high) / 2
-            if list[mid] < value { low = mid + 1 } else { high = mid }
+            if keys[mid] < value { low = mid + 1 } else { high = mid }
         }
         return low
-    }
-
-    /// Per (head, mask row), the computed key blocks in ascending order; rows in parallel.
-    static func blockLists(_ mask: BlockMask) -> [[Int32]] {
-        let rows = mask.heads * mask.rowCount, nk = mask.keyBlocks
-        var lists = [[Int32]](repeating: [], count: rows)
-        lists.withUnsafeMutableBufferPointer { out in
-            mask.bits.withUnsafeBufferPointer { bits in
-                let (o, b) = (out.baseAddress!, bits.baseAddress!)
-                let chunk = 64
-                DispatchQueue.concurrentPerform(iterations: (rows + chunk - 1) / chunk) { c in
-                    for r in (c * chunk)..<min(rows, (c + 1) * chunk) {
-                        let row = b + r * nk
-                        var list: [Int32] = []
-                        for j in 0..<nk where row[j] != 0 { list.append(Int32(j)) }
-                        o[r] = list
-                    }
-                }
-            }
-        }
-        return lists
     }
 
     /// Throws unless the kernels handle head dimension `headDim` and the tile shapes of `config`.
@@ -227,8 +190,10 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     }
 
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
-        precondition(table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK,
-                     "attend: the table does not fit this attention")
+        guard table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK else {
+            throw SpargeError.invalidArgument("attend: a table of \(table.kvHeads) kv heads × \(table.keyBlocks) blocks of "
+                + "\(table.blockK) for an attention of \(kvHeads) × \(keyBlocks) of \(config.blockK)")
+        }
         // Parts: ascending ranges of key blocks holding at most `perPart` (kv head, block) entries each.
         let perPart = max(1, Self.stagingBudget / (2 * config.blockK * headDim * 2))
         var ranges: [Range<Int>] = []
@@ -245,7 +210,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         ranges.append(start..<keyBlocks)
         if ranges.count == 1 { return try attendPart(table, blocks: 0..<keyBlocks, poll: poll) }
         for (i, range) in ranges.enumerated() {
-            var part = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: keyBlocks, blockK: config.blockK, seqLen: seqLen)
+            var part = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: keyBlocks, blockK: config.blockK, seqLen: seqLen,
+                                          format: table.format)
             for j in range {
                 for g in 0..<kvHeads {
                     if let b = table.block(kvHead: g, block: j) { part.set(kvHead: g, block: j, keys: b.keys, values: b.values) }
@@ -278,12 +244,13 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         var launches: [(tile: Int32, first: Int32, count: Int32)] = []
         var needed = [Bool](repeating: false, count: kvHeads * keyBlocks)
         let group = queryHeads / kvHeads
-        for (i, tile) in tiles.enumerated() {
-            let g = tile.head / group, lastRow = tile.queryStart + tile.rowCount - 1
+        let keys = plan.mask.keys
+        for (i, tile) in plan.tiles.enumerated() {
+            let g = tile.head / group
             let first = blockList.count
-            let list = maskLists[tile.head * maskRowCount + tile.maskRow]
-            for j in list[Self.firstIndex(in: list, notBelow: Int32(blocks.lowerBound))...] {
-                if Int(j) >= blocks.upperBound || (config.causal && Int(j) * bk > lastRow) { break }
+            // The tile's visits are its mask row already cut at its causal diagonal.
+            for j in keys[Self.firstIndex(in: keys, tile.visits, notBelow: Int32(blocks.lowerBound))..<tile.visits.upperBound] {
+                if Int(j) >= blocks.upperBound { break }
                 if present[g * keyBlocks + Int(j)] {
                     blockList.append(j)
                     needed[g * keyBlocks + Int(j)] = true
@@ -296,7 +263,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         // Longest lists first: the last CTAs to start are short ones, which evens out the end.
         launches.sort { $0.count > $1.count }
         // Only the blocks some tile of this call visits go to the device.
-        var held: [(g: Int, j: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)] = []
+        var held: [(g: Int, j: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer)] = []
         for g in 0..<kvHeads {
             for j in 0..<keyBlocks where needed[g * keyBlocks + j] {
                 let b = table.block(kvHead: g, block: j)!
@@ -305,7 +272,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
         guard !held.isEmpty else { poll?(1); return }
 
-        var t = CUDATrace.note("attend: block lists of \(tiles.count) tiles, \(held.count) blocks held", since: uploadStart)
+        var t = CUDATrace.note("attend: block lists of \(plan.tiles.count) tiles, \(held.count) blocks held", since: uploadStart)
         // The slot the call before last used: wait for its kernel, then fill it.
         let slot = slots[nextSlot]
         nextSlot ^= 1
@@ -321,14 +288,24 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         func fill(_ useBF16Values: Bool) -> Bool {
             let fits = UnsafeMutableBufferPointer<Bool>.allocate(capacity: held.count)
             defer { fits.deallocate() }
-            let precision = self.precision, seqLen = self.seqLen
+            let precision = self.precision, seqLen = self.seqLen, format = table.format
             held.withUnsafeBufferPointer { entries in
                 DispatchQueue.concurrentPerform(iterations: entries.count) { e in
                     let entry = entries[e]
                     let rows = min(bk, seqLen - entry.j * bk)
                     let kDst = stage + e * perEntry, vDst = kDst + bk * d
-                    _ = HalfPrecision.convert(entry.keys, count: rows * d, to: kDst, precision: precision, fp16Storage: false)
-                    fits[e] = HalfPrecision.convert(entry.values, count: rows * d, to: vDst,
+                    // Blocks stored in 16 bits are widened (exactly) first; the kernels' types are rounded
+                    // from fp32 as before. Device-side conversion is the resident pipeline's work.
+                    let wide = format == .f32 ? nil : UnsafeMutablePointer<Float>.allocate(capacity: 2 * rows * d)
+                    defer { wide?.deallocate() }
+                    var (kSrc, vSrc) = (entry.keys.assumingMemoryBound(to: Float.self), entry.values.assumingMemoryBound(to: Float.self))
+                    if let wide {
+                        format.widen(entry.keys, count: rows * d, to: wide)
+                        format.widen(entry.values, count: rows * d, to: wide + rows * d)
+                        (kSrc, vSrc) = (UnsafePointer(wide), UnsafePointer(wide + rows * d))
+                    }
+                    _ = HalfPrecision.convert(kSrc, count: rows * d, to: kDst, precision: precision, fp16Storage: false)
+                    fits[e] = HalfPrecision.convert(vSrc, count: rows * d, to: vDst,
                                                     precision: useBF16Values ? .bf16 : precision,
                                                     fp16Storage: !useBF16Values && precision == .bf16)
                     if rows < bk {
@@ -446,10 +423,10 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         let output = Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: data)
         try lse.withUnsafeMutableBytes { try lseBuffer.download(into: $0.baseAddress!, count: $0.count) }
         CUDATrace.note("finish: output and LSE down", since: t)
-        var counts = [Int32](repeating: 0, count: tiles.count * 4)
+        var counts = [Int32](repeating: 0, count: plan.tiles.count * 4)
         try counts.withUnsafeMutableBytes { try counters.download(into: $0.baseAddress!, count: $0.count) }
         var stats = AttentionStatistics()
-        for i in 0..<tiles.count {
+        for i in 0..<plan.tiles.count {
             stats.keyBlocksVisited += Int(counts[4 * i])
             stats.pvBlocksSkipped += Int(counts[4 * i + 2])
         }

@@ -93,8 +93,7 @@ public struct CUDAMaskPredictor {
         let nk = (seqLen + config.blockK - 1) / config.blockK
         try Self.checkHeadDim(d)
         let rowsPerHead = queryBlocks.count
-        var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
-        guard rowsPerHead > 0, nk > 0 else { return mask }
+        guard rowsPerHead > 0, nk > 0 else { return BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks) }
         try device.makeCurrent()
 
         let rule = RowRule(config: config, queryBlocks: queryBlocks, keyBlocks: nk, headDim: d)
@@ -106,7 +105,7 @@ public struct CUDAMaskPredictor {
         let queryFlags = try DeviceBuffer(device: device, bytes: querySummaries.flags.count, label: "query flags")
         let limitBuffer = try DeviceBuffer(device: device, bytes: limits.count * 4, label: "causal limits")
         let diagonalBuffer = try DeviceBuffer(device: device, bytes: diagonals.count * 4, label: "diagonals")
-        let bits = try DeviceBuffer(device: device, bytes: mask.bits.count, zeroed: true, label: "mask bits")
+        let bits = try DeviceBuffer(device: device, bytes: queryHeads * rowsPerHead * nk, zeroed: true, label: "mask bits")
         var t = CUDATrace.now()
         try queryMeans.upload(querySummaries.means)
         try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
@@ -158,11 +157,43 @@ public struct CUDAMaskPredictor {
         ])
         try device.synchronize()
         t = CUDATrace.note("mask: kernels for \(items) rows × \(nk) key blocks", since: t)
-        try mask.bits.withUnsafeMutableBytes {
-            try device.stagedTransfer().download(from: bits, into: $0.baseAddress!, count: $0.count)
-        }
-        CUDATrace.note("mask: bits down", since: t)
+        let mask = try Self.download(bits, rows: items, keyBlocks: nk, device: device, queryHeads: queryHeads,
+                                     queryBlocks: queryBlocks)
+        CUDATrace.note("mask: bits down and compacted (\(mask.computedCount) computed blocks)", since: t)
         return mask
+    }
+
+    /// The sparse mask of dense device bits `[rows][nk]`, streamed down through the pinned chunks and
+    /// compacted as they arrive, so that the host never holds the dense bits.
+    static func download(_ bits: DeviceBuffer, rows: Int, keyBlocks nk: Int, device: CUDADevice, queryHeads: Int,
+                         queryBlocks: [Int]) throws -> BlockMask {
+        var builder = BlockMask.Builder(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
+        var row: [Int32] = []
+        var column = 0
+        try device.stagedTransfer().download(from: bits, count: rows * nk) { _, length, chunk in
+            var i = 0
+            while i < length {
+                let run = min(length - i, nk - column)
+                var c = 0
+                // Eight bytes at a time past the zeros, which are most of a sparse row.
+                while c + 8 <= run {
+                    if chunk.loadUnaligned(fromByteOffset: i + c, as: UInt64.self) == 0 { c += 8; continue }
+                    for b in c..<(c + 8) where chunk.load(fromByteOffset: i + b, as: UInt8.self) != 0 {
+                        row.append(Int32(column + b))
+                    }
+                    c += 8
+                }
+                for b in c..<run where chunk.load(fromByteOffset: i + b, as: UInt8.self) != 0 { row.append(Int32(column + b)) }
+                i += run
+                column += run
+                if column == nk {
+                    builder.appendRow(row)
+                    row.removeAll(keepingCapacity: true)
+                    column = 0
+                }
+            }
+        }
+        return builder.mask
     }
 
     /// What the row kernels are told about each mask row and the selection, derived from the configuration

@@ -30,7 +30,7 @@ public enum AttentionBenchmark {
     /// with a random mask of that density (each row keeps `round(density·nk)` random key blocks, at least
     /// one; `density ≥ 1` runs without a mask). Median of `repeats` runs after one warm-up.
     public static func run(tokens: Int, heads: Int, dim: Int, densities: [Double], threads: Int,
-                           repeats: Int = 3, config: SpargeConfig = SpargeConfig(), seed: UInt64 = 1) -> [Result] {
+                           repeats: Int = 3, config: SpargeConfig = SpargeConfig(), seed: UInt64 = 1) throws -> [Result] {
         var rng = SplitMix(seed)
         func tensor() -> Tensor3 {
             var t = Tensor3(heads: heads, rows: tokens, dim: dim)
@@ -43,7 +43,7 @@ public enum AttentionBenchmark {
         for density in densities {
             var mask: BlockMask? = nil
             if density < 1 {
-                var m = BlockMask(heads: heads, keyBlocks: nk, queryBlocks: Array(0..<nq))
+                var m = BlockMask.Builder(heads: heads, keyBlocks: nk, queryBlocks: Array(0..<nq))
                 let keep = Swift.max(1, Int((density * Double(nk)).rounded()))
                 for h in 0..<heads {
                     for r in 0..<nq {
@@ -51,17 +51,18 @@ public enum AttentionBenchmark {
                         for i in 0..<keep {
                             let j = i + Int(rng.next() % UInt64(nk - i))
                             blocks.swapAt(i, j)
-                            m[h, r, blocks[i]] = true
                         }
+                        _ = (h, r)
+                        m.appendRow(blocks[0..<keep].sorted())
                     }
                 }
-                mask = m
+                mask = m.mask
             }
             var samples: [Double] = []
             var stats = AttentionStatistics()
             for rep in 0...repeats {
                 let start = DispatchTime.now().uptimeNanoseconds
-                let r = SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: threads)
+                let r = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: threads)
                 let t = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                 if rep > 0 { samples.append(t) }
                 stats = r.stats

@@ -231,14 +231,20 @@ public struct AttentionTile: @unchecked Sendable {
     /// Swift has no prefetch instruction, so these are real loads, folded into a value stored in the tile
     /// header so that they are not removed. It changes no state the attention reads.
     public func prefetch(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int) {
-        let count = keyCount * arena.headDim
+        header[7] = Int(Self.prefetch(keys: keys, values: values, bytes: keyCount * arena.headDim * 4))
+    }
+
+    /// The loads of `prefetch(keys:values:keyCount:)` over `bytes` bytes of each of a block's keys and
+    /// values (any storage format); the caller keeps the returned value somewhere, so that they stay.
+    @inline(__always)
+    public static func prefetch(keys: UnsafeRawPointer, values: UnsafeRawPointer, bytes: Int) -> UInt32 {
         var x: UInt32 = 0
         var i = 0
-        while i < count {
-            x ^= keys[i].bitPattern ^ values[i].bitPattern
-            i += 16
+        while i < bytes {
+            x ^= keys.load(fromByteOffset: i, as: UInt32.self) ^ values.load(fromByteOffset: i, as: UInt32.self)
+            i += 64
         }
-        header[7] = Int(x)
+        return x
     }
 
     /// Writes `O = acc / l` and the row log-sum-exp.

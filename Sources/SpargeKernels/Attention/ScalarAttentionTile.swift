@@ -33,14 +33,24 @@ public final class ScalarAttentionTile {
 
     /// See `AttentionTile.begin`.
     public func begin(queries q: UnsafePointer<Float>, rowCount: Int, queryStart: Int) {
+        reset(rowCount: rowCount, queryStart: queryStart)
+        load(queries: q)
+    }
+
+    /// See `AttentionTile.reset`.
+    public func reset(rowCount: Int, queryStart: Int) {
         precondition(rowCount >= 0 && rowCount <= tileRows, "ScalarAttentionTile: too many rows")
         self.rowCount = rowCount
         self.queryStart = queryStart
         statistics = AttentionStatistics()
         computed = 0
-        for i in 0..<(rowCount * headDim) { queries[i] = q[i] * queryScale }
         for i in accumulator.indices { accumulator[i] = 0 }
         for r in 0..<tileRows { m[r] = -.infinity; l[r] = 0 }
+    }
+
+    /// See `AttentionTile.load`.
+    public func load(queries q: UnsafePointer<Float>) {
+        for i in 0..<(rowCount * headDim) { queries[i] = q[i] * queryScale }
     }
 
     /// See `AttentionTile.visit`.

@@ -82,8 +82,8 @@ public struct CPUAttentionEngine: AttentionEngine {
 
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
                               seqLen: Int, threads: Int) throws -> any StepwiseAttention {
-        BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
-                             threads: threads)
+        try BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
+                                 threads: threads)
     }
 }
 

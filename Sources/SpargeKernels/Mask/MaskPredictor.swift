@@ -39,68 +39,93 @@ public enum MaskPredictor {
         let d = headDim
         let group = queryHeads / kvHeads
         let rowsPerHead = queryBlocks.count
-        var mask = BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
-        guard rowsPerHead > 0, nk > 0 else { return mask }
+        guard rowsPerHead > 0, nk > 0 else {
+            return BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
+        }
 
         let scale = Float(1 / Double(d).squareRoot())
         let keysDouble = keySummaries.means.map(Double.init)  // [kvHeads][nk][D], converted once
         let queriesDouble = querySummaries.means.map(Double.init)
         let rowChunk = 8
         let chunksPerHead = (rowsPerHead + rowChunk - 1) / rowChunk
-
-        mask.bits.withUnsafeMutableBufferPointer { bitsBuf in
+        // Each work item predicts up to `rowChunk` rows into a dense scratch row and keeps only the list of
+        // computed blocks, so memory follows the computed blocks, not rows × nk.
+        var pieces = [(rowCounts: [Int32], keys: [Int32])](repeating: ([], []), count: queryHeads * chunksPerHead)
+        pieces.withUnsafeMutableBufferPointer { piecesBuf in
             keysDouble.withUnsafeBufferPointer { kb in
                 queriesDouble.withUnsafeBufferPointer { qb in
                     keySummaries.flags.withUnsafeBufferPointer { kf in
                         querySummaries.flags.withUnsafeBufferPointer { qf in
-                            let (bits, kd, qd, kflags, qflags) =
-                                (bitsBuf.baseAddress!, kb.baseAddress!, qb.baseAddress!, kf.baseAddress!, qf.baseAddress!)
+                            let (piecesOut, kd, qd, kflags, qflags) =
+                                (piecesBuf.baseAddress!, kb.baseAddress!, qb.baseAddress!, kf.baseAddress!, qf.baseAddress!)
                             DispatchQueue.concurrentPerform(iterations: queryHeads * chunksPerHead) { item in
                                 let h = item / chunksPerHead
                                 let kvh = h / group
                                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: nk)
                                 let order = UnsafeMutablePointer<UInt64>.allocate(capacity: nk)
-                                defer { scores.deallocate(); order.deallocate() }
+                                let out = UnsafeMutablePointer<UInt8>.allocate(capacity: nk)
+                                defer { scores.deallocate(); order.deallocate(); out.deallocate() }
+                                var piece = (rowCounts: [Int32](), keys: [Int32]())
                                 let r0 = (item % chunksPerHead) * rowChunk
                                 for row in r0..<min(rowsPerHead, r0 + rowChunk) {
-                                    let i = queryBlocks[row]
-                                    let limit = config.causal
-                                        ? blockCausalLimit(queryBlock: i, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
-                                        : nk
-                                    let out = bits + (h * rowsPerHead + row) * nk
-                                    let keyFlags = kflags + kvh * nk
-                                    switch config.selection {
-                                    case .dense:
-                                        for j in 0..<limit { out[j] = 1 }
-                                    case .cdf, .topK:
-                                        let q = qd + (h * rowsPerHead + row) * d
-                                        for j in 0..<nk {
-                                            if j < limit && keyFlags[j] != 0 {
-                                                scores[j] = Float(dotDouble(q, kd + (kvh * nk + j) * d, d)) * scale
-                                            } else {
-                                                scores[j] = -.infinity
-                                            }
-                                        }
-                                        selectBlocks(scores: scores, count: nk, selection: config.selection,
-                                                     order: order, into: out)
-                                    }
-                                    // Force-on, in the reference's order.
-                                    for j in 0..<nk where keyFlags[j] == 0 { out[j] = 1 }
-                                    if qflags[h * rowsPerHead + row] == 0 { for j in 0..<nk { out[j] = 1 } }
-                                    if config.causal { for j in limit..<nk { out[j] = 0 } }
-                                    if config.sink { out[0] = 1 }
-                                    if config.causal && config.keepDiagonal {
-                                        let first = i * config.blockQ / config.blockK
-                                        for j in first..<limit { out[j] = 1 }
-                                    }
+                                    out.update(repeating: 0, count: nk)
+                                    let q = qd + (h * rowsPerHead + row) * d
+                                    predictRow(queryBlock: queryBlocks[row], query: q, keys: kd + kvh * nk * d,
+                                               keyFlags: kflags + kvh * nk, querySelfSimilar: qflags[h * rowsPerHead + row] != 0,
+                                               keyBlocks: nk, headDim: d, scale: scale, config: config,
+                                               scores: scores, order: order, into: out)
+                                    let before = piece.keys.count
+                                    for j in 0..<nk where out[j] != 0 { piece.keys.append(Int32(j)) }
+                                    piece.rowCounts.append(Int32(piece.keys.count - before))
                                 }
+                                piecesOut[item] = piece
                             }
                         }
                     }
                 }
             }
         }
-        return mask
+        return BlockMask.joining(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks, pieces: pieces)
+    }
+
+    /// One mask row (DESIGN.md §1, steps 4–6) as `nk` bytes in `out` (which must be zero on entry).
+    ///
+    /// - Parameters:
+    ///   - query: the query block's mean (`headDim` Doubles); `keys`: every key block's mean of its kv head.
+    ///   - keyFlags: self-similarity of every key block of the kv head (1 = self-similar).
+    ///   - scores, order: scratch of `nk` values each.
+    @inline(__always)
+    static func predictRow(
+        queryBlock i: Int, query q: UnsafePointer<Double>, keys kd: UnsafePointer<Double>,
+        keyFlags: UnsafePointer<UInt8>, querySelfSimilar: Bool, keyBlocks nk: Int, headDim d: Int, scale: Float,
+        config: SpargeConfig, scores: UnsafeMutablePointer<Float>, order: UnsafeMutablePointer<UInt64>,
+        into out: UnsafeMutablePointer<UInt8>
+    ) {
+        let limit = config.causal
+            ? blockCausalLimit(queryBlock: i, blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
+            : nk
+        switch config.selection {
+        case .dense:
+            for j in 0..<limit { out[j] = 1 }
+        case .cdf, .topK:
+            for j in 0..<nk {
+                if j < limit && keyFlags[j] != 0 {
+                    scores[j] = Float(dotDouble(q, kd + j * d, d)) * scale
+                } else {
+                    scores[j] = -.infinity
+                }
+            }
+            selectBlocks(scores: scores, count: nk, selection: config.selection, order: order, into: out)
+        }
+        // Force-on, in the reference's order.
+        for j in 0..<nk where keyFlags[j] == 0 { out[j] = 1 }
+        if !querySelfSimilar { for j in 0..<nk { out[j] = 1 } }
+        if config.causal { for j in limit..<nk { out[j] = 0 } }
+        if config.sink { out[0] = 1 }
+        if config.causal && config.keepDiagonal {
+            let first = i * config.blockQ / config.blockK
+            for j in first..<limit { out[j] = 1 }
+        }
     }
 
     /// Stops with a message unless the arguments of ``predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``

@@ -50,7 +50,7 @@ public enum ReferenceAttention {
             for r in rows { precondition(maskRow[r / config.blockQ] >= 0, "ReferenceAttention: mask lacks query block \(r / config.blockQ)") }
         }
         let kd = k.data.map(Double.init), vd = v.data.map(Double.init)
-        let maskBits = mask?.bits ?? []
+        let maskBits = mask?.denseBits() ?? []
         var output = [Double](repeating: 0, count: hq * rows.count * dv)
         var lse = [Double](repeating: -.infinity, count: hq * rows.count)
         let chunk = 16
@@ -71,7 +71,7 @@ public enum ReferenceAttention {
                                 for ri in start..<min(rows.count, start + chunk) {
                                     let i = rows[ri]
                                     for t in 0..<d { qrow[t] = Double(qp[(h * n + i) * d + t]) }
-                                    let bits = mask.map { mb.baseAddress! + $0.index(head: h, row: maskRow[i / config.blockQ], key: 0) }
+                                    let bits = mask.map { mb.baseAddress! + (h * $0.rowCount + maskRow[i / config.blockQ]) * $0.keyBlocks }
                                     let last = config.causal ? i + 1 : n
                                     var mx = -Double.infinity
                                     for j in 0..<last {

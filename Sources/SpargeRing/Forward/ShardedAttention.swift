@@ -21,15 +21,18 @@ public enum ShardedAttention {
     ///   - threads: worker threads on this rank (default 1).
     ///   - engine: who does the tile and mask arithmetic (default the CPU); the mask (bit for bit) and the ring
     ///     are the same for all.
+    ///   - kvFormat: the element type K/V blocks are stored and sent in (default f32, exact). bf16 halves
+    ///     the ring's bytes at a relative rounding of at most 2⁻⁸ per element; each rank converts its own
+    ///     blocks once, before the ring.
     ///   - progress: called on this thread with a phase name and a fraction done.
     public static func forward(
         q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
-        progress: ((String, Double) -> Void)? = nil
+        kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
         let start = DispatchTime.now().uptimeNanoseconds
         func seconds(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
-        try checkAgreement(q: q, k: k, v: v, layout: layout, config: config, comm: comm)
+        try checkAgreement(q: q, k: k, v: v, layout: layout, config: config, kvFormat: kvFormat, comm: comm)
         let ranges = layout.tokenRanges[comm.rank]
         var stats = ForwardStatistics()
 
@@ -72,9 +75,10 @@ public enum ShardedAttention {
         t = DispatchTime.now().uptimeNanoseconds
         let attention = try engine.makeAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
                                                  seqLen: layout.seqLen, threads: threads)
-        let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim),
+        let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim, format: kvFormat),
                                  comm: comm, threads: threads)
-        stats.ring = try ring.run(keys: k, values: v, attention: attention) { done in
+        let local = try agreed(comm) { try LocalBlocks(keys: k, values: v, format: kvFormat) }
+        stats.ring = try ring.run(local: local, attention: attention) { done in
             progress?("ring", done)
         }
         let (output, lse) = try attention.finish(threads: threads)
@@ -89,10 +93,15 @@ public enum ShardedAttention {
     /// Ends the call on every rank with the same error when the configuration or shapes differ between
     /// ranks, or when any rank's shard does not fit the layout.
     static func checkAgreement(q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
-                               comm: Communicator) throws {
+                               kvFormat: StorageFormat, comm: Communicator) throws {
         var problem: String?
         let rows = layout.rowCount(rank: comm.rank)
-        if layout.ranks != comm.size {
+        do { try config.validate() } catch { problem = "\(error)" }
+        if problem != nil {
+        } else if layout.blockQ != config.blockQ || layout.blockK != config.blockK {
+            problem = "the layout's blocks \(layout.blockQ)×\(layout.blockK) differ from the configuration's "
+                + "\(config.blockQ)×\(config.blockK)"
+        } else if layout.ranks != comm.size {
             problem = "the layout is for \(layout.ranks) ranks but the run has \(comm.size)"
         } else if q.rows != rows || k.rows != rows || v.rows != rows {
             problem = "shard rows q \(q.rows), k \(k.rows), v \(v.rows); the layout gives this rank \(rows)"
@@ -100,17 +109,27 @@ public enum ShardedAttention {
             problem = "shapes disagree: q \(q.shape), k \(k.shape), v \(v.shape)"
         } else if k.heads == 0 || q.heads % k.heads != 0 {
             problem = "query heads \(q.heads) are not a multiple of kv heads \(k.heads)"
-        } else if config.blockQ % config.computeTileQ != 0 {
-            problem = "computeTileQ \(config.computeTileQ) does not divide blockQ \(config.blockQ)"
         }
         if comm.anyRank(problem != nil) {
             throw ForwardError(problem ?? "another rank's shard does not fit the layout")
         }
-        let fingerprint = "\(config.summary), N=\(layout.seqLen), Hq=\(q.heads), Hkv=\(k.heads), D=\(q.dim)"
+        let fingerprint = "\(config.summary), N=\(layout.seqLen), Hq=\(q.heads), Hkv=\(k.heads), D=\(q.dim), K/V \(kvFormat.rawValue)"
         let all = comm.allgather(bytes: Array(fingerprint.utf8)).map { String(decoding: $0, as: UTF8.self) }
         if let other = all.firstIndex(where: { $0 != all[0] }) {
             throw ForwardError("the ranks were given different configurations or shapes: rank 0 has \(all[0]); "
                 + "rank \(other) has \(all[other])")
         }
+    }
+
+    /// `body`'s value on every rank, or the first failing rank's error thrown on every rank (a collective).
+    static func agreed<T>(_ comm: Communicator, _ body: () throws -> T) throws -> T {
+        var value: T?
+        var problem = ""
+        do { value = try body() } catch { problem = "\(error)" }
+        let all = comm.allgather(bytes: Array(problem.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        if let rank = all.firstIndex(where: { !$0.isEmpty }) {
+            throw ForwardError(comm.size > 1 ? "rank \(rank): \(all[rank])" : all[rank])
+        }
+        return value!
     }
 }

@@ -35,21 +35,16 @@ public struct NeedTable: Sendable, Equatable {
         precondition(mask.heads % kvHeads == 0, "query heads \(mask.heads) not a multiple of kv heads \(kvHeads)")
         let group = mask.heads / kvHeads
         let nk = mask.keyBlocks
-        // OR the rows of each kv head's query heads together (a plain loop the compiler vectorises), then pack.
-        var any = [UInt8](repeating: 0, count: kvHeads * nk)
-        mask.bits.withUnsafeBufferPointer { m in
-            any.withUnsafeMutableBufferPointer { a in
-                for h in 0..<mask.heads {
-                    let out = a.baseAddress! + (h / group) * nk
-                    for row in 0..<mask.rowCount {
-                        let base = m.baseAddress! + mask.index(head: h, row: row, key: 0)
-                        for j in 0..<nk { out[j] |= base[j] }
-                    }
+        var packed = [UInt8](repeating: 0, count: byteCount(kvHeads: kvHeads, keyBlocks: nk))
+        for h in 0..<mask.heads {
+            let base = (h / group) * nk
+            for row in 0..<mask.rowCount {
+                for j in mask.keys(head: h, row: row) {
+                    let bit = base + Int(j)
+                    packed[bit >> 3] |= 1 << UInt8(bit & 7)
                 }
             }
         }
-        var packed = [UInt8](repeating: 0, count: byteCount(kvHeads: kvHeads, keyBlocks: nk))
-        for bit in any.indices where any[bit] != 0 { packed[bit >> 3] |= 1 << UInt8(bit & 7) }
         return packed
     }
 

@@ -31,50 +31,53 @@ struct RingAttention {
     let threads: Int
 
     /// Runs all steps, feeding `attention`; `progress` gets the share of the ring done, on this thread.
-    func run(keys k: Tensor3, values v: Tensor3, attention: any StepwiseAttention,
+    ///
+    /// - Parameter local: this rank's K and V rows in the schedule's storage format (see `LocalBlocks`).
+    func run(local: LocalBlocks, attention: any StepwiseAttention,
              progress: ((Double) -> Void)?) throws -> RingStatistics {
         let layout = schedule.layout
-        let p = layout.ranks, r = comm.rank, d = k.dim
+        let p = layout.ranks, r = comm.rank, d = schedule.headDim
         let outgoing = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s), afterStep: s) : [] }
         let incoming = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s + 1), afterStep: s) : [] }
-        let send = RingBuffer(capacity: outgoing.map(schedule.floatCount).max() ?? 0)
-        var current = RingBuffer(capacity: incoming.map(schedule.floatCount).max() ?? 0)
+        let send = RingBuffer(capacity: outgoing.map(schedule.byteCount).max() ?? 0)
+        var current = RingBuffer(capacity: incoming.map(schedule.byteCount).max() ?? 0)
         var next = RingBuffer(capacity: current.capacity)
         var stats = RingStatistics()
         let sent0 = (comm.bytesSent, comm.bytesReceived, comm.messagesSent, comm.messagesReceived)
-        stats.denseRingBytes = (p - 1) * schedule.denseFloatCount(origin: r) * MemoryLayout<Float>.stride
+        stats.denseRingBytes = (p - 1) * schedule.denseByteCount(origin: r)
 
-        var table = KeyValueBlockTable(kvHeads: k.heads, keyBlocks: layout.keyBlockCount, blockK: layout.blockK,
-                                       seqLen: layout.seqLen)
-        try k.data.withUnsafeBufferPointer { kp in
-            try v.data.withUnsafeBufferPointer { vp in
+        var table = KeyValueBlockTable(kvHeads: schedule.needs.kvHeads, keyBlocks: layout.keyBlockCount,
+                                       blockK: layout.blockK, seqLen: layout.seqLen, format: schedule.format)
+        try local.withPointers { kp, vp in
                 for s in 0..<p {
                     progress?(Double(s) / Double(p))
                     table.removeAll()
                     if s == 0 {
                         var localRow = 0
+                        let size = schedule.format.byteSize
                         for range in layout.tokenRanges[r] {
-                            table.setBlocks(tokens: range, keys: kp.baseAddress! + localRow * d,
-                                            values: vp.baseAddress! + localRow * d, headStride: k.rows * d, dim: d)
+                            table.setBlocks(tokens: range, keys: kp + localRow * d * size,
+                                            values: vp + localRow * d * size, headStride: local.rows * d, dim: d)
                             localRow += range.count
                         }
                     } else {
                         for e in incoming[s - 1] {
-                            let keys = UnsafePointer(current.floats + e.offset)
-                            table.set(kvHead: e.kvHead, block: e.block, keys: keys, values: keys + e.rows * d)
+                            let keys = UnsafeRawPointer(current.base + e.offset)
+                            table.set(kvHead: e.kvHead, block: e.block, keys: keys,
+                                      values: keys + schedule.blockBytes(rows: e.rows))
                         }
                     }
 
                     // Post this step's exchange: forward what later ranks still need, receive the next payload.
                     var requests: [Request] = []
                     if !outgoing[s].isEmpty {
-                        pack(outgoing[s], from: table, into: send, dim: d)
-                        let count = schedule.floatCount(outgoing[s])
+                        pack(outgoing[s], from: table, into: send)
+                        let count = schedule.byteCount(outgoing[s])
                         requests.append(try comm.isend(UnsafeRawBufferPointer(send.bytes(count: count)),
                                                        to: schedule.next(of: r), tag: s))
                     }
                     if !incoming[s].isEmpty {
-                        requests.append(try comm.irecv(into: next.bytes(count: schedule.floatCount(incoming[s])),
+                        requests.append(try comm.irecv(into: next.bytes(count: schedule.byteCount(incoming[s])),
                                                        from: schedule.previous(of: r), tag: s))
                     }
 
@@ -99,7 +102,6 @@ struct RingAttention {
                     }
                     swap(&current, &next)
                 }
-            }
         }
         stats.bytesSent = comm.bytesSent - sent0.0
         stats.bytesReceived = comm.bytesReceived - sent0.1
@@ -109,12 +111,12 @@ struct RingAttention {
     }
 
     /// Copies the keys, then the values, of every entry from where `table` has them into `buffer`.
-    private func pack(_ entries: [RingSchedule.Entry], from table: KeyValueBlockTable, into buffer: RingBuffer, dim: Int) {
+    private func pack(_ entries: [RingSchedule.Entry], from table: KeyValueBlockTable, into buffer: RingBuffer) {
         for e in entries {
             let source = table.block(kvHead: e.kvHead, block: e.block)!
-            let count = e.rows * dim
-            (buffer.floats + e.offset).update(from: source.keys, count: count)
-            (buffer.floats + e.offset + count).update(from: source.values, count: count)
+            let bytes = schedule.blockBytes(rows: e.rows)
+            (buffer.base + e.offset).copyMemory(from: source.keys, byteCount: bytes)
+            (buffer.base + e.offset + bytes).copyMemory(from: source.values, byteCount: bytes)
         }
     }
 }

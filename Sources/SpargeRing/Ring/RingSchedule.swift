@@ -11,7 +11,7 @@ public struct RingSchedule: Sendable {
         public let block: Int
         /// Rows of this block (`blockK`, or fewer for the global last block).
         public let rows: Int
-        /// Offset of the block's keys in the payload, in floats; its values follow the keys directly.
+        /// Offset of the block's keys in the payload, in bytes; its values follow the keys directly.
         public let offset: Int
     }
 
@@ -21,12 +21,18 @@ public struct RingSchedule: Sendable {
     public let needs: NeedTable
     /// Head dimension.
     public let headDim: Int
+    /// The element type blocks travel in.
+    public let format: StorageFormat
 
-    public init(layout: ShardLayout, needs: NeedTable, headDim: Int) {
+    public init(layout: ShardLayout, needs: NeedTable, headDim: Int, format: StorageFormat = .f32) {
         self.layout = layout
         self.needs = needs
         self.headDim = headDim
+        self.format = format
     }
+
+    /// Bytes of the keys (or of the values) of a block of `rows` rows.
+    public func blockBytes(rows: Int) -> Int { rows * headDim * format.byteSize }
 
     /// Ring neighbour that receives from `rank`.
     public func next(of rank: Int) -> Int { (rank + 1) % layout.ranks }
@@ -48,21 +54,21 @@ public struct RingSchedule: Sendable {
             where later.contains(where: { needs.needs(rank: $0, kvHead: g, block: j) }) {
                 let rows = min(layout.blockK, layout.seqLen - j * layout.blockK)
                 entries.append(Entry(kvHead: g, block: j, rows: rows, offset: offset))
-                offset += 2 * rows * headDim
+                offset += 2 * blockBytes(rows: rows)
             }
         }
         return entries
     }
 
-    /// Floats in a payload made of `entries`.
-    public func floatCount(_ entries: [Entry]) -> Int {
-        entries.last.map { $0.offset + 2 * $0.rows * headDim } ?? 0
+    /// Bytes of a payload made of `entries`.
+    public func byteCount(_ entries: [Entry]) -> Int {
+        entries.last.map { $0.offset + 2 * blockBytes(rows: $0.rows) } ?? 0
     }
 
-    /// Floats a dense ring sends in total per step-message from `origin` after `step` (every block of every
+    /// Bytes a dense ring (in the same format) sends per step-message from `origin` (every block of every
     /// kv head): the yardstick for the skipping ring.
-    public func denseFloatCount(origin: Int) -> Int {
+    public func denseByteCount(origin: Int) -> Int {
         guard layout.ranks > 1 else { return 0 }
-        return 2 * needs.kvHeads * layout.rowCount(rank: origin) * headDim
+        return 2 * needs.kvHeads * blockBytes(rows: layout.rowCount(rank: origin))
     }
 }

@@ -44,6 +44,18 @@ public struct ShardLayout: Sendable, Equatable {
         }
     }
 
+    /// The layout of `seqLen` tokens over `ranks` ranks with the block sizes of `config` (the one place a
+    /// run's block sizes come from) and the zigzag order when `config.causal`.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` for a non-positive length or rank count, or an invalid config.
+    public init(seqLen: Int, ranks: Int, config: SpargeConfig) throws {
+        try config.validate()
+        guard seqLen > 0, ranks > 0 else {
+            throw SpargeError.invalidArgument("a layout needs a positive length and rank count (N=\(seqLen), \(ranks) ranks)")
+        }
+        self.init(seqLen: seqLen, ranks: ranks, blockQ: config.blockQ, blockK: config.blockK, causal: config.causal)
+    }
+
     /// Query blocks in the sequence.
     public var queryBlockCount: Int { (seqLen + blockQ - 1) / blockQ }
     /// Key blocks in the sequence.

@@ -1,0 +1,114 @@
+/// The work of one process's query rows under a block mask, for every backend: the compute tiles, the key
+/// blocks each visits (its mask row cut at its causal diagonal), and the order in which query blocks are
+/// taken.
+///
+/// A *block* is one query block of one head; its tiles (`blockQ / computeTileQ`, fewer for a partial last
+/// block) share the block's mask row, so a driver reads each key block once per block and lets every tile
+/// visit it. Blocks are ordered head by head — so that workers share one head's K/V in the cache instead of
+/// streaming every head's — and within a head heaviest first (most visits; under causal the last blocks),
+/// so that dynamic claiming evens out the end.
+///
+/// Memory: a few words per tile; the visit lists are ranges into `mask.keys`, never copies (a tile's cut
+/// row is a prefix of its block's row, because rows ascend).
+public struct AttentionPlan: Sendable {
+    /// One compute tile.
+    public struct Tile: Sendable, Equatable {
+        /// Query head.
+        public let head: Int
+        /// First row among the process's query rows (the rows of `mask.queryBlocks`, concatenated).
+        public let localRow: Int
+        /// Rows (`computeTileQ`, or fewer at the end of a partial block).
+        public let rowCount: Int
+        /// Global token index of row 0.
+        public let queryStart: Int
+        /// The key blocks it visits: `mask.keys[visits]`, ascending.
+        public let visits: Range<Int>
+    }
+
+    /// One query block of one head.
+    public struct Block: Sendable, Equatable {
+        /// Query head.
+        public let head: Int
+        /// Its tiles: `tiles[tileRange]`.
+        public let tileRange: Range<Int>
+        /// The key blocks any of its tiles visits: `mask.keys[visits]` (its last tile's list).
+        public let visits: Range<Int>
+    }
+
+    /// The mask the plan reads.
+    public let mask: BlockMask
+    /// The configuration (block sizes, compute tile, causal).
+    public let config: SpargeConfig
+    /// Tokens in the sequence, query heads, key/value heads.
+    public let seqLen: Int, queryHeads: Int, kvHeads: Int
+    /// The process's query rows per head.
+    public let rows: Int
+    /// Every compute tile, grouped by block in `blocks` order.
+    public let tiles: [Tile]
+    /// Every (head, query block), in the order drivers take them.
+    public let blocks: [Block]
+
+    /// The plan of the rows of `mask.queryBlocks`.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` when `kvHeads` does not divide the mask's heads or
+    ///   `computeTileQ` does not divide `blockQ`.
+    public init(mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int) throws {
+        guard kvHeads > 0, mask.heads % kvHeads == 0 else {
+            throw SpargeError.invalidArgument("query heads \(mask.heads) are not a multiple of kv heads \(kvHeads)")
+        }
+        try config.validate()
+        self.mask = mask
+        self.config = config
+        self.seqLen = seqLen
+        self.queryHeads = mask.heads
+        self.kvHeads = kvHeads
+        let spans = mask.queryBlockSpans(blockQ: config.blockQ, seqLen: seqLen)
+        rows = spans.reduce(0) { $0 + $1.rows }
+        let tq = config.computeTileQ, bk = config.blockK
+        var tiles: [Tile] = []
+        var blocks: [Block] = []
+        for h in 0..<mask.heads {
+            var headBlocks: [(span: (row: Int, start: Int, rows: Int, localRow: Int), cut: [Range<Int>])] = []
+            for span in spans {
+                let r = h * mask.rowCount + span.row
+                let row = mask.rowStarts[r]..<mask.rowStarts[r + 1]
+                let cuts = stride(from: 0, to: span.rows, by: tq).map { first -> Range<Int> in
+                    guard config.causal else { return row }
+                    let lastRow = span.start + min(span.rows, first + tq) - 1
+                    return row.lowerBound..<AttentionPlan.firstIndex(in: mask.keys, row, above: lastRow / bk)
+                }
+                headBlocks.append((span, cuts))
+            }
+            // Heaviest first; among equals the later block first (under causal the later one is heavier
+            // anyway, and it keeps dense runs in the order that was measured).
+            headBlocks.sort { a, b in
+                let (wa, wb) = (a.cut.last?.count ?? 0, b.cut.last?.count ?? 0)
+                return wa != wb ? wa > wb : a.span.start > b.span.start
+            }
+            for (span, cuts) in headBlocks {
+                let first = tiles.count
+                for (t, visits) in cuts.enumerated() {
+                    tiles.append(Tile(head: h, localRow: span.localRow + t * tq, rowCount: min(tq, span.rows - t * tq),
+                                      queryStart: span.start + t * tq, visits: visits))
+                }
+                blocks.append(Block(head: h, tileRange: first..<tiles.count, visits: cuts.last ?? 0..<0))
+            }
+        }
+        self.tiles = tiles
+        self.blocks = blocks
+    }
+
+    /// Computed blocks over all tiles' visit lists (what a kernel computes, before λ skips P·V).
+    public var tileVisits: Int { tiles.reduce(0) { $0 + $1.visits.count } }
+
+    /// The first index of `range` in ascending `keys` whose value is above `limit` (`range.upperBound` when
+    /// none is).
+    static func firstIndex(in keys: [Int32], _ range: Range<Int>, above limit: Int) -> Int {
+        var (low, high) = (range.lowerBound, range.upperBound)
+        while low < high {
+            let mid = (low + high) / 2
+            if Int(keys[mid]) <= limit { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+}

@@ -1,0 +1,94 @@
+/// The element type K/V blocks are stored and sent in (`--kv-precision`): each rank converts its own
+/// blocks once before the ring, the ring carries them as they are, and a backend computes on them (the CPU
+/// widens a block into its tile's fp32 registers; a GPU reads 16-bit blocks directly).
+///
+/// Rounding is to nearest, ties to even. The relative error one rounding costs is at most `unitRoundoff`
+/// (2⁻²⁴ for f32, 2⁻⁸ for bf16, 2⁻¹¹ for f16); f16 overflows beyond ±65504, which ``convert(_:count:to:)``
+/// reports.
+public enum StorageFormat: String, Sendable, CaseIterable {
+    case f32, bf16, f16
+
+    /// Bytes per element.
+    public var byteSize: Int { self == .f32 ? 4 : 2 }
+
+    /// The largest relative error of one rounding into this format (half an ulp).
+    public var unitRoundoff: Double {
+        switch self {
+        case .f32: 0x1p-24
+        case .bf16: 0x1p-8
+        case .f16: 0x1p-11
+        }
+    }
+
+    /// Writes `count` floats from `source` to `target` in this format.
+    ///
+    /// - Returns: false when a finite value overflowed to ±∞ (f16 beyond ±65504); the conversion is done all
+    ///   the same.
+    @discardableResult
+    public func convert(_ source: UnsafePointer<Float>, count: Int, to target: UnsafeMutableRawPointer) -> Bool {
+        switch self {
+        case .f32:
+            target.copyMemory(from: source, byteCount: count * 4)
+            return true
+        case .bf16:
+            let out = target.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { out[i] = StorageFormat.bf16Bits(source[i]) }
+            return true
+        case .f16:
+            let out = target.assumingMemoryBound(to: Float16.self)
+            var finite = true
+            for i in 0..<count {
+                let h = Float16(source[i])
+                if h.isInfinite && source[i].isFinite { finite = false }
+                out[i] = h
+            }
+            return finite
+        }
+    }
+
+    /// Writes `count` values stored in this format at `source` to `target` as floats (exact).
+    @inline(__always)
+    public func widen(_ source: UnsafeRawPointer, count: Int, to target: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .f32:
+            target.update(from: source.assumingMemoryBound(to: Float.self), count: count)
+        case .bf16:
+            let bits = source.assumingMemoryBound(to: UInt16.self)
+            var i = 0
+            while i + 16 <= count {
+                let h = UnsafeRawPointer(bits + i).loadUnaligned(as: SIMD16<UInt16>.self)
+                let w = SIMD16<UInt32>(truncatingIfNeeded: h) &<< 16
+                UnsafeMutableRawPointer(target + i).storeBytes(of: unsafeBitCast(w, to: SIMD16<Float>.self),
+                                                               as: SIMD16<Float>.self)
+                i += 16
+            }
+            while i < count { target[i] = Float(bitPattern: UInt32(bits[i]) << 16); i += 1 }
+        case .f16:
+            let halves = source.assumingMemoryBound(to: Float16.self)
+            var i = 0
+            while i + 16 <= count {
+                let h = UnsafeRawPointer(halves + i).loadUnaligned(as: SIMD16<Float16>.self)
+                UnsafeMutableRawPointer(target + i).storeBytes(of: SIMD16<Float>(h), as: SIMD16<Float>.self)
+                i += 16
+            }
+            while i < count { target[i] = Float(halves[i]); i += 1 }
+        }
+    }
+
+    /// `x` rounded to this format and back.
+    public func rounded(_ x: Float) -> Float {
+        switch self {
+        case .f32: x
+        case .bf16: Float(bitPattern: UInt32(StorageFormat.bf16Bits(x)) << 16)
+        case .f16: Float(Float16(x))
+        }
+    }
+
+    /// The bfloat16 bit pattern nearest to `x` (ties to even; NaN stays a quiet NaN).
+    @inline(__always)
+    public static func bf16Bits(_ x: Float) -> UInt16 {
+        if x.isNaN { return 0x7FC0 }
+        let bits = x.bitPattern
+        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+}
