@@ -24,9 +24,11 @@ public struct AttentionStatistics: Sendable, Equatable {
 ///
 /// Memory per tile, in floats: `2·D·L` (queries and output accumulator, transposed) `+ blockK·L` (the
 /// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes. For D = 128 and the
-/// defaults that is 81 KB. An arena made with `holdsScratch: false` keeps only what must outlive a visit —
-/// the output accumulator, running max and sum: `D·L + 2·L` floats, 33 KB — and its tiles borrow the packed
-/// queries and the score block from an `AttentionScratch` while they compute (`tile(_:scratch:slot:)`).
+/// defaults that is 81 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
+/// (`2·L` floats, half a KB): its tiles borrow the packed queries and the score block from an
+/// `AttentionScratch` while they compute, and keep their output accumulator (`D·L` floats) where the caller
+/// says — a driver puts it in the output's own rows, so a tile's state costs no memory beyond the output
+/// (`tile(_:scratch:slot:accumulator:)`).
 public final class AttentionTileArena: @unchecked Sendable {
     /// Number of tiles.
     public let count: Int
@@ -63,7 +65,7 @@ public final class AttentionTileArena: @unchecked Sendable {
         pvThreshold = config.pvThreshold
         queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
         self.holdsScratch = holdsScratch
-        let floats = holdsScratch ? 2 * headDim * lanes + blockK * lanes + 3 * lanes : headDim * lanes + 2 * lanes
+        let floats = holdsScratch ? 2 * headDim * lanes + blockK * lanes + 3 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
         base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
@@ -78,14 +80,17 @@ public final class AttentionTileArena: @unchecked Sendable {
         return AttentionTile(arena: self, base: base + index * strideBytes)
     }
 
-    /// The handle of tile `index` computing with query slot `slot` and the score block of `scratch`
-    /// (an arena made with `holdsScratch: false`). Two tiles may share a scratch but not a slot while
-    /// their queries are in use; the score block is reused by every visit.
+    /// The handle of tile `index` computing with query slot `slot` and the score block of `scratch`, its
+    /// output accumulator (`D·L` floats, transposed) at `accumulator` (an arena made with
+    /// `holdsScratch: false`). Two tiles may share a scratch but not a slot while their queries are in use;
+    /// the score block is reused by every visit. A tile must be given the same accumulator every time.
     @inline(__always)
-    public func tile(_ index: Int, scratch: AttentionScratch, slot: Int) -> AttentionTile {
+    public func tile(_ index: Int, scratch: AttentionScratch, slot: Int,
+                     accumulator: UnsafeMutablePointer<Float>) -> AttentionTile {
         precondition(index >= 0 && index < count && slot >= 0 && slot < scratch.slots,
                      "AttentionTileArena: tile \(index) of \(count), slot \(slot) of \(scratch.slots)")
-        return AttentionTile(arena: self, state: base + index * strideBytes, scratch: scratch, slot: slot)
+        return AttentionTile(arena: self, state: base + index * strideBytes, scratch: scratch, slot: slot,
+                             accumulator: accumulator)
     }
 }
 
@@ -145,14 +150,15 @@ public struct AttentionTile: @unchecked Sendable {
     let runningMax: UnsafeMutablePointer<Float>  // [L]
     let runningSum: UnsafeMutablePointer<Float>  // [L]
 
-    init(arena: AttentionTileArena, state: UnsafeMutableRawPointer, scratch: AttentionScratch, slot: Int) {
+    init(arena: AttentionTileArena, state: UnsafeMutableRawPointer, scratch: AttentionScratch, slot: Int,
+         accumulator: UnsafeMutablePointer<Float>) {
         self.arena = arena
-        let d = arena.headDim, l = arena.lanes
+        let l = arena.lanes
         header = state.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
-        outputT = (state + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
-            .bindMemory(to: Float.self, capacity: d * l + 2 * l)
-        runningMax = outputT + d * l
+        runningMax = (state + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
+            .bindMemory(to: Float.self, capacity: 2 * l)
         runningSum = runningMax + l
+        outputT = accumulator
         queriesT = scratch.queries + slot * scratch.queryFloats
         scores = scratch.scores
         rowMax = scores + arena.blockK * l
@@ -247,6 +253,13 @@ public struct AttentionTile: @unchecked Sendable {
         return x
     }
 
+    /// Like `finish(output:lse:)` for a tile whose accumulator lies in its own output rows: the `D·L`
+    /// floats at the accumulator become the `rowCount × D` output rows (`temp` holds `D·L` floats).
+    public func finishInPlace(lse: UnsafeMutablePointer<Float>, temp: UnsafeMutablePointer<Float>) {
+        temp.update(from: outputT, count: arena.headDim * arena.lanes)
+        finish(accumulator: temp, output: outputT, lse: lse)
+    }
+
     /// Writes `O = acc / l` and the row log-sum-exp.
     ///
     /// Rows that saw no unmasked key get output 0 and `lse = -inf`.
@@ -255,6 +268,11 @@ public struct AttentionTile: @unchecked Sendable {
     ///   - output: `rowCount × D` row-major.
     ///   - lse: `rowCount` values, `ln Σ_j exp(scale·q·k_j)` in natural-log units of the scaled scores.
     public func finish(output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        finish(accumulator: outputT, output: output, lse: lse)
+    }
+
+    private func finish(accumulator outputT: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                        lse: UnsafeMutablePointer<Float>) {
         let d = arena.headDim, l = arena.lanes, rows = header[0]
         let ln2: Float = 0.693_147_180_559_945_3
         for r in 0..<rows {

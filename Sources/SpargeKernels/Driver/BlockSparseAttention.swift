@@ -27,6 +27,9 @@ public final class BlockSparseAttention {
     private let bank: any TileBank
     /// This process's query rows, packed into a worker's scratch each time a tile computes.
     private let queries: Tensor3
+    /// The output `[Hq, rows, D]`, allocated once and never zero-filled by the host: until `finish` the
+    /// vector tiles keep their accumulators in their own rows of it (no tile state beyond the output).
+    private var output: [Float]
 
     /// Prepares the tiles of `queries` (`[Hq, rows, D]`, the rows of `mask.queryBlocks` concatenated).
     ///
@@ -54,9 +57,14 @@ public final class BlockSparseAttention {
         case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim)
         case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim)
         }
+        let count = queries.heads * queries.rows * queries.dim
+        output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
         let (plan, bank) = (plan, bank)
-        Self.forEachBlock(of: plan, threads: threads) { block in
-            for t in block.tileRange { bank.reset(tile: t, rowCount: plan.tiles[t].rowCount, queryStart: plan.tiles[t].queryStart) }
+        output.withUnsafeMutableBufferPointer { out in
+            let base = out.baseAddress ?? UnsafeMutablePointer(bitPattern: 64)!
+            Self.forEachBlock(of: plan, bank: bank, threads: threads) { block, _ in
+                for t in block.tileRange { bank.reset(tile: t, output: base) }
+            }
         }
     }
 
@@ -73,9 +81,12 @@ public final class BlockSparseAttention {
     ///     progress there); nil when there is nothing to do.
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)? = nil) {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
+        guard !plan.blocks.isEmpty else { poll?(1); return }
+        let (plan, bank, headDim) = (plan, bank, headDim)
         queries.data.withUnsafeBufferPointer { q in
+          output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
-                let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!,
+                let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
                                     keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
@@ -88,6 +99,7 @@ public final class BlockSparseAttention {
                     workers.wait()
                 }
             }
+          }
         }
     }
 
@@ -97,37 +109,42 @@ public final class BlockSparseAttention {
     }
 
     /// The output `[Hq, rows, D]` and row log-sum-exp `[Hq][rows]` (natural log of the scaled scores).
+    ///
+    /// Call it once, after the last `attend`: the output is handed over, not copied (the tiles' state
+    /// was kept in it), and the attention holds no output afterwards.
     public func finish(threads: Int = 1) -> (output: Tensor3, lse: [Float]) {
         let (rows, d, heads) = (plan.rows, headDim, plan.queryHeads)
         var lse = [Float](repeating: -.infinity, count: heads * rows)
-        // Every row belongs to one tile and its finish writes all of it, so the output is not zero-filled
-        // first: its pages are then first touched by the worker threads, not cleared on this one.
-        let count = heads * rows * d
         let (plan, bank) = (plan, bank)
-        let data = [Float](unsafeUninitializedCapacity: count) { o, initialized in
-            lse.withUnsafeMutableBufferPointer { l in
-                let (out, rowLSE) = (o.baseAddress!, l.baseAddress!)
-                Self.forEachBlock(of: plan, threads: threads) { block in
-                    for t in block.tileRange {
-                        let row = plan.tiles[t].head * rows + plan.tiles[t].localRow
-                        bank.finish(tile: t, output: out + row * d, lse: rowLSE + row)
+        if !plan.blocks.isEmpty {
+            output.withUnsafeMutableBufferPointer { o in
+                lse.withUnsafeMutableBufferPointer { l in
+                    let (out, rowLSE) = (o.baseAddress!, l.baseAddress!)
+                    Self.forEachBlock(of: plan, bank: bank, threads: threads) { block, worker in
+                        for t in block.tileRange {
+                            let row = plan.tiles[t].head * rows + plan.tiles[t].localRow
+                            bank.finish(tile: t, worker: worker, output: out, lse: rowLSE + row)
+                        }
                     }
                 }
             }
-            initialized = count
         }
+        let data = output
+        output = []
         return (Tensor3(heads: heads, rows: rows, dim: d, data: data), lse)
     }
 
-    /// Runs `body` for every block of `plan`, spread over `threads` threads (packing and unpacking tiles
-    /// touches fresh memory, which is worth sharing out).
-    static func forEachBlock(of plan: AttentionPlan, threads: Int, _ body: (AttentionPlan.Block) -> Void) {
+    /// Runs `body` for every block of `plan`, spread over `threads` threads, each with its own worker
+    /// scratch (packing and unpacking tiles touches fresh memory, which is worth sharing out).
+    static func forEachBlock(of plan: AttentionPlan, bank: any TileBank, threads: Int,
+                             _ body: (AttentionPlan.Block, AnyObject?) -> Void) {
         let next = WorkCounter()
         DispatchQueue.concurrentPerform(iterations: max(1, threads)) { _ in
+            let worker = bank.makeWorker(slots: 1)
             while true {
                 let i = next.claim()
                 if i >= plan.blocks.count { break }
-                body(plan.blocks[i])
+                body(plan.blocks[i], worker)
             }
         }
     }
@@ -139,6 +156,7 @@ private final class AttendJob: @unchecked Sendable {
     let bank: any TileBank
     let table: KeyValueBlockTable
     let queries: UnsafePointer<Float>
+    let output: UnsafeMutablePointer<Float>
     let keys: UnsafePointer<Int32>
     let headDim: Int
     let next = WorkCounter()
@@ -146,8 +164,9 @@ private final class AttendJob: @unchecked Sendable {
     var prefetched: UInt32 = 0
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
-         keys: UnsafePointer<Int32>, headDim: Int) {
-        (self.plan, self.bank, self.table, self.queries, self.keys, self.headDim) = (plan, bank, table, queries, keys, headDim)
+         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int) {
+        (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
+            (plan, bank, table, queries, output, keys, headDim)
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
@@ -169,7 +188,7 @@ private final class AttendJob: @unchecked Sendable {
             while m < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[m])) == nil { m += 1 }
             guard m < block.visits.upperBound else { continue }
             for (slot, t) in block.tileRange.enumerated() {
-                bank.load(tile: t, slot: slot, worker: worker,
+                bank.load(tile: t, slot: slot, worker: worker, output: output,
                           queries: queries + (block.head * rows + plan.tiles[t].localRow) * d)
             }
             while m < block.visits.upperBound {
@@ -191,7 +210,7 @@ private final class AttendJob: @unchecked Sendable {
                     let tile = plan.tiles[t]
                     // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
                     if m >= tile.visits.upperBound { continue }
-                    bank.visit(tile: t, slot: slot, worker: worker, keys: kv.keys, values: kv.values,
+                    bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
                                keyCount: keyCount, keyStart: j * bk)
                 }
                 m = n

@@ -1,51 +1,93 @@
 /// The tiles of one `AttentionPlan`, as the driver sees them: the vector tiles of an `AttentionTileArena`,
 /// or their scalar twins (the reference in tests). Tile `t` is `plan.tiles[t]`; a worker computes with up
-/// to `slots` tiles of one query block at a time.
+/// to `slots` tiles of one query block at a time. `output` is the driver's output buffer `[Hq, rows, D]`,
+/// which a bank may use for its tiles' state until `finish` writes the rows.
 protocol TileBank: AnyObject, Sendable {
     /// What one worker thread needs while it computes (packed queries, a score block).
     func makeWorker(slots: Int) -> AnyObject?
-    func reset(tile: Int, rowCount: Int, queryStart: Int)
-    func load(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>)
-    func visit(tile: Int, slot: Int, worker: AnyObject?, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-               keyCount: Int, keyStart: Int)
-    func finish(tile: Int, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
+    func reset(tile: Int, output: UnsafeMutablePointer<Float>)
+    func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>)
+    func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int)
+    /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
+    func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
 }
 
-/// `AttentionTile`s whose state lives in one arena and whose queries and scores live in each worker's
-/// `AttentionScratch`.
+/// `AttentionTile`s whose running max and sum live in one arena, whose queries and scores live in each
+/// worker's `AttentionScratch`, and whose output accumulator lives in the tile's own rows of the output —
+/// `D·L` floats, exactly the `L × D` rows of a full tile — so the state of a whole ring costs no memory
+/// beyond the output. A tile with fewer rows than lanes (a partial block's last tile) keeps its
+/// accumulator in a small side buffer instead.
 final class VectorTileBank: TileBank, @unchecked Sendable {
+    let plan: AttentionPlan
     let arena: AttentionTileArena
-    /// Scratch for handles that touch only tile state (reset, finish); never computed with.
+    /// Scratch for handles that touch only tile state (reset); never computed with.
     let stateScratch: AttentionScratch
+    /// Per tile: where its accumulator is, in floats from the output's base (full tiles) or from `side`.
+    let offsets: [Int]
+    let inOutput: [Bool]
+    let side: UnsafeMutablePointer<Float>
+    let headDim: Int
 
     init(plan: AttentionPlan, headDim: Int) {
-        // Tiles keep only their online-softmax state (33 KB at D = 128, against 81 KB with their packed
-        // queries and score block): they live for the whole ring, while queries are packed into a worker's
-        // scratch each time a tile computes — once per ring step, ~1/256 of the work of one key block.
+        self.plan = plan
+        self.headDim = headDim
         arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false)
         stateScratch = AttentionScratch(for: arena, slots: 1)
+        let lanes = arena.lanes
+        var offsets: [Int] = [], inOutput: [Bool] = []
+        var sideTiles = 0
+        for tile in plan.tiles {
+            if tile.rowCount == lanes {
+                offsets.append((tile.head * plan.rows + tile.localRow) * headDim)
+                inOutput.append(true)
+            } else {
+                offsets.append(sideTiles * headDim * lanes)
+                inOutput.append(false)
+                sideTiles += 1
+            }
+        }
+        (self.offsets, self.inOutput) = (offsets, inOutput)
+        side = .allocate(capacity: max(1, sideTiles * headDim * lanes))
+    }
+
+    deinit { side.deallocate() }
+
+    @inline(__always)
+    func accumulator(_ tile: Int, _ output: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        (inOutput[tile] ? output : side) + offsets[tile]
     }
 
     func makeWorker(slots: Int) -> AnyObject? { AttentionScratch(for: arena, slots: slots) }
 
-    func reset(tile: Int, rowCount: Int, queryStart: Int) {
-        arena.tile(tile, scratch: stateScratch, slot: 0).reset(rowCount: rowCount, queryStart: queryStart)
+    func reset(tile: Int, output: UnsafeMutablePointer<Float>) {
+        arena.tile(tile, scratch: stateScratch, slot: 0, accumulator: accumulator(tile, output))
+            .reset(rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
     }
 
-    func load(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) {
-        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot).load(queries: queries)
+    func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>) {
+        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
+                   accumulator: accumulator(tile, output)).load(queries: queries)
     }
 
     @inline(__always)
-    func visit(tile: Int, slot: Int, worker: AnyObject?, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-               keyCount: Int, keyStart: Int) {
-        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot)
+    func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int) {
+        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
+                   accumulator: accumulator(tile, output))
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
     }
 
-    func finish(tile: Int, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
-        arena.tile(tile, scratch: stateScratch, slot: 0).finish(output: output, lse: lse)
+    func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        let handle = arena.tile(tile, scratch: scratch, slot: 0, accumulator: accumulator(tile, output))
+        if inOutput[tile] {
+            // The accumulator is the rows themselves: transposed through the worker's query slot.
+            handle.finishInPlace(lse: lse, temp: scratch.queries)
+        } else {
+            handle.finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
+        }
     }
 
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
@@ -58,21 +100,30 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
 
     init(plan: AttentionPlan, headDim: Int) {
         tiles = plan.tiles.map { _ in ScalarAttentionTile(headDim: headDim, config: plan.config) }
+        self.plan = plan
+        self.headDim = headDim
     }
+
+    let plan: AttentionPlan
+    let headDim: Int
 
     func makeWorker(slots: Int) -> AnyObject? { nil }
 
-    func reset(tile: Int, rowCount: Int, queryStart: Int) { tiles[tile].reset(rowCount: rowCount, queryStart: queryStart) }
+    func reset(tile: Int, output: UnsafeMutablePointer<Float>) {
+        tiles[tile].reset(rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
+    }
 
-    func load(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) { tiles[tile].load(queries: queries) }
+    func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>) {
+        tiles[tile].load(queries: queries)
+    }
 
-    func visit(tile: Int, slot: Int, worker: AnyObject?, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-               keyCount: Int, keyStart: Int) {
+    func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int) {
         tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
     }
 
-    func finish(tile: Int, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
-        tiles[tile].finish(output: output, lse: lse)
+    func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        tiles[tile].finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
     }
 
     func statistics(tile: Int) -> AttentionStatistics { tiles[tile].statistics }
