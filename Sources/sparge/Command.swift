@@ -1,38 +1,27 @@
 import Foundation
 import SpargeRing
 
-/// What every command does around its body: `--help`, usage errors (status 2), the communicator, and
-/// errors that end every rank with one message and status 1.
+/// What every command does around its body: `--help`, usage errors (status 2), the agreement of the ranks,
+/// the communicator, and errors that end every rank with one message and status 1.
 enum Command {
     static func main(name: String, usage: String, summary: String, specs: [OptionSpec], arguments: [String],
                      body: (ParsedOptions, CommandContext) throws -> Void) -> Int32 {
-        if arguments.contains("--help") || arguments.contains("-h") {
-            print(helpText(command: name, usage: usage, summary: summary, specs: specs))
-            return 0
-        }
+        let help = helpText(command: name, usage: usage, summary: summary, specs: specs)
+        // An MPMD launch (`mpirun -np 1 sparge … : -np 1 sparge …`) can give ranks different commands or
+        // options; any difference would make them take different collective paths and hang, so the ranks
+        // compare their invocations before the first collective of the command.
+        let ctx = start(Invocation(command: name, arguments: arguments, specs: specs), help: help)
         let options: ParsedOptions
         do {
             options = try ParsedOptions(arguments, specs: specs, command: name)
         } catch {
-            printError("\(error)\n(see 'sparge \(name) --help')")
-            return 2
+            ctx.fail("\(error)")  // unreachable: `start` ended every rank on a usage error
         }
-        let ctx: CommandContext
-        do {
-            ctx = try CommandContext()
-        } catch {
-            printError("cannot start MPI: \(error)")
-            return 1
-        }
-        // An MPMD launch (`mpirun -np 1 sparge … : -np 1 sparge …`) can give ranks different options; any
-        // difference would make them take different collective paths and hang, so stop before the first.
-        ctx.agree(ArgumentMismatch(options, comm: ctx.comm))
         do {
             try body(options, ctx)
         } catch let error as UsageError {
             // Every rank parses the same arguments, so every rank is here: no collective is pending.
-            if ctx.isRoot { printError("\(error)\n(see 'sparge \(name) --help')") }
-            ctx.exit(2)
+            ctx.agree(UsageMessage("\(error)\n(see 'sparge \(name) --help')"), status: 2)
         } catch let error as ForwardError {
             // Thrown by every rank at the same point of the forward pass: agree on the message, exit 1.
             ctx.agree(error)
@@ -45,46 +34,6 @@ enum Command {
 
     static func printError(_ message: String) {
         FileHandle.standardError.write(Data("sparge: error: \(message)\n".utf8))
-    }
-
-    /// Refuses an output path whose folder is missing, or that exists without `--force`.
-    static func checkOutputPath(_ path: String, force: Bool) throws {
-        let folder = (path as NSString).deletingLastPathComponent
-        var isFolder: ObjCBool = false
-        if !folder.isEmpty, !FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) || !isFolder.boolValue {
-            throw OutputPathError("\(path): the folder '\(folder)' does not exist")
-        }
-        if FileManager.default.fileExists(atPath: path) && !force {
-            throw OutputPathError("\(path): the file exists; pass --force to overwrite it")
-        }
-    }
-}
-
-/// The first option in which some rank's arguments differ from rank 0's; nil when all agree.
-///
-/// `--threads` may differ (nodes can have different core counts). Every rank builds the same message from
-/// the same gathered data, so it is printed once.
-struct ArgumentMismatch: Error, CustomStringConvertible {
-    let description: String
-
-    /// Collective: gathers every rank's options.
-    init?(_ options: ParsedOptions, comm: Communicator) {
-        guard comm.size > 1 else { return nil }
-        let mine = options.all(excluding: ["threads"]).sorted { $0.key < $1.key }
-            .map { "\($0.key)\u{0}\($0.value)" }.joined(separator: "\u{1}")
-        let all = comm.allgather(bytes: Array(mine.utf8)).map { text -> [String: String] in
-            var map: [String: String] = [:]
-            for field in String(decoding: text, as: UTF8.self).split(separator: "\u{1}") {
-                let parts = field.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
-                map[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-            }
-            return map
-        }
-        guard let rank = all.indices.first(where: { all[$0] != all[0] }) else { return nil }
-        let name = Set(all[0].keys).union(all[rank].keys).sorted().first { all[0][$0] != all[rank][$0] }!
-        func shown(_ value: String?) -> String { value.map { $0.isEmpty ? "given" : "'\($0)'" } ?? "not given" }
-        description = "the ranks were given different options: --\(name) is \(shown(all[0][name])) on rank 0 "
-            + "but \(shown(all[rank][name])) on rank \(rank); every rank must run the same command"
     }
 }
 

@@ -62,7 +62,7 @@ enum RunCommand {
                     throw OutputPathError("\(path): given for two outputs (--\(other) and --\(option)); give each its own file")
                 }
                 outputPaths[canonical(path)] = option
-                try Command.checkOutputPath(path, force: force)
+                try StagedFile.checkDestination(path, overwrite: force)
             }
             if let grid, grid.0 * grid.1 * grid.2 != inputs.seqLen {
                 throw UsageError("--hilbert \(grid.0),\(grid.1),\(grid.2) has \(grid.0 * grid.1 * grid.2) tokens but the inputs have N = \(inputs.seqLen)")
@@ -73,6 +73,11 @@ enum RunCommand {
             return inputs
         }
         let n = inputs.seqLen
+        ctx.collectively {
+            try MemoryBudget.forward(rows: (n + comm.size - 1) / comm.size, seqLen: n, queryHeads: inputs.queryHeads,
+                                     kvHeads: inputs.kvHeads, dim: inputs.headDim, blockQ: config.blockQ,
+                                     blockK: config.blockK).check(ranksOnNode: MemoryBudget.ranksOnNode)
+        }
         let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
                                  causal: config.causal)
         // Token order: positions along the Hilbert curve map to tokens; otherwise the identity.
@@ -81,6 +86,18 @@ enum RunCommand {
             layout.tokenRanges[comm.rank].flatMap { $0.map { order[$0] } }.map { $0..<($0 + 1) }
         } ?? layout.tokenRanges[comm.rank]
 
+        // Every output exists under its temporary name before the computation, so that a path that cannot
+        // be written fails now; they are committed together, all or nothing, at the end.
+        let outputs = PendingOutputs(ctx: ctx)
+        let outputShape = fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim))
+        let outputFile = outputs.addArray(path: outputPath, shape: outputShape, type: .float32, layout: fileLayout,
+                                          overwrite: force)
+        let maskFile = maskPath.map {
+            outputs.addArray(path: $0, shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
+                             type: .uint8, layout: .hnd, overwrite: force)
+        }
+        if let imagePath { outputs.addPicture(path: imagePath, overwrite: force) }
+
         progress.update("read", 0)
         let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
         let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
@@ -88,29 +105,14 @@ enum RunCommand {
             progress.update(phase, f)
         }
         progress.update("write", 0)
-        // Every output is written under a temporary name first and committed only when all of them are
-        // complete, so a failure at any point leaves none of them behind.
-        let pending = PendingOutputs()
-        try CollectiveWrite.floats(result.output.data, rows: myTokens, path: outputPath,
-                                   shape: fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim)),
-                                   layout: fileLayout, overwrite: force, ctx: ctx, pending: pending)
-        if let maskPath {
-            try CollectiveWrite.bytes(result.mask.bits, rows: layout.queryBlocks(rank: comm.rank).runs, path: maskPath,
-                                      shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
-                                      overwrite: force, ctx: ctx, pending: pending)
+        outputs.write(outputFile) { try $0.writeRows(myTokens, values: result.output.data) }
+        if let maskFile {
+            outputs.write(maskFile) { try $0.writeRows(layout.queryBlocks(rank: comm.rank).runs, bytes: result.mask.bits) }
         }
-        if let imagePath {
-            var failure: Error?
-            do {
-                try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath, overwrite: force, comm: comm)
-            } catch {
-                failure = error
-            }
-            ctx.agree(failure) { pending.abortAll() }
-        }
-        var failure: Error?
-        do { try pending.commitAll() } catch { failure = error }
-        ctx.agree(failure) { pending.abortAll() }
+        let picture = imagePath.flatMap { _ in MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm) }
+        outputs.writePicture(picture?.bytes)
+        outputs.commit()
+        if let picture, let imagePath { printNote("\(picture.note) \(imagePath)") }
         progress.finish()
         let report = RunReport(result: result, seconds: comm.allreduceMax(result.statistics.totalSeconds),
                                layout: layout, heads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim,
@@ -135,6 +137,10 @@ enum RunCommand {
             throw UsageError("--hilbert: expected T,H,W (three positive integers), got '\(text)'")
         }
         return (t, h, w)
+    }
+
+    static func printNote(_ text: String) {
+        FileHandle.standardError.write(Data("\(text)\n".utf8))
     }
 
     static func canonical(_ path: String) -> String {
