@@ -55,6 +55,10 @@ public enum InterruptCleanup {
         }
     }
 
+    /// Stops announcing signals: for a process that has already said why it ends and is on its way out (a
+    /// launcher may then stop it with SIGTERM, which is no news to the user).
+    public static func stopAnnouncing() { state[2] = 0 }
+
     /// Adds `path` to the files removed on a signal.
     static func register(_ path: String) {
         guard let slot = (0..<capacity).first(where: { slots[$0] == nil }) else { return }

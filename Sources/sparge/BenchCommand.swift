@@ -53,8 +53,8 @@ enum BenchCommand {
         let imagePath = o.string("mask-image")
         let comm = ctx.comm
         ctx.collectively {
-            try MemoryBudget.forward(rows: seq / comm.size + 1, seqLen: seq, queryHeads: heads, kvHeads: kvHeads,
-                                     dim: dim, blockQ: config.blockQ, blockK: config.blockK)
+            try MemoryBudget.forward(rows: MemoryBudget.rowsPerRank(seqLen: seq, ranks: comm.size), seqLen: seq,
+                                     queryHeads: heads, kvHeads: kvHeads, dim: dim, blockQ: config.blockQ, blockK: config.blockK)
                 .check(ranksOnNode: MemoryBudget.ranksOnNode)
         }
         // The picture's file exists before the computation, so that a path that cannot be written fails now.

@@ -55,7 +55,10 @@ final class CommandContext {
             for message in order {
                 let ranks = seen[message]!
                 let origin = comm.size > 1 && ranks.count < comm.size ? " (rank\(ranks.count > 1 ? "s" : "") \(ranks.map(String.init).joined(separator: ", ")))" : ""
-                FileHandle.standardError.write(Data("sparge: error: \(message)\(origin)\n".utf8))
+                // The ranks go at the end of the first line, which is the one that says what is wrong.
+                let lines = message.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+                let text = lines[0] + origin + (lines.count > 1 ? "\n" + lines[1] : "")
+                FileHandle.standardError.write(Data("sparge: error: \(text)\n".utf8))
             }
         }
         cleanup()
@@ -80,11 +83,13 @@ final class CommandContext {
     /// Ends every rank at once with a message: for errors that other ranks cannot be waiting to agree on.
     func fail(_ message: String) -> Never {
         InterruptCleanup.removeAll()
+        InterruptCleanup.stopAnnouncing()
         failAll(message, on: comm)
     }
 
     /// Finalizes MPI (when under mpirun) and exits with `status`.
     func exit(_ status: Int32) -> Never {
+        InterruptCleanup.stopAnnouncing()
         fflush(stdout)
         mpi?.finalize()
         Foundation.exit(status)

@@ -52,9 +52,10 @@ struct ArgumentMismatch: Error, CustomStringConvertible {
         guard let rank = all.indices.first(where: { all[$0] != all[0] }) else { return nil }
         let (first, other) = (all[0], all[rank])
         let advice = "; every rank must run the same command"
+        func shown(command: String) -> String { command.isEmpty ? "no command" : "'\(command)'" }
         if first.command != other.command {
-            description = "the ranks were given different commands: '\(first.command)' on rank 0 but "
-                + "'\(other.command)' on rank \(rank)" + advice
+            description = "the ranks were given different commands: \(shown(command: first.command)) on rank 0 "
+                + "but \(shown(command: other.command)) on rank \(rank)" + advice
         } else if first.help != other.help {
             let (with, without) = first.help ? (0, rank) : (rank, 0)
             description = "the ranks were given different options: --help is given on rank \(with) but not on "

@@ -13,6 +13,11 @@ struct MemoryBudget {
     /// The large buffers, each with its size in bytes (nil: more than `Int.max`).
     var parts: [(what: String, bytes: Int?)] = []
 
+    /// The most rows one of `ranks` ranks holds of `seqLen` (the ceiling of the quotient, without overflow).
+    static func rowsPerRank(seqLen: Int, ranks: Int) -> Int {
+        seqLen / ranks + (seqLen % ranks == 0 ? 0 : 1)
+    }
+
     /// Q, K, V and the output of `rows` rows, the mask rows of those rows and every key summary.
     static func forward(rows: Int, seqLen: Int, queryHeads: Int, kvHeads: Int, dim: Int, blockQ: Int,
                         blockK: Int) -> MemoryBudget {

@@ -74,8 +74,8 @@ enum RunCommand {
         }
         let n = inputs.seqLen
         ctx.collectively {
-            try MemoryBudget.forward(rows: (n + comm.size - 1) / comm.size, seqLen: n, queryHeads: inputs.queryHeads,
-                                     kvHeads: inputs.kvHeads, dim: inputs.headDim, blockQ: config.blockQ,
+            try MemoryBudget.forward(rows: MemoryBudget.rowsPerRank(seqLen: n, ranks: comm.size), seqLen: n,
+                                     queryHeads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim, blockQ: config.blockQ,
                                      blockK: config.blockK).check(ranksOnNode: MemoryBudget.ranksOnNode)
         }
         let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
