@@ -20,8 +20,10 @@ enum RunCommand {
 
     static let summary = """
         Runs SpargeAttn on Q [Hq, N, D], K and V [Hkv, N, D] (.npy float32/float16/bfloat16, or tensors of a
-        .safetensors file). Under mpirun each rank reads only its own rows and the ranks write --output together;
-        nothing is left behind when a run fails. Outputs are refused if they exist, unless --force.
+        .safetensors file). Under mpirun each rank reads only its own rows and the ranks write --output together.
+        Outputs are created as OUT.partial-* before the inputs are read and renamed into place together at the
+        end, all or nothing; a failure, SIGINT, SIGTERM or SIGHUP leaves none behind (SIGKILL can: see README).
+        Outputs are refused if they exist, unless --force, which replaces only regular files.
         """
 
     static func main(_ arguments: [String]) -> Int32 {
