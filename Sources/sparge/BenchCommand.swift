@@ -118,10 +118,9 @@ enum BenchCommand {
                 threads: threads, comm: comm, tokens: tokens)
         }
         if let outputs, let imagePath {
-            let picture = MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm)
-            outputs.writePicture(picture?.bytes)
+            let note = outputs.writePicture { try MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm) }
             outputs.commit()
-            if let picture { RunCommand.printNote("\(picture.note) \(imagePath)") }
+            if let note { RunCommand.printNote("\(note) \(imagePath)") }
         }
         progress.finish()
 

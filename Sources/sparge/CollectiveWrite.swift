@@ -51,9 +51,14 @@ final class PendingOutputs {
         }
     }
 
-    /// Collective: rank 0 writes the picture's bytes (the other ranks pass nil).
-    func writePicture(_ bytes: [UInt8]?) {
-        collectively { if let bytes { try picture?.write(bytes) } }
+    /// Collective: `render` (itself collective) gives the picture on rank 0 (nil elsewhere), which rank 0
+    /// writes; returns the note to print once the outputs are committed.
+    func writePicture(_ render: () throws -> (bytes: [UInt8], note: String)?) -> String? {
+        collectively {
+            let rendered = try render()
+            if let rendered { try picture?.write(rendered.bytes) }
+            return rendered?.note
+        }
     }
 
     /// Collective: rank 0 moves every output into place, all or nothing, and the ranks agree that it did.

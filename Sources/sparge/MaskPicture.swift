@@ -8,7 +8,7 @@ import SpargeRing
 /// its blocks is computed), with `f` chosen so that the longer side has at most about 1024 cells.
 enum MaskPicture {
     /// Collective: the PNG's bytes on rank 0 (nil elsewhere), and the note to print once it is committed.
-    static func png(result: ForwardResult, layout: ShardLayout, head: Int, comm: Communicator)
+    static func png(result: ForwardResult, layout: ShardLayout, head: Int, comm: Communicator) throws
         -> (bytes: [UInt8], note: String)? {
         let nq = layout.queryBlockCount, nk = layout.keyBlockCount
         let longest = max(nq, nk)
@@ -29,7 +29,7 @@ enum MaskPicture {
         let columnFlags = (0..<columns).map { c in
             (c * f..<min(nk, c * f + f)).contains { result.keySelfSimilar[kvHead * nk + $0] == 0 }
         }
-        let image = MaskImage(bits: Array(grid[0..<(rows * columns)]), heads: 1, queryBlocks: rows,
+        let image = try MaskImage(bits: Array(grid[0..<(rows * columns)]), heads: 1, queryBlocks: rows,
                               keyBlocks: columns, head: 0,
                               rowNotSelfSimilar: grid[(rows * columns)...].map { $0 != 0 },
                               columnNotSelfSimilar: columnFlags)

@@ -111,10 +111,11 @@ enum RunCommand {
         if let maskFile {
             outputs.write(maskFile) { try $0.writeRows(layout.queryBlocks(rank: comm.rank).runs, bytes: result.mask.bits) }
         }
-        let picture = imagePath.flatMap { _ in MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm) }
-        outputs.writePicture(picture?.bytes)
+        let note = imagePath == nil ? nil : outputs.writePicture {
+            try MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm)
+        }
         outputs.commit()
-        if let picture, let imagePath { printNote("\(picture.note) \(imagePath)") }
+        if let note, let imagePath { printNote("\(note) \(imagePath)") }
         progress.finish()
         let report = RunReport(result: result, seconds: comm.allreduceMax(result.statistics.totalSeconds),
                                layout: layout, heads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim,

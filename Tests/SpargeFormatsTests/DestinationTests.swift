@@ -81,3 +81,12 @@ final class DestinationTests: XCTestCase {
         return lstat(path, &st) == 0 ? st.st_mode & S_IFMT : 0
     }
 }
+
+/// Pictures from arguments that describe no image: errors a library caller can handle, not traps.
+final class ImageArgumentTests: XCTestCase {
+    func testEmptyOrMismatchedImagesThrow() {
+        assertFormatError(["0×4"]) { _ = try PNGImage(width: 0, height: 4) }
+        assertFormatError(["3 bits for [1, 2, 2]"]) { _ = try MaskImage(bits: [1, 0, 1], heads: 1, queryBlocks: 2, keyBlocks: 2, head: 0) }
+        assertFormatError(["head 1 of 1"]) { _ = try MaskImage(bits: [1, 0, 1, 0], heads: 1, queryBlocks: 2, keyBlocks: 2, head: 1) }
+    }
+}
