@@ -13,30 +13,37 @@ public final class InputFile {
     private let fd: Int32
 
     /// Opens `path` for reading; throws a `FormatError` naming the path and the system's reason.
+    ///
+    /// Only regular files are read. The kind is checked before opening, and the file is opened with
+    /// `O_NONBLOCK`, so that a FIFO or a device named as an input is refused at once instead of blocking
+    /// in `open` (a FIFO blocks until a writer appears).
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw FormatError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
         var st = stat()
+        guard stat(path, &st) == 0 else { throw FormatError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        try Self.requireRegular(FileKind(mode: st.st_mode), path: path)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
         guard fstat(fd, &st) == 0 else {
             close(fd)
             throw FormatError(path: path, "cannot stat: \(String(cString: strerror(errno)))")
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw FormatError(path: path, "not a regular file")
-        }
+        do { try Self.requireRegular(FileKind(mode: st.st_mode), path: path) } catch { close(fd); throw error }
         self.fd = fd
         self.size = Int(st.st_size)
+    }
+
+    private static func requireRegular(_ kind: FileKind, path: String) throws {
+        guard kind == .regular else { throw FormatError(path: path, "not a regular file (it is \(kind.described))") }
     }
 
     deinit { close(fd) }
 
     /// Reads exactly `count` bytes at `offset` into `buffer`; a short file is a `FormatError` ("truncated").
     public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
-        guard offset >= 0, offset + count <= size else {
+        guard offset >= 0, count >= 0, count <= size, offset <= size - count else {
             throw FormatError(path: path,
-                "truncated: needs bytes \(offset)..<\(offset + count) but the file has \(size) bytes")
+                "truncated: needs \(count) bytes at offset \(offset) but the file has \(size) bytes")
         }
         var done = 0
         while done < count {

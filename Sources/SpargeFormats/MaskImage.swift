@@ -39,11 +39,14 @@ public struct MaskImage: Sendable {
     ///   - maximumSize: the most blocks per side drawn without downsampling (default 1200).
     public init(bits: [UInt8], heads: Int, queryBlocks nq: Int, keyBlocks nk: Int, head: Int,
                 rowNotSelfSimilar: [Bool]? = nil, columnNotSelfSimilar: [Bool]? = nil,
-                targetSize: Int = 1024, maximumSize: Int = 1200) {
-        precondition(bits.count == heads * nq * nk, "MaskImage: \(bits.count) bits for [\(heads), \(nq), \(nk)]")
-        precondition(nq > 0 && nk > 0 && (0..<heads).contains(head), "MaskImage: head \(head) of \(heads), \(nq)×\(nk)")
-        precondition(rowNotSelfSimilar.map { $0.count == nq } ?? true, "MaskImage: row flags must number \(nq)")
-        precondition(columnNotSelfSimilar.map { $0.count == nk } ?? true, "MaskImage: column flags must number \(nk)")
+                targetSize: Int = 1024, maximumSize: Int = 1200) throws {
+        // Arguments that do not describe a mask are errors a caller can handle, never a trap.
+        func fail(_ what: String) -> FormatError { FormatError(path: "MaskImage", what) }
+        guard nq > 0, nk > 0, (0..<heads).contains(head) else { throw fail("head \(head) of \(heads), \(nq)×\(nk) blocks") }
+        guard bits.count == CheckedSize.product([heads, nq, nk]) else { throw fail("\(bits.count) bits for [\(heads), \(nq), \(nk)]") }
+        guard rowNotSelfSimilar.map({ $0.count == nq }) ?? true else { throw fail("row flags must number \(nq)") }
+        guard columnNotSelfSimilar.map({ $0.count == nk }) ?? true else { throw fail("column flags must number \(nk)") }
+        guard targetSize > 0, maximumSize > 0 else { throw fail("sizes must be positive") }
         let longest = max(nq, nk)
         let f = longest > maximumSize ? (longest + targetSize - 1) / targetSize : 1
         let k = f > 1 ? 1 : max(1, targetSize / longest)
@@ -55,7 +58,7 @@ public struct MaskImage: Sendable {
         let columnFlag = (0..<columns).map { c in
             (c * f..<min(nk, c * f + f)).contains { columnNotSelfSimilar?[$0] ?? false }
         }
-        var image = PNGImage(width: columns * k, height: rows * k)
+        var image = try PNGImage(width: columns * k, height: rows * k)
         let base = head * nq * nk
         for cy in 0..<rows {
             for cx in 0..<columns {

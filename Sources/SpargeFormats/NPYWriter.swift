@@ -22,53 +22,43 @@ import Darwin
 /// 7. Rank 0 calls ``commit()`` if all succeeded, otherwise ``abort()``; no partial output remains.
 /// A single process does 2, 5 and 7 (or uses ``write(path:shape:values:overwrite:)``).
 public final class NPYWriter {
-    /// The final path.
-    public let path: String
-    /// Where the data is written until ``commit()``.
-    public let temporaryPath: String
+    /// The temporary file and its final path.
+    public let staged: StagedFile
     /// The array's shape as written in the header.
     public let shape: [Int]
     /// float32 or uint8.
     public let elementType: ElementType
     /// How ``writeRows(_:values:)`` maps its `hnd`-ordered rows onto the file.
     public let layout: TensorLayout
-    /// Whether this writer created the temporary file (and so may commit or remove it).
-    public let isCreator: Bool
-    /// Whether a commit replaces an existing file.
-    public let overwrite: Bool
     /// Byte offset of the first element.
     public let dataOffset: Int
 
+    /// The final path.
+    public var path: String { staged.path }
+    /// Where the data is written until ``commit()``.
+    public var temporaryPath: String { staged.temporaryPath }
+    /// Whether this writer created the temporary file (and so may commit or remove it).
+    public var isCreator: Bool { staged.isCreator }
+    /// Whether a commit replaces an existing file.
+    public var overwrite: Bool { staged.overwrite }
+
     private var file: OutputFile?
-    private var committed = false
 
     /// The temporary path used for `path` and `token`.
-    public static func temporaryPath(for path: String, token: String) -> String { "\(path).partial-\(token)" }
-
-    /// A token unlikely to collide with another job's: the process id and 32 random bits, in hex.
-    public static func makeToken() -> String {
-        String(getpid(), radix: 16) + "-" + String(UInt32.random(in: .min ... .max), radix: 16)
+    public static func temporaryPath(for path: String, token: String) -> String {
+        StagedFile.temporaryPath(for: path, token: token)
     }
 
-    private init(path: String, token: String, shape: [Int], type: ElementType, layout: TensorLayout,
-                 creator: Bool, overwrite: Bool, file: OutputFile) {
-        self.path = path
-        self.temporaryPath = Self.temporaryPath(for: path, token: token)
+    /// A token unlikely to collide with another job's: the process id and 32 random bits, in hex.
+    public static func makeToken() -> String { StagedFile.makeToken() }
+
+    private init(staged: StagedFile, shape: [Int], type: ElementType, layout: TensorLayout, file: OutputFile) {
+        self.staged = staged
         self.shape = shape
         self.elementType = type
         self.layout = layout
-        self.isCreator = creator
-        self.overwrite = overwrite
         self.dataOffset = NPYHeader(elementType: type, shape: shape).dataOffset
         self.file = file
-    }
-
-    /// Removes an uncommitted temporary file this writer created, so that a thrown error leaves nothing.
-    deinit {
-        if isCreator && !committed {
-            file = nil
-            OutputFile.remove(temporaryPath)
-        }
     }
 
     /// Creates the temporary file for `path` with its header and full size (rank 0 of a collective write).
@@ -77,23 +67,22 @@ public final class NPYWriter {
     ///   - shape: the file's shape; `writeRows` needs at least 2 dimensions (`[H, N, …]` for `hnd`,
     ///     `[N, H, …]` for `nhd`).
     ///   - type: `.float32` or `.uint8`.
-    ///   - overwrite: replace an existing `path` at commit (default false: an existing file is an error).
+    ///   - overwrite: replace an existing regular file at commit (default false: an existing file is an error).
     ///   - token: names the temporary file; every rank must pass the same one (default: a fresh one).
     public static func create(path: String, shape: [Int], type: ElementType, layout: TensorLayout = .hnd,
                               overwrite: Bool = false, token: String = makeToken()) throws -> NPYWriter {
         guard type == .float32 || type == .uint8 else {
             throw FormatError(path: path, "can write float32 or uint8 arrays, not \(type)")
         }
-        guard shape.allSatisfy({ $0 >= 0 }) else { throw FormatError(path: path, "negative shape \(shape)") }
-        try OutputFile.checkDestination(path, overwrite: overwrite)
-        let temporary = temporaryPath(for: path, token: token)
-        let file = try OutputFile.createNew(path: temporary)
-        let writer = NPYWriter(path: path, token: token, shape: shape, type: type, layout: layout,
-                               creator: true, overwrite: overwrite, file: file)
-        // From here the writer's deinit removes the temporary file if anything throws.
+        guard let bytes = CheckedSize.bytes(shape: shape, elementBytes: type.byteSize) else {
+            throw FormatError(path: path, "shape \(shape) is negative or has more bytes than \(Int.max)")
+        }
+        let (staged, file) = try StagedFile.createOpen(path: path, overwrite: overwrite, token: token)
+        let writer = NPYWriter(staged: staged, shape: shape, type: type, layout: layout, file: file)
+        // From here the staged file's deinit removes the temporary file if anything throws.
         let header = NPYHeader(elementType: type, shape: shape).encoded()
         try header.withUnsafeBytes { try file.write($0.baseAddress!, count: header.count, at: 0) }
-        try file.resize(to: header.count + shape.reduce(1, *) * type.byteSize)
+        try file.resize(to: header.count + bytes)
         return writer
     }
 
@@ -107,8 +96,8 @@ public final class NPYWriter {
             throw FormatError(path: temporary, "expected a \(type) array of shape \(shape), "
                 + "found \(header.elementType) of shape \(header.shape) (ranks disagree on the output?)")
         }
-        return NPYWriter(path: path, token: token, shape: shape, type: type, layout: layout, creator: false,
-                         overwrite: false, file: try OutputFile.openExisting(path: temporary))
+        return NPYWriter(staged: .observing(path: path, token: token), shape: shape, type: type, layout: layout,
+                         file: try OutputFile.openExisting(path: temporary))
     }
 
     /// Writes rows `rows` of every head from `values`, `[H, rows.count, …]` in `hnd` order (float32 files).
@@ -140,9 +129,9 @@ public final class NPYWriter {
             throw FormatError(path: path, "rows need an array of at least 2 dimensions, not \(shape)")
         }
         let (heads, n) = layout == .hnd ? (shape[0], shape[1]) : (shape[1], shape[0])
-        let rowElements = shape.dropFirst(2).reduce(1, *)
+        let rowElements = CheckedSize.product(Array(shape.dropFirst(2))) ?? 0
         let total = ranges.reduce(0) { $0 + $1.count }
-        guard count == heads * total * rowElements else {
+        guard count == CheckedSize.product([heads, total, rowElements]) else {
             throw FormatError(path: path, "\(count) values for \(heads) heads × \(total) rows × \(rowElements) "
                 + "(array shape \(shape), layout \(layout))")
         }
@@ -193,26 +182,24 @@ public final class NPYWriter {
     /// Moves the finished temporary file to `path` (rank 0, after every rank finished).
     ///
     /// Without `overwrite`, a file that appeared at `path` since ``create`` is not replaced: that is an error
-    /// and the temporary file is removed.
+    /// and the temporary file is removed. Several outputs commit together with ``StagedFile/commit(_:beforeEach:)``.
     public func commit() throws {
         guard isCreator else {
             throw FormatError(path: path, "only the rank that created the file commits it")
         }
-        guard !committed else { return }
         do {
             try finish()
-            try OutputFile.move(temporaryPath, to: path, replacing: overwrite)
-            committed = true
         } catch {
             abort()
             throw error
         }
+        try staged.commit()
     }
 
     /// Gives up: closes the file; the creator also removes the temporary file.
     public func abort() {
         file = nil
-        if isCreator && !committed { OutputFile.remove(temporaryPath) }
+        staged.abort()
     }
 
     /// Writes a whole float32 array of `shape` to `path` (single process).
@@ -231,9 +218,8 @@ public final class NPYWriter {
 
     private static func writeWhole(path: String, shape: [Int], type: ElementType, overwrite: Bool,
                                    raw: UnsafeRawBufferPointer) throws {
-        let count = shape.reduce(1, *)
-        guard raw.count == count * type.byteSize else {
-            throw FormatError(path: path, "\(raw.count / type.byteSize) values for shape \(shape) (\(count) elements)")
+        guard let count = CheckedSize.product(shape), raw.count == CheckedSize.product([count, type.byteSize]) else {
+            throw FormatError(path: path, "\(raw.count / type.byteSize) values for shape \(shape)")
         }
         let writer = try create(path: path, shape: shape, type: type, overwrite: overwrite)
         if count > 0 {

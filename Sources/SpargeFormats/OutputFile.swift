@@ -69,15 +69,6 @@ final class OutputFile {
         FormatError(path: path, "\(what): \(String(cString: strerror(errno)))")
     }
 
-    /// What kind of entry `path` is, if any.
-    static func kind(of path: String) -> FileKind {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return .missing }
-        return (st.st_mode & S_IFMT) == S_IFDIR ? .directory : .other
-    }
-
-    enum FileKind { case missing, directory, other }
-
     /// Moves `source` to `destination`. Without `replacing`, an existing destination is never replaced,
     /// even one that appeared after the caller checked (a hard link fails with `EEXIST`); on file systems
     /// without hard links this falls back to check-then-rename.
@@ -95,7 +86,7 @@ final class OutputFile {
         if errno == EEXIST {
             throw FormatError(path: destination, "exists; refusing to overwrite it (use --force to replace it)")
         }
-        guard kind(of: destination) == .missing else {
+        guard FileKind(of: destination, followingLinks: false) == .missing else {
             throw FormatError(path: destination, "exists; refusing to overwrite it (use --force to replace it)")
         }
         guard rename(source, destination) == 0 else { throw systemError(destination, "cannot rename \(source) to it") }

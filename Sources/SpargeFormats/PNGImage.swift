@@ -8,9 +8,12 @@ public struct PNGImage: Sendable, Equatable {
     /// `height` rows of `width` RGB triples.
     public var pixels: [UInt8]
 
-    /// A `width × height` image of one colour.
-    public init(width: Int, height: Int, fill: RGB = .white) {
-        precondition(width > 0 && height > 0, "PNGImage: empty image \(width)×\(height)")
+    /// A `width × height` image of one colour; an empty or impossibly large size is a `FormatError`.
+    public init(width: Int, height: Int, fill: RGB = .white) throws {
+        guard width > 0, height > 0, width <= Int(UInt32.max), height <= Int(UInt32.max),
+              CheckedSize.product([width, height, 3]) != nil else {
+            throw FormatError(path: "PNGImage", "no image of \(width)×\(height) pixels")
+        }
         self.width = width
         self.height = height
         self.pixels = [UInt8](repeating: 0, count: width * height * 3)

@@ -14,9 +14,10 @@ public enum TensorLayout: String, Sendable, CaseIterable {
         }
     }
 
-    /// The logical shape of a 3-D file shape in this layout.
+    /// The logical shape of a 3-D file shape in this layout; a shape of another rank reads as
+    /// `[H=0, N=0, D=0]` (callers check the rank first, as `TensorSource` does).
     public func logicalShape(_ fileShape: [Int]) -> TensorShape {
-        precondition(fileShape.count == 3)
+        guard fileShape.count == 3 else { return TensorShape(heads: 0, seqLen: 0, headDim: 0) }
         switch self {
         case .hnd: return TensorShape(heads: fileShape[0], seqLen: fileShape[1], headDim: fileShape[2])
         case .nhd: return TensorShape(heads: fileShape[1], seqLen: fileShape[0], headDim: fileShape[2])

@@ -84,10 +84,11 @@ public final class TensorSource {
                 throw FormatError(path: path,
                     "tensor '\(name)' has dtype \(entry.dtype); supported are F32, F16 and BF16")
             }
-            let needed = entry.shape.reduce(1, *) * entryType.byteSize
+            // The header checked both already; kept here because this is what the reads below rely on.
+            let needed = CheckedSize.bytes(shape: entry.shape, elementBytes: entryType.byteSize)
             guard entry.byteRange.count == needed else {
                 throw FormatError(path: path, "tensor '\(name)': its data_offsets span \(entry.byteRange.count) "
-                    + "bytes but shape \(entry.shape) of \(entry.dtype) needs \(needed)")
+                    + "bytes but shape \(entry.shape) of \(entry.dtype) needs \(needed.map(String.init) ?? "more than \(Int.max)")")
             }
             guard entry.byteRange.upperBound <= file.size else {
                 throw FormatError(path: path, "truncated: tensor '\(name)' needs bytes "
@@ -132,23 +133,32 @@ public final class TensorSource {
     /// The rows of every range, concatenated in the order given: `[H, Σ count, D]` in `hnd` order.
     /// A causal zigzag shard is two ranges.
     public func readRows(_ ranges: [Range<Int>]) throws -> [Float] {
+        for r in ranges where r.lowerBound < 0 || r.upperBound > shape.seqLen {
+            throw FormatError(path: path, "rows \(r.lowerBound)..<\(r.upperBound) requested from "
+                + "\(tensorName.map { "tensor '\($0)'" } ?? "the array") of shape \(shape), which has \(shape.seqLen) rows")
+        }
         let total = ranges.reduce(0) { $0 + $1.count }
-        let count = shape.heads * total * shape.headDim
+        guard let count = CheckedSize.product([shape.heads, total, shape.headDim]) else {
+            throw FormatError(path: path, "readRows: \(total) rows of shape \(shape) are more than \(Int.max) floats")
+        }
         return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             try readRows(ranges, into: buffer)
             initialized = count
         }
     }
 
-    /// Reads the rows of `ranges` into `buffer`, which must hold exactly `H · Σ count · D` floats.
+    /// Reads the rows of `ranges` into `buffer`, which must hold exactly `H · Σ count · D` floats; rows
+    /// outside the tensor and a buffer of another size are `FormatError`s.
     public func readRows(_ ranges: [Range<Int>], into buffer: UnsafeMutableBufferPointer<Float>) throws {
         let (heads, n, d) = (shape.heads, shape.seqLen, shape.headDim)
-        let total = ranges.reduce(0) { $0 + $1.count }
-        precondition(buffer.count == heads * total * d, "readRows: buffer of \(buffer.count) floats for "
-            + "\(heads) heads × \(total) rows × \(d)")
         for r in ranges where r.lowerBound < 0 || r.upperBound > n {
             throw FormatError(path: path, "rows \(r.lowerBound)..<\(r.upperBound) requested from "
                 + "\(tensorName.map { "tensor '\($0)'" } ?? "the array") of shape \(shape), which has \(n) rows")
+        }
+        let total = ranges.reduce(0) { $0 + $1.count }  // each count is at most n: no overflow in practice
+        guard buffer.count == CheckedSize.product([heads, total, d]) else {
+            throw FormatError(path: path, "readRows: a buffer of \(buffer.count) floats for \(heads) heads × "
+                + "\(total) rows × \(d) of \(tensorName.map { "tensor '\($0)'" } ?? "the array")")
         }
         guard let out = buffer.baseAddress, total > 0 else { return }
         let size = elementType.byteSize

@@ -1,4 +1,5 @@
 import Foundation
+import SpargeFormats
 import SpargeRing
 
 /// `sparge bench`: a generated workload, timed; one table row (or JSON line) per configuration.
@@ -51,9 +52,19 @@ enum BenchCommand {
         let maskHead = try o.int("mask-head", range: 0...4095) ?? 0
         guard maskHead < heads else { throw UsageError("--mask-head \(maskHead) but there are \(heads) heads") }
         let imagePath = o.string("mask-image")
-        if let imagePath { ctx.collectively { try Command.checkOutputPath(imagePath, force: o.has("force")) } }
-
         let comm = ctx.comm
+        ctx.collectively {
+            try MemoryBudget.forward(rows: MemoryBudget.rowsPerRank(seqLen: seq, ranks: comm.size), seqLen: seq,
+                                     queryHeads: heads, kvHeads: kvHeads, dim: dim, blockQ: config.blockQ, blockK: config.blockK)
+                .check(ranksOnNode: MemoryBudget.ranksOnNode)
+        }
+        // The picture's file exists before the computation, so that a path that cannot be written fails now.
+        let outputs = imagePath.map { path -> PendingOutputs in
+            let outputs = PendingOutputs(ctx: ctx)
+            outputs.addPicture(path: path, overwrite: o.has("force"))
+            return outputs
+        }
+
         let progress = ProgressReporter(enabled: ctx.isRoot && !o.has("json"))
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
         let generator = ctx.collectively { try WorkloadGenerator(workload, shape: shape, seed: seed) }
@@ -108,14 +119,15 @@ enum BenchCommand {
                 result: result, layout: layout, generator: generator, config: config, samples: samples,
                 threads: threads, comm: comm, tokens: tokens)
         }
-        if let imagePath {
-            try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath,
-                                  overwrite: o.has("force"), comm: comm)
+        if let outputs, let imagePath {
+            let note = outputs.writePicture { try MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm) }
+            outputs.commit()
+            if let note { RunCommand.printNote("\(note) \(imagePath)") }
         }
         progress.finish()
 
         let report = RunReport(result: result, seconds: seconds, layout: layout, heads: heads, kvHeads: kvHeads,
-                               dim: dim, config: config, threads: threads, comm: comm)
+                               dim: dim, config: config, threads: threads, kvFormat: kvFormat, comm: comm)
         guard ctx.isRoot else { return }
         if o.has("json") {
             var json = report.json

@@ -1,64 +1,93 @@
 import SpargeFormats
 import SpargeRing
 
-/// Outputs written but not yet committed (rank 0 holds the creating writers).
+/// The output files of one run, created before anything is computed and committed together at the end.
+///
+/// Creating the temporary files first (`<path>.partial-<token>`, full size) makes every unusable output
+/// path — a folder, a device, `/proc/x.npy`, a dangling link, a name too long for the suffix — fail before
+/// the computation instead of after it. The commit is all or nothing (``StagedFile/commit(_:beforeEach:)``):
+/// when one output cannot be put in place, the others are undone. Rank 0 creates and commits; every rank
+/// knows every temporary name, so an error or a signal on any rank removes them.
 final class PendingOutputs {
-    var writers: [NPYWriter] = []
+    private let ctx: CommandContext
+    /// Rank 0's token, which names every temporary file of this run.
+    private let token: String
+    private(set) var arrays: [NPYWriter] = []
+    /// The picture's temporary file (rank 0 only).
+    private(set) var picture: StagedFile?
 
-    /// Renames every temporary file to its final name (rank 0; the others hold no creator).
-    func commitAll() throws {
-        for w in writers where w.isCreator { try w.commit() }
+    /// Collective: the ranks agree on rank 0's token.
+    init(ctx: CommandContext) {
+        self.ctx = ctx
+        token = String(decoding: ctx.comm.allgather(bytes: Array(StagedFile.makeToken().utf8))[0], as: UTF8.self)
+    }
+
+    /// Collective: rank 0 creates the temporary `.npy` with its header and full size, the ranks agree that
+    /// it did, then the others open it. The `.npy` collective protocol of `NPYWriter`, steps 1–4.
+    func addArray(path: String, shape: [Int], type: ElementType, layout: TensorLayout, overwrite: Bool) -> NPYWriter {
+        if ctx.isRoot {
+            let writer = collectively {
+                try NPYWriter.create(path: path, shape: shape, type: type, layout: layout, overwrite: overwrite, token: token)
+            }
+            arrays.append(writer)
+            ctx.agree(nil)
+        } else {
+            ctx.agree(nil)
+            arrays.append(collectively { try NPYWriter.open(path: path, shape: shape, type: type, layout: layout, token: token) })
+        }
+        return arrays.last!
+    }
+
+    /// Collective: rank 0 creates the (empty) temporary file of a picture it writes at the end.
+    func addPicture(path: String, overwrite: Bool) {
+        picture = collectively { ctx.isRoot ? try StagedFile.create(path: path, overwrite: overwrite, token: token) : nil }
+    }
+
+    /// Collective: `body` writes this rank's part of `writer`, which is then flushed and closed.
+    func write(_ writer: NPYWriter, _ body: (NPYWriter) throws -> Void) {
+        collectively {
+            try body(writer)
+            try writer.finish()
+        }
+    }
+
+    /// Collective: `render` (itself collective) gives the picture on rank 0 (nil elsewhere), which rank 0
+    /// writes; returns the note to print once the outputs are committed.
+    func writePicture(_ render: () throws -> (bytes: [UInt8], note: String)?) -> String? {
+        collectively {
+            let rendered = try render()
+            if let rendered { try picture?.write(rendered.bytes) }
+            return rendered?.note
+        }
+    }
+
+    /// Collective: rank 0 moves every output into place, all or nothing, and the ranks agree that it did.
+    func commit() {
+        collectively {
+            TestPause.at(.beforeCommit, rank: ctx.comm.rank)
+            guard ctx.isRoot else { return }
+            let files = arrays.map(\.staged) + (picture.map { [$0] } ?? [])
+            try StagedFile.commit(files) { index in
+                if index > 0 { TestPause.at(.betweenCommits, rank: ctx.comm.rank) }
+            }
+        }
     }
 
     /// Removes every temporary file this rank created.
     func abortAll() {
-        for w in writers { w.abort() }
-    }
-}
-
-/// The collective `.npy` write protocol of `NPYWriter`, with the barriers and agreements it leaves to us.
-/// The file stays under its temporary name until `PendingOutputs.commitAll`.
-enum CollectiveWrite {
-    static func floats(_ values: [Float], rows: [Range<Int>], path: String, shape: [Int], layout: TensorLayout,
-                       overwrite: Bool, ctx: CommandContext, pending: PendingOutputs) throws {
-        try write(path: path, shape: shape, type: .float32, layout: layout, overwrite: overwrite, ctx: ctx,
-                  pending: pending) {
-            try $0.writeRows(rows, values: values)
-        }
+        for writer in arrays { writer.abort() }
+        picture?.abort()
     }
 
-    static func bytes(_ values: [UInt8], rows: [Range<Int>], path: String, shape: [Int], overwrite: Bool,
-                      ctx: CommandContext, pending: PendingOutputs) throws {
-        try write(path: path, shape: shape, type: .uint8, layout: .hnd, overwrite: overwrite, ctx: ctx,
-                  pending: pending) {
-            try $0.writeRows(rows, bytes: values)
-        }
-    }
-
-    private static func write(path: String, shape: [Int], type: ElementType, layout: TensorLayout, overwrite: Bool,
-                              ctx: CommandContext, pending: PendingOutputs, body: (NPYWriter) throws -> Void) throws {
-        let comm = ctx.comm
-        // Rank 0's token names the temporary file for everyone.
-        let token = String(decoding: comm.allgather(bytes: Array(NPYWriter.makeToken().utf8))[0], as: UTF8.self)
-        var failure: Error?
+    /// `body` on every rank, then agreement; on any rank's error every temporary file is removed.
+    private func collectively<T>(_ body: () throws -> T) -> T {
         do {
-            if ctx.isRoot {
-                pending.writers.append(try NPYWriter.create(path: path, shape: shape, type: type, layout: layout,
-                                                            overwrite: overwrite, token: token))
-            }
+            let value = try body()
+            ctx.agree(nil)
+            return value
         } catch {
-            failure = error
+            ctx.agree(error) { abortAll() }
+            fatalError("unreachable: agree exits on error")
         }
-        ctx.agree(failure) { pending.abortAll() }
-        do {
-            if !ctx.isRoot {
-                pending.writers.append(try NPYWriter.open(path: path, shape: shape, type: type, layout: layout, token: token))
-            }
-            try body(pending.writers.last!)
-            try pending.writers.last!.finish()
-        } catch {
-            failure = error
-        }
-        ctx.agree(failure) { pending.abortAll() }
     }
 }

@@ -1,38 +1,27 @@
 import Foundation
 import SpargeRing
 
-/// What every command does around its body: `--help`, usage errors (status 2), the communicator, and
-/// errors that end every rank with one message and status 1.
+/// What every command does around its body: `--help`, usage errors (status 2), the agreement of the ranks,
+/// the communicator, and errors that end every rank with one message and status 1.
 enum Command {
     static func main(name: String, usage: String, summary: String, specs: [OptionSpec], arguments: [String],
                      body: (ParsedOptions, CommandContext) throws -> Void) -> Int32 {
-        if arguments.contains("--help") || arguments.contains("-h") {
-            print(helpText(command: name, usage: usage, summary: summary, specs: specs))
-            return 0
-        }
+        let help = helpText(command: name, usage: usage, summary: summary, specs: specs)
+        // An MPMD launch (`mpirun -np 1 sparge … : -np 1 sparge …`) can give ranks different commands or
+        // options; any difference would make them take different collective paths and hang, so the ranks
+        // compare their invocations before the first collective of the command.
+        let ctx = start(Invocation(command: name, arguments: arguments, specs: specs), help: help)
         let options: ParsedOptions
         do {
             options = try ParsedOptions(arguments, specs: specs, command: name)
         } catch {
-            printError("\(error)\n(see 'sparge \(name) --help')")
-            return 2
+            ctx.fail("\(error)")  // unreachable: `start` ended every rank on a usage error
         }
-        let ctx: CommandContext
-        do {
-            ctx = try CommandContext()
-        } catch {
-            printError("cannot start MPI: \(error)")
-            return 1
-        }
-        // An MPMD launch (`mpirun -np 1 sparge … : -np 1 sparge …`) can give ranks different options; any
-        // difference would make them take different collective paths and hang, so stop before the first.
-        ctx.agree(ArgumentMismatch(options, comm: ctx.comm))
         do {
             try body(options, ctx)
         } catch let error as UsageError {
             // Every rank parses the same arguments, so every rank is here: no collective is pending.
-            if ctx.isRoot { printError("\(error)\n(see 'sparge \(name) --help')") }
-            ctx.exit(2)
+            ctx.agree(UsageMessage("\(error)\n(see 'sparge \(name) --help')"), status: 2)
         } catch let error as ForwardError {
             // Thrown by every rank at the same point of the forward pass: agree on the message, exit 1.
             ctx.agree(error)
@@ -45,46 +34,6 @@ enum Command {
 
     static func printError(_ message: String) {
         FileHandle.standardError.write(Data("sparge: error: \(message)\n".utf8))
-    }
-
-    /// Refuses an output path whose folder is missing, or that exists without `--force`.
-    static func checkOutputPath(_ path: String, force: Bool) throws {
-        let folder = (path as NSString).deletingLastPathComponent
-        var isFolder: ObjCBool = false
-        if !folder.isEmpty, !FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) || !isFolder.boolValue {
-            throw OutputPathError("\(path): the folder '\(folder)' does not exist")
-        }
-        if FileManager.default.fileExists(atPath: path) && !force {
-            throw OutputPathError("\(path): the file exists; pass --force to overwrite it")
-        }
-    }
-}
-
-/// The first option in which some rank's arguments differ from rank 0's; nil when all agree.
-///
-/// `--threads` may differ (nodes can have different core counts). Every rank builds the same message from
-/// the same gathered data, so it is printed once.
-struct ArgumentMismatch: Error, CustomStringConvertible {
-    let description: String
-
-    /// Collective: gathers every rank's options.
-    init?(_ options: ParsedOptions, comm: Communicator) {
-        guard comm.size > 1 else { return nil }
-        let mine = options.all(excluding: ["threads"]).sorted { $0.key < $1.key }
-            .map { "\($0.key)\u{0}\($0.value)" }.joined(separator: "\u{1}")
-        let all = comm.allgather(bytes: Array(mine.utf8)).map { text -> [String: String] in
-            var map: [String: String] = [:]
-            for field in String(decoding: text, as: UTF8.self).split(separator: "\u{1}") {
-                let parts = field.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
-                map[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-            }
-            return map
-        }
-        guard let rank = all.indices.first(where: { all[$0] != all[0] }) else { return nil }
-        let name = Set(all[0].keys).union(all[rank].keys).sorted().first { all[0][$0] != all[rank][$0] }!
-        func shown(_ value: String?) -> String { value.map { $0.isEmpty ? "given" : "'\($0)'" } ?? "not given" }
-        description = "the ranks were given different options: --\(name) is \(shown(all[0][name])) on rank 0 "
-            + "but \(shown(all[rank][name])) on rank \(rank); every rank must run the same command"
     }
 }
 
@@ -102,20 +51,25 @@ struct RunReport {
     let computeSeconds: Double, waitSeconds: Double, hiddenShare: Double
     let summarySeconds: Double, maskSeconds: Double, ringSeconds: Double
     let pvSkipped: Int, blocksVisited: Int
+    /// Bytes of the sparse mask rows on the rank holding the most (the dense byte mask would take
+    /// `Hq · nq · nk` in all).
+    let maskBytes: Int
+    /// The K/V storage format the ring carried.
+    let kvFormat: StorageFormat
     /// Query rows (over heads) that saw no key at all: output 0. TopCdf can keep only a block that lies
     /// after a row under token-level causal masking; a non-zero count says the mask starved those rows.
     let emptyRows: Int
 
     /// Collective: sums this rank's counters with every other rank's.
     init(result: ForwardResult, seconds: Double, layout: ShardLayout, heads: Int, kvHeads: Int, dim: Int,
-         config: SpargeConfig, threads: Int, comm: Communicator) {
+         config: SpargeConfig, threads: Int, kvFormat: StorageFormat, comm: Communicator) {
         let s = result.statistics
         var sums = [Double(s.ring.bytesSent), Double(s.ring.bytesReceived), Double(s.ring.messagesSent),
                     Double(s.ring.denseRingBytes), Double(s.summaryBytes), Double(s.attention.pvBlocksSkipped),
                     Double(s.attention.keyBlocksVisited), s.ring.waitSeconds, s.ring.communicationSeconds,
                     Double(result.lse.reduce(0) { $0 + ($1 == -.infinity ? 1 : 0) })]
         comm.allreduceSum(&sums)
-        var maxima = [s.ring.computeSeconds, s.summarySeconds, s.maskSeconds, s.ringSeconds]
+        var maxima = [s.ring.computeSeconds, s.summarySeconds, s.maskSeconds, s.ringSeconds, Double(result.mask.byteCount)]
         comm.allreduceMax(&maxima)
         seqLen = layout.seqLen; ranks = comm.size; self.threads = threads
         self.heads = heads; self.kvHeads = kvHeads; self.dim = dim; causal = config.causal
@@ -127,6 +81,8 @@ struct RunReport {
         emptyRows = Int(sums[9])
         hiddenShare = sums[8] > 0 ? max(0, min(1, 1 - sums[7] / sums[8])) : 1
         computeSeconds = maxima[0]; summarySeconds = maxima[1]; maskSeconds = maxima[2]; ringSeconds = maxima[3]
+        maskBytes = Int(maxima[4])
+        self.kvFormat = kvFormat
     }
 
     /// Dense attention FLOPs: `4·N²·D·Hq`, half of that when causal.
@@ -140,7 +96,8 @@ struct RunReport {
         "phases (slowest rank): summaries \(Format.fixed(summarySeconds, 3)) s, mask \(Format.fixed(maskSeconds, 3)) s, "
             + "ring \(Format.fixed(ringSeconds, 3)) s (compute \(Format.fixed(computeSeconds, 3)) s); "
             + "messages \(messages), communication hidden \(Format.fixed(hiddenShare * 100, 0))%, "
-            + "summaries exchanged \(Format.bytes(summaryBytes)), P·V skipped by λ \(pvSkipped) of \(blocksVisited) blocks"
+            + "summaries exchanged \(Format.bytes(summaryBytes)), mask \(Format.bytes(maskBytes)) per rank, "
+            + "K/V \(kvFormat.rawValue), P·V skipped by λ \(pvSkipped) of \(blocksVisited) blocks"
             + (emptyRows > 0 ? "; \(emptyRows) query rows saw no key (output 0)" : "")
     }
 
@@ -151,7 +108,8 @@ struct RunReport {
         j.add("density", density); j.add("seconds", seconds); j.add("gflops_dense_equiv", gflopsDenseEquivalent)
         j.add("gflops_real", gflopsDenseEquivalent * density)
         j.add("bytes_sent", bytesSent); j.add("bytes_dense_ring", denseRingBytes)
-        j.add("bytes_summaries", summaryBytes); j.add("messages", messages)
+        j.add("bytes_summaries", summaryBytes); j.add("mask_bytes", maskBytes); j.add("kv_precision", kvFormat.rawValue)
+        j.add("messages", messages)
         j.add("summary_seconds", summarySeconds); j.add("mask_seconds", maskSeconds)
         j.add("ring_seconds", ringSeconds); j.add("compute_seconds", computeSeconds)
         j.add("wait_seconds", waitSeconds); j.add("comm_hidden_share", hiddenShare)

@@ -15,6 +15,9 @@ struct InputSet {
         guard qs.seqLen > 0, qs.headDim > 0, qs.heads > 0 else {
             throw FormatError(path: q.path, "Q: empty tensor of shape \(qs)")
         }
+        guard ks.heads > 0 else {
+            throw FormatError(path: k.path, "K\(k.tensorName.map { " (tensor '\($0)')" } ?? ""): no heads in shape \(ks) = \(k.fileShape)")
+        }
         try k.expect(TensorShape(heads: ks.heads, seqLen: qs.seqLen, headDim: qs.headDim), role: "K (against Q \(q.label) \(qs))")
         try v.expect(ks, role: "V (against K \(k.label) \(ks))")
         guard qs.heads % ks.heads == 0 else {

@@ -46,7 +46,7 @@ enum KernelBenchCommand {
         let repeats = try o.int("repeat", range: 1...1000) ?? 10
         let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
         let maskPath = o.string("mask-out")
-        if let maskPath { try Command.checkOutputPath(maskPath, force: o.has("force")) }
+        if let maskPath { try StagedFile.checkDestination(maskPath, overwrite: o.has("force")) }
 
         let device = try CUDADevice.open()
         BackendOptions.printHint(config: config)

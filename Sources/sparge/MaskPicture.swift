@@ -7,8 +7,9 @@ import SpargeRing
 /// Large masks are reduced before they travel: cells of `f×f` blocks are OR-ed (a cell is dark when any of
 /// its blocks is computed), with `f` chosen so that the longer side has at most about 1024 cells.
 enum MaskPicture {
-    static func write(result: ForwardResult, layout: ShardLayout, head: Int, path: String, overwrite: Bool,
-                      comm: Communicator) throws {
+    /// Collective: the PNG's bytes on rank 0 (nil elsewhere), and the note to print once it is committed.
+    static func png(result: ForwardResult, layout: ShardLayout, head: Int, comm: Communicator) throws
+        -> (bytes: [UInt8], note: String)? {
         let nq = layout.queryBlockCount, nk = layout.keyBlockCount
         let longest = max(nq, nk)
         let f = longest > 1200 ? (longest + 1023) / 1024 : 1
@@ -22,17 +23,16 @@ enum MaskPicture {
             if queryFlags[head * mask.rowCount + row] == 0 { grid[rows * columns + block / f] = 1 }
         }
         comm.allreduceBitwiseOr(&grid)
-        guard comm.rank == 0 else { return }
+        guard comm.rank == 0 else { return nil }
         let kvHead = head / (mask.heads / (result.keySelfSimilar.count / nk))
         let columnFlags = (0..<columns).map { c in
             (c * f..<min(nk, c * f + f)).contains { result.keySelfSimilar[kvHead * nk + $0] == 0 }
         }
-        let image = MaskImage(bits: Array(grid[0..<(rows * columns)]), heads: 1, queryBlocks: rows,
+        let image = try MaskImage(bits: Array(grid[0..<(rows * columns)]), heads: 1, queryBlocks: rows,
                               keyBlocks: columns, head: 0,
                               rowNotSelfSimilar: grid[(rows * columns)...].map { $0 != 0 },
                               columnNotSelfSimilar: columnFlags)
-        try image.image.write(to: path, overwrite: overwrite)
         let reduced = f > 1 ? ", \(f)×\(f) blocks per cell" : ""
-        FileHandle.standardError.write(Data("sparge: mask of head \(head) (\(nq)×\(nk) blocks\(reduced)) written to \(path)\n".utf8))
+        return (image.image.pngData(), "sparge: mask of head \(head) (\(nq)×\(nk) blocks\(reduced)) written to")
     }
 }

@@ -20,8 +20,10 @@ enum RunCommand {
 
     static let summary = """
         Runs SpargeAttn on Q [Hq, N, D], K and V [Hkv, N, D] (.npy float32/float16/bfloat16, or tensors of a
-        .safetensors file). Under mpirun each rank reads only its own rows and the ranks write --output together;
-        nothing is left behind when a run fails. Outputs are refused if they exist, unless --force.
+        .safetensors file). Under mpirun each rank reads only its own rows and the ranks write --output together.
+        Outputs are created as OUT.partial-* before the inputs are read and renamed into place together at the
+        end, all or nothing; a failure, SIGINT, SIGTERM or SIGHUP leaves none behind (SIGKILL can: see README).
+        Outputs are refused if they exist, unless --force, which replaces only regular files.
         """
 
     static func main(_ arguments: [String]) -> Int32 {
@@ -63,7 +65,7 @@ enum RunCommand {
                     throw OutputPathError("\(path): given for two outputs (--\(other) and --\(option)); give each its own file")
                 }
                 outputPaths[canonical(path)] = option
-                try Command.checkOutputPath(path, force: force)
+                try StagedFile.checkDestination(path, overwrite: force)
             }
             if let grid, grid.0 * grid.1 * grid.2 != inputs.seqLen {
                 throw UsageError("--hilbert \(grid.0),\(grid.1),\(grid.2) has \(grid.0 * grid.1 * grid.2) tokens but the inputs have N = \(inputs.seqLen)")
@@ -74,6 +76,11 @@ enum RunCommand {
             return inputs
         }
         let n = inputs.seqLen
+        ctx.collectively {
+            try MemoryBudget.forward(rows: MemoryBudget.rowsPerRank(seqLen: n, ranks: comm.size), seqLen: n,
+                                     queryHeads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim, blockQ: config.blockQ,
+                                     blockK: config.blockK).check(ranksOnNode: MemoryBudget.ranksOnNode)
+        }
         let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
                                  causal: config.causal)
         // Token order: positions along the Hilbert curve map to tokens; otherwise the identity.
@@ -81,6 +88,18 @@ enum RunCommand {
         let myTokens: [Range<Int>] = order.map { order in
             layout.tokenRanges[comm.rank].flatMap { $0.map { order[$0] } }.map { $0..<($0 + 1) }
         } ?? layout.tokenRanges[comm.rank]
+
+        // Every output exists under its temporary name before the computation, so that a path that cannot
+        // be written fails now; they are committed together, all or nothing, at the end.
+        let outputs = PendingOutputs(ctx: ctx)
+        let outputShape = fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim))
+        let outputFile = outputs.addArray(path: outputPath, shape: outputShape, type: .float32, layout: fileLayout,
+                                          overwrite: force)
+        let maskFile = maskPath.map {
+            outputs.addArray(path: $0, shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
+                             type: .uint8, layout: .hnd, overwrite: force)
+        }
+        if let imagePath { outputs.addPicture(path: imagePath, overwrite: force) }
 
         progress.update("read", 0)
         let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
@@ -90,33 +109,19 @@ enum RunCommand {
             progress.update(phase, f)
         }
         progress.update("write", 0)
-        // Every output is written under a temporary name first and committed only when all of them are
-        // complete, so a failure at any point leaves none of them behind.
-        let pending = PendingOutputs()
-        try CollectiveWrite.floats(result.output.data, rows: myTokens, path: outputPath,
-                                   shape: fileLayout.fileShape(TensorShape(heads: inputs.queryHeads, seqLen: n, headDim: inputs.headDim)),
-                                   layout: fileLayout, overwrite: force, ctx: ctx, pending: pending)
-        if let maskPath {
-            try CollectiveWrite.bytes(result.mask.denseBits(), rows: layout.queryBlocks(rank: comm.rank).runs, path: maskPath,
-                                      shape: [inputs.queryHeads, layout.queryBlockCount, layout.keyBlockCount],
-                                      overwrite: force, ctx: ctx, pending: pending)
+        outputs.write(outputFile) { try $0.writeRows(myTokens, values: result.output.data) }
+        if let maskFile {
+            outputs.write(maskFile) { try $0.writeRows(layout.queryBlocks(rank: comm.rank).runs, bytes: result.mask.denseBits()) }
         }
-        if let imagePath {
-            var failure: Error?
-            do {
-                try MaskPicture.write(result: result, layout: layout, head: maskHead, path: imagePath, overwrite: force, comm: comm)
-            } catch {
-                failure = error
-            }
-            ctx.agree(failure) { pending.abortAll() }
+        let note = imagePath == nil ? nil : outputs.writePicture {
+            try MaskPicture.png(result: result, layout: layout, head: maskHead, comm: comm)
         }
-        var failure: Error?
-        do { try pending.commitAll() } catch { failure = error }
-        ctx.agree(failure) { pending.abortAll() }
+        outputs.commit()
+        if let note, let imagePath { printNote("\(note) \(imagePath)") }
         progress.finish()
         let report = RunReport(result: result, seconds: comm.allreduceMax(result.statistics.totalSeconds),
                                layout: layout, heads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim,
-                               config: config, threads: threads, comm: comm)
+                               config: config, threads: threads, kvFormat: kvFormat, comm: comm)
         guard ctx.isRoot else { return }
         if o.has("json") {
             var json = report.json
@@ -137,6 +142,10 @@ enum RunCommand {
             throw UsageError("--hilbert: expected T,H,W (three positive integers), got '\(text)'")
         }
         return (t, h, w)
+    }
+
+    static func printNote(_ text: String) {
+        FileHandle.standardError.write(Data("\(text)\n".utf8))
     }
 
     static func canonical(_ path: String) -> String {

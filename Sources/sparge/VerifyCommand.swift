@@ -169,6 +169,9 @@ enum VerifyCommand {
             let layout = TensorLayout(rawValue: try o.choice("layout", TensorLayout.allCases.map(\.rawValue)) ?? "hnd")!
             return ctx.collectively {
                 let set = try InputSet(q: o.string("q")!, k: o.string("k")!, v: o.string("v")!, layout: layout)
+                try MemoryBudget.forward(rows: set.seqLen, seqLen: set.seqLen, queryHeads: set.queryHeads,
+                                         kvHeads: set.kvHeads, dim: set.headDim, blockQ: blockQ, blockK: 16)
+                    .check(ranksOnNode: MemoryBudget.ranksOnNode)
                 return try set.read([0..<set.seqLen])
             }
         }
@@ -179,6 +182,11 @@ enum VerifyCommand {
         guard heads % kvHeads == 0 else { throw UsageError("--heads \(heads) is not a multiple of --kv-heads \(kvHeads)") }
         let dim = try o.int("head-dim", range: 1...1024) ?? 64
         let seed = UInt64(try o.int("seed", range: 0...Int.max) ?? 1)
+        // Every rank holds the whole sequence here.
+        ctx.collectively {
+            try MemoryBudget.forward(rows: seq, seqLen: seq, queryHeads: heads, kvHeads: kvHeads, dim: dim,
+                                     blockQ: blockQ, blockK: 16).check(ranksOnNode: MemoryBudget.ranksOnNode)
+        }
         let generator = ctx.collectively {
             try WorkloadGenerator(workload, shape: WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim), seed: seed)
         }

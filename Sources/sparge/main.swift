@@ -27,23 +27,20 @@ let topHelp = """
     """
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-guard let first = arguments.first else {
-    // A usage error like any other: on stderr, so that a script's output holds no help text.
-    FileHandle.standardError.write(Data("sparge: error: no command given\n\n\(topHelp)\n".utf8))
-    exit(2)
-}
+let first = arguments.first ?? ""
 if first == "selftest-communicator" {
     exit(runCommunicatorSelfTest(arguments: Array(arguments.dropFirst())))
 }
 if first == "selftest-cuda" {
     exit(runCUDASelfTest(arguments: Array(arguments.dropFirst())))
 }
-if ["-h", "--help", "help"].contains(first) {
-    print(topHelp)
-    exit(0)
-}
 guard let command = commands.first(where: { $0.name == first }) else {
-    FileHandle.standardError.write(Data("sparge: error: unknown command '\(first)'\n\n\(topHelp)\n".utf8))
-    exit(2)
+    // No command, help, or an unknown one. Under a launcher this still goes through `Command.start`, so
+    // that every rank learns what the others were asked to do before any of them exits.
+    // A usage error like any other goes to stderr, so that a script's output holds no help text.
+    let invocation = first.isEmpty ? Invocation(command: "", usageError: "no command given\n\n\(topHelp)")
+        : ["-h", "--help", "help"].contains(first) ? Invocation(command: "", help: true)
+        : Invocation(command: first, usageError: "unknown command '\(first)'\n\n\(topHelp)")
+    Command.start(invocation, help: topHelp).exit(0)
 }
 exit(command.run(Array(arguments.dropFirst())))

@@ -74,7 +74,7 @@ final class PNGTests: XCTestCase {
     /// Sizes that make one stored block, several, and an exact multiple of the 65535-byte block size.
     func testRoundTripPixels() throws {
         for (w, h) in [(1, 1), (7, 3), (300, 200), (21845, 1)] {
-            var image = PNGImage(width: w, height: h)
+            var image = try PNGImage(width: w, height: h)
             for y in 0..<h { for x in 0..<w { image[x, y] = RGB(UInt8(x % 256), UInt8(y % 256), UInt8((x * y) % 251)) } }
             let decoded = try DecodedPNG(image.pngData())
             XCTAssertEqual([decoded.width, decoded.height], [w, h], "\(w)×\(h)")
@@ -85,7 +85,7 @@ final class PNGTests: XCTestCase {
 
     func testWriteIsSafe() throws {
         let folder = try temporaryFolder(self)
-        let image = PNGImage(width: 2, height: 2)
+        let image = try PNGImage(width: 2, height: 2)
         try image.write(to: "\(folder)/a.png")
         assertFormatError(["\(folder)/a.png", "--force"]) { try image.write(to: "\(folder)/a.png") }
         try image.write(to: "\(folder)/a.png", overwrite: true)
@@ -102,7 +102,7 @@ final class MaskImageTests: XCTestCase {
         for j in 0..<nk { bits[nq * nk + 1 * nk + j] = 1 }  // head 1: row 1 fully on (not self-similar)
         for i in 0..<nq { bits[nq * nk + i * nk + 3] = 1 }  // head 1: column 3 fully on (not self-similar)
         bits[nq * nk + 0 * nk + 0] = 1
-        let picture = MaskImage(bits: bits, heads: 2, queryBlocks: nq, keyBlocks: nk, head: 1,
+        let picture = try MaskImage(bits: bits, heads: 2, queryBlocks: nq, keyBlocks: nk, head: 1,
                                 rowNotSelfSimilar: [false, true, false],
                                 columnNotSelfSimilar: [false, false, false, true, false])
         let k = picture.pixelsPerBlock
@@ -121,11 +121,11 @@ final class MaskImageTests: XCTestCase {
     }
 
     /// 5000 key blocks are downsampled by OR: one set bit keeps its pixel dark.
-    func testDownsamplingKeepsIsolatedBlocks() {
+    func testDownsamplingKeepsIsolatedBlocks() throws {
         let (nq, nk) = (2500, 5000)
         var bits = [UInt8](repeating: 0, count: nq * nk)
         bits[1234 * nk + 4321] = 1
-        let picture = MaskImage(bits: bits, heads: 1, queryBlocks: nq, keyBlocks: nk, head: 0)
+        let picture = try MaskImage(bits: bits, heads: 1, queryBlocks: nq, keyBlocks: nk, head: 0)
         XCTAssertEqual(picture.blocksPerPixel, 5)
         XCTAssertEqual(picture.pixelsPerBlock, 1)
         XCTAssertEqual([picture.image.width, picture.image.height], [1000, 500])
@@ -138,7 +138,7 @@ final class MaskImageTests: XCTestCase {
     func testFixtureMaskImage() throws {
         let npy = try NPYFile(path: try Fixtures.directory().appendingPathComponent("mask/gqa_sink_mask.npy").path)
         let s = npy.header.shape
-        let picture = MaskImage(bits: try npy.readUInt8(), heads: s[0], queryBlocks: s[1], keyBlocks: s[2], head: 0)
+        let picture = try MaskImage(bits: try npy.readUInt8(), heads: s[0], queryBlocks: s[1], keyBlocks: s[2], head: 0)
         let decoded = try DecodedPNG(picture.image.pngData())
         XCTAssertEqual([decoded.width, decoded.height], [s[2] * picture.pixelsPerBlock, s[1] * picture.pixelsPerBlock])
         XCTAssertTrue((600...1200).contains(max(decoded.width, decoded.height)))

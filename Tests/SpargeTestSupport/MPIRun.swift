@@ -56,6 +56,14 @@ public func rankExitStatuses(_ stderr: String) -> [Int: Int32] {
 /// Timeouts and skips as for ``mpirun(np:_:timeout:)``.
 public func mpirunMPMD(_ apps: [[String]], np: Int = 1, timeout: TimeInterval,
                        reportingRankStatus: Bool = false) throws -> MPIRunResult {
+    let (launcher, arguments, environment) = try mpirunCommand(apps, np: np, reportingRankStatus: reportingRankStatus)
+    return try launch(launcher, arguments, environment: environment, timeout: timeout,
+                      command: "mpirun " + arguments.joined(separator: " "))
+}
+
+/// The `mpirun` executable, arguments and environment that run `apps` (see ``mpirunMPMD(_:np:timeout:reportingRankStatus:)``).
+func mpirunCommand(_ apps: [[String]], np: Int, reportingRankStatus: Bool = false) throws
+    -> (URL, [String], [String: String]) {
     guard let launcher = findOnPath("mpirun") else {
         throw XCTSkip("mpirun is not on PATH: install OpenMPI (launch/setup.sh does) to run the distributed tests")
     }
@@ -77,8 +85,7 @@ public func mpirunMPMD(_ apps: [[String]], np: Int = 1, timeout: TimeInterval,
     if environment["OMPI_MCA_btl_vader_single_copy_mechanism"] == nil {
         environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
     }
-    return try launch(launcher, arguments, environment: environment, timeout: timeout,
-                      command: "mpirun " + arguments.joined(separator: " "))
+    return (launcher, arguments, environment)
 }
 
 /// Runs `$0 "$@"` and prints how it ended (`sh` gives 128 + N for a signal N).
@@ -89,14 +96,23 @@ private let rankStatusScript = #""$0" "$@"; s=$?; echo "[rank ${OMPI_COMM_WORLD_
 ///
 /// The variables by which `sparge` detects a launcher are removed, so that this stays a single process
 /// even when the tests themselves run under `mpirun` or Slurm.
-public func spargeSingle(_ args: [String], timeout: TimeInterval) throws -> MPIRunResult {
+public func spargeSingle(_ args: [String], timeout: TimeInterval, addressSpaceLimitKiB: Int? = nil) throws -> MPIRunResult {
+    let (executable, arguments, environment) = try singleCommand(args, addressSpaceLimitKiB: addressSpaceLimitKiB)
+    return try launch(executable, arguments, environment: environment, timeout: timeout,
+                      command: "sparge " + args.joined(separator: " "))
+}
+
+/// The executable, arguments and environment that run `sparge args…` as one plain process; with
+/// `addressSpaceLimitKiB`, under `/bin/sh` after `ulimit -v` (what a user short of memory sees).
+func singleCommand(_ args: [String], addressSpaceLimitKiB: Int? = nil) throws -> (URL, [String], [String: String]) {
     let sparge = try spargeExecutable()
     var environment = ProcessInfo.processInfo.environment
     for key in environment.keys where key.hasPrefix("OMPI_COMM_WORLD") || key.hasPrefix("PMIX_") || key.hasPrefix("PMI_") {
         environment[key] = nil
     }
-    return try launch(sparge, args, environment: environment, timeout: timeout,
-                      command: "sparge " + args.joined(separator: " "))
+    guard let limit = addressSpaceLimitKiB else { return (sparge, args, environment) }
+    return (URL(fileURLWithPath: "/bin/sh"), ["-c", "ulimit -v \(limit) && exec \"$0\" \"$@\"", sparge.path] + args,
+            environment)
 }
 
 /// Starts `executable` in its own process group, collects its output, and enforces `timeout`.

@@ -41,7 +41,7 @@ final class BadInputTests: XCTestCase {
     /// Runs every case with every launch, three launches at a time (an `mpirun` that fails spends most of its
     /// second or so waiting, not computing), then asserts in order. The cases fail before writing anything, so
     /// sharing the output paths is safe; a case that did write would fail its own assertions.
-    private func check(_ cases: [Case], launches: [Launch] = [.single, .ranks(2)]) throws {
+    private func check(_ cases: [Case], launches: [Launch] = [.single, .ranks(2)], timeout: TimeInterval = 60) throws {
         let runs = launches.flatMap { launch in cases.map { (launch, $0) } }
         final class Results: @unchecked Sendable {  // written under `lock` only
             var all: [Result<MPIRunResult, Error>?]
@@ -53,7 +53,7 @@ final class BadInputTests: XCTestCase {
         queue.maxConcurrentOperationCount = 3
         for (i, (launch, c)) in runs.enumerated() {
             queue.addOperation {
-                let result = Result { try launch.run(["run"] + c.args) }
+                let result = Result { try launch.run(["run"] + c.args, timeout: timeout) }
                 lock.lock()
                 results.all[i] = result
                 lock.unlock()
@@ -155,6 +155,98 @@ final class BadInputTests: XCTestCase {
         }
     }
 
+    /// Files whose sizes lie or overflow, and files that are ambiguous: each must end in one message naming
+    /// the file, never in a trap (an overflowing product, `% 0`) nor in a huge allocation (a header that
+    /// claims 4 GB in a small file was read whole before it was checked).
+    func testMalformedFilesEndInAMessageNotATrap() throws {
+        let (n, d) = (SmallInputs.shape.seqLen, SmallInputs.shape.headDim)
+        let overflowing = "\(folder)/q-overflow.npy"
+        try writeFile(overflowing, NPYHeader(elementType: .float32, shape: [3, Int.max / 2, 4]).encoded() + [0, 0, 0, 0])
+        let hugeHeader = "\(folder)/k-huge-header.npy"
+        let fake: [UInt8] = [0x93] + Array("NUMPY".utf8) + [2, 0, 0, 0, 0, 0xFF]  // version 2, 4 GB of header
+        try writeFile(hugeHeader, fake + [UInt8](repeating: 0x20, count: 2_000_000))
+        let trailing = "\(folder)/v-trailing.npy"
+        try writeFile(trailing, try Array(Data(contentsOf: URL(fileURLWithPath: good[5]))) + [1, 2, 3])
+        let zeroHeads = "\(folder)/k-0heads.npy"
+        try NPYWriter.write(path: zeroHeads, shape: [0, n, d], values: [])
+        let farOffsets = "\(folder)/far.safetensors"
+        try writeFile(farOffsets, rawSafetensors(#"{"q":{"dtype":"F32","shape":[2,\#(n),\#(d)],"data_offsets":[9223372036854775000,9223372036854775807]}}"#))
+        let duplicate = "\(folder)/dup.safetensors"
+        let bytes = inputs.q.data.withUnsafeBytes { Array($0) }
+        let entry = #""q":{"dtype":"F32","shape":[2,\#(n),\#(d)],"data_offsets":[0,\#(bytes.count)]}"#
+        try writeFile(duplicate, rawSafetensors("{\(entry),\(entry)}", data: bytes))
+
+        let cases = [
+            Case(label: "npy shape overflows", args: with("q", overflowing) + outputs,
+                 mentions: ["Q: ", "q-overflow.npy", "truncated", "more than"]),
+            Case(label: "npy header claims 4 GB", args: with("k", hugeHeader) + outputs,
+                 mentions: ["K: ", "k-huge-header.npy", "header claims"]),
+            Case(label: "npy with trailing bytes", args: with("v", trailing) + outputs,
+                 mentions: ["V: ", "v-trailing.npy", "3 bytes after the data"]),
+            Case(label: "K with 0 heads", args: with("k", zeroHeads).replacingPaths(["v": zeroHeads]) + outputs,
+                 mentions: ["k-0heads.npy", "no heads"]),
+            Case(label: "safetensors offsets near Int64.max", args: with("q", "\(farOffsets):q") + outputs,
+                 mentions: ["Q: ", "far.safetensors", "tensor 'q'"]),
+            Case(label: "safetensors duplicate name", args: with("q", "\(duplicate):q") + outputs,
+                 mentions: ["Q: ", "dup.safetensors", "'q' appears twice"]),
+        ]
+        try check(cases)
+    }
+
+    /// A FIFO as an input blocked in `open()` until a writer came: it must be refused at once (the launch's
+    /// timeout of 10 s turns a block into a failure).
+    func testFIFOInputIsRefusedWithoutBlocking() throws {
+        let fifo = "\(folder)/q.fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0, "mkfifo")
+        try check([Case(label: "FIFO input", args: with("q", fifo) + outputs, mentions: ["Q: ", "q.fifo", "FIFO"])],
+                  timeout: 10)
+    }
+
+    /// `--force` replaces a regular file, never a FIFO or a device node (as root, `--output /dev/null --force`
+    /// replaced `/dev/null`). The node must still be what it was.
+    func testForceReplacesOnlyRegularFiles() throws {
+        let fifo = "\(folder)/out.fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0, "mkfifo")
+        var cases = [Case(label: "FIFO output", args: good + ["--output", fifo, "--force"],
+                          mentions: ["out.fifo", "FIFO", "--force replaces only a regular file"])]
+        let device = "\(folder)/null.dev"
+        let madeDevice = mknod(device, S_IFCHR | 0o666, 0x103) == 0  // makedev(1, 3): /dev/null; needs root
+        if madeDevice {
+            cases.append(Case(label: "character device output", args: good + ["--output", device, "--force"],
+                              mentions: ["null.dev", "character device"]))
+        }
+        try check(cases)
+        XCTAssertEqual(kind(fifo), S_IFIFO, "the FIFO was replaced")
+        if madeDevice { XCTAssertEqual(kind(device), S_IFCHR, "the device node was replaced") }
+    }
+
+    /// Output paths that cannot be written used to fail only after the whole computation. Rank 1's rows of
+    /// Q hold a NaN, found when the inputs are read: the message must be about the output, which proves the
+    /// outputs were checked (their temporary files created) before the inputs were read.
+    func testUnwritableOutputsFailBeforeComputing() throws {
+        let n = SmallInputs.shape.seqLen
+        var q = inputs.q
+        q.data[(1 * n + n - 5) * q.dim] = .nan
+        let qPath = "\(folder)/q-nan.npy"
+        try NPYWriter.write(path: qPath, shape: [q.heads, n, q.dim], values: q.data)
+        let dangling = "\(folder)/dangling.npy"
+        try FileManager.default.createSymbolicLink(atPath: dangling, withDestinationPath: "\(folder)/nowhere/x.npy")
+        try FileManager.default.createDirectory(atPath: "\(folder)/sub", withIntermediateDirectories: false)
+        let long = "\(folder)/" + String(repeating: "o", count: 240) + ".npy"
+        let bad = with("q", qPath)
+        let cases = [
+            Case(label: "output is a folder", args: bad + ["--output", "\(folder)/sub"], mentions: ["sub", "is a folder"]),
+            Case(label: "output in /proc", args: bad + ["--output", "/proc/x.npy"], mentions: ["/proc/x.npy", "cannot create"]),
+            Case(label: "output is a dangling link", args: bad + ["--output", dangling, "--force"],
+                 mentions: ["dangling.npy", "symbolic link to nothing"]),
+            Case(label: "name too long for the suffix", args: bad + ["--output", long],
+                 mentions: ["oooo.npy", "exceeds this folder's limit"]),
+            Case(label: "mask output is a folder", args: bad + ["--output", output, "--mask-output", "\(folder)/sub"],
+                 mentions: ["sub", "is a folder"]),
+        ]
+        try check(cases)
+    }
+
     /// An existing output is kept without `--force` (and the mask is not written either), and replaced with it.
     func testExistingOutputNeedsForce() throws {
         let old = Data("an older result".utf8)
@@ -183,6 +275,22 @@ final class BadInputTests: XCTestCase {
         defer { try? FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path) }
         try check([Case(label: "unreadable file", args: good + outputs, mentions: ["Q: ", "q.npy", "Permission denied"])])
     }
+}
+
+/// The file type bits of `path` (not following a link).
+private func kind(_ path: String) -> mode_t {
+    var st = stat()
+    return lstat(path, &st) == 0 ? st.st_mode & S_IFMT : 0
+}
+
+private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
+
+/// A `.safetensors` file with `header` as its JSON, written as given (for headers no writer would make).
+private func rawSafetensors(_ header: String, data: [UInt8] = []) -> [UInt8] {
+    let json = Array(header.utf8)
+    return (0..<8).map { UInt8((UInt64(json.count) >> (8 * UInt64($0))) & 0xff) } + json + data
 }
 
 extension Array where Element == String {

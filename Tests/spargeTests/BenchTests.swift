@@ -5,7 +5,7 @@ import XCTest
 /// `sparge bench --json` and `--mask-image` on small generated workloads.
 final class BenchTests: XCTestCase {
     static let keys = ["seq", "ranks", "threads", "heads", "kv_heads", "head_dim", "causal", "density", "seconds",
-                       "gflops_dense_equiv", "bytes_sent", "bytes_dense_ring"]
+                       "gflops_dense_equiv", "bytes_sent", "bytes_dense_ring", "mask_bytes", "kv_precision"]
     static let small = ["bench", "--workload", "llm", "--seq", "512", "--heads", "2", "--kv-heads", "1",
                         "--head-dim", "16", "--theta", "0.3", "--cdf", "0.9"]
 

@@ -150,7 +150,8 @@ func jsonObject(_ r: MPIRunResult, file: StaticString = #filePath, line: UInt = 
 // MARK: - Failure contract
 
 /// Asserts that a run failed the way the CLI promises: non-zero status, exactly one `sparge: error:` line
-/// holding every string of `mentions`, and nothing left at `outputs` nor any `*.partial-*` in `folder`.
+/// holding every string of `mentions`, no trap (a Swift runtime error prints "Fatal error" and a stack dump
+/// instead of a message), and nothing left at `outputs` nor any `*.partial-*` or `*.previous-*` in `folder`.
 func assertFailsCleanly(_ r: MPIRunResult, status expected: Int32? = nil, mentions: [String], outputs: [String],
                         folder: String, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
     let context = "\(label)\n\(transcript(r))"
@@ -158,12 +159,19 @@ func assertFailsCleanly(_ r: MPIRunResult, status expected: Int32? = nil, mentio
     if let expected { XCTAssertEqual(r.status, expected, "exit status: \(context)", file: file, line: line) }
     let errors = errorLines(r)
     XCTAssertEqual(errors.count, 1, "one error message expected: \(context)", file: file, line: line)
+    for trap in trapSigns where r.stderr.contains(trap) || r.stdout.contains(trap) {
+        XCTFail("a trap instead of a message ('\(trap)'): \(context)", file: file, line: line)
+    }
     for text in mentions where !errors.contains(where: { $0.contains(text) }) {
         XCTFail("the message does not mention '\(text)': \(context)", file: file, line: line)
     }
     for path in outputs where FileManager.default.fileExists(atPath: path) {
         XCTFail("\(path) exists after a failed run: \(context)", file: file, line: line)
     }
-    let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.contains(".partial-") }
+    let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+        .filter { $0.contains(".partial-") || $0.contains(".previous-") }
     XCTAssertEqual(leftovers, [], "temporary files left behind: \(context)", file: file, line: line)
 }
+
+/// What a Swift trap or a crash prints.
+let trapSigns = ["Fatal error", "Swift runtime failure", "Backtracing", "Stack dump", "💣", "failed to allocate", "Illegal instruction", "Segmentation fault"]
