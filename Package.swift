@@ -6,8 +6,9 @@
 //   SpargeKernels     tiles, SIMD micro-kernels, online softmax, mask prediction; no MPI, no I/O
 //   SpargeFormats     .npy / .safetensors / .png readers and writers; no MPI
 //   SpargeCUDA        the GPU backend: libcuda and NVRTC opened at run time, CUDA C kernels as strings
-//   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward(), workloads
-//   sparge            the command-line tool: parses, calls SpargeRing, prints
+//   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward()
+//   SpargeWorkloads   generated inputs (llm, video, random): pure functions of (seed, position)
+//   sparge            the command-line tool: parses, calls SpargeRing, reads and writes files, prints
 //
 // Release builds must name a CPU (`-Xswiftc -target-cpu -Xswiftc NAME`): without one Swift emits no AVX at
 // all. `launch/setup.sh` does this; see README.md.
@@ -19,6 +20,7 @@ let package = Package(
         .library(name: "SpargeRing", targets: ["SpargeRing"]),
         .library(name: "SpargeKernels", targets: ["SpargeKernels"]),
         .library(name: "SpargeCUDA", targets: ["SpargeCUDA"]),
+        .library(name: "SpargeWorkloads", targets: ["SpargeWorkloads"]),
         .executable(name: "sparge", targets: ["sparge"]),
     ],
     targets: [
@@ -30,10 +32,11 @@ let package = Package(
         .target(name: "SpargeFormats"),
         .target(
             name: "SpargeRing",
-            dependencies: ["SpargeKernels", "SpargeFormats", "CMPIShim"]),
+            dependencies: ["SpargeKernels", "CMPIShim"]),
+        .target(name: "SpargeWorkloads", dependencies: ["SpargeKernels"]),
         // No CUDA header or library at build time: libcuda and NVRTC are opened with dlopen when asked for.
         .target(name: "SpargeCUDA", dependencies: ["SpargeKernels"]),
-        .executableTarget(name: "sparge", dependencies: ["SpargeRing", "SpargeCUDA"]),
+        .executableTarget(name: "sparge", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeFormats", "SpargeCUDA"]),
 
         // MARK: - Implementation details
         .systemLibrary(
@@ -50,9 +53,9 @@ let package = Package(
             path: "Tests/SpargeTestSupport"),
         .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeTestSupport"]),
         .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats", "SpargeTestSupport"]),
-        .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing", "SpargeTestSupport"]),
+        .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeTestSupport"]),
         .testTarget(name: "SpargeCUDATests", dependencies: ["SpargeCUDA", "SpargeTestSupport"]),
-        .testTarget(name: "spargeTests", dependencies: ["SpargeRing", "SpargeTestSupport"]),
+        .testTarget(name: "spargeTests", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeFormats", "SpargeTestSupport"]),
     ],
     // Language mode 5: the hot loops hand unsafe pointers to `concurrentPerform` workers, which strict
     // Sendable checking would reject without adding any safety the kernel structure does not already give.

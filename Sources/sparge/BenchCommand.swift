@@ -1,6 +1,7 @@
 import Foundation
 import SpargeFormats
 import SpargeRing
+import SpargeWorkloads
 
 /// `sparge bench`: a generated workload, timed; one table row (or JSON line) per configuration.
 enum BenchCommand {

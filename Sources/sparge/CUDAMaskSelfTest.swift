@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import SpargeCUDA
 import SpargeRing
+import SpargeWorkloads
 
 /// The mask half of `sparge selftest-cuda`: block summaries and mask rows computed on the GPU against the
 /// CPU's, bit for bit, on Float inputs from the workloads (the GPU kernels repeat the CPU's arithmetic

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import SpargeCUDA
 import SpargeRing
+import SpargeWorkloads
 
 /// The hidden subcommand `sparge selftest-cuda`: the GPU mask prediction against the CPU's (bit for bit, see
 /// `CUDAMaskSelfTestCase`), then the GPU attention kernels against the CPU tiles and a Double reference

@@ -2,6 +2,7 @@ import Foundation
 import SpargeCUDA
 import SpargeFormats
 import SpargeRing
+import SpargeWorkloads
 
 /// `sparge bench-kernel`: the CUDA attention kernel alone, on one GPU, timed with device events.
 ///

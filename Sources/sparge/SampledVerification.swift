@@ -1,4 +1,5 @@
 import SpargeRing
+import SpargeWorkloads
 
 /// Error sums over some query blocks: `Σ|o − ref|` and `Σ|ref|`, summed over ranks.
 struct ErrorSums {

@@ -2,6 +2,7 @@ import Foundation
 import SpargeFormats
 import SpargeCUDA
 import SpargeRing
+import SpargeWorkloads
 
 /// `sparge verify`: the distributed result against a single process and against dense attention.
 enum VerifyCommand {

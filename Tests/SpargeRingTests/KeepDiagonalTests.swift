@@ -1,6 +1,7 @@
 import SpargeTestSupport
 import XCTest
 @testable import SpargeRing
+import SpargeWorkloads
 
 /// `keepDiagonal` (the default): under causal TopCdf, no query row may be left without a key; upstream's
 /// exact rule (`keepDiagonal = false`) can leave some.

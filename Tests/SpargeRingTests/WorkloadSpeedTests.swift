@@ -1,5 +1,6 @@
 import Foundation
 import SpargeRing
+import SpargeWorkloads
 import XCTest
 
 /// How long one rank takes to generate its shard at N = 1M, D = 128, 1 head: half the rows (512K) of Q, K

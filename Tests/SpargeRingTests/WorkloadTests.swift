@@ -1,5 +1,6 @@
 import Foundation
 import SpargeRing
+import SpargeWorkloads
 import XCTest
 
 /// The synthetic workloads: rank-count independence, determinism, and the attention structure each claims.

@@ -2,6 +2,7 @@ import Foundation
 import SpargeFormats
 import SpargeKernels
 import SpargeRing
+import SpargeWorkloads
 import SpargeTestSupport
 import XCTest
 

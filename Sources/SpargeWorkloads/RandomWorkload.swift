@@ -1,3 +1,4 @@
+import SpargeKernels
 /// i.i.d. standard normal Q, K and V (see `Noise.normal`): every key is as relevant as every other, so
 /// attention is near uniform and no sparse method can skip much without error.
 struct RandomWorkload: WorkloadModel {

@@ -1,3 +1,4 @@
+import SpargeKernels
 /// Counter-based noise: every value is a hash of (stream key, index), so any element can be made on its own
 /// and the same element is the same on every rank.
 enum Noise {

@@ -1,3 +1,4 @@
+import SpargeKernels
 import Dispatch
 
 /// A synthetic attention input, generated per rank for its own rows only.

@@ -1,3 +1,4 @@
+import SpargeKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
