@@ -30,9 +30,43 @@ public enum ShardedAttention {
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
+        try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
+                    layout: layout, config: config, communicator: comm, threads: threads, engine: engine,
+                    kvFormat: kvFormat, progress: progress)
+    }
+
+    /// The forward pass of this rank's shard given as tensors of any element type and strides (`[H, rows, D]`
+    /// views; `permuted([1, 0, 2])` of an `[rows, H, D]` tensor is one), in host memory.
+    ///
+    /// Each tensor is converted once, where it enters: Q and K to fp32 for the summaries and the tiles, K and
+    /// V to `kvFormat` for the ring — not at all when they already are packed in it (bf16 K/V with bf16
+    /// storage travel from the caller's buffer). A tensor that cannot be converted (wrong rank, device
+    /// memory, an f16 overflow) is a `ForwardError` on every rank.
+    public static func forward(
+        q: Tensor, k: Tensor, v: Tensor, layout: ShardLayout, config: SpargeConfig,
+        communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
+        kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
+    ) throws -> ForwardResult {
+        let entered = try agreed(comm) { () -> (q: Tensor3, k: Tensor3, local: LocalBlocks) in
+            guard k.shape == v.shape else {
+                throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
+            }
+            return (try q.hostFloats(), try k.hostFloats(), try LocalBlocks(keys: k, values: v, format: kvFormat))
+        }
+        return try forward(q: entered.q, k: entered.k, vShape: v.shape, local: { entered.local }, layout: layout,
+                           config: config, communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat,
+                           progress: progress)
+    }
+
+    /// The pass itself: `k` feeds the K mean and the key summaries, `local` the ring.
+    static func forward(
+        q: Tensor3, k: Tensor3, vShape: [Int], local makeLocal: () throws -> LocalBlocks, layout: ShardLayout,
+        config: SpargeConfig, communicator comm: Communicator, threads: Int, engine: any AttentionEngine,
+        kvFormat: StorageFormat, progress: ((String, Double) -> Void)?
+    ) throws -> ForwardResult {
         let start = DispatchTime.now().uptimeNanoseconds
         func seconds(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
-        try checkAgreement(q: q, k: k, v: v, layout: layout, config: config, kvFormat: kvFormat, comm: comm)
+        try checkAgreement(q: q, k: k, vShape: vShape, layout: layout, config: config, kvFormat: kvFormat, comm: comm)
         let ranges = layout.tokenRanges[comm.rank]
         var stats = ForwardStatistics()
 
@@ -77,7 +111,7 @@ public enum ShardedAttention {
                                                  seqLen: layout.seqLen, threads: threads)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim, format: kvFormat),
                                  comm: comm, threads: threads)
-        let local = try agreed(comm) { try LocalBlocks(keys: k, values: v, format: kvFormat) }
+        let local = try agreed(comm, makeLocal)
         stats.ring = try ring.run(local: local, attention: attention) { done in
             progress?("ring", done)
         }
@@ -92,7 +126,7 @@ public enum ShardedAttention {
 
     /// Ends the call on every rank with the same error when the configuration or shapes differ between
     /// ranks, or when any rank's shard does not fit the layout.
-    static func checkAgreement(q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
+    static func checkAgreement(q: Tensor3, k: Tensor3, vShape: [Int], layout: ShardLayout, config: SpargeConfig,
                                kvFormat: StorageFormat, comm: Communicator) throws {
         var problem: String?
         let rows = layout.rowCount(rank: comm.rank)
@@ -103,10 +137,10 @@ public enum ShardedAttention {
                 + "\(config.blockQ)×\(config.blockK)"
         } else if layout.ranks != comm.size {
             problem = "the layout is for \(layout.ranks) ranks but the run has \(comm.size)"
-        } else if q.rows != rows || k.rows != rows || v.rows != rows {
-            problem = "shard rows q \(q.rows), k \(k.rows), v \(v.rows); the layout gives this rank \(rows)"
-        } else if k.shape != v.shape || q.dim != k.dim {
-            problem = "shapes disagree: q \(q.shape), k \(k.shape), v \(v.shape)"
+        } else if q.rows != rows || k.rows != rows || vShape.count != 3 || vShape[1] != rows {
+            problem = "shard rows q \(q.rows), k \(k.rows), v \(vShape.count == 3 ? vShape[1] : -1); the layout gives this rank \(rows)"
+        } else if k.shape != vShape || q.dim != k.dim {
+            problem = "shapes disagree: q \(q.shape), k \(k.shape), v \(vShape)"
         } else if k.heads == 0 || q.heads % k.heads != 0 {
             problem = "query heads \(q.heads) are not a multiple of kv heads \(k.heads)"
         }

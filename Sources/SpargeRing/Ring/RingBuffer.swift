@@ -19,56 +19,59 @@ final class RingBuffer {
     }
 }
 
-/// This rank's own K and V rows `[Hkv, rows, D]` in the ring's storage format: the caller's fp32 tensors
-/// as they are, or one converted copy made before the ring (the only conversion of a run).
+/// This rank's own K and V rows `[Hkv, rows, D]` in the ring's storage format: the caller's tensors as
+/// they are when they already are in it (no copy), or one converted copy made before the ring (the only
+/// conversion of a run).
 struct LocalBlocks {
     let rows: Int
     let format: StorageFormat
-    private let keys: Tensor3, values: Tensor3
-    private let converted: RingBuffer?
+    private enum Storage {
+        case floats(Tensor3, Tensor3)
+        case packed(Tensor, Tensor)
+    }
+    private let storage: Storage
 
-    /// `k`, `v` in `format`, converted once (on every core) when it is not f32.
+    /// `k`, `v` in `format`: borrowed when f32, else converted once on every core.
     ///
     /// - Throws: `SpargeError.invalidArgument` when a finite value does not fit the format (f16 beyond ±65504).
     init(keys k: Tensor3, values v: Tensor3, format: StorageFormat) throws {
-        rows = k.rows
-        self.format = format
-        keys = k
-        values = v
-        guard format != .f32 else { converted = nil; return }
-        let count = k.data.count
-        let buffer = RingBuffer(capacity: 2 * count * format.byteSize)
-        let piece = 1 << 16
-        let pieces = (count + piece - 1) / piece
-        let fits = UnsafeMutableBufferPointer<Bool>.allocate(capacity: 2 * max(1, pieces))
-        defer { fits.deallocate() }
-        fits.initialize(repeating: true)
-        for (t, tensor) in [k, v].enumerated() {
-            tensor.data.withUnsafeBufferPointer { source in
-                let target = buffer.base + t * count * format.byteSize
-                DispatchQueue.concurrentPerform(iterations: pieces) { c in
-                    let at = c * piece
-                    fits[t * pieces + c] = format.convert(source.baseAddress! + at, count: min(piece, count - at),
-                                                          to: target + at * format.byteSize)
-                }
-            }
+        if format == .f32 {
+            self.init(rows: k.rows, format: format, storage: .floats(k, v))
+        } else {
+            try self.init(keys: Tensor(k), values: Tensor(v), format: format)
         }
-        guard fits.allSatisfy({ $0 }) else {
-            throw SpargeError.invalidArgument("K or V holds a value beyond the range of \(format.rawValue) (±65504)")
+    }
+
+    /// `k`, `v` (`[Hkv, rows, D]` host tensors of any element type and strides) in `format`: the tensors
+    /// themselves when they are packed in it, else one converted copy each.
+    init(keys k: Tensor, values v: Tensor, format: StorageFormat) throws {
+        let (keys, kOverflow) = try k.packed(as: format)
+        let (values, vOverflow) = try v.packed(as: format)
+        guard !kOverflow && !vOverflow else {
+            throw SpargeError.invalidArgument("\(kOverflow ? "K" : "V") holds a value beyond the range of \(format.rawValue) (±65504)")
         }
-        converted = buffer
+        self.init(rows: keys.shape[1], format: format, storage: .packed(keys, values))
+    }
+
+    private init(rows: Int, format: StorageFormat, storage: Storage) {
+        (self.rows, self.format, self.storage) = (rows, format, storage)
     }
 
     /// Calls `body` with the keys and values, valid during the call.
     func withPointers<R>(_ body: (UnsafeRawPointer, UnsafeRawPointer) throws -> R) rethrows -> R {
-        if let converted {
-            return try body(UnsafeRawPointer(converted.base),
-                            UnsafeRawPointer(converted.base + keys.data.count * format.byteSize))
-        }
-        return try keys.data.withUnsafeBufferPointer { kp in
-            try values.data.withUnsafeBufferPointer { vp in
-                try body(UnsafeRawPointer(kp.baseAddress ?? UnsafePointer(bitPattern: 64)!),
-                         UnsafeRawPointer(vp.baseAddress ?? UnsafePointer(bitPattern: 64)!))
+        switch storage {
+        case .packed(let keys, let values):
+            let size = format.byteSize
+            return try withExtendedLifetime((keys, values)) {
+                try body(UnsafeRawPointer(keys.buffer.base + keys.offset * size),
+                         UnsafeRawPointer(values.buffer.base + values.offset * size))
+            }
+        case .floats(let keys, let values):
+            return try keys.data.withUnsafeBufferPointer { kp in
+                try values.data.withUnsafeBufferPointer { vp in
+                    try body(UnsafeRawPointer(kp.baseAddress ?? UnsafePointer(bitPattern: 64)!),
+                             UnsafeRawPointer(vp.baseAddress ?? UnsafePointer(bitPattern: 64)!))
+                }
             }
         }
     }
