@@ -25,7 +25,7 @@ enum BackendOptions {
         if choice == "cpu" { return CPUAttentionEngine() }
         var engine: CUDAAttentionEngine?
         var problem: Error?
-        do { engine = try CUDAAttentionEngine(precision: precision) } catch { problem = error }
+        do { engine = try CUDAAttentionEngine(precision: precision, options: .fromEnvironment) } catch { problem = error }
         if choice == "cuda" {
             ctx.agree(problem.map { BackendError("--backend cuda: \($0)") })
             return engine!

@@ -21,7 +21,7 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     let quick = arguments.contains("--quick")
     let device: CUDADevice
     do {
-        device = try CUDADevice.open()
+        device = try CUDADevice.open(options: .fromEnvironment)
     } catch {
         FileHandle.standardError.write(Data("sparge: selftest-cuda: \(error)\n".utf8))
         return 1
@@ -29,16 +29,16 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     print(device.summary)
     var failures = runCUDAMaskSelfTest(device: device, quick: quick)
     let cases = CUDASelfTestCase.sweep(quick: quick)
-    // Both kernel shapes: 16 and 32 rows per warp (SPARGE_CUDA_MTILES picks one per attention).
+    // Both kernel shapes: 16 and 32 rows per warp (CUDAOptions.mTiles picks one per attention).
     for mTiles in [1, 2] {
-        setenv("SPARGE_CUDA_MTILES", String(mTiles), 1)
+        var options = CUDAOptions.fromEnvironment
+        options.mTiles = mTiles
         print("rows per warp: \(16 * mTiles)")
         print("case                                 N  Hq/Hkv   D  density steps  gpu-ref   cpu-ref   gpu-cpu   lse-diff  visited(g/c)  skipped(g/c)  kernel ms")
         failures += runSelfTestCases(cases, label: { "\($0.label) [\(16 * mTiles) rows/warp]" }) {
-            try $0.run(device: device)
+            try $0.run(device: device, options: options)
         }
     }
-    unsetenv("SPARGE_CUDA_MTILES")
     for line in device.compiledKernels { print("kernel \(line)") }
     if failures.isEmpty {
         print("cuda self-test passed (\(cases.count) cases)")
@@ -81,7 +81,7 @@ struct CUDASelfTestCase {
     var reference = true
     /// Clears the mask rows of query block 1 of head 0, so that those rows see no key.
     var emptyRows = false
-    /// A staging budget small enough that each call goes up in many parts (`SPARGE_CUDA_STAGING_MIB`).
+    /// A staging budget small enough that each call goes up in many parts (`CUDAOptions.stagingBytes`).
     var stagingMiB: Int?
 
     static func sweep(quick: Bool) -> [CUDASelfTestCase] {
@@ -123,9 +123,9 @@ struct CUDASelfTestCase {
         var failures: [String]
     }
 
-    func run(device: CUDADevice) throws -> Outcome {
-        if let stagingMiB { setenv("SPARGE_CUDA_STAGING_MIB", String(stagingMiB), 1) }
-        defer { if stagingMiB != nil { unsetenv("SPARGE_CUDA_STAGING_MIB") } }
+    func run(device: CUDADevice, options: CUDAOptions) throws -> Outcome {
+        var options = options
+        if let stagingMiB { options.stagingBytes = stagingMiB << 20 }
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen, headDim: dim)
         let generator = try WorkloadGenerator(workload, shape: shape, seed: 7)
         let raw = generator.generate(rows: [0..<seqLen])
@@ -140,7 +140,7 @@ struct CUDASelfTestCase {
         let cpu = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: threads)
 
         let gpu = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,
-                                               seqLen: seqLen, device: device, precision: precision)
+                                               seqLen: seqLen, device: device, precision: precision, options: options)
         let nk = mask.keyBlocks
         let order = rotated ? Array((nk / 2)..<nk) + Array(0..<(nk / 2)) : Array(0..<nk)
         try k.data.withUnsafeBufferPointer { kp in

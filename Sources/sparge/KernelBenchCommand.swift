@@ -49,7 +49,7 @@ enum KernelBenchCommand {
         let maskPath = o.string("mask-out")
         if let maskPath { try StagedFile.checkDestination(maskPath, overwrite: o.has("force")) }
 
-        let device = try CUDADevice.open()
+        let device = try CUDADevice.open(options: .fromEnvironment)
         BackendOptions.printHint(config: config)
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
         let generator = try WorkloadGenerator(workload, shape: shape, seed: seed)

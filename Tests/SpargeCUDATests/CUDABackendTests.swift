@@ -19,10 +19,13 @@ final class CUDABackendTests: XCTestCase {
     }
 
     func testLoaderErrorListsEveryNameTried() throws {
-        let names = DriverAPI.candidates(environment: ["SPARGE_LIBCUDA": "/nonexistent/libcuda.so.1"])
-        XCTAssertEqual(names.first, "/nonexistent/libcuda.so.1", "SPARGE_LIBCUDA must be tried first")
+        var options = CUDAOptions()
+        options.libcudaPath = "/nonexistent/libcuda.so.1"
+        options.toolkitFolders = ["/opt/cuda"]
+        let names = DriverAPI.candidates(options: options)
+        XCTAssertEqual(names.first, "/nonexistent/libcuda.so.1", "the given driver path must be tried first")
         XCTAssertTrue(names.contains("libcuda.so.1"))
-        let nvrtc = NVRTC.candidates(environment: ["CUDA_HOME": "/opt/cuda"])
+        let nvrtc = NVRTC.candidates(options: options)
         for expected in ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "/opt/cuda/lib64/libnvrtc.so.13",
                          "/usr/local/cuda/lib64/libnvrtc.so"] {
             XCTAssertTrue(nvrtc.contains(expected), "NVRTC candidates lack \(expected)")

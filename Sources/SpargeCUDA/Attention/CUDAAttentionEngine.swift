@@ -7,17 +7,21 @@ public struct CUDAAttentionEngine: AttentionEngine {
     public let device: CUDADevice
     /// The 16-bit type the inputs are rounded to.
     public let precision: CUDAPrecision
-    /// Whether block summaries and mask rows are computed on the device (default: yes, unless the
-    /// environment has `SPARGE_CUDA_MASK=cpu`); otherwise the CPU computes them. The mask is the same.
-    public let predictsMask: Bool
+    /// Whether block summaries and mask rows are computed on the device (else the CPU computes them; the
+    /// mask is the same).
+    public var predictsMask: Bool { options.predictsMaskOnDevice }
+    /// The backend's settings.
+    public let options: CUDAOptions
 
-    /// The engine on `device` (default: `CUDADevice.open()`, the device of this process's node-local rank).
+    /// The engine on `device` (default: `CUDADevice.open(options:)`, the device of this process's
+    /// node-local rank).
     ///
     /// - Throws: `CUDAError` when there is no driver, no NVRTC or no device.
-    public init(device: CUDADevice? = nil, precision: CUDAPrecision = .bf16, predictsMask: Bool? = nil) throws {
-        self.device = try device ?? CUDADevice.open()
+    public init(device: CUDADevice? = nil, precision: CUDAPrecision = .bf16, options: CUDAOptions = CUDAOptions()) throws {
+        self.device = try device ?? CUDADevice.open(options: options)
         self.precision = precision
-        self.predictsMask = predictsMask ?? (Environment.value("SPARGE_CUDA_MASK") != "cpu")
+        self.options = options
+        if options.trace { CUDATrace.enabled = true }
     }
 
     public var name: String { "cuda" }
@@ -25,7 +29,7 @@ public struct CUDAAttentionEngine: AttentionEngine {
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
                               seqLen: Int, threads: Int) throws -> any StepwiseAttention {
         try CUDABlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
-                                     device: device, precision: precision)
+                                     device: device, precision: precision, options: options)
     }
 
     public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,

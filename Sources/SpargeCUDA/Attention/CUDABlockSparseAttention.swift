@@ -49,6 +49,11 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     private let mTiles: Int
     private let keyBlocks: Int
     private let kvRows: Int
+    /// Bytes of 16-bit K/V one staging slot carries at most (`CUDAOptions.stagingBytes`): a call holding
+    /// more (one process with the whole sequence, say) goes up in parts of ascending key blocks, so that
+    /// pinned buffers stay small and the conversion of one part overlaps the copy and kernel of the one
+    /// before.
+    private let stagingBudget: Int
     /// The tiles and their visit lists (the CPU driver's plan, so both visit the same blocks in one order).
     private let plan: AttentionPlan
     private let q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer
@@ -62,7 +67,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     ///
     /// - Throws: `CUDAError.unsupported` for a shape the kernels do not handle, or any driver/NVRTC error.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
-                device: CUDADevice, precision: CUDAPrecision = .bf16) throws {
+                device: CUDADevice, precision: CUDAPrecision = .bf16, options: CUDAOptions = CUDAOptions()) throws {
         guard mask.heads == queries.heads else {
             throw SpargeError.invalidArgument("the mask has \(mask.heads) heads, the queries \(queries.heads)")
         }
@@ -81,7 +86,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         self.rows = queries.rows
         self.precision = precision
         self.device = device
-        mTiles = Self.mTiles(computeTileQ: config.computeTileQ)
+        mTiles = options.mTiles == 2 && config.computeTileQ % 32 == 0 ? 2 : 1
+        stagingBudget = max(1, options.stagingBytes)
         warps = config.computeTileQ / (16 * mTiles)
         keyBlocks = (seqLen + config.blockK - 1) / config.blockK
         kvRows = keyBlocks * config.blockK
@@ -153,13 +159,6 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         return "with --block-k 128 the GPU kernel runs about 1.7× faster with --tile-q 128"
     }
 
-    /// Rows per warp: 32 (two m-tiles) where the tile has room, unless `SPARGE_CUDA_MTILES=1`.
-    static func mTiles(computeTileQ: Int) -> Int {
-        let asked = Environment.value("SPARGE_CUDA_MTILES").flatMap { Int($0) } ?? defaultMTiles
-        return asked == 2 && computeTileQ % 32 == 0 ? 2 : 1
-    }
-
-    static let defaultMTiles = 1
 
     private var defines: [(String, Int)] {
         [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
@@ -181,13 +180,6 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                             name: name, defines: defines + [("PV_BF16", 0)])
     }
 
-    /// Bytes of 16-bit K/V one staging slot carries at most (256 MiB; `SPARGE_CUDA_STAGING_MIB` sets it, for
-    /// tests): a call holding more (one process with the whole sequence, say) goes up in parts of ascending
-    /// key blocks, so that pinned buffers stay small and the conversion of one part overlaps the copy and
-    /// kernel of the one before.
-    static var stagingBudget: Int {
-        (Environment.value("SPARGE_CUDA_STAGING_MIB").flatMap { Int($0) }.map { max(1, $0) } ?? 256) << 20
-    }
 
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
         guard table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK else {
@@ -195,7 +187,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                 + "\(table.blockK) for an attention of \(kvHeads) × \(keyBlocks) of \(config.blockK)")
         }
         // Parts: ascending ranges of key blocks holding at most `perPart` (kv head, block) entries each.
-        let perPart = max(1, Self.stagingBudget / (2 * config.blockK * headDim * 2))
+        let perPart = max(1, stagingBudget / (2 * config.blockK * headDim * 2))
         var ranges: [Range<Int>] = []
         var start = 0, inPart = 0
         for j in 0..<keyBlocks {

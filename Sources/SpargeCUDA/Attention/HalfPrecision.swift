@@ -24,13 +24,10 @@ extension CUDAPrecision {
 
 /// Round-to-nearest-even conversions of Float to the 16-bit formats, on bit patterns.
 enum HalfPrecision {
-    /// The bfloat16 bit pattern nearest to `x` (ties to even; NaN stays a quiet NaN).
+    /// The bfloat16 bit pattern nearest to `x` (ties to even; NaN stays a quiet NaN): the one rounding
+    /// the K/V storage format uses too.
     @inline(__always)
-    static func bf16(_ x: Float) -> UInt16 {
-        let bits = x.bitPattern
-        if x.isNaN { return 0x7FC0 }
-        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-    }
+    static func bf16(_ x: Float) -> UInt16 { StorageFormat.bf16Bits(x) }
 
     /// `x` rounded to bfloat16 and back.
     @inline(__always)

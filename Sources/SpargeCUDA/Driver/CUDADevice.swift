@@ -43,24 +43,25 @@ public final class CUDADevice: @unchecked Sendable {
     private static let opened = Mutex<[Int: CUDADevice]>([:])
     private static let apis = Mutex<(DriverAPI, NVRTC)?>(nil)
 
-    /// The device this process should use: `SPARGE_CUDA_DEVICE` when set, otherwise the process's rank on
-    /// its node (`OMPI_COMM_WORLD_LOCAL_RANK`, `SLURM_LOCALID`, …) modulo the device count, so that the ranks
-    /// of a node spread over its GPUs and several ranks may share one.
+    /// The device this process should use: `ordinal`, else `options.deviceOrdinal`, else the process's
+    /// rank on its node (`options.localRank`) modulo the device count, so that the ranks of a node spread
+    /// over its GPUs and several ranks may share one. The libraries are looked for where `options` says
+    /// first (loaded once per process).
     ///
     /// - Throws: `CUDAError` when the driver or NVRTC cannot be loaded, or there is no device.
-    public static func open(ordinal: Int? = nil) throws -> CUDADevice {
+    public static func open(ordinal: Int? = nil, options: CUDAOptions = CUDAOptions()) throws -> CUDADevice {
         let (api, nvrtc) = try apis.withLock { loaded -> (DriverAPI, NVRTC) in
             if let loaded { return loaded }
-            let api = try DriverAPI(environment: Environment.cudaVariables)
+            let api = try DriverAPI(options: options)
             try api.check(api.cuInit(0), "cuInit")
-            let nvrtc = try NVRTC(environment: Environment.cudaVariables)
+            let nvrtc = try NVRTC(options: options)
             loaded = (api, nvrtc)
             return (api, nvrtc)
         }
         var count: Int32 = 0
         try api.check(api.cuDeviceGetCount(&count), "cuDeviceGetCount")
         guard count > 0 else { throw CUDAError.noDevice("the driver loaded (\(api.library.path)) but reports no device") }
-        let chosen = ordinal ?? Environment.defaultDevice(count: Int(count))
+        let chosen = ordinal ?? options.device(among: Int(count))
         guard chosen >= 0 && chosen < count else {
             throw CUDAError.noDevice("device \(chosen) asked for, but there are \(count) (0…\(count - 1))")
         }
@@ -255,24 +256,3 @@ enum KernelArgument {
     case double(Double)
 }
 
-/// The environment variables the CUDA path reads.
-enum Environment {
-    static func value(_ key: String) -> String? {
-        getenv(key).map { String(cString: $0) }
-    }
-
-    static var cudaVariables: [String: String] {
-        var vars: [String: String] = [:]
-        for key in ["SPARGE_LIBCUDA", "SPARGE_NVRTC", "CUDA_HOME", "CUDA_PATH"] { vars[key] = value(key) }
-        return vars
-    }
-
-    /// `SPARGE_CUDA_DEVICE`, else the node-local rank modulo `count`, else 0.
-    static func defaultDevice(count: Int) -> Int {
-        if let v = value("SPARGE_CUDA_DEVICE").flatMap({ Int($0) }) { return v }
-        for key in ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"] {
-            if let v = value(key).flatMap({ Int($0) }) { return v % count }
-        }
-        return 0
-    }
-}

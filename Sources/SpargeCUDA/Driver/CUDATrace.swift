@@ -5,10 +5,11 @@ import Glibc
 import Darwin
 #endif
 
-/// Host-side phase timings of the CUDA backend, written to stderr when `SPARGE_CUDA_TRACE` is set: where a
-/// GPU run spends its time outside the kernels (conversions, transfers, list building).
+/// Host-side phase timings of the CUDA backend, written to stderr when an engine is made with
+/// `CUDAOptions.trace`: where a GPU run spends its time outside the kernels (conversions, transfers, list
+/// building). One switch per process.
 enum CUDATrace {
-    static let enabled = Environment.value("SPARGE_CUDA_TRACE") != nil
+    nonisolated(unsafe) static var enabled = false
 
     /// Now, for a later `note`.
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }

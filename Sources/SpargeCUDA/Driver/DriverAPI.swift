@@ -62,18 +62,18 @@ struct DriverAPI {
     static let functionLocalSizeBytes: Int32 = 3
     static let functionMaxDynamicSharedSizeBytes: Int32 = 8
 
-    /// The library names tried for the driver, in order; `SPARGE_LIBCUDA` (a path) comes first when set.
-    static func candidates(environment: [String: String]) -> [String] {
+    /// The library names tried for the driver, in order; `options.libcudaPath` comes first when set.
+    static func candidates(options: CUDAOptions) -> [String] {
         var names: [String] = []
-        if let path = environment["SPARGE_LIBCUDA"], !path.isEmpty { names.append(path) }
+        if let path = options.libcudaPath, !path.isEmpty { names.append(path) }
         names += ["libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1",
                   "/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1"]
         return names
     }
 
     /// Opens the driver and looks up every function; does not call `cuInit`.
-    init(environment: [String: String]) throws {
-        let lib = try DynamicLibrary.open(Self.candidates(environment: environment), what: "the CUDA driver (libcuda)")
+    init(options: CUDAOptions) throws {
+        let lib = try DynamicLibrary.open(Self.candidates(options: options), what: "the CUDA driver (libcuda)")
         library = lib
         cuInit = try lib.symbol("cuInit")
         cuDriverGetVersion = try lib.symbol("cuDriverGetVersion")

@@ -20,24 +20,22 @@ struct NVRTC {
     /// `NVRTC_ERROR_COMPILATION`: the source was rejected; the log says why.
     static let compilationError: Result = 6
 
-    /// The names tried, in order: `SPARGE_NVRTC` (a path) when set, the loader's search path, then the usual
-    /// toolkit folders (`$CUDA_HOME`, `/usr/local/cuda`).
-    static func candidates(environment: [String: String]) -> [String] {
+    /// The names tried, in order: `options.nvrtcPath` when set, the loader's search path, then the toolkit
+    /// folders of `options` and the usual ones (`/usr/local/cuda`).
+    static func candidates(options: CUDAOptions) -> [String] {
         var names: [String] = []
-        if let path = environment["SPARGE_NVRTC"], !path.isEmpty { names.append(path) }
+        if let path = options.nvrtcPath, !path.isEmpty { names.append(path) }
         let versions = ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]
         names += versions
         var folders: [String] = []
-        for key in ["CUDA_HOME", "CUDA_PATH"] {
-            if let home = environment[key], !home.isEmpty { folders.append(home + "/lib64") }
-        }
+        for home in options.toolkitFolders where !home.isEmpty { folders.append(home + "/lib64") }
         folders += ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"]
         for folder in folders { names += versions.map { "\(folder)/\($0)" } }
         return names
     }
 
-    init(environment: [String: String]) throws {
-        let lib = try DynamicLibrary.open(Self.candidates(environment: environment), what: "NVRTC (libnvrtc)")
+    init(options: CUDAOptions) throws {
+        let lib = try DynamicLibrary.open(Self.candidates(options: options), what: "NVRTC (libnvrtc)")
         library = lib
         nvrtcVersion = try lib.symbol("nvrtcVersion")
         nvrtcGetErrorString = try lib.symbol("nvrtcGetErrorString")

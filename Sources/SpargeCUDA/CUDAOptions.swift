@@ -1,0 +1,28 @@
+/// Everything about the CUDA backend that a run may set: where the libraries are, which device, and the
+/// knobs for diagnosis and tests. The library reads no environment variables; the command-line tool fills
+/// this from its options and environment (`sparge --help` lists them).
+public struct CUDAOptions: Sendable, Equatable {
+    /// A path of `libcuda.so.1` to try first.
+    public var libcudaPath: String?
+    /// A path of `libnvrtc` to try first.
+    public var nvrtcPath: String?
+    /// CUDA toolkit folders whose `lib64` may hold NVRTC (`CUDA_HOME`, `CUDA_PATH`).
+    public var toolkitFolders: [String] = []
+    /// The device ordinal; nil: `localRank` modulo the devices (so a node's ranks spread over its GPUs).
+    public var deviceOrdinal: Int?
+    /// This process's rank on its node, as the launcher says (nil: device 0).
+    public var localRank: Int?
+    /// Whether block summaries and mask rows are computed on the device (else on the host: the same bits).
+    public var predictsMaskOnDevice = true
+    /// Whether host phases and copies are written to stderr.
+    public var trace = false
+    /// 16-row m-tiles per warp where the compute tile has room (1 or 2).
+    public var mTiles = 1
+    /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
+    public var stagingBytes = 256 << 20
+
+    public init() {}
+
+    /// The device to open among `count`.
+    func device(among count: Int) -> Int { deviceOrdinal ?? (localRank.map { $0 % max(1, count) } ?? 0) }
+}
