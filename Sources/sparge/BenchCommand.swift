@@ -69,8 +69,7 @@ enum BenchCommand {
         let progress = ProgressReporter(enabled: ctx.isRoot && !o.has("json"))
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
         let generator = ctx.collectively { try WorkloadGenerator(workload, shape: shape, seed: seed) }
-        let layout = ShardLayout(seqLen: seq, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
-                                 causal: config.causal)
+        let layout = try ShardLayout(seqLen: seq, ranks: comm.size, config: config)
         // With --hilbert, position p of the sequence holds token order[p] of the row-major grid.
         var order: [Int]?
         if o.has("hilbert") {

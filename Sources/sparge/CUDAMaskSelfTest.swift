@@ -77,8 +77,8 @@ struct CUDAMaskSelfTestCase {
         let blocks = someRows ? Array(stride(from: 1, to: cpuQ.count, by: 2)) : Array(0..<cpuQ.count)
         let rowSummaries = someRows ? cpuQ.selecting(blocks) : cpuQ!
         var cpuMask: BlockMask!, gpuMask: BlockMask!
-        let cpuRows = seconds {
-            cpuMask = MaskPredictor.predictRows(querySummaries: rowSummaries, queryBlocks: blocks, keySummaries: cpuK,
+        let cpuRows = try seconds {
+            cpuMask = try MaskPredictor.predictRows(querySummaries: rowSummaries, queryBlocks: blocks, keySummaries: cpuK,
                                                 config: config, headDim: dim, queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen)
         }
         _ = try predictor.predictRows(querySummaries: rowSummaries, queryBlocks: blocks, keySummaries: cpuK, config: config,

@@ -130,7 +130,7 @@ struct CUDASelfTestCase {
         let generator = try WorkloadGenerator(workload, shape: shape, seed: 7)
         let raw = generator.generate(rows: [0..<seqLen])
         let (q, k, v) = (precision.rounded(raw.q), precision.rounded(raw.k), precision.rounded(raw.v))
-        var mask = MaskPredictor.predict(q: q, k: k, config: config)
+        var mask = try MaskPredictor.predict(q: q, k: k, config: config)
         if emptyRows {
             var bits = mask.denseBits()
             for j in 0..<mask.keyBlocks { bits[mask.rowCount + j] = 0 }  // head 0, row 1

@@ -55,7 +55,7 @@ enum KernelBenchCommand {
         let generator = try WorkloadGenerator(workload, shape: shape, seed: seed)
         let (q, k, v) = generator.generate(rows: [0..<seq])
         var t = DispatchTime.now().uptimeNanoseconds
-        let mask = MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
+        let mask = try MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
         let maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
         if let maskPath {
             try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.denseBits(),

@@ -81,8 +81,7 @@ enum RunCommand {
                                      queryHeads: inputs.queryHeads, kvHeads: inputs.kvHeads, dim: inputs.headDim, blockQ: config.blockQ,
                                      blockK: config.blockK).check(ranksOnNode: MemoryBudget.ranksOnNode)
         }
-        let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
-                                 causal: config.causal)
+        let layout = try ShardLayout(seqLen: n, ranks: comm.size, config: config)
         // Token order: positions along the Hilbert curve map to tokens; otherwise the identity.
         let order = grid.map { HilbertPermutation(frames: $0.0, height: $0.1, width: $0.2).order }
         let myTokens: [Range<Int>] = order.map { order in

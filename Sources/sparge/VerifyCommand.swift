@@ -60,8 +60,7 @@ enum VerifyCommand {
             (k, v) = (k.rounded(to: kvFormat), v.rounded(to: kvFormat))
         }
         let n = q.rows
-        let layout = ShardLayout(seqLen: n, ranks: comm.size, blockQ: config.blockQ, blockK: config.blockK,
-                                 causal: config.causal)
+        let layout = try ShardLayout(seqLen: n, ranks: comm.size, config: config)
         let mine = layout.tokenRanges[comm.rank]
         let distributed = try ShardedAttention.forward(
             q: q.rows(mine), k: k.rows(mine), v: v.rows(mine), layout: layout, config: config,
@@ -69,8 +68,7 @@ enum VerifyCommand {
 
         // One process, whole sequence: the same library with a single-process communicator.
         let single = try ShardedAttention.forward(
-            q: q, k: k, v: v, layout: ShardLayout(seqLen: n, ranks: 1, blockQ: config.blockQ, blockK: config.blockK,
-                                                  causal: config.causal),
+            q: q, k: k, v: v, layout: try ShardLayout(seqLen: n, ranks: 1, config: config),
             config: config, communicator: SingleProcessCommunicator(), threads: threads, engine: engine,
             kvFormat: kvFormat)
         let myBlocks = layout.queryBlocks(rank: comm.rank)

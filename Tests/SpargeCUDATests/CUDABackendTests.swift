@@ -85,7 +85,7 @@ final class CUDABackendTests: XCTestCase {
         let (q, k, v) = (random(hq), random(hkv), random(hkv))
         for causal in [false, true] {
             let config = SpargeConfig(causal: causal)
-            let mask = MaskPredictor.predict(q: q, k: k, config: config)
+            let mask = try MaskPredictor.predict(q: q, k: k, config: config)
             let cpu = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config)
             let gpu = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: hkv, config: config, seqLen: n,
                                                    device: device)
@@ -124,7 +124,7 @@ final class CUDABackendTests: XCTestCase {
             XCTAssertEqual(gpuQ, cpuQ, "query summaries differ, seed \(seed)")
             XCTAssertEqual(gpuK, cpuK, "key summaries differ, seed \(seed)")
             let blocks = Array(0..<cpuQ.count)
-            let cpu = MaskPredictor.predictRows(querySummaries: cpuQ, queryBlocks: blocks, keySummaries: cpuK, config: config,
+            let cpu = try MaskPredictor.predictRows(querySummaries: cpuQ, queryBlocks: blocks, keySummaries: cpuK, config: config,
                                                 headDim: d, queryHeads: hq, kvHeads: hkv, seqLen: n)
             let gpu = try predictor.predictRows(querySummaries: cpuQ, queryBlocks: blocks, keySummaries: cpuK, config: config,
                                                 headDim: d, queryHeads: hq, kvHeads: hkv, seqLen: n)

@@ -77,7 +77,7 @@ final class MaskKernelEmulationTests: XCTestCase {
                 for i in q.data.indices { q.data[i] *= gain }
                 let k = Tensor3.segmented(heads: kvHeads, kvHeads: kvHeads, rows: rows, dim: dim, segment: 96,
                                           noise: 0.9, seed: seed, using: &rng)
-                let expected = MaskPredictor.predict(q: q, k: k, config: config)
+                let expected = try MaskPredictor.predict(q: q, k: k, config: config)
                 let km = KeyMean(summing: k, rows: 0..<rows).mean()
                 let qs = BlockSummaries.summarize(q, rows: 0..<rows, firstBlock: 0, blockSize: config.blockQ,
                                                   threshold: config.simThreshold)
@@ -86,7 +86,7 @@ final class MaskKernelEmulationTests: XCTestCase {
                 // A rank's rows: every other query block, so that rows and block indices differ.
                 let blocks = stride(from: 1, to: qs.count, by: 2).map { $0 }
                 let rowsOnly = qs.selecting(blocks)
-                let expectedRows = MaskPredictor.predictRows(
+                let expectedRows = try MaskPredictor.predictRows(
                     querySummaries: rowsOnly, queryBlocks: blocks, keySummaries: ks, config: config, headDim: dim,
                     queryHeads: heads, kvHeads: kvHeads, seqLen: rows)
                 let emu = try emulator(dim: dim)

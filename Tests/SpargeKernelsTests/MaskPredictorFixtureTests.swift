@@ -14,7 +14,7 @@ final class MaskPredictorFixtureTests: XCTestCase {
             let q = try Fixtures.tensor("mask/\(c.name)_q.npy")
             let k = try Fixtures.tensor("mask/\(c.name)_k.npy")
             let expected = try Fixtures.mask("mask/\(c.name)_mask.npy")
-            let got = MaskPredictor.predict(q: q, k: k, config: c.config)
+            let got = try MaskPredictor.predict(q: q, k: k, config: c.config)
             XCTAssertEqual(got.heads, expected.heads, c.name)
             XCTAssertEqual(got.keyBlocks, expected.keyBlocks, c.name)
             XCTAssertEqual(got.queryBlocks, expected.queryBlocks, c.name)

@@ -29,10 +29,10 @@ final class MaskPredictorTests: XCTestCase {
 
     /// A rank predicting only its own query blocks (summaries of its rows, all key summaries) gets exactly the
     /// rows of the one-process mask: contiguous and zigzag row sets.
-    func testRowSubsetsEqualRowsOfWholeMask() {
+    func testRowSubsetsEqualRowsOfWholeMask() throws {
         for c in Self.sweep {
             let (q, k) = inputs(hq: c.hq, hkv: c.hkv, n: c.n, d: c.d, seed: c.seed)
-            let whole = MaskPredictor.predict(q: q, k: k, config: c.config)
+            let whole = try MaskPredictor.predict(q: q, k: k, config: c.config)
             let stats = MaskStatistics(mask: whole, config: c.config)
             XCTAssertTrue(stats.density > 0.05 && stats.density < 0.95, "\(label(c)): density \(stats.density) says nothing")
             let km = KeyMean(summing: k, rows: 0..<c.n).mean()
@@ -47,7 +47,7 @@ final class MaskPredictorTests: XCTestCase {
             }
             let qs = BlockSummaries(concatenating: parts, requireConsecutive: false)
             let blocks = runs.flatMap { Array($0) }
-            let rows = MaskPredictor.predictRows(querySummaries: qs, queryBlocks: blocks, keySummaries: ks, config: c.config,
+            let rows = try MaskPredictor.predictRows(querySummaries: qs, queryBlocks: blocks, keySummaries: ks, config: c.config,
                                                  headDim: c.d, queryHeads: c.hq, kvHeads: c.hkv, seqLen: c.n)
             var partial = MaskStatistics()
             for h in 0..<c.hq {
@@ -64,7 +64,7 @@ final class MaskPredictorTests: XCTestCase {
                 BlockSummaries.summarize(q, rows: (i * c.config.blockQ)..<min(c.n, (i + 1) * c.config.blockQ), firstBlock: i,
                                          blockSize: c.config.blockQ, threshold: c.config.simThreshold)
             }, requireConsecutive: false)
-            partial.add(MaskStatistics(mask: MaskPredictor.predictRows(
+            partial.add(MaskStatistics(mask: try MaskPredictor.predictRows(
                 querySummaries: restSummaries, queryBlocks: rest, keySummaries: ks, config: c.config,
                 headDim: c.d, queryHeads: c.hq, kvHeads: c.hkv, seqLen: c.n), config: c.config))
             XCTAssertEqual(partial, stats, label(c))
@@ -73,10 +73,10 @@ final class MaskPredictorTests: XCTestCase {
 
     /// Causal: nothing right of the block-causal boundary j < (i+1)·BQ/BK. Every row keeps at least one block
     /// of its area (the selection keeps ≥ 1, or the row is all forced on). Sink: column 0 always on.
-    func testCausalBoundaryAndSink() {
+    func testCausalBoundaryAndSink() throws {
         for c in Self.sweep {
             let (q, k) = inputs(hq: c.hq, hkv: c.hkv, n: c.n, d: c.d, seed: c.seed)
-            let m = MaskPredictor.predict(q: q, k: k, config: c.config)
+            let m = try MaskPredictor.predict(q: q, k: k, config: c.config)
             for h in 0..<c.hq {
                 for i in m.queryBlocks {
                     let limit = c.config.causal
@@ -96,11 +96,11 @@ final class MaskPredictorTests: XCTestCase {
 
     /// TopK before force-on: with θ = −1 every whole block is self-similar, so nothing is forced on (N a multiple
     /// of both block sizes, not causal, no sink) and every row holds exactly max(1, floor(topk·nk)).
-    func testTopKCountsExactly() {
+    func testTopKCountsExactly() throws {
         for (topk, n, seed) in [(Float(0.3), 1024, UInt64(1)), (0.7, 640, 2), (0.01, 1024, 3), (0.5, 256, 4)] {
             let (q, k) = inputs(hq: 2, hkv: 1, n: n, d: 16, seed: seed)
             let config = SpargeConfig(simThreshold: -1, selection: .topK(topk))
-            let m = MaskPredictor.predict(q: q, k: k, config: config)
+            let m = try MaskPredictor.predict(q: q, k: k, config: config)
             let nk = n / 64
             // Written out as Double decimals, as the reference computes int(topk * nk).
             let expected = max(1, Int((Double("\(topk)")! * Double(nk)).rounded(.down)))
@@ -116,7 +116,7 @@ final class MaskPredictorTests: XCTestCase {
 
     /// GQA: query heads of one group with the same queries get the same rows (they share kv summaries); a
     /// query head of another group, same queries, gets other rows (different keys).
-    func testGQAGroupsShareKeySummaries() {
+    func testGQAGroupsShareKeySummaries() throws {
         for seed in UInt64(1)...3 {
             var (q, k) = inputs(hq: 4, hkv: 2, n: 1024, d: 16, seed: seed)
             // Give every query head head 0's queries.
@@ -124,7 +124,7 @@ final class MaskPredictorTests: XCTestCase {
             // Make kv head 1 unlike kv head 0.
             var g = SeededGenerator(seed: seed + 100)
             for r in 0..<1024 { for j in 0..<16 { k[1, r, j] = g.normal() * 3 } }
-            let m = MaskPredictor.predict(q: q, k: k, config: SpargeConfig(simThreshold: 0.1, selection: .cdf(0.7)))
+            let m = try MaskPredictor.predict(q: q, k: k, config: SpargeConfig(simThreshold: 0.1, selection: .cdf(0.7)))
             let bits = m.denseBits()
             let rows = { (h: Int) in bits[(h * m.rowCount * m.keyBlocks)..<((h + 1) * m.rowCount * m.keyBlocks)] }
             XCTAssertEqual(rows(0), rows(1), "seed \(seed): heads 0 and 1 share kv head 0")
@@ -135,7 +135,7 @@ final class MaskPredictorTests: XCTestCase {
 
     /// Not-self-similar key blocks are whole columns on, not-self-similar query blocks whole rows on; dense
     /// selection is every block (causal: the block-causal area).
-    func testForceOnAndDense() {
+    func testForceOnAndDense() throws {
         var g = SeededGenerator(seed: 9)
         var q = Tensor3(heads: 1, rows: 512, dim: 8)
         var k = Tensor3(heads: 1, rows: 512, dim: 8)
@@ -149,25 +149,25 @@ final class MaskPredictorTests: XCTestCase {
             for j in 0..<8 { k[0, r, j] = b == 3 ? g.normal() : (b % 2 == 0 ? 1 : -1) * u[j] + 0.02 * g.normal() }
         }
         let config = SpargeConfig(simThreshold: 0.6, selection: .cdf(0.5))
-        let m = MaskPredictor.predict(q: q, k: k, config: config)
+        let m = try MaskPredictor.predict(q: q, k: k, config: config)
         for i in 0..<4 { XCTAssertTrue(m[0, i, 3], "key block 3 not self-similar: column on (row \(i))") }
         for j in 0..<8 { XCTAssertTrue(m[0, 2, j], "query block 2 not self-similar: row on (key \(j))") }
         XCTAssertLessThan(m.computedCount, 4 * 8, "the other blocks must not all be on, or this says nothing")
-        let dense = MaskPredictor.predict(q: q, k: k, config: SpargeConfig(selection: .dense, causal: true))
+        let dense = try MaskPredictor.predict(q: q, k: k, config: SpargeConfig(selection: .dense, causal: true))
         XCTAssertEqual(MaskStatistics(mask: dense, config: SpargeConfig(causal: true)).density, 1)
         XCTAssertEqual(dense.computedCount, (1...4).reduce(0) { $0 + min(8, 2 * $1) })
     }
 
     /// A row where every key block is excluded (all not self-similar): no NaN reaches the selection, and the
     /// force-on rules turn the whole row on, as in the reference.
-    func testAllKeysExcludedRow() {
+    func testAllKeysExcludedRow() throws {
         var g = SeededGenerator(seed: 4)
         let q = Tensor3.random(heads: 1, rows: 256, dim: 8, shift: 1, using: &g)
         let k = Tensor3.random(heads: 1, rows: 256, dim: 8, using: &g)
         // θ = 1: no block can exceed it, so every key block is excluded.
         for causal in [false, true] {
             let config = SpargeConfig(simThreshold: 1, selection: .cdf(0.9), causal: causal)
-            let m = MaskPredictor.predict(q: q, k: k, config: config)
+            let m = try MaskPredictor.predict(q: q, k: k, config: config)
             XCTAssertEqual(MaskStatistics(mask: m, config: config).density, 1, "causal \(causal)")
         }
     }

@@ -48,7 +48,7 @@ final class ReferenceAttentionTests: XCTestCase {
     }
 
     /// The per-query-block variant returns exactly the rows of the full computation (same arithmetic).
-    func testQueryBlockRowsEqualFullRows() {
+    func testQueryBlockRowsEqualFullRows() throws {
         for (seed, causal) in [(UInt64(1), false), (2, true)] {
             var g = SeededGenerator(seed: seed)
             let n = 300, d = 16
@@ -56,7 +56,7 @@ final class ReferenceAttentionTests: XCTestCase {
             let k = Tensor3.random(heads: 2, rows: n, dim: d, using: &g)
             let v = Tensor3.random(heads: 2, rows: n, dim: d, using: &g)
             let config = SpargeConfig(blockQ: 64, blockK: 32, causal: causal)
-            let mask = MaskPredictor.predict(q: q, k: k, config: config)
+            let mask = try MaskPredictor.predict(q: q, k: k, config: config)
             let full = ReferenceAttention.compute(q: q, k: k, v: v, mask: mask, config: config)
             let blocks = [4, 1]  // the partial last block (rows 256..<300) and an inner one
             let part = ReferenceAttention.compute(q: q, k: k, v: v, mask: mask, config: config, queryBlocks: blocks)

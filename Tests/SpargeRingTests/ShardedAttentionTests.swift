@@ -36,7 +36,7 @@ final class ShardedAttentionTests: XCTestCase {
             let layout = ShardLayout(seqLen: c.n, ranks: 1, blockQ: 128, blockK: 64, causal: c.causal)
             let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
                                                       communicator: SingleProcessCommunicator(), threads: 2)
-            let mask = c.selection == .dense ? nil : MaskPredictor.predict(q: q, k: k, config: config)
+            let mask = c.selection == .dense ? nil : try MaskPredictor.predict(q: q, k: k, config: config)
             if let mask { XCTAssertEqual(result.mask, mask, label) }
             let reference = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 1)
             // Same tile kernel, same visit order within a tile: only the float order of the merge across

@@ -209,7 +209,7 @@ final class WorkloadTests: XCTestCase {
         let (q, k, v) = g.generate(rows: [0..<shape.seqLen])
         var config = SpargeConfig()
         config.causal = true
-        let mask = MaskPredictor.predict(q: q, k: k, config: config)
+        let mask = try MaskPredictor.predict(q: q, k: k, config: config)
         let density = MaskStatistics(mask: mask, config: config).density
         // Self-similar shares, as the predictor decides them (K smoothed).
         let km = KeyMean(summing: k, rows: 0..<shape.seqLen).mean()
@@ -275,7 +275,7 @@ final class WorkloadTests: XCTestCase {
         let (q, k) = (g.generate(.query, rows: [0..<n]), g.generate(.key, rows: [0..<n]))
         var config = SpargeConfig()
         config.causal = true
-        let mask = MaskPredictor.predict(q: q, k: k, config: config)
+        let mask = try MaskPredictor.predict(q: q, k: k, config: config)
         let density = MaskStatistics(mask: mask, config: config).density
         let nk = n / config.blockK, nq = n / config.blockQ
         for ranks in [2, 4] {

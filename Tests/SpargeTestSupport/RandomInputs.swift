@@ -74,13 +74,9 @@ extension Tensor3 {
     }
 }
 
-/// Relative L1 error `Σ|o − ref| / Σ|ref|` (the project's normalised error measure, DESIGN.md §1), in Double.
+/// Relative L1 error `Σ|o − ref| / Σ|ref|` (the project's normalised error measure, DESIGN.md §1): the
+/// library's `ErrorMetrics`, for two Float arrays.
 public func relativeL1(_ o: [Float], _ ref: [Float]) -> Double {
     precondition(o.count == ref.count, "relativeL1: \(o.count) values against \(ref.count)")
-    var num = 0.0, den = 0.0
-    for i in o.indices {
-        num += abs(Double(o[i]) - Double(ref[i]))
-        den += abs(Double(ref[i]))
-    }
-    return den > 0 ? num / den : num
+    return ErrorMetrics(output: o, reference: ref.map(Double.init)).relativeL1
 }

@@ -46,7 +46,7 @@ public struct CUDAAttentionEngine: AttentionEngine {
                             config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int,
                             seqLen: Int) throws -> BlockMask {
         guard predictsMask else {
-            return MaskPredictor.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks,
+            return try MaskPredictor.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks,
                                              keySummaries: keySummaries, config: config, headDim: headDim,
                                              queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
         }

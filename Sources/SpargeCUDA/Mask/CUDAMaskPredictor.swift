@@ -88,7 +88,7 @@ public struct CUDAMaskPredictor {
     public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
                             config: SpargeConfig, headDim d: Int, queryHeads: Int, kvHeads: Int,
                             seqLen: Int) throws -> BlockMask {
-        MaskPredictor.checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+        try MaskPredictor.checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
                                         config: config, headDim: d, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
         let nk = (seqLen + config.blockK - 1) / config.blockK
         try Self.checkHeadDim(d)

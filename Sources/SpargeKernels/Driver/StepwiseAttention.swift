@@ -68,7 +68,7 @@ extension AttentionEngine {
     public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
                             config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int,
                             seqLen: Int) throws -> BlockMask {
-        MaskPredictor.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+        try MaskPredictor.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
                                   config: config, headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads,
                                   seqLen: seqLen)
     }

@@ -32,8 +32,8 @@ public enum MaskPredictor {
     public static func predictRows(
         querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
         config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int, seqLen: Int
-    ) -> BlockMask {
-        checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+    ) throws -> BlockMask {
+        try checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
                           config: config, headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
         let nk = (seqLen + config.blockK - 1) / config.blockK
         let d = headDim
@@ -128,34 +128,42 @@ public enum MaskPredictor {
         }
     }
 
-    /// Stops with a message unless the arguments of ``predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``
+    /// Throws `SpargeError.invalidArgument` unless the arguments of ``predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``
     /// fit together (every backend's version checks the same).
     public static func checkRowArguments(
         querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
         config: SpargeConfig, headDim d: Int, queryHeads: Int, kvHeads: Int, seqLen: Int
-    ) {
+    ) throws {
+        try config.validate()
         let nk = (seqLen + config.blockK - 1) / config.blockK
         let nq = (seqLen + config.blockQ - 1) / config.blockQ
-        precondition(kvHeads > 0 && queryHeads % kvHeads == 0, "predictRows: \(queryHeads) query heads, \(kvHeads) kv heads")
-        precondition(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
-                     && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
-                     "predictRows: query summaries do not match the query blocks or the config")
-        precondition(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
-                     && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
-                     "predictRows: key summaries must cover all \(nk) key blocks")
-        precondition(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "predictRows: query block outside 0..<\(nq)")
+        func check(_ ok: Bool, _ message: @autoclosure () -> String) throws {
+            if !ok { throw SpargeError.invalidArgument("predictRows: " + message()) }
+        }
+        try check(kvHeads > 0 && queryHeads % kvHeads == 0, "\(queryHeads) query heads, \(kvHeads) kv heads")
+        try check(querySummaries.heads == queryHeads && querySummaries.count == queryBlocks.count
+                  && querySummaries.dim == d && querySummaries.blockSize == config.blockQ,
+                  "query summaries [\(querySummaries.heads), \(querySummaries.count), \(querySummaries.dim)] of blocks of "
+                  + "\(querySummaries.blockSize) do not match \(queryBlocks.count) query blocks of \(config.blockQ), "
+                  + "\(queryHeads) heads, D=\(d)")
+        try check(keySummaries.heads == kvHeads && keySummaries.count == nk && keySummaries.firstBlock == 0
+                  && keySummaries.dim == d && keySummaries.blockSize == config.blockK,
+                  "key summaries must cover all \(nk) key blocks of \(config.blockK) of \(kvHeads) heads, D=\(d)")
+        try check(queryBlocks.allSatisfy { $0 >= 0 && $0 < nq }, "a query block outside 0..<\(nq)")
     }
 
     /// The whole mask of one process: K mean, summaries of Q and K, then every row.
-    public static func predict(q: Tensor3, k: Tensor3, config: SpargeConfig) -> BlockMask {
-        precondition(q.rows == k.rows && q.dim == k.dim, "predict: Q \(q.shape) and K \(k.shape) do not match")
+    public static func predict(q: Tensor3, k: Tensor3, config: SpargeConfig) throws -> BlockMask {
+        guard q.rows == k.rows && q.dim == k.dim else {
+            throw SpargeError.invalidArgument("predict: Q \(q.shape) and K \(k.shape) do not match")
+        }
         let n = q.rows
         let km = KeyMean(summing: k, rows: 0..<n).mean()
         let qs = BlockSummaries.summarize(q, rows: 0..<n, firstBlock: 0, blockSize: config.blockQ,
                                           threshold: config.simThreshold)
         let ks = BlockSummaries.summarize(k, rows: 0..<n, firstBlock: 0, blockSize: config.blockK,
                                           threshold: config.simThreshold, subtracting: km)
-        return predictRows(querySummaries: qs, queryBlocks: Array(0..<qs.count), keySummaries: ks,
+        return try predictRows(querySummaries: qs, queryBlocks: Array(0..<qs.count), keySummaries: ks,
                            config: config, headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads, seqLen: n)
     }
 
