@@ -20,6 +20,14 @@ final class KVPrecisionTests: XCTestCase {
                      hq: 2, hkv: 1, d: 8 * Int.random(in: 1...6, using: &g), causal: Bool.random(using: &g))]
     }
 
+    /// Q and K with block structure (so that the mask is sparse), V random.
+    func inputs(_ c: Case) -> (Tensor3, Tensor3, Tensor3) {
+        var g = SeededGenerator(seed: c.seed)
+        return (Tensor3.blockStructured(heads: c.hq, rows: c.n, dim: c.d, using: &g),
+                Tensor3.blockStructured(heads: c.hkv, rows: c.n, dim: c.d, using: &g),
+                Tensor3.random(heads: c.hkv, rows: c.n, dim: c.d, using: &g))
+    }
+
     func forward(_ q: Tensor3, _ k: Tensor3, _ v: Tensor3, _ c: Case, _ format: StorageFormat) throws -> ForwardResult {
         let config = SpargeConfig(simThreshold: 0.3, selection: .cdf(0.9), causal: c.causal)
         return try ShardedAttention.forward(q: q, k: k, v: v, layout: ShardLayout(seqLen: c.n, ranks: 1, config: config),
@@ -31,10 +39,7 @@ final class KVPrecisionTests: XCTestCase {
     /// it is the same.
     func testSixteenBitStorageIsF32OnRoundedValues() throws {
         for c in Self.cases {
-            var g = SeededGenerator(seed: c.seed)
-            let q = Tensor3.blockStructured(heads: c.hq, rows: c.n, dim: c.d, using: &g)
-            let k = Tensor3.blockStructured(heads: c.hkv, rows: c.n, dim: c.d, using: &g)
-            let v = Tensor3.random(heads: c.hkv, rows: c.n, dim: c.d, using: &g)
+            let (q, k, v) = inputs(c)
             for format in [StorageFormat.bf16, .f16] {
                 let stored = try forward(q, k, v, c, format)
                 let rounded = try forward(q, k.rounded(to: format), v.rounded(to: format), c, .f32)
@@ -53,10 +58,7 @@ final class KVPrecisionTests: XCTestCase {
     /// also not be below 2⁻¹⁴ relative — bf16 really was used.
     func testBF16ErrorStaysWithinTheRoundingBound() throws {
         for c in Self.cases {
-            var g = SeededGenerator(seed: c.seed)
-            let q = Tensor3.blockStructured(heads: c.hq, rows: c.n, dim: c.d, using: &g)
-            let k = Tensor3.blockStructured(heads: c.hkv, rows: c.n, dim: c.d, using: &g)
-            let v = Tensor3.random(heads: c.hkv, rows: c.n, dim: c.d, using: &g)
+            let (q, k, v) = inputs(c)
             let result = try forward(q, k, v, c, .bf16)
             let (kr, vr) = (k.rounded(to: .bf16), v.rounded(to: .bf16))
             let scale = 1 / Double(c.d).squareRoot(), group = c.hq / c.hkv
