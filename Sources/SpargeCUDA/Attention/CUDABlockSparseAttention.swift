@@ -286,20 +286,10 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                     let entry = entries[e]
                     let rows = min(bk, seqLen - entry.j * bk)
                     let kDst = stage + e * perEntry, vDst = kDst + bk * d
-                    // Blocks stored in 16 bits are widened (exactly) first; the kernels' types are rounded
-                    // from fp32 as before. Device-side conversion is the resident pipeline's work.
-                    let wide = format == .f32 ? nil : UnsafeMutablePointer<Float>.allocate(capacity: 2 * rows * d)
-                    defer { wide?.deallocate() }
-                    var (kSrc, vSrc) = (entry.keys.assumingMemoryBound(to: Float.self), entry.values.assumingMemoryBound(to: Float.self))
-                    if let wide {
-                        format.widen(entry.keys, count: rows * d, to: wide)
-                        format.widen(entry.values, count: rows * d, to: wide + rows * d)
-                        (kSrc, vSrc) = (UnsafePointer(wide), UnsafePointer(wide + rows * d))
-                    }
-                    _ = HalfPrecision.convert(kSrc, count: rows * d, to: kDst, precision: precision, fp16Storage: false)
-                    fits[e] = HalfPrecision.convert(vSrc, count: rows * d, to: vDst,
-                                                    precision: useBF16Values ? .bf16 : precision,
-                                                    fp16Storage: !useBF16Values && precision == .bf16)
+                    // Blocks already in the kernel's 16-bit type are copied as they are.
+                    fits[e] = HalfPrecision.stage(keys: entry.keys, values: entry.values, count: rows * d,
+                                                  format: format, precision: precision, valuesInBF16: useBF16Values,
+                                                  keysTo: kDst, valuesTo: vDst)
                     if rows < bk {
                         (kDst + rows * d).update(repeating: 0, count: (bk - rows) * d)
                         (vDst + rows * d).update(repeating: 0, count: (bk - rows) * d)
