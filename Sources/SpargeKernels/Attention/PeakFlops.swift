@@ -25,7 +25,9 @@ public enum PeakFlops {
         return rates.reduce(0, +)
     }
 
-    /// One thread's GFLOP/s with 6 chains (AVX2's register file).
+    /// One thread's GFLOP/s with 6 chains (AVX2's register file). The two probes repeat their timing loop on
+    /// purpose: the chains must be plain local variables in straight-line code for the compiler to keep them
+    /// in registers, which a shared closure or array would not guarantee.
     static func sixChains(seconds: Double) -> Double {
         let a = Vec16(repeating: 0.999_9), b = Vec16(repeating: 1e-4)
         var c0 = Vec16(repeating: 1), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0
