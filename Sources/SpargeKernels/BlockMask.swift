@@ -80,13 +80,20 @@ public struct BlockMask: Sendable, Equatable {
 
     /// Whether `(head, row, key)` is computed; `row` indexes `queryBlocks` (a binary search of the row).
     public subscript(head: Int, row: Int, key: Int) -> Bool {
-        let list = keys(head: head, row: row)
-        var (low, high) = (list.startIndex, list.endIndex)
+        let r = head * queryBlocks.count + row
+        let at = firstKeyIndex(atLeast: key, in: rowStarts[r]..<rowStarts[r + 1])
+        return at < rowStarts[r + 1] && Int(keys[at]) == key
+    }
+
+    /// The first index in `range` (a part of one row, whose keys ascend) of `keys` holding a key block
+    /// `≥ key`; `range.upperBound` when none does. A binary search.
+    public func firstKeyIndex(atLeast key: Int, in range: Range<Int>) -> Int {
+        var (low, high) = (range.lowerBound, range.upperBound)
         while low < high {
             let mid = (low + high) / 2
-            if Int(list[mid]) < key { low = mid + 1 } else { high = mid }
+            if Int(keys[mid]) < key { low = mid + 1 } else { high = mid }
         }
-        return low < list.endIndex && Int(list[low]) == key
+        return low
     }
 
     /// Number of computed blocks.

@@ -125,16 +125,6 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         _ = try auxiliaryKernel("sparge_scatter")
     }
 
-    /// The first index of `range` in ascending `keys` whose value is `≥ value` (`range.upperBound` when none is).
-    static func firstIndex(in keys: [Int32], _ range: Range<Int>, notBelow value: Int32) -> Int {
-        var (low, high) = (range.lowerBound, range.upperBound)
-        while low < high {
-            let mid = (low + high) / 2
-            if keys[mid] < value { low = mid + 1 } else { high = mid }
-        }
-        return low
-    }
-
     /// Throws unless the kernels handle head dimension `headDim` and the tile shapes of `config`.
     public static func checkShape(headDim: Int, config: SpargeConfig) throws {
         guard headDim == 64 || headDim == 128 else {
@@ -241,7 +231,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
             let g = tile.head / group
             let first = blockList.count
             // The tile's visits are its mask row already cut at its causal diagonal.
-            for j in keys[Self.firstIndex(in: keys, tile.visits, notBelow: Int32(blocks.lowerBound))..<tile.visits.upperBound] {
+            for j in keys[plan.mask.firstKeyIndex(atLeast: blocks.lowerBound, in: tile.visits)..<tile.visits.upperBound] {
                 if Int(j) >= blocks.upperBound { break }
                 if present[g * keyBlocks + Int(j)] {
                     blockList.append(j)

@@ -75,7 +75,7 @@ public struct AttentionPlan: Sendable {
                 let cuts = stride(from: 0, to: span.rows, by: tq).map { first -> Range<Int> in
                     guard config.causal else { return row }
                     let lastRow = span.start + min(span.rows, first + tq) - 1
-                    return row.lowerBound..<AttentionPlan.firstIndex(in: mask.keys, row, above: lastRow / bk)
+                    return row.lowerBound..<mask.firstKeyIndex(atLeast: lastRow / bk + 1, in: row)
                 }
                 headBlocks.append((span, cuts))
             }
@@ -98,17 +98,4 @@ public struct AttentionPlan: Sendable {
         self.blocks = blocks
     }
 
-    /// Computed blocks over all tiles' visit lists (what a kernel computes, before λ skips P·V).
-    public var tileVisits: Int { tiles.reduce(0) { $0 + $1.visits.count } }
-
-    /// The first index of `range` in ascending `keys` whose value is above `limit` (`range.upperBound` when
-    /// none is).
-    static func firstIndex(in keys: [Int32], _ range: Range<Int>, above limit: Int) -> Int {
-        var (low, high) = (range.lowerBound, range.upperBound)
-        while low < high {
-            let mid = (low + high) / 2
-            if Int(keys[mid]) <= limit { low = mid + 1 } else { high = mid }
-        }
-        return low
-    }
 }
