@@ -68,15 +68,10 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// - Throws: `CUDAError.unsupported` for a shape the kernels do not handle, or any driver/NVRTC error.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
                 device: CUDADevice, precision: CUDAPrecision = .bf16, options: CUDAOptions = CUDAOptions()) throws {
-        guard mask.heads == queries.heads else {
-            throw SpargeError.invalidArgument("the mask has \(mask.heads) heads, the queries \(queries.heads)")
-        }
         try Self.checkShape(headDim: queries.dim, config: config)
         var t = CUDATrace.now()
-        plan = try AttentionPlan(mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen)
-        guard plan.rows == queries.rows else {
-            throw SpargeError.invalidArgument("the queries hold \(queries.rows) rows, the mask's query blocks \(plan.rows)")
-        }
+        plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
+                                 config: config, seqLen: seqLen)
         t = CUDATrace.note("attention init: plan of \(plan.tiles.count) tiles", since: t)
         self.config = config
         self.seqLen = seqLen

@@ -142,7 +142,7 @@ public final class AttentionScratch: @unchecked Sendable {
 /// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.
 public struct AttentionTile: @unchecked Sendable {
     let arena: AttentionTileArena
-    let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, sink
+    let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
     let queriesT: UnsafeMutablePointer<Float>  // [D][L]
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
     let scores: UnsafeMutablePointer<Float>  // [blockK][L]: Sᵀ, then Pᵀ
@@ -230,18 +230,13 @@ public struct AttentionTile: @unchecked Sendable {
         }
     }
 
-    /// Pulls a key block that will be visited soon towards the cache, one load per 64-byte line.
+    /// Pulls a key block that will be visited soon towards the cache: one load per 64-byte line of the
+    /// first `bytes` bytes of its keys and of its values (any storage format).
     ///
     /// Call it for the next block while the current one computes: blocks chosen by a sparse mask are
     /// scattered, and the hardware prefetcher does not follow them (at density 0.1 this halved the time).
-    /// Swift has no prefetch instruction, so these are real loads, folded into a value stored in the tile
-    /// header so that they are not removed. It changes no state the attention reads.
-    public func prefetch(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int) {
-        header[7] = Int(Self.prefetch(keys: keys, values: values, bytes: keyCount * arena.headDim * 4))
-    }
-
-    /// The loads of `prefetch(keys:values:keyCount:)` over `bytes` bytes of each of a block's keys and
-    /// values (any storage format); the caller keeps the returned value somewhere, so that they stay.
+    /// Swift has no prefetch instruction, so these are real loads, folded into the returned value; the
+    /// caller keeps it somewhere, so that they are not removed.
     @inline(__always)
     public static func prefetch(keys: UnsafeRawPointer, values: UnsafeRawPointer, bytes: Int) -> UInt32 {
         var x: UInt32 = 0

@@ -98,9 +98,6 @@ public final class ScalarAttentionTile {
         return true
     }
 
-    /// Does nothing: the scalar twin is not tuned (see `AttentionTile.prefetch`).
-    public func prefetch(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int) {}
-
     /// See `AttentionTile.finish`.
     public func finish(output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         for r in 0..<rowCount {

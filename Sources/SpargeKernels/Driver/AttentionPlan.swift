@@ -48,11 +48,15 @@ public struct AttentionPlan: Sendable {
     /// Every (head, query block), in the order drivers take them.
     public let blocks: [Block]
 
-    /// The plan of the rows of `mask.queryBlocks`.
+    /// The plan of the rows of `mask.queryBlocks`, for queries of shape `[queryHeads, queryRows, D]` (the
+    /// rows of those blocks, concatenated).
     ///
-    /// - Throws: `SpargeError.invalidArgument` when `kvHeads` does not divide the mask's heads or
-    ///   `computeTileQ` does not divide `blockQ`.
-    public init(mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int) throws {
+    /// - Throws: `SpargeError.invalidArgument` when the queries do not match the mask's heads and rows,
+    ///   `kvHeads` does not divide the heads, or `computeTileQ` does not divide `blockQ`.
+    public init(mask: BlockMask, queryHeads: Int, queryRows: Int, kvHeads: Int, config: SpargeConfig, seqLen: Int) throws {
+        guard mask.heads == queryHeads else {
+            throw SpargeError.invalidArgument("the mask has \(mask.heads) heads, the queries \(queryHeads)")
+        }
         guard kvHeads > 0, mask.heads % kvHeads == 0 else {
             throw SpargeError.invalidArgument("query heads \(mask.heads) are not a multiple of kv heads \(kvHeads)")
         }
@@ -64,6 +68,9 @@ public struct AttentionPlan: Sendable {
         self.kvHeads = kvHeads
         let spans = mask.queryBlockSpans(blockQ: config.blockQ, seqLen: seqLen)
         rows = spans.reduce(0) { $0 + $1.rows }
+        guard rows == queryRows else {
+            throw SpargeError.invalidArgument("the queries hold \(queryRows) rows, the mask's query blocks \(rows)")
+        }
         let tq = config.computeTileQ, bk = config.blockK
         var tiles: [Tile] = []
         var blocks: [Block] = []

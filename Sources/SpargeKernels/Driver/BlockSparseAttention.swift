@@ -44,13 +44,8 @@ public final class BlockSparseAttention {
     /// - Throws: `SpargeError.invalidArgument` when the shapes do not fit together.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1,
                 backend: AttentionBackend = .vector) throws {
-        guard mask.heads == queries.heads else {
-            throw SpargeError.invalidArgument("the mask has \(mask.heads) heads, the queries \(queries.heads)")
-        }
-        plan = try AttentionPlan(mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen)
-        guard plan.rows == queries.rows else {
-            throw SpargeError.invalidArgument("the queries hold \(queries.rows) rows, the mask's query blocks \(plan.rows)")
-        }
+        plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
+                                 config: config, seqLen: seqLen)
         headDim = queries.dim
         self.queries = queries
         switch backend {
