@@ -80,7 +80,7 @@ final class CUDABackendTests: XCTestCase {
         let (n, hq, hkv, d) = (700, 4, 2, 64)
         func random(_ heads: Int) -> Tensor3 {
             Tensor3(heads: heads, rows: n, dim: d,
-                    data: (0..<heads * n * d).map { _ in HalfPrecision.roundedToBF16(Float.random(in: -2...2, using: &rng)) })
+                    data: (0..<heads * n * d).map { _ in StorageFormat.bf16.rounded(Float.random(in: -2...2, using: &rng)) })
         }
         let (q, k, v) = (random(hq), random(hkv), random(hkv))
         for causal in [false, true] {

@@ -11,15 +11,11 @@ public enum CUDAPrecision: String, Sendable, CaseIterable {
 }
 
 extension CUDAPrecision {
+    /// The storage format of the same 16-bit type (the same rounding).
+    public var storageFormat: StorageFormat { self == .bf16 ? .bf16 : .f16 }
+
     /// `tensor` with every value rounded to this type and back: the values the kernels compute with.
-    public func rounded(_ tensor: Tensor3) -> Tensor3 {
-        var out = tensor
-        switch self {
-        case .bf16: for i in out.data.indices { out.data[i] = HalfPrecision.roundedToBF16(out.data[i]) }
-        case .fp16: for i in out.data.indices { out.data[i] = Float(Float16(out.data[i])) }
-        }
-        return out
-    }
+    public func rounded(_ tensor: Tensor3) -> Tensor3 { tensor.rounded(to: storageFormat) }
 }
 
 /// Round-to-nearest-even conversions of Float to the 16-bit formats, on bit patterns.
@@ -28,10 +24,6 @@ enum HalfPrecision {
     /// the K/V storage format uses too.
     @inline(__always)
     static func bf16(_ x: Float) -> UInt16 { StorageFormat.bf16Bits(x) }
-
-    /// `x` rounded to bfloat16 and back.
-    @inline(__always)
-    static func roundedToBF16(_ x: Float) -> Float { Float(bitPattern: UInt32(bf16(x)) << 16) }
 
     /// The fp16 bit pattern nearest to `x` (ties to even; beyond ±65504 it is ±inf).
     @inline(__always)
