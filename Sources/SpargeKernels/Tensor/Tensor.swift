@@ -109,8 +109,27 @@ public struct Tensor: Sendable {
 
     /// A host copy of `t` as `[heads, rows, dim]` f32.
     public init(_ t: Tensor3) {
+        self = Tensor.converting(t, to: .f32).tensor
+    }
+
+    /// `t` as a packed `[heads, rows, dim]` host tensor of `format`, converted straight from its values on
+    /// every core; `overflowed` says whether a finite value left the format's range (f16 beyond ±65504).
+    public static func converting(_ t: Tensor3, to format: StorageFormat) -> (tensor: Tensor, overflowed: Bool) {
+        let count = t.data.count, piece = 1 << 16
+        let buffer = TensorBuffer(byteCount: count * format.byteSize)
+        let pieces = (count + piece - 1) / piece
+        let fits = UnsafeMutableBufferPointer<Bool>.allocate(capacity: max(1, pieces))
+        defer { fits.deallocate() }
+        fits.initialize(repeating: true)
+        t.data.withUnsafeBufferPointer { source in
+            DispatchQueue.concurrentPerform(iterations: pieces) { c in
+                let at = c * piece
+                fits[c] = format.convert(source.baseAddress! + at, count: min(piece, count - at),
+                                         to: buffer.base + at * format.byteSize)
+            }
+        }
         // The shape always fits its own values.
-        self = try! Tensor(t.data, shape: t.shape)
+        return (try! Tensor(buffer: buffer, element: format, shape: t.shape), !fits.allSatisfy { $0 })
     }
 
     /// Row-major strides of `shape`.

@@ -40,30 +40,12 @@ struct LocalBlocks {
             return
         }
         // Straight from the arrays into the format, on every core (no fp32 copy first).
-        let (keys, kFits) = try Self.convert(k, to: format)
-        let (values, vFits) = try Self.convert(v, to: format)
-        guard kFits && vFits else {
-            throw SpargeError.invalidArgument("\(kFits ? "V" : "K") holds a value beyond the range of \(format.rawValue) (±65504)")
+        let (keys, kOverflow) = Tensor.converting(k, to: format)
+        let (values, vOverflow) = Tensor.converting(v, to: format)
+        guard !kOverflow && !vOverflow else {
+            throw SpargeError.invalidArgument("\(kOverflow ? "K" : "V") holds a value beyond the range of \(format.rawValue) (±65504)")
         }
         self.init(rows: k.rows, format: format, storage: .packed(keys, values))
-    }
-
-    /// `t` converted to `format`, packed, and whether every finite value fitted.
-    private static func convert(_ t: Tensor3, to format: StorageFormat) throws -> (Tensor, Bool) {
-        let count = t.data.count, piece = 1 << 16
-        let buffer = TensorBuffer(byteCount: count * format.byteSize)
-        let pieces = (count + piece - 1) / piece
-        let fits = UnsafeMutableBufferPointer<Bool>.allocate(capacity: max(1, pieces))
-        defer { fits.deallocate() }
-        fits.initialize(repeating: true)
-        t.data.withUnsafeBufferPointer { source in
-            DispatchQueue.concurrentPerform(iterations: pieces) { c in
-                let at = c * piece
-                fits[c] = format.convert(source.baseAddress! + at, count: min(piece, count - at),
-                                         to: buffer.base + at * format.byteSize)
-            }
-        }
-        return (try Tensor(buffer: buffer, element: format, shape: t.shape), fits.allSatisfy { $0 })
     }
 
     /// `k`, `v` (`[Hkv, rows, D]` host tensors of any element type and strides) in `format`: the tensors
