@@ -128,22 +128,24 @@ public enum ShardedAttention {
     /// ranks, or when any rank's shard does not fit the layout.
     static func checkAgreement(q: Tensor3, k: Tensor3, vShape: [Int], layout: ShardLayout, config: SpargeConfig,
                                kvFormat: StorageFormat, comm: Communicator) throws {
-        var problem: String?
-        let rows = layout.rowCount(rank: comm.rank)
-        do { try config.validate() } catch { problem = "\(error)" }
-        if problem != nil {
-        } else if layout.blockQ != config.blockQ || layout.blockK != config.blockK {
-            problem = "the layout's blocks \(layout.blockQ)×\(layout.blockK) differ from the configuration's "
-                + "\(config.blockQ)×\(config.blockK)"
-        } else if layout.ranks != comm.size {
-            problem = "the layout is for \(layout.ranks) ranks but the run has \(comm.size)"
-        } else if q.rows != rows || k.rows != rows || vShape.count != 3 || vShape[1] != rows {
-            problem = "shard rows q \(q.rows), k \(k.rows), v \(vShape.count == 3 ? vShape[1] : -1); the layout gives this rank \(rows)"
-        } else if k.shape != vShape || q.dim != k.dim {
-            problem = "shapes disagree: q \(q.shape), k \(k.shape), v \(vShape)"
-        } else if k.heads == 0 || q.heads % k.heads != 0 {
-            problem = "query heads \(q.heads) are not a multiple of kv heads \(k.heads)"
+        func localProblem() -> String? {
+            let rows = layout.rowCount(rank: comm.rank)
+            do { try config.validate() } catch { return "\(error)" }
+            if layout.blockQ != config.blockQ || layout.blockK != config.blockK {
+                return "the layout's blocks \(layout.blockQ)×\(layout.blockK) differ from the configuration's "
+                    + "\(config.blockQ)×\(config.blockK)"
+            }
+            if layout.ranks != comm.size { return "the layout is for \(layout.ranks) ranks but the run has \(comm.size)" }
+            if q.rows != rows || k.rows != rows || vShape.count != 3 || vShape[1] != rows {
+                return "shard rows q \(q.rows), k \(k.rows), v \(vShape.count == 3 ? vShape[1] : -1); the layout gives this rank \(rows)"
+            }
+            if k.shape != vShape || q.dim != k.dim { return "shapes disagree: q \(q.shape), k \(k.shape), v \(vShape)" }
+            if k.heads == 0 || q.heads % k.heads != 0 {
+                return "query heads \(q.heads) are not a multiple of kv heads \(k.heads)"
+            }
+            return nil
         }
+        let problem = localProblem()
         if comm.anyRank(problem != nil) {
             throw ForwardError(problem ?? "another rank's shard does not fit the layout")
         }
