@@ -41,13 +41,11 @@ public struct BlockMask: Sendable, Equatable {
     /// The mask of dense bits `[heads][queryBlocks.count][keyBlocks]` (nonzero = computed).
     public init(heads: Int, keyBlocks: Int, queryBlocks: [Int], dense bits: [UInt8]) {
         precondition(bits.count == heads * queryBlocks.count * keyBlocks, "BlockMask: wrong bit count")
-        var starts = [0]
-        var keys: [Int32] = []
+        var builder = Builder(heads: heads, keyBlocks: keyBlocks, queryBlocks: queryBlocks)
         for r in 0..<(heads * queryBlocks.count) {
-            for j in 0..<keyBlocks where bits[r * keyBlocks + j] != 0 { keys.append(Int32(j)) }
-            starts.append(keys.count)
+            builder.appendRow((0..<keyBlocks).lazy.filter { bits[r * keyBlocks + $0] != 0 })
         }
-        self.init(heads: heads, keyBlocks: keyBlocks, queryBlocks: queryBlocks, rowStarts: starts, keys: keys)
+        self = builder.mask
     }
 
     /// Every block of every row computed (causal: only those left of the block-causal limit of `causalShape`).
