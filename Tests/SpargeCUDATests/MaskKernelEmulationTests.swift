@@ -113,44 +113,17 @@ final class MaskKernelEmulationTests: XCTestCase {
 
     // MARK: - The emulator
 
-    private static var built: [Int: URL] = [:]
-
     private func emulator(dim: Int) throws -> MaskKernelEmulator {
-        if let url = Self.built[dim] { return MaskKernelEmulator(executable: url, dim: dim) }
-        guard let compiler = findOnPath("clang++") ?? findOnPath("g++") else {
-            throw XCTSkip("no clang++ or g++ on PATH: the host emulation of the CUDA mask kernels is skipped")
-        }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sparge-mask-emulation-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let source = dir.appendingPathComponent("emulation.cpp")
-        try (MaskKernelEmulator.prelude + MaskKernelSource.source + MaskKernelEmulator.harness)
-            .write(to: source, atomically: true, encoding: .utf8)
-        let executable = dir.appendingPathComponent("emulation-d\(dim)")
-        let process = Process()
-        process.executableURL = compiler
-        // No contraction and no fast math: the host must round every operation as the kernel spells it.
-        // The harness uses no C++ library, so clang++ need not find one to link (a machine may lack its
-        // development files).
-        let noLibrary = compiler.lastPathComponent == "clang++" ? ["-nostdlib++"] : []
-        process.arguments = ["-O1", "-ffp-contract=off", "-fno-fast-math", "-fno-exceptions", "-fno-rtti",
-                             "-DHEAD_DIM=\(dim)", source.path, "-o", executable.path, "-lm"] + noLibrary
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            XCTFail("the mask kernels do not compile as C++:\n\(log)")
-            throw XCTSkip("compile failed")
-        }
-        Self.built[dim] = executable
-        return MaskKernelEmulator(executable: executable, dim: dim)
+        let program = try HostKernelProgram.build(
+            name: "mask-d\(dim)", source: MaskKernelEmulator.prelude + MaskKernelSource.source + MaskKernelEmulator.harness,
+            defines: ["HEAD_DIM": dim])
+        return MaskKernelEmulator(program: program, dim: dim)
     }
 }
 
 /// Runs the emulated kernels: inputs go to a file, the harness writes the outputs to another.
 struct MaskKernelEmulator {
-    let executable: URL
+    let program: HostKernelProgram
     let dim: Int
 
     func summarize(_ x: Tensor3, blockSize: Int, theta: Float, mean: [Float]) throws -> (means: [Float], flags: [UInt8]) {
@@ -184,21 +157,7 @@ struct MaskKernelEmulator {
         return [UInt8](try run("select", input))
     }
 
-    private func run(_ command: String, _ input: Data) throws -> Data {
-        let dir = executable.deletingLastPathComponent()
-        let inURL = dir.appendingPathComponent("\(command).in"), outURL = dir.appendingPathComponent("\(command).out")
-        try input.write(to: inURL)
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = [command, inURL.path, outURL.path]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw NSError(domain: "MaskKernelEmulator", code: Int(process.terminationStatus),
-                          userInfo: [NSLocalizedDescriptionKey: "the emulated \(command) exited with \(process.terminationStatus)"])
-        }
-        return try Data(contentsOf: outURL)
-    }
+    private func run(_ command: String, _ input: Data) throws -> Data { try program.run(command, input) }
 
     /// Host stand-ins for the CUDA built-ins the kernels use.
     static let prelude = #"""
@@ -256,9 +215,10 @@ int main(int argc, char** argv) {
         unsigned char* flags = (unsigned char*)malloc((size_t)heads * count + 1);
         double* norms = (double*)malloc((size_t)heads * rows * 8 + 8);
         double* directions = (double*)malloc((size_t)heads * count * d * 8 + 8);
-        LAUNCH((heads * rows + 127) / 128, 128, sparge_row_norms(x, rows, heads, mean, norms));
-        LAUNCH((heads * count * d + 127) / 128, 128, sparge_block_sums(x, rows, heads, count, blockSize, mean, norms, means, directions));
-        LAUNCH((heads * count + 127) / 128, 128, sparge_block_flags(rows, heads, count, blockSize, norms, directions, theta, flags));
+        long long headStride = (long long)rows * d;
+        LAUNCH((heads * rows + 127) / 128, 128, sparge_row_norms(x, headStride, rows, heads, mean, norms));
+        LAUNCH((heads * count * d + 127) / 128, 128, sparge_block_sums(x, headStride, rows, heads, count, blockSize, mean, norms, means, count, directions));
+        LAUNCH((heads * count + 127) / 128, 128, sparge_block_flags(rows, heads, count, blockSize, norms, directions, theta, flags, count));
         fwrite(means, 4, (size_t)heads * count * d, out);
         fwrite(flags, 1, (size_t)heads * count, out);
     } else {
@@ -298,8 +258,3 @@ int main(int argc, char** argv) {
 """#
 }
 
-private extension Data {
-    mutating func append(ints: [Int]) { for v in ints { Swift.withUnsafeBytes(of: Int64(v).littleEndian) { append(contentsOf: $0) } } }
-    mutating func append(doubles: [Double]) { doubles.withUnsafeBytes { append(contentsOf: $0) } }
-    mutating func append(floats: [Float]) { floats.withUnsafeBytes { append(contentsOf: $0) } }
-}

@@ -1,8 +1,11 @@
-/// Device memory from `cuMemAlloc`, freed with the buffer.
+/// Device memory from `cuMemAlloc`, freed with the buffer — or a caller's device memory, borrowed.
 final class DeviceBuffer {
     let device: CUDADevice
     let address: UInt64
     let bytes: Int
+    /// What keeps borrowed memory alive (nil for memory this buffer allocated).
+    private let owner: AnyObject?
+    private let owned: Bool
 
     /// `bytes` of device memory (at least 1), uninitialised unless `zeroed`.
     init(device: CUDADevice, bytes: Int, zeroed: Bool = false, label: String) throws {
@@ -12,10 +15,21 @@ final class DeviceBuffer {
         var address: UInt64 = 0
         try device.api.check(device.api.cuMemAlloc(&address, self.bytes), "cuMemAlloc(\(self.bytes) B for \(label))")
         self.address = address
+        owner = nil
+        owned = true
         if zeroed { try zero() }
     }
 
-    deinit { _ = device.api.cuMemFree(address) }
+    /// `bytes` of device memory at `address` that `owner` (a caller's tensor) keeps alive; never freed here.
+    init(device: CUDADevice, borrowing address: UInt64, bytes: Int, owner: AnyObject?) {
+        self.device = device
+        self.address = address
+        self.bytes = bytes
+        self.owner = owner
+        owned = false
+    }
+
+    deinit { if owned { _ = device.api.cuMemFree(address) } }
 
     /// Sets every byte to 0 (`cuMemsetD8` runs on the legacy default stream, which the device's blocking
     /// streams are ordered with: later kernels see zeros).

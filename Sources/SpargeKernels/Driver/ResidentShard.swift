@@ -9,6 +9,15 @@ public protocol ResidentAttentionEngine: AttentionEngine {
     /// - Throws: `SpargeError.invalidArgument` for a tensor the engine cannot take (another device, a value
     ///   beyond `kvFormat`'s range), or the backend's error.
     func enter(q: Tensor, k: Tensor, v: Tensor, kvFormat: StorageFormat) throws -> any ResidentShard
+
+    /// Whether `ShardedAttention.forward` runs its passes resident on this engine (else fed from the host).
+    var runsResident: Bool { get }
+
+    /// A packed copy of host tensor `tensor` in the engine's memory.
+    func upload(_ tensor: Tensor) throws -> Tensor
+
+    /// A packed host copy of `tensor`, which lies in the engine's memory.
+    func download(_ tensor: Tensor) throws -> Tensor
 }
 
 /// One rank's Q, K, V in a backend's memory, and the steps of a forward pass that run where they are.
@@ -18,6 +27,10 @@ public protocol ResidentShard: AnyObject {
     var kvHeads: Int { get }
     var rows: Int { get }
     var dim: Int { get }
+
+    /// Whether V holds values that the backend's compact P·V type cannot carry (fp16 beyond ±65504); when
+    /// any rank's does, every rank is given `wideValues` and computes P·V in its wide type.
+    var needsWideValues: Bool { get }
 
     /// The sums of K over this rank's rows `[Hkv][D]`, in ``KeyMean``'s order (so the same Doubles).
     func keySums() throws -> [Double]
@@ -42,8 +55,8 @@ public protocol ResidentShard: AnyObject {
                      seqLen: Int) throws -> BlockMask
 
     /// The ring's store for an attention of this rank's queries under `mask`, holding this rank's K/V.
-    func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig,
-                       seqLen: Int) throws -> any ResidentRingStore
+    func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
+                       wideValues: Bool) throws -> any ResidentRingStore
 }
 
 /// A ring store whose output stays where it was computed.

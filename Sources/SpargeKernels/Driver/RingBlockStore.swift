@@ -25,7 +25,10 @@ public protocol RingBlockStore: AnyObject {
     func holdLocal() throws
 
     /// Makes the payload that arrived in the last `receiveBuffer` (made of `entries`) the current one.
-    func holdReceived(_ entries: [PayloadEntry]) throws
+    ///
+    /// - Parameter ownerBlocks: the key blocks of the rank the payload comes from (ranges of global
+    ///   indices): every block of them that this rank's mask rows name is among `entries`.
+    func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws
 
     /// Writes the current payload's blocks `entries` (`byteCount` bytes in all) into host memory that MPI
     /// may read until the next `pack`, and returns it.

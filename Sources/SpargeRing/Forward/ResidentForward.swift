@@ -18,6 +18,18 @@ public struct ResidentForwardResult {
     public var statistics: ForwardStatistics
 }
 
+extension ResidentForwardResult {
+    /// The same result with output and LSE copied to the host by `engine` (whose memory holds them).
+    public func onHost(_ engine: any ResidentAttentionEngine) throws -> ForwardResult {
+        let out = try engine.download(output).hostFloats()
+        let lse = try engine.download(self.lse)
+        let lseValues = [Float](UnsafeBufferPointer(start: lse.buffer.base.assumingMemoryBound(to: Float.self),
+                                                    count: lse.shape.reduce(1, *)))
+        return ForwardResult(output: out, lse: lseValues, mask: mask, querySelfSimilar: querySelfSimilar,
+                             keySelfSimilar: keySelfSimilar, statistics: statistics)
+    }
+}
+
 extension ShardedAttention {
     /// The forward pass of this rank's shard with every tensor kept in `engine`'s memory (DESIGN.md §6.1):
     /// Q, K, V enter once (host tensors are copied up once; device tensors are used where they are); the K
@@ -65,8 +77,10 @@ extension ShardedAttention {
 
         // The ring, its payloads packed and placed by the engine.
         t = DispatchTime.now().uptimeNanoseconds
+        let wideValues = comm.anyRank(shard.needsWideValues)
         let store = try agreed(comm) {
-            try shard.makeRingStore(mask: mask, tokenRanges: ranges, config: config, seqLen: layout.seqLen)
+            try shard.makeRingStore(mask: mask, tokenRanges: ranges, config: config, seqLen: layout.seqLen,
+                                    wideValues: wideValues)
         }
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: shard.dim, format: kvFormat),
                                  comm: comm, threads: 1)

@@ -30,7 +30,11 @@ public enum ShardedAttention {
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
-        try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
+        if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
+            return try forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout, config: config,
+                               communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat, progress: progress)
+        }
+        return try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
                     layout: layout, config: config, communicator: comm, threads: threads, engine: engine,
                     kvFormat: kvFormat, progress: progress)
     }
@@ -38,7 +42,9 @@ public enum ShardedAttention {
     /// The forward pass of this rank's shard given as tensors of any element type and strides (`[H, rows, D]`
     /// views; `permuted([1, 0, 2])` of an `[rows, H, D]` tensor is one), in host memory.
     ///
-    /// Each tensor is converted once, where it enters: Q and K to fp32 for the summaries and the tiles, K and
+    /// With an engine that keeps passes resident (a GPU), the pass is
+    /// ``forwardResident(q:k:v:layout:config:communicator:engine:kvFormat:progress:)`` and the output comes
+    /// down to the host at the end. Otherwise each tensor is converted once, where it enters: Q and K to fp32 for the summaries and the tiles, K and
     /// V to `kvFormat` for the ring — not at all when they already are packed in it (bf16 K/V with bf16
     /// storage travel from the caller's buffer). A tensor that cannot be converted (wrong rank, device
     /// memory, an f16 overflow) is a `ForwardError` on every rank.
@@ -47,6 +53,11 @@ public enum ShardedAttention {
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
+        if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
+            let result = try forwardResident(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                             engine: resident, kvFormat: kvFormat, progress: progress)
+            return try agreed(comm) { try result.onHost(resident) }
+        }
         let entered = try agreed(comm) { () -> (q: Tensor3, k: Tensor3, local: LocalBlocks) in
             guard k.shape == v.shape else {
                 throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")

@@ -37,7 +37,7 @@ final class HostRingStore: RingBlockStore {
         }
     }
 
-    func holdReceived(_ entries: [PayloadEntry]) throws {
+    func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws {
         swap(&current, &next)
         table.removeAll()
         for e in entries {

@@ -42,7 +42,12 @@ struct RingAttention {
 
         for s in 0..<p {
             progress?(Double(s) / Double(p))
-            if s == 0 { try store.holdLocal() } else { try store.holdReceived(incoming[s - 1]) }
+            if s == 0 {
+                try store.holdLocal()
+            } else {
+                let origin = schedule.origin(of: r, step: s)
+                try store.holdReceived(incoming[s - 1], ownerBlocks: schedule.layout.keyBlockRanges(rank: origin))
+            }
 
             // Post this step's exchange: forward what later ranks still need, receive the next payload.
             var requests: [Request] = []
