@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The resident GPU pass on a GPU machine, in one call (issue: the forward pass lives on the GPU):
+#   1. builds the peer (upstream SpargeAttn, ../shared/peers) in the background;
+#   2. gpu-check.sh test: GPU masks vs the CPU's (bit for bit, incl. whole resident passes), mpirun -np 2
+#      and -np 3 on one GPU vs one process (masks identical, outputs within 2e-3, ring bytes as predicted);
+#   3. the whole pass at N=32768, 8 heads, D=128: llm TopCdf, TopK 0.1 and 0.3, dense; traced once; and the
+#      kernel alone (bench-kernel) dense on the same shape;
+#   4. N=1048576, 4 heads, causal, llm: one rank, then 2 ranks sharing the GPU;
+#   5. the peer's end-to-end call on the same shapes (TopK 1, 0.3, 0.1; at 1M causal TopK 0.004, 0.02).
+# Needs beside it: sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py and peers/ (a copy of
+# ../shared/peers). Logs to $OUT.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${OUT:-$PWD/gpu-resident-out}"; export OUT
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/resident.log") 2>&1
+date -u; nvidia-smi -L
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
+BIN="${SPARGE_BIN:-$here/sparge}"
+if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$here/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
+export SPARGE_BIN="$BIN"
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+
+peer_dir=/tmp/spargeattn
+if [ -d "$here/peers" ]; then
+    ( bash "$here/peers/build_spargeattn.sh" "$peer_dir" > "$OUT/peer-build.log" 2>&1; echo "peer build rc=$?" >> "$OUT/peer-build.log" ) &
+    peer_build=$!
+fi
+
+step "correctness: gpu-check.sh test"
+timeout -k 10 420 bash "$here/gpu-check.sh" test; echo "gpu-check.sh test rc=$?"
+
+b=(bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128)
+step "32K, 8 heads: one traced pass (entry, then three passes)"
+SPARGE_CUDA_TRACE=1 timeout -k 5 120 "$BIN" "${b[@]}" --repeat 3; echo "rc=$?"
+for sel in "" "--topk 0.1" "--topk 0.3" "--dense"; do
+    step "32K, 8 heads, whole pass ${sel:-TopCdf 0.98}"
+    # shellcheck disable=SC2086
+    timeout -k 5 120 "$BIN" "${b[@]}" --repeat 10 --json --verify-sample 4 $sel; echo "rc=$?"
+done
+step "32K, 8 heads, kernel alone, dense"
+timeout -k 5 120 "$BIN" bench-kernel --seq 32768 --heads 8 --head-dim 128 --repeat 20 --json --dense; echo "rc=$?"
+
+c=(bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --json)
+step "1M causal, one rank"
+timeout -k 5 200 "$BIN" "${c[@]}" --repeat 3; echo "rc=$?"
+step "1M causal, one rank, traced"
+SPARGE_CUDA_TRACE=1 timeout -k 5 200 "$BIN" "${c[@]}" --repeat 1; echo "rc=$?"
+step "1M causal, 2 ranks sharing the GPU"
+timeout -k 5 300 mpirun -np 2 "$BIN" "${c[@]}" --repeat 3; echo "rc=$?"
+
+if [ -n "${peer_build:-}" ]; then
+    step "peer: waiting for its build"
+    wait "$peer_build"; tail -n 3 "$OUT/peer-build.log"
+    step "peer: 32K, 8 heads, end to end"
+    timeout -k 5 240 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk 1,0.3,0.1; echo "rc=$?"
+    step "peer: 1M, 4 heads, causal, end to end"
+    timeout -k 5 240 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 1048576 --heads 4 --causal --topk 0.004,0.02; echo "rc=$?"
+fi
+date -u
