@@ -92,8 +92,8 @@ enum BenchCommand {
 
         // A resident engine (a GPU) gets the tensors once, before the timing, as a model's tensors would be.
         let resident = (engine as? any ResidentAttentionEngine).flatMap { $0.runsResident ? $0 : nil }
-        let entered = try resident.map { r in
-            try ctx.collectively { (try r.upload(Tensor(q)), try r.upload(Tensor(k)), try r.upload(Tensor(v))) }
+        let entered = resident.map { r in
+            ctx.collectively { (try r.upload(Tensor(q)), try r.upload(Tensor(k)), try r.upload(Tensor(v))) }
         }
         func timed(_ config: SpargeConfig, _ label: String) throws -> (ForwardResult, Double) {
             var times: [Double] = []
@@ -117,7 +117,7 @@ enum BenchCommand {
                 }
             }
             // The output comes down once, after the timing, for the checks and the report.
-            if let lastResident, let resident { last = try ctx.collectively { try lastResident.onHost(resident) } }
+            if let lastResident, let resident { last = ctx.collectively { try lastResident.onHost(resident) } }
             return (last!, Format.median(times))
         }
         let (result, seconds) = try timed(config, "sparse")

@@ -1,4 +1,7 @@
-/// Device memory from `cuMemAlloc`, freed with the buffer — or a caller's device memory, borrowed.
+import Synchronization
+
+/// Device memory from `cuMemAlloc` (or the device's pool), given back with the buffer — or a caller's
+/// device memory, borrowed.
 final class DeviceBuffer {
     let device: CUDADevice
     let address: UInt64
@@ -13,7 +16,11 @@ final class DeviceBuffer {
         self.bytes = max(1, bytes)
         try device.makeCurrent()
         var address: UInt64 = 0
-        try device.api.check(device.api.cuMemAlloc(&address, self.bytes), "cuMemAlloc(\(self.bytes) B for \(label))")
+        if let reused = device.pool.take(bytes: self.bytes) {
+            address = reused
+        } else {
+            try device.api.check(device.api.cuMemAlloc(&address, self.bytes), "cuMemAlloc(\(self.bytes) B for \(label))")
+        }
         self.address = address
         owner = nil
         owned = true
@@ -29,7 +36,9 @@ final class DeviceBuffer {
         owned = false
     }
 
-    deinit { if owned { _ = device.api.cuMemFree(address) } }
+    deinit {
+        if owned && !device.pool.give(address: address, bytes: bytes) { _ = device.api.cuMemFree(address) }
+    }
 
     /// Sets every byte to 0 (`cuMemsetD8` runs on the legacy default stream, which the device's blocking
     /// streams are ordered with: later kernels see zeros).
@@ -117,5 +126,38 @@ final class CUDAEvent {
         var ms: Float = 0
         try device.api.check(device.api.cuEventElapsedTime(&ms, start.handle, handle), "cuEventElapsedTime")
         return Double(ms) * 1e-3
+    }
+}
+
+/// Device allocations given back by buffers, kept for the next buffer of the same size: a forward pass
+/// allocates the same sizes every time, and `cuMemAlloc`/`cuMemFree` of large buffers cost tens of
+/// microseconds to milliseconds each. At most `limit` bytes are kept; beyond it memory is freed.
+///
+/// Reuse is ordered: kernels run on the device's stream in order, and uploads, downloads and `cuMemsetD8`
+/// run on the legacy stream, which waits for the device's (blocking) streams — so a reused buffer is
+/// written only after the work that read it before.
+final class DeviceMemoryPool: @unchecked Sendable {
+    private let state = Mutex<(free: [Int: [UInt64]], held: Int)>(([:], 0))
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// An allocation of exactly `bytes` bytes given back earlier, if any.
+    func take(bytes: Int) -> UInt64? {
+        state.withLock { s in
+            guard let address = s.free[bytes]?.popLast() else { return nil }
+            s.held -= bytes
+            return address
+        }
+    }
+
+    /// Keeps `address` for reuse unless that would exceed the limit (then the caller frees it).
+    func give(address: UInt64, bytes: Int) -> Bool {
+        state.withLock { s in
+            guard s.held + bytes <= limit else { return false }
+            s.free[bytes, default: []].append(address)
+            s.held += bytes
+            return true
+        }
     }
 }

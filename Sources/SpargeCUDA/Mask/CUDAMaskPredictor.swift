@@ -114,7 +114,7 @@ public struct CUDAMaskPredictor {
         let rowsPerHead = queryBlocks.count
         guard rowsPerHead > 0, nk > 0 else { return BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks) }
         try device.makeCurrent()
-        var t = CUDATrace.now()
+        let t = CUDATrace.now()
         let queryMeans = try DeviceBuffer(device: device, bytes: querySummaries.means.count * 4, label: "query means")
         let keyMeans = try DeviceBuffer(device: device, bytes: keySummaries.means.count * 8, label: "key means")
         let keyFlags = try DeviceBuffer(device: device, bytes: keySummaries.flags.count, label: "key flags")

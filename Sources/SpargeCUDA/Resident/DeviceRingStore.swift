@@ -77,11 +77,12 @@ final class DeviceRingStore: ResidentRingStore {
         payload = nil
         ownerBlocks = tokenRanges.map { ($0.lowerBound / blockK)..<(($0.upperBound + blockK - 1) / blockK) }
         var placements: [UInt64] = []
+        placements.reserveCapacity(4 * shard.kvHeads * ownerBlocks.reduce(0) { $0 + $1.count })
         for g in 0..<shard.kvHeads {
             for range in ownerBlocks {
                 for j in range {
                     let (keys, values) = try localBlock(kvHead: g, block: j)
-                    placements += placement(keys: keys, values: values, kvHead: g, block: j)
+                    appendPlacement(to: &placements, keys: keys, values: values, kvHead: g, block: j)
                 }
             }
         }
@@ -101,11 +102,12 @@ final class DeviceRingStore: ResidentRingStore {
         payload = up
         for i in payloadOffsets.indices { payloadOffsets[i] = -1 }
         var placements: [UInt64] = []
+        placements.reserveCapacity(4 * entries.count)
         for e in entries {
             payloadOffsets[e.kvHead * keyBlocks + e.block] = e.offset
             let keys = up.address + UInt64(e.offset)
-            placements += placement(keys: keys, values: keys + UInt64(blockBytes(rows: e.rows)), kvHead: e.kvHead,
-                                    block: e.block)
+            appendPlacement(to: &placements, keys: keys, values: keys + UInt64(blockBytes(rows: e.rows)),
+                            kvHead: e.kvHead, block: e.block)
         }
         try place(placements)
         CUDATrace.note("ring: payload of \(entries.count) blocks up and placed", since: t)
@@ -148,31 +150,42 @@ final class DeviceRingStore: ResidentRingStore {
     func attend(threads: Int, poll: ((Double) -> Void)?) throws {
         try device.makeCurrent()
         let t = CUDATrace.now()
-        // Per tile, the part of its mask row in the owner's blocks: every one of them is placed by now.
+        // Per tile, the part of its mask row in each range of the owner's blocks: every one of them is placed
+        // by now. One launch per range, in order, so that no two CTAs of a launch update the same tile.
         var work: [Int32] = []
+        work.reserveCapacity(4 * plan.tiles.count * ownerBlocks.count)
+        var launches: [(first: Int, items: Int)] = []
         var visits = 0
-        for (i, tile) in plan.tiles.enumerated() {
-            for range in ownerBlocks {
+        for range in ownerBlocks {
+            let first = work.count / 4
+            for (i, tile) in plan.tiles.enumerated() {
                 let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
                 let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
                 if hi > lo {
-                    work += [Int32(i), Int32(lo), Int32(hi - lo), 0]
+                    work.append(Int32(i))
+                    work.append(Int32(lo))
+                    work.append(Int32(hi - lo))
+                    work.append(0)
                     visits += hi - lo
                 }
             }
+            if work.count / 4 > first { launches.append((first, work.count / 4 - first)) }
         }
         guard visits > 0, let maskKeys else { poll?(1); return }
         let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try workBuffer.upload(work)
         let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
         try start.record()
-        try kernel.launch(operands, work: workBuffer.address, blocks: maskKeys.address, items: work.count / 4,
-                          seqLen: seqLen, group: shard.queryHeads / shard.kvHeads, valuesInBF16: valuesInBF16)
+        for launch in launches {
+            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: maskKeys.address,
+                              items: launch.items, seqLen: seqLen, group: shard.queryHeads / shard.kvHeads,
+                              valuesInBF16: valuesInBF16)
+        }
         try stop.record()
         timings.append((start, stop))
         // The work list is freed when this returns: the kernel must have read it.
         try device.synchronize(poll: poll.map { p in { p(0.5) } })
-        CUDATrace.note("attend: \(work.count / 4) tiles × \(visits) blocks", since: t)
+        CUDATrace.note("attend: \(launches.count) launches, \(work.count / 4) tile lists, \(visits) block visits", since: t)
         poll?(1)
     }
 
@@ -229,9 +242,12 @@ final class DeviceRingStore: ResidentRingStore {
         return (keys, keys + UInt64(blockBytes(rows: rows(ofBlock: j))))
     }
 
-    /// One `BlockPlacement` of the kernel source: keys, values, (kv head, first row), (rows, 0).
-    private func placement(keys: UInt64, values: UInt64, kvHead: Int, block j: Int) -> [UInt64] {
-        [keys, values, UInt64(UInt32(kvHead)) | UInt64(UInt32(j * blockK)) << 32, UInt64(UInt32(rows(ofBlock: j)))]
+    /// Appends one `BlockPlacement` of the kernel source: keys, values, (kv head, first row), (rows, 0).
+    private func appendPlacement(to table: inout [UInt64], keys: UInt64, values: UInt64, kvHead: Int, block j: Int) {
+        table.append(keys)
+        table.append(values)
+        table.append(UInt64(UInt32(kvHead)) | UInt64(UInt32(j * blockK)) << 32)
+        table.append(UInt64(UInt32(rows(ofBlock: j))))
     }
 
     /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
