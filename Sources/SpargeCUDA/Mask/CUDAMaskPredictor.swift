@@ -93,8 +93,8 @@ public struct CUDAMaskPredictor {
             .pointer(directions.address), .double(BlockSummaries.thresholdValue(threshold)), .pointer(flagsOut),
             .int(Int32(outBlocks)),
         ])
-        // The scratch is freed when this returns: wait for the kernels that read it.
-        try device.synchronize()
+        // The scratch goes back to the pool when this returns: the next user of that memory is ordered
+        // after these kernels (see `DeviceMemoryPool`), so there is nothing to wait for.
     }
 
     private func kernel(_ name: String, dim: Int) throws -> CUDAFunction {

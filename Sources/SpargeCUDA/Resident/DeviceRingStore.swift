@@ -260,8 +260,7 @@ final class DeviceRingStore: ResidentRingStore {
             .int(Int32(kvRows)), .pointer(k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
             .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
-        // The table is freed when this returns.
-        try device.synchronize()
+        // The table goes back to the pool when this returns; its next user is ordered after this kernel.
     }
 
     private func auxiliary(_ name: String) throws -> CUDAFunction {

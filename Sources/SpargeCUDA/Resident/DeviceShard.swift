@@ -155,7 +155,9 @@ final class DeviceShard: ResidentShard {
                 throw SpargeError.invalidArgument("predictRows: key summaries of blocks \(keySummaries.firstBlock)..<"
                     + "\(keySummaries.firstBlock + keySummaries.count) × \(keySummaries.heads) heads for \(nk) key blocks × \(kvHeads)")
             }
-            try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
+            let floats = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 4, label: "key means (all ranks)")
+            try floats.upload(Array(keySummaries.means))
+            try widen(floats, count: kvHeads * nk * dim, into: keyMeans)
             keyFlags = try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags (all ranks)")
             try keyFlags.upload(Array(keySummaries.flags))
         } else {
@@ -168,9 +170,7 @@ final class DeviceShard: ResidentShard {
                 next += run.count
             }
             guard next == nk else { throw SpargeError.invalidArgument("predictRows: \(next) key blocks for \(nk)") }
-            try device.launch(kernel("sparge_widen"), grid: (kvHeads * nk * dim + 255) / 256, block: 256, [
-                .pointer(s.keyMeans.address), .int64(Int64(kvHeads * nk * dim)), .pointer(keyMeans.address),
-            ])
+            try widen(s.keyMeans, count: kvHeads * nk * dim, into: keyMeans)
         }
         t = CUDATrace.note("mask: key means widened", since: t)
         let predicted = try CUDAMaskPredictor(device: device).predictRows(
@@ -186,6 +186,13 @@ final class DeviceShard: ResidentShard {
                        wideValues: Bool) throws -> any ResidentRingStore {
         try DeviceRingStore(shard: self, mask: mask, maskKeys: maskKeys, tokenRanges: tokenRanges, config: config,
                             seqLen: seqLen, wideValues: wideValues)
+    }
+
+    /// Float key means widened to Double on the device, as the CPU widens them for the scores.
+    private func widen(_ floats: DeviceBuffer, count: Int, into doubles: DeviceBuffer) throws {
+        try device.launch(kernel("sparge_widen"), grid: (count + 255) / 256, block: 256, [
+            .pointer(floats.address), .int64(Int64(count)), .pointer(doubles.address),
+        ])
     }
 
     private func pooled() throws -> Summaries {
