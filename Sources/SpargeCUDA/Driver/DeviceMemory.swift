@@ -43,7 +43,14 @@ final class DeviceBuffer {
     /// Sets every byte to 0 (`cuMemsetD8` runs on the legacy default stream, which the device's blocking
     /// streams are ordered with: later kernels see zeros).
     func zero() throws {
-        try device.api.check(device.api.cuMemsetD8(address, 0, bytes), "cuMemsetD8")
+        try zero(offset: 0, count: bytes)
+    }
+
+    /// Sets `count` bytes from `offset` to 0 (ordered as `zero()`).
+    func zero(offset: Int, count: Int) throws {
+        precondition(offset >= 0 && offset + count <= bytes, "DeviceBuffer: zeroing past the end")
+        guard count > 0 else { return }
+        try device.api.check(device.api.cuMemsetD8(address + UInt64(offset), 0, count), "cuMemsetD8")
     }
 
     /// Copies `count` bytes from host memory to offset `offset` (synchronous).

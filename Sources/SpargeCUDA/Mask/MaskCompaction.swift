@@ -27,8 +27,10 @@ struct MaskCompaction {
         try device.synchronize()
         var counts = [Int32](repeating: 0, count: rows)
         try counts.withUnsafeMutableBytes { try totals.download(into: $0.baseAddress!, count: $0.count) }
+        let t = CUDATrace.now()
         var rowStarts = [Int](repeating: 0, count: rows + 1)
         for r in 0..<rows { rowStarts[r + 1] = rowStarts[r] + Int(counts[r]) }
+        CUDATrace.note("mask: host: row starts of \(rows) rows", since: t)
         let starts = try DeviceBuffer(device: device, bytes: rows * 8, label: "mask row starts")
         try starts.upload(rowStarts.dropLast().map(Int64.init))
         let keys = try DeviceBuffer(device: device, bytes: rowStarts[rows] * 4, label: "mask key lists")

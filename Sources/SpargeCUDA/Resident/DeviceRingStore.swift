@@ -54,11 +54,18 @@ final class DeviceRingStore: ResidentRingStore {
         kvRows = keyBlocks * blockK
         valuesInBF16 = wideValues
         payloadOffsets = [Int](repeating: -1, count: shard.kvHeads * keyBlocks)
-        t = CUDATrace.note("ring store: plan of \(plan.tiles.count) tiles", since: t)
+        t = CUDATrace.note("ring store: host: plan of \(plan.tiles.count) tiles", since: t)
 
         let (d, kvBytes) = (shard.dim, shard.kvHeads * kvRows * shard.dim * 2)
-        k = try DeviceBuffer(device: device, bytes: kvBytes, zeroed: true, label: "keys")
-        v = try DeviceBuffer(device: device, bytes: kvBytes, zeroed: true, label: "values")
+        k = try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
+        v = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
+        // Every block a tile visits is placed before it is visited; only the rows past the sequence's end
+        // in the last block are read without being placed, and must be zeros (0 · NaN would be NaN).
+        let tail = (kvRows - seqLen) * d * 2
+        for g in 0..<shard.kvHeads {
+            try k.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
+            try v.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
+        }
         oacc = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * d * 4, zeroed: true, label: "output accumulator")
         ml = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * 8, zeroed: true, label: "softmax state")
         counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
@@ -86,8 +93,9 @@ final class DeviceRingStore: ResidentRingStore {
                 }
             }
         }
+        let listed = CUDATrace.note("ring: host: placement table of \(placements.count / 4) own blocks", since: t)
         try place(placements)
-        CUDATrace.note("ring: \(placements.count / 4) own blocks placed", since: t)
+        CUDATrace.note("ring: own blocks placed", since: listed)
     }
 
     func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws {
@@ -171,6 +179,7 @@ final class DeviceRingStore: ResidentRingStore {
             }
             if work.count / 4 > first { launches.append((first, work.count / 4 - first)) }
         }
+        let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
         guard visits > 0, let maskKeys else { poll?(1); return }
         let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try workBuffer.upload(work)
@@ -185,7 +194,7 @@ final class DeviceRingStore: ResidentRingStore {
         timings.append((start, stop))
         // The work list is freed when this returns: the kernel must have read it.
         try device.synchronize(poll: poll.map { p in { p(0.5) } })
-        CUDATrace.note("attend: \(launches.count) launches, \(work.count / 4) tile lists, \(visits) block visits", since: t)
+        CUDATrace.note("attend: \(launches.count) kernel launches, run", since: listed)
         poll?(1)
     }
 
