@@ -62,6 +62,10 @@ step "32K, 8 heads, kernel alone, dense"
 timeout -k 5 120 "$BIN" bench-kernel --seq 32768 --heads 8 --head-dim 128 --repeat 20 --json --dense; echo "rc=$?"
 
 c=(bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --json)
+step "32K, 8 heads, 2 ranks sharing the GPU, traced"
+SPARGE_CUDA_TRACE=1 timeout -k 5 120 mpirun -np 2 "$BIN" "${b[@]}" --repeat 3 --json 2> "$OUT/trace-32k-2ranks.log"; echo "rc=$?"
+tail -n 40 "$OUT/trace-32k-2ranks.log"
+
 step "1M causal, one rank"
 timeout -k 5 200 "$BIN" "${c[@]}" --repeat 3; echo "rc=$?"
 step "1M causal, one rank, traced"

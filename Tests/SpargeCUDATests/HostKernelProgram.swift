@@ -41,6 +41,43 @@ struct HostKernelProgram {
         return HostKernelProgram(executable: executable)
     }
 
+    /// Host stand-ins for the CUDA built-ins the kernels use, and the harnesses' input and launch helpers.
+    static let prelude = #"""
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct SpargeDim3 { unsigned x, y, z; };
+static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __ddiv_rn(double a, double b) { return a / b; }
+static inline double __dsqrt_rn(double a) { return sqrt(a); }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __double2float_rn(double a) { return (float)a; }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }
+static inline int __float2int_rn(float f) { return (int)lrintf(f); }  // the default rounding: to nearest even
+// What every harness uses: its input file, and a grid run as a loop over its blocks and threads.
+static FILE* in_file;
+static void take(void* p, size_t bytes) { if (fread(p, 1, bytes, in_file) != bytes) { fprintf(stderr, "short input\n"); exit(2); } }
+static long long take_int() { long long v; take(&v, 8); return v; }
+#define LAUNCH(grid, block, call) do { gridDim.x = (grid); blockDim.x = (block); \
+    for (unsigned b = 0; b < gridDim.x; ++b) for (unsigned t = 0; t < blockDim.x; ++t) { blockIdx.x = b; threadIdx.x = t; call; } } while (0)
+
+"""#
+
     /// Runs `command` of the harness: `input` goes to a file, the outputs come back from another.
     func run(_ command: String, _ input: Data) throws -> Data {
         let dir = executable.deletingLastPathComponent()

@@ -115,7 +115,7 @@ final class MaskKernelEmulationTests: XCTestCase {
 
     private func emulator(dim: Int) throws -> MaskKernelEmulator {
         let program = try HostKernelProgram.build(
-            name: "mask-d\(dim)", source: MaskKernelEmulator.prelude + MaskKernelSource.source + MaskKernelEmulator.harness,
+            name: "mask-d\(dim)", source: HostKernelProgram.prelude + MaskKernelSource.source + MaskKernelEmulator.harness,
             defines: ["HEAD_DIM": dim])
         return MaskKernelEmulator(program: program, dim: dim)
     }
@@ -159,46 +159,12 @@ struct MaskKernelEmulator {
 
     private func run(_ command: String, _ input: Data) throws -> Data { try program.run(command, input) }
 
-    /// Host stand-ins for the CUDA built-ins the kernels use.
-    static let prelude = #"""
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#define __global__
-#define __device__
-#define __forceinline__ inline
-struct SpargeDim3 { unsigned x, y, z; };
-static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
-static inline int min(int a, int b) { return a < b ? a : b; }
-static inline double __dadd_rn(double a, double b) { return a + b; }
-static inline double __dsub_rn(double a, double b) { return a - b; }
-static inline double __dmul_rn(double a, double b) { return a * b; }
-static inline double __ddiv_rn(double a, double b) { return a / b; }
-static inline double __dsqrt_rn(double a) { return sqrt(a); }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline float __double2float_rn(double a) { return (float)a; }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }
-
-"""#
 
     /// Reads a case, runs the kernels over their whole grid (the row selection in small batches, as the
     /// driver batches it), writes the outputs.
     static let harness = #"""
 
-static FILE* in_file;
-static void take(void* p, size_t bytes) { if (fread(p, 1, bytes, in_file) != bytes) { fprintf(stderr, "short input\n"); exit(2); } }
-static int take_int() { long long v; take(&v, 8); return (int)v; }
 template <typename T> static T* take_array(size_t n) { T* p = (T*)malloc(n * sizeof(T) + 1); take(p, n * sizeof(T)); return p; }
-#define LAUNCH(grid, block, call) do { gridDim.x = (grid); blockDim.x = (block); \
-    for (unsigned b = 0; b < gridDim.x; ++b) for (unsigned t = 0; t < blockDim.x; ++t) { blockIdx.x = b; threadIdx.x = t; call; } } while (0)
 
 int main(int argc, char** argv) {
     if (argc != 4) return 2;
@@ -207,7 +173,7 @@ int main(int argc, char** argv) {
     if (!in_file || !out) return 2;
     const int d = HEAD_DIM;
     if (strcmp(argv[1], "summarize") == 0) {
-        int rows = take_int(), heads = take_int(), count = take_int(), blockSize = take_int();
+        int rows = (int)take_int(), heads = (int)take_int(), count = (int)take_int(), blockSize = (int)take_int();
         double theta; take(&theta, 8);
         float* x = take_array<float>((size_t)heads * rows * d);
         float* mean = take_array<float>((size_t)heads * d);
@@ -222,8 +188,8 @@ int main(int argc, char** argv) {
         fwrite(means, 4, (size_t)heads * count * d, out);
         fwrite(flags, 1, (size_t)heads * count, out);
     } else {
-        int rows = take_int(), nk = take_int(), group = take_int(), heads = take_int(), mode = take_int();
-        int keep = take_int(), causal = take_int(), sink = take_int(), keepDiagonal = take_int();
+        int rows = (int)take_int(), nk = (int)take_int(), group = (int)take_int(), heads = (int)take_int(), mode = (int)take_int();
+        int keep = (int)take_int(), causal = (int)take_int(), sink = (int)take_int(), keepDiagonal = (int)take_int();
         float tau, scale; take(&tau, 4); take(&scale, 4);
         float* qMeans = take_array<float>((size_t)heads * rows * d);
         float* kFloat = take_array<float>((size_t)(heads / group) * nk * d);
@@ -231,8 +197,8 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < (size_t)(heads / group) * nk * d; ++i) kMeans[i] = (double)kFloat[i];
         unsigned char* kFlags = take_array<unsigned char>((size_t)(heads / group) * nk);
         unsigned char* qFlags = take_array<unsigned char>((size_t)heads * rows);
-        int* limits = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) limits[i] = take_int();
-        int* diagonals = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) diagonals[i] = take_int();
+        int* limits = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) limits[i] = (int)take_int();
+        int* diagonals = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) diagonals[i] = (int)take_int();
         size_t total = (size_t)heads * rows * nk;
         unsigned char* bits = (unsigned char*)calloc(total + 1, 1);
         int items = heads * rows, perLaunch = 7;

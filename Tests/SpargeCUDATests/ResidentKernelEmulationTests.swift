@@ -112,34 +112,11 @@ final class ResidentKernelEmulationTests: XCTestCase {
 
     private func program() throws -> HostKernelProgram {
         try HostKernelProgram.build(name: "resident",
-                                    source: Self.prelude + ResidentKernelSource.source + Self.harness, defines: [:])
+                                    source: HostKernelProgram.prelude + ResidentKernelSource.source + Self.harness, defines: [:])
     }
-
-    static let prelude = #"""
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#define __global__
-#define __device__
-#define __forceinline__ inline
-struct SpargeDim3 { unsigned x, y, z; };
-static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
-static inline int min(int a, int b) { return a < b ? a : b; }
-static inline double __dadd_rn(double a, double b) { return a + b; }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline int __float2int_rn(float f) { return (int)lrintf(f); }
-"""#
 
     static let harness = #"""
 
-static FILE* in_file;
-static void take(void* p, size_t bytes) { if (fread(p, 1, bytes, in_file) != bytes) { fprintf(stderr, "short input\n"); exit(2); } }
-static long long take_int() { long long v; take(&v, 8); return v; }
-#define LAUNCH(grid, block, call) do { gridDim.x = (grid); blockDim.x = (block); \
-    for (unsigned b = 0; b < gridDim.x; ++b) for (unsigned t = 0; t < blockDim.x; ++t) { blockIdx.x = b; threadIdx.x = t; call; } } while (0)
 
 int main(int argc, char** argv) {
     if (argc != 4) return 2;
