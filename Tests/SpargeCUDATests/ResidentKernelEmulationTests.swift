@@ -154,8 +154,9 @@ int main(int argc, char** argv) {
         void* src = malloc(count * (widen ? size : 4) + 4); take(src, count * (widen ? size : 4));
         void* dst = malloc(count * (widen ? 4 : size) + 4);
         int overflow = 0;
-        // One head of `count` rows of one element: the strides walk the rows.
-        if (widen) LAUNCH((count + 63) / 64, 64, sparge_enter(src, type, 0, 1, 1, 1, (int)count, 1, dst, 0, &overflow));
+        // One head of `count` rows of one element: packed strides when widening (the kernel's direct path),
+        // a zero head stride when converting (its strided path), so that both paths are checked.
+        if (widen) LAUNCH((count + 63) / 64, 64, sparge_enter(src, type, count, 1, 1, 1, (int)count, 1, dst, 0, &overflow));
         else LAUNCH((count + 63) / 64, 64, sparge_enter(src, 0, 0, 1, 1, 1, (int)count, 1, dst, type, &overflow));
         fwrite(dst, widen ? 4 : size, count, out);
         if (!widen) { unsigned char flag = overflow != 0; fwrite(&flag, 1, 1, out); }

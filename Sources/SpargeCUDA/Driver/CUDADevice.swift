@@ -38,6 +38,8 @@ public final class CUDADevice: @unchecked Sendable {
     let copyStream: UnsafeMutableRawPointer?
     /// Allocations given back by this device's buffers, for reuse.
     let pool: DeviceMemoryPool
+    /// Pinned host buffers given back, for reuse (up to 1 GiB).
+    let pinnedPool: DeviceMemoryPool
     private let functions = Mutex<[String: CUDAFunction]>([:])
     private let modules = Mutex<[String: (UnsafeMutableRawPointer?, String)]>([:])
     private let staging = Mutex<StagedTransfer?>(nil)
@@ -116,6 +118,7 @@ public final class CUDADevice: @unchecked Sendable {
         // An eighth of the device: a million-token pass on one GPU reuses all it allocates, and several
         // ranks sharing a GPU still leave it most of its memory.
         pool = DeviceMemoryPool(limit: total / 8)
+        pinnedPool = DeviceMemoryPool(limit: 1 << 30)
     }
 
     /// One line for logs: name, compute capability, multiprocessors, driver and NVRTC versions.

@@ -81,16 +81,26 @@ final class PinnedBuffer {
     let pointer: UnsafeMutableRawPointer
     let bytes: Int
 
+    /// At least `bytes` of pinned memory (a power of two of them, so that the device's pool can hand the
+    /// same buffer to the next request of about the same size: pinning costs about a millisecond per MiB).
     init(device: CUDADevice, bytes: Int) throws {
         self.device = device
-        self.bytes = max(1, bytes)
+        self.bytes = 1 << (Int.bitWidth - (max(1, bytes) - 1).leadingZeroBitCount)
+        if let reused = device.pinnedPool.take(bytes: self.bytes) {
+            pointer = UnsafeMutableRawPointer(bitPattern: UInt(reused))!
+            return
+        }
         try device.makeCurrent()
         var p: UnsafeMutableRawPointer?
         try device.api.check(device.api.cuMemHostAlloc(&p, self.bytes, 0), "cuMemHostAlloc(\(self.bytes) B)")
         pointer = p!
     }
 
-    deinit { _ = device.api.cuMemFreeHost(pointer) }
+    deinit {
+        if !device.pinnedPool.give(address: UInt64(UInt(bitPattern: pointer)), bytes: bytes) {
+            _ = device.api.cuMemFreeHost(pointer)
+        }
+    }
 
     /// Enqueues a copy of the first `count` bytes to `destination` on `stream` (default: the kernels').
     func copyAsync(to destination: DeviceBuffer, count: Int, stream: UnsafeMutableRawPointer? = nil) throws {
@@ -136,7 +146,8 @@ final class CUDAEvent {
     }
 }
 
-/// Device allocations given back by buffers, kept for the next buffer of the same size: a forward pass
+/// Allocations given back by buffers (device memory, or pinned host memory), kept for the next buffer of
+/// the same size: a forward pass
 /// allocates the same sizes every time, and `cuMemAlloc`/`cuMemFree` of large buffers cost tens of
 /// microseconds to milliseconds each. At most `limit` bytes are kept; beyond it memory is freed.
 ///

@@ -81,8 +81,13 @@ extern "C" __global__ void sparge_enter(const void* src, int srcType, long long 
                                         int* overflow) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)heads * rows * dim) return;
-    long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
-    store_element(dst, i, dstType, load_element(src, h * strideH + r * strideR + d * strideD, srcType), overflow);
+    long long at = i;
+    // A packed source needs no index arithmetic (64-bit divisions are slow on a GPU).
+    if (strideD != 1 || strideR != dim || strideH != (long long)rows * dim) {
+        long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
+        at = h * strideH + r * strideR + d * strideD;
+    }
+    store_element(dst, i, dstType, load_element(src, at, srcType), overflow);
 }
 
 // Sets *flag when a finite value of src (count elements of srcType) lies beyond fp16's range.

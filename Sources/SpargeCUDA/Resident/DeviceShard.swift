@@ -108,6 +108,7 @@ final class DeviceShard: ResidentShard {
             (localRow, queryAt, keyAt) = (localRow + range.count, queryAt + queryCounts[i], keyAt + keyCounts[i])
         }
         summaries = s
+        if CUDATrace.enabled { try device.synchronize() }  // so that the trace shows the kernels' time here
         CUDATrace.note("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t)
     }
 
