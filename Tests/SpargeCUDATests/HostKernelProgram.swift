@@ -51,6 +51,10 @@ struct HostKernelProgram {
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __shared__
+#define __align__(n)
+// Shared memory: the emulation runs one thread at a time, and the kernels give each thread its own part.
+extern "C" { unsigned char sparge_select_smem[1 << 24]; }
 struct SpargeDim3 { unsigned x, y, z; };
 static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
 static inline int min(int a, int b) { return a < b ? a : b; }

@@ -218,19 +218,13 @@ __device__ __forceinline__ u64 sparge_rank_key(float p, int j) {
 // 0..<limit. Blocks are taken in the CPU's order: descending probability, ascending index on ties — the
 // positive ones from a min-heap of rank keys (keys[j * items + t]), then the zero ones in index order,
 // which is where their keys rank them.
-extern "C" __global__ void sparge_select_rows(
-    const int* limits, int rowsPerHead, int keyBlocks, long long firstItem, int items, int mode, float tau,
-    int keepCount, float* scores, u64* keys, unsigned char* bits)
+// The selection of one row: its scores at s[j * stride] (overwritten), its heap keys at heap[i * stride].
+__device__ void sparge_select_row(
+    const int* limits, int rowsPerHead, int nk, long long item, int mode, float tau, int keepCount, float* s,
+    u64* heap, long long stride, unsigned char* bits)
 {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= items) return;
-    const int nk = keyBlocks;
-    long long item = firstItem + t;
     unsigned char* out = bits + item * nk;
     if (mode == 0) { int limit = limits[item % rowsPerHead]; for (int j = 0; j < limit; ++j) out[j] = 1; return; }
-    float* s = scores + t;
-    u64* heap = keys + t;
-    const long long stride = items;
     const float negInf = __int_as_float(0xff800000);
     float mx = negInf;
     for (int j = 0; j < nk; ++j) { float v = s[(long long)j * stride]; if (v > mx) mx = v; }
@@ -271,6 +265,32 @@ extern "C" __global__ void sparge_select_rows(
             out[key & 0xffffffffULL] = 1;
         }
     }
+}
+
+extern "C" __global__ void sparge_select_rows(
+    const int* limits, int rowsPerHead, int keyBlocks, long long firstItem, int items, int mode, float tau,
+    int keepCount, float* scores, u64* keys, unsigned char* bits)
+{
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= items) return;
+    sparge_select_row(limits, rowsPerHead, keyBlocks, firstItem + t, mode, tau, keepCount, scores + t, keys + t,
+                      items, bits);
+}
+
+// The same with each thread's scores and heap in shared memory (blockDim.x threads, keyBlocks · 12 bytes
+// each): where a row is short, a launch has few threads, and their global-memory latency was the cost.
+extern "C" __global__ void sparge_select_rows_shared(
+    const int* limits, int rowsPerHead, int keyBlocks, long long firstItem, int items, int mode, float tau,
+    int keepCount, float* scores, u64* keys, unsigned char* bits)
+{
+    extern __shared__ __align__(16) unsigned char sparge_select_smem[];
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= items) return;
+    const int width = blockDim.x;
+    u64* heap = (u64*)sparge_select_smem + threadIdx.x;
+    float* s = (float*)((u64*)sparge_select_smem + (long long)keyBlocks * width) + threadIdx.x;
+    for (int j = 0; j < keyBlocks; ++j) s[(long long)j * width] = scores[(long long)j * items + t];
+    sparge_select_row(limits, rowsPerHead, keyBlocks, firstItem + t, mode, tau, keepCount, s, heap, width, bits);
 }
 
 // One thread block per mask row of bits [Hq][rowsPerHead][nk], its threads striding over the key blocks:

@@ -97,9 +97,17 @@ public struct CUDAMaskPredictor {
         // after these kernels (see `DeviceMemoryPool`), so there is nothing to wait for.
     }
 
-    private func kernel(_ name: String, dim: Int) throws -> CUDAFunction {
+    private func kernel(_ name: String, dim: Int, sharedBytes: Int = 0) throws -> CUDAFunction {
         try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program, name: name,
-                            defines: [("HEAD_DIM", dim)])
+                            defines: [("HEAD_DIM", dim)], sharedBytes: sharedBytes)
+    }
+
+    /// Threads per CTA and shared bytes of `sparge_select_rows_shared` when a row's scores and heap (12
+    /// bytes a key block) fit shared memory for 32 threads, else nil (the global-memory kernel runs).
+    static func sharedSelection(keyBlocks nk: Int, mode: Int32, device: CUDADevice) -> (threads: Int, bytes: Int)? {
+        let threads = 32, bytes = nk * 12 * 32
+        guard mode != 0, bytes <= device.sharedMemoryPerBlock else { return nil }
+        return (threads, bytes)
     }
 
     /// What `MaskPredictor.predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)`
@@ -186,11 +194,18 @@ public struct CUDAMaskPredictor {
                     .float(scale), .pointer(scoreScratch.address),
                 ])
             }
-            try device.launch(select, grid: (count + 127) / 128, block: 128, [
+            let arguments: [KernelArgument] = [
                 .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
                 .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
                 .pointer(keyScratch.address), .pointer(bits.address),
-            ])
+            ]
+            if let shared = Self.sharedSelection(keyBlocks: nk, mode: mode, device: device) {
+                try device.launch(try kernel("sparge_select_rows_shared", dim: d, sharedBytes: shared.bytes),
+                                  grid: (count + shared.threads - 1) / shared.threads, block: shared.threads,
+                                  sharedBytes: shared.bytes, arguments)
+            } else {
+                try device.launch(select, grid: (count + 127) / 128, block: 128, arguments)
+            }
         }
         try device.launch(rules, grid: items, block: 256, [
             .pointer(bits.address), .pointer(inputs.keyFlags), .pointer(inputs.queryFlags),
