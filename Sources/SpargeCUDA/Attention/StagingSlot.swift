@@ -43,13 +43,14 @@ final class StagingSlot {
     /// Makes both areas hold at least `bytes` (the slot must be retired).
     func reserve(_ bytes: Int) throws {
         precondition(!inFlight, "StagingSlot: reserve while in flight")
-        if (host?.bytes ?? 0) < bytes {
+        // Both areas: pinned buffers come in powers of two, so the host area may be the larger one.
+        if min(host?.bytes ?? 0, deviceArea?.bytes ?? 0) < bytes {
             if let pooled = Self.take(atLeast: bytes, device: device) {
                 (host, deviceArea) = (pooled.host, pooled.device)
                 return
             }
             // A quarter of headroom: parts of about the same size then fit without a new pinned allocation.
-            let size = max(bytes + bytes / 4, (host?.bytes ?? 0) * 3 / 2)
+            let size = max(bytes + bytes / 4, (deviceArea?.bytes ?? 0) * 3 / 2)
             host = nil
             deviceArea = nil
             host = try PinnedBuffer(device: device, bytes: size)
