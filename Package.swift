@@ -61,6 +61,7 @@ let package = Package(
         .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeTestSupport"]),
         .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats", "SpargeTestSupport"]),
         .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeTestSupport"]),
+        .testTarget(name: "SpargeCTests", dependencies: ["SpargeC", "CSparge", "SpargeRing"]),
         .testTarget(name: "SpargeCUDATests", dependencies: ["SpargeCUDA", "SpargeTestSupport"]),
         .testTarget(name: "spargeTests", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeFormats", "SpargeTestSupport"]),
     ],
