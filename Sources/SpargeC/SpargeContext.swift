@@ -12,18 +12,36 @@ final class SpargeContext {
     var lastMasks: [BlockMask] = []
 
     /// A context over the caller's MPI communicator (`handle` ≠ 0, duplicated) or over this process alone.
+    /// With a communicator it is collective: an engine that fails on one rank fails the call on every rank.
     init(mpiHandle handle: UInt64, threads: Int, engine kind: Int32, device: Int32) throws {
+        self.threads = threads
+        communicator = handle == 0 ? SingleProcessCommunicator() : try MPICommunicator(duplicating: UInt(handle))
+        var made: (any AttentionEngine)?
+        var problem = ""
+        do { made = try SpargeContext.engine(kind, device: device, threads: threads) } catch {
+            let failure = CError(error)
+            problem = "\(failure.status.rawValue) \(failure.message)"
+        }
+        let all = communicator.allgather(bytes: Array(problem.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        if let failed = all.firstIndex(where: { !$0.isEmpty }) {
+            (communicator as? MPICommunicator)?.finalize()
+            let (status, message) = (all[failed].prefix { $0 != " " }, all[failed].drop { $0 != " " }.dropFirst())
+            throw CError(sparge_status(UInt32(status)!), (communicator.size > 1 ? "rank \(failed): " : "") + message)
+        }
+        engine = made!
+    }
+
+    /// The engine `kind` asks for: the CPU, or the CUDA device `device`.
+    private static func engine(_ kind: Int32, device: Int32, threads: Int) throws -> any AttentionEngine {
         guard threads >= 1, device >= 0 else {
             throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "threads \(threads) must be at least 1, device \(device) at least 0")
         }
-        self.threads = threads
-        communicator = handle == 0 ? SingleProcessCommunicator() : try MPICommunicator(duplicating: UInt(handle))
         switch kind {
-        case Int32(SPARGE_ENGINE_CPU.rawValue): engine = CPUAttentionEngine()
+        case Int32(SPARGE_ENGINE_CPU.rawValue): return CPUAttentionEngine()
         case Int32(SPARGE_ENGINE_CUDA.rawValue):
             var options = CUDAOptions()
             options.deviceOrdinal = Int(device)
-            engine = try CUDAAttentionEngine(options: options)
+            return try CUDAAttentionEngine(options: options)
         default: throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "engine \(kind) is neither cpu (0) nor cuda (1)")
         }
     }

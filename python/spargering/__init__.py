@@ -29,7 +29,7 @@ def library_path():
 
 def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale=None, simthreshd1=0.6,
               cdfthreshd=0.98, topk=None, pvthreshd=50, attention_sink=False, precision=None, return_lse=False,
-              return_sparsity=False, return_mask=False, threads=None):
+              return_sparsity=False, return_mask=False, threads=None, backend="cpu"):
     """SpargeAttn attention of q over k, v: `[B, H, N, D]` (tensor_layout "HND") or `[B, N, H, D]` ("NHD").
 
     q has Hq heads, k and v Hkv heads with Hq a multiple of Hkv (GQA). NumPy arrays or PyTorch tensors of
@@ -55,15 +55,20 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
       blocks]` (1 = computed; the query blocks this rank holds, all key blocks).
     - threads: worker threads (default: the cores this process may use, divided among the MPI ranks of
       its node).
+    - backend: who computes the mask and the tiles: "cpu", or "cuda" (this rank's GPU: its node-local rank
+      modulo the GPUs; the tensors still pass through host memory, rounded to bf16 there; the mask is the
+      CPU's bit for bit).
 
     Returns the output, followed by lse, sparsity and mask in that order for those asked for. Raises
     SpargeError (on every rank) for inputs the library cannot take, naming the tensor, shape and dtype.
     """
-    context = _context(comm, threads)
+    context = _context(comm, threads, backend if backend in _ENGINES else "cpu")
     problem, views, out, lse = None, None, None, None
     params = L.Params()
     # Every problem found here is handed to the library, which raises it on every rank together.
     try:
+        if backend not in _ENGINES:
+            raise SpargeError(f"backend {backend!r} is neither 'cpu' nor 'cuda'")
         if tensor_layout not in ("HND", "NHD"):
             raise SpargeError(f"tensor_layout {tensor_layout!r} is neither 'HND' nor 'NHD'")
         axes = (0, 1, 2, 3) if tensor_layout == "HND" else (0, 2, 1, 3)
@@ -129,20 +134,33 @@ def _mask(context):
 
 
 _contexts = {}
+_ENGINES = {"cpu": L.ENGINE_CPU, "cuda": L.ENGINE_CUDA}
 
 
-def _context(comm, threads):
-    """The library context for (comm, threads), made once per process: over a duplicate of comm's MPI
-    communicator, or over this process alone. A communicator freed and another made at the same handle
+def _context(comm, threads, backend="cpu"):
+    """The library context for (comm, threads, backend), made once per process: over a duplicate of comm's
+    MPI communicator, or over this process alone. A communicator freed and another made at the same handle
     would reuse the old duplicate: free contexts with `release(comm)` before freeing a communicator."""
     handle = 0 if comm is None else _handle(comm)
     threads = threads or _default_threads()
-    key = (handle, threads)
+    key = (handle, threads, backend)
     if key not in _contexts:
         pointer = ctypes.c_void_p()
-        L.call(L.library().sparge_context_create, handle, threads, L.ENGINE_CPU, 0, ctypes.byref(pointer))
+        device = _local_gpu() if backend == "cuda" else 0
+        L.call(L.library().sparge_context_create, handle, threads, _ENGINES[backend], device, ctypes.byref(pointer))
         _contexts[key] = pointer
     return _contexts[key]
+
+
+def _local_gpu():
+    """This process's node-local rank modulo the GPUs PyTorch sees (the rank alone without PyTorch)."""
+    local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK") or os.environ.get("MPI_LOCALRANKID") or 0)
+    try:
+        import torch
+        count = torch.cuda.device_count()
+    except ImportError:
+        count = 0
+    return local % count if count else local
 
 
 def release(comm=None):

@@ -51,19 +51,25 @@ for is_causal, layout, n, hq, hkv in cases:
     check(error < 1e-5, f"{label}: relative L1 {error:.2e} against one process")
     print(f"rank {rank}: ok {label} sparsity {sparsity:.3f} rel L1 {error:.1e}", flush=True)
 
-# A bad input on one rank only: every rank must raise, naming the rank and the tensor.
-for bad, label in [(lambda q: q[:, :, :, :16], "head dim"), (lambda q: q.astype(np.float64), "dtype"),
-                   (lambda q: q[0], "axes")]:
+# A bad input on one rank only: every rank must raise, naming the rank and what was wrong.
+bad_inputs = [("head dim", lambda q: q[:, :, :, :16], {}, "q, k and v must agree"),
+              ("dtype", lambda q: q.astype(np.float64), {}, "float64"),
+              ("axes", lambda q: q[0], {}, "4 axes"),
+              ("type", lambda q: q.tolist(), {}, "list"),
+              ("backend", lambda q: q, {"backend": "gpu"}, "'gpu'")]
+for label, bad, options, words in bad_inputs:
     rng = np.random.default_rng(1)
     q, k, v = (smooth(rng, (1, 2, 500, 32)) for _ in range(3))
     local = [spargering.shard(x, comm) for x in (q, k, v)]
-    if rank == size - 1:
+    if rank != size - 1:
+        options = {}
+    else:
         local[0] = bad(local[0])
     try:
-        spargering.attention(*local, comm=comm)
+        spargering.attention(*local, comm=comm, **options)
         check(False, f"bad {label} on rank {size - 1}: no error")
     except spargering.SpargeError as e:
-        check(f"rank {size - 1}" in str(e) and "q" in str(e), f"bad {label}: message {e}")
+        check(f"rank {size - 1}: " in str(e) and words in str(e), f"bad {label}: message {e}")
         print(f"rank {rank}: raised for bad {label}: {e}", flush=True)
 # The communicator still works after the errors.
 check(comm.allreduce(1) == size, "allreduce after the errors")

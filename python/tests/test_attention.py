@@ -108,9 +108,20 @@ def test_bad_input_raises_naming_the_tensor(np, spargering, label, change, words
 def test_bad_parameters_raise(np, spargering):
     q = np.ones((1, 1, 64, 16), dtype=np.float32) + np.arange(16, dtype=np.float32)
     for kwargs, words in [({"cdfthreshd": 1.5}, "τ 1.5"), ({"topk": 0.0}, "TopK fraction 0.0"),
-                          ({"tensor_layout": "BHND"}, "BHND"), ({"precision": "int4"}, "int4")]:
+                          ({"tensor_layout": "BHND"}, "BHND"), ({"precision": "int4"}, "int4"),
+                          ({"backend": "gpu"}, "'gpu' is neither")]:
         with pytest.raises(spargering.SpargeError, match=words):
             spargering.attention(q, q, q, **kwargs)
+
+
+def test_cuda_backend_without_a_gpu_is_an_error(np, torch, spargering):
+    """backend="cuda" where no CUDA driver can be opened: a SpargeError with status 4 (backend), not a crash."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the CUDA backend's failure without one cannot be shown here")
+    q = np.ones((1, 1, 64, 16), dtype=np.float32)
+    with pytest.raises(spargering.SpargeError) as raised:
+        spargering.attention(q, q, q, backend="cuda")
+    assert raised.value.status == 4 and "libcuda" in str(raised.value), raised.value
 
 
 def test_cuda_tensors_are_refused_clearly(np, torch, spargering):
