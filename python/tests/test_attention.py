@@ -124,6 +124,19 @@ def test_cuda_backend_without_a_gpu_is_an_error(np, torch, spargering):
     assert raised.value.status == 4 and "libcuda" in str(raised.value), raised.value
 
 
+def test_cuda_backend_gives_the_cpu_mask(np, torch, spargering):
+    """On a GPU machine: backend="cuda" predicts the CPU's mask bit for bit, and its output differs from the
+    CPU's by the bf16 rounding of Q, K, V (about 1e-3 relative L1; 5e-3 allowed)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: run python/tests on a GPU machine to check the CUDA backend")
+    rng = np.random.default_rng(9)
+    q, k, v = (smooth(np, rng, (2, 4, 1000, 64)) for _ in range(3))
+    cpu, cpu_mask = spargering.attention(q, k, v, is_causal=True, cdfthreshd=0.9, return_mask=True)
+    gpu, gpu_mask = spargering.attention(q, k, v, is_causal=True, cdfthreshd=0.9, return_mask=True, backend="cuda")
+    assert np.array_equal(cpu_mask, gpu_mask)
+    assert relative_l1(np, gpu, cpu.astype(np.float64)) < 5e-3
+
+
 def test_cuda_tensors_are_refused_clearly(np, torch, spargering):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: the refusal of CUDA tensors is checked on a GPU machine")
