@@ -16,10 +16,21 @@ from . import _library as L
 from ._arrays import View, describe, empty_like, is_torch, to_numpy
 from ._library import SpargeError
 
-__all__ = ["attention", "shard", "unshard", "SpargeError", "library_path"]
+__all__ = ["attention", "shard", "unshard", "SpargeError", "library_path", "last_statistics"]
 
 _PRECISIONS = {"fp32": L.DTYPE_F32, "float32": L.DTYPE_F32, "bf16": L.DTYPE_BF16, "bfloat16": L.DTYPE_BF16,
                "fp16": L.DTYPE_F16, "float16": L.DTYPE_F16}
+
+
+_last_statistics = None
+
+
+def last_statistics():
+    """The counters and timings of this process's last `attention` call, as a dict (None before one):
+    computed_blocks and block_area (the mask over all ranks), density, bytes_sent and dense_ring_bytes
+    (the ring on this rank), skipped_pv_blocks, seq_len, and the seconds of each phase and in total inside
+    the library (summary_seconds, mask_seconds, ring_seconds, total_seconds), summed over the batch."""
+    return dict(_last_statistics) if _last_statistics else None
 
 
 def library_path():
@@ -89,6 +100,8 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     lse_pointer = _address(lse) if lse is not None else None
     L.call(L.library().sparge_forward, context, ctypes.byref(params), *structs, lse_pointer,
            ctypes.byref(statistics), problem.encode() if problem else None)
+    global _last_statistics
+    _last_statistics = statistics.as_dict()
     results = [out]
     if return_lse:
         results.append(lse)
