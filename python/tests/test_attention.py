@@ -146,8 +146,8 @@ def test_cuda_tensors_are_refused_clearly(np, torch, spargering):
 
 
 def test_installed_package_finds_the_library(spargering):
-    """`pip install ./python` records the checkout: the installed package, run from elsewhere without
-    SPARGE_LIBRARY or PYTHONPATH, loads this checkout's library."""
+    """`pip install ./python` records the checkout it was installed from: the installed package, run from
+    elsewhere without SPARGE_LIBRARY or PYTHONPATH, loads that checkout's library."""
     import os
     import subprocess
     import sys
@@ -157,7 +157,9 @@ def test_installed_package_finds_the_library(spargering):
     origin = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd="/", env=env).stdout.strip()
     if not origin or origin.startswith(os.path.join(CHECKOUT, "python")):
         pytest.skip("spargering is not pip-installed in this Python (bash launch/python-setup.sh installs it)")
-    found = subprocess.run([sys.executable, "-c", "import spargering; print(spargering.library_path())"],
-                           capture_output=True, text=True, cwd="/", env=env, timeout=60)
+    probe = "import spargering, spargering._checkout as c; print(c.CHECKOUT); print(spargering.library_path())"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd="/", env=env, timeout=60)
     assert found.returncode == 0, found.stderr
-    assert found.stdout.strip().startswith(os.path.join(CHECKOUT, ".build")), found.stdout
+    checkout, library = found.stdout.split()
+    assert os.path.isfile(os.path.join(checkout, "Package.swift")), f"recorded checkout {checkout}"
+    assert library.startswith(os.path.join(checkout, ".build")), found.stdout
