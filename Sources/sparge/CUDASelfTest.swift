@@ -28,6 +28,7 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     }
     print(device.summary)
     var failures = runCUDAMaskSelfTest(device: device, quick: quick)
+    failures += runCUDAResidentSelfTest(device: device)
     let cases = CUDASelfTestCase.sweep(quick: quick)
     // Both kernel shapes: 16 and 32 rows per warp (CUDAOptions.mTiles picks one per attention).
     for mTiles in [1, 2] {

@@ -113,44 +113,17 @@ final class MaskKernelEmulationTests: XCTestCase {
 
     // MARK: - The emulator
 
-    private static var built: [Int: URL] = [:]
-
     private func emulator(dim: Int) throws -> MaskKernelEmulator {
-        if let url = Self.built[dim] { return MaskKernelEmulator(executable: url, dim: dim) }
-        guard let compiler = findOnPath("clang++") ?? findOnPath("g++") else {
-            throw XCTSkip("no clang++ or g++ on PATH: the host emulation of the CUDA mask kernels is skipped")
-        }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sparge-mask-emulation-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let source = dir.appendingPathComponent("emulation.cpp")
-        try (MaskKernelEmulator.prelude + MaskKernelSource.source + MaskKernelEmulator.harness)
-            .write(to: source, atomically: true, encoding: .utf8)
-        let executable = dir.appendingPathComponent("emulation-d\(dim)")
-        let process = Process()
-        process.executableURL = compiler
-        // No contraction and no fast math: the host must round every operation as the kernel spells it.
-        // The harness uses no C++ library, so clang++ need not find one to link (a machine may lack its
-        // development files).
-        let noLibrary = compiler.lastPathComponent == "clang++" ? ["-nostdlib++"] : []
-        process.arguments = ["-O1", "-ffp-contract=off", "-fno-fast-math", "-fno-exceptions", "-fno-rtti",
-                             "-DHEAD_DIM=\(dim)", source.path, "-o", executable.path, "-lm"] + noLibrary
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            XCTFail("the mask kernels do not compile as C++:\n\(log)")
-            throw XCTSkip("compile failed")
-        }
-        Self.built[dim] = executable
-        return MaskKernelEmulator(executable: executable, dim: dim)
+        let program = try HostKernelProgram.build(
+            name: "mask-d\(dim)", source: HostKernelProgram.prelude + MaskKernelSource.source + MaskKernelEmulator.harness,
+            defines: ["HEAD_DIM": dim])
+        return MaskKernelEmulator(program: program, dim: dim)
     }
 }
 
 /// Runs the emulated kernels: inputs go to a file, the harness writes the outputs to another.
 struct MaskKernelEmulator {
-    let executable: URL
+    let program: HostKernelProgram
     let dim: Int
 
     func summarize(_ x: Tensor3, blockSize: Int, theta: Float, mean: [Float]) throws -> (means: [Float], flags: [UInt8]) {
@@ -184,62 +157,14 @@ struct MaskKernelEmulator {
         return [UInt8](try run("select", input))
     }
 
-    private func run(_ command: String, _ input: Data) throws -> Data {
-        let dir = executable.deletingLastPathComponent()
-        let inURL = dir.appendingPathComponent("\(command).in"), outURL = dir.appendingPathComponent("\(command).out")
-        try input.write(to: inURL)
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = [command, inURL.path, outURL.path]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw NSError(domain: "MaskKernelEmulator", code: Int(process.terminationStatus),
-                          userInfo: [NSLocalizedDescriptionKey: "the emulated \(command) exited with \(process.terminationStatus)"])
-        }
-        return try Data(contentsOf: outURL)
-    }
+    private func run(_ command: String, _ input: Data) throws -> Data { try program.run(command, input) }
 
-    /// Host stand-ins for the CUDA built-ins the kernels use.
-    static let prelude = #"""
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#define __global__
-#define __device__
-#define __forceinline__ inline
-struct SpargeDim3 { unsigned x, y, z; };
-static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
-static inline int min(int a, int b) { return a < b ? a : b; }
-static inline double __dadd_rn(double a, double b) { return a + b; }
-static inline double __dsub_rn(double a, double b) { return a - b; }
-static inline double __dmul_rn(double a, double b) { return a * b; }
-static inline double __ddiv_rn(double a, double b) { return a / b; }
-static inline double __dsqrt_rn(double a) { return sqrt(a); }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline float __double2float_rn(double a) { return (float)a; }
-static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
-static inline double __longlong_as_double(long long u) { double f; memcpy(&f, &u, 8); return f; }
-
-"""#
 
     /// Reads a case, runs the kernels over their whole grid (the row selection in small batches, as the
     /// driver batches it), writes the outputs.
     static let harness = #"""
 
-static FILE* in_file;
-static void take(void* p, size_t bytes) { if (fread(p, 1, bytes, in_file) != bytes) { fprintf(stderr, "short input\n"); exit(2); } }
-static int take_int() { long long v; take(&v, 8); return (int)v; }
 template <typename T> static T* take_array(size_t n) { T* p = (T*)malloc(n * sizeof(T) + 1); take(p, n * sizeof(T)); return p; }
-#define LAUNCH(grid, block, call) do { gridDim.x = (grid); blockDim.x = (block); \
-    for (unsigned b = 0; b < gridDim.x; ++b) for (unsigned t = 0; t < blockDim.x; ++t) { blockIdx.x = b; threadIdx.x = t; call; } } while (0)
 
 int main(int argc, char** argv) {
     if (argc != 4) return 2;
@@ -248,7 +173,7 @@ int main(int argc, char** argv) {
     if (!in_file || !out) return 2;
     const int d = HEAD_DIM;
     if (strcmp(argv[1], "summarize") == 0) {
-        int rows = take_int(), heads = take_int(), count = take_int(), blockSize = take_int();
+        int rows = (int)take_int(), heads = (int)take_int(), count = (int)take_int(), blockSize = (int)take_int();
         double theta; take(&theta, 8);
         float* x = take_array<float>((size_t)heads * rows * d);
         float* mean = take_array<float>((size_t)heads * d);
@@ -256,14 +181,15 @@ int main(int argc, char** argv) {
         unsigned char* flags = (unsigned char*)malloc((size_t)heads * count + 1);
         double* norms = (double*)malloc((size_t)heads * rows * 8 + 8);
         double* directions = (double*)malloc((size_t)heads * count * d * 8 + 8);
-        LAUNCH((heads * rows + 127) / 128, 128, sparge_row_norms(x, rows, heads, mean, norms));
-        LAUNCH((heads * count * d + 127) / 128, 128, sparge_block_sums(x, rows, heads, count, blockSize, mean, norms, means, directions));
-        LAUNCH((heads * count + 127) / 128, 128, sparge_block_flags(rows, heads, count, blockSize, norms, directions, theta, flags));
+        long long headStride = (long long)rows * d;
+        LAUNCH((heads * rows + 127) / 128, 128, sparge_row_norms(x, headStride, rows, heads, mean, norms));
+        LAUNCH((heads * count * d + 127) / 128, 128, sparge_block_sums(x, headStride, rows, heads, count, blockSize, mean, norms, means, count, directions));
+        LAUNCH((heads * count + 127) / 128, 128, sparge_block_flags(rows, heads, count, blockSize, norms, directions, theta, flags, count));
         fwrite(means, 4, (size_t)heads * count * d, out);
         fwrite(flags, 1, (size_t)heads * count, out);
     } else {
-        int rows = take_int(), nk = take_int(), group = take_int(), heads = take_int(), mode = take_int();
-        int keep = take_int(), causal = take_int(), sink = take_int(), keepDiagonal = take_int();
+        int rows = (int)take_int(), nk = (int)take_int(), group = (int)take_int(), heads = (int)take_int(), mode = (int)take_int();
+        int keep = (int)take_int(), causal = (int)take_int(), sink = (int)take_int(), keepDiagonal = (int)take_int();
         float tau, scale; take(&tau, 4); take(&scale, 4);
         float* qMeans = take_array<float>((size_t)heads * rows * d);
         float* kFloat = take_array<float>((size_t)(heads / group) * nk * d);
@@ -271,8 +197,8 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < (size_t)(heads / group) * nk * d; ++i) kMeans[i] = (double)kFloat[i];
         unsigned char* kFlags = take_array<unsigned char>((size_t)(heads / group) * nk);
         unsigned char* qFlags = take_array<unsigned char>((size_t)heads * rows);
-        int* limits = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) limits[i] = take_int();
-        int* diagonals = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) diagonals[i] = take_int();
+        int* limits = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) limits[i] = (int)take_int();
+        int* diagonals = (int*)malloc((size_t)rows * 4 + 1); for (int i = 0; i < rows; ++i) diagonals[i] = (int)take_int();
         size_t total = (size_t)heads * rows * nk;
         unsigned char* bits = (unsigned char*)calloc(total + 1, 1);
         int items = heads * rows, perLaunch = 7;
@@ -298,8 +224,3 @@ int main(int argc, char** argv) {
 """#
 }
 
-private extension Data {
-    mutating func append(ints: [Int]) { for v in ints { Swift.withUnsafeBytes(of: Int64(v).littleEndian) { append(contentsOf: $0) } } }
-    mutating func append(doubles: [Double]) { doubles.withUnsafeBytes { append(contentsOf: $0) } }
-    mutating func append(floats: [Float]) { floats.withUnsafeBytes { append(contentsOf: $0) } }
-}

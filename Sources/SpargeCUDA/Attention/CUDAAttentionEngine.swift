@@ -55,3 +55,18 @@ public struct CUDAAttentionEngine: AttentionEngine {
             headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
     }
 }
+
+extension CUDAAttentionEngine: ResidentAttentionEngine {
+    /// This rank's tensors on the engine's device for a resident pass (`DeviceShard`): host tensors go up
+    /// once; device tensors of this device are used where they are.
+    public func enter(q: Tensor, k: Tensor, v: Tensor, kvFormat: StorageFormat) throws -> any ResidentShard {
+        try DeviceShard(device: device, precision: precision, options: options, q: q, k: k, v: v, kvFormat: kvFormat)
+    }
+
+    /// Passes stay on the device whenever the device predicts the mask (the default).
+    public var runsResident: Bool { predictsMask }
+
+    public func upload(_ tensor: Tensor) throws -> Tensor { try device.upload(tensor) }
+
+    public func download(_ tensor: Tensor) throws -> Tensor { try device.download(tensor) }
+}

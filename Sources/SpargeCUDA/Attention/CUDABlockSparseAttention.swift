@@ -44,9 +44,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// Steps whose V did not fit fp16 and ran P·V in bf16.
     public private(set) var bf16ValueSteps = 0
 
-    private let warps: Int
-    /// 16-row m-tiles per warp (1 or 2): see `AttentionKernelSource`.
-    private let mTiles: Int
+    private let kernel: AttentionKernel
     private let keyBlocks: Int
     private let kvRows: Int
     /// Bytes of 16-bit K/V one staging slot carries at most (`CUDAOptions.stagingBytes`): a call holding
@@ -81,9 +79,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         self.rows = queries.rows
         self.precision = precision
         self.device = device
-        mTiles = options.mTiles == 2 && config.computeTileQ % 32 == 0 ? 2 : 1
+        kernel = AttentionKernel(device: device, headDim: queries.dim, config: config, precision: precision, options: options)
         stagingBudget = max(1, options.stagingBytes)
-        warps = config.computeTileQ / (16 * mTiles)
         keyBlocks = (seqLen + config.blockK - 1) / config.blockK
         kvRows = keyBlocks * config.blockK
 
@@ -116,8 +113,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
         t = CUDATrace.note("attention init: queries to 16 bits and up", since: t)
         // Compile now, so that a compile error surfaces before any data moves.
-        _ = try attentionKernel(valuesInBF16: false)
-        _ = try auxiliaryKernel("sparge_scatter")
+        _ = try kernel.function(valuesInBF16: false)
+        _ = try kernel.auxiliary("sparge_scatter")
     }
 
     /// Throws unless the kernels handle head dimension `headDim` and the tile shapes of `config`.
@@ -142,27 +139,6 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     public static func slowShapeHint(config: SpargeConfig) -> String? {
         guard config.blockK == 128 && config.computeTileQ < 128 else { return nil }
         return "with --block-k 128 the GPU kernel runs about 1.7× faster with --tile-q 128"
-    }
-
-
-    private var defines: [(String, Int)] {
-        [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
-         ("QK_BF16", precision == .bf16 ? 1 : 0)]
-    }
-
-    private var sharedBytes: Int {
-        AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
-    }
-
-    private func attentionKernel(valuesInBF16: Bool) throws -> CUDAFunction {
-        try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
-                            name: "sparge_attention", defines: defines + [("PV_BF16", valuesInBF16 ? 1 : 0)],
-                            sharedBytes: sharedBytes)
-    }
-
-    private func auxiliaryKernel(_ name: String) throws -> CUDAFunction {
-        try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
-                            name: name, defines: defines + [("PV_BF16", 0)])
     }
 
 
@@ -313,21 +289,14 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         try slot.host!.copyAsync(to: area, count: layout.total, stream: device.copyStream)
         try slot.copied.record(on: device.copyStream)
         try slot.copied.makeWait()
-        try device.launch(auxiliaryKernel("sparge_scatter"), grid: held.count, block: 256,
+        try device.launch(kernel.auxiliary("sparge_scatter"), grid: held.count, block: 256,
                           [.pointer(area.address), .pointer(k.address), .pointer(v.address),
                            .pointer(area.address + UInt64(layout.entries)), .int(Int32(kvRows))])
         slot.timed = !launches.isEmpty
         if slot.timed {
-            let log2e: Float = 1.442_695_040_888_963_4
             try slot.kernelStart.record()
-            try device.launch(attentionKernel(valuesInBF16: valuesInBF16), grid: launches.count, block: warps * 32,
-                              sharedBytes: sharedBytes,
-                              [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(oacc.address),
-                               .pointer(ml.address), .pointer(counters.address), .pointer(tileTable.address),
-                               .pointer(area.address + UInt64(layout.work)), .pointer(area.address + UInt64(layout.blocks)),
-                               .int(Int32(rows)), .int(Int32(seqLen)), .int(Int32(kvRows)), .int(Int32(group)),
-                               .float(config.softmaxScale(headDim: d) * log2e), .float(config.pvThreshold),
-                               .int(config.causal ? 1 : 0)])
+            try kernel.launch(operands, work: area.address + UInt64(layout.work), blocks: area.address + UInt64(layout.blocks),
+                              items: launches.count, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
             try slot.kernelStop.record()
         }
         try slot.consumed.record()
@@ -359,6 +328,11 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         bf16ValueSteps = 0
     }
 
+    private var operands: AttentionKernel.Operands {
+        AttentionKernel.Operands(q: q.address, k: k.address, v: v.address, oacc: oacc.address, ml: ml.address,
+                                 counters: counters.address, tiles: tileTable.address, rows: rows, kvRows: kvRows)
+    }
+
     /// The kernels compiled for this attention: name, options, registers and local (spill) bytes.
     public var kernelReport: [String] { device.compiledKernels }
 
@@ -375,9 +349,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         let out = try DeviceBuffer(device: device, bytes: total * headDim * 4, label: "output")
         let lseBuffer = try DeviceBuffer(device: device, bytes: total * 4, label: "lse")
         let elements = total * headDim
-        try device.launch(auxiliaryKernel("sparge_finish"), grid: (elements + 255) / 256, block: 256,
-                          [.pointer(oacc.address), .pointer(ml.address), .pointer(out.address),
-                           .pointer(lseBuffer.address), .int64(Int64(total))])
+        try kernel.normalize(oacc: oacc.address, ml: ml.address, output: out.address, lse: lseBuffer.address,
+                             totalRows: total)
         try device.synchronize()
         t = CUDATrace.note("finish: normalise", since: t)
         // Written straight from the pinned chunks by several threads: a gigabyte-sized output is then not
@@ -390,14 +363,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         let output = Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: data)
         try lse.withUnsafeMutableBytes { try lseBuffer.download(into: $0.baseAddress!, count: $0.count) }
         CUDATrace.note("finish: output and LSE down", since: t)
-        var counts = [Int32](repeating: 0, count: plan.tiles.count * 4)
-        try counts.withUnsafeMutableBytes { try counters.download(into: $0.baseAddress!, count: $0.count) }
-        var stats = AttentionStatistics()
-        for i in 0..<plan.tiles.count {
-            stats.keyBlocksVisited += Int(counts[4 * i])
-            stats.pvBlocksSkipped += Int(counts[4 * i + 2])
-        }
-        statistics = stats
+        statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
         return (output, lse)
     }
 }

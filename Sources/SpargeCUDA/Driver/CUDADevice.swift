@@ -36,6 +36,8 @@ public final class CUDADevice: @unchecked Sendable {
     /// overlaps the kernel before it; an event orders the kernel after its copy).
     let stream: UnsafeMutableRawPointer?
     let copyStream: UnsafeMutableRawPointer?
+    /// Allocations given back by this device's buffers, for reuse.
+    let pool: DeviceMemoryPool
     private let functions = Mutex<[String: CUDAFunction]>([:])
     private let modules = Mutex<[String: (UnsafeMutableRawPointer?, String)]>([:])
     private let staging = Mutex<StagedTransfer?>(nil)
@@ -109,6 +111,11 @@ public final class CUDADevice: @unchecked Sendable {
         var c: UnsafeMutableRawPointer?
         try api.check(api.cuStreamCreate(&c, 0), "cuStreamCreate")
         copyStream = c
+        var (free, total) = (0, 0)
+        try api.check(api.cuMemGetInfo(&free, &total), "cuMemGetInfo")
+        // An eighth of the device: a million-token pass on one GPU reuses all it allocates, and several
+        // ranks sharing a GPU still leave it most of its memory.
+        pool = DeviceMemoryPool(limit: total / 8)
     }
 
     /// One line for logs: name, compute capability, multiprocessors, driver and NVRTC versions.

@@ -20,7 +20,7 @@ enum CUDATrace {
         let t = now()
         if enabled {
             let ms = Double(t - start) * 1e-6
-            fputs("sparge cuda trace: \(label) \((ms * 10).rounded() / 10) ms\n", stderr)
+            fputs("sparge cuda trace: \(label) \((ms * 1000).rounded() / 1000) ms\n", stderr)
         }
         return t
     }

@@ -1,8 +1,14 @@
-/// Device memory from `cuMemAlloc`, freed with the buffer.
+import Synchronization
+
+/// Device memory from `cuMemAlloc` (or the device's pool), given back with the buffer — or a caller's
+/// device memory, borrowed.
 final class DeviceBuffer {
     let device: CUDADevice
     let address: UInt64
     let bytes: Int
+    /// What keeps borrowed memory alive (nil for memory this buffer allocated).
+    private let owner: AnyObject?
+    private let owned: Bool
 
     /// `bytes` of device memory (at least 1), uninitialised unless `zeroed`.
     init(device: CUDADevice, bytes: Int, zeroed: Bool = false, label: String) throws {
@@ -10,17 +16,41 @@ final class DeviceBuffer {
         self.bytes = max(1, bytes)
         try device.makeCurrent()
         var address: UInt64 = 0
-        try device.api.check(device.api.cuMemAlloc(&address, self.bytes), "cuMemAlloc(\(self.bytes) B for \(label))")
+        if let reused = device.pool.take(bytes: self.bytes) {
+            address = reused
+        } else {
+            try device.api.check(device.api.cuMemAlloc(&address, self.bytes), "cuMemAlloc(\(self.bytes) B for \(label))")
+        }
         self.address = address
+        owner = nil
+        owned = true
         if zeroed { try zero() }
     }
 
-    deinit { _ = device.api.cuMemFree(address) }
+    /// `bytes` of device memory at `address` that `owner` (a caller's tensor) keeps alive; never freed here.
+    init(device: CUDADevice, borrowing address: UInt64, bytes: Int, owner: AnyObject?) {
+        self.device = device
+        self.address = address
+        self.bytes = bytes
+        self.owner = owner
+        owned = false
+    }
+
+    deinit {
+        if owned && !device.pool.give(address: address, bytes: bytes) { _ = device.api.cuMemFree(address) }
+    }
 
     /// Sets every byte to 0 (`cuMemsetD8` runs on the legacy default stream, which the device's blocking
     /// streams are ordered with: later kernels see zeros).
     func zero() throws {
-        try device.api.check(device.api.cuMemsetD8(address, 0, bytes), "cuMemsetD8")
+        try zero(offset: 0, count: bytes)
+    }
+
+    /// Sets `count` bytes from `offset` to 0 (ordered as `zero()`).
+    func zero(offset: Int, count: Int) throws {
+        precondition(offset >= 0 && offset + count <= bytes, "DeviceBuffer: zeroing past the end")
+        guard count > 0 else { return }
+        try device.api.check(device.api.cuMemsetD8(address + UInt64(offset), 0, count), "cuMemsetD8")
     }
 
     /// Copies `count` bytes from host memory to offset `offset` (synchronous).
@@ -103,5 +133,38 @@ final class CUDAEvent {
         var ms: Float = 0
         try device.api.check(device.api.cuEventElapsedTime(&ms, start.handle, handle), "cuEventElapsedTime")
         return Double(ms) * 1e-3
+    }
+}
+
+/// Device allocations given back by buffers, kept for the next buffer of the same size: a forward pass
+/// allocates the same sizes every time, and `cuMemAlloc`/`cuMemFree` of large buffers cost tens of
+/// microseconds to milliseconds each. At most `limit` bytes are kept; beyond it memory is freed.
+///
+/// Reuse is ordered: kernels run on the device's stream in order, and uploads, downloads and `cuMemsetD8`
+/// run on the legacy stream, which waits for the device's (blocking) streams — so a reused buffer is
+/// written only after the work that read it before.
+final class DeviceMemoryPool: @unchecked Sendable {
+    private let state = Mutex<(free: [Int: [UInt64]], held: Int)>(([:], 0))
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// An allocation of exactly `bytes` bytes given back earlier, if any.
+    func take(bytes: Int) -> UInt64? {
+        state.withLock { s in
+            guard let address = s.free[bytes]?.popLast() else { return nil }
+            s.held -= bytes
+            return address
+        }
+    }
+
+    /// Keeps `address` for reuse unless that would exceed the limit (then the caller frees it).
+    func give(address: UInt64, bytes: Int) -> Bool {
+        state.withLock { s in
+            guard s.held + bytes <= limit else { return false }
+            s.free[bytes, default: []].append(address)
+            s.held += bytes
+            return true
+        }
     }
 }

@@ -76,15 +76,18 @@ __device__ __forceinline__ double sparge_dot(const float* a, long long aStride, 
 }
 
 // Summaries, in three passes so that every thread walks one of the CPU's serial sums in the CPU's order.
-// x is one run of rows [heads][rows][HEAD_DIM]; mean [heads][HEAD_DIM] is subtracted in Float first.
+// x is one run of rows per head, row r of head h at x[h * headStride + r * HEAD_DIM]; mean [heads][HEAD_DIM] is
+// subtracted in Float first. Block b of head h goes to [h * outBlocks + b] of the outputs (several runs
+// then fill one [heads][blocks] array side by side).
 
 // Pass 1, one thread per (head, row): the row's norm from four partial sums of squares, as the CPU.
-extern "C" __global__ void sparge_row_norms(const float* x, int rows, int heads, const float* mean, double* norms)
+extern "C" __global__ void sparge_row_norms(const float* x, long long headStride, int rows, int heads,
+                                            const float* mean, double* norms)
 {
     long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (item >= (long long)heads * rows) return;
     const int d = HEAD_DIM;
-    const float* xr = x + item * d;
+    const float* xr = x + (item / rows) * headStride + (item % rows) * d;
     const float* m = mean + (item / rows) * d;
     double q0 = 0.0, q1 = 0.0, q2 = 0.0, q3 = 0.0;
     int j = 0;
@@ -101,8 +104,8 @@ extern "C" __global__ void sparge_row_norms(const float* x, int rows, int heads,
 // Pass 2, one thread per (head, block, dimension): the column's Double sum over the block's rows (rounded
 // once into the mean) and, for a whole block, the sum of x/‖x‖ over its rows with a non-zero norm.
 extern "C" __global__ void sparge_block_sums(
-    const float* x, int rows, int heads, int count, int blockSize, const float* mean, const double* norms,
-    float* meansOut, double* directions)
+    const float* x, long long headStride, int rows, int heads, int count, int blockSize, const float* mean,
+    const double* norms, float* meansOut, int outBlocks, double* directions)
 {
     long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const int d = HEAD_DIM;
@@ -116,12 +119,12 @@ extern "C" __global__ void sparge_block_sums(
     double sum = 0.0, dir = 0.0;
     for (int r = 0; r < n; ++r) {
         long long row = (long long)h * rows + r0 + r;
-        double a = (double)__fsub_rn(x[row * d + j], m);
+        double a = (double)__fsub_rn(x[h * headStride + (long long)(r0 + r) * d + j], m);
         sum = __dadd_rn(sum, a);
         double norm = norms[row];
         if (n == blockSize && norm != 0.0) dir = __dadd_rn(dir, __ddiv_rn(a, norm));
     }
-    meansOut[item] = __double2float_rn(__ddiv_rn(sum, (double)n));
+    meansOut[((long long)h * outBlocks + b) * d + j] = __double2float_rn(__ddiv_rn(sum, (double)n));
     directions[item] = dir;
 }
 
@@ -129,7 +132,7 @@ extern "C" __global__ void sparge_block_sums(
 // block or one with a zero row: the CPU's NaN).
 extern "C" __global__ void sparge_block_flags(
     int rows, int heads, int count, int blockSize, const double* norms, const double* directions, double theta,
-    unsigned char* flagsOut)
+    unsigned char* flagsOut, int outBlocks)
 {
     long long block = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (block >= (long long)heads * count) return;
@@ -148,7 +151,7 @@ extern "C" __global__ void sparge_block_flags(
         double nd = (double)n;
         flag = __ddiv_rn(__dmul_rn(norm, norm), __dmul_rn(nd, nd)) > theta ? 1 : 0;
     }
-    flagsOut[block] = flag;
+    flagsOut[(long long)h * outBlocks + b] = flag;
 }
 
 // Min-heap over keys[i * stride], i < count (the CPU's MinHeap; any correct heap pops the same keys).

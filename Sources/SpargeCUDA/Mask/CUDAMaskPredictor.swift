@@ -33,23 +33,13 @@ public struct CUDAMaskPredictor {
         var flags = [UInt8](repeating: 0, count: heads * count)
         if count > 0 {
             try device.makeCurrent()
-            func kernel(_ name: String) throws -> CUDAFunction {
-                try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program, name: name,
-                                    defines: [("HEAD_DIM", d)])
-            }
-            let (rowNorms, blockSums, blockFlags) = (try kernel("sparge_row_norms"), try kernel("sparge_block_sums"),
-                                                     try kernel("sparge_block_flags"))
             // Heads go in groups whose rows fit the staging budget: one upload and one set of launches a group.
             let group = max(1, min(heads, Self.scratchBudget / max(1, n * d * 4)))
             let input = try DeviceBuffer(device: device, bytes: group * n * d * 4, label: "rows to summarize")
             let meanBuffer = try DeviceBuffer(device: device, bytes: heads * d * 4, zeroed: mean == nil, label: "K mean")
             if let mean { try meanBuffer.upload(mean) }
-            let norms = try DeviceBuffer(device: device, bytes: group * n * 8, label: "row norms")
-            let directions = try DeviceBuffer(device: device, bytes: group * count * d * 8, label: "direction sums")
             let meansOut = try DeviceBuffer(device: device, bytes: means.count * 4, label: "block means")
             let flagsOut = try DeviceBuffer(device: device, bytes: flags.count, label: "self-similarity flags")
-            let theta = BlockSummaries.thresholdValue(threshold)
-            let block = 128
             var t = CUDATrace.now()
             for h0 in stride(from: 0, to: heads, by: group) {
                 let g = min(group, heads - h0)
@@ -60,19 +50,11 @@ public struct CUDAMaskPredictor {
                             from: raw.baseAddress! + (((h0 + i) * x.rows + rows.lowerBound) * d) * 4, count: n * d * 4)
                     }
                 }
-                let groupMean = KernelArgument.pointer(meanBuffer.address + UInt64(h0 * d * 4))
-                try device.launch(rowNorms, grid: (g * n + block - 1) / block, block: block, [
-                    .pointer(input.address), .int(Int32(n)), .int(Int32(g)), groupMean, .pointer(norms.address),
-                ])
-                try device.launch(blockSums, grid: (g * count * d + block - 1) / block, block: block, [
-                    .pointer(input.address), .int(Int32(n)), .int(Int32(g)), .int(Int32(count)), .int(Int32(blockSize)),
-                    groupMean, .pointer(norms.address), .pointer(meansOut.address + UInt64(h0 * count * d * 4)),
-                    .pointer(directions.address),
-                ])
-                try device.launch(blockFlags, grid: (g * count + block - 1) / block, block: block, [
-                    .int(Int32(n)), .int(Int32(g)), .int(Int32(count)), .int(Int32(blockSize)), .pointer(norms.address),
-                    .pointer(directions.address), .double(theta), .pointer(flagsOut.address + UInt64(h0 * count)),
-                ])
+                try summarizeOnDevice(
+                    rows: input.address, headStride: n * d, count: n, heads: g, dim: d, blockSize: blockSize,
+                    threshold: threshold, mean: meanBuffer.address + UInt64(h0 * d * 4),
+                    meansOut: meansOut.address + UInt64(h0 * count * d * 4), flagsOut: flagsOut.address + UInt64(h0 * count),
+                    outBlocks: count)
                 try device.synchronize()  // the next group's upload overwrites the input
                 t = CUDATrace.note("summaries: heads \(h0)..<\(h0 + g), \(n) rows up and summarized", since: t)
             }
@@ -81,6 +63,43 @@ public struct CUDAMaskPredictor {
         }
         return BlockSummaries(heads: heads, dim: d, blockSize: blockSize, firstBlock: firstBlock, count: count,
                               means: means, flags: flags)
+    }
+
+    /// Pools `count` rows of `heads` heads at device address `rows` (row `r` of head `h` at element
+    /// `h·headStride + r·dim`) into block means and self-similarity flags, as the CPU does bit for bit: block
+    /// `b` of head `h` goes to `[h·outBlocks + b]` of `meansOut` (f32, `dim` each) and `flagsOut` (bytes).
+    /// `mean` (`[heads][dim]` f32) is subtracted first. Enqueued on the device's stream.
+    func summarizeOnDevice(rows x: UInt64, headStride: Int, count n: Int, heads: Int, dim d: Int, blockSize: Int,
+                           threshold: Float, mean: UInt64, meansOut: UInt64, flagsOut: UInt64,
+                           outBlocks: Int) throws {
+        let count = (n + blockSize - 1) / blockSize
+        guard count > 0 && heads > 0 else { return }
+        let (rowNorms, blockSums, blockFlags) = (try kernel("sparge_row_norms", dim: d), try kernel("sparge_block_sums", dim: d),
+                                                 try kernel("sparge_block_flags", dim: d))
+        let norms = try DeviceBuffer(device: device, bytes: heads * n * 8, label: "row norms")
+        let directions = try DeviceBuffer(device: device, bytes: heads * count * d * 8, label: "direction sums")
+        let block = 128
+        try device.launch(rowNorms, grid: (heads * n + block - 1) / block, block: block, [
+            .pointer(x), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(heads)), .pointer(mean),
+            .pointer(norms.address),
+        ])
+        try device.launch(blockSums, grid: (heads * count * d + block - 1) / block, block: block, [
+            .pointer(x), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(heads)), .int(Int32(count)),
+            .int(Int32(blockSize)), .pointer(mean), .pointer(norms.address), .pointer(meansOut), .int(Int32(outBlocks)),
+            .pointer(directions.address),
+        ])
+        try device.launch(blockFlags, grid: (heads * count + block - 1) / block, block: block, [
+            .int(Int32(n)), .int(Int32(heads)), .int(Int32(count)), .int(Int32(blockSize)), .pointer(norms.address),
+            .pointer(directions.address), .double(BlockSummaries.thresholdValue(threshold)), .pointer(flagsOut),
+            .int(Int32(outBlocks)),
+        ])
+        // The scratch goes back to the pool when this returns: the next user of that memory is ordered
+        // after these kernels (see `DeviceMemoryPool`), so there is nothing to wait for.
+    }
+
+    private func kernel(_ name: String, dim: Int) throws -> CUDAFunction {
+        try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program, name: name,
+                            defines: [("HEAD_DIM", dim)])
     }
 
     /// What `MaskPredictor.predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)`
@@ -95,38 +114,62 @@ public struct CUDAMaskPredictor {
         let rowsPerHead = queryBlocks.count
         guard rowsPerHead > 0, nk > 0 else { return BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks) }
         try device.makeCurrent()
-
-        let rule = RowRule(config: config, queryBlocks: queryBlocks, keyBlocks: nk, headDim: d)
-        let (limits, diagonals, mode, tau, keep, scale) = (rule.limits, rule.diagonals, rule.mode, rule.tau, rule.keep, rule.scale)
-
+        let t = CUDATrace.now()
         let queryMeans = try DeviceBuffer(device: device, bytes: querySummaries.means.count * 4, label: "query means")
         let keyMeans = try DeviceBuffer(device: device, bytes: keySummaries.means.count * 8, label: "key means")
         let keyFlags = try DeviceBuffer(device: device, bytes: keySummaries.flags.count, label: "key flags")
         let queryFlags = try DeviceBuffer(device: device, bytes: querySummaries.flags.count, label: "query flags")
+        try queryMeans.upload(querySummaries.means)
+        try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
+        try keyFlags.upload(Array(keySummaries.flags))
+        try queryFlags.upload(Array(querySummaries.flags))
+        CUDATrace.note("mask: summaries up", since: t)
+        return try predictRows(on: MaskInputs(queryMeans: queryMeans.address, queryFlags: queryFlags.address,
+                                              keyMeans: keyMeans.address, keyFlags: keyFlags.address),
+                               queryBlocks: queryBlocks, config: config, headDim: d, queryHeads: queryHeads,
+                               kvHeads: kvHeads, seqLen: seqLen).mask
+    }
+
+    /// A mask predicted on the device: the host rows, and the key lists left on the device (nil when no
+    /// block is computed).
+    struct DeviceMask {
+        let mask: BlockMask
+        let deviceKeys: DeviceBuffer?
+    }
+
+    /// Where the summaries a mask is predicted from lie on the device.
+    struct MaskInputs {
+        /// Query block means `[Hq][rows][D]` (f32) and flags `[Hq][rows]`.
+        let queryMeans: UInt64, queryFlags: UInt64
+        /// Every key block's mean widened to Double `[Hkv][nk][D]`, and flags `[Hkv][nk]`.
+        let keyMeans: UInt64, keyFlags: UInt64
+    }
+
+    /// Mask rows from summaries on the device; only the sparse rows come back.
+    func predictRows(on inputs: MaskInputs, queryBlocks: [Int], config: SpargeConfig, headDim d: Int,
+                     queryHeads: Int, kvHeads: Int, seqLen: Int) throws -> DeviceMask {
+        let nk = (seqLen + config.blockK - 1) / config.blockK
+        let rowsPerHead = queryBlocks.count
+        guard rowsPerHead > 0, nk > 0 else {
+            return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks), deviceKeys: nil)
+        }
+        var t = CUDATrace.now()
+        let rule = RowRule(config: config, queryBlocks: queryBlocks, keyBlocks: nk, headDim: d)
+        let (limits, diagonals, mode, tau, keep, scale) = (rule.limits, rule.diagonals, rule.mode, rule.tau, rule.keep, rule.scale)
         let limitBuffer = try DeviceBuffer(device: device, bytes: limits.count * 4, label: "causal limits")
         let diagonalBuffer = try DeviceBuffer(device: device, bytes: diagonals.count * 4, label: "diagonals")
         let bits = try DeviceBuffer(device: device, bytes: queryHeads * rowsPerHead * nk, zeroed: true, label: "mask bits")
-        var t = CUDATrace.now()
-        try queryMeans.upload(querySummaries.means)
-        try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
-        try keyFlags.upload(keySummaries.flags)
-        try queryFlags.upload(querySummaries.flags)
         try limitBuffer.upload(limits)
         try diagonalBuffer.upload(diagonals)
-
-        func kernel(_ name: String) throws -> CUDAFunction {
-            try device.function(source: MaskKernelSource.source, program: MaskKernelSource.program, name: name,
-                                defines: [("HEAD_DIM", d)])
-        }
-        let (transpose, scores, select, rules) = (try kernel("sparge_transpose"), try kernel("sparge_scores"),
-                                                  try kernel("sparge_select_rows"), try kernel("sparge_mask_rules"))
+        let (transpose, scores, select, rules) = (try kernel("sparge_transpose", dim: d), try kernel("sparge_scores", dim: d),
+                                                  try kernel("sparge_select_rows", dim: d), try kernel("sparge_mask_rules", dim: d))
         let items = queryHeads * rowsPerHead
         let queryT = try DeviceBuffer(device: device, bytes: items * d * 4, label: "transposed query means")
         try device.launch(transpose, grid: (items * d + 255) / 256, block: 256, [
-            .pointer(queryMeans.address), .int64(Int64(items)), .pointer(queryT.address),
+            .pointer(inputs.queryMeans), .int64(Int64(items)), .pointer(queryT.address),
         ])
         // Rows go in batches whose scores and heap keys (12 bytes per key block) fit the scratch budget.
-        t = CUDATrace.note("mask: summaries up, buffers", since: t)
+        t = CUDATrace.note("mask: buffers", since: t)
         // A quarter of the free memory (at least the fixed budget): at tens of thousands of key blocks a
         // batch must still hold enough rows to fill the GPU.
         let budget = max(Self.scratchBudget, (try? device.memoryInfo().free / 4) ?? 0)
@@ -137,8 +180,8 @@ public struct CUDAMaskPredictor {
             let count = min(perLaunch, items - first)
             if mode != 0 {
                 try device.launch(scores, grid: ((count + 31) / 32) * ((nk + 7) / 8), block: 256, [
-                    .pointer(queryT.address), .int64(Int64(items)), .pointer(keyMeans.address),
-                    .pointer(keyFlags.address), .pointer(limitBuffer.address), .int(Int32(rowsPerHead)),
+                    .pointer(queryT.address), .int64(Int64(items)), .pointer(inputs.keyMeans),
+                    .pointer(inputs.keyFlags), .pointer(limitBuffer.address), .int(Int32(rowsPerHead)),
                     .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)), .int64(Int64(first)), .int(Int32(count)),
                     .float(scale), .pointer(scoreScratch.address),
                 ])
@@ -150,50 +193,18 @@ public struct CUDAMaskPredictor {
             ])
         }
         try device.launch(rules, grid: items, block: 256, [
-            .pointer(bits.address), .pointer(keyFlags.address), .pointer(queryFlags.address),
+            .pointer(bits.address), .pointer(inputs.keyFlags), .pointer(inputs.queryFlags),
             .pointer(limitBuffer.address), .pointer(diagonalBuffer.address), .int(Int32(queryHeads)),
             .int(Int32(rowsPerHead)), .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)),
             .int(config.causal ? 1 : 0), .int(config.sink ? 1 : 0), .int(config.keepDiagonal ? 1 : 0),
         ])
         try device.synchronize()
         t = CUDATrace.note("mask: kernels for \(items) rows × \(nk) key blocks", since: t)
-        let mask = try Self.download(bits, rows: items, keyBlocks: nk, device: device, queryHeads: queryHeads,
-                                     queryBlocks: queryBlocks)
-        CUDATrace.note("mask: bits down and compacted (\(mask.computedCount) computed blocks)", since: t)
-        return mask
-    }
-
-    /// The sparse mask of dense device bits `[rows][nk]`, streamed down through the pinned chunks and
-    /// compacted as they arrive, so that the host never holds the dense bits.
-    static func download(_ bits: DeviceBuffer, rows: Int, keyBlocks nk: Int, device: CUDADevice, queryHeads: Int,
-                         queryBlocks: [Int]) throws -> BlockMask {
-        var builder = BlockMask.Builder(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks)
-        var row: [Int32] = []
-        var column = 0
-        try device.stagedTransfer().download(from: bits, count: rows * nk) { _, length, chunk in
-            var i = 0
-            while i < length {
-                let run = min(length - i, nk - column)
-                var c = 0
-                // Eight bytes at a time past the zeros, which are most of a sparse row.
-                while c + 8 <= run {
-                    if chunk.loadUnaligned(fromByteOffset: i + c, as: UInt64.self) == 0 { c += 8; continue }
-                    for b in c..<(c + 8) where chunk.load(fromByteOffset: i + b, as: UInt8.self) != 0 {
-                        row.append(Int32(column + b))
-                    }
-                    c += 8
-                }
-                for b in c..<run where chunk.load(fromByteOffset: i + b, as: UInt8.self) != 0 { row.append(Int32(column + b)) }
-                i += run
-                column += run
-                if column == nk {
-                    builder.appendRow(row)
-                    row.removeAll(keepingCapacity: true)
-                    column = 0
-                }
-            }
-        }
-        return builder.mask
+        let compacted = try MaskCompaction(device: device).compact(bits, rows: items, keyBlocks: nk)
+        CUDATrace.note("mask: compacted on the device, lists down (\(compacted.keys.count) computed blocks)", since: t)
+        return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks,
+                                          rowStarts: compacted.rowStarts, keys: compacted.keys),
+                          deviceKeys: compacted.deviceKeys)
     }
 
     /// What the row kernels are told about each mask row and the selection, derived from the configuration

@@ -74,31 +74,39 @@ public struct AttentionPlan: Sendable {
         let tq = config.computeTileQ, bk = config.blockK
         var tiles: [Tile] = []
         var blocks: [Block] = []
+        tiles.reserveCapacity(mask.heads * spans.reduce(0) { $0 + ($1.rows + tq - 1) / tq })
+        blocks.reserveCapacity(mask.heads * spans.count)
+        // The visits of the tile of `span` starting at its row `first`: the mask row, cut at the tile's
+        // causal diagonal.
+        func visits(_ row: Range<Int>, _ span: (row: Int, start: Int, rows: Int, localRow: Int), first: Int) -> Range<Int> {
+            guard config.causal else { return row }
+            let lastRow = span.start + min(span.rows, first + tq) - 1
+            return row.lowerBound..<mask.firstKeyIndex(atLeast: lastRow / bk + 1, in: row)
+        }
+        var order: [(weight: Int, start: Int, span: Int)] = []
+        order.reserveCapacity(spans.count)
         for h in 0..<mask.heads {
-            var headBlocks: [(span: (row: Int, start: Int, rows: Int, localRow: Int), cut: [Range<Int>])] = []
-            for span in spans {
+            order.removeAll(keepingCapacity: true)
+            for (i, span) in spans.enumerated() {
                 let r = h * mask.rowCount + span.row
                 let row = mask.rowStarts[r]..<mask.rowStarts[r + 1]
-                let cuts = stride(from: 0, to: span.rows, by: tq).map { first -> Range<Int> in
-                    guard config.causal else { return row }
-                    let lastRow = span.start + min(span.rows, first + tq) - 1
-                    return row.lowerBound..<mask.firstKeyIndex(atLeast: lastRow / bk + 1, in: row)
-                }
-                headBlocks.append((span, cuts))
+                order.append((visits(row, span, first: (span.rows - 1) / tq * tq).count, span.start, i))
             }
-            // Heaviest first; among equals the later block first (under causal the later one is heavier
-            // anyway, and it keeps dense runs in the order that was measured).
-            headBlocks.sort { a, b in
-                let (wa, wb) = (a.cut.last?.count ?? 0, b.cut.last?.count ?? 0)
-                return wa != wb ? wa > wb : a.span.start > b.span.start
-            }
-            for (span, cuts) in headBlocks {
+            // Heaviest first (by the last tile's visits); among equals the later block first (under causal
+            // the later one is heavier anyway, and it keeps dense runs in the order that was measured).
+            order.sort { a, b in a.weight != b.weight ? a.weight > b.weight : a.start > b.start }
+            for entry in order {
+                let span = spans[entry.span]
+                let r = h * mask.rowCount + span.row
+                let row = mask.rowStarts[r]..<mask.rowStarts[r + 1]
                 let first = tiles.count
-                for (t, visits) in cuts.enumerated() {
-                    tiles.append(Tile(head: h, localRow: span.localRow + t * tq, rowCount: min(tq, span.rows - t * tq),
-                                      queryStart: span.start + t * tq, visits: visits))
+                var last = 0..<0
+                for t in stride(from: 0, to: span.rows, by: tq) {
+                    last = visits(row, span, first: t)
+                    tiles.append(Tile(head: h, localRow: span.localRow + t, rowCount: min(tq, span.rows - t),
+                                      queryStart: span.start + t, visits: last))
                 }
-                blocks.append(Block(head: h, tileRange: first..<tiles.count, visits: cuts.last ?? 0..<0))
+                blocks.append(Block(head: h, tileRange: first..<tiles.count, visits: last))
             }
         }
         self.tiles = tiles

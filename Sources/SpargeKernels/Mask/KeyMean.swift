@@ -6,8 +6,9 @@ import Dispatch
 /// one row count) and then call ``mean()``. The mean is computed as the reference does: the Double sum
 /// divided by the row count, rounded to Float once.
 ///
-/// Exactness across rank counts: Double addition is not associative, so the sums of a run split across
-/// ranks may differ from the one-process sums in the last Double bit. The Float mean then differs only when
+/// Exactness across rank counts and backends: a GPU sums in the same order (``chunkRows``), so one process
+/// gets the same Doubles on either. Across rank counts: Double addition is not associative, so the sums of
+/// a run split across ranks may differ from the one-process sums in the last Double bit. The Float mean then differs only when
 /// the exact mean lies within about 2⁻⁵³ (relative) of a point halfway between two Floats — for Gaussian-like
 /// data roughly once in 10⁹ head·dim values; we accept that rather than carry an exact accumulator.
 public struct KeyMean: Sendable, Equatable {
@@ -40,8 +41,8 @@ public struct KeyMean: Sendable, Equatable {
         precondition(rows.lowerBound >= 0 && rows.upperBound <= k.rows, "KeyMean: rows \(rows) outside 0..<\(k.rows)")
         self.init(heads: k.heads, dim: k.dim)
         let (d, n) = (k.dim, k.rows)
-        // Work items are (head, run of 16 columns); each column is still summed row by row in order, so the
-        // sums do not depend on how the work is split.
+        // Work items are (head, run of 16 columns); each column is summed in the fixed order of
+        // `chunkRows`, so the sums do not depend on how the work is split.
         let columnRun = 16
         let runsPerHead = (d + columnRun - 1) / columnRun
         sums.withUnsafeMutableBufferPointer { s in
@@ -51,15 +52,26 @@ public struct KeyMean: Sendable, Equatable {
                     let h = item / runsPerHead
                     let j0 = (item % runsPerHead) * columnRun, j1 = min(d, j0 + columnRun)
                     let acc = sp + h * d
-                    for r in rows {
-                        let row = xp + (h * n + r) * d
-                        for j in j0..<j1 { acc[j] += Double(row[j]) }
+                    let partial = UnsafeMutablePointer<Double>.allocate(capacity: columnRun)
+                    defer { partial.deallocate() }
+                    for chunk in stride(from: rows.lowerBound, to: rows.upperBound, by: KeyMean.chunkRows) {
+                        partial.update(repeating: 0, count: columnRun)
+                        for r in chunk..<min(rows.upperBound, chunk + KeyMean.chunkRows) {
+                            let row = xp + (h * n + r) * d
+                            for j in j0..<j1 { partial[j - j0] += Double(row[j]) }
+                        }
+                        for j in j0..<j1 { acc[j] += partial[j - j0] }
                     }
                 }
             }
         }
         rowCount = rows.count
     }
+
+    /// The summation order of ``init(summing:rows:)``, which a device repeats to get the same Doubles: each
+    /// column is summed over consecutive chunks of this many rows (counted from the run's first row), each
+    /// chunk row by row from zero, and the chunk sums are added in order.
+    public static let chunkRows = 256
 
     /// Adds another run's sums (the local form of the allreduce).
     public mutating func add(_ other: KeyMean) {

@@ -30,7 +30,11 @@ public enum ShardedAttention {
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
-        try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
+        if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
+            return try forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout, config: config,
+                               communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat, progress: progress)
+        }
+        return try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
                     layout: layout, config: config, communicator: comm, threads: threads, engine: engine,
                     kvFormat: kvFormat, progress: progress)
     }
@@ -38,7 +42,9 @@ public enum ShardedAttention {
     /// The forward pass of this rank's shard given as tensors of any element type and strides (`[H, rows, D]`
     /// views; `permuted([1, 0, 2])` of an `[rows, H, D]` tensor is one), in host memory.
     ///
-    /// Each tensor is converted once, where it enters: Q and K to fp32 for the summaries and the tiles, K and
+    /// With an engine that keeps passes resident (a GPU), the pass is
+    /// ``forwardResident(q:k:v:layout:config:communicator:engine:kvFormat:progress:)`` and the output comes
+    /// down to the host at the end. Otherwise each tensor is converted once, where it enters: Q and K to fp32 for the summaries and the tiles, K and
     /// V to `kvFormat` for the ring — not at all when they already are packed in it (bf16 K/V with bf16
     /// storage travel from the caller's buffer). A tensor that cannot be converted (wrong rank, device
     /// memory, an f16 overflow) is a `ForwardError` on every rank.
@@ -47,6 +53,11 @@ public enum ShardedAttention {
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
+        if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
+            let result = try forwardResident(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                             engine: resident, kvFormat: kvFormat, progress: progress)
+            return try agreed(comm) { try result.onHost(resident) }
+        }
         let entered = try agreed(comm) { () -> (q: Tensor3, k: Tensor3, local: LocalBlocks) in
             guard k.shape == v.shape else {
                 throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
@@ -66,7 +77,8 @@ public enum ShardedAttention {
     ) throws -> ForwardResult {
         let start = DispatchTime.now().uptimeNanoseconds
         func seconds(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
-        try checkAgreement(q: q, k: k, vShape: vShape, layout: layout, config: config, kvFormat: kvFormat, comm: comm)
+        try checkAgreement(qShape: q.shape, kShape: k.shape, vShape: vShape, layout: layout, config: config,
+                           kvFormat: kvFormat, comm: comm)
         let ranges = layout.tokenRanges[comm.rank]
         var stats = ForwardStatistics()
 
@@ -94,15 +106,8 @@ public enum ShardedAttention {
         let mask = try engine.predictRows(
             querySummaries: queries, queryBlocks: queryBlocks, keySummaries: allKeys, config: config,
             headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads, seqLen: layout.seqLen)
-        var counts = MaskStatistics(mask: mask, config: config)
-        var sums = [Double(counts.computed), Double(counts.area)]
-        comm.allreduceSum(&sums)
-        counts = MaskStatistics(computed: Int(sums[0]), area: Int(sums[1]))
-        stats.mask = counts
-        let localNeeds = NeedTable.localBits(mask: mask, kvHeads: k.heads)
-        stats.summaryBytes += localNeeds.count
-        let needs = NeedTable(ranks: comm.size, kvHeads: k.heads, keyBlocks: layout.keyBlockCount,
-                              packed: comm.allgather(bytes: localNeeds))
+        let needs = exchangeNeeds(mask: mask, kvHeads: k.heads, layout: layout, config: config, comm: comm,
+                                  statistics: &stats)
         stats.maskSeconds = seconds(since: t)
 
         // The ring.
@@ -112,7 +117,9 @@ public enum ShardedAttention {
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim, format: kvFormat),
                                  comm: comm, threads: threads)
         let local = try agreed(comm, makeLocal)
-        stats.ring = try ring.run(local: local, attention: attention) { done in
+        let store = HostRingStore(local: local, tokenRanges: ranges, attention: attention, kvHeads: k.heads,
+                                  layout: layout, headDim: q.dim)
+        stats.ring = try ring.run(store: store) { done in
             progress?("ring", done)
         }
         let (output, lse) = try attention.finish(threads: threads)
@@ -124,11 +131,29 @@ public enum ShardedAttention {
                              keySelfSimilar: allKeys.flags, statistics: stats)
     }
 
+    /// The run-wide mask statistics (into `statistics`) and the need table: who needs which key block.
+    static func exchangeNeeds(mask: BlockMask, kvHeads: Int, layout: ShardLayout, config: SpargeConfig,
+                              comm: Communicator, statistics stats: inout ForwardStatistics) -> NeedTable {
+        let counts = MaskStatistics(mask: mask, config: config)
+        var sums = [Double(counts.computed), Double(counts.area)]
+        comm.allreduceSum(&sums)
+        stats.mask = MaskStatistics(computed: Int(sums[0]), area: Int(sums[1]))
+        let localNeeds = NeedTable.localBits(mask: mask, kvHeads: kvHeads)
+        stats.summaryBytes += localNeeds.count
+        return NeedTable(ranks: comm.size, kvHeads: kvHeads, keyBlocks: layout.keyBlockCount,
+                         packed: comm.allgather(bytes: localNeeds))
+    }
+
     /// Ends the call on every rank with the same error when the configuration or shapes differ between
     /// ranks, or when any rank's shard does not fit the layout.
-    static func checkAgreement(q: Tensor3, k: Tensor3, vShape: [Int], layout: ShardLayout, config: SpargeConfig,
+    static func checkAgreement(qShape: [Int], kShape: [Int], vShape: [Int], layout: ShardLayout, config: SpargeConfig,
                                kvFormat: StorageFormat, comm: Communicator) throws {
         func localProblem() -> String? {
+            guard qShape.count == 3, kShape.count == 3, vShape.count == 3 else {
+                return "Q \(qShape), K \(kShape), V \(vShape) must each be [heads, rows, head_dim]"
+            }
+            let q = (heads: qShape[0], rows: qShape[1], dim: qShape[2])
+            let k = (heads: kShape[0], rows: kShape[1], dim: kShape[2], shape: kShape)
             let rows = layout.rowCount(rank: comm.rank)
             do { try config.validate() } catch { return "\(error)" }
             if layout.blockQ != config.blockQ || layout.blockK != config.blockK {
@@ -136,10 +161,10 @@ public enum ShardedAttention {
                     + "\(config.blockQ)×\(config.blockK)"
             }
             if layout.ranks != comm.size { return "the layout is for \(layout.ranks) ranks but the run has \(comm.size)" }
-            if q.rows != rows || k.rows != rows || vShape.count != 3 || vShape[1] != rows {
-                return "shard rows q \(q.rows), k \(k.rows), v \(vShape.count == 3 ? vShape[1] : -1); the layout gives this rank \(rows)"
+            if q.rows != rows || k.rows != rows || vShape[1] != rows {
+                return "shard rows q \(q.rows), k \(k.rows), v \(vShape[1]); the layout gives this rank \(rows)"
             }
-            if k.shape != vShape || q.dim != k.dim { return "shapes disagree: q \(q.shape), k \(k.shape), v \(vShape)" }
+            if k.shape != vShape || q.dim != k.dim { return "shapes disagree: q \(qShape), k \(kShape), v \(vShape)" }
             if k.heads == 0 || q.heads % k.heads != 0 {
                 return "query heads \(q.heads) are not a multiple of kv heads \(k.heads)"
             }
@@ -149,7 +174,8 @@ public enum ShardedAttention {
         if comm.anyRank(problem != nil) {
             throw ForwardError(problem ?? "another rank's shard does not fit the layout")
         }
-        let fingerprint = "\(config.summary), N=\(layout.seqLen), Hq=\(q.heads), Hkv=\(k.heads), D=\(q.dim), K/V \(kvFormat.rawValue)"
+        let fingerprint = "\(config.summary), N=\(layout.seqLen), Hq=\(qShape[0]), Hkv=\(kShape[0]), D=\(qShape[2]), "
+            + "K/V \(kvFormat.rawValue)"
         let all = comm.allgather(bytes: Array(fingerprint.utf8)).map { String(decoding: $0, as: UTF8.self) }
         if let other = all.firstIndex(where: { $0 != all[0] }) {
             throw ForwardError("the ranks were given different configurations or shapes: rank 0 has \(all[0]); "

@@ -56,7 +56,12 @@ enum SummaryCoding {
                 at += 40
                 let (heads, dim, blockSize, firstBlock, count) = (w[0], w[1], w[2], w[3], w[4])
                 let meanCount = heads * count * dim
-                let means = (0..<meanCount).map { raw.loadUnaligned(fromByteOffset: at + 4 * $0, as: Float.self) }
+                let means = [Float](unsafeUninitializedCapacity: meanCount) { buffer, initialized in
+                    if meanCount > 0 {
+                        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: raw.baseAddress! + at, byteCount: 4 * meanCount)
+                    }
+                    initialized = meanCount
+                }
                 at += 4 * meanCount
                 let flags = raw[at..<(at + heads * count)]
                 at += heads * count

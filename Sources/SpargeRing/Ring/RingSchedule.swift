@@ -1,3 +1,5 @@
+import SpargeKernels
+
 /// What travels around the ring, derived on every rank from the shard layout and the need table alone
 /// (DESIGN.md §2.5).
 ///
@@ -6,14 +8,7 @@
 /// of every message derive the same block list, so no sizes are exchanged; an empty list means no message.
 public struct RingSchedule: Sendable {
     /// One key/value block of one kv head inside a payload.
-    public struct Entry: Sendable, Equatable {
-        public let kvHead: Int
-        public let block: Int
-        /// Rows of this block (`blockK`, or fewer for the global last block).
-        public let rows: Int
-        /// Offset of the block's keys in the payload, in bytes; its values follow the keys directly.
-        public let offset: Int
-    }
+    public typealias Entry = PayloadEntry
 
     /// The shard layout.
     public let layout: ShardLayout

@@ -70,6 +70,11 @@ public struct ShardLayout: Sendable, Equatable {
     /// Global indices of the key blocks owned by `rank`, ascending.
     public func keyBlocks(rank: Int) -> [Int] { blocks(rank: rank, size: blockK) }
 
+    /// The key blocks owned by `rank` as ranges of global indices, one per token range.
+    public func keyBlockRanges(rank: Int) -> [Range<Int>] {
+        tokenRanges[rank].map { ($0.lowerBound / blockK)..<(($0.upperBound + blockK - 1) / blockK) }
+    }
+
     /// The local row at which global token `token` of `rank` is stored, or nil when another rank owns it.
     public func localRow(ofToken token: Int, rank: Int) -> Int? {
         var base = 0

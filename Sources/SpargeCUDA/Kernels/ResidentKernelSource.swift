@@ -1,0 +1,190 @@
+import SpargeKernels
+
+/// CUDA C++ of the kernels that keep a forward pass on the device (DESIGN.md §6.1), compiled by NVRTC:
+/// tensors entering (any element type and strides, to a packed type), the K sums in `KeyMean`'s order, the
+/// mask's dense bytes compacted into the sparse mask's key lists, and the ring's blocks copied between
+/// payloads and placed at their rows for the attention kernel.
+///
+/// Element type codes are `ResidentKernelSource.code(of:)`'s: 0 f32, 1 bf16, 2 f16. Conversions round to
+/// nearest even, as `StorageFormat.convert` on the host. No CUDA header is included.
+///
+/// Like the mask kernels, the source compiles as plain C++ with a small prelude standing in for the CUDA
+/// built-ins; the test suite runs the K sums and the compaction that way on the host.
+enum ResidentKernelSource {
+    static let program = "sparge_resident.cu"
+
+    /// The kernels' code for an element type.
+    static func code(of format: StorageFormat) -> Int32 {
+        switch format {
+        case .f32: 0
+        case .bf16: 1
+        case .f16: 2
+        }
+    }
+
+    static let source = #"""
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float half_to_float(u16 h) {
+    u32 sign = (u32)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    if (exponent == 0x1f) return __uint_as_float(sign | 0x7f800000 | (mantissa << 13));
+    if (exponent == 0) {
+        // ±0 or a subnormal: mantissa · 2⁻²⁴, exact in Float.
+        float m = (float)mantissa * 5.9604644775390625e-8f;
+        return sign ? -m : m;
+    }
+    return __uint_as_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+__device__ __forceinline__ float load_element(const void* p, long long i, int type) {
+    if (type == 0) return ((const float*)p)[i];
+    u16 b = ((const u16*)p)[i];
+    return type == 1 ? __uint_as_float((u32)b << 16) : half_to_float(b);
+}
+
+__device__ __forceinline__ u16 to_bf16(float x) {
+    u32 u = __float_as_uint(x);
+    if ((u & 0x7fffffff) > 0x7f800000) return (u16)((u >> 16) | 0x40);  // NaN stays NaN
+    u += 0x7fff + ((u >> 16) & 1);
+    return (u16)(u >> 16);
+}
+
+// Round to nearest even into fp16; sets *overflow when a finite value leaves fp16's range.
+__device__ __forceinline__ u16 to_f16(float x, int* overflow) {
+    u32 u = __float_as_uint(x);
+    u16 sign = (u16)((u >> 16) & 0x8000);
+    u32 a = u & 0x7fffffff;
+    if (a > 0x7f800000) return sign | 0x7e00;                       // NaN
+    if (a >= 0x477ff000) {                                           // rounds to ≥ 65520: ∞
+        if (a < 0x7f800000) *overflow = 1;
+        return sign | 0x7c00;
+    }
+    if (a < 0x38800000) {                                            // below 2⁻¹⁴: subnormal or zero
+        // a · 2²⁴ rounded to an integer, to nearest even (exact in Float arithmetic below 2²⁴).
+        return sign | (u16)__float2int_rn(__uint_as_float(a) * 16777216.0f);
+    }
+    u32 rounded = a + 0xfff + ((a >> 13) & 1);
+    return sign | (u16)(((rounded >> 13) - (112 << 10)) & 0x7fff);
+}
+
+__device__ __forceinline__ void store_element(void* p, long long i, int type, float x, int* overflow) {
+    if (type == 0) ((float*)p)[i] = x;
+    else if (type == 1) ((u16*)p)[i] = to_bf16(x);
+    else ((u16*)p)[i] = to_f16(x, overflow);
+}
+
+// A tensor entering: element [h][r][d] of src (strides in elements, any type) to packed dst [heads][rows][dim].
+extern "C" __global__ void sparge_enter(const void* src, int srcType, long long strideH, long long strideR,
+                                        long long strideD, int heads, int rows, int dim, void* dst, int dstType,
+                                        int* overflow) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * rows * dim) return;
+    long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
+    store_element(dst, i, dstType, load_element(src, h * strideH + r * strideR + d * strideD, srcType), overflow);
+}
+
+// Sets *flag when a finite value of src (count elements of srcType) lies beyond fp16's range.
+extern "C" __global__ void sparge_exceeds_half(const void* src, int srcType, long long count, int* flag) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    u32 a = __float_as_uint(load_element(src, i, srcType)) & 0x7fffffff;
+    if (a >= 0x477ff000 && a < 0x7f800000) *flag = 1;  // rounds to ≥ 65520 in fp16, and finite
+}
+
+// K sums in KeyMean's order. Pass 1, one thread per (head, chunk, dimension): the chunk's rows summed in
+// Double from zero, in order. k is [heads][rows][dim] f32.
+extern "C" __global__ void sparge_key_partials(const float* k, int heads, int rows, int dim, int chunkRows,
+                                               double* partials) {
+    int chunks = (rows + chunkRows - 1) / chunkRows;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * chunks * dim) return;
+    int j = (int)(i % dim), c = (int)((i / dim) % chunks), h = (int)(i / ((long long)dim * chunks));
+    int end = min(rows, (c + 1) * chunkRows);
+    double sum = 0.0;
+    for (int r = c * chunkRows; r < end; ++r) sum = __dadd_rn(sum, (double)k[((long long)h * rows + r) * dim + j]);
+    partials[i] = sum;
+}
+
+// Pass 2, one thread per (head, dimension): the chunk sums added in order.
+extern "C" __global__ void sparge_key_total(const double* partials, int heads, int chunks, int dim, double* sums) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * dim) return;
+    int j = (int)(i % dim), h = (int)(i / dim);
+    double sum = 0.0;
+    for (int c = 0; c < chunks; ++c) sum = __dadd_rn(sum, partials[((long long)h * chunks + c) * dim + j]);
+    sums[i] = sum;
+}
+
+// Float key means widened to Double, as the CPU widens them for the scores.
+extern "C" __global__ void sparge_widen(const float* in, long long count, double* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) out[i] = (double)in[i];
+}
+
+// Compaction of dense mask bytes [items][nk] into ascending key lists. Pass 1, one thread per (item, chunk
+// of 64 key blocks): the chunk's computed blocks.
+extern "C" __global__ void sparge_chunk_counts(const unsigned char* bits, long long items, int nk, int* counts) {
+    int chunks = (nk + 63) / 64;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= items * chunks) return;
+    long long item = i / chunks;
+    int c = (int)(i % chunks), end = min(nk, (c + 1) * 64), n = 0;
+    const unsigned char* row = bits + item * nk;
+    for (int j = c * 64; j < end; ++j) n += row[j] != 0;
+    counts[i] = n;
+}
+
+// Pass 2, one thread per item: the chunks' counts turned into offsets within the row, and the row's total.
+extern "C" __global__ void sparge_row_offsets(int* counts, long long items, int nk, int* totals) {
+    int chunks = (nk + 63) / 64;
+    long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (item >= items) return;
+    int sum = 0;
+    for (int c = 0; c < chunks; ++c) {
+        int n = counts[item * chunks + c];
+        counts[item * chunks + c] = sum;
+        sum += n;
+    }
+    totals[item] = sum;
+}
+
+// Pass 3, one thread per (item, chunk): the chunk's key blocks written at the row's start plus its offset.
+extern "C" __global__ void sparge_compact(const unsigned char* bits, long long items, int nk, const int* offsets,
+                                          const long long* rowStarts, int* keys) {
+    int chunks = (nk + 63) / 64;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= items * chunks) return;
+    long long item = i / chunks;
+    int c = (int)(i % chunks), end = min(nk, (c + 1) * 64);
+    const unsigned char* row = bits + item * nk;
+    long long at = rowStarts[item] + offsets[i];
+    for (int j = c * 64; j < end; ++j) if (row[j]) keys[at++] = j;
+}
+
+// Copies of whole blocks between device buffers (a ring payload packed from the blocks it carries):
+// per copy (source address, destination address, bytes), bytes a multiple of 4; one thread block a copy.
+struct BlockCopy { u64 source, destination, bytes; };
+extern "C" __global__ void sparge_copy_blocks(const BlockCopy* copies) {
+    BlockCopy c = copies[blockIdx.x];
+    const u32* s = (const u32*)c.source;
+    u32* d = (u32*)c.destination;
+    for (u64 i = threadIdx.x; i < c.bytes / 4; i += blockDim.x) d[i] = s[i];
+}
+
+// Blocks placed at their rows of the attention kernel's K and V ([kvHeads][kvRows][dim], in kType and
+// vType), converted from the storage format: per block (keys address, values address, kv head, first
+// row, rows). One thread block a block; *overflow is set when a value does not fit fp16.
+struct BlockPlacement { u64 keys, values; int kvHead, firstRow, rows, unused; };
+extern "C" __global__ void sparge_place_blocks(const BlockPlacement* blocks, int srcType, int dim, int kvRows,
+                                               void* k, int kType, void* v, int vType, int* overflow) {
+    BlockPlacement b = blocks[blockIdx.x];
+    long long base = ((long long)b.kvHead * kvRows + b.firstRow) * dim;
+    for (long long i = threadIdx.x; i < (long long)b.rows * dim; i += blockDim.x) {
+        store_element(k, base + i, kType, load_element((const void*)b.keys, i, srcType), overflow);
+        store_element(v, base + i, vType, load_element((const void*)b.values, i, srcType), overflow);
+    }
+}
+"""#
+}

@@ -1,0 +1,279 @@
+import SpargeKernels
+
+/// The ring's blocks in device memory (`ResidentRingStore`): this rank's K/V stay where they entered,
+/// payloads are packed on the device and go down and up through pinned host buffers, and every block is
+/// placed at its rows of the attention kernel's K and V (`[Hkv, nk·blockK, D]`, 16-bit) before the kernel
+/// visits it. Nothing of a block is converted on the host.
+///
+/// Per step the host does O(tiles + blocks of the step) work: the placement and copy tables, and for every
+/// compute tile the part of its mask row (already on the device, from the mask's compaction) that lies in
+/// the blocks of the payload's owner — two binary searches a range, no list copied.
+final class DeviceRingStore: ResidentRingStore {
+    private let shard: DeviceShard
+    private let device: CUDADevice
+    private let plan: AttentionPlan
+    private let kernel: AttentionKernel
+    private let maskKeys: DeviceBuffer?
+    private let tokenRanges: [Range<Int>]
+    private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
+    private let valuesInBF16: Bool
+    private let k: DeviceBuffer, v: DeviceBuffer
+    private let oacc: DeviceBuffer, ml: DeviceBuffer, counters: DeviceBuffer, tileTable: DeviceBuffer
+    private let overflow: DeviceBuffer
+
+    /// The payload being computed with: nil for this rank's own blocks, else a device copy of one that
+    /// arrived, with each block's offset in it (`-1` when absent), per kv head × key block.
+    private var payload: DeviceBuffer?
+    private var payloadOffsets: [Int]
+    private var ownerBlocks: [Range<Int>] = []
+    private var sendDevice: DeviceBuffer?, sendHost: PinnedBuffer?, receiveHost: PinnedBuffer?
+    private var receivedBytes = 0
+    private var timings: [(start: CUDAEvent, stop: CUDAEvent)] = []
+
+    /// Device seconds in the attention kernel over every `attend` (after `finish`).
+    private(set) var kernelSeconds = 0.0
+
+    init(shard: DeviceShard, mask: BlockMask, maskKeys: DeviceBuffer?, tokenRanges: [Range<Int>],
+         config: SpargeConfig, seqLen: Int, wideValues: Bool) throws {
+        try CUDABlockSparseAttention.checkShape(headDim: shard.dim, config: config)
+        guard !wideValues || shard.precision == .bf16 else {
+            throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
+        }
+        var t = CUDATrace.now()
+        self.shard = shard
+        device = shard.device
+        plan = try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows, kvHeads: shard.kvHeads,
+                                 config: config, seqLen: seqLen)
+        kernel = AttentionKernel(device: device, headDim: shard.dim, config: config, precision: shard.precision,
+                                 options: shard.options)
+        self.maskKeys = maskKeys
+        self.tokenRanges = tokenRanges
+        self.seqLen = seqLen
+        blockK = config.blockK
+        keyBlocks = (seqLen + blockK - 1) / blockK
+        kvRows = keyBlocks * blockK
+        valuesInBF16 = wideValues
+        payloadOffsets = [Int](repeating: -1, count: shard.kvHeads * keyBlocks)
+        t = CUDATrace.note("ring store: host: plan of \(plan.tiles.count) tiles", since: t)
+
+        let (d, kvBytes) = (shard.dim, shard.kvHeads * kvRows * shard.dim * 2)
+        k = try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
+        v = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
+        // Every block a tile visits is placed before it is visited; only the rows past the sequence's end
+        // in the last block are read without being placed, and must be zeros (0 · NaN would be NaN).
+        let tail = (kvRows - seqLen) * d * 2
+        for g in 0..<shard.kvHeads {
+            try k.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
+            try v.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
+        }
+        oacc = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * d * 4, zeroed: true, label: "output accumulator")
+        ml = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * 8, zeroed: true, label: "softmax state")
+        counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
+        tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
+        try tileTable.upload(plan.tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] })
+        overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
+        _ = try kernel.function(valuesInBF16: valuesInBF16)
+        CUDATrace.note("ring store: device buffers and tile table", since: t)
+    }
+
+    // MARK: - Payloads
+
+    func holdLocal() throws {
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        payload = nil
+        ownerBlocks = tokenRanges.map { ($0.lowerBound / blockK)..<(($0.upperBound + blockK - 1) / blockK) }
+        var placements: [UInt64] = []
+        placements.reserveCapacity(4 * shard.kvHeads * ownerBlocks.reduce(0) { $0 + $1.count })
+        for g in 0..<shard.kvHeads {
+            for range in ownerBlocks {
+                for j in range {
+                    let (keys, values) = try localBlock(kvHead: g, block: j)
+                    appendPlacement(to: &placements, keys: keys, values: values, kvHead: g, block: j)
+                }
+            }
+        }
+        let listed = CUDATrace.note("ring: host: placement table of \(placements.count / 4) own blocks", since: t)
+        try place(placements)
+        CUDATrace.note("ring: own blocks placed", since: listed)
+    }
+
+    func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws {
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        self.ownerBlocks = ownerBlocks
+        let up = try DeviceBuffer(device: device, bytes: receivedBytes, label: "ring payload")
+        if receivedBytes > 0 {
+            try device.api.check(device.api.cuMemcpyHtoD(up.address, receiveHost!.pointer, receivedBytes),
+                                 "cuMemcpyHtoD(\(receivedBytes) B of ring payload)")
+        }
+        payload = up
+        for i in payloadOffsets.indices { payloadOffsets[i] = -1 }
+        var placements: [UInt64] = []
+        placements.reserveCapacity(4 * entries.count)
+        for e in entries {
+            payloadOffsets[e.kvHead * keyBlocks + e.block] = e.offset
+            let keys = up.address + UInt64(e.offset)
+            appendPlacement(to: &placements, keys: keys, values: keys + UInt64(blockBytes(rows: e.rows)),
+                            kvHead: e.kvHead, block: e.block)
+        }
+        try place(placements)
+        CUDATrace.note("ring: payload of \(entries.count) blocks up and placed", since: t)
+    }
+
+    func pack(_ entries: [PayloadEntry], byteCount: Int) throws -> UnsafeRawBufferPointer {
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        if (sendDevice?.bytes ?? 0) < byteCount {
+            sendDevice = try DeviceBuffer(device: device, bytes: byteCount, label: "ring send area")
+            sendHost = try PinnedBuffer(device: device, bytes: byteCount)
+        }
+        let area = sendDevice!.address
+        var copies: [UInt64] = []
+        for e in entries {
+            let (keys, values) = try currentBlock(kvHead: e.kvHead, block: e.block)
+            let bytes = UInt64(blockBytes(rows: e.rows))
+            copies += [keys, area + UInt64(e.offset), bytes, values, area + UInt64(e.offset) + bytes, bytes]
+        }
+        if !copies.isEmpty {
+            let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
+            try table.upload(copies)
+            try device.launch(auxiliary("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
+            try device.synchronize()
+            try device.api.check(device.api.cuMemcpyDtoH(sendHost!.pointer, area, byteCount),
+                                 "cuMemcpyDtoH(\(byteCount) B of ring payload)")
+        }
+        CUDATrace.note("ring: \(entries.count) blocks packed and down", since: t)
+        return UnsafeRawBufferPointer(start: sendHost!.pointer, count: byteCount)
+    }
+
+    func receiveBuffer(byteCount: Int) throws -> UnsafeMutableRawBufferPointer {
+        if (receiveHost?.bytes ?? 0) < byteCount { receiveHost = try PinnedBuffer(device: device, bytes: byteCount) }
+        receivedBytes = byteCount
+        return UnsafeMutableRawBufferPointer(start: receiveHost!.pointer, count: byteCount)
+    }
+
+    // MARK: - Attention
+
+    func attend(threads: Int, poll: ((Double) -> Void)?) throws {
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        // Per tile, the part of its mask row in each range of the owner's blocks: every one of them is placed
+        // by now. One launch per range, in order, so that no two CTAs of a launch update the same tile.
+        var work: [Int32] = []
+        work.reserveCapacity(4 * plan.tiles.count * ownerBlocks.count)
+        var launches: [(first: Int, items: Int)] = []
+        var visits = 0
+        for range in ownerBlocks {
+            let first = work.count / 4
+            for (i, tile) in plan.tiles.enumerated() {
+                let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
+                let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
+                if hi > lo {
+                    work.append(Int32(i))
+                    work.append(Int32(lo))
+                    work.append(Int32(hi - lo))
+                    work.append(0)
+                    visits += hi - lo
+                }
+            }
+            if work.count / 4 > first { launches.append((first, work.count / 4 - first)) }
+        }
+        let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
+        guard visits > 0, let maskKeys else { poll?(1); return }
+        let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
+        try workBuffer.upload(work)
+        let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
+        try start.record()
+        for launch in launches {
+            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: maskKeys.address,
+                              items: launch.items, seqLen: seqLen, group: shard.queryHeads / shard.kvHeads,
+                              valuesInBF16: valuesInBF16)
+        }
+        try stop.record()
+        timings.append((start, stop))
+        // The work list is freed when this returns: the kernel must have read it.
+        try device.synchronize(poll: poll.map { p in { p(0.5) } })
+        CUDATrace.note("attend: \(launches.count) kernel launches, run", since: listed)
+        poll?(1)
+    }
+
+    func finish() throws -> (output: Tensor, lse: Tensor, statistics: AttentionStatistics) {
+        try device.makeCurrent()
+        var t = CUDATrace.now()
+        let (heads, rows, d) = (shard.queryHeads, shard.rows, shard.dim)
+        let output = try DeviceBuffer(device: device, bytes: heads * rows * d * 4, label: "output")
+        let lse = try DeviceBuffer(device: device, bytes: heads * rows * 4, label: "lse")
+        if heads * rows > 0 {
+            try kernel.normalize(oacc: oacc.address, ml: ml.address, output: output.address, lse: lse.address,
+                                 totalRows: heads * rows)
+        }
+        try device.synchronize()
+        kernelSeconds = try timings.reduce(0) { $0 + (try $1.stop.seconds(since: $1.start)) }
+        t = CUDATrace.note("finish: normalised on the device (kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
+        let statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
+        CUDATrace.note("finish: counters down", since: t)
+        return (try output.tensor(.f32, shape: [heads, rows, d]), try lse.tensor(.f32, shape: [heads, rows]), statistics)
+    }
+
+    // MARK: - Helpers
+
+    private var operands: AttentionKernel.Operands {
+        AttentionKernel.Operands(q: shard.queries16.address, k: k.address, v: v.address, oacc: oacc.address,
+                                 ml: ml.address, counters: counters.address, tiles: tileTable.address,
+                                 rows: shard.rows, kvRows: kvRows)
+    }
+
+    private func blockBytes(rows: Int) -> Int { rows * shard.dim * shard.kvFormat.byteSize }
+
+    private func rows(ofBlock j: Int) -> Int { min(blockK, seqLen - j * blockK) }
+
+    /// Keys and values of one of this rank's own blocks, in the shard's K/V.
+    private func localBlock(kvHead g: Int, block j: Int) throws -> (UInt64, UInt64) {
+        var localRow = 0
+        for range in tokenRanges {
+            let token = j * blockK
+            if range.contains(token) {
+                let offset = UInt64(((g * shard.rows) + localRow + token - range.lowerBound) * shard.dim * shard.kvFormat.byteSize)
+                return (shard.keys.address + offset, shard.values.address + offset)
+            }
+            localRow += range.count
+        }
+        throw SpargeError.invalidArgument("ring: block \(j) is not one of this rank's")
+    }
+
+    /// Keys and values of a block of the current payload.
+    private func currentBlock(kvHead g: Int, block j: Int) throws -> (UInt64, UInt64) {
+        guard let payload else { return try localBlock(kvHead: g, block: j) }
+        let offset = payloadOffsets[g * keyBlocks + j]
+        guard offset >= 0 else { throw SpargeError.invalidArgument("ring: block \(j) of kv head \(g) is not in the payload") }
+        let keys = payload.address + UInt64(offset)
+        return (keys, keys + UInt64(blockBytes(rows: rows(ofBlock: j))))
+    }
+
+    /// Appends one `BlockPlacement` of the kernel source: keys, values, (kv head, first row), (rows, 0).
+    private func appendPlacement(to table: inout [UInt64], keys: UInt64, values: UInt64, kvHead: Int, block j: Int) {
+        table.append(keys)
+        table.append(values)
+        table.append(UInt64(UInt32(kvHead)) | UInt64(UInt32(j * blockK)) << 32)
+        table.append(UInt64(UInt32(rows(ofBlock: j))))
+    }
+
+    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
+    private func place(_ placements: [UInt64]) throws {
+        guard !placements.isEmpty else { return }
+        let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
+        try table.upload(placements)
+        try device.launch(auxiliary("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
+            .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
+            .int(Int32(kvRows)), .pointer(k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
+            .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
+        ])
+        // The table goes back to the pool when this returns; its next user is ordered after this kernel.
+    }
+
+    private func auxiliary(_ name: String) throws -> CUDAFunction {
+        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
+                            defines: [])
+    }
+}

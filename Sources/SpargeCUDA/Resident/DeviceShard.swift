@@ -1,0 +1,207 @@
+import SpargeKernels
+
+/// One rank's Q, K, V on a CUDA device for a resident forward pass (`ResidentShard`): entered once, then
+/// the K sums, summaries and mask rows are computed where they are, and the ring store attends from them.
+///
+/// Held on the device: Q and K in fp32 (the summaries' input, so that the mask is the CPU's bit for bit),
+/// Q in the kernel's 16-bit type, K and V in the ring's storage format; a caller's device tensor that is
+/// already packed in the wanted type is used in place.
+final class DeviceShard: ResidentShard {
+    let device: CUDADevice
+    let precision: CUDAPrecision
+    let options: CUDAOptions
+    let kvFormat: StorageFormat
+    let queryHeads: Int, kvHeads: Int, rows: Int, dim: Int
+    let needsWideValues: Bool
+    /// `[Hq][rows][D]` fp32 and in the kernel's type; `[Hkv][rows][D]` fp32, and K, V in `kvFormat`.
+    let queries32: DeviceBuffer, queries16: DeviceBuffer, keys32: DeviceBuffer
+    let keys: DeviceBuffer, values: DeviceBuffer
+    private var summaries: Summaries?
+    private var maskKeys: DeviceBuffer?
+
+    /// Block summaries on the device: `[heads][blocks]` with this rank's runs side by side.
+    private struct Summaries {
+        let queryMeans: DeviceBuffer, queryFlags: DeviceBuffer, keyMeans: DeviceBuffer, keyFlags: DeviceBuffer
+        /// Per run: first global key block and key blocks.
+        let keyRuns: [(firstBlock: Int, count: Int)]
+        let queryBlocks: Int, keyBlocks: Int, blockK: Int
+    }
+
+    init(device: CUDADevice, precision: CUDAPrecision, options: CUDAOptions, q: Tensor, k: Tensor, v: Tensor,
+         kvFormat: StorageFormat) throws {
+        guard q.shape.count == 3, k.shape.count == 3, k.shape == v.shape, q.shape[1] == k.shape[1], q.shape[2] == k.shape[2] else {
+            throw SpargeError.invalidArgument("Q \(q.shape), K \(k.shape), V \(v.shape): expected [Hq, rows, D] and two [Hkv, rows, D]")
+        }
+        self.device = device
+        self.precision = precision
+        self.options = options
+        self.kvFormat = kvFormat
+        (queryHeads, rows, dim) = (q.shape[0], q.shape[1], q.shape[2])
+        kvHeads = k.shape[0]
+        try device.makeCurrent()
+        var t = CUDATrace.now()
+        let entry = TensorEntry(device: device)
+        let (q, k, v) = (try entry.onDevice(q, "Q"), try entry.onDevice(k, "K"), try entry.onDevice(v, "V"))
+        t = CUDATrace.note("enter: tensors on the device", since: t)
+        queries32 = try entry.packed(q, as: .f32, "Q")
+        keys32 = try entry.packed(k, as: .f32, "K")
+        queries16 = try entry.packed(q, as: precision == .bf16 ? .bf16 : .f16, "Q")
+        keys = try entry.packed(k, as: kvFormat, "K")
+        values = try entry.packed(v, as: kvFormat, "V")
+        needsWideValues = try entry.exceedsHalf(values, count: kvHeads * rows * dim, format: kvFormat)
+        CUDATrace.note("enter: Q, K in fp32, Q in 16 bits, K and V in \(kvFormat.rawValue)", since: t)
+    }
+
+    func keySums() throws -> [Double] {
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        let chunkRows = KeyMean.chunkRows
+        let chunks = (rows + chunkRows - 1) / chunkRows
+        var sums = [Double](repeating: 0, count: kvHeads * dim)
+        guard chunks > 0 else { return sums }
+        let partials = try DeviceBuffer(device: device, bytes: kvHeads * chunks * dim * 8, label: "K sum chunks")
+        let total = try DeviceBuffer(device: device, bytes: sums.count * 8, label: "K sums")
+        try device.launch(kernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
+            .pointer(keys32.address), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)), .int(Int32(chunkRows)),
+            .pointer(partials.address),
+        ])
+        try device.launch(kernel("sparge_key_total"), grid: (sums.count + 255) / 256, block: 256, [
+            .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
+        ])
+        try device.synchronize()
+        try sums.withUnsafeMutableBytes { try total.download(into: $0.baseAddress!, count: $0.count) }
+        CUDATrace.note("K sums on the device, \(sums.count) down", since: t)
+        return sums
+    }
+
+    func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        try CUDAMaskPredictor.checkHeadDim(dim)
+        let predictor = CUDAMaskPredictor(device: device)
+        let queryCounts = tokenRanges.map { ($0.count + config.blockQ - 1) / config.blockQ }
+        let keyCounts = tokenRanges.map { ($0.count + config.blockK - 1) / config.blockK }
+        let (nq, nk) = (queryCounts.reduce(0, +), keyCounts.reduce(0, +))
+        let meanBuffer = try DeviceBuffer(device: device, bytes: kvHeads * dim * 4, label: "K mean")
+        try meanBuffer.upload(keyMean)
+        let zeros = try DeviceBuffer(device: device, bytes: queryHeads * dim * 4, zeroed: true, label: "no mean")
+        let s = Summaries(
+            queryMeans: try DeviceBuffer(device: device, bytes: queryHeads * nq * dim * 4, label: "query block means"),
+            queryFlags: try DeviceBuffer(device: device, bytes: queryHeads * nq, label: "query flags"),
+            keyMeans: try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 4, label: "key block means"),
+            keyFlags: try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags"),
+            keyRuns: zip(tokenRanges, keyCounts).map { ($0.lowerBound / config.blockK, $1) },
+            queryBlocks: nq, keyBlocks: nk, blockK: config.blockK)
+        var (localRow, queryAt, keyAt) = (0, 0, 0)
+        for (i, range) in tokenRanges.enumerated() {
+            let rowOffset = UInt64(localRow * dim * 4)
+            try predictor.summarizeOnDevice(
+                rows: queries32.address + rowOffset, headStride: rows * dim, count: range.count, heads: queryHeads, dim: dim,
+                blockSize: config.blockQ, threshold: config.simThreshold, mean: zeros.address,
+                meansOut: s.queryMeans.address + UInt64(queryAt * dim * 4), flagsOut: s.queryFlags.address + UInt64(queryAt),
+                outBlocks: nq)
+            try predictor.summarizeOnDevice(
+                rows: keys32.address + rowOffset, headStride: rows * dim, count: range.count, heads: kvHeads, dim: dim,
+                blockSize: config.blockK, threshold: config.simThreshold, mean: meanBuffer.address,
+                meansOut: s.keyMeans.address + UInt64(keyAt * dim * 4), flagsOut: s.keyFlags.address + UInt64(keyAt),
+                outBlocks: nk)
+            (localRow, queryAt, keyAt) = (localRow + range.count, queryAt + queryCounts[i], keyAt + keyCounts[i])
+        }
+        summaries = s
+        CUDATrace.note("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t)
+    }
+
+    func localKeySummaries() throws -> [BlockSummaries] {
+        let s = try pooled()
+        var means = [Float](repeating: 0, count: kvHeads * s.keyBlocks * dim)
+        var flags = [UInt8](repeating: 0, count: kvHeads * s.keyBlocks)
+        try means.withUnsafeMutableBytes { try s.keyMeans.download(into: $0.baseAddress!, count: $0.count) }
+        try flags.withUnsafeMutableBytes { try s.keyFlags.download(into: $0.baseAddress!, count: $0.count) }
+        var at = 0
+        var runs: [BlockSummaries] = []
+        for run in s.keyRuns {
+            var runMeans: [Float] = [], runFlags: [UInt8] = []
+            for g in 0..<kvHeads {
+                let first = g * s.keyBlocks + at
+                runMeans += means[(first * dim)..<((first + run.count) * dim)]
+                runFlags += flags[first..<(first + run.count)]
+            }
+            runs.append(BlockSummaries(heads: kvHeads, dim: dim, blockSize: s.blockK, firstBlock: run.firstBlock,
+                                       count: run.count, means: runMeans, flags: runFlags))
+            at += run.count
+        }
+        return runs
+    }
+
+    func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8]) {
+        let s = try pooled()
+        var queries = [UInt8](repeating: 0, count: queryHeads * s.queryBlocks)
+        var keys = [UInt8](repeating: 0, count: kvHeads * s.keyBlocks)
+        try queries.withUnsafeMutableBytes { try s.queryFlags.download(into: $0.baseAddress!, count: $0.count) }
+        try keys.withUnsafeMutableBytes { try s.keyFlags.download(into: $0.baseAddress!, count: $0.count) }
+        return (queries, keys)
+    }
+
+    func predictRows(queryBlocks: [Int], keySummaries: BlockSummaries?, config: SpargeConfig,
+                     seqLen: Int) throws -> BlockMask {
+        try device.makeCurrent()
+        let s = try pooled()
+        let nk = (seqLen + config.blockK - 1) / config.blockK
+        var t = CUDATrace.now()
+        let keyMeans = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 8, label: "key means (Double)")
+        var keyFlags = s.keyFlags
+        if let keySummaries {
+            guard keySummaries.count == nk && keySummaries.firstBlock == 0 && keySummaries.heads == kvHeads else {
+                throw SpargeError.invalidArgument("predictRows: key summaries of blocks \(keySummaries.firstBlock)..<"
+                    + "\(keySummaries.firstBlock + keySummaries.count) × \(keySummaries.heads) heads for \(nk) key blocks × \(kvHeads)")
+            }
+            let floats = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 4, label: "key means (all ranks)")
+            try floats.upload(Array(keySummaries.means))
+            try widen(floats, count: kvHeads * nk * dim, into: keyMeans)
+            keyFlags = try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags (all ranks)")
+            try keyFlags.upload(Array(keySummaries.flags))
+        } else {
+            // One rank: its own runs, in order, are every key block.
+            var next = 0
+            for run in s.keyRuns {
+                guard run.firstBlock == next else {
+                    throw SpargeError.invalidArgument("predictRows: this rank's key blocks do not cover the sequence")
+                }
+                next += run.count
+            }
+            guard next == nk else { throw SpargeError.invalidArgument("predictRows: \(next) key blocks for \(nk)") }
+            try widen(s.keyMeans, count: kvHeads * nk * dim, into: keyMeans)
+        }
+        t = CUDATrace.note("mask: key means widened", since: t)
+        let predicted = try CUDAMaskPredictor(device: device).predictRows(
+            on: CUDAMaskPredictor.MaskInputs(queryMeans: s.queryMeans.address, queryFlags: s.queryFlags.address,
+                                             keyMeans: keyMeans.address, keyFlags: keyFlags.address),
+            queryBlocks: queryBlocks, config: config, headDim: dim, queryHeads: queryHeads, kvHeads: kvHeads,
+            seqLen: seqLen)
+        maskKeys = predicted.deviceKeys
+        return predicted.mask
+    }
+
+    func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
+                       wideValues: Bool) throws -> any ResidentRingStore {
+        try DeviceRingStore(shard: self, mask: mask, maskKeys: maskKeys, tokenRanges: tokenRanges, config: config,
+                            seqLen: seqLen, wideValues: wideValues)
+    }
+
+    /// Float key means widened to Double on the device, as the CPU widens them for the scores.
+    private func widen(_ floats: DeviceBuffer, count: Int, into doubles: DeviceBuffer) throws {
+        try device.launch(kernel("sparge_widen"), grid: (count + 255) / 256, block: 256, [
+            .pointer(floats.address), .int64(Int64(count)), .pointer(doubles.address),
+        ])
+    }
+
+    private func pooled() throws -> Summaries {
+        guard let summaries else { throw SpargeError.invalidArgument("the shard's blocks were not summarized yet") }
+        return summaries
+    }
+
+    private func kernel(_ name: String) throws -> CUDAFunction {
+        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
+                            defines: [])
+    }
+}

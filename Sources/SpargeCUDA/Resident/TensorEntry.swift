@@ -1,0 +1,65 @@
+import SpargeKernels
+
+/// Tensors entering a device for a resident pass: uploaded once when they are on the host, then converted
+/// on the device to the packed types the pass keeps — or used in place when they already are packed in
+/// them.
+struct TensorEntry {
+    let device: CUDADevice
+
+    /// `t` on this device: itself when it is there, else one packed upload in its own element type.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` naming `name` when `t` is on another device.
+    func onDevice(_ t: Tensor, _ name: String) throws -> Tensor {
+        if t.place == .host { return try device.upload(t) }
+        guard t.place == device.place else {
+            throw SpargeError.invalidArgument("\(name) \(t.shape) is on \(t.place); the engine runs on \(device.place)")
+        }
+        return t
+    }
+
+    /// `t` (`[H, rows, D]` on this device, any element type and strides) packed in `format`: `t`'s own
+    /// memory when it already is.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` naming `name` when a value does not fit f16.
+    func packed(_ t: Tensor, as format: StorageFormat, _ name: String) throws -> DeviceBuffer {
+        let source = try device.deviceBuffer(of: t, label: name)
+        if t.isContiguous && t.element == format { return source }
+        let count = t.shape.reduce(1, *)
+        let out = try DeviceBuffer(device: device, bytes: count * format.byteSize, label: "\(name) as \(format.rawValue)")
+        guard count > 0 else { return out }
+        let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
+        try device.launch(kernel("sparge_enter"), grid: (count + 255) / 256, block: 256, [
+            .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(t.strides[0])),
+            .int64(Int64(t.strides[1])), .int64(Int64(t.strides[2])), .int(Int32(t.shape[0])), .int(Int32(t.shape[1])),
+            .int(Int32(t.shape[2])), .pointer(out.address), .int(ResidentKernelSource.code(of: format)),
+            .pointer(flag.address),
+        ])
+        if format == .f16, try raised(flag) {
+            throw SpargeError.invalidArgument("\(name) \(t.shape) holds a value beyond the range of f16 (±65504)")
+        }
+        return out
+    }
+
+    /// Whether one of `count` values of `buffer` (in `format`) is finite and beyond fp16's range.
+    func exceedsHalf(_ buffer: DeviceBuffer, count: Int, format: StorageFormat) throws -> Bool {
+        guard format != .f16 && count > 0 else { return false }
+        let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "range flag")
+        try device.launch(kernel("sparge_exceeds_half"), grid: (count + 255) / 256, block: 256, [
+            .pointer(buffer.address), .int(ResidentKernelSource.code(of: format)), .int64(Int64(count)),
+            .pointer(flag.address),
+        ])
+        return try raised(flag)
+    }
+
+    private func raised(_ flag: DeviceBuffer) throws -> Bool {
+        try device.synchronize()
+        var value: Int32 = 0
+        try withUnsafeMutableBytes(of: &value) { try flag.download(into: $0.baseAddress!, count: 4) }
+        return value != 0
+    }
+
+    private func kernel(_ name: String) throws -> CUDAFunction {
+        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
+                            defines: [])
+    }
+}

@@ -1,0 +1,67 @@
+/// A backend that keeps a rank's tensors in its own memory for the whole forward pass (a GPU): the pass
+/// then moves through the host only what the collectives need — the K sums, the key summaries, the need
+/// bits — and the ring's payloads.
+public protocol ResidentAttentionEngine: AttentionEngine {
+    /// This rank's Q `[Hq, rows, D]` and K, V `[Hkv, rows, D]` entered into the engine's memory, converted
+    /// once: Q and K as fp32 for the summaries and in the kernel's type for the tiles, K and V in `kvFormat`
+    /// for the ring. Tensors may be on the host or already on the engine's device.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` for a tensor the engine cannot take (another device, a value
+    ///   beyond `kvFormat`'s range), or the backend's error.
+    func enter(q: Tensor, k: Tensor, v: Tensor, kvFormat: StorageFormat) throws -> any ResidentShard
+
+    /// Whether `ShardedAttention.forward` runs its passes resident on this engine (else fed from the host).
+    var runsResident: Bool { get }
+
+    /// A packed copy of host tensor `tensor` in the engine's memory.
+    func upload(_ tensor: Tensor) throws -> Tensor
+
+    /// A packed host copy of `tensor`, which lies in the engine's memory.
+    func download(_ tensor: Tensor) throws -> Tensor
+}
+
+/// One rank's Q, K, V in a backend's memory, and the steps of a forward pass that run where they are.
+public protocol ResidentShard: AnyObject {
+    /// Query heads, key/value heads, this rank's rows, head dimension.
+    var queryHeads: Int { get }
+    var kvHeads: Int { get }
+    var rows: Int { get }
+    var dim: Int { get }
+
+    /// Whether V holds values that the backend's compact P·V type cannot carry (fp16 beyond ±65504); when
+    /// any rank's does, every rank is given `wideValues` and computes P·V in its wide type.
+    var needsWideValues: Bool { get }
+
+    /// The sums of K over this rank's rows `[Hkv][D]`, in ``KeyMean``'s order (so the same Doubles).
+    func keySums() throws -> [Double]
+
+    /// Pools this rank's query and key blocks (keys minus `keyMean`) as `BlockSummaries.summarize` does, bit
+    /// for bit, and keeps them for ``predictRows(queryBlocks:keySummaries:config:seqLen:)``.
+    ///
+    /// - Parameter tokenRanges: the global token ranges this rank holds, in the order of its rows.
+    func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws
+
+    /// The key summaries pooled by `summarize`, on the host, one run per token range (for the allgather).
+    func localKeySummaries() throws -> [BlockSummaries]
+
+    /// The self-similarity flags of this rank's query blocks `[Hq][blocks]` and key blocks `[Hkv][blocks]`.
+    func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8])
+
+    /// This rank's mask rows, as `MaskPredictor.predictRows` gives them — bit for bit.
+    ///
+    /// - Parameter keySummaries: every key block's summary, gathered from all ranks; nil when this rank's
+    ///   own (from `summarize`) are all of them (one rank), which then never leave the backend.
+    func predictRows(queryBlocks: [Int], keySummaries: BlockSummaries?, config: SpargeConfig,
+                     seqLen: Int) throws -> BlockMask
+
+    /// The ring's store for an attention of this rank's queries under `mask`, holding this rank's K/V.
+    func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
+                       wideValues: Bool) throws -> any ResidentRingStore
+}
+
+/// A ring store whose output stays where it was computed.
+public protocol ResidentRingStore: RingBlockStore {
+    /// The output `[Hq, rows, D]` (f32) and row log-sum-exp `[Hq, rows]` (f32, natural log), in the
+    /// backend's memory, and the counters of every `attend`.
+    func finish() throws -> (output: Tensor, lse: Tensor, statistics: AttentionStatistics)
+}

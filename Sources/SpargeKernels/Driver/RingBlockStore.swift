@@ -1,0 +1,48 @@
+/// One key/value block of one kv head inside a ring payload.
+public struct PayloadEntry: Sendable, Equatable {
+    public let kvHead: Int
+    public let block: Int
+    /// Rows of this block (`blockK`, or fewer for the global last block).
+    public let rows: Int
+    /// Offset of the block's keys in the payload, in bytes; its values follow the keys directly.
+    public let offset: Int
+
+    public init(kvHead: Int, block: Int, rows: Int, offset: Int) {
+        (self.kvHead, self.block, self.rows, self.offset) = (kvHead, block, rows, offset)
+    }
+}
+
+/// Where a rank's key/value blocks live while a ring runs, and who computes with them: the seam between the
+/// ring (which decides what travels and when) and a backend (host arrays and CPU tiles, or device memory
+/// and GPU kernels).
+///
+/// At every step the ring makes one payload current — this rank's own blocks (`holdLocal`) or the payload
+/// that arrived (`holdReceived`) — packs the blocks that travel on, posts its messages on the host buffers
+/// the store hands out, and lets the store compute with the current payload while they travel. Payload
+/// bytes are the storage format's, laid out by the entries' offsets, the same on both ends of a message.
+public protocol RingBlockStore: AnyObject {
+    /// Makes this rank's own blocks the current payload.
+    func holdLocal() throws
+
+    /// Makes the payload that arrived in the last `receiveBuffer` (made of `entries`) the current one.
+    ///
+    /// - Parameter ownerBlocks: the key blocks of the rank the payload comes from (ranges of global
+    ///   indices): every block of them that this rank's mask rows name is among `entries`.
+    func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws
+
+    /// Writes the current payload's blocks `entries` (`byteCount` bytes in all) into host memory that MPI
+    /// may read until the next `pack`, and returns it.
+    func pack(_ entries: [PayloadEntry], byteCount: Int) throws -> UnsafeRawBufferPointer
+
+    /// Host memory of `byteCount` bytes for the next payload to arrive in; it stays untouched by the store
+    /// until `holdReceived`.
+    func receiveBuffer(byteCount: Int) throws -> UnsafeMutableRawBufferPointer
+
+    /// Computes with the current payload (it may return before a device has finished).
+    ///
+    /// - Parameters:
+    ///   - threads: host worker threads the store may use.
+    ///   - poll: called on this thread while the work runs, with the share done; the ring progresses its
+    ///     messages with it.
+    func attend(threads: Int, poll: ((Double) -> Void)?) throws
+}

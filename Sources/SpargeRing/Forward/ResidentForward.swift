@@ -1,0 +1,97 @@
+import Dispatch
+import SpargeKernels
+
+/// The result of a forward pass whose tensors stayed in a backend's memory: output and LSE are where they
+/// were computed (device tensors for a GPU); the mask and counters are on the host.
+public struct ResidentForwardResult {
+    /// Output `[Hq, localRows, D]` (f32), rows in the order of the rank's token ranges.
+    public var output: Tensor
+    /// Row log-sum-exp `[Hq, localRows]` (f32, natural log of the scaled scores; `-inf` for a row that saw
+    /// no key).
+    public var lse: Tensor
+    /// This rank's mask rows.
+    public var mask: BlockMask
+    /// Self-similarity flags of this rank's query blocks `[Hq][rows]` and of every key block `[Hkv][nk]`.
+    public var querySelfSimilar: [UInt8]
+    public var keySelfSimilar: [UInt8]
+    /// Counters and timings.
+    public var statistics: ForwardStatistics
+}
+
+extension ResidentForwardResult {
+    /// The same result with output and LSE copied to the host by `engine` (whose memory holds them).
+    public func onHost(_ engine: any ResidentAttentionEngine) throws -> ForwardResult {
+        let out = try engine.download(output).hostFloats()
+        let lse = try engine.download(self.lse)
+        let lseValues = [Float](UnsafeBufferPointer(start: lse.buffer.base.assumingMemoryBound(to: Float.self),
+                                                    count: lse.shape.reduce(1, *)))
+        return ForwardResult(output: out, lse: lseValues, mask: mask, querySelfSimilar: querySelfSimilar,
+                             keySelfSimilar: keySelfSimilar, statistics: statistics)
+    }
+}
+
+extension ShardedAttention {
+    /// The forward pass of this rank's shard with every tensor kept in `engine`'s memory (DESIGN.md §6.1):
+    /// Q, K, V enter once (host tensors are copied up once; device tensors are used where they are); the K
+    /// mean, the summaries, the mask rows, the ring's packing and the attention run there. Through the host
+    /// go only the K sums, the key summaries (with more than one rank), the need bits and the ring's
+    /// payloads. Same arguments, same mask (bit for bit) and same errors on every rank as
+    /// ``forward(q:k:v:layout:config:communicator:threads:engine:kvFormat:progress:)-(Tensor,Tensor,Tensor,_,_,_,_,_,_,_)``.
+    public static func forwardResident(
+        q: Tensor, k: Tensor, v: Tensor, layout: ShardLayout, config: SpargeConfig, communicator comm: Communicator,
+        engine: any ResidentAttentionEngine, kvFormat: StorageFormat, progress: ((String, Double) -> Void)? = nil
+    ) throws -> ResidentForwardResult {
+        let start = DispatchTime.now().uptimeNanoseconds
+        func seconds(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
+        try checkAgreement(qShape: q.shape, kShape: k.shape, vShape: v.shape, layout: layout, config: config,
+                           kvFormat: kvFormat, comm: comm)
+        let ranges = layout.tokenRanges[comm.rank]
+        var stats = ForwardStatistics()
+
+        // Summaries: the global K mean from every rank's sums, then this rank's blocks pooled in place.
+        progress?("summaries", 0)
+        var t = DispatchTime.now().uptimeNanoseconds
+        let shard = try agreed(comm) { try engine.enter(q: q, k: k, v: v, kvFormat: kvFormat) }
+        var sums = try agreed(comm) { try shard.keySums() }
+        comm.allreduceSum(&sums)
+        let keyMean = KeyMean(heads: shard.kvHeads, dim: shard.dim, sums: sums, rowCount: layout.seqLen).mean()
+        try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
+        var gathered: BlockSummaries?
+        if comm.size > 1 {
+            let keyRuns = try agreed(comm) { try shard.localKeySummaries() }
+            stats.summaryBytes = SummaryCoding.encode(keyRuns).count
+            gathered = BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
+        }
+        stats.summarySeconds = seconds(since: t)
+
+        // This rank's mask rows, the run-wide density, and who needs which key block.
+        progress?("mask", 0)
+        t = DispatchTime.now().uptimeNanoseconds
+        let mask = try agreed(comm) {
+            try shard.predictRows(queryBlocks: layout.queryBlocks(rank: comm.rank), keySummaries: gathered,
+                                  config: config, seqLen: layout.seqLen)
+        }
+        let needs = exchangeNeeds(mask: mask, kvHeads: shard.kvHeads, layout: layout, config: config, comm: comm,
+                                  statistics: &stats)
+        stats.maskSeconds = seconds(since: t)
+
+        // The ring, its payloads packed and placed by the engine.
+        t = DispatchTime.now().uptimeNanoseconds
+        let wideValues = comm.anyRank(shard.needsWideValues)
+        let store = try agreed(comm) {
+            try shard.makeRingStore(mask: mask, tokenRanges: ranges, config: config, seqLen: layout.seqLen,
+                                    wideValues: wideValues)
+        }
+        let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: shard.dim, format: kvFormat),
+                                 comm: comm, threads: 1)
+        stats.ring = try ring.run(store: store) { done in progress?("ring", done) }
+        let (output, lse, attention) = try store.finish()
+        stats.attention = attention
+        stats.ringSeconds = seconds(since: t)
+        let flags = try shard.selfSimilarFlags()
+        stats.totalSeconds = seconds(since: start)
+        progress?("done", 1)
+        return ResidentForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: flags.queries,
+                                     keySelfSimilar: gathered?.flags ?? flags.keys, statistics: stats)
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import SpargeCUDA
+import SpargeRing
+import SpargeWorkloads
+
+/// The resident half of `sparge selftest-cuda`: whole forward passes kept on the GPU (entry, K sums,
+/// summaries, mask and its compaction, the ring store, the kernel) against the CPU's pass on the same
+/// inputs — rounded to the GPU's 16-bit type first, so that both see the same values. The masks must be
+/// identical (the GPU repeats the CPU's arithmetic); outputs within 2e-3 relative L1 (P and V go through
+/// 16 bits on the tensor cores; the kernel's own check uses the same bound); the LSE within 2e-3.
+struct CUDAResidentSelfTestCase {
+    var label: String
+    var workload: Workload = .llm
+    var seqLen: Int
+    var heads = 4, kvHeads = 2, dim = 128
+    var config = SpargeConfig()
+    var kvFormat = StorageFormat.bf16
+    /// Hand the tensors over as device tensors (else as host tensors, uploaded by the pass).
+    var onDevice = true
+
+    static let sweep: [CUDAResidentSelfTestCase] = [
+        .init(label: "llm causal cdf, partial tail, D64", seqLen: 5000, dim: 64, config: SpargeConfig(causal: true)),
+        .init(label: "llm topk 0.1, GQA 8/1, host tensors", seqLen: 8192, heads: 8, kvHeads: 1,
+              config: SpargeConfig(selection: .topK(0.1)), onDevice: false),
+        .init(label: "video cdf 0.9, K/V f32", workload: .video, seqLen: 4096, heads: 2, kvHeads: 2,
+              config: SpargeConfig(selection: .cdf(0.9)), kvFormat: .f32),
+        .init(label: "random causal dense, K/V f16", workload: .random, seqLen: 2000, heads: 2, kvHeads: 1,
+              config: SpargeConfig(selection: .dense, causal: true), kvFormat: .f16),
+    ]
+
+    func run(engine: CUDAAttentionEngine) throws -> CUDASelfTestCase.Outcome {
+        let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen, headDim: dim)
+        let generator = try WorkloadGenerator(workload, shape: shape, seed: 5)
+        let rounded = { (t: Tensor3) in engine.precision.rounded(t).rounded(to: kvFormat) }
+        let q = engine.precision.rounded(generator.generate(.query, rows: [0..<seqLen]))
+        let (k, v) = (rounded(generator.generate(.key, rows: [0..<seqLen])), rounded(generator.generate(.value, rows: [0..<seqLen])))
+        let layout = try ShardLayout(seqLen: seqLen, ranks: 1, config: config)
+        let comm = SingleProcessCommunicator()
+        let cpu = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                               threads: ProcessInfo.processInfo.activeProcessorCount)
+        var (tq, tk, tv) = (Tensor(q), Tensor(k), Tensor(v))
+        if onDevice { (tq, tk, tv) = (try engine.upload(tq), try engine.upload(tk), try engine.upload(tv)) }
+        let gpu = try ShardedAttention.forwardResident(q: tq, k: tk, v: tv, layout: layout, config: config,
+                                                       communicator: comm, engine: engine, kvFormat: kvFormat)
+        let host = try gpu.onHost(engine)
+        var failures: [String] = []
+        let blockDiff = zip(gpu.mask.denseBits(), cpu.mask.denseBits()).filter { $0 != $1 }.count
+        if gpu.mask != cpu.mask { failures.append("the mask differs from the CPU's (\(blockDiff) blocks)") }
+        let error = ErrorMetrics(output: host.output.data, reference: cpu.output.data.map(Double.init)).relativeL1
+        if !(error <= 2e-3) { failures.append("rel L1 \(error) against the CPU's pass (bound 2e-3)") }
+        var lseDiff = 0.0
+        for (a, b) in zip(host.lse, cpu.lse) {
+            if a.isInfinite || b.isInfinite {
+                if a != b { failures.append("LSE -inf differs from the CPU's"); break }
+            } else {
+                lseDiff = max(lseDiff, Double(abs(a - b)))
+            }
+        }
+        if lseDiff > 2e-3 { failures.append("LSE differs by \(lseDiff) (bound 2e-3)") }
+        let line = label.padding(toLength: 38, withPad: " ", startingAt: 0)
+            + String(format: " %6d  %2d/%-2d  %4d  ", seqLen, heads, kvHeads, dim)
+            + kvFormat.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)
+            + String(format: "  %6.4f  %6d   %.2e  %.2e   %8.2f", cpu.statistics.mask.density, blockDiff, error,
+                     lseDiff, gpu.statistics.totalSeconds * 1e3)
+            + (failures.isEmpty ? "  ok" : "  FAIL")
+        return .init(line: line, failures: failures)
+    }
+}
+
+/// Runs the resident sweep; returns the failures, labelled.
+func runCUDAResidentSelfTest(device: CUDADevice) -> [String] {
+    print("whole resident pass on the GPU against the CPU's pass (mask exactly; output and LSE within 2e-3)")
+    print("case                                        N  Hq/Hkv   D  K/V   density  blocks   rel-L1    lse-diff   gpu ms")
+    let engine: CUDAAttentionEngine
+    do {
+        engine = try CUDAAttentionEngine(device: device, options: .fromEnvironment)
+    } catch {
+        return ["resident: \(error)"]
+    }
+    return runSelfTestCases(CUDAResidentSelfTestCase.sweep, label: { "resident \($0.label)" }) { try $0.run(engine: engine) }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import SpargeKernels
+import SpargeTestSupport
+import XCTest
+@testable import SpargeCUDA
+
+/// The resident pass's kernels (`ResidentKernelSource`) compiled as C++ for the host and compared with the
+/// host code they stand in for, exactly: the K sums with `KeyMean`, the mask compaction with
+/// `BlockMask(dense:)`, the conversions with `StorageFormat`, the block placement with the blocks it copies.
+/// Exact because each kernel repeats the host's operations in the host's order (the sums) or is pure
+/// integer and bit work (the rest): one differing bit is a failure.
+final class ResidentKernelEmulationTests: XCTestCase {
+    func testKeySumsEqualKeyMean() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        // Rows past several chunks with a partial last one, and a run shorter than one chunk.
+        for (heads, rows, dim) in [(2, KeyMean.chunkRows * 3 + 77, 64), (3, 100, 40)] {
+            let k = Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 2, shift: 0.7, using: &rng)
+            var input = Data()
+            input.append(ints: [heads, rows, dim, KeyMean.chunkRows])
+            input.append(floats: k.data)
+            let out = try program().run("keysums", input)
+            let sums = out.values(Double.self, count: heads * dim)
+            let expected = KeyMean(summing: k, rows: 0..<rows).sums
+            XCTAssertEqual(sums.map(\.bitPattern), expected.map(\.bitPattern), "H=\(heads) N=\(rows) D=\(dim) seed \(seed)")
+        }
+    }
+
+    func testCompactionEqualsTheSparseMask() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        // Rows shorter and longer than a 64-block chunk, empty rows, full rows.
+        for (rows, nk) in [(37, 200), (5, 64), (9, 3), (12, 129)] {
+            var bits = [UInt8](repeating: 0, count: rows * nk)
+            for r in 0..<rows {
+                let p = r % 4 == 0 ? 0.0 : (r % 4 == 1 ? 1.0 : Double.random(in: 0.01...0.5, using: &rng))
+                for j in 0..<nk where Double.random(in: 0..<1, using: &rng) < p { bits[r * nk + j] = 1 }
+            }
+            var input = Data()
+            input.append(ints: [rows, nk])
+            input.append(contentsOf: bits)
+            let out = try program().run("compact", input)
+            let starts = out.values(Int64.self, count: rows + 1).map(Int.init)
+            let keys = out.values(Int32.self, at: (rows + 1) * 8, count: starts.last!)
+            let expected = BlockMask(heads: 1, keyBlocks: nk, queryBlocks: Array(0..<rows), dense: bits)
+            XCTAssertEqual(starts, expected.rowStarts, "rows \(rows) × \(nk), seed \(seed)")
+            XCTAssertEqual(keys, expected.keys, "rows \(rows) × \(nk), seed \(seed)")
+        }
+    }
+
+    func testConversionsEqualTheStorageFormats() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        // Ordinary values, halfway cases of both 16-bit types, f16 subnormals, f16's edge (65504 fits,
+        // 65520 rounds to ∞), zeros of both signs, infinities.
+        var values = (0..<4000).map { _ in Float.random(in: -3...3, using: &rng) * Float(pow(2.0, Double(Int.random(in: -30...17, using: &rng)))) }
+        values += [0, -0, 1 + 1.0 / 256, 1 + 3.0 / 512, 1 + 1.0 / 2048, 65504, 65519.9, 65520, -70000, 6e-8, 3e-5,
+                   .infinity, -.infinity, Float(bitPattern: 0x3380_0000), Float(bitPattern: 0x3880_1000)]
+        for format in [StorageFormat.bf16, .f16, .f32] {
+            var input = Data()
+            input.append(ints: [values.count, Int(ResidentKernelSource.code(of: format))])
+            input.append(floats: values)
+            let out = try program().run("convert", input)
+            var expected = [UInt8](repeating: 0, count: values.count * format.byteSize)
+            let fits = values.withUnsafeBufferPointer { format.convert($0.baseAddress!, count: values.count, to: &expected) }
+            XCTAssertEqual(Array(out.prefix(expected.count)), expected, "\(format.rawValue), seed \(seed)")
+            XCTAssertEqual(out.last == 1, !fits, "overflow flag, \(format.rawValue)")
+            // Back to f32: the host's widening, bit for bit.
+            var back = Data()
+            back.append(ints: [values.count, Int(ResidentKernelSource.code(of: format))])
+            back.append(contentsOf: expected)
+            let widened = try program().run("widen", back).values(Float.self, count: values.count)
+            var hostWidened = [Float](repeating: 0, count: values.count)
+            format.widen(expected, count: values.count, to: &hostWidened)
+            XCTAssertEqual(widened.map(\.bitPattern), hostWidened.map(\.bitPattern), "widen \(format.rawValue)")
+        }
+    }
+
+    func testPlacementPutsEveryBlockAtItsRows() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        let (kvHeads, blockK, dim, keyBlocks) = (2, 8, 16, 5)
+        let kvRows = keyBlocks * blockK
+        // A payload of bf16 blocks (the last one partial, 3 rows), placed as bf16 K and fp16 V.
+        let blocks = [(0, 4, 3), (1, 0, 8), (1, 2, 8), (0, 1, 8)]  // (kv head, block, rows)
+        var payload: [UInt16] = []
+        var offsets: [Int] = []
+        for (_, _, rows) in blocks {
+            offsets.append(payload.count * 2)
+            for _ in 0..<(2 * rows * dim) { payload.append(Float.random(in: -4...4, using: &rng).bitPattern.bf16Rounded) }
+        }
+        var input = Data()
+        input.append(ints: [kvHeads, kvRows, dim, blocks.count])
+        for (i, (g, j, rows)) in blocks.enumerated() { input.append(ints: [g, j * blockK, rows, offsets[i]]) }
+        input.append(ints: [payload.count])
+        payload.withUnsafeBytes { input.append(contentsOf: $0) }
+        let out = try program().run("place", input)
+        let k = out.values(UInt16.self, count: kvHeads * kvRows * dim)
+        let v = out.values(UInt16.self, at: k.count * 2, count: kvHeads * kvRows * dim)
+        var expectedK = [UInt16](repeating: 0, count: k.count), expectedV = expectedK
+        for (i, (g, j, rows)) in blocks.enumerated() {
+            let base = offsets[i] / 2
+            for e in 0..<(rows * dim) {
+                let at = (g * kvRows + j * blockK) * dim + e
+                expectedK[at] = payload[base + e]
+                expectedV[at] = Float16(Float(bitPattern: UInt32(payload[base + rows * dim + e]) << 16)).bitPattern
+            }
+        }
+        XCTAssertEqual(k, expectedK, "keys, seed \(seed)")
+        XCTAssertEqual(v, expectedV, "values (bf16 payload to fp16), seed \(seed)")
+    }
+
+    private func program() throws -> HostKernelProgram {
+        try HostKernelProgram.build(name: "resident",
+                                    source: HostKernelProgram.prelude + ResidentKernelSource.source + Self.harness, defines: [:])
+    }
+
+    static let harness = #"""
+
+
+int main(int argc, char** argv) {
+    if (argc != 4) return 2;
+    in_file = fopen(argv[2], "rb");
+    FILE* out = fopen(argv[3], "wb");
+    if (!in_file || !out) return 2;
+    if (strcmp(argv[1], "keysums") == 0) {
+        int heads = (int)take_int(), rows = (int)take_int(), dim = (int)take_int(), chunkRows = (int)take_int();
+        float* k = (float*)malloc((size_t)heads * rows * dim * 4); take(k, (size_t)heads * rows * dim * 4);
+        int chunks = (rows + chunkRows - 1) / chunkRows;
+        double* partials = (double*)malloc((size_t)heads * chunks * dim * 8);
+        double* sums = (double*)malloc((size_t)heads * dim * 8);
+        LAUNCH((heads * chunks * dim + 63) / 64, 64, sparge_key_partials(k, heads, rows, dim, chunkRows, partials));
+        LAUNCH((heads * dim + 63) / 64, 64, sparge_key_total(partials, heads, chunks, dim, sums));
+        fwrite(sums, 8, (size_t)heads * dim, out);
+    } else if (strcmp(argv[1], "compact") == 0) {
+        long long rows = take_int(); int nk = (int)take_int();
+        unsigned char* bits = (unsigned char*)malloc(rows * nk + 1); take(bits, rows * nk);
+        int chunks = (nk + 63) / 64;
+        int* offsets = (int*)malloc(rows * chunks * 4 + 4);
+        int* totals = (int*)malloc(rows * 4 + 4);
+        LAUNCH((rows * chunks + 31) / 32, 32, sparge_chunk_counts(bits, rows, nk, offsets));
+        LAUNCH((rows + 31) / 32, 32, sparge_row_offsets(offsets, rows, nk, totals));
+        long long* starts = (long long*)malloc((rows + 1) * 8);
+        starts[0] = 0;
+        for (long long r = 0; r < rows; ++r) starts[r + 1] = starts[r] + totals[r];
+        int* keys = (int*)malloc(starts[rows] * 4 + 4);
+        LAUNCH((rows * chunks + 31) / 32, 32, sparge_compact(bits, rows, nk, offsets, starts, keys));
+        fwrite(starts, 8, rows + 1, out);
+        fwrite(keys, 4, starts[rows], out);
+    } else if (strcmp(argv[1], "convert") == 0 || strcmp(argv[1], "widen") == 0) {
+        int widen = strcmp(argv[1], "widen") == 0;
+        long long count = take_int(); int type = (int)take_int();
+        int size = type == 0 ? 4 : 2;
+        void* src = malloc(count * (widen ? size : 4) + 4); take(src, count * (widen ? size : 4));
+        void* dst = malloc(count * (widen ? 4 : size) + 4);
+        int overflow = 0;
+        // One head of `count` rows of one element: the strides walk the rows.
+        if (widen) LAUNCH((count + 63) / 64, 64, sparge_enter(src, type, 0, 1, 1, 1, (int)count, 1, dst, 0, &overflow));
+        else LAUNCH((count + 63) / 64, 64, sparge_enter(src, 0, 0, 1, 1, 1, (int)count, 1, dst, type, &overflow));
+        fwrite(dst, widen ? 4 : size, count, out);
+        if (!widen) { unsigned char flag = overflow != 0; fwrite(&flag, 1, 1, out); }
+    } else if (strcmp(argv[1], "place") == 0) {
+        int kvHeads = (int)take_int(), kvRows = (int)take_int(), dim = (int)take_int(), n = (int)take_int();
+        long long meta[64][4];
+        for (int i = 0; i < n; ++i) for (int f = 0; f < 4; ++f) meta[i][f] = take_int();
+        long long words = take_int();
+        unsigned short* payload = (unsigned short*)malloc(words * 2 + 2); take(payload, words * 2);
+        size_t elements = (size_t)kvHeads * kvRows * dim;
+        unsigned short* k = (unsigned short*)calloc(elements + 1, 2);
+        unsigned short* v = (unsigned short*)calloc(elements + 1, 2);
+        BlockPlacement* table = (BlockPlacement*)malloc(sizeof(BlockPlacement) * n);
+        for (int i = 0; i < n; ++i) {
+            unsigned short* keys = payload + meta[i][3] / 2;
+            table[i].keys = (u64)keys;
+            table[i].values = (u64)(keys + meta[i][2] * dim);
+            table[i].kvHead = (int)meta[i][0]; table[i].firstRow = (int)meta[i][1]; table[i].rows = (int)meta[i][2];
+        }
+        int overflow = 0;
+        LAUNCH(n, 32, sparge_place_blocks(table, 1, dim, kvRows, k, 1, v, 2, &overflow));
+        fwrite(k, 2, elements, out);
+        fwrite(v, 2, elements, out);
+    }
+    fclose(out);
+    return 0;
+}
+"""#
+}
+
+private extension UInt32 {
+    /// The bf16 word nearest this f32 bit pattern (ties to even; inputs here are finite).
+    var bf16Rounded: UInt16 { UInt16(truncatingIfNeeded: (self &+ 0x7fff &+ ((self >> 16) & 1)) >> 16) }
+}
