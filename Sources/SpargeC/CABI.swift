@@ -9,12 +9,13 @@ import SpargeRing
 public func spargeABIVersion() -> Int32 { SPARGE_ABI_VERSION }
 
 @_cdecl("sparge_context_create")
-public func spargeContextCreate(_ mpiComm: UInt64, _ threads: Int32, _ engine: Int32, _ device: Int32,
+public func spargeContextCreate(_ mpiComm: UInt64, _ threads: Int32, _ engine: Int32, _ device: Int32, _ flags: Int32,
                                 _ context: UnsafeMutablePointer<OpaquePointer?>?,
                                 _ error: UnsafeMutablePointer<CChar>?, _ errorSize: Int) -> sparge_status {
     reporting(error, errorSize) {
         guard let context else { throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "context: NULL") }
-        let made = try SpargeContext(mpiHandle: mpiComm, threads: Int(threads), engine: engine, device: device)
+        let made = try SpargeContext(mpiHandle: mpiComm, threads: Int(threads), engine: engine, device: device,
+                                     trace: flags & SPARGE_CONTEXT_TRACE != 0)
         context.pointee = OpaquePointer(Unmanaged.passRetained(made).toOpaque())
     }
 }

@@ -12,7 +12,7 @@ extension SpargeContext {
         let kvFormat: StorageFormat
 
         init(params: UnsafePointer<sparge_params>?, q: UnsafePointer<sparge_tensor>?, k: UnsafePointer<sparge_tensor>?,
-             v: UnsafePointer<sparge_tensor>?, out: UnsafePointer<sparge_tensor>?) throws {
+             v: UnsafePointer<sparge_tensor>?, out: UnsafePointer<sparge_tensor>?, engine: any AttentionEngine) throws {
             guard let params else { throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "params: NULL") }
             config = try params.pointee.configuration()
             kvFormat = try params.pointee.kvFormat()
@@ -28,6 +28,15 @@ extension SpargeContext {
             guard self.out.shape == self.q.shape else {
                 throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "out \(self.out.shape) must have q's shape \(self.q.shape)")
             }
+            guard self.out.place == .host else {
+                throw CError(SPARGE_ERROR_UNSUPPORTED, "out \(self.out.shape) is on \(self.out.place): the output comes "
+                    + "back in host memory in this version (device tensors in, host output)")
+            }
+            let resident = (engine as? any ResidentAttentionEngine)?.runsResident ?? false
+            if !resident, let onDevice = [self.q, self.k, self.v].first(where: { $0.place != .host }) {
+                throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "\(onDevice.name) \(onDevice.shape) is on \(onDevice.place): "
+                    + "tensors in GPU memory need the CUDA engine (backend \"cuda\"); the \(engine.name) engine reads host memory")
+            }
             let (q, k, v) = (self.q, self.k, self.v)
             items = try (0..<q.batch).map { b in (try q.item(b), try k.item(b), try v.item(b)) }
         }
@@ -41,7 +50,7 @@ extension SpargeContext {
         var inputs: Inputs?
         var problem = callerProblem.map { CError(SPARGE_ERROR_INVALID_ARGUMENT, $0) }
         if problem == nil {
-            do { inputs = try Inputs(params: params, q: q, k: k, v: v, out: out) } catch { problem = CError(error) }
+            do { inputs = try Inputs(params: params, q: q, k: k, v: v, out: out, engine: engine) } catch { problem = CError(error) }
         }
         let seqLen = try agree(problem, batch: inputs?.q.batch ?? 0, rows: inputs?.q.rows ?? 0)
         guard let inputs else { throw problem! }  // agree threw already; kept for the type checker

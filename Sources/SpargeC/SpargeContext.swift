@@ -13,12 +13,12 @@ final class SpargeContext {
 
     /// A context over the caller's MPI communicator (`handle` ≠ 0, duplicated) or over this process alone.
     /// With a communicator it is collective: an engine that fails on one rank fails the call on every rank.
-    init(mpiHandle handle: UInt64, threads: Int, engine kind: Int32, device: Int32) throws {
+    init(mpiHandle handle: UInt64, threads: Int, engine kind: Int32, device: Int32, trace: Bool) throws {
         self.threads = threads
         communicator = handle == 0 ? SingleProcessCommunicator() : try MPICommunicator(duplicating: UInt(handle))
         var made: (any AttentionEngine)?
         var problem = ""
-        do { made = try SpargeContext.engine(kind, device: device, threads: threads) } catch {
+        do { made = try SpargeContext.engine(kind, device: device, threads: threads, trace: trace) } catch {
             let failure = CError(error)
             problem = "\(failure.status.rawValue) \(failure.message)"
         }
@@ -31,8 +31,8 @@ final class SpargeContext {
         engine = made!
     }
 
-    /// The engine `kind` asks for: the CPU, or the CUDA device `device`.
-    private static func engine(_ kind: Int32, device: Int32, threads: Int) throws -> any AttentionEngine {
+    /// The engine `kind` asks for: the CPU, or the CUDA device `device` (tracing its host work when `trace`).
+    private static func engine(_ kind: Int32, device: Int32, threads: Int, trace: Bool) throws -> any AttentionEngine {
         guard threads >= 1, device >= 0 else {
             throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "threads \(threads) must be at least 1, device \(device) at least 0")
         }
@@ -41,6 +41,7 @@ final class SpargeContext {
         case Int32(SPARGE_ENGINE_CUDA.rawValue):
             var options = CUDAOptions()
             options.deviceOrdinal = Int(device)
+            options.trace = trace
             return try CUDAAttentionEngine(options: options)
         default: throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "engine \(kind) is neither cpu (0) nor cuda (1)")
         }

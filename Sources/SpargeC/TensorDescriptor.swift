@@ -33,9 +33,8 @@ struct TensorDescriptor {
         switch raw.device_type {
         case Int32(SPARGE_DEVICE_CPU.rawValue): place = .host
         case Int32(SPARGE_DEVICE_CUDA.rawValue):
-            // The GPU pipeline that takes device buffers is not part of this build: say so, copy nothing.
-            throw CError(SPARGE_ERROR_UNSUPPORTED, "\(name) \(shape) \(element.rawValue) is on cuda:\(raw.device_id); "
-                + "this build takes host tensors only (move it to the CPU, e.g. `.cpu()`)")
+            // Read in place by the CUDA engine's resident pass; the CPU engine refuses it with a message.
+            place = .device(backend: "cuda", ordinal: Int(raw.device_id))
         default:
             throw CError(SPARGE_ERROR_UNSUPPORTED, "\(name) \(shape): device type \(raw.device_type) is neither "
                 + "the CPU (1) nor CUDA (2)")

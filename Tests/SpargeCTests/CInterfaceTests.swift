@@ -13,7 +13,7 @@ final class CInterfaceTests: XCTestCase {
 
     private func context() throws -> OpaquePointer {
         var made: OpaquePointer?
-        XCTAssertEqual(spargeContextCreate(0, 1, 0, 0, &made, &error, error.count), SPARGE_OK, message)
+        XCTAssertEqual(spargeContextCreate(0, 1, 0, 0, 0, &made, &error, error.count), SPARGE_OK, message)
         return try XCTUnwrap(made)
     }
 
@@ -74,7 +74,8 @@ final class CInterfaceTests: XCTestCase {
             let cases: [(String, sparge_tensor?, sparge_status, String)] = [
                 ("NULL q", nil, SPARGE_ERROR_INVALID_ARGUMENT, "q: no tensor (NULL)"),
                 ("dtype 7", { var t = good; t.dtype = 7; return t }(), SPARGE_ERROR_INVALID_ARGUMENT, "q [1, 1, 4, 16]: dtype code 7"),
-                ("cuda", descriptor(buffer.baseAddress!, [1, 1, 4, 16], device: SPARGE_DEVICE_CUDA), SPARGE_ERROR_UNSUPPORTED, "on cuda:0"),
+                ("cuda on the cpu engine", descriptor(buffer.baseAddress!, [1, 1, 4, 16], device: SPARGE_DEVICE_CUDA),
+                 SPARGE_ERROR_INVALID_ARGUMENT, "q [1, 1, 4, 16] is on cuda:0: tensors in GPU memory need the CUDA engine"),
                 ("too long", descriptor(buffer.baseAddress!, [1, 1, 8, 16]), SPARGE_ERROR_INVALID_ARGUMENT, "q, k and v must agree"),
             ]
             for i in cases.indices {
@@ -97,7 +98,7 @@ final class CInterfaceTests: XCTestCase {
             XCTAssertTrue(message.contains("τ 2.0"), message)
         }
         var none: OpaquePointer?
-        XCTAssertEqual(spargeContextCreate(0, 0, 0, 0, &none, &error, error.count), SPARGE_ERROR_INVALID_ARGUMENT)
+        XCTAssertEqual(spargeContextCreate(0, 0, 0, 0, 0, &none, &error, error.count), SPARGE_ERROR_INVALID_ARGUMENT)
         XCTAssertNil(none)
     }
 

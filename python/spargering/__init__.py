@@ -40,7 +40,7 @@ def library_path():
 
 def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale=None, simthreshd1=0.6,
               cdfthreshd=0.98, topk=None, pvthreshd=50, attention_sink=False, precision=None, return_lse=False,
-              return_sparsity=False, return_mask=False, threads=None, backend="cpu"):
+              return_sparsity=False, return_mask=False, threads=None, backend=None):
     """SpargeAttn attention of q over k, v: `[B, H, N, D]` (tensor_layout "HND") or `[B, N, H, D]` ("NHD").
 
     q has Hq heads, k and v Hkv heads with Hq a multiple of Hkv (GQA). NumPy arrays or PyTorch tensors of
@@ -67,12 +67,16 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     - threads: worker threads (default: the cores this process may use, divided among the MPI ranks of
       its node).
     - backend: who computes the mask and the tiles: "cpu", or "cuda" (this rank's GPU: its node-local rank
-      modulo the GPUs; the tensors still pass through host memory, rounded to bf16 there; the mask is the
-      CPU's bit for bit).
+      modulo the GPUs; Q, K, V rounded to bf16 there; the mask is the CPU's bit for bit). Default: "cuda"
+      for PyTorch CUDA tensors, which the library then reads in place (no host copy of Q, K, V; the output
+      comes back through host memory and is moved to q's device), else "cpu". SPARGE_CUDA_TRACE=1 makes
+      the CUDA engine print its host phases and copies to stderr.
 
     Returns the output, followed by lse, sparsity and mask in that order for those asked for. Raises
     SpargeError (on every rank) for inputs the library cannot take, naming the tensor, shape and dtype.
     """
+    on_gpu = is_torch(q) and q.device.type == "cuda"
+    backend = backend or ("cuda" if on_gpu else "cpu")
     context = _context(comm, threads, backend if backend in _ENGINES else "cpu")
     problem, views, out, lse = None, None, None, None
     params = L.Params()
@@ -86,13 +90,15 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
         _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, attention_sink, precision, q,
               return_mask)
         views = [View(name, x, axes) for name, x in (("q", q), ("k", k), ("v", v))]
-        out = empty_like(q, tuple(q.shape))
+        # The library writes the output (and LSE) in host memory; for CUDA inputs they move to q's device after.
+        out = empty_like(q, tuple(q.shape), host=True)
         views.append(View("out", out, axes))
         if return_lse:
             b, hq, n = (int(s) for s in views[0].struct.shape[:3])
-            lse = empty_like(q, (b, hq, n), "float32")
-            if lse.__dlpack_device__()[0] != L.DEVICE_CPU:
-                raise SpargeError(f"return_lse: {describe('q', q)} is not in host memory")
+            lse = empty_like(q, (b, hq, n), "float32", host=True)
+        if on_gpu:
+            import torch
+            torch.cuda.synchronize(q.device)  # Q, K, V written on any of PyTorch's streams are complete
     except SpargeError as e:
         problem, views = str(e), None
     structs = [ctypes.byref(v.struct) for v in views] if views else [None] * 4
@@ -102,9 +108,9 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
            ctypes.byref(statistics), problem.encode() if problem else None)
     global _last_statistics
     _last_statistics = statistics.as_dict()
-    results = [out]
+    results = [out.to(q.device) if on_gpu else out]
     if return_lse:
-        results.append(lse)
+        results.append(lse.to(q.device) if on_gpu else lse)
     if return_sparsity:
         results.append(1.0 - statistics.density)
     if return_mask:
@@ -156,11 +162,13 @@ def _context(comm, threads, backend="cpu"):
     would reuse the old duplicate: free contexts with `release(comm)` before freeing a communicator."""
     handle = 0 if comm is None else _handle(comm)
     threads = threads or _default_threads()
-    key = (handle, threads, backend)
+    flags = L.CONTEXT_TRACE if os.environ.get("SPARGE_CUDA_TRACE") == "1" else 0
+    key = (handle, threads, backend, flags)
     if key not in _contexts:
         pointer = ctypes.c_void_p()
         device = _local_gpu() if backend == "cuda" else 0
-        L.call(L.library().sparge_context_create, handle, threads, _ENGINES[backend], device, ctypes.byref(pointer))
+        L.call(L.library().sparge_context_create, handle, threads, _ENGINES[backend], device, flags,
+               ctypes.byref(pointer))
         _contexts[key] = pointer
     return _contexts[key]
 

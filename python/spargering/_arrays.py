@@ -102,11 +102,13 @@ def _from_array_interface(x):
     return dl
 
 
-def empty_like(x, shape, dtype=None):
-    """A new array of shape `shape` of x's kind, on x's device, of x's dtype (or float32 for dtype="float32")."""
+def empty_like(x, shape, dtype=None, host=False):
+    """A new array of shape `shape` of x's kind, on x's device (the CPU when `host`), of x's dtype (or float32
+    for dtype="float32")."""
     if is_torch(x):
         import torch
-        return torch.empty(shape, dtype=torch.float32 if dtype == "float32" else x.dtype, device=x.device)
+        return torch.empty(shape, dtype=torch.float32 if dtype == "float32" else x.dtype,
+                           device="cpu" if host else x.device)
     import numpy
     return numpy.empty(shape, dtype=numpy.float32 if dtype == "float32" else x.dtype)
 

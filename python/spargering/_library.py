@@ -10,6 +10,7 @@ DTYPE_F32, DTYPE_BF16, DTYPE_F16 = 0, 1, 2
 DEVICE_CPU, DEVICE_CUDA = 1, 2
 ENGINE_CPU, ENGINE_CUDA = 0, 1
 SELECT_CDF, SELECT_TOPK, SELECT_DENSE = 0, 1, 2
+CONTEXT_TRACE = 1
 
 
 class SpargeError(ValueError):
@@ -101,7 +102,7 @@ def _load():
     error = (ctypes.c_char_p, ctypes.c_size_t)
     P = ctypes.POINTER
     _type(lib.sparge_context_create, ctypes.c_uint64, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
-          P(ctypes.c_void_p), *error)
+          ctypes.c_int32, P(ctypes.c_void_p), *error)
     lib.sparge_context_destroy.argtypes = [ctypes.c_void_p]
     lib.sparge_context_destroy.restype = None
     for name in ("sparge_context_rank", "sparge_context_size"):

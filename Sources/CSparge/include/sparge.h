@@ -32,7 +32,7 @@ extern "C" {
 typedef enum {
     SPARGE_OK = 0,
     SPARGE_ERROR_INVALID_ARGUMENT = 1, /* a tensor, parameter or layout the call cannot work with */
-    SPARGE_ERROR_UNSUPPORTED = 2,      /* valid, but not available in this build (e.g. CUDA tensors) */
+    SPARGE_ERROR_UNSUPPORTED = 2,      /* valid, but not available (e.g. an output in device memory) */
     SPARGE_ERROR_MPI = 3,              /* the communicator could not be used (MPI not running, a 0 handle) */
     SPARGE_ERROR_BACKEND = 4           /* the compute backend failed (no GPU, a driver error) */
 } sparge_status;
@@ -104,9 +104,14 @@ int32_t sparge_abi_version(void);
  *   initializes nor finalizes MPI; MPI must be running until sparge_context_destroy. Collective over it.
  * threads: worker threads for the CPU engine (≥ 1).
  * engine, device: sparge_engine and, for SPARGE_ENGINE_CUDA, the GPU ordinal (≥ 0; a node's ranks usually
- *   pass their node-local rank modulo the GPUs there). */
+ *   pass their node-local rank modulo the GPUs there).
+ * flags: SPARGE_CONTEXT_TRACE or 0. */
 sparge_status sparge_context_create(uint64_t mpi_comm, int32_t threads, int32_t engine, int32_t device,
-                                    sparge_context **context, char *error, size_t error_size);
+                                    int32_t flags, sparge_context **context, char *error, size_t error_size);
+
+/* sparge_context_create's flags: the CUDA engine writes its host phases and copies to stderr (as the
+ * command line's SPARGE_CUDA_TRACE=1 does), which shows what crosses between host and device. */
+#define SPARGE_CONTEXT_TRACE 1
 
 /* Frees the context and its duplicate communicator (collective when it has one). NULL is ignored. */
 void sparge_context_destroy(sparge_context *context);
@@ -118,8 +123,10 @@ int32_t sparge_context_size(const sparge_context *context);
 /* The forward pass of this rank's shard; collective over the context's communicator.
  * q: [B, Hq, rows, D]; k, v: [B, Hkv, rows, D], Hq a multiple of Hkv (GQA). rows are this rank's tokens,
  *   in the order sparge_shard_ranges gives (the whole sequence on one process). The global N is the sum of
- *   every rank's rows.
- * out: [B, Hq, rows, D], any dtype and strides, written with this rank's output (converted from fp32).
+ *   every rank's rows. In host memory, or in the memory of the context's GPU with SPARGE_ENGINE_CUDA (read
+ *   in place there: no host copy of Q, K, V).
+ * out: [B, Hq, rows, D] in host memory, any dtype and strides, written with this rank's output (converted
+ *   from fp32).
  * lse: NULL, or B·Hq·rows floats, written row-major [B, Hq, rows] with the natural-log log-sum-exp of the
  *   scaled scores (-inf for a row that saw no key).
  * statistics: NULL, or written.
