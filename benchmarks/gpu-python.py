@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(checkout, "python"), os.path.join(checkout, "python", "tests")]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import inputs  # noqa: E402  (python/tests)
 import spargering  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -33,8 +35,8 @@ a = parser.parse_args()
 
 
 def smooth(rng, shape):
-    walk = np.cumsum(rng.standard_normal(shape), axis=2) / np.sqrt(shape[2])
-    return torch.from_numpy((walk * 4 + 0.5 * rng.standard_normal(shape)).astype(np.float32))
+    """Smooth float32 inputs (python/tests/inputs.py) as a CPU tensor."""
+    return torch.from_numpy(inputs.smooth(np, rng, shape))
 
 
 if a.trace_child:
@@ -45,22 +47,14 @@ if a.trace_child:
     sys.exit(0)
 
 print(f"library {spargering.library_path()}; torch {torch.__version__}; {torch.cuda.get_device_name()}")
-rng = np.random.default_rng(4)
+from cuda_checks import cuda_against_cpu  # noqa: E402  (python/tests, shared with the pytest test)
+
 failures = 0
-for layout in ("HND", "NHD"):
-    host = [smooth(rng, (2, h, 1000, 64)).to(torch.bfloat16) for h in (4, 2, 2)]
-    if layout == "NHD":
-        host = [x.transpose(1, 2).contiguous() for x in host]
-    device = [x.cuda() for x in host]
-    kwargs = dict(tensor_layout=layout, is_causal=True, cdfthreshd=0.9, return_mask=True)
-    gpu, gpu_mask = spargering.attention(*device, **kwargs)
-    cpu, cpu_mask = spargering.attention(*host, **kwargs)
-    error = float((gpu.float().cpu() - cpu.float()).abs().sum() / cpu.float().abs().sum())
-    ok = (gpu.device == device[0].device and gpu.dtype == torch.bfloat16 and np.array_equal(cpu_mask, gpu_mask)
-          and error < 5e-3)
+for layout, placed, masks_equal, error in cuda_against_cpu(np, torch, spargering, inputs.smooth):
+    ok = placed and masks_equal and error < 5e-3
     failures += not ok
-    print(f"{'ok' if ok else 'FAILED'}: {layout} bf16 CUDA in, {gpu.device} {gpu.dtype} out, masks "
-          f"{'equal' if np.array_equal(cpu_mask, gpu_mask) else 'DIFFER'}, rel L1 to the CPU {error:.2e}")
+    print(f"{'ok' if ok else 'FAILED'}: {layout} bf16 CUDA tensors in, {'CUDA bf16 out' if placed else 'WRONG output'}, "
+          f"masks {'equal' if masks_equal else 'DIFFER'}, rel L1 to the CPU {error:.2e}")
 
 child = subprocess.run([sys.executable, __file__, "--sparge", a.sparge, "--seq", str(a.seq), "--heads", str(a.heads),
                         "--head-dim", str(a.head_dim), "--trace-child"],

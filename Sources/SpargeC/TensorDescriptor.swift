@@ -56,8 +56,9 @@ struct TensorDescriptor {
 
     /// Batch item `b` as an `[H, rows, D]` view of the caller's memory (no copy).
     func item(_ b: Int) throws -> Tensor {
-        let buffer = TensorBuffer(borrowing: raw.data ?? UnsafeMutableRawPointer(bitPattern: 64)!,
-                                  byteCount: byteExtent, place: place)
+        // An empty tensor may come with a NULL data pointer; its view reads nothing, so any non-null base does.
+        let base = raw.data ?? UnsafeMutableRawPointer(bitPattern: MemoryLayout<Float>.alignment)!
+        let buffer = TensorBuffer(borrowing: base, byteCount: byteExtent, place: place)
         return try Tensor(buffer: buffer, element: element, shape: Array(shape[1...]), strides: Array(strides[1...]),
                           offset: b * strides[0])
     }

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from inputs import smooth  # noqa: F401  (the tests import it from here)
+
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(CHECKOUT, "python"))
 
@@ -60,10 +62,3 @@ def mpirun():
         pytest.skip("mpirun is not installed (bash launch/setup.sh installs OpenMPI)")
     need("mpi4py")
     return shutil.which("mpirun")
-
-
-def smooth(np, rng, shape, scale=1.0):
-    """Inputs with structure along the sequence (axis 2 of [B, H, N, D]): a random walk plus noise, so
-    that blocks are self-similar and the mask sparse, as in real attention; never zeros."""
-    walk = np.cumsum(rng.standard_normal(shape), axis=2) / np.sqrt(shape[2])
-    return ((walk * 4 + 0.5 * rng.standard_normal(shape)) * scale).astype(np.float32)

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
+import inputs
 import spargering
 
 comm = MPI.COMM_WORLD
@@ -19,8 +20,7 @@ def check(condition, message):
 
 
 def smooth(rng, shape):
-    walk = np.cumsum(rng.standard_normal(shape), axis=2) / np.sqrt(shape[2])
-    return (walk * 4 + 0.5 * rng.standard_normal(shape)).astype(np.float32)
+    return inputs.smooth(np, rng, shape)
 
 
 def same_rows(layout, local_mask, full_mask, is_causal, n):

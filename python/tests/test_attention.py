@@ -138,26 +138,18 @@ def test_cuda_backend_gives_the_cpu_mask(np, torch, spargering):
 
 
 def test_cuda_tensors_in_cuda_tensors_out(np, torch, spargering):
-    """On a GPU machine: PyTorch CUDA tensors (bf16, both layouts, GQA, B = 2) are read in place by the CUDA
-    engine (the default backend for them); the output is a CUDA tensor of q's dtype and layout, the mask
-    is the CPU's bit for bit, and the output differs from the CPU's on the same bf16 values by the GPU's
-    bf16 rounding of P (about 1e-3 relative L1; 5e-3 allowed)."""
+    """On a GPU machine: PyTorch CUDA tensors are read in place by the CUDA engine (the default backend for
+    them); the output is a CUDA tensor of q's dtype and layout, the mask is the CPU's bit for bit, and the
+    output differs from the CPU's on the same bf16 values by the GPU's bf16 rounding of P (about 1e-3
+    relative L1; 5e-3 allowed)."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: run python/tests on a GPU machine to check CUDA tensors")
-    rng = np.random.default_rng(4)
-    for layout in ("HND", "NHD"):
-        host = [torch.from_numpy(smooth(np, rng, (2, h, 1000, 64))).to(torch.bfloat16) for h in (4, 2, 2)]
-        if layout == "NHD":
-            host = [x.transpose(1, 2).contiguous() for x in host]
-        device = [x.cuda() for x in host]
-        kwargs = dict(tensor_layout=layout, is_causal=True, cdfthreshd=0.9, return_mask=True)
-        gpu, gpu_mask = spargering.attention(*device, **kwargs)
-        cpu, cpu_mask = spargering.attention(*host, **kwargs)
-        assert gpu.device == device[0].device and gpu.dtype == torch.bfloat16 and gpu.shape == device[0].shape
-        assert np.array_equal(cpu_mask, gpu_mask), layout
-        assert relative_l1(np, gpu.float().cpu().numpy(), cpu.double().numpy()) < 5e-3, layout
+    from cuda_checks import cuda_against_cpu
+    for layout, placed, masks_equal, error in cuda_against_cpu(np, torch, spargering, smooth):
+        assert placed and masks_equal and error < 5e-3, (layout, placed, masks_equal, error)
+    device = torch.ones((1, 1, 64, 16), device="cuda")
     with pytest.raises(spargering.SpargeError, match="need the CUDA engine"):
-        spargering.attention(*device, backend="cpu")
+        spargering.attention(device, device, device, backend="cpu")
 
 
 def test_installed_package_finds_the_library(spargering):
