@@ -8,6 +8,7 @@
 //   SpargeCUDA        the GPU backend: libcuda and NVRTC opened at run time, CUDA C kernels as strings
 //   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward()
 //   SpargeWorkloads   generated inputs (llm, video, random): pure functions of (seed, position)
+//   SpargeC           the C interface (sparge.h, libSpargeC.so) that the Python package `spargering` loads
 //   sparge            the command-line tool: parses, calls SpargeRing, reads and writes files, prints
 //
 // Release builds must name a CPU (`-Xswiftc -target-cpu -Xswiftc NAME`): without one Swift emits no AVX at
@@ -22,6 +23,8 @@ let package = Package(
         .library(name: "SpargeCUDA", targets: ["SpargeCUDA"]),
         .library(name: "SpargeWorkloads", targets: ["SpargeWorkloads"]),
         .executable(name: "sparge", targets: ["sparge"]),
+        // libSpargeC.so: the C interface (Sources/CSparge/include/sparge.h) that the Python package loads.
+        .library(name: "SpargeC", type: .dynamic, targets: ["SpargeC"]),
     ],
     targets: [
         // MARK: - Public API
@@ -36,6 +39,8 @@ let package = Package(
         .target(name: "SpargeWorkloads", dependencies: ["SpargeKernels"]),
         // No CUDA header or library at build time: libcuda and NVRTC are opened with dlopen when asked for.
         .target(name: "SpargeCUDA", dependencies: ["SpargeKernels"]),
+        // The C interface: `@_cdecl` functions over SpargeRing, declared in CSparge's sparge.h.
+        .target(name: "SpargeC", dependencies: ["SpargeRing", "SpargeCUDA", "CSparge"]),
         .executableTarget(name: "sparge", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeFormats", "SpargeCUDA"]),
 
         // MARK: - Implementation details
@@ -44,6 +49,8 @@ let package = Package(
             pkgConfig: "ompi-c",
             providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // sparge.h, the C interface's header, so that SpargeC reads its structs with C's layout; no code.
+        .target(name: "CSparge"),
 
         // MARK: - Tests
         // Fixture loading and random inputs shared by the test targets; no product.
@@ -54,6 +61,7 @@ let package = Package(
         .testTarget(name: "SpargeKernelsTests", dependencies: ["SpargeKernels", "SpargeTestSupport"]),
         .testTarget(name: "SpargeFormatsTests", dependencies: ["SpargeFormats", "SpargeTestSupport"]),
         .testTarget(name: "SpargeRingTests", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeTestSupport"]),
+        .testTarget(name: "SpargeCTests", dependencies: ["SpargeC", "CSparge", "SpargeRing"]),
         .testTarget(name: "SpargeCUDATests", dependencies: ["SpargeCUDA", "SpargeTestSupport"]),
         .testTarget(name: "spargeTests", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeFormats", "SpargeTestSupport"]),
     ],

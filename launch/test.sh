@@ -18,6 +18,17 @@ status=0
 swift test -Xswiftc -target-cpu -Xswiftc "$SPARGE_TARGET_CPU" "$@" 2>&1 | tee "$log" || status=$?
 elapsed=$((SECONDS - start))
 
+# The Python package over the C interface (python/tests; skips where python3/pytest are absent); not when
+# arguments narrow the Swift tests down.
+python_log=.build/python-test.log
+python_status=0
+if [ "$#" -eq 0 ]; then
+    bash launch/python-test.sh 2>&1 | tee "$python_log" || python_status=$?
+else
+    echo "python-test: skipped: arguments given to swift test" > "$python_log"
+fi
+python_summary="$(grep -E '^(python-test: skipped|[0-9]+ (passed|failed)|=+ .*(passed|failed|error))' "$python_log" | tail -n 1 | sed -E 's/=//g; s/^ +//; s/ +$//')"
+
 # XCTest prints one "Executed N tests, with M failures" line per suite; the last one is the total.
 summary="$(grep -E 'Executed [0-9]+ tests?, with .*failures?' "$log" | tail -n 1 | sed -E 's/^[[:space:]]*//')"
 failed="$(grep -E "^Test Case '.*' failed" "$log" | sed -E "s/^Test Case '([^']*)'.*/\1/" || true)"
@@ -29,13 +40,14 @@ echo
 echo "==================== test summary ===================="
 echo "XCTest:         ${summary:-no summary found (build failure?)}"
 echo "swift-testing:  ${testing:-no summary found}"
+echo "python:         ${python_summary:-no summary found} (log: $python_log)"
 echo "skipped: $skipped   time: ${elapsed}s   log: $log"
 if [ -n "$failed" ]; then
     echo "failed tests:"
     echo "$failed" | sed 's/^/  /'
 fi
-if [ "$status" -ne 0 ] || [ -n "$failed" ]; then
-    echo "RESULT: FAILED (swift test exit status $status)"
+if [ "$status" -ne 0 ] || [ -n "$failed" ] || [ "$python_status" -ne 0 ]; then
+    echo "RESULT: FAILED (swift test exit status $status, python tests $python_status)"
     exit 1
 fi
 echo "RESULT: PASSED"

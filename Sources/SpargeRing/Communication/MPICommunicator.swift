@@ -61,6 +61,29 @@ public final class MPICommunicator: Communicator {
         size = try MPI.commSize(duplicate)
     }
 
+    /// Joins the ranks of a communicator the host program owns (mpi4py's `MPI._handleof(comm)`, say),
+    /// through a duplicate of it, so that the host's messages cannot match ours. MPI is neither initialized
+    /// nor finalized here: the host did the first and does the second; `finalize()` frees the duplicate only.
+    ///
+    /// - Parameter handle: the host's `MPI_Comm` as an integer (OpenMPI's handles are addresses).
+    /// - Throws: `MPIError` when MPI is not running (not initialized, or finalized) or the handle is 0.
+    public init(duplicating handle: UInt) throws {
+        guard try MPI.initialized(), try !MPI.finalized() else {
+            throw MPIError(code: cmpiErrOther(), function: "MPI_Comm_dup",
+                           message: "a communicator was passed in but MPI is not running in this process")
+        }
+        guard let host = MPI_Comm(bitPattern: handle) else {
+            throw MPIError(code: cmpiErrOther(), function: "MPI_Comm_dup", message: "the communicator handle is 0")
+        }
+        ownsMPI = false
+        providedThreadLevel = cmpiThreadFunneled()  // the host program's choice; assumed sufficient
+        let duplicate = try MPI.commDup(host)
+        try MPI.setErrorsReturn(duplicate)
+        comm = duplicate
+        rank = try MPI.commRank(duplicate)
+        size = try MPI.commSize(duplicate)
+    }
+
     deinit { finalize() }
 
     /// Frees the communicator and finalizes MPI if this object initialized it. Calling it again does nothing.

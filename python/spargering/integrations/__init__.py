@@ -1,0 +1,1 @@
+"""Integrations of spargering.attention into model libraries (`integrations.transformers`)."""
