@@ -28,12 +28,8 @@ extension SpargeContext {
             guard self.out.shape == self.q.shape else {
                 throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "out \(self.out.shape) must have q's shape \(self.q.shape)")
             }
-            guard self.out.place == .host else {
-                throw CError(SPARGE_ERROR_UNSUPPORTED, "out \(self.out.shape) is on \(self.out.place): the output comes "
-                    + "back in host memory in this version (device tensors in, host output)")
-            }
             let resident = (engine as? any ResidentAttentionEngine)?.runsResident ?? false
-            if !resident, let onDevice = [self.q, self.k, self.v].first(where: { $0.place != .host }) {
+            if !resident, let onDevice = [self.q, self.k, self.v, self.out].first(where: { $0.place != .host }) {
                 throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "\(onDevice.name) \(onDevice.shape) is on \(onDevice.place): "
                     + "tensors in GPU memory need the CUDA engine (backend \"cuda\"); the \(engine.name) engine reads host memory")
             }
@@ -60,13 +56,29 @@ extension SpargeContext {
         total.seq_len = Int64(seqLen)
         let rows = inputs.q.rows, heads = inputs.q.heads
         for (b, item) in inputs.items.enumerated() {
-            let result = try ShardedAttention.forward(
-                q: item.q, k: item.k, v: item.v, layout: layout, config: inputs.config, communicator: communicator,
-                threads: threads, engine: engine, kvFormat: inputs.kvFormat)
-            inputs.out.write(result.output, item: b)
-            if let lse { (lse + b * heads * rows).update(from: result.lse, count: heads * rows) }
-            if params!.pointee.keep_mask != 0 { lastMasks.append(result.mask) }
-            total.add(result.statistics)
+            let (mask, statistics): (BlockMask, ForwardStatistics)
+            if inputs.out.place != .host, let resident = engine as? any ResidentAttentionEngine {
+                // A device output: the pass stays on the device and writes the caller's tensor there.
+                let result = try ShardedAttention.forwardResident(
+                    q: item.q, k: item.k, v: item.v, layout: layout, config: inputs.config, communicator: communicator,
+                    engine: resident, kvFormat: inputs.kvFormat)
+                try resident.write(result.output, into: try inputs.out.item(b))
+                if let lse {
+                    let values = try resident.download(result.lse)
+                    (lse + b * heads * rows).update(from: values.buffer.base.assumingMemoryBound(to: Float.self),
+                                                    count: heads * rows)
+                }
+                (mask, statistics) = (result.mask, result.statistics)
+            } else {
+                let result = try ShardedAttention.forward(
+                    q: item.q, k: item.k, v: item.v, layout: layout, config: inputs.config, communicator: communicator,
+                    threads: threads, engine: engine, kvFormat: inputs.kvFormat)
+                inputs.out.write(result.output, item: b)
+                if let lse { (lse + b * heads * rows).update(from: result.lse, count: heads * rows) }
+                (mask, statistics) = (result.mask, result.statistics)
+            }
+            if params!.pointee.keep_mask != 0 { lastMasks.append(mask) }
+            total.add(statistics)
         }
         total.density = total.block_area == 0 ? 0 : Double(total.computed_blocks) / Double(total.block_area)
         statistics?.pointee = total

@@ -68,8 +68,8 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
       its node).
     - backend: who computes the mask and the tiles: "cpu", or "cuda" (this rank's GPU: its node-local rank
       modulo the GPUs; Q, K, V rounded to bf16 there; the mask is the CPU's bit for bit). Default: "cuda"
-      for PyTorch CUDA tensors, which the library then reads in place (no host copy of Q, K, V; the output
-      comes back through host memory and is moved to q's device), else "cpu". SPARGE_CUDA_TRACE=1 makes
+      for PyTorch CUDA tensors, which the library then reads in place and writes the output into on the
+      device (no host copy of Q, K, V or the output), else "cpu". SPARGE_CUDA_TRACE=1 makes
       the CUDA engine print its host phases and copies to stderr.
 
     Returns the output, followed by lse, sparsity and mask in that order for those asked for. Raises
@@ -90,8 +90,9 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
         _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, attention_sink, precision, q,
               return_mask)
         views = [View(name, x, axes) for name, x in (("q", q), ("k", k), ("v", v))]
-        # The library writes the output (and LSE) in host memory; for CUDA inputs they move to q's device after.
-        out = empty_like(q, tuple(q.shape), host=True)
+        # The output goes where q is: for CUDA tensors the library writes it on the device; the LSE is written
+        # in host memory and moves to q's device after.
+        out = empty_like(q, tuple(q.shape), host=not on_gpu)
         views.append(View("out", out, axes))
         if return_lse:
             b, hq, n = (int(s) for s in views[0].struct.shape[:3])
@@ -108,7 +109,7 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
            ctypes.byref(statistics), problem.encode() if problem else None)
     global _last_statistics
     _last_statistics = statistics.as_dict()
-    results = [out.to(q.device) if on_gpu else out]
+    results = [out]
     if return_lse:
         results.append(lse.to(q.device) if on_gpu else lse)
     if return_sparsity:

@@ -32,7 +32,7 @@ extern "C" {
 typedef enum {
     SPARGE_OK = 0,
     SPARGE_ERROR_INVALID_ARGUMENT = 1, /* a tensor, parameter or layout the call cannot work with */
-    SPARGE_ERROR_UNSUPPORTED = 2,      /* valid, but not available (e.g. an output in device memory) */
+    SPARGE_ERROR_UNSUPPORTED = 2,      /* valid, but not available (e.g. a head dimension the GPU kernels do not take) */
     SPARGE_ERROR_MPI = 3,              /* the communicator could not be used (MPI not running, a 0 handle) */
     SPARGE_ERROR_BACKEND = 4           /* the compute backend failed (no GPU, a driver error) */
 } sparge_status;
@@ -125,8 +125,9 @@ int32_t sparge_context_size(const sparge_context *context);
  *   in the order sparge_shard_ranges gives (the whole sequence on one process). The global N is the sum of
  *   every rank's rows. In host memory, or in the memory of the context's GPU with SPARGE_ENGINE_CUDA (read
  *   in place there: no host copy of Q, K, V).
- * out: [B, Hq, rows, D] in host memory, any dtype and strides, written with this rank's output (converted
- *   from fp32).
+ * out: [B, Hq, rows, D], any dtype and strides, written with this rank's output (converted from fp32): in
+ *   host memory, or with SPARGE_ENGINE_CUDA in the memory of the context's GPU (written there: the output
+ *   never crosses to the host).
  * lse: NULL, or B·Hq·rows floats, written row-major [B, Hq, rows] with the natural-log log-sum-exp of the
  *   scaled scores (-inf for a row that saw no key).
  * statistics: NULL, or written.

@@ -69,4 +69,9 @@ extension CUDAAttentionEngine: ResidentAttentionEngine {
     public func upload(_ tensor: Tensor) throws -> Tensor { try device.upload(tensor) }
 
     public func download(_ tensor: Tensor) throws -> Tensor { try device.download(tensor) }
+
+    public func write(_ source: Tensor, into destination: Tensor) throws {
+        try device.makeCurrent()
+        try TensorEntry(device: device).write(source, into: destination)
+    }
 }

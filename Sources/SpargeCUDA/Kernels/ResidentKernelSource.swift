@@ -90,6 +90,20 @@ extern "C" __global__ void sparge_enter(const void* src, int srcType, long long 
     store_element(dst, i, dstType, load_element(src, at, srcType), overflow);
 }
 
+// A packed f32 tensor [heads][rows][dim] leaving for a caller's tensor: element i of src to dst (strides in
+// elements, any type), rounded to nearest even.
+extern "C" __global__ void sparge_leave(const float* src, int heads, int rows, int dim, void* dst, int dstType,
+                                        long long strideH, long long strideR, long long strideD, int* overflow) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * rows * dim) return;
+    long long at = i;
+    if (strideD != 1 || strideR != dim || strideH != (long long)rows * dim) {
+        long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
+        at = h * strideH + r * strideR + d * strideD;
+    }
+    store_element(dst, at, dstType, src[i], overflow);
+}
+
 // Sets *flag when a finite value of src (count elements of srcType) lies beyond fp16's range.
 extern "C" __global__ void sparge_exceeds_half(const void* src, int srcType, long long count, int* flag) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;

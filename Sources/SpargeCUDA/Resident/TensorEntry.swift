@@ -2,7 +2,7 @@ import SpargeKernels
 
 /// Tensors entering a device for a resident pass: uploaded once when they are on the host, then converted
 /// on the device to the packed types the pass keeps — or used in place when they already are packed in
-/// them.
+/// them; and the output leaving into a caller's device tensor.
 struct TensorEntry {
     let device: CUDADevice
 
@@ -38,6 +38,26 @@ struct TensorEntry {
             throw SpargeError.invalidArgument("\(name) \(t.shape) holds a value beyond the range of f16 (±65504)")
         }
         return out
+    }
+
+    /// Writes `source` (packed f32 on this device) into `destination` (the same shape on this device, any
+    /// element type and strides), rounding to nearest even.
+    func write(_ source: Tensor, into destination: Tensor) throws {
+        guard source.element == .f32, source.isContiguous, source.shape == destination.shape, source.shape.count == 3 else {
+            throw SpargeError.invalidArgument("a \(source.element.rawValue) tensor \(source.shape) written into "
+                + "\(destination.element.rawValue) \(destination.shape): expected packed f32 of the same [H, rows, D] shape")
+        }
+        let (from, to) = (try device.deviceBuffer(of: source, label: "output"), try device.deviceBuffer(of: destination, label: "out"))
+        let count = source.shape.reduce(1, *)
+        guard count > 0 else { return }
+        let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
+        try device.launch(kernel("sparge_leave"), grid: (count + 255) / 256, block: 256, [
+            .pointer(from.address), .int(Int32(source.shape[0])), .int(Int32(source.shape[1])), .int(Int32(source.shape[2])),
+            .pointer(to.address), .int(ResidentKernelSource.code(of: destination.element)),
+            .int64(Int64(destination.strides[0])), .int64(Int64(destination.strides[1])), .int64(Int64(destination.strides[2])),
+            .pointer(flag.address),
+        ])
+        try device.synchronize()
     }
 
     /// Whether one of `count` values of `buffer` (in `format`) is finite and beyond fp16's range.

@@ -18,6 +18,11 @@ public protocol ResidentAttentionEngine: AttentionEngine {
 
     /// A packed host copy of `tensor`, which lies in the engine's memory.
     func download(_ tensor: Tensor) throws -> Tensor
+
+    /// Writes `source` (a packed f32 tensor of the engine's memory, such as a resident pass's output) into
+    /// `destination` (a caller's tensor of the same shape in the engine's memory, any element type and
+    /// strides), where they are.
+    func write(_ source: Tensor, into destination: Tensor) throws
 }
 
 /// One rank's Q, K, V in a backend's memory, and the steps of a forward pass that run where they are.
