@@ -16,6 +16,8 @@ public struct AttentionStatistics: Sendable, Equatable {
     }
 }
 
+import CSpargeKernels
+
 /// One aligned allocation holding the states of many attention compute tiles.
 ///
 /// A distributed runtime keeps one tile per local query tile alive across ring steps while K/V blocks
@@ -45,6 +47,9 @@ public final class AttentionTileArena: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     /// Whether each tile holds its packed queries and score block (else they come from an `AttentionScratch`).
     public let holdsScratch: Bool
+    /// The instruction set of the micro-kernels its tiles compute with.
+    public let isa: CPUISA
+    let kernels: sparge_tile_kernels
 
     static let headerInts = 8
     static let alignment = 64
@@ -52,7 +57,9 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
     /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`
     /// (or `reset`). With `holdsScratch: false` only the state that outlives a visit is kept per tile.
-    public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true) {
+    /// `isa` (default: the best this CPU has) must be supported by this CPU.
+    public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true,
+                isa: CPUISA = .detected) {
         precondition(tiles >= 0, "AttentionTileArena: negative tile count")
         precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
         precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
@@ -65,6 +72,8 @@ public final class AttentionTileArena: @unchecked Sendable {
         pvThreshold = config.pvThreshold
         queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
         self.holdsScratch = holdsScratch
+        self.isa = isa
+        kernels = isa.kernels
         let floats = holdsScratch ? 2 * headDim * lanes + blockK * lanes + 3 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment

@@ -1,7 +1,9 @@
 /// Which tile implementation a forward pass runs.
-public enum AttentionBackend: Sendable {
-    /// `AttentionTile`: SIMD16 micro-kernels in the transposed layout (the fast path, any D).
+public enum AttentionBackend: Sendable, Equatable {
+    /// `AttentionTile` with the best micro-kernels of this CPU (`CPUISA.detected`): the fast path, any D.
     case vector
+    /// `AttentionTile` with the micro-kernels of one instruction set (this CPU must support it).
+    case isa(CPUISA)
     /// `ScalarAttentionTile`: plain loops; the reference in tests.
     case scalar
 }
@@ -25,7 +27,7 @@ public enum SparseAttention {
     ///     FlashAttention; block-causal when `config.causal`). Ignored when `config.selection` is `.dense`.
     ///   - config: block sizes, `computeTileQ` (must divide `blockQ`), causal, λ (`pvThreshold`), scale.
     ///   - threads: worker threads (default 1).
-    ///   - backend: `.vector` (default) or the scalar twin.
+    ///   - backend: `.vector` (default), one kernel set (`.isa(.portable)`), or the scalar twin.
     /// - Returns: output `[Hq, N, D]`, LSE `[Hq][N]` (natural log of the scaled scores), and counters.
     /// - Throws: `SpargeError.invalidArgument` when shapes, mask and configuration do not fit together.
     public static func forward(

@@ -40,7 +40,8 @@ public final class BlockSparseAttention {
     ///   - config: `blockQ`, `blockK`, `computeTileQ` (divides `blockQ`), causal, λ, scale.
     ///   - seqLen: tokens in the whole sequence.
     ///   - threads: threads that prepare the tiles (default 1).
-    ///   - backend: `.vector` (default) or the scalar twin, the reference in tests.
+    ///   - backend: `.vector` (default: the best kernels of this CPU), one kernel set, or the scalar twin (the
+    ///     reference in tests).
     /// - Throws: `SpargeError.invalidArgument` when the shapes do not fit together.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1,
                 backend: AttentionBackend = .vector) throws {
@@ -49,7 +50,12 @@ public final class BlockSparseAttention {
         headDim = queries.dim
         self.queries = queries
         switch backend {
-        case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim)
+        case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected)
+        case .isa(let isa):
+            guard isa.isSupported else {
+                throw SpargeError.invalidArgument("this CPU cannot run the \(isa.rawValue) kernels (it has \(CPUISA.detected.rawValue))")
+            }
+            bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: isa)
         case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim)
         }
         let count = queries.heads * queries.rows * queries.dim

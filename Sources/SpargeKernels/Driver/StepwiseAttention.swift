@@ -76,14 +76,20 @@ extension AttentionEngine {
 
 /// The CPU backend: `BlockSparseAttention`'s SIMD tiles over host threads.
 public struct CPUAttentionEngine: AttentionEngine {
-    public init() {}
+    /// The instruction set of the tiles' micro-kernels.
+    public let isa: CPUISA
+
+    /// The CPU backend computing with `isa`'s micro-kernels (default: the best this CPU has). A set this CPU
+    /// cannot run is refused by `makeAttention` (`SpargeError.invalidArgument`); `CPUISA.named` checks a
+    /// name up front.
+    public init(isa: CPUISA = .detected) { self.isa = isa }
 
     public var name: String { "cpu" }
 
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
                               seqLen: Int, threads: Int) throws -> any StepwiseAttention {
         try BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
-                                 threads: threads)
+                                 threads: threads, backend: .isa(isa))
     }
 }
 

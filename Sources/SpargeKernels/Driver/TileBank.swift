@@ -30,10 +30,11 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     let side: UnsafeMutablePointer<Float>
     let headDim: Int
 
-    init(plan: AttentionPlan, headDim: Int) {
+    init(plan: AttentionPlan, headDim: Int, isa: CPUISA) {
         self.plan = plan
         self.headDim = headDim
-        arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false)
+        arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
+                                   isa: isa)
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []

@@ -1,0 +1,204 @@
+// The attention tile's micro-kernels, written once over a vector of VW floats and included once per ISA by
+// kernels_<isa>.c inside a `#pragma clang attribute push(target(...))` region (see CSpargeKernels.h).
+//
+// The including file defines:
+//   KERNEL(name)   the exported name of `name` for this ISA (sparge_<name>_<isa>)
+//   VW             floats per vector register
+//   LV             vectors per lane group: a micro-kernel covers LV·VW query lanes (divides 64)
+//   SK             keys per score micro-kernel (SK × LV accumulators)
+//   PD             output dimensions per P·V micro-kernel (PD × LV accumulators)
+//   HAS_FMA        1 where the ISA has fused multiply-add
+//   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
+//
+// Blocking (AVX2's 16 ymm registers, for example): 6 keys × 16 lanes = 12 accumulators, 2 query vectors and
+// one broadcast key value per step — 15 registers, 12 FMAs for 8 loads. With fewer registers the
+// accumulators spill (the SIMD16 kernel in Swift kept 16 accumulators of 2 ymm each: 32 registers).
+//
+// Loop order: scores walk lane groups outside and keys inside (a group's Q̂ᵀ columns, D × 64 bytes per
+// vector, stay in L1 while the K rows stream); P·V walk dimension groups outside and lane groups inside (a
+// group's V columns stay in L1 while Pᵀ, 16 KB, streams).
+
+#include <stddef.h>
+
+typedef float vfloat __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int vint __attribute__((vector_size(VW * 4), aligned(4)));
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vfloat vload(const float *p) { return *(const vfloat *)p; }
+INLINE void vstore(float *p, vfloat v) { *(vfloat *)p = v; }
+/// A broadcast (one `vbroadcastss` from memory; `(vfloat){0} + x` would add 0 to x first, which is not
+/// free: −0 + 0 = +0).
+INLINE vfloat vsplat(float x) {
+    vfloat v;
+#pragma clang loop unroll(full)
+    for (int i = 0; i < VW; i++) v[i] = x;
+    return v;
+}
+/// `a > b ? a : b` lane by lane: x86's `maxps` exactly (no NaN handling; there are no NaNs here).
+INLINE vfloat vmax(vfloat a, vfloat b) {
+    vint greater = (vint)(a > b);
+    return (vfloat)(((vint)a & greater) | ((vint)b & ~greater));
+}
+#if HAS_FMA
+INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return __builtin_elementwise_fma(a, b, c); }
+#else
+INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
+#endif
+
+/// `2^x` for x ≤ 0 (and up to 127), the same recipe as `exp2Vector` in Swift: round to nearest with the
+/// 1.5·2²³ trick, a degree-6 Taylor polynomial of 2^f for f ∈ [−½, ½], 2^n added to the exponent bits.
+/// x ≤ −127, −inf included, gives exactly +0.
+INLINE vfloat vexp2(vfloat x) {
+    const vfloat lo = vsplat(-127.0f), magic = vsplat(12582912.0f);
+    vfloat xc = vmax(x, lo);
+    vfloat t = xc + magic;
+    vfloat n = t - magic;
+    vfloat f = xc - n;
+    vfloat p = vsplat(1.540353039338161e-4f);
+    p = vfma(p, f, vsplat(1.333355814642844e-3f));
+    p = vfma(p, f, vsplat(9.618129107628477e-3f));
+    p = vfma(p, f, vsplat(5.550410866482158e-2f));
+    p = vfma(p, f, vsplat(0.2402265069591007f));
+    p = vfma(p, f, vsplat(0.6931471805599453f));
+    p = vfma(p, f, vsplat(1.0f));
+    vint ni = (vint)t - (vint)magic;
+    return (vfloat)((vint)p + (ni << 23));
+}
+
+/// Scores of `nk` (≤ SK) keys against LV·VW lanes in one pass over D, then their column maxima.
+INLINE void scores_micro(const float *q, long lanes, const float *keys, long dim, int nk, float *out,
+                         float *rowMax) {
+    vfloat acc[SK][LV];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < SK; k++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[k][v] = vsplat(0);
+    for (long i = 0; i < dim; i++) {
+        vfloat qv[LV];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) qv[v] = vload(q + i * lanes + v * VW);
+#pragma clang loop unroll(full)
+        for (int k = 0; k < SK; k++) {
+            if (k < nk) {
+                vfloat b = vsplat(keys[k * dim + i]);
+#pragma clang loop unroll(full)
+                for (int v = 0; v < LV; v++) acc[k][v] = vfma(qv[v], b, acc[k][v]);
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int v = 0; v < LV; v++) {
+        vfloat m = vload(rowMax + v * VW);
+#pragma clang loop unroll(full)
+        for (int k = 0; k < SK; k++) {
+            if (k < nk) {
+                vstore(out + k * lanes + v * VW, acc[k][v]);
+                m = vmax(m, acc[k][v]);
+            }
+        }
+        vstore(rowMax + v * VW, m);
+    }
+}
+
+void KERNEL(scores)(const float *queriesT, long lanes, const float *keys, long dim, long keyCount, float *scores,
+                    float *rowMax) {
+    for (long g = 0; g < lanes; g += LV * VW) {
+        long c = 0;
+        for (; c + SK <= keyCount; c += SK)
+            scores_micro(queriesT + g, lanes, keys + c * dim, dim, SK, scores + c * lanes + g, rowMax + g);
+        // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.
+        for (; c + 4 <= keyCount && SK > 4; c += 4)
+            scores_micro(queriesT + g, lanes, keys + c * dim, dim, 4, scores + c * lanes + g, rowMax + g);
+        for (; c + 2 <= keyCount; c += 2)
+            scores_micro(queriesT + g, lanes, keys + c * dim, dim, 2, scores + c * lanes + g, rowMax + g);
+        for (; c < keyCount; c++)
+            scores_micro(queriesT + g, lanes, keys + c * dim, dim, 1, scores + c * lanes + g, rowMax + g);
+    }
+}
+
+void KERNEL(softmax)(float *scores, long lanes, long keyCount, float *blockMaxThenAlpha, float *runningMax,
+                     float *runningSum) {
+    const vfloat negInf = vsplat(-__builtin_inff());
+    for (long r = 0; r < lanes; r += VW) {
+        vfloat mPrev = vload(runningMax + r);
+        vfloat m = vmax(mPrev, vload(blockMaxThenAlpha + r));
+        vfloat shift = (vfloat)((vint)m & ~(vint)(m == negInf));  // 0 where m = −inf
+        vfloat alpha = vexp2(mPrev - shift);
+        vfloat s = vsplat(0);
+        float *p = scores + r;
+        for (long c = 0; c < keyCount; c++, p += lanes) {
+            vfloat e = vexp2(vload(p) - shift);
+            vstore(p, e);
+            s += e;
+        }
+        vstore(runningSum + r, vfma(vload(runningSum + r), alpha, s));
+        vstore(runningMax + r, m);
+        vstore(blockMaxThenAlpha + r, alpha);
+    }
+}
+
+/// `nd` (≤ PD) output dimensions of LV·VW lanes: the rescale by α fused into the load, one pass over the keys.
+INLINE void pv_micro(const float *p, long lanes, const float *values, long dim, long keyCount, int nd,
+                     const float *alpha, float *out) {
+    vfloat acc[PD][LV], a[LV];
+#pragma clang loop unroll(full)
+    for (int v = 0; v < LV; v++) a[v] = vload(alpha + v * VW);
+#pragma clang loop unroll(full)
+    for (int d = 0; d < PD; d++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[d][v] = d < nd ? vload(out + d * lanes + v * VW) * a[v] : vsplat(0);
+    for (long c = 0; c < keyCount; c++) {
+        vfloat pv[LV];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) pv[v] = vload(p + c * lanes + v * VW);
+#pragma clang loop unroll(full)
+        for (int d = 0; d < PD; d++) {
+            if (d < nd) {
+                vfloat b = vsplat(values[c * dim + d]);
+#pragma clang loop unroll(full)
+                for (int v = 0; v < LV; v++) acc[d][v] = vfma(pv[v], b, acc[d][v]);
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int d = 0; d < PD; d++)
+        if (d < nd)
+#pragma clang loop unroll(full)
+            for (int v = 0; v < LV; v++) vstore(out + d * lanes + v * VW, acc[d][v]);
+}
+
+void KERNEL(pv)(const float *probabilities, long lanes, const float *values, long dim, long keyCount,
+                const float *alpha, float *outputT) {
+    long i = 0;
+#define PV_GROUPS(n)                                                                                       \
+    for (; i + (n) <= dim; i += (n))                                                                       \
+        for (long g = 0; g < lanes; g += LV * VW)                                                          \
+            pv_micro(probabilities + g, lanes, values + i, dim, keyCount, (n), alpha + g, outputT + i * lanes + g);
+    PV_GROUPS(PD)
+    if (PD > 4) { PV_GROUPS(4) }
+    PV_GROUPS(2)
+    PV_GROUPS(1)
+#undef PV_GROUPS
+}
+
+float KERNEL(fma_probe)(long iterations) {
+    vfloat c[PROBE_CHAINS];
+    const vfloat a = vsplat(0.9999f), b = vsplat(1e-4f);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vsplat(1.0f + k);
+    for (long it = 0; it < iterations; it++) {
+#pragma clang loop unroll(full)
+        for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vfma(c[k], a, b);
+        __asm__ volatile("" : : : "memory");
+    }
+    vfloat s = vsplat(0);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < PROBE_CHAINS; k++) s += c[k];
+    return s[0];
+}
+
+sparge_tile_kernels KERNEL(kernels)(void) {
+    sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS};
+    return k;
+}
