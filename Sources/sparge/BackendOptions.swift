@@ -22,7 +22,7 @@ enum BackendOptions {
     static func engine(_ o: ParsedOptions, ctx: CommandContext) throws -> any AttentionEngine {
         let choice = try o.choice("backend", ["cpu", "cuda", "auto"]) ?? "cpu"
         let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
-        if choice == "cpu" { return CPUAttentionEngine() }
+        if choice == "cpu" { return try cpuEngine(ctx: ctx) }
         var engine: CUDAAttentionEngine?
         var problem: Error?
         do { engine = try CUDAAttentionEngine(precision: precision, options: .fromEnvironment) } catch { problem = error }
@@ -35,9 +35,21 @@ enum BackendOptions {
                 let reason = problem.map { "\($0)".split(separator: "\n").first.map(String.init) ?? "" } ?? "another rank has no GPU"
                 FileHandle.standardError.write(Data("sparge: --backend auto: using the CPU (\(reason))\n".utf8))
             }
-            return CPUAttentionEngine()
+            return try cpuEngine(ctx: ctx)
         }
         return engine!
+    }
+
+    /// Collective: the CPU backend with the kernels `SPARGE_CPU_ISA` names, else the best this CPU has. A
+    /// name that some rank's CPU cannot run fails on every rank (the message names the ranks).
+    static func cpuEngine(ctx: CommandContext) throws -> CPUAttentionEngine {
+        var isa = CPUISA.detected
+        var problem: Error?
+        if let name = ProcessInfo.processInfo.environment["SPARGE_CPU_ISA"] {
+            do { isa = try CPUISA.named(name) } catch { problem = BackendError("SPARGE_CPU_ISA: \(error)") }
+        }
+        ctx.agree(problem)
+        return CPUAttentionEngine(isa: isa)
     }
 
     /// On rank 0, `CUDABlockSparseAttention.slowShapeHint` on stderr when the GPU computes the tiles.
@@ -57,7 +69,8 @@ enum BackendOptions {
     /// for CUDA (each GPU counted once however many ranks share it; the lowest of its ranks measures it).
     static func peakGFLOPs(_ engine: any AttentionEngine, threads: Int, ctx: CommandContext) throws -> Double {
         guard let cuda = engine as? CUDAAttentionEngine else {
-            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3)]
+            let isa = (engine as? CPUAttentionEngine)?.isa ?? .detected
+            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3, isa: isa)]
             ctx.comm.allreduceSum(&peak)
             return peak[0]
         }
@@ -78,13 +91,17 @@ enum BackendOptions {
         return peak[0]
     }
 
-    /// A one-line description for table headers: `cpu`, or `cuda bf16 on <device>`.
+    /// A one-line description for table headers: `cpu avx2`, or `cuda bf16 on <device>`.
     static func describe(_ engine: any AttentionEngine) -> String {
         if let cuda = engine as? CUDAAttentionEngine {
             return "cuda \(cuda.precision.rawValue), \(cuda.device.name)"
         }
+        if let cpu = engine as? CPUAttentionEngine { return "cpu \(cpu.isa.rawValue)" }
         return engine.name
     }
+
+    /// The instruction set of the tiles' kernels (`isa` in JSON): the CPU's kernel set, or `cuda`.
+    static func isa(_ engine: any AttentionEngine) -> String { (engine as? CPUAttentionEngine)?.isa.rawValue ?? engine.name }
 }
 
 /// A backend that cannot be used on some rank.
