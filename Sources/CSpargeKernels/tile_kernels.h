@@ -67,7 +67,7 @@ INLINE vfloat vexp2(vfloat x) {
 }
 
 /// Scores of `nk` (≤ SK) keys against LV·VW lanes in one pass over D, then their column maxima.
-INLINE void scores_micro(const float *q, long lanes, const float *keys, long dim, int nk, float *out,
+INLINE void scores_micro(const float *q, long stride, const float *keys, long dim, int nk, float *out,
                          float *rowMax) {
     vfloat acc[SK][LV];
 #pragma clang loop unroll(full)
@@ -77,7 +77,7 @@ INLINE void scores_micro(const float *q, long lanes, const float *keys, long dim
     for (long i = 0; i < dim; i++) {
         vfloat qv[LV];
 #pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) qv[v] = vload(q + i * lanes + v * VW);
+        for (int v = 0; v < LV; v++) qv[v] = vload(q + i * stride + v * VW);
 #pragma clang loop unroll(full)
         for (int k = 0; k < SK; k++) {
             if (k < nk) {
@@ -93,7 +93,7 @@ INLINE void scores_micro(const float *q, long lanes, const float *keys, long dim
 #pragma clang loop unroll(full)
         for (int k = 0; k < SK; k++) {
             if (k < nk) {
-                vstore(out + k * lanes + v * VW, acc[k][v]);
+                vstore(out + k * stride + v * VW, acc[k][v]);
                 m = vmax(m, acc[k][v]);
             }
         }
@@ -101,24 +101,24 @@ INLINE void scores_micro(const float *q, long lanes, const float *keys, long dim
     }
 }
 
-void KERNEL(scores)(const float *queriesT, long lanes, const float *keys, long dim, long keyCount, float *scores,
-                    float *rowMax) {
+void KERNEL(scores)(const float *queriesT, long stride, long lanes, const float *keys, long dim, long keyCount,
+                    float *scores, float *rowMax) {
     for (long g = 0; g < lanes; g += LV * VW) {
         long c = 0;
-        for (; c + SK <= keyCount; c += SK)
-            scores_micro(queriesT + g, lanes, keys + c * dim, dim, SK, scores + c * lanes + g, rowMax + g);
+#define SCORE_GROUPS(n)                                                                                    \
+    for (; c + (n) <= keyCount; c += (n))                                                                  \
+        scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g);
         // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.
-        for (; c + 4 <= keyCount && SK > 4; c += 4)
-            scores_micro(queriesT + g, lanes, keys + c * dim, dim, 4, scores + c * lanes + g, rowMax + g);
-        for (; c + 2 <= keyCount; c += 2)
-            scores_micro(queriesT + g, lanes, keys + c * dim, dim, 2, scores + c * lanes + g, rowMax + g);
-        for (; c < keyCount; c++)
-            scores_micro(queriesT + g, lanes, keys + c * dim, dim, 1, scores + c * lanes + g, rowMax + g);
+        SCORE_GROUPS(SK)
+        if (SK > 4) { SCORE_GROUPS(4) }
+        SCORE_GROUPS(2)
+        SCORE_GROUPS(1)
+#undef SCORE_GROUPS
     }
 }
 
-void KERNEL(softmax)(float *scores, long lanes, long keyCount, float *blockMaxThenAlpha, float *runningMax,
-                     float *runningSum) {
+void KERNEL(softmax)(float *scores, long stride, long lanes, long keyCount, float *blockMaxThenAlpha,
+                     float *runningMax, float *runningSum) {
     const vfloat negInf = vsplat(-__builtin_inff());
     for (long r = 0; r < lanes; r += VW) {
         vfloat mPrev = vload(runningMax + r);
@@ -127,7 +127,7 @@ void KERNEL(softmax)(float *scores, long lanes, long keyCount, float *blockMaxTh
         vfloat alpha = vexp2(mPrev - shift);
         vfloat s = vsplat(0);
         float *p = scores + r;
-        for (long c = 0; c < keyCount; c++, p += lanes) {
+        for (long c = 0; c < keyCount; c++, p += stride) {
             vfloat e = vexp2(vload(p) - shift);
             vstore(p, e);
             s += e;
@@ -139,8 +139,8 @@ void KERNEL(softmax)(float *scores, long lanes, long keyCount, float *blockMaxTh
 }
 
 /// `nd` (≤ PD) output dimensions of LV·VW lanes: the rescale by α fused into the load, one pass over the keys.
-INLINE void pv_micro(const float *p, long lanes, const float *values, long dim, long keyCount, int nd,
-                     const float *alpha, float *out) {
+INLINE void pv_micro(const float *p, long stride, long lanes, const float *values, long dim, long keyCount,
+                     int nd, const float *alpha, float *out) {
     vfloat acc[PD][LV], a[LV];
 #pragma clang loop unroll(full)
     for (int v = 0; v < LV; v++) a[v] = vload(alpha + v * VW);
@@ -151,7 +151,7 @@ INLINE void pv_micro(const float *p, long lanes, const float *values, long dim, 
     for (long c = 0; c < keyCount; c++) {
         vfloat pv[LV];
 #pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) pv[v] = vload(p + c * lanes + v * VW);
+        for (int v = 0; v < LV; v++) pv[v] = vload(p + c * stride + v * VW);
 #pragma clang loop unroll(full)
         for (int d = 0; d < PD; d++) {
             if (d < nd) {
@@ -168,13 +168,14 @@ INLINE void pv_micro(const float *p, long lanes, const float *values, long dim, 
             for (int v = 0; v < LV; v++) vstore(out + d * lanes + v * VW, acc[d][v]);
 }
 
-void KERNEL(pv)(const float *probabilities, long lanes, const float *values, long dim, long keyCount,
+void KERNEL(pv)(const float *probabilities, long stride, long lanes, const float *values, long dim, long keyCount,
                 const float *alpha, float *outputT) {
     long i = 0;
 #define PV_GROUPS(n)                                                                                       \
     for (; i + (n) <= dim; i += (n))                                                                       \
         for (long g = 0; g < lanes; g += LV * VW)                                                          \
-            pv_micro(probabilities + g, lanes, values + i, dim, keyCount, (n), alpha + g, outputT + i * lanes + g);
+            pv_micro(probabilities + g, stride, lanes, values + i, dim, keyCount, (n), alpha + g,             \
+                     outputT + i * lanes + g);
     PV_GROUPS(PD)
     if (PD > 4) { PV_GROUPS(4) }
     PV_GROUPS(2)

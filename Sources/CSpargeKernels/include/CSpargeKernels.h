@@ -8,9 +8,9 @@
 // instantiation is compiled for its own ISA in a portable build, and `sparge_cpu_isa` says which one this
 // CPU can run (cpuid, and xgetbv for the OS's saving of the wide registers).
 //
-// Layout (see AttentionTile): queries are packed transposed as Q̂ᵀ[D][L], scores as Sᵀ[keys][L],
-// the output accumulator as Oᵀ[D][L]; L (`lanes`) is a multiple of 64; K and V blocks are row-major
-// [keys][D]. Every function handles any D ≥ 1 and any key count 0…blockK.
+// Layout (see AttentionTile): queries are packed transposed as Q̂ᵀ[D][stride], scores as Sᵀ[keys][stride],
+// the output accumulator as Oᵀ[D][L]; L (`lanes`, the lanes computed) is a multiple of 64, `stride` ≥ L;
+// K and V blocks are row-major [keys][D]. Every function handles any D ≥ 1 and any key count 0…blockK.
 #ifndef CSPARGEKERNELS_H
 #define CSPARGEKERNELS_H
 
@@ -29,17 +29,17 @@ typedef enum {
 int sparge_cpu_isa(void);
 
 /// Sᵀ[c][r] = Σ_i K[c][i]·Q̂ᵀ[i][r] for c < keyCount, r < lanes; rowMax[r] = max(rowMax[r], max_c Sᵀ[c][r]).
-typedef void (*sparge_scores_fn)(const float *queriesT, long lanes, const float *keys, long dim, long keyCount,
-                                 float *scores, float *rowMax);
+typedef void (*sparge_scores_fn)(const float *queriesT, long stride, long lanes, const float *keys, long dim,
+                                 long keyCount, float *scores, float *rowMax);
 /// The online-softmax update of one block (OnlineSoftmax's merge with the block as side B, β folded into
 /// the exponentials): per lane r, m = max(m_prev, blockMax), α = 2^(m_prev − m), Pᵀ[c][r] = 2^(Sᵀ[c][r] − m)
 /// in place, sum = α·sum + Σ_c Pᵀ[c][r], runningMax = m, and α replaces blockMax. Where m is −inf the
 /// exponents are taken against 0 (all of them are then 0, never NaN).
-typedef void (*sparge_softmax_fn)(float *scores, long lanes, long keyCount, float *blockMaxThenAlpha,
+typedef void (*sparge_softmax_fn)(float *scores, long stride, long lanes, long keyCount, float *blockMaxThenAlpha,
                                   float *runningMax, float *runningSum);
 /// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_c V[c][i]·Pᵀ[c][r] for i < dim, r < lanes.
-typedef void (*sparge_pv_fn)(const float *probabilities, long lanes, const float *values, long dim, long keyCount,
-                             const float *alpha, float *outputT);
+typedef void (*sparge_pv_fn)(const float *probabilities, long stride, long lanes, const float *values, long dim,
+                             long keyCount, const float *alpha, float *outputT);
 /// 2·16·chains·iterations FLOPs of independent FMA chains (the ceiling probe); returns a value that depends on
 /// every chain, so that none is removed.
 typedef float (*sparge_fma_probe_fn)(long iterations);

@@ -28,7 +28,7 @@ extension AttentionTile {
             if keyStart > queryStart + rows - 1 { return false }
             diagonal = keyStart + keyCount - 1 > queryStart
         }
-        let d = arena.headDim, lanes = arena.lanes
+        let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride
         let vectors = lanes / 16
 
         // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r], and the row maxima of the block (vertical, in the kernel's
@@ -36,7 +36,7 @@ extension AttentionTile {
         let negInf = Vec16(repeating: -.infinity)
         let kernels = arena.kernels
         rowMax.update(repeating: -.infinity, count: lanes)
-        kernels.scores(queriesT, lanes, keys, d, keyCount, scores, rowMax)
+        kernels.scores(queriesT, stride, lanes, keys, d, keyCount, scores, rowMax)
         if diagonal {
             applyCausalMask(keyCount: keyCount, offset: keyStart - queryStart)
             for v in 0..<vectors {
@@ -45,7 +45,7 @@ extension AttentionTile {
                 for _ in 0..<keyCount {
                     let x = load16(p)
                     mx = mx.replacing(with: x, where: x .> mx)
-                    p += lanes
+                    p += stride
                 }
                 store16(mx, rowMax + v * 16)
             }
@@ -70,10 +70,10 @@ extension AttentionTile {
 
         // m ← max(m, rowmax), α = 2^(m_prev − m), Pᵀ = 2^(Sᵀ − m), l ← α·l + Σ_c Pᵀ (OnlineSoftmax merge,
         // with the block's own weight folded into its exponentials); α replaces the row maxima.
-        kernels.softmax(scores, lanes, keyCount, rowMax, runningMax, runningSum)
+        kernels.softmax(scores, stride, lanes, keyCount, rowMax, runningMax, runningSum)
 
         // Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_c V[c][i] · Pᵀ[c][r]
-        kernels.pv(scores, lanes, values, d, keyCount, rowMax, outputT)
+        kernels.pv(scores, stride, lanes, values, d, keyCount, rowMax, outputT)
         return true
     }
 
@@ -81,13 +81,13 @@ extension AttentionTile {
     /// queryStart).
     @inline(__always)
     func applyCausalMask(keyCount: Int, offset: Int) {
-        let lanes = arena.lanes
+        let lanes = arena.lanes, stride = arena.rowStride
         let negInf = Vec16(repeating: -.infinity)
         let iota = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         for c in 0..<keyCount {
             let limit = c + offset
             if limit <= 0 { continue }
-            let row = scores + c * lanes
+            let row = scores + c * stride
             for v in 0..<(lanes / 16) {
                 let lane = iota &+ Int32(v * 16)
                 let x = load16(row + v * 16)

@@ -24,9 +24,11 @@ import CSpargeKernels
 /// arrive; a thread pool keeps one per worker. Creating an arena is one allocation; a tile handle is a few
 /// pointers into it, so visiting never allocates.
 ///
-/// Memory per tile, in floats: `2·D·L` (queries and output accumulator, transposed) `+ blockK·L` (the
-/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes. For D = 128 and the
-/// defaults that is 81 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
+/// Memory per tile, in floats: `D·R + D·L` (queries and output accumulator, transposed) `+ blockK·R` (the
+/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
+/// row stride of the queries and scores (a power-of-two stride put all D rows of a 16-lane column into 16
+/// of the L1's 64 sets, where they evicted each other and the keys). For D = 128 and the defaults that is
+/// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
 /// (`2·L` floats, half a KB): its tiles borrow the packed queries and the score block from an
 /// `AttentionScratch` while they compute, and keep their output accumulator (`D·L` floats) where the caller
 /// says — a driver puts it in the output's own rows, so a tile's state costs no memory beyond the output
@@ -39,6 +41,8 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Query rows a tile can hold (`config.computeTileQ`).
     public let tileRows: Int
     let lanes: Int
+    /// Floats from one row of the packed queries or of the score block to the next (`lanes + 16`).
+    let rowStride: Int
     let blockK: Int
     let causal: Bool
     let pvThreshold: Float
@@ -67,6 +71,7 @@ public final class AttentionTileArena: @unchecked Sendable {
         self.headDim = headDim
         tileRows = config.computeTileQ
         lanes = (config.computeTileQ + 63) / 64 * 64
+        rowStride = lanes + 16
         blockK = config.blockK
         causal = config.causal
         pvThreshold = config.pvThreshold
@@ -74,7 +79,7 @@ public final class AttentionTileArena: @unchecked Sendable {
         self.holdsScratch = holdsScratch
         self.isa = isa
         kernels = isa.kernels
-        let floats = holdsScratch ? 2 * headDim * lanes + blockK * lanes + 3 * lanes : 2 * lanes
+        let floats = holdsScratch ? headDim * (rowStride + lanes) + blockK * rowStride + 3 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
         base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
@@ -112,23 +117,25 @@ extension AttentionTileArena {
     }
 }
 
-/// Packed queries for `slots` tiles and one score block: what a tile needs only while it computes.
-/// One per worker thread; see `AttentionTileArena.tile(_:scratch:slot:)`.
+/// Packed queries for `slots` tiles and one score block (rows `rowStride` floats apart), then the block's
+/// row maxima: what a tile needs only while it computes. One per worker thread; see
+/// `AttentionTileArena.tile(_:scratch:slot:)`. A query slot also holds the `D·L` floats `finishInPlace`
+/// transposes through.
 public final class AttentionScratch: @unchecked Sendable {
     /// Query slots.
     public let slots: Int
-    let queries: UnsafeMutablePointer<Float>  // slots × [D][L]
-    let scores: UnsafeMutablePointer<Float>  // [blockK][L], then rowMax [L]
+    let queries: UnsafeMutablePointer<Float>  // slots × [D][rowStride]
+    let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride], then rowMax [L]
     let queryFloats: Int
 
     /// Scratch for tiles of `arena` with `slots` query slots.
     public init(for arena: AttentionTileArena, slots: Int) {
         self.slots = slots
-        queryFloats = arena.headDim * arena.lanes
-        let raw = UnsafeMutableRawPointer.allocate(
-            byteCount: (slots * queryFloats + (arena.blockK + 1) * arena.lanes) * MemoryLayout<Float>.stride,
-            alignment: AttentionTileArena.alignment)
-        queries = raw.bindMemory(to: Float.self, capacity: slots * queryFloats + (arena.blockK + 1) * arena.lanes)
+        queryFloats = arena.headDim * arena.rowStride
+        let floats = slots * queryFloats + arena.blockK * arena.rowStride + arena.lanes
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride,
+                                                   alignment: AttentionTileArena.alignment)
+        queries = raw.bindMemory(to: Float.self, capacity: floats)
         scores = queries + slots * queryFloats
     }
 
@@ -152,9 +159,9 @@ public final class AttentionScratch: @unchecked Sendable {
 public struct AttentionTile: @unchecked Sendable {
     let arena: AttentionTileArena
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
-    let queriesT: UnsafeMutablePointer<Float>  // [D][L]
+    let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride]
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
-    let scores: UnsafeMutablePointer<Float>  // [blockK][L]: Sᵀ, then Pᵀ
+    let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride]: Sᵀ, then Pᵀ
     let rowMax: UnsafeMutablePointer<Float>  // [L]: max of the current block, then α
     let runningMax: UnsafeMutablePointer<Float>  // [L]
     let runningSum: UnsafeMutablePointer<Float>  // [L]
@@ -170,19 +177,19 @@ public struct AttentionTile: @unchecked Sendable {
         outputT = accumulator
         queriesT = scratch.queries + slot * scratch.queryFloats
         scores = scratch.scores
-        rowMax = scores + arena.blockK * l
+        rowMax = scores + arena.blockK * arena.rowStride
     }
 
     init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
         self.arena = arena
-        let d = arena.headDim, l = arena.lanes
+        let d = arena.headDim, l = arena.lanes, stride = arena.rowStride
         header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
-            .bindMemory(to: Float.self, capacity: 2 * d * l + arena.blockK * l + 3 * l)
+            .bindMemory(to: Float.self, capacity: d * (stride + l) + arena.blockK * stride + 3 * l)
         queriesT = floats
-        outputT = floats + d * l
-        scores = floats + 2 * d * l
-        rowMax = scores + arena.blockK * l
+        outputT = floats + d * stride
+        scores = outputT + d * l
+        rowMax = scores + arena.blockK * stride
         runningMax = rowMax + l
         runningSum = runningMax + l
     }
@@ -229,13 +236,13 @@ public struct AttentionTile: @unchecked Sendable {
     /// Packs the tile's `rowCount` query rows (`rowCount × D` row-major) transposed and scaled (the second
     /// half of `begin`); a tile borrowing its scratch does this before each run of visits.
     public func load(queries: UnsafePointer<Float>) {
-        let d = arena.headDim, l = arena.lanes, s = arena.queryScale, rowCount = header[0]
+        let d = arena.headDim, l = arena.lanes, stride = arena.rowStride, s = arena.queryScale, rowCount = header[0]
         for r in 0..<rowCount {
             let q = queries + r * d
-            for i in 0..<d { queriesT[i * l + r] = q[i] * s }
+            for i in 0..<d { queriesT[i * stride + r] = q[i] * s }
         }
         if rowCount < l {
-            for i in 0..<d { (queriesT + i * l + rowCount).update(repeating: 0, count: l - rowCount) }
+            for i in 0..<d { (queriesT + i * stride + rowCount).update(repeating: 0, count: l - rowCount) }
         }
     }
 
