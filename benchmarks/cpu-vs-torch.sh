@@ -4,13 +4,18 @@
 #   bash benchmarks/cpu-vs-torch.sh SPARGE PYTHON [ROUNDS] [SEQ] [HEADS] [THREADS]
 # (defaults: 3 rounds, N = 8192, 4 heads, all cores). PYTHON is an interpreter with PyTorch for the CPU; the
 # peer is ../shared/peers/torch_cpu_sdpa.py (or $TORCH_SDPA). Each round runs `sparge bench --dense` with every
-# kernel set this CPU has (SPARGE_CPU_ISA), then the peer (fp32 and bf16). Prints the median GFLOP/s of each
-# (each run itself the median of 3 repeats), its ratio to PyTorch fp32, and the FMA peak `bench` measured.
+# kernel set this CPU has (SPARGE_CPU_ISA; `ISAS="avx512 avx2"` chooses), then the peer (fp32 and bf16).
+# Prints the median GFLOP/s of each (each run itself the median of 3 repeats), its ratio to PyTorch fp32, and
+# the FMA peak of the same kernel set that `bench` measured before each run.
 set -euo pipefail
 sparge="$1" python="$2" rounds="${3:-3}" seq="${4:-8192}" heads="${5:-4}" threads="${6:-$(nproc)}"
 peer="${TORCH_SDPA:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers/torch_cpu_sdpa.py}"
-isas=(portable avx2)
-grep -qw avx512f /proc/cpuinfo && isas+=(avx512)
+if [ -n "${ISAS:-}" ]; then
+    read -r -a isas <<< "$ISAS"
+else
+    isas=(portable avx2)
+    grep -qw avx512f /proc/cpuinfo && isas+=(avx512)
+fi
 echo "CPU: $(lscpu | sed -n "s/^Model name: *//p"), flags: $(grep -ow 'avx2\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')$(nproc) cores; $(date -u +%F)"
 echo "shape: N=$seq, $heads heads, D=128, dense, non-causal, $threads threads"
 lines=()
