@@ -135,6 +135,7 @@ enum BenchCommand {
             json.add("hilbert", order != nil)
             json.add("backend", BackendOptions.describe(engine))
             json.add("isa", BackendOptions.isa(engine))
+            json.add("precision", BackendOptions.precision(engine))
             json.add("peak_gflops", peak[0])
             json.add("dense_seconds", denseSeconds)
             json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })

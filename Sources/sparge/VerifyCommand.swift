@@ -54,6 +54,10 @@ enum VerifyCommand {
             // The GPU takes 16-bit inputs: round them here, so that the references see what the GPU sees.
             (q, k, v) = (cuda.precision.rounded(q), cuda.precision.rounded(k), cuda.precision.rounded(v))
         }
+        if let cpu = engine as? CPUAttentionEngine {
+            // The same for a 16-bit precision on the CPU (rounding again inside is then exact).
+            (q, k, v) = (cpu.precision.rounded(q), cpu.precision.rounded(k), cpu.precision.rounded(v))
+        }
         if kvFormat != .f32 {
             // K/V are stored in 16 bits for the ring: the references see the same rounded values (the CPU
             // widens them exactly, so its arithmetic is then that of f32 on these inputs).

@@ -146,13 +146,15 @@ public final class AttentionScratch: @unchecked Sendable {
 /// blocks are visited one at a time (the kernel body of block-sparse FlashAttention, on the CPU).
 ///
 /// Layout (DESIGN.md §5): queries are stored transposed, `Q̂ᵀ[D][L]`, pre-multiplied by `scale·log2(e)`, so
-/// that the scores of a key block are computed as `Sᵀ = K·Q̂ᵀ` with 16 *queries* per SIMD16 vector; the
-/// running max `m`, sum `l`, the rescale and the exponentials are then vertical vector operations, and the
-/// output accumulator `Oᵀ[D][L]` is updated as `Oᵀ = α·Oᵀ + Vᵀ·Pᵀ`. Scores are in log2 units.
+/// that the scores of a key block are computed as `Sᵀ = K·Q̂ᵀ` with consecutive *queries* in each vector
+/// register; the running max `m`, sum `l`, the rescale and the exponentials are then vertical vector
+/// operations, and the output accumulator `Oᵀ[D][L]` is updated as `Oᵀ = α·Oᵀ + Vᵀ·Pᵀ`. Scores are in log2
+/// units. The three products (scores, softmax update, P·V) are the arena's ISA's micro-kernels
+/// (CSpargeKernels); the tile does the bookkeeping around them (causal mask, the λ rule).
 ///
 /// Use: `begin` once, `visit` each key block (in any order; the λ rule depends on the order), `finish`.
-/// Any D is supported by the vector path (D enters only as a loop length; multiples of 4 use only the
-/// 4-wide micro-kernels). GQA is the caller's choice of which K/V head it passes.
+/// Any D is supported (D enters the micro-kernels only as a loop length, with tails for any remainder).
+/// GQA is the caller's choice of which K/V head it passes.
 ///
 /// The handle holds its arena, so the memory lives as long as any handle. A tile may move between threads
 /// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.

@@ -10,7 +10,8 @@ import Synchronization
 /// its visit list that the call's table holds, in ascending block order.
 ///
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
-/// scratch, and every tile of the query block computes on that copy.
+/// scratch, and every tile of the query block computes on that copy. In a 16-bit `precision` the queries
+/// are rounded once, and key/value blocks stored in another type are rounded in that copy.
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -25,6 +26,8 @@ public final class BlockSparseAttention {
     public var rows: Int { plan.rows }
 
     private let bank: any TileBank
+    /// What key/value blocks are rounded to before the tiles see them (the precision's), nil for fp32.
+    private let rounding: StorageFormat?
     /// This process's query rows, packed into a worker's scratch each time a tile computes.
     private let queries: Tensor3
     /// The output `[Hq, rows, D]`, allocated once and never zero-filled by the host: until `finish` the
@@ -42,13 +45,15 @@ public final class BlockSparseAttention {
     ///   - threads: threads that prepare the tiles (default 1).
     ///   - backend: `.vector` (default: the best kernels of this CPU), one kernel set, or the scalar twin (the
     ///     reference in tests).
+    ///   - precision: what Q, K, V are rounded to (default fp32: not at all); the products are fp32.
     /// - Throws: `SpargeError.invalidArgument` when the shapes do not fit together.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1,
-                backend: AttentionBackend = .vector) throws {
+                backend: AttentionBackend = .vector, precision: AttentionPrecision = .fp32) throws {
         plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
                                  config: config, seqLen: seqLen)
         headDim = queries.dim
-        self.queries = queries
+        self.queries = precision.rounded(queries)
+        rounding = precision.inputFormat
         switch backend {
         case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected)
         case .isa(let isa):
@@ -83,12 +88,13 @@ public final class BlockSparseAttention {
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)? = nil) {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
         guard !plan.blocks.isEmpty else { poll?(1); return }
-        let (plan, bank, headDim) = (plan, bank, headDim)
+        let (plan, bank, headDim, rounding) = (plan, bank, headDim, rounding)
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
                 let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
-                                    keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim)
+                                    keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim,
+                                    rounding: rounding)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
@@ -160,20 +166,23 @@ private final class AttendJob: @unchecked Sendable {
     let output: UnsafeMutablePointer<Float>
     let keys: UnsafePointer<Int32>
     let headDim: Int
+    let rounding: StorageFormat?
     let next = WorkCounter()
     /// Where the prefetching loads' value goes, so that they are not removed.
     var prefetched: UInt32 = 0
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
-         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int) {
+         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, rounding: StorageFormat?) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
+        // Blocks already stored in the precision's type need no rounding.
+        self.rounding = rounding == table.format ? nil : rounding
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
     func work(poll: ((Double) -> Void)?) {
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
-        let widened = table.format == .f32 ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
+        let widened = table.format == .f32 && rounding == nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
         let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
         var sink: UInt32 = 0
@@ -206,7 +215,7 @@ private final class AttendJob: @unchecked Sendable {
                 let keyCount = table.rows(of: j)
                 var kv = (keys: stored.keys.assumingMemoryBound(to: Float.self),
                           values: stored.values.assumingMemoryBound(to: Float.self))
-                if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format) }
+                if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format, rounding: rounding) }
                 for (slot, t) in block.tileRange.enumerated() {
                     let tile = plan.tiles[t]
                     // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
@@ -235,11 +244,18 @@ private final class WidenedBlock {
 
     deinit { UnsafeMutableRawPointer(keys).deallocate() }
 
-    /// Widens `rows` rows of a stored block into this copy (exact) and returns where they are.
-    func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int,
-              format: StorageFormat) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+    /// Widens `rows` rows of a stored block into this copy (exact), rounds them to `rounding` if given, and
+    /// returns where they are.
+    func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int, format: StorageFormat,
+              rounding: StorageFormat?) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         format.widen(stored.keys, count: rows * headDim, to: keys)
         format.widen(stored.values, count: rows * headDim, to: values)
+        if let rounding {
+            for i in 0..<(rows * headDim) {
+                keys[i] = rounding.rounded(keys[i])
+                values[i] = rounding.rounded(values[i])
+            }
+        }
         return (UnsafePointer(keys), UnsafePointer(values))
     }
 }
