@@ -4,8 +4,7 @@
 #define KERNEL(name) sparge_##name##_avx2
 #define VW 8
 #define LV 2
-#define SK 6
-#define PD 6
+#define MR 6
 #define HAS_FMA 1
 #define PROBE_CHAINS 12  // 4-cycle FMA latency × 2 pipes = 8 in flight; 12 leaves slack
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)

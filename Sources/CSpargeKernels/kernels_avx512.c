@@ -5,8 +5,7 @@
 #define KERNEL(name) sparge_##name##_avx512
 #define VW 16
 #define LV 4
-#define SK 4
-#define PD 4
+#define MR 4
 #define HAS_FMA 1
 #define PROBE_CHAINS 16  // 4-cycle latency × 2 pipes = 8 in flight; 16 of the 32 registers
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx2,fma"))), apply_to = function)

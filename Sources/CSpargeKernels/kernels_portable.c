@@ -4,8 +4,7 @@
 #define KERNEL(name) sparge_##name##_portable
 #define VW 4
 #define LV 2
-#define SK 4
-#define PD 4
+#define MR 4
 #define HAS_FMA 0
 #define PROBE_CHAINS 8
 #include "tile_kernels.h"

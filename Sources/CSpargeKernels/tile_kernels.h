@@ -5,8 +5,8 @@
 //   KERNEL(name)   the exported name of `name` for this ISA (sparge_<name>_<isa>)
 //   VW             floats per vector register
 //   LV             vectors per lane group: a micro-kernel covers LV·VW query lanes (divides 64)
-//   SK             keys per score micro-kernel (SK × LV accumulators)
-//   PD             output dimensions per P·V micro-kernel (PD × LV accumulators)
+//   MR             keys per score micro-kernel and output dimensions per P·V micro-kernel (MR × LV
+//                  accumulators)
 //   HAS_FMA        1 where the ISA has fused multiply-add
 //   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
 //
@@ -66,32 +66,41 @@ INLINE vfloat vexp2(vfloat x) {
     return (vfloat)((vint)p + (ni << 23));
 }
 
-/// Scores of `nk` (≤ SK) keys against LV·VW lanes in one pass over D, then their column maxima.
-INLINE void scores_micro(const float *q, long stride, const float *keys, long dim, int nk, float *out,
-                         float *rowMax) {
-    vfloat acc[SK][LV];
+/// `acc[r][v] += A[s][v] · B[r·bRow + s·bStep]` for s < steps, r < nr (≤ MR): the outer-product steps that
+/// both products are made of — one load of LV vectors of A and one broadcast of B per row and step.
+/// Scores: s runs over D, A = Q̂ᵀ, B = the key rows (bRow = D, bStep = 1). P·V: s runs over the keys,
+/// A = Pᵀ, B = the value rows (bRow = 1, bStep = D).
+INLINE void outer_products(vfloat acc[MR][LV], const float *a, long aStride, const float *b, long bRow, long bStep,
+                           long steps, int nr) {
+    for (long s = 0; s < steps; s++) {
+        vfloat av[LV];
 #pragma clang loop unroll(full)
-    for (int k = 0; k < SK; k++)
+        for (int v = 0; v < LV; v++) av[v] = vload(a + s * aStride + v * VW);
 #pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) acc[k][v] = vsplat(0);
-    for (long i = 0; i < dim; i++) {
-        vfloat qv[LV];
+        for (int r = 0; r < MR; r++) {
+            if (r < nr) {
+                vfloat x = vsplat(b[r * bRow + s * bStep]);
 #pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) qv[v] = vload(q + i * stride + v * VW);
-#pragma clang loop unroll(full)
-        for (int k = 0; k < SK; k++) {
-            if (k < nk) {
-                vfloat b = vsplat(keys[k * dim + i]);
-#pragma clang loop unroll(full)
-                for (int v = 0; v < LV; v++) acc[k][v] = vfma(qv[v], b, acc[k][v]);
+                for (int v = 0; v < LV; v++) acc[r][v] = vfma(av[v], x, acc[r][v]);
             }
         }
     }
+}
+
+/// Scores of `nk` (≤ MR) keys against LV·VW lanes in one pass over D, then their column maxima.
+INLINE void scores_micro(const float *q, long stride, const float *keys, long dim, int nk, float *out,
+                         float *rowMax) {
+    vfloat acc[MR][LV];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < MR; k++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[k][v] = vsplat(0);
+    outer_products(acc, q, stride, keys, dim, 1, dim, nk);
 #pragma clang loop unroll(full)
     for (int v = 0; v < LV; v++) {
         vfloat m = vload(rowMax + v * VW);
 #pragma clang loop unroll(full)
-        for (int k = 0; k < SK; k++) {
+        for (int k = 0; k < MR; k++) {
             if (k < nk) {
                 vstore(out + k * stride + v * VW, acc[k][v]);
                 m = vmax(m, acc[k][v]);
@@ -109,8 +118,8 @@ void KERNEL(scores)(const float *queriesT, long stride, long lanes, const float 
     for (; c + (n) <= keyCount; c += (n))                                                                  \
         scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g);
         // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.
-        SCORE_GROUPS(SK)
-        if (SK > 4) { SCORE_GROUPS(4) }
+        SCORE_GROUPS(MR)
+        if (MR > 4) { SCORE_GROUPS(4) }
         SCORE_GROUPS(2)
         SCORE_GROUPS(1)
 #undef SCORE_GROUPS
@@ -138,31 +147,19 @@ void KERNEL(softmax)(float *scores, long stride, long lanes, long keyCount, floa
     }
 }
 
-/// `nd` (≤ PD) output dimensions of LV·VW lanes: the rescale by α fused into the load, one pass over the keys.
+/// `nd` (≤ MR) output dimensions of LV·VW lanes: the rescale by α fused into the load, one pass over the keys.
 INLINE void pv_micro(const float *p, long stride, long lanes, const float *values, long dim, long keyCount,
                      int nd, const float *alpha, float *out) {
-    vfloat acc[PD][LV], a[LV];
+    vfloat acc[MR][LV], a[LV];
 #pragma clang loop unroll(full)
     for (int v = 0; v < LV; v++) a[v] = vload(alpha + v * VW);
 #pragma clang loop unroll(full)
-    for (int d = 0; d < PD; d++)
+    for (int d = 0; d < MR; d++)
 #pragma clang loop unroll(full)
         for (int v = 0; v < LV; v++) acc[d][v] = d < nd ? vload(out + d * lanes + v * VW) * a[v] : vsplat(0);
-    for (long c = 0; c < keyCount; c++) {
-        vfloat pv[LV];
+    outer_products(acc, p, stride, values, 1, dim, keyCount, nd);
 #pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) pv[v] = vload(p + c * stride + v * VW);
-#pragma clang loop unroll(full)
-        for (int d = 0; d < PD; d++) {
-            if (d < nd) {
-                vfloat b = vsplat(values[c * dim + d]);
-#pragma clang loop unroll(full)
-                for (int v = 0; v < LV; v++) acc[d][v] = vfma(pv[v], b, acc[d][v]);
-            }
-        }
-    }
-#pragma clang loop unroll(full)
-    for (int d = 0; d < PD; d++)
+    for (int d = 0; d < MR; d++)
         if (d < nd)
 #pragma clang loop unroll(full)
             for (int v = 0; v < LV; v++) vstore(out + d * lanes + v * VW, acc[d][v]);
@@ -176,8 +173,8 @@ void KERNEL(pv)(const float *probabilities, long stride, long lanes, const float
         for (long g = 0; g < lanes; g += LV * VW)                                                          \
             pv_micro(probabilities + g, stride, lanes, values + i, dim, keyCount, (n), alpha + g,             \
                      outputT + i * lanes + g);
-    PV_GROUPS(PD)
-    if (PD > 4) { PV_GROUPS(4) }
+    PV_GROUPS(MR)
+    if (MR > 4) { PV_GROUPS(4) }
     PV_GROUPS(2)
     PV_GROUPS(1)
 #undef PV_GROUPS
