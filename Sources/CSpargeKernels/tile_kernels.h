@@ -111,12 +111,19 @@ INLINE void scores_micro(const float *q, long stride, const float *keys, long di
 }
 
 void KERNEL(scores)(const float *queriesT, long stride, long lanes, const float *keys, long dim, long keyCount,
-                    float *scores, float *rowMax) {
+                    float *scores, float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
+    // The next block's lines, spread evenly over this block's micro-kernels (keys, then values).
+    long calls = lanes / (LV * VW) * ((keyCount + MR - 1) / MR);
+    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0, perCall = calls ? (2 * lines + calls - 1) / calls : 0;
+    long line = 0;
     for (long g = 0; g < lanes; g += LV * VW) {
         long c = 0;
 #define SCORE_GROUPS(n)                                                                                    \
-    for (; c + (n) <= keyCount; c += (n))                                                                  \
-        scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g);
+    for (; c + (n) <= keyCount; c += (n)) {                                                                \
+        for (long end = line + perCall; line < end && line < 2 * lines; line++)                            \
+            __builtin_prefetch((const char *)(line < lines ? aheadKeys : aheadValues) + line % lines * 64, 0, 3); \
+        scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g); \
+    }
         // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.
         SCORE_GROUPS(MR)
         if (MR > 4) { SCORE_GROUPS(4) }

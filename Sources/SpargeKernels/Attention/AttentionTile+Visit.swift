@@ -14,10 +14,11 @@ extension AttentionTile {
     ///   - values: `keyCount × D` row-major rows of the matching V head.
     ///   - keyCount: `0...blockK` (a partial last block is allowed).
     ///   - keyStart: global token index of key row 0.
+    ///   - upcoming: the block the caller visits next, brought towards the cache meanwhile (default none).
     /// - Returns: whether `P·V` was computed (false when skipped by λ or entirely masked).
     @discardableResult @_optimize(speed)
     public func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
-                      keyStart: Int) -> Bool {
+                      keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
         precondition(keyCount >= 0 && keyCount <= arena.blockK,
                      "AttentionTile: \(keyCount) keys in a block of \(arena.blockK)")
         let rows = header[0], queryStart = header[1]
@@ -36,7 +37,8 @@ extension AttentionTile {
         let negInf = Vec16(repeating: -.infinity)
         let kernels = arena.kernels
         rowMax.update(repeating: -.infinity, count: lanes)
-        kernels.scores(queriesT, stride, lanes, keys, d, keyCount, scores, rowMax)
+        kernels.scores(queriesT, stride, lanes, keys, d, keyCount, scores, rowMax, upcoming?.keys, upcoming?.values,
+                       upcoming?.bytes ?? 0)
         if diagonal {
             applyCausalMask(keyCount: keyCount, offset: keyStart - queryStart)
             for v in 0..<vectors {

@@ -18,6 +18,19 @@ public struct AttentionStatistics: Sendable, Equatable {
 
 import CSpargeKernels
 
+/// A key/value block that will be visited next: its first `bytes` bytes of keys and of values are asked
+/// for while the current block computes (blocks chosen by a mask are scattered, and even adjacent ones
+/// arrived from the L3 too late for the kernels: a quarter of their rate).
+public struct UpcomingBlock {
+    public let keys: UnsafeRawPointer
+    public let values: UnsafeRawPointer
+    public let bytes: Int
+
+    public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, bytes: Int) {
+        (self.keys, self.values, self.bytes) = (keys, values, bytes)
+    }
+}
+
 /// One aligned allocation holding the states of many attention compute tiles.
 ///
 /// A distributed runtime keeps one tile per local query tile alive across ring steps while K/V blocks
@@ -246,24 +259,6 @@ public struct AttentionTile: @unchecked Sendable {
         if rowCount < l {
             for i in 0..<d { (queriesT + i * stride + rowCount).update(repeating: 0, count: l - rowCount) }
         }
-    }
-
-    /// Pulls a key block that will be visited soon towards the cache: one load per 64-byte line of the
-    /// first `bytes` bytes of its keys and of its values (any storage format).
-    ///
-    /// Call it for the next block while the current one computes: blocks chosen by a sparse mask are
-    /// scattered, and the hardware prefetcher does not follow them (at density 0.1 this halved the time).
-    /// Swift has no prefetch instruction, so these are real loads, folded into the returned value; the
-    /// caller keeps it somewhere, so that they are not removed.
-    @inline(__always)
-    public static func prefetch(keys: UnsafeRawPointer, values: UnsafeRawPointer, bytes: Int) -> UInt32 {
-        var x: UInt32 = 0
-        var i = 0
-        while i < bytes {
-            x ^= keys.load(fromByteOffset: i, as: UInt32.self) ^ values.load(fromByteOffset: i, as: UInt32.self)
-            i += 64
-        }
-        return x
     }
 
     /// Like `finish(output:lse:)` for a tile whose accumulator lies in its own output rows: the `D·L`

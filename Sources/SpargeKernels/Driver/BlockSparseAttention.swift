@@ -77,7 +77,7 @@ public final class BlockSparseAttention {
     /// Visits, for every tile, the blocks of its visit list that `table` holds.
     ///
     /// Each key block is visited by all compute tiles of a query block in turn, so it is read from the
-    /// cache once per query block; the next scattered block is touched ahead (see `AttentionTile.prefetch`).
+    /// cache once per query block; the next block is asked for while it computes (`UpcomingBlock`).
     ///
     /// - Parameters:
     ///   - table: the key/value blocks available in this call.
@@ -168,8 +168,6 @@ private final class AttendJob: @unchecked Sendable {
     let headDim: Int
     let rounding: StorageFormat?
     let next = WorkCounter()
-    /// Where the prefetching loads' value goes, so that they are not removed.
-    var prefetched: UInt32 = 0
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
          output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, rounding: StorageFormat?) {
@@ -185,8 +183,6 @@ private final class AttendJob: @unchecked Sendable {
         let widened = table.format == .f32 && rounding == nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
         let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
-        var sink: UInt32 = 0
-        defer { prefetched = sink }
         while true {
             let i = next.claim()
             if i >= blocks.count { break }
@@ -206,11 +202,11 @@ private final class AttendJob: @unchecked Sendable {
                 let stored = table.block(kvHead: g, block: j)!
                 var n = m + 1
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
-                if n < block.visits.upperBound, Int(keys[n]) > j + 1, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
-                    // Warm a scattered next block while this one computes (the hardware prefetcher follows
-                    // adjacent blocks by itself).
-                    sink ^= AttentionTile.prefetch(keys: ahead.keys, values: ahead.values,
-                                                   bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
+                // The first tile asks for the next block while it computes.
+                var upcoming: UpcomingBlock?
+                if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
+                    upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
+                                             bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
                 let keyCount = table.rows(of: j)
                 var kv = (keys: stored.keys.assumingMemoryBound(to: Float.self),
@@ -221,7 +217,8 @@ private final class AttendJob: @unchecked Sendable {
                     // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
                     if m >= tile.visits.upperBound { continue }
                     bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
-                               keyCount: keyCount, keyStart: j * bk)
+                               keyCount: keyCount, keyStart: j * bk, upcoming: upcoming)
+                    upcoming = nil
                 }
                 m = n
             }
