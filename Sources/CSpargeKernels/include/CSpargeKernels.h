@@ -62,6 +62,11 @@ typedef struct {
 /// The kernels of `isa` (any value of `sparge_isa`; the caller checks `sparge_cpu_isa` first).
 sparge_tile_kernels sparge_kernels(int isa);
 
+#if defined(__x86_64__)
+/// For tests: the AVX-512 kernels' source and blocking compiled for AVX2 (runs wherever AVX2 does).
+sparge_tile_kernels sparge_kernels_avx512_blocking(void);
+#endif
+
 #ifdef __cplusplus
 }
 #endif
