@@ -6,7 +6,7 @@ import SpargeRing
 enum BackendOptions {
     static let specs: [OptionSpec] = [
         .value("backend", "cpu|cuda|auto", "who computes the attention tiles (default cpu; auto = cuda where every rank has a GPU)"),
-        .value("precision", "fp32|bf16|fp16", "what Q, K, V are rounded to before the products (default fp32 on the cpu backend, bf16 on cuda, which has no fp32)"),
+        .value("precision", "fp32|bf16|fp16|int8", "what Q, K, V are rounded or quantized to before the products (default fp32 on the cpu backend, bf16 on cuda, which computes bf16 or fp16)"),
         .value("kv-precision", "f32|bf16|f16", "what K/V blocks are stored and sent around the ring in (default f32 on the cpu backend, bf16 on cuda)"),
     ]
 

@@ -30,8 +30,8 @@ final class AttentionPrecisionTests: XCTestCase {
     /// Largest relative L1 against Double attention on the unrounded inputs, per precision. fp32: a few
     /// 1e-7 (summation order and the polynomial exp2). bf16 rounds each input to 2⁻⁹ relative on average
     /// (2⁻⁸ at most); the output error is of that order, measured 2e-3…4e-3: 1e-2 is the bound.
-    /// fp16 has three more bits: 8× smaller.
-    static let bounds: [AttentionPrecision: Double] = [.fp32: 1e-5, .bf16: 1e-2, .fp16: 1.5e-3]
+    /// fp16 has three more bits: 8× smaller. int8 (SageAttention's Q·Kᵀ, V in bf16): the 1e-2.
+    static let bounds: [AttentionPrecision: Double] = [.fp32: 1e-5, .bf16: 1e-2, .fp16: 1.5e-3, .int8: 1e-2]
 
     func testEveryPrecisionAgainstTheDoubleReference() throws {
         for (name, q, k, v, causal) in try Self.inputs() {
@@ -45,7 +45,7 @@ final class AttentionPrecisionTests: XCTestCase {
                                                         backend: .isa(isa), precision: precision)
                     let error = ErrorMetrics(output: r.output.data, reference: reference).relativeL1
                     XCTAssertLessThanOrEqual(error, Self.bounds[precision]!, label)
-                    if precision == .bf16 {
+                    if precision == .bf16 || precision == .int8 {
                         // Not below 2⁻¹⁴: the inputs really were rounded.
                         XCTAssertGreaterThan(error, 0x1p-14, "\(label): no rounding visible")
                     }
@@ -61,8 +61,9 @@ final class AttentionPrecisionTests: XCTestCase {
         }
     }
 
-    /// The scalar twin rounds the same way: the vector tiles against it in bf16 on fresh random shapes.
-    func testBF16VectorAgainstScalarTwin() throws {
+    /// The scalar twin rounds the same way: the vector tiles against it in bf16 and int8 on fresh random
+    /// shapes.
+    func testSixteenBitAndInt8VectorAgainstScalarTwin() throws {
         var system = SystemRandomNumberGenerator()
         for _ in 0..<2 {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
@@ -72,14 +73,16 @@ final class AttentionPrecisionTests: XCTestCase {
             let k = Tensor3.random(heads: 1, rows: n, dim: d, using: &g)
             let v = Tensor3.random(heads: 1, rows: n, dim: d, using: &g)
             let config = SpargeConfig(causal: Bool.random(using: &system))
-            let twin = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .scalar,
-                                                   precision: .bf16)
-            for isa in Self.kernelSets {
-                let r = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, threads: 2,
-                                                    backend: .isa(isa), precision: .bf16)
-                // Same rounded inputs, different summation order and exp2: a few ulps (see AttentionKernelTests).
-                XCTAssertLessThanOrEqual(relativeL1(r.output.data, twin.output.data), 1e-5,
-                                         "seed \(seed) N \(n) D \(d) causal \(config.causal) \(isa)")
+            for precision in [AttentionPrecision.bf16, .int8] {
+                let twin = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .scalar,
+                                                       precision: precision)
+                for isa in Self.kernelSets {
+                    let r = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, threads: 2,
+                                                        backend: .isa(isa), precision: precision)
+                    // Same rounded inputs, different summation order and exp2: a few ulps (AttentionKernelTests).
+                    XCTAssertLessThanOrEqual(relativeL1(r.output.data, twin.output.data), 1e-5,
+                                             "seed \(seed) N \(n) D \(d) causal \(config.causal) \(isa) \(precision)")
+                }
             }
         }
     }

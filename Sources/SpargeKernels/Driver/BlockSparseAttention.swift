@@ -10,8 +10,9 @@ import Synchronization
 /// its visit list that the call's table holds, in ascending block order.
 ///
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
-/// scratch, and every tile of the query block computes on that copy. In a 16-bit `precision` the queries
-/// are rounded once, and key/value blocks stored in another type are rounded in that copy.
+/// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
+/// queries are rounded once (per compute tile for int8), and key/value blocks not already stored in the
+/// precision's type are rounded in that copy (per block for int8).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -26,8 +27,8 @@ public final class BlockSparseAttention {
     public var rows: Int { plan.rows }
 
     private let bank: any TileBank
-    /// What key/value blocks are rounded to before the tiles see them (the precision's), nil for fp32.
-    private let rounding: StorageFormat?
+    /// What Q, K, V are rounded to before the products.
+    private let precision: AttentionPrecision
     /// This process's query rows, packed into a worker's scratch each time a tile computes.
     private let queries: Tensor3
     /// The output `[Hq, rows, D]`, allocated once and never zero-filled by the host: until `finish` the
@@ -52,8 +53,18 @@ public final class BlockSparseAttention {
         plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
                                  config: config, seqLen: seqLen)
         headDim = queries.dim
-        self.queries = precision.rounded(queries)
-        rounding = precision.inputFormat
+        var rounded = queries
+        if precision != .fp32 {
+            let tiles = plan.tiles
+            rounded.data.withUnsafeMutableBufferPointer { q in
+                for tile in tiles {
+                    precision.roundQueries(q.baseAddress! + (tile.head * queries.rows + tile.localRow) * queries.dim,
+                                           rows: tile.rowCount, dim: queries.dim)
+                }
+            }
+        }
+        self.queries = rounded
+        self.precision = precision
         switch backend {
         case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected)
         case .isa(let isa):
@@ -88,13 +99,13 @@ public final class BlockSparseAttention {
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)? = nil) {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
         guard !plan.blocks.isEmpty else { poll?(1); return }
-        let (plan, bank, headDim, rounding) = (plan, bank, headDim, rounding)
+        let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
                 let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
                                     keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim,
-                                    rounding: rounding)
+                                    precision: precision)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
@@ -166,15 +177,16 @@ private final class AttendJob: @unchecked Sendable {
     let output: UnsafeMutablePointer<Float>
     let keys: UnsafePointer<Int32>
     let headDim: Int
-    let rounding: StorageFormat?
+    /// The precision, when key/value blocks need rounding in the worker's copy.
+    let rounding: AttentionPrecision?
     let next = WorkCounter()
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
-         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, rounding: StorageFormat?) {
+         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
         // Blocks already stored in the precision's type need no rounding.
-        self.rounding = rounding == table.format ? nil : rounding
+        rounding = precision == .fp32 || precision.inputFormat == table.format ? nil : precision
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
@@ -241,18 +253,13 @@ private final class WidenedBlock {
 
     deinit { UnsafeMutableRawPointer(keys).deallocate() }
 
-    /// Widens `rows` rows of a stored block into this copy (exact), rounds them to `rounding` if given, and
-    /// returns where they are.
+    /// Widens `rows` rows of a stored block into this copy (exact), rounds them as `rounding` does if given,
+    /// and returns where they are.
     func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int, format: StorageFormat,
-              rounding: StorageFormat?) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+              rounding: AttentionPrecision?) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         format.widen(stored.keys, count: rows * headDim, to: keys)
         format.widen(stored.values, count: rows * headDim, to: values)
-        if let rounding {
-            for i in 0..<(rows * headDim) {
-                keys[i] = rounding.rounded(keys[i])
-                values[i] = rounding.rounded(values[i])
-            }
-        }
+        rounding?.roundBlock(keys: keys, values: values, rows: rows, dim: headDim)
         return (UnsafePointer(keys), UnsafePointer(values))
     }
 }
