@@ -125,7 +125,12 @@ enum VerifyCommand {
         } else {
             // Written as !(x <= t) so that a NaN fails too.
             if !(vsSingle <= tolerance) { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
-            if withReferences && !(vsMasked <= tolerance) { failures.append("rel L1 to the masked Double reference \(vsMasked) > \(tolerance)") }
+            // int8 quantizes by rows and blocks, which the reference cannot repeat on its inputs (requantizing
+            // a smoothed block moves its grid): it sees the unquantized inputs, and the check is int8's bound.
+            let referenceTolerance = (engine as? CPUAttentionEngine)?.precision == .int8 ? 1e-2 : tolerance
+            if withReferences && !(vsMasked <= referenceTolerance) {
+                failures.append("rel L1 to the masked Double reference \(vsMasked) > \(referenceTolerance)")
+            }
         }
         if ctx.isRoot {
             if o.has("json") {
