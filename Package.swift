@@ -4,6 +4,7 @@
 // The targets are the layers, bottom to top:
 //   CMPI, _CMPIShim   OpenMPI as Swift sees it (system library + getters for its macros)
 //   SpargeKernels     tiles, SIMD micro-kernels, online softmax, mask prediction; no MPI, no I/O
+//   CSpargeKernels    the tiles' micro-kernels in C, compiled once per x86 ISA and picked at run time
 //   SpargeFormats     .npy / .safetensors / .png readers and writers; no MPI
 //   SpargeCUDA        the GPU backend: libcuda and NVRTC opened at run time, CUDA C kernels as strings
 //   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward()
@@ -30,6 +31,7 @@ let package = Package(
         // MARK: - Public API
         .target(
             name: "SpargeKernels",
+            dependencies: ["CSpargeKernels"],
             // sqrtf/fmaf/expf come from libm, which Swift does not link on its own without Foundation.
             linkerSettings: [.linkedLibrary("m")]),
         .target(name: "SpargeFormats"),
@@ -51,6 +53,12 @@ let package = Package(
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         // sparge.h, the C interface's header, so that SpargeC reads its structs with C's layout; no code.
         .target(name: "CSparge"),
+        // The same kernel source is compiled for AVX-512, AVX2 and any CPU by target attributes, so no
+        // `-target-cpu` is needed. Debug builds (the tests) optimise it anyway: at -O0 the vector code runs
+        // from the stack, many times slower than the Swift code around it (`@_optimize(speed)` there).
+        .target(
+            name: "CSpargeKernels",
+            cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
 
         // MARK: - Tests
         // Fixture loading and random inputs shared by the test targets; no product.

@@ -18,9 +18,10 @@ if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
     export PATH="/opt/swift/usr/bin:$PATH"
 fi
 
-# The CPU the release binary is compiled for. Swift's default x86-64 target has no AVX at all: the
-# attention kernels run at ~1.6 GFLOP/s instead of ~270 per core without one. `native` is this machine;
-# `skylake-avx512` is a portable AVX-512 choice for a binary carried to other machines, `haswell` for
-# AVX2-only machines. Override by setting SPARGE_TARGET_CPU before running the scripts.
+# The CPU the release binary's Swift code is compiled for. The attention kernels are compiled for every ISA
+# and picked at run time whatever this says; the rest (mask prediction, summaries) gets no AVX without a
+# target CPU. `native` is this machine; `x86-64` makes one binary for every x86-64 CPU (mask prediction ~6x
+# slower), `skylake-avx512` or `haswell` one for AVX-512 or AVX2 machines. Override by setting
+# SPARGE_TARGET_CPU before running the scripts.
 SPARGE_TARGET_CPU="${SPARGE_TARGET_CPU:-native}"
 export SPARGE_TARGET_CPU

@@ -6,23 +6,33 @@ import SpargeRing
 enum BackendOptions {
     static let specs: [OptionSpec] = [
         .value("backend", "cpu|cuda|auto", "who computes the attention tiles (default cpu; auto = cuda where every rank has a GPU)"),
-        .value("precision", "bf16|fp16", "what the cuda backend rounds Q, K, V to (default bf16)"),
+        .value("precision", "fp32|bf16|fp16|int8", "what Q, K, V are rounded or quantized to before the products (default fp32 on the cpu backend, bf16 on cuda, which computes bf16 or fp16)"),
         .value("kv-precision", "f32|bf16|f16", "what K/V blocks are stored and sent around the ring in (default f32 on the cpu backend, bf16 on cuda)"),
     ]
 
-    /// `--kv-precision`, else the engine's default: f32 on the CPU (exact), bf16 on a GPU (what its kernels
-    /// read anyway, and half the ring's bytes).
+    /// `--kv-precision`, else the engine's default: on the CPU the type of its precision (f32 for fp32:
+    /// exact), bf16 on a GPU (what its kernels read anyway, and half the ring's bytes).
     static func kvFormat(_ o: ParsedOptions, engine: any AttentionEngine) throws -> StorageFormat {
         if let name = try o.choice("kv-precision", StorageFormat.allCases.map(\.rawValue)) { return StorageFormat(rawValue: name)! }
-        return engine.name == "cpu" ? .f32 : .bf16
+        if let cpu = engine as? CPUAttentionEngine { return cpu.precision.inputFormat ?? .f32 }
+        return .bf16
+    }
+
+    /// `--precision` (AttentionPrecision's names), if given.
+    static func precision(_ o: ParsedOptions) throws -> AttentionPrecision? {
+        try o.choice("precision", AttentionPrecision.allCases.map(\.rawValue)).flatMap(AttentionPrecision.init)
     }
 
     /// Collective: the engine every rank uses. `cuda` fails on every rank when any rank has no usable GPU
     /// (the message names the ranks); `auto` then falls back to the CPU on every rank, saying so on rank 0.
     static func engine(_ o: ParsedOptions, ctx: CommandContext) throws -> any AttentionEngine {
         let choice = try o.choice("backend", ["cpu", "cuda", "auto"]) ?? "cpu"
-        let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
-        if choice == "cpu" { return CPUAttentionEngine() }
+        let asked = try precision(o)
+        if choice == "cpu" { return try cpuEngine(precision: asked ?? .fp32, ctx: ctx) }
+        guard let precision = CUDAPrecision(rawValue: (asked ?? .bf16).rawValue) else {
+            throw UsageError("--precision \(asked!.rawValue): the cuda backend computes in "
+                + CUDAPrecision.allCases.map(\.rawValue).joined(separator: " or "))
+        }
         var engine: CUDAAttentionEngine?
         var problem: Error?
         do { engine = try CUDAAttentionEngine(precision: precision, options: .fromEnvironment) } catch { problem = error }
@@ -35,9 +45,21 @@ enum BackendOptions {
                 let reason = problem.map { "\($0)".split(separator: "\n").first.map(String.init) ?? "" } ?? "another rank has no GPU"
                 FileHandle.standardError.write(Data("sparge: --backend auto: using the CPU (\(reason))\n".utf8))
             }
-            return CPUAttentionEngine()
+            return try cpuEngine(precision: asked ?? .fp32, ctx: ctx)
         }
         return engine!
+    }
+
+    /// Collective: the CPU backend in `precision` with the kernels `SPARGE_CPU_ISA` names, else the best this
+    /// CPU has. A name that some rank's CPU cannot run fails on every rank (the message names the ranks).
+    static func cpuEngine(precision: AttentionPrecision, ctx: CommandContext) throws -> CPUAttentionEngine {
+        var isa = CPUISA.detected
+        var problem: Error?
+        if let name = ProcessInfo.processInfo.environment["SPARGE_CPU_ISA"] {
+            do { isa = try CPUISA.named(name) } catch { problem = BackendError("SPARGE_CPU_ISA: \(error)") }
+        }
+        ctx.agree(problem)
+        return CPUAttentionEngine(isa: isa, precision: precision)
     }
 
     /// On rank 0, `CUDABlockSparseAttention.slowShapeHint` on stderr when the GPU computes the tiles.
@@ -57,7 +79,8 @@ enum BackendOptions {
     /// for CUDA (each GPU counted once however many ranks share it; the lowest of its ranks measures it).
     static func peakGFLOPs(_ engine: any AttentionEngine, threads: Int, ctx: CommandContext) throws -> Double {
         guard let cuda = engine as? CUDAAttentionEngine else {
-            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3)]
+            let isa = (engine as? CPUAttentionEngine)?.isa ?? .detected
+            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3, isa: isa)]
             ctx.comm.allreduceSum(&peak)
             return peak[0]
         }
@@ -78,13 +101,22 @@ enum BackendOptions {
         return peak[0]
     }
 
-    /// A one-line description for table headers: `cpu`, or `cuda bf16 on <device>`.
+    /// A one-line description for table headers: `cpu avx2`, or `cuda bf16 on <device>`.
     static func describe(_ engine: any AttentionEngine) -> String {
         if let cuda = engine as? CUDAAttentionEngine {
             return "cuda \(cuda.precision.rawValue), \(cuda.device.name)"
         }
+        if let cpu = engine as? CPUAttentionEngine { return "cpu \(cpu.isa.rawValue) \(cpu.precision.rawValue)" }
         return engine.name
     }
+
+    /// The precision the tiles compute in (`precision` in JSON).
+    static func precision(_ engine: any AttentionEngine) -> String {
+        (engine as? CPUAttentionEngine)?.precision.rawValue ?? (engine as? CUDAAttentionEngine)?.precision.rawValue ?? "fp32"
+    }
+
+    /// The instruction set of the tiles' kernels (`isa` in JSON): the CPU's kernel set, or `cuda`.
+    static func isa(_ engine: any AttentionEngine) -> String { (engine as? CPUAttentionEngine)?.isa.rawValue ?? engine.name }
 }
 
 /// A backend that cannot be used on some rank.

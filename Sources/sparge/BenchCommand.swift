@@ -149,6 +149,8 @@ enum BenchCommand {
             json.add("workload", workload.rawValue)
             json.add("hilbert", order != nil)
             json.add("backend", BackendOptions.describe(engine))
+            json.add("isa", BackendOptions.isa(engine))
+            json.add("precision", BackendOptions.precision(engine))
             json.add("peak_gflops", peak[0])
             json.add("dense_seconds", denseSeconds)
             json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })

@@ -54,6 +54,10 @@ enum VerifyCommand {
             // The GPU takes 16-bit inputs: round them here, so that the references see what the GPU sees.
             (q, k, v) = (cuda.precision.rounded(q), cuda.precision.rounded(k), cuda.precision.rounded(v))
         }
+        if let cpu = engine as? CPUAttentionEngine {
+            // The same for a 16-bit precision on the CPU (rounding again inside is then exact).
+            (q, k, v) = (cpu.precision.rounded(q), cpu.precision.rounded(k), cpu.precision.rounded(v))
+        }
         if kvFormat != .f32 {
             // K/V are stored in 16 bits for the ring: the references see the same rounded values (the CPU
             // widens them exactly, so its arithmetic is then that of f32 on these inputs).
@@ -121,7 +125,12 @@ enum VerifyCommand {
         } else {
             // Written as !(x <= t) so that a NaN fails too.
             if !(vsSingle <= tolerance) { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
-            if withReferences && !(vsMasked <= tolerance) { failures.append("rel L1 to the masked Double reference \(vsMasked) > \(tolerance)") }
+            // int8 quantizes by rows and blocks, which the reference cannot repeat on its inputs (requantizing
+            // a smoothed block moves its grid): it sees the unquantized inputs, and the check is int8's bound.
+            let referenceTolerance = (engine as? CPUAttentionEngine)?.precision == .int8 ? 1e-2 : tolerance
+            if withReferences && !(vsMasked <= referenceTolerance) {
+                failures.append("rel L1 to the masked Double reference \(vsMasked) > \(referenceTolerance)")
+            }
         }
         if ctx.isRoot {
             if o.has("json") {

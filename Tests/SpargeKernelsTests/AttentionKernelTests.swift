@@ -2,8 +2,11 @@ import SpargeKernels
 import SpargeTestSupport
 import XCTest
 
-/// The vector tile against its scalar twin on fresh random shapes.
+/// The vector tile against its scalar twin on fresh random shapes, with every kernel set this CPU runs (the
+/// portable one always, so that the path a CPU without AVX2 takes is covered on every machine).
 final class AttentionKernelTests: XCTestCase {
+    static let kernelSets = CPUISA.allCases.filter(\.isSupported)
+
     struct Case: CustomStringConvertible {
         var seed: UInt64
         var tokens: Int
@@ -37,7 +40,7 @@ final class AttentionKernelTests: XCTestCase {
         Case(seed: 9, tokens: 1, dim: 16, queryHeads: 1, causal: true),
     ]
 
-    func run(_ c: Case, skewed: Bool = false) throws -> (vector: (Tensor3, [Float], AttentionStatistics),
+    func run(_ c: Case, isa: CPUISA, skewed: Bool = false) throws -> (vector: (Tensor3, [Float], AttentionStatistics),
                                                     scalar: (Tensor3, [Float], AttentionStatistics)) {
         var g = SeededGenerator(seed: c.seed)
         var q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
@@ -51,7 +54,7 @@ final class AttentionKernelTests: XCTestCase {
         }
         let config = SpargeConfig(pvThreshold: c.pvThreshold, causal: c.causal, computeTileQ: c.computeTileQ)
         let mask = c.density.map { randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: $0, using: &g) }
-        let a = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2, backend: .vector)
+        let a = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 2, backend: .isa(isa))
         let b = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: config, threads: 1, backend: .scalar)
         return ((a.output, a.lse, a.stats), (b.output, b.lse, b.stats))
     }
@@ -72,31 +75,55 @@ final class AttentionKernelTests: XCTestCase {
     }
 
     func testVectorMatchesScalarTwin() throws {
-        for c in Self.cases + Self.freshCases() {
-            let (a, b) = try run(c)
-            // Both compute in Float with different summation orders and exp2 implementations (polynomial
-            // vs libm, ≤ 1.3e-7 relative): a few ulps per element, far below 1e-5.
-            XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, "\(c)")
-            // A row that a random causal mask leaves without keys has lse = −inf in both: the same rows, and
-            // the finite values compared as above.
-            XCTAssertEqual(a.1.map { $0 == -.infinity }, b.1.map { $0 == -.infinity }, "rows without keys \(c)")
-            let finite = a.1.indices.filter { a.1[$0].isFinite && b.1[$0].isFinite }
-            XCTAssertLessThanOrEqual(relativeL1(finite.map { a.1[$0] }, finite.map { b.1[$0] }), 1e-5, "LSE \(c)")
-            XCTAssertFalse(a.0.data.contains { !$0.isFinite }, "non-finite output \(c)")
-            XCTAssertEqual(a.2, b.2, "statistics \(c)")
+        for isa in Self.kernelSets {
+            for c in Self.cases + Self.freshCases() {
+                let (a, b) = try run(c, isa: isa)
+                let label = "\(isa) \(c)"
+                // Both compute in Float with different summation orders and exp2 implementations (polynomial
+                // vs libm, ≤ 1.3e-7 relative; the portable kernels round multiply and add separately): a few
+                // ulps per element, far below 1e-5.
+                XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, label)
+                // A row that a random causal mask leaves without keys has lse = −inf in both: the same rows,
+                // and the finite values compared as above.
+                XCTAssertEqual(a.1.map { $0 == -.infinity }, b.1.map { $0 == -.infinity }, "rows without keys \(label)")
+                let finite = a.1.indices.filter { a.1[$0].isFinite && b.1[$0].isFinite }
+                XCTAssertLessThanOrEqual(relativeL1(finite.map { a.1[$0] }, finite.map { b.1[$0] }), 1e-5, "LSE \(label)")
+                XCTAssertFalse(a.0.data.contains { !$0.isFinite }, "non-finite output \(label)")
+                XCTAssertEqual(a.2, b.2, "statistics \(label)")
+            }
         }
     }
 
     func testLambdaRuleSkipsTheSameBlocksAsTheTwin() throws {
-        for (i, base) in Self.cases.filter({ $0.tokens >= 100 }).enumerated() {
-            var c = base
-            c.pvThreshold = 6
-            c.seed += 100 * UInt64(i)
-            let (a, b) = try run(c, skewed: true)
-            XCTAssertGreaterThan(a.2.pvBlocksSkipped, 0, "λ skipped nothing: \(c)")
-            XCTAssertEqual(a.2, b.2, "statistics \(c)")
-            // Same skips, so the same sums as in the test above.
-            XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, "\(c)")
+        for isa in Self.kernelSets {
+            for (i, base) in Self.cases.filter({ $0.tokens >= 100 }).enumerated() {
+                var c = base
+                c.pvThreshold = 6
+                c.seed += 100 * UInt64(i)
+                let (a, b) = try run(c, isa: isa, skewed: true)
+                XCTAssertGreaterThan(a.2.pvBlocksSkipped, 0, "λ skipped nothing: \(isa) \(c)")
+                XCTAssertEqual(a.2, b.2, "statistics \(isa) \(c)")
+                // Same skips, so the same sums as in the test above.
+                XCTAssertLessThanOrEqual(relativeL1(a.0.data, b.0.data), 1e-5, "\(isa) \(c)")
+            }
+        }
+    }
+
+    /// The detected set is the one the process uses by default, a set the CPU lacks is refused with its
+    /// name, and the probe of each set measures a positive rate.
+    func testKernelSetsAreDetectedAndRefusedByName() throws {
+        XCTAssertTrue(CPUISA.detected.isSupported)
+        XCTAssertTrue(CPUISA.portable.isSupported)
+        XCTAssertEqual(try CPUISA.named("portable"), .portable)
+        XCTAssertThrowsError(try CPUISA.named("avx3")) { XCTAssertTrue("\($0)".contains("avx3")) }
+        if let missing = CPUISA.allCases.first(where: { !$0.isSupported }) {
+            XCTAssertThrowsError(try CPUISA.named(missing.rawValue)) { XCTAssertTrue("\($0)".contains(missing.rawValue)) }
+            let q = Tensor3(heads: 1, rows: 4, dim: 8, data: [Float](repeating: 1, count: 32))
+            XCTAssertThrowsError(try SparseAttention.forward(q: q, k: q, v: q, mask: nil, config: SpargeConfig(),
+                                                             backend: .isa(missing)))
+        }
+        for isa in Self.kernelSets {
+            XCTAssertGreaterThan(PeakFlops.measure(threads: 1, seconds: 0.01, isa: isa), 0, "\(isa)")
         }
     }
 

@@ -46,4 +46,29 @@ final class BenchTests: XCTestCase {
         assertFailsCleanly(missing, mentions: ["nowhere", "does not exist"], outputs: ["\(folder)/nowhere/m.png"],
                            folder: folder, "picture in a missing folder")
     }
+
+    /// `SPARGE_CPU_ISA` picks the CPU kernels of every rank (`isa` in the JSON, the header's backend), and a
+    /// name that is unknown fails on every rank with a message naming the variable.
+    func testCPUKernelSetFromTheEnvironment() throws {
+        let plain = try spargeSingle(Self.small + ["--json"], timeout: 60)
+        XCTAssertEqual(plain.status, 0, transcript(plain))
+        XCTAssertNotNil(try jsonObject(plain)["isa"] as? String, plain.stdout)
+        setenv("SPARGE_CPU_ISA", "portable", 1)
+        defer { unsetenv("SPARGE_CPU_ISA") }
+        for launch in [Launch.single, .ranks(2)] {
+            let result = try launch.run(Self.small + ["--json", "--verify-sample", "2"])
+            XCTAssertEqual(result.status, 0, "\(launch)\n\(transcript(result))")
+            let json = try jsonObject(result)
+            XCTAssertEqual(json["isa"] as? String, "portable", "\(launch): \(result.stdout)")
+            // The same mask, the same error as any kernel set: sampled blocks agree with dense attention.
+            let error = try XCTUnwrap((json["rel_l1"] as? NSNumber)?.doubleValue, "\(launch): rel_l1")
+            XCTAssertTrue(error >= 0 && error < 0.5, "\(launch): rel_l1 \(error)")
+        }
+        let text = try spargeSingle(Self.small, timeout: 60)
+        XCTAssertTrue(text.stdout.contains("backend cpu portable"), text.stdout)
+        setenv("SPARGE_CPU_ISA", "avx3", 1)
+        let refused = try Launch.ranks(2).run(Self.small)
+        XCTAssertNotEqual(refused.status, 0, transcript(refused))
+        XCTAssertTrue(refused.stderr.contains("SPARGE_CPU_ISA") && refused.stderr.contains("avx3"), transcript(refused))
+    }
 }

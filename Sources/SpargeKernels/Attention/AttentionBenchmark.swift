@@ -9,7 +9,7 @@ import Dispatch
 ///   head this comes from the L3, far below its bandwidth (and below the ~46 GB/s DRAM copy rate).
 /// So the dense kernel is compute-bound, and what is left above the floor is the softmax (~5%), the driver
 /// (~4%: warming the next block, packing Q̂ᵀ) and the micro-kernels' own efficiency. A sparse mask makes
-/// the K/V reads scattered; warming the next block (`AttentionTile.prefetch`) keeps them from stalling.
+/// the K/V reads scattered; asking for the next block while one computes (`UpcomingBlock`) keeps them from stalling.
 public enum AttentionBenchmark {
     /// One measured configuration.
     public struct Result: Sendable {

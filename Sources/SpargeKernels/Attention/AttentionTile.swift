@@ -16,15 +16,32 @@ public struct AttentionStatistics: Sendable, Equatable {
     }
 }
 
+import CSpargeKernels
+
+/// A key/value block that will be visited next: its first `bytes` bytes of keys and of values are asked
+/// for while the current block computes (blocks chosen by a mask are scattered, and even adjacent ones
+/// arrived from the L3 too late for the kernels: a quarter of their rate).
+public struct UpcomingBlock {
+    public let keys: UnsafeRawPointer
+    public let values: UnsafeRawPointer
+    public let bytes: Int
+
+    public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, bytes: Int) {
+        (self.keys, self.values, self.bytes) = (keys, values, bytes)
+    }
+}
+
 /// One aligned allocation holding the states of many attention compute tiles.
 ///
 /// A distributed runtime keeps one tile per local query tile alive across ring steps while K/V blocks
 /// arrive; a thread pool keeps one per worker. Creating an arena is one allocation; a tile handle is a few
 /// pointers into it, so visiting never allocates.
 ///
-/// Memory per tile, in floats: `2·D·L` (queries and output accumulator, transposed) `+ blockK·L` (the
-/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes. For D = 128 and the
-/// defaults that is 81 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
+/// Memory per tile, in floats: `D·R + D·L` (queries and output accumulator, transposed) `+ blockK·R` (the
+/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
+/// row stride of the queries and scores (a power-of-two stride put all D rows of a 16-lane column into 16
+/// of the L1's 64 sets, where they evicted each other and the keys). For D = 128 and the defaults that is
+/// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
 /// (`2·L` floats, half a KB): its tiles borrow the packed queries and the score block from an
 /// `AttentionScratch` while they compute, and keep their output accumulator (`D·L` floats) where the caller
 /// says — a driver puts it in the output's own rows, so a tile's state costs no memory beyond the output
@@ -37,6 +54,8 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Query rows a tile can hold (`config.computeTileQ`).
     public let tileRows: Int
     let lanes: Int
+    /// Floats from one row of the packed queries or of the score block to the next (`lanes + 16`).
+    let rowStride: Int
     let blockK: Int
     let causal: Bool
     let pvThreshold: Float
@@ -45,6 +64,9 @@ public final class AttentionTileArena: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     /// Whether each tile holds its packed queries and score block (else they come from an `AttentionScratch`).
     public let holdsScratch: Bool
+    /// The instruction set of the micro-kernels its tiles compute with.
+    public let isa: CPUISA
+    let kernels: sparge_tile_kernels
 
     static let headerInts = 8
     static let alignment = 64
@@ -52,7 +74,9 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
     /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`
     /// (or `reset`). With `holdsScratch: false` only the state that outlives a visit is kept per tile.
-    public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true) {
+    /// `isa` (default: the best this CPU has) must be supported by this CPU.
+    public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true,
+                isa: CPUISA = .detected) {
         precondition(tiles >= 0, "AttentionTileArena: negative tile count")
         precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
         precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
@@ -60,12 +84,15 @@ public final class AttentionTileArena: @unchecked Sendable {
         self.headDim = headDim
         tileRows = config.computeTileQ
         lanes = (config.computeTileQ + 63) / 64 * 64
+        rowStride = lanes + 16
         blockK = config.blockK
         causal = config.causal
         pvThreshold = config.pvThreshold
         queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
         self.holdsScratch = holdsScratch
-        let floats = holdsScratch ? 2 * headDim * lanes + blockK * lanes + 3 * lanes : 2 * lanes
+        self.isa = isa
+        kernels = isa.kernels
+        let floats = holdsScratch ? headDim * (rowStride + lanes) + blockK * rowStride + 3 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
         base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
@@ -103,23 +130,25 @@ extension AttentionTileArena {
     }
 }
 
-/// Packed queries for `slots` tiles and one score block: what a tile needs only while it computes.
-/// One per worker thread; see `AttentionTileArena.tile(_:scratch:slot:)`.
+/// Packed queries for `slots` tiles and one score block (rows `rowStride` floats apart), then the block's
+/// row maxima: what a tile needs only while it computes. One per worker thread; see
+/// `AttentionTileArena.tile(_:scratch:slot:)`. A query slot also holds the `D·L` floats `finishInPlace`
+/// transposes through.
 public final class AttentionScratch: @unchecked Sendable {
     /// Query slots.
     public let slots: Int
-    let queries: UnsafeMutablePointer<Float>  // slots × [D][L]
-    let scores: UnsafeMutablePointer<Float>  // [blockK][L], then rowMax [L]
+    let queries: UnsafeMutablePointer<Float>  // slots × [D][rowStride]
+    let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride], then rowMax [L]
     let queryFloats: Int
 
     /// Scratch for tiles of `arena` with `slots` query slots.
     public init(for arena: AttentionTileArena, slots: Int) {
         self.slots = slots
-        queryFloats = arena.headDim * arena.lanes
-        let raw = UnsafeMutableRawPointer.allocate(
-            byteCount: (slots * queryFloats + (arena.blockK + 1) * arena.lanes) * MemoryLayout<Float>.stride,
-            alignment: AttentionTileArena.alignment)
-        queries = raw.bindMemory(to: Float.self, capacity: slots * queryFloats + (arena.blockK + 1) * arena.lanes)
+        queryFloats = arena.headDim * arena.rowStride
+        let floats = slots * queryFloats + arena.blockK * arena.rowStride + arena.lanes
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride,
+                                                   alignment: AttentionTileArena.alignment)
+        queries = raw.bindMemory(to: Float.self, capacity: floats)
         scores = queries + slots * queryFloats
     }
 
@@ -130,22 +159,24 @@ public final class AttentionScratch: @unchecked Sendable {
 /// blocks are visited one at a time (the kernel body of block-sparse FlashAttention, on the CPU).
 ///
 /// Layout (DESIGN.md §5): queries are stored transposed, `Q̂ᵀ[D][L]`, pre-multiplied by `scale·log2(e)`, so
-/// that the scores of a key block are computed as `Sᵀ = K·Q̂ᵀ` with 16 *queries* per SIMD16 vector; the
-/// running max `m`, sum `l`, the rescale and the exponentials are then vertical vector operations, and the
-/// output accumulator `Oᵀ[D][L]` is updated as `Oᵀ = α·Oᵀ + Vᵀ·Pᵀ`. Scores are in log2 units.
+/// that the scores of a key block are computed as `Sᵀ = K·Q̂ᵀ` with consecutive *queries* in each vector
+/// register; the running max `m`, sum `l`, the rescale and the exponentials are then vertical vector
+/// operations, and the output accumulator `Oᵀ[D][L]` is updated as `Oᵀ = α·Oᵀ + Vᵀ·Pᵀ`. Scores are in log2
+/// units. The three products (scores, softmax update, P·V) are the arena's ISA's micro-kernels
+/// (CSpargeKernels); the tile does the bookkeeping around them (causal mask, the λ rule).
 ///
 /// Use: `begin` once, `visit` each key block (in any order; the λ rule depends on the order), `finish`.
-/// Any D is supported by the vector path (D enters only as a loop length; multiples of 4 use only the
-/// 4-wide micro-kernels). GQA is the caller's choice of which K/V head it passes.
+/// Any D is supported (D enters the micro-kernels only as a loop length, with tails for any remainder).
+/// GQA is the caller's choice of which K/V head it passes.
 ///
 /// The handle holds its arena, so the memory lives as long as any handle. A tile may move between threads
 /// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.
 public struct AttentionTile: @unchecked Sendable {
     let arena: AttentionTileArena
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
-    let queriesT: UnsafeMutablePointer<Float>  // [D][L]
+    let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride]
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
-    let scores: UnsafeMutablePointer<Float>  // [blockK][L]: Sᵀ, then Pᵀ
+    let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride]: Sᵀ, then Pᵀ
     let rowMax: UnsafeMutablePointer<Float>  // [L]: max of the current block, then α
     let runningMax: UnsafeMutablePointer<Float>  // [L]
     let runningSum: UnsafeMutablePointer<Float>  // [L]
@@ -161,19 +192,19 @@ public struct AttentionTile: @unchecked Sendable {
         outputT = accumulator
         queriesT = scratch.queries + slot * scratch.queryFloats
         scores = scratch.scores
-        rowMax = scores + arena.blockK * l
+        rowMax = scores + arena.blockK * arena.rowStride
     }
 
     init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
         self.arena = arena
-        let d = arena.headDim, l = arena.lanes
+        let d = arena.headDim, l = arena.lanes, stride = arena.rowStride
         header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
-            .bindMemory(to: Float.self, capacity: 2 * d * l + arena.blockK * l + 3 * l)
+            .bindMemory(to: Float.self, capacity: d * (stride + l) + arena.blockK * stride + 3 * l)
         queriesT = floats
-        outputT = floats + d * l
-        scores = floats + 2 * d * l
-        rowMax = scores + arena.blockK * l
+        outputT = floats + d * stride
+        scores = outputT + d * l
+        rowMax = scores + arena.blockK * stride
         runningMax = rowMax + l
         runningSum = runningMax + l
     }
@@ -220,32 +251,14 @@ public struct AttentionTile: @unchecked Sendable {
     /// Packs the tile's `rowCount` query rows (`rowCount × D` row-major) transposed and scaled (the second
     /// half of `begin`); a tile borrowing its scratch does this before each run of visits.
     public func load(queries: UnsafePointer<Float>) {
-        let d = arena.headDim, l = arena.lanes, s = arena.queryScale, rowCount = header[0]
+        let d = arena.headDim, l = arena.lanes, stride = arena.rowStride, s = arena.queryScale, rowCount = header[0]
         for r in 0..<rowCount {
             let q = queries + r * d
-            for i in 0..<d { queriesT[i * l + r] = q[i] * s }
+            for i in 0..<d { queriesT[i * stride + r] = q[i] * s }
         }
         if rowCount < l {
-            for i in 0..<d { (queriesT + i * l + rowCount).update(repeating: 0, count: l - rowCount) }
+            for i in 0..<d { (queriesT + i * stride + rowCount).update(repeating: 0, count: l - rowCount) }
         }
-    }
-
-    /// Pulls a key block that will be visited soon towards the cache: one load per 64-byte line of the
-    /// first `bytes` bytes of its keys and of its values (any storage format).
-    ///
-    /// Call it for the next block while the current one computes: blocks chosen by a sparse mask are
-    /// scattered, and the hardware prefetcher does not follow them (at density 0.1 this halved the time).
-    /// Swift has no prefetch instruction, so these are real loads, folded into the returned value; the
-    /// caller keeps it somewhere, so that they are not removed.
-    @inline(__always)
-    public static func prefetch(keys: UnsafeRawPointer, values: UnsafeRawPointer, bytes: Int) -> UInt32 {
-        var x: UInt32 = 0
-        var i = 0
-        while i < bytes {
-            x ^= keys.load(fromByteOffset: i, as: UInt32.self) ^ values.load(fromByteOffset: i, as: UInt32.self)
-            i += 64
-        }
-        return x
     }
 
     /// Like `finish(output:lse:)` for a tile whose accumulator lies in its own output rows: the `D·L`

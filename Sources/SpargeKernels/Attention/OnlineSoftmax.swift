@@ -17,7 +17,8 @@
 /// makes a NaN. The final row is `O / l` and its log-sum-exp is `(m + log2 l)·ln 2` in natural-log units.
 ///
 /// The vector tile uses the same merge with the new key block as side B, folding β into the exponentials
-/// of the block (`2^(s_j − m)` directly) so that the block is never normalised on its own.
+/// of the block (`2^(s_j − m)` directly) so that the block is never normalised on its own; its lanes do it
+/// in the ISA's micro-kernel (`softmax` in CSpargeKernels/tile_kernels.h), the same formulas.
 public enum OnlineSoftmax {
     /// The merged maximum and the weights α, β of the two sides (see the type's documentation).
     @inlinable @inline(__always)
@@ -25,14 +26,6 @@ public enum OnlineSoftmax {
         let m = Swift.max(mA, mB)
         let shift = m == -.infinity ? 0 : m
         return (m, exp2Float(mA - shift), exp2Float(mB - shift))
-    }
-
-    /// The same merge on 16 query rows at once (the lane layout of the vector tile).
-    @inline(__always)
-    static func mergeWeights(_ mA: Vec16, _ mB: Vec16) -> (m: Vec16, alpha: Vec16, beta: Vec16) {
-        let m = mA.replacing(with: mB, where: mB .> mA)
-        let shift = m.replacing(with: 0, where: m .== Vec16(repeating: -.infinity))
-        return (m, exp2Vector(mA - shift), exp2Vector(mB - shift))
     }
 
     /// `2^x` in Float; exactly 0 for `-inf`.

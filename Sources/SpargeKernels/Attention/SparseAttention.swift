@@ -1,7 +1,9 @@
 /// Which tile implementation a forward pass runs.
-public enum AttentionBackend: Sendable {
-    /// `AttentionTile`: SIMD16 micro-kernels in the transposed layout (the fast path, any D).
+public enum AttentionBackend: Sendable, Equatable {
+    /// `AttentionTile` with the best micro-kernels of this CPU (`CPUISA.detected`): the fast path, any D.
     case vector
+    /// `AttentionTile` with the micro-kernels of one instruction set (this CPU must support it).
+    case isa(CPUISA)
     /// `ScalarAttentionTile`: plain loops; the reference in tests.
     case scalar
 }
@@ -25,12 +27,13 @@ public enum SparseAttention {
     ///     FlashAttention; block-causal when `config.causal`). Ignored when `config.selection` is `.dense`.
     ///   - config: block sizes, `computeTileQ` (must divide `blockQ`), causal, λ (`pvThreshold`), scale.
     ///   - threads: worker threads (default 1).
-    ///   - backend: `.vector` (default) or the scalar twin.
+    ///   - backend: `.vector` (default), one kernel set (`.isa(.portable)`), or the scalar twin.
+    ///   - precision: what Q, K, V are rounded to before the fp32 products (default fp32: not at all).
     /// - Returns: output `[Hq, N, D]`, LSE `[Hq][N]` (natural log of the scaled scores), and counters.
     /// - Throws: `SpargeError.invalidArgument` when shapes, mask and configuration do not fit together.
     public static func forward(
         q: Tensor3, k: Tensor3, v: Tensor3, mask: BlockMask?, config: SpargeConfig, threads: Int = 1,
-        backend: AttentionBackend = .vector
+        backend: AttentionBackend = .vector, precision: AttentionPrecision = .fp32
     ) throws -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
         guard k.shape == v.shape, q.rows == k.rows, q.dim == k.dim else {
             throw SpargeError.invalidArgument("Q \(q.shape), K \(k.shape) and V \(v.shape) do not fit together")
@@ -53,7 +56,7 @@ public enum SparseAttention {
                                   causalShape: config.causal ? (config.blockQ, config.blockK) : nil)
         }
         let attention = try BlockSparseAttention(queries: q, mask: rows, kvHeads: k.heads, config: config, seqLen: n,
-                                                 threads: threads, backend: backend)
+                                                 threads: threads, backend: backend, precision: precision)
         guard n > 0, q.dim > 0 else {
             return (Tensor3(heads: q.heads, rows: n, dim: q.dim), [Float](repeating: -.infinity, count: q.heads * n),
                     AttentionStatistics())

@@ -10,7 +10,9 @@ import Synchronization
 /// its visit list that the call's table holds, in ascending block order.
 ///
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
-/// scratch, and every tile of the query block computes on that copy.
+/// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
+/// queries are rounded once (per compute tile for int8), and key/value blocks not already stored in the
+/// precision's type are rounded in that copy (per block for int8).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -25,6 +27,8 @@ public final class BlockSparseAttention {
     public var rows: Int { plan.rows }
 
     private let bank: any TileBank
+    /// What Q, K, V are rounded to before the products.
+    private let precision: AttentionPrecision
     /// This process's query rows, packed into a worker's scratch each time a tile computes.
     private let queries: Tensor3
     /// The output `[Hq, rows, D]`, allocated once and never zero-filled by the host: until `finish` the
@@ -40,16 +44,34 @@ public final class BlockSparseAttention {
     ///   - config: `blockQ`, `blockK`, `computeTileQ` (divides `blockQ`), causal, λ, scale.
     ///   - seqLen: tokens in the whole sequence.
     ///   - threads: threads that prepare the tiles (default 1).
-    ///   - backend: `.vector` (default) or the scalar twin, the reference in tests.
+    ///   - backend: `.vector` (default: the best kernels of this CPU), one kernel set, or the scalar twin (the
+    ///     reference in tests).
+    ///   - precision: what Q, K, V are rounded to (default fp32: not at all); the products are fp32.
     /// - Throws: `SpargeError.invalidArgument` when the shapes do not fit together.
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1,
-                backend: AttentionBackend = .vector) throws {
+                backend: AttentionBackend = .vector, precision: AttentionPrecision = .fp32) throws {
         plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
                                  config: config, seqLen: seqLen)
         headDim = queries.dim
-        self.queries = queries
+        var rounded = queries
+        if precision != .fp32 {
+            let tiles = plan.tiles
+            rounded.data.withUnsafeMutableBufferPointer { q in
+                for tile in tiles {
+                    precision.roundQueries(q.baseAddress! + (tile.head * queries.rows + tile.localRow) * queries.dim,
+                                           rows: tile.rowCount, dim: queries.dim)
+                }
+            }
+        }
+        self.queries = rounded
+        self.precision = precision
         switch backend {
-        case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim)
+        case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected)
+        case .isa(let isa):
+            guard isa.isSupported else {
+                throw SpargeError.invalidArgument("this CPU cannot run the \(isa.rawValue) kernels (it has \(CPUISA.detected.rawValue))")
+            }
+            bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: isa)
         case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim)
         }
         let count = queries.heads * queries.rows * queries.dim
@@ -66,7 +88,7 @@ public final class BlockSparseAttention {
     /// Visits, for every tile, the blocks of its visit list that `table` holds.
     ///
     /// Each key block is visited by all compute tiles of a query block in turn, so it is read from the
-    /// cache once per query block; the next scattered block is touched ahead (see `AttentionTile.prefetch`).
+    /// cache once per query block; the next block is asked for while it computes (`UpcomingBlock`).
     ///
     /// - Parameters:
     ///   - table: the key/value blocks available in this call.
@@ -77,12 +99,13 @@ public final class BlockSparseAttention {
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)? = nil) {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
         guard !plan.blocks.isEmpty else { poll?(1); return }
-        let (plan, bank, headDim) = (plan, bank, headDim)
+        let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
                 let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
-                                    keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim)
+                                    keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim,
+                                    precision: precision)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
@@ -154,24 +177,24 @@ private final class AttendJob: @unchecked Sendable {
     let output: UnsafeMutablePointer<Float>
     let keys: UnsafePointer<Int32>
     let headDim: Int
+    /// The precision, when key/value blocks need rounding in the worker's copy.
+    let rounding: AttentionPrecision?
     let next = WorkCounter()
-    /// Where the prefetching loads' value goes, so that they are not removed.
-    var prefetched: UInt32 = 0
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
-         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int) {
+         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
+        // Blocks already stored in the precision's type need no rounding.
+        rounding = precision == .fp32 || precision.inputFormat == table.format ? nil : precision
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
     func work(poll: ((Double) -> Void)?) {
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
-        let widened = table.format == .f32 ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
+        let widened = table.format == .f32 && rounding == nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
         let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
-        var sink: UInt32 = 0
-        defer { prefetched = sink }
         while true {
             let i = next.claim()
             if i >= blocks.count { break }
@@ -191,22 +214,23 @@ private final class AttendJob: @unchecked Sendable {
                 let stored = table.block(kvHead: g, block: j)!
                 var n = m + 1
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
-                if n < block.visits.upperBound, Int(keys[n]) > j + 1, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
-                    // Warm a scattered next block while this one computes (the hardware prefetcher follows
-                    // adjacent blocks by itself).
-                    sink ^= AttentionTile.prefetch(keys: ahead.keys, values: ahead.values,
-                                                   bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
+                // The first tile asks for the next block while it computes.
+                var upcoming: UpcomingBlock?
+                if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
+                    upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
+                                             bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
                 let keyCount = table.rows(of: j)
                 var kv = (keys: stored.keys.assumingMemoryBound(to: Float.self),
                           values: stored.values.assumingMemoryBound(to: Float.self))
-                if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format) }
+                if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format, rounding: rounding) }
                 for (slot, t) in block.tileRange.enumerated() {
                     let tile = plan.tiles[t]
                     // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
                     if m >= tile.visits.upperBound { continue }
                     bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
-                               keyCount: keyCount, keyStart: j * bk)
+                               keyCount: keyCount, keyStart: j * bk, upcoming: upcoming)
+                    upcoming = nil
                 }
                 m = n
             }
@@ -229,11 +253,13 @@ private final class WidenedBlock {
 
     deinit { UnsafeMutableRawPointer(keys).deallocate() }
 
-    /// Widens `rows` rows of a stored block into this copy (exact) and returns where they are.
-    func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int,
-              format: StorageFormat) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+    /// Widens `rows` rows of a stored block into this copy (exact), rounds them as `rounding` does if given,
+    /// and returns where they are.
+    func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int, format: StorageFormat,
+              rounding: AttentionPrecision?) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         format.widen(stored.keys, count: rows * headDim, to: keys)
         format.widen(stored.values, count: rows * headDim, to: values)
+        rounding?.roundBlock(keys: keys, values: values, rows: rows, dim: headDim)
         return (UnsafePointer(keys), UnsafePointer(values))
     }
 }

@@ -76,14 +76,25 @@ extension AttentionEngine {
 
 /// The CPU backend: `BlockSparseAttention`'s SIMD tiles over host threads.
 public struct CPUAttentionEngine: AttentionEngine {
-    public init() {}
+    /// The instruction set of the tiles' micro-kernels.
+    public let isa: CPUISA
+    /// What Q, K, V are rounded to before the fp32 products.
+    public let precision: AttentionPrecision
+
+    /// The CPU backend computing with `isa`'s micro-kernels (default: the best this CPU has) in `precision`
+    /// (default fp32). A set this CPU cannot run is refused by `makeAttention`
+    /// (`SpargeError.invalidArgument`); `CPUISA.named` checks a name up front.
+    public init(isa: CPUISA = .detected, precision: AttentionPrecision = .fp32) {
+        self.isa = isa
+        self.precision = precision
+    }
 
     public var name: String { "cpu" }
 
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
                               seqLen: Int, threads: Int) throws -> any StepwiseAttention {
         try BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
-                                 threads: threads)
+                                 threads: threads, backend: .isa(isa), precision: precision)
     }
 }
 

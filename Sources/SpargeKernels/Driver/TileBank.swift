@@ -8,7 +8,7 @@ protocol TileBank: AnyObject, Sendable {
     func reset(tile: Int, output: UnsafeMutablePointer<Float>)
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
-               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int)
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
@@ -30,10 +30,11 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     let side: UnsafeMutablePointer<Float>
     let headDim: Int
 
-    init(plan: AttentionPlan, headDim: Int) {
+    init(plan: AttentionPlan, headDim: Int, isa: CPUISA) {
         self.plan = plan
         self.headDim = headDim
-        arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false)
+        arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
+                                   isa: isa)
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
@@ -73,10 +74,10 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
-               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int) {
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
         arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
                    accumulator: accumulator(tile, output))
-            .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
+            .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
@@ -118,7 +119,7 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     }
 
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
-               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int) {
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
         tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
     }
 

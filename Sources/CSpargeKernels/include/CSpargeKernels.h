@@ -1,0 +1,73 @@
+// CSpargeKernels: the attention tile's fp32 micro-kernels, compiled once per x86 ISA, and the CPU feature
+// test that picks among them. SpargeKernels (AttentionTile) is the only caller; this target has no API of
+// its own.
+//
+// Why C: Swift can compile code for one CPU per module only (`-target-cpu`, an unsafe flag), while one
+// binary has to run the best kernels of whatever CPU it lands on. Here the same kernel source
+// (tile_kernels.h) is included once per ISA inside `#pragma clang attribute push(target(...))`, so every
+// instantiation is compiled for its own ISA in a portable build, and `sparge_cpu_isa` says which one this
+// CPU can run (cpuid, and xgetbv for the OS's saving of the wide registers).
+//
+// Layout (see AttentionTile): queries are packed transposed as Q̂ᵀ[D][stride], scores as Sᵀ[keys][stride],
+// the output accumulator as Oᵀ[D][L]; L (`lanes`, the lanes computed) is a multiple of 64, `stride` ≥ L;
+// K and V blocks are row-major [keys][D]. Every function handles any D ≥ 1 and any key count 0…blockK.
+#ifndef CSPARGEKERNELS_H
+#define CSPARGEKERNELS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// The kernel sets, in the order of preference (a larger value needs more of the CPU).
+typedef enum {
+    SPARGE_ISA_PORTABLE = 0,  ///< x86-64 baseline (SSE2) or any other CPU: 4-wide vectors, no FMA
+    SPARGE_ISA_AVX2 = 1,      ///< AVX2 + FMA: 8-wide, 16 registers
+    SPARGE_ISA_AVX512 = 2,    ///< AVX-512F: 16-wide, 32 registers
+} sparge_isa;
+
+/// The best kernel set this CPU and its OS support.
+int sparge_cpu_isa(void);
+
+/// Sᵀ[c][r] = Σ_i K[c][i]·Q̂ᵀ[i][r] for c < keyCount, r < lanes; rowMax[r] = max(rowMax[r], max_c Sᵀ[c][r]).
+/// Meanwhile it asks for the first `aheadBytes` bytes at `aheadKeys` and `aheadValues` (the block visited
+/// next; NULL for none) to be brought into the cache, a few lines per micro-kernel: blocks that come from
+/// the L3 cost a quarter of the rate otherwise, and one burst of prefetches before a block did not help.
+typedef void (*sparge_scores_fn)(const float *queriesT, long stride, long lanes, const float *keys, long dim,
+                                 long keyCount, float *scores, float *rowMax, const void *aheadKeys,
+                                 const void *aheadValues, long aheadBytes);
+/// The online-softmax update of one block (OnlineSoftmax's merge with the block as side B, β folded into
+/// the exponentials): per lane r, m = max(m_prev, blockMax), α = 2^(m_prev − m), Pᵀ[c][r] = 2^(Sᵀ[c][r] − m)
+/// in place, sum = α·sum + Σ_c Pᵀ[c][r], runningMax = m, and α replaces blockMax. Where m is −inf the
+/// exponents are taken against 0 (all of them are then 0, never NaN).
+typedef void (*sparge_softmax_fn)(float *scores, long stride, long lanes, long keyCount, float *blockMaxThenAlpha,
+                                  float *runningMax, float *runningSum);
+/// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_c V[c][i]·Pᵀ[c][r] for i < dim, r < lanes.
+typedef void (*sparge_pv_fn)(const float *probabilities, long stride, long lanes, const float *values, long dim,
+                             long keyCount, const float *alpha, float *outputT);
+/// 2·16·chains·iterations FLOPs of independent FMA chains (the ceiling probe); returns a value that depends on
+/// every chain, so that none is removed.
+typedef float (*sparge_fma_probe_fn)(long iterations);
+
+/// One ISA's kernels.
+typedef struct {
+    sparge_scores_fn scores;
+    sparge_softmax_fn softmax;
+    sparge_pv_fn pv;
+    sparge_fma_probe_fn fmaProbe;
+    /// Floats per vector register, and FMAs in flight per iteration of `fmaProbe` (its chains × 16 / width).
+    long vectorWidth;
+    long probeChains;
+} sparge_tile_kernels;
+
+/// The kernels of `isa` (any value of `sparge_isa`; the caller checks `sparge_cpu_isa` first).
+sparge_tile_kernels sparge_kernels(int isa);
+
+#if defined(__x86_64__)
+/// For tests: the AVX-512 kernels' source and blocking compiled for AVX2 (runs wherever AVX2 does).
+sparge_tile_kernels sparge_kernels_avx512_blocking(void);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,209 @@
+// The attention tile's micro-kernels, written once over a vector of VW floats and included once per ISA by
+// kernels_<isa>.c inside a `#pragma clang attribute push(target(...))` region (see CSpargeKernels.h).
+//
+// The including file defines:
+//   KERNEL(name)   the exported name of `name` for this ISA (sparge_<name>_<isa>)
+//   VW             floats per vector register
+//   LV             vectors per lane group: a micro-kernel covers LV·VW query lanes (divides 64)
+//   MR             keys per score micro-kernel and output dimensions per P·V micro-kernel (MR × LV
+//                  accumulators)
+//   HAS_FMA        1 where the ISA has fused multiply-add
+//   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
+//
+// Blocking (AVX2's 16 ymm registers, for example): 6 keys × 16 lanes = 12 accumulators, 2 query vectors and
+// one broadcast key value per step — 15 registers, 12 FMAs for 8 loads. With fewer registers the
+// accumulators spill (the SIMD16 kernel in Swift kept 16 accumulators of 2 ymm each: 32 registers).
+//
+// Loop order: scores walk lane groups outside and keys inside (a group's Q̂ᵀ columns, D × 64 bytes per
+// vector, stay in L1 while the K rows stream); P·V walk dimension groups outside and lane groups inside (a
+// group's V columns stay in L1 while Pᵀ, 16 KB, streams).
+
+#include <stddef.h>
+
+typedef float vfloat __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int vint __attribute__((vector_size(VW * 4), aligned(4)));
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vfloat vload(const float *p) { return *(const vfloat *)p; }
+INLINE void vstore(float *p, vfloat v) { *(vfloat *)p = v; }
+/// A broadcast (one `vbroadcastss` from memory; `(vfloat){0} + x` would add 0 to x first, which is not
+/// free: −0 + 0 = +0).
+INLINE vfloat vsplat(float x) {
+    vfloat v;
+#pragma clang loop unroll(full)
+    for (int i = 0; i < VW; i++) v[i] = x;
+    return v;
+}
+/// `a > b ? a : b` lane by lane: x86's `maxps` exactly (no NaN handling; there are no NaNs here).
+INLINE vfloat vmax(vfloat a, vfloat b) {
+    vint greater = (vint)(a > b);
+    return (vfloat)(((vint)a & greater) | ((vint)b & ~greater));
+}
+#if HAS_FMA
+INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return __builtin_elementwise_fma(a, b, c); }
+#else
+INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
+#endif
+
+/// `2^x` for x ≤ 0 (and up to 127), the same recipe as `exp2Vector` in Swift: round to nearest with the
+/// 1.5·2²³ trick, a degree-6 Taylor polynomial of 2^f for f ∈ [−½, ½], 2^n added to the exponent bits.
+/// x ≤ −127, −inf included, gives exactly +0.
+INLINE vfloat vexp2(vfloat x) {
+    const vfloat lo = vsplat(-127.0f), magic = vsplat(12582912.0f);
+    vfloat xc = vmax(x, lo);
+    vfloat t = xc + magic;
+    vfloat n = t - magic;
+    vfloat f = xc - n;
+    vfloat p = vsplat(1.540353039338161e-4f);
+    p = vfma(p, f, vsplat(1.333355814642844e-3f));
+    p = vfma(p, f, vsplat(9.618129107628477e-3f));
+    p = vfma(p, f, vsplat(5.550410866482158e-2f));
+    p = vfma(p, f, vsplat(0.2402265069591007f));
+    p = vfma(p, f, vsplat(0.6931471805599453f));
+    p = vfma(p, f, vsplat(1.0f));
+    vint ni = (vint)t - (vint)magic;
+    return (vfloat)((vint)p + (ni << 23));
+}
+
+/// `acc[r][v] += A[s][v] · B[r·bRow + s·bStep]` for s < steps, r < nr (≤ MR): the outer-product steps that
+/// both products are made of — one load of LV vectors of A and one broadcast of B per row and step.
+/// Scores: s runs over D, A = Q̂ᵀ, B = the key rows (bRow = D, bStep = 1). P·V: s runs over the keys,
+/// A = Pᵀ, B = the value rows (bRow = 1, bStep = D).
+INLINE void outer_products(vfloat acc[MR][LV], const float *a, long aStride, const float *b, long bRow, long bStep,
+                           long steps, int nr) {
+    for (long s = 0; s < steps; s++) {
+        vfloat av[LV];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) av[v] = vload(a + s * aStride + v * VW);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < MR; r++) {
+            if (r < nr) {
+                vfloat x = vsplat(b[r * bRow + s * bStep]);
+#pragma clang loop unroll(full)
+                for (int v = 0; v < LV; v++) acc[r][v] = vfma(av[v], x, acc[r][v]);
+            }
+        }
+    }
+}
+
+/// Scores of `nk` (≤ MR) keys against LV·VW lanes in one pass over D, then their column maxima.
+INLINE void scores_micro(const float *q, long stride, const float *keys, long dim, int nk, float *out,
+                         float *rowMax) {
+    vfloat acc[MR][LV];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < MR; k++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[k][v] = vsplat(0);
+    outer_products(acc, q, stride, keys, dim, 1, dim, nk);
+#pragma clang loop unroll(full)
+    for (int v = 0; v < LV; v++) {
+        vfloat m = vload(rowMax + v * VW);
+#pragma clang loop unroll(full)
+        for (int k = 0; k < MR; k++) {
+            if (k < nk) {
+                vstore(out + k * stride + v * VW, acc[k][v]);
+                m = vmax(m, acc[k][v]);
+            }
+        }
+        vstore(rowMax + v * VW, m);
+    }
+}
+
+void KERNEL(scores)(const float *queriesT, long stride, long lanes, const float *keys, long dim, long keyCount,
+                    float *scores, float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
+    // The next block's lines, spread evenly over this block's micro-kernels (keys, then values).
+    long calls = lanes / (LV * VW) * ((keyCount + MR - 1) / MR);
+    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0, perCall = calls ? (2 * lines + calls - 1) / calls : 0;
+    long line = 0;
+    for (long g = 0; g < lanes; g += LV * VW) {
+        long c = 0;
+#define SCORE_GROUPS(n)                                                                                    \
+    for (; c + (n) <= keyCount; c += (n)) {                                                                \
+        for (long end = line + perCall; line < end && line < 2 * lines; line++)                            \
+            __builtin_prefetch((const char *)(line < lines ? aheadKeys : aheadValues) + line % lines * 64, 0, 3); \
+        scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g); \
+    }
+        // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.
+        SCORE_GROUPS(MR)
+        if (MR > 4) { SCORE_GROUPS(4) }
+        SCORE_GROUPS(2)
+        SCORE_GROUPS(1)
+#undef SCORE_GROUPS
+    }
+}
+
+void KERNEL(softmax)(float *scores, long stride, long lanes, long keyCount, float *blockMaxThenAlpha,
+                     float *runningMax, float *runningSum) {
+    const vfloat negInf = vsplat(-__builtin_inff());
+    for (long r = 0; r < lanes; r += VW) {
+        vfloat mPrev = vload(runningMax + r);
+        vfloat m = vmax(mPrev, vload(blockMaxThenAlpha + r));
+        vfloat shift = (vfloat)((vint)m & ~(vint)(m == negInf));  // 0 where m = −inf
+        vfloat alpha = vexp2(mPrev - shift);
+        vfloat s = vsplat(0);
+        float *p = scores + r;
+        for (long c = 0; c < keyCount; c++, p += stride) {
+            vfloat e = vexp2(vload(p) - shift);
+            vstore(p, e);
+            s += e;
+        }
+        vstore(runningSum + r, vfma(vload(runningSum + r), alpha, s));
+        vstore(runningMax + r, m);
+        vstore(blockMaxThenAlpha + r, alpha);
+    }
+}
+
+/// `nd` (≤ MR) output dimensions of LV·VW lanes: the rescale by α fused into the load, one pass over the keys.
+INLINE void pv_micro(const float *p, long stride, long lanes, const float *values, long dim, long keyCount,
+                     int nd, const float *alpha, float *out) {
+    vfloat acc[MR][LV], a[LV];
+#pragma clang loop unroll(full)
+    for (int v = 0; v < LV; v++) a[v] = vload(alpha + v * VW);
+#pragma clang loop unroll(full)
+    for (int d = 0; d < MR; d++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[d][v] = d < nd ? vload(out + d * lanes + v * VW) * a[v] : vsplat(0);
+    outer_products(acc, p, stride, values, 1, dim, keyCount, nd);
+#pragma clang loop unroll(full)
+    for (int d = 0; d < MR; d++)
+        if (d < nd)
+#pragma clang loop unroll(full)
+            for (int v = 0; v < LV; v++) vstore(out + d * lanes + v * VW, acc[d][v]);
+}
+
+void KERNEL(pv)(const float *probabilities, long stride, long lanes, const float *values, long dim, long keyCount,
+                const float *alpha, float *outputT) {
+    long i = 0;
+#define PV_GROUPS(n)                                                                                       \
+    for (; i + (n) <= dim; i += (n))                                                                       \
+        for (long g = 0; g < lanes; g += LV * VW)                                                          \
+            pv_micro(probabilities + g, stride, lanes, values + i, dim, keyCount, (n), alpha + g,             \
+                     outputT + i * lanes + g);
+    PV_GROUPS(MR)
+    if (MR > 4) { PV_GROUPS(4) }
+    PV_GROUPS(2)
+    PV_GROUPS(1)
+#undef PV_GROUPS
+}
+
+float KERNEL(fma_probe)(long iterations) {
+    vfloat c[PROBE_CHAINS];
+    const vfloat a = vsplat(0.9999f), b = vsplat(1e-4f);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vsplat(1.0f + k);
+    for (long it = 0; it < iterations; it++) {
+#pragma clang loop unroll(full)
+        for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vfma(c[k], a, b);
+        __asm__ volatile("" : : : "memory");
+    }
+    vfloat s = vsplat(0);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < PROBE_CHAINS; k++) s += c[k];
+    return s[0];
+}
+
+sparge_tile_kernels KERNEL(kernels)(void) {
+    sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS};
+    return k;
+}

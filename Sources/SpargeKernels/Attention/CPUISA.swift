@@ -1,0 +1,57 @@
+import CSpargeKernels
+
+/// The instruction sets the attention tile's micro-kernels are compiled for. One binary carries all of them
+/// and each process picks, by default, the best its CPU runs (`detected`); a caller may ask for a lesser one
+/// (tests and CI force `portable` to cover the path a CPU without AVX2 takes).
+///
+/// Only the micro-kernels (scores, softmax update, P·V, the FMA probe) depend on it; the rest of the
+/// library is compiled for the build's target CPU.
+public enum CPUISA: String, CaseIterable, Comparable, Sendable {
+    /// Any CPU: 4-wide vectors, multiply and add rounded separately.
+    case portable
+    /// AVX2 and FMA, 16 registers of 8 floats (Haswell, AMD Zen 1–3 and later).
+    case avx2
+    /// AVX-512F, 32 registers of 16 floats (Skylake-SP and later Xeons, AMD Zen 4 and later).
+    case avx512
+
+    /// The best set this CPU and its OS support (cpuid and xgetbv, read once).
+    public static let detected: CPUISA = CPUISA(code: sparge_cpu_isa())
+
+    /// Whether this CPU can run the set.
+    public var isSupported: Bool { self <= Self.detected }
+
+    public static func < (a: CPUISA, b: CPUISA) -> Bool { a.code < b.code }
+
+    var code: Int32 {
+        switch self {
+        case .portable: Int32(SPARGE_ISA_PORTABLE.rawValue)
+        case .avx2: Int32(SPARGE_ISA_AVX2.rawValue)
+        case .avx512: Int32(SPARGE_ISA_AVX512.rawValue)
+        }
+    }
+
+    init(code: Int32) {
+        self = Self.allCases.first { $0.code == code } ?? .portable
+    }
+
+    /// The set named `name` (`portable`, `avx2`, `avx512`) if this CPU supports it.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` naming the set and what this CPU has when it is unknown or
+    ///   unsupported.
+    public static func named(_ name: String) throws -> CPUISA {
+        guard let isa = CPUISA(rawValue: name) else {
+            throw SpargeError.invalidArgument("unknown CPU kernel set '\(name)' (one of "
+                + allCases.map(\.rawValue).joined(separator: ", ") + ")")
+        }
+        guard isa.isSupported else {
+            throw SpargeError.invalidArgument("this CPU cannot run the \(name) kernels (it has \(detected.rawValue))")
+        }
+        return isa
+    }
+
+    /// The micro-kernels of this set (it must be supported).
+    var kernels: sparge_tile_kernels {
+        precondition(isSupported, "CPUISA: \(rawValue) kernels on a CPU with \(Self.detected.rawValue)")
+        return sparge_kernels(code)
+    }
+}

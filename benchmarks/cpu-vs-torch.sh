@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The CPU kernels against PyTorch's CPU attention, measured in the same run (alternating, one round after
+# the other), dense fp32, D = 128:
+#   bash benchmarks/cpu-vs-torch.sh SPARGE PYTHON [ROUNDS] [SEQ] [HEADS] [THREADS]
+# (defaults: 3 rounds, N = 8192, 4 heads, all cores). PYTHON is an interpreter with PyTorch for the CPU; the
+# peer is ../shared/peers/torch_cpu_sdpa.py (or $TORCH_SDPA). Each round runs `sparge bench --dense` with every
+# kernel set this CPU has (SPARGE_CPU_ISA; `ISAS="avx512 avx2"` chooses), then the peer (fp32 and bf16).
+# Prints the median GFLOP/s of each (each run itself the median of 3 repeats), its ratio to PyTorch fp32, and
+# the FMA peak of the same kernel set that `bench` measured before each run.
+set -euo pipefail
+sparge="$1" python="$2" rounds="${3:-3}" seq="${4:-8192}" heads="${5:-4}" threads="${6:-$(nproc)}"
+peer="${TORCH_SDPA:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers/torch_cpu_sdpa.py}"
+if [ -n "${ISAS:-}" ]; then
+    read -r -a isas <<< "$ISAS"
+else
+    isas=(portable avx2)
+    grep -qw avx512f /proc/cpuinfo && isas+=(avx512)
+fi
+echo "CPU: $(lscpu | sed -n "s/^Model name: *//p"), flags: $(grep -ow 'avx2\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')$(nproc) cores; $(date -u +%F)"
+echo "shape: N=$seq, $heads heads, D=128, dense, non-causal, $threads threads"
+lines=()
+for ((r = 0; r < rounds; r++)); do
+    for isa in "${isas[@]}"; do
+        lines+=("$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq "$seq" --heads "$heads" --head-dim 128 \
+            --dense --threads "$threads" --repeat 3 --json 2>/dev/null | tail -n 1)")
+    done
+    while IFS= read -r line; do lines+=("$line"); done < <("$python" "$peer" --seq "$seq" --heads "$heads" --threads "$threads")
+done
+python3 - "${lines[@]}" <<'PY'
+import json, statistics, sys
+runs = {}
+for line in sys.argv[1:]:
+    j = json.loads(line)
+    if "peer" in j:
+        runs.setdefault(f"torch sdpa {j['dtype']}", []).append((j["gflops"], None))
+    else:
+        runs.setdefault(f"sparge {j['isa']} fp32", []).append((j["gflops_dense_equiv"], j["peak_gflops"]))
+base = statistics.median(g for g, _ in runs["torch sdpa float32"])
+for name, rs in runs.items():
+    g = statistics.median(x for x, _ in rs)
+    peaks = [p for _, p in rs if p is not None]
+    peak = f", peak {statistics.median(peaks):.0f} ({g / statistics.median(peaks):.0%})" if peaks else ""
+    print(f"{name:26s} {g:7.1f} GFLOP/s {[round(x, 1) for x, _ in rs]}  {g / base:.2f}x torch fp32{peak}")
+PY
