@@ -29,7 +29,7 @@ enum BackendOptions {
         let choice = try o.choice("backend", ["cpu", "cuda", "auto"]) ?? "cpu"
         let asked = try precision(o)
         if choice == "cpu" { return try cpuEngine(precision: asked ?? .fp32, ctx: ctx) }
-        guard let precision = CUDAPrecision(rawValue: (asked ?? .bf16).rawValue) else {
+        guard let precision = CUDAPrecision(asked ?? .bf16) else {
             throw UsageError("--precision \(asked!.rawValue): the cuda backend computes in "
                 + CUDAPrecision.allCases.map(\.rawValue).joined(separator: " or "))
         }

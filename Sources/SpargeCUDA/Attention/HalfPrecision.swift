@@ -2,15 +2,22 @@ import SpargeKernels
 
 /// The 16-bit element types the CUDA kernels read, and the host-side rounding into them.
 public enum CUDAPrecision: String, Sendable, CaseIterable {
-    /// Q, K and V rounded to bfloat16, as a bf16 model holds them. P·V runs in fp16 (P ∈ [0, 1] keeps three
-    /// more mantissa bits there, and every bf16 value of V in fp16's range is exact in fp16); a step whose V
-    /// has a value beyond fp16's range runs P·V in bf16 instead.
+    /// `AttentionPrecision.bf16`. P·V runs in fp16 (P ∈ [0, 1] keeps three more mantissa bits there, and
+    /// every bf16 value of V in fp16's range is exact in fp16); with a value of V beyond fp16's range P·V
+    /// runs in bf16 instead.
     case bf16
-    /// Q, K, V and P in fp16; a value beyond fp16's range is an error.
+    /// `AttentionPrecision.fp16`: Q, K, V and P in fp16; a value beyond fp16's range is an error.
     case fp16
 }
 
 extension CUDAPrecision {
+    /// The GPU kernels of `precision` (the names and meanings are `AttentionPrecision`'s, one definition for
+    /// every backend); nil for a precision they do not compute in (fp32, int8).
+    public init?(_ precision: AttentionPrecision) { self.init(rawValue: precision.rawValue) }
+
+    /// This precision's shared name and meaning.
+    public var attentionPrecision: AttentionPrecision { AttentionPrecision(rawValue: rawValue)! }
+
     /// The storage format of the same 16-bit type (the same rounding).
     public var storageFormat: StorageFormat { self == .bf16 ? .bf16 : .f16 }
 
