@@ -46,3 +46,16 @@ extension Tensor3 {
         Tensor3(heads: heads, rows: rows, dim: dim, data: data.map(format.rounded))
     }
 }
+
+extension Tensor3 {
+    /// Calls `body` with this tensor's values as a borrowed `[heads, rows, dim]` f32 `Tensor` (no copy),
+    /// valid during the call.
+    public func withBorrowedTensor<R>(_ body: (Tensor) throws -> R) throws -> R {
+        try data.withUnsafeBufferPointer { values in
+            let base = UnsafeMutableRawPointer(mutating: values.baseAddress ?? UnsafePointer(bitPattern: 64)!)
+            let buffer = TensorBuffer(borrowing: base, byteCount: values.count * 4)
+            return try body(try Tensor(buffer: buffer, element: .f32, shape: shape))
+        }
+    }
+}
+

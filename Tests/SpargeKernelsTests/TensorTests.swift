@@ -53,4 +53,15 @@ final class TensorTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("cuda:0"), "\(error)")
         }
     }
+
+    /// A borrowed view of a Tensor3 is its values, in place: the same shape and every value bit for bit.
+    func testBorrowedTensorOfATensor3IsItsValues() throws {
+        var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let t = Tensor3.random(heads: 3, rows: 17, dim: 5, scale: 2, shift: 0.5, using: &rng)
+        try t.withBorrowedTensor { view in
+            XCTAssertEqual(view.shape, [3, 17, 5])
+            XCTAssertEqual(view.element, .f32)
+            XCTAssertEqual(try view.hostFloats().data.map(\.bitPattern), t.data.map(\.bitPattern))
+        }
+    }
 }

@@ -31,8 +31,15 @@ public enum ShardedAttention {
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
         if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
-            return try forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout, config: config,
-                               communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat, progress: progress)
+            // Views of the arrays (no host copy): the engine reads them once, where they enter.
+            return try q.withBorrowedTensor { q in
+                try k.withBorrowedTensor { k in
+                    try v.withBorrowedTensor { v in
+                        try forward(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                    threads: threads, engine: engine, kvFormat: kvFormat, progress: progress)
+                    }
+                }
+            }
         }
         return try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
                     layout: layout, config: config, communicator: comm, threads: threads, engine: engine,
