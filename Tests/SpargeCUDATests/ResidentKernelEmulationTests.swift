@@ -76,6 +76,27 @@ final class ResidentKernelEmulationTests: XCTestCase {
         }
     }
 
+    func testOutputLeavesIntoAStridedTensor() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        let (heads, rows, dim) = (3, 7, 5)
+        let values = (0..<(heads * rows * dim)).map { _ in Float.random(in: -3...3, using: &rng) }
+        // The destination is an [rows, heads, dim] bf16 array seen as [heads, rows, dim] (NHD), so the
+        // kernel's strided path writes it.
+        var input = Data()
+        input.append(ints: [heads, rows, dim])
+        input.append(floats: values)
+        let out = try program().run("leave", input).values(UInt16.self, count: values.count)
+        for h in 0..<heads {
+            for r in 0..<rows {
+                for d in 0..<dim {
+                    let expected = StorageFormat.bf16Bits(values[(h * rows + r) * dim + d])
+                    XCTAssertEqual(out[(r * heads + h) * dim + d], expected, "[\(h), \(r), \(d)], seed \(seed)")
+                }
+            }
+        }
+    }
+
     func testPlacementPutsEveryBlockAtItsRows() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
@@ -160,6 +181,14 @@ int main(int argc, char** argv) {
         else LAUNCH((count + 63) / 64, 64, sparge_enter(src, 0, 0, 1, 1, 1, (int)count, 1, dst, type, &overflow));
         fwrite(dst, widen ? 4 : size, count, out);
         if (!widen) { unsigned char flag = overflow != 0; fwrite(&flag, 1, 1, out); }
+    } else if (strcmp(argv[1], "leave") == 0) {
+        int heads = (int)take_int(), rows = (int)take_int(), dim = (int)take_int();
+        long long count = (long long)heads * rows * dim;
+        float* src = (float*)malloc(count * 4 + 4); take(src, count * 4);
+        unsigned short* dst = (unsigned short*)calloc(count + 1, 2);
+        int overflow = 0;
+        LAUNCH((count + 63) / 64, 64, sparge_leave(src, heads, rows, dim, dst, 1, dim, (long long)heads * dim, 1, &overflow));
+        fwrite(dst, 2, count, out);
     } else if (strcmp(argv[1], "place") == 0) {
         int kvHeads = (int)take_int(), kvRows = (int)take_int(), dim = (int)take_int(), n = (int)take_int();
         long long meta[64][4];

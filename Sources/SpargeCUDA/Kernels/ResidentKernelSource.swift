@@ -75,18 +75,22 @@ __device__ __forceinline__ void store_element(void* p, long long i, int type, fl
     else ((u16*)p)[i] = to_f16(x, overflow);
 }
 
+// Where element i of a packed [heads][rows][dim] tensor lies in a strided one (strides in elements); a
+// packed one needs no index arithmetic (64-bit divisions are slow on a GPU).
+__device__ __forceinline__ long long strided_index(long long i, int rows, int dim, long long strideH,
+                                                   long long strideR, long long strideD) {
+    if (strideD == 1 && strideR == dim && strideH == (long long)rows * dim) return i;
+    long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
+    return h * strideH + r * strideR + d * strideD;
+}
+
 // A tensor entering: element [h][r][d] of src (strides in elements, any type) to packed dst [heads][rows][dim].
 extern "C" __global__ void sparge_enter(const void* src, int srcType, long long strideH, long long strideR,
                                         long long strideD, int heads, int rows, int dim, void* dst, int dstType,
                                         int* overflow) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)heads * rows * dim) return;
-    long long at = i;
-    // A packed source needs no index arithmetic (64-bit divisions are slow on a GPU).
-    if (strideD != 1 || strideR != dim || strideH != (long long)rows * dim) {
-        long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
-        at = h * strideH + r * strideR + d * strideD;
-    }
+    long long at = strided_index(i, rows, dim, strideH, strideR, strideD);
     store_element(dst, i, dstType, load_element(src, at, srcType), overflow);
 }
 
@@ -96,12 +100,7 @@ extern "C" __global__ void sparge_leave(const float* src, int heads, int rows, i
                                         long long strideH, long long strideR, long long strideD, int* overflow) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)heads * rows * dim) return;
-    long long at = i;
-    if (strideD != 1 || strideR != dim || strideH != (long long)rows * dim) {
-        long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
-        at = h * strideH + r * strideR + d * strideD;
-    }
-    store_element(dst, at, dstType, src[i], overflow);
+    store_element(dst, strided_index(i, rows, dim, strideH, strideR, strideD), dstType, src[i], overflow);
 }
 
 // Sets *flag when a finite value of src (count elements of srcType) lies beyond fp16's range.
