@@ -10,6 +10,13 @@ import SpargeKernels
 ///
 /// Like the mask kernels, the source compiles as plain C++ with a small prelude standing in for the CUDA
 /// built-ins; the test suite runs the K sums and the compaction that way on the host.
+extension CUDADevice {
+    /// Kernel `name` of `ResidentKernelSource` (compiled on first use, cached per process).
+    func residentKernel(_ name: String) throws -> CUDAFunction {
+        try function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name, defines: [])
+    }
+}
+
 enum ResidentKernelSource {
     static let program = "sparge_resident.cu"
 

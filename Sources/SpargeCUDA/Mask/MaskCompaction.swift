@@ -18,10 +18,10 @@ struct MaskCompaction {
         let offsets = try DeviceBuffer(device: device, bytes: work * 4, label: "mask chunk offsets")
         let totals = try DeviceBuffer(device: device, bytes: rows * 4, label: "mask row totals")
         let block = 256
-        try device.launch(kernel("sparge_chunk_counts"), grid: (work + block - 1) / block, block: block, [
+        try device.launch(device.residentKernel("sparge_chunk_counts"), grid: (work + block - 1) / block, block: block, [
             .pointer(bits.address), .int64(Int64(rows)), .int(Int32(nk)), .pointer(offsets.address),
         ])
-        try device.launch(kernel("sparge_row_offsets"), grid: (rows + block - 1) / block, block: block, [
+        try device.launch(device.residentKernel("sparge_row_offsets"), grid: (rows + block - 1) / block, block: block, [
             .pointer(offsets.address), .int64(Int64(rows)), .int(Int32(nk)), .pointer(totals.address),
         ])
         try device.synchronize()
@@ -34,7 +34,7 @@ struct MaskCompaction {
         let starts = try DeviceBuffer(device: device, bytes: rows * 8, label: "mask row starts")
         try starts.upload(rowStarts.dropLast().map(Int64.init))
         let keys = try DeviceBuffer(device: device, bytes: rowStarts[rows] * 4, label: "mask key lists")
-        try device.launch(kernel("sparge_compact"), grid: (work + block - 1) / block, block: block, [
+        try device.launch(device.residentKernel("sparge_compact"), grid: (work + block - 1) / block, block: block, [
             .pointer(bits.address), .int64(Int64(rows)), .int(Int32(nk)), .pointer(offsets.address),
             .pointer(starts.address), .pointer(keys.address),
         ])
@@ -42,10 +42,5 @@ struct MaskCompaction {
         var host = [Int32](repeating: 0, count: rowStarts[rows])
         try host.withUnsafeMutableBytes { try keys.download(into: $0.baseAddress!, count: $0.count) }
         return Result(rowStarts: rowStarts, keys: host, deviceKeys: keys)
-    }
-
-    private func kernel(_ name: String) throws -> CUDAFunction {
-        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
-                            defines: [])
     }
 }

@@ -138,7 +138,7 @@ final class DeviceRingStore: ResidentRingStore {
         if !copies.isEmpty {
             let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
             try table.upload(copies)
-            try device.launch(auxiliary("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
+            try device.launch(device.residentKernel("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
             try device.synchronize()
             try device.api.check(device.api.cuMemcpyDtoH(sendHost!.pointer, area, byteCount),
                                  "cuMemcpyDtoH(\(byteCount) B of ring payload)")
@@ -264,16 +264,11 @@ final class DeviceRingStore: ResidentRingStore {
         guard !placements.isEmpty else { return }
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
-        try device.launch(auxiliary("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
+        try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
             .int(Int32(kvRows)), .pointer(k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
             .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
-    }
-
-    private func auxiliary(_ name: String) throws -> CUDAFunction {
-        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
-                            defines: [])
     }
 }

@@ -61,11 +61,11 @@ final class DeviceShard: ResidentShard {
         guard chunks > 0 else { return sums }
         let partials = try DeviceBuffer(device: device, bytes: kvHeads * chunks * dim * 8, label: "K sum chunks")
         let total = try DeviceBuffer(device: device, bytes: sums.count * 8, label: "K sums")
-        try device.launch(kernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
             .pointer(keys32.address), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)), .int(Int32(chunkRows)),
             .pointer(partials.address),
         ])
-        try device.launch(kernel("sparge_key_total"), grid: (sums.count + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_key_total"), grid: (sums.count + 255) / 256, block: 256, [
             .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
         ])
         try device.synchronize()
@@ -191,7 +191,7 @@ final class DeviceShard: ResidentShard {
 
     /// Float key means widened to Double on the device, as the CPU widens them for the scores.
     private func widen(_ floats: DeviceBuffer, count: Int, into doubles: DeviceBuffer) throws {
-        try device.launch(kernel("sparge_widen"), grid: (count + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_widen"), grid: (count + 255) / 256, block: 256, [
             .pointer(floats.address), .int64(Int64(count)), .pointer(doubles.address),
         ])
     }
@@ -199,10 +199,5 @@ final class DeviceShard: ResidentShard {
     private func pooled() throws -> Summaries {
         guard let summaries else { throw SpargeError.invalidArgument("the shard's blocks were not summarized yet") }
         return summaries
-    }
-
-    private func kernel(_ name: String) throws -> CUDAFunction {
-        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
-                            defines: [])
     }
 }

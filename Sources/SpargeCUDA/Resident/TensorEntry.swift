@@ -28,7 +28,7 @@ struct TensorEntry {
         let out = try DeviceBuffer(device: device, bytes: count * format.byteSize, label: "\(name) as \(format.rawValue)")
         guard count > 0 else { return out }
         let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
-        try device.launch(kernel("sparge_enter"), grid: (count + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_enter"), grid: (count + 255) / 256, block: 256, [
             .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(t.strides[0])),
             .int64(Int64(t.strides[1])), .int64(Int64(t.strides[2])), .int(Int32(t.shape[0])), .int(Int32(t.shape[1])),
             .int(Int32(t.shape[2])), .pointer(out.address), .int(ResidentKernelSource.code(of: format)),
@@ -51,7 +51,7 @@ struct TensorEntry {
         let count = source.shape.reduce(1, *)
         guard count > 0 else { return }
         let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
-        try device.launch(kernel("sparge_leave"), grid: (count + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_leave"), grid: (count + 255) / 256, block: 256, [
             .pointer(from.address), .int(Int32(source.shape[0])), .int(Int32(source.shape[1])), .int(Int32(source.shape[2])),
             .pointer(to.address), .int(ResidentKernelSource.code(of: destination.element)),
             .int64(Int64(destination.strides[0])), .int64(Int64(destination.strides[1])), .int64(Int64(destination.strides[2])),
@@ -64,7 +64,7 @@ struct TensorEntry {
     func exceedsHalf(_ buffer: DeviceBuffer, count: Int, format: StorageFormat) throws -> Bool {
         guard format != .f16 && count > 0 else { return false }
         let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "range flag")
-        try device.launch(kernel("sparge_exceeds_half"), grid: (count + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_exceeds_half"), grid: (count + 255) / 256, block: 256, [
             .pointer(buffer.address), .int(ResidentKernelSource.code(of: format)), .int64(Int64(count)),
             .pointer(flag.address),
         ])
@@ -76,10 +76,5 @@ struct TensorEntry {
         var value: Int32 = 0
         try withUnsafeMutableBytes(of: &value) { try flag.download(into: $0.baseAddress!, count: 4) }
         return value != 0
-    }
-
-    private func kernel(_ name: String) throws -> CUDAFunction {
-        try device.function(source: ResidentKernelSource.source, program: ResidentKernelSource.program, name: name,
-                            defines: [])
     }
 }
