@@ -78,11 +78,11 @@ final class DeviceRingStore: ResidentRingStore {
 
     // MARK: - Payloads
 
-    func holdLocal() throws {
+    func holdLocal(ownerBlocks: [Range<Int>]) throws {
         try device.makeCurrent()
         let t = CUDATrace.now()
         payload = nil
-        ownerBlocks = tokenRanges.map { ($0.lowerBound / blockK)..<(($0.upperBound + blockK - 1) / blockK) }
+        self.ownerBlocks = ownerBlocks
         var placements: [UInt64] = []
         placements.reserveCapacity(4 * shard.kvHeads * ownerBlocks.reduce(0) { $0 + $1.count })
         for g in 0..<shard.kvHeads {

@@ -22,7 +22,9 @@ public struct PayloadEntry: Sendable, Equatable {
 /// bytes are the storage format's, laid out by the entries' offsets, the same on both ends of a message.
 public protocol RingBlockStore: AnyObject {
     /// Makes this rank's own blocks the current payload.
-    func holdLocal() throws
+    ///
+    /// - Parameter ownerBlocks: this rank's key blocks (ranges of global indices).
+    func holdLocal(ownerBlocks: [Range<Int>]) throws
 
     /// Makes the payload that arrived in the last `receiveBuffer` (made of `entries`) the current one.
     ///

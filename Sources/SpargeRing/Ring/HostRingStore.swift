@@ -23,7 +23,7 @@ final class HostRingStore: RingBlockStore {
                                    seqLen: layout.seqLen, format: local.format)
     }
 
-    func holdLocal() throws {
+    func holdLocal(ownerBlocks: [Range<Int>]) throws {
         table.removeAll()
         local.withPointers { kp, vp in
             var localRow = 0

@@ -42,11 +42,11 @@ struct RingAttention {
 
         for s in 0..<p {
             progress?(Double(s) / Double(p))
+            let ownerBlocks = schedule.layout.keyBlockRanges(rank: schedule.origin(of: r, step: s))
             if s == 0 {
-                try store.holdLocal()
+                try store.holdLocal(ownerBlocks: ownerBlocks)
             } else {
-                let origin = schedule.origin(of: r, step: s)
-                try store.holdReceived(incoming[s - 1], ownerBlocks: schedule.layout.keyBlockRanges(rank: origin))
+                try store.holdReceived(incoming[s - 1], ownerBlocks: ownerBlocks)
             }
 
             // Post this step's exchange: forward what later ranks still need, receive the next payload.
