@@ -117,18 +117,15 @@ public struct CUDAMaskPredictor {
                             seqLen: Int) throws -> BlockMask {
         try MaskPredictor.checkRowArguments(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
                                         config: config, headDim: d, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
-        let nk = (seqLen + config.blockK - 1) / config.blockK
-        try Self.checkHeadDim(d)
-        let rowsPerHead = queryBlocks.count
-        guard rowsPerHead > 0, nk > 0 else { return BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks) }
         try device.makeCurrent()
         let t = CUDATrace.now()
         let queryMeans = try DeviceBuffer(device: device, bytes: querySummaries.means.count * 4, label: "query means")
-        let keyMeans = try DeviceBuffer(device: device, bytes: keySummaries.means.count * 8, label: "key means")
+        let keyFloats = try DeviceBuffer(device: device, bytes: keySummaries.means.count * 4, label: "key means")
         let keyFlags = try DeviceBuffer(device: device, bytes: keySummaries.flags.count, label: "key flags")
         let queryFlags = try DeviceBuffer(device: device, bytes: querySummaries.flags.count, label: "query flags")
         try queryMeans.upload(querySummaries.means)
-        try keyMeans.upload(keySummaries.means.map(Double.init))  // widened once, as the CPU does
+        try keyFloats.upload(Array(keySummaries.means))
+        let keyMeans = try widened(keyFloats, count: keySummaries.means.count)
         try keyFlags.upload(Array(keySummaries.flags))
         try queryFlags.upload(Array(querySummaries.flags))
         CUDATrace.note("mask: summaries up", since: t)
@@ -153,9 +150,20 @@ public struct CUDAMaskPredictor {
         let keyMeans: UInt64, keyFlags: UInt64
     }
 
+    /// `count` Float key means at `floats` widened to Double on the device, as the CPU widens them once for
+    /// the scores.
+    func widened(_ floats: DeviceBuffer, count: Int) throws -> DeviceBuffer {
+        let doubles = try DeviceBuffer(device: device, bytes: count * 8, label: "key means (Double)")
+        try device.launch(device.residentKernel("sparge_widen"), grid: (count + 255) / 256, block: 256, [
+            .pointer(floats.address), .int64(Int64(count)), .pointer(doubles.address),
+        ])
+        return doubles
+    }
+
     /// Mask rows from summaries on the device; only the sparse rows come back.
     func predictRows(on inputs: MaskInputs, queryBlocks: [Int], config: SpargeConfig, headDim d: Int,
                      queryHeads: Int, kvHeads: Int, seqLen: Int) throws -> DeviceMask {
+        try Self.checkHeadDim(d)
         let nk = (seqLen + config.blockK - 1) / config.blockK
         let rowsPerHead = queryBlocks.count
         guard rowsPerHead > 0, nk > 0 else {

@@ -149,32 +149,11 @@ final class DeviceShard: ResidentShard {
         let s = try pooled()
         let nk = (seqLen + config.blockK - 1) / config.blockK
         var t = CUDATrace.now()
-        let keyMeans = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 8, label: "key means (Double)")
-        var keyFlags = s.keyFlags
-        if let keySummaries {
-            guard keySummaries.count == nk && keySummaries.firstBlock == 0 && keySummaries.heads == kvHeads else {
-                throw SpargeError.invalidArgument("predictRows: key summaries of blocks \(keySummaries.firstBlock)..<"
-                    + "\(keySummaries.firstBlock + keySummaries.count) × \(keySummaries.heads) heads for \(nk) key blocks × \(kvHeads)")
-            }
-            let floats = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 4, label: "key means (all ranks)")
-            try floats.upload(Array(keySummaries.means))
-            try widen(floats, count: kvHeads * nk * dim, into: keyMeans)
-            keyFlags = try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags (all ranks)")
-            try keyFlags.upload(Array(keySummaries.flags))
-        } else {
-            // One rank: its own runs, in order, are every key block.
-            var next = 0
-            for run in s.keyRuns {
-                guard run.firstBlock == next else {
-                    throw SpargeError.invalidArgument("predictRows: this rank's key blocks do not cover the sequence")
-                }
-                next += run.count
-            }
-            guard next == nk else { throw SpargeError.invalidArgument("predictRows: \(next) key blocks for \(nk)") }
-            try widen(s.keyMeans, count: kvHeads * nk * dim, into: keyMeans)
-        }
+        let predictor = CUDAMaskPredictor(device: device)
+        let (keyFloats, keyFlags) = try keySummariesOnDevice(keySummaries, pooled: s, keyBlocks: nk)
+        let keyMeans = try predictor.widened(keyFloats, count: kvHeads * nk * dim)
         t = CUDATrace.note("mask: key means widened", since: t)
-        let predicted = try CUDAMaskPredictor(device: device).predictRows(
+        let predicted = try predictor.predictRows(
             on: CUDAMaskPredictor.MaskInputs(queryMeans: s.queryMeans.address, queryFlags: s.queryFlags.address,
                                              keyMeans: keyMeans.address, keyFlags: keyFlags.address),
             queryBlocks: queryBlocks, config: config, headDim: dim, queryHeads: queryHeads, kvHeads: kvHeads,
@@ -189,11 +168,30 @@ final class DeviceShard: ResidentShard {
                             seqLen: seqLen, wideValues: wideValues)
     }
 
-    /// Float key means widened to Double on the device, as the CPU widens them for the scores.
-    private func widen(_ floats: DeviceBuffer, count: Int, into doubles: DeviceBuffer) throws {
-        try device.launch(device.residentKernel("sparge_widen"), grid: (count + 255) / 256, block: 256, [
-            .pointer(floats.address), .int64(Int64(count)), .pointer(doubles.address),
-        ])
+    /// Every key block's Float means and flags on the device: `gathered` uploaded (several ranks), or this
+    /// rank's own when they are every block (one rank).
+    private func keySummariesOnDevice(_ gathered: BlockSummaries?, pooled s: Summaries,
+                                      keyBlocks nk: Int) throws -> (means: DeviceBuffer, flags: DeviceBuffer) {
+        guard let gathered else {
+            var next = 0
+            for run in s.keyRuns {
+                guard run.firstBlock == next else {
+                    throw SpargeError.invalidArgument("predictRows: this rank's key blocks do not cover the sequence")
+                }
+                next += run.count
+            }
+            guard next == nk else { throw SpargeError.invalidArgument("predictRows: \(next) key blocks for \(nk)") }
+            return (s.keyMeans, s.keyFlags)
+        }
+        guard gathered.count == nk && gathered.firstBlock == 0 && gathered.heads == kvHeads else {
+            throw SpargeError.invalidArgument("predictRows: key summaries of blocks \(gathered.firstBlock)..<"
+                + "\(gathered.firstBlock + gathered.count) × \(gathered.heads) heads for \(nk) key blocks × \(kvHeads)")
+        }
+        let means = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 4, label: "key means (all ranks)")
+        try means.upload(Array(gathered.means))
+        let flags = try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags (all ranks)")
+        try flags.upload(Array(gathered.flags))
+        return (means, flags)
     }
 
     private func pooled() throws -> Summaries {
