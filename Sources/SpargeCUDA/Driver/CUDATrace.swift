@@ -24,4 +24,12 @@ enum CUDATrace {
         }
         return t
     }
+
+    /// `note`, after waiting for `device`'s queued work when tracing (so that the phase's kernels count in
+    /// it, not in the next phase); nothing waits when the trace is off.
+    @discardableResult
+    static func step(_ label: String, since start: UInt64, on device: CUDADevice) throws -> UInt64 {
+        if enabled { try device.synchronize() }
+        return note(label, since: start)
+    }
 }

@@ -215,6 +215,7 @@ public struct CUDAMaskPredictor {
                 try device.launch(select, grid: (count + 127) / 128, block: 128, arguments)
             }
         }
+        t = try CUDATrace.step("mask: scores and selection", since: t, on: device)
         try device.launch(rules, grid: items, block: 256, [
             .pointer(bits.address), .pointer(inputs.keyFlags), .pointer(inputs.queryFlags),
             .pointer(limitBuffer.address), .pointer(diagonalBuffer.address), .int(Int32(queryHeads)),
@@ -222,7 +223,7 @@ public struct CUDAMaskPredictor {
             .int(config.causal ? 1 : 0), .int(config.sink ? 1 : 0), .int(config.keepDiagonal ? 1 : 0),
         ])
         try device.synchronize()
-        t = CUDATrace.note("mask: kernels for \(items) rows × \(nk) key blocks", since: t)
+        t = CUDATrace.note("mask: rules for \(items) rows × \(nk) key blocks", since: t)
         let compacted = try MaskCompaction(device: device).compact(bits, rows: items, keyBlocks: nk)
         CUDATrace.note("mask: compacted on the device, lists down (\(compacted.keys.count) computed blocks)", since: t)
         return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks,

@@ -45,11 +45,14 @@ final class DeviceShard: ResidentShard {
         t = CUDATrace.note("enter: tensors on the device", since: t)
         queries32 = try entry.packed(q, as: .f32, "Q")
         keys32 = try entry.packed(k, as: .f32, "K")
+        t = try CUDATrace.step("enter: Q, K in fp32", since: t, on: device)
         queries16 = try entry.packed(q, as: precision == .bf16 ? .bf16 : .f16, "Q")
+        t = try CUDATrace.step("enter: Q in 16 bits", since: t, on: device)
         keys = try entry.packed(k, as: kvFormat, "K")
         values = try entry.packed(v, as: kvFormat, "V")
+        t = try CUDATrace.step("enter: K and V in \(kvFormat.rawValue)", since: t, on: device)
         needsWideValues = try entry.exceedsHalf(values, count: kvHeads * rows * dim, format: kvFormat)
-        CUDATrace.note("enter: Q, K in fp32, Q in 16 bits, K and V in \(kvFormat.rawValue)", since: t)
+        CUDATrace.note("enter: V's range checked", since: t)
     }
 
     func keySums() throws -> [Double] {
@@ -76,7 +79,7 @@ final class DeviceShard: ResidentShard {
 
     func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
         try device.makeCurrent()
-        let t = CUDATrace.now()
+        var t = CUDATrace.now()
         try CUDAMaskPredictor.checkHeadDim(dim)
         let predictor = CUDAMaskPredictor(device: device)
         let queryCounts = tokenRanges.map { ($0.count + config.blockQ - 1) / config.blockQ }
@@ -92,6 +95,7 @@ final class DeviceShard: ResidentShard {
             keyFlags: try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags"),
             keyRuns: zip(tokenRanges, keyCounts).map { ($0.lowerBound / config.blockK, $1) },
             queryBlocks: nq, keyBlocks: nk, blockK: config.blockK)
+        t = try CUDATrace.step("summaries: buffers and K mean up", since: t, on: device)
         var (localRow, queryAt, keyAt) = (0, 0, 0)
         for (i, range) in tokenRanges.enumerated() {
             let rowOffset = UInt64(localRow * dim * 4)
@@ -108,8 +112,7 @@ final class DeviceShard: ResidentShard {
             (localRow, queryAt, keyAt) = (localRow + range.count, queryAt + queryCounts[i], keyAt + keyCounts[i])
         }
         summaries = s
-        if CUDATrace.enabled { try device.synchronize() }  // so that the trace shows the kernels' time here
-        CUDATrace.note("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t)
+        try CUDATrace.step("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t, on: device)
     }
 
     func localKeySummaries() throws -> [BlockSummaries] {
