@@ -49,19 +49,34 @@ public struct BlockMask: Sendable, Equatable {
     }
 
     /// Every block of every row computed (causal: only those left of the block-causal limit of `causalShape`).
+    /// The key lists are written in one pass (a dense mask at 32K tokens and 8 heads holds a million keys).
     public static func full(heads: Int, keyBlocks: Int, queryBlocks: [Int],
                             causalShape: (blockQ: Int, blockK: Int)? = nil) -> BlockMask {
-        var builder = Builder(heads: heads, keyBlocks: keyBlocks, queryBlocks: queryBlocks)
-        for _ in 0..<heads {
-            for block in queryBlocks {
-                let limit = causalShape.map {
-                    MaskPredictor.blockCausalLimit(queryBlock: block, blockQ: $0.blockQ, blockK: $0.blockK,
-                                                   keyBlocks: keyBlocks)
-                } ?? keyBlocks
-                builder.appendRow(0..<limit)
-            }
+        let limits = queryBlocks.map { block in
+            causalShape.map {
+                MaskPredictor.blockCausalLimit(queryBlock: block, blockQ: $0.blockQ, blockK: $0.blockK,
+                                               keyBlocks: keyBlocks)
+            } ?? keyBlocks
         }
-        return builder.mask
+        var starts = [Int](repeating: 0, count: heads * limits.count + 1)
+        for r in 0..<(heads * limits.count) { starts[r + 1] = starts[r] + limits[r % limits.count] }
+        let keys = [Int32](unsafeUninitializedCapacity: starts.last!) { buffer, initialized in
+            for r in 0..<(heads * limits.count) {
+                for j in 0..<(starts[r + 1] - starts[r]) { buffer[starts[r] + j] = Int32(j) }
+            }
+            initialized = starts.last!
+        }
+        return BlockMask(heads: heads, keyBlocks: keyBlocks, queryBlocks: queryBlocks, rowStarts: starts, keys: keys)
+    }
+
+    /// Whether every row lists a prefix of the key blocks (`0..<count`), as a dense mask's rows do: then the
+    /// key at position `p` of a row is `p`. O(rows): the keys of a row ascend and differ, so a row of `n`
+    /// keys whose last is `n − 1` is `0..<n`.
+    public var rowsArePrefixes: Bool {
+        (0..<(rowStarts.count - 1)).allSatisfy { r in
+            let (start, end) = (rowStarts[r], rowStarts[r + 1])
+            return start == end || Int(keys[end - 1]) == end - start - 1
+        }
     }
 
     /// Rows held per head.

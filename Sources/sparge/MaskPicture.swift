@@ -20,13 +20,15 @@ enum MaskPicture {
         let queryFlags = result.querySelfSimilar
         for (row, block) in mask.queryBlocks.enumerated() {
             for j in mask.keys(head: head, row: row) { grid[(block / f) * columns + Int(j) / f] = 1 }
-            if queryFlags[head * mask.rowCount + row] == 0 { grid[rows * columns + block / f] = 1 }
+            // (No flags: a dense pass pooled no summaries, and marks nothing.)
+            if !queryFlags.isEmpty && queryFlags[head * mask.rowCount + row] == 0 { grid[rows * columns + block / f] = 1 }
         }
         comm.allreduceBitwiseOr(&grid)
         guard comm.rank == 0 else { return nil }
-        let kvHead = head / (mask.heads / (result.keySelfSimilar.count / nk))
+        let keyFlags = result.keySelfSimilar
+        let kvHead = keyFlags.isEmpty ? 0 : head / (mask.heads / (keyFlags.count / nk))
         let columnFlags = (0..<columns).map { c in
-            (c * f..<min(nk, c * f + f)).contains { result.keySelfSimilar[kvHead * nk + $0] == 0 }
+            !keyFlags.isEmpty && (c * f..<min(nk, c * f + f)).contains { keyFlags[kvHead * nk + $0] == 0 }
         }
         let image = try MaskImage(bits: Array(grid[0..<(rows * columns)]), heads: 1, queryBlocks: rows,
                               keyBlocks: columns, head: 0,

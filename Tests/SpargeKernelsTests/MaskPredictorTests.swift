@@ -158,6 +158,31 @@ final class MaskPredictorTests: XCTestCase {
         XCTAssertEqual(dense.computedCount, (1...4).reduce(0) { $0 + min(8, 2 * $1) })
     }
 
+    /// `BlockMask.full` (which a dense pass on a GPU uses instead of predicting) is exactly the dense
+    /// selection's mask for the rows of a rank (zigzag rows, odd N with a partial tail, causal or not, sink and
+    /// diagonal rules on), and its rows are prefixes; a sparse mask's are not.
+    func testFullMaskEqualsTheDenseSelection() throws {
+        for c in Self.sweep {
+            var config = c.config
+            config.selection = .dense
+            let (q, k) = inputs(hq: c.hq, hkv: c.hkv, n: c.n, d: c.d, seed: c.seed)
+            let whole = try MaskPredictor.predict(q: q, k: k, config: config)
+            let nq = (c.n + config.blockQ - 1) / config.blockQ
+            for rows in [Array(0..<nq), [1, 2, nq - 2, nq - 1]] {
+                let full = BlockMask.full(heads: c.hq, keyBlocks: whole.keyBlocks, queryBlocks: rows,
+                                          causalShape: config.causal ? (config.blockQ, config.blockK) : nil)
+                XCTAssertTrue(full.rowsArePrefixes, label(c))
+                for h in 0..<c.hq {
+                    for (r, i) in rows.enumerated() {
+                        XCTAssertEqual(full.keys(head: h, row: r), whole.keys(head: h, row: i), "\(label(c)): head \(h) row \(i)")
+                    }
+                }
+            }
+            XCTAssertFalse(try MaskPredictor.predict(q: q, k: k, config: c.config).rowsArePrefixes,
+                           "\(label(c)): the sparse mask has a row that is not 0..<n")
+        }
+    }
+
     /// A row where every key block is excluded (all not self-similar): no NaN reaches the selection, and the
     /// force-on rules turn the whole row on, as in the reference.
     func testAllKeysExcludedRow() throws {

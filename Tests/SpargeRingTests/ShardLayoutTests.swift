@@ -104,6 +104,32 @@ final class RingScheduleTests: XCTestCase {
         let set = (0..<2).flatMap { g in (0..<5).filter { table.needs(rank: 0, kvHead: g, block: $0) }.map { [g, $0] } }
         XCTAssertEqual(set, [[0, 3], [1, 4]])
     }
+
+    /// The bitset is the OR of every key of every row, whatever mix of prefix rows (`0..<n`, which take a
+    /// shortcut) and other rows a mask holds: fresh random masks against the key-by-key OR.
+    func testNeedBitsOfRandomMasksEqualTheKeyByKeyOr() {
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        for _ in 0..<20 {
+            let (kvHeads, group, nk, rows) = (Int.random(in: 1...3, using: &g), Int.random(in: 1...3, using: &g),
+                                              Int.random(in: 1...70, using: &g), Int.random(in: 1...6, using: &g))
+            var builder = BlockMask.Builder(heads: kvHeads * group, keyBlocks: nk, queryBlocks: Array(0..<rows))
+            var expected = Set<[Int]>()
+            for h in 0..<(kvHeads * group) {
+                for _ in 0..<rows {
+                    let keys = Bool.random(using: &g)
+                        ? Array(0..<Int.random(in: 0...nk, using: &g))
+                        : (0..<nk).filter { _ in Int.random(in: 0..<4, using: &g) == 0 }
+                    builder.appendRow(keys)
+                    for j in keys { expected.insert([h / group, j]) }
+                }
+            }
+            let table = NeedTable(ranks: 1, kvHeads: kvHeads, keyBlocks: nk,
+                                  packed: [NeedTable.localBits(mask: builder.mask, kvHeads: kvHeads)])
+            let set = (0..<kvHeads).flatMap { g in (0..<nk).filter { table.needs(rank: 0, kvHead: g, block: $0) }.map { [g, $0] } }
+            XCTAssertEqual(Set(set), expected)
+            XCTAssertEqual(set.count, expected.count)
+        }
+    }
 }
 
 final class SummaryCodingTests: XCTestCase {

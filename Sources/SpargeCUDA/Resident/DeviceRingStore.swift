@@ -13,7 +13,10 @@ final class DeviceRingStore: ResidentRingStore {
     private let device: CUDADevice
     private let plan: AttentionPlan
     private let kernel: AttentionKernel
-    private let maskKeys: DeviceBuffer?
+    /// The key-block lists the kernel reads: the mask's own (compacted on the device, or uploaded), or for a
+    /// mask whose rows are all prefixes (dense) one list `0..<nk` that every row indexes from its start.
+    private let blockLists: DeviceBuffer?
+    private let listsFromRowStart: Bool
     private let tokenRanges: [Range<Int>]
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     private let valuesInBF16: Bool
@@ -46,7 +49,7 @@ final class DeviceRingStore: ResidentRingStore {
                                  config: config, seqLen: seqLen)
         kernel = AttentionKernel(device: device, headDim: shard.dim, config: config, precision: shard.precision,
                                  options: shard.options)
-        self.maskKeys = maskKeys
+        (blockLists, listsFromRowStart) = try Self.blockLists(mask: mask, maskKeys: maskKeys, device: shard.device)
         self.tokenRanges = tokenRanges
         self.seqLen = seqLen
         blockK = config.blockK
@@ -59,6 +62,7 @@ final class DeviceRingStore: ResidentRingStore {
         let (d, kvBytes) = (shard.dim, shard.kvHeads * kvRows * shard.dim * 2)
         k = try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
         v = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
+        t = try CUDATrace.step("ring store: K, V buffers", since: t, on: device)
         // Every block a tile visits is placed before it is visited; only the rows past the sequence's end
         // in the last block are read without being placed, and must be zeros (0 · NaN would be NaN).
         let tail = (kvRows - seqLen) * d * 2
@@ -69,11 +73,13 @@ final class DeviceRingStore: ResidentRingStore {
         oacc = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * d * 4, zeroed: true, label: "output accumulator")
         ml = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * 8, zeroed: true, label: "softmax state")
         counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
+        t = try CUDATrace.step("ring store: accumulators zeroed", since: t, on: device)
         tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
         try tileTable.upload(plan.tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] })
         overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
+        t = try CUDATrace.step("ring store: tile table up", since: t, on: device)
         _ = try kernel.function(valuesInBF16: valuesInBF16)
-        CUDATrace.note("ring store: device buffers and tile table", since: t)
+        CUDATrace.note("ring store: kernel looked up", since: t)
     }
 
     // MARK: - Payloads
@@ -171,7 +177,7 @@ final class DeviceRingStore: ResidentRingStore {
                 let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
                 if hi > lo {
                     work.append(Int32(i))
-                    work.append(Int32(lo))
+                    work.append(Int32(lo - (listsFromRowStart ? tile.visits.lowerBound : 0)))
                     work.append(Int32(hi - lo))
                     work.append(0)
                     visits += hi - lo
@@ -180,13 +186,13 @@ final class DeviceRingStore: ResidentRingStore {
             if work.count / 4 > first { launches.append((first, work.count / 4 - first)) }
         }
         let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
-        guard visits > 0, let maskKeys else { poll?(1); return }
+        guard visits > 0, let blockLists else { poll?(1); return }
         let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try workBuffer.upload(work)
         let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
         try start.record()
         for launch in launches {
-            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: maskKeys.address,
+            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: blockLists.address,
                               items: launch.items, seqLen: seqLen, group: shard.queryHeads / shard.kvHeads,
                               valuesInBF16: valuesInBF16)
         }
@@ -204,6 +210,7 @@ final class DeviceRingStore: ResidentRingStore {
         let (heads, rows, d) = (shard.queryHeads, shard.rows, shard.dim)
         let output = try DeviceBuffer(device: device, bytes: heads * rows * d * 4, label: "output")
         let lse = try DeviceBuffer(device: device, bytes: heads * rows * 4, label: "lse")
+        t = try CUDATrace.step("finish: output buffers", since: t, on: device)
         if heads * rows > 0 {
             try kernel.normalize(oacc: oacc.address, ml: ml.address, output: output.address, lse: lse.address,
                                  totalRows: heads * rows)
@@ -217,6 +224,20 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     // MARK: - Helpers
+
+    /// The lists for `blockLists`: `maskKeys` when the mask was compacted on the device; else `0..<nk` when
+    /// every row is a prefix (a dense mask, made on the host: nothing of O(blocks) goes up); else the mask's
+    /// keys uploaded. Nil when no block is computed.
+    private static func blockLists(mask: BlockMask, maskKeys: DeviceBuffer?,
+                                   device: CUDADevice) throws -> (DeviceBuffer?, fromRowStart: Bool) {
+        if let maskKeys { return (maskKeys, false) }
+        guard mask.computedCount > 0 else { return (nil, false) }
+        let prefixes = mask.rowsArePrefixes
+        let keys = prefixes ? (0..<Int32(mask.keyBlocks)).map { $0 } : mask.keys
+        let lists = try DeviceBuffer(device: device, bytes: keys.count * 4, label: "mask key lists")
+        try lists.upload(keys)
+        return (lists, prefixes)
+    }
 
     private var operands: AttentionKernel.Operands {
         AttentionKernel.Operands(q: shard.queries16.address, k: k.address, v: v.address, oacc: oacc.address,

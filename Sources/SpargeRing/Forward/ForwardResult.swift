@@ -26,7 +26,8 @@ public struct ForwardResult: Sendable {
     /// This rank's mask rows (its query blocks against all key blocks).
     public var mask: BlockMask
     /// Not-self-similar flags of this rank's query blocks `[Hq][rows]` and of every key block
-    /// `[Hkv][nk]` (1 = self-similar), for pictures of the mask.
+    /// `[Hkv][nk]` (1 = self-similar), for pictures of the mask; empty after a dense pass on a GPU, which
+    /// pools no summaries.
     public var querySelfSimilar: [UInt8]
     public var keySelfSimilar: [UInt8]
     /// Counters and timings.

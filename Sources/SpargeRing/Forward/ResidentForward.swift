@@ -11,7 +11,8 @@ public struct ResidentForwardResult {
     public var lse: Tensor
     /// This rank's mask rows.
     public var mask: BlockMask
-    /// Self-similarity flags of this rank's query blocks `[Hq][rows]` and of every key block `[Hkv][nk]`.
+    /// Self-similarity flags of this rank's query blocks `[Hq][rows]` and of every key block `[Hkv][nk]`;
+    /// empty for a dense selection, which pools no summaries.
     public var querySelfSimilar: [UInt8]
     public var keySelfSimilar: [UInt8]
     /// Counters and timings.
@@ -48,29 +49,29 @@ extension ShardedAttention {
         let ranges = layout.tokenRanges[comm.rank]
         var stats = ForwardStatistics()
 
-        // Summaries: the global K mean from every rank's sums, then this rank's blocks pooled in place.
+        // Summaries: the global K mean from every rank's sums, then this rank's blocks pooled in place. A dense
+        // selection needs none: its mask is every block of the (causal) area, known without them.
         progress?("summaries", 0)
         var t = DispatchTime.now().uptimeNanoseconds
         let shard = try agreed(comm) { try engine.enter(q: q, k: k, v: v, kvFormat: kvFormat) }
-        var sums = try agreed(comm) { try shard.keySums() }
-        comm.allreduceSum(&sums)
-        let keyMean = KeyMean(heads: shard.kvHeads, dim: shard.dim, sums: sums, rowCount: layout.seqLen).mean()
-        try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
+        let dense = config.selection == .dense
         var gathered: BlockSummaries?
-        if comm.size > 1 {
-            let keyRuns = try agreed(comm) { try shard.localKeySummaries() }
-            stats.summaryBytes = SummaryCoding.encode(keyRuns).count
-            gathered = BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
+        if !dense {
+            gathered = try summarize(shard, ranges: ranges, layout: layout, config: config, comm: comm, statistics: &stats)
         }
         stats.summarySeconds = seconds(since: t)
 
         // This rank's mask rows, the run-wide density, and who needs which key block.
         progress?("mask", 0)
         t = DispatchTime.now().uptimeNanoseconds
-        let mask = try agreed(comm) {
-            try shard.predictRows(queryBlocks: layout.queryBlocks(rank: comm.rank), keySummaries: gathered,
-                                  config: config, seqLen: layout.seqLen)
-        }
+        let queryBlocks = layout.queryBlocks(rank: comm.rank)
+        let mask = dense
+            ? BlockMask.full(heads: shard.queryHeads, keyBlocks: layout.keyBlockCount, queryBlocks: queryBlocks,
+                             causalShape: config.causal ? (config.blockQ, config.blockK) : nil)
+            : try agreed(comm) {
+                try shard.predictRows(queryBlocks: queryBlocks, keySummaries: gathered, config: config,
+                                      seqLen: layout.seqLen)
+            }
         let needs = exchangeNeeds(mask: mask, kvHeads: shard.kvHeads, layout: layout, config: config, comm: comm,
                                   statistics: &stats)
         stats.maskSeconds = seconds(since: t)
@@ -88,10 +89,25 @@ extension ShardedAttention {
         let (output, lse, attention) = try store.finish()
         stats.attention = attention
         stats.ringSeconds = seconds(since: t)
-        let flags = try shard.selfSimilarFlags()
+        let flags = dense ? (queries: [], keys: []) : try shard.selfSimilarFlags()
         stats.totalSeconds = seconds(since: start)
         progress?("done", 1)
         return ResidentForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: flags.queries,
                                      keySelfSimilar: gathered?.flags ?? flags.keys, statistics: stats)
+    }
+
+    /// The K mean from every rank's K sums, this rank's blocks pooled by the shard, and (with several ranks)
+    /// every key block's summary gathered from all ranks; nil with one rank, whose own are all of them.
+    private static func summarize(_ shard: any ResidentShard, ranges: [Range<Int>], layout: ShardLayout,
+                                  config: SpargeConfig, comm: Communicator,
+                                  statistics stats: inout ForwardStatistics) throws -> BlockSummaries? {
+        var sums = try agreed(comm) { try shard.keySums() }
+        comm.allreduceSum(&sums)
+        let keyMean = KeyMean(heads: shard.kvHeads, dim: shard.dim, sums: sums, rowCount: layout.seqLen).mean()
+        try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
+        guard comm.size > 1 else { return nil }
+        let keyRuns = try agreed(comm) { try shard.localKeySummaries() }
+        stats.summaryBytes = SummaryCoding.encode(keyRuns).count
+        return BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
     }
 }

@@ -36,13 +36,30 @@ public struct NeedTable: Sendable, Equatable {
         let group = mask.heads / kvHeads
         let nk = mask.keyBlocks
         var packed = [UInt8](repeating: 0, count: byteCount(kvHeads: kvHeads, keyBlocks: nk))
-        for h in 0..<mask.heads {
-            let base = (h / group) * nk
-            for row in 0..<mask.rowCount {
-                for j in mask.keys(head: h, row: row) {
-                    let bit = base + Int(j)
-                    packed[bit >> 3] |= 1 << UInt8(bit & 7)
+        // A row that is a prefix `0..<n` (every row of a dense mask) only widens its kv head's longest prefix;
+        // the others set their keys one by one.
+        var prefixes = [Int](repeating: 0, count: kvHeads)
+        mask.keys.withUnsafeBufferPointer { keys in
+            for h in 0..<mask.heads {
+                let g = h / group
+                for row in 0..<mask.rowCount {
+                    let r = h * mask.rowCount + row
+                    let (start, end) = (mask.rowStarts[r], mask.rowStarts[r + 1])
+                    if end > start && Int(keys[end - 1]) == end - start - 1 {
+                        prefixes[g] = max(prefixes[g], end - start)
+                        continue
+                    }
+                    for i in start..<end {
+                        let bit = g * nk + Int(keys[i])
+                        packed[bit >> 3] |= 1 << UInt8(bit & 7)
+                    }
                 }
+            }
+        }
+        for g in 0..<kvHeads {
+            for j in 0..<prefixes[g] {
+                let bit = g * nk + j
+                packed[bit >> 3] |= 1 << UInt8(bit & 7)
             }
         }
         return packed
