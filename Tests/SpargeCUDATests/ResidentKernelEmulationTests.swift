@@ -76,6 +76,35 @@ final class ResidentKernelEmulationTests: XCTestCase {
         }
     }
 
+    /// The packed entry (four elements a thread, wide accesses where aligned) converts as the host does, on
+    /// an aligned and a misaligned source and a count that is not a multiple of four, and its range flag says
+    /// what `sparge_exceeds_half` says of the stored values.
+    func testPackedEntryEqualsTheStorageFormats() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        let ordinary = (0..<4001).map { _ in Float.random(in: -3...3, using: &rng) * Float(pow(2.0, Double(Int.random(in: -30...12, using: &rng)))) }
+        for (values, label) in [(ordinary, "in range"), (ordinary + [65520, 1e6], "two beyond fp16")] {
+            for format in [StorageFormat.bf16, .f16] {
+                var expected = [UInt8](repeating: 0, count: values.count * format.byteSize)
+                let fits = values.withUnsafeBufferPointer { format.convert($0.baseAddress!, count: values.count, to: &expected) }
+                var stored = [Float](repeating: 0, count: values.count)
+                format.widen(expected, count: values.count, to: &stored)
+                let beyond = stored.contains { $0.isFinite && abs($0) >= 65520 }
+                XCTAssertEqual(beyond, format == .bf16 && label != "in range", "the inputs must test the flag both ways")
+                for misaligned in [0, 1] {
+                    var input = Data()
+                    input.append(ints: [values.count, Int(ResidentKernelSource.code(of: format)), misaligned])
+                    input.append(floats: values)
+                    let out = try program().run("packed", input)
+                    let context = "\(format.rawValue), \(label), misaligned \(misaligned), seed \(seed)"
+                    XCTAssertEqual(Array(out.prefix(expected.count)), expected, context)
+                    XCTAssertEqual(out[expected.count] == 1, !fits, "overflow flag, " + context)
+                    XCTAssertEqual(out[expected.count + 1] == 1, beyond, "range flag, " + context)
+                }
+            }
+        }
+    }
+
     func testOutputLeavesIntoAStridedTensor() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
@@ -181,6 +210,15 @@ int main(int argc, char** argv) {
         else LAUNCH((count + 63) / 64, 64, sparge_enter(src, 0, 0, 1, 1, 1, (int)count, 1, dst, type, &overflow));
         fwrite(dst, widen ? 4 : size, count, out);
         if (!widen) { unsigned char flag = overflow != 0; fwrite(&flag, 1, 1, out); }
+    } else if (strcmp(argv[1], "packed") == 0) {
+        long long count = take_int(); int type = (int)take_int(); int shift = (int)take_int();
+        float* src = (float*)malloc(count * 4 + 32); take(src + shift, count * 4);
+        unsigned short* dst = (unsigned short*)malloc(count * 2 + 32);
+        int overflow = 0, range = 0;
+        LAUNCH(((count + 3) / 4 + 63) / 64, 64, sparge_enter_packed(src + shift, 0, count, dst + shift, type, &overflow, &range));
+        fwrite(dst + shift, 2, count, out);
+        unsigned char flags[2] = { (unsigned char)(overflow != 0), (unsigned char)(range != 0) };
+        fwrite(flags, 1, 2, out);
     } else if (strcmp(argv[1], "leave") == 0) {
         int heads = (int)take_int(), rows = (int)take_int(), dim = (int)take_int();
         long long count = (long long)heads * rows * dim;

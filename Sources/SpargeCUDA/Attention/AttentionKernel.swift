@@ -66,8 +66,8 @@ struct AttentionKernel {
 
     /// Enqueues `O / l` into `output` (`[rows][D]` f32) and the LSE into `lse` for `totalRows` rows.
     func normalize(oacc: UInt64, ml: UInt64, output: UInt64, lse: UInt64, totalRows: Int) throws {
-        let elements = totalRows * headDim
-        try device.launch(auxiliary("sparge_finish"), grid: (elements + 255) / 256, block: 256,
+        let elements = totalRows * headDim  // four a thread
+        try device.launch(auxiliary("sparge_finish"), grid: (elements / 4 + 255) / 256, block: 256,
                           [.pointer(oacc), .pointer(ml), .pointer(output), .pointer(lse), .int64(Int64(totalRows))])
     }
 

@@ -24,6 +24,7 @@ typedef unsigned short u16;
 typedef unsigned long long u64;
 // Vector types of our own: nothing from the CUDA headers is needed.
 struct __align__(8) f2 { float x, y; };
+struct __align__(16) f4 { float x, y, z, w; };
 struct __align__(8) i2 { int x, y; };
 struct __align__(16) i4 { int x, y, z, w; };
 struct __align__(16) u4 { u32 a, b, c, d; };
@@ -381,12 +382,15 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
 // out = oacc / l (0 where l = 0), lse = (m + log2 l)·ln 2 (−inf where l = 0); one thread per element.
 extern "C" __global__ void sparge_finish(const float* __restrict__ oacc, const f2* __restrict__ ml,
                                          float* __restrict__ out, float* __restrict__ lse, long long totalRows) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    // Four elements a thread (D is a multiple of 4, so they share a row), in 16-byte accesses.
+    long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (i >= totalRows * D) return;
     long long row = i / D;
     f2 s = ml[row];
     float inv = s.y > 0.f ? 1.f / s.y : 0.f;
-    out[i] = oacc[i] * inv;
+    f4 o = *(const f4*)(oacc + i);
+    o.x *= inv; o.y *= inv; o.z *= inv; o.w *= inv;
+    *(f4*)(out + i) = o;
     if (i % D == 0) lse[row] = s.y > 0.f ? (s.x + fast_log2(s.y)) * 0.69314718055994531f : NEG_INF;
 }
 

@@ -49,10 +49,10 @@ final class DeviceShard: ResidentShard {
         queries16 = try entry.packed(q, as: precision == .bf16 ? .bf16 : .f16, "Q")
         t = try CUDATrace.step("enter: Q in 16 bits", since: t, on: device)
         keys = try entry.packed(k, as: kvFormat, "K")
-        values = try entry.packed(v, as: kvFormat, "V")
-        t = try CUDATrace.step("enter: K and V in \(kvFormat.rawValue)", since: t, on: device)
-        needsWideValues = try entry.exceedsHalf(values, count: kvHeads * rows * dim, format: kvFormat)
-        CUDATrace.note("enter: V's range checked", since: t)
+        let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
+        values = try entry.packed(v, as: kvFormat, "V", range: beyondHalf)
+        needsWideValues = try entry.raised(beyondHalf)
+        CUDATrace.note("enter: K and V in \(kvFormat.rawValue), V's range checked", since: t)
     }
 
     func keySums() throws -> [Double] {

@@ -18,22 +18,34 @@ struct TensorEntry {
     }
 
     /// `t` (`[H, rows, D]` on this device, any element type and strides) packed in `format`: `t`'s own
-    /// memory when it already is.
+    /// memory when it already is. With `range`, a stored value that is finite and beyond fp16's range sets it.
     ///
     /// - Throws: `SpargeError.invalidArgument` naming `name` when a value does not fit f16.
-    func packed(_ t: Tensor, as format: StorageFormat, _ name: String) throws -> DeviceBuffer {
+    func packed(_ t: Tensor, as format: StorageFormat, _ name: String, range: DeviceBuffer? = nil) throws -> DeviceBuffer {
         let source = try device.deviceBuffer(of: t, label: name)
-        if t.isContiguous && t.element == format { return source }
         let count = t.shape.reduce(1, *)
+        if t.isContiguous && t.element == format {
+            if let range { try markBeyondHalf(source, count: count, format: format, into: range) }
+            return source
+        }
         let out = try DeviceBuffer(device: device, bytes: count * format.byteSize, label: "\(name) as \(format.rawValue)")
         guard count > 0 else { return out }
         let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
-        try device.launch(device.residentKernel("sparge_enter"), grid: (count + 255) / 256, block: 256, [
-            .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(t.strides[0])),
-            .int64(Int64(t.strides[1])), .int64(Int64(t.strides[2])), .int(Int32(t.shape[0])), .int(Int32(t.shape[1])),
-            .int(Int32(t.shape[2])), .pointer(out.address), .int(ResidentKernelSource.code(of: format)),
-            .pointer(flag.address),
-        ])
+        if t.isContiguous {
+            try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
+                .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(count)),
+                .pointer(out.address), .int(ResidentKernelSource.code(of: format)), .pointer(flag.address),
+                .pointer(range?.address ?? 0),
+            ])
+        } else {
+            try device.launch(device.residentKernel("sparge_enter"), grid: (count + 255) / 256, block: 256, [
+                .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(t.strides[0])),
+                .int64(Int64(t.strides[1])), .int64(Int64(t.strides[2])), .int(Int32(t.shape[0])), .int(Int32(t.shape[1])),
+                .int(Int32(t.shape[2])), .pointer(out.address), .int(ResidentKernelSource.code(of: format)),
+                .pointer(flag.address),
+            ])
+            if let range { try markBeyondHalf(out, count: count, format: format, into: range) }
+        }
         if format == .f16, try raised(flag) {
             throw SpargeError.invalidArgument("\(name) \(t.shape) holds a value beyond the range of f16 (±65504)")
         }
@@ -60,18 +72,17 @@ struct TensorEntry {
         try device.synchronize()
     }
 
-    /// Whether one of `count` values of `buffer` (in `format`) is finite and beyond fp16's range.
-    func exceedsHalf(_ buffer: DeviceBuffer, count: Int, format: StorageFormat) throws -> Bool {
-        guard format != .f16 && count > 0 else { return false }
-        let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "range flag")
+    /// Sets `flag` when one of `count` values of `buffer` (in `format`) is finite and beyond fp16's range.
+    private func markBeyondHalf(_ buffer: DeviceBuffer, count: Int, format: StorageFormat, into flag: DeviceBuffer) throws {
+        guard format != .f16 && count > 0 else { return }
         try device.launch(device.residentKernel("sparge_exceeds_half"), grid: (count + 255) / 256, block: 256, [
             .pointer(buffer.address), .int(ResidentKernelSource.code(of: format)), .int64(Int64(count)),
             .pointer(flag.address),
         ])
-        return try raised(flag)
     }
 
-    private func raised(_ flag: DeviceBuffer) throws -> Bool {
+    /// Whether a kernel set `flag` (waits for the device).
+    func raised(_ flag: DeviceBuffer) throws -> Bool {
         try device.synchronize()
         var value: Int32 = 0
         try withUnsafeMutableBytes(of: &value) { try flag.download(into: $0.baseAddress!, count: 4) }
