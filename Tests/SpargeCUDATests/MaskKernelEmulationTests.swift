@@ -184,12 +184,10 @@ int main(int argc, char** argv) {
         float* mean = take_array<float>((size_t)heads * d);
         float* means = (float*)malloc((size_t)heads * count * d * 4 + 1);
         unsigned char* flags = (unsigned char*)malloc((size_t)heads * count + 1);
-        double* norms = (double*)malloc((size_t)heads * rows * 8 + 8);
-        double* directions = (double*)malloc((size_t)heads * count * d * 8 + 8);
         long long headStride = (long long)rows * d;
-        LAUNCH((heads * rows + 127) / 128, 128, sparge_row_norms(x, headStride, rows, heads, mean, norms));
-        LAUNCH((heads * count * d + 127) / 128, 128, sparge_block_sums(x, headStride, rows, heads, count, blockSize, mean, norms, means, count, directions));
-        LAUNCH((heads * count + 127) / 128, 128, sparge_block_flags(rows, heads, count, blockSize, norms, directions, theta, flags, count));
+        // One thread a block: its strided loops then do every thread's part in turn, and the barriers
+        // between the phases hold trivially.
+        LAUNCH(heads * count, 1, sparge_summarize_blocks(x, headStride, rows, count, blockSize, mean, theta, means, flags, count));
         fwrite(means, 4, (size_t)heads * count * d, out);
         fwrite(flags, 1, (size_t)heads * count, out);
     } else {

@@ -7,9 +7,9 @@
 /// `addProduct` fuses). That is why each thread owns one whole serial sum of the CPU's and walks it in the
 /// CPU's order, and parallelism comes only from running many such sums at once.
 ///
-/// - Summaries in three passes: `sparge_row_norms` (thread per row: four partial sums of squares, as the
-///   CPU), `sparge_block_sums` (thread per block and dimension: the column sum for the mean, and
-///   `Σ x_r/‖x_r‖`), `sparge_block_flags` (thread per block: `‖Σ x_r/‖x_r‖‖²/n² > θ`).
+/// - `sparge_summarize_blocks`: a thread block per (head, block), its rows staged in shared memory: the row
+///   norms (thread per row: four partial sums of squares, as the CPU), the column sums for the mean and
+///   `Σ x_r/‖x_r‖` (thread per dimension), then `‖Σ x_r/‖x_r‖‖²/n² > θ`.
 /// - `sparge_scores`: one thread per (mask row, key block): the compressed score, a Double dot with the
 ///   CPU's sixteen accumulators (queries stored transposed so that a warp's reads are contiguous).
 /// - `sparge_select_rows`: one thread per mask row: the Float softmax in the CPU's summation order, and the
@@ -75,83 +75,79 @@ __device__ __forceinline__ double sparge_dot(const float* a, long long aStride, 
     return t;
 }
 
-// Summaries, in three passes so that every thread walks one of the CPU's serial sums in the CPU's order.
-// x is one run of rows per head, row r of head h at x[h * headStride + r * HEAD_DIM]; mean [heads][HEAD_DIM] is
-// subtracted in Float first. Block b of head h goes to [h * outBlocks + b] of the outputs (several runs
-// then fill one [heads][blocks] array side by side).
-
-// Pass 1, one thread per (head, row): the row's norm from four partial sums of squares, as the CPU.
-extern "C" __global__ void sparge_row_norms(const float* x, long long headStride, int rows, int heads,
-                                            const float* mean, double* norms)
+// Summaries, one thread block per (head, block): the block's rows pass through shared memory in chunks of
+// SUMMARY_CHUNK rows (as x − mean in Float, read from global memory once and coalesced); per chunk a thread per
+// row forms the row's norm from four partial sums of squares (as the CPU), then a thread per dimension
+// continues the column's Double sum (for the mean) and Σ x_r/‖x_r‖ in row order; at the end one thread forms
+// ‖Σ x_r/‖x_r‖‖²/n² > θ. x is one run of rows per head, row r of head h at x[h * headStride + r * HEAD_DIM];
+// mean [heads][HEAD_DIM]. Block b of head h goes to [h * outBlocks + b] of the outputs (several runs then
+// fill one [heads][blocks] array side by side). Every sum is the CPU's serial sum in the CPU's order; the
+// threads only split which sums they walk. (Three kernels with a thread per row, per column and per block
+// did the same in 290 µs per 128 MB at 32K tokens, latency-bound on their scattered global reads.)
+#define SUMMARY_CHUNK (8192 / (HEAD_DIM + 1))
+extern "C" __global__ void sparge_summarize_blocks(
+    const float* x, long long headStride, int rows, int count, int blockSize, const float* mean, double theta,
+    float* meansOut, unsigned char* flagsOut, int outBlocks)
 {
-    long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (item >= (long long)heads * rows) return;
-    const int d = HEAD_DIM;
-    const float* xr = x + (item / rows) * headStride + (item % rows) * d;
-    const float* m = mean + (item / rows) * d;
-    double q0 = 0.0, q1 = 0.0, q2 = 0.0, q3 = 0.0;
-    int j = 0;
-    for (; j + 4 <= d; j += 4) {
-        double a0 = (double)__fsub_rn(xr[j], m[j]), a1 = (double)__fsub_rn(xr[j + 1], m[j + 1]);
-        double a2 = (double)__fsub_rn(xr[j + 2], m[j + 2]), a3 = (double)__fsub_rn(xr[j + 3], m[j + 3]);
-        q0 = __dadd_rn(q0, __dmul_rn(a0, a0)); q1 = __dadd_rn(q1, __dmul_rn(a1, a1));
-        q2 = __dadd_rn(q2, __dmul_rn(a2, a2)); q3 = __dadd_rn(q3, __dmul_rn(a3, a3));
+    __shared__ float tile[SUMMARY_CHUNK * (HEAD_DIM + 1)];  // a padded row apart: no bank conflicts either way
+    __shared__ double sums[HEAD_DIM], directions[HEAD_DIM], norms[SUMMARY_CHUNK];
+    __shared__ int zeroRow;
+    const int d = HEAD_DIM, stride = HEAD_DIM + 1;
+    int h = blockIdx.x / count, b = blockIdx.x % count;
+    int r0 = b * blockSize, n = min(rows, r0 + blockSize) - r0;
+    bool whole = n == blockSize;
+    const float* m = mean + (long long)h * d;
+    const float* xb = x + h * headStride + (long long)r0 * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) { sums[j] = 0.0; directions[j] = 0.0; }
+    if (threadIdx.x == 0) zeroRow = 0;
+    for (int c0 = 0; c0 < n; c0 += SUMMARY_CHUNK) {
+        int cn = min(SUMMARY_CHUNK, n - c0);
+        __syncthreads();  // the previous chunk is read
+        for (int e = threadIdx.x; e < cn * d; e += blockDim.x) {
+            int r = e / d, j = e % d;
+            tile[r * stride + j] = __fsub_rn(xb[(long long)(c0 + r) * d + j], m[j]);
+        }
+        __syncthreads();
+        for (int r = threadIdx.x; r < cn; r += blockDim.x) {
+            const float* a = tile + r * stride;
+            double q0 = 0.0, q1 = 0.0, q2 = 0.0, q3 = 0.0;
+            int j = 0;
+            for (; j + 4 <= d; j += 4) {
+                double a0 = (double)a[j], a1 = (double)a[j + 1], a2 = (double)a[j + 2], a3 = (double)a[j + 3];
+                q0 = __dadd_rn(q0, __dmul_rn(a0, a0)); q1 = __dadd_rn(q1, __dmul_rn(a1, a1));
+                q2 = __dadd_rn(q2, __dmul_rn(a2, a2)); q3 = __dadd_rn(q3, __dmul_rn(a3, a3));
+            }
+            for (; j < d; ++j) { double a0 = (double)a[j]; q0 = __dadd_rn(q0, __dmul_rn(a0, a0)); }
+            norms[r] = __dsqrt_rn(__dadd_rn(__dadd_rn(q0, q1), __dadd_rn(q2, q3)));
+            if (norms[r] == 0.0) zeroRow = 1;
+        }
+        __syncthreads();
+        for (int j = threadIdx.x; j < d; j += blockDim.x) {
+            double sum = sums[j], direction = directions[j];
+            for (int r = 0; r < cn; ++r) {
+                double a = (double)tile[r * stride + j];
+                sum = __dadd_rn(sum, a);
+                if (whole && norms[r] != 0.0) direction = __dadd_rn(direction, __ddiv_rn(a, norms[r]));
+            }
+            sums[j] = sum;
+            directions[j] = direction;
+        }
     }
-    for (; j < d; ++j) { double a = (double)__fsub_rn(xr[j], m[j]); q0 = __dadd_rn(q0, __dmul_rn(a, a)); }
-    norms[item] = __dsqrt_rn(__dadd_rn(__dadd_rn(q0, q1), __dadd_rn(q2, q3)));
-}
-
-// Pass 2, one thread per (head, block, dimension): the column's Double sum over the block's rows (rounded
-// once into the mean) and, for a whole block, the sum of x/‖x‖ over its rows with a non-zero norm.
-extern "C" __global__ void sparge_block_sums(
-    const float* x, long long headStride, int rows, int heads, int count, int blockSize, const float* mean,
-    const double* norms, float* meansOut, int outBlocks, double* directions)
-{
-    long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const int d = HEAD_DIM;
-    if (item >= (long long)heads * count * d) return;
-    int j = (int)(item % d);
-    long long block = item / d;
-    int h = (int)(block / count), b = (int)(block % count);
-    int r0 = b * blockSize;
-    int n = min(rows, r0 + blockSize) - r0;
-    float m = mean[(long long)h * d + j];
-    double sum = 0.0, dir = 0.0;
-    for (int r = 0; r < n; ++r) {
-        long long row = (long long)h * rows + r0 + r;
-        double a = (double)__fsub_rn(x[h * headStride + (long long)(r0 + r) * d + j], m);
-        sum = __dadd_rn(sum, a);
-        double norm = norms[row];
-        if (n == blockSize && norm != 0.0) dir = __dadd_rn(dir, __ddiv_rn(a, norm));
+    __syncthreads();
+    float* meanOut = meansOut + ((long long)h * outBlocks + b) * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) meanOut[j] = __double2float_rn(__ddiv_rn(sums[j], (double)n));
+    if (threadIdx.x == 0) {
+        // Never for a partial block or one with a zero row: the CPU's NaN.
+        unsigned char flag = 0;
+        if (whole && !zeroRow) {
+            double q = 0.0;
+            for (int j = 0; j < d; ++j) q = __dadd_rn(q, __dmul_rn(directions[j], directions[j]));
+            double norm = __dsqrt_rn(q);
+            double nd = (double)n;
+            flag = __ddiv_rn(__dmul_rn(norm, norm), __dmul_rn(nd, nd)) > theta ? 1 : 0;
+        }
+        flagsOut[(long long)h * outBlocks + b] = flag;
     }
-    meansOut[((long long)h * outBlocks + b) * d + j] = __double2float_rn(__ddiv_rn(sum, (double)n));
-    directions[item] = dir;
-}
-
-// Pass 3, one thread per (head, block): s = ‖Σ x/‖x‖‖² / n² and the flag s > theta (never for a partial
-// block or one with a zero row: the CPU's NaN).
-extern "C" __global__ void sparge_block_flags(
-    int rows, int heads, int count, int blockSize, const double* norms, const double* directions, double theta,
-    unsigned char* flagsOut, int outBlocks)
-{
-    long long block = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (block >= (long long)heads * count) return;
-    const int d = HEAD_DIM;
-    int h = (int)(block / count), b = (int)(block % count);
-    int r0 = b * blockSize;
-    int n = min(rows, r0 + blockSize) - r0;
-    unsigned char flag = 0;
-    bool zeroRow = false;
-    for (int r = 0; r < n; ++r) zeroRow = zeroRow || norms[(long long)h * rows + r0 + r] == 0.0;
-    if (n == blockSize && !zeroRow) {
-        const double* dir = directions + block * d;
-        double q = 0.0;
-        for (int j = 0; j < d; ++j) q = __dadd_rn(q, __dmul_rn(dir[j], dir[j]));
-        double norm = __dsqrt_rn(q);
-        double nd = (double)n;
-        flag = __ddiv_rn(__dmul_rn(norm, norm), __dmul_rn(nd, nd)) > theta ? 1 : 0;
-    }
-    flagsOut[(long long)h * outBlocks + b] = flag;
 }
 
 // Min-heap over keys[i * stride], i < count (the CPU's MinHeap; any correct heap pops the same keys).

@@ -74,27 +74,11 @@ public struct CUDAMaskPredictor {
                            outBlocks: Int) throws {
         let count = (n + blockSize - 1) / blockSize
         guard count > 0 && heads > 0 else { return }
-        let (rowNorms, blockSums, blockFlags) = (try kernel("sparge_row_norms", dim: d), try kernel("sparge_block_sums", dim: d),
-                                                 try kernel("sparge_block_flags", dim: d))
-        let norms = try DeviceBuffer(device: device, bytes: heads * n * 8, label: "row norms")
-        let directions = try DeviceBuffer(device: device, bytes: heads * count * d * 8, label: "direction sums")
-        let block = 128
-        try device.launch(rowNorms, grid: (heads * n + block - 1) / block, block: block, [
-            .pointer(x), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(heads)), .pointer(mean),
-            .pointer(norms.address),
-        ])
-        try device.launch(blockSums, grid: (heads * count * d + block - 1) / block, block: block, [
-            .pointer(x), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(heads)), .int(Int32(count)),
-            .int(Int32(blockSize)), .pointer(mean), .pointer(norms.address), .pointer(meansOut), .int(Int32(outBlocks)),
-            .pointer(directions.address),
-        ])
-        try device.launch(blockFlags, grid: (heads * count + block - 1) / block, block: block, [
-            .int(Int32(n)), .int(Int32(heads)), .int(Int32(count)), .int(Int32(blockSize)), .pointer(norms.address),
-            .pointer(directions.address), .double(BlockSummaries.thresholdValue(threshold)), .pointer(flagsOut),
+        try device.launch(try kernel("sparge_summarize_blocks", dim: d), grid: heads * count, block: 128, [
+            .pointer(x), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(count)), .int(Int32(blockSize)),
+            .pointer(mean), .double(BlockSummaries.thresholdValue(threshold)), .pointer(meansOut), .pointer(flagsOut),
             .int(Int32(outBlocks)),
         ])
-        // The scratch goes back to the pool when this returns: the next user of that memory is ordered
-        // after these kernels (see `DeviceMemoryPool`), so there is nothing to wait for.
     }
 
     private func kernel(_ name: String, dim: Int, sharedBytes: Int = 0) throws -> CUDAFunction {
