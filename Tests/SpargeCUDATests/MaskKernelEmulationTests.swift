@@ -94,14 +94,14 @@ final class MaskKernelEmulationTests: XCTestCase {
                                                 heads: heads, kvHeads: kvHeads, seqLen: rows)
                 let some = try emu.predictRows(queries: rowsOnly, blocks: blocks, keys: ks, config: config,
                                                heads: heads, kvHeads: kvHeads, seqLen: rows)
-                // The selection with each row's scores and heap in shared memory: the same bits.
-                let shared = try emu.predictRows(queries: qs, blocks: Array(0..<qs.count), keys: ks, config: config,
-                                                 heads: heads, kvHeads: kvHeads, seqLen: rows, sharedSelection: true)
+                // The selection by a thread block per row that sorts: the same bits.
+                let sorted = try emu.predictRows(queries: qs, blocks: Array(0..<qs.count), keys: ks, config: config,
+                                                 heads: heads, kvHeads: kvHeads, seqLen: rows, sortedSelection: true)
                 let name = "\(label), N=\(rows) D=\(dim) Hq/Hkv=\(heads)/\(kvHeads), seed \(seed)"
                 let expectedBits = expected.denseBits()
                 XCTAssertEqual(mismatches(whole, expectedBits), 0, "mask blocks differ: \(name)")
                 XCTAssertEqual(mismatches(some, expectedRows.denseBits()), 0, "mask blocks of the odd rows differ: \(name)")
-                XCTAssertEqual(mismatches(shared, expectedBits), 0, "mask blocks differ with shared-memory selection: \(name)")
+                XCTAssertEqual(mismatches(sorted, expectedBits), 0, "mask blocks differ with the sorting selection: \(name)")
                 let density = Double(expected.computedCount) / Double(expectedBits.count)
                 if case .cdf(let tau) = config.selection, tau < 1, !config.causal {
                     XCTAssertLessThan(density, 1, "a case whose mask is all on tests only the force-on rules: \(name)")
@@ -144,14 +144,14 @@ struct MaskKernelEmulator {
     }
 
     func predictRows(queries: BlockSummaries, blocks: [Int], keys: BlockSummaries, config: SpargeConfig,
-                     heads: Int, kvHeads: Int, seqLen: Int, sharedSelection: Bool = false) throws -> [UInt8] {
+                     heads: Int, kvHeads: Int, seqLen: Int, sortedSelection: Bool = false) throws -> [UInt8] {
         let nk = keys.count
         // The driver's own derivation of the kernels' arguments, so that it is tested too.
         let rule = CUDAMaskPredictor.RowRule(config: config, queryBlocks: blocks, keyBlocks: nk, headDim: dim)
         var input = Data()
         input.append(ints: [blocks.count, nk, heads / kvHeads, heads, Int(rule.mode), Int(rule.keep),
                             config.causal ? 1 : 0, config.sink ? 1 : 0, config.keepDiagonal ? 1 : 0,
-                            sharedSelection ? 1 : 0])
+                            sortedSelection ? 1 : 0])
         input.append(floats: [rule.tau, rule.scale])
         input.append(floats: queries.means)
         input.append(floats: keys.means)
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
     } else {
         int rows = (int)take_int(), nk = (int)take_int(), group = (int)take_int(), heads = (int)take_int(), mode = (int)take_int();
         int keep = (int)take_int(), causal = (int)take_int(), sink = (int)take_int(), keepDiagonal = (int)take_int();
-        int useShared = (int)take_int();
+        int useSorted = (int)take_int();
         float tau, scale; take(&tau, 4); take(&scale, 4);
         float* qMeans = take_array<float>((size_t)heads * rows * d);
         float* kFloat = take_array<float>((size_t)(heads / group) * nk * d);
@@ -216,8 +216,9 @@ int main(int argc, char** argv) {
                 LAUNCH(((count + 31) / 32) * ((nk + 7) / 8), 256, sparge_scores(queryT, items, kMeans, kFlags, limits,
                     rows, nk, group, (long long)first, count, scale, scores));
             }
-            if (useShared) LAUNCH((count + 31) / 32, 32, sparge_select_rows_shared(limits, rows, nk, (long long)first,
-                count, mode, tau, keep, scores, keys, bits));
+            // One thread a block for the sorting kernel: its strided loops then do every thread's part.
+            if (useSorted && mode != 0) LAUNCH(count, 1, sparge_select_rows_sorted(limits, rows, nk, (long long)first,
+                count, mode, tau, keep, scores, bits));
             else LAUNCH((count + 127) / 128, 128, sparge_select_rows(limits, rows, nk, (long long)first, count, mode, tau,
                 keep, scores, keys, bits));
         }

@@ -86,12 +86,16 @@ public struct CUDAMaskPredictor {
                             defines: [("HEAD_DIM", dim)], sharedBytes: sharedBytes)
     }
 
-    /// Threads per CTA and shared bytes of `sparge_select_rows_shared` when a row's scores and heap (12
-    /// bytes a key block) fit shared memory for 32 threads, else nil (the global-memory kernel runs).
-    static func sharedSelection(keyBlocks nk: Int, mode: Int32, device: CUDADevice) -> (threads: Int, bytes: Int)? {
-        let threads = 32, bytes = nk * 12 * 32
-        guard mode != 0, bytes <= device.sharedMemoryPerBlock else { return nil }
-        return (threads, bytes)
+    /// Threads per CTA and shared bytes of `sparge_select_rows_sorted` (a thread block per row) when a row's
+    /// probabilities and sort keys (4 bytes a key block, 8 to the next power of two) take at most 48 KiB, else
+    /// nil (the heap kernel, a thread per row, runs: at a million tokens a block per row would sort 16K keys
+    /// and walk them one thread at a time).
+    static func sortedSelection(keyBlocks nk: Int, mode: Int32) -> (threads: Int, bytes: Int)? {
+        var sorted = 1
+        while sorted < nk { sorted *= 2 }
+        let bytes = sorted * 8 + nk * 4
+        guard mode != 0, bytes <= 48 * 1024 else { return nil }
+        return (min(256, max(32, sorted / 2)), bytes)
     }
 
     /// What `MaskPredictor.predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)`
@@ -186,17 +190,19 @@ public struct CUDAMaskPredictor {
                     .float(scale), .pointer(scoreScratch.address),
                 ])
             }
-            let arguments: [KernelArgument] = [
-                .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
-                .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
-                .pointer(keyScratch.address), .pointer(bits.address),
-            ]
-            if let shared = Self.sharedSelection(keyBlocks: nk, mode: mode, device: device) {
-                try device.launch(try kernel("sparge_select_rows_shared", dim: d, sharedBytes: shared.bytes),
-                                  grid: (count + shared.threads - 1) / shared.threads, block: shared.threads,
-                                  sharedBytes: shared.bytes, arguments)
+            if let sorted = Self.sortedSelection(keyBlocks: nk, mode: mode) {
+                try device.launch(try kernel("sparge_select_rows_sorted", dim: d, sharedBytes: sorted.bytes),
+                                  grid: count, block: sorted.threads, sharedBytes: sorted.bytes, [
+                    .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
+                    .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
+                    .pointer(bits.address),
+                ])
             } else {
-                try device.launch(select, grid: (count + 127) / 128, block: 128, arguments)
+                try device.launch(select, grid: (count + 127) / 128, block: 128, [
+                    .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
+                    .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
+                    .pointer(keyScratch.address), .pointer(bits.address),
+                ])
             }
         }
         t = try CUDATrace.step("mask: scores and selection", since: t, on: device)

@@ -75,7 +75,15 @@ final class DeviceRingStore: ResidentRingStore {
         counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
         t = try CUDATrace.step("ring store: accumulators zeroed", since: t, on: device)
         tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
-        try tileTable.upload(plan.tiles.flatMap { [Int32($0.head), Int32($0.localRow), Int32($0.rowCount), Int32($0.queryStart)] })
+        var table: [Int32] = []  // (a flatMap of four-element arrays took 0.15 ms at 4096 tiles)
+        table.reserveCapacity(plan.tiles.count * 4)
+        for tile in plan.tiles {
+            table.append(Int32(tile.head))
+            table.append(Int32(tile.localRow))
+            table.append(Int32(tile.rowCount))
+            table.append(Int32(tile.queryStart))
+        }
+        try tileTable.upload(table)
         overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
         t = try CUDATrace.step("ring store: tile table up", since: t, on: device)
         _ = try kernel.function(valuesInBF16: valuesInBF16)
