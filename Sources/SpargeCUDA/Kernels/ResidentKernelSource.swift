@@ -82,47 +82,66 @@ __device__ __forceinline__ void store_element(void* p, long long i, int type, fl
     else ((u16*)p)[i] = to_f16(x, overflow);
 }
 
-// Four consecutive elements from p[i] on (n ≤ 4 of them): one 16-byte (f32) or 8-byte (16-bit) load where
-// all four are there and aligned, else one by one. Wide accesses move the same bytes with a quarter of the
-// instructions; the conversions move hundreds of megabytes and were instruction-bound.
+// Four consecutive elements from p[i] on (n ≤ 4 of them; the missing ones 0): one 16-byte (f32) or 8-byte
+// (16-bit) load where all four are there and aligned, else one by one. Wide accesses move the same bytes with
+// a quarter of the instructions; the conversions move hundreds of megabytes and were instruction-bound.
+// (Named fields, never an indexed array: a per-thread array indexed by a loop counter lives in local memory.)
 struct __align__(16) sparge_f4 { float a, b, c, d; };
 struct __align__(8) sparge_u2 { u32 lo, hi; };
-__device__ __forceinline__ void load4(const void* p, long long i, int type, int n, float* x) {
-    if (n == 4 && type == 0 && (((u64)p + (u64)i * 4) & 15) == 0) {
-        sparge_f4 v = *(const sparge_f4*)((const float*)p + i);
-        x[0] = v.a; x[1] = v.b; x[2] = v.c; x[3] = v.d;
-    } else if (n == 4 && type != 0 && (((u64)p + (u64)i * 2) & 7) == 0) {
+__device__ __forceinline__ float widen16(u16 h, int type) {
+    return type == 1 ? __uint_as_float((u32)h << 16) : half_to_float(h);
+}
+__device__ __forceinline__ sparge_f4 load4(const void* p, long long i, int type, int n) {
+    sparge_f4 x = { 0.0f, 0.0f, 0.0f, 0.0f };
+    if (n == 4 && type == 0 && (((u64)p + (u64)i * 4) & 15) == 0) return *(const sparge_f4*)((const float*)p + i);
+    if (n == 4 && type != 0 && (((u64)p + (u64)i * 2) & 7) == 0) {
         sparge_u2 v = *(const sparge_u2*)((const u16*)p + i);
-        u16 h[4] = { (u16)(v.lo & 0xffff), (u16)(v.lo >> 16), (u16)(v.hi & 0xffff), (u16)(v.hi >> 16) };
-        for (int k = 0; k < 4; ++k) x[k] = type == 1 ? __uint_as_float((u32)h[k] << 16) : half_to_float(h[k]);
-    } else {
-        for (int k = 0; k < n; ++k) x[k] = load_element(p, i + k, type);
+        x.a = widen16((u16)(v.lo & 0xffff), type); x.b = widen16((u16)(v.lo >> 16), type);
+        x.c = widen16((u16)(v.hi & 0xffff), type); x.d = widen16((u16)(v.hi >> 16), type);
+        return x;
     }
+    if (n > 0) x.a = load_element(p, i, type);
+    if (n > 1) x.b = load_element(p, i + 1, type);
+    if (n > 2) x.c = load_element(p, i + 2, type);
+    if (n > 3) x.d = load_element(p, i + 3, type);
+    return x;
 }
 
-// x[0..<n] stored at p[i...] as type (rounded to nearest even; *overflow as store_element), wide where it can.
-// With range non-null, *range is set when a stored value is finite and beyond fp16's range.
-__device__ __forceinline__ void store4(void* p, long long i, int type, int n, const float* x, int* overflow,
-                                       int* range) {
-    u16 h[4] = { 0, 0, 0, 0 };
-    for (int k = 0; k < n; ++k) {
-        float stored = x[k];
-        if (type == 1) { h[k] = to_bf16(x[k]); stored = __uint_as_float((u32)h[k] << 16); }
-        if (type == 2) { h[k] = to_f16(x[k], overflow); stored = half_to_float(h[k]); }
-        u32 a = __float_as_uint(stored) & 0x7fffffff;
-        if (range && a >= 0x477ff000 && a < 0x7f800000) *range = 1;
+// x rounded to a 16-bit type (1 bf16, 2 f16; *overflow as to_f16); with range non-null, *range is set when
+// the stored value is finite and beyond fp16's range.
+__device__ __forceinline__ u16 to16(float x, int type, int* overflow, int* range) {
+    u16 h = type == 1 ? to_bf16(x) : to_f16(x, overflow);
+    u32 a = __float_as_uint(widen16(h, type)) & 0x7fffffff;
+    if (range && a >= 0x477ff000 && a < 0x7f800000) *range = 1;
+    return h;
+}
+
+// x's first n values stored at p[i...] as type (rounded to nearest even), wide where it can; *overflow and
+// *range as to16 (range is not looked at for f32).
+__device__ __forceinline__ void store4(void* p, long long i, int type, int n, sparge_f4 x, int* overflow, int* range) {
+    if (type == 0) {
+        if (n == 4 && (((u64)p + (u64)i * 4) & 15) == 0) { *(sparge_f4*)((float*)p + i) = x; return; }
+        float* f = (float*)p + i;
+        if (n > 0) f[0] = x.a;
+        if (n > 1) f[1] = x.b;
+        if (n > 2) f[2] = x.c;
+        if (n > 3) f[3] = x.d;
+        return;
     }
-    if (n == 4 && type == 0 && (((u64)p + (u64)i * 4) & 15) == 0) {
-        sparge_f4 v = { x[0], x[1], x[2], x[3] };
-        *(sparge_f4*)((float*)p + i) = v;
-    } else if (n == 4 && type != 0 && (((u64)p + (u64)i * 2) & 7) == 0) {
-        sparge_u2 v = { (u32)h[0] | ((u32)h[1] << 16), (u32)h[2] | ((u32)h[3] << 16) };
-        *(sparge_u2*)((u16*)p + i) = v;
-    } else {
-        for (int k = 0; k < n; ++k) {
-            if (type == 0) ((float*)p)[i + k] = x[k]; else ((u16*)p)[i + k] = h[k];
-        }
+    u16 h0 = to16(x.a, type, overflow, range);
+    u16 h1 = n > 1 ? to16(x.b, type, overflow, range) : 0;
+    u16 h2 = n > 2 ? to16(x.c, type, overflow, range) : 0;
+    u16 h3 = n > 3 ? to16(x.d, type, overflow, range) : 0;
+    u16* q = (u16*)p + i;
+    if (n == 4 && (((u64)p + (u64)i * 2) & 7) == 0) {
+        sparge_u2 v = { (u32)h0 | ((u32)h1 << 16), (u32)h2 | ((u32)h3 << 16) };
+        *(sparge_u2*)q = v;
+        return;
     }
+    if (n > 0) q[0] = h0;
+    if (n > 1) q[1] = h1;
+    if (n > 2) q[2] = h2;
+    if (n > 3) q[3] = h3;
 }
 
 // A packed tensor entering (count elements of srcType) converted to dstType, four elements a thread; with
@@ -132,9 +151,7 @@ extern "C" __global__ void sparge_enter_packed(const void* src, int srcType, lon
     long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (i >= count) return;
     int n = count - i < 4 ? (int)(count - i) : 4;
-    float x[4];
-    load4(src, i, srcType, n, x);
-    store4(dst, i, dstType, n, x, overflow, range);
+    store4(dst, i, dstType, n, load4(src, i, srcType, n), overflow, range);
 }
 
 // Where element i of a packed [heads][rows][dim] tensor lies in a strided one (strides in elements); a
@@ -263,11 +280,9 @@ extern "C" __global__ void sparge_place_blocks(const BlockPlacement* blocks, int
     long long base = ((long long)b.kvHead * kvRows + b.firstRow) * dim, total = (long long)b.rows * dim;
     for (long long i = (long long)threadIdx.x * 4; i < total; i += (long long)blockDim.x * 4) {
         int n = total - i < 4 ? (int)(total - i) : 4;
-        float x[4];
-        load4((const void*)b.keys, i, srcType, n, x);
-        store4(k, base + i, kType, n, x, overflow, 0);
-        load4((const void*)b.values, i, srcType, n, x);
-        store4(v, base + i, vType, n, x, overflow, 0);
+        sparge_f4 keys = load4((const void*)b.keys, i, srcType, n), values = load4((const void*)b.values, i, srcType, n);
+        store4(k, base + i, kType, n, keys, overflow, 0);
+        store4(v, base + i, vType, n, values, overflow, 0);
     }
 }
 """#
