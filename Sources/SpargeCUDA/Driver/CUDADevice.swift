@@ -43,6 +43,8 @@ public final class CUDADevice: @unchecked Sendable {
     private let functions = Mutex<[String: CUDAFunction]>([:])
     private let modules = Mutex<[String: (UnsafeMutableRawPointer?, String)]>([:])
     private let staging = Mutex<StagedTransfer?>(nil)
+    /// Pinned copies that small uploads read from, held until a synchronize shows the stream past them.
+    private let uploadsInFlight = Mutex<(buffers: [PinnedBuffer], bytes: Int)>(([], 0))
 
     private static let opened = Mutex<[Int: CUDADevice]>([:])
     private static let apis = Mutex<(DriverAPI, NVRTC)?>(nil)
@@ -229,13 +231,28 @@ public final class CUDADevice: @unchecked Sendable {
         if let poll {
             while true {
                 let status = api.cuStreamQuery(stream)
-                if status == 0 { return }
+                if status == 0 { break }
                 if status != DriverAPI.notReady { try api.check(status, "cuStreamQuery") }
                 poll()
                 sched_yield()
             }
+        } else {
+            try api.check(api.cuStreamSynchronize(stream), "cuStreamSynchronize")
         }
-        try api.check(api.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        uploadsInFlight.withLock { $0 = ([], 0) }
+    }
+
+    /// Enqueues a copy of `count` bytes from `source` to device address `destination` on the stream: the
+    /// bytes go to a pinned buffer first (the caller may reuse `source` on return), and the host does not
+    /// wait for the device — a synchronous copy waits for all the stream's work before it, and a pass made
+    /// of a dozen small uploads kept the device idle between them. The pinned buffer is held until the
+    /// next `synchronize` (which happens first when more than 64 MiB are held).
+    func uploadAsync(to destination: UInt64, from source: UnsafeRawPointer, count: Int) throws {
+        if uploadsInFlight.withLock({ $0.bytes }) > 64 << 20 { try synchronize() }
+        let copy = try PinnedBuffer(device: self, bytes: count)
+        copy.pointer.copyMemory(from: source, byteCount: count)
+        try api.check(api.cuMemcpyHtoDAsync(destination, copy.pointer, count, stream), "cuMemcpyHtoDAsync(\(count) B)")
+        uploadsInFlight.withLock { $0.buffers.append(copy); $0.bytes += copy.bytes }
     }
 
     /// Free and total device memory in bytes.
