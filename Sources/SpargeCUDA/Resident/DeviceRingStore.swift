@@ -10,6 +10,7 @@ import SpargeKernels
 /// the blocks of the payload's owner — two binary searches a range, no list copied.
 final class DeviceRingStore: ResidentRingStore {
     private let shard: DeviceShard
+    private let ring: DeviceShard.RingTensors
     private let device: CUDADevice
     private let plan: AttentionPlan
     private let kernel: AttentionKernel
@@ -44,6 +45,7 @@ final class DeviceRingStore: ResidentRingStore {
         }
         var t = CUDATrace.now()
         self.shard = shard
+        ring = try shard.ringTensors()
         device = shard.device
         plan = try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows, kvHeads: shard.kvHeads,
                                  config: config, seqLen: seqLen)
@@ -248,7 +250,7 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     private var operands: AttentionKernel.Operands {
-        AttentionKernel.Operands(q: shard.queries16.address, k: k.address, v: v.address, oacc: oacc.address,
+        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: v.address, oacc: oacc.address,
                                  ml: ml.address, counters: counters.address, tiles: tileTable.address,
                                  rows: shard.rows, kvRows: kvRows)
     }
@@ -264,7 +266,7 @@ final class DeviceRingStore: ResidentRingStore {
             let token = j * blockK
             if range.contains(token) {
                 let offset = UInt64(((g * shard.rows) + localRow + token - range.lowerBound) * shard.dim * shard.kvFormat.byteSize)
-                return (shard.keys.address + offset, shard.values.address + offset)
+                return (ring.keys.address + offset, ring.values.address + offset)
             }
             localRow += range.count
         }

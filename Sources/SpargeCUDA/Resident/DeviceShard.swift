@@ -4,20 +4,29 @@ import SpargeKernels
 /// the K sums, summaries and mask rows are computed where they are, and the ring store attends from them.
 ///
 /// Held on the device: Q and K in fp32 (the summaries' input, so that the mask is the CPU's bit for bit),
-/// Q in the kernel's 16-bit type, K and V in the ring's storage format; a caller's device tensor that is
-/// already packed in the wanted type is used in place.
+/// and — converted once, after the mask kernels are enqueued, so that the device converts while the host
+/// plans the ring — Q in the kernel's 16-bit type and K, V in the ring's storage format. A caller's device
+/// tensor that is already packed in the wanted type is used in place.
 final class DeviceShard: ResidentShard {
     let device: CUDADevice
     let precision: CUDAPrecision
     let options: CUDAOptions
     let kvFormat: StorageFormat
     let queryHeads: Int, kvHeads: Int, rows: Int, dim: Int
-    let needsWideValues: Bool
-    /// `[Hq][rows][D]` fp32 and in the kernel's type; `[Hkv][rows][D]` fp32, and K, V in `kvFormat`.
-    let queries32: DeviceBuffer, queries16: DeviceBuffer, keys32: DeviceBuffer
-    let keys: DeviceBuffer, values: DeviceBuffer
+    /// `[Hq][rows][D]` and `[Hkv][rows][D]` fp32.
+    let queries32: DeviceBuffer, keys32: DeviceBuffer
+    /// The tensors as they entered (on the device), for the ring's conversions.
+    private let entered: (q: Tensor, k: Tensor, v: Tensor)
+    private var ring: RingTensors?
     private var summaries: Summaries?
     private var maskKeys: DeviceBuffer?
+
+    /// Q in the kernel's 16-bit type `[Hq][rows][D]`, K and V in `kvFormat` `[Hkv][rows][D]`, and whether a
+    /// value of V lies beyond fp16's range (a device flag, read once).
+    struct RingTensors {
+        let queries16: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer
+        let beyondHalf: DeviceBuffer
+    }
 
     /// Block summaries on the device: `[heads][blocks]` with this rank's runs side by side.
     private struct Summaries {
@@ -41,18 +50,30 @@ final class DeviceShard: ResidentShard {
         try device.makeCurrent()
         var t = CUDATrace.now()
         let entry = TensorEntry(device: device)
-        let (q, k, v) = (try entry.onDevice(q, "Q"), try entry.onDevice(k, "K"), try entry.onDevice(v, "V"))
+        entered = (try entry.onDevice(q, "Q"), try entry.onDevice(k, "K"), try entry.onDevice(v, "V"))
         t = CUDATrace.note("enter: tensors on the device", since: t)
-        queries32 = try entry.packed(q, as: .f32, "Q")
-        keys32 = try entry.packed(k, as: .f32, "K")
-        t = try CUDATrace.step("enter: Q, K in fp32", since: t, on: device)
-        queries16 = try entry.packed(q, as: precision == .bf16 ? .bf16 : .f16, "Q")
-        t = try CUDATrace.step("enter: Q in 16 bits", since: t, on: device)
-        keys = try entry.packed(k, as: kvFormat, "K")
+        queries32 = try entry.packed(entered.q, as: .f32, "Q")
+        keys32 = try entry.packed(entered.k, as: .f32, "K")
+        try CUDATrace.step("enter: Q, K in fp32", since: t, on: device)
+    }
+
+    /// The ring's tensors, converted on first use.
+    func ringTensors() throws -> RingTensors {
+        if let ring { return ring }
+        let t = CUDATrace.now()
+        let entry = TensorEntry(device: device)
         let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
-        values = try entry.packed(v, as: kvFormat, "V", range: beyondHalf)
-        needsWideValues = try entry.raised(beyondHalf)
-        CUDATrace.note("enter: K and V in \(kvFormat.rawValue), V's range checked", since: t)
+        let converted = RingTensors(
+            queries16: try entry.packed(entered.q, as: precision == .bf16 ? .bf16 : .f16, "Q"),
+            keys: try entry.packed(entered.k, as: kvFormat, "K"),
+            values: try entry.packed(entered.v, as: kvFormat, "V", range: beyondHalf), beyondHalf: beyondHalf)
+        ring = converted
+        try CUDATrace.step("ring formats: Q in 16 bits, K and V in \(kvFormat.rawValue) (enqueued)", since: t, on: device)
+        return converted
+    }
+
+    func needsWideValues() throws -> Bool {
+        try TensorEntry(device: device).raised(try ringTensors().beyondHalf)
     }
 
     func keySums() throws -> [Double] {
@@ -162,6 +183,7 @@ final class DeviceShard: ResidentShard {
             queryBlocks: queryBlocks, config: config, headDim: dim, queryHeads: queryHeads, kvHeads: kvHeads,
             seqLen: seqLen)
         maskKeys = predicted.deviceKeys
+        _ = try ringTensors()  // the device converts while the host plans the ring
         return predicted.mask
     }
 

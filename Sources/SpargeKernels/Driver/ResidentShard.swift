@@ -35,7 +35,7 @@ public protocol ResidentShard: AnyObject {
 
     /// Whether V holds values that the backend's compact P·V type cannot carry (fp16 beyond ±65504); when
     /// any rank's does, every rank is given `wideValues` and computes P·V in its wide type.
-    var needsWideValues: Bool { get }
+    func needsWideValues() throws -> Bool
 
     /// The sums of K over this rank's rows `[Hkv][D]`, in ``KeyMean``'s order (so the same Doubles).
     func keySums() throws -> [Double]

@@ -78,7 +78,7 @@ extension ShardedAttention {
 
         // The ring, its payloads packed and placed by the engine.
         t = DispatchTime.now().uptimeNanoseconds
-        let wideValues = comm.anyRank(shard.needsWideValues)
+        let wideValues = comm.anyRank(try agreed(comm) { try shard.needsWideValues() })
         let store = try agreed(comm) {
             try shard.makeRingStore(mask: mask, tokenRanges: ranges, config: config, seqLen: layout.seqLen,
                                     wideValues: wideValues)
