@@ -43,11 +43,18 @@ final class CUDAHostPathTests: XCTestCase {
         // every mask kernel; the mask itself is meaningless here.
         let stubMask = try spargeSingle(["bench", "--backend", "cuda"] + workload, timeout: 120)
         XCTAssertEqual(stubMask.status, 0, transcript(stubMask))
-        // (The selection runs as sparge_select_rows, or as its shared-memory variant where rows are short.)
-        for name in ["sparge_row_norms", "sparge_block_sums", "sparge_block_flags", "sparge_select_rows", "sparge_mask_rules"] {
-            XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "_shared ") },
+        // (The selection runs as sparge_select_rows, or as its sorting variant where rows fit shared memory.)
+        for name in ["sparge_summarize_blocks", "sparge_select_rows", "sparge_mask_rules"] {
+            XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "_sorted ") },
                           "\(name) was not launched:\n\(launches(log))")
         }
+        // A dense pass pools no summaries and predicts no mask (its mask is every block), and still attends.
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        let dense = try spargeSingle(["bench", "--backend", "cuda", "--dense"] + workload, timeout: 120)
+        XCTAssertEqual(dense.status, 0, transcript(dense))
+        XCTAssertFalse(launches(log).contains { $0.hasPrefix("sparge_summarize_blocks ") || $0.hasPrefix("sparge_scores ") },
+                       "a dense pass summarized or scored:\n\(launches(log))")
+        XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_attention") }, "no attention launch:\n\(launches(log))")
         // 128-key blocks with 64-row tiles run the GPU kernel slowly: a hint says so, and is gone with 128-row tiles.
         let small = ["--workload", "llm", "--seq", "1024", "--heads", "2", "--head-dim", "64", "--threads", "1", "--block-k", "128"]
         let slow = try spargeSingle(["bench", "--backend", "cuda"] + small, timeout: 60)
