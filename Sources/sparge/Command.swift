@@ -59,6 +59,8 @@ struct RunReport {
     /// Query rows (over heads) that saw no key at all: output 0. TopCdf can keep only a block that lies
     /// after a row under token-level causal masking; a non-zero count says the mask starved those rows.
     let emptyRows: Int
+    /// Whether the ring's payloads went to MPI from device memory (a CUDA-aware MPI).
+    let messagesInPlace: Bool
 
     /// Collective: sums this rank's counters with every other rank's.
     init(result: ForwardResult, seconds: Double, layout: ShardLayout, heads: Int, kvHeads: Int, dim: Int,
@@ -83,6 +85,7 @@ struct RunReport {
         computeSeconds = maxima[0]; summarySeconds = maxima[1]; maskSeconds = maxima[2]; ringSeconds = maxima[3]
         maskBytes = Int(maxima[4])
         self.kvFormat = kvFormat
+        messagesInPlace = s.messagesInPlace
     }
 
     /// Dense attention FLOPs: `4·N²·D·Hq`, half of that when causal.
@@ -97,7 +100,8 @@ struct RunReport {
             + "ring \(Format.fixed(ringSeconds, 3)) s (compute \(Format.fixed(computeSeconds, 3)) s); "
             + "messages \(messages), communication hidden \(Format.fixed(hiddenShare * 100, 0))%, "
             + "summaries exchanged \(Format.bytes(summaryBytes)), mask \(Format.bytes(maskBytes)) per rank, "
-            + "K/V \(kvFormat.rawValue), P·V skipped by λ \(pvSkipped) of \(blocksVisited) blocks"
+            + "K/V \(kvFormat.rawValue)\(messagesInPlace ? " sent from device memory" : ""), "
+            + "P·V skipped by λ \(pvSkipped) of \(blocksVisited) blocks"
             + (emptyRows > 0 ? "; \(emptyRows) query rows saw no key (output 0)" : "")
     }
 
@@ -109,7 +113,7 @@ struct RunReport {
         j.add("gflops_real", gflopsDenseEquivalent * density)
         j.add("bytes_sent", bytesSent); j.add("bytes_dense_ring", denseRingBytes)
         j.add("bytes_summaries", summaryBytes); j.add("mask_bytes", maskBytes); j.add("kv_precision", kvFormat.rawValue)
-        j.add("messages", messages)
+        j.add("messages", messages); j.add("mpi_device_buffers", messagesInPlace)
         j.add("summary_seconds", summarySeconds); j.add("mask_seconds", maskSeconds)
         j.add("ring_seconds", ringSeconds); j.add("compute_seconds", computeSeconds)
         j.add("wait_seconds", waitSeconds); j.add("comm_hidden_share", hiddenShare)

@@ -21,6 +21,7 @@ final class CommandContext {
     init() throws {
         if Self.isLaunched {
             let world = try MPICommunicator()
+            if ProcessInfo.processInfo.environment["SPARGE_MPI_DEVICE_BUFFERS"] == "0" { world.movesDeviceMemory = false }
             mpi = world
             comm = world
         } else {

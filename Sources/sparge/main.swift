@@ -27,6 +27,8 @@ let topHelp = """
       SPARGE_CUDA_DEVICE            the GPU ordinal (default: the node-local rank modulo the GPUs)
       SPARGE_CUDA_MASK=cpu          predict the mask on the host (the same bits; for comparison)
       SPARGE_CUDA_TRACE=1           print where a GPU run spends its host time
+      SPARGE_MPI_DEVICE_BUFFERS=0   send GPU ring payloads through pinned host memory even where MPI
+                                    is CUDA-aware (MPIX_Query_cuda_support)
     """
 
 let arguments = Array(CommandLine.arguments.dropFirst())

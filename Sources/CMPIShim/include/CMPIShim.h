@@ -12,6 +12,12 @@
 
 #define CMPI_GETTER(swiftName) __attribute__((swift_name(swiftName)))
 
+// MARK: Device memory
+
+// Whether the MPI library moves CUDA device memory itself: OpenMPI's MPIX_Query_cuda_support, looked up when
+// called (mpi-ext.h declares it only where OpenMPI was built with its cuda extension); 0 where it is absent.
+int cmpi_cuda_aware(void) CMPI_GETTER("cmpiCUDAAware()");
+
 // MARK: Communicators and error handlers
 
 static inline MPI_Comm cmpi_comm_world(void) CMPI_GETTER("cmpiCommWorld()");

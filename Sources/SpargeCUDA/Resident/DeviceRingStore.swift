@@ -1,7 +1,8 @@
 import SpargeKernels
 
 /// The ring's blocks in device memory (`ResidentRingStore`): this rank's K/V stay where they entered,
-/// payloads are packed on the device and go down and up through pinned host buffers, and every block is
+/// payloads are packed on the device and go down and up through pinned host buffers (or, with a CUDA-aware
+/// MPI, to and from MPI in device memory), and every block is
 /// placed at its rows of the attention kernel's K and V (`[Hkv, nk·blockK, D]`, 16-bit) before the kernel
 /// visits it. Nothing of a block is converted on the host.
 ///
@@ -32,19 +33,24 @@ final class DeviceRingStore: ResidentRingStore {
     private var ownerBlocks: [Range<Int>] = []
     private var sendDevice: DeviceBuffer?, sendHost: PinnedBuffer?, receiveHost: PinnedBuffer?
     private var receivedBytes = 0
+    /// Whether MPI takes device memory: payloads are sent from `sendDevice` and received into
+    /// `receiveDevice` (a fresh buffer each step: the previous one may still be computed with).
+    private let messagesInDeviceMemory: Bool
+    private var receiveDevice: DeviceBuffer?
     private var timings: [(start: CUDAEvent, stop: CUDAEvent)] = []
 
     /// Device seconds in the attention kernel over every `attend` (after `finish`).
     private(set) var kernelSeconds = 0.0
 
     init(shard: DeviceShard, mask: BlockMask, maskKeys: DeviceBuffer?, tokenRanges: [Range<Int>],
-         config: SpargeConfig, seqLen: Int, wideValues: Bool) throws {
+         config: SpargeConfig, seqLen: Int, wideValues: Bool, messagesInDeviceMemory: Bool = false) throws {
         try CUDABlockSparseAttention.checkShape(headDim: shard.dim, config: config)
         guard !wideValues || shard.precision == .bf16 else {
             throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
         }
         var t = CUDATrace.now()
         self.shard = shard
+        self.messagesInDeviceMemory = messagesInDeviceMemory
         ring = try shard.ringTensors()
         device = shard.device
         plan = try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows, kvHeads: shard.kvHeads,
@@ -118,10 +124,15 @@ final class DeviceRingStore: ResidentRingStore {
         try device.makeCurrent()
         let t = CUDATrace.now()
         self.ownerBlocks = ownerBlocks
-        let up = try DeviceBuffer(device: device, bytes: receivedBytes, label: "ring payload")
-        if receivedBytes > 0 {
-            try device.api.check(device.api.cuMemcpyHtoD(up.address, receiveHost!.pointer, receivedBytes),
-                                 "cuMemcpyHtoD(\(receivedBytes) B of ring payload)")
+        let up: DeviceBuffer
+        if messagesInDeviceMemory, let arrived = receiveDevice {
+            up = arrived
+        } else {
+            up = try DeviceBuffer(device: device, bytes: receivedBytes, label: "ring payload")
+            if receivedBytes > 0 {
+                try device.api.check(device.api.cuMemcpyHtoD(up.address, receiveHost!.pointer, receivedBytes),
+                                     "cuMemcpyHtoD(\(receivedBytes) B of ring payload)")
+            }
         }
         payload = up
         for i in payloadOffsets.indices { payloadOffsets[i] = -1 }
@@ -142,7 +153,7 @@ final class DeviceRingStore: ResidentRingStore {
         let t = CUDATrace.now()
         if (sendDevice?.bytes ?? 0) < byteCount {
             sendDevice = try DeviceBuffer(device: device, bytes: byteCount, label: "ring send area")
-            sendHost = try PinnedBuffer(device: device, bytes: byteCount)
+            sendHost = messagesInDeviceMemory ? nil : try PinnedBuffer(device: device, bytes: byteCount)
         }
         let area = sendDevice!.address
         var copies: [UInt64] = []
@@ -156,16 +167,27 @@ final class DeviceRingStore: ResidentRingStore {
             try table.upload(copies)
             try device.launch(device.residentKernel("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
             try device.synchronize()
-            try device.api.check(device.api.cuMemcpyDtoH(sendHost!.pointer, area, byteCount),
-                                 "cuMemcpyDtoH(\(byteCount) B of ring payload)")
+            if !messagesInDeviceMemory {
+                try device.api.check(device.api.cuMemcpyDtoH(sendHost!.pointer, area, byteCount),
+                                     "cuMemcpyDtoH(\(byteCount) B of ring payload)")
+            }
+        }
+        if messagesInDeviceMemory {
+            CUDATrace.note("ring: \(entries.count) blocks packed (MPI sends from the device)", since: t)
+            return UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(area)), count: byteCount)
         }
         CUDATrace.note("ring: \(entries.count) blocks packed and down", since: t)
         return UnsafeRawBufferPointer(start: sendHost!.pointer, count: byteCount)
     }
 
     func receiveBuffer(byteCount: Int) throws -> UnsafeMutableRawBufferPointer {
-        if (receiveHost?.bytes ?? 0) < byteCount { receiveHost = try PinnedBuffer(device: device, bytes: byteCount) }
         receivedBytes = byteCount
+        if messagesInDeviceMemory {
+            let buffer = try DeviceBuffer(device: device, bytes: byteCount, label: "ring payload (MPI receives)")
+            receiveDevice = buffer
+            return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: UInt(buffer.address)), count: byteCount)
+        }
+        if (receiveHost?.bytes ?? 0) < byteCount { receiveHost = try PinnedBuffer(device: device, bytes: byteCount) }
         return UnsafeMutableRawBufferPointer(start: receiveHost!.pointer, count: byteCount)
     }
 

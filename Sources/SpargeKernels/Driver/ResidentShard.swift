@@ -60,8 +60,11 @@ public protocol ResidentShard: AnyObject {
                      seqLen: Int) throws -> BlockMask
 
     /// The ring's store for an attention of this rank's queries under `mask`, holding this rank's K/V.
+    ///
+    /// - Parameter messagesInPlace: the transport takes the backend's own memory (a CUDA-aware MPI), so
+    ///   `pack` and `receiveBuffer` may hand it device memory instead of staging through the host.
     func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
-                       wideValues: Bool) throws -> any ResidentRingStore
+                       wideValues: Bool, messagesInPlace: Bool) throws -> any ResidentRingStore
 }
 
 /// A ring store whose output stays where it was computed.

@@ -22,6 +22,9 @@ public protocol Communicator: AnyObject {
     /// Returns once every rank has called it.
     func barrier()
 
+    /// Whether `isend` and `irecv` take CUDA device memory (a CUDA-aware MPI); false by default.
+    var movesDeviceMemory: Bool { get }
+
     /// Replaces every element with its sum over all ranks.
     ///
     /// The order of the additions is up to the transport: results are exact only when every partial sum is
@@ -129,6 +132,8 @@ public struct Request {
 }
 
 extension Communicator {
+    public var movesDeviceMemory: Bool { false }
+
     /// Gathers every rank's bytes in rank order when the counts are not known in advance: the counts are
     /// gathered first (8 bytes per rank), then the bytes with `allgatherv`.
     /// - Returns: one array per rank, indexed by rank; empty for a rank that gave nothing.

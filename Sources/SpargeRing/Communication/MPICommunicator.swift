@@ -22,6 +22,11 @@ public final class MPICommunicator: Communicator {
     public private(set) var messagesSent = 0
     public private(set) var messagesReceived = 0
 
+    /// Whether OpenMPI reports CUDA support (`MPIX_Query_cuda_support`): then the GPU backend's ring
+    /// payloads go to MPI from device memory, with no copy through the host. Set it to false to send
+    /// through pinned host memory anyway (the command line's `SPARGE_MPI_DEVICE_BUFFERS=0`).
+    public lazy var movesDeviceMemory: Bool = cmpiCUDAAware() != 0
+
     /// Our duplicate of `MPI_COMM_WORLD`; nil after `finalize()`.
     private var comm: MPI_Comm?
     /// Whether this object initialized MPI and so must finalize it.

@@ -10,6 +10,8 @@ public struct ForwardStatistics: Sendable, Equatable {
     public var attention = AttentionStatistics()
     /// Bytes of the summaries exchange (key summaries and need table) this rank contributed.
     public var summaryBytes = 0
+    /// Whether the ring's payloads went to MPI from device memory (a CUDA-aware MPI), not through the host.
+    public var messagesInPlace = false
     /// Seconds in each phase on this rank: pooling and exchanging summaries, predicting mask rows,
     /// the ring, and the whole call.
     public var summarySeconds = 0.0, maskSeconds = 0.0, ringSeconds = 0.0, totalSeconds = 0.0
