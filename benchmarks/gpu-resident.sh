@@ -5,7 +5,8 @@
 #      and -np 3 on one GPU vs one process (masks identical, outputs within 2e-3, ring bytes as predicted);
 #   3. the whole pass at N=32768, 8 heads, D=128: llm TopCdf, TopK 0.1 and 0.3, dense; traced once; and the
 #      kernel alone (bench-kernel) dense on the same shape;
-#   4. N=1048576, 4 heads, causal, llm: one rank, then 2 ranks sharing the GPU;
+#   4. N=1048576, 4 heads, causal, llm: one rank, then 2 ranks sharing the GPU (and both sizes on 2 ranks
+#      through MPS, where the machine has it);
 #   5. the peer's end-to-end call on the same shapes (TopK 1, 0.3, 0.1, 0.03; at 1M causal TopK 0.004, 0.02);
 #      where the machine still holds its build from an earlier call, it is not built again.
 # With nsys on the machine, also the kernel times of five 32K passes.
@@ -65,6 +66,22 @@ c=(bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --
 step "32K, 8 heads, 2 ranks sharing the GPU, traced"
 SPARGE_CUDA_TRACE=1 timeout -k 5 120 mpirun -np 2 "$BIN" "${b[@]}" --repeat 3 --json 2> "$OUT/trace-32k-2ranks.log"; echo "rc=$?"
 tail -n 40 "$OUT/trace-32k-2ranks.log"
+
+if command -v nvidia-cuda-mps-control > /dev/null; then
+    # Without MPS two processes' kernels take turns on the GPU in time slices; with it they share it.
+    step "32K and 1M, 2 ranks sharing the GPU through MPS (its daemon started for this step only)"
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/sparge-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/sparge-mps/log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d; then
+        sleep 1
+        timeout -k 5 120 mpirun -np 2 "$BIN" "${b[@]}" --repeat 10 --json; echo "rc=$?"
+        timeout -k 5 300 mpirun -np 2 "$BIN" "${c[@]}" --repeat 3; echo "rc=$?"
+        echo quit | nvidia-cuda-mps-control; sleep 1
+    else
+        echo "MPS did not start"
+    fi
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+fi
 
 step "1M causal, one rank"
 timeout -k 5 200 "$BIN" "${c[@]}" --repeat 3; echo "rc=$?"
