@@ -140,6 +140,7 @@ final class SummaryCodingTests: XCTestCase {
         let runs = [BlockSummaries.summarize(x, rows: 0..<128, firstBlock: 0, blockSize: 64, threshold: 0.1),
                     BlockSummaries.summarize(x, rows: 128..<640, firstBlock: 6, blockSize: 64, threshold: 0.1)]
         XCTAssertEqual(SummaryCoding.decode(SummaryCoding.encode(runs)), runs)
+        XCTAssertEqual(SummaryCoding.byteCount(runs), SummaryCoding.encode(runs).count)
         XCTAssertEqual(SummaryCoding.decode([]), [])
     }
 }

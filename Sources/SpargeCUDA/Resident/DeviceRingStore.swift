@@ -37,6 +37,9 @@ final class DeviceRingStore: ResidentRingStore {
     /// `receiveDevice` (a fresh buffer each step: the previous one may still be computed with).
     private let messagesInDeviceMemory: Bool
     private var receiveDevice: DeviceBuffer?
+    /// The payload copied up on the copy stream once it arrived, and the event that says it is there.
+    private var arrived: (buffer: DeviceBuffer, copied: CUDAEvent)?
+    private var lastCopy: CUDAEvent?
     private var timings: [(start: CUDAEvent, stop: CUDAEvent)] = []
 
     /// Device seconds in the attention kernel over every `attend` (after `finish`).
@@ -124,16 +127,18 @@ final class DeviceRingStore: ResidentRingStore {
         try device.makeCurrent()
         let t = CUDATrace.now()
         self.ownerBlocks = ownerBlocks
+        if arrived == nil { try payloadArrived() }
         let up: DeviceBuffer
-        if messagesInDeviceMemory, let arrived = receiveDevice {
-            up = arrived
+        if messagesInDeviceMemory, let received = receiveDevice {
+            up = received
         } else {
-            up = try DeviceBuffer(device: device, bytes: receivedBytes, label: "ring payload")
-            if receivedBytes > 0 {
-                try device.api.check(device.api.cuMemcpyHtoD(up.address, receiveHost!.pointer, receivedBytes),
-                                     "cuMemcpyHtoD(\(receivedBytes) B of ring payload)")
-            }
+            // Copied up on the copy stream when it arrived (often while the last kernel ran); the kernels
+            // from here on wait for that copy, the host does not.
+            let (buffer, copied) = arrived!
+            try copied.makeWait()
+            up = buffer
         }
+        arrived = nil
         payload = up
         for i in payloadOffsets.indices { payloadOffsets[i] = -1 }
         var placements: [UInt64] = []
@@ -180,6 +185,21 @@ final class DeviceRingStore: ResidentRingStore {
         return UnsafeRawBufferPointer(start: sendHost!.pointer, count: byteCount)
     }
 
+    func payloadArrived() throws {
+        guard !messagesInDeviceMemory, arrived == nil else { return }
+        try device.makeCurrent()
+        let buffer = try DeviceBuffer(device: device, bytes: receivedBytes, label: "ring payload")
+        let copied = try CUDAEvent(device: device)
+        if receivedBytes > 0 {
+            try device.api.check(device.api.cuMemcpyHtoDAsync(buffer.address, receiveHost!.pointer, receivedBytes,
+                                                              device.copyStream),
+                                 "cuMemcpyHtoDAsync(\(receivedBytes) B of ring payload)")
+        }
+        try copied.record(on: device.copyStream)
+        arrived = (buffer, copied)
+        lastCopy = copied
+    }
+
     func receiveBuffer(byteCount: Int) throws -> UnsafeMutableRawBufferPointer {
         receivedBytes = byteCount
         if messagesInDeviceMemory {
@@ -187,7 +207,14 @@ final class DeviceRingStore: ResidentRingStore {
             receiveDevice = buffer
             return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: UInt(buffer.address)), count: byteCount)
         }
+        // MPI may write the pinned buffer once the last payload's copy up has read it.
+        try lastCopy?.synchronize()
         if (receiveHost?.bytes ?? 0) < byteCount { receiveHost = try PinnedBuffer(device: device, bytes: byteCount) }
+        // The copy up (on the copy stream) writes device memory that the pool may have handed back from
+        // work enqueued so far: it waits for that work — not for the attention launched after this.
+        let enqueued = try CUDAEvent(device: device)
+        try enqueued.record()
+        try enqueued.makeWait(device.copyStream)
         return UnsafeMutableRawBufferPointer(start: receiveHost!.pointer, count: byteCount)
     }
 

@@ -47,4 +47,14 @@ public protocol RingBlockStore: AnyObject {
     ///   - poll: called on this thread while the work runs, with the share done; the ring progresses its
     ///     messages with it.
     func attend(threads: Int, poll: ((Double) -> Void)?) throws
+
+    /// Told as soon as the payload posted on the last `receiveBuffer` has arrived — often while `attend`'s
+    /// work still runs — so that a store may start moving it (a GPU store copies it up on its copy stream,
+    /// overlapping the kernel). Called once per received payload, before `holdReceived`.
+    func payloadArrived() throws
+}
+
+extension RingBlockStore {
+    /// Nothing to start: the host store computes from the receive buffer itself.
+    public func payloadArrived() throws {}
 }

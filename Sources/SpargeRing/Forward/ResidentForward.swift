@@ -109,7 +109,7 @@ extension ShardedAttention {
         try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
         guard comm.size > 1 else { return nil }
         let keyRuns = try agreed(comm) { try shard.localKeySummaries() }
-        stats.summaryBytes = SummaryCoding.encode(keyRuns).count
+        stats.summaryBytes = SummaryCoding.byteCount(keyRuns)
         return BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
     }
 }

@@ -98,7 +98,7 @@ public enum ShardedAttention {
         let keyRuns = try SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
                                                          threshold: config.simThreshold, subtracting: keyMean,
                                                          engine: engine)
-        stats.summaryBytes = SummaryCoding.encode(keyRuns).count
+        stats.summaryBytes = SummaryCoding.byteCount(keyRuns)
         let allKeys = BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
         let queries = queryRuns.isEmpty
             ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,

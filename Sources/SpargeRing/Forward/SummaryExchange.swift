@@ -35,6 +35,11 @@ enum SummaryExchange {
 /// Flat byte encoding of summary runs for the allgather: per run a 5-word header
 /// (heads, dim, blockSize, firstBlock, count as little-endian Int64), the means, then the flags.
 enum SummaryCoding {
+    /// The bytes `encode` gives, without encoding (the statistics count them every pass).
+    static func byteCount(_ runs: [BlockSummaries]) -> Int {
+        runs.reduce(0) { $0 + 40 + 4 * $1.means.count + $1.flags.count }
+    }
+
     static func encode(_ runs: [BlockSummaries]) -> [UInt8] {
         var bytes: [UInt8] = []
         for run in runs {

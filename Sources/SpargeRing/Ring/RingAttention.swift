@@ -60,18 +60,30 @@ struct RingAttention {
                 requests.append(try comm.irecv(into: buffer, from: schedule.previous(of: r), tag: s))
             }
 
-            // Compute, progressing the messages from this thread between work items.
+            // Compute, progressing the messages from this thread between work items; the store hears of the
+            // payload's arrival as soon as it is seen.
             let posted = DispatchTime.now().uptimeNanoseconds
             var completed = [UInt64?](repeating: nil, count: requests.count)
+            var told = false, arrivalError: Error?
+            let tellArrival = {
+                guard !told else { return }
+                told = true
+                do { try store.payloadArrived() } catch { arrivalError = error }
+            }
             let poll = { (done: Double) in
                 for i in requests.indices where completed[i] == nil {
-                    if comm.test(&requests[i]) { completed[i] = DispatchTime.now().uptimeNanoseconds }
+                    if comm.test(&requests[i]) {
+                        completed[i] = DispatchTime.now().uptimeNanoseconds
+                        if requests[i].direction == .receive { tellArrival() }
+                    }
                 }
                 progress?((Double(s) + done) / Double(p))
             }
             try store.attend(threads: threads, poll: requests.isEmpty && progress == nil ? nil : poll)
             let computed = DispatchTime.now().uptimeNanoseconds
             comm.waitAll(&requests)
+            if !incoming[s].isEmpty { tellArrival() }
+            if let arrivalError { throw arrivalError }
             let waited = DispatchTime.now().uptimeNanoseconds
             stats.computeSeconds += Double(computed - posted) * 1e-9
             stats.waitSeconds += Double(waited - computed) * 1e-9
