@@ -227,3 +227,18 @@ public final class TensorSource {
             : names.prefix(20).joined(separator: ", ") + ", … (\(names.count) in all)"
     }
 }
+
+extension Array where Element == Range<Int> {
+    /// The part of these row ranges, laid end to end, at positions `local`: `[0..<4, 10..<14].slice(2..<6)` is
+    /// `[2..<4, 10..<12]` (a chunk of a shard's rows, as the file's row ranges to read).
+    public func slice(_ local: Range<Int>) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var start = 0
+        for r in self {
+            let lo = Swift.max(local.lowerBound, start), hi = Swift.min(local.upperBound, start + r.count)
+            if lo < hi { out.append((r.lowerBound + lo - start)..<(r.lowerBound + hi - start)) }
+            start += r.count
+        }
+        return out
+    }
+}

@@ -1,3 +1,4 @@
+import SpargeCUDA
 import SpargeFormats
 import SpargeRing
 
@@ -36,6 +37,22 @@ struct InputSet {
         return (Tensor3(heads: queryHeads, rows: rows, dim: headDim, data: try InputError.naming("Q") { try q.readRows(ranges) }),
                 Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try InputError.naming("K") { try k.readRows(ranges) }),
                 Tensor3(heads: kvHeads, rows: rows, dim: headDim, data: try InputError.naming("V") { try v.readRows(ranges) }))
+    }
+}
+
+extension InputSet {
+    /// Rows `ranges` of Q, K and V as `[H, Σ count, D]` f32 tensors on `device`, read from the files in pinned
+    /// chunks (no host copy of a whole tensor).
+    func read(_ ranges: [Range<Int>], onto device: CUDADevice) throws -> (q: Tensor, k: Tensor, v: Tensor) {
+        let rows = ranges.reduce(0) { $0 + $1.count }
+        func load(_ source: TensorSource, heads: Int, _ role: String) throws -> Tensor {
+            try InputError.naming(role) {
+                try device.tensor(heads: heads, rows: rows, dim: headDim) { local, chunk in
+                    try source.readRows(ranges.slice(local), into: chunk)
+                }
+            }
+        }
+        return (try load(q, heads: queryHeads, "Q"), try load(k, heads: kvHeads, "K"), try load(v, heads: kvHeads, "V"))
     }
 }
 

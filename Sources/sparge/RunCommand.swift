@@ -1,4 +1,5 @@
 import Foundation
+import SpargeCUDA
 import SpargeFormats
 import SpargeRing
 
@@ -101,11 +102,17 @@ enum RunCommand {
         if let imagePath { outputs.addPicture(path: imagePath, overwrite: force) }
 
         progress.update("read", 0)
-        let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
-        let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
-                                                  communicator: comm, threads: threads, engine: engine,
-                                                  kvFormat: kvFormat) { phase, f in
-            progress.update(phase, f)
+        let onProgress = { (phase: String, f: Double) in progress.update(phase, f) }
+        let result: ForwardResult
+        if let cuda = engine as? CUDAAttentionEngine, cuda.runsResident {
+            // The files land on the device in pinned chunks; the pass stays there.
+            let (q, k, v) = ctx.collectively { try inputs.read(myTokens, onto: cuda.device) }
+            result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                                  threads: threads, engine: engine, kvFormat: kvFormat, progress: onProgress)
+        } else {
+            let (q, k, v) = ctx.collectively { try inputs.read(myTokens) }
+            result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                                  threads: threads, engine: engine, kvFormat: kvFormat, progress: onProgress)
         }
         progress.update("write", 0)
         outputs.write(outputFile) { try $0.writeRows(myTokens, values: result.output.data) }

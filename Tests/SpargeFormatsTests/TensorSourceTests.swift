@@ -4,6 +4,25 @@ import XCTest
 
 /// Reading row ranges from .npy and .safetensors files, in every dtype and layout.
 final class TensorSourceTests: XCTestCase {
+    /// A chunk of a shard's rows, as the file's row ranges: every position of fresh random range lists and
+    /// chunks maps to the row it lies on, in order.
+    func testSliceOfRangesIsTheChunksRows() {
+        for _ in 0..<200 {
+            var ranges: [Range<Int>] = []
+            var at = Int.random(in: 0...5)
+            for _ in 0..<Int.random(in: 1...3) {
+                let n = Int.random(in: 0...7)
+                ranges.append(at..<(at + n))
+                at += n + Int.random(in: 0...4)
+            }
+            let rows = ranges.flatMap { Array($0) }
+            let lo = Int.random(in: 0...rows.count), hi = Int.random(in: lo...rows.count)
+            let sliced = ranges.slice(lo..<hi)
+            XCTAssertEqual(sliced.flatMap { Array($0) }, Array(rows[lo..<hi]), "\(ranges) slice \(lo)..<\(hi)")
+            XCTAssertFalse(sliced.contains { $0.isEmpty }, "no empty ranges: \(sliced)")
+        }
+    }
+
     let (heads, rows, dim) = (3, 40, 8)
 
     /// Row-range sets every case is read with: whole, one inside, a zigzag pair, empty, single rows.

@@ -1,4 +1,6 @@
 import Foundation
+import SpargeFormats
+import SpargeWorkloads
 import SpargeTestSupport
 import XCTest
 
@@ -97,6 +99,30 @@ final class CUDAHostPathTests: XCTestCase {
                                       "--json"], timeout: 120)
         XCTAssertEqual(bench.status, 0, transcript(bench))
         XCTAssertTrue(bench.stdout.contains("\"device\": \"Stub GPU\""), bench.stdout)
+    }
+
+    /// `run` with the CUDA backend reads the files onto the device in pinned chunks of whole rows (zigzag
+    /// shards under `mpirun -np 2`, causal) and runs to its end; a NaN in a file is named with its file and row,
+    /// on every rank.
+    func testRunReadsFilesOntoTheDevice() throws {
+        _ = try stub()
+        let folder = try scratchFolder(self)
+        let inputs = try SmallInputs(shape: WorkloadShape(queryHeads: 2, kvHeads: 1, seqLen: 600, headDim: 64))
+        let good = try inputs.writeNPY(to: folder)
+        let out = ["--output", "\(folder)/out.npy", "--force", "--causal", "--backend", "cuda"]
+        for launch in [Launch.single, .ranks(2)] {
+            let result = try launch.run(["run"] + good + out, timeout: 120)
+            XCTAssertEqual(result.status, 0, "\(launch)\n\(transcript(result))")
+        }
+        var q = inputs.q
+        q[1, 437, 3] = .nan
+        let bad = "\(folder)/nan-q.npy"
+        try NPYWriter.write(path: bad, shape: [q.heads, q.rows, q.dim], values: q.data)
+        var args = good
+        args[args.firstIndex(of: "--q")! + 1] = bad
+        let result = try Launch.ranks(2).run(["run"] + args + out, timeout: 120)
+        XCTAssertNotEqual(result.status, 0, transcript(result))
+        XCTAssertTrue(result.stderr.contains("nan-q.npy") && result.stderr.contains("row 437"), transcript(result))
     }
 
     func testMissingDriverIsNamedAndAutoFallsBackToTheCPU() throws {

@@ -40,6 +40,34 @@ final class StagedTransfer: @unchecked Sendable {
         for slot in 0..<2 where pending[slot] { try done[slot].synchronize() }
     }
 
+    /// Fills `destination`, a `[heads][total][dim]` Float array, in chunks of whole rows: `fill(rows, chunk)`
+    /// writes rows `rows` of every head into `chunk` as `[heads][rows.count][dim]` (a file read straight into
+    /// pinned memory, say) while the chunk before goes up; each head's part goes to its place.
+    func uploadRows(to destination: DeviceBuffer, heads: Int, total: Int, dim: Int,
+                    fill: (_ rows: Range<Int>, _ chunk: UnsafeMutableBufferPointer<Float>) throws -> Void) throws {
+        precondition(heads * total * dim * 4 <= destination.bytes, "StagedTransfer: rows past the end")
+        try device.makeCurrent()
+        let rowsPerChunk = max(1, chunkBytes / max(1, heads * dim * 4))
+        precondition(rowsPerChunk * heads * dim * 4 <= chunkBytes, "StagedTransfer: a row of every head exceeds a chunk")
+        var pending = [false, false]
+        for (i, first) in stride(from: 0, to: total, by: rowsPerChunk).enumerated() {
+            let slot = i % 2
+            if pending[slot] { try done[slot].synchronize() }
+            let rows = first..<min(total, first + rowsPerChunk)
+            let floats = chunks[slot].pointer.bindMemory(to: Float.self, capacity: heads * rows.count * dim)
+            try fill(rows, UnsafeMutableBufferPointer(start: floats, count: heads * rows.count * dim))
+            for h in 0..<heads {
+                let bytes = rows.count * dim * 4
+                try device.api.check(device.api.cuMemcpyHtoDAsync(destination.address + UInt64((h * total + first) * dim * 4),
+                                                                  chunks[slot].pointer + h * bytes, bytes, device.copyStream),
+                                     "cuMemcpyHtoDAsync(\(bytes) B)")
+            }
+            try done[slot].record(on: device.copyStream)
+            pending[slot] = true
+        }
+        for slot in 0..<2 where pending[slot] { try done[slot].synchronize() }
+    }
+
     /// Copies `count` bytes of host memory at `source` up to `offset` of `destination`, several threads copying.
     func upload(to destination: DeviceBuffer, offset: Int = 0, from source: UnsafeRawPointer, count: Int) throws {
         try upload(to: destination, offset: offset, count: count) { start, length, chunk in

@@ -18,6 +18,16 @@ extension CUDADevice {
         return try buffer.tensor(packed.element, shape: packed.shape)
     }
 
+    /// A `[heads, rows, dim]` f32 tensor on this device whose rows `read(rows, into:)` writes as
+    /// `[heads][rows.count][dim]` into pinned chunks (tens of MiB each, two in turn): inputs read from files
+    /// land on the device without a host copy of the whole tensor, the reading overlapping the copies.
+    public func tensor(heads: Int, rows: Int, dim: Int,
+                       readingRows read: (_ rows: Range<Int>, _ into: UnsafeMutableBufferPointer<Float>) throws -> Void) throws -> Tensor {
+        let buffer = try DeviceBuffer(device: self, bytes: heads * rows * dim * 4, label: "tensor read from a file")
+        try stagedTransfer().uploadRows(to: buffer, heads: heads, total: rows, dim: dim, fill: read)
+        return try buffer.tensor(.f32, shape: [heads, rows, dim])
+    }
+
     /// A host copy of tensor `t` of this device (packed, the same element type and shape).
     public func download(_ t: Tensor) throws -> Tensor {
         let buffer = try deviceBuffer(of: t, label: "download")
