@@ -139,14 +139,17 @@ final class ResidentKernelEmulationTests: XCTestCase {
             offsets.append(payload.count * 2)
             for _ in 0..<(2 * rows * dim) { payload.append(Float.random(in: -4...4, using: &rng).bitPattern.bf16Rounded) }
         }
-        var input = Data()
-        input.append(ints: [kvHeads, kvRows, dim, blocks.count])
-        for (i, (g, j, rows)) in blocks.enumerated() { input.append(ints: [g, j * blockK, rows, offsets[i]]) }
-        input.append(ints: [payload.count])
-        payload.withUnsafeBytes { input.append(contentsOf: $0) }
-        let out = try program().run("place", input)
-        let k = out.values(UInt16.self, count: kvHeads * kvRows * dim)
-        let v = out.values(UInt16.self, at: k.count * 2, count: kvHeads * kvRows * dim)
+        func placed(keys: Bool) throws -> (k: [UInt16], v: [UInt16]) {
+            var input = Data()
+            input.append(ints: [kvHeads, kvRows, dim, blocks.count, keys ? 1 : 0])
+            for (i, (g, j, rows)) in blocks.enumerated() { input.append(ints: [g, j * blockK, rows, offsets[i]]) }
+            input.append(ints: [payload.count])
+            payload.withUnsafeBytes { input.append(contentsOf: $0) }
+            let out = try program().run("place", input)
+            let k = out.values(UInt16.self, count: kvHeads * kvRows * dim)
+            return (k, out.values(UInt16.self, at: k.count * 2, count: kvHeads * kvRows * dim))
+        }
+        let (k, v) = try placed(keys: true)
         var expectedK = [UInt16](repeating: 0, count: k.count), expectedV = expectedK
         for (i, (g, j, rows)) in blocks.enumerated() {
             let base = offsets[i] / 2
@@ -158,6 +161,10 @@ final class ResidentKernelEmulationTests: XCTestCase {
         }
         XCTAssertEqual(k, expectedK, "keys, seed \(seed)")
         XCTAssertEqual(v, expectedV, "values (bf16 payload to fp16), seed \(seed)")
+        // With no K buffer (the kernel reads K in place) only V is placed.
+        let valuesOnly = try placed(keys: false)
+        XCTAssertEqual(valuesOnly.v, expectedV, "values without keys, seed \(seed)")
+        XCTAssertEqual(valuesOnly.k, [UInt16](repeating: 0, count: k.count), "nothing written for keys, seed \(seed)")
     }
 
     private func program() throws -> HostKernelProgram {
@@ -229,6 +236,7 @@ int main(int argc, char** argv) {
         fwrite(dst, 2, count, out);
     } else if (strcmp(argv[1], "place") == 0) {
         int kvHeads = (int)take_int(), kvRows = (int)take_int(), dim = (int)take_int(), n = (int)take_int();
+        int withKeys = (int)take_int();
         long long meta[64][4];
         for (int i = 0; i < n; ++i) for (int f = 0; f < 4; ++f) meta[i][f] = take_int();
         long long words = take_int();
@@ -244,7 +252,7 @@ int main(int argc, char** argv) {
             table[i].kvHead = (int)meta[i][0]; table[i].firstRow = (int)meta[i][1]; table[i].rows = (int)meta[i][2];
         }
         int overflow = 0;
-        LAUNCH(n, 32, sparge_place_blocks(table, 1, dim, kvRows, k, 1, v, 2, &overflow));
+        LAUNCH(n, 32, sparge_place_blocks(table, 1, dim, kvRows, withKeys ? k : 0, 1, v, 2, &overflow));
         fwrite(k, 2, elements, out);
         fwrite(v, 2, elements, out);
     }

@@ -23,6 +23,8 @@ final class DeviceRingStore: ResidentRingStore {
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     private let valuesInBF16: Bool
     private let k: DeviceBuffer, v: DeviceBuffer
+    /// Whether `k` is the shard's own K (nothing of K to place).
+    private let keysInPlace: Bool
     private let oacc: DeviceBuffer, ml: DeviceBuffer, counters: DeviceBuffer, tileTable: DeviceBuffer
     private let overflow: DeviceBuffer
 
@@ -71,7 +73,11 @@ final class DeviceRingStore: ResidentRingStore {
         t = CUDATrace.note("ring store: host: plan of \(plan.tiles.count) tiles", since: t)
 
         let (d, kvBytes) = (shard.dim, shard.kvHeads * kvRows * shard.dim * 2)
-        k = try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
+        // One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
+        // reads that K where it is, and only V is placed (converted to the P·V type).
+        keysInPlace = tokenRanges == [0..<seqLen] && shard.rows == kvRows
+            && shard.kvFormat == (shard.precision == .bf16 ? .bf16 : .f16)
+        k = keysInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
         v = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
         t = try CUDATrace.step("ring store: K, V buffers", since: t, on: device)
         // Every block a tile visits is placed before it is visited; only the rows past the sequence's end
@@ -231,9 +237,12 @@ final class DeviceRingStore: ResidentRingStore {
         var visits = 0
         for range in ownerBlocks {
             let first = work.count / 4
+            // (A range of every key block, one rank's, holds every visit: no search.)
+            let everything = range.lowerBound == 0 && range.upperBound >= keyBlocks
             for (i, tile) in plan.tiles.enumerated() {
-                let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
-                let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
+                let lo = everything ? tile.visits.lowerBound : plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
+                let hi = everything ? tile.visits.upperBound
+                    : plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
                 if hi > lo {
                     work.append(Int32(i))
                     work.append(Int32(lo - (listsFromRowStart ? tile.visits.lowerBound : 0)))
@@ -346,7 +355,7 @@ final class DeviceRingStore: ResidentRingStore {
         try table.upload(placements)
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
-            .int(Int32(kvRows)), .pointer(k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
+            .int(Int32(kvRows)), .pointer(keysInPlace ? 0 : k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
             .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
