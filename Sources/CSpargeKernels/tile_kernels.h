@@ -9,6 +9,7 @@
 //                  accumulators)
 //   HAS_FMA        1 where the ISA has fused multiply-add
 //   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
+//   MADD16(a, b)   optional: the ISA's instruction for `vmadd16` (AVX2's vpmaddwd); else vector arithmetic
 //
 // Blocking (AVX2's 16 ymm registers, for example): 6 keys × 16 lanes = 12 accumulators, 2 query vectors and
 // one broadcast key value per step — 15 registers, 12 FMAs for 8 loads. With fewer registers the
@@ -203,7 +204,10 @@ float KERNEL(fma_probe)(long iterations) {
     return s[0];
 }
 
+#include "tile_kernels_int8.h"
+
 sparge_tile_kernels KERNEL(kernels)(void) {
-    sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS};
+    sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
+                             KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe)};
     return k;
 }
