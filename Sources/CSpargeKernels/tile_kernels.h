@@ -111,18 +111,36 @@ INLINE void scores_micro(const float *q, long stride, const float *keys, long di
     }
 }
 
+/// The next block's lines (keys, then values), asked for a few at a time: `lines` of each, `perCall` per
+/// call, `*line` the next one (no division: it cost as much as a micro-kernel's products).
+typedef struct {
+    const char *keys, *values;
+    long lines, perCall, next;
+} prefetch_plan;
+
+INLINE prefetch_plan prefetch_spread(const void *aheadKeys, const void *aheadValues, long aheadBytes, long calls) {
+    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0;
+    prefetch_plan plan = {aheadKeys, aheadValues, lines, calls ? (2 * lines + calls - 1) / calls : 0, 0};
+    return plan;
+}
+
+INLINE void prefetch_some(prefetch_plan *plan) {
+    for (long end = plan->next + plan->perCall; plan->next < end && plan->next < 2 * plan->lines; plan->next++) {
+        long line = plan->next;
+        __builtin_prefetch(line < plan->lines ? plan->keys + line * 64 : plan->values + (line - plan->lines) * 64, 0, 3);
+    }
+}
+
 void KERNEL(scores)(const float *queriesT, long stride, long lanes, const float *keys, long dim, long keyCount,
                     float *scores, float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
-    // The next block's lines, spread evenly over this block's micro-kernels (keys, then values).
-    long calls = lanes / (LV * VW) * ((keyCount + MR - 1) / MR);
-    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0, perCall = calls ? (2 * lines + calls - 1) / calls : 0;
-    long line = 0;
+    // The next block's lines, spread evenly over this block's micro-kernels.
+    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes,
+                                          lanes / (LV * VW) * ((keyCount + MR - 1) / MR));
     for (long g = 0; g < lanes; g += LV * VW) {
         long c = 0;
 #define SCORE_GROUPS(n)                                                                                    \
     for (; c + (n) <= keyCount; c += (n)) {                                                                \
-        for (long end = line + perCall; line < end && line < 2 * lines; line++)                            \
-            __builtin_prefetch((const char *)(line < lines ? aheadKeys : aheadValues) + line % lines * 64, 0, 3); \
+        prefetch_some(&ahead);                                                                             \
         scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g); \
     }
         // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.

@@ -79,9 +79,8 @@ INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long p
 void KERNEL(int8_scores)(const int *queriesT, long stride, long lanes, const float *laneScale, const int *keys,
                          long pairs, long keyCount, float keyScale, const float *keyMean, float *scores,
                          float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
-    long calls = lanes / (LV * VW) * ((keyCount + MR - 1) / MR);
-    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0, perCall = calls ? (2 * lines + calls - 1) / calls : 0;
-    long line = 0;
+    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes,
+                                          lanes / (LV * VW) * ((keyCount + MR - 1) / MR));
     for (long g = 0; g < lanes; g += LV * VW) {
         // The lanes' q·mean (integers times the mean, in fp32) and scales, once per lane group.
         vfloat offset[LV], scale[LV];
@@ -101,8 +100,7 @@ void KERNEL(int8_scores)(const int *queriesT, long stride, long lanes, const flo
         long c = 0;
 #define INT8_SCORE_GROUPS(n)                                                                               \
     for (; c + (n) <= keyCount; c += (n)) {                                                                \
-        for (long end = line + perCall; line < end && line < 2 * lines; line++)                            \
-            __builtin_prefetch((const char *)(line < lines ? aheadKeys : aheadValues) + line % lines * 64, 0, 3); \
+        prefetch_some(&ahead);                                                                             \
         int8_scores_micro(queriesT + g, stride, keys + c * pairs, pairs, (n), scale, offset, keyScale,      \
                           scores + c * stride + g, rowMax + g);                                             \
     }
