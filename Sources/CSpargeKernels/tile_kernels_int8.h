@@ -23,33 +23,15 @@ INLINE vint vmadd16(vint a, vint b) {
 #endif
 }
 
-INLINE vint vloadi(const int *p) { return *(const vint *)p; }
-INLINE void vstorei(int *p, vint v) { *(vint *)p = v; }
-INLINE vint vspliti(int x) {
-    vint v;
-#pragma clang loop unroll(full)
-    for (int i = 0; i < VW; i++) v[i] = x;
-    return v;
-}
+/// The float helpers on integer lanes (the same bits moved).
+INLINE vint vloadi(const int *p) { return (vint)vload((const float *)p); }
+INLINE void vstorei(int *p, vint v) { vstore((float *)p, (vfloat)v); }
+INLINE vint vspliti(int x) { return (vint)vsplat(__builtin_bit_cast(float, x)); }
 INLINE vfloat vfloat_of(vint v) { return __builtin_convertvector(v, vfloat); }
 
-/// `acc[r][v] += Σ pairs of A[s][v] · B[r·bRow + s·bStep]` for s < steps, r < nr: `outer_products` in pairs.
-INLINE void int_outer_products(vint acc[MR][LV], const int *a, long aStride, const int *b, long bRow, long bStep,
-                               long steps, int nr) {
-    for (long s = 0; s < steps; s++) {
-        vint av[LV];
-#pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) av[v] = vloadi(a + s * aStride + v * VW);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < MR; r++) {
-            if (r < nr) {
-                vint x = vspliti(b[r * bRow + s * bStep]);
-#pragma clang loop unroll(full)
-                for (int v = 0; v < LV; v++) acc[r][v] += vmadd16(av[v], x);
-            }
-        }
-    }
-}
+/// `acc + Σ pairs of a·x`: the integer step of `int_outer_products`.
+INLINE vint madd_step(vint a, vint x, vint acc) { return acc + vmadd16(a, x); }
+DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step)
 
 /// Scores of `nk` (≤ MR) keys against LV·VW lanes: integer sums over D, scaled as the signature says.
 INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long pairs, int nk, const vfloat *scale,
@@ -104,10 +86,7 @@ void KERNEL(int8_scores)(const int *queriesT, long stride, long lanes, const flo
         int8_scores_micro(queriesT + g, stride, keys + c * pairs, pairs, (n), scale, offset, keyScale,      \
                           scores + c * stride + g, rowMax + g);                                             \
     }
-        INT8_SCORE_GROUPS(MR)
-        if (MR > 4) { INT8_SCORE_GROUPS(4) }
-        INT8_SCORE_GROUPS(2)
-        INT8_SCORE_GROUPS(1)
+        FOR_TAILS(INT8_SCORE_GROUPS)
 #undef INT8_SCORE_GROUPS
     }
 }
@@ -179,10 +158,7 @@ void KERNEL(int8_pv)(const int *probabilities, long stride, long lanes, const in
                 int8_pv_micro(probabilities + j * stride + g, stride, lanes, values + j * dim + i, dim,       \
                               pairs - j < 32 ? pairs - j : 32, (n), valueScale + i, j == 0 ? alpha + g : 0,  \
                               outputT + i * lanes + g);
-    INT8_PV_GROUPS(MR)
-    if (MR > 4) { INT8_PV_GROUPS(4) }
-    INT8_PV_GROUPS(2)
-    INT8_PV_GROUPS(1)
+    FOR_TAILS(INT8_PV_GROUPS)
 #undef INT8_PV_GROUPS
 }
 

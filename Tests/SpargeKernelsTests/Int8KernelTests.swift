@@ -24,6 +24,16 @@ final class Int8KernelTests: XCTestCase {
         Int32(bitPattern: UInt32(UInt16(bitPattern: Int16(lo))) | UInt32(UInt16(bitPattern: Int16(hi))) << 16)
     }
 
+    /// `[outer][⌈count/2⌉]` words (in rows `rowStride` apart) of the pairs `(x(o, 2j), x(o, 2j+1))`, 0 past
+    /// `count`, stored at `j·rowStride + o`: the kernels' packed layouts.
+    func packed(outer: Int, count: Int, rowStride: Int, _ x: (Int, Int) -> Int) -> [Int32] {
+        var words = [Int32](repeating: 0, count: (count + 1) / 2 * rowStride)
+        for j in 0..<((count + 1) / 2) {
+            for o in 0..<outer { words[j * rowStride + o] = pair(x(o, 2 * j), 2 * j + 1 < count ? x(o, 2 * j + 1) : 0) }
+        }
+        return words
+    }
+
     /// A random shape: lanes, D and a key count covering the 6-, 4-, 2- and 1-key tails and odd pairs.
     func shape(_ g: inout SeededGenerator) -> (lanes: Int, stride: Int, dim: Int, keyCount: Int) {
         let lanes = 64 * Int.random(in: 1...2, using: &g)
@@ -39,12 +49,10 @@ final class Int8KernelTests: XCTestCase {
             let pairs = (dim + 1) / 2
             let q = (0..<(lanes * dim)).map { _ in Int.random(in: -127...127, using: &g) }  // [lane][i]
             let k = (0..<(keyCount * dim)).map { _ in Int.random(in: -127...127, using: &g) }
-            var packedQ = [Int32](repeating: 0, count: pairs * stride)
-            var packedK = [Int32](repeating: 0, count: keyCount * pairs)
-            for j in 0..<pairs {
-                for r in 0..<lanes { packedQ[j * stride + r] = pair(q[r * dim + 2 * j], 2 * j + 1 < dim ? q[r * dim + 2 * j + 1] : 0) }
-                for c in 0..<keyCount { packedK[c * pairs + j] = pair(k[c * dim + 2 * j], 2 * j + 1 < dim ? k[c * dim + 2 * j + 1] : 0) }
-            }
+            let packedQ = packed(outer: lanes, count: dim, rowStride: stride) { q[$0 * dim + $1] }
+            // Keys are [key][pair]: the transpose of the helper's [pair][key].
+            let byPair = packed(outer: keyCount, count: dim, rowStride: keyCount) { k[$0 * dim + $1] }
+            let packedK = (0..<(keyCount * pairs)).map { byPair[$0 % pairs * keyCount + $0 / pairs] }
             // The twin: Σ_i q·k in Int, exactly representable as Float (|sum| ≤ 140·127² < 2²⁴).
             var expected = [Float](repeating: 0, count: keyCount * stride)
             for c in 0..<keyCount {
@@ -73,18 +81,13 @@ final class Int8KernelTests: XCTestCase {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
             var g = SeededGenerator(seed: seed)
             let (lanes, stride, dim, keyCount) = shape(&g)
-            let pairs = (keyCount + 1) / 2
             // Extremes included: P up to 1 (16383) and |V| up to 2047 on every key reach 64·16383·2047 < 2³¹.
             let extreme = Bool.random(using: &g)
             let p = (0..<(keyCount * lanes)).map { _ in extreme ? 16383 : Int.random(in: 0...16383, using: &g) }
             let v = (0..<(keyCount * dim)).map { _ in extreme ? 2047 : Int.random(in: -2047...2047, using: &g) }
             let scale = (0..<dim).map { _ in Float.random(in: 1e-4...1, using: &g) }
-            var packedP = [Int32](repeating: 0, count: pairs * stride)
-            var packedV = [Int32](repeating: 0, count: pairs * dim)
-            for j in 0..<pairs {
-                for r in 0..<lanes { packedP[j * stride + r] = pair(p[2 * j * lanes + r], 2 * j + 1 < keyCount ? p[(2 * j + 1) * lanes + r] : 0) }
-                for i in 0..<dim { packedV[j * dim + i] = pair(v[2 * j * dim + i], 2 * j + 1 < keyCount ? v[(2 * j + 1) * dim + i] : 0) }
-            }
+            let packedP = packed(outer: lanes, count: keyCount, rowStride: stride) { p[$1 * lanes + $0] }
+            let packedV = packed(outer: dim, count: keyCount, rowStride: dim) { v[$1 * dim + $0] }
             // α = 0 drops the old accumulator; then each output is one rounding of (Σ in Int) · scale / 16383.
             let alpha = [Float](repeating: 0, count: lanes)
             var expected = [Float](repeating: 0, count: dim * lanes)
@@ -159,7 +162,9 @@ final class Int8KernelTests: XCTestCase {
             let keyScale = largest / 127
             for x in 0..<(rows * dim) {
                 let m = mean[x % dim]
-                XCTAssertEqual(k[x], m + keyScale * ((keys[x] - m) / keyScale).rounded(.toNearestOrEven), "seed \(seed)")
+                // One row (or equal rows) is its own mean: scale 0, every key the mean.
+                let n = keyScale > 0 ? ((keys[x] - m) / keyScale).rounded(.toNearestOrEven) : 0
+                XCTAssertEqual(k[x], m + keyScale * n, "seed \(seed), rows \(rows)")
             }
             for i in 0..<dim {
                 let s = (0..<rows).map { abs(values[$0 * dim + i]) }.max()! / 2047
