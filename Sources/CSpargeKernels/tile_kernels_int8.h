@@ -2,7 +2,9 @@
 // by tile_kernels.h after the fp32 ones, with the same VW, LV, MR and loop orders.
 //
 // Every product is `vmadd16`: two int16 products summed into each 32-bit lane (AVX2's vpmaddwd, 16 products
-// per instruction against an FMA's 8; 2 per cycle on Zen 3 like the FMAs: twice their multiply-adds).
+// per instruction against an FMA's 8). On Zen 3 vpmaddwd alone issues 2 per cycle (twice the FMAs'
+// multiply-adds), but the vpaddd that accumulates each one shares its pipes: the kernels' step measures
+// 1.45× the FMA rate (77–79 against 53–56 G multiply-adds per second on one core; `madd_probe`).
 // Operands are int16 pairs packed into 32-bit words, low half first, the pair running along the sum:
 //   Q̂ᵀ   [⌈D/2⌉][stride]    lane r of pair j: (q[r][2j], q[r][2j+1]), int8 values (|q| ≤ 127)
 //   K    [keys][⌈D/2⌉]      key c, pair j: (k[c][2j], k[c][2j+1]), int8 values; an odd D pads with 0
@@ -169,7 +171,7 @@ int KERNEL(madd_probe)(long iterations) {
     for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vspliti(k + 1);
     for (long it = 0; it < iterations; it++) {
 #pragma clang loop unroll(full)
-        for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vmadd16(c[k], b);
+        for (int k = 0; k < PROBE_CHAINS; k++) c[k] = madd_step(c[k], b, c[k]);
         __asm__ volatile("" : : : "memory");
     }
     vint s = vspliti(0);

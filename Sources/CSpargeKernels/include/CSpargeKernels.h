@@ -63,7 +63,8 @@ typedef void (*sparge_int8_softmax_fn)(float *scores, long stride, long lanes, l
 /// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + valueScale[i]/16383·Σ_c v[c][i]·p[c][r], the sum in int32 over 64 keys at a time.
 typedef void (*sparge_int8_pv_fn)(const int *probabilities, long stride, long lanes, const int *values, long dim,
                                   long keyCount, const float *valueScale, const float *alpha, float *outputT);
-/// 2·vectorWidth·chains·iterations int16 multiply-adds of independent vpmaddwd chains (the integer probe).
+/// 2·vectorWidth·chains·iterations int16 multiply-adds in independent chains of the kernels' step,
+/// `acc + vpmaddwd(x, y)` (the integer probe; the addition competes with vpmaddwd for the vector pipes).
 typedef int (*sparge_madd_probe_fn)(long iterations);
 
 /// One ISA's kernels.
