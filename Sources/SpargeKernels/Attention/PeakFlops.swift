@@ -18,7 +18,7 @@ public enum PeakFlops {
     ///   - isa: the kernel set whose ceiling is measured (default: the best this CPU has).
     ///   - integer: measure instead the int16 multiply-adds of `AttentionPrecision.int8`'s products
     ///     (independent chains of the kernels' step, vpmaddwd then vpaddd on AVX2), 2 operations each, so
-    ///     that the figure compares with GFLOP/s: the ceiling of the int8 kernels (1.45× the FMA's on Zen 3).
+    ///     that the figure compares with GFLOP/s: the ceiling of the int8 kernels (1.35–1.45× the FMA's on Zen 3).
     public static func measure(threads: Int = 1, seconds: Double = 0.5, isa: CPUISA = .detected,
                                integer: Bool = false) -> Double {
         precondition(threads >= 1, "PeakFlops: threads must be ≥ 1")
