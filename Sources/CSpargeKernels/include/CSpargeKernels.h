@@ -1,5 +1,5 @@
-// CSpargeKernels: the attention tile's fp32 micro-kernels, compiled once per x86 ISA, and the CPU feature
-// test that picks among them. SpargeKernels (AttentionTile) is the only caller; this target has no API of
+// CSpargeKernels: the attention tile's micro-kernels (fp32, and AttentionPrecision.int8's integer products
+// with their quantization), compiled once per x86 ISA, and the CPU feature test that picks among them. SpargeKernels (AttentionTile) is the only caller; this target has no API of
 // its own.
 //
 // Why C: Swift can compile code for one CPU per module only (`-target-cpu`, an unsafe flag), while one

@@ -38,7 +38,8 @@ public struct UpcomingBlock {
 /// pointers into it, so visiting never allocates.
 ///
 /// Memory per tile, in floats: `D·R + D·L` (queries and output accumulator, transposed) `+ blockK·R` (the
-/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
+/// score/probability block) `+ 4·L` (the block's row maxima, the running max and sum, and int8's lane
+/// scales after the queries), with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
 /// row stride of the queries and scores (a power-of-two stride put all D rows of a 16-lane column into 16
 /// of the L1's 64 sets, where they evicted each other and the keys). For D = 128 and the defaults that is
 /// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
