@@ -3,6 +3,7 @@
 // Loops run along rows so that the compiler vectorizes them (a block is quantized once per query block
 // that visits it: in scalar code with a libm call per value it cost more than the products).
 #include "CSpargeKernels.h"
+#include <stdlib.h>
 
 /// `y` rounded to the nearest integer, ties to even, for |y| < 2²²: the 1.5·2²³ trick (no libm call).
 /// (Without -ffast-math, which this target never gets, the compiler keeps both operations.)
@@ -49,7 +50,7 @@ static inline int pair(short lo, short hi) { return (int)((unsigned)(unsigned sh
 void sparge_quantize_block(const float *keys, const float *values, long rows, long dim, int *packedKeys,
                            float *keyMean, float *keyScale, int *packedValues, float *valueScale) {
     long pairs = (dim + 1) / 2;
-    short n[rows * dim + dim];
+    short *n = malloc((size_t)(rows * dim + dim) * sizeof(short));  // up to MBs: not on a worker's stack
     sparge_column_mean(keys, rows, dim, keyMean);
     if (dim % 2) keyMean[dim] = 0;
     *keyScale = sparge_quantize(keys, rows * dim, dim, keyMean, 127, n);
@@ -70,4 +71,5 @@ void sparge_quantize_block(const float *keys, const float *values, long rows, lo
     for (long i = 0; i < dim; i++) n[rows * dim + i] = 0;  // the pad row of an odd count
     for (long j = 0; j < (rows + 1) / 2; j++)
         for (long i = 0; i < dim; i++) packedValues[j * dim + i] = pair(n[2 * j * dim + i], n[(2 * j + 1) * dim + i]);
+    free(n);
 }

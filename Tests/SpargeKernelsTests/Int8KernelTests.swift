@@ -190,7 +190,8 @@ final class Int8KernelTests: XCTestCase {
             let q = Tensor3.random(heads: 2, rows: n, dim: d, using: &g)
             let k = Tensor3.random(heads: 1, rows: n, dim: d, shift: 0.5, using: &g)
             let v = Tensor3.random(heads: 1, rows: n, dim: d, using: &g)
-            let config = SpargeConfig(causal: Bool.random(using: &g))
+            // Key blocks of 128 take P·V's integer sums over two 64-key chunks.
+            let config = SpargeConfig(blockK: [32, 64, 128].randomElement(using: &g)!, causal: Bool.random(using: &g))
             var (rq, rk, rv) = (q, k, v)
             rq.data.withUnsafeMutableBufferPointer { AttentionPrecision.int8.roundQueries($0.baseAddress!, rows: 2 * n, dim: d) }
             rk.data.withUnsafeMutableBufferPointer { keys in
@@ -206,7 +207,7 @@ final class Int8KernelTests: XCTestCase {
                 let r = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, threads: 2,
                                                     backend: .isa(isa), precision: .int8)
                 let error = ErrorMetrics(output: r.output.data, reference: reference).relativeL1
-                XCTAssertLessThanOrEqual(error, 5e-4, "seed \(seed) N \(n) D \(d) causal \(config.causal) \(isa)")
+                XCTAssertLessThanOrEqual(error, 5e-4, "seed \(seed) N \(n) D \(d) blockK \(config.blockK) causal \(config.causal) \(isa)")
             }
         }
     }
