@@ -8,7 +8,7 @@
 #define MR 6
 #define HAS_FMA 1
 #define PROBE_CHAINS 12  // 4-cycle FMA latency × 2 pipes = 8 in flight; 12 leaves slack
-#define MADD16(a, b) ((vint)__builtin_ia32_pmaddwd256((__v16hi)(a), (__v16hi)(b)))
+#define MADD16_AVX2 1
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #include "tile_kernels.h"
 #pragma clang attribute pop

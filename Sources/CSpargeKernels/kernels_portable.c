@@ -7,7 +7,4 @@
 #define MR 4
 #define HAS_FMA 0
 #define PROBE_CHAINS 8
-#if defined(__x86_64__)
-#define MADD16(a, b) ((vint)__builtin_ia32_pmaddwd128((__attribute__((vector_size(16))) short)(a), (__attribute__((vector_size(16))) short)(b)))  // SSE2
-#endif
 #include "tile_kernels.h"

@@ -9,7 +9,7 @@
 //                  accumulators)
 //   HAS_FMA        1 where the ISA has fused multiply-add
 //   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
-//   MADD16(a, b)   optional: the ISA's instruction for `vmadd16` (AVX2's vpmaddwd); else vector arithmetic
+//   MADD16_AVX2, MADD16_AVX2_HALVES   optional: which vpmaddwd `vmadd16` is (tile_kernels_int8.h)
 //
 // Blocking (AVX2's 16 ymm registers, for example): 6 keys × 16 lanes = 12 accumulators, 2 query vectors and
 // one broadcast key value per step — 15 registers, 12 FMAs for 8 loads. With fewer registers the

@@ -16,10 +16,20 @@
 #define P_ONE 16383  // a probability of 1 in Pᵀ's fixed point (14 bits)
 
 /// Lane by lane, `lo(a)·lo(b) + hi(a)·hi(b)` of the int16 halves (vpmaddwd). Never wraps here: |q·k| pairs
-/// sum to ≤ 2·127² and p·v pairs to ≤ 2·16383·2047.
+/// sum to ≤ 2·127² and p·v pairs to ≤ 2·16383·2047. The including file says which instruction: MADD16_AVX2
+/// (8 lanes: one vpmaddwd), MADD16_AVX2_HALVES (16 lanes: AVX-512F has no vpmaddwd of its own — that is
+/// AVX512BW —, so one on each 256-bit half), else plain vector arithmetic, the same integers (the portable
+/// path, which the tests run against the others on every machine).
 INLINE vint vmadd16(vint a, vint b) {
-#ifdef MADD16
-    return MADD16(a, b);
+#if defined(MADD16_AVX2)
+    return (vint)__builtin_ia32_pmaddwd256((__v16hi)a, (__v16hi)b);
+#elif defined(MADD16_AVX2_HALVES)
+    typedef int half __attribute__((vector_size(32)));
+    half lo = (half)__builtin_ia32_pmaddwd256((__v16hi)__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7),
+                                              (__v16hi)__builtin_shufflevector(b, b, 0, 1, 2, 3, 4, 5, 6, 7));
+    half hi = (half)__builtin_ia32_pmaddwd256((__v16hi)__builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              (__v16hi)__builtin_shufflevector(b, b, 8, 9, 10, 11, 12, 13, 14, 15));
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #else
     return ((a << 16) >> 16) * ((b << 16) >> 16) + (a >> 16) * (b >> 16);
 #endif
