@@ -7,9 +7,10 @@
 # PYTHON has PyTorch (the peer, ../shared/peers/torch_cpu_sdpa.py; TORCH_SDPA=path overrides it).
 #
 # 1. Correctness where it could not be run before: every kernel set against the Double reference
-#    (`verify`, relative L1 to the masked reference ≤ 1e-5, masks and outputs of 1 vs 2 ranks equal).
+#    (`verify`, relative L1 to the masked reference ≤ 1e-5, masks and outputs of 1 vs 2 ranks equal), and
+#    int8's integer kernels (`verify --precision int8`: ≤ 1e-2 of the reference, 2 ranks within 2e-4).
 # 2. Speed: dense fp32, N = 32768, 8 heads, D = 128, 16 threads, AVX-512 and AVX2 kernels against PyTorch
-#    SDPA fp32 and bf16 (AMX), alternating, 3 rounds (benchmarks/cpu-vs-torch.sh); then the FMA peak of each
+#    SDPA fp32 and bf16 (AMX), alternating, 3 rounds (benchmarks/cpu-vs-torch.sh), in fp32 and int8; then the peak of each
 #    set and a sparse run (time must follow density).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,8 +31,11 @@ for isa in avx512 avx2 portable; do
     line="$(SPARGE_CPU_ISA=$isa mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --json | tail -n 1)"
     echo "verify 2 ranks $isa: $line"
     echo "$line" | grep -q '"passed": true' || { echo "FAILED: 2 ranks $isa"; status=1; }
+    line="$(SPARGE_CPU_ISA=$isa mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --precision int8 --json | tail -n 1)"
+    echo "verify int8 2 ranks $isa: $line"
+    echo "$line" | grep -q '"passed": true' || { echo "FAILED: int8 $isa"; status=1; }
 done
-ISAS="avx512 avx2" bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 3 32768 8 16
+ISAS="avx512 avx2" PRECISIONS="fp32 int8" bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 3 32768 8 16
 for isa in avx512 avx2; do
     for d in "--dense" "--theta -1 --topk 0.1"; do
         # shellcheck disable=SC2086

@@ -4,9 +4,10 @@
 #   bash benchmarks/cpu-vs-torch.sh SPARGE PYTHON [ROUNDS] [SEQ] [HEADS] [THREADS]
 # (defaults: 3 rounds, N = 8192, 4 heads, all cores). PYTHON is an interpreter with PyTorch for the CPU; the
 # peer is ../shared/peers/torch_cpu_sdpa.py (or $TORCH_SDPA). Each round runs `sparge bench --dense` with every
-# kernel set this CPU has (SPARGE_CPU_ISA; `ISAS="avx512 avx2"` chooses), then the peer (fp32 and bf16).
+# kernel set this CPU has (SPARGE_CPU_ISA; `ISAS="avx512 avx2"` chooses) in every precision of PRECISIONS
+# (default fp32; e.g. `PRECISIONS="fp32 int8"`), then the peer (fp32 and bf16).
 # Prints the median GFLOP/s of each (each run itself the median of 3 repeats), its ratio to PyTorch fp32, and
-# the FMA peak of the same kernel set that `bench` measured before each run.
+# the peak of the same kernel set that `bench` measured before each run (FMA; int16 multiply-adds for int8).
 set -euo pipefail
 sparge="$1" python="$2" rounds="${3:-3}" seq="${4:-8192}" heads="${5:-4}" threads="${6:-$(nproc)}"
 peer="${TORCH_SDPA:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers/torch_cpu_sdpa.py}"
@@ -21,8 +22,10 @@ echo "shape: N=$seq, $heads heads, D=128, dense, non-causal, $threads threads"
 lines=()
 for ((r = 0; r < rounds; r++)); do
     for isa in "${isas[@]}"; do
-        lines+=("$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq "$seq" --heads "$heads" --head-dim 128 \
-            --dense --threads "$threads" --repeat 3 --json 2>/dev/null | tail -n 1)")
+        for precision in ${PRECISIONS:-fp32}; do
+            lines+=("$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq "$seq" --heads "$heads" --head-dim 128 \
+                --dense --threads "$threads" --repeat 3 --precision "$precision" --json 2>/dev/null | tail -n 1)")
+        done
     done
     while IFS= read -r line; do lines+=("$line"); done < <("$python" "$peer" --seq "$seq" --heads "$heads" --threads "$threads")
 done
@@ -34,7 +37,7 @@ for line in sys.argv[1:]:
     if "peer" in j:
         runs.setdefault(f"torch sdpa {j['dtype']}", []).append((j["gflops"], None))
     else:
-        runs.setdefault(f"sparge {j['isa']} fp32", []).append((j["gflops_dense_equiv"], j["peak_gflops"]))
+        runs.setdefault(f"sparge {j['isa']} {j['precision']}", []).append((j["gflops_dense_equiv"], j["peak_gflops"]))
 base = statistics.median(g for g, _ in runs["torch sdpa float32"])
 for name, rs in runs.items():
     g = statistics.median(x for x, _ in rs)

@@ -4,6 +4,7 @@
 // development machine; the instructions themselves are checked on one (benchmarks/cpu-device.sh).
 #if defined(__x86_64__)
 #include "CSpargeKernels.h"
+#include <immintrin.h>
 #pragma clang diagnostic ignored "-Wpsabi"  // 512-bit vectors in inlined helpers: no ABI crosses a call
 #define KERNEL(name) sparge_##name##_avx512_blocking
 #define VW 16
@@ -11,6 +12,7 @@
 #define MR 4
 #define HAS_FMA 1
 #define PROBE_CHAINS 16
+#define MADD16_AVX2_HALVES 1
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #include "tile_kernels.h"
 #pragma clang attribute pop

@@ -9,6 +9,7 @@
 //                  accumulators)
 //   HAS_FMA        1 where the ISA has fused multiply-add
 //   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
+//   MADD16_AVX2, MADD16_AVX2_HALVES   optional: which vpmaddwd `vmadd16` is (tile_kernels_int8.h)
 //
 // Blocking (AVX2's 16 ymm registers, for example): 6 keys × 16 lanes = 12 accumulators, 2 query vectors and
 // one broadcast key value per step — 15 registers, 12 FMAs for 8 loads. With fewer registers the
@@ -66,26 +67,34 @@ INLINE vfloat vexp2(vfloat x) {
     return (vfloat)((vint)p + (ni << 23));
 }
 
-/// `acc[r][v] += A[s][v] · B[r·bRow + s·bStep]` for s < steps, r < nr (≤ MR): the outer-product steps that
-/// both products are made of — one load of LV vectors of A and one broadcast of B per row and step.
-/// Scores: s runs over D, A = Q̂ᵀ, B = the key rows (bRow = D, bStep = 1). P·V: s runs over the keys,
-/// A = Pᵀ, B = the value rows (bRow = 1, bStep = D).
-INLINE void outer_products(vfloat acc[MR][LV], const float *a, long aStride, const float *b, long bRow, long bStep,
-                           long steps, int nr) {
-    for (long s = 0; s < steps; s++) {
-        vfloat av[LV];
-#pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) av[v] = vload(a + s * aStride + v * VW);
-#pragma clang loop unroll(full)
-        for (int r = 0; r < MR; r++) {
-            if (r < nr) {
-                vfloat x = vsplat(b[r * bRow + s * bStep]);
-#pragma clang loop unroll(full)
-                for (int v = 0; v < LV; v++) acc[r][v] = vfma(av[v], x, acc[r][v]);
-            }
-        }
+/// `acc[r][v] = STEP(A[s][v], B[r·bRow + s·bStep], acc[r][v])` for s < steps, r < nr (≤ MR): the
+/// outer-product steps that all products are made of — one load of LV vectors of A and one broadcast of B
+/// per row and step. Scores: s runs over D, A = Q̂ᵀ, B = the key rows (bRow = D, bStep = 1). P·V: s runs
+/// over the keys, A = Pᵀ, B = the value rows (bRow = 1, bStep = D). Defined for fp32 (`outer_products`,
+/// STEP a fused multiply-add) and for int8's packed pairs (tile_kernels_int8.h).
+#define DEFINE_OUTER_PRODUCTS(name, vector, element, load, splat, STEP)                                      \
+    INLINE void name(vector acc[MR][LV], const element *a, long aStride, const element *b, long bRow,         \
+                     long bStep, long steps, int nr) {                                                       \
+        for (long s = 0; s < steps; s++) {                                                                   \
+            vector av[LV];                                                                                   \
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < LV; v++) av[v] = load(a + s * aStride + v * VW); \
+            _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) {                                \
+                if (r < nr) {                                                                                \
+                    vector x = splat(b[r * bRow + s * bStep]);                                               \
+                    _Pragma("clang loop unroll(full)") for (int v = 0; v < LV; v++) acc[r][v] = STEP(av[v], x, acc[r][v]); \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
     }
-}
+DEFINE_OUTER_PRODUCTS(outer_products, vfloat, float, vload, vsplat, vfma)
+
+/// `GROUPS(n)` for the micro-kernel widths that cover any count: MR, then 4 (where MR > 4), 2 and 1 (64 keys
+/// = 10·6 + 4 on AVX2).
+#define FOR_TAILS(GROUPS) \
+    GROUPS(MR)            \
+    if (MR > 4) { GROUPS(4) } \
+    GROUPS(2)             \
+    GROUPS(1)
 
 /// Scores of `nk` (≤ MR) keys against LV·VW lanes in one pass over D, then their column maxima.
 INLINE void scores_micro(const float *q, long stride, const float *keys, long dim, int nk, float *out,
@@ -110,25 +119,39 @@ INLINE void scores_micro(const float *q, long stride, const float *keys, long di
     }
 }
 
+/// The next block's lines (keys, then values), asked for a few at a time: `lines` of each, `perCall` per
+/// call, `*line` the next one (no division: it cost as much as a micro-kernel's products).
+typedef struct {
+    const char *keys, *values;
+    long lines, perCall, next;
+} prefetch_plan;
+
+INLINE prefetch_plan prefetch_spread(const void *aheadKeys, const void *aheadValues, long aheadBytes, long calls) {
+    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0;
+    prefetch_plan plan = {aheadKeys, aheadValues, lines, calls ? (2 * lines + calls - 1) / calls : 0, 0};
+    return plan;
+}
+
+INLINE void prefetch_some(prefetch_plan *plan) {
+    for (long end = plan->next + plan->perCall; plan->next < end && plan->next < 2 * plan->lines; plan->next++) {
+        long line = plan->next;
+        __builtin_prefetch(line < plan->lines ? plan->keys + line * 64 : plan->values + (line - plan->lines) * 64, 0, 3);
+    }
+}
+
 void KERNEL(scores)(const float *queriesT, long stride, long lanes, const float *keys, long dim, long keyCount,
                     float *scores, float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
-    // The next block's lines, spread evenly over this block's micro-kernels (keys, then values).
-    long calls = lanes / (LV * VW) * ((keyCount + MR - 1) / MR);
-    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0, perCall = calls ? (2 * lines + calls - 1) / calls : 0;
-    long line = 0;
+    // The next block's lines, spread evenly over this block's micro-kernels.
+    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes,
+                                          lanes / (LV * VW) * ((keyCount + MR - 1) / MR));
     for (long g = 0; g < lanes; g += LV * VW) {
         long c = 0;
 #define SCORE_GROUPS(n)                                                                                    \
     for (; c + (n) <= keyCount; c += (n)) {                                                                \
-        for (long end = line + perCall; line < end && line < 2 * lines; line++)                            \
-            __builtin_prefetch((const char *)(line < lines ? aheadKeys : aheadValues) + line % lines * 64, 0, 3); \
+        prefetch_some(&ahead);                                                                             \
         scores_micro(queriesT + g, stride, keys + c * dim, dim, (n), scores + c * stride + g, rowMax + g); \
     }
-        // The tail (64 keys = 10·6 + 4 on AVX2) in as few passes as the key count allows.
-        SCORE_GROUPS(MR)
-        if (MR > 4) { SCORE_GROUPS(4) }
-        SCORE_GROUPS(2)
-        SCORE_GROUPS(1)
+        FOR_TAILS(SCORE_GROUPS)
 #undef SCORE_GROUPS
     }
 }
@@ -180,10 +203,7 @@ void KERNEL(pv)(const float *probabilities, long stride, long lanes, const float
         for (long g = 0; g < lanes; g += LV * VW)                                                          \
             pv_micro(probabilities + g, stride, lanes, values + i, dim, keyCount, (n), alpha + g,             \
                      outputT + i * lanes + g);
-    PV_GROUPS(MR)
-    if (MR > 4) { PV_GROUPS(4) }
-    PV_GROUPS(2)
-    PV_GROUPS(1)
+    FOR_TAILS(PV_GROUPS)
 #undef PV_GROUPS
 }
 
@@ -203,7 +223,10 @@ float KERNEL(fma_probe)(long iterations) {
     return s[0];
 }
 
+#include "tile_kernels_int8.h"
+
 sparge_tile_kernels KERNEL(kernels)(void) {
-    sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS};
+    sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
+                             KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe)};
     return k;
 }

@@ -80,7 +80,9 @@ enum BackendOptions {
     static func peakGFLOPs(_ engine: any AttentionEngine, threads: Int, ctx: CommandContext) throws -> Double {
         guard let cuda = engine as? CUDAAttentionEngine else {
             let isa = (engine as? CPUAttentionEngine)?.isa ?? .detected
-            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3, isa: isa)]
+            // int8's products are int16 multiply-adds: their probe is its ceiling.
+            let integer = (engine as? CPUAttentionEngine)?.precision == .int8
+            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3, isa: isa, integer: integer)]
             ctx.comm.allreduceSum(&peak)
             return peak[0]
         }

@@ -25,7 +25,8 @@ enum BenchCommand {
     static let summary = """
         Times SpargeAttn on a generated workload (each rank generates only its own shard) and prints: N, ranks,
         density, time, dense-equivalent GFLOP/s next to the measured peak of what computes the tiles (the CPU
-        threads' FMA peak, or the GPUs' tensor-core mma.sync rate), speed-up over dense mode (with
+        threads' FMA peak — their int16 multiply-add peak for --precision int8 —, or the GPUs' tensor-core
+        mma.sync rate), speed-up over dense mode (with
         --compare-dense), error (with --verify-sample), and bytes moved against a dense ring.
         Run under mpirun for several ranks: mpirun -np 2 sparge bench --workload llm --seq 65536 --causal
         """

@@ -4,7 +4,8 @@ import SpargeFormats
 import SpargeRing
 import SpargeWorkloads
 
-/// `sparge bench-kernel`: the CUDA attention kernel alone, on one GPU, timed with device events.
+/// `sparge bench-kernel`: the attention kernel alone — the CUDA kernel on one GPU, timed with device events,
+/// or with `--backend cpu` the CPU tiles' pass over every block (`KernelBenchCPU`).
 ///
 /// `bench --backend cuda` times the whole forward pass (mask prediction, conversion and copies,
 /// the kernel); this times only the kernel, on data already on the device, which is what PyTorch's
@@ -19,7 +20,8 @@ enum KernelBenchCommand {
         .value("head-dim", "D", "head dimension (default 128)"),
         .value("seed", "S", "workload seed (default 1)"),
         .value("repeat", "R", "timed repetitions; the median is reported (default 10)"),
-        .value("precision", "bf16|fp16", "what Q, K, V are rounded to (default bf16)"),
+        .value("backend", "cuda|cpu", "what computes the tiles (default cuda)"),
+        .value("precision", "P", "cuda: bf16|fp16 (default bf16); cpu: fp32|bf16|fp16|int8 (default fp32)"),
         .value("mask-out", "FILE.npy", "write the block mask [H, nq, nk] as uint8"),
         .flag("force", "overwrite an existing --mask-out file"),
         .flag("json", "one JSON object instead of the text line"),
@@ -28,41 +30,72 @@ enum KernelBenchCommand {
     static let summary = """
         Times the CUDA block-sparse attention kernel on one GPU (device events, median of --repeat, data already
         on the device): real TFLOP/s over the blocks the mask computes, and dense-equivalent TFLOP/s, next to the
-        tensor cores' measured mma.sync peak.
+        tensor cores' measured mma.sync peak. With --backend cpu: the CPU tiles' pass over every block on all
+        cores (SPARGE_CPU_ISA picks the kernels), in GFLOP/s next to the FMA peak (int16 multiply-adds for
+        int8), with the precision's error on sampled query blocks.
         """
 
     static func main(_ arguments: [String]) -> Int32 {
         Command.main(name: "bench-kernel", usage: "[options]", summary: summary, specs: specs, arguments: arguments, body: run)
     }
 
-    static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
-        let config = try ConfigOptions.config(o)
-        let workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
-        let seq = try o.int("seq", range: 1...(1 << 26)) ?? 32768
-        let heads = try o.int("heads", range: 1...4096) ?? 8
-        let kvHeads = try o.int("kv-heads", range: 1...4096) ?? heads
-        guard heads % kvHeads == 0 else { throw UsageError("--heads \(heads) is not a multiple of --kv-heads \(kvHeads)") }
-        let dim = try o.int("head-dim", range: 1...1024) ?? 128
-        let seed = UInt64(try o.int("seed", range: 0...Int.max) ?? 1)
-        let repeats = try o.int("repeat", range: 1...1000) ?? 10
-        let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
-        let maskPath = o.string("mask-out")
-        if let maskPath { try StagedFile.checkDestination(maskPath, overwrite: o.has("force")) }
+    /// The parsed shape, the generated inputs and their predicted mask (written to `--mask-out` if given).
+    struct Setup {
+        let config: SpargeConfig, workload: Workload, seq: Int, heads: Int, kvHeads: Int, dim: Int, repeats: Int
+        let q: Tensor3, k: Tensor3, v: Tensor3, mask: BlockMask, maskSeconds: Double
 
-        let device = try CUDADevice.open(options: .fromEnvironment)
-        BackendOptions.printHint(config: config)
-        let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
-        let generator = try WorkloadGenerator(workload, shape: shape, seed: seed)
-        let (q, k, v) = generator.generate(rows: [0..<seq])
-        var t = DispatchTime.now().uptimeNanoseconds
-        let mask = try MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
-        let maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
-        if let maskPath {
-            try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.denseBits(),
-                                overwrite: o.has("force"))
+        init(_ o: ParsedOptions) throws {
+            config = try ConfigOptions.config(o)
+            workload = try o.choice("workload", Workload.allCases.map(\.rawValue)).flatMap(Workload.init) ?? .llm
+            seq = try o.int("seq", range: 1...(1 << 26)) ?? 32768
+            heads = try o.int("heads", range: 1...4096) ?? 8
+            kvHeads = try o.int("kv-heads", range: 1...4096) ?? heads
+            guard heads % kvHeads == 0 else { throw UsageError("--heads \(heads) is not a multiple of --kv-heads \(kvHeads)") }
+            dim = try o.int("head-dim", range: 1...1024) ?? 128
+            let seed = UInt64(try o.int("seed", range: 0...Int.max) ?? 1)
+            repeats = try o.int("repeat", range: 1...1000) ?? 10
+            let maskPath = o.string("mask-out")
+            if let maskPath { try StagedFile.checkDestination(maskPath, overwrite: o.has("force")) }
+            BackendOptions.printHint(config: config)
+            let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
+            (q, k, v) = try WorkloadGenerator(workload, shape: shape, seed: seed).generate(rows: [0..<seq])
+            let t = DispatchTime.now().uptimeNanoseconds
+            mask = try MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
+            maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
+            if let maskPath {
+                try NPYWriter.write(path: maskPath, shape: [heads, mask.rowCount, mask.keyBlocks], bytes: mask.denseBits(),
+                                    overwrite: o.has("force"))
+            }
         }
 
-        t = DispatchTime.now().uptimeNanoseconds
+        /// FLOPs: dense-equivalent 4·N²·D·Hq (half when causal); real: 4·D·rows·keys over the computed
+        /// blocks, counting diagonal blocks whole (as the kernels compute them).
+        var flops: (dense: Double, real: Double) {
+            let dense = 4 * Double(seq) * Double(seq) * Double(dim) * Double(heads) / (config.causal ? 2 : 1)
+            var real = 0.0
+            for h in 0..<heads {
+                for (row, block) in mask.queryBlocks.enumerated() {
+                    let rows = Double(min(config.blockQ, seq - block * config.blockQ))
+                    for j in mask.keyBlockList(head: h, row: row) {
+                        real += 4 * Double(dim) * rows * Double(min(config.blockK, seq - j * config.blockK))
+                    }
+                }
+            }
+            return (dense, real)
+        }
+    }
+
+    static func run(_ o: ParsedOptions, _ ctx: CommandContext) throws {
+        let backend = try o.choice("backend", ["cuda", "cpu"]) ?? "cuda"
+        if backend == "cpu" { return try KernelBenchCPU.run(o, ctx) }
+        let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
+        let device = try CUDADevice.open(options: .fromEnvironment)
+        let setup = try Setup(o)
+        let (config, workload, seq, heads, kvHeads, dim, repeats) =
+            (setup.config, setup.workload, setup.seq, setup.heads, setup.kvHeads, setup.dim, setup.repeats)
+        let (q, k, v, mask, maskSeconds) = (setup.q, setup.k, setup.v, setup.mask, setup.maskSeconds)
+
+        let t = DispatchTime.now().uptimeNanoseconds
         let attention = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,
                                                      seqLen: seq, device: device, precision: precision)
         let setupSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
@@ -89,18 +122,7 @@ enum KernelBenchCommand {
         let seconds = Format.median(kernel)
         let peak = try TensorCorePeak.measure(device: device, precision: precision)
 
-        // FLOPs: dense-equivalent 4·N²·D·Hq (half when causal); real: 4·D·rows·keys over the computed
-        // blocks, counting diagonal blocks whole (as the kernel computes them).
-        let dense = 4 * Double(seq) * Double(seq) * Double(dim) * Double(heads) / (config.causal ? 2 : 1)
-        var real = 0.0
-        for h in 0..<heads {
-            for (row, block) in mask.queryBlocks.enumerated() {
-                let rows = Double(min(config.blockQ, seq - block * config.blockQ))
-                for j in mask.keyBlockList(head: h, row: row) {
-                    real += 4 * Double(dim) * rows * Double(min(config.blockK, seq - j * config.blockK))
-                }
-            }
-        }
+        let (dense, real) = setup.flops
         let density = MaskStatistics(mask: mask, config: config).density
         let stats = attention.attendStatistics
         if o.has("json") {

@@ -18,7 +18,7 @@ enum VerifyCommand {
         .value("v", "FILE", "values from a file"),
         .value("layout", "hnd|nhd", "layout of the files (default hnd)"),
         .flag("no-reference", "skip the Double references (for large N): check against one process only"),
-        .value("tolerance", "X", "largest relative L1 allowed against one process (default 1e-5)"),
+        .value("tolerance", "X", "largest relative L1 allowed against one process (default 1e-5; 2e-4 for --precision int8)"),
         .flag("json", "print one JSON object"),
     ] + ConfigOptions.specs + BackendOptions.specs
 
@@ -43,7 +43,10 @@ enum VerifyCommand {
         let engine = try BackendOptions.engine(o, ctx: ctx)
         let kvFormat = try BackendOptions.kvFormat(o, engine: engine)
         BackendOptions.hint(engine, config: config, ctx: ctx)
-        let tolerance = Double(try o.float("tolerance", range: 0...1) ?? 1e-5)
+        // int8 rounds P to 14 bits against the running max of the moment, which depends on the order in which
+        // blocks arrive (a rank sees its own first): two orders differ by that rounding, ~2e-5 relative L1.
+        let int8 = (engine as? CPUAttentionEngine)?.precision == .int8
+        let tolerance = Double(try o.float("tolerance", range: 0...1) ?? (int8 ? 2e-4 : 1e-5))
         let withReferences = !o.has("no-reference")
         if !withReferences && config.lambdaActive {
             throw UsageError("with the λ rule on, verify judges by the error to the dense reference: drop --no-reference")
@@ -127,7 +130,7 @@ enum VerifyCommand {
             if !(vsSingle <= tolerance) { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
             // int8 quantizes by rows and blocks, which the reference cannot repeat on its inputs (requantizing
             // a smoothed block moves its grid): it sees the unquantized inputs, and the check is int8's bound.
-            let referenceTolerance = (engine as? CPUAttentionEngine)?.precision == .int8 ? 1e-2 : tolerance
+            let referenceTolerance = int8 ? 1e-2 : tolerance
             if withReferences && !(vsMasked <= referenceTolerance) {
                 failures.append("rel L1 to the masked Double reference \(vsMasked) > \(referenceTolerance)")
             }

@@ -94,6 +94,22 @@ final class DistributedForwardTests: XCTestCase {
         }
     }
 
+    /// int8 in integers over the ring: the same mask, and each rank's rows equal to one process up to P's
+    /// 14-bit rounding against the running max of the moment (blocks arrive in another order: 2e-5 measured,
+    /// verify's int8 tolerance 2e-4), within int8's 1e-2 of the masked Double reference.
+    func testInt8RanksAgreeWithOneProcess() throws {
+        for c in [Case(ranks: 2, n: 1000, hq: 2, hkv: 1, d: 32, options: ["--cdf", "0.9", "--causal", "--precision", "int8"]),
+                  Case(ranks: 3, n: 1111, hq: 4, hkv: 2, d: 16, options: ["--topk", "0.3", "--sink", "--precision", "int8"]),
+                  Case(ranks: 4, n: 777, hq: 2, hkv: 2, d: 24, options: ["--dense", "--precision", "int8"], expectSparse: false)] {
+            let json = try verify(c)
+            XCTAssertEqual(json.int("mask_mismatches"), 0, "\(c)")
+            XCTAssertLessThanOrEqual(json.double("rel_l1_vs_single") ?? 1, 2e-4, "\(c)")
+            XCTAssertGreaterThan(json.double("rel_l1_vs_masked_reference") ?? 0, 1e-4, "\(c): no quantization visible")
+            XCTAssertLessThanOrEqual(json.double("rel_l1_vs_masked_reference") ?? 1, 1e-2, "\(c)")
+            XCTAssertEqual(json.bool("passed"), true, "\(c)")
+        }
+    }
+
     // MARK: - Helpers
 
     /// Writes segmented (local-attention) inputs for `c` and runs `sparge verify --json` on them under mpirun.

@@ -9,6 +9,25 @@ final class BenchTests: XCTestCase {
     static let small = ["bench", "--workload", "llm", "--seq", "512", "--heads", "2", "--kv-heads", "1",
                         "--head-dim", "16", "--theta", "0.3", "--cdf", "0.9"]
 
+    /// `bench-kernel --backend cpu` in fp32 and int8: the precision in its JSON, the pass's speed next to the
+    /// peak of what it computes with, and the error next to it — fp32's its rounding (below 1e-5), int8's
+    /// its quantization (above 1e-4: visible, within the 1e-2).
+    func testKernelBenchOnTheCPUReportsErrorNextToSpeed() throws {
+        for (precision, range) in [("fp32", 0.0...1e-5), ("int8", 1e-4...1e-2)] {
+            let result = try spargeSingle(["bench-kernel", "--backend", "cpu", "--workload", "random", "--seq", "700",
+                                           "--heads", "2", "--head-dim", "32", "--repeat", "1", "--dense",
+                                           "--precision", precision, "--json"], timeout: 60)
+            XCTAssertEqual(result.status, 0, transcript(result))
+            let json = try jsonObject(result)
+            XCTAssertEqual(json["precision"] as? String, precision)
+            for key in ["isa", "kernel_ms", "gflops_dense_equiv", "peak_gflops"] where !(json[key] is NSNumber || json[key] is String) {
+                XCTFail("\(precision): no '\(key)' in \(result.stdout)")
+            }
+            let error = try XCTUnwrap((json["rel_l1_sampled"] as? NSNumber)?.doubleValue, result.stdout)
+            XCTAssertTrue(range.contains(error), "\(precision): rel L1 \(error) outside \(range)")
+        }
+    }
+
     /// One JSON line per run; `rel_l1` is a number with `--verify-sample`, null without; the PNG is a PNG.
     func testJSONLinesAndMaskImage() throws {
         let folder = try scratchFolder(self)

@@ -1,5 +1,5 @@
-// CSpargeKernels: the attention tile's fp32 micro-kernels, compiled once per x86 ISA, and the CPU feature
-// test that picks among them. SpargeKernels (AttentionTile) is the only caller; this target has no API of
+// CSpargeKernels: the attention tile's micro-kernels (fp32, and AttentionPrecision.int8's integer products
+// with their quantization), compiled once per x86 ISA, and the CPU feature test that picks among them. SpargeKernels (AttentionTile) is the only caller; this target has no API of
 // its own.
 //
 // Why C: Swift can compile code for one CPU per module only (`-target-cpu`, an unsafe flag), while one
@@ -48,6 +48,25 @@ typedef void (*sparge_pv_fn)(const float *probabilities, long stride, long lanes
 /// every chain, so that none is removed.
 typedef float (*sparge_fma_probe_fn)(long iterations);
 
+/// AttentionPrecision.int8's products (layouts in tile_kernels_int8.h: int16 pairs packed in 32-bit words,
+/// along the sum). Scores: Sᵀ[c][r] = laneScale[r]·(keyScale·Σ_i q[r][i]·k[c][i] + Σ_i q[r][i]·keyMean[i])
+/// with integer sums, the second term skipped when keyMean is NULL (else it holds 2·pairs floats); rowMax
+/// and the prefetch as `sparge_scores_fn`.
+typedef void (*sparge_int8_scores_fn)(const int *queriesT, long stride, long lanes, const float *laneScale,
+                                      const int *keys, long pairs, long keyCount, float keyScale,
+                                      const float *keyMean, float *scores, float *rowMax, const void *aheadKeys,
+                                      const void *aheadValues, long aheadBytes);
+/// `sparge_softmax_fn` with P quantized: p = round(16383·2^(S − m)) (ties to even), written as packed
+/// pairs of keys over the first ⌈keyCount/2⌉ score rows; the sum adds p / 16383.
+typedef void (*sparge_int8_softmax_fn)(float *scores, long stride, long lanes, long keyCount,
+                                       float *blockMaxThenAlpha, float *runningMax, float *runningSum);
+/// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + valueScale[i]/16383·Σ_c v[c][i]·p[c][r], the sum in int32 over 64 keys at a time.
+typedef void (*sparge_int8_pv_fn)(const int *probabilities, long stride, long lanes, const int *values, long dim,
+                                  long keyCount, const float *valueScale, const float *alpha, float *outputT);
+/// 2·vectorWidth·chains·iterations int16 multiply-adds in independent chains of the kernels' step,
+/// `acc + vpmaddwd(x, y)` (the integer probe; the addition competes with vpmaddwd for the vector pipes).
+typedef int (*sparge_madd_probe_fn)(long iterations);
+
 /// One ISA's kernels.
 typedef struct {
     sparge_scores_fn scores;
@@ -57,7 +76,24 @@ typedef struct {
     /// Floats per vector register, and FMAs in flight per iteration of `fmaProbe` (its chains × 16 / width).
     long vectorWidth;
     long probeChains;
+    sparge_int8_scores_fn int8Scores;
+    sparge_int8_softmax_fn int8Softmax;
+    sparge_int8_pv_fn int8PV;
+    sparge_madd_probe_fn maddProbe;
 } sparge_tile_kernels;
+
+/// AttentionPrecision.int8's rounding (its one implementation): n[i] = round((x[i] − mean[i % dim]) / s),
+/// ties to even, with s = max|x − mean| / limit over the `count` values (rows of `dim`; mean NULL: 0).
+/// Returns s; all n are 0 where s is 0.
+float sparge_quantize(const float *x, long count, long dim, const float *mean, float limit, short *n);
+/// mean[i] = Σ_r x[r][i] / rows over `rows` rows of `dim`, summed in row order.
+void sparge_column_mean(const float *x, long rows, long dim, float *mean);
+/// One key/value block for the int8 kernels: keys smoothed by `keyMean` (2·⌈dim/2⌉ floats, the column
+/// mean, 0-padded) and quantized to int8 with one scale (`*keyScale`) into `keys` ([rows][⌈dim/2⌉] pairs);
+/// values quantized per dimension to |v| ≤ 2047 (scale valueScale[i]) into `values` ([⌈rows/2⌉][dim]
+/// pairs of rows).
+void sparge_quantize_block(const float *keys, const float *values, long rows, long dim, int *packedKeys,
+                           float *keyMean, float *keyScale, int *packedValues, float *valueScale);
 
 /// The kernels of `isa` (any value of `sparge_isa`; the caller checks `sparge_cpu_isa` first).
 sparge_tile_kernels sparge_kernels(int isa);

@@ -1,3 +1,5 @@
+import CSpargeKernels
+
 /// What a precision name (`--precision`) means, for every backend: the element type Q, K and V are rounded
 /// to before the products, and what the products accumulate in. A backend realises a precision its own way
 /// (the CPU widens 16-bit values to fp32 where it has no 16-bit products; the GPU's tensor cores multiply
@@ -17,13 +19,23 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
     /// Q, K, V rounded to fp16 (11 significant bits; beyond ±65504 the GPU refuses the input), accumulation
     /// in fp32.
     case fp16
-    /// SageAttention's recipe for Q·Kᵀ: Q quantized to int8 with one scale per row (`max|q| / 127`; one per
-    /// 64-row tile cost MiniLM 1.06e-2 relative L1), K smoothed by the mean of its key block and quantized
-    /// with one scale per block
-    /// (the mean is added back, so the scores are those of the int8 product plus `q·mean`, exactly what a
-    /// smoothed int8 kernel computes); V rounded to bf16; accumulation in fp32. The CPU computes on the
-    /// dequantized values (no int8 instructions yet: the error of int8, the speed of fp32).
+    /// SageAttention's recipe, in integers on the CPU:
+    /// - Q: each row quantized to int8, `q = s_q·n`, `n = round(q / s_q)` (ties to even), `s_q = max|q| / 127`
+    ///   (one scale per row; one per 64-row tile cost MiniLM 1.06e-2 relative L1);
+    /// - K: smoothed by the mean `μ` of its key block (columnwise) and quantized with one scale per block,
+    ///   `k = μ + s_k·n`, `s_k = max|k − μ| / 127`. Scores are `s_q·(s_k·Σ n_q·n_k + Σ n_q·μ)`: the int8
+    ///   product summed exactly in int32, plus the mean's term in fp32;
+    /// - V: quantized per block and dimension, `v = s_v·n`, `s_v = max|v| / 2047` (12-bit integers);
+    /// - P (after the online softmax's exp2, in [0, 1]) to 14-bit fixed point, `round(p·16383) / 16383`, and
+    ///   P·V summed exactly in int32 over 64 keys at a time (≤ 64·16383·2047 < 2³¹), then scaled to fp32 and
+    ///   added to the fp32 output accumulator; the row sums add the rounded P.
+    /// The CPU computes these integers with two int16 products per 32-bit lane (AVX2's vpmaddwd; the portable
+    /// path the same integers); its scalar twin computes the same values dequantized, in fp32. Errors (relative
+    /// L1 against Double on the unrounded inputs) are BENCHMARKS.md's.
     case int8
+
+    /// A probability of 1 in int8's fixed-point P (14 bits; `P_ONE` in CSpargeKernels' tile_kernels_int8.h).
+    static let probabilityLevels: Float = 16383
 
     /// The type Q, K, V are rounded to, value by value; nil for fp32 (no rounding) and int8 (rounding by
     /// blocks, `quantizeQueries` and `roundBlock`).
@@ -43,7 +55,12 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
     /// see them (int8: a scale per row, so the tile only bounds where the rows are).
     func roundQueries(_ q: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
         if self == .int8 {
-            for r in 0..<rows { Self.quantize(q + r * dim, count: dim, mean: nil, dim: dim) }
+            var n = [Int16](repeating: 0, count: dim)
+            for r in 0..<rows {
+                let row = q + r * dim
+                let scale = sparge_quantize(row, dim, dim, nil, 127, &n)
+                for i in 0..<dim { row[i] = scale * Float(n[i]) }
+            }
         } else if let format = inputFormat {
             for i in 0..<(rows * dim) { q[i] = format.rounded(q[i]) }
         }
@@ -53,29 +70,14 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
     /// see them.
     func roundBlock(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
         if self == .int8 {
-            var mean = [Float](repeating: 0, count: dim)
-            for r in 0..<rows { for i in 0..<dim { mean[i] += keys[r * dim + i] } }
-            for i in 0..<dim { mean[i] /= Float(rows) }
-            mean.withUnsafeBufferPointer { Self.quantize(keys, count: rows * dim, mean: $0.baseAddress!, dim: dim) }
-            for i in 0..<(rows * dim) { values[i] = StorageFormat.bf16.rounded(values[i]) }
+            let block = QuantizedKeyValueBlock(blockK: rows, headDim: dim)
+            block.fill(keys: keys, values: values, rows: rows)
+            block.dequantize(keys: keys, values: values)
         } else if let format = inputFormat {
             for i in 0..<(rows * dim) {
                 keys[i] = format.rounded(keys[i])
                 values[i] = format.rounded(values[i])
             }
-        }
-    }
-
-    /// `x ← mean + s·round((x − mean) / s)` with `s = max|x − mean| / 127` over the `count` values (rows of
-    /// `dim`): the int8 value, dequantized. All zeros stay zeros.
-    static func quantize(_ x: UnsafeMutablePointer<Float>, count: Int, mean: UnsafePointer<Float>?, dim: Int) {
-        var largest: Float = 0
-        for i in 0..<count { largest = Swift.max(largest, abs(x[i] - (mean?[i % dim] ?? 0))) }
-        guard largest > 0 else { return }
-        let scale = largest / 127
-        for i in 0..<count {
-            let m = mean?[i % dim] ?? 0
-            x[i] = m + scale * ((x[i] - m) / scale).rounded(.toNearestOrEven)
         }
     }
 }

@@ -19,6 +19,46 @@ extension AttentionTile {
     @discardableResult @_optimize(speed)
     public func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
                       keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
+        precondition(!arena.integerProducts, "AttentionTile: an int8 tile visits QuantizedKeyValueBlocks")
+        let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.kernels
+        // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r], and the row maxima of the block (vertical, in the kernel's
+        // epilogue while the scores are still in registers).
+        return visitBlock(keyCount: keyCount, keyStart: keyStart) {
+            kernels.scores(queriesT, stride, lanes, keys, d, keyCount, scores, rowMax, upcoming?.keys,
+                           upcoming?.values, upcoming?.bytes ?? 0)
+        } products: {
+            // m ← max(m, rowmax), α = 2^(m_prev − m), Pᵀ = 2^(Sᵀ − m), l ← α·l + Σ_c Pᵀ (OnlineSoftmax merge,
+            // with the block's own weight folded into its exponentials); α replaces the row maxima.
+            kernels.softmax(scores, stride, lanes, keyCount, rowMax, runningMax, runningSum)
+            // Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_c V[c][i] · Pᵀ[c][r]
+            kernels.pv(scores, stride, lanes, values, d, keyCount, rowMax, outputT)
+        }
+    }
+
+    /// `visit` for a tile of an arena with `integerProducts`: the same bookkeeping around
+    /// `AttentionPrecision.int8`'s integer products, on a block quantized once for every tile that visits it.
+    @discardableResult @_optimize(speed)
+    public func visit(quantized block: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
+        precondition(arena.integerProducts && block.headDim == arena.headDim,
+                     "AttentionTile: a quantized block for an int8 tile of the same D")
+        let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.kernels
+        let packedQueries = UnsafeRawPointer(queriesT).assumingMemoryBound(to: Int32.self)
+        let packedP = UnsafeMutableRawPointer(scores).assumingMemoryBound(to: Int32.self)
+        let keyCount = block.rows
+        return visitBlock(keyCount: keyCount, keyStart: keyStart) {
+            kernels.int8Scores(packedQueries, stride, lanes, laneScale, block.keys, block.pairs, keyCount,
+                               block.keyScale, block.keyMean, scores, rowMax, upcoming?.keys, upcoming?.values,
+                               upcoming?.bytes ?? 0)
+        } products: {
+            kernels.int8Softmax(scores, stride, lanes, keyCount, rowMax, runningMax, runningSum)
+            kernels.int8PV(packedP, stride, lanes, block.values, d, keyCount, block.valueScale, rowMax, outputT)
+        }
+    }
+
+    /// The bookkeeping of a visit around its products: `scores` fills Sᵀ and the row maxima, `products`
+    /// does the online-softmax update and P·V (unless the λ rule skips them).
+    @inline(__always)
+    func visitBlock(keyCount: Int, keyStart: Int, scores computeScores: () -> Void, products: () -> Void) -> Bool {
         precondition(keyCount >= 0 && keyCount <= arena.blockK,
                      "AttentionTile: \(keyCount) keys in a block of \(arena.blockK)")
         let rows = header[0], queryStart = header[1]
@@ -29,16 +69,11 @@ extension AttentionTile {
             if keyStart > queryStart + rows - 1 { return false }
             diagonal = keyStart + keyCount - 1 > queryStart
         }
-        let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride
+        let lanes = arena.lanes, stride = arena.rowStride
         let vectors = lanes / 16
-
-        // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r], and the row maxima of the block (vertical, in the kernel's
-        // epilogue while the scores are still in registers).
         let negInf = Vec16(repeating: -.infinity)
-        let kernels = arena.kernels
         rowMax.update(repeating: -.infinity, count: lanes)
-        kernels.scores(queriesT, stride, lanes, keys, d, keyCount, scores, rowMax, upcoming?.keys, upcoming?.values,
-                       upcoming?.bytes ?? 0)
+        computeScores()
         if diagonal {
             applyCausalMask(keyCount: keyCount, offset: keyStart - queryStart)
             for v in 0..<vectors {
@@ -69,13 +104,7 @@ extension AttentionTile {
             return false
         }
         header[3] += 1
-
-        // m ← max(m, rowmax), α = 2^(m_prev − m), Pᵀ = 2^(Sᵀ − m), l ← α·l + Σ_c Pᵀ (OnlineSoftmax merge,
-        // with the block's own weight folded into its exponentials); α replaces the row maxima.
-        kernels.softmax(scores, stride, lanes, keyCount, rowMax, runningMax, runningSum)
-
-        // Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_c V[c][i] · Pᵀ[c][r]
-        kernels.pv(scores, stride, lanes, values, d, keyCount, rowMax, outputT)
+        products()
         return true
     }
 

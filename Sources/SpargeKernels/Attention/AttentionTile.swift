@@ -38,7 +38,8 @@ public struct UpcomingBlock {
 /// pointers into it, so visiting never allocates.
 ///
 /// Memory per tile, in floats: `D·R + D·L` (queries and output accumulator, transposed) `+ blockK·R` (the
-/// score/probability block) `+ 3·L`, with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
+/// score/probability block) `+ 4·L` (the block's row maxima, the running max and sum, and int8's lane
+/// scales after the queries), with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
 /// row stride of the queries and scores (a power-of-two stride put all D rows of a 16-lane column into 16
 /// of the L1's 64 sets, where they evicted each other and the keys). For D = 128 and the defaults that is
 /// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
@@ -67,6 +68,11 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// The instruction set of the micro-kernels its tiles compute with.
     public let isa: CPUISA
     let kernels: sparge_tile_kernels
+    /// Whether its tiles compute `AttentionPrecision.int8`'s integer products: queries are quantized as they
+    /// are loaded, and blocks are visited as `QuantizedKeyValueBlock`s.
+    public let integerProducts: Bool
+    /// Floats of one tile's packed queries: `D` rows of `rowStride`, then the lanes' int8 scales.
+    var queryFloats: Int { headDim * rowStride + lanes }
 
     static let headerInts = 8
     static let alignment = 64
@@ -74,9 +80,10 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
     /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`
     /// (or `reset`). With `holdsScratch: false` only the state that outlives a visit is kept per tile.
-    /// `isa` (default: the best this CPU has) must be supported by this CPU.
+    /// `isa` (default: the best this CPU has) must be supported by this CPU. With `integerProducts` the
+    /// tiles compute `AttentionPrecision.int8` in integers (default: fp32 products).
     public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true,
-                isa: CPUISA = .detected) {
+                isa: CPUISA = .detected, integerProducts: Bool = false) {
         precondition(tiles >= 0, "AttentionTileArena: negative tile count")
         precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
         precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
@@ -92,7 +99,8 @@ public final class AttentionTileArena: @unchecked Sendable {
         self.holdsScratch = holdsScratch
         self.isa = isa
         kernels = isa.kernels
-        let floats = holdsScratch ? headDim * (rowStride + lanes) + blockK * rowStride + 3 * lanes : 2 * lanes
+        self.integerProducts = integerProducts
+        let floats = holdsScratch ? headDim * (rowStride + lanes) + blockK * rowStride + 4 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
         base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
@@ -144,7 +152,7 @@ public final class AttentionScratch: @unchecked Sendable {
     /// Scratch for tiles of `arena` with `slots` query slots.
     public init(for arena: AttentionTileArena, slots: Int) {
         self.slots = slots
-        queryFloats = arena.headDim * arena.rowStride
+        queryFloats = arena.queryFloats
         let floats = slots * queryFloats + arena.blockK * arena.rowStride + arena.lanes
         let raw = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride,
                                                    alignment: AttentionTileArena.alignment)
@@ -174,7 +182,7 @@ public final class AttentionScratch: @unchecked Sendable {
 public struct AttentionTile: @unchecked Sendable {
     let arena: AttentionTileArena
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
-    let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride]
+    let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride] (int8: [⌈D/2⌉][rowStride] pairs), then laneScale
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
     let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride]: Sᵀ, then Pᵀ
     let rowMax: UnsafeMutablePointer<Float>  // [L]: max of the current block, then α
@@ -200,9 +208,9 @@ public struct AttentionTile: @unchecked Sendable {
         let d = arena.headDim, l = arena.lanes, stride = arena.rowStride
         header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
-            .bindMemory(to: Float.self, capacity: d * (stride + l) + arena.blockK * stride + 3 * l)
+            .bindMemory(to: Float.self, capacity: d * (stride + l) + arena.blockK * stride + 4 * l)
         queriesT = floats
-        outputT = floats + d * stride
+        outputT = floats + arena.queryFloats
         scores = outputT + d * l
         rowMax = scores + arena.blockK * stride
         runningMax = rowMax + l
@@ -252,12 +260,35 @@ public struct AttentionTile: @unchecked Sendable {
     /// half of `begin`); a tile borrowing its scratch does this before each run of visits.
     public func load(queries: UnsafePointer<Float>) {
         let d = arena.headDim, l = arena.lanes, stride = arena.rowStride, s = arena.queryScale, rowCount = header[0]
+        if arena.integerProducts { return loadQuantized(queries: queries) }
         for r in 0..<rowCount {
             let q = queries + r * d
             for i in 0..<d { queriesT[i * stride + r] = q[i] * s }
         }
         if rowCount < l {
             for i in 0..<d { (queriesT + i * stride + rowCount).update(repeating: 0, count: l - rowCount) }
+        }
+    }
+
+    /// The scale each lane's int8 query is multiplied by (`queryScale·s_q`; 0 for unused lanes).
+    var laneScale: UnsafeMutablePointer<Float> { queriesT + arena.headDim * arena.rowStride }
+
+    /// `load` for int8: each row quantized (`AttentionPrecision.int8`) and packed as int16 pairs along D.
+    func loadQuantized(queries: UnsafePointer<Float>) {
+        let d = arena.headDim, l = arena.lanes, stride = arena.rowStride, rowCount = header[0]
+        let packed = UnsafeMutableRawPointer(queriesT).bindMemory(to: UInt32.self, capacity: (d + 1) / 2 * stride)
+        var n = [Int16](repeating: 0, count: d + 1)
+        for r in 0..<l {
+            if r < rowCount {
+                laneScale[r] = sparge_quantize(queries + r * d, d, d, nil, 127, &n) * arena.queryScale
+            } else {
+                laneScale[r] = 0
+                for i in 0..<d { n[i] = 0 }
+            }
+            n[d] = 0
+            for j in 0..<((d + 1) / 2) {
+                packed[j * stride + r] = UInt32(UInt16(bitPattern: n[2 * j])) | UInt32(UInt16(bitPattern: n[2 * j + 1])) << 16
+            }
         }
     }
 

@@ -16,16 +16,36 @@ public enum PeakFlops {
     ///   - threads: worker threads (default 1).
     ///   - seconds: measuring time per thread (default 0.5; longer smooths frequency ramps).
     ///   - isa: the kernel set whose ceiling is measured (default: the best this CPU has).
-    public static func measure(threads: Int = 1, seconds: Double = 0.5, isa: CPUISA = .detected) -> Double {
+    ///   - integer: measure instead the int16 multiply-adds of `AttentionPrecision.int8`'s products
+    ///     (independent chains of the kernels' step, vpmaddwd then vpaddd on AVX2), 2 operations each, so
+    ///     that the figure compares with GFLOP/s: the ceiling of the int8 kernels (1.35–1.45× the FMA's on Zen 3).
+    public static func measure(threads: Int = 1, seconds: Double = 0.5, isa: CPUISA = .detected,
+                               integer: Bool = false) -> Double {
         precondition(threads >= 1, "PeakFlops: threads must be ≥ 1")
         let kernels = isa.kernels
         var rates = [Double](repeating: 0, count: threads)
         rates.withUnsafeMutableBufferPointer { out in
             DispatchQueue.concurrentPerform(iterations: threads) { t in
-                out[t] = rate(kernels, seconds: seconds)
+                out[t] = integer ? integerRate(kernels, seconds: seconds) : rate(kernels, seconds: seconds)
             }
         }
         return rates.reduce(0, +)
+    }
+
+    /// One thread's int16 multiply-add rate, in G operations per second (2 per multiply-add).
+    static func integerRate(_ kernels: sparge_tile_kernels, seconds: Double) -> Double {
+        let iterations = 1 << 14
+        var rounds = 0, sink: Int32 = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed: UInt64 = 0
+        repeat {
+            sink &+= kernels.maddProbe(iterations)
+            rounds += 1
+            elapsed = DispatchTime.now().uptimeNanoseconds - start
+        } while elapsed < UInt64(seconds * 1e9)
+        if sink == 0 { return -1 }  // keeps the chains alive (they never all cancel to 0)
+        let operations = Double(rounds * iterations) * Double(kernels.probeChains * kernels.vectorWidth) * 2 * 2
+        return operations / Double(elapsed)
     }
 
     /// One thread's GFLOP/s: rounds of the probe until `seconds` have passed.

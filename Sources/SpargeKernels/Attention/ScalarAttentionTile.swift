@@ -8,6 +8,8 @@ public final class ScalarAttentionTile {
     let causal: Bool
     let pvThreshold: Float
     let queryScale: Float
+    /// int8's fixed point of P (`AttentionPrecision.probabilityLevels`), nil for exact probabilities.
+    let probabilityLevels: Float?
     var queries: [Float]
     var accumulator: [Float]
     var m: [Float]
@@ -17,8 +19,10 @@ public final class ScalarAttentionTile {
     public private(set) var statistics = AttentionStatistics()
     var computed = 0
 
-    /// A tile of head dimension `headDim` under `config` (see `AttentionTileArena.init`).
-    public init(headDim: Int, config: SpargeConfig) {
+    /// A tile of head dimension `headDim` under `config` (see `AttentionTileArena.init`); in `precision`
+    /// int8 it rounds P as the int8 kernels do (the inputs are the caller's to round).
+    public init(headDim: Int, config: SpargeConfig, precision: AttentionPrecision = .fp32) {
+        probabilityLevels = precision == .int8 ? AttentionPrecision.probabilityLevels : nil
         self.headDim = headDim
         tileRows = config.computeTileQ
         blockK = config.blockK
@@ -89,7 +93,8 @@ public final class ScalarAttentionTile {
             var sum: Float = 0
             for i in 0..<d { accumulator[r * d + i] *= w.alpha }
             for c in 0..<keyCount {
-                let p = libmExp2(s[r * keyCount + c] - shift)
+                var p = libmExp2(s[r * keyCount + c] - shift)
+                if let levels = probabilityLevels { p = (p * levels).rounded(.toNearestOrEven) / levels }
                 sum += p
                 for i in 0..<d { accumulator[r * d + i] += p * values[c * d + i] }
             }

@@ -11,8 +11,9 @@ import Synchronization
 ///
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
 /// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
-/// queries are rounded once (per compute tile for int8), and key/value blocks not already stored in the
-/// precision's type are rounded in that copy (per block for int8).
+/// queries are rounded once, and key/value blocks not already stored in the precision's type are rounded in
+/// that copy. In int8 the vector tiles quantize their queries as they load them and take every block of an
+/// `attend` call quantized once, before the tiles start (`QuantizedBlockTable`).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -53,8 +54,17 @@ public final class BlockSparseAttention {
         plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
                                  config: config, seqLen: seqLen)
         headDim = queries.dim
+        switch backend {
+        case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected, precision: precision)
+        case .isa(let isa):
+            guard isa.isSupported else {
+                throw SpargeError.invalidArgument("this CPU cannot run the \(isa.rawValue) kernels (it has \(CPUISA.detected.rawValue))")
+            }
+            bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: isa, precision: precision)
+        case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision)
+        }
         var rounded = queries
-        if precision != .fp32 {
+        if precision != .fp32 && !bank.integerProducts {
             let tiles = plan.tiles
             rounded.data.withUnsafeMutableBufferPointer { q in
                 for tile in tiles {
@@ -65,15 +75,6 @@ public final class BlockSparseAttention {
         }
         self.queries = rounded
         self.precision = precision
-        switch backend {
-        case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected)
-        case .isa(let isa):
-            guard isa.isSupported else {
-                throw SpargeError.invalidArgument("this CPU cannot run the \(isa.rawValue) kernels (it has \(CPUISA.detected.rawValue))")
-            }
-            bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: isa)
-        case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim)
-        }
         let count = queries.heads * queries.rows * queries.dim
         output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
         let (plan, bank) = (plan, bank)
@@ -100,12 +101,13 @@ public final class BlockSparseAttention {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
         guard !plan.blocks.isEmpty else { poll?(1); return }
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
+        let quantized = bank.integerProducts ? QuantizedBlockTable(table, headDim: headDim, threads: threads) : nil
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
                 let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
                                     keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim,
-                                    precision: precision)
+                                    precision: precision, quantized: quantized)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
@@ -179,20 +181,24 @@ private final class AttendJob: @unchecked Sendable {
     let headDim: Int
     /// The precision, when key/value blocks need rounding in the worker's copy.
     let rounding: AttentionPrecision?
+    /// The call's blocks in int8's integers, for tiles with integer products.
+    let quantized: QuantizedBlockTable?
     let next = WorkCounter()
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
-         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision) {
+         output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision,
+         quantized: QuantizedBlockTable?) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
         // Blocks already stored in the precision's type need no rounding.
-        rounding = precision == .fp32 || precision.inputFormat == table.format ? nil : precision
+        rounding = precision == .fp32 || precision.inputFormat == table.format || quantized != nil ? nil : precision
+        self.quantized = quantized
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
     func work(poll: ((Double) -> Void)?) {
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
-        let widened = table.format == .f32 && rounding == nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
+        let widened = (table.format == .f32 && rounding == nil) || quantized != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
         let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
         while true {
@@ -216,9 +222,21 @@ private final class AttendJob: @unchecked Sendable {
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
                 // The first tile asks for the next block while it computes.
                 var upcoming: UpcomingBlock?
-                if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
+                if n < block.visits.upperBound, let ahead = quantized?.block(kvHead: g, block: Int(keys[n])) {
+                    upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values, bytes: table.rows(of: Int(keys[n])) * d * 2)
+                } else if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
                     upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
+                }
+                if let quantized {
+                    let operands = quantized.block(kvHead: g, block: j)!
+                    for (slot, t) in block.tileRange.enumerated() where m < plan.tiles[t].visits.upperBound {
+                        bank.visit(tile: t, slot: slot, worker: worker, output: output, quantized: operands,
+                                   keyStart: j * bk, upcoming: upcoming)
+                        upcoming = nil
+                    }
+                    m = n
+                    continue
                 }
                 let keyCount = table.rows(of: j)
                 var kv = (keys: stored.keys.assumingMemoryBound(to: Float.self),

@@ -9,6 +9,11 @@ protocol TileBank: AnyObject, Sendable {
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?)
+    /// Whether its tiles take int8 blocks as `QuantizedKeyValueBlock`s (`visit(quantized:)`) rather than as
+    /// rounded fp32 rows.
+    var integerProducts: Bool { get }
+    func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
+               quantized: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
@@ -30,11 +35,11 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     let side: UnsafeMutablePointer<Float>
     let headDim: Int
 
-    init(plan: AttentionPlan, headDim: Int, isa: CPUISA) {
+    init(plan: AttentionPlan, headDim: Int, isa: CPUISA, precision: AttentionPrecision) {
         self.plan = plan
         self.headDim = headDim
         arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
-                                   isa: isa)
+                                   isa: isa, integerProducts: precision == .int8)
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
@@ -80,6 +85,16 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
+    var integerProducts: Bool { arena.integerProducts }
+
+    @inline(__always)
+    func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
+               quantized: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
+                   accumulator: accumulator(tile, output))
+            .visit(quantized: quantized, keyStart: keyStart, upcoming: upcoming)
+    }
+
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
         let handle = arena.tile(tile, scratch: scratch, slot: 0, accumulator: accumulator(tile, output))
@@ -99,8 +114,8 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 final class ScalarTileBank: TileBank, @unchecked Sendable {
     let tiles: [ScalarAttentionTile]
 
-    init(plan: AttentionPlan, headDim: Int) {
-        tiles = plan.tiles.map { _ in ScalarAttentionTile(headDim: headDim, config: plan.config) }
+    init(plan: AttentionPlan, headDim: Int, precision: AttentionPrecision) {
+        tiles = plan.tiles.map { _ in ScalarAttentionTile(headDim: headDim, config: plan.config, precision: precision) }
         self.plan = plan
         self.headDim = headDim
     }
@@ -121,6 +136,13 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
         tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
+    }
+
+    var integerProducts: Bool { false }
+
+    func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
+               quantized: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+        preconditionFailure("ScalarTileBank: the scalar twin computes int8 on dequantized rows")
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {

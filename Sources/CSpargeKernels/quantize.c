@@ -1,0 +1,75 @@
+// AttentionPrecision.int8's rounding of Q, K and V: plain C, the same on every ISA (the integer products
+// are the per-ISA part). The Swift scalar path dequantizes what these return, so both paths round alike.
+// Loops run along rows so that the compiler vectorizes them (a block is quantized once per query block
+// that visits it: in scalar code with a libm call per value it cost more than the products).
+#include "CSpargeKernels.h"
+#include <stdlib.h>
+
+/// `y` rounded to the nearest integer, ties to even, for |y| < 2²²: the 1.5·2²³ trick (no libm call).
+/// (Without -ffast-math, which this target never gets, the compiler keeps both operations.)
+static inline float round_even(float y) { return (y + 12582912.0f) - 12582912.0f; }
+
+static inline float larger(float a, float b) { return a > b ? a : b; }
+static inline float magnitude(float a) { return a < 0 ? -a : a; }
+
+/// n = round((x − mean) / scale) along one row of `dim` (mean NULL: 0); the loops the compiler vectorizes.
+static void round_row(const float *x, long dim, const float *mean, float scale, short *n) {
+    if (mean)
+        for (long i = 0; i < dim; i++) n[i] = (short)(int)round_even((x[i] - mean[i]) / scale);
+    else
+        for (long i = 0; i < dim; i++) n[i] = (short)(int)round_even(x[i] / scale);
+}
+
+float sparge_quantize(const float *x, long count, long dim, const float *mean, float limit, short *n) {
+    float largest = 0;
+    for (long r = 0; r < count; r += dim) {
+        if (mean)
+            for (long i = 0; i < dim; i++) largest = larger(largest, magnitude(x[r + i] - mean[i]));
+        else
+            for (long i = 0; i < dim; i++) largest = larger(largest, magnitude(x[r + i]));
+    }
+    if (!(largest > 0)) {
+        for (long i = 0; i < count; i++) n[i] = 0;
+        return 0;
+    }
+    float scale = largest / limit;
+    for (long r = 0; r < count; r += dim) round_row(x + r, dim, mean, scale, n + r);
+    return scale;
+}
+
+void sparge_column_mean(const float *x, long rows, long dim, float *mean) {
+    for (long i = 0; i < dim; i++) mean[i] = 0;
+    for (long r = 0; r < rows; r++)
+        for (long i = 0; i < dim; i++) mean[i] += x[r * dim + i];
+    for (long i = 0; i < dim; i++) mean[i] /= (float)rows;
+}
+
+/// `(lo, hi)` as one word of two int16 halves, low first (the kernels' pairs).
+static inline int pair(short lo, short hi) { return (int)((unsigned)(unsigned short)lo | (unsigned)(unsigned short)hi << 16); }
+
+void sparge_quantize_block(const float *keys, const float *values, long rows, long dim, int *packedKeys,
+                           float *keyMean, float *keyScale, int *packedValues, float *valueScale) {
+    long pairs = (dim + 1) / 2;
+    short *n = malloc((size_t)(rows * dim + dim) * sizeof(short));  // up to MBs: not on a worker's stack
+    sparge_column_mean(keys, rows, dim, keyMean);
+    if (dim % 2) keyMean[dim] = 0;
+    *keyScale = sparge_quantize(keys, rows * dim, dim, keyMean, 127, n);
+    for (long r = 0; r < rows; r++)
+        for (long j = 0; j < pairs; j++)
+            packedKeys[r * pairs + j] = pair(n[r * dim + 2 * j], 2 * j + 1 < dim ? n[r * dim + 2 * j + 1] : 0);
+    // Values: one scale per dimension (column), max|v| / 2047 — sparge_quantize's rounding, by columns.
+    float largest[dim];
+    for (long i = 0; i < dim; i++) largest[i] = 0;
+    for (long r = 0; r < rows; r++)
+        for (long i = 0; i < dim; i++) largest[i] = larger(largest[i], magnitude(values[r * dim + i]));
+    for (long i = 0; i < dim; i++) valueScale[i] = largest[i] / 2047;
+    // A column of zeros has scale 0: divided by 1 instead, it stays 0.
+    float divisor[dim];
+    for (long i = 0; i < dim; i++) divisor[i] = largest[i] > 0 ? valueScale[i] : 1;
+    for (long r = 0; r < rows; r++)
+        for (long i = 0; i < dim; i++) n[r * dim + i] = (short)(int)round_even(values[r * dim + i] / divisor[i]);
+    for (long i = 0; i < dim; i++) n[rows * dim + i] = 0;  // the pad row of an odd count
+    for (long j = 0; j < (rows + 1) / 2; j++)
+        for (long i = 0; i < dim; i++) packedValues[j * dim + i] = pair(n[2 * j * dim + i], n[(2 * j + 1) * dim + i]);
+    free(n);
+}

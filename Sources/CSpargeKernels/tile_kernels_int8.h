@@ -1,0 +1,194 @@
+// The integer micro-kernels of AttentionPrecision.int8 (its doc comment says what they compute), included
+// by tile_kernels.h after the fp32 ones, with the same VW, LV, MR and loop orders.
+//
+// Every product is `vmadd16`: two int16 products summed into each 32-bit lane (AVX2's vpmaddwd, 16 products
+// per instruction against an FMA's 8). On Zen 3 vpmaddwd alone issues 2 per cycle (twice the FMAs'
+// multiply-adds), but the vpaddd that accumulates each one shares its pipes: the kernels' step measures
+// 1.35–1.45× the FMA rate (73–79 against 53–56 G multiply-adds per second on one core; `madd_probe`).
+// Operands are int16 pairs packed into 32-bit words, low half first, the pair running along the sum:
+//   Q̂ᵀ   [⌈D/2⌉][stride]    lane r of pair j: (q[r][2j], q[r][2j+1]), int8 values (|q| ≤ 127)
+//   K    [keys][⌈D/2⌉]      key c, pair j: (k[c][2j], k[c][2j+1]), int8 values; an odd D pads with 0
+//   Pᵀ   [⌈keys/2⌉][stride] lane r of pair j: (p[2j][r], p[2j+1][r]), 0 ≤ p ≤ P_ONE; an odd count pads with 0
+//   V    [⌈keys/2⌉][D]      pair j of dimension i: (v[2j][i], v[2j+1][i]), |v| ≤ 2047
+// (vpmaddubsw, the u8 × s8 instruction, does 32 products but its int16 sums need a vpmaddwd by ones to
+// widen: the same two multiply-pipe instructions per 32 products, plus saturation to care for.)
+
+#define P_ONE 16383  // a probability of 1 in Pᵀ's fixed point (14 bits)
+
+/// Lane by lane, `lo(a)·lo(b) + hi(a)·hi(b)` of the int16 halves (vpmaddwd). Never wraps here: |q·k| pairs
+/// sum to ≤ 2·127² and p·v pairs to ≤ 2·16383·2047. The including file says which instruction: MADD16_AVX2
+/// (8 lanes: one vpmaddwd), MADD16_AVX2_HALVES (16 lanes: AVX-512F has no vpmaddwd of its own — that is
+/// AVX512BW —, so one on each 256-bit half), else plain vector arithmetic, the same integers (the portable
+/// path, which the tests run against the others on every machine).
+INLINE vint vmadd16(vint a, vint b) {
+#if defined(MADD16_AVX2)
+    return (vint)__builtin_ia32_pmaddwd256((__v16hi)a, (__v16hi)b);
+#elif defined(MADD16_AVX2_HALVES)
+    typedef int half __attribute__((vector_size(32)));
+    half lo = (half)__builtin_ia32_pmaddwd256((__v16hi)__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7),
+                                              (__v16hi)__builtin_shufflevector(b, b, 0, 1, 2, 3, 4, 5, 6, 7));
+    half hi = (half)__builtin_ia32_pmaddwd256((__v16hi)__builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              (__v16hi)__builtin_shufflevector(b, b, 8, 9, 10, 11, 12, 13, 14, 15));
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+    return ((a << 16) >> 16) * ((b << 16) >> 16) + (a >> 16) * (b >> 16);
+#endif
+}
+
+/// The float helpers on integer lanes (the same bits moved).
+INLINE vint vloadi(const int *p) { return (vint)vload((const float *)p); }
+INLINE void vstorei(int *p, vint v) { vstore((float *)p, (vfloat)v); }
+INLINE vint vspliti(int x) { return (vint)vsplat(__builtin_bit_cast(float, x)); }
+INLINE vfloat vfloat_of(vint v) { return __builtin_convertvector(v, vfloat); }
+
+/// `acc + Σ pairs of a·x`: the integer step of `int_outer_products`.
+INLINE vint madd_step(vint a, vint x, vint acc) { return acc + vmadd16(a, x); }
+DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step)
+
+/// Scores of `nk` (≤ MR) keys against LV·VW lanes: integer sums over D, scaled as the signature says.
+INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long pairs, int nk, const vfloat *scale,
+                              const vfloat *offset, float keyScale, float *out, float *rowMax) {
+    vint acc[MR][LV];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < MR; k++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[k][v] = vspliti(0);
+    int_outer_products(acc, q, stride, keys, pairs, 1, pairs, nk);
+    const vfloat ks = vsplat(keyScale);
+#pragma clang loop unroll(full)
+    for (int v = 0; v < LV; v++) {
+        vfloat m = vload(rowMax + v * VW);
+#pragma clang loop unroll(full)
+        for (int k = 0; k < MR; k++) {
+            if (k < nk) {
+                vfloat s = (vfloat_of(acc[k][v]) * ks + offset[v]) * scale[v];
+                vstore(out + k * stride + v * VW, s);
+                m = vmax(m, s);
+            }
+        }
+        vstore(rowMax + v * VW, m);
+    }
+}
+
+void KERNEL(int8_scores)(const int *queriesT, long stride, long lanes, const float *laneScale, const int *keys,
+                         long pairs, long keyCount, float keyScale, const float *keyMean, float *scores,
+                         float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
+    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes,
+                                          lanes / (LV * VW) * ((keyCount + MR - 1) / MR));
+    for (long g = 0; g < lanes; g += LV * VW) {
+        // The lanes' q·mean (integers times the mean, in fp32) and scales, once per lane group.
+        vfloat offset[LV], scale[LV];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) {
+            offset[v] = vsplat(0);
+            scale[v] = vload(laneScale + g + v * VW);
+        }
+        for (long j = 0; keyMean && j < pairs; j++) {
+            const vfloat lo = vsplat(keyMean[2 * j]), hi = vsplat(keyMean[2 * j + 1]);
+#pragma clang loop unroll(full)
+            for (int v = 0; v < LV; v++) {
+                vint x = vloadi(queriesT + j * stride + g + v * VW);
+                offset[v] += vfloat_of((x << 16) >> 16) * lo + vfloat_of(x >> 16) * hi;
+            }
+        }
+        long c = 0;
+#define INT8_SCORE_GROUPS(n)                                                                               \
+    for (; c + (n) <= keyCount; c += (n)) {                                                                \
+        prefetch_some(&ahead);                                                                             \
+        int8_scores_micro(queriesT + g, stride, keys + c * pairs, pairs, (n), scale, offset, keyScale,      \
+                          scores + c * stride + g, rowMax + g);                                             \
+    }
+        FOR_TAILS(INT8_SCORE_GROUPS)
+#undef INT8_SCORE_GROUPS
+    }
+}
+
+/// `round(p · P_ONE)` (ties to even, the 1.5·2²³ trick; p ∈ [0, 1]) as integers and as floats.
+INLINE vint quantize_probability(vfloat p, vfloat *asFloat) {
+#pragma clang fp contract(off)  // the product rounded by itself, never fused into the addition
+    const vfloat magic = vsplat(12582912.0f);
+    vfloat scaled = p * vsplat((float)P_ONE);
+    vfloat t = scaled + magic;
+    *asFloat = t - magic;
+    return (vint)t - (vint)magic;
+}
+
+void KERNEL(int8_softmax)(float *scores, long stride, long lanes, long keyCount, float *blockMaxThenAlpha,
+                          float *runningMax, float *runningSum) {
+    const vfloat negInf = vsplat(-__builtin_inff()), unit = vsplat(1.0f / P_ONE);
+    for (long r = 0; r < lanes; r += VW) {
+        vfloat mPrev = vload(runningMax + r);
+        vfloat m = vmax(mPrev, vload(blockMaxThenAlpha + r));
+        vfloat shift = (vfloat)((vint)m & ~(vint)(m == negInf));  // 0 where m = −inf
+        vfloat alpha = vexp2(mPrev - shift);
+        vfloat s = vsplat(0);
+        // Row j of the packed Pᵀ overwrites score row j, read already (as row 2j or 2j+1 ≥ j).
+        for (long c = 0; c < keyCount; c += 2) {
+            vfloat f0, f1 = vsplat(0);
+            vint p0 = quantize_probability(vexp2(vload(scores + c * stride + r) - shift), &f0), p1 = vspliti(0);
+            if (c + 1 < keyCount) p1 = quantize_probability(vexp2(vload(scores + (c + 1) * stride + r) - shift), &f1);
+            vstorei((int *)scores + c / 2 * stride + r, (p0 & 0xFFFF) | (p1 << 16));
+            s += f0 + f1;
+        }
+        vstore(runningSum + r, vfma(vload(runningSum + r), alpha, s * unit));
+        vstore(runningMax + r, m);
+        vstore(blockMaxThenAlpha + r, alpha);
+    }
+}
+
+/// `nd` (≤ MR) output dimensions of LV·VW lanes over at most 64 keys (32 pairs): the integer sums stay below
+/// 64·16383·2047 < 2³¹. The rescale by α (NULL: none) is fused into the load.
+INLINE void int8_pv_micro(const int *p, long stride, long lanes, const int *values, long dim, long pairs, int nd,
+                          const float *valueScale, const float *alpha, float *out) {
+    vint acc[MR][LV];
+#pragma clang loop unroll(full)
+    for (int d = 0; d < MR; d++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[d][v] = vspliti(0);
+    int_outer_products(acc, p, stride, values, 1, dim, pairs, nd);
+#pragma clang loop unroll(full)
+    for (int d = 0; d < MR; d++) {
+        if (d < nd) {
+            const vfloat vs = vsplat(valueScale[d] * (1.0f / P_ONE));
+#pragma clang loop unroll(full)
+            for (int v = 0; v < LV; v++) {
+                vfloat o = vload(out + d * lanes + v * VW);
+                if (alpha) o *= vload(alpha + v * VW);
+                vstore(out + d * lanes + v * VW, vfma(vfloat_of(acc[d][v]), vs, o));
+            }
+        }
+    }
+}
+
+void KERNEL(int8_pv)(const int *probabilities, long stride, long lanes, const int *values, long dim, long keyCount,
+                     const float *valueScale, const float *alpha, float *outputT) {
+    long pairs = (keyCount + 1) / 2, i = 0;
+#define INT8_PV_GROUPS(n)                                                                                  \
+    for (; i + (n) <= dim; i += (n))                                                                       \
+        for (long g = 0; g < lanes; g += LV * VW)                                                          \
+            for (long j = 0; j < pairs; j += 32)                                                           \
+                int8_pv_micro(probabilities + j * stride + g, stride, lanes, values + j * dim + i, dim,       \
+                              pairs - j < 32 ? pairs - j : 32, (n), valueScale + i, j == 0 ? alpha + g : 0,  \
+                              outputT + i * lanes + g);
+    FOR_TAILS(INT8_PV_GROUPS)
+#undef INT8_PV_GROUPS
+}
+
+int KERNEL(madd_probe)(long iterations) {
+    // Multiplied by 0 (which the compiler cannot see): every chain keeps its nonzero start, and the timing
+    // of integer multiplies does not depend on the values.
+    static volatile int zero = 0;
+    vint c[PROBE_CHAINS];
+    const vint b = vspliti(zero);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < PROBE_CHAINS; k++) c[k] = vspliti(k + 1);
+    for (long it = 0; it < iterations; it++) {
+#pragma clang loop unroll(full)
+        for (int k = 0; k < PROBE_CHAINS; k++) c[k] = madd_step(c[k], b, c[k]);
+        __asm__ volatile("" : : : "memory");
+    }
+    vint s = vspliti(0);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < PROBE_CHAINS; k++) s += c[k];
+    return s[0];
+}
