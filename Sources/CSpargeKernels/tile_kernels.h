@@ -225,8 +225,35 @@ float KERNEL(fma_probe)(long iterations) {
 
 #include "tile_kernels_int8.h"
 
+/// The mask's compressed score, bit for bit as `MaskPredictor.dotDouble` defines it (which the GPU mask
+/// kernels also repeat): over whole groups of 16, lane l accumulates fma(a[j+l], b[j+l], ·); the lanes fold
+/// as v = acc[0..<8] + acc[8..<16], ((v0+v1)+(v2+v3))+((v4+v5)+(v6+v7)); the tail adds a[j]·b[j] rounded
+/// twice, in order. A fused multiply-add is exact whoever computes it (the instruction here, the C
+/// library's fma on the portable path), so every set gives the same Double.
+double KERNEL(dot_double)(const double *a, const double *b, long d) {
+#pragma clang fp contract(off)
+    double acc[16];
+#pragma clang loop unroll(full)
+    for (int l = 0; l < 16; l++) acc[l] = 0;
+    long j = 0;
+    for (; j + 16 <= d; j += 16) {
+#pragma clang loop unroll(full)
+        for (int l = 0; l < 16; l++) acc[l] = __builtin_fma(a[j + l], b[j + l], acc[l]);
+    }
+    double v[8];
+#pragma clang loop unroll(full)
+    for (int l = 0; l < 8; l++) v[l] = acc[l] + acc[l + 8];
+    double t = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    for (; j < d; j++) {
+        double p = a[j] * b[j];
+        t = t + p;
+    }
+    return t;
+}
+
 sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
-                             KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe)};
+                             KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
+                             KERNEL(dot_double)};
     return k;
 }

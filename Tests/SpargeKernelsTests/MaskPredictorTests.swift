@@ -1,4 +1,5 @@
-import SpargeKernels
+import CSpargeKernels
+@testable import SpargeKernels
 import SpargeTestSupport
 import XCTest
 
@@ -156,6 +157,30 @@ final class MaskPredictorTests: XCTestCase {
         let dense = try MaskPredictor.predict(q: q, k: k, config: SpargeConfig(selection: .dense, causal: true))
         XCTAssertEqual(MaskStatistics(mask: dense, config: SpargeConfig(causal: true)).density, 1)
         XCTAssertEqual(dense.computedCount, (1...4).reduce(0) { $0 + min(8, 2 * $1) })
+    }
+
+    /// The compressed score's C kernel gives its Swift definition's Double bit for bit in every kernel set
+    /// (the portable one through the C library's fma), on fresh random vectors of every length around the
+    /// 16-lane groups, with magnitudes spread so that the summation order shows in the last bits.
+    func testScoreKernelsEqualTheirSwiftTwinBitForBit() {
+        var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
+        if CPUISA.avx2.isSupported { sets.append(("avx2", CPUISA.avx2.kernels)) }
+        if CPUISA.avx512.isSupported { sets.append(("avx512", CPUISA.avx512.kernels)) }
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        var differing = 0
+        for d in [1, 7, 15, 16, 17, 31, 32, 33, 64, 96, 100, 128, 129, 256] {
+            for _ in 0..<40 {
+                let a = (0..<d).map { _ in Double(g.normal()) * pow(2.0, Double(Int.random(in: -20...20, using: &g))) }
+                let b = (0..<d).map { _ in Double(g.normal()) * pow(2.0, Double(Int.random(in: -20...20, using: &g))) }
+                let twin = MaskPredictor.dotDoubleTwin(a, b, d)
+                // The order matters: a plain left-to-right sum differs in the last bits somewhere here.
+                if (0..<d).reduce(0.0, { $0 + a[$1] * b[$1] }) != twin { differing += 1 }
+                for (name, kernels) in sets {
+                    XCTAssertEqual(kernels.dotDouble(a, b, d).bitPattern, twin.bitPattern, "\(name), D \(d)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(differing, 0, "no input told the summation orders apart: the test says nothing")
     }
 
     /// `BlockMask.full` (which a dense pass on a GPU uses instead of predicting) is exactly the dense

@@ -80,6 +80,8 @@ typedef struct {
     sparge_int8_softmax_fn int8Softmax;
     sparge_int8_pv_fn int8PV;
     sparge_madd_probe_fn maddProbe;
+    /// The mask's compressed score Σ a[j]·b[j] in Double, in MaskPredictor.dotDouble's exact order.
+    double (*dotDouble)(const double *a, const double *b, long d);
 } sparge_tile_kernels;
 
 /// AttentionPrecision.int8's rounding (its one implementation): n[i] = round((x[i] − mean[i % dim]) / s),

@@ -257,8 +257,20 @@ public enum MaskPredictor {
         max(1, Int((decimalValue(fraction) * Double(nk)).rounded(.down)))
     }
 
+    /// The compressed score's dot product, by the C kernel of this CPU's set (`sparge_tile_kernels.dotDouble`),
+    /// which sums exactly as ``dotDoubleTwin(_:_:_:)`` does: the same Double on every set. (The Swift twin,
+    /// compiled for a portable x86-64 build, calls the C library's fma once per lane: mask prediction ran 8×
+    /// slower than in a build for the machine's own CPU.)
+    static let dotKernel = CPUISA.detected.kernels.dotDouble!
+
     @inline(__always)
     static func dotDouble(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ d: Int) -> Double {
+        dotKernel(a, b, d)
+    }
+
+    /// The definition of the compressed score's dot product (and the kernels' scalar twin in the tests): two
+    /// 8-lane accumulators fused over whole groups of 16, folded pairwise, then the tail in order, unfused.
+    static func dotDoubleTwin(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ d: Int) -> Double {
         var acc0 = SIMD8<Double>(), acc1 = SIMD8<Double>()
         var j = 0
         let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
