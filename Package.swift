@@ -12,8 +12,9 @@
 //   SpargeC           the C interface (sparge.h, libSpargeC.so) that the Python package `spargering` loads
 //   sparge            the command-line tool: parses, calls SpargeRing, reads and writes files, prints
 //
-// Release builds must name a CPU (`-Xswiftc -target-cpu -Xswiftc NAME`): without one Swift emits no AVX at
-// all. `launch/setup.sh` does this; see README.md.
+// The hot code is C, compiled for every x86 ISA and picked at run time (CSpargeKernels), so a release build
+// for `-Xswiftc -target-cpu -Xswiftc x86-64` (what `launch/setup.sh` does on x86-64) runs well on every
+// x86-64 CPU; see README.md.
 import PackageDescription
 
 let package = Package(

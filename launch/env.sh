@@ -18,10 +18,12 @@ if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
     export PATH="/opt/swift/usr/bin:$PATH"
 fi
 
-# The CPU the release binary's Swift code is compiled for. The attention kernels are compiled for every ISA
-# and picked at run time whatever this says; the rest (mask prediction, summaries) gets no AVX without a
-# target CPU. `native` is this machine; `x86-64` makes one binary for every x86-64 CPU (mask prediction ~6x
-# slower), `skylake-avx512` or `haswell` one for AVX-512 or AVX2 machines. Override by setting
-# SPARGE_TARGET_CPU before running the scripts.
-SPARGE_TARGET_CPU="${SPARGE_TARGET_CPU:-native}"
+# The CPU the release binary's Swift code is compiled for. The hot code is C compiled for every ISA and picked
+# at run time whatever this says (the attention tiles, int8's kernels, the mask's compressed scores), so on
+# x86-64 the default is `x86-64`: one binary for every x86-64 CPU, as fast as one built for this machine
+# (BENCHMARKS.md). `native` is this machine; `skylake-avx512` or `haswell` also work. Elsewhere (arm64) the
+# default is `native`. Override by setting SPARGE_TARGET_CPU before running the scripts.
+if [ -z "${SPARGE_TARGET_CPU:-}" ]; then
+    if [ "$(uname -m)" = x86_64 ]; then SPARGE_TARGET_CPU=x86-64; else SPARGE_TARGET_CPU=native; fi
+fi
 export SPARGE_TARGET_CPU

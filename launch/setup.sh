@@ -8,9 +8,9 @@
 # through apt-get (with sudo unless already root). Swift itself must be installed (on PATH or in /opt/swift).
 #
 # Environment:
-#   SPARGE_TARGET_CPU  CPU to compile for (default `native`). Without one Swift emits no AVX at all
-#                      (~1.6 GFLOP/s instead of ~270 per core). `skylake-avx512`: portable AVX-512, for a
-#                      binary carried to other machines; `haswell`: AVX2 only. This Swift rejects the
+#   SPARGE_TARGET_CPU  CPU the Swift code is compiled for (default `x86-64` on x86-64: one binary for every
+#                      x86-64 CPU, its hot C kernels picked per ISA at run time; `native` elsewhere).
+#                      `native`, `skylake-avx512` and `haswell` also work; this Swift rejects the
 #                      `x86-64-v3` style names.
 #   SPARGE_STATIC=1    link the Swift runtime statically (-static-stdlib), to carry the binary to a machine
 #                      without Swift (it still needs OpenMPI there).
