@@ -209,6 +209,9 @@ final class DeviceRingStore: ResidentRingStore {
     func receiveBuffer(byteCount: Int) throws -> UnsafeMutableRawBufferPointer {
         receivedBytes = byteCount
         if messagesInDeviceMemory {
+            // MPI writes the buffer from its own stream, which waits for none of ours: the memory the pool
+            // hands out must be free of queued work first.
+            try device.synchronize()
             let buffer = try DeviceBuffer(device: device, bytes: byteCount, label: "ring payload (MPI receives)")
             receiveDevice = buffer
             return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: UInt(buffer.address)), count: byteCount)
