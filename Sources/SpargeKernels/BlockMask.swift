@@ -65,7 +65,7 @@ public struct BlockMask: Sendable, Equatable {
         let keys = [Int32](unsafeUninitializedCapacity: starts.last!) { buffer, initialized in
             ramp.withUnsafeBufferPointer { ramp in
                 for r in 0..<(heads * limits.count) where starts[r + 1] > starts[r] {
-                    (buffer.baseAddress! + starts[r]).update(from: ramp.baseAddress!, count: starts[r + 1] - starts[r])
+                    (buffer.baseAddress! + starts[r]).initialize(from: ramp.baseAddress!, count: starts[r + 1] - starts[r])
                 }
             }
             initialized = starts.last!

@@ -191,6 +191,7 @@ final class CUDAHostPathTests: XCTestCase {
     int cuStreamWaitEvent(void *s, void *e, unsigned f) { return 0; }
     int cuEventCreate(void **e, unsigned f) { *e = (void *)4; return 0; }
     int cuEventRecord(void *e, void *s) { return 0; }
+    int cuEventDestroy_v2(void *e) { return 0; }
     int cuEventSynchronize(void *e) { return 0; }
     int cuEventElapsedTime(float *ms, void *a, void *b) { *ms = 1.0f; return 0; }
     int nvrtcVersion(int *a, int *b) { *a = 13; *b = 0; return 0; }

@@ -129,6 +129,9 @@ final class CUDAEvent {
         handle = e
     }
 
+    /// (A stream still waiting for the event is unaffected: the driver frees it once that is done.)
+    deinit { _ = device.api.cuEventDestroy(handle) }
+
     /// Marks the current end of `stream` (default: the kernels' stream).
     func record(on stream: UnsafeMutableRawPointer? = nil) throws {
         try device.api.check(device.api.cuEventRecord(handle, stream ?? device.stream), "cuEventRecord")

@@ -45,6 +45,7 @@ struct DriverAPI {
     let cuStreamQuery: @convention(c) (Handle?) -> Result
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Result
     let cuEventRecord: @convention(c) (Handle?, Handle?) -> Result
+    let cuEventDestroy: @convention(c) (Handle?) -> Result
     let cuEventSynchronize: @convention(c) (Handle?) -> Result
     let cuStreamWaitEvent: @convention(c) (Handle?, Handle?, UInt32) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle?, Handle?) -> Result
@@ -105,6 +106,7 @@ struct DriverAPI {
         cuStreamQuery = try lib.symbol("cuStreamQuery")
         cuEventCreate = try lib.symbol("cuEventCreate")
         cuEventRecord = try lib.symbol("cuEventRecord")
+        cuEventDestroy = try (try? lib.symbol("cuEventDestroy_v2")) ?? lib.symbol("cuEventDestroy")
         cuEventSynchronize = try lib.symbol("cuEventSynchronize")
         cuStreamWaitEvent = try lib.symbol("cuStreamWaitEvent")
         // CUDA 12.8 added a _v2 with the same signature; cuda.h of CUDA 13 maps the plain name to it.

@@ -116,10 +116,18 @@ __device__ __forceinline__ u16 to16(float x, int type, int* overflow, int* range
     return h;
 }
 
-// x's first n values stored at p[i...] as type (rounded to nearest even), wide where it can; *overflow and
-// *range as to16 (range is not looked at for f32).
+// x's first n values stored at p[i...] as type (rounded to nearest even), wide where it can; *overflow as
+// to16, and *range set when a stored value is finite and beyond fp16's range (every type).
 __device__ __forceinline__ void store4(void* p, long long i, int type, int n, sparge_f4 x, int* overflow, int* range) {
     if (type == 0) {
+        if (range) {
+            float v[4] = { x.a, x.b, x.c, x.d };
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                u32 a = __float_as_uint(v[k]) & 0x7fffffff;
+                if (k < n && a >= 0x477ff000 && a < 0x7f800000) *range = 1;
+            }
+        }
         if (n == 4 && (((u64)p + (u64)i * 4) & 15) == 0) { *(sparge_f4*)((float*)p + i) = x; return; }
         float* f = (float*)p + i;
         if (n > 0) f[0] = x.a;

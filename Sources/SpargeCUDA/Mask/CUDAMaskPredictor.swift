@@ -94,7 +94,10 @@ public struct CUDAMaskPredictor {
         var sorted = 1
         while sorted < nk { sorted *= 2 }
         let bytes = sorted * 8 + nk * 4
-        guard mode != 0, bytes <= 48 * 1024 else { return nil }
+        // The kernel's own static shared memory (its broadcast pair and 256 per-thread maxima) counts against
+        // the same 48 KiB that a launch gets without opting in.
+        let staticBytes = 4 * (2 + 256)
+        guard mode != 0, bytes + staticBytes <= 48 * 1024 else { return nil }
         return (min(256, max(32, sorted / 2)), bytes)
     }
 

@@ -133,6 +133,15 @@ final class DeviceRingStore: ResidentRingStore {
         try device.makeCurrent()
         let t = CUDATrace.now()
         self.ownerBlocks = ownerBlocks
+        for i in payloadOffsets.indices { payloadOffsets[i] = -1 }
+        guard !entries.isEmpty else {
+            // Nothing came (no later rank needed a block of that owner): no receive was posted, and no tile
+            // visits the owner's blocks. An empty payload, not a stale one.
+            arrived = nil
+            payload = try DeviceBuffer(device: device, bytes: 1, label: "empty ring payload")
+            CUDATrace.note("ring: empty payload", since: t)
+            return
+        }
         if arrived == nil { try payloadArrived() }
         let up: DeviceBuffer
         if messagesInDeviceMemory, let received = receiveDevice {
@@ -145,8 +154,8 @@ final class DeviceRingStore: ResidentRingStore {
             up = buffer
         }
         arrived = nil
+        receiveDevice = nil
         payload = up
-        for i in payloadOffsets.indices { payloadOffsets[i] = -1 }
         var placements: [UInt64] = []
         placements.reserveCapacity(4 * entries.count)
         for e in entries {
