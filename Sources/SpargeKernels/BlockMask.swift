@@ -105,6 +105,10 @@ public struct BlockMask: Sendable, Equatable {
     /// The first index in `range` (a part of one row, whose keys ascend) of `keys` holding a key block
     /// `≥ key`; `range.upperBound` when none does. A binary search.
     public func firstKeyIndex(atLeast key: Int, in range: Range<Int>) -> Int {
+        // The ends first: a search from a row's start, or past its last key, needs no halving (a ring
+        // range of every key block asks both for every tile).
+        guard !range.isEmpty, Int(keys[range.lowerBound]) < key else { return range.lowerBound }
+        if Int(keys[range.upperBound - 1]) < key { return range.upperBound }
         var (low, high) = (range.lowerBound, range.upperBound)
         while low < high {
             let mid = (low + high) / 2

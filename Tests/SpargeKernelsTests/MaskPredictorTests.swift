@@ -183,6 +183,23 @@ final class MaskPredictorTests: XCTestCase {
         XCTAssertGreaterThan(differing, 0, "no input told the summation orders apart: the test says nothing")
     }
 
+    /// `firstKeyIndex` is the first position of a part of a row holding a key ≥ the one asked, as a linear
+    /// scan finds it, on fresh random rows and parts (empty ones, keys below, inside and past the row).
+    func testFirstKeyIndexEqualsALinearScan() {
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        for _ in 0..<300 {
+            let nk = Int.random(in: 1...80, using: &g)
+            let row = (0..<nk).filter { _ in Bool.random(using: &g) }
+            var builder = BlockMask.Builder(heads: 1, keyBlocks: nk, queryBlocks: [0])
+            builder.appendRow(row)
+            let mask = builder.mask
+            let lo = Int.random(in: 0...row.count, using: &g), hi = Int.random(in: lo...row.count, using: &g)
+            let key = Int.random(in: -1...(nk + 1), using: &g)
+            let expected = (lo..<hi).first { row[$0] >= key } ?? hi
+            XCTAssertEqual(mask.firstKeyIndex(atLeast: key, in: lo..<hi), expected, "row \(row), part \(lo)..<\(hi), key \(key)")
+        }
+    }
+
     /// `BlockMask.full` (which a dense pass on a GPU uses instead of predicting) is exactly the dense
     /// selection's mask for the rows of a rank (zigzag rows, odd N with a partial tail, causal or not, sink and
     /// diagonal rules on), and its rows are prefixes; a sparse mask's are not.

@@ -228,11 +228,9 @@ final class DeviceRingStore: ResidentRingStore {
         // MPI may write the pinned buffer once the last payload's copy up has read it.
         try lastCopy?.synchronize()
         if (receiveHost?.bytes ?? 0) < byteCount { receiveHost = try PinnedBuffer(device: device, bytes: byteCount) }
-        // The copy up (on the copy stream) writes device memory that the pool may have handed back from
-        // work enqueued so far: it waits for that work — not for the attention launched after this.
-        let enqueued = try CUDAEvent(device: device)
-        try enqueued.record()
-        try enqueued.makeWait(device.copyStream)
+        // The copy up (on the copy stream) waits for the work enqueued so far — not for the attention
+        // launched after this.
+        try device.orderCopyStreamAfterQueuedWork()
         return UnsafeMutableRawBufferPointer(start: receiveHost!.pointer, count: byteCount)
     }
 
@@ -249,12 +247,9 @@ final class DeviceRingStore: ResidentRingStore {
         var visits = 0
         for range in ownerBlocks {
             let first = work.count / 4
-            // (A range of every key block, one rank's, holds every visit: no search.)
-            let everything = range.lowerBound == 0 && range.upperBound >= keyBlocks
             for (i, tile) in plan.tiles.enumerated() {
-                let lo = everything ? tile.visits.lowerBound : plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
-                let hi = everything ? tile.visits.upperBound
-                    : plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
+                let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
+                let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
                 if hi > lo {
                     work.append(Int32(i))
                     work.append(Int32(lo - (listsFromRowStart ? tile.visits.lowerBound : 0)))
