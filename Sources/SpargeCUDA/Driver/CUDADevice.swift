@@ -242,6 +242,15 @@ public final class CUDADevice: @unchecked Sendable {
         uploadsInFlight.withLock { $0 = ([], 0) }
     }
 
+    /// Makes the copy stream's later work wait for everything enqueued on the kernels' stream so far — not
+    /// for what is enqueued after. Copies on the copy stream into memory the pool handed out need it: the
+    /// memory's last user may be a kernel still queued.
+    func orderCopyStreamAfterQueuedWork() throws {
+        let queued = try CUDAEvent(device: self)
+        try queued.record()
+        try queued.makeWait(copyStream)
+    }
+
     /// Enqueues a copy of `count` bytes from `source` to device address `destination` on the stream: the
     /// bytes go to a pinned buffer first (the caller may reuse `source` on return), and the host does not
     /// wait for the device — a synchronous copy waits for all the stream's work before it, and a pass made
