@@ -182,7 +182,9 @@ public struct CUDAMaskPredictor {
         let budget = max(Self.scratchBudget, (try? device.memoryInfo().free / 4) ?? 0)
         let perLaunch = max(1, min(items, budget / (nk * 12)))
         let scoreScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 4, label: "scores")
-        let keyScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 8, label: "selection heap")
+        // The sorting kernel keeps its keys in shared memory; only the heap kernel needs the scratch heap.
+        let sorted = Self.sortedSelection(keyBlocks: nk, mode: mode)
+        let keyScratch = sorted == nil ? try DeviceBuffer(device: device, bytes: perLaunch * nk * 8, label: "selection heap") : nil
         for first in stride(from: 0, to: items, by: perLaunch) {
             let count = min(perLaunch, items - first)
             if mode != 0 {
@@ -193,14 +195,14 @@ public struct CUDAMaskPredictor {
                     .float(scale), .pointer(scoreScratch.address),
                 ])
             }
-            if let sorted = Self.sortedSelection(keyBlocks: nk, mode: mode) {
+            if let sorted {
                 try device.launch(try kernel("sparge_select_rows_sorted", dim: d, sharedBytes: sorted.bytes),
                                   grid: count, block: sorted.threads, sharedBytes: sorted.bytes, [
                     .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
                     .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
                     .pointer(bits.address),
                 ])
-            } else {
+            } else if let keyScratch {
                 try device.launch(select, grid: (count + 127) / 128, block: 128, [
                     .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
                     .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
