@@ -43,9 +43,13 @@ struct AttentionKernel {
 
     /// Where the kernel's operands lie on the device.
     struct Operands {
-        /// Q `[Hq][rows][D]`, K and V `[Hkv][kvRows][D]` (16-bit), the fp32 accumulator, the softmax state,
-        /// the tile counters and the tile table.
-        let q: UInt64, k: UInt64, v: UInt64, oacc: UInt64, ml: UInt64, counters: UInt64, tiles: UInt64
+        /// Q `[Hq][rows][D]`, K and V `[Hkv][kvRows][D]` (16-bit), the fp32 accumulator and the softmax state
+        /// kept between launches, the tile counters and the tile table.
+        let q: UInt64, k: UInt64, v: UInt64, oacc: UInt64, ml: UInt64
+        /// Where the launch's CTAs write their tiles' normalised output `[Hq][rows][D]` (f32) and LSE
+        /// `[Hq][rows]` when they are the tiles' last (then the state is neither read nor kept); 0 otherwise.
+        var output: UInt64 = 0, lse: UInt64 = 0
+        let counters: UInt64, tiles: UInt64
         /// Query rows, rows of K/V per head.
         let rows: Int, kvRows: Int
     }
@@ -57,7 +61,8 @@ struct AttentionKernel {
         let log2e: Float = 1.442_695_040_888_963_4
         try device.launch(function(valuesInBF16: valuesInBF16), grid: items, block: warps * 32, sharedBytes: sharedBytes,
                           [.pointer(operands.q), .pointer(operands.k), .pointer(operands.v), .pointer(operands.oacc),
-                           .pointer(operands.ml), .pointer(operands.counters), .pointer(operands.tiles),
+                           .pointer(operands.ml), .pointer(operands.output), .pointer(operands.lse),
+                           .pointer(operands.counters), .pointer(operands.tiles),
                            .pointer(work), .pointer(blocks),
                            .int(Int32(operands.rows)), .int(Int32(seqLen)), .int(Int32(operands.kvRows)), .int(Int32(group)),
                            .float(config.softmaxScale(headDim: headDim) * log2e), .float(config.pvThreshold),

@@ -9,7 +9,8 @@
 ///
 /// The online-softmax state (`m`, `l`, unnormalised `O`, in log2 units) lives in device memory between
 /// launches, so a ring can launch once per step with the blocks that step brought; `sparge_finish` writes
-/// `O / l` and the LSE at the end. The λ rule and the token-level causal mask follow the CPU tile exactly:
+/// `O / l` and the LSE at the end. A launch that holds every block of its tiles (one rank) is given `out` and
+/// `lse` instead, and its CTAs write `O / l` and the LSE themselves (one CTA per tile, blocks or none). The λ rule and the token-level causal mask follow the CPU tile exactly:
 /// see `AttentionTile.visit`.
 ///
 /// Specialisation by `-D`: `HEAD_DIM` (64 or 128; a multiple of 64), `BLOCK_K` (keys per tile: 32, 64 or 128),
@@ -121,7 +122,8 @@ __device__ __forceinline__ float fast_log2(float x) {
 struct TileCounters { int visited, computed, skipped, started; };
 
 // q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
-// oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l);
+// oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l); or, where out is not
+// null, out: [Hq][rows][D] fp32 normalised output and lse: [Hq][rows] (natural log), the state never read;
 // tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
 // work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list.
 // Each warp owns MT m-tiles of 16 rows (rows warp·16·MT + 16·mt + …): with MT = 2 every K and V fragment read
@@ -129,7 +131,8 @@ struct TileCounters { int visited, computed, skipped, started; };
 // memory per k-step instead of held in registers.
 extern "C" __global__ void __launch_bounds__(THREADS)
 sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16* __restrict__ v,
-                 float* __restrict__ oacc, f2* __restrict__ ml, TileCounters* __restrict__ counters,
+                 float* __restrict__ oacc, f2* __restrict__ ml, float* __restrict__ out, float* __restrict__ lse,
+                 TileCounters* __restrict__ counters,
                  const i4* __restrict__ tiles, const i4* __restrict__ work, const int* __restrict__ blocks,
                  int rows, int seqLen, int kvRows, int group, float qScale, float pvThreshold, int causal) {
     extern __shared__ __align__(128) unsigned char smem[];
@@ -153,9 +156,9 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
         bool ok = r < rowCount;
         cp_async16(qs + swz(r, c), ok ? (const void*)(qg + (u64)r * D + c * 8) : (const void*)qg, ok ? 16 : 0);
     }
-    load_kv_tile(ks, kg + (u64)blocks[first] * BK * D);
+    if (count > 0) load_kv_tile(ks, kg + (u64)blocks[first] * BK * D);
     cp_async_commit();
-    load_kv_tile(vs, vg + (u64)blocks[first] * BK * D);
+    if (count > 0) load_kv_tile(vs, vg + (u64)blocks[first] * BK * D);
     cp_async_commit();
     if (count > 1) load_kv_tile(ks + BK * D * 2, kg + (u64)blocks[first + 1] * BK * D);
     cp_async_commit();
@@ -364,7 +367,15 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
             sum += __shfl_xor_sync(0xffffffff, sum, 1);
             sum += __shfl_xor_sync(0xffffffff, sum, 2);
             const int r = warpRow + mt * 16 + g + 8 * h;
-            if (r < rowCount) {
+            if (r < rowCount && out) {
+                // The tile's last launch: O / l (0 where l = 0) and the LSE, as sparge_finish.
+                const u64 row = (u64)head * rows + localRow + r;
+                const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+                for (int n = 0; n < D / 8; ++n)
+                    *(f2*)(out + row * D + n * 8 + 2 * t4) = f2{o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv};
+                if (t4 == 0) lse[row] = sum > 0.f ? (m[mt][h] + fast_log2(sum)) * 0.69314718055994531f : NEG_INF;
+            } else if (r < rowCount) {
                 const u64 state = (u64)head * rows + localRow + r;
 #pragma unroll
                 for (int n = 0; n < D / 8; ++n)

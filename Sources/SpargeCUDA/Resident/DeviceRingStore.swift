@@ -21,11 +21,18 @@ final class DeviceRingStore: ResidentRingStore {
     private let listsFromRowStart: Bool
     private let tokenRanges: [Range<Int>]
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
-    private let valuesInBF16: Bool
+    /// P·V in bf16 (V beyond fp16's range somewhere), else fp16: chosen by `chooseValueType(wide:)`.
+    private var valuesInBF16: Bool?
     private let k: DeviceBuffer, v: DeviceBuffer
     /// Whether `k` is the shard's own K (nothing of K to place).
     private let keysInPlace: Bool
-    private let oacc: DeviceBuffer, ml: DeviceBuffer, counters: DeviceBuffer, tileTable: DeviceBuffer
+    /// With one rank every tile's blocks are all in one launch, whose CTAs write the normalised output and
+    /// LSE themselves (`final`); otherwise the launches carry the softmax state in `oacc` and `ml` between
+    /// ring steps and `finish` normalises.
+    private let final: (output: DeviceBuffer, lse: DeviceBuffer)?
+    private let state: (oacc: DeviceBuffer, ml: DeviceBuffer)?
+    private var attended = false
+    private let counters: DeviceBuffer, tileTable: DeviceBuffer
     private let overflow: DeviceBuffer
 
     /// The payload being computed with: nil for this rank's own blocks, else a device copy of one that
@@ -48,11 +55,8 @@ final class DeviceRingStore: ResidentRingStore {
     private(set) var kernelSeconds = 0.0
 
     init(shard: DeviceShard, mask: BlockMask, maskKeys: DeviceBuffer?, tokenRanges: [Range<Int>],
-         config: SpargeConfig, seqLen: Int, wideValues: Bool, messagesInDeviceMemory: Bool = false) throws {
+         config: SpargeConfig, seqLen: Int, messagesInDeviceMemory: Bool = false) throws {
         try CUDABlockSparseAttention.checkShape(headDim: shard.dim, config: config)
-        guard !wideValues || shard.precision == .bf16 else {
-            throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
-        }
         var t = CUDATrace.now()
         self.shard = shard
         self.messagesInDeviceMemory = messagesInDeviceMemory
@@ -68,7 +72,6 @@ final class DeviceRingStore: ResidentRingStore {
         blockK = config.blockK
         keyBlocks = (seqLen + blockK - 1) / blockK
         kvRows = keyBlocks * blockK
-        valuesInBF16 = wideValues
         payloadOffsets = [Int](repeating: -1, count: shard.kvHeads * keyBlocks)
         t = CUDATrace.note("ring store: host: plan of \(plan.tiles.count) tiles", since: t)
 
@@ -87,8 +90,16 @@ final class DeviceRingStore: ResidentRingStore {
             try k.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
             try v.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
         }
-        oacc = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * d * 4, zeroed: true, label: "output accumulator")
-        ml = try DeviceBuffer(device: device, bytes: shard.queryHeads * shard.rows * 8, zeroed: true, label: "softmax state")
+        let outputRows = shard.queryHeads * shard.rows
+        if tokenRanges == [0..<seqLen] {
+            final = (try DeviceBuffer(device: device, bytes: outputRows * d * 4, label: "output"),
+                     try DeviceBuffer(device: device, bytes: outputRows * 4, label: "lse"))
+            state = nil
+        } else {
+            final = nil
+            state = (try DeviceBuffer(device: device, bytes: outputRows * d * 4, zeroed: true, label: "output accumulator"),
+                     try DeviceBuffer(device: device, bytes: outputRows * 8, zeroed: true, label: "softmax state"))
+        }
         counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
         t = try CUDATrace.step("ring store: accumulators zeroed", since: t, on: device)
         tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
@@ -102,9 +113,23 @@ final class DeviceRingStore: ResidentRingStore {
         }
         try tileTable.upload(table)
         overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
-        t = try CUDATrace.step("ring store: tile table up", since: t, on: device)
-        _ = try kernel.function(valuesInBF16: valuesInBF16)
+        CUDATrace.note("ring store: tile table up", since: t)
+    }
+
+    func chooseValueType(wide: Bool) throws {
+        guard !wide || shard.precision == .bf16 else {
+            throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
+        }
+        valuesInBF16 = wide
+        let t = CUDATrace.now()
+        _ = try kernel.function(valuesInBF16: wide)
         CUDATrace.note("ring store: kernel looked up", since: t)
+    }
+
+    /// P·V's type, once chosen.
+    private func valueType() throws -> Bool {
+        guard let valuesInBF16 else { throw CUDAError.unsupported("the ring ran before P·V's type was chosen") }
+        return valuesInBF16
     }
 
     // MARK: - Payloads
@@ -245,12 +270,18 @@ final class DeviceRingStore: ResidentRingStore {
         work.reserveCapacity(4 * plan.tiles.count * ownerBlocks.count)
         var launches: [(first: Int, items: Int)] = []
         var visits = 0
+        // A launch that finishes its tiles has a CTA for every tile, visits or none: it writes the output.
+        let finishing = final != nil
+        guard !(finishing && (attended || ownerBlocks.count > 1)) else {
+            throw CUDAError.unsupported("one rank's blocks came in more than one launch")
+        }
+        attended = true
         for range in ownerBlocks {
             let first = work.count / 4
             for (i, tile) in plan.tiles.enumerated() {
                 let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
                 let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
-                if hi > lo {
+                if hi > lo || finishing {
                     work.append(Int32(i))
                     work.append(Int32(lo - (listsFromRowStart ? tile.visits.lowerBound : 0)))
                     work.append(Int32(hi - lo))
@@ -261,13 +292,14 @@ final class DeviceRingStore: ResidentRingStore {
             if work.count / 4 > first { launches.append((first, work.count / 4 - first)) }
         }
         let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
-        guard visits > 0, let blockLists else { poll?(1); return }
+        guard visits > 0 || (finishing && !work.isEmpty) else { poll?(1); return }
+        let valuesInBF16 = try valueType()
         let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try workBuffer.upload(work)
         let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
         try start.record()
         for launch in launches {
-            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: blockLists.address,
+            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: blockLists?.address ?? 0,
                               items: launch.items, seqLen: seqLen, group: shard.queryHeads / shard.kvHeads,
                               valuesInBF16: valuesInBF16)
         }
@@ -283,16 +315,23 @@ final class DeviceRingStore: ResidentRingStore {
         try device.makeCurrent()
         var t = CUDATrace.now()
         let (heads, rows, d) = (shard.queryHeads, shard.rows, shard.dim)
-        let output = try DeviceBuffer(device: device, bytes: heads * rows * d * 4, label: "output")
-        let lse = try DeviceBuffer(device: device, bytes: heads * rows * 4, label: "lse")
-        t = try CUDATrace.step("finish: output buffers", since: t, on: device)
-        if heads * rows > 0 {
-            try kernel.normalize(oacc: oacc.address, ml: ml.address, output: output.address, lse: lse.address,
-                                 totalRows: heads * rows)
+        let output: DeviceBuffer, lse: DeviceBuffer
+        if let final {
+            guard attended else { throw CUDAError.unsupported("the ring finished before its one launch") }
+            (output, lse) = final
+        } else {
+            output = try DeviceBuffer(device: device, bytes: heads * rows * d * 4, label: "output")
+            lse = try DeviceBuffer(device: device, bytes: heads * rows * 4, label: "lse")
+            t = try CUDATrace.step("finish: output buffers", since: t, on: device)
+            if let state, heads * rows > 0 {
+                try kernel.normalize(oacc: state.oacc.address, ml: state.ml.address, output: output.address,
+                                     lse: lse.address, totalRows: heads * rows)
+            }
         }
         try device.synchronize()
         kernelSeconds = try timings.reduce(0) { $0 + (try $1.stop.seconds(since: $1.start)) }
-        t = CUDATrace.note("finish: normalised on the device (kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
+        t = CUDATrace.note("finish: \(final == nil ? "normalised on the device" : "normalised by the kernel") "
+            + "(kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
         let statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
         CUDATrace.note("finish: counters down", since: t)
         return (try output.tensor(.f32, shape: [heads, rows, d]), try lse.tensor(.f32, shape: [heads, rows]), statistics)
@@ -315,9 +354,10 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     private var operands: AttentionKernel.Operands {
-        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: v.address, oacc: oacc.address,
-                                 ml: ml.address, counters: counters.address, tiles: tileTable.address,
-                                 rows: shard.rows, kvRows: kvRows)
+        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: v.address,
+                                 oacc: state?.oacc.address ?? 0, ml: state?.ml.address ?? 0,
+                                 output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
+                                 counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows)
     }
 
     private func blockBytes(rows: Int) -> Int { rows * shard.dim * shard.kvFormat.byteSize }
@@ -358,6 +398,7 @@ final class DeviceRingStore: ResidentRingStore {
     /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
     private func place(_ placements: [UInt64]) throws {
         guard !placements.isEmpty else { return }
+        let valuesInBF16 = try valueType()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [

@@ -188,9 +188,9 @@ final class DeviceShard: ResidentShard {
     }
 
     func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
-                       wideValues: Bool, messagesInPlace: Bool) throws -> any ResidentRingStore {
+                       messagesInPlace: Bool) throws -> any ResidentRingStore {
         try DeviceRingStore(shard: self, mask: mask, maskKeys: maskKeys, tokenRanges: tokenRanges, config: config,
-                            seqLen: seqLen, wideValues: wideValues, messagesInDeviceMemory: messagesInPlace)
+                            seqLen: seqLen, messagesInDeviceMemory: messagesInPlace)
     }
 
     /// Every key block's Float means and flags on the device: `gathered` uploaded (several ranks), or this

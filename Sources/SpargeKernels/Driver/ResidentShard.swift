@@ -34,7 +34,8 @@ public protocol ResidentShard: AnyObject {
     var dim: Int { get }
 
     /// Whether V holds values that the backend's compact P·V type cannot carry (fp16 beyond ±65504); when
-    /// any rank's does, every rank is given `wideValues` and computes P·V in its wide type.
+    /// any rank's does, every rank's ring store is told so (`ResidentRingStore.chooseValueType(wide:)`) and
+    /// computes P·V in its wide type. May wait for the device's conversion of V.
     func needsWideValues() throws -> Bool
 
     /// The sums of K over this rank's rows `[Hkv][D]`, in ``KeyMean``'s order (so the same Doubles).
@@ -59,16 +60,24 @@ public protocol ResidentShard: AnyObject {
     func predictRows(queryBlocks: [Int], keySummaries: BlockSummaries?, config: SpargeConfig,
                      seqLen: Int) throws -> BlockMask
 
-    /// The ring's store for an attention of this rank's queries under `mask`, holding this rank's K/V.
+    /// The ring's store for an attention of this rank's queries under `mask`, holding this rank's K/V; its
+    /// P·V type is chosen afterwards (`ResidentRingStore.chooseValueType(wide:)`), so that the store's
+    /// planning on the host overlaps the device's conversion of V that the choice waits for.
     ///
     /// - Parameter messagesInPlace: the transport takes the backend's own memory (a CUDA-aware MPI), so
     ///   `pack` and `receiveBuffer` may hand it device memory instead of staging through the host.
     func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
-                       wideValues: Bool, messagesInPlace: Bool) throws -> any ResidentRingStore
+                       messagesInPlace: Bool) throws -> any ResidentRingStore
 }
 
 /// A ring store whose output stays where it was computed.
 public protocol ResidentRingStore: RingBlockStore {
+    /// Computes P·V in the backend's wide type (bf16) when `wide`, else in its compact one (fp16); called once,
+    /// with the same `wide` on every rank, before the ring runs.
+    ///
+    /// - Throws: when `wide` and the pass's precision has no wide P·V type.
+    func chooseValueType(wide: Bool) throws
+
     /// The output `[Hq, rows, D]` (f32) and row log-sum-exp `[Hq, rows]` (f32, natural log), in the
     /// backend's memory, and the counters of every `attend`.
     func finish() throws -> (output: Tensor, lse: Tensor, statistics: AttentionStatistics)

@@ -78,13 +78,15 @@ extension ShardedAttention {
 
         // The ring, its payloads packed and placed by the engine.
         t = DispatchTime.now().uptimeNanoseconds
-        let wideValues = comm.anyRank(try agreed(comm) { try shard.needsWideValues() })
         let inPlace = comm.size > 1 && comm.allreduceMin(comm.movesDeviceMemory ? 1 : 0) == 1
         stats.messagesInPlace = inPlace
         let store = try agreed(comm) {
             try shard.makeRingStore(mask: mask, tokenRanges: ranges, config: config, seqLen: layout.seqLen,
-                                    wideValues: wideValues, messagesInPlace: inPlace)
+                                    messagesInPlace: inPlace)
         }
+        // Asked only now: the answer waits for V's conversion, which ran while the store was planned.
+        let wideValues = comm.anyRank(try agreed(comm) { try shard.needsWideValues() })
+        try agreed(comm) { try store.chooseValueType(wide: wideValues) }
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: shard.dim, format: kvFormat),
                                  comm: comm, threads: 1)
         stats.ring = try ring.run(store: store) { done in progress?("ring", done) }
