@@ -23,9 +23,14 @@ final class DeviceRingStore: ResidentRingStore {
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     /// P·V in bf16 (V beyond fp16's range somewhere), else fp16: chosen by `chooseValueType(wide:)`.
     private var valuesInBF16: Bool?
-    private let k: DeviceBuffer, v: DeviceBuffer
-    /// Whether `k` is the shard's own K (nothing of K to place).
-    private let keysInPlace: Bool
+    private let k: DeviceBuffer
+    /// V in P·V's type, from `chooseValueType(wide:)` on: the shard's own V where it is in that type already
+    /// and nothing is to be placed (`wholeInPlace`), else a buffer that blocks are placed in.
+    private var v: DeviceBuffer?
+    /// One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
+    /// reads that K where it is, and V is converted to P·V's type in one pass (or read where it is).
+    private let wholeInPlace: Bool
+    private let kvBytes: Int
     /// With one rank every tile's blocks are all in one launch, whose CTAs write the normalised output and
     /// LSE themselves (`final`); otherwise the launches carry the softmax state in `oacc` and `ml` between
     /// ring steps and `finish` normalises.
@@ -75,21 +80,13 @@ final class DeviceRingStore: ResidentRingStore {
         payloadOffsets = [Int](repeating: -1, count: shard.kvHeads * keyBlocks)
         t = CUDATrace.note("ring store: host: plan of \(plan.tiles.count) tiles", since: t)
 
-        let (d, kvBytes) = (shard.dim, shard.kvHeads * kvRows * shard.dim * 2)
-        // One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
-        // reads that K where it is, and only V is placed (converted to the P·V type).
-        keysInPlace = tokenRanges == [0..<seqLen] && shard.rows == kvRows
+        let d = shard.dim
+        kvBytes = shard.kvHeads * kvRows * d * 2
+        wholeInPlace = tokenRanges == [0..<seqLen] && shard.rows == kvRows
             && shard.kvFormat == (shard.precision == .bf16 ? .bf16 : .f16)
-        k = keysInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
-        v = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
-        t = try CUDATrace.step("ring store: K, V buffers", since: t, on: device)
-        // Every block a tile visits is placed before it is visited; only the rows past the sequence's end
-        // in the last block are read without being placed, and must be zeros (0 · NaN would be NaN).
-        let tail = (kvRows - seqLen) * d * 2
-        for g in 0..<shard.kvHeads {
-            try k.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
-            try v.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail)
-        }
+        k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
+        if !wholeInPlace { try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: d) }
+        t = try CUDATrace.step("ring store: K buffer", since: t, on: device)
         let outputRows = shard.queryHeads * shard.rows
         if tokenRanges == [0..<seqLen] {
             final = (try DeviceBuffer(device: device, bytes: outputRows * d * 4, label: "output"),
@@ -122,8 +119,24 @@ final class DeviceRingStore: ResidentRingStore {
         }
         valuesInBF16 = wide
         let t = CUDATrace.now()
+        if wholeInPlace && shard.kvFormat == (wide ? .bf16 : .f16) {
+            v = ring.values
+        } else {
+            let values = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
+            if !wholeInPlace {
+                try Self.zeroTail(of: values, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: shard.dim)
+            }
+            v = values
+        }
         _ = try kernel.function(valuesInBF16: wide)
-        CUDATrace.note("ring store: kernel looked up", since: t)
+        CUDATrace.note("ring store: V buffer, kernel looked up", since: t)
+    }
+
+    /// Every block a tile visits is placed before it is visited; only the rows past the sequence's end in the
+    /// last block are read without being placed, and must be zeros (0 · NaN would be NaN).
+    private static func zeroTail(of buffer: DeviceBuffer, kvHeads: Int, kvRows: Int, seqLen: Int, dim d: Int) throws {
+        let tail = (kvRows - seqLen) * d * 2
+        for g in 0..<kvHeads { try buffer.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail) }
     }
 
     /// P·V's type, once chosen.
@@ -139,6 +152,11 @@ final class DeviceRingStore: ResidentRingStore {
         let t = CUDATrace.now()
         payload = nil
         self.ownerBlocks = ownerBlocks
+        if wholeInPlace {
+            try convertValuesWhole()
+            CUDATrace.note("ring: own blocks in place", since: t)
+            return
+        }
         var placements: [UInt64] = []
         placements.reserveCapacity(4 * shard.kvHeads * ownerBlocks.reduce(0) { $0 + $1.count })
         for g in 0..<shard.kvHeads {
@@ -354,7 +372,7 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     private var operands: AttentionKernel.Operands {
-        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: v.address,
+        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: v?.address ?? 0,
                                  oacc: state?.oacc.address ?? 0, ml: state?.ml.address ?? 0,
                                  output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
                                  counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows)
@@ -396,14 +414,27 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
+    /// One rank's V converted to P·V's type in one pass, where the blocks need no placing (unless it already
+    /// is V itself).
+    private func convertValuesWhole() throws {
+        guard let v, v !== ring.values else { return }
+        let count = kvBytes / 2
+        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
+            .pointer(ring.values.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int64(Int64(count)),
+            .pointer(v.address), .int(ResidentKernelSource.code(of: try valueType() ? .bf16 : .f16)),
+            .pointer(overflow.address), .pointer(0),
+        ])
+    }
+
     private func place(_ placements: [UInt64]) throws {
         guard !placements.isEmpty else { return }
         let valuesInBF16 = try valueType()
+        guard let v else { throw CUDAError.unsupported("the ring ran before P·V's type was chosen") }
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
-            .int(Int32(kvRows)), .pointer(keysInPlace ? 0 : k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
+            .int(Int32(kvRows)), .pointer(k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
             .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
