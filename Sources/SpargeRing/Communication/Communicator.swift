@@ -47,14 +47,15 @@ public protocol Communicator: AnyObject {
     /// Replaces every byte with the bitwise OR over all ranks (bitsets such as "which ranks need block j").
     func allreduceBitwiseOr(_ values: inout [UInt8])
 
-    /// Concatenates every rank's bytes in rank order, when every rank already knows every count.
+    /// Concatenates every rank's bytes in rank order into `all`, when every rank already knows every count:
+    /// memory the caller owns on both sides (pinned staging, a large summary), so nothing is copied twice.
     ///
     /// - Parameters:
     ///   - mine: this rank's bytes; `mine.count` must equal `counts[rank]`. May be empty.
     ///   - counts: the byte count of every rank, identical on all ranks; each count and their total must be
     ///     below 2³¹ (MPI counts and displacements are `int`).
-    /// - Returns: `counts.reduce(0, +)` bytes, rank 0's first.
-    func allgatherv(_ mine: [UInt8], counts: [Int]) -> [UInt8]
+    ///   - all: `counts.reduce(0, +)` bytes, rank 0's first.
+    func allgatherv(_ mine: UnsafeRawBufferPointer, counts: [Int], into all: UnsafeMutableRawBufferPointer)
 
     /// Starts sending `buffer` to rank `to`; complete the request with `test` or `wait`.
     ///
@@ -137,6 +138,13 @@ extension Communicator {
     /// Gathers every rank's bytes in rank order when the counts are not known in advance: the counts are
     /// gathered first (8 bytes per rank), then the bytes with `allgatherv`.
     /// - Returns: one array per rank, indexed by rank; empty for a rank that gave nothing.
+    /// `allgatherv(_:counts:into:)` into a new array: `counts.reduce(0, +)` bytes, rank 0's first.
+    public func allgatherv(_ mine: [UInt8], counts: [Int]) -> [UInt8] {
+        var all = [UInt8](repeating: 0, count: counts.reduce(0, +))
+        mine.withUnsafeBytes { send in all.withUnsafeMutableBytes { allgatherv(send, counts: counts, into: $0) } }
+        return all
+    }
+
     public func allgather(bytes mine: [UInt8]) -> [[UInt8]] {
         var myCount = UInt64(mine.count).littleEndian
         let countBytes = withUnsafeBytes(of: &myCount) { Array($0) }

@@ -161,7 +161,7 @@ public final class MPICommunicator: Communicator {
 
     /// Every rank's bytes in rank order; the counts are known on every rank.
     /// The corresponding MPI function is `MPI_Allgatherv`.
-    public func allgatherv(_ mine: [UInt8], counts: [Int]) -> [UInt8] {
+    public func allgatherv(_ mine: UnsafeRawBufferPointer, counts: [Int], into all: UnsafeMutableRawBufferPointer) {
         // Misuse ends every rank with a message: the others are already waiting inside the collective.
         guard counts.count == size else {
             failAll("allgatherv needs one count per rank (\(counts.count) for \(size) ranks)", on: self)
@@ -183,17 +183,13 @@ public final class MPICommunicator: Communicator {
         guard Int32(exactly: total) != nil else {
             failAll("allgatherv of \(total) bytes exceeds MPI's int counts", on: self)
         }
-        var result = [UInt8](repeating: 0, count: total)
+        guard all.count == total else {
+            failAll("allgatherv: \(all.count) bytes to receive into, counts say \(total)", on: self)
+        }
         do {
-            try mine.withUnsafeBytes { send in
-                try result.withUnsafeMutableBytes { receive in
-                    try MPI.allgatherv(
-                        send.baseAddress, count: counts32[rank], into: receive.baseAddress,
-                        counts: counts32, displacements: displacements, handle)
-                }
-            }
+            try MPI.allgatherv(mine.baseAddress, count: counts32[rank], into: all.baseAddress, counts: counts32,
+                               displacements: displacements, handle)
         } catch { fatal(error) }
-        return result
     }
 
     // MARK: - Point to point
