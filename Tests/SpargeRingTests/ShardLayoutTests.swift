@@ -132,15 +132,34 @@ final class RingScheduleTests: XCTestCase {
     }
 }
 
-final class SummaryCodingTests: XCTestCase {
-    /// The allgather encoding of summary runs is lossless, including runs that are not consecutive.
-    func testRoundTrip() {
-        var generator = SeededGenerator(seed: 7)
-        let x = Tensor3.random(heads: 2, rows: 640, dim: 8, using: &generator)
-        let runs = [BlockSummaries.summarize(x, rows: 0..<128, firstBlock: 0, blockSize: 64, threshold: 0.1),
-                    BlockSummaries.summarize(x, rows: 128..<640, firstBlock: 6, blockSize: 64, threshold: 0.1)]
-        XCTAssertEqual(SummaryCoding.decode(SummaryCoding.encode(runs)), runs)
-        XCTAssertEqual(SummaryCoding.byteCount(runs), SummaryCoding.encode(runs).count)
-        XCTAssertEqual(SummaryCoding.decode([]), [])
+final class PackedKeySummariesTests: XCTestCase {
+    /// Runs of random summaries (random flags too, so that a flag put in the wrong place shows), handed out to
+    /// three "ranks" out of block order as a zigzag layout does, packed per rank and concatenated in rank order
+    /// as the allgather does: the gathered value holds every block's mean and flag where
+    /// `BlockSummaries(concatenating:)` of the runs in block order puts them.
+    func testGatheredRunsGiveEveryBlockInPlace() throws {
+        var generator = SeededGenerator(seed: 11)
+        let (heads, dim) = (3, 5)
+        let runBlocks = [0..<2, 2..<3, 3..<7, 7..<8, 8..<11, 11..<12]
+        let runs = runBlocks.map { blocks in
+            BlockSummaries(heads: heads, dim: dim, blockSize: 64, firstBlock: blocks.lowerBound, count: blocks.count,
+                           means: (0..<(heads * blocks.count * dim)).map { _ in Float.random(in: -2...2, using: &generator) },
+                           flags: (0..<(heads * blocks.count)).map { _ in UInt8.random(in: 0...1, using: &generator) })
+        }
+        let ranks = [[0, 5], [1, 4], [2, 3]]  // rank r holds runs ranks[r], in that order
+        let sent = ranks.map { PackedKeySummaries.pack($0.map { runs[$0] }) }
+        let gathered = try PackedKeySummaries(heads: heads, dim: dim, blockSize: 64, keyBlocks: 12,
+                                              blocksOfRanks: ranks.map { $0.map { runBlocks[$0] } }) { all in
+            XCTAssertEqual(all.count, sent.reduce(0) { $0 + $1.count })
+            all.copyBytes(from: sent.joined())
+        }
+        let expected = BlockSummaries(concatenating: runs)
+        XCTAssertEqual(gathered.summaries, expected)
+        XCTAssertEqual(gathered.flags, expected.flags)
+        XCTAssertEqual(sent[0].count, PackedKeySummaries.byteCount(blocks: 3, heads: heads, dim: dim))
+
+        // A layout whose runs leave a block out is refused before anything is gathered.
+        XCTAssertThrowsError(try PackedKeySummaries(heads: heads, dim: dim, blockSize: 64, keyBlocks: 12,
+                                                    blocksOfRanks: [[0..<5], [6..<12]]) { _ in XCTFail("gathered") })
     }
 }

@@ -19,6 +19,8 @@ final class DeviceShard: ResidentShard {
     private let entered: (q: Tensor, k: Tensor, v: Tensor)
     private var ring: RingTensors?
     private var summaries: Summaries?
+    /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
+    private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
 
     /// Q in the kernel's 16-bit type `[Hq][rows][D]`, K and V in `kvFormat` `[Hkv][rows][D]`, and whether a
@@ -136,26 +138,34 @@ final class DeviceShard: ResidentShard {
         try CUDATrace.step("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t, on: device)
     }
 
-    func localKeySummaries() throws -> [BlockSummaries] {
+    func packKeySummaries() throws -> UnsafeRawBufferPointer {
         let s = try pooled()
-        var means = [Float](repeating: 0, count: kvHeads * s.keyBlocks * dim)
-        var flags = [UInt8](repeating: 0, count: kvHeads * s.keyBlocks)
-        try means.withUnsafeMutableBytes { try s.keyMeans.download(into: $0.baseAddress!, count: $0.count) }
-        try flags.withUnsafeMutableBytes { try s.keyFlags.download(into: $0.baseAddress!, count: $0.count) }
-        var at = 0
-        var runs: [BlockSummaries] = []
+        let t = CUDATrace.now()
+        try device.synchronize()
+        let total = s.keyRuns.reduce(0) { $0 + PackedKeySummaries.byteCount(blocks: $1.count, heads: kvHeads, dim: dim) }
+        if (summaryStaging?.bytes ?? 0) < total { summaryStaging = try PinnedBuffer(device: device, bytes: total) }
+        let staging = summaryStaging!.pointer
+        // Per run and head, its means and its flags straight from the pooled arrays into their place.
+        var (at, offset) = (0, 0)
         for run in s.keyRuns {
-            var runMeans: [Float] = [], runFlags: [UInt8] = []
             for g in 0..<kvHeads {
-                let first = g * s.keyBlocks + at
-                runMeans += means[(first * dim)..<((first + run.count) * dim)]
-                runFlags += flags[first..<(first + run.count)]
+                let bytes = run.count * dim * 4
+                try download(s.keyMeans, from: ((g * s.keyBlocks + at) * dim) * 4, count: bytes,
+                             into: staging + offset + g * bytes)
+                try download(s.keyFlags, from: g * s.keyBlocks + at, count: run.count,
+                             into: staging + offset + kvHeads * bytes + g * run.count)
             }
-            runs.append(BlockSummaries(heads: kvHeads, dim: dim, blockSize: s.blockK, firstBlock: run.firstBlock,
-                                       count: run.count, means: runMeans, flags: runFlags))
+            offset += PackedKeySummaries.byteCount(blocks: run.count, heads: kvHeads, dim: dim)
             at += run.count
         }
-        return runs
+        CUDATrace.note("summaries: \(total) B of key summaries down for the allgather", since: t)
+        return UnsafeRawBufferPointer(start: staging, count: total)
+    }
+
+    private func download(_ buffer: DeviceBuffer, from offset: Int, count: Int, into host: UnsafeMutableRawPointer) throws {
+        guard count > 0 else { return }
+        try device.api.check(device.api.cuMemcpyDtoH(host, buffer.address + UInt64(offset), count),
+                             "cuMemcpyDtoH(\(count) B of key summaries)")
     }
 
     func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8]) {
@@ -167,7 +177,7 @@ final class DeviceShard: ResidentShard {
         return (queries, keys)
     }
 
-    func predictRows(queryBlocks: [Int], keySummaries: BlockSummaries?, config: SpargeConfig,
+    func predictRows(queryBlocks: [Int], keySummaries: PackedKeySummaries?, config: SpargeConfig,
                      seqLen: Int) throws -> BlockMask {
         try device.makeCurrent()
         let s = try pooled()
@@ -195,7 +205,7 @@ final class DeviceShard: ResidentShard {
 
     /// Every key block's Float means and flags on the device: `gathered` uploaded (several ranks), or this
     /// rank's own when they are every block (one rank).
-    private func keySummariesOnDevice(_ gathered: BlockSummaries?, pooled s: Summaries,
+    private func keySummariesOnDevice(_ gathered: PackedKeySummaries?, pooled s: Summaries,
                                       keyBlocks nk: Int) throws -> (means: DeviceBuffer, flags: DeviceBuffer) {
         guard let gathered else {
             var next = 0
@@ -208,14 +218,25 @@ final class DeviceShard: ResidentShard {
             guard next == nk else { throw SpargeError.invalidArgument("predictRows: \(next) key blocks for \(nk)") }
             return (s.keyMeans, s.keyFlags)
         }
-        guard gathered.count == nk && gathered.firstBlock == 0 && gathered.heads == kvHeads else {
-            throw SpargeError.invalidArgument("predictRows: key summaries of blocks \(gathered.firstBlock)..<"
-                + "\(gathered.firstBlock + gathered.count) × \(gathered.heads) heads for \(nk) key blocks × \(kvHeads)")
+        guard gathered.keyBlocks == nk && gathered.heads == kvHeads && gathered.dim == dim else {
+            throw SpargeError.invalidArgument("predictRows: key summaries of \(gathered.keyBlocks) blocks × "
+                + "\(gathered.heads) heads × \(gathered.dim) for \(nk) key blocks × \(kvHeads) × \(dim)")
         }
+        let t = CUDATrace.now()
         let means = try DeviceBuffer(device: device, bytes: kvHeads * nk * dim * 4, label: "key means (all ranks)")
-        try means.upload(Array(gathered.means))
         let flags = try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags (all ranks)")
-        try flags.upload(Array(gathered.flags))
+        // Per run and head, straight from the allgather's buffer to its rows (the runs cover every block once).
+        try gathered.bytes.withUnsafeBytes { raw in
+            for run in gathered.runs {
+                for g in 0..<kvHeads {
+                    try means.upload(raw.baseAddress! + gathered.meansOffset(of: run, head: g), count: run.count * dim * 4,
+                                     offset: (g * nk + run.firstBlock) * dim * 4)
+                    try flags.upload(raw.baseAddress! + gathered.flagsOffset(of: run, head: g), count: run.count,
+                                     offset: g * nk + run.firstBlock)
+                }
+            }
+        }
+        CUDATrace.note("mask: \(gathered.bytes.count) B of every rank's key summaries up", since: t)
         return (means, flags)
     }
 

@@ -47,8 +47,9 @@ public protocol ResidentShard: AnyObject {
     /// - Parameter tokenRanges: the global token ranges this rank holds, in the order of its rows.
     func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws
 
-    /// The key summaries pooled by `summarize`, on the host, one run per token range (for the allgather).
-    func localKeySummaries() throws -> [BlockSummaries]
+    /// The key summaries pooled by `summarize`, packed for the allgather one run per token range
+    /// (`PackedKeySummaries`' layout), in host memory the shard owns until its next call.
+    func packKeySummaries() throws -> UnsafeRawBufferPointer
 
     /// The self-similarity flags of this rank's query blocks `[Hq][blocks]` and key blocks `[Hkv][blocks]`.
     func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8])
@@ -57,7 +58,7 @@ public protocol ResidentShard: AnyObject {
     ///
     /// - Parameter keySummaries: every key block's summary, gathered from all ranks; nil when this rank's
     ///   own (from `summarize`) are all of them (one rank), which then never leave the backend.
-    func predictRows(queryBlocks: [Int], keySummaries: BlockSummaries?, config: SpargeConfig,
+    func predictRows(queryBlocks: [Int], keySummaries: PackedKeySummaries?, config: SpargeConfig,
                      seqLen: Int) throws -> BlockMask
 
     /// The ring's store for an attention of this rank's queries under `mask`, holding this rank's K/V; its

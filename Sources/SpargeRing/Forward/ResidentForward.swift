@@ -55,7 +55,7 @@ extension ShardedAttention {
         var t = DispatchTime.now().uptimeNanoseconds
         let shard = try agreed(comm) { try engine.enter(q: q, k: k, v: v, kvFormat: kvFormat) }
         let dense = config.selection == .dense
-        var gathered: BlockSummaries?
+        var gathered: PackedKeySummaries?
         if !dense {
             gathered = try summarize(shard, ranges: ranges, layout: layout, config: config, comm: comm, statistics: &stats)
         }
@@ -104,14 +104,16 @@ extension ShardedAttention {
     /// every key block's summary gathered from all ranks; nil with one rank, whose own are all of them.
     private static func summarize(_ shard: any ResidentShard, ranges: [Range<Int>], layout: ShardLayout,
                                   config: SpargeConfig, comm: Communicator,
-                                  statistics stats: inout ForwardStatistics) throws -> BlockSummaries? {
+                                  statistics stats: inout ForwardStatistics) throws -> PackedKeySummaries? {
         var sums = try agreed(comm) { try shard.keySums() }
         comm.allreduceSum(&sums)
         let keyMean = KeyMean(heads: shard.kvHeads, dim: shard.dim, sums: sums, rowCount: layout.seqLen).mean()
         try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
         guard comm.size > 1 else { return nil }
-        let keyRuns = try agreed(comm) { try shard.localKeySummaries() }
-        stats.summaryBytes = SummaryCoding.byteCount(keyRuns)
-        return BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
+        // From the shard's staging straight into the buffer it uploads from.
+        let mine = try agreed(comm) { try shard.packKeySummaries() }
+        stats.summaryBytes = mine.count
+        return try SummaryExchange.allKeySummaries(packed: mine, heads: shard.kvHeads, dim: shard.dim, layout: layout,
+                                                   blockK: config.blockK, on: comm)
     }
 }

@@ -98,8 +98,12 @@ public enum ShardedAttention {
         let keyRuns = try SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
                                                          threshold: config.simThreshold, subtracting: keyMean,
                                                          engine: engine)
-        stats.summaryBytes = SummaryCoding.byteCount(keyRuns)
-        let allKeys = BlockSummaries(concatenating: SummaryExchange.allKeySummaries(local: keyRuns, on: comm))
+        let packed = PackedKeySummaries.pack(keyRuns)
+        stats.summaryBytes = packed.count
+        let allKeys = try packed.withUnsafeBytes {
+            try SummaryExchange.allKeySummaries(packed: $0, heads: k.heads, dim: k.dim, layout: layout,
+                                                blockK: config.blockK, on: comm)
+        }.summaries
         let queries = queryRuns.isEmpty
             ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
                              means: [Float](), flags: [UInt8]())

@@ -25,55 +25,20 @@ enum SummaryExchange {
         }
     }
 
-    /// All key-block summaries of the sequence, gathered from every rank's runs.
-    static func allKeySummaries(local runs: [BlockSummaries], on comm: Communicator) -> [BlockSummaries] {
-        let gathered = comm.allgather(bytes: SummaryCoding.encode(runs))
-        return gathered.flatMap(SummaryCoding.decode).sorted { $0.firstBlock < $1.firstBlock }
-    }
-}
-
-/// Flat byte encoding of summary runs for the allgather: per run a 5-word header
-/// (heads, dim, blockSize, firstBlock, count as little-endian Int64), the means, then the flags.
-enum SummaryCoding {
-    /// The bytes `encode` gives, without encoding (the statistics count them every pass).
-    static func byteCount(_ runs: [BlockSummaries]) -> Int {
-        runs.reduce(0) { $0 + 40 + 4 * $1.means.count + $1.flags.count }
-    }
-
-    static func encode(_ runs: [BlockSummaries]) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for run in runs {
-            for word in [run.heads, run.dim, run.blockSize, run.firstBlock, run.count] {
-                withUnsafeBytes(of: Int64(word).littleEndian) { bytes.append(contentsOf: $0) }
-            }
-            run.means.withUnsafeBytes { bytes.append(contentsOf: $0) }
-            bytes.append(contentsOf: run.flags)
+    /// Every rank's key-block summaries, from `mine` (this rank's runs packed in `PackedKeySummaries`'
+    /// layout, one per token range): one allgather, its counts known to every rank from the layout.
+    ///
+    /// - Throws: `SpargeError.invalidArgument` (on every rank alike) when the layout's runs do not hold every
+    ///   key block once.
+    static func allKeySummaries(packed mine: UnsafeRawBufferPointer, heads: Int, dim: Int, layout: ShardLayout,
+                                blockK bk: Int, on comm: Communicator) throws -> PackedKeySummaries {
+        let blocksOfRanks = layout.tokenRanges.map { ranges in
+            ranges.map { ($0.lowerBound / bk)..<($0.lowerBound / bk + ($0.count + bk - 1) / bk) }
         }
-        return bytes
-    }
-
-    static func decode(_ bytes: [UInt8]) -> [BlockSummaries] {
-        var runs: [BlockSummaries] = []
-        var at = 0
-        bytes.withUnsafeBytes { raw in
-            while at < raw.count {
-                let w = (0..<5).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 8 * $0, as: Int64.self))) }
-                at += 40
-                let (heads, dim, blockSize, firstBlock, count) = (w[0], w[1], w[2], w[3], w[4])
-                let meanCount = heads * count * dim
-                let means = [Float](unsafeUninitializedCapacity: meanCount) { buffer, initialized in
-                    if meanCount > 0 {
-                        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: raw.baseAddress! + at, byteCount: 4 * meanCount)
-                    }
-                    initialized = meanCount
-                }
-                at += 4 * meanCount
-                let flags = raw[at..<(at + heads * count)]
-                at += heads * count
-                runs.append(BlockSummaries(heads: heads, dim: dim, blockSize: blockSize, firstBlock: firstBlock,
-                                           count: count, means: means, flags: flags))
-            }
+        let counts = blocksOfRanks.map { runs in
+            runs.reduce(0) { $0 + PackedKeySummaries.byteCount(blocks: $1.count, heads: heads, dim: dim) }
         }
-        return runs
+        return try PackedKeySummaries(heads: heads, dim: dim, blockSize: bk, keyBlocks: layout.keyBlockCount,
+                                      blocksOfRanks: blocksOfRanks) { comm.allgatherv(mine, counts: counts, into: $0) }
     }
 }
