@@ -62,10 +62,36 @@ enum BackendOptions {
         return CPUAttentionEngine(isa: isa, precision: precision)
     }
 
-    /// On rank 0, `CUDABlockSparseAttention.slowShapeHint` on stderr when the GPU computes the tiles.
+    /// Collective (every rank has the same kind of engine): on rank 0, `CUDABlockSparseAttention.slowShapeHint`
+    /// on stderr when the GPU computes the tiles, and a hint to start MPS when ranks share a GPU without it.
     static func hint(_ engine: any AttentionEngine, config: SpargeConfig, ctx: CommandContext) {
-        guard ctx.isRoot, engine is CUDAAttentionEngine else { return }
+        guard let cuda = engine as? CUDAAttentionEngine else { return }
+        let sharing = ranksSharingAGPU(cuda, ctx: ctx)
+        guard ctx.isRoot else { return }
         printHint(config: config)
+        if let sharing {
+            FileHandle.standardError.write(Data(("sparge: hint: ranks \(sharing.ranks.map(String.init).joined(separator: ", ")) "
+                + "share \(sharing.gpu) and no MPS server runs: their kernels take turns in time slices and each "
+                + "waits for the other's (at 32K tokens 5× one rank's time). Start `nvidia-cuda-mps-control -d` "
+                + "on the node before mpirun so that they run side by side.\n").utf8))
+        }
+    }
+
+    /// Collective: the ranks of the first GPU that several ranks use, where some of them run without an MPS
+    /// server (no pipe directory of one: `CUDA_MPS_PIPE_DIRECTORY`, else /tmp/nvidia-mps); else nil.
+    private static func ranksSharingAGPU(_ cuda: CUDAAttentionEngine, ctx: CommandContext) -> (gpu: String, ranks: [Int])? {
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count)
+        let pipes = ProcessInfo.processInfo.environment["CUDA_MPS_PIPE_DIRECTORY"] ?? "/tmp/nvidia-mps"
+        let mps = FileManager.default.fileExists(atPath: pipes + "/control")
+        let key = "GPU \(cuda.device.ordinal) of \(String(cString: host))"
+        let keys = ctx.comm.allgather(bytes: Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        guard ctx.comm.anyRank(!mps) else { return nil }
+        for gpu in keys {
+            let ranks = keys.indices.filter { keys[$0] == gpu }
+            if ranks.count > 1 { return (gpu, ranks) }
+        }
+        return nil
     }
 
     /// `CUDABlockSparseAttention.slowShapeHint` on stderr, if `config` has one.
