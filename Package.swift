@@ -6,7 +6,7 @@
 //   SpargeKernels     tiles, SIMD micro-kernels, online softmax, mask prediction; no MPI, no I/O
 //   CSpargeKernels    the tiles' micro-kernels in C, compiled once per x86 ISA and picked at run time
 //   SpargeFormats     .npy / .safetensors / .png readers and writers; no MPI
-//   SpargeCUDA        the GPU backend: libcuda and NVRTC opened at run time, CUDA C kernels as strings
+//   SpargeCUDA        the GPU backend: libcuda and NVRTC opened at run time, kernels in .cu files
 //   SpargeRing        the runtime: communicators, sharding, summaries exchange, ring, forward()
 //   SpargeWorkloads   generated inputs (llm, video, random): pure functions of (seed, position)
 //   SpargeC           the C interface (sparge.h, libSpargeC.so) that the Python package `spargering` loads
@@ -41,7 +41,14 @@ let package = Package(
             dependencies: ["SpargeKernels", "CMPIShim"]),
         .target(name: "SpargeWorkloads", dependencies: ["SpargeKernels"]),
         // No CUDA header or library at build time: libcuda and NVRTC are opened with dlopen when asked for.
-        .target(name: "SpargeCUDA", dependencies: ["SpargeKernels"]),
+        // The kernels are .cu files, compiled by NVRTC at run time for the GPU found; they are embedded in
+        // the binary (no resource bundle to carry beside a static build).
+        .target(
+            name: "SpargeCUDA",
+            dependencies: ["SpargeKernels"],
+            resources: ["sparge_attention", "sparge_mask", "sparge_resident", "sparge_peak"].map {
+                .embedInCode("Kernels/\($0).cu")
+            }),
         // The C interface: `@_cdecl` functions over SpargeRing, declared in CSparge's sparge.h.
         .target(name: "SpargeC", dependencies: ["SpargeRing", "SpargeCUDA", "CSparge"]),
         .executableTarget(name: "sparge", dependencies: ["SpargeRing", "SpargeWorkloads", "SpargeFormats", "SpargeCUDA"]),

@@ -1,0 +1,264 @@
+// sparge_resident.cu: compiled at run time by NVRTC; see ResidentKernelSource (SpargeCUDA) for what it holds.
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float half_to_float(u16 h) {
+    u32 sign = (u32)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    if (exponent == 0x1f) return __uint_as_float(sign | 0x7f800000 | (mantissa << 13));
+    if (exponent == 0) {
+        // ±0 or a subnormal: mantissa · 2⁻²⁴, exact in Float.
+        float m = (float)mantissa * 5.9604644775390625e-8f;
+        return sign ? -m : m;
+    }
+    return __uint_as_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+__device__ __forceinline__ float load_element(const void* p, long long i, int type) {
+    if (type == 0) return ((const float*)p)[i];
+    u16 b = ((const u16*)p)[i];
+    return type == 1 ? __uint_as_float((u32)b << 16) : half_to_float(b);
+}
+
+__device__ __forceinline__ u16 to_bf16(float x) {
+    u32 u = __float_as_uint(x);
+    if ((u & 0x7fffffff) > 0x7f800000) return (u16)((u >> 16) | 0x40);  // NaN stays NaN
+    u += 0x7fff + ((u >> 16) & 1);
+    return (u16)(u >> 16);
+}
+
+// Round to nearest even into fp16; sets *overflow when a finite value leaves fp16's range.
+__device__ __forceinline__ u16 to_f16(float x, int* overflow) {
+    u32 u = __float_as_uint(x);
+    u16 sign = (u16)((u >> 16) & 0x8000);
+    u32 a = u & 0x7fffffff;
+    if (a > 0x7f800000) return sign | 0x7e00;                       // NaN
+    if (a >= 0x477ff000) {                                           // rounds to ≥ 65520: ∞
+        if (a < 0x7f800000) *overflow = 1;
+        return sign | 0x7c00;
+    }
+    if (a < 0x38800000) {                                            // below 2⁻¹⁴: subnormal or zero
+        // a · 2²⁴ rounded to an integer, to nearest even (exact in Float arithmetic below 2²⁴).
+        return sign | (u16)__float2int_rn(__uint_as_float(a) * 16777216.0f);
+    }
+    u32 rounded = a + 0xfff + ((a >> 13) & 1);
+    return sign | (u16)(((rounded >> 13) - (112 << 10)) & 0x7fff);
+}
+
+__device__ __forceinline__ void store_element(void* p, long long i, int type, float x, int* overflow) {
+    if (type == 0) ((float*)p)[i] = x;
+    else if (type == 1) ((u16*)p)[i] = to_bf16(x);
+    else ((u16*)p)[i] = to_f16(x, overflow);
+}
+
+// Four consecutive elements from p[i] on (n ≤ 4 of them; the missing ones 0): one 16-byte (f32) or 8-byte
+// (16-bit) load where all four are there and aligned, else one by one. Wide accesses move the same bytes with
+// a quarter of the instructions; the conversions move hundreds of megabytes and were instruction-bound.
+// (Named fields, never an indexed array: a per-thread array indexed by a loop counter lives in local memory.)
+struct __align__(16) sparge_f4 { float a, b, c, d; };
+struct __align__(8) sparge_u2 { u32 lo, hi; };
+__device__ __forceinline__ float widen16(u16 h, int type) {
+    return type == 1 ? __uint_as_float((u32)h << 16) : half_to_float(h);
+}
+__device__ __forceinline__ sparge_f4 load4(const void* p, long long i, int type, int n) {
+    sparge_f4 x = { 0.0f, 0.0f, 0.0f, 0.0f };
+    if (n == 4 && type == 0 && (((u64)p + (u64)i * 4) & 15) == 0) return *(const sparge_f4*)((const float*)p + i);
+    if (n == 4 && type != 0 && (((u64)p + (u64)i * 2) & 7) == 0) {
+        sparge_u2 v = *(const sparge_u2*)((const u16*)p + i);
+        x.a = widen16((u16)(v.lo & 0xffff), type); x.b = widen16((u16)(v.lo >> 16), type);
+        x.c = widen16((u16)(v.hi & 0xffff), type); x.d = widen16((u16)(v.hi >> 16), type);
+        return x;
+    }
+    if (n > 0) x.a = load_element(p, i, type);
+    if (n > 1) x.b = load_element(p, i + 1, type);
+    if (n > 2) x.c = load_element(p, i + 2, type);
+    if (n > 3) x.d = load_element(p, i + 3, type);
+    return x;
+}
+
+// x rounded to a 16-bit type (1 bf16, 2 f16; *overflow as to_f16); with range non-null, *range is set when
+// the stored value is finite and beyond fp16's range.
+__device__ __forceinline__ u16 to16(float x, int type, int* overflow, int* range) {
+    u16 h = type == 1 ? to_bf16(x) : to_f16(x, overflow);
+    u32 a = __float_as_uint(widen16(h, type)) & 0x7fffffff;
+    if (range && a >= 0x477ff000 && a < 0x7f800000) *range = 1;
+    return h;
+}
+
+// x's first n values stored at p[i...] as type (rounded to nearest even), wide where it can; *overflow as
+// to16, and *range set when a stored value is finite and beyond fp16's range (every type).
+__device__ __forceinline__ void store4(void* p, long long i, int type, int n, sparge_f4 x, int* overflow, int* range) {
+    if (type == 0) {
+        if (range) {
+            float v[4] = { x.a, x.b, x.c, x.d };
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                u32 a = __float_as_uint(v[k]) & 0x7fffffff;
+                if (k < n && a >= 0x477ff000 && a < 0x7f800000) *range = 1;
+            }
+        }
+        if (n == 4 && (((u64)p + (u64)i * 4) & 15) == 0) { *(sparge_f4*)((float*)p + i) = x; return; }
+        float* f = (float*)p + i;
+        if (n > 0) f[0] = x.a;
+        if (n > 1) f[1] = x.b;
+        if (n > 2) f[2] = x.c;
+        if (n > 3) f[3] = x.d;
+        return;
+    }
+    u16 h0 = to16(x.a, type, overflow, range);
+    u16 h1 = n > 1 ? to16(x.b, type, overflow, range) : 0;
+    u16 h2 = n > 2 ? to16(x.c, type, overflow, range) : 0;
+    u16 h3 = n > 3 ? to16(x.d, type, overflow, range) : 0;
+    u16* q = (u16*)p + i;
+    if (n == 4 && (((u64)p + (u64)i * 2) & 7) == 0) {
+        sparge_u2 v = { (u32)h0 | ((u32)h1 << 16), (u32)h2 | ((u32)h3 << 16) };
+        *(sparge_u2*)q = v;
+        return;
+    }
+    if (n > 0) q[0] = h0;
+    if (n > 1) q[1] = h1;
+    if (n > 2) q[2] = h2;
+    if (n > 3) q[3] = h3;
+}
+
+// A packed tensor entering (count elements of srcType) converted to dstType, four elements a thread; with
+// range non-null, *range tells whether a stored value is beyond fp16's range (sparge_exceeds_half's test).
+extern "C" __global__ void sparge_enter_packed(const void* src, int srcType, long long count, void* dst,
+                                               int dstType, int* overflow, int* range) {
+    long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i >= count) return;
+    int n = count - i < 4 ? (int)(count - i) : 4;
+    store4(dst, i, dstType, n, load4(src, i, srcType, n), overflow, range);
+}
+
+// Where element i of a packed [heads][rows][dim] tensor lies in a strided one (strides in elements); a
+// packed one needs no index arithmetic (64-bit divisions are slow on a GPU).
+__device__ __forceinline__ long long strided_index(long long i, int rows, int dim, long long strideH,
+                                                   long long strideR, long long strideD) {
+    if (strideD == 1 && strideR == dim && strideH == (long long)rows * dim) return i;
+    long long d = i % dim, r = (i / dim) % rows, h = i / ((long long)dim * rows);
+    return h * strideH + r * strideR + d * strideD;
+}
+
+// A tensor entering: element [h][r][d] of src (strides in elements, any type) to packed dst [heads][rows][dim].
+extern "C" __global__ void sparge_enter(const void* src, int srcType, long long strideH, long long strideR,
+                                        long long strideD, int heads, int rows, int dim, void* dst, int dstType,
+                                        int* overflow) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * rows * dim) return;
+    long long at = strided_index(i, rows, dim, strideH, strideR, strideD);
+    store_element(dst, i, dstType, load_element(src, at, srcType), overflow);
+}
+
+// A packed f32 tensor [heads][rows][dim] leaving for a caller's tensor: element i of src to dst (strides in
+// elements, any type), rounded to nearest even.
+extern "C" __global__ void sparge_leave(const float* src, int heads, int rows, int dim, void* dst, int dstType,
+                                        long long strideH, long long strideR, long long strideD, int* overflow) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * rows * dim) return;
+    store_element(dst, strided_index(i, rows, dim, strideH, strideR, strideD), dstType, src[i], overflow);
+}
+
+// Sets *flag when a finite value of src (count elements of srcType) lies beyond fp16's range.
+extern "C" __global__ void sparge_exceeds_half(const void* src, int srcType, long long count, int* flag) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    u32 a = __float_as_uint(load_element(src, i, srcType)) & 0x7fffffff;
+    if (a >= 0x477ff000 && a < 0x7f800000) *flag = 1;  // rounds to ≥ 65520 in fp16, and finite
+}
+
+// K sums in KeyMean's order. Pass 1, one thread per (head, chunk, dimension): the chunk's rows summed in
+// Double from zero, in order. k is [heads][rows][dim] f32.
+extern "C" __global__ void sparge_key_partials(const float* k, int heads, int rows, int dim, int chunkRows,
+                                               double* partials) {
+    int chunks = (rows + chunkRows - 1) / chunkRows;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * chunks * dim) return;
+    int j = (int)(i % dim), c = (int)((i / dim) % chunks), h = (int)(i / ((long long)dim * chunks));
+    int end = min(rows, (c + 1) * chunkRows);
+    double sum = 0.0;
+    for (int r = c * chunkRows; r < end; ++r) sum = __dadd_rn(sum, (double)k[((long long)h * rows + r) * dim + j]);
+    partials[i] = sum;
+}
+
+// Pass 2, one thread per (head, dimension): the chunk sums added in order.
+extern "C" __global__ void sparge_key_total(const double* partials, int heads, int chunks, int dim, double* sums) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * dim) return;
+    int j = (int)(i % dim), h = (int)(i / dim);
+    double sum = 0.0;
+    for (int c = 0; c < chunks; ++c) sum = __dadd_rn(sum, partials[((long long)h * chunks + c) * dim + j]);
+    sums[i] = sum;
+}
+
+// Float key means widened to Double, as the CPU widens them for the scores.
+extern "C" __global__ void sparge_widen(const float* in, long long count, double* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) out[i] = (double)in[i];
+}
+
+// Compaction of dense mask bytes [items][nk] into ascending key lists. Pass 1, one thread per (item, chunk
+// of 64 key blocks): the chunk's computed blocks.
+extern "C" __global__ void sparge_chunk_counts(const unsigned char* bits, long long items, int nk, int* counts) {
+    int chunks = (nk + 63) / 64;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= items * chunks) return;
+    long long item = i / chunks;
+    int c = (int)(i % chunks), end = min(nk, (c + 1) * 64), n = 0;
+    const unsigned char* row = bits + item * nk;
+    for (int j = c * 64; j < end; ++j) n += row[j] != 0;
+    counts[i] = n;
+}
+
+// Pass 2, one thread per item: the chunks' counts turned into offsets within the row, and the row's total.
+extern "C" __global__ void sparge_row_offsets(int* counts, long long items, int nk, int* totals) {
+    int chunks = (nk + 63) / 64;
+    long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (item >= items) return;
+    int sum = 0;
+    for (int c = 0; c < chunks; ++c) {
+        int n = counts[item * chunks + c];
+        counts[item * chunks + c] = sum;
+        sum += n;
+    }
+    totals[item] = sum;
+}
+
+// Pass 3, one thread per (item, chunk): the chunk's key blocks written at the row's start plus its offset.
+extern "C" __global__ void sparge_compact(const unsigned char* bits, long long items, int nk, const int* offsets,
+                                          const long long* rowStarts, int* keys) {
+    int chunks = (nk + 63) / 64;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= items * chunks) return;
+    long long item = i / chunks;
+    int c = (int)(i % chunks), end = min(nk, (c + 1) * 64);
+    const unsigned char* row = bits + item * nk;
+    long long at = rowStarts[item] + offsets[i];
+    for (int j = c * 64; j < end; ++j) if (row[j]) keys[at++] = j;
+}
+
+// Copies of whole blocks between device buffers (a ring payload packed from the blocks it carries):
+// per copy (source address, destination address, bytes), bytes a multiple of 4; one thread block a copy.
+struct BlockCopy { u64 source, destination, bytes; };
+extern "C" __global__ void sparge_copy_blocks(const BlockCopy* copies) {
+    BlockCopy c = copies[blockIdx.x];
+    const u32* s = (const u32*)c.source;
+    u32* d = (u32*)c.destination;
+    for (u64 i = threadIdx.x; i < c.bytes / 4; i += blockDim.x) d[i] = s[i];
+}
+
+// Blocks placed at their rows of the attention kernel's K and V ([kvHeads][kvRows][dim], in kType and
+// vType), converted from the storage format: per block (keys address, values address, kv head, first
+// row, rows). One thread block a block; *overflow is set when a value does not fit fp16.
+struct BlockPlacement { u64 keys, values; int kvHead, firstRow, rows, unused; };
+// (k null: the kernel reads K where it is, and only V is placed.)
+extern "C" __global__ void sparge_place_blocks(const BlockPlacement* blocks, int srcType, int dim, int kvRows,
+                                               void* k, int kType, void* v, int vType, int* overflow) {
+    BlockPlacement b = blocks[blockIdx.x];
+    long long base = ((long long)b.kvHead * kvRows + b.firstRow) * dim, total = (long long)b.rows * dim;
+    for (long long i = (long long)threadIdx.x * 4; i < total; i += (long long)blockDim.x * 4) {
+        int n = total - i < 4 ? (int)(total - i) : 4;
+        if (k) store4(k, base + i, kType, n, load4((const void*)b.keys, i, srcType, n), overflow, 0);
+        store4(v, base + i, vType, n, load4((const void*)b.values, i, srcType, n), overflow, 0);
+    }
+}
