@@ -21,7 +21,11 @@ final class CommandContext {
     init() throws {
         if Self.isLaunched {
             let world = try MPICommunicator()
-            if ProcessInfo.processInfo.environment["SPARGE_MPI_DEVICE_BUFFERS"] == "0" { world.movesDeviceMemory = false }
+            switch ProcessInfo.processInfo.environment["SPARGE_MPI_DEVICE_BUFFERS"] {
+            case "0": world.movesDeviceMemory = false
+            case "1": world.movesDeviceMemory = true
+            default: break
+            }
             mpi = world
             comm = world
         } else {

@@ -29,6 +29,9 @@ let topHelp = """
       SPARGE_CUDA_TRACE=1           print where a GPU run spends its host time
       SPARGE_MPI_DEVICE_BUFFERS=0   send GPU ring payloads through pinned host memory even where MPI
                                     is CUDA-aware (MPIX_Query_cuda_support)
+      SPARGE_MPI_DEVICE_BUFFERS=1   hand MPI device memory even where it does not say it takes it (an
+                                    MPI that is CUDA-aware without MPIX_Query_cuda_support); elsewhere
+                                    it fails
     """
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -63,6 +63,22 @@ final class CUDAHostPathTests: XCTestCase {
         XCTAssertTrue(slow.status == 0 && slow.stderr.contains("hint: with --block-k 128"), transcript(slow))
         let fast = try spargeSingle(["bench", "--backend", "cuda", "--tile-q", "128"] + small, timeout: 60)
         XCTAssertTrue(fast.status == 0 && !fast.stderr.contains("hint:"), transcript(fast))
+        // The resident pass's CUDA-aware path (payloads packed into and received in device memory, which
+        // MPI reads and writes directly; the stub's device memory is host memory, as such an MPI sees it)
+        // moves the same bytes as the pinned host path. Dense, so that the mask (every block up to the
+        // diagonal) does not depend on the stub's kernels, which compute nothing.
+        for launch in [Launch.ranks(2), .ranks(3)] {
+            let staged = try launch.run(["bench", "--backend", "cuda", "--dense"] + workload, timeout: 120)
+            setenv("SPARGE_MPI_DEVICE_BUFFERS", "1", 1)
+            let direct = try launch.run(["bench", "--backend", "cuda", "--dense"] + workload, timeout: 120)
+            unsetenv("SPARGE_MPI_DEVICE_BUFFERS")
+            XCTAssertEqual(staged.status, 0, "\(launch)\n\(transcript(staged))")
+            XCTAssertEqual(direct.status, 0, "\(launch), device buffers\n\(transcript(direct))")
+            XCTAssertEqual(jsonField(staged.stdout, "mpi_device_buffers"), "false", "\(launch)\n\(staged.stdout)")
+            XCTAssertEqual(jsonField(direct.stdout, "mpi_device_buffers"), "true", "\(launch)\n\(direct.stdout)")
+            XCTAssertEqual(jsonField(direct.stdout, "bytes_sent"), jsonField(staged.stdout, "bytes_sent"), "\(launch)")
+            XCTAssertNotEqual(jsonField(direct.stdout, "bytes_sent"), "0", "\(launch): the ring moved nothing")
+        }
         // The rest with the mask on the CPU, so that the stub's ring must move exactly the CPU backend's bytes.
         setenv("SPARGE_CUDA_MASK", "cpu", 1)
         addTeardownBlock { unsetenv("SPARGE_CUDA_MASK") }
