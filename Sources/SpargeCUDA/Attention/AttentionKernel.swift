@@ -54,19 +54,32 @@ struct AttentionKernel {
         let rows: Int, kvRows: Int
     }
 
+    /// `SpargeAttentionParams` of sparge_attention.cu, field by field (device addresses as UInt64): one
+    /// launch's whole argument. `AttentionParametersLayoutTests` compiles the C++ struct on the host and
+    /// compares every offset with this one's.
+    struct Parameters: BitwiseCopyable {
+        var q: UInt64, k: UInt64, v: UInt64
+        var oacc: UInt64, ml: UInt64, output: UInt64, lse: UInt64
+        var counters: UInt64, tiles: UInt64, work: UInt64, blocks: UInt64
+        var rows: Int32, seqLen: Int32, kvRows: Int32, group: Int32
+        var qScale: Float, pvThreshold: Float
+        var causal: Int32, unused: Int32 = 0
+    }
+
     /// Enqueues one CTA per work item (tile, first list entry, entries) of `work`, whose lists index
     /// `blocks`.
     func launch(_ operands: Operands, work: UInt64, blocks: UInt64, items: Int, seqLen: Int, group: Int,
                 valuesInBF16: Bool) throws {
         let log2e: Float = 1.442_695_040_888_963_4
+        let parameters = Parameters(
+            q: operands.q, k: operands.k, v: operands.v, oacc: operands.oacc, ml: operands.ml,
+            output: operands.output, lse: operands.lse, counters: operands.counters, tiles: operands.tiles,
+            work: work, blocks: blocks, rows: Int32(operands.rows), seqLen: Int32(seqLen),
+            kvRows: Int32(operands.kvRows), group: Int32(group),
+            qScale: config.softmaxScale(headDim: headDim) * log2e, pvThreshold: config.pvThreshold,
+            causal: config.causal ? 1 : 0)
         try device.launch(function(valuesInBF16: valuesInBF16), grid: items, block: warps * 32, sharedBytes: sharedBytes,
-                          [.pointer(operands.q), .pointer(operands.k), .pointer(operands.v), .pointer(operands.oacc),
-                           .pointer(operands.ml), .pointer(operands.output), .pointer(operands.lse),
-                           .pointer(operands.counters), .pointer(operands.tiles),
-                           .pointer(work), .pointer(blocks),
-                           .int(Int32(operands.rows)), .int(Int32(seqLen)), .int(Int32(operands.kvRows)), .int(Int32(group)),
-                           .float(config.softmaxScale(headDim: headDim) * log2e), .float(config.pvThreshold),
-                           .int(config.causal ? 1 : 0)])
+                          [.value(parameters)])
     }
 
     /// Enqueues `O / l` into `output` (`[rows][D]` f32) and the LSE into `lse` for `totalRows` rows.

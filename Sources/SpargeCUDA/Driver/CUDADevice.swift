@@ -205,19 +205,24 @@ public final class CUDADevice: @unchecked Sendable {
     func launch(_ function: CUDAFunction, grid: Int, block: Int, sharedBytes: Int = 0,
                 _ arguments: [KernelArgument]) throws {
         guard grid > 0 else { return }
-        let slots = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(1, arguments.count), alignment: 8)
+        // Each argument in its own 16-byte-aligned slot (a struct argument takes as many as it needs).
+        let slotBytes = arguments.map { ($0.byteCount + 15) / 16 * 16 }
+        let slots = UnsafeMutableRawPointer.allocate(byteCount: max(16, slotBytes.reduce(0, +)), alignment: 16)
         defer { slots.deallocate() }
         var pointers = [UnsafeMutableRawPointer?]()
-        for (i, argument) in arguments.enumerated() {
-            let slot = slots + 8 * i
+        var at = 0
+        for (argument, bytes) in zip(arguments, slotBytes) {
+            let slot = slots + at
             switch argument {
             case .pointer(let address): slot.storeBytes(of: address, as: UInt64.self)
             case .int(let value): slot.storeBytes(of: value, as: Int32.self)
             case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
             case .float(let value): slot.storeBytes(of: value, as: Float.self)
             case .double(let value): slot.storeBytes(of: value, as: Double.self)
+            case .bytes(let value): value.withUnsafeBytes { slot.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
             pointers.append(slot)
+            at += bytes
         }
         try pointers.withUnsafeMutableBufferPointer { p in
             try api.check(api.cuLaunchKernel(function.handle, UInt32(grid), 1, 1, UInt32(block), 1, 1, UInt32(sharedBytes),
@@ -290,5 +295,22 @@ enum KernelArgument {
     case int64(Int64)
     case float(Float)
     case double(Double)
+    /// A struct passed by value: its bytes, laid out as the kernel declares it.
+    case bytes([UInt8])
+
+    /// The argument's size.
+    var byteCount: Int {
+        switch self {
+        case .int, .float: 4
+        case .pointer, .int64, .double: 8
+        case .bytes(let value): value.count
+        }
+    }
+
+    /// `value` passed by value, its bytes as Swift lays them out (which the caller checks against the kernel's
+    /// declaration).
+    static func value<T: BitwiseCopyable>(_ value: T) -> KernelArgument {
+        .bytes(withUnsafeBytes(of: value) { Array($0) })
+    }
 }
 

@@ -9,6 +9,26 @@ struct __align__(8) i2 { int x, y; };
 struct __align__(16) i4 { int x, y, z, w; };
 struct __align__(16) u4 { u32 a, b, c, d; };
 
+// The online-softmax state of one compute tile between launches.
+struct TileCounters { int visited, computed, skipped, started; };
+
+// Everything one launch of sparge_attention reads, in one argument. AttentionKernel.Parameters (Swift) is the
+// same struct field by field: a test compiles this definition on the host and compares every offset.
+// q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
+// oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l); or, where out is not
+// null, out: [Hq][rows][D] fp32 normalised output and lse: [Hq][rows] (natural log), the state never read;
+// tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
+// work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list;
+// qScale: the softmax scale times log2 e; causal: 0 or 1.
+struct SpargeAttentionParams {
+    const u16* q; const u16* k; const u16* v;
+    float* oacc; f2* ml; float* out; float* lse;
+    TileCounters* counters; const i4* tiles; const i4* work; const int* blocks;
+    int rows, seqLen, kvRows, group;
+    float qScale, pvThreshold;
+    int causal, unused;
+};
+
 #define D HEAD_DIM
 #define BK BLOCK_K
 #define BQ (NWARPS * 16 * MT)
@@ -97,23 +117,23 @@ __device__ __forceinline__ float fast_log2(float x) {
     return y;
 }
 
-// The online-softmax state of one compute tile between launches.
-struct TileCounters { int visited, computed, skipped, started; };
-
-// q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
-// oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l); or, where out is not
-// null, out: [Hq][rows][D] fp32 normalised output and lse: [Hq][rows] (natural log), the state never read;
-// tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
-// work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list.
 // Each warp owns MT m-tiles of 16 rows (rows warp·16·MT + 16·mt + …): with MT = 2 every K and V fragment read
 // from shared memory feeds two MMAs, halving shared-memory traffic per FLOP; Q is then re-read from shared
 // memory per k-step instead of held in registers.
-extern "C" __global__ void __launch_bounds__(THREADS)
-sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16* __restrict__ v,
-                 float* __restrict__ oacc, f2* __restrict__ ml, float* __restrict__ out, float* __restrict__ lse,
-                 TileCounters* __restrict__ counters,
-                 const i4* __restrict__ tiles, const i4* __restrict__ work, const int* __restrict__ blocks,
-                 int rows, int seqLen, int kvRows, int group, float qScale, float pvThreshold, int causal) {
+extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const SpargeAttentionParams p) {
+    const u16* __restrict__ q = p.q;
+    const u16* __restrict__ k = p.k;
+    const u16* __restrict__ v = p.v;
+    float* __restrict__ oacc = p.oacc;
+    f2* __restrict__ ml = p.ml;
+    float* __restrict__ out = p.out;
+    float* __restrict__ lse = p.lse;
+    TileCounters* __restrict__ counters = p.counters;
+    const i4* __restrict__ tiles = p.tiles;
+    const i4* __restrict__ work = p.work;
+    const int* __restrict__ blocks = p.blocks;
+    const int rows = p.rows, seqLen = p.seqLen, kvRows = p.kvRows, group = p.group, causal = p.causal;
+    const float qScale = p.qScale, pvThreshold = p.pvThreshold;
     extern __shared__ __align__(128) unsigned char smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i4 w = work[blockIdx.x];
@@ -232,9 +252,9 @@ sparge_attention(const u16* __restrict__ q, const u16* __restrict__ k, const u16
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
                         int key = keyStart + n * 8 + 2 * t4 + e;
-                        bool out = key >= seqLen;
-                        if (out || (causal && key > rowA)) s[mt][n][e] = NEG_INF;
-                        if (out || (causal && key > rowB)) s[mt][n][2 + e] = NEG_INF;
+                        bool past = key >= seqLen;
+                        if (past || (causal && key > rowA)) s[mt][n][e] = NEG_INF;
+                        if (past || (causal && key > rowB)) s[mt][n][2 + e] = NEG_INF;
                     }
                 }
             }

@@ -1,0 +1,44 @@
+import Foundation
+@testable import SpargeCUDA
+import XCTest
+
+/// The attention kernel takes one struct (`SpargeAttentionParams` in sparge_attention.cu) that Swift fills as
+/// `AttentionKernel.Parameters`: the same bytes must mean the same fields on both sides. The C++ definition,
+/// cut from the kernel source, is compiled on the host (the same ABI rules as the device's for these types:
+/// natural alignment, declaration order) and its offsets are compared with Swift's, field by field.
+final class AttentionParametersLayoutTests: XCTestCase {
+    func testSwiftParametersMatchTheKernelsStruct() throws {
+        let source = AttentionKernelSource.source
+        guard let start = source.range(of: "struct SpargeAttentionParams {"),
+              let end = source.range(of: "};", range: start.upperBound..<source.endIndex) else {
+            return XCTFail("sparge_attention.cu has no SpargeAttentionParams")
+        }
+        let fields = ["q", "k", "v", "oacc", "ml", "out", "lse", "counters", "tiles", "work", "blocks", "rows",
+                      "seqLen", "kvRows", "group", "qScale", "pvThreshold", "causal", "unused"]
+        let harness = """
+            int main(int argc, char** argv) {
+                long long v[] = { (long long)sizeof(SpargeAttentionParams), \(fields.map { "(long long)offsetof(SpargeAttentionParams, \($0))" }.joined(separator: ", ")) };
+                FILE* out = fopen(argv[3], "wb");
+                fwrite(v, sizeof v, 1, out);
+                fclose(out);
+                return 0;
+            }
+            """
+        let program = try HostKernelProgram.build(
+            name: "attention-params", source: HostKernelProgram.prelude + "#include <stddef.h>\n"
+                + String(source[..<end.upperBound]) + "\n" + harness, defines: [:])
+        let cxx = try program.run("layout", Data()).values(Int64.self, count: fields.count + 1).map(Int.init)
+
+        typealias P = AttentionKernel.Parameters
+        let swift: [Int?] = [MemoryLayout<P>.size, MemoryLayout<P>.offset(of: \.q), MemoryLayout<P>.offset(of: \.k),
+                             MemoryLayout<P>.offset(of: \.v), MemoryLayout<P>.offset(of: \.oacc), MemoryLayout<P>.offset(of: \.ml),
+                             MemoryLayout<P>.offset(of: \.output), MemoryLayout<P>.offset(of: \.lse),
+                             MemoryLayout<P>.offset(of: \.counters), MemoryLayout<P>.offset(of: \.tiles),
+                             MemoryLayout<P>.offset(of: \.work), MemoryLayout<P>.offset(of: \.blocks),
+                             MemoryLayout<P>.offset(of: \.rows), MemoryLayout<P>.offset(of: \.seqLen),
+                             MemoryLayout<P>.offset(of: \.kvRows), MemoryLayout<P>.offset(of: \.group),
+                             MemoryLayout<P>.offset(of: \.qScale), MemoryLayout<P>.offset(of: \.pvThreshold),
+                             MemoryLayout<P>.offset(of: \.causal), MemoryLayout<P>.offset(of: \.unused)]
+        XCTAssertEqual(swift.map { $0 ?? -1 }, cxx, "sizeof, then the offsets of \(fields)")
+    }
+}
