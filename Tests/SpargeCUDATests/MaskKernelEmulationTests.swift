@@ -15,11 +15,12 @@ final class MaskKernelEmulationTests: XCTestCase {
     func testSummariesEqualTheCPU() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
-        // (heads, rows, dim, block size, θ, structured): partial tails, D not a multiple of 16 or 4, and
-        // thresholds between the flags' values so that both outcomes occur.
+        // (heads, rows, dim, block size, θ, structured): partial tails, D not a multiple of 16 or 4, blocks of
+        // one chunk and of several (D = 128: 64 rows a chunk; D = 300: 16, with a partial chunk at the tail),
+        // and thresholds between the flags' values so that both outcomes occur.
         let cases: [(Int, Int, Int, Int, Float, Bool)] = [
             (2, 64 * 7 + 13, 64, 64, 0.3, true), (3, 128 * 4, 128, 128, 0.6, true), (1, 300, 40, 32, 0.2, true),
-            (2, 200, 18, 64, 0.05, false), (1, 96, 128, 32, 0.1, false),
+            (2, 200, 18, 64, 0.05, false), (1, 96, 128, 32, 0.1, false), (1, 64 * 2 + 40, 300, 64, 0.2, true),
         ]
         for (heads, rows, dim, blockSize, theta, structured) in cases {
             let x = structured ? Tensor3.blockStructured(heads: heads, rows: rows, dim: dim, run: blockSize, noise: 0.8, using: &rng)
