@@ -4,7 +4,9 @@ import SpargeKernels
 /// payloads are packed on the device and go down and up through pinned host buffers (or, with a CUDA-aware
 /// MPI, to and from MPI in device memory), and every block is
 /// placed at its rows of the attention kernel's K and V (`[Hkv, nk·blockK, D]`, 16-bit) before the kernel
-/// visits it. Nothing of a block is converted on the host.
+/// visits it. Nothing of a block is converted on the host. One rank holding the whole sequence places
+/// nothing: the kernel reads its K where it is and its V converted in one pass, and writes the normalised
+/// output itself (one launch holds every block).
 ///
 /// Per step the host does O(tiles + blocks of the step) work: the placement and copy tables, and for every
 /// compute tile the part of its mask row (already on the device, from the mask's compaction) that lies in
