@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
         for (int first = 0; first < items; first += perLaunch) {
             int count = items - first < perLaunch ? items - first : perLaunch;
             if (mode != 0) {
-                LAUNCH(((count + 31) / 32) * ((nk + 31) / 32), 256, sparge_scores(queryT, items, kMeans, kFlags, limits,
+                LAUNCH(((count + 31) / 32) * ((nk + 7) / 8), 256, sparge_scores(queryT, items, kMeans, kFlags, limits,
                     rows, nk, group, (long long)first, count, scale, scores));
             }
             // One thread a block for the sorting kernel: its strided loops then do every thread's part.

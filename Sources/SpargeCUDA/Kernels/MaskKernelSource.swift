@@ -10,7 +10,7 @@
 /// - `sparge_summarize_blocks`: a thread block per (head, block), its rows staged in shared memory: the row
 ///   norms (thread per row: four partial sums of squares, as the CPU), the column sums for the mean and
 ///   `Σ x_r/‖x_r‖` (thread per dimension), then `‖Σ x_r/‖x_r‖‖²/n² > θ`.
-/// - `sparge_scores`: one thread per (mask row, 4 key blocks): the compressed scores, Double dots with the
+/// - `sparge_scores`: one thread per (mask row, key block): the compressed score, a Double dot with the
 ///   CPU's sixteen accumulators (queries stored transposed so that a warp's reads are contiguous).
 /// - `sparge_select_rows`: one thread per mask row: the Float softmax in the CPU's summation order, and the
 ///   TopCdf/TopK selection from a min-heap of `(~bits(p) << 32) | j` keys, in scratch arrays interleaved
@@ -25,9 +25,6 @@
 /// test suite runs it that way on the host (no GPU needed) and compares with the CPU, bit for bit.
 enum MaskKernelSource {
     static let program = "sparge_mask.cu"
-
-    /// Key blocks one CTA of `sparge_scores` covers: its 8 warps × `SCORE_KEYS`, each thread SCORE_KEYS dots.
-    static let scoreKeyBlocksPerCTA = 32
 
     /// Needs `HEAD_DIM` defined.
     static let source = String(decoding: PackageResources.sparge_mask_cu, as: UTF8.self)

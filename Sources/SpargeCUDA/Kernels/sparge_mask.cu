@@ -27,37 +27,24 @@ __device__ __forceinline__ float sparge_exp(float x) {
     return __double2float_rn(__dmul_rn(p, twoToK));
 }
 
-// SCORE_KEYS dots q̄·k̄_c in Double, each as MaskPredictor.dotDouble: sixteen fused accumulators over runs of
-// 16, the CPU's reduction tree, then a plain tail. Element i of the query is a[i * aStride] (queries are stored
-// transposed, so that the threads of a warp, one query each, read neighbouring words), loaded once for all
-// SCORE_KEYS keys (before, each load fed one fused multiply-add: 96 µs a 32K pass, where the FP64 work alone
-// is about 10); b[c] is key mean c widened to Double. Each dot's operations and their order are those of one
-// dot alone. MaskKernelSource.scoreKeyBlocksPerCTA is 8 · SCORE_KEYS.
-#define SCORE_KEYS 4
-__device__ __forceinline__ void sparge_dots(const float* a, long long aStride, const double* const* b, double* out) {
-    double acc[SCORE_KEYS][16];
+// q̄·k̄ in Double as MaskPredictor.dotDouble: sixteen fused accumulators over runs of 16, the CPU's
+// reduction tree, then a plain tail. Element i of the query is a[i * aStride] (queries are stored transposed,
+// so that the threads of a warp, one query each, read neighbouring words); b is a key mean widened to Double.
+__device__ __forceinline__ double sparge_dot(const float* a, long long aStride, const double* b) {
+    double acc[16];
 #pragma unroll
-    for (int c = 0; c < SCORE_KEYS; ++c)
-#pragma unroll
-        for (int l = 0; l < 16; ++l) acc[c][l] = 0.0;
+    for (int l = 0; l < 16; ++l) acc[l] = 0.0;
     for (int j = 0; j + 16 <= HEAD_DIM; j += 16) {
 #pragma unroll
-        for (int l = 0; l < 16; ++l) {
-            double x = (double)a[(j + l) * aStride];
-#pragma unroll
-            for (int c = 0; c < SCORE_KEYS; ++c) acc[c][l] = fma(x, b[c][j + l], acc[c][l]);
-        }
+        for (int l = 0; l < 16; ++l) acc[l] = fma((double)a[(j + l) * aStride], b[j + l], acc[l]);
     }
+    double v[8];
 #pragma unroll
-    for (int c = 0; c < SCORE_KEYS; ++c) {
-        double v[8];
-#pragma unroll
-        for (int l = 0; l < 8; ++l) v[l] = __dadd_rn(acc[c][l], acc[c][l + 8]);
-        double t = __dadd_rn(__dadd_rn(__dadd_rn(v[0], v[1]), __dadd_rn(v[2], v[3])),
-                             __dadd_rn(__dadd_rn(v[4], v[5]), __dadd_rn(v[6], v[7])));
-        for (int j = HEAD_DIM / 16 * 16; j < HEAD_DIM; ++j) t = __dadd_rn(t, __dmul_rn((double)a[j * aStride], b[c][j]));
-        out[c] = t;
-    }
+    for (int l = 0; l < 8; ++l) v[l] = __dadd_rn(acc[l], acc[l + 8]);
+    double t = __dadd_rn(__dadd_rn(__dadd_rn(v[0], v[1]), __dadd_rn(v[2], v[3])),
+                         __dadd_rn(__dadd_rn(v[4], v[5]), __dadd_rn(v[6], v[7])));
+    for (int j = HEAD_DIM / 16 * 16; j < HEAD_DIM; ++j) t = __dadd_rn(t, __dmul_rn((double)a[j * aStride], b[j]));
+    return t;
 }
 
 // Summaries, one thread block per (head, block): the block's rows pass through shared memory in chunks of
@@ -211,11 +198,10 @@ extern "C" __global__ void sparge_transpose(const float* in, long long items, fl
     out[(e % HEAD_DIM) * items + e / HEAD_DIM] = in[e];
 }
 
-// Compressed scores of the (head, mask row) items [firstItem, firstItem + items): one thread per (item, run of
-// SCORE_KEYS key blocks), a thread block covering 32 items × 8·SCORE_KEYS key blocks (so a warp shares its keys
-// and reads 32 neighbouring query words). scores[j * items + t] = Float(q̄·k̄_j) · scale, or -inf outside the
-// causal limit and for a key block that is not self-similar. queryT [HEAD_DIM][allItems], keyMeans
-// [Hkv][nk][HEAD_DIM] in Double.
+// Compressed scores of the (head, mask row) items [firstItem, firstItem + items): one thread per (item, key
+// block), a thread block covering 32 items × 8 key blocks (so a warp shares one key and reads 32 neighbouring
+// query words). scores[j * items + t] = Float(q̄·k̄_j) · scale, or -inf outside the causal limit and for a
+// key block that is not self-similar. queryT [HEAD_DIM][allItems], keyMeans [Hkv][nk][HEAD_DIM] in Double.
 extern "C" __global__ void sparge_scores(
     const float* queryT, long long allItems, const double* keyMeans, const unsigned char* keyFlags,
     const int* limits, int rowsPerHead, int keyBlocks, int group, long long firstItem, int items, float scale,
@@ -223,25 +209,16 @@ extern "C" __global__ void sparge_scores(
 {
     int itemGroups = (items + 31) / 32;
     int t = (blockIdx.x % itemGroups) * 32 + (threadIdx.x % 32);
-    int j0 = ((blockIdx.x / itemGroups) * 8 + threadIdx.x / 32) * SCORE_KEYS;
-    if (t >= items || j0 >= keyBlocks) return;
+    int j = (blockIdx.x / itemGroups) * 8 + threadIdx.x / 32;
+    if (t >= items || j >= keyBlocks) return;
     long long item = firstItem + t;
     int h = (int)(item / rowsPerHead), row = (int)(item % rowsPerHead), g = h / group;
-    // Key blocks past the last are computed with the first one's mean and not stored.
-    const double* b[SCORE_KEYS];
-#pragma unroll
-    for (int c = 0; c < SCORE_KEYS; ++c)
-        b[c] = keyMeans + ((long long)g * keyBlocks + (j0 + c < keyBlocks ? j0 + c : j0)) * HEAD_DIM;
-    double dots[SCORE_KEYS];
-    sparge_dots(queryT + item, allItems, b, dots);
-#pragma unroll
-    for (int c = 0; c < SCORE_KEYS; ++c) {
-        int j = j0 + c;
-        if (j >= keyBlocks) break;
-        float s = __int_as_float(0xff800000);
-        if (j < limits[row] && keyFlags[(long long)g * keyBlocks + j] != 0) s = __fmul_rn(__double2float_rn(dots[c]), scale);
-        scores[(long long)j * items + t] = s;
+    float s = __int_as_float(0xff800000);
+    if (j < limits[row] && keyFlags[(long long)g * keyBlocks + j] != 0) {
+        double dot = sparge_dot(queryT + item, allItems, keyMeans + ((long long)g * keyBlocks + j) * HEAD_DIM);
+        s = __fmul_rn(__double2float_rn(dot), scale);
     }
+    scores[(long long)j * items + t] = s;
 }
 
 // The key that ranks block j after every block of higher probability and, on a tie, after lower indices.

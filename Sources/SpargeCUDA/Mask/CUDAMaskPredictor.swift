@@ -188,8 +188,7 @@ public struct CUDAMaskPredictor {
         for first in stride(from: 0, to: items, by: perLaunch) {
             let count = min(perLaunch, items - first)
             if mode != 0 {
-                let perCTA = MaskKernelSource.scoreKeyBlocksPerCTA
-                try device.launch(scores, grid: ((count + 31) / 32) * ((nk + perCTA - 1) / perCTA), block: 256, [
+                try device.launch(scores, grid: ((count + 31) / 32) * ((nk + 7) / 8), block: 256, [
                     .pointer(queryT.address), .int64(Int64(items)), .pointer(inputs.keyMeans),
                     .pointer(inputs.keyFlags), .pointer(limitBuffer.address), .int(Int32(rowsPerHead)),
                     .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)), .int64(Int64(first)), .int(Int32(count)),
