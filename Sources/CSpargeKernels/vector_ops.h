@@ -27,6 +27,12 @@ INLINE vfloat vmax(vfloat a, vfloat b) {
     vint greater = (vint)(a > b);
     return (vfloat)(((vint)a & greater) | ((vint)b & ~greater));
 }
+/// The float helpers on integer lanes (the same bits moved).
+INLINE vint vloadi(const int *p) { return (vint)vload((const float *)p); }
+INLINE void vstorei(int *p, vint v) { vstore((float *)p, (vfloat)v); }
+INLINE vint vspliti(int x) { return (vint)vsplat(__builtin_bit_cast(float, x)); }
+INLINE vfloat vfloat_of(vint v) { return __builtin_convertvector(v, vfloat); }
+
 #if HAS_FMA
 INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return __builtin_elementwise_fma(a, b, c); }
 #else
