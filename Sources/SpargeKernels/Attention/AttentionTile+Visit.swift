@@ -19,7 +19,7 @@ extension AttentionTile {
     @discardableResult @_optimize(speed)
     public func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
                       keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
-        precondition(!arena.integerProducts, "AttentionTile: an int8 tile visits QuantizedKeyValueBlocks")
+        precondition(arena.products == .fp32, "AttentionTile: a tile of \(arena.products) products visits packed blocks")
         let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.kernels
         // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r], and the row maxima of the block (vertical, in the kernel's
         // epilogue while the scores are still in registers).
@@ -35,7 +35,7 @@ extension AttentionTile {
         }
     }
 
-    /// `visit` for a tile of an arena with `integerProducts`: the same bookkeeping around
+    /// `visit` for a tile of an arena with int8 products: the same bookkeeping around
     /// `AttentionPrecision.int8`'s integer products, on a block quantized once for every tile that visits it.
     @discardableResult @_optimize(speed)
     public func visit(quantized block: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
@@ -52,6 +52,17 @@ extension AttentionTile {
         } products: {
             kernels.int8Softmax(scores, stride, lanes, keyCount, rowMax, runningMax, runningSum)
             kernels.int8PV(packedP, stride, lanes, block.values, d, keyCount, block.valueScale, rowMax, outputT)
+        }
+    }
+
+    /// `visit` for a tile whose products take blocks converted once per call (`products` int8): `block` is
+    /// of the arena's kind.
+    @discardableResult @inline(__always)
+    public func visit(packed block: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
+        switch arena.products {
+        case .int8: visit(quantized: unsafeDowncast(block, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
+                          upcoming: upcoming)
+        case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
         }
     }
 

@@ -18,6 +18,15 @@ public struct AttentionStatistics: Sendable, Equatable {
 
 import CSpargeKernels
 
+/// What the tiles of an arena multiply with.
+public enum TileProducts: Sendable {
+    /// fp32 vectors on fp32 rows (in a 16-bit precision, rows rounded beforehand).
+    case fp32
+    /// `AttentionPrecision.int8`'s integers: queries quantized as they are loaded, blocks visited as
+    /// `QuantizedKeyValueBlock`s.
+    case int8
+}
+
 /// A key/value block that will be visited next: its first `bytes` bytes of keys and of values are asked
 /// for while the current block computes (blocks chosen by a mask are scattered, and even adjacent ones
 /// arrived from the L3 too late for the kernels: a quarter of their rate).
@@ -68,9 +77,10 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// The instruction set of the micro-kernels its tiles compute with.
     public let isa: CPUISA
     let kernels: sparge_tile_kernels
-    /// Whether its tiles compute `AttentionPrecision.int8`'s integer products: queries are quantized as they
-    /// are loaded, and blocks are visited as `QuantizedKeyValueBlock`s.
-    public let integerProducts: Bool
+    /// What its tiles multiply with.
+    public let products: TileProducts
+    /// Whether its tiles compute `AttentionPrecision.int8`'s integer products.
+    public var integerProducts: Bool { products == .int8 }
     /// Floats of one tile's packed queries: `D` rows of `rowStride`, then the lanes' int8 scales.
     var queryFloats: Int { headDim * rowStride + lanes }
 
@@ -80,10 +90,10 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
     /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`
     /// (or `reset`). With `holdsScratch: false` only the state that outlives a visit is kept per tile.
-    /// `isa` (default: the best this CPU has) must be supported by this CPU. With `integerProducts` the
-    /// tiles compute `AttentionPrecision.int8` in integers (default: fp32 products).
+    /// `isa` (default: the best this CPU has) must be supported by this CPU. `products` says what the tiles
+    /// multiply with (default fp32).
     public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true,
-                isa: CPUISA = .detected, integerProducts: Bool = false) {
+                isa: CPUISA = .detected, products: TileProducts = .fp32) {
         precondition(tiles >= 0, "AttentionTileArena: negative tile count")
         precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
         precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
@@ -99,7 +109,7 @@ public final class AttentionTileArena: @unchecked Sendable {
         self.holdsScratch = holdsScratch
         self.isa = isa
         kernels = isa.kernels
-        self.integerProducts = integerProducts
+        self.products = products
         let floats = holdsScratch ? headDim * (rowStride + lanes) + blockK * rowStride + 4 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
