@@ -10,6 +10,9 @@ public final class ScalarAttentionTile {
     let queryScale: Float
     /// int8's fixed point of P (`AttentionPrecision.probabilityLevels`), nil for exact probabilities.
     let probabilityLevels: Float?
+    /// Whether P·V takes P rounded to bf16 (the bf16 tiles: a p below 2⁻¹²⁶ is 0, else bf16(p)); the row
+    /// sums add p as computed.
+    let bf16Probabilities: Bool
     var queries: [Float]
     var accumulator: [Float]
     var m: [Float]
@@ -20,9 +23,12 @@ public final class ScalarAttentionTile {
     var computed = 0
 
     /// A tile of head dimension `headDim` under `config` (see `AttentionTileArena.init`); in `precision`
-    /// int8 it rounds P as the int8 kernels do (the inputs are the caller's to round).
-    public init(headDim: Int, config: SpargeConfig, precision: AttentionPrecision = .fp32) {
+    /// int8 it rounds P as the int8 kernels do, and with `products` bf16Tiles as those do (the inputs are the
+    /// caller's to round).
+    public init(headDim: Int, config: SpargeConfig, precision: AttentionPrecision = .fp32,
+                products: TileProducts = .fp32) {
         probabilityLevels = precision == .int8 ? AttentionPrecision.probabilityLevels : nil
+        bf16Probabilities = products == .bf16Tiles
         self.headDim = headDim
         tileRows = config.computeTileQ
         blockK = config.blockK
@@ -96,6 +102,7 @@ public final class ScalarAttentionTile {
                 var p = libmExp2(s[r * keyCount + c] - shift)
                 if let levels = probabilityLevels { p = (p * levels).rounded(.toNearestOrEven) / levels }
                 sum += p
+                if bf16Probabilities { p = p < 0x1p-126 ? 0 : StorageFormat.bf16.rounded(p) }
                 for i in 0..<d { accumulator[r * d + i] += p * values[c * d + i] }
             }
             l[r] = w.alpha * l[r] + sum

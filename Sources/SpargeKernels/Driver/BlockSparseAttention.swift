@@ -12,8 +12,8 @@ import Synchronization
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
 /// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
 /// queries are rounded once, and key/value blocks not already stored in the precision's type are rounded in
-/// that copy. In int8 the vector tiles quantize their queries as they load them and take every block of an
-/// `attend` call quantized once, before the tiles start (`PackedBlockTable`).
+/// that copy. In int8 (and in bf16 on AMX tiles) the vector tiles convert their queries as they load them and
+/// take every block of an `attend` call converted once, before the tiles start (`PackedBlockTable`).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -62,6 +62,9 @@ public final class BlockSparseAttention {
             }
             bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: isa, precision: precision)
         case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision)
+        case .scalarTwin(let isa):
+            bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision,
+                                  products: TileProducts.chosen(precision: precision, isa: isa, headDim: queries.dim))
         }
         var rounded = queries
         if precision != .fp32 && bank.products != .int8 {
@@ -129,6 +132,7 @@ public final class BlockSparseAttention {
         switch products {
         case .fp32: nil
         case .int8: PackedBlockTable<QuantizedKeyValueBlock>(table, headDim: headDim, threads: threads)
+        case .bf16Tiles: PackedBlockTable<Bf16KeyValueBlock>(table, headDim: headDim, threads: threads)
         }
     }
 
@@ -190,7 +194,7 @@ private final class AttendJob: @unchecked Sendable {
     let headDim: Int
     /// The precision, when key/value blocks need rounding in the worker's copy.
     let rounding: AttentionPrecision?
-    /// The call's blocks converted for the tiles' products (int8), when they take them so.
+    /// The call's blocks converted for the tiles' products (int8, bf16 tiles), when they take them so.
     let packed: (any PackedBlocks)?
     let next = WorkCounter()
 

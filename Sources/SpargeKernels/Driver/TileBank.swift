@@ -39,7 +39,7 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
         self.plan = plan
         self.headDim = headDim
         arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
-                                   isa: isa, products: precision == .int8 ? .int8 : .fp32)
+                                   isa: isa, products: TileProducts.chosen(precision: precision, isa: isa, headDim: headDim))
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
@@ -114,8 +114,11 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 final class ScalarTileBank: TileBank, @unchecked Sendable {
     let tiles: [ScalarAttentionTile]
 
-    init(plan: AttentionPlan, headDim: Int, precision: AttentionPrecision) {
-        tiles = plan.tiles.map { _ in ScalarAttentionTile(headDim: headDim, config: plan.config, precision: precision) }
+    /// The twins of tiles with `products` (bf16 tiles round P as they do; the rest as fp32 products).
+    init(plan: AttentionPlan, headDim: Int, precision: AttentionPrecision, products: TileProducts = .fp32) {
+        tiles = plan.tiles.map { _ in
+            ScalarAttentionTile(headDim: headDim, config: plan.config, precision: precision, products: products)
+        }
         self.plan = plan
         self.headDim = headDim
     }
