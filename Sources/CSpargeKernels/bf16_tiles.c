@@ -32,8 +32,7 @@ void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long st
                                                 : 0;
 }
 
-/// A bf16 word as a float, denormals as 0 (as the tile instruction reads it).
-static float widen(unsigned short w) {
+float sparge_bf16_widened(unsigned short w) {
     unsigned bits = (unsigned)w << 16;
     if ((bits & 0x7F800000u) == 0) bits &= 0x80000000u;
     float x;
@@ -55,7 +54,7 @@ static void twin_scores(const unsigned *queriesT, long stride, long lanes, const
         for (long r = 0; r < lanes; r++) {
             float s = 0;
             for (long i = 0; i < dim; i++)
-                s += widen((unsigned short)(queriesT[i / 2 * stride + r] >> (16 * (i % 2)))) * widen(keys[c * dim + i]);
+                s += sparge_bf16_widened((unsigned short)(queriesT[i / 2 * stride + r] >> (16 * (i % 2)))) * sparge_bf16_widened(keys[c * dim + i]);
             scores[c * stride + r] = s;
         }
     }
@@ -94,7 +93,8 @@ static void twin_pv(const unsigned *probabilities, long stride, long lanes, cons
         for (long r = 0; r < lanes; r++) {
             float o = alpha[r] * outputT[i * lanes + r];
             for (long c = 0; c < kp; c++)
-                o += widen(valuesT[i * kp + c]) * widen((unsigned short)(probabilities[c / 2 * stride + r] >> (16 * (c % 2))));
+                o += sparge_bf16_widened(valuesT[i * kp + c]) *
+                     sparge_bf16_widened((unsigned short)(probabilities[c / 2 * stride + r] >> (16 * (c % 2))));
             outputT[i * lanes + r] = o;
         }
     }

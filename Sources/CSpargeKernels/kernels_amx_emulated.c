@@ -23,15 +23,6 @@ static void emulated_store(int t, void *p, long rowBytes) {
     for (int r = 0; r < 16; r++) memcpy((char *)p + r * rowBytes, emulated_tiles[t][r], 64);
 }
 
-/// A bf16 word as the tile instruction reads it: denormals as 0.
-static float emulated_bf16(unsigned short w) {
-    unsigned bits = (unsigned)w << 16;
-    if ((bits & 0x7F800000u) == 0) bits &= 0x80000000u;
-    float x;
-    memcpy(&x, &bits, 4);
-    return x;
-}
-
 /// TDPBF16PS: C[m][n] += A[m][2k]·B[k][2n] + A[m][2k+1]·B[k][2n+1], k in order (each product exact in fp32).
 static void emulated_dp(int c, int a, int b) {
     for (int m = 0; m < 16; m++) {
@@ -41,8 +32,8 @@ static void emulated_dp(int c, int a, int b) {
         for (int k = 0; k < 16; k++) {
             const unsigned short *bk = (const unsigned short *)emulated_tiles[b][k];
             for (int n = 0; n < 16; n++) {
-                row[n] += emulated_bf16(am[2 * k]) * emulated_bf16(bk[2 * n]);
-                row[n] += emulated_bf16(am[2 * k + 1]) * emulated_bf16(bk[2 * n + 1]);
+                row[n] += sparge_bf16_widened(am[2 * k]) * sparge_bf16_widened(bk[2 * n]);
+                row[n] += sparge_bf16_widened(am[2 * k + 1]) * sparge_bf16_widened(bk[2 * n + 1]);
             }
         }
         memcpy(emulated_tiles[c][m], row, 64);

@@ -30,6 +30,20 @@
 // Prediction: 5–7 TFLOP/s (1.6–2.3× PyTorch bf16), the softmax and the tile moves taking most of the time,
 // the tiles' arithmetic about a quarter; memory waits are what could keep it below that.
 
+/// C tiles 0–3 += A·B for two row groups of A (`a0`, `a1`: 16 rows of 32 bf16, `aBytes` apart) and two
+/// lane groups of B (`b`, `b + 16`: 16 rows of 16 pairs, `bBytes` apart): the step of both products.
+INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, long aBytes, const unsigned *b,
+                         long bBytes) {
+    TILE_LOAD(4, a0, aBytes);
+    TILE_LOAD(5, a1, aBytes);
+    TILE_LOAD(6, b, bBytes);
+    TILE_LOAD(7, b + 16, bBytes);
+    TILE_DP(0, 4, 6);
+    TILE_DP(1, 4, 7);
+    TILE_DP(2, 5, 6);
+    TILE_DP(3, 5, 7);
+}
+
 /// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), stored straight into the score rows (Kp
 /// of them), then the block's maxima over the real keys, scaled.
 void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
@@ -45,16 +59,9 @@ void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, cons
             TILE_ZERO(1);
             TILE_ZERO(2);
             TILE_ZERO(3);
-            for (long i = 0; i < dim; i += 32) {
-                TILE_LOAD(4, keys + c * dim + i, keyBytes);
-                TILE_LOAD(5, keys + (c + 16) * dim + i, keyBytes);
-                TILE_LOAD(6, queriesT + i / 2 * stride + g, rowBytes);
-                TILE_LOAD(7, queriesT + i / 2 * stride + g + 16, rowBytes);
-                TILE_DP(0, 4, 6);
-                TILE_DP(1, 4, 7);
-                TILE_DP(2, 5, 6);
-                TILE_DP(3, 5, 7);
-            }
+            for (long i = 0; i < dim; i += 32)
+                products_2x2(keys + c * dim + i, keys + (c + 16) * dim + i, keyBytes, queriesT + i / 2 * stride + g,
+                             rowBytes);
             TILE_STORE(0, scores + c * stride + g, rowBytes);
             TILE_STORE(1, scores + c * stride + g + 16, rowBytes);
             TILE_STORE(2, scores + (c + 16) * stride + g, rowBytes);
@@ -121,16 +128,9 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
             TILE_LOAD(1, o + 16, outBytes);
             TILE_LOAD(2, o + 16 * lanes, outBytes);
             TILE_LOAD(3, o + 16 * lanes + 16, outBytes);
-            for (long c = 0; c < kp; c += 32) {
-                TILE_LOAD(4, valuesT + i * kp + c, valueBytes);
-                TILE_LOAD(5, valuesT + (i + 16) * kp + c, valueBytes);
-                TILE_LOAD(6, probabilities + c / 2 * stride + g, rowBytes);
-                TILE_LOAD(7, probabilities + c / 2 * stride + g + 16, rowBytes);
-                TILE_DP(0, 4, 6);
-                TILE_DP(1, 4, 7);
-                TILE_DP(2, 5, 6);
-                TILE_DP(3, 5, 7);
-            }
+            for (long c = 0; c < kp; c += 32)
+                products_2x2(valuesT + i * kp + c, valuesT + (i + 16) * kp + c, valueBytes,
+                             probabilities + c / 2 * stride + g, rowBytes);
             TILE_STORE(0, o, outBytes);
             TILE_STORE(1, o + 16, outBytes);
             TILE_STORE(2, o + 16 * lanes, outBytes);

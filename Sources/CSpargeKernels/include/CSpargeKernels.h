@@ -122,6 +122,8 @@ typedef struct {
 static inline long sparge_bf16_padded_keys(long keyCount) { return (keyCount + 31) / 32 * 32; }
 /// bf16(x): the nearest bfloat16, ties to even (NaN stays a quiet NaN), StorageFormat.bf16Bits exactly.
 unsigned short sparge_bf16(float x);
+/// A bf16 word as the tile instructions read it: the float, with denormals as 0.
+float sparge_bf16_widened(unsigned short w);
 /// One key/value block (`rows` × `dim`, row-major fp32) as the bf16 tile kernels take it: K [Kp][dim] and
 /// Vᵀ [dim][Kp] (Kp = sparge_bf16_padded_keys(rows)), zero padded.
 void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
