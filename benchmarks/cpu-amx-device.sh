@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # AttentionPrecision.bf16 on AMX tiles, on the device machine's Xeon (16 cores, AMX-BF16), in one call:
 #   bash benchmarks/cpu-amx-device.sh CARRY PYTHON [OUT]        (OUT: a folder for the log, default $OUT or ./cpu-amx-device)
-# CARRY holds what was built elsewhere (no Swift there), on the development machine, from the repository root:
+# CARRY holds what was built elsewhere (no Swift there), on the development machine, from the repository root
+# (.build/amx-carry is ignored by git: hand it to the device as a carried path):
 #   swift build -c release --product sparge --build-path /tmp/amx-rel -Xswiftc -static-stdlib \
 #       -Xswiftc -target-cpu -Xswiftc x86-64                 # a fresh build path
-#   mkdir -p CARRY && cp /tmp/amx-rel/release/sparge CARRY/ && cp -r ../shared/peers CARRY/peers
+#   mkdir -p .build/amx-carry && gzip -c /tmp/amx-rel/release/sparge > .build/amx-carry/sparge.gz
+#   cp -r ../shared/peers .build/amx-carry/peers
 #   clang -O2 -static -pthread -ISources/CSpargeKernels/include -ISources/CSpargeKernels \
-#       Sources/CSpargeKernels/*.c benchmarks/amx-check.c -lm -o CARRY/amx-check
+#       Sources/CSpargeKernels/*.c benchmarks/amx-check.c -lm -o .build/amx-carry/amx-check
+# (the binary travels gzipped: 77 MB as built, over the 64 MiB a call may carry). On the device:
+#   timeout -k 10 570 bash benchmarks/cpu-amx-device.sh .build/amx-carry python3 "$OUT"
 # PYTHON has PyTorch (the peer: CARRY/peers/torch_cpu_sdpa.py).
 #
 # 1. The kernels: amx-check, the AMX bf16 kernels against their scalar twin on fresh random shapes (two
@@ -24,6 +28,10 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 carry="$(cd "$1" && pwd)" python="$2" out="${3:-${OUT:-cpu-amx-device}}"
 sparge="$carry/sparge"
+if [ ! -x "$sparge" ]; then
+    sparge="$(mktemp -d)/sparge"
+    gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge or sparge.gz"; exit 1; }
+fi
 mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
 source "$here/../launch/env.sh" 2>/dev/null || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
