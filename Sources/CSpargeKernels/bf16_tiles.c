@@ -43,7 +43,7 @@ float sparge_bf16_widened(unsigned short w) {
 /// P's rounding: a denormal p is 0, else bf16(p).
 static unsigned short round_probability(float p) { return p < 0x1p-126f ? 0 : sparge_bf16(p); }
 
-static float exp2_recipe(float x) { return vexp2((vfloat){x})[0]; }
+float sparge_bf16_exp2(float x) { return vexp2((vfloat){x})[0]; }
 
 static void twin_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
@@ -73,9 +73,9 @@ static void twin_softmax(float *scores, long stride, long lanes, long keyCount, 
     for (long r = 0; r < lanes; r++) {
         float mPrev = runningMax[r], m = blockMaxThenAlpha[r] > mPrev ? blockMaxThenAlpha[r] : mPrev;
         float shift = m == -__builtin_inff() ? 0 : m;
-        float alpha = exp2_recipe(mPrev - shift), sum = 0;
+        float alpha = sparge_bf16_exp2(mPrev - shift), sum = 0;
         for (long c = 0; c < kp; c++) {
-            float e = c < keyCount ? exp2_recipe(__builtin_fmaf(scores[c * stride + r], scale, -shift)) : 0;
+            float e = c < keyCount ? sparge_bf16_exp2(__builtin_fmaf(scores[c * stride + r], scale, -shift)) : 0;
             sum += e;
             p[c] = round_probability(e);
         }

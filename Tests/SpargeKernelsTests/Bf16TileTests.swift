@@ -69,18 +69,22 @@ final class Bf16TileTests: XCTestCase {
         return (out, twinOut)
     }
 
-    /// The tile against its twin: the twin scales the queries before the products while the tiles scale the
-    /// fp32 scores inside the exponent (a few ulps of a score), and where that moves a p across a bf16
-    /// rounding boundary the two P differ by 2⁻⁸ relative on that one p: 1e-4 relative L1 holds that with
-    /// room (measured 1e-7–3e-6, once 1.4e-5, over 40 shapes), while a wrong lane, key or layout costs O(1).
-    static let tileTolerance = 1e-4
+    /// The tile on emulated tiles against its twin: the twin computes the tiles' definition in their order
+    /// (scores summed along D on the unscaled queries, the kernels' exp2 recipe), so P is the same bits and
+    /// only α (the C library's exp2 in the twin) and fused vs separate roundings of the sums differ: measured
+    /// ≤ 4e-8 relative L1 over 300 shapes; 1e-6. A wrong lane, key, layout or mask costs O(1).
+    static let emulatedTolerance = 1e-6
+    /// Real tiles may sum a product pair in another order than the emulation: a score's last bit can then move
+    /// a p across a bf16 rounding boundary, one bf16 step (≤ 2⁻⁸ for p ≤ 1) on that p, which in a tile of a
+    /// few rows dominated by that key is up to ~1e-3 of its output; 5e-3.
+    static let amxTolerance = 5e-3
 
     func testTileOnEmulatedTilesAgainstScalarTwin() throws {
         #if arch(x86_64)
         guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
-        for shape in randomShapes(12) {
+        for shape in randomShapes(30) {
             let (out, twin) = tileAndTwin(shape, isa: .portable, kernels: sparge_bf16_emulated())
-            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.tileTolerance, "\(shape)")
+            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.emulatedTolerance, "\(shape)")
         }
         #else
         throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
@@ -93,7 +97,7 @@ final class Bf16TileTests: XCTestCase {
         }
         for shape in randomShapes(12) {
             let (out, twin) = tileAndTwin(shape, isa: .amx, kernels: nil)
-            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.tileTolerance, "\(shape)")
+            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.amxTolerance, "\(shape)")
         }
     }
 

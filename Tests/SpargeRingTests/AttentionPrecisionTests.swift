@@ -81,8 +81,8 @@ final class AttentionPrecisionTests: XCTestCase {
                     let r = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, threads: 2,
                                                         backend: .isa(isa), precision: precision)
                     // Same rounded inputs, different summation order and exp2: a few ulps (AttentionKernelTests);
-                    // on bf16 tiles also a p that those ulps move across a bf16 boundary (Bf16TileTests).
-                    let tolerance = precision == .bf16 && isa.hasBf16Tiles ? 1e-4 : 1e-5
+                    // on AMX tiles also a p that those ulps move across a bf16 boundary (Bf16TileTests).
+                    let tolerance = precision == .bf16 && isa.hasBf16Tiles ? 5e-3 : 1e-5
                     XCTAssertLessThanOrEqual(relativeL1(r.output.data, twin.output.data), tolerance,
                                              "seed \(seed) N \(n) D \(d) causal \(config.causal) \(isa) \(precision)")
                 }
