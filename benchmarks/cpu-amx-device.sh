@@ -22,8 +22,8 @@
 # 4. Error next to speed: `bench --dense --verify-sample 8` (relative L1 against Double on the unrounded
 #    inputs) for AMX bf16, AVX-512 bf16 and AVX-512 fp32 on the three workloads.
 # 5. Speed: dense N = 32768, 8 heads, D = 128, 16 threads, AMX bf16 and AVX-512 fp32 against PyTorch SDPA
-#    fp32 and bf16, alternating, 3 rounds, medians (benchmarks/cpu-vs-torch.sh); then one sparse run (TopK
-#    0.1) against its own dense mode. About 4–5 minutes in all.
+#    fp32 and bf16, alternating, 3 rounds, medians (benchmarks/cpu-vs-torch.sh); the error of that dense pass
+#    on 4 sampled blocks; then one sparse run (TopK 0.1) against its own dense mode. About 5 minutes in all.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 carry="$(cd "$1" && pwd)" python="$2" out="${3:-${OUT:-cpu-amx-device}}"
@@ -87,8 +87,10 @@ TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="amx:bf16 avx512:fp32" \
     bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 3 32768 8 16 || fail "cpu-vs-torch.sh"
 for isa in amx avx512; do
     precision=$([ $isa = amx ] && echo bf16 || echo fp32)
-    line="$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --theta -1 --topk 0.1 --precision $precision --threads 16 --compare-dense --repeat 3 --json | tail -n 1)"
-    echo "sparse $isa $precision: density $(echo "$line" | field density), $(echo "$line" | field speedup_over_dense)x over its dense mode"
+    line="$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --dense --precision $precision --threads 16 --verify-sample 4 --repeat 1 --json | tail -n 1)"
+    echo "dense 32K $isa $precision: rel L1 $(echo "$line" | field rel_l1) on 4 sampled blocks vs Double on the unrounded inputs"
+    line="$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --theta -1 --topk 0.1 --precision $precision --threads 16 --compare-dense --verify-sample 4 --repeat 3 --json | tail -n 1)"
+    echo "sparse $isa $precision: density $(echo "$line" | field density), $(echo "$line" | field speedup_over_dense)x over its dense mode, rel L1 $(echo "$line" | field rel_l1)"
     echo "  $line"
 done
 echo "cpu-amx-device: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
