@@ -42,8 +42,12 @@ lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3" | cut -c1-200
 echo "flags: $(grep -ow 'avx512f\|avx512bw\|avx512_bf16\|avx512_vnni\|amx_tile\|amx_bf16\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 status=0
 fail() { echo "FAILED: $*"; status=1; }
-# `json FIELD` of the JSON line on stdin.
-field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read()).get(sys.argv[1]))' "$1"; }
+# `field NAME`: NAME of the JSON line on stdin ("(no result)" when a run printed none).
+field() {
+    python3 -c 'import json, sys
+try: print(json.loads(sys.stdin.read()).get(sys.argv[1]))
+except ValueError: print("(no result)")' "$1"
+}
 
 echo "== 1. kernels against their scalar twin"
 "$carry/amx-check" 300; rc=$?
