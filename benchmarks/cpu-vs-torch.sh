@@ -5,7 +5,8 @@
 # (defaults: 3 rounds, N = 8192, 4 heads, all cores). PYTHON is an interpreter with PyTorch for the CPU; the
 # peer is ../shared/peers/torch_cpu_sdpa.py (or $TORCH_SDPA). Each round runs `sparge bench --dense` with every
 # kernel set this CPU has (SPARGE_CPU_ISA; `ISAS="avx512 avx2"` chooses) in every precision of PRECISIONS
-# (default fp32; e.g. `PRECISIONS="fp32 int8"`), then the peer (fp32 and bf16).
+# (default fp32; e.g. `PRECISIONS="fp32 int8"`), or exactly the pairs of RUNS (e.g. `RUNS="amx:bf16 avx512:fp32"`),
+# then the peer (fp32 and bf16).
 # Prints the median GFLOP/s of each (each run itself the median of 3 repeats), its ratio to PyTorch fp32, and
 # the peak of the same kernel set that `bench` measured before each run (FMA; int16 multiply-adds for int8).
 set -euo pipefail
@@ -19,13 +20,17 @@ else
 fi
 echo "CPU: $(lscpu | sed -n "s/^Model name: *//p"), flags: $(grep -ow 'avx2\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')$(nproc) cores; $(date -u +%F)"
 echo "shape: N=$seq, $heads heads, D=128, dense, non-causal, $threads threads"
+if [ -n "${RUNS:-}" ]; then
+    read -r -a runs <<< "$RUNS"
+else
+    runs=()
+    for isa in "${isas[@]}"; do for precision in ${PRECISIONS:-fp32}; do runs+=("$isa:$precision"); done; done
+fi
 lines=()
 for ((r = 0; r < rounds; r++)); do
-    for isa in "${isas[@]}"; do
-        for precision in ${PRECISIONS:-fp32}; do
-            lines+=("$(SPARGE_CPU_ISA=$isa "$sparge" bench --workload random --seq "$seq" --heads "$heads" --head-dim 128 \
-                --dense --threads "$threads" --repeat 3 --precision "$precision" --json 2>/dev/null | tail -n 1)")
-        done
+    for run in "${runs[@]}"; do
+        lines+=("$(SPARGE_CPU_ISA=${run%%:*} "$sparge" bench --workload random --seq "$seq" --heads "$heads" --head-dim 128 \
+            --dense --threads "$threads" --repeat 3 --precision "${run#*:}" --json 2>/dev/null | tail -n 1)")
     done
     while IFS= read -r line; do lines+=("$line"); done < <("$python" "$peer" --seq "$seq" --heads "$heads" --threads "$threads")
 done

@@ -4,11 +4,39 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static unsigned long long xgetbv0(void) {
     unsigned eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     return ((unsigned long long)edx << 32) | eax;
+}
+
+/// Whether the Linux kernel lets this process use the tile data (ARCH_REQ_XCOMP_PERM for XTILEDATA, feature
+/// 18): asked before any thread touches a tile (asking again is harmless); the answer holds for every thread
+/// of the process.
+static int tiles_permitted(void) {
+#if defined(__linux__)
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return 0;
+#endif
+}
+
+/// AMX-BF16 and AMX-TILE (cpuid 7.0 EDX bits 22, 24), the AVX-512 the bf16 kernels also use (BW, VL:
+/// EBX bits 30, 31; AVX512-BF16: cpuid 7.1 EAX bit 5), the OS saving the tile state (XCR0 bits 17, 18), and
+/// Linux's permission. `maxLeaf7`, `ebx7`, `edx7`: cpuid 7.0's EAX, EBX, EDX.
+static int amx_usable(unsigned maxLeaf7, unsigned ebx7, unsigned edx7, unsigned long long xcr0) {
+    if (!(((edx7 >> 22) & 1) && ((edx7 >> 24) & 1) && ((ebx7 >> 30) & 1) && ((ebx7 >> 31) & 1))) return 0;
+    if (maxLeaf7 < 1) return 0;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 1, a, b, c, d);
+    if (!((a >> 5) & 1)) return 0;
+    if ((xcr0 & 0x60000) != 0x60000) return 0;
+    return tiles_permitted();
 }
 
 int sparge_cpu_isa(void) {
@@ -22,8 +50,8 @@ int sparge_cpu_isa(void) {
     __cpuid_count(7, 0, a, b, c, d);
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
     if (!avx2) return SPARGE_ISA_PORTABLE;
-    if (avx512f && (xcr0 & 0xE6) == 0xE6) return SPARGE_ISA_AVX512;  // opmask, zmm0–15 upper, zmm16–31
-    return SPARGE_ISA_AVX2;
+    if (!(avx512f && (xcr0 & 0xE6) == 0xE6)) return SPARGE_ISA_AVX2;  // opmask, zmm0–15 upper, zmm16–31
+    return amx_usable(a, b, d, xcr0) ? SPARGE_ISA_AMX : SPARGE_ISA_AVX512;
 }
 #else
 int sparge_cpu_isa(void) { return SPARGE_ISA_PORTABLE; }
@@ -32,9 +60,16 @@ int sparge_cpu_isa(void) { return SPARGE_ISA_PORTABLE; }
 sparge_tile_kernels sparge_kernels_portable(void);
 sparge_tile_kernels sparge_kernels_avx2(void);
 sparge_tile_kernels sparge_kernels_avx512(void);
+sparge_bf16_tile_kernels sparge_bf16_kernels_amx(void);
 
 sparge_tile_kernels sparge_kernels(int isa) {
 #if defined(__x86_64__)
+    if (isa == SPARGE_ISA_AMX) {
+        // The AVX-512 kernels, with bf16 products on tiles.
+        sparge_tile_kernels k = sparge_kernels_avx512();
+        k.bf16 = sparge_bf16_kernels_amx();
+        return k;
+    }
     if (isa == SPARGE_ISA_AVX512) return sparge_kernels_avx512();
     if (isa == SPARGE_ISA_AVX2) return sparge_kernels_avx2();
 #endif

@@ -19,53 +19,7 @@
 // vector, stay in L1 while the K rows stream); P·V walk dimension groups outside and lane groups inside (a
 // group's V columns stay in L1 while Pᵀ, 16 KB, streams).
 
-#include <stddef.h>
-
-typedef float vfloat __attribute__((vector_size(VW * 4), aligned(4)));
-typedef int vint __attribute__((vector_size(VW * 4), aligned(4)));
-
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE vfloat vload(const float *p) { return *(const vfloat *)p; }
-INLINE void vstore(float *p, vfloat v) { *(vfloat *)p = v; }
-/// A broadcast (one `vbroadcastss` from memory; `(vfloat){0} + x` would add 0 to x first, which is not
-/// free: −0 + 0 = +0).
-INLINE vfloat vsplat(float x) {
-    vfloat v;
-#pragma clang loop unroll(full)
-    for (int i = 0; i < VW; i++) v[i] = x;
-    return v;
-}
-/// `a > b ? a : b` lane by lane: x86's `maxps` exactly (no NaN handling; there are no NaNs here).
-INLINE vfloat vmax(vfloat a, vfloat b) {
-    vint greater = (vint)(a > b);
-    return (vfloat)(((vint)a & greater) | ((vint)b & ~greater));
-}
-#if HAS_FMA
-INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return __builtin_elementwise_fma(a, b, c); }
-#else
-INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
-#endif
-
-/// `2^x` for x ≤ 0 (and up to 127), the same recipe as `exp2Vector` in Swift: round to nearest with the
-/// 1.5·2²³ trick, a degree-6 Taylor polynomial of 2^f for f ∈ [−½, ½], 2^n added to the exponent bits.
-/// x ≤ −127, −inf included, gives exactly +0.
-INLINE vfloat vexp2(vfloat x) {
-    const vfloat lo = vsplat(-127.0f), magic = vsplat(12582912.0f);
-    vfloat xc = vmax(x, lo);
-    vfloat t = xc + magic;
-    vfloat n = t - magic;
-    vfloat f = xc - n;
-    vfloat p = vsplat(1.540353039338161e-4f);
-    p = vfma(p, f, vsplat(1.333355814642844e-3f));
-    p = vfma(p, f, vsplat(9.618129107628477e-3f));
-    p = vfma(p, f, vsplat(5.550410866482158e-2f));
-    p = vfma(p, f, vsplat(0.2402265069591007f));
-    p = vfma(p, f, vsplat(0.6931471805599453f));
-    p = vfma(p, f, vsplat(1.0f));
-    vint ni = (vint)t - (vint)magic;
-    return (vfloat)((vint)p + (ni << 23));
-}
+#include "vector_ops.h"
 
 /// `acc[r][v] = STEP(A[s][v], B[r·bRow + s·bStep], acc[r][v])` for s < steps, r < nr (≤ MR): the
 /// outer-product steps that all products are made of — one load of LV vectors of A and one broadcast of B
@@ -116,26 +70,6 @@ INLINE void scores_micro(const float *q, long stride, const float *keys, long di
             }
         }
         vstore(rowMax + v * VW, m);
-    }
-}
-
-/// The next block's lines (keys, then values), asked for a few at a time: `lines` of each, `perCall` per
-/// call, `*line` the next one (no division: it cost as much as a micro-kernel's products).
-typedef struct {
-    const char *keys, *values;
-    long lines, perCall, next;
-} prefetch_plan;
-
-INLINE prefetch_plan prefetch_spread(const void *aheadKeys, const void *aheadValues, long aheadBytes, long calls) {
-    long lines = aheadKeys ? (aheadBytes + 63) / 64 : 0;
-    prefetch_plan plan = {aheadKeys, aheadValues, lines, calls ? (2 * lines + calls - 1) / calls : 0, 0};
-    return plan;
-}
-
-INLINE void prefetch_some(prefetch_plan *plan) {
-    for (long end = plan->next + plan->perCall; plan->next < end && plan->next < 2 * plan->lines; plan->next++) {
-        long line = plan->next;
-        __builtin_prefetch(line < plan->lines ? plan->keys + line * 64 : plan->values + (line - plan->lines) * 64, 0, 3);
     }
 }
 
@@ -254,6 +188,6 @@ double KERNEL(dot_double)(const double *a, const double *b, long d) {
 sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
-                             KERNEL(dot_double)};
+                             KERNEL(dot_double), {0, 0, 0}};
     return k;
 }

@@ -35,12 +35,6 @@ INLINE vint vmadd16(vint a, vint b) {
 #endif
 }
 
-/// The float helpers on integer lanes (the same bits moved).
-INLINE vint vloadi(const int *p) { return (vint)vload((const float *)p); }
-INLINE void vstorei(int *p, vint v) { vstore((float *)p, (vfloat)v); }
-INLINE vint vspliti(int x) { return (vint)vsplat(__builtin_bit_cast(float, x)); }
-INLINE vfloat vfloat_of(vint v) { return __builtin_convertvector(v, vfloat); }
-
 /// `acc + Σ pairs of a·x`: the integer step of `int_outer_products`.
 INLINE vint madd_step(vint a, vint x, vint acc) { return acc + vmadd16(a, x); }
 DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step)

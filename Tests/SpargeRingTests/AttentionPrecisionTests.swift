@@ -74,13 +74,16 @@ final class AttentionPrecisionTests: XCTestCase {
             let v = Tensor3.random(heads: 1, rows: n, dim: d, using: &g)
             let config = SpargeConfig(causal: Bool.random(using: &system))
             for precision in [AttentionPrecision.bf16, .int8] {
-                let twin = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .scalar,
-                                                       precision: precision)
                 for isa in Self.kernelSets {
+                    // The twin of this set's tiles (bf16 on AMX rounds P as its tiles do).
+                    let twin = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config,
+                                                           backend: .scalarTwin(isa), precision: precision)
                     let r = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, threads: 2,
                                                         backend: .isa(isa), precision: precision)
-                    // Same rounded inputs, different summation order and exp2: a few ulps (AttentionKernelTests).
-                    XCTAssertLessThanOrEqual(relativeL1(r.output.data, twin.output.data), 1e-5,
+                    // Same rounded inputs, different summation order and exp2: a few ulps (AttentionKernelTests);
+                    // on AMX tiles also a p that those ulps move across a bf16 boundary (Bf16TileTests).
+                    let tolerance = precision == .bf16 && isa.hasBf16Tiles ? 5e-3 : 1e-5
+                    XCTAssertLessThanOrEqual(relativeL1(r.output.data, twin.output.data), tolerance,
                                              "seed \(seed) N \(n) D \(d) causal \(config.causal) \(isa) \(precision)")
                 }
             }

@@ -25,8 +25,8 @@ final class ShardedAttentionTests: XCTestCase {
             Case(n: 1111, hq: 4, hkv: 2, d: 16, causal: true, selection: .cdf(0.8), seed: 2),
             Case(n: 640, hq: 3, hkv: 1, d: 64, causal: true, selection: .topK(0.3), seed: 3),
             Case(n: 300, hq: 2, hkv: 1, d: 24, causal: false, selection: .dense, seed: 4),
-        ] + [Self.freshCase()]
-        for c in cases {
+        ]
+        for c in cases + [Self.freshCase()] {
             let label = "\(c)"
             var g = SeededGenerator(seed: c.seed)
             let q = Tensor3.blockStructured(heads: c.hq, rows: c.n, dim: c.d, using: &g)
@@ -47,7 +47,9 @@ final class ShardedAttentionTests: XCTestCase {
                 XCTAssertEqual(result.lse[i], reference.lse[i], accuracy: 1e-4 * max(1, abs(reference.lse[i])), label)
             }
             XCTAssertEqual(result.statistics.ring.bytesSent, 0, "one process sends nothing")
-            if c.selection != .dense {
+            // The fixed cases are sparse; a fresh draw may keep every block of a short sequence (n = 222,
+            // causal: 2 query blocks, the diagonal ones always kept) and still checks the equality.
+            if c.selection != .dense && cases.contains(where: { $0.seed == c.seed }) {
                 XCTAssertLessThan(result.statistics.mask.density, 1, "\(label): the mask must be sparse for the test to mean anything")
             }
         }

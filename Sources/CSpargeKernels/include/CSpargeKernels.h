@@ -23,9 +23,11 @@ typedef enum {
     SPARGE_ISA_PORTABLE = 0,  ///< x86-64 baseline (SSE2) or any other CPU: 4-wide vectors, no FMA
     SPARGE_ISA_AVX2 = 1,      ///< AVX2 + FMA: 8-wide, 16 registers
     SPARGE_ISA_AVX512 = 2,    ///< AVX-512F: 16-wide, 32 registers
+    SPARGE_ISA_AMX = 3,       ///< AVX-512 plus AMX-BF16 tiles and AVX512-BF16 (Sapphire Rapids and later Xeons)
 } sparge_isa;
 
-/// The best kernel set this CPU and its OS support.
+/// The best kernel set this CPU and its OS support. For AMX it also asks Linux once for the permission to
+/// use the tile registers (arch_prctl ARCH_REQ_XCOMP_PERM); where that fails the answer is AVX-512.
 int sparge_cpu_isa(void);
 
 /// Sᵀ[c][r] = Σ_i K[c][i]·Q̂ᵀ[i][r] for c < keyCount, r < lanes; rowMax[r] = max(rowMax[r], max_c Sᵀ[c][r]).
@@ -67,6 +69,36 @@ typedef void (*sparge_int8_pv_fn)(const int *probabilities, long stride, long la
 /// `acc + vpmaddwd(x, y)` (the integer probe; the addition competes with vpmaddwd for the vector pipes).
 typedef int (*sparge_madd_probe_fn)(long iterations);
 
+/// AttentionPrecision.bf16 on bf16 matrix tiles (AMX-BF16; tile_kernels_bf16.h). bf16 values are 16-bit
+/// words (StorageFormat.bf16's rounding), D is a multiple of 32, and Kp is the key count rounded up to 32:
+///   Q̂ᵀ  [D/2][stride] 32-bit words: lane r of pair j = (bf16 q[r][2j], bf16 q[r][2j+1]), low half first;
+///        the queries unscaled (the softmax applies the scale in fp32); lanes past the tile's rows 0
+///   K    [Kp][D]  bf16 row-major, rows past the key count 0
+///   Vᵀ   [D][Kp]  bf16, V transposed, columns past the key count 0
+///   Pᵀ   [Kp/2][stride] words: lane r of pair j = (bf16 p[2j][r], bf16 p[2j+1][r]), over the score rows
+/// Every product of two bf16 values is exact in fp32; sums are fp32 (the tiles' order, or the twin's).
+/// Scores: Sᵀ[c][r] = Σ_i q[r][i]·k[c][i] for c < Kp (the score block holds Kp rows), unscaled;
+/// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]); the prefetch as `sparge_scores_fn`.
+typedef void (*sparge_bf16_scores_fn)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys,
+                                      long dim, long keyCount, float scale, float *scores, float *rowMax,
+                                      const void *aheadKeys, const void *aheadValues, long aheadBytes);
+/// `sparge_softmax_fn` on unscaled scores: p = 2^(fma(Sᵀ, scale, −m)), the sum adds p in fp32, and Pᵀ holds
+/// bf16(p) (ties to even; a p below 2⁻¹²⁶ may become 0) as pairs over the first Kp/2 score rows, 0 past
+/// the key count.
+typedef void (*sparge_bf16_softmax_fn)(float *scores, long stride, long lanes, long keyCount, float scale,
+                                       float *blockMaxThenAlpha, float *runningMax, float *runningSum);
+/// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_{c < Kp} Vᵀ[i][c]·Pᵀ[c][r] for i < dim, r < lanes.
+typedef void (*sparge_bf16_pv_fn)(const unsigned *probabilities, long stride, long lanes,
+                                  const unsigned short *valuesT, long dim, long keyCount, const float *alpha,
+                                  float *outputT);
+
+/// The bf16 tile kernels of one set (all NULL where the set has no bf16 tiles).
+typedef struct {
+    sparge_bf16_scores_fn scores;
+    sparge_bf16_softmax_fn softmax;
+    sparge_bf16_pv_fn pv;
+} sparge_bf16_tile_kernels;
+
 /// One ISA's kernels.
 typedef struct {
     sparge_scores_fn scores;
@@ -82,7 +114,30 @@ typedef struct {
     sparge_madd_probe_fn maddProbe;
     /// The mask's compressed score Σ a[j]·b[j] in Double, in MaskPredictor.dotDouble's exact order.
     double (*dotDouble)(const double *a, const double *b, long d);
+    /// bf16 products on matrix tiles (the AMX set only).
+    sparge_bf16_tile_kernels bf16;
 } sparge_tile_kernels;
+
+/// The key count the bf16 tile kernels pad a block to (a multiple of 32).
+static inline long sparge_bf16_padded_keys(long keyCount) { return (keyCount + 31) / 32 * 32; }
+/// bf16(x): the nearest bfloat16, ties to even (NaN stays a quiet NaN), StorageFormat.bf16Bits exactly.
+unsigned short sparge_bf16(float x);
+/// 2^x by the kernels' recipe (vector_ops.h's vexp2) on one value: what the bf16 tile kernels' softmax
+/// computes, for twins that must round the same p to bf16.
+float sparge_bf16_exp2(float x);
+/// A bf16 word as the tile instructions read it: the float, with denormals as 0.
+float sparge_bf16_widened(unsigned short w);
+/// One key/value block (`rows` × `dim`, row-major fp32) as the bf16 tile kernels take it: K [Kp][dim] and
+/// Vᵀ [dim][Kp] (Kp = sparge_bf16_padded_keys(rows)), zero padded.
+void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
+                            unsigned short *valuesT);
+/// Q̂ᵀ for the bf16 tile kernels: `rows` query rows (`rows × dim`, unscaled) into [dim/2][stride] words;
+/// lanes rows…lanes−1 are 0.
+void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
+                              unsigned *queriesT);
+/// The scalar twin of the bf16 tile kernels: the same definitions in plain loops (sums in the order of i and
+/// c), on any CPU.
+sparge_bf16_tile_kernels sparge_bf16_twin(void);
 
 /// AttentionPrecision.int8's rounding (its one implementation): n[i] = round((x[i] − mean[i % dim]) / s),
 /// ties to even, with s = max|x − mean| / limit over the `count` values (rows of `dim`; mean NULL: 0).
@@ -103,6 +158,9 @@ sparge_tile_kernels sparge_kernels(int isa);
 #if defined(__x86_64__)
 /// For tests: the AVX-512 kernels' source and blocking compiled for AVX2 (runs wherever AVX2 does).
 sparge_tile_kernels sparge_kernels_avx512_blocking(void);
+/// For tests: the AMX set's bf16 kernels (tile_kernels_bf16.h) with the tile instructions emulated in C and
+/// the vectors compiled for AVX2: their loops, tails, strides and layouts, runnable without AMX.
+sparge_bf16_tile_kernels sparge_bf16_emulated(void);
 #endif
 
 #ifdef __cplusplus

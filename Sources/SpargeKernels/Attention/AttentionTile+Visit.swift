@@ -19,7 +19,7 @@ extension AttentionTile {
     @discardableResult @_optimize(speed)
     public func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
                       keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
-        precondition(!arena.integerProducts, "AttentionTile: an int8 tile visits QuantizedKeyValueBlocks")
+        precondition(arena.products == .fp32, "AttentionTile: a tile of \(arena.products) products visits packed blocks")
         let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.kernels
         // Sᵀ[c][r] = Σ_i K[c][i] · Q̂ᵀ[i][r], and the row maxima of the block (vertical, in the kernel's
         // epilogue while the scores are still in registers).
@@ -35,7 +35,7 @@ extension AttentionTile {
         }
     }
 
-    /// `visit` for a tile of an arena with `integerProducts`: the same bookkeeping around
+    /// `visit` for a tile of an arena with int8 products: the same bookkeeping around
     /// `AttentionPrecision.int8`'s integer products, on a block quantized once for every tile that visits it.
     @discardableResult @_optimize(speed)
     public func visit(quantized block: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
@@ -55,10 +55,46 @@ extension AttentionTile {
         }
     }
 
+    /// `visit` on bf16 matrix tiles (an arena with `bf16Tiles` products): the same bookkeeping around
+    /// `AttentionPrecision.bf16`'s tile products, on a block laid out once for every tile that visits it. The
+    /// scores stay unscaled in Sᵀ (the queries are the bf16 values as given); the kernels scale them in fp32.
+    @discardableResult @_optimize(speed)
+    public func visit(bf16 block: Bf16KeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
+        precondition(arena.products == .bf16Tiles && block.headDim == arena.headDim,
+                     "AttentionTile: a bf16 block for a bf16-tile tile of the same D")
+        let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.bf16
+        let scale = arena.queryScale
+        let packedQueries = UnsafeRawPointer(queriesT).assumingMemoryBound(to: UInt32.self)
+        let packedP = UnsafeRawPointer(scores).assumingMemoryBound(to: UInt32.self)
+        let keyCount = block.rows
+        return visitBlock(keyCount: keyCount, keyStart: keyStart, scoreScale: scale) {
+            kernels.scores(packedQueries, stride, lanes, block.keys, d, keyCount, scale, scores, rowMax,
+                           upcoming?.keys, upcoming?.values, upcoming?.bytes ?? 0)
+        } products: {
+            kernels.softmax(scores, stride, lanes, keyCount, scale, rowMax, runningMax, runningSum)
+            kernels.pv(packedP, stride, lanes, block.valuesT, d, keyCount, rowMax, outputT)
+        }
+    }
+
+    /// `visit` for a tile whose products take blocks converted once per call (int8, bf16 tiles): `block` is
+    /// of the arena's kind.
+    @discardableResult @inline(__always)
+    public func visit(packed block: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
+        switch arena.products {
+        case .int8: visit(quantized: unsafeDowncast(block, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
+                          upcoming: upcoming)
+        case .bf16Tiles: visit(bf16: unsafeDowncast(block, to: Bf16KeyValueBlock.self), keyStart: keyStart,
+                               upcoming: upcoming)
+        case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
+        }
+    }
+
     /// The bookkeeping of a visit around its products: `scores` fills Sᵀ and the row maxima, `products`
-    /// does the online-softmax update and P·V (unless the λ rule skips them).
+    /// does the online-softmax update and P·V (unless the λ rule skips them). The row maxima are in the
+    /// units of the running max: `scoreScale` times those of Sᵀ (1 unless Sᵀ holds unscaled scores).
     @inline(__always)
-    func visitBlock(keyCount: Int, keyStart: Int, scores computeScores: () -> Void, products: () -> Void) -> Bool {
+    func visitBlock(keyCount: Int, keyStart: Int, scoreScale: Float = 1, scores computeScores: () -> Void,
+                    products: () -> Void) -> Bool {
         precondition(keyCount >= 0 && keyCount <= arena.blockK,
                      "AttentionTile: \(keyCount) keys in a block of \(arena.blockK)")
         let rows = header[0], queryStart = header[1]
@@ -84,7 +120,7 @@ extension AttentionTile {
                     mx = mx.replacing(with: x, where: x .> mx)
                     p += stride
                 }
-                store16(mx, rowMax + v * 16)
+                store16(mx * scoreScale, rowMax + v * 16)
             }
         }
 

@@ -18,6 +18,28 @@ public struct AttentionStatistics: Sendable, Equatable {
 
 import CSpargeKernels
 
+/// What the tiles of an arena multiply with.
+public enum TileProducts: Sendable {
+    /// fp32 vectors on fp32 rows (in a 16-bit precision, rows rounded beforehand).
+    case fp32
+    /// `AttentionPrecision.int8`'s integers: queries quantized as they are loaded, blocks visited as
+    /// `QuantizedKeyValueBlock`s.
+    case int8
+    /// `AttentionPrecision.bf16` on bf16 matrix tiles (AMX): queries packed in bf16 pairs as they are
+    /// loaded, blocks visited as `Bf16KeyValueBlock`s, P rounded to bf16 before P·V.
+    case bf16Tiles
+
+    /// What tiles of `isa` multiply with in `precision` at head dimension `headDim`: int8's integers; bf16
+    /// tiles where the set has them and D is a multiple of 32; else fp32 (on inputs rounded beforehand).
+    public static func chosen(precision: AttentionPrecision, isa: CPUISA, headDim: Int) -> TileProducts {
+        switch precision {
+        case .int8: .int8
+        case .bf16 where isa.hasBf16Tiles && headDim % 32 == 0: .bf16Tiles
+        default: .fp32
+        }
+    }
+}
+
 /// A key/value block that will be visited next: its first `bytes` bytes of keys and of values are asked
 /// for while the current block computes (blocks chosen by a mask are scattered, and even adjacent ones
 /// arrived from the L3 too late for the kernels: a quarter of their rate).
@@ -58,6 +80,8 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Floats from one row of the packed queries or of the score block to the next (`lanes + 16`).
     let rowStride: Int
     let blockK: Int
+    /// Rows of the score block: blockK, rounded up to 32 for bf16 tiles (the keys they pad a block to).
+    let scoreRows: Int
     let causal: Bool
     let pvThreshold: Float
     let queryScale: Float
@@ -68,9 +92,12 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// The instruction set of the micro-kernels its tiles compute with.
     public let isa: CPUISA
     let kernels: sparge_tile_kernels
-    /// Whether its tiles compute `AttentionPrecision.int8`'s integer products: queries are quantized as they
-    /// are loaded, and blocks are visited as `QuantizedKeyValueBlock`s.
-    public let integerProducts: Bool
+    /// The bf16 tile kernels (`products` bf16Tiles).
+    let bf16: sparge_bf16_tile_kernels
+    /// What its tiles multiply with.
+    public let products: TileProducts
+    /// Whether its tiles compute `AttentionPrecision.int8`'s integer products.
+    public var integerProducts: Bool { products == .int8 }
     /// Floats of one tile's packed queries: `D` rows of `rowStride`, then the lanes' int8 scales.
     var queryFloats: Int { headDim * rowStride + lanes }
 
@@ -80,10 +107,13 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Storage for `tiles` tile states of head dimension `headDim` under `config` (its `computeTileQ`,
     /// `blockK`, `causal`, `pvThreshold` and softmax scale). The memory is uninitialised until `begin`
     /// (or `reset`). With `holdsScratch: false` only the state that outlives a visit is kept per tile.
-    /// `isa` (default: the best this CPU has) must be supported by this CPU. With `integerProducts` the
-    /// tiles compute `AttentionPrecision.int8` in integers (default: fp32 products).
+    /// `isa` (default: the best this CPU has) must be supported by this CPU. `products` says what the tiles
+    /// multiply with (default fp32); bf16 tiles need a set that has them and D a multiple of 32
+    /// (`TileProducts.chosen`). `bf16Kernels` replaces the set's bf16 tile kernels (tests:
+    /// `sparge_bf16_emulated()`, which runs without AMX).
     public init(tiles: Int, headDim: Int, config: SpargeConfig, holdsScratch: Bool = true,
-                isa: CPUISA = .detected, integerProducts: Bool = false) {
+                isa: CPUISA = .detected, products: TileProducts = .fp32,
+                bf16Kernels: sparge_bf16_tile_kernels? = nil) {
         precondition(tiles >= 0, "AttentionTileArena: negative tile count")
         precondition(headDim > 0, "AttentionTileArena: head dimension must be positive")
         precondition(config.computeTileQ > 0 && config.blockK > 0, "AttentionTileArena: empty tile shape")
@@ -99,8 +129,12 @@ public final class AttentionTileArena: @unchecked Sendable {
         self.holdsScratch = holdsScratch
         self.isa = isa
         kernels = isa.kernels
-        self.integerProducts = integerProducts
-        let floats = holdsScratch ? headDim * (rowStride + lanes) + blockK * rowStride + 4 * lanes : 2 * lanes
+        self.products = products
+        bf16 = bf16Kernels ?? kernels.bf16
+        precondition(products != .bf16Tiles || (bf16.scores != nil && headDim % 32 == 0),
+                     "AttentionTileArena: bf16 tiles need kernels for them (\(isa.rawValue) has none) and D a multiple of 32")
+        scoreRows = products == .bf16Tiles ? sparge_bf16_padded_keys(config.blockK) : config.blockK
+        let floats = holdsScratch ? headDim * (rowStride + lanes) + scoreRows * rowStride + 4 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment
         base = .allocate(byteCount: Swift.max(1, strideBytes * tiles), alignment: Self.alignment)
@@ -146,14 +180,14 @@ public final class AttentionScratch: @unchecked Sendable {
     /// Query slots.
     public let slots: Int
     let queries: UnsafeMutablePointer<Float>  // slots × [D][rowStride]
-    let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride], then rowMax [L]
+    let scores: UnsafeMutablePointer<Float>  // [scoreRows][rowStride], then rowMax [L]
     let queryFloats: Int
 
     /// Scratch for tiles of `arena` with `slots` query slots.
     public init(for arena: AttentionTileArena, slots: Int) {
         self.slots = slots
         queryFloats = arena.queryFloats
-        let floats = slots * queryFloats + arena.blockK * arena.rowStride + arena.lanes
+        let floats = slots * queryFloats + arena.scoreRows * arena.rowStride + arena.lanes
         let raw = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride,
                                                    alignment: AttentionTileArena.alignment)
         queries = raw.bindMemory(to: Float.self, capacity: floats)
@@ -184,7 +218,7 @@ public struct AttentionTile: @unchecked Sendable {
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
     let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride] (int8: [⌈D/2⌉][rowStride] pairs), then laneScale
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
-    let scores: UnsafeMutablePointer<Float>  // [blockK][rowStride]: Sᵀ, then Pᵀ
+    let scores: UnsafeMutablePointer<Float>  // [scoreRows][rowStride]: Sᵀ, then Pᵀ
     let rowMax: UnsafeMutablePointer<Float>  // [L]: max of the current block, then α
     let runningMax: UnsafeMutablePointer<Float>  // [L]
     let runningSum: UnsafeMutablePointer<Float>  // [L]
@@ -200,7 +234,7 @@ public struct AttentionTile: @unchecked Sendable {
         outputT = accumulator
         queriesT = scratch.queries + slot * scratch.queryFloats
         scores = scratch.scores
-        rowMax = scores + arena.blockK * arena.rowStride
+        rowMax = scores + arena.scoreRows * arena.rowStride
     }
 
     init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
@@ -208,11 +242,11 @@ public struct AttentionTile: @unchecked Sendable {
         let d = arena.headDim, l = arena.lanes, stride = arena.rowStride
         header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
-            .bindMemory(to: Float.self, capacity: d * (stride + l) + arena.blockK * stride + 4 * l)
+            .bindMemory(to: Float.self, capacity: d * (stride + l) + arena.scoreRows * stride + 4 * l)
         queriesT = floats
         outputT = floats + arena.queryFloats
         scores = outputT + d * l
-        rowMax = scores + arena.blockK * stride
+        rowMax = scores + arena.scoreRows * stride
         runningMax = rowMax + l
         runningSum = runningMax + l
     }
@@ -261,6 +295,10 @@ public struct AttentionTile: @unchecked Sendable {
     public func load(queries: UnsafePointer<Float>) {
         let d = arena.headDim, l = arena.lanes, stride = arena.rowStride, s = arena.queryScale, rowCount = header[0]
         if arena.integerProducts { return loadQuantized(queries: queries) }
+        if arena.products == .bf16Tiles {
+            let pairs = UnsafeMutableRawPointer(queriesT).bindMemory(to: UInt32.self, capacity: d / 2 * stride)
+            return sparge_pack_bf16_queries(queries, rowCount, d, stride, l, pairs)
+        }
         for r in 0..<rowCount {
             let q = queries + r * d
             for i in 0..<d { queriesT[i * stride + r] = q[i] * s }

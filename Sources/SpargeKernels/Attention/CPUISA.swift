@@ -13,6 +13,9 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
     case avx2
     /// AVX-512F, 32 registers of 16 floats (Skylake-SP and later Xeons, AMD Zen 4 and later).
     case avx512
+    /// The AVX-512 kernels plus `AttentionPrecision.bf16` on AMX-BF16 tiles (Sapphire Rapids and later
+    /// Xeons; on Linux once the kernel has granted the process the tile state).
+    case amx
 
     /// The best set this CPU and its OS support (cpuid and xgetbv, read once).
     public static let detected: CPUISA = CPUISA(code: sparge_cpu_isa())
@@ -27,6 +30,7 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
         case .portable: Int32(SPARGE_ISA_PORTABLE.rawValue)
         case .avx2: Int32(SPARGE_ISA_AVX2.rawValue)
         case .avx512: Int32(SPARGE_ISA_AVX512.rawValue)
+        case .amx: Int32(SPARGE_ISA_AMX.rawValue)
         }
     }
 
@@ -34,7 +38,10 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
         self = Self.allCases.first { $0.code == code } ?? .portable
     }
 
-    /// The set named `name` (`portable`, `avx2`, `avx512`) if this CPU supports it.
+    /// Whether its tiles can multiply bf16 on matrix tiles (`TileProducts.bf16Tiles`).
+    public var hasBf16Tiles: Bool { self == .amx }
+
+    /// The set named `name` (`portable`, `avx2`, `avx512`, `amx`) if this CPU supports it.
     ///
     /// - Throws: `SpargeError.invalidArgument` naming the set and what this CPU has when it is unknown or
     ///   unsupported.

@@ -6,7 +6,7 @@ import CSpargeKernels
 ///
 /// A driver fills one per key block and every tile that visits the block reads it (the quantization is
 /// done once per block, not once per visit).
-public final class QuantizedKeyValueBlock: @unchecked Sendable {
+public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
     /// Rows it can hold, and the head dimension.
     public let blockK: Int
     public let headDim: Int
@@ -23,6 +23,11 @@ public final class QuantizedKeyValueBlock: @unchecked Sendable {
     public private(set) var keyScale: Float = 0
 
     var pairs: Int { (headDim + 1) / 2 }
+
+    public var keyOperands: UnsafeRawPointer { UnsafeRawPointer(keys) }
+    public var valueOperands: UnsafeRawPointer { UnsafeRawPointer(values) }
+    /// int16 values: 2 bytes each.
+    public var operandBytes: Int { rows * headDim * 2 }
 
     /// Storage for blocks of up to `blockK` rows of `headDim`.
     public init(blockK: Int, headDim: Int) {

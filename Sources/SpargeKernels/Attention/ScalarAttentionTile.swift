@@ -1,3 +1,5 @@
+import CSpargeKernels
+
 /// The plain scalar twin of `AttentionTile`: the same API and the same online-softmax math (base 2, the λ
 /// rule over the tile's rows), written as straightforward loops over row-major Float arrays. It is the
 /// reference the vector tile is tested against, and the fallback a new backend can start from.
@@ -10,6 +12,10 @@ public final class ScalarAttentionTile {
     let queryScale: Float
     /// int8's fixed point of P (`AttentionPrecision.probabilityLevels`), nil for exact probabilities.
     let probabilityLevels: Float?
+    /// Whether it is the twin of bf16 tiles (`TileProducts.bf16Tiles`), computing their definition in their
+    /// order: scores Σ q·k on the unscaled queries, summed along D; p = 2^(fma(s, scale, −m)) by the kernels'
+    /// exp2 recipe; P·V on bf16(p) (a p below 2⁻¹²⁶ is 0), the row sums on p as computed.
+    let bf16Tiles: Bool
     var queries: [Float]
     var accumulator: [Float]
     var m: [Float]
@@ -20,9 +26,12 @@ public final class ScalarAttentionTile {
     var computed = 0
 
     /// A tile of head dimension `headDim` under `config` (see `AttentionTileArena.init`); in `precision`
-    /// int8 it rounds P as the int8 kernels do (the inputs are the caller's to round).
-    public init(headDim: Int, config: SpargeConfig, precision: AttentionPrecision = .fp32) {
+    /// int8 it rounds P as the int8 kernels do, and with `products` bf16Tiles as those do (the inputs are the
+    /// caller's to round).
+    public init(headDim: Int, config: SpargeConfig, precision: AttentionPrecision = .fp32,
+                products: TileProducts = .fp32) {
         probabilityLevels = precision == .int8 ? AttentionPrecision.probabilityLevels : nil
+        bf16Tiles = products == .bf16Tiles
         self.headDim = headDim
         tileRows = config.computeTileQ
         blockK = config.blockK
@@ -54,7 +63,8 @@ public final class ScalarAttentionTile {
 
     /// See `AttentionTile.load`.
     public func load(queries q: UnsafePointer<Float>) {
-        for i in 0..<(rowCount * headDim) { queries[i] = q[i] * queryScale }
+        let scale: Float = bf16Tiles ? 1 : queryScale  // bf16 tiles scale the scores instead
+        for i in 0..<(rowCount * headDim) { queries[i] = q[i] * scale }
     }
 
     /// See `AttentionTile.visit`.
@@ -75,6 +85,7 @@ public final class ScalarAttentionTile {
                 s[r * keyCount + c] = dot
                 blockMax[r] = max(blockMax[r], dot)
             }
+            if bf16Tiles { blockMax[r] *= queryScale }
         }
         statistics.keyBlocksVisited += 1
         var delta = -Float.infinity
@@ -93,9 +104,11 @@ public final class ScalarAttentionTile {
             var sum: Float = 0
             for i in 0..<d { accumulator[r * d + i] *= w.alpha }
             for c in 0..<keyCount {
-                var p = libmExp2(s[r * keyCount + c] - shift)
+                var p = bf16Tiles ? sparge_bf16_exp2((-shift).addingProduct(s[r * keyCount + c], queryScale))
+                                  : libmExp2(s[r * keyCount + c] - shift)
                 if let levels = probabilityLevels { p = (p * levels).rounded(.toNearestOrEven) / levels }
                 sum += p
+                if bf16Tiles { p = p < 0x1p-126 ? 0 : StorageFormat.bf16.rounded(p) }
                 for i in 0..<d { accumulator[r * d + i] += p * values[c * d + i] }
             }
             l[r] = w.alpha * l[r] + sum

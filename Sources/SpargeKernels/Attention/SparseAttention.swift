@@ -6,6 +6,9 @@ public enum AttentionBackend: Sendable, Equatable {
     case isa(CPUISA)
     /// `ScalarAttentionTile`: plain loops; the reference in tests.
     case scalar
+    /// `ScalarAttentionTile` as the twin of one kernel set's tiles: like `scalar`, except that it rounds P
+    /// to bf16 where that set's tiles do (`AttentionPrecision.bf16` on AMX).
+    case scalarTwin(CPUISA)
 }
 
 /// Block-sparse attention on one process: the plan's driver (`BlockSparseAttention`) fed once with every

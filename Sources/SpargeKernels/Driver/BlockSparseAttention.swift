@@ -12,8 +12,8 @@ import Synchronization
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
 /// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
 /// queries are rounded once, and key/value blocks not already stored in the precision's type are rounded in
-/// that copy. In int8 the vector tiles quantize their queries as they load them and take every block of an
-/// `attend` call quantized once, before the tiles start (`QuantizedBlockTable`).
+/// that copy. In int8 (and in bf16 on AMX tiles) the vector tiles convert their queries as they load them and
+/// take every block of an `attend` call converted once, before the tiles start (`PackedBlockTable`).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -62,9 +62,12 @@ public final class BlockSparseAttention {
             }
             bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: isa, precision: precision)
         case .scalar: bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision)
+        case .scalarTwin(let isa):
+            bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision,
+                                  products: TileProducts.chosen(precision: precision, isa: isa, headDim: queries.dim))
         }
         var rounded = queries
-        if precision != .fp32 && !bank.integerProducts {
+        if precision != .fp32 && bank.products != .int8 {
             let tiles = plan.tiles
             rounded.data.withUnsafeMutableBufferPointer { q in
                 for tile in tiles {
@@ -101,13 +104,13 @@ public final class BlockSparseAttention {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
         guard !plan.blocks.isEmpty else { poll?(1); return }
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
-        let quantized = bank.integerProducts ? QuantizedBlockTable(table, headDim: headDim, threads: threads) : nil
+        let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim, threads: threads)
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
                 let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
                                     keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim,
-                                    precision: precision, quantized: quantized)
+                                    precision: precision, packed: packed)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
@@ -120,6 +123,16 @@ public final class BlockSparseAttention {
                 }
             }
           }
+        }
+    }
+
+    /// The blocks of `table` converted once for tiles whose products take them so (nil for fp32 products).
+    static func packedBlocks(_ table: KeyValueBlockTable, products: TileProducts, headDim: Int,
+                             threads: Int) -> (any PackedBlocks)? {
+        switch products {
+        case .fp32: nil
+        case .int8: PackedBlockTable<QuantizedKeyValueBlock>(table, headDim: headDim, threads: threads)
+        case .bf16Tiles: PackedBlockTable<Bf16KeyValueBlock>(table, headDim: headDim, threads: threads)
         }
     }
 
@@ -181,24 +194,24 @@ private final class AttendJob: @unchecked Sendable {
     let headDim: Int
     /// The precision, when key/value blocks need rounding in the worker's copy.
     let rounding: AttentionPrecision?
-    /// The call's blocks in int8's integers, for tiles with integer products.
-    let quantized: QuantizedBlockTable?
+    /// The call's blocks converted for the tiles' products (int8, bf16 tiles), when they take them so.
+    let packed: (any PackedBlocks)?
     let next = WorkCounter()
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
          output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision,
-         quantized: QuantizedBlockTable?) {
+         packed: (any PackedBlocks)?) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
         // Blocks already stored in the precision's type need no rounding.
-        rounding = precision == .fp32 || precision.inputFormat == table.format || quantized != nil ? nil : precision
-        self.quantized = quantized
+        rounding = precision == .fp32 || precision.inputFormat == table.format || packed != nil ? nil : precision
+        self.packed = packed
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
     func work(poll: ((Double) -> Void)?) {
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
-        let widened = (table.format == .f32 && rounding == nil) || quantized != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
+        let widened = (table.format == .f32 && rounding == nil) || packed != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
         let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
         while true {
@@ -222,16 +235,16 @@ private final class AttendJob: @unchecked Sendable {
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
                 // The first tile asks for the next block while it computes.
                 var upcoming: UpcomingBlock?
-                if n < block.visits.upperBound, let ahead = quantized?.block(kvHead: g, block: Int(keys[n])) {
-                    upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values, bytes: table.rows(of: Int(keys[n])) * d * 2)
+                if n < block.visits.upperBound, let ahead = packed?.packedBlock(kvHead: g, block: Int(keys[n])) {
+                    upcoming = UpcomingBlock(keys: ahead.keyOperands, values: ahead.valueOperands, bytes: ahead.operandBytes)
                 } else if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
                     upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
-                if let quantized {
-                    let operands = quantized.block(kvHead: g, block: j)!
+                if let packed {
+                    let operands = packed.packedBlock(kvHead: g, block: j)!
                     for (slot, t) in block.tileRange.enumerated() where m < plan.tiles[t].visits.upperBound {
-                        bank.visit(tile: t, slot: slot, worker: worker, output: output, quantized: operands,
+                        bank.visit(tile: t, slot: slot, worker: worker, output: output, packed: operands,
                                    keyStart: j * bk, upcoming: upcoming)
                         upcoming = nil
                     }

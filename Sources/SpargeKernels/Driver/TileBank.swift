@@ -9,11 +9,11 @@ protocol TileBank: AnyObject, Sendable {
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?)
-    /// Whether its tiles take int8 blocks as `QuantizedKeyValueBlock`s (`visit(quantized:)`) rather than as
-    /// rounded fp32 rows.
-    var integerProducts: Bool { get }
+    /// What its tiles multiply with: other than fp32, they take blocks converted once per `attend` call
+    /// (`visit(packed:)`) rather than rounded fp32 rows.
+    var products: TileProducts { get }
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               quantized: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?)
+               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
@@ -39,7 +39,7 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
         self.plan = plan
         self.headDim = headDim
         arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
-                                   isa: isa, integerProducts: precision == .int8)
+                                   isa: isa, products: TileProducts.chosen(precision: precision, isa: isa, headDim: headDim))
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
@@ -85,14 +85,14 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
-    var integerProducts: Bool { arena.integerProducts }
+    var products: TileProducts { arena.products }
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               quantized: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
         arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
                    accumulator: accumulator(tile, output))
-            .visit(quantized: quantized, keyStart: keyStart, upcoming: upcoming)
+            .visit(packed: packed, keyStart: keyStart, upcoming: upcoming)
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
@@ -114,8 +114,11 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 final class ScalarTileBank: TileBank, @unchecked Sendable {
     let tiles: [ScalarAttentionTile]
 
-    init(plan: AttentionPlan, headDim: Int, precision: AttentionPrecision) {
-        tiles = plan.tiles.map { _ in ScalarAttentionTile(headDim: headDim, config: plan.config, precision: precision) }
+    /// The twins of tiles with `products` (bf16 tiles round P as they do; the rest as fp32 products).
+    init(plan: AttentionPlan, headDim: Int, precision: AttentionPrecision, products: TileProducts = .fp32) {
+        tiles = plan.tiles.map { _ in
+            ScalarAttentionTile(headDim: headDim, config: plan.config, precision: precision, products: products)
+        }
         self.plan = plan
         self.headDim = headDim
     }
@@ -138,11 +141,11 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
         tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
     }
 
-    var integerProducts: Bool { false }
+    var products: TileProducts { .fp32 }
 
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               quantized: QuantizedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
-        preconditionFailure("ScalarTileBank: the scalar twin computes int8 on dequantized rows")
+               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+        preconditionFailure("ScalarTileBank: the scalar twin computes on rounded fp32 rows")
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {

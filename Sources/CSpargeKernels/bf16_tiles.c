@@ -1,0 +1,106 @@
+// AttentionPrecision.bf16 for the bf16 tile kernels (CSpargeKernels.h, `sparge_bf16_*_fn`): the packing of
+// queries and key/value blocks, and the kernels' scalar twin — the same definitions in plain loops, on any
+// CPU (the exponential is the kernels' own recipe, vector_ops.h's vexp2 on one lane, so P is the same bits).
+#include "CSpargeKernels.h"
+#include <string.h>
+#define VW 1
+#define HAS_FMA 1
+#include "vector_ops.h"
+
+unsigned short sparge_bf16(float x) {
+    unsigned bits;
+    memcpy(&bits, &x, 4);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;  // NaN
+    return (unsigned short)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
+                            unsigned short *valuesT) {
+    long kp = sparge_bf16_padded_keys(rows);
+    for (long c = 0; c < kp; c++)
+        for (long i = 0; i < dim; i++) packedKeys[c * dim + i] = c < rows ? sparge_bf16(keys[c * dim + i]) : 0;
+    for (long i = 0; i < dim; i++)
+        for (long c = 0; c < kp; c++) valuesT[i * kp + c] = c < rows ? sparge_bf16(values[c * dim + i]) : 0;
+}
+
+void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
+                              unsigned *queriesT) {
+    for (long j = 0; j < dim / 2; j++)
+        for (long r = 0; r < lanes; r++)
+            queriesT[j * stride + r] = r < rows ? (unsigned)sparge_bf16(queries[r * dim + 2 * j])
+                                                      | (unsigned)sparge_bf16(queries[r * dim + 2 * j + 1]) << 16
+                                                : 0;
+}
+
+float sparge_bf16_widened(unsigned short w) {
+    unsigned bits = (unsigned)w << 16;
+    if ((bits & 0x7F800000u) == 0) bits &= 0x80000000u;
+    float x;
+    memcpy(&x, &bits, 4);
+    return x;
+}
+
+/// P's rounding: a denormal p is 0, else bf16(p).
+static unsigned short round_probability(float p) { return p < 0x1p-126f ? 0 : sparge_bf16(p); }
+
+float sparge_bf16_exp2(float x) { return vexp2((vfloat){x})[0]; }
+
+static void twin_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
+                        long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
+                        const void *aheadValues, long aheadBytes) {
+    (void)aheadKeys, (void)aheadValues, (void)aheadBytes;
+    long kp = sparge_bf16_padded_keys(keyCount);
+    for (long c = 0; c < kp; c++) {
+        for (long r = 0; r < lanes; r++) {
+            float s = 0;
+            for (long i = 0; i < dim; i++)
+                s += sparge_bf16_widened((unsigned short)(queriesT[i / 2 * stride + r] >> (16 * (i % 2)))) * sparge_bf16_widened(keys[c * dim + i]);
+            scores[c * stride + r] = s;
+        }
+    }
+    for (long r = 0; r < lanes; r++) {
+        float m = -__builtin_inff();
+        for (long c = 0; c < keyCount; c++) m = scores[c * stride + r] > m ? scores[c * stride + r] : m;
+        m *= scale;
+        if (m > rowMax[r]) rowMax[r] = m;
+    }
+}
+
+static void twin_softmax(float *scores, long stride, long lanes, long keyCount, float scale, float *blockMaxThenAlpha,
+                         float *runningMax, float *runningSum) {
+    long kp = sparge_bf16_padded_keys(keyCount);
+    unsigned short p[kp];
+    for (long r = 0; r < lanes; r++) {
+        float mPrev = runningMax[r], m = blockMaxThenAlpha[r] > mPrev ? blockMaxThenAlpha[r] : mPrev;
+        float shift = m == -__builtin_inff() ? 0 : m;
+        float alpha = sparge_bf16_exp2(mPrev - shift), sum = 0;
+        for (long c = 0; c < kp; c++) {
+            float e = c < keyCount ? sparge_bf16_exp2(__builtin_fmaf(scores[c * stride + r], scale, -shift)) : 0;
+            sum += e;
+            p[c] = round_probability(e);
+        }
+        for (long j = 0; j < kp / 2; j++) ((unsigned *)scores)[j * stride + r] = p[2 * j] | (unsigned)p[2 * j + 1] << 16;
+        runningSum[r] = __builtin_fmaf(runningSum[r], alpha, sum);
+        runningMax[r] = m;
+        blockMaxThenAlpha[r] = alpha;
+    }
+}
+
+static void twin_pv(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
+                    long keyCount, const float *alpha, float *outputT) {
+    long kp = sparge_bf16_padded_keys(keyCount);
+    for (long i = 0; i < dim; i++) {
+        for (long r = 0; r < lanes; r++) {
+            float o = alpha[r] * outputT[i * lanes + r];
+            for (long c = 0; c < kp; c++)
+                o += sparge_bf16_widened(valuesT[i * kp + c]) *
+                     sparge_bf16_widened((unsigned short)(probabilities[c / 2 * stride + r] >> (16 * (c % 2))));
+            outputT[i * lanes + r] = o;
+        }
+    }
+}
+
+sparge_bf16_tile_kernels sparge_bf16_twin(void) {
+    sparge_bf16_tile_kernels k = {twin_scores, twin_softmax, twin_pv};
+    return k;
+}

@@ -1,0 +1,46 @@
+// tile_kernels_bf16.h on AMX (Sapphire Rapids and later Xeons): TDPBF16PS on tiles, AVX512-BF16's
+// vcvtne2ps2bf16 for P, AVX-512 for the softmax. The rest of the AMX set is the AVX-512 kernels
+// (cpu_isa.c). Runs only where sparge_cpu_isa says AMX: cpuid, XCR0 and Linux's permission for the tiles.
+#if defined(__x86_64__)
+#include "CSpargeKernels.h"
+#include <immintrin.h>
+#define KERNEL(name) sparge_##name##_amx
+#define VW 16
+#define HAS_FMA 1
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,amx-tile,amx-bf16,avx2,fma"))), apply_to = function)
+#include "vector_ops.h"
+
+/// The palette-1 configuration: 64 bytes, palette at byte 0, bytes per row of tile t at 16 + 2t, rows at 48 + t.
+typedef struct __attribute__((aligned(64))) {
+    unsigned char palette, startRow, reserved[14];
+    unsigned short bytesPerRow[16];
+    unsigned char rows[16];
+} tile_configuration;
+
+INLINE void tile_configure(void) {
+    tile_configuration c = {0};
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.bytesPerRow[t] = 64;
+        c.rows[t] = 16;
+    }
+    _tile_loadconfig(&c);
+}
+
+#define TILE_CONFIGURE() tile_configure()
+#define TILE_ZERO(t) _tile_zero(t)
+#define TILE_LOAD(t, p, rowBytes) _tile_loadd(t, p, rowBytes)
+#define TILE_STORE(t, p, rowBytes) _tile_stored(t, p, rowBytes)
+#define TILE_DP(c, a, b) _tile_dpbf16ps(c, a, b)
+
+/// vcvtne2ps2bf16 puts hi's 16 bf16 above lo's; vpermw interleaves them into (lo, hi) words.
+INLINE vint bf16_pairs(vfloat lo, vfloat hi) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512bh halves = _mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo);
+    return (vint)_mm512_permutexvar_epi16(interleave, (__m512i)halves);
+}
+
+#include "tile_kernels_bf16.h"
+#pragma clang attribute pop
+#endif

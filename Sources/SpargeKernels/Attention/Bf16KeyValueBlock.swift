@@ -1,0 +1,40 @@
+import CSpargeKernels
+
+/// One key/value block in bf16, laid out as the bf16 tile kernels take it (CSpargeKernels.h,
+/// `sparge_bf16_*_fn`): K row-major and V transposed, both padded with zeros to a multiple of 32 keys.
+///
+/// A driver fills one per key block and every tile that visits the block reads it (the conversion is done
+/// once per block and `attend` call, not once per visit).
+public final class Bf16KeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
+    /// Rows it can hold, and the head dimension.
+    public let blockK: Int
+    public let headDim: Int
+    /// Rows of the block now held (`fill`).
+    public private(set) var rows = 0
+    /// `[Kp][D]` bf16, Kp = `rows` rounded up to 32.
+    let keys: UnsafeMutablePointer<UInt16>
+    /// `[D][Kp]` bf16.
+    let valuesT: UnsafeMutablePointer<UInt16>
+
+    /// Storage for blocks of up to `blockK` rows of `headDim`.
+    public init(blockK: Int, headDim: Int) {
+        precondition(blockK > 0 && headDim > 0, "Bf16KeyValueBlock: empty shape")
+        (self.blockK, self.headDim) = (blockK, headDim)
+        let padded = sparge_bf16_padded_keys(blockK) * headDim
+        keys = .allocate(capacity: 2 * padded)
+        valuesT = keys + padded
+    }
+
+    deinit { keys.deallocate() }
+
+    /// Rounds `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32) to bf16 and lays them out.
+    public func fill(keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {
+        precondition(rows > 0 && rows <= blockK, "Bf16KeyValueBlock: \(rows) rows in a block of \(blockK)")
+        self.rows = rows
+        sparge_pack_bf16_block(k, v, rows, headDim, keys, valuesT)
+    }
+
+    public var keyOperands: UnsafeRawPointer { UnsafeRawPointer(keys) }
+    public var valueOperands: UnsafeRawPointer { UnsafeRawPointer(valuesT) }
+    public var operandBytes: Int { rows * headDim * 2 }
+}

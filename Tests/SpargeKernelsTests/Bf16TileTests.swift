@@ -1,0 +1,172 @@
+import CSpargeKernels
+import SpargeKernels
+import SpargeTestSupport
+import XCTest
+
+/// `AttentionPrecision.bf16` on bf16 matrix tiles (AMX): the kernels' C twin, the tile on the kernels with the
+/// tiles emulated in C (their loops, tails and layouts, on any x86-64 with AVX2), the scalar twin against
+/// Double, and the AMX kernels themselves where this CPU has them.
+final class Bf16TileTests: XCTestCase {
+    struct Shape: CustomStringConvertible {
+        var seed: UInt64
+        var dim: Int
+        var keys: Int
+        var rows: Int
+        var queryStart: Int
+        var causal: Bool
+        var blockK: Int
+        var tileQ: Int
+        var description: String {
+            "seed \(seed) D \(dim) keys \(keys) rows \(rows) from \(queryStart) causal \(causal) blockK \(blockK) tile \(tileQ)"
+        }
+    }
+
+    /// Fresh shapes: D a multiple of 32 (what the tiles take), key counts with every tail of the 32-key
+    /// padding, partial query tiles, causal diagonals inside the tile.
+    func randomShapes(_ count: Int) -> [Shape] {
+        var system = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in
+            let blockK = Bool.random(using: &system) ? 64 : 128, tileQ = Bool.random(using: &system) ? 64 : 128
+            let keys = Int.random(in: 1...300, using: &system)
+            return Shape(seed: UInt64.random(in: 1...UInt64.max, using: &system), dim: [32, 64, 128].randomElement(using: &system)!,
+                         keys: keys, rows: Int.random(in: 1...tileQ, using: &system),
+                         queryStart: Int.random(in: 0..<keys, using: &system), causal: Bool.random(using: &system),
+                         blockK: blockK, tileQ: tileQ)
+        }
+    }
+
+    /// One tile over every key block of `shape`, on `kernels` (the bf16 tile kernels), and its scalar twin on
+    /// the same rounded inputs: (vector output, twin output).
+    func tileAndTwin(_ shape: Shape, isa: CPUISA, kernels: sparge_bf16_tile_kernels?) -> ([Float], [Float]) {
+        var g = SeededGenerator(seed: shape.seed)
+        let d = shape.dim, bf16 = StorageFormat.bf16
+        let q = (0..<(shape.rows * d)).map { _ in bf16.rounded(g.normal()) }
+        let k = (0..<(shape.keys * d)).map { _ in bf16.rounded(g.normal()) }
+        let v = (0..<(shape.keys * d)).map { _ in bf16.rounded(g.normal()) }
+        let config = SpargeConfig(blockQ: shape.tileQ, blockK: shape.blockK, causal: shape.causal, computeTileQ: shape.tileQ)
+        let arena = AttentionTileArena(tiles: 1, headDim: d, config: config, isa: isa, products: .bf16Tiles,
+                                       bf16Kernels: kernels)
+        let tile = arena[0]
+        let twin = ScalarAttentionTile(headDim: d, config: config, precision: .bf16, products: .bf16Tiles)
+        let block = Bf16KeyValueBlock(blockK: shape.blockK, headDim: d)
+        var out = [Float](repeating: 0, count: shape.rows * d), twinOut = out
+        var lse = [Float](repeating: 0, count: shape.rows), twinLSE = lse
+        tile.begin(queries: q, rowCount: shape.rows, queryStart: shape.queryStart)
+        twin.begin(queries: q, rowCount: shape.rows, queryStart: shape.queryStart)
+        for start in stride(from: 0, to: shape.keys, by: shape.blockK) {
+            let n = min(shape.blockK, shape.keys - start)
+            k.withUnsafeBufferPointer { kb in
+                v.withUnsafeBufferPointer { vb in
+                    let (kr, vr) = (kb.baseAddress! + start * d, vb.baseAddress! + start * d)
+                    block.fill(keys: kr, values: vr, rows: n)
+                    tile.visit(bf16: block, keyStart: start)
+                    twin.visit(keys: kr, values: vr, keyCount: n, keyStart: start)
+                }
+            }
+        }
+        tile.finish(output: &out, lse: &lse)
+        twin.finish(output: &twinOut, lse: &twinLSE)
+        return (out, twinOut)
+    }
+
+    /// The tile on emulated tiles against its twin: the twin computes the tiles' definition in their order
+    /// (scores summed along D on the unscaled queries, the kernels' exp2 recipe), so P is the same bits and
+    /// only α (the C library's exp2 in the twin) and fused vs separate roundings of the sums differ: measured
+    /// ≤ 4e-8 relative L1 over 300 shapes; 1e-6. A wrong lane, key, layout or mask costs O(1).
+    static let emulatedTolerance = 1e-6
+    /// Real tiles may sum a product pair in another order than the emulation: a score's last bit can then move
+    /// a p across a bf16 rounding boundary, one bf16 step (≤ 2⁻⁸ for p ≤ 1) on that p, which in a tile of a
+    /// few rows dominated by that key is up to ~1e-3 of its output; 5e-3.
+    static let amxTolerance = 5e-3
+
+    func testTileOnEmulatedTilesAgainstScalarTwin() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        for shape in randomShapes(30) {
+            let (out, twin) = tileAndTwin(shape, isa: .portable, kernels: sparge_bf16_emulated())
+            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.emulatedTolerance, "\(shape)")
+        }
+        #else
+        throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
+        #endif
+    }
+
+    func testTileOnAMXAgainstScalarTwin() throws {
+        guard CPUISA.detected == .amx else {
+            throw XCTSkip("this CPU has no AMX (it runs \(CPUISA.detected.rawValue)): the AMX tiles are checked by benchmarks/amx-check.c and cpu-amx-device.sh on one")
+        }
+        for shape in randomShapes(12) {
+            let (out, twin) = tileAndTwin(shape, isa: .amx, kernels: nil)
+            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.amxTolerance, "\(shape)")
+        }
+    }
+
+    /// The kernels alone, emulated tiles against the C twin, chained (scores, softmax, P·V) on random
+    /// operands: the emulation sums in the twin's order, so only the ulps of fused vs separate rounding in the
+    /// exponent's argument could differ — none measured; 1e-6 of the largest output.
+    func testEmulatedKernelsAgainstTheirTwin() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        var system = SystemRandomNumberGenerator()
+        for _ in 0..<6 {
+            let seed = UInt64.random(in: 1...UInt64.max, using: &system)
+            var g = SeededGenerator(seed: seed)
+            let lanes = 64, stride = lanes + 16, dim = [32, 64, 128].randomElement(using: &g)!
+            let keys = Int.random(in: 1...128, using: &g), kp = sparge_bf16_padded_keys(keys)
+            let q = (0..<(lanes * dim)).map { _ in g.normal() }
+            let kv = (0..<(2 * keys * dim)).map { _ in g.normal() }
+            var qT = [UInt32](repeating: 0, count: dim / 2 * stride)
+            var packedK = [UInt16](repeating: 1, count: kp * dim), valuesT = packedK
+            sparge_pack_bf16_queries(q, lanes, dim, stride, lanes, &qT)
+            kv.withUnsafeBufferPointer { sparge_pack_bf16_block($0.baseAddress!, $0.baseAddress! + keys * dim, keys, dim, &packedK, &valuesT) }
+            var outputs: [[Float]] = []
+            for kernels in [sparge_bf16_emulated(), sparge_bf16_twin()] {
+                var scores = [Float](repeating: .nan, count: kp * stride)
+                var blockMax = [Float](repeating: -.infinity, count: lanes), runningMax = blockMax
+                var sums = [Float](repeating: 0, count: lanes)
+                var output = (0..<(dim * lanes)).map { Float($0 % 7) - 3 }
+                kernels.scores(qT, stride, lanes, packedK, dim, keys, 0.1, &scores, &blockMax, nil, nil, 0)
+                kernels.softmax(&scores, stride, lanes, keys, 0.1, &blockMax, &runningMax, &sums)
+                scores.withUnsafeBytes { p in
+                    kernels.pv(p.bindMemory(to: UInt32.self).baseAddress!, stride, lanes, valuesT, dim, keys, blockMax, &output)
+                }
+                outputs.append(output + sums)
+            }
+            XCTAssertFalse(outputs[0].contains { !$0.isFinite }, "seed \(seed)")
+            let largest = outputs[1].map(abs).max()!
+            let error = zip(outputs[0], outputs[1]).map { abs($0 - $1) }.max()!
+            XCTAssertLessThanOrEqual(error, 1e-6 * largest, "seed \(seed) D \(dim) keys \(keys)")
+        }
+        #else
+        throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
+        #endif
+    }
+
+    /// The twin of the bf16 tiles against Double attention on the same rounded inputs: what bf16 on AMX costs
+    /// beyond the rounding of Q, K, V is P's rounding to bf16 (2⁻⁹ relative per p at most). It does not
+    /// average out in relative terms, since the output is itself an average of the values: measured
+    /// 1.1–1.4e-3 relative L1 on these random inputs (8 draws); 3e-3 bounds it, and fp32 products on the same
+    /// inputs (no P rounding) stay below 1e-5.
+    func testTwinAgainstDoubleOnRoundedInputs() throws {
+        var system = SystemRandomNumberGenerator()
+        for _ in 0..<3 {
+            let seed = UInt64.random(in: 1...UInt64.max, using: &system)
+            var g = SeededGenerator(seed: seed)
+            let n = Int.random(in: 60...300, using: &g), d = [32, 64, 128].randomElement(using: &g)!
+            let q = AttentionPrecision.bf16.rounded(Tensor3.random(heads: 2, rows: n, dim: d, using: &g))
+            let k = AttentionPrecision.bf16.rounded(Tensor3.random(heads: 1, rows: n, dim: d, using: &g))
+            let v = AttentionPrecision.bf16.rounded(Tensor3.random(heads: 1, rows: n, dim: d, using: &g))
+            let config = SpargeConfig(causal: Bool.random(using: &g))
+            let reference = doubleAttention(q: q, k: k, v: v, mask: nil, config: config).output.map(Float.init)
+            let twin = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .scalarTwin(.amx),
+                                                   precision: .bf16)
+            let plain = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .scalar,
+                                                    precision: .bf16)
+            let label = "seed \(seed) N \(n) D \(d) causal \(config.causal)"
+            let error = relativeL1(twin.output.data, reference)
+            XCTAssertLessThanOrEqual(error, 3e-3, label)
+            XCTAssertGreaterThan(error, 0, "P rounded to bf16 must show: \(label)")
+            XCTAssertLessThanOrEqual(relativeL1(plain.output.data, reference), 1e-5, label)
+        }
+    }
+}

@@ -1,0 +1,205 @@
+// The bf16 tile kernels (AMX) against their scalar twin (bf16_tiles.c) on fresh random shapes, standalone, for
+// a machine without Swift. Build it where the sources are (a static binary runs anywhere x86-64):
+//   clang -O2 -static -pthread -ISources/CSpargeKernels/include -ISources/CSpargeKernels \
+//       Sources/CSpargeKernels/*.c benchmarks/amx-check.c -lm -o amx-check
+// Run: `amx-check [TRIALS] [SEED]`. Every trial draws lanes (64, 128), D (32, 64, 96, 128, 256), a key count
+// 1…blockK (blockK 64 or 128: every tail of the 32-key padding), a partial query tile and a scale, then:
+//   scores   kernel vs twin from the same packed Q̂ᵀ and K;
+//   softmax  from the same scores and state: P's bf16 pairs bit for bit, α and the maxima exactly, the sums;
+//   P·V      from the same P, α (some lane groups all 1, which the kernel skips) and accumulator;
+//   chained  scores → softmax → P·V of each alone (P may differ by a bf16 step where the scores' order did).
+// It runs the emulated kernels (the same source, tiles emulated in C) everywhere, and the AMX kernels where
+// sparge_cpu_isa() says AMX, on two threads at once (each loads its own tile configuration). Prints the
+// largest errors; exits 1 on a failure, 2 when this CPU has no AMX (the emulated check still ran).
+#include "CSpargeKernels.h"
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    unsigned long long state;
+} rng;
+
+static double uniform(rng *g) {
+    g->state = g->state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(g->state >> 11) / 9007199254740992.0;
+}
+static long pick(rng *g, long n) { return (long)(uniform(g) * n) % n; }
+
+/// Largest |a − b| over the largest |b| (0 when b is all 0 and a equals it).
+static double relative_max(const float *a, const float *b, long n) {
+    double err = 0, ref = 0;
+    for (long i = 0; i < n; i++) {
+        if (isinf(a[i]) || isinf(b[i])) {
+            if (a[i] != b[i]) return INFINITY;
+            continue;
+        }
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= err)) err = d;  // a NaN makes it NaN
+        if (fabs(b[i]) > ref) ref = fabs(b[i]);
+    }
+    return ref > 0 ? err / ref : err;
+}
+
+typedef struct {
+    const char *name;
+    sparge_bf16_tile_kernels kernels;
+    long trials;
+    unsigned long long seed;
+    double scores, sums, pv, chained;
+    long pairMismatches, stateMismatches, failures;
+} check;
+
+/// Tolerances: scores are fp32 sums of up to 256 exact products in another order (a few 2⁻²⁴ of the largest
+/// partial sum: ≤ 1e-5 of the largest score on these inputs); the sums and P·V likewise over ≤ 128 keys. The
+/// chained output may also differ where a score's last bit (the tiles' order of a pair's products) moved a p
+/// across a bf16 rounding boundary: one bf16 step, ≤ 2⁻⁸ for p ≤ 1, times |v| ≤ 1, is ≤ 3.9e-3 of an output
+/// whose largest value is about 1 or more here: 4e-3 of the largest output (the emulation shows 0).
+static const double scoreTolerance = 1e-5, sumTolerance = 1e-5, pvTolerance = 1e-5, chainedTolerance = 4e-3;
+
+static void *run_check(void *argument) {
+    check *c = argument;
+    rng g = {c->seed};
+    sparge_bf16_tile_kernels twin = sparge_bf16_twin();
+    for (long t = 0; t < c->trials; t++) {
+        const long dims[] = {32, 64, 96, 128, 256};
+        long lanes = 64 * (1 + pick(&g, 2)), stride = lanes + 16, dim = dims[pick(&g, 5)];
+        long blockK = pick(&g, 2) ? 64 : 128, keyCount = 1 + pick(&g, blockK), kp = sparge_bf16_padded_keys(keyCount);
+        long rows = 1 + pick(&g, lanes);
+        float scale = (float)(0.3 + 0.6 * uniform(&g)) / sqrtf((float)dim) * 1.4426950f;
+        float *q = malloc(sizeof(float) * lanes * dim), *k = malloc(sizeof(float) * keyCount * dim);
+        float *v = malloc(sizeof(float) * keyCount * dim);
+        for (long i = 0; i < lanes * dim; i++) q[i] = (float)(uniform(&g) * 4 - 2);
+        for (long i = 0; i < keyCount * dim; i++) k[i] = (float)(uniform(&g) * 4 - 2), v[i] = (float)(uniform(&g) * 2 - 1);
+        unsigned *qT = malloc(4 * dim / 2 * stride);
+        unsigned short *kb = malloc(2 * kp * dim), *vT = malloc(2 * kp * dim);
+        sparge_pack_bf16_queries(q, rows, dim, stride, lanes, qT);
+        sparge_pack_bf16_block(k, v, keyCount, dim, kb, vT);
+        long scoreFloats = (blockK + 31) / 32 * 32 * stride;
+        float *s1 = malloc(4 * scoreFloats), *s2 = malloc(4 * scoreFloats);
+        float *max1 = malloc(4 * lanes), *max2 = malloc(4 * lanes), *run1 = malloc(4 * lanes), *run2 = malloc(4 * lanes);
+        float *sum1 = malloc(4 * lanes), *sum2 = malloc(4 * lanes);
+        float *o1 = malloc(4 * dim * lanes), *o2 = malloc(4 * dim * lanes), *o0 = malloc(4 * dim * lanes);
+        for (long i = 0; i < scoreFloats; i++) s1[i] = s2[i] = NAN;  // rows the kernels must write, poisoned
+        for (long r = 0; r < lanes; r++) {
+            max1[r] = max2[r] = pick(&g, 4) ? (float)(uniform(&g) * 4 - 2) : -INFINITY;
+            run1[r] = run2[r] = pick(&g, 4) ? (float)(uniform(&g) * 4 - 2) : -INFINITY;
+            sum1[r] = sum2[r] = isinf(run1[r]) ? 0 : (float)(1 + uniform(&g) * 10);
+        }
+        for (long i = 0; i < dim * lanes; i++) o0[i] = o1[i] = o2[i] = (float)(uniform(&g) * 2 - 1);
+
+        // Scores.
+        c->kernels.scores(qT, stride, lanes, kb, dim, keyCount, scale, s1, max1, k, v, keyCount * dim * 2);
+        twin.scores(qT, stride, lanes, kb, dim, keyCount, scale, s2, max2, NULL, NULL, 0);
+        double e = 0;
+        for (long row = 0; row < kp; row++) {
+            double er = relative_max(s1 + row * stride, s2 + row * stride, lanes);
+            if (!(er <= e)) e = er;
+        }
+        double em = relative_max(max1, max2, lanes);
+        if (!(em <= e)) e = em;
+        if (!(e <= c->scores)) c->scores = e;
+        int bad = !(e <= scoreTolerance);
+
+        // Softmax from the twin's scores, the same state.
+        memcpy(s1, s2, 4 * scoreFloats);
+        memcpy(max1, max2, 4 * lanes);
+        float *sums0 = malloc(4 * lanes);
+        memcpy(sums0, sum1, 4 * lanes);
+        c->kernels.softmax(s1, stride, lanes, keyCount, scale, max1, run1, sum1);
+        twin.softmax(s2, stride, lanes, keyCount, scale, max2, run2, sum2);
+        long mismatches = 0, stateMismatches = 0;
+        for (long j = 0; j < kp / 2; j++)
+            for (long r = 0; r < lanes; r++) mismatches += ((unsigned *)s1)[j * stride + r] != ((unsigned *)s2)[j * stride + r];
+        for (long r = 0; r < lanes; r++) stateMismatches += max1[r] != max2[r] || run1[r] != run2[r];
+        double es = relative_max(sum1, sum2, lanes);
+        if (!(es <= c->sums)) c->sums = es;
+        c->pairMismatches += mismatches;
+        c->stateMismatches += stateMismatches;
+        bad |= mismatches > 0 || stateMismatches > 0 || !(es <= sumTolerance);
+
+        // P·V from the twin's P; some lane groups with α all 1.
+        for (long r = 0; r < lanes; r += 16)
+            if (pick(&g, 2))
+                for (long l = r; l < r + 16; l++) max2[l] = 1;
+        c->kernels.pv((const unsigned *)s2, stride, lanes, vT, dim, keyCount, max2, o1);
+        twin.pv((const unsigned *)s2, stride, lanes, vT, dim, keyCount, max2, o2);
+        double ep = relative_max(o1, o2, dim * lanes);
+        if (!(ep <= c->pv)) c->pv = ep;
+        bad |= !(ep <= pvTolerance);
+
+        // Chained, each on its own.
+        sparge_bf16_tile_kernels sets[2] = {c->kernels, twin};
+        float *outs[2] = {o1, o2};
+        for (int which = 0; which < 2; which++) {
+            float *s = which ? s2 : s1, *mx = which ? max2 : max1, *run = which ? run2 : run1, *sum = which ? sum2 : sum1;
+            for (long r = 0; r < lanes; r++) mx[r] = -INFINITY, run[r] = -INFINITY, sum[r] = 0;
+            memcpy(outs[which], o0, 4 * dim * lanes);
+            sets[which].scores(qT, stride, lanes, kb, dim, keyCount, scale, s, mx, NULL, NULL, 0);
+            sets[which].softmax(s, stride, lanes, keyCount, scale, mx, run, sum);
+            sets[which].pv((const unsigned *)s, stride, lanes, vT, dim, keyCount, mx, outs[which]);
+        }
+        double ec = relative_max(o1, o2, dim * lanes);
+        if (!(ec <= c->chained)) c->chained = ec;
+        bad |= !(ec <= chainedTolerance);
+        if (bad) {
+            c->failures++;
+            if (c->failures <= 5)
+                printf("  %s FAILED trial %ld: lanes %ld, D %ld, keys %ld of %ld, rows %ld: scores %.2e, P pairs "
+                       "differing %ld, state %ld, sums %.2e, pv %.2e, chained %.2e\n",
+                       c->name, t, lanes, dim, keyCount, blockK, rows, e, mismatches, stateMismatches, es, ep, ec);
+        }
+        free(q), free(k), free(v), free(qT), free(kb), free(vT), free(s1), free(s2), free(max1), free(max2);
+        free(run1), free(run2), free(sum1), free(sum2), free(o1), free(o2), free(o0), free(sums0);
+    }
+    return NULL;
+}
+
+static int report(const check *c) {
+    printf("%-22s %ld trials: scores %.2e (≤ %.0e), P pairs differing %ld (of the twin's bits; must be 0), "
+           "maxima/α differing %ld, sums %.2e (≤ %.0e), P·V %.2e (≤ %.0e), chained %.2e (≤ %.0e): %s\n",
+           c->name, c->trials, c->scores, scoreTolerance, c->pairMismatches, c->stateMismatches, c->sums,
+           sumTolerance, c->pv, pvTolerance, c->chained, chainedTolerance, c->failures ? "FAILED" : "passed");
+    return c->failures ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    long trials = argc > 1 ? atol(argv[1]) : 300;
+    unsigned long long seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
+    if (!seed) {
+        FILE *f = fopen("/dev/urandom", "rb");
+        if (!f || fread(&seed, sizeof seed, 1, f) != 1) seed = 12345;
+        if (f) fclose(f);
+    }
+    int isa = sparge_cpu_isa();
+    const char *names[] = {"portable", "avx2", "avx512", "amx"};
+    printf("amx-check: seed %llu, %ld trials, sparge_cpu_isa = %s\n", seed, trials, isa >= 0 && isa <= 3 ? names[isa] : "?");
+    int failed = 0;
+#if defined(__x86_64__)
+    if (isa >= SPARGE_ISA_AVX2) {
+        check emulated = {"emulated tiles (AVX2)", sparge_bf16_emulated(), trials, seed, 0, 0, 0, 0, 0, 0, 0};
+        run_check(&emulated);
+        failed |= report(&emulated);
+    }
+#endif
+    if (isa != SPARGE_ISA_AMX) {
+        printf("amx-check: this CPU (or its OS) offers no AMX; only the emulated kernels were checked\n");
+        return failed ? 1 : 2;
+    }
+    sparge_tile_kernels amx = sparge_kernels(SPARGE_ISA_AMX);
+    if (!amx.bf16.scores || !amx.bf16.softmax || !amx.bf16.pv) {
+        printf("amx-check: FAILED: the AMX set has no bf16 kernels\n");
+        return 1;
+    }
+    // Two threads at once, each from a fresh thread (its own tile configuration), different seeds.
+    check threads[2] = {{"amx thread 1", amx.bf16, trials, seed + 1, 0, 0, 0, 0, 0, 0, 0},
+                        {"amx thread 2", amx.bf16, trials, seed + 2, 0, 0, 0, 0, 0, 0, 0}};
+    pthread_t id[2];
+    for (int i = 0; i < 2; i++) pthread_create(&id[i], NULL, run_check, &threads[i]);
+    for (int i = 0; i < 2; i++) pthread_join(id[i], NULL);
+    for (int i = 0; i < 2; i++) failed |= report(&threads[i]);
+    printf("amx-check: %s\n", failed ? "FAILED" : "PASSED");
+    return failed ? 1 : 0;
+}
