@@ -74,7 +74,7 @@ INLINE vfloat vexp2(vfloat x) {
 /// STEP a fused multiply-add) and for int8's packed pairs (tile_kernels_int8.h). `UNROLL` steps per loop
 /// iteration: fp32 takes 4 — one step is 20 instructions on AVX2 (12 FMAs, 8 loads) and the loop's own
 /// address and counter arithmetic had added 5 more, more than the front end sustains beside two FMAs a
-/// cycle (the scores kernel ran 2.38 instructions per FMA, 1.92 unrolled; BENCHMARKS.md); int8 keeps 1.
+/// cycle (the scores kernel ran 2.38 instructions per FMA, 1.98 unrolled; BENCHMARKS.md); int8 keeps 1.
 /// The operands advance by pointer bumps: indexed by step (`b[r·bRow + s·bStep]`), the unrolled loop held
 /// an address per row and step, more than the general registers left by the package's `-fPIC
 /// -fno-omit-frame-pointer`, and spilled them (44 stack accesses per 48 FMAs; slower than not unrolled).
