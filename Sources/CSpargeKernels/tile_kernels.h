@@ -25,22 +25,32 @@
 /// outer-product steps that all products are made of — one load of LV vectors of A and one broadcast of B
 /// per row and step. Scores: s runs over D, A = Q̂ᵀ, B = the key rows (bRow = D, bStep = 1). P·V: s runs
 /// over the keys, A = Pᵀ, B = the value rows (bRow = 1, bStep = D). Defined for fp32 (`outer_products`,
-/// STEP a fused multiply-add) and for int8's packed pairs (tile_kernels_int8.h).
-#define DEFINE_OUTER_PRODUCTS(name, vector, element, load, splat, STEP)                                      \
+/// STEP a fused multiply-add) and for int8's packed pairs (tile_kernels_int8.h). `UNROLL` steps per loop
+/// iteration: fp32 takes 4 — one step is 20 instructions on AVX2 (12 FMAs, 8 loads) and the loop's own
+/// address and counter arithmetic had added 5 more, more than the front end sustains beside two FMAs a
+/// cycle (the scores kernel ran 2.38 instructions per FMA, 1.98 unrolled; BENCHMARKS.md); int8 keeps 1.
+/// The operands advance by pointer bumps: indexed by step (`b[r·bRow + s·bStep]`), the unrolled loop held
+/// an address per row and step, more than the general registers left by the package's `-fPIC
+/// -fno-omit-frame-pointer`, and spilled them (44 stack accesses per 48 FMAs; slower than not unrolled).
+/// The order of every accumulator's additions is the same either way.
+#define UNROLLED(n, loop) _Pragma(UNROLL_PRAGMA(n)) loop
+#define UNROLL_PRAGMA(n) UNROLL_STRING(clang loop unroll_count(n))
+#define UNROLL_STRING(text) #text
+#define DEFINE_OUTER_PRODUCTS(name, vector, element, load, splat, STEP, UNROLL)                              \
     INLINE void name(vector acc[MR][LV], const element *a, long aStride, const element *b, long bRow,         \
                      long bStep, long steps, int nr) {                                                       \
-        for (long s = 0; s < steps; s++) {                                                                   \
+        UNROLLED(UNROLL, for (long s = 0; s < steps; s++, a += aStride, b += bStep)) {                      \
             vector av[LV];                                                                                   \
-            _Pragma("clang loop unroll(full)") for (int v = 0; v < LV; v++) av[v] = load(a + s * aStride + v * VW); \
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < LV; v++) av[v] = load(a + v * VW);        \
             _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) {                                \
                 if (r < nr) {                                                                                \
-                    vector x = splat(b[r * bRow + s * bStep]);                                               \
+                    vector x = splat(b[r * bRow]);                                                           \
                     _Pragma("clang loop unroll(full)") for (int v = 0; v < LV; v++) acc[r][v] = STEP(av[v], x, acc[r][v]); \
                 }                                                                                            \
             }                                                                                                \
         }                                                                                                    \
     }
-DEFINE_OUTER_PRODUCTS(outer_products, vfloat, float, vload, vsplat, vfma)
+DEFINE_OUTER_PRODUCTS(outer_products, vfloat, float, vload, vsplat, vfma, 4)
 
 /// `GROUPS(n)` for the micro-kernel widths that cover any count: MR, then 4 (where MR > 4), 2 and 1 (64 keys
 /// = 10·6 + 4 on AVX2).

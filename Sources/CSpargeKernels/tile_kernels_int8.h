@@ -37,7 +37,7 @@ INLINE vint vmadd16(vint a, vint b) {
 
 /// `acc + Σ pairs of a·x`: the integer step of `int_outer_products`.
 INLINE vint madd_step(vint a, vint x, vint acc) { return acc + vmadd16(a, x); }
-DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step)
+DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step, 1)
 
 /// Scores of `nk` (≤ MR) keys against LV·VW lanes: integer sums over D, scaled as the signature says.
 INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long pairs, int nk, const vfloat *scale,

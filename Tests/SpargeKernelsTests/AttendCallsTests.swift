@@ -1,0 +1,88 @@
+import SpargeKernels
+import SpargeTestSupport
+import XCTest
+
+/// `BlockSparseAttention` fed as a ring feeds it: key blocks spread over several `attend` calls, in tables
+/// that hold only some of them, with random masks, causal cuts, GQA and partial blocks — the one CPU driver
+/// against Double and against its scalar twin driven the same way.
+final class AttendCallsTests: XCTestCase {
+    struct Case: CustomStringConvertible {
+        var seed: UInt64
+        var tokens: Int
+        var dim: Int
+        var queryHeads: Int
+        var kvHeads: Int
+        var causal: Bool
+        var density: Double
+        var calls: Int
+        var description: String {
+            "seed \(seed) N=\(tokens) D=\(dim) Hq=\(queryHeads) Hkv=\(kvHeads) causal=\(causal) density=\(density) calls=\(calls)"
+        }
+    }
+
+    /// Shapes drawn afresh on every run (the seed is in the failure message, to replay it), with small blocks
+    /// (32 × 16, tiles of 16) so that a few hundred tokens make many blocks, and a partial last block.
+    static func freshCases() -> [Case] {
+        var system = SystemRandomNumberGenerator()
+        return (0..<6).map { _ in
+            let hkv = Int.random(in: 1...2, using: &system)
+            return Case(seed: UInt64.random(in: 1...UInt64.max, using: &system), tokens: Int.random(in: 1...300, using: &system),
+                        dim: Int.random(in: 1...40, using: &system), queryHeads: hkv * Int.random(in: 1...3, using: &system),
+                        kvHeads: hkv, causal: Bool.random(using: &system), density: Double.random(in: 0.1...0.9, using: &system),
+                        calls: Int.random(in: 1...3, using: &system))
+        }
+    }
+
+    func testPartialTablesOverSeveralCallsMatchDoubleAndTheScalarTwin() throws {
+        for c in Self.freshCases() {
+            var g = SeededGenerator(seed: c.seed)
+            let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
+            let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+            let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+            let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
+            let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
+            // Each key block goes to one of the calls, at random: a ring step holds an arbitrary subset.
+            let nk = (c.tokens + 15) / 16
+            let callOf = (0..<nk).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+            let vector = try attendInCalls(q: q, k: k, v: v, mask: mask, config: config, callOf: callOf, calls: c.calls,
+                                           backend: .vector)
+            let scalar = try attendInCalls(q: q, k: k, v: v, mask: mask, config: config, callOf: callOf, calls: c.calls,
+                                           backend: .scalar)
+            let reference = doubleAttention(q: q, k: k, v: v, mask: mask, config: config)
+            // Float products and an online softmax over at most 300 keys against Double: a few ulps per element
+            // (the same bound as the vector tile against its twin); a block visited by the wrong tile, twice or
+            // not at all changes whole rows, far above it.
+            XCTAssertLessThanOrEqual(relativeL1(vector.output.data, reference.output.map(Float.init)), 1e-5, "\(c)")
+            XCTAssertLessThanOrEqual(relativeL1(vector.output.data, scalar.output.data), 1e-5, "vector vs scalar \(c)")
+            // Both banks are driven alike: every tile visits the same blocks.
+            XCTAssertEqual(vector.stats, scalar.stats, "statistics \(c)")
+            let unmasked = zip(vector.lse, reference.lse).filter { $0.1.isFinite }
+            XCTAssertLessThanOrEqual(relativeL1(unmasked.map(\.0), unmasked.map { Float($0.1) }), 1e-5, "LSE \(c)")
+        }
+    }
+
+    /// A driver fed in `calls` calls, call `i` with the key blocks `b` where `callOf[b] == i`.
+    func attendInCalls(q: Tensor3, k: Tensor3, v: Tensor3, mask: BlockMask, config: SpargeConfig, callOf: [Int],
+                       calls: Int, backend: AttentionBackend) throws -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
+        let attention = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                 threads: 2, backend: backend)
+        let dim = q.dim, rows = q.rows
+        k.data.withUnsafeBufferPointer { kp in
+            v.data.withUnsafeBufferPointer { vp in
+                for call in 0..<calls {
+                    var table = KeyValueBlockTable(kvHeads: k.heads, keyBlocks: callOf.count, blockK: config.blockK, seqLen: rows)
+                    for h in 0..<k.heads {
+                        for (b, i) in callOf.enumerated() where i == call {
+                            let offset = (h * rows + b * config.blockK) * dim
+                            table.set(kvHead: h, block: b, keys: kp.baseAddress! + offset, values: vp.baseAddress! + offset)
+                        }
+                    }
+                    attention.attend(table, threads: 2)
+                }
+            }
+        }
+        let statistics = attention.attendStatistics
+        let (output, lse) = attention.finish(threads: 2)
+        return (output, lse, statistics)
+    }
+}
