@@ -27,24 +27,49 @@ __device__ __forceinline__ float sparge_exp(float x) {
     return __double2float_rn(__dmul_rn(p, twoToK));
 }
 
+struct __align__(16) sparge_mask_f4 { float a, b, c, d; };
+struct __align__(16) sparge_mask_d2 { double x, y; };
+
+// Query means as quads: dimension d of item t at quads[((d / 4) * items + t) * 4 + d % 4], so that a thread
+// reads four dimensions in one 16-byte load and a warp's 32 items lie in 512 neighbouring bytes.
+__device__ __forceinline__ long long sparge_quad_index(long long items, long long t, int d) {
+    return ((long long)(d >> 2) * items + t) * 4 + (d & 3);
+}
+
 // q̄·k̄ in Double as MaskPredictor.dotDouble: sixteen fused accumulators over runs of 16, the CPU's
-// reduction tree, then a plain tail. Element i of the query is a[i * aStride] (queries are stored transposed,
-// so that the threads of a warp, one query each, read neighbouring words); b is a key mean widened to Double.
-__device__ __forceinline__ double sparge_dot(const float* a, long long aStride, const double* b) {
+// reduction tree, then a plain tail. The query is item t of `quads` (above); b is a key mean widened to
+// Double. Four query values come in one load and (for an even HEAD_DIM) two key values in one: a load per
+// multiply-add of each had kept the kernel waiting on L1 for three quarters of its time.
+__device__ __forceinline__ double sparge_dot(const float* quads, long long items, long long t, const double* b) {
     double acc[16];
 #pragma unroll
     for (int l = 0; l < 16; ++l) acc[l] = 0.0;
     for (int j = 0; j + 16 <= HEAD_DIM; j += 16) {
 #pragma unroll
-        for (int l = 0; l < 16; ++l) acc[l] = fma((double)a[(j + l) * aStride], b[j + l], acc[l]);
+        for (int q = 0; q < 4; ++q) {
+            const int i = j + 4 * q;
+            sparge_mask_f4 x = *(const sparge_mask_f4*)(quads + sparge_quad_index(items, t, i));
+            double b0, b1, b2, b3;
+            if (HEAD_DIM % 2 == 0) {
+                sparge_mask_d2 lo = *(const sparge_mask_d2*)(b + i), hi = *(const sparge_mask_d2*)(b + i + 2);
+                b0 = lo.x; b1 = lo.y; b2 = hi.x; b3 = hi.y;
+            } else {
+                b0 = b[i]; b1 = b[i + 1]; b2 = b[i + 2]; b3 = b[i + 3];
+            }
+            acc[4 * q] = fma((double)x.a, b0, acc[4 * q]);
+            acc[4 * q + 1] = fma((double)x.b, b1, acc[4 * q + 1]);
+            acc[4 * q + 2] = fma((double)x.c, b2, acc[4 * q + 2]);
+            acc[4 * q + 3] = fma((double)x.d, b3, acc[4 * q + 3]);
+        }
     }
     double v[8];
 #pragma unroll
     for (int l = 0; l < 8; ++l) v[l] = __dadd_rn(acc[l], acc[l + 8]);
-    double t = __dadd_rn(__dadd_rn(__dadd_rn(v[0], v[1]), __dadd_rn(v[2], v[3])),
+    double r = __dadd_rn(__dadd_rn(__dadd_rn(v[0], v[1]), __dadd_rn(v[2], v[3])),
                          __dadd_rn(__dadd_rn(v[4], v[5]), __dadd_rn(v[6], v[7])));
-    for (int j = HEAD_DIM / 16 * 16; j < HEAD_DIM; ++j) t = __dadd_rn(t, __dmul_rn((double)a[j * aStride], b[j]));
-    return t;
+    for (int j = HEAD_DIM / 16 * 16; j < HEAD_DIM; ++j)
+        r = __dadd_rn(r, __dmul_rn((double)quads[sparge_quad_index(items, t, j)], b[j]));
+    return r;
 }
 
 // Summaries, one thread block per (head, block): the block's rows pass through shared memory in chunks of
@@ -63,7 +88,6 @@ __device__ __forceinline__ double sparge_dot(const float* a, long long aStride, 
 #define SUMMARY_ROOM (8320 / (HEAD_DIM + 1))
 #define SUMMARY_CHUNK (SUMMARY_ROOM >= 256 ? 256 : SUMMARY_ROOM >= 128 ? 128 : SUMMARY_ROOM >= 64 ? 64 \
     : SUMMARY_ROOM >= 32 ? 32 : SUMMARY_ROOM >= 16 ? 16 : 8)
-struct __align__(16) sparge_mask_f4 { float a, b, c, d; };
 
 // Four staged values (x − mean) of quad e of a chunk (row-major, HEAD_DIM a row) into the padded tile.
 __device__ __forceinline__ void sparge_stage4(float* tile, int e, sparge_mask_f4 v, const float* m) {
@@ -190,18 +214,20 @@ __device__ __forceinline__ u64 sparge_pop_min(u64* keys, long long stride, int* 
     return top;
 }
 
-// Query means [items][HEAD_DIM] -> [HEAD_DIM][items], one thread per value.
+// Query means [items][HEAD_DIM] -> quads (sparge_quad_index; ⌈HEAD_DIM/4⌉·4·items floats, the padding of the
+// last quad never read), one thread per value.
 extern "C" __global__ void sparge_transpose(const float* in, long long items, float* out)
 {
     long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= items * HEAD_DIM) return;
-    out[(e % HEAD_DIM) * items + e / HEAD_DIM] = in[e];
+    out[sparge_quad_index(items, e / HEAD_DIM, (int)(e % HEAD_DIM))] = in[e];
 }
 
 // Compressed scores of the (head, mask row) items [firstItem, firstItem + items): one thread per (item, key
 // block), a thread block covering 32 items × 8 key blocks (so a warp shares one key and reads 32 neighbouring
 // query words). scores[j * items + t] = Float(q̄·k̄_j) · scale, or -inf outside the causal limit and for a
-// key block that is not self-similar. queryT [HEAD_DIM][allItems], keyMeans [Hkv][nk][HEAD_DIM] in Double.
+// key block that is not self-similar. queryT: the query means as quads (sparge_quad_index) of allItems items,
+// keyMeans [Hkv][nk][HEAD_DIM] in Double.
 extern "C" __global__ void sparge_scores(
     const float* queryT, long long allItems, const double* keyMeans, const unsigned char* keyFlags,
     const int* limits, int rowsPerHead, int keyBlocks, int group, long long firstItem, int items, float scale,
@@ -215,7 +241,7 @@ extern "C" __global__ void sparge_scores(
     int h = (int)(item / rowsPerHead), row = (int)(item % rowsPerHead), g = h / group;
     float s = __int_as_float(0xff800000);
     if (j < limits[row] && keyFlags[(long long)g * keyBlocks + j] != 0) {
-        double dot = sparge_dot(queryT + item, allItems, keyMeans + ((long long)g * keyBlocks + j) * HEAD_DIM);
+        double dot = sparge_dot(queryT, allItems, item, keyMeans + ((long long)g * keyBlocks + j) * HEAD_DIM);
         s = __fmul_rn(__double2float_rn(dot), scale);
     }
     scores[(long long)j * items + t] = s;

@@ -171,7 +171,8 @@ public struct CUDAMaskPredictor {
         let (transpose, scores, select, rules) = (try kernel("sparge_transpose", dim: d), try kernel("sparge_scores", dim: d),
                                                   try kernel("sparge_select_rows", dim: d), try kernel("sparge_mask_rules", dim: d))
         let items = queryHeads * rowsPerHead
-        let queryT = try DeviceBuffer(device: device, bytes: items * d * 4, label: "transposed query means")
+        // Quads of dimensions, the last padded (sparge_quad_index in sparge_mask.cu).
+        let queryT = try DeviceBuffer(device: device, bytes: items * ((d + 3) / 4 * 4) * 4, label: "query means as quads")
         try device.launch(transpose, grid: (items * d + 255) / 256, block: 256, [
             .pointer(inputs.queryMeans), .int64(Int64(items)), .pointer(queryT.address),
         ])
