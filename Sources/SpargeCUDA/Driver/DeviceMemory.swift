@@ -72,12 +72,12 @@ final class DeviceBuffer {
         try values.withUnsafeBytes { try upload($0.baseAddress!, count: $0.count) }
     }
 
-    /// Copies `count` bytes from offset 0 into host memory (synchronous; waits for earlier work of the
+    /// Copies `count` bytes from offset `offset` into host memory (synchronous; waits for earlier work of the
     /// stream only because the caller synchronized first).
-    func download(into destination: UnsafeMutableRawPointer, count: Int) throws {
-        precondition(count <= bytes, "DeviceBuffer: download past the end")
+    func download(into destination: UnsafeMutableRawPointer, count: Int, offset: Int = 0) throws {
+        precondition(offset + count <= bytes, "DeviceBuffer: download past the end")
         guard count > 0 else { return }
-        try device.api.check(device.api.cuMemcpyDtoH(destination, address, count), "cuMemcpyDtoH(\(count) B)")
+        try device.api.check(device.api.cuMemcpyDtoH(destination, address + UInt64(offset), count), "cuMemcpyDtoH(\(count) B)")
     }
 }
 

@@ -149,23 +149,16 @@ final class DeviceShard: ResidentShard {
         var (at, offset) = (0, 0)
         for run in s.keyRuns {
             for g in 0..<kvHeads {
-                let bytes = run.count * dim * 4
-                try download(s.keyMeans, from: ((g * s.keyBlocks + at) * dim) * 4, count: bytes,
-                             into: staging + offset + g * bytes)
-                try download(s.keyFlags, from: g * s.keyBlocks + at, count: run.count,
-                             into: staging + offset + kvHeads * bytes + g * run.count)
+                let place = PackedKeySummaries.offsets(ofRunAt: offset, count: run.count, heads: kvHeads, dim: dim, head: g)
+                try s.keyMeans.download(into: staging + place.means, count: run.count * dim * 4,
+                                        offset: (g * s.keyBlocks + at) * dim * 4)
+                try s.keyFlags.download(into: staging + place.flags, count: run.count, offset: g * s.keyBlocks + at)
             }
             offset += PackedKeySummaries.byteCount(blocks: run.count, heads: kvHeads, dim: dim)
             at += run.count
         }
         CUDATrace.note("summaries: \(total) B of key summaries down for the allgather", since: t)
         return UnsafeRawBufferPointer(start: staging, count: total)
-    }
-
-    private func download(_ buffer: DeviceBuffer, from offset: Int, count: Int, into host: UnsafeMutableRawPointer) throws {
-        guard count > 0 else { return }
-        try device.api.check(device.api.cuMemcpyDtoH(host, buffer.address + UInt64(offset), count),
-                             "cuMemcpyDtoH(\(count) B of key summaries)")
     }
 
     func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8]) {

@@ -58,8 +58,18 @@ public struct PackedKeySummaries: Sendable {
 
     /// Where, in `bytes`, the means of head `h` of `run` start (`run.count · dim` floats), and its flags
     /// (`run.count` bytes).
-    public func meansOffset(of run: Run, head h: Int) -> Int { run.offset + h * run.count * dim * 4 }
-    public func flagsOffset(of run: Run, head h: Int) -> Int { run.offset + heads * run.count * dim * 4 + h * run.count }
+    public func meansOffset(of run: Run, head h: Int) -> Int {
+        Self.offsets(ofRunAt: run.offset, count: run.count, heads: heads, dim: dim, head: h).means
+    }
+    public func flagsOffset(of run: Run, head h: Int) -> Int {
+        Self.offsets(ofRunAt: run.offset, count: run.count, heads: heads, dim: dim, head: h).flags
+    }
+
+    /// The layout itself: in a run of `count` blocks whose bytes start at `runOffset`, where head `h`'s means
+    /// and its flags start (for whoever packs a run, host or device).
+    public static func offsets(ofRunAt runOffset: Int, count: Int, heads: Int, dim: Int, head h: Int) -> (means: Int, flags: Int) {
+        (runOffset + h * count * dim * 4, runOffset + heads * count * dim * 4 + h * count)
+    }
 
     /// The flags of every key block, `[heads][keyBlocks]`.
     public var flags: [UInt8] {
