@@ -80,18 +80,23 @@ enum BackendOptions {
     /// Collective: the ranks of the first GPU that several ranks use, where some of them run without an MPS
     /// server (no pipe directory of one: `CUDA_MPS_PIPE_DIRECTORY`, else /tmp/nvidia-mps); else nil.
     private static func ranksSharingAGPU(_ cuda: CUDAAttentionEngine, ctx: CommandContext) -> (gpu: String, ranks: [Int])? {
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count)
         let pipes = ProcessInfo.processInfo.environment["CUDA_MPS_PIPE_DIRECTORY"] ?? "/tmp/nvidia-mps"
         let mps = FileManager.default.fileExists(atPath: pipes + "/control")
-        let key = "GPU \(cuda.device.ordinal) of \(String(cString: host))"
-        let keys = ctx.comm.allgather(bytes: Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let keys = gpuOfEveryRank(cuda, ctx: ctx)
         guard ctx.comm.anyRank(!mps) else { return nil }
         for gpu in keys {
             let ranks = keys.indices.filter { keys[$0] == gpu }
             if ranks.count > 1 { return (gpu, ranks) }
         }
         return nil
+    }
+
+    /// Collective: per rank, the GPU it uses (`GPU <ordinal> of <host>`), equal where ranks share one.
+    private static func gpuOfEveryRank(_ cuda: CUDAAttentionEngine, ctx: CommandContext) -> [String] {
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count)
+        let key = "GPU \(cuda.device.ordinal) of \(String(cString: host))"
+        return ctx.comm.allgather(bytes: Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// `CUDABlockSparseAttention.slowShapeHint` on stderr, if `config` has one.
@@ -112,13 +117,10 @@ enum BackendOptions {
             ctx.comm.allreduceSum(&peak)
             return peak[0]
         }
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count)
-        let key = "\(String(cString: host)) \(cuda.device.ordinal)"
-        let keys = ctx.comm.allgather(bytes: Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let keys = gpuOfEveryRank(cuda, ctx: ctx)
         var measured: Double?
         do {
-            if keys.firstIndex(of: key) == ctx.comm.rank {
+            if keys.firstIndex(of: keys[ctx.comm.rank]) == ctx.comm.rank {
                 measured = try TensorCorePeak.measure(device: cuda.device, precision: cuda.precision) * 1e3
             }
         } catch {
