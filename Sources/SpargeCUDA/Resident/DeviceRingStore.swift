@@ -23,12 +23,11 @@ final class DeviceRingStore: ResidentRingStore {
     private let listsFromRowStart: Bool
     private let tokenRanges: [Range<Int>]
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
-    /// P·V in bf16 (V beyond fp16's range somewhere), else fp16: chosen by `chooseValueType(wide:)`.
-    private var valuesInBF16: Bool?
     private let k: DeviceBuffer
-    /// V in P·V's type, from `chooseValueType(wide:)` on: the shard's own V where it is in that type already
-    /// and nothing is to be placed (`wholeInPlace`), else a buffer that blocks are placed in.
-    private var v: DeviceBuffer?
+    /// V in P·V's type, and whether that type is bf16 (V beyond fp16's range somewhere) rather than fp16,
+    /// from `chooseValueType(wide:)` on: the shard's own V where it is in that type already and nothing is to
+    /// be placed (`wholeInPlace`), else a buffer that blocks are placed in.
+    private var values: (buffer: DeviceBuffer, inBF16: Bool)?
     /// One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
     /// reads that K where it is, and V is converted to P·V's type in one pass (or read where it is).
     private let wholeInPlace: Bool
@@ -84,13 +83,14 @@ final class DeviceRingStore: ResidentRingStore {
 
         let d = shard.dim
         kvBytes = shard.kvHeads * kvRows * d * 2
-        wholeInPlace = tokenRanges == [0..<seqLen] && shard.rows == kvRows
+        let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
+        wholeInPlace = holdsEverything && shard.rows == kvRows
             && shard.kvFormat == (shard.precision == .bf16 ? .bf16 : .f16)
         k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
         if !wholeInPlace { try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: d) }
         t = try CUDATrace.step("ring store: K buffer", since: t, on: device)
         let outputRows = shard.queryHeads * shard.rows
-        if tokenRanges == [0..<seqLen] {
+        if holdsEverything {
             final = (try DeviceBuffer(device: device, bytes: outputRows * d * 4, label: "output"),
                      try DeviceBuffer(device: device, bytes: outputRows * 4, label: "lse"))
             state = nil
@@ -119,16 +119,15 @@ final class DeviceRingStore: ResidentRingStore {
         guard !wide || shard.precision == .bf16 else {
             throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
         }
-        valuesInBF16 = wide
         let t = CUDATrace.now()
         if wholeInPlace && shard.kvFormat == (wide ? .bf16 : .f16) {
-            v = ring.values
+            values = (ring.values, wide)
         } else {
-            let values = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
+            let buffer = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
             if !wholeInPlace {
-                try Self.zeroTail(of: values, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: shard.dim)
+                try Self.zeroTail(of: buffer, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: shard.dim)
             }
-            v = values
+            values = (buffer, wide)
         }
         _ = try kernel.function(valuesInBF16: wide)
         CUDATrace.note("ring store: V buffer, kernel looked up", since: t)
@@ -141,10 +140,10 @@ final class DeviceRingStore: ResidentRingStore {
         for g in 0..<kvHeads { try buffer.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail) }
     }
 
-    /// P·V's type, once chosen.
-    private func valueType() throws -> Bool {
-        guard let valuesInBF16 else { throw CUDAError.unsupported("the ring ran before P·V's type was chosen") }
-        return valuesInBF16
+    /// V in P·V's type and that type, once chosen.
+    private func chosenValues() throws -> (buffer: DeviceBuffer, inBF16: Bool) {
+        guard let values else { throw CUDAError.unsupported("the ring ran before P·V's type was chosen") }
+        return values
     }
 
     // MARK: - Payloads
@@ -313,7 +312,7 @@ final class DeviceRingStore: ResidentRingStore {
         }
         let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
         guard visits > 0 || (finishing && !work.isEmpty) else { poll?(1); return }
-        let valuesInBF16 = try valueType()
+        let valuesInBF16 = try chosenValues().inBF16
         let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try workBuffer.upload(work)
         let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
@@ -374,7 +373,7 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     private var operands: AttentionKernel.Operands {
-        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: v?.address ?? 0,
+        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: values?.buffer.address ?? 0,
                                  oacc: state?.oacc.address ?? 0, ml: state?.ml.address ?? 0,
                                  output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
                                  counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows)
@@ -415,23 +414,23 @@ final class DeviceRingStore: ResidentRingStore {
         table.append(UInt64(UInt32(rows(ofBlock: j))))
     }
 
-    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
     /// One rank's V converted to P·V's type in one pass, where the blocks need no placing (unless it already
     /// is V itself).
     private func convertValuesWhole() throws {
-        guard let v, v !== ring.values else { return }
+        let (v, inBF16) = try chosenValues()
+        guard v !== ring.values else { return }
         let count = kvBytes / 2
         try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
             .pointer(ring.values.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int64(Int64(count)),
-            .pointer(v.address), .int(ResidentKernelSource.code(of: try valueType() ? .bf16 : .f16)),
+            .pointer(v.address), .int(ResidentKernelSource.code(of: inBF16 ? .bf16 : .f16)),
             .pointer(overflow.address), .pointer(0),
         ])
     }
 
+    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
     private func place(_ placements: [UInt64]) throws {
         guard !placements.isEmpty else { return }
-        let valuesInBF16 = try valueType()
-        guard let v else { throw CUDAError.unsupported("the ring ran before P·V's type was chosen") }
+        let (v, valuesInBF16) = try chosenValues()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
