@@ -46,7 +46,8 @@ let package = Package(
         .target(
             name: "SpargeCUDA",
             dependencies: ["SpargeKernels"],
-            resources: ["sparge_attention", "sparge_mask", "sparge_resident", "sparge_peak"].map {
+            resources: ["sparge_attention_common", "sparge_attention", "sparge_attention_sm90", "sparge_mask",
+                        "sparge_resident", "sparge_peak"].map {
                 .embedInCode("Kernels/\($0).cu")
             }),
         // The C interface: `@_cdecl` functions over SpargeRing, declared in CSparge's sparge.h.

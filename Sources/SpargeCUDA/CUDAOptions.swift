@@ -16,8 +16,11 @@ public struct CUDAOptions: Sendable, Equatable {
     public var predictsMaskOnDevice = true
     /// Whether host phases and copies are written to stderr.
     public var trace = false
-    /// 16-row m-tiles per warp where the compute tile has room (1 or 2).
+    /// 16-row m-tiles per warp where the compute tile has room (1 or 2), for the `mma.sync` kernel.
     public var mTiles = 1
+    /// Whether Hopper GPUs (sm_90) run the `wgmma`/TMA kernel where the shape allows it (64-row compute
+    /// tiles, 64- or 128-key blocks); false: the `mma.sync` kernel on every GPU.
+    public var hopperKernel = true
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
     public var stagingBytes = 256 << 20
 

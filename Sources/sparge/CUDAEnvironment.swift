@@ -16,6 +16,7 @@ extension CUDAOptions {
         o.predictsMaskOnDevice = env["SPARGE_CUDA_MASK"] != "cpu"
         o.trace = env["SPARGE_CUDA_TRACE"] != nil
         if let m = env["SPARGE_CUDA_MTILES"].flatMap(Int.init) { o.mTiles = m }
+        o.hopperKernel = env["SPARGE_CUDA_KERNEL"] != "mma"
         if let mib = env["SPARGE_CUDA_STAGING_MIB"].flatMap(Int.init) { o.stagingBytes = max(1, mib) << 20 }
         return o
     }

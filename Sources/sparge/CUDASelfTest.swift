@@ -30,13 +30,17 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     var failures = runCUDAMaskSelfTest(device: device, quick: quick)
     failures += runCUDAResidentSelfTest(device: device)
     let cases = CUDASelfTestCase.sweep(quick: quick)
-    // Both kernel shapes: 16 and 32 rows per warp (CUDAOptions.mTiles picks one per attention).
-    for mTiles in [1, 2] {
+    // Every kernel: mma.sync at 16 and 32 rows per warp, and on Hopper the wgmma/TMA kernel (cases of other
+    // tile shapes fall back to mma.sync there).
+    var kernels: [(label: String, hopper: Bool, mTiles: Int)] = [("mma.sync, 16 rows/warp", false, 1), ("mma.sync, 32 rows/warp", false, 2)]
+    if device.computeCapability == (9, 0) { kernels.append(("wgmma/TMA", true, 1)) }
+    for kernel in kernels {
         var options = CUDAOptions.fromEnvironment
-        options.mTiles = mTiles
-        print("rows per warp: \(16 * mTiles)")
+        options.mTiles = kernel.mTiles
+        options.hopperKernel = kernel.hopper
+        print("kernel: \(kernel.label)")
         print("case                                 N  Hq/Hkv   D  density steps  gpu-ref   cpu-ref   gpu-cpu   lse-diff  visited(g/c)  skipped(g/c)  kernel ms")
-        failures += runSelfTestCases(cases, label: { "\($0.label) [\(16 * mTiles) rows/warp]" }) {
+        failures += runSelfTestCases(cases, label: { "\($0.label) [\(kernel.label)]" }) {
             try $0.run(device: device, options: options)
         }
     }
@@ -102,6 +106,8 @@ struct CUDASelfTestCase {
                   config: SpargeConfig(sink: true), emptyRows: true),
             .init(label: "tile-q 128 (8 warps), block-k 128", seqLen: 2048, heads: 2, kvHeads: 1,
                   config: SpargeConfig(blockK: 128, causal: true, computeTileQ: 128)),
+            .init(label: "block-k 128, causal, GQA 4/2", seqLen: 1500, heads: 4, kvHeads: 2,
+                  config: SpargeConfig(blockK: 128, causal: true)),
             .init(label: "tile-q 32, block-k 32, D64", seqLen: 1100, heads: 2, kvHeads: 2, dim: 64,
                   config: SpargeConfig(blockK: 32, computeTileQ: 32)),
             .init(label: "fp16 inputs", seqLen: 2048, heads: 2, kvHeads: 1, config: SpargeConfig(causal: true),

@@ -1,44 +1,100 @@
 import SpargeKernels
 
 /// The attention kernel of `AttentionKernelSource` specialised for one shape, and its launches: what the
-/// host-fed and the resident attention share.
+/// host-fed and the resident attention share. On Hopper GPUs (sm_90) with a driver that encodes tensor maps,
+/// 64-row compute tiles and 64- or 128-key blocks, it is the `wgmma`/TMA kernel (two tiles a CTA); elsewhere,
+/// or with `CUDAOptions.hopperKernel` off, the `mma.sync` kernel (one tile a CTA).
 struct AttentionKernel {
     let device: CUDADevice
     let headDim: Int
     let config: SpargeConfig
     let precision: CUDAPrecision
-    /// Warps per CTA and 16-row m-tiles per warp (1 or 2): see `AttentionKernelSource`.
-    let warps: Int, mTiles: Int
+    /// Which kernel, and its shape.
+    let variant: Variant
+
+    enum Variant: Equatable {
+        /// `mma.sync`: warps per CTA and 16-row m-tiles per warp (1 or 2).
+        case mma(warps: Int, mTiles: Int)
+        /// `wgmma` with TMA: K/V stages in shared memory.
+        case hopper(stages: Int)
+    }
 
     init(device: CUDADevice, headDim: Int, config: SpargeConfig, precision: CUDAPrecision, options: CUDAOptions) {
         self.device = device
         self.headDim = headDim
         self.config = config
         self.precision = precision
-        mTiles = options.mTiles == 2 && config.computeTileQ % 32 == 0 ? 2 : 1
-        warps = config.computeTileQ / (16 * mTiles)
+        if Self.hopperApplies(device: device, headDim: headDim, config: config, options: options) {
+            variant = .hopper(stages: AttentionKernelSource.hopperStages(blockK: config.blockK))
+        } else {
+            let mTiles = options.mTiles == 2 && config.computeTileQ % 32 == 0 ? 2 : 1
+            variant = .mma(warps: config.computeTileQ / (16 * mTiles), mTiles: mTiles)
+        }
+    }
+
+    /// Whether the Hopper kernel runs this shape on `device`.
+    static func hopperApplies(device: CUDADevice, headDim: Int, config: SpargeConfig, options: CUDAOptions) -> Bool {
+        options.hopperKernel && device.computeCapability == (9, 0) && device.api.cuTensorMapEncodeTiled != nil
+            && config.computeTileQ == 64 && [64, 128].contains(config.blockK) && [64, 128].contains(headDim)
+    }
+
+    /// Compute tiles one CTA takes: the entries of the work list per CTA.
+    var tilesPerCTA: Int { if case .hopper = variant { 2 } else { 1 } }
+
+    /// The kernel's name and shape, for reports.
+    var description: String {
+        switch variant {
+        case .mma(let warps, let mTiles): "mma.sync, \(warps) warps × \(16 * mTiles) rows"
+        case .hopper(let stages): "wgmma/TMA (sm_90a), 2 × 64 rows, \(stages) K/V stages"
+        }
     }
 
     private var defines: [(String, Int)] {
-        [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
-         ("QK_BF16", precision == .bf16 ? 1 : 0)]
+        switch variant {
+        case .mma(let warps, let mTiles):
+            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
+             ("QK_BF16", precision == .bf16 ? 1 : 0)]
+        case .hopper(let stages):
+            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", stages), ("QK_BF16", precision == .bf16 ? 1 : 0)]
+        }
     }
 
     var sharedBytes: Int {
-        AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
+        switch variant {
+        case .mma(let warps, let mTiles):
+            AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
+        case .hopper:
+            AttentionKernelSource.hopperSharedBytes(headDim: headDim, blockK: config.blockK)
+        }
+    }
+
+    private var threadsPerCTA: Int {
+        switch variant {
+        case .mma(let warps, _): warps * 32
+        case .hopper: 384
+        }
     }
 
     /// The attention kernel, P·V in bf16 or in fp16.
     func function(valuesInBF16: Bool) throws -> CUDAFunction {
-        try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
-                            name: "sparge_attention", defines: defines + [("PV_BF16", valuesInBF16 ? 1 : 0)],
-                            sharedBytes: sharedBytes)
+        let defines = defines + [("PV_BF16", valuesInBF16 ? 1 : 0)]
+        if case .hopper = variant {
+            return try device.function(source: AttentionKernelSource.hopperSource, program: AttentionKernelSource.hopperProgram,
+                                       name: "sparge_attention_sm90", defines: defines, sharedBytes: sharedBytes,
+                                       architectureSuffix: "a")
+        }
+        return try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
+                                   name: "sparge_attention", defines: defines, sharedBytes: sharedBytes)
     }
 
-    /// Another kernel of the same source and shape (`sparge_scatter`, `sparge_finish`).
+    /// Another kernel of the `mma.sync` source, of the same head dimension and block (`sparge_scatter`,
+    /// `sparge_finish`): from the attention kernel's own module where that is the `mma.sync` one.
     func auxiliary(_ name: String) throws -> CUDAFunction {
-        try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
-                            name: name, defines: defines + [("PV_BF16", 0)])
+        let shape: [(String, Int)] = if case .mma = variant { defines } else {
+            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", 4), ("MT", 1), ("QK_BF16", 1)]
+        }
+        return try device.function(source: AttentionKernelSource.source, program: AttentionKernelSource.program,
+                                   name: name, defines: shape + [("PV_BF16", 0)])
     }
 
     /// Where the kernel's operands lie on the device.
@@ -52,10 +108,12 @@ struct AttentionKernel {
         let counters: UInt64, tiles: UInt64
         /// Query rows, rows of K/V per head.
         let rows: Int, kvRows: Int
+        /// Query heads and key/value heads (the tensor maps' extents).
+        let queryHeads: Int, kvHeads: Int
     }
 
-    /// `SpargeAttentionParams` of sparge_attention.cu, field by field (device addresses as UInt64): one
-    /// launch's whole argument. `AttentionParametersLayoutTests` compiles the C++ struct on the host and
+    /// `SpargeAttentionParams` of sparge_attention_common.cu, field by field (device addresses as UInt64):
+    /// one launch's whole argument. `AttentionParametersLayoutTests` compiles the C++ struct on the host and
     /// compares every offset with this one's.
     struct Parameters: BitwiseCopyable {
         var q: UInt64, k: UInt64, v: UInt64
@@ -66,9 +124,63 @@ struct AttentionKernel {
         var causal: Int32, unused: Int32 = 0
     }
 
-    /// Enqueues one CTA per work item (tile, first list entry, entries) of `work`, whose lists index
-    /// `blocks`.
-    func launch(_ operands: Operands, work: UInt64, blocks: UInt64, items: Int, seqLen: Int, group: Int,
+    /// One compute tile's share of a launch: the tile, where its list starts among the launch's block lists,
+    /// and its entries.
+    struct WorkItem: Equatable {
+        var tile: Int32, first: Int32, count: Int32
+        static let none = WorkItem(tile: -1, first: 0, count: 0)
+    }
+
+    /// A launch's work list, 4 × Int32 an entry (tile, first, count, 0), `tilesPerCTA` entries a CTA, the CTAs
+    /// with the longest lists first (the last CTAs to start are then short ones, which evens out the end).
+    /// For the Hopper kernel, neighbours in `items` (plan order) that can share their K/V blocks go in one
+    /// CTA: tiles of one K/V head whose lists agree on the shorter one's length (one mask row cut at two
+    /// causal diagonals); the rest go with an empty partner (tile −1).
+    /// - Parameters:
+    ///   - kvHead: the K/V head of a tile.
+    ///   - block: the key block at an index of the launch's block lists.
+    func arrange(_ items: [WorkItem], kvHead: (Int32) -> Int, block: (Int32) -> Int32) -> [Int32] {
+        Self.arrange(items, tilesPerCTA: tilesPerCTA, kvHead: kvHead, block: block)
+    }
+
+    /// `arrange` for a kernel of `tilesPerCTA` tiles a CTA (1 or 2). O(items + entries compared), no
+    /// allocation per item: it runs on the host before every launch.
+    static func arrange(_ items: [WorkItem], tilesPerCTA: Int, kvHead: (Int32) -> Int, block: (Int32) -> Int32) -> [Int32] {
+        // Each CTA as (its first item, its second or none, its longest list).
+        var ctas: [(a: WorkItem, b: WorkItem, longest: Int32)] = []
+        ctas.reserveCapacity(items.count)
+        var i = 0
+        while i < items.count {
+            let a = items[i]
+            var b = WorkItem.none
+            if tilesPerCTA == 2 && i + 1 < items.count {
+                let next = items[i + 1]
+                // Lists that start at the same entry are one list; others are compared on the shorter's length.
+                let agree = next.first == a.first
+                    || (0..<min(a.count, next.count)).allSatisfy { block(a.first + $0) == block(next.first + $0) }
+                if agree && kvHead(a.tile) == kvHead(next.tile) { b = next }
+            }
+            ctas.append((a, b, max(a.count, b.count)))
+            i += b == .none ? 1 : 2
+        }
+        let order = ctas.indices.sorted { (ctas[$0].longest, $1) > (ctas[$1].longest, $0) }
+        var work: [Int32] = []
+        work.reserveCapacity(4 * tilesPerCTA * ctas.count)
+        func append(_ item: WorkItem) {
+            work.append(item.tile)
+            work.append(item.first)
+            work.append(item.count)
+            work.append(0)
+        }
+        for c in order {
+            append(ctas[c].a)
+            if tilesPerCTA == 2 { append(ctas[c].b) }
+        }
+        return work
+    }
+
+    /// Enqueues the work list `work` (`arrange`'s entries, `tilesPerCTA` a CTA), whose lists index `blocks`.
+    func launch(_ operands: Operands, work: UInt64, blocks: UInt64, entries: Int, seqLen: Int, group: Int,
                 valuesInBF16: Bool) throws {
         let log2e: Float = 1.442_695_040_888_963_4
         let parameters = Parameters(
@@ -78,8 +190,15 @@ struct AttentionKernel {
             kvRows: Int32(operands.kvRows), group: Int32(group),
             qScale: config.softmaxScale(headDim: headDim) * log2e, pvThreshold: config.pvThreshold,
             causal: config.causal ? 1 : 0)
-        try device.launch(function(valuesInBF16: valuesInBF16), grid: items, block: warps * 32, sharedBytes: sharedBytes,
-                          [.value(parameters)])
+        var argument = withUnsafeBytes(of: parameters) { Array($0) }
+        if case .hopper = variant {
+            // SpargeHopperParams: the maps, then the parameters, padded to the struct's 64-byte alignment.
+            let maps = try TensorMaps(device: device, operands: operands, headDim: headDim, blockK: config.blockK)
+            argument = maps.bytes + argument
+            argument += [UInt8](repeating: 0, count: (64 - argument.count % 64) % 64)
+        }
+        try device.launch(function(valuesInBF16: valuesInBF16), grid: entries / tilesPerCTA, block: threadsPerCTA,
+                          sharedBytes: sharedBytes, [.bytes(argument)])
     }
 
     /// Enqueues `O / l` into `output` (`[rows][D]` f32) and the LSE into `lse` for `totalRows` rows.

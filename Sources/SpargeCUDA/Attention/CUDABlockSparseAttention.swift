@@ -194,7 +194,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
 
         // Per tile: the blocks of its mask row held here, ascending, cut at the causal diagonal.
         var blockList: [Int32] = []
-        var launches: [(tile: Int32, first: Int32, count: Int32)] = []
+        var items: [AttentionKernel.WorkItem] = []
         var needed = [Bool](repeating: false, count: kvHeads * keyBlocks)
         let group = queryHeads / kvHeads
         let keys = plan.mask.keys
@@ -210,11 +210,11 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
                 }
             }
             if blockList.count > first {
-                launches.append((Int32(i), Int32(first), Int32(blockList.count - first)))
+                items.append(.init(tile: Int32(i), first: Int32(first), count: Int32(blockList.count - first)))
             }
         }
-        // Longest lists first: the last CTAs to start are short ones, which evens out the end.
-        launches.sort { $0.count > $1.count }
+        let tiles = plan.tiles
+        let workList = kernel.arrange(items, kvHead: { tiles[Int($0)].head / group }, block: { blockList[Int($0)] })
         // Only the blocks some tile of this call visits go to the device.
         var held: [(g: Int, j: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer)] = []
         for g in 0..<kvHeads {
@@ -233,7 +233,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         t = CUDATrace.note("attend: wait for the slot's previous kernel", since: t)
         let perEntry = 2 * bk * d
         let layout = StagingSlot.Layout(kvBytes: held.count * perEntry * 2, entries: held.count,
-                                        launches: launches.count, blocks: blockList.count)
+                                        launches: workList.count / 4, blocks: blockList.count)
         try slot.reserve(layout.total)
         let base = slot.host!.pointer
         let stage = base.bindMemory(to: UInt16.self, capacity: held.count * perEntry)
@@ -273,13 +273,7 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
             entries[2 * e] = Int32(h.g)
             entries[2 * e + 1] = Int32(h.j)
         }
-        let work = (base + layout.work).bindMemory(to: Int32.self, capacity: 4 * launches.count)
-        for (i, l) in launches.enumerated() {
-            work[4 * i] = l.tile
-            work[4 * i + 1] = l.first
-            work[4 * i + 2] = l.count
-            work[4 * i + 3] = 0
-        }
+        workList.withUnsafeBytes { (base + layout.work).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         if !blockList.isEmpty {
             blockList.withUnsafeBytes { (base + layout.blocks).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
@@ -292,11 +286,11 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         try device.launch(kernel.auxiliary("sparge_scatter"), grid: held.count, block: 256,
                           [.pointer(area.address), .pointer(k.address), .pointer(v.address),
                            .pointer(area.address + UInt64(layout.entries)), .int(Int32(kvRows))])
-        slot.timed = !launches.isEmpty
+        slot.timed = !workList.isEmpty
         if slot.timed {
             try slot.kernelStart.record()
             try kernel.launch(operands, work: area.address + UInt64(layout.work), blocks: area.address + UInt64(layout.blocks),
-                              items: launches.count, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
+                              entries: workList.count / 4, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
             try slot.kernelStop.record()
         }
         try slot.consumed.record()
@@ -330,7 +324,8 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
 
     private var operands: AttentionKernel.Operands {
         AttentionKernel.Operands(q: q.address, k: k.address, v: v.address, oacc: oacc.address, ml: ml.address,
-                                 counters: counters.address, tiles: tileTable.address, rows: rows, kvRows: kvRows)
+                                 counters: counters.address, tiles: tileTable.address, rows: rows, kvRows: kvRows,
+                                 queryHeads: queryHeads, kvHeads: kvHeads)
     }
 
     /// The kernels compiled for this attention: name, options, registers and local (spill) bytes.

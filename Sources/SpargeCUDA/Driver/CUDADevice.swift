@@ -144,9 +144,11 @@ public final class CUDADevice: @unchecked Sendable {
     ///     per set of defines, and every kernel of it is taken from that module.
     ///   - sharedBytes: dynamic shared memory the kernel will be launched with; above 48 KB the kernel's
     ///     limit is raised (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
+    ///   - architectureSuffix: appended to the device's `sm_XY` (`"a"`: the architecture-specific target
+    ///     that Hopper's `wgmma` and `setmaxnreg` need).
     func function(source: String, program: String, name: String, defines: [(String, Int)],
-                  sharedBytes: Int = 0) throws -> CUDAFunction {
-        let arch = "--gpu-architecture=sm_\(computeCapability.major)\(computeCapability.minor)"
+                  sharedBytes: Int = 0, architectureSuffix: String = "") throws -> CUDAFunction {
+        let arch = "--gpu-architecture=sm_\(computeCapability.major)\(computeCapability.minor)\(architectureSuffix)"
         let options = [arch, "--std=c++17", "--generate-line-info"] + defines.map { "--define-macro=\($0.0)=\($0.1)" }
         let moduleKey = "\(program) \(options.joined(separator: " "))"
         let key = "\(name) [\(defines.map { "\($0.0)=\($0.1)" }.joined(separator: " "))] smem=\(sharedBytes)"

@@ -49,6 +49,13 @@ struct DriverAPI {
     let cuEventSynchronize: @convention(c) (Handle?) -> Result
     let cuStreamWaitEvent: @convention(c) (Handle?, Handle?, UInt32) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle?, Handle?) -> Result
+    /// Fills a 128-byte `CUtensorMap` for the tensor copy engine (CUDA 12 drivers on); nil where the driver
+    /// lacks it, which then keeps Hopper's TMA kernel unused. Arguments: map, data type, rank, address,
+    /// sizes, strides (bytes, all but the innermost), box sizes, element strides, interleave, swizzle, L2
+    /// promotion, out-of-bounds fill.
+    let cuTensorMapEncodeTiled: (@convention(c) (UnsafeMutableRawPointer, Int32, UInt32, UnsafeMutableRawPointer?,
+                                                  UnsafePointer<UInt64>, UnsafePointer<UInt64>, UnsafePointer<UInt32>,
+                                                  UnsafePointer<UInt32>, Int32, Int32, Int32, Int32) -> Result)?
 
     /// `CUDA_ERROR_NOT_READY`: what `cuStreamQuery` returns while work is pending (not an error).
     static let notReady: Result = 600
@@ -111,6 +118,7 @@ struct DriverAPI {
         cuStreamWaitEvent = try lib.symbol("cuStreamWaitEvent")
         // CUDA 12.8 added a _v2 with the same signature; cuda.h of CUDA 13 maps the plain name to it.
         cuEventElapsedTime = try lib.optionalSymbol("cuEventElapsedTime_v2") ?? lib.symbol("cuEventElapsedTime")
+        cuTensorMapEncodeTiled = lib.optionalSymbol("cuTensorMapEncodeTiled")
     }
 
     /// Throws the driver's name and text for `result` unless it is `CUDA_SUCCESS`.

@@ -1,49 +1,13 @@
-// sparge_attention.cu: compiled at run time by NVRTC; see AttentionKernelSource (SpargeCUDA) for what it holds.
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned long long u64;
-// Vector types of our own: nothing from the CUDA headers is needed.
-struct __align__(8) f2 { float x, y; };
-struct __align__(16) f4 { float x, y, z, w; };
-struct __align__(8) i2 { int x, y; };
-struct __align__(16) i4 { int x, y, z, w; };
-struct __align__(16) u4 { u32 a, b, c, d; };
-
-// The online-softmax state of one compute tile between launches.
-struct TileCounters { int visited, computed, skipped, started; };
-
-// Everything one launch of sparge_attention reads, in one argument. AttentionKernel.Parameters (Swift) is the
-// same struct field by field: a test compiles this definition on the host and compares every offset.
-// q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
-// oacc: [Hq][rows][D] fp32 unnormalised output; ml: [Hq][rows] (m in log2 units, l); or, where out is not
-// null, out: [Hq][rows][D] fp32 normalised output and lse: [Hq][rows] (natural log), the state never read;
-// tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
-// work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list;
-// qScale: the softmax scale times log2 e; causal: 0 or 1.
-struct SpargeAttentionParams {
-    const u16* q; const u16* k; const u16* v;
-    float* oacc; f2* ml; float* out; float* lse;
-    TileCounters* counters; const i4* tiles; const i4* work; const int* blocks;
-    int rows, seqLen, kvRows, group;
-    float qScale, pvThreshold;
-    int causal, unused;
-};
-
+// sparge_attention.cu: the mma.sync kernel (any GPU from sm_80), compiled at run time by NVRTC behind
+// sparge_attention_common.cu; see AttentionKernelSource (SpargeCUDA) for what it holds.
 #define D HEAD_DIM
 #define BK BLOCK_K
 #define BQ (NWARPS * 16 * MT)
 #define THREADS (NWARPS * 32)
 #define CHUNKS (D / 8)
-#define NEG_INF (__int_as_float(0xff800000))
 
 // Byte offset of 16-byte chunk c of row r in a swizzled [rows][D] tile of 16-bit elements.
 __device__ __forceinline__ u32 swz(int r, int c) { return (u32)(r * D * 2 + ((c ^ (r & 7)) << 4)); }
-
-__device__ __forceinline__ u32 shared_address(const void* p) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
 
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(bytes));
@@ -82,22 +46,7 @@ __device__ __forceinline__ void mma_pv(float* c, const u32* a, u32 b0, u32 b1) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two floats to the P·V element type; `lo` goes to the low half (the lower column).
-__device__ __forceinline__ u32 pack_pv(float lo, float hi) {
-    u32 r;
-#if PV_BF16
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-#else
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-#endif
-    return r;
-}
 
-__device__ __forceinline__ float fast_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // Loads one [BK][D] tile of 16-bit rows (row stride D) into swizzled shared memory.
 __device__ __forceinline__ void load_kv_tile(u32 dst, const u16* src) {
@@ -111,11 +60,6 @@ __device__ __forceinline__ void load_kv_tile(u32 dst, const u16* src) {
     }
 }
 
-__device__ __forceinline__ float fast_log2(float x) {
-    float y;
-    asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // Each warp owns MT m-tiles of 16 rows (rows warp·16·MT + 16·mt + …): with MT = 2 every K and V fragment read
 // from shared memory feeds two MMAs, halving shared-memory traffic per FLOP; Q is then re-read from shared

@@ -295,20 +295,24 @@ final class DeviceRingStore: ResidentRingStore {
             throw CUDAError.unsupported("one rank's blocks came in more than one launch")
         }
         attended = true
+        let group = shard.queryHeads / shard.kvHeads
+        let tiles = plan.tiles, keys = plan.mask.keys, fromRowStart = listsFromRowStart
         for range in ownerBlocks {
-            let first = work.count / 4
-            for (i, tile) in plan.tiles.enumerated() {
+            var items: [AttentionKernel.WorkItem] = []
+            for (i, tile) in tiles.enumerated() {
                 let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
                 let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
                 if hi > lo || finishing {
-                    work.append(Int32(i))
-                    work.append(Int32(lo - (listsFromRowStart ? tile.visits.lowerBound : 0)))
-                    work.append(Int32(hi - lo))
-                    work.append(0)
+                    items.append(.init(tile: Int32(i), first: Int32(lo - (fromRowStart ? tile.visits.lowerBound : 0)),
+                                       count: Int32(hi - lo)))
                     visits += hi - lo
                 }
             }
-            if work.count / 4 > first { launches.append((first, work.count / 4 - first)) }
+            // Lists from a row's start are 0, 1, 2, …; else they are the mask's keys.
+            let entries = kernel.arrange(items, kvHead: { tiles[Int($0)].head / group },
+                                         block: { fromRowStart ? $0 : keys[Int($0)] })
+            if !entries.isEmpty { launches.append((work.count / 4, entries.count / 4)) }
+            work += entries
         }
         let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
         guard visits > 0 || (finishing && !work.isEmpty) else { poll?(1); return }
@@ -319,8 +323,7 @@ final class DeviceRingStore: ResidentRingStore {
         try start.record()
         for launch in launches {
             try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: blockLists?.address ?? 0,
-                              items: launch.items, seqLen: seqLen, group: shard.queryHeads / shard.kvHeads,
-                              valuesInBF16: valuesInBF16)
+                              entries: launch.items, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
         }
         try stop.record()
         timings.append((start, stop))
@@ -376,7 +379,8 @@ final class DeviceRingStore: ResidentRingStore {
         AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: values?.buffer.address ?? 0,
                                  oacc: state?.oacc.address ?? 0, ml: state?.ml.address ?? 0,
                                  output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
-                                 counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows)
+                                 counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows,
+                                 queryHeads: shard.queryHeads, kvHeads: shard.kvHeads)
     }
 
     private func blockBytes(rows: Int) -> Int { rows * shard.dim * shard.kvFormat.byteSize }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The Hopper kernel (wgmma/TMA, sparge_attention_sm90.cu) on the device machine, in one call:
+#   1. builds the peer (upstream SpargeAttn, ../shared/peers) in the background;
+#   2. launch/gpu-check.sh all: selftest-cuda (masks bit for bit; every kernel — mma.sync at 16 and 32 rows a
+#      warp, wgmma/TMA — against the CPU tiles and Double; whole resident passes), 2 ranks on one GPU, then
+#      bench-kernel (now the wgmma kernel) beside PyTorch SDPA flash/cuDNN and FlexAttention on the same masks;
+#   3. the mma.sync kernel on the same shapes (SPARGE_CUDA_KERNEL=mma), for the before/after;
+#   4. bench-kernel with 128-key blocks (dense and the llm mask, written for the peer);
+#   5. the whole pass at N=32768, 8 heads (llm TopCdf, TopK 0.1, dense), both kernels; 1M causal, one rank;
+#   6. the peer: end to end (32K: TopK 1, 0.3, 0.1; 1M causal: TopK 0.004, 0.02) and its kernel on our
+#      128×128 llm mask and on all ones.
+# Needs beside it: sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py, peers/. Logs to $OUT.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${OUT:-$PWD/gpu-hopper-out}"; export OUT
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/hopper.log") 2>&1
+date -u; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
+BIN="${SPARGE_BIN:-$here/sparge}"
+if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$here/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
+export SPARGE_BIN="$BIN"
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+
+peer_dir=/tmp/spargeattn
+if [ -d "$here/peers" ]; then
+    ( bash "$here/peers/build_spargeattn.sh" "$peer_dir" > "$OUT/peer-build.log" 2>&1; echo "peer build rc=$?" >> "$OUT/peer-build.log" ) &
+    peer_build=$!
+fi
+
+step "gpu-check.sh all (correctness, then the kernel beside PyTorch)"
+OUT="$OUT/check" timeout -k 10 540 bash "$here/gpu-check.sh" all; echo "gpu-check.sh rc=$?"
+
+common=(--seq 32768 --heads 8 --head-dim 128 --repeat 20 --json --force)
+step "the mma.sync kernel on the same shapes"
+SPARGE_CUDA_KERNEL=mma timeout -k 5 120 "$BIN" bench-kernel "${common[@]}" --dense
+SPARGE_CUDA_KERNEL=mma timeout -k 5 120 "$BIN" bench-kernel "${common[@]}" --workload llm
+SPARGE_CUDA_KERNEL=mma timeout -k 5 120 "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --block-k 128
+step "128-key blocks: wgmma dense and on the llm mask (written for the peer)"
+timeout -k 5 120 "$BIN" bench-kernel "${common[@]}" --dense --block-k 128
+timeout -k 5 120 "$BIN" bench-kernel "${common[@]}" --workload llm --block-k 128 --mask-out "$OUT/mask-llm-cdf-k128.npy"
+timeout -k 5 120 "$BIN" bench-kernel "${common[@]}" --workload llm --topk 0.1 --block-k 128 --mask-out "$OUT/mask-llm-top10-k128.npy"
+
+b=(bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128 --repeat 10 --json --verify-sample 4)
+for kernel in auto mma; do
+    for sel in "" "--topk 0.1" "--dense"; do
+        step "whole pass 32K, 8 heads, ${sel:-TopCdf 0.98}, kernel $kernel"
+        # shellcheck disable=SC2086
+        SPARGE_CUDA_KERNEL=$kernel timeout -k 5 120 "$BIN" "${b[@]}" $sel; echo "rc=$?"
+    done
+done
+step "1M causal, one rank"
+timeout -k 5 200 "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --json --repeat 3; echo "rc=$?"
+
+if [ -n "${peer_build:-}" ]; then
+    step "peer: waiting for its build"
+    wait "$peer_build"; tail -n 3 "$OUT/peer-build.log"
+    step "peer: 32K, 8 heads, end to end, and its kernel on our masks"
+    timeout -k 5 240 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk 1,0.3,0.1 \
+        --mask "$OUT/mask-llm-cdf-k128.npy:128:128" --mask "$OUT/mask-llm-top10-k128.npy:128:128"; echo "rc=$?"
+    step "peer: 1M, 4 heads, causal, end to end"
+    timeout -k 5 240 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 1048576 --heads 4 --causal --topk 0.004,0.02; echo "rc=$?"
+fi
+date -u
