@@ -7,7 +7,7 @@ set -u
 if [ "${1:-}" = build ]; then
     out=$2; mkdir -p "$out"
     here=$(cd "$(dirname "$0")/.." && pwd)
-    for cfg in "128 64 4" "128 128 2" "64 64 4" "64 128 2"; do
+    for cfg in "128 64 2" "128 128 2" "64 64 2" "64 128 2"; do
         set -- $cfg
         nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -DHEAD_DIM=$1 -DBLOCK_K=$2 -DKV_STAGES=$3 -DQK_BF16=1 \
             -DPV_BF16=1 -I"$here/Sources/SpargeCUDA/Kernels" -diag-suppress 177 -ldl \

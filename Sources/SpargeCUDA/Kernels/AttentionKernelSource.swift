@@ -17,13 +17,16 @@
 /// `NWARPS` (1…8), `MT` (16-row m-tiles per warp, 1 or 2; rows per CTA = 16·NWARPS·MT), `QK_BF16` (Q, K as bf16, else fp16), `PV_BF16` (P, V as bf16,
 /// else fp16).
 ///
-/// On Hopper (sm_90a) `HopperSource` is the kernel instead: a producer warpgroup brings Q, K and V with the
+/// On Hopper (sm_90a) `hopperSource` is the kernel instead: a producer warpgroup brings Q, K and V with the
 /// tensor copy engine (TMA, 128-byte swizzle) into a ring of `KV_STAGES` buffers guarded by mbarriers, and
 /// two consumer warpgroups, one 64-row compute tile each, compute `S = Q·Kᵀ` and `O += P·V` with `wgmma`
-/// (P from registers), the same online softmax, λ rule (per warpgroup: its tile) and causal mask. The two
-/// tiles of a CTA share the K/V blocks: their lists agree on the shorter one's length (one mask row cut at
-/// two causal diagonals). Specialised by `HEAD_DIM` (64, 128), `BLOCK_K` (64, 128), `KV_STAGES`, `QK_BF16`,
-/// `PV_BF16`.
+/// (P from registers) in steps of 128 keys (one block of 128, or two list entries of 64), software-pipelined
+/// (step j+1's Q·Kᵀ runs beside step j's softmax and P·V), with the same online softmax, λ rule (per block,
+/// the warpgroup's tile deciding) and causal mask as the CPU. A block the λ rule skips multiplies a zero P:
+/// its result is the rule's, but it saves no time here (a branch or predicate around a wgmma makes the
+/// compiler serialize all of them). The two tiles of a CTA share the K/V blocks: their lists agree on the
+/// shorter one's length (one mask row cut at two causal diagonals). Specialised by `HEAD_DIM` (64, 128),
+/// `BLOCK_K` (64, 128), `KV_STAGES`, `QK_BF16`, `PV_BF16`.
 enum AttentionKernelSource {
     static let program = "sparge_attention.cu"
 
@@ -35,15 +38,15 @@ enum AttentionKernelSource {
     static let hopperProgram = "sparge_attention_sm90.cu"
     static let hopperSource = common + String(decoding: PackageResources.sparge_attention_sm90_cu, as: UTF8.self)
 
-    /// K/V buffers of the Hopper kernel: 160 KiB of K/V tiles and Q at D = 128 (four 16 KiB stages of 64-key
-    /// blocks, two of 128-key blocks).
-    static func hopperStages(blockK: Int) -> Int { blockK == 64 ? 4 : 2 }
+    /// K/V buffers of the Hopper kernel: two stages of a 128-key step (one 128-key block or two 64-key
+    /// blocks), 128 KiB of K and V at D = 128, beside 32 KiB of Q.
+    static func hopperStages(blockK: Int) -> Int { 2 }
 
-    /// Dynamic shared memory of one Hopper CTA: two 64-row Q tiles, the K and V stages, the mbarriers, the
-    /// λ reduction, and 1 KiB to align the base for the 128-byte swizzle (`SHARED_BYTES` of the source).
+    /// Dynamic shared memory of one Hopper CTA: two 64-row Q tiles, the K and V stages of 128 keys, the
+    /// mbarriers, and 1 KiB to align the base for the 128-byte swizzle (`SHARED_BYTES` of the source).
     static func hopperSharedBytes(headDim: Int, blockK: Int) -> Int {
         let stages = hopperStages(blockK: blockK)
-        return 2 * 64 * headDim * 2 + 2 * stages * blockK * headDim * 2 + 8 * (2 + 4 * stages) + 64 + 1024
+        return 2 * 64 * headDim * 2 + 2 * stages * 128 * headDim * 2 + 8 * (2 + 4 * stages) + 1024
     }
 
     /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles, and the λ reduction.

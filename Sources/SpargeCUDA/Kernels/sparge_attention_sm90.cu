@@ -2,6 +2,9 @@
 // by NVRTC behind sparge_attention_common.cu; see AttentionKernelSource (SpargeCUDA) for what it holds.
 #define D HEAD_DIM
 #define BK BLOCK_K
+// Keys a step takes: 128, one block of 128 keys or two of 64 (two list entries; n = 128 wgmmas either way).
+#define STEP_KEYS 128
+#define BPS (STEP_KEYS / BK)
 #define STAGES KV_STAGES
 #define CONSUMERS 2
 #define THREADS (128 * (CONSUMERS + 1))
@@ -30,17 +33,15 @@ struct SpargeHopperParams {
 };
 
 // Shared memory, from a 1024-byte aligned base: Q of each consumer [HALVES][64 rows][128 B], then STAGES K and
-// STAGES V tiles [HALVES][BK rows][128 B] (TMA's 128-byte swizzle: 16-byte chunk c of row r at c ^ (r % 8),
-// the layout wgmma reads), then the mbarriers and the λ reduction.
+// STAGES V steps [HALVES][128 rows][128 B] (a step's blocks one after the other; TMA's 128-byte swizzle:
+// 16-byte chunk c of row r at c ^ (r % 8), the layout wgmma reads), then the mbarriers.
 #define Q_BYTES (64 * D * 2)
-#define KV_BYTES (BK * D * 2)
+#define KV_BYTES (STEP_KEYS * D * 2)
 #define K_OFFSET (CONSUMERS * Q_BYTES)
 #define V_OFFSET (K_OFFSET + STAGES * KV_BYTES)
 #define BAR_OFFSET (V_OFFSET + STAGES * KV_BYTES)
-#define RED_OFFSET (BAR_OFFSET + 8 * (CONSUMERS + 4 * STAGES))
-// What a launch asks for: the above, the λ reduction (two buffers of one float per consumer warp) and 1 KiB to
-// align the base.
-#define SHARED_BYTES (RED_OFFSET + 2 * 4 * CONSUMERS * 4 + 1024)
+// What a launch asks for: the above and 1 KiB to align the base.
+#define SHARED_BYTES (BAR_OFFSET + 8 * (CONSUMERS + 4 * STAGES) + 1024)
 
 __device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count));
@@ -62,9 +63,13 @@ __device__ __forceinline__ void tma_load(u32 dst, const TensorMap* map, int x, i
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
                  :: "r"(dst), "l"((u64)map), "r"(x), "r"(y), "r"(bar) : "memory");
 }
-// Consumer warpgroup `w`'s own barrier (ids 1 and 2; 0 is __syncthreads).
-__device__ __forceinline__ void warpgroup_sync(int w) {
-    asm volatile("bar.sync %0, 128;\n" :: "r"(w + 1) : "memory");
+// Whether `v` holds for any thread of consumer warpgroup `w`: a barrier of its 128 threads (ids 1 and 2; 0 is
+// __syncthreads) that ORs a predicate.
+__device__ __forceinline__ bool warpgroup_any(int w, bool v) {
+    int r;
+    asm volatile("{ .reg .pred p, q; setp.ne.b32 p, %1, 0; bar.red.or.pred q, %2, 128, p; selp.b32 %0, 1, 0, q; }\n"
+                 : "=r"(r) : "r"((int)v), "r"(w + 1) : "memory");
+    return r != 0;
 }
 
 // A wgmma shared-memory descriptor for a 128-byte swizzled operand at `addr` (1024-byte aligned pattern):
@@ -112,20 +117,37 @@ __device__ __forceinline__ void wgmma_rs_n128(float* d, const u32* a, u64 b) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
-#if BK == 64
-#define wgmma_scores wgmma_ss_n64
-#else
+// D[64×64] = A·Bᵀ: the first k-step, which reads nothing of D (so that no earlier write of those registers
+// is a dependence of the wgmma pipeline).
+__device__ __forceinline__ void wgmma_ss_first_n64(float* d, u64 a, u64 b) {
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, 0, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." QK_TYPE "." QK_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0; }\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31])
+                 : "l"(a), "l"(b));
+}
+
+// D[64×128] = A·Bᵀ: the first k-step, which reads nothing of D (so that no earlier write of those registers
+// is a dependence of the wgmma pipeline).
+__device__ __forceinline__ void wgmma_ss_first_n128(float* d, u64 a, u64 b) {
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, 0, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32." QK_TYPE "." QK_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0; }\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]), "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]), "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]), "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]), "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
+                 : "l"(a), "l"(b));
+}
+
+
 #define wgmma_scores wgmma_ss_n128
-#endif
+#define wgmma_scores_first wgmma_ss_first_n128
 #if D == 64
 #define wgmma_values wgmma_rs_n64
 #else
 #define wgmma_values wgmma_rs_n128
 #endif
 
-// The producer: one thread loads each consumer's Q, then K and V of every listed block through the STAGES
-// ring of buffers, each as soon as both consumers have released the buffer's last use.
-__device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, const i4* work, int steps, const int* list) {
+// The producer: one thread loads each consumer's Q, then K and V of every step (BPS listed blocks; a step
+// short of blocks loads its first block again, so that what P·V multiplies by a zero P is finite) through
+// the STAGES ring of buffers, each as soon as both consumers have released the buffer's last use.
+__device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, const i4* work, int blocks, const int* list) {
     const SpargeAttentionParams& p = hp.p;
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
     const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
@@ -138,212 +160,302 @@ __device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, 
         for (int h = 0; h < HALVES; ++h)
             tma_load(base + c * Q_BYTES + h * 64 * 128, &hp.qMap, h * 64, t.x * p.rows + t.y, qFull + 8 * c);
     }
+    const int steps = (blocks + BPS - 1) / BPS;
     for (int it = 0; it < steps; ++it) {
         const int s = it % STAGES, use = it / STAGES;
-        const int row = kvHead * p.kvRows + list[it] * BK;
+        int rows[BPS];
+        for (int b = 0; b < BPS; ++b)
+            rows[b] = kvHead * p.kvRows + list[BPS * it + b < blocks ? BPS * it + b : BPS * it] * BK;
         if (use > 0) mbar_wait(kEmpty + 8 * s, (use - 1) & 1);
         mbar_expect_bytes(kFull + 8 * s, KV_BYTES);
         for (int h = 0; h < HALVES; ++h)
-            tma_load(base + K_OFFSET + s * KV_BYTES + h * BK * 128, &hp.kMap, h * 64, row, kFull + 8 * s);
+            for (int b = 0; b < BPS; ++b)
+                tma_load(base + K_OFFSET + s * KV_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.kMap, h * 64, rows[b], kFull + 8 * s);
         if (use > 0) mbar_wait(vEmpty + 8 * s, (use - 1) & 1);
         mbar_expect_bytes(vFull + 8 * s, KV_BYTES);
         for (int h = 0; h < HALVES; ++h)
-            tma_load(base + V_OFFSET + s * KV_BYTES + h * BK * 128, &hp.vMap, h * 64, row, vFull + 8 * s);
+            for (int b = 0; b < BPS; ++b)
+                tma_load(base + V_OFFSET + s * KV_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.vMap, h * 64, rows[b], vFull + 8 * s);
     }
 }
 
-// A consumer warpgroup: 64 query rows of one tile (or none: it then only releases buffers). Warp `warp` owns
-// rows 16·warp + g and 16·warp + g + 8 (g = lane / 4) of the tile, columns 8j + 2·(lane % 4) + {0, 1} of
-// every accumulator: the wgmma accumulator layout, which is also its register-A layout for P.
-__device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, unsigned char* smem, int c,
-                                        const i4 work, int steps, const int* list) {
-    const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
-    const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
-    float* red = (float*)(smem + RED_OFFSET);
-    const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-    const int tileIndex = work.x, mine = tileIndex >= 0 ? work.z : 0;
-    const i4 t = tileIndex >= 0 ? p.tiles[tileIndex] : i4{0, 0, 0, 0};
-    const int head = t.x, localRow = t.y, rowCount = t.z, queryStart = t.w;
-    const int warpRow = 16 * warp;
-    TileCounters tc = tileIndex >= 0 ? p.counters[tileIndex] : TileCounters{0, 0, 0, 0};
+// What a consumer warpgroup keeps of its tile: warp `warp` owns rows 16·warp + g and 16·warp + g + 8
+// (g = lane / 4), columns 8j + 2·(lane % 4) + {0, 1} of every accumulator (the wgmma accumulator layout,
+// which is also its register-A layout, for P).
+struct Tile {
+    int index, head, localRow, rowCount, queryStart;
+    int warp, lane, g, t4;
+    float m[2], l[2];  // running maximum (log2 units) and this thread's part of the row sums
+    TileCounters counters;
+};
 
-    float o[D / 2], m[2], l[2];
+// S = Q·Kᵀ for the warpgroup's 64 rows × the step's 128 keys, issued (not waited for): D/16 steps of k16; a 16-element
+// step within a 64-element swizzle row is a 32-byte move of the start address (the hardware applies the
+// swizzle to the address it forms).
+__device__ __forceinline__ void issue_scores(float* s, u32 qBase, u32 kBase) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const u64 a = smem_descriptor(qBase + (kk / 4) * 64 * 128 + (kk % 4) * 32, 0);
+        const u64 b = smem_descriptor(kBase + (kk / 4) * STEP_KEYS * 128 + (kk % 4) * 32, 0);
+        if (kk == 0) wgmma_scores_first(s, a, b); else wgmma_scores(s, a, b, 1);
+    }
+    wgmma_commit();
+}
+
+// O += P·V, issued: P from registers, V (keys × D, D contiguous) read transposed.
+__device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 vBase) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < STEP_KEYS / 16; ++kk) wgmma_values(o, pa[kk], smem_descriptor(vBase + kk * 16 * 128, STEP_KEYS * 128));
+    wgmma_commit();
+}
+
+template <int N> __device__ __forceinline__ void wgmma_wait_for() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory");
+}
+
+// One step's scores → P in place, its BPS blocks in list order as the CPU visits them: the token-level causal
+// mask and keys past the sequence (and the columns of a block that is not this tile's: `keyStart` past every
+// key), then per block the λ rule (Δ over the warpgroup's rows, one barrier that ORs "this thread's rows
+// rise enough") and the running maximum; then P = 2^(S·scale − m) against the step's final m, zero in the
+// columns of skipped blocks, l ← α·l + Σ P and α = 2^(m_prev − m) (the factor O takes before the step's P·V).
+// Every thread of the warpgroup calls it. No branch writes the scores: registers that feed a wgmma must not
+// be written on a divergent path (a predicated wgmma counts as one), or the compiler serializes every wgmma
+// of the kernel; so skipped blocks multiply a zero P (their P·V saves no time here, its result is the rule's).
+__device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Tile& t, float* s, const int* keyStart,
+                                             const bool* real, int c, float* alpha) {
+    const int warpRow = 16 * t.warp;
+    const int rowA = t.queryStart + warpRow + t.g, rowB = rowA + 8;
+    const int lastA = p.causal ? min(rowA, p.seqLen - 1) : p.seqLen - 1;
+    const int lastB = p.causal ? min(rowB, p.seqLen - 1) : p.seqLen - 1;
+#pragma unroll
+    for (int n = 0; n < STEP_KEYS / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int key = keyStart[(n * 8) / BK] + (n * 8) % BK + 2 * t.t4 + e;
+            s[4 * n + e] = key > lastA ? NEG_INF : s[4 * n + e];
+            s[4 * n + 2 + e] = key > lastB ? NEG_INF : s[4 * n + 2 + e];
+        }
+    }
+    // Per block, in order: row maxima (log2 units), the λ decision against the running maximum, which the
+    // block then raises if computed.
+    float m[2] = {t.m[0], t.m[1]};
+    bool computed[BPS];
+#pragma unroll
+    for (int b = 0; b < BPS; ++b) {
+        bool rises = false;
+        float mx[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float a = NEG_INF;
+#pragma unroll
+            for (int n = 0; n < STEP_KEYS / 8; ++n)
+                if ((n * 8) / BK == b) a = fmaxf(a, fmaxf(s[4 * n + 2 * h], s[4 * n + 2 * h + 1]));
+            a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 1));
+            a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
+            mx[h] = a * p.qScale;
+            rises |= warpRow + t.g + 8 * h < t.rowCount && mx[h] != NEG_INF && mx[h] - m[h] + p.pvThreshold > 0.f;
+        }
+        // Δ + λ > 0 for the group ⟺ some row's rise + λ > 0.
+        const bool any = warpgroup_any(c, rises);
+        computed[b] = real[b] && (t.counters.computed == 0 || any);
+        t.counters.visited += real[b];
+        t.counters.computed += computed[b];
+        t.counters.skipped += real[b] && !computed[b];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) m[h] = computed[b] ? fmaxf(m[h], mx[h]) : m[h];
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        const int r = warpRow + g + 8 * h;
-        const u64 state = (u64)head * p.rows + localRow + r;
-        const bool resume = tc.started && r < rowCount;
-        m[h] = NEG_INF;
-        l[h] = 0.f;
+        const float sh = m[h] == NEG_INF ? 0.f : m[h];
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < STEP_KEYS / 8; ++n) {
+            const bool on = computed[(n * 8) / BK];
+            const float x = fast_exp2(fmaf(s[4 * n + 2 * h], p.qScale, -sh));
+            const float y = fast_exp2(fmaf(s[4 * n + 2 * h + 1], p.qScale, -sh));
+            s[4 * n + 2 * h] = on ? x : 0.f;
+            s[4 * n + 2 * h + 1] = on ? y : 0.f;
+            sum += s[4 * n + 2 * h] + s[4 * n + 2 * h + 1];
+        }
+        alpha[h] = fast_exp2(t.m[h] - sh);
+        t.l[h] = fmaf(t.l[h], alpha[h], sum);
+        t.m[h] = m[h];
+    }
+}
+
+// O ← α·O, and P to P·V's 16-bit type in wgmma's register-A layout (16 keys a k-step).
+__device__ __forceinline__ void rescale_and_pack(float* o, const float* alpha, const float* s, u32 (*pa)[4]) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        o[4 * n] *= alpha[0];
+        o[4 * n + 1] *= alpha[0];
+        o[4 * n + 2] *= alpha[1];
+        o[4 * n + 3] *= alpha[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < STEP_KEYS / 16; ++kk) {
+        pa[kk][0] = pack_pv(s[8 * kk], s[8 * kk + 1]);
+        pa[kk][1] = pack_pv(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = pack_pv(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = pack_pv(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+// The tile's output at the end of the launch: O / l and the LSE where out is set (its last launch), else the
+// state for the next. Row sums were kept per thread (α is the same across a row's four threads): added here.
+__device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const Tile& t, const float* o, int tid) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float sum = t.l[h];
+        sum += __shfl_xor_sync(0xffffffff, sum, 1);
+        sum += __shfl_xor_sync(0xffffffff, sum, 2);
+        const int r = 16 * t.warp + t.g + 8 * h;
+        if (r >= t.rowCount) continue;
+        const u64 row = (u64)t.head * p.rows + t.localRow + r;
+        if (p.out) {
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n)
+                *(f2*)(p.out + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h] * inv, o[4 * n + 2 * h + 1] * inv};
+            if (t.t4 == 0) p.lse[row] = sum > 0.f ? (t.m[h] + fast_log2(sum)) * 0.69314718055994531f : NEG_INF;
+        } else {
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n)
+                *(f2*)(p.oacc + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h], o[4 * n + 2 * h + 1]};
+            if (t.t4 == 0) p.ml[row] = f2{t.m[h], sum};
+        }
+    }
+    if (tid == 0) {
+        TileCounters done = t.counters;
+        done.started = 1;
+        p.counters[t.index] = done;
+    }
+}
+
+// Step `it`'s key blocks for this tile: where each starts, and whether it is one of the tile's (a block past
+// the tile's own list gets a start past every key, so that all its scores are masked).
+__device__ __forceinline__ void step_blocks(const int* list, int it, int mine, int* keyStart, bool* real) {
+#pragma unroll
+    for (int b = 0; b < BPS; ++b) {
+        real[b] = BPS * it + b < mine;
+        keyStart[b] = real[b] ? list[BPS * it + b] * BK : 0x3fffffff;
+    }
+}
+
+// A consumer warpgroup: one tile of ≤ 64 rows (or none: it then only releases buffers), its first `mine`
+// list entries of the CTA's `blocks`, BPS a step. Software-pipelined: step j+1's Q·Kᵀ is issued before step
+// j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
+__device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
+                                        const int* list) {
+    const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
+    const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
+    const int tid = threadIdx.x % 128;
+    Tile t;
+    t.index = work.x;
+    const int mine = t.index >= 0 ? work.z : 0;
+    const int mySteps = (mine + BPS - 1) / BPS, steps = (blocks + BPS - 1) / BPS;
+    const i4 info = t.index >= 0 ? p.tiles[t.index] : i4{0, 0, 0, 0};
+    t.head = info.x; t.localRow = info.y; t.rowCount = info.z; t.queryStart = info.w;
+    t.warp = tid / 32; t.lane = tid % 32; t.g = t.lane / 4; t.t4 = t.lane % 4;
+    t.counters = t.index >= 0 ? p.counters[t.index] : TileCounters{0, 0, 0, 0};
+
+    float o[D / 2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int r = 16 * t.warp + t.g + 8 * h;
+        const u64 state = (u64)t.head * p.rows + t.localRow + r;
+        const bool resume = t.counters.started && r < t.rowCount;
+        t.m[h] = NEG_INF;
+        t.l[h] = 0.f;
         if (resume) {
             f2 st = p.ml[state];
-            m[h] = st.x;
-            l[h] = t4 == 0 ? st.y : 0.f;
+            t.m[h] = st.x;
+            t.l[h] = t.t4 == 0 ? st.y : 0.f;
         }
 #pragma unroll
         for (int n = 0; n < D / 8; ++n) {
-            f2 a = resume ? *(const f2*)(p.oacc + state * D + n * 8 + 2 * t4) : f2{0.f, 0.f};
+            f2 a = resume ? *(const f2*)(p.oacc + state * D + n * 8 + 2 * t.t4) : f2{0.f, 0.f};
             o[4 * n + 2 * h] = a.x;
             o[4 * n + 2 * h + 1] = a.y;
         }
     }
-    if (mine > 0) mbar_wait(qFull + 8 * c, 0);
     const u32 qBase = base + c * Q_BYTES;
+    const u32 kBase = base + K_OFFSET, vBase = base + V_OFFSET;
+    int keyStart[BPS];
+    bool real[BPS];
 
-    for (int it = 0; it < steps; ++it) {
-        const int s = it % STAGES;
+    // Step 0's scores and softmax.
+    u32 pa[STEP_KEYS / 16][4];
+    if (mySteps > 0) {
+        float s[STEP_KEYS / 2], alpha[2];
+        mbar_wait(qFull + 8 * c, 0);
+        mbar_wait(kFull, 0);
+        issue_scores(s, qBase, kBase);
+        wgmma_wait_for<0>();
+        fence_registers<STEP_KEYS / 2>(s);
+        __syncwarp();
+        if (t.lane == 0) mbar_arrive(kEmpty);
+        step_blocks(list, 0, mine, keyStart, real);
+        softmax_step(p, t, s, keyStart, real, c, alpha);
+        rescale_and_pack(o, alpha, s, pa);
+    }
+    // Step it's P·V behind step it+1's Q·Kᵀ; step it+1's softmax while the P·V runs. No wgmma sits in a
+    // branch of its own (see softmax_step).
+    for (int it = 0; it + 1 < mySteps; ++it) {
+        const int s0 = it % STAGES, s1 = (it + 1) % STAGES;
+        float s[STEP_KEYS / 2], alpha[2];
+        mbar_wait(kFull + 8 * s1, ((it + 1) / STAGES) & 1);
+        mbar_wait(vFull + 8 * s0, (it / STAGES) & 1);
+        issue_scores(s, qBase, kBase + s1 * KV_BYTES);
+        issue_values(o, pa, vBase + s0 * KV_BYTES);
+        wgmma_wait_for<1>();
+        fence_registers<STEP_KEYS / 2>(s);
+        __syncwarp();
+        if (t.lane == 0) mbar_arrive(kEmpty + 8 * s1);
+        step_blocks(list, it + 1, mine, keyStart, real);
+        softmax_step(p, t, s, keyStart, real, c, alpha);
+        wgmma_wait_for<0>();
+        fence_registers<D / 2>(o);
+        __syncwarp();
+        if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
+        rescale_and_pack(o, alpha, s, pa);
+    }
+    // The last step's P·V.
+    if (mySteps > 0) {
+        const int s0 = (mySteps - 1) % STAGES;
+        mbar_wait(vFull + 8 * s0, ((mySteps - 1) / STAGES) & 1);
+        issue_values(o, pa, vBase + s0 * KV_BYTES);
+        wgmma_wait_for<0>();
+        fence_registers<D / 2>(o);
+        __syncwarp();
+        if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
+    }
+    // The rest of the CTA's steps belong to the other tile: release them as they come.
+    for (int it = mySteps; it < steps; ++it) {
+        const int s0 = it % STAGES;
         const u32 phase = (it / STAGES) & 1;
-        const bool active = it < mine;  // the same for the whole warpgroup
-        float sc[BK / 2];
-        mbar_wait(kFull + 8 * s, phase);
-        if (active) {
-            // S = Q·Kᵀ: D/16 steps of k16; the 16-element step within a 64-element swizzle row is a 32-byte
-            // move of the start address (the swizzle is applied to the address the hardware forms).
-            const u32 kBase = base + K_OFFSET + s * KV_BYTES;
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                const u64 a = smem_descriptor(qBase + (kk / 4) * 64 * 128 + (kk % 4) * 32, 0);
-                const u64 b = smem_descriptor(kBase + (kk / 4) * BK * 128 + (kk % 4) * 32, 0);
-                wgmma_scores(sc, a, b, kk > 0);
-            }
-            wgmma_commit();
-            wgmma_wait();
-            fence_registers<BK / 2>(sc);
-        }
+        mbar_wait(kFull + 8 * s0, phase);
         __syncwarp();
-        if (lane == 0) mbar_arrive(kEmpty + 8 * s);
-
-        bool compute = false;
-        if (active) {
-            const int keyStart = list[it] * BK;
-            // Token-level causal mask (diagonal blocks) and keys past the sequence (a partial last block).
-            if ((p.causal && keyStart + BK - 1 > queryStart + warpRow) || keyStart + BK > p.seqLen) {
-                const int rowA = queryStart + warpRow + g, rowB = rowA + 8;
-#pragma unroll
-                for (int n = 0; n < BK / 8; ++n) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int key = keyStart + n * 8 + 2 * t4 + e;
-                        const bool past = key >= p.seqLen;
-                        if (past || (p.causal && key > rowA)) sc[4 * n + e] = NEG_INF;
-                        if (past || (p.causal && key > rowB)) sc[4 * n + 2 + e] = NEG_INF;
-                    }
-                }
-            }
-            // Row maxima in log2 units, and the warpgroup's Δ for the λ rule.
-            float mx[2], rise = NEG_INF;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                float a = NEG_INF;
-#pragma unroll
-                for (int n = 0; n < BK / 8; ++n) a = fmaxf(a, fmaxf(sc[4 * n + 2 * h], sc[4 * n + 2 * h + 1]));
-                a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 1));
-                a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
-                mx[h] = a * p.qScale;
-                if (warpRow + g + 8 * h < rowCount && mx[h] != NEG_INF) rise = fmaxf(rise, mx[h] - m[h]);
-            }
-            rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 4));
-            rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 8));
-            rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 16));
-            float* shared = red + (it & 1) * 4 * CONSUMERS + 4 * c;
-            if (lane == 0) shared[warp] = rise;
-            warpgroup_sync(c);
-            const float delta = fmaxf(fmaxf(shared[0], shared[1]), fmaxf(shared[2], shared[3]));
-            tc.visited += 1;
-            compute = tc.computed == 0 || delta + p.pvThreshold > 0.f;
-            if (compute) tc.computed += 1; else tc.skipped += 1;
-
-            if (compute) {
-                // Online softmax: m ← max(m, rowmax), α = 2^(m_prev − m), P = 2^(S·scale − m), l ← α·l + Σ P.
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const float mn = fmaxf(m[h], mx[h]);
-                    const float sh = mn == NEG_INF ? 0.f : mn;
-                    const float alpha = fast_exp2(m[h] - sh);
-                    m[h] = mn;
-                    float sum = 0.f;
-#pragma unroll
-                    for (int n = 0; n < BK / 8; ++n) {
-                        sc[4 * n + 2 * h] = fast_exp2(fmaf(sc[4 * n + 2 * h], p.qScale, -sh));
-                        sc[4 * n + 2 * h + 1] = fast_exp2(fmaf(sc[4 * n + 2 * h + 1], p.qScale, -sh));
-                        sum += sc[4 * n + 2 * h] + sc[4 * n + 2 * h + 1];
-                    }
-                    l[h] = fmaf(l[h], alpha, sum);
-#pragma unroll
-                    for (int n = 0; n < D / 8; ++n) {
-                        o[4 * n + 2 * h] *= alpha;
-                        o[4 * n + 2 * h + 1] *= alpha;
-                    }
-                }
-            }
-        }
-        mbar_wait(vFull + 8 * s, phase);
-        if (compute) {
-            // O += P·V: P from the score registers, V (keys × D, D contiguous) read transposed.
-            u32 pa[BK / 16][4];
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; ++kk) {
-                pa[kk][0] = pack_pv(sc[8 * kk], sc[8 * kk + 1]);
-                pa[kk][1] = pack_pv(sc[8 * kk + 2], sc[8 * kk + 3]);
-                pa[kk][2] = pack_pv(sc[8 * kk + 4], sc[8 * kk + 5]);
-                pa[kk][3] = pack_pv(sc[8 * kk + 6], sc[8 * kk + 7]);
-            }
-            const u32 vBase = base + V_OFFSET + s * KV_BYTES;
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; ++kk)
-                wgmma_values(o, pa[kk], smem_descriptor(vBase + kk * 16 * 128, BK * 128));
-            wgmma_commit();
-            wgmma_wait();
-            fence_registers<D / 2>(o);
-        }
+        if (t.lane == 0) mbar_arrive(kEmpty + 8 * s0);
+        mbar_wait(vFull + 8 * s0, phase);
         __syncwarp();
-        if (lane == 0) mbar_arrive(vEmpty + 8 * s);
+        if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
     }
-    if (tileIndex < 0) return;
-
-    // Row sums were kept per thread (α is the same across a row's four threads): add them up, then store.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float sum = l[h];
-        sum += __shfl_xor_sync(0xffffffff, sum, 1);
-        sum += __shfl_xor_sync(0xffffffff, sum, 2);
-        const int r = warpRow + g + 8 * h;
-        if (r >= rowCount) continue;
-        const u64 row = (u64)head * p.rows + localRow + r;
-        if (p.out) {
-            // The tile's last launch: O / l (0 where l = 0) and the LSE.
-            const float inv = sum > 0.f ? 1.f / sum : 0.f;
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n)
-                *(f2*)(p.out + row * D + n * 8 + 2 * t4) = f2{o[4 * n + 2 * h] * inv, o[4 * n + 2 * h + 1] * inv};
-            if (t4 == 0) p.lse[row] = sum > 0.f ? (m[h] + fast_log2(sum)) * 0.69314718055994531f : NEG_INF;
-        } else {
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n)
-                *(f2*)(p.oacc + row * D + n * 8 + 2 * t4) = f2{o[4 * n + 2 * h], o[4 * n + 2 * h + 1]};
-            if (t4 == 0) p.ml[row] = f2{m[h], sum};
-        }
-    }
-    if (tid == 0) {
-        tc.started = 1;
-        p.counters[tileIndex] = tc;
-    }
+    if (t.index >= 0) store_tile(p, t, o, tid);
 }
 
 // One CTA: a producer warpgroup and CONSUMERS consumer warpgroups, each consumer one compute tile of ≤ 64
 // rows; the two tiles share the K/V blocks the producer brings (their lists agree on the shorter's length).
 extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(const __grid_constant__ SpargeHopperParams hp) {
     extern __shared__ unsigned char smemRaw[];
-    const u32 raw = shared_address(smemRaw);
-    const u32 base = (raw + 1023) & ~1023u;
-    unsigned char* smem = smemRaw + (base - raw);
+    const u32 base = (shared_address(smemRaw) + 1023) & ~1023u;
     const i4* work = hp.p.work + CONSUMERS * blockIdx.x;
-    int steps = 0, longest = 0;
+    int blocks = 0, longest = 0;
     for (int c = 0; c < CONSUMERS; ++c) {
         const int n = work[c].x >= 0 ? work[c].z : 0;
-        if (n > steps) { steps = n; longest = c; }
+        if (n > blocks) { blocks = n; longest = c; }
     }
     const int* list = hp.p.blocks + work[longest].y;
     if (threadIdx.x == 0) {
@@ -361,9 +473,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
     const int role = threadIdx.x / 128;
     if (role == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-        if (threadIdx.x == 0) produce(hp, base, work, steps, list);
+        if (threadIdx.x == 0) produce(hp, base, work, blocks, list);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-        consume(hp.p, base, smem, role - 1, work[role - 1], steps, list);
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list);
     }
 }
