@@ -218,8 +218,9 @@ template <int N> __device__ __forceinline__ void wgmma_wait_for() {
 // One step's scores → P in place, its BPS blocks in list order as the CPU visits them: the token-level causal
 // mask and keys past the sequence (and the columns of a block that is not this tile's: `keyStart` past every
 // key), then per block the λ rule (Δ over the warpgroup's rows, one barrier that ORs "this thread's rows
-// rise enough") and the running maximum; then P = 2^(S·scale − m) against the step's final m, zero in the
-// columns of skipped blocks, l ← α·l + Σ P and α = 2^(m_prev − m) (the factor O takes before the step's P·V).
+// rise enough") and the running maximum; then P = 2^(S·scale − m) against the step's final m (shifted by
+// +∞, so exactly 0, in the columns of skipped blocks), l ← α·l + Σ P and α = 2^(m_prev − m) (the factor O
+// takes before the step's P·V).
 // Every thread of the warpgroup calls it. No branch writes the scores: registers that feed a wgmma must not
 // be written on a divergent path (a predicated wgmma counts as one), or the compiler serializes every wgmma
 // of the kernel; so skipped blocks multiply a zero P (their P·V saves no time here, its result is the rule's).
@@ -229,13 +230,19 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
     const int rowA = t.queryStart + warpRow + t.g, rowB = rowA + 8;
     const int lastA = p.causal ? min(rowA, p.seqLen - 1) : p.seqLen - 1;
     const int lastB = p.causal ? min(rowB, p.seqLen - 1) : p.seqLen - 1;
+    // Column j of block b is key keyStart[b] + j: masked where j > last − keyStart[b] (one compare a score).
 #pragma unroll
-    for (int n = 0; n < STEP_KEYS / 8; ++n) {
+    for (int b = 0; b < BPS; ++b) {
+        const int limitA = lastA - keyStart[b] - 2 * t.t4, limitB = lastB - keyStart[b] - 2 * t.t4;
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const int key = keyStart[(n * 8) / BK] + (n * 8) % BK + 2 * t.t4 + e;
-            s[4 * n + e] = key > lastA ? NEG_INF : s[4 * n + e];
-            s[4 * n + 2 + e] = key > lastB ? NEG_INF : s[4 * n + 2 + e];
+        for (int n = 0; n < STEP_KEYS / 8; ++n) {
+            if ((n * 8) / BK != b) continue;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int j = (n * 8) % BK + e;
+                s[4 * n + e] = j > limitA ? NEG_INF : s[4 * n + e];
+                s[4 * n + 2 + e] = j > limitB ? NEG_INF : s[4 * n + 2 + e];
+            }
         }
     }
     // Per block, in order: row maxima (log2 units), the λ decision against the running maximum, which the
@@ -269,14 +276,16 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const float sh = m[h] == NEG_INF ? 0.f : m[h];
+        // A skipped block's columns are shifted by +∞: its P is exactly 0, with no select a score.
+        float shift[BPS];
+#pragma unroll
+        for (int b = 0; b < BPS; ++b) shift[b] = computed[b] ? -sh : NEG_INF;
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < STEP_KEYS / 8; ++n) {
-            const bool on = computed[(n * 8) / BK];
-            const float x = fast_exp2(fmaf(s[4 * n + 2 * h], p.qScale, -sh));
-            const float y = fast_exp2(fmaf(s[4 * n + 2 * h + 1], p.qScale, -sh));
-            s[4 * n + 2 * h] = on ? x : 0.f;
-            s[4 * n + 2 * h + 1] = on ? y : 0.f;
+            const float add = shift[(n * 8) / BK];
+            s[4 * n + 2 * h] = fast_exp2(fmaf(s[4 * n + 2 * h], p.qScale, add));
+            s[4 * n + 2 * h + 1] = fast_exp2(fmaf(s[4 * n + 2 * h + 1], p.qScale, add));
             sum += s[4 * n + 2 * h] + s[4 * n + 2 * h + 1];
         }
         alpha[h] = fast_exp2(t.m[h] - sh);
