@@ -68,7 +68,7 @@ enum BackendOptions {
         guard let cuda = engine as? CUDAAttentionEngine else { return }
         let sharing = ranksSharingAGPU(cuda, ctx: ctx)
         guard ctx.isRoot else { return }
-        printHint(config: config)
+        printHint(config: config, device: cuda.device, options: cuda.options)
         if let sharing {
             FileHandle.standardError.write(Data(("sparge: hint: ranks \(sharing.ranks.map(String.init).joined(separator: ", ")) "
                 + "share \(sharing.gpu) and no MPS server runs: their kernels take turns in time slices and each "
@@ -99,9 +99,9 @@ enum BackendOptions {
         return ctx.comm.allgather(bytes: Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// `CUDABlockSparseAttention.slowShapeHint` on stderr, if `config` has one.
-    static func printHint(config: SpargeConfig) {
-        guard let hint = CUDABlockSparseAttention.slowShapeHint(config: config) else { return }
+    /// `CUDABlockSparseAttention.slowShapeHint` on stderr, if `config` has one on `device`.
+    static func printHint(config: SpargeConfig, device: CUDADevice, options: CUDAOptions) {
+        guard let hint = CUDABlockSparseAttention.slowShapeHint(config: config, device: device, options: options) else { return }
         FileHandle.standardError.write(Data("sparge: hint: \(hint)\n".utf8))
     }
 

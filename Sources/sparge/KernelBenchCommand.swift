@@ -56,7 +56,6 @@ enum KernelBenchCommand {
             repeats = try o.int("repeat", range: 1...1000) ?? 10
             let maskPath = o.string("mask-out")
             if let maskPath { try StagedFile.checkDestination(maskPath, overwrite: o.has("force")) }
-            BackendOptions.printHint(config: config)
             let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
             (q, k, v) = try WorkloadGenerator(workload, shape: shape, seed: seed).generate(rows: [0..<seq])
             let t = DispatchTime.now().uptimeNanoseconds
@@ -94,6 +93,7 @@ enum KernelBenchCommand {
         let (config, workload, seq, heads, kvHeads, dim, repeats) =
             (setup.config, setup.workload, setup.seq, setup.heads, setup.kvHeads, setup.dim, setup.repeats)
         let (q, k, v, mask, maskSeconds) = (setup.q, setup.k, setup.v, setup.mask, setup.maskSeconds)
+        BackendOptions.printHint(config: config, device: device, options: .fromEnvironment)
 
         let t = DispatchTime.now().uptimeNanoseconds
         let attention = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,

@@ -133,14 +133,20 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
         }
     }
 
-    /// A line for the user where `config` is known to run the kernel slowly, else nil: 128-key blocks with
-    /// compute tiles under 128 rows leave one 4-warp CTA an SM (their double-buffered K/V take 128 KiB of
-    /// shared memory): 42% of FlexAttention's rate, against 73% with `--tile-q 128` (BENCHMARKS.md).
-    public static func slowShapeHint(config: SpargeConfig) -> String? {
+    /// A line for the user where `config` is known to run the kernel slowly on `device`, else nil. On Hopper
+    /// (with `options.hopperKernel`) the wgmma kernel takes 64-row compute tiles and 64- or 128-key blocks:
+    /// other shapes fall back to `mma.sync`, about half its rate. Elsewhere, 128-key blocks with compute tiles
+    /// under 128 rows leave one 4-warp CTA an SM (their double-buffered K/V take 128 KiB of shared memory):
+    /// 42% of FlexAttention's rate, against 73% with `--tile-q 128` (BENCHMARKS.md).
+    public static func slowShapeHint(config: SpargeConfig, device: CUDADevice, options: CUDAOptions) -> String? {
+        if AttentionKernel.hopperApplies(device: device, headDim: 128, config: SpargeConfig(), options: options) {
+            if AttentionKernel.hopperApplies(device: device, headDim: 128, config: config, options: options) { return nil }
+            return "the Hopper kernel takes --tile-q 64 (the default) and --block-k 64 or 128; "
+                + "this shape runs the mma.sync kernel, at about half its rate"
+        }
         guard config.blockK == 128 && config.computeTileQ < 128 else { return nil }
         return "with --block-k 128 the GPU kernel runs about 1.7× faster with --tile-q 128"
     }
-
 
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)?) throws {
         guard table.kvHeads == kvHeads && table.keyBlocks == keyBlocks && table.blockK == config.blockK else {
