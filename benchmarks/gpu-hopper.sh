@@ -6,7 +6,8 @@
 #      bench-kernel (now the wgmma kernel) beside PyTorch SDPA flash/cuDNN and FlexAttention on the same masks;
 #   3. the mma.sync kernel on the same shapes (SPARGE_CUDA_KERNEL=mma), for the before/after;
 #   4. bench-kernel with 128-key blocks (dense and the llm mask, written for the peer);
-#   5. the whole pass at N=32768, 8 heads (llm TopCdf, TopK 0.1, dense), both kernels; 1M causal, one rank;
+#   5. the whole pass at N=32768, 8 heads (llm TopCdf, TopK 0.1, dense), both kernels; 1M causal, one rank
+#      (TopCdf, and TopK 0.004 and 0.02 as the peer's);
 #   6. the peer: end to end (32K: TopK 1, 0.3, 0.1; 1M causal: TopK 0.004, 0.02) and its kernel on our
 #      128×128 llm mask and on all ones.
 # Needs beside it: sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py, peers/. Logs to $OUT.
@@ -50,8 +51,12 @@ for kernel in auto mma; do
         SPARGE_CUDA_KERNEL=$kernel timeout -k 5 120 "$BIN" "${b[@]}" $sel; echo "rc=$?"
     done
 done
-step "1M causal, one rank"
-timeout -k 5 200 "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --json --repeat 3; echo "rc=$?"
+for sel in "" "--topk 0.004" "--topk 0.02"; do
+    step "1M causal, one rank, ${sel:-TopCdf 0.98} (the peer's TopK at the same fractions below)"
+    # shellcheck disable=SC2086
+    timeout -k 5 200 "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --json --repeat 3 $sel
+    echo "rc=$?"
+done
 
 if [ -n "${peer_build:-}" ]; then
     step "peer: waiting for its build"

@@ -97,7 +97,8 @@ enum KernelBenchCommand {
 
         let t = DispatchTime.now().uptimeNanoseconds
         let attention = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,
-                                                     seqLen: seq, device: device, precision: precision)
+                                                     seqLen: seq, device: device, precision: precision,
+                                                     options: .fromEnvironment)
         let setupSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
         var table = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: mask.keyBlocks, blockK: config.blockK, seqLen: seq)
         let threads = ProcessInfo.processInfo.activeProcessorCount
