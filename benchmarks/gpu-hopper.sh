@@ -10,25 +10,14 @@
 #      (TopCdf, and TopK 0.004 and 0.02 as the peer's);
 #   6. the peer: end to end (32K: TopK 1, 0.3, 0.1; 1M causal: TopK 0.004, 0.02) and its kernel on our
 #      128×128 llm mask and on all ones.
-# Needs beside it: sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py, peers/. Logs to $OUT.
+# Needs beside it: gpu-call.sh, sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py, peers/. Logs to $OUT.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="${OUT:-$PWD/gpu-hopper-out}"; export OUT
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/hopper.log") 2>&1
 date -u; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
-if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
-BIN="${SPARGE_BIN:-$here/sparge}"
-if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$here/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
-export SPARGE_BIN="$BIN"
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-
-peer_dir=/tmp/spargeattn
-if [ -d "$here/peers" ]; then
-    ( bash "$here/peers/build_spargeattn.sh" "$peer_dir" > "$OUT/peer-build.log" 2>&1; echo "peer build rc=$?" >> "$OUT/peer-build.log" ) &
-    peer_build=$!
-fi
+source "$here/gpu-call.sh"
 
 step "gpu-check.sh all (correctness, then the kernel beside PyTorch)"
 OUT="$OUT/check" timeout -k 10 540 bash "$here/gpu-check.sh" all; echo "gpu-check.sh rc=$?"
@@ -60,7 +49,7 @@ done
 
 if [ -n "${peer_build:-}" ]; then
     step "peer: waiting for its build"
-    wait "$peer_build"; tail -n 3 "$OUT/peer-build.log"
+    [ "$peer_build" = none ] || wait "$peer_build"; tail -n 3 "$OUT/peer-build.log"
     step "peer: 32K, 8 heads, end to end, and its kernel on our masks"
     timeout -k 5 240 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk 1,0.3,0.1 \
         --mask "$OUT/mask-llm-cdf-k128.npy:128:128" --mask "$OUT/mask-llm-top10-k128.npy:128:128"; echo "rc=$?"

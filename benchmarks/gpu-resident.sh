@@ -11,7 +11,7 @@
 #   5. the peer's end-to-end call on the same shapes (TopK 1, 0.3, 0.1, 0.03; at 1M causal TopK 0.004, 0.02);
 #      where the machine still holds its build from an earlier call, it is not built again.
 # With nsys on the machine, also the kernel times of five 32K passes.
-# Needs beside it: sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py and peers/ (a copy of
+# Needs beside it: gpu-call.sh, sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py and peers/ (a copy of
 # ../shared/peers). Logs to $OUT.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,22 +19,7 @@ OUT="${OUT:-$PWD/gpu-resident-out}"; export OUT
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/resident.log") 2>&1
 date -u; nvidia-smi -L
-if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
-BIN="${SPARGE_BIN:-$here/sparge}"
-if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$here/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
-export SPARGE_BIN="$BIN"
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-
-peer_dir=/tmp/spargeattn
-if [ -d "$here/peers" ]; then
-    if ls "$peer_dir"/spas_sage_attn/_qattn*.so > /dev/null 2>&1; then
-        echo "peer: already built in $peer_dir" > "$OUT/peer-build.log"; peer_build=none
-    else
-        ( bash "$here/peers/build_spargeattn.sh" "$peer_dir" > "$OUT/peer-build.log" 2>&1; echo "peer build rc=$?" >> "$OUT/peer-build.log" ) &
-        peer_build=$!
-    fi
-fi
+source "$here/gpu-call.sh"
 
 step "correctness: gpu-check.sh test"
 timeout -k 10 420 bash "$here/gpu-check.sh" test; echo "gpu-check.sh test rc=$?"

@@ -1,0 +1,20 @@
+# Sourced by the one-call GPU scripts (gpu-resident.sh, gpu-hopper.sh), from the folder they were copied to
+# with sparge.gz and peers/: the environment of a run as root under mpirun, the binary, a step header, and
+# the peer's build started in the background. Sets BIN (exported as SPARGE_BIN), peer_dir, peer_build (the
+# build's pid, `none` when the machine still holds a build, unset without peers/).
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
+BIN="${SPARGE_BIN:-$here/sparge}"
+if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$here/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
+export SPARGE_BIN="$BIN"
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+
+peer_dir=/tmp/spargeattn
+if [ -d "$here/peers" ]; then
+    if ls "$peer_dir"/spas_sage_attn/_qattn*.so > /dev/null 2>&1; then
+        echo "peer: already built in $peer_dir" > "$OUT/peer-build.log"; peer_build=none
+    else
+        ( bash "$here/peers/build_spargeattn.sh" "$peer_dir" > "$OUT/peer-build.log" 2>&1; echo "peer build rc=$?" >> "$OUT/peer-build.log" ) &
+        peer_build=$!
+    fi
+fi
