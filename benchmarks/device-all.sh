@@ -7,7 +7,7 @@
 #      (skipped with DEVICE_CPU=0).
 # Needs, in $BIN_DIR (default .build/device): sparge.gz and libSpargeC.so.gz (a static, portable release
 # build: -Xswiftc -static-stdlib -Xswiftc -target-cpu -Xswiftc x86-64, gzipped to travel), and gpu-check.sh,
-# gpu_bench_torch.py, gpu-resident.sh copied beside them. Logs to $OUT (default ./device-out).
+# gpu_bench_torch.py, gpu-resident.sh and gpu-call.sh copied beside them. Logs to $OUT (default ./device-out).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN_DIR="${BIN_DIR:-$PWD/.build/device}"
