@@ -87,13 +87,6 @@ template <int N> __device__ __forceinline__ void fence_registers(float* r) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i]) :: "memory");
 }
 
-// D[64×64] (+)= A·Bᵀ, A and B K-major in shared memory (descriptors); scaleD 0 overwrites D.
-__device__ __forceinline__ void wgmma_ss_n64(float* d, u64 a, u64 b, int scaleD) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." QK_TYPE "." QK_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0; }\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(a), "l"(b), "r"(scaleD));
-}
 // D[64×64] += A·B, A (16-bit pairs) in registers, B MN-major (transposed) in shared memory.
 __device__ __forceinline__ void wgmma_rs_n64(float* d, const u32* a, u64 b) {
     asm volatile("{ .reg .pred p; setp.ne.b32 p, 1, 0;\n"
@@ -117,15 +110,6 @@ __device__ __forceinline__ void wgmma_rs_n128(float* d, const u32* a, u64 b) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
-// D[64×64] = A·Bᵀ: the first k-step, which reads nothing of D (so that no earlier write of those registers
-// is a dependence of the wgmma pipeline).
-__device__ __forceinline__ void wgmma_ss_first_n64(float* d, u64 a, u64 b) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, 0, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." QK_TYPE "." QK_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0; }\n"
-                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31])
-                 : "l"(a), "l"(b));
-}
-
 // D[64×128] = A·Bᵀ: the first k-step, which reads nothing of D (so that no earlier write of those registers
 // is a dependence of the wgmma pipeline).
 __device__ __forceinline__ void wgmma_ss_first_n128(float* d, u64 a, u64 b) {
@@ -134,7 +118,6 @@ __device__ __forceinline__ void wgmma_ss_first_n128(float* d, u64 a, u64 b) {
                  : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]), "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]), "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]), "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]), "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
                  : "l"(a), "l"(b));
 }
-
 
 #define wgmma_scores wgmma_ss_n128
 #define wgmma_scores_first wgmma_ss_first_n128
@@ -189,9 +172,9 @@ struct Tile {
     TileCounters counters;
 };
 
-// S = Q·Kᵀ for the warpgroup's 64 rows × the step's 128 keys, issued (not waited for): D/16 steps of k16; a 16-element
-// step within a 64-element swizzle row is a 32-byte move of the start address (the hardware applies the
-// swizzle to the address it forms).
+// S = Q·Kᵀ for the warpgroup's 64 rows × the step's 128 keys, issued (not waited for): D/16 steps of k16; a
+// 16-element step within a 64-element swizzle row is a 32-byte move of the start address (the hardware
+// applies the swizzle to the address it forms).
 __device__ __forceinline__ void issue_scores(float* s, u32 qBase, u32 kBase) {
     wgmma_fence();
 #pragma unroll
