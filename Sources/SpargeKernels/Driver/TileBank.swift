@@ -17,6 +17,9 @@ protocol TileBank: AnyObject, Sendable {
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
+    /// Called on a worker thread when its share of an `attend` call is done: gives back what the thread
+    /// holds for the tiles' products (AMX's tile registers, configured once per thread, not per visit).
+    func workerDone()
 }
 
 /// `AttentionTile`s whose running max and sum live in one arena, whose queries and scores live in each
@@ -107,6 +110,10 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     }
 
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
+
+    func workerDone() {
+        if arena.products == .bf16Tiles { arena.bf16.release() }
+    }
 }
 
 /// `ScalarAttentionTile`s, one object each: the plain loops the vector tiles are checked against, driven by
@@ -153,4 +160,6 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     }
 
     func statistics(tile: Int) -> AttentionStatistics { tiles[tile].statistics }
+
+    func workerDone() {}
 }
