@@ -279,6 +279,38 @@ __attribute__((target("amx-tile"))) static double loadconfig_ns(sparge_bf16_tile
     return (t1 - t0) / n;
 }
 
+/// Nanoseconds per TILELOADD (16 rows of 64 bytes, 256 bytes apart, as K's rows at D = 128) into 4 tiles in
+/// turn, walking a buffer of `bytes` (16 KB stays in the L1, 1 MB in the L2): what a visit's ~160 tile
+/// loads cost where their rows are.
+__attribute__((target("amx-tile"))) static double tile_load_ns(sparge_bf16_tile_kernels k, long bytes, long n) {
+    k.release();
+    struct __attribute__((aligned(64))) {
+        unsigned char palette, startRow, reserved[14];
+        unsigned short bytesPerRow[16];
+        unsigned char rows[16];
+    } c = {0};
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.bytesPerRow[t] = 64, c.rows[t] = 16;
+    _tile_loadconfig(&c);
+    char *buffer = aligned_alloc(4096, bytes);
+    memset(buffer, 1, bytes);
+    long tiles = bytes / 4096 * 4;  // 4 tiles per 4 KB: rows 256 bytes apart, each tile at its own 64-byte column
+    double t0 = now_ns();
+    for (long i = 0; i < n; i += 4) {
+        long a = i % tiles;
+        _tile_loadd(4, buffer + (a / 4) * 4096 + (a % 4) * 64, 256);
+        _tile_loadd(5, buffer + ((a + 1) / 4) * 4096 + ((a + 1) % 4) * 64, 256);
+        _tile_loadd(6, buffer + ((a + 2) / 4) * 4096 + ((a + 2) % 4) * 64, 256);
+        _tile_loadd(7, buffer + ((a + 3) / 4) * 4096 + ((a + 3) % 4) * 64, 256);
+    }
+    static float sink[256] __attribute__((aligned(64)));
+    _tile_stored(7, sink, 64);
+    double t1 = now_ns();
+    _tile_release();
+    free(buffer);
+    return (t1 - t0) / n;
+}
+
 typedef struct {
     long lanes, stride, dim, keys, blocks;
     float scale;
@@ -311,25 +343,22 @@ static pass make_pass(long blocks) {
     return p;
 }
 
-/// What one visit does in `mode`: 0 scores + fused softmax·P·V, 1 scores + softmax + P·V (two calls),
-/// 2 scores only, 3 softmax + P·V only (on the last scores), 4 as 0 with the tiles released after each visit
+/// What one visit does in `mode`: 0 scores alone, 1 scores + softmax, 2 scores + softmax + P·V (three
+/// calls), 3 scores + fused softmax·P·V (what a pass runs), 4 as 3 with the tiles released after each visit
 /// (a configuration load per visit, as every call paid before).
 static void visit(pass *p, sparge_bf16_tile_kernels k, int mode, int t, long b, long ahead) {
     const unsigned short *keys = p->kv + b * 2 * p->keys * p->dim, *valuesT = keys + p->keys * p->dim;
     const unsigned short *next = p->kv + ahead * 2 * p->keys * p->dim;
-    if (mode != 3) {
-        for (long r = 0; r < p->lanes; r++) p->rowMax[r] = -INFINITY;
-        k.scores(p->qT[t], p->stride, p->lanes, keys, p->dim, p->keys, p->scale, p->scores, p->rowMax,
-                 t == 0 ? next : NULL, next + p->keys * p->dim, 2 * p->keys * p->dim);
-    }
-    if (mode == 2) return;
-    if (mode == 1) {
+    for (long r = 0; r < p->lanes; r++) p->rowMax[r] = -INFINITY;
+    k.scores(p->qT[t], p->stride, p->lanes, keys, p->dim, p->keys, p->scale, p->scores, p->rowMax,
+             t == 0 ? next : NULL, next + p->keys * p->dim, 2 * p->keys * p->dim);
+    if (mode == 1 || mode == 2)
         k.softmax(p->scores, p->stride, p->lanes, p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t]);
+    if (mode == 2)
         k.pv((const unsigned *)p->scores, p->stride, p->lanes, valuesT, p->dim, p->keys, p->rowMax, p->out[t]);
-    } else {
+    if (mode >= 3)
         k.softmaxPV(p->scores, p->stride, p->lanes, p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t], valuesT,
                     p->dim, p->out[t]);
-    }
     if (mode == 4) k.release();
 }
 
@@ -352,21 +381,25 @@ static double ns_per_visit(pass *p, sparge_bf16_tile_kernels k, int mode, long v
     return round[2];
 }
 
-static void rates(sparge_bf16_tile_kernels k) {
+static void rates(sparge_bf16_tile_kernels k, sparge_bf16_tile_kernels plain) {
     const double flops = 4.0 * 64 * 64 * 128;
     double peak = tile_peak(k, 2000000);
     double ghz = peak / 1024;
-    printf("rates on one core: TDPBF16PS peak %.0f GFLOP/s (= %.2f GHz at 1024 FLOPs a cycle); LDTILECFG %.0f ns\n",
-           peak, ghz, loadconfig_ns(k, 100000));
+    printf("rates on one core: TDPBF16PS peak %.0f GFLOP/s (= %.2f GHz at 1024 FLOPs a cycle); LDTILECFG %.0f ns; "
+           "TILELOADD %.1f ns from the L1 (16 KB), %.1f ns from the L2 (1 MB)\n",
+           peak, ghz, loadconfig_ns(k, 100000), tile_load_ns(k, 16384, 400000), tile_load_ns(k, 1 << 20, 400000));
     pass hot = make_pass(2), cold = make_pass(512);
-    const char *modes[] = {"scores + fused softmax·P·V", "scores + softmax + P·V (3 calls)", "scores alone",
-                           "softmax·P·V alone", "fused, configured per visit"};
+    const char *modes[] = {"scores alone", "scores + softmax", "scores + softmax + P·V (3 calls)",
+                           "scores + fused softmax·P·V (the pass)", "the pass, configured per visit"};
     for (int which = 0; which < 2; which++) {
         pass *p = which ? &cold : &hot;
-        for (int mode = 0; mode < 5; mode++) {
-            double ns = ns_per_visit(p, k, mode, which ? 4096 : 8192);
-            printf("  %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n", modes[mode],
-                   which ? "512 blocks, 16 MB: from L3" : "2 blocks: L1/L2", ns, ns * ghz, flops / ns);
+        for (int variant = 0; variant < 2; variant++) {
+            for (int mode = variant ? 2 : 0; mode < (variant ? 4 : 5); mode++) {
+                double ns = ns_per_visit(p, variant ? plain : k, mode, which ? 4096 : 8192);
+                printf("  %s, %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n",
+                       modes[mode], variant ? "no L1 prefetch" : "L1 prefetch",
+                       which ? "512 blocks, 16 MB: from the L3" : "2 blocks", ns, ns * ghz, flops / ns);
+            }
         }
     }
     k.release();
@@ -407,7 +440,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) pthread_create(&id[i], NULL, run_check, &threads[i]);
     for (int i = 0; i < 2; i++) pthread_join(id[i], NULL);
     for (int i = 0; i < 2; i++) failed |= report(&threads[i]);
-    rates(amx.bf16);
+    rates(amx.bf16, sparge_bf16_kernels_without_l1_prefetch_amx());
     printf("amx-check: %s\n", failed ? "FAILED" : "PASSED");
     return failed ? 1 : 0;
 }

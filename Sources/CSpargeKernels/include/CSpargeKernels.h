@@ -172,6 +172,8 @@ sparge_tile_kernels sparge_kernels_avx512_blocking(void);
 /// For tests: the AMX set's bf16 kernels (tile_kernels_bf16.h) with the tile instructions emulated in C and
 /// the vectors compiled for AVX2: their loops, tails, strides and layouts, runnable without AMX.
 sparge_bf16_tile_kernels sparge_bf16_emulated(void);
+/// For benchmarks: the AMX bf16 kernels without the L1 prefetch of their next step's tile operands.
+sparge_bf16_tile_kernels sparge_bf16_kernels_without_l1_prefetch_amx(void);
 #endif
 
 #ifdef __cplusplus
