@@ -229,17 +229,26 @@ static int compare_doubles(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/// The kernels' configuration (8 tiles of 16 rows × 64 bytes), for the probes below: the kernels' own
+/// configuration is released first (so that their next call loads it again), and the probe releases its own.
+typedef struct __attribute__((aligned(64))) {
+    unsigned char palette, startRow, reserved[14];
+    unsigned short bytesPerRow[16];
+    unsigned char rows[16];
+} tile_configuration;
+
+static tile_configuration probe_configuration(sparge_bf16_tile_kernels k) {
+    k.release();
+    tile_configuration c = {0};
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.bytesPerRow[t] = 64, c.rows[t] = 16;
+    return c;
+}
+
 /// The tiles' own peak: TDPBF16PS on 4 accumulators from operands that stay in the tiles (16·16·32·2 FLOPs
 /// each); returns GFLOP/s. Tiles configured and released here (the kernels' configuration released first).
 __attribute__((target("amx-tile,amx-bf16"))) static double tile_peak(sparge_bf16_tile_kernels k, long n) {
-    k.release();
-    struct __attribute__((aligned(64))) {
-        unsigned char palette, startRow, reserved[14];
-        unsigned short bytesPerRow[16];
-        unsigned char rows[16];
-    } c = {0};
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) c.bytesPerRow[t] = 64, c.rows[t] = 16;
+    tile_configuration c = probe_configuration(k);
     _tile_loadconfig(&c);
     static unsigned short ones[16 * 32] __attribute__((aligned(64)));
     for (int i = 0; i < 16 * 32; i++) ones[i] = 0x3F80;
@@ -264,14 +273,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static double tile_peak(sparge_bf16
 
 /// Nanoseconds per LDTILECFG (what every kernel call paid before the configuration was kept per thread).
 __attribute__((target("amx-tile"))) static double loadconfig_ns(sparge_bf16_tile_kernels k, long n) {
-    k.release();
-    struct __attribute__((aligned(64))) {
-        unsigned char palette, startRow, reserved[14];
-        unsigned short bytesPerRow[16];
-        unsigned char rows[16];
-    } c = {0};
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) c.bytesPerRow[t] = 64, c.rows[t] = 16;
+    tile_configuration c = probe_configuration(k);
     double t0 = now_ns();
     for (long i = 0; i < n; i++) _tile_loadconfig(&c);
     double t1 = now_ns();
@@ -283,14 +285,7 @@ __attribute__((target("amx-tile"))) static double loadconfig_ns(sparge_bf16_tile
 /// turn, walking a buffer of `bytes` (16 KB stays in the L1, 1 MB in the L2): what a visit's ~160 tile
 /// loads cost where their rows are.
 __attribute__((target("amx-tile"))) static double tile_load_ns(sparge_bf16_tile_kernels k, long bytes, long n) {
-    k.release();
-    struct __attribute__((aligned(64))) {
-        unsigned char palette, startRow, reserved[14];
-        unsigned short bytesPerRow[16];
-        unsigned char rows[16];
-    } c = {0};
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) c.bytesPerRow[t] = 64, c.rows[t] = 16;
+    tile_configuration c = probe_configuration(k);
     _tile_loadconfig(&c);
     char *buffer = aligned_alloc(4096, bytes);
     memset(buffer, 1, bytes);
