@@ -1,3 +1,4 @@
+import CSpargeKernels
 import Dispatch
 import Synchronization
 
@@ -49,11 +50,12 @@ public final class BlockSparseAttention {
     ///     reference in tests).
     ///   - precision: what Q, K, V are rounded to (default fp32: not at all); the products are fp32.
     /// - Throws: `SpargeError.invalidArgument` when the shapes do not fit together.
-    public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1,
-                backend: AttentionBackend = .vector, precision: AttentionPrecision = .fp32) throws {
-        plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
-                                 config: config, seqLen: seqLen)
-        headDim = queries.dim
+    public convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                            threads: Int = 1, backend: AttentionBackend = .vector,
+                            precision: AttentionPrecision = .fp32) throws {
+        let plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
+                                     config: config, seqLen: seqLen)
+        let bank: any TileBank
         switch backend {
         case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected, precision: precision)
         case .isa(let isa):
@@ -66,6 +68,22 @@ public final class BlockSparseAttention {
             bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision,
                                   products: TileProducts.chosen(precision: precision, isa: isa, headDim: queries.dim))
         }
+        self.init(queries: queries, plan: plan, bank: bank, threads: threads, precision: precision)
+    }
+
+    /// The driver in `AttentionPrecision.bf16` on vector tiles whose bf16 tile kernels are `bf16Kernels` (D a
+    /// multiple of 32): tests drive it with `sparge_bf16_emulated()`, the AMX kernels' loops without AMX.
+    convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int,
+                     bf16Kernels: sparge_bf16_tile_kernels) throws {
+        let plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
+                                     config: config, seqLen: seqLen)
+        let bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .portable, precision: .bf16,
+                                  bf16Kernels: bf16Kernels)
+        self.init(queries: queries, plan: plan, bank: bank, threads: threads, precision: .bf16)
+    }
+
+    private init(queries: Tensor3, plan: AttentionPlan, bank: any TileBank, threads: Int, precision: AttentionPrecision) {
+        (self.plan, self.bank, headDim) = (plan, bank, queries.dim)
         // int8 and bf16 tiles round their queries as they pack them (bf16: the same rounding), so only fp32
         // products on a 16-bit precision need a rounded copy; it is made by every thread (one thread took
         // 0.18 s of a 32K pass, as long as the whole sparse pass's tiles at density 0.1).

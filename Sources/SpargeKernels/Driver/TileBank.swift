@@ -1,3 +1,5 @@
+import CSpargeKernels
+
 /// The tiles of one `AttentionPlan`, as the driver sees them: the vector tiles of an `AttentionTileArena`,
 /// or their scalar twins (the reference in tests). Tile `t` is `plan.tiles[t]`; a worker computes with up
 /// to `slots` tiles of one query block at a time. `output` is the driver's output buffer `[Hq, rows, D]`,
@@ -38,11 +40,14 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     let side: UnsafeMutablePointer<Float>
     let headDim: Int
 
-    init(plan: AttentionPlan, headDim: Int, isa: CPUISA, precision: AttentionPrecision) {
+    /// Tiles of `isa` in `precision`; with `bf16Kernels`, bf16 tiles on those kernels (tests: the emulated ones).
+    init(plan: AttentionPlan, headDim: Int, isa: CPUISA, precision: AttentionPrecision,
+         bf16Kernels: sparge_bf16_tile_kernels? = nil) {
         self.plan = plan
         self.headDim = headDim
+        let products = bf16Kernels == nil ? TileProducts.chosen(precision: precision, isa: isa, headDim: headDim) : .bf16Tiles
         arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
-                                   isa: isa, products: TileProducts.chosen(precision: precision, isa: isa, headDim: headDim))
+                                   isa: isa, products: products, bf16Kernels: bf16Kernels)
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
