@@ -36,15 +36,7 @@ final class AttendCallsTests: XCTestCase {
 
     func testPartialTablesOverSeveralCallsMatchDoubleAndTheScalarTwin() throws {
         for c in Self.freshCases() {
-            var g = SeededGenerator(seed: c.seed)
-            let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
-            let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
-            // Each key block goes to one of the calls, at random: a ring step holds an arbitrary subset.
-            let nk = (c.tokens + 15) / 16
-            let callOf = (0..<nk).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+            let (q, k, v, config, mask, callOf) = inputs(c)
             let vector = try attendInCalls(q: q, k: k, v: v, mask: mask, config: config, callOf: callOf, calls: c.calls,
                                            backend: .vector)
             let scalar = try attendInCalls(q: q, k: k, v: v, mask: mask, config: config, callOf: callOf, calls: c.calls,
@@ -73,14 +65,7 @@ final class AttendCallsTests: XCTestCase {
         guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
         for var c in Self.freshCases().prefix(4) {
             c.dim = [32, 64].randomElement()!
-            var g = SeededGenerator(seed: c.seed)
-            let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
-            let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
-            let nk = (c.tokens + 15) / 16
-            let callOf = (0..<nk).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+            let (q, k, v, config, mask, callOf) = inputs(c)
             let tiles = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
                                                  threads: 2, bf16Kernels: sparge_bf16_emulated())
             let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
@@ -93,6 +78,19 @@ final class AttendCallsTests: XCTestCase {
         #else
         throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
         #endif
+    }
+
+    /// The case's Q, K, V, configuration (blocks 32 × 16, tiles of 16), random mask, and the call that holds
+    /// each key block (at random: a ring step holds an arbitrary subset).
+    func inputs(_ c: Case) -> (q: Tensor3, k: Tensor3, v: Tensor3, config: SpargeConfig, mask: BlockMask, callOf: [Int]) {
+        var g = SeededGenerator(seed: c.seed)
+        let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
+        let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
+        let callOf = (0..<((c.tokens + 15) / 16)).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+        return (q, k, v, config, mask, callOf)
     }
 
     /// A driver fed in `calls` calls, call `i` with the key blocks `b` where `callOf[b] == i`.
