@@ -10,10 +10,9 @@
 //   chained  scores → softmax → P·V of each alone (P may differ by a bf16 step where the scores' order did).
 // It runs the emulated kernels (the same source, tiles emulated in C) everywhere, and the AMX kernels where
 // sparge_cpu_isa() says AMX, on two threads at once (each loads its own tile configuration). Prints the
-// largest errors; exits 1 on a failure, 2 when this CPU has no AMX (the emulated check still ran). It also
-// checks the fused softmax·P·V against the two kernels it fuses (bit for bit), and on AMX then times a
-// visit on one core (`rates`): the tiles' peak, a configuration load, and the kernels of a visit together
-// and apart, on blocks in the L1/L2 and streamed from the L3.
+// largest errors; exits 1 on a failure, 2 when this CPU has no AMX (the emulated check still ran). On AMX
+// it then times a visit on one core (`rates`): the tiles' peak, a configuration load, and the kernels of a
+// visit together and apart, on blocks in the L1/L2 and streamed from the L3.
 #include "CSpargeKernels.h"
 #include <math.h>
 #include <pthread.h>
@@ -40,7 +39,7 @@ typedef struct {
     long trials;
     unsigned long long seed;
     double scores, sums, pv, chained;
-    long pairMismatches, stateMismatches, failures, fusedMismatches;
+    long pairMismatches, stateMismatches, failures;
 } check;
 
 /// Largest |a − b| over the largest of `magnitude` (the same sums of |terms|), over n values.
@@ -154,30 +153,6 @@ static void *run_check(void *argument) {
         if (!(ep <= c->pv)) c->pv = ep;
         bad |= !(ep <= pvTolerance);
 
-        // The fused softmax and P·V against the two kernels of the same set, from the same scores and state:
-        // bit for bit (by definition; the twin and the tiles alike).
-        {
-            float *sa = malloc(4 * scoreFloats), *sb = malloc(4 * scoreFloats);
-            float *state = malloc(4 * 6 * lanes), *oa = malloc(4 * dim * lanes), *ob = malloc(4 * dim * lanes);
-            for (long r = 0; r < lanes; r++) {
-                state[r] = state[3 * lanes + r] = pick(&g, 4) ? (float)(uniform(&g) * 4 - 2) : -INFINITY;
-                state[lanes + r] = state[4 * lanes + r] = pick(&g, 4) ? (float)(uniform(&g) * 4 - 2) : -INFINITY;
-                state[2 * lanes + r] = state[5 * lanes + r] = (float)(1 + uniform(&g) * 10);
-            }
-            for (long i = 0; i < scoreFloats; i++) sa[i] = sb[i] = (float)(uniform(&g) * 40 - 20);
-            memcpy(oa, o0, 4 * dim * lanes);
-            memcpy(ob, o0, 4 * dim * lanes);
-            c->kernels.softmax(sa, stride, lanes, keyCount, scale, state, state + lanes, state + 2 * lanes);
-            c->kernels.pv((const unsigned *)sa, stride, lanes, vT, dim, keyCount, state, oa);
-            c->kernels.softmaxPV(sb, stride, lanes, keyCount, scale, state + 3 * lanes, state + 4 * lanes,
-                                 state + 5 * lanes, vT, dim, ob);
-            long differing = memcmp(oa, ob, 4 * dim * lanes) != 0 || memcmp(state, state + 3 * lanes, 12 * lanes) != 0;
-            for (long j = 0; j < kp / 2; j++) differing += memcmp(sa + j * stride, sb + j * stride, 4 * lanes) != 0;
-            c->fusedMismatches += differing;
-            bad |= differing > 0;
-            free(sa), free(sb), free(state), free(oa), free(ob);
-        }
-
         // Chained, each on its own.
         sparge_bf16_tile_kernels sets[2] = {c->kernels, twin};
         float *outs[2] = {o1, o2};
@@ -207,10 +182,9 @@ static void *run_check(void *argument) {
 
 static int report(const check *c) {
     printf("%-22s %ld trials: scores %.2e (≤ %.0e), P pairs differing %ld (of the twin's bits; must be 0), "
-           "maxima/α differing %ld, sums %.2e (≤ %.0e), P·V %.2e (≤ %.0e), chained %.2e (≤ %.0e), fused softmax "
-           "and P·V differing from the two kernels %ld (must be 0): %s\n",
+           "maxima/α differing %ld, sums %.2e (≤ %.0e), P·V %.2e (≤ %.0e), chained %.2e (≤ %.0e): %s\n",
            c->name, c->trials, c->scores, scoreTolerance, c->pairMismatches, c->stateMismatches, c->sums,
-           sumTolerance, c->pv, pvTolerance, c->chained, chainedTolerance, c->fusedMismatches,
+           sumTolerance, c->pv, pvTolerance, c->chained, chainedTolerance,
            c->failures ? "FAILED" : "passed");
     return c->failures ? 1 : 0;
 }
@@ -338,23 +312,19 @@ static pass make_pass(long blocks) {
     return p;
 }
 
-/// What one visit does in `mode`: 0 scores alone, 1 scores + softmax, 2 scores + softmax + P·V (three
-/// calls), 3 scores + fused softmax·P·V (what a pass runs), 4 as 3 with the tiles released after each visit
-/// (a configuration load per visit, as every call paid before).
+/// What one visit does in `mode`: 0 scores alone, 1 scores + softmax, 2 scores + softmax + P·V (what a
+/// pass runs), 3 as 2 with the tiles released after each visit (a configuration load per visit).
 static void visit(pass *p, sparge_bf16_tile_kernels k, int mode, int t, long b, long ahead) {
     const unsigned short *keys = p->kv + b * 2 * p->keys * p->dim, *valuesT = keys + p->keys * p->dim;
     const unsigned short *next = p->kv + ahead * 2 * p->keys * p->dim;
     for (long r = 0; r < p->lanes; r++) p->rowMax[r] = -INFINITY;
     k.scores(p->qT[t], p->stride, p->lanes, keys, p->dim, p->keys, p->scale, p->scores, p->rowMax,
              t == 0 ? next : NULL, next + p->keys * p->dim, 2 * p->keys * p->dim);
-    if (mode == 1 || mode == 2)
+    if (mode >= 1)
         k.softmax(p->scores, p->stride, p->lanes, p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t]);
-    if (mode == 2)
+    if (mode >= 2)
         k.pv((const unsigned *)p->scores, p->stride, p->lanes, valuesT, p->dim, p->keys, p->rowMax, p->out[t]);
-    if (mode >= 3)
-        k.softmaxPV(p->scores, p->stride, p->lanes, p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t], valuesT,
-                    p->dim, p->out[t]);
-    if (mode == 4) k.release();
+    if (mode == 3) k.release();
 }
 
 /// Median over 5 rounds of ns per visit: every block of the pass visited by both tiles, in order.
@@ -376,7 +346,7 @@ static double ns_per_visit(pass *p, sparge_bf16_tile_kernels k, int mode, long v
     return round[2];
 }
 
-static void rates(sparge_bf16_tile_kernels k, sparge_bf16_tile_kernels plain) {
+static void rates(sparge_bf16_tile_kernels k) {
     const double flops = 4.0 * 64 * 64 * 128;
     double peak = tile_peak(k, 2000000);
     double ghz = peak / 1024;
@@ -384,17 +354,14 @@ static void rates(sparge_bf16_tile_kernels k, sparge_bf16_tile_kernels plain) {
            "TILELOADD %.1f ns from the L1 (16 KB), %.1f ns from the L2 (1 MB)\n",
            peak, ghz, loadconfig_ns(k, 100000), tile_load_ns(k, 16384, 400000), tile_load_ns(k, 1 << 20, 400000));
     pass hot = make_pass(2), cold = make_pass(512);
-    const char *modes[] = {"scores alone", "scores + softmax", "scores + softmax + P·V (3 calls)",
-                           "scores + fused softmax·P·V (the pass)", "the pass, configured per visit"};
+    const char *modes[] = {"scores alone", "scores + softmax", "scores + softmax + P·V (the pass)",
+                           "the pass, configured per visit"};
     for (int which = 0; which < 2; which++) {
         pass *p = which ? &cold : &hot;
-        for (int variant = 0; variant < 2; variant++) {
-            for (int mode = variant ? 2 : 0; mode < (variant ? 4 : 5); mode++) {
-                double ns = ns_per_visit(p, variant ? plain : k, mode, which ? 4096 : 8192);
-                printf("  %s, %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n",
-                       modes[mode], variant ? "no L1 prefetch" : "L1 prefetch",
-                       which ? "512 blocks, 16 MB: from the L3" : "2 blocks", ns, ns * ghz, flops / ns);
-            }
+        for (int mode = 0; mode < 4; mode++) {
+            double ns = ns_per_visit(p, k, mode, which ? 4096 : 8192);
+            printf("  %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n", modes[mode],
+                   which ? "512 blocks, 16 MB: from the L3" : "2 blocks", ns, ns * ghz, flops / ns);
         }
     }
     k.release();
@@ -414,7 +381,7 @@ int main(int argc, char **argv) {
     int failed = 0;
 #if defined(__x86_64__)
     if (isa >= SPARGE_ISA_AVX2) {
-        check emulated = {"emulated tiles (AVX2)", sparge_bf16_emulated(), trials, seed, 0, 0, 0, 0, 0, 0, 0, 0};
+        check emulated = {"emulated tiles (AVX2)", sparge_bf16_emulated(), trials, seed, 0, 0, 0, 0, 0, 0, 0};
         run_check(&emulated);
         failed |= report(&emulated);
     }
@@ -429,13 +396,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     // Two threads at once, each from a fresh thread (its own tile configuration), different seeds.
-    check threads[2] = {{"amx thread 1", amx.bf16, trials, seed + 1, 0, 0, 0, 0, 0, 0, 0, 0},
-                        {"amx thread 2", amx.bf16, trials, seed + 2, 0, 0, 0, 0, 0, 0, 0, 0}};
+    check threads[2] = {{"amx thread 1", amx.bf16, trials, seed + 1, 0, 0, 0, 0, 0, 0, 0},
+                        {"amx thread 2", amx.bf16, trials, seed + 2, 0, 0, 0, 0, 0, 0, 0}};
     pthread_t id[2];
     for (int i = 0; i < 2; i++) pthread_create(&id[i], NULL, run_check, &threads[i]);
     for (int i = 0; i < 2; i++) pthread_join(id[i], NULL);
     for (int i = 0; i < 2; i++) failed |= report(&threads[i]);
-    rates(amx.bf16, sparge_bf16_kernels_without_l1_prefetch_amx());
+    rates(amx.bf16);
     printf("amx-check: %s\n", failed ? "FAILED" : "PASSED");
     return failed ? 1 : 0;
 }

@@ -15,9 +15,8 @@
 # PYTHON has PyTorch (the peer: CARRY/peers/torch_cpu_sdpa.py).
 #
 # 1. The kernels: amx-check, the AMX bf16 kernels against their scalar twin on fresh random shapes (two
-#    threads at once), the fused softmax·P·V against the two kernels it fuses, the same source with emulated
-#    tiles; then a visit's time on one core (the tiles' peak, a configuration load, the kernels together and
-#    apart, blocks in the L1/L2 and from the L3).
+#    threads at once), the same source with emulated tiles; then a visit's time on one core (the tiles' peak,
+#    a configuration load, the kernels together and apart, blocks in the L1/L2 and from the L3).
 # 2. The dispatch: `bench` must name `amx` by default, and SPARGE_CPU_ISA=avx512 must still force AVX-512.
 # 3. Correctness of whole passes: `verify --precision bf16` with the AMX set against the Double reference on
 #    the rounded inputs (llm causal, video, random dense at D = 128, llm at D = 64, 2 ranks), and AVX-512's

@@ -100,16 +100,9 @@ static void twin_pv(const unsigned *probabilities, long stride, long lanes, cons
     }
 }
 
-static void twin_softmax_pv(float *scores, long stride, long lanes, long keyCount, float scale,
-                            float *blockMaxThenAlpha, float *runningMax, float *runningSum,
-                            const unsigned short *valuesT, long dim, float *outputT) {
-    twin_softmax(scores, stride, lanes, keyCount, scale, blockMaxThenAlpha, runningMax, runningSum);
-    twin_pv((const unsigned *)scores, stride, lanes, valuesT, dim, keyCount, blockMaxThenAlpha, outputT);
-}
-
 static void twin_release(void) {}
 
 sparge_bf16_tile_kernels sparge_bf16_twin(void) {
-    sparge_bf16_tile_kernels k = {twin_scores, twin_softmax, twin_pv, twin_softmax_pv, twin_release};
+    sparge_bf16_tile_kernels k = {twin_scores, twin_softmax, twin_pv, twin_release};
     return k;
 }

@@ -18,17 +18,15 @@
 // (32 stores). In vectors: the maxima 256 loads and 256 max; the softmax per 16 lanes and key pair ~36
 // instructions (2 loads, 2 FMAs, 2 × 13 for exp2, vcvtne2ps2bf16 + vpermw, a store, 2 adds), 4·32·36 ≈ 4600.
 // The tiles' arithmetic is 128 × 16 = 2048 cycles; the vectors ~2500 cycles on two 512-bit ports. The tile
-// registers are not renamed, so a tile's next load waits for the last product that reads it, and the
-// vector work and the tile work of one lane group depend on each other: what the kernels can overlap is the
-// tile work of one 32-lane group with the vector work of another, which `bf16_softmax_pv` and
-// `bf16_scores` arrange in program order (the out-of-order core then runs both).
+// registers are not renamed, and a tile's softmax sits between its own scores and P·V, so within one tile
+// the two kinds of work wait for each other. Interleaving one lane group's softmax with another's P·V
+// (`bf16_softmax_pv`, 1ab15bf) made a visit 0.2–2.6 µs slower on the device (BENCHMARKS.md): the tile
+// loads of P then read rows that vector stores had just written.
 //
-// Bytes: a visit's tile loads read ~128 KB (K and Vᵀ twice, Q̂ᵀ, Pᵀ, Oᵀ) and store ~48 KB (Sᵀ, Oᵀ), while
-// the two tiles of a query block keep ~160 KB in use (their Q̂ᵀ and Oᵀ, Sᵀ, the block): more than the 48 KB
-// L1, so most tile loads find their 16 rows in the L2. Unless `l1Prefetch` is 0, every step asks for the
-// rows of the next step's operands (and every Oᵀ chunk for the next chunk's) with prefetcht0 while its
-// products run, one step (~64 cycles of TDPBF16PS) ahead: 64 lines a step, what the L2 can deliver in that
-// time. The variant without it (`KERNEL(bf16_kernels_without_l1_prefetch)`) is there to be measured.
+// Bytes: a visit's tile loads read ~128 KB (K and Vᵀ twice, Q̂ᵀ, Pᵀ, Oᵀ) and store ~48 KB (Sᵀ, Oᵀ), mostly
+// from the L2 (a query block's tiles keep ~200 KB in use). Asking for every next step's rows in the L1
+// (prefetcht0, 64 lines a step) made a visit 2.3 µs slower in the L2 and 0.6 µs slower from the L3
+// (BENCHMARKS.md): the hardware keeps up without it.
 
 /// C tiles 0–3 += A·B for two row groups of A (`a0`, `a1`: 16 rows of 32 bf16, `aBytes` apart) and two
 /// lane groups of B (`b`, `b + 16`: 16 rows of 16 pairs, `bBytes` apart): the step of both products.
@@ -44,11 +42,6 @@ INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, lon
     TILE_DP(3, 5, 7);
 }
 
-/// Asks for the 16 rows of a tile operand (64 bytes each, `rowBytes` apart) in the L1.
-INLINE void prefetch_tile(const void *p, long rowBytes) {
-    for (int r = 0; r < 16; r++) __builtin_prefetch((const char *)p + r * rowBytes, 0, 3);
-}
-
 /// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]) for the 16 lanes from r (scaling is
 /// monotone, so the scaled maximum is the maximum of the scaled scores).
 INLINE void row_maxima16(const float *scores, long stride, long r, long keyCount, vfloat scale, float *rowMax) {
@@ -57,54 +50,8 @@ INLINE void row_maxima16(const float *scores, long stride, long r, long keyCount
     vstore(rowMax + r, vmax(vload(rowMax + r), m * scale));
 }
 
-/// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), stored straight into the score rows (Kp
-/// of them), then the block's maxima over the real keys, scaled. The maxima of one 32-lane group are taken
-/// while the tiles compute the next group's scores, and the next block is asked for a few lines per step.
-INLINE void scores_tiles(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
-                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
-                         const void *aheadValues, long aheadBytes, int l1Prefetch) {
-    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, keyBytes = dim * 2;
-    const vfloat s = vsplat(scale);
-    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes, lanes / 32 * (kp / 32) * (dim / 32));
-    TILE_CONFIGURE();
-    for (long g = 0; g <= lanes; g += 32) {
-        if (g < lanes) {
-            for (long c = 0; c < kp; c += 32) {
-                TILE_ZERO(0);
-                TILE_ZERO(1);
-                TILE_ZERO(2);
-                TILE_ZERO(3);
-                for (long i = 0; i < dim; i += 32) {
-                    prefetch_some(&ahead);
-                    if (l1Prefetch) {
-                        // The next step's rows: K's two row groups and Q̂ᵀ's two lane groups.
-                        long ni = i + 32 < dim ? i + 32 : 0, nc = i + 32 < dim ? c : c + 32, ng = g;
-                        if (nc >= kp) nc = 0, ng = g + 32;
-                        if (ng < lanes) {
-                            prefetch_tile(keys + nc * dim + ni, keyBytes);
-                            prefetch_tile(keys + (nc + 16) * dim + ni, keyBytes);
-                            prefetch_tile(queriesT + ni / 2 * stride + ng, rowBytes);
-                            prefetch_tile(queriesT + ni / 2 * stride + ng + 16, rowBytes);
-                        }
-                    }
-                    products_2x2(keys + c * dim + i, keys + (c + 16) * dim + i, keyBytes,
-                                 queriesT + i / 2 * stride + g, rowBytes);
-                }
-                TILE_STORE(0, scores + c * stride + g, rowBytes);
-                TILE_STORE(1, scores + c * stride + g + 16, rowBytes);
-                TILE_STORE(2, scores + (c + 16) * stride + g, rowBytes);
-                TILE_STORE(3, scores + (c + 16) * stride + g + 16, rowBytes);
-            }
-        }
-        if (g > 0) {
-            row_maxima16(scores, stride, g - 32, keyCount, s, rowMax);
-            row_maxima16(scores, stride, g - 16, keyCount, s, rowMax);
-        }
-    }
-}
-
-/// The online-softmax update of 16 lanes, split so that it can run in parts between tile work: begin (m,
-/// α, the shift), the key pairs of a range, end (the state written back).
+/// The online-softmax update of 16 lanes: begin (m, α, the shift), the key pairs of a range, end (the state
+/// written back).
 typedef struct {
     vfloat m, alpha, negShift, sum;
 } softmax16;
@@ -153,6 +100,41 @@ INLINE void softmax16_end(const softmax16 *st, long r, float *blockMaxThenAlpha,
     vstore(blockMaxThenAlpha + r, st->alpha);
 }
 
+/// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), stored straight into the score rows (Kp
+/// of them), then the block's maxima over the real keys, scaled. The maxima of one 32-lane group are taken
+/// while the tiles compute the next group's scores, and the next block is asked for a few lines per step.
+void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
+                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
+                         const void *aheadValues, long aheadBytes) {
+    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, keyBytes = dim * 2;
+    const vfloat s = vsplat(scale);
+    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes, lanes / 32 * (kp / 32) * (dim / 32));
+    TILE_CONFIGURE();
+    for (long g = 0; g <= lanes; g += 32) {
+        if (g < lanes) {
+            for (long c = 0; c < kp; c += 32) {
+                TILE_ZERO(0);
+                TILE_ZERO(1);
+                TILE_ZERO(2);
+                TILE_ZERO(3);
+                for (long i = 0; i < dim; i += 32) {
+                    prefetch_some(&ahead);
+                    products_2x2(keys + c * dim + i, keys + (c + 16) * dim + i, keyBytes,
+                                 queriesT + i / 2 * stride + g, rowBytes);
+                }
+                TILE_STORE(0, scores + c * stride + g, rowBytes);
+                TILE_STORE(1, scores + c * stride + g + 16, rowBytes);
+                TILE_STORE(2, scores + (c + 16) * stride + g, rowBytes);
+                TILE_STORE(3, scores + (c + 16) * stride + g + 16, rowBytes);
+            }
+        }
+        if (g > 0) {
+            row_maxima16(scores, stride, g - 32, keyCount, s, rowMax);
+            row_maxima16(scores, stride, g - 16, keyCount, s, rowMax);
+        }
+    }
+}
+
 void KERNEL(bf16_softmax)(float *scores, long stride, long lanes, long keyCount, float scale,
                           float *blockMaxThenAlpha, float *runningMax, float *runningSum) {
     const vfloat s = vsplat(scale);
@@ -175,158 +157,35 @@ INLINE void rescale32(const float *alpha, long lanes, long g, long dim, float *o
     }
 }
 
-/// Oᵀ rows i…i+31, lanes g…g+31 += Vᵀ·Pᵀ over the Kp keys: 4 C tiles loaded, Kp/32 steps, stored.
-/// With `l1Prefetch`, each step asks for the next step's Vᵀ and Pᵀ rows, and the chunk for the next chunk's
-/// Oᵀ rows (`nextI`, `nextG`: the chunk the caller computes next; nextI < 0 for none).
-INLINE void products_pv32(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT,
-                          long dim, long kp, long i, long g, float *outputT, int l1Prefetch, long nextI, long nextG) {
-    const long rowBytes = stride * 4, outBytes = lanes * 4, valueBytes = kp * 2;
-    float *o = outputT + i * lanes + g;
-    TILE_LOAD(0, o, outBytes);
-    TILE_LOAD(1, o + 16, outBytes);
-    TILE_LOAD(2, o + 16 * lanes, outBytes);
-    TILE_LOAD(3, o + 16 * lanes + 16, outBytes);
-    if (l1Prefetch && nextI >= 0) {
-        const float *next = outputT + nextI * lanes + nextG;
-        prefetch_tile(next, outBytes);
-        prefetch_tile(next + 16, outBytes);
-        prefetch_tile(next + 16 * lanes, outBytes);
-        prefetch_tile(next + 16 * lanes + 16, outBytes);
-    }
-    for (long c = 0; c < kp; c += 32) {
-        if (l1Prefetch) {
-            // The next step's rows: this chunk's next keys, else the next chunk's first.
-            long nc = c + 32 < kp ? c + 32 : 0, ni = c + 32 < kp ? i : nextI, ng = c + 32 < kp ? g : nextG;
-            if (ni >= 0 && ni < dim) {
-                prefetch_tile(valuesT + ni * kp + nc, valueBytes);
-                prefetch_tile(valuesT + (ni + 16) * kp + nc, valueBytes);
-                prefetch_tile(probabilities + nc / 2 * stride + ng, rowBytes);
-                prefetch_tile(probabilities + nc / 2 * stride + ng + 16, rowBytes);
-            }
-        }
-        products_2x2(valuesT + i * kp + c, valuesT + (i + 16) * kp + c, valueBytes, probabilities + c / 2 * stride + g,
-                     rowBytes);
-    }
-    TILE_STORE(0, o, outBytes);
-    TILE_STORE(1, o + 16, outBytes);
-    TILE_STORE(2, o + 16 * lanes, outBytes);
-    TILE_STORE(3, o + 16 * lanes + 16, outBytes);
-}
-
-INLINE void pv_tiles(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
-                     long keyCount, const float *alpha, float *outputT, int l1Prefetch) {
-    const long kp = sparge_bf16_padded_keys(keyCount);
+/// Oᵀ in chunks of 32 rows × 32 lanes (4 C tiles loaded, Kp/32 steps, stored), each lane group rescaled
+/// first.
+void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
+                     long keyCount, const float *alpha, float *outputT) {
+    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, outBytes = lanes * 4, valueBytes = kp * 2;
     TILE_CONFIGURE();
     for (long g = 0; g < lanes; g += 32) {
         rescale32(alpha, lanes, g, dim, outputT);
         for (long i = 0; i < dim; i += 32) {
-            long nextI = i + 32 < dim ? i + 32 : (g + 32 < lanes ? 0 : -1), nextG = i + 32 < dim ? g : g + 32;
-            products_pv32(probabilities, stride, lanes, valuesT, dim, kp, i, g, outputT, l1Prefetch, nextI, nextG);
+            float *o = outputT + i * lanes + g;
+            TILE_LOAD(0, o, outBytes);
+            TILE_LOAD(1, o + 16, outBytes);
+            TILE_LOAD(2, o + 16 * lanes, outBytes);
+            TILE_LOAD(3, o + 16 * lanes + 16, outBytes);
+            for (long c = 0; c < kp; c += 32) {
+                products_2x2(valuesT + i * kp + c, valuesT + (i + 16) * kp + c, valueBytes,
+                             probabilities + c / 2 * stride + g, rowBytes);
+            }
+            TILE_STORE(0, o, outBytes);
+            TILE_STORE(1, o + 16, outBytes);
+            TILE_STORE(2, o + 16 * lanes, outBytes);
+            TILE_STORE(3, o + 16 * lanes + 16, outBytes);
         }
     }
-}
-
-/// `bf16_softmax`, then `bf16_pv` on its P and α, in one pass over 32-lane groups: step g runs the softmax
-/// of group g in parts between the D chunks of group g − 1's P·V (every lane's operations and their order
-/// are those of the two kernels, so the results are theirs bit for bit).
-INLINE void softmax_pv_tiles(float *scores, long stride, long lanes, long keyCount, float scale,
-                             float *blockMaxThenAlpha, float *runningMax, float *runningSum,
-                             const unsigned short *valuesT, long dim, float *outputT, int l1Prefetch) {
-    const vfloat s = vsplat(scale);
-    const long kp = sparge_bf16_padded_keys(keyCount), pairRows = kp / 2, chunks = dim / 32;
-    const unsigned *probabilities = (const unsigned *)scores;
-    TILE_CONFIGURE();
-    for (long g = 0; g <= lanes; g += 32) {
-        int soft = g < lanes, product = g > 0;
-        softmax16 st[2];
-        if (soft) {
-            st[0] = softmax16_begin(g, blockMaxThenAlpha, runningMax);
-            st[1] = softmax16_begin(g + 16, blockMaxThenAlpha, runningMax);
-        }
-        if (product) {
-            if (l1Prefetch) {
-                // The first chunk's operands of group g − 1 (later ones are asked for chunk by chunk).
-                const float *o = outputT + g - 32;
-                prefetch_tile(o, lanes * 4);
-                prefetch_tile(o + 16, lanes * 4);
-                prefetch_tile(o + 16 * lanes, lanes * 4);
-                prefetch_tile(o + 16 * lanes + 16, lanes * 4);
-                prefetch_tile(valuesT, kp * 2);
-                prefetch_tile(valuesT + 16 * kp, kp * 2);
-            }
-            rescale32(blockMaxThenAlpha, lanes, g - 32, dim, outputT);
-        }
-        for (long part = 0; part < chunks; part++) {
-            if (product) {
-                long i = part * 32, nextI = i + 32 < dim ? i + 32 : -1;  // the next group's P is not written yet
-                products_pv32(probabilities, stride, lanes, valuesT, dim, kp, i, g - 32, outputT, l1Prefetch, nextI, g - 32);
-            }
-            if (soft) {
-                long j0 = pairRows * part / chunks, j1 = pairRows * (part + 1) / chunks;
-                softmax16_pairs(&st[0], scores, stride, g, keyCount, s, j0, j1);
-                softmax16_pairs(&st[1], scores, stride, g + 16, keyCount, s, j0, j1);
-            }
-        }
-        if (soft) {
-            softmax16_end(&st[0], g, blockMaxThenAlpha, runningMax, runningSum);
-            softmax16_end(&st[1], g + 16, blockMaxThenAlpha, runningMax, runningSum);
-        }
-    }
-}
-
-void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
-                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
-                         const void *aheadValues, long aheadBytes) {
-    scores_tiles(queriesT, stride, lanes, keys, dim, keyCount, scale, scores, rowMax, aheadKeys, aheadValues,
-                 aheadBytes, 1);
-}
-
-void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
-                     long keyCount, const float *alpha, float *outputT) {
-    pv_tiles(probabilities, stride, lanes, valuesT, dim, keyCount, alpha, outputT, 1);
-}
-
-void KERNEL(bf16_softmax_pv)(float *scores, long stride, long lanes, long keyCount, float scale,
-                             float *blockMaxThenAlpha, float *runningMax, float *runningSum,
-                             const unsigned short *valuesT, long dim, float *outputT) {
-    softmax_pv_tiles(scores, stride, lanes, keyCount, scale, blockMaxThenAlpha, runningMax, runningSum, valuesT, dim,
-                     outputT, 1);
-}
-
-static void KERNEL(bf16_scores_without_l1_prefetch)(const unsigned *queriesT, long stride, long lanes,
-                                                    const unsigned short *keys, long dim, long keyCount, float scale,
-                                                    float *scores, float *rowMax, const void *aheadKeys,
-                                                    const void *aheadValues, long aheadBytes) {
-    scores_tiles(queriesT, stride, lanes, keys, dim, keyCount, scale, scores, rowMax, aheadKeys, aheadValues,
-                 aheadBytes, 0);
-}
-
-static void KERNEL(bf16_pv_without_l1_prefetch)(const unsigned *probabilities, long stride, long lanes,
-                                                const unsigned short *valuesT, long dim, long keyCount,
-                                                const float *alpha, float *outputT) {
-    pv_tiles(probabilities, stride, lanes, valuesT, dim, keyCount, alpha, outputT, 0);
-}
-
-static void KERNEL(bf16_softmax_pv_without_l1_prefetch)(float *scores, long stride, long lanes, long keyCount,
-                                                        float scale, float *blockMaxThenAlpha, float *runningMax,
-                                                        float *runningSum, const unsigned short *valuesT, long dim,
-                                                        float *outputT) {
-    softmax_pv_tiles(scores, stride, lanes, keyCount, scale, blockMaxThenAlpha, runningMax, runningSum, valuesT, dim,
-                     outputT, 0);
 }
 
 static void KERNEL(bf16_release)(void) { TILE_RELEASE(); }
 
 sparge_bf16_tile_kernels KERNEL(bf16_kernels)(void) {
-    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv),
-                                  KERNEL(bf16_softmax_pv), KERNEL(bf16_release)};
-    return k;
-}
-
-/// The same kernels without the L1 prefetch of the next step's operands (to be measured against them).
-sparge_bf16_tile_kernels KERNEL(bf16_kernels_without_l1_prefetch)(void) {
-    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores_without_l1_prefetch), KERNEL(bf16_softmax),
-                                  KERNEL(bf16_pv_without_l1_prefetch), KERNEL(bf16_softmax_pv_without_l1_prefetch),
-                                  KERNEL(bf16_release)};
+    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv), KERNEL(bf16_release)};
     return k;
 }

@@ -92,13 +92,6 @@ typedef void (*sparge_bf16_pv_fn)(const unsigned *probabilities, long stride, lo
                                   const unsigned short *valuesT, long dim, long keyCount, const float *alpha,
                                   float *outputT);
 
-/// `sparge_bf16_softmax_fn` and then `sparge_bf16_pv_fn` with its P (the score block) and α
-/// (`blockMaxThenAlpha`) on `valuesT`: their results bit for bit, with the tile work of one lane group
-/// overlapping the vector work of the next.
-typedef void (*sparge_bf16_softmax_pv_fn)(float *scores, long stride, long lanes, long keyCount, float scale,
-                                          float *blockMaxThenAlpha, float *runningMax, float *runningSum,
-                                          const unsigned short *valuesT, long dim, float *outputT);
-
 /// The bf16 tile kernels of one set (all NULL where the set has no bf16 tiles). The kernels configure the
 /// calling thread's tiles at their first call and keep the configuration; `release` gives the tiles back
 /// (call it when the thread's share of work is done, or before other code on the thread uses tiles).
@@ -106,7 +99,6 @@ typedef struct {
     sparge_bf16_scores_fn scores;
     sparge_bf16_softmax_fn softmax;
     sparge_bf16_pv_fn pv;
-    sparge_bf16_softmax_pv_fn softmaxPV;
     void (*release)(void);
 } sparge_bf16_tile_kernels;
 
@@ -172,8 +164,6 @@ sparge_tile_kernels sparge_kernels_avx512_blocking(void);
 /// For tests: the AMX set's bf16 kernels (tile_kernels_bf16.h) with the tile instructions emulated in C and
 /// the vectors compiled for AVX2: their loops, tails, strides and layouts, runnable without AMX.
 sparge_bf16_tile_kernels sparge_bf16_emulated(void);
-/// For benchmarks: the AMX bf16 kernels without the L1 prefetch of their next step's tile operands.
-sparge_bf16_tile_kernels sparge_bf16_kernels_without_l1_prefetch_amx(void);
 #endif
 
 #ifdef __cplusplus

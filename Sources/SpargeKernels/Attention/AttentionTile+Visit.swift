@@ -65,15 +65,14 @@ extension AttentionTile {
         let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.bf16
         let scale = arena.queryScale
         let packedQueries = UnsafeRawPointer(queriesT).assumingMemoryBound(to: UInt32.self)
+        let packedP = UnsafeRawPointer(scores).assumingMemoryBound(to: UInt32.self)
         let keyCount = block.rows
         return visitBlock(keyCount: keyCount, keyStart: keyStart, scoreScale: scale) {
             kernels.scores(packedQueries, stride, lanes, block.keys, d, keyCount, scale, scores, rowMax,
                            upcoming?.keys, upcoming?.values, upcoming?.bytes ?? 0)
         } products: {
-            // The softmax and P·V in one call, the tiles' products of one lane group overlapping the
-            // vectors' softmax of the next.
-            kernels.softmaxPV(scores, stride, lanes, keyCount, scale, rowMax, runningMax, runningSum, block.valuesT, d,
-                              outputT)
+            kernels.softmax(scores, stride, lanes, keyCount, scale, rowMax, runningMax, runningSum)
+            kernels.pv(packedP, stride, lanes, block.valuesT, d, keyCount, rowMax, outputT)
         }
     }
 
