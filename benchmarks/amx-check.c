@@ -10,13 +10,17 @@
 //   chained  scores → softmax → P·V of each alone (P may differ by a bf16 step where the scores' order did).
 // It runs the emulated kernels (the same source, tiles emulated in C) everywhere, and the AMX kernels where
 // sparge_cpu_isa() says AMX, on two threads at once (each loads its own tile configuration). Prints the
-// largest errors; exits 1 on a failure, 2 when this CPU has no AMX (the emulated check still ran).
+// largest errors; exits 1 on a failure, 2 when this CPU has no AMX (the emulated check still ran). On AMX
+// it then times a visit on one core (`rates`): the tiles' peak, a configuration load, and the kernels of a
+// visit together and apart, on blocks in the L1/L2 and streamed from the L3.
 #include "CSpargeKernels.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <immintrin.h>
 
 typedef struct {
     unsigned long long state;
@@ -180,8 +184,187 @@ static int report(const check *c) {
     printf("%-22s %ld trials: scores %.2e (≤ %.0e), P pairs differing %ld (of the twin's bits; must be 0), "
            "maxima/α differing %ld, sums %.2e (≤ %.0e), P·V %.2e (≤ %.0e), chained %.2e (≤ %.0e): %s\n",
            c->name, c->trials, c->scores, scoreTolerance, c->pairMismatches, c->stateMismatches, c->sums,
-           sumTolerance, c->pv, pvTolerance, c->chained, chainedTolerance, c->failures ? "FAILED" : "passed");
+           sumTolerance, c->pv, pvTolerance, c->chained, chainedTolerance,
+           c->failures ? "FAILED" : "passed");
     return c->failures ? 1 : 0;
+}
+
+// ---- Rates on one core (AMX only): where a visit's time goes. A visit is 64 lanes × 64 keys at D = 128
+// (2·2·64·64·128 = 2.1 MFLOP); two tiles of 64 lanes visit each block in turn, as in the pass.
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/// The kernels' configuration (8 tiles of 16 rows × 64 bytes), for the probes below: the kernels' own
+/// configuration is released first (so that their next call loads it again), and the probe releases its own.
+typedef struct __attribute__((aligned(64))) {
+    unsigned char palette, startRow, reserved[14];
+    unsigned short bytesPerRow[16];
+    unsigned char rows[16];
+} tile_configuration;
+
+static tile_configuration probe_configuration(sparge_bf16_tile_kernels k) {
+    k.release();
+    tile_configuration c = {0};
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.bytesPerRow[t] = 64, c.rows[t] = 16;
+    return c;
+}
+
+/// The tiles' own peak: TDPBF16PS on 4 accumulators from operands that stay in the tiles (16·16·32·2 FLOPs
+/// each); returns GFLOP/s. Tiles configured and released here (the kernels' configuration released first).
+__attribute__((target("amx-tile,amx-bf16"))) static double tile_peak(sparge_bf16_tile_kernels k, long n) {
+    tile_configuration c = probe_configuration(k);
+    _tile_loadconfig(&c);
+    static unsigned short ones[16 * 32] __attribute__((aligned(64)));
+    for (int i = 0; i < 16 * 32; i++) ones[i] = 0x3F80;
+    _tile_loadd(4, ones, 64);
+    _tile_loadd(5, ones, 64);
+    _tile_loadd(6, ones, 64);
+    _tile_loadd(7, ones, 64);
+    _tile_zero(0), _tile_zero(1), _tile_zero(2), _tile_zero(3);
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    static float sink[256] __attribute__((aligned(64)));
+    _tile_stored(0, sink, 64);
+    double t1 = now_ns();
+    _tile_release();
+    return 4.0 * n * 16 * 16 * 32 * 2 / (t1 - t0);
+}
+
+/// Nanoseconds per LDTILECFG (what every kernel call paid before the configuration was kept per thread).
+__attribute__((target("amx-tile"))) static double loadconfig_ns(sparge_bf16_tile_kernels k, long n) {
+    tile_configuration c = probe_configuration(k);
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) _tile_loadconfig(&c);
+    double t1 = now_ns();
+    _tile_release();
+    return (t1 - t0) / n;
+}
+
+/// Nanoseconds per TILELOADD (16 rows of 64 bytes, 256 bytes apart, as K's rows at D = 128) into 4 tiles in
+/// turn, walking a buffer of `bytes` (16 KB stays in the L1, 1 MB in the L2): what a visit's ~160 tile
+/// loads cost where their rows are.
+__attribute__((target("amx-tile"))) static double tile_load_ns(sparge_bf16_tile_kernels k, long bytes, long n) {
+    tile_configuration c = probe_configuration(k);
+    _tile_loadconfig(&c);
+    char *buffer = aligned_alloc(4096, bytes);
+    memset(buffer, 1, bytes);
+    long tiles = bytes / 4096 * 4;  // 4 tiles per 4 KB: rows 256 bytes apart, each tile at its own 64-byte column
+    double t0 = now_ns();
+    for (long i = 0; i < n; i += 4) {
+        long a = i % tiles;
+        _tile_loadd(4, buffer + (a / 4) * 4096 + (a % 4) * 64, 256);
+        _tile_loadd(5, buffer + ((a + 1) / 4) * 4096 + ((a + 1) % 4) * 64, 256);
+        _tile_loadd(6, buffer + ((a + 2) / 4) * 4096 + ((a + 2) % 4) * 64, 256);
+        _tile_loadd(7, buffer + ((a + 3) / 4) * 4096 + ((a + 3) % 4) * 64, 256);
+    }
+    static float sink[256] __attribute__((aligned(64)));
+    _tile_stored(7, sink, 64);
+    double t1 = now_ns();
+    _tile_release();
+    free(buffer);
+    return (t1 - t0) / n;
+}
+
+typedef struct {
+    long lanes, stride, dim, keys, blocks;
+    float scale;
+    unsigned *qT[2];
+    unsigned short *kv;  // blocks × (K [64][D], Vᵀ [D][64])
+    float *scores, *rowMax, *runMax[2], *runSum[2], *out[2];
+} pass;
+
+static pass make_pass(long blocks) {
+    pass p = {64, 80, 128, 64, blocks, 0.0884f * 1.4427f};
+    rng g = {42};
+    float *q = malloc(4 * 64 * 128), *k = malloc(4 * 64 * 128), *v = malloc(4 * 64 * 128);
+    long blockWords = 2 * p.keys * p.dim;
+    p.kv = aligned_alloc(64, 2 * blockWords * blocks);
+    for (long b = 0; b < blocks; b++) {
+        for (long i = 0; i < 64 * 128; i++) k[i] = (float)(uniform(&g) * 4 - 2), v[i] = (float)(uniform(&g) * 2 - 1);
+        sparge_pack_bf16_block(k, v, p.keys, p.dim, p.kv + b * blockWords, p.kv + b * blockWords + p.keys * p.dim);
+    }
+    for (int t = 0; t < 2; t++) {
+        for (long i = 0; i < 64 * 128; i++) q[i] = (float)(uniform(&g) * 4 - 2);
+        p.qT[t] = aligned_alloc(64, 4 * p.dim / 2 * p.stride);
+        sparge_pack_bf16_queries(q, 64, p.dim, p.stride, p.lanes, p.qT[t]);
+        p.runMax[t] = aligned_alloc(64, 4 * 64), p.runSum[t] = aligned_alloc(64, 4 * 64);
+        p.out[t] = aligned_alloc(64, 4 * 64 * 128);
+        for (long r = 0; r < 64; r++) p.runMax[t][r] = -INFINITY, p.runSum[t][r] = 0;
+        memset(p.out[t], 0, 4 * 64 * 128);
+    }
+    p.scores = aligned_alloc(64, 4 * p.keys * p.stride), p.rowMax = aligned_alloc(64, 4 * 64);
+    free(q), free(k), free(v);
+    return p;
+}
+
+/// What one visit does in `mode`: 0 scores alone, 1 scores + softmax, 2 scores + softmax + P·V (what a
+/// pass runs), 3 as 2 with the tiles released after each visit (a configuration load per visit).
+static void visit(pass *p, sparge_bf16_tile_kernels k, int mode, int t, long b, long ahead) {
+    const unsigned short *keys = p->kv + b * 2 * p->keys * p->dim, *valuesT = keys + p->keys * p->dim;
+    const unsigned short *next = p->kv + ahead * 2 * p->keys * p->dim;
+    for (long r = 0; r < p->lanes; r++) p->rowMax[r] = -INFINITY;
+    k.scores(p->qT[t], p->stride, p->lanes, keys, p->dim, p->keys, p->scale, p->scores, p->rowMax,
+             t == 0 ? next : NULL, next + p->keys * p->dim, 2 * p->keys * p->dim);
+    if (mode >= 1)
+        k.softmax(p->scores, p->stride, p->lanes, p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t]);
+    if (mode >= 2)
+        k.pv((const unsigned *)p->scores, p->stride, p->lanes, valuesT, p->dim, p->keys, p->rowMax, p->out[t]);
+    if (mode == 3) k.release();
+}
+
+/// Median over 5 rounds of ns per visit: every block of the pass visited by both tiles, in order.
+static double ns_per_visit(pass *p, sparge_bf16_tile_kernels k, int mode, long visits) {
+    double round[5];
+    for (int r = 0; r < 5; r++) {
+        long n = 0;
+        double t0 = now_ns();
+        while (n < visits) {
+            for (long b = 0; b < p->blocks && n < visits; b++, n += 2) {
+                long ahead = b + 1 < p->blocks ? b + 1 : 0;
+                visit(p, k, mode, 0, b, ahead);
+                visit(p, k, mode, 1, b, ahead);
+            }
+        }
+        round[r] = (now_ns() - t0) / n;
+    }
+    qsort(round, 5, sizeof(double), compare_doubles);
+    return round[2];
+}
+
+static void rates(sparge_bf16_tile_kernels k) {
+    const double flops = 4.0 * 64 * 64 * 128;
+    double peak = tile_peak(k, 2000000);
+    double ghz = peak / 1024;
+    printf("rates on one core: TDPBF16PS peak %.0f GFLOP/s (= %.2f GHz at 1024 FLOPs a cycle); LDTILECFG %.0f ns; "
+           "TILELOADD %.1f ns from the L1 (16 KB), %.1f ns from the L2 (1 MB)\n",
+           peak, ghz, loadconfig_ns(k, 100000), tile_load_ns(k, 16384, 400000), tile_load_ns(k, 1 << 20, 400000));
+    pass hot = make_pass(2), cold = make_pass(512);
+    const char *modes[] = {"scores alone", "scores + softmax", "scores + softmax + P·V (the pass)",
+                           "the pass, configured per visit"};
+    for (int which = 0; which < 2; which++) {
+        pass *p = which ? &cold : &hot;
+        for (int mode = 0; mode < 4; mode++) {
+            double ns = ns_per_visit(p, k, mode, which ? 4096 : 8192);
+            printf("  %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n", modes[mode],
+                   which ? "512 blocks, 16 MB: from the L3" : "2 blocks", ns, ns * ghz, flops / ns);
+        }
+    }
+    k.release();
 }
 
 int main(int argc, char **argv) {
@@ -219,6 +402,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) pthread_create(&id[i], NULL, run_check, &threads[i]);
     for (int i = 0; i < 2; i++) pthread_join(id[i], NULL);
     for (int i = 0; i < 2; i++) failed |= report(&threads[i]);
+    rates(amx.bf16);
     printf("amx-check: %s\n", failed ? "FAILED" : "PASSED");
     return failed ? 1 : 0;
 }

@@ -100,7 +100,9 @@ static void twin_pv(const unsigned *probabilities, long stride, long lanes, cons
     }
 }
 
+static void twin_release(void) {}
+
 sparge_bf16_tile_kernels sparge_bf16_twin(void) {
-    sparge_bf16_tile_kernels k = {twin_scores, twin_softmax, twin_pv};
+    sparge_bf16_tile_kernels k = {twin_scores, twin_softmax, twin_pv, twin_release};
     return k;
 }

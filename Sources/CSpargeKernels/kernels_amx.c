@@ -17,7 +17,15 @@ typedef struct __attribute__((aligned(64))) {
     unsigned char rows[16];
 } tile_configuration;
 
+/// Whether this thread's tiles hold the configuration (set by tile_configure, cleared by tile_release). A
+/// thread configures once and keeps it across kernel calls: loading it at every call cost a serializing
+/// LDTILECFG (which also zeroes every tile) twice per visit. A caller that lets other code use the tiles on
+/// the same thread releases them first (`sparge_bf16_tile_kernels.release`); the driver releases them when
+/// a worker's share of a pass is done.
+static __thread int tiles_configured;
+
 INLINE void tile_configure(void) {
+    if (__builtin_expect(tiles_configured, 1)) return;
     tile_configuration c = {0};
     c.palette = 1;
     for (int t = 0; t < 8; t++) {
@@ -25,9 +33,17 @@ INLINE void tile_configure(void) {
         c.rows[t] = 16;
     }
     _tile_loadconfig(&c);
+    tiles_configured = 1;
+}
+
+INLINE void tile_release(void) {
+    if (!tiles_configured) return;
+    _tile_release();
+    tiles_configured = 0;
 }
 
 #define TILE_CONFIGURE() tile_configure()
+#define TILE_RELEASE() tile_release()
 #define TILE_ZERO(t) _tile_zero(t)
 #define TILE_LOAD(t, p, rowBytes) _tile_loadd(t, p, rowBytes)
 #define TILE_STORE(t, p, rowBytes) _tile_stored(t, p, rowBytes)

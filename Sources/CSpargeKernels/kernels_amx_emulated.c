@@ -41,6 +41,7 @@ static void emulated_dp(int c, int a, int b) {
 }
 
 #define TILE_CONFIGURE() ((void)0)
+#define TILE_RELEASE() ((void)0)
 #define TILE_ZERO(t) memset(emulated_tiles[t], 0, 1024)
 #define TILE_LOAD(t, p, rowBytes) emulated_load(t, p, rowBytes)
 #define TILE_STORE(t, p, rowBytes) emulated_store(t, p, rowBytes)

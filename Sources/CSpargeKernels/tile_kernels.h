@@ -198,6 +198,6 @@ double KERNEL(dot_double)(const double *a, const double *b, long d) {
 sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
-                             KERNEL(dot_double), {0, 0, 0}};
+                             KERNEL(dot_double), {0}};
     return k;
 }

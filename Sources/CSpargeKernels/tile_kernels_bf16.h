@@ -6,29 +6,27 @@
 // any machine with AVX2).
 //
 // The including file includes vector_ops.h (VW = 16, HAS_FMA) and defines KERNEL(name) and
-//   TILE_CONFIGURE()                    loads the one configuration (8 tiles of 16 rows × 64 bytes) on this thread
+//   TILE_CONFIGURE()                    makes sure this thread has the one configuration (8 tiles of 16 rows ×
+//                                       64 bytes) loaded: once per thread until TILE_RELEASE(), not per call
+//   TILE_RELEASE()                      releases the tiles (the next TILE_CONFIGURE() loads the configuration)
 //   TILE_ZERO(t), TILE_LOAD(t, p, rowBytes), TILE_STORE(t, p, rowBytes), TILE_DP(c, a, b)   (t: constants)
 //   bf16_pairs(lo, hi)                  16 words bf16(lo) | bf16(hi) << 16 (ties to even, below 2⁻¹²⁶ 0)
-// Tiles 0–3 hold a 2×2 block of C, 4–5 two row groups of A, 6–7 two lane groups of B. The configuration is
-// loaded at every call: another library on the same thread may have loaded its own or released the tiles.
+// Tiles 0–3 hold a 2×2 block of C, 4–5 two row groups of A, 6–7 two lane groups of B.
 //
-// Written down before the kernels, for dense N = 32768, 8 heads, D = 128, 16 threads (the shape):
-// - FLOPs 4·N²·D·H = 4.4e12. One TDPBF16PS is 16·16·32 multiply-adds in 16 cycles: 1024 FLOPs per cycle and
-//   core, ~33 TFLOP/s on 16 cores at 2 GHz, so 0.13 s at the tiles' peak. The goal, 1.5× PyTorch's
-//   3093 GFLOP/s = 4.6 TFLOP/s (0.95 s), is 14% of it: the tiles are not the limit.
-// - The softmax in AVX-512: N²·H = 8.6e9 scores. Per vector of 16: the maxima pass (load, max) 2, then
-//   load, fma (scale and shift), exp2 (max, add, sub, sub, 6 fma, sub, shift, add: 13), the sum's add, and
-//   half of (vcvtne2ps2bf16, vpermw, store) — about 20 instructions, 1.1e10 in all: 0.17 s on 16 cores with two
-//   512-bit vector ports at 2 GHz. The rescale of Oᵀ by α (load, multiply, store per 16 outputs) is skipped
-//   for lane groups whose α is 1, which is every one once the running maxima settle.
-// - Tile moves per visit (64 queries × 64 keys, D = 128): scores 64 loads and 16 stores, P·V 128 (C in and
-//   out, A and B), 208 moves of 1 KB against 128 TDPBF16PS (2048 cycles); at ~8 cycles a load, another
-//   ~1700 cycles, partly overlapped. Per visit then ≈ 2048 + 1700 + 2600 (vectors) + ~500 (the tile's
-//   bookkeeping in Swift) cycles for 2.1e6 FLOPs: ~300 FLOPs per cycle and core, ~10 TFLOP/s if nothing waits.
-// - Bytes: each query block (128 rows, 2 compute tiles) streams its head's packed K and Vᵀ, 16 MB in bf16,
-//   34 GB per pass: 36 GB/s at 0.95 s, from the L3 or DRAM (one head's K/V does not fit a core's share of L3).
-// Prediction: 5–7 TFLOP/s (1.6–2.3× PyTorch bf16), the softmax and the tile moves taking most of the time,
-// the tiles' arithmetic about a quarter; memory waits are what could keep it below that.
+// Work per visit (64 lanes × 64 keys, D = 128; counted from the loops below): scores 64 TDPBF16PS, 64 tile
+// loads, 16 stores, 16 zeroings; P·V 64 TDPBF16PS, 64 operand loads and Oᵀ's 32 KB in (32 loads) and out
+// (32 stores). In vectors: the maxima 256 loads and 256 max; the softmax per 16 lanes and key pair ~36
+// instructions (2 loads, 2 FMAs, 2 × 13 for exp2, vcvtne2ps2bf16 + vpermw, a store, 2 adds), 4·32·36 ≈ 4600.
+// The tiles' arithmetic is 128 × 16 = 2048 cycles; the vectors ~2500 cycles on two 512-bit ports. The tile
+// registers are not renamed, and a tile's softmax sits between its own scores and P·V, so within one tile
+// the two kinds of work wait for each other. Interleaving one lane group's softmax with another's P·V
+// (`bf16_softmax_pv`, 1ab15bf) made a visit 0.2–2.6 µs slower on the device (BENCHMARKS.md): the tile
+// loads of P then read rows that vector stores had just written.
+//
+// Bytes: a visit's tile loads read ~128 KB (K and Vᵀ twice, Q̂ᵀ, Pᵀ, Oᵀ) and store ~48 KB (Sᵀ, Oᵀ), mostly
+// from the L2 (a query block's tiles keep ~200 KB in use). Asking for every next step's rows in the L1
+// (prefetcht0, 64 lines a step) made a visit 2.3 µs slower in the L2 and 0.6 µs slower from the L3
+// (BENCHMARKS.md): the hardware keeps up without it.
 
 /// C tiles 0–3 += A·B for two row groups of A (`a0`, `a1`: 16 rows of 32 bf16, `aBytes` apart) and two
 /// lane groups of B (`b`, `b + 16`: 16 rows of 16 pairs, `bBytes` apart): the step of both products.
@@ -44,93 +42,139 @@ INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, lon
     TILE_DP(3, 5, 7);
 }
 
+/// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]) for the 16 lanes from r (scaling is
+/// monotone, so the scaled maximum is the maximum of the scaled scores).
+INLINE void row_maxima16(const float *scores, long stride, long r, long keyCount, vfloat scale, float *rowMax) {
+    vfloat m = vsplat(-__builtin_inff());
+    for (long c = 0; c < keyCount; c++) m = vmax(m, vload(scores + c * stride + r));
+    vstore(rowMax + r, vmax(vload(rowMax + r), m * scale));
+}
+
+/// The online-softmax update of 16 lanes: begin (m, α, the shift), the key pairs of a range, end (the state
+/// written back).
+typedef struct {
+    vfloat m, alpha, negShift, sum;
+} softmax16;
+
+INLINE softmax16 softmax16_begin(long r, const float *blockMaxThenAlpha, const float *runningMax) {
+    const vfloat negInf = vsplat(-__builtin_inff()), zero = vsplat(0);
+    vfloat mPrev = vload(runningMax + r);
+    vfloat m = vmax(mPrev, vload(blockMaxThenAlpha + r));
+    vfloat shift = (vfloat)((vint)m & ~(vint)(m == negInf));  // 0 where m = −inf
+    softmax16 st = {m, vexp2(mPrev - shift), zero - shift, zero};
+    return st;
+}
+
+/// Pair rows [j0, j1) of the 16 lanes from r: pair row j (keys 2j, 2j+1) overwrites score row j, read
+/// already (as row 2j or 2j+1 ≥ j) for these lanes when the ranges go up in order. Pairs past the key
+/// count are 0.
+INLINE void softmax16_pairs(softmax16 *st, float *scores, long stride, long r, long keyCount, vfloat s, long j0,
+                            long j1) {
+    int *pairs = (int *)scores;
+    const vfloat zero = vsplat(0);
+    vfloat sum = st->sum, negShift = st->negShift;
+    long j = j0, full = keyCount / 2 < j1 ? keyCount / 2 : j1;
+    for (; j < full; j++) {
+        vfloat e0 = vexp2(vfma(vload(scores + 2 * j * stride + r), s, negShift));
+        vfloat e1 = vexp2(vfma(vload(scores + (2 * j + 1) * stride + r), s, negShift));
+        vstorei(pairs + j * stride + r, bf16_pairs(e0, e1));
+        sum += e0;
+        sum += e1;
+    }
+    for (; j < j1; j++) {
+        if (2 * j < keyCount) {
+            vfloat e0 = vexp2(vfma(vload(scores + 2 * j * stride + r), s, negShift));
+            vstorei(pairs + j * stride + r, bf16_pairs(e0, zero));
+            sum += e0;
+        } else {
+            vstorei(pairs + j * stride + r, vspliti(0));
+        }
+    }
+    st->sum = sum;
+}
+
+INLINE void softmax16_end(const softmax16 *st, long r, float *blockMaxThenAlpha, float *runningMax,
+                          float *runningSum) {
+    vstore(runningSum + r, vfma(vload(runningSum + r), st->alpha, st->sum));
+    vstore(runningMax + r, st->m);
+    vstore(blockMaxThenAlpha + r, st->alpha);
+}
+
 /// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), stored straight into the score rows (Kp
-/// of them), then the block's maxima over the real keys, scaled.
+/// of them), then the block's maxima over the real keys, scaled. The maxima of one 32-lane group are taken
+/// while the tiles compute the next group's scores, and the next block is asked for a few lines per step.
 void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
                          long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
                          const void *aheadValues, long aheadBytes) {
     const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, keyBytes = dim * 2;
-    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes, lanes / 32 * (kp / 32));
-    TILE_CONFIGURE();
-    for (long g = 0; g < lanes; g += 32) {
-        for (long c = 0; c < kp; c += 32) {
-            prefetch_some(&ahead);
-            TILE_ZERO(0);
-            TILE_ZERO(1);
-            TILE_ZERO(2);
-            TILE_ZERO(3);
-            for (long i = 0; i < dim; i += 32)
-                products_2x2(keys + c * dim + i, keys + (c + 16) * dim + i, keyBytes, queriesT + i / 2 * stride + g,
-                             rowBytes);
-            TILE_STORE(0, scores + c * stride + g, rowBytes);
-            TILE_STORE(1, scores + c * stride + g + 16, rowBytes);
-            TILE_STORE(2, scores + (c + 16) * stride + g, rowBytes);
-            TILE_STORE(3, scores + (c + 16) * stride + g + 16, rowBytes);
-        }
-    }
-    // Scaling is monotone, so the scaled maximum is the maximum of the scaled scores.
     const vfloat s = vsplat(scale);
-    for (long r = 0; r < lanes; r += VW) {
-        vfloat m = vsplat(-__builtin_inff());
-        for (long c = 0; c < keyCount; c++) m = vmax(m, vload(scores + c * stride + r));
-        vstore(rowMax + r, vmax(vload(rowMax + r), m * s));
+    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes, lanes / 32 * (kp / 32) * (dim / 32));
+    TILE_CONFIGURE();
+    for (long g = 0; g <= lanes; g += 32) {
+        if (g < lanes) {
+            for (long c = 0; c < kp; c += 32) {
+                TILE_ZERO(0);
+                TILE_ZERO(1);
+                TILE_ZERO(2);
+                TILE_ZERO(3);
+                for (long i = 0; i < dim; i += 32) {
+                    prefetch_some(&ahead);
+                    products_2x2(keys + c * dim + i, keys + (c + 16) * dim + i, keyBytes,
+                                 queriesT + i / 2 * stride + g, rowBytes);
+                }
+                TILE_STORE(0, scores + c * stride + g, rowBytes);
+                TILE_STORE(1, scores + c * stride + g + 16, rowBytes);
+                TILE_STORE(2, scores + (c + 16) * stride + g, rowBytes);
+                TILE_STORE(3, scores + (c + 16) * stride + g + 16, rowBytes);
+            }
+        }
+        if (g > 0) {
+            row_maxima16(scores, stride, g - 32, keyCount, s, rowMax);
+            row_maxima16(scores, stride, g - 16, keyCount, s, rowMax);
+        }
     }
 }
 
 void KERNEL(bf16_softmax)(float *scores, long stride, long lanes, long keyCount, float scale,
                           float *blockMaxThenAlpha, float *runningMax, float *runningSum) {
-    const vfloat negInf = vsplat(-__builtin_inff()), s = vsplat(scale), zero = vsplat(0);
-    const long kp = sparge_bf16_padded_keys(keyCount);
-    int *pairs = (int *)scores;
+    const vfloat s = vsplat(scale);
+    const long pairRows = sparge_bf16_padded_keys(keyCount) / 2;
     for (long r = 0; r < lanes; r += VW) {
-        vfloat mPrev = vload(runningMax + r);
-        vfloat m = vmax(mPrev, vload(blockMaxThenAlpha + r));
-        vfloat shift = (vfloat)((vint)m & ~(vint)(m == negInf));  // 0 where m = −inf
-        vfloat alpha = vexp2(mPrev - shift), negShift = zero - shift;
-        vfloat sum = zero;
-        // Pair row j overwrites score row j, read already (as row 2j or 2j+1 ≥ j) for these lanes.
-        long c = 0;
-        for (; c + 1 < keyCount; c += 2) {
-            vfloat e0 = vexp2(vfma(vload(scores + c * stride + r), s, negShift));
-            vfloat e1 = vexp2(vfma(vload(scores + (c + 1) * stride + r), s, negShift));
-            vstorei(pairs + c / 2 * stride + r, bf16_pairs(e0, e1));
-            sum += e0;
-            sum += e1;
-        }
-        if (c < keyCount) {
-            vfloat e0 = vexp2(vfma(vload(scores + c * stride + r), s, negShift));
-            vstorei(pairs + c / 2 * stride + r, bf16_pairs(e0, zero));
-            sum += e0;
-            c += 2;
-        }
-        for (; c < kp; c += 2) vstorei(pairs + c / 2 * stride + r, vspliti(0));
-        vstore(runningSum + r, vfma(vload(runningSum + r), alpha, sum));
-        vstore(runningMax + r, m);
-        vstore(blockMaxThenAlpha + r, alpha);
+        softmax16 st = softmax16_begin(r, blockMaxThenAlpha, runningMax);
+        softmax16_pairs(&st, scores, stride, r, keyCount, s, 0, pairRows);
+        softmax16_end(&st, r, blockMaxThenAlpha, runningMax, runningSum);
     }
 }
 
-void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
-                     long keyCount, const float *alpha, float *outputT) {
-    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, outBytes = lanes * 4, valueBytes = kp * 2;
-    // Oᵀ ← α·Oᵀ in memory, for the lane groups whose α is not all 1 (the products then accumulate onto it).
+/// Oᵀ ← α·Oᵀ in memory for the 32 lanes from g, for those of its 16-lane groups whose α is not all 1 (the
+/// products then accumulate onto it).
+INLINE void rescale32(const float *alpha, long lanes, long g, long dim, float *outputT) {
     const vfloat one = vsplat(1);
-    for (long r = 0; r < lanes; r += VW) {
+    for (long r = g; r < g + 32; r += VW) {
         vfloat a = vload(alpha + r);
         if (__builtin_reduce_and((vint)(a == one)) != 0) continue;
         for (long i = 0; i < dim; i++) vstore(outputT + i * lanes + r, vload(outputT + i * lanes + r) * a);
     }
+}
+
+/// Oᵀ in chunks of 32 rows × 32 lanes (4 C tiles loaded, Kp/32 steps, stored), each lane group rescaled
+/// first.
+void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
+                     long keyCount, const float *alpha, float *outputT) {
+    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, outBytes = lanes * 4, valueBytes = kp * 2;
     TILE_CONFIGURE();
-    for (long i = 0; i < dim; i += 32) {
-        for (long g = 0; g < lanes; g += 32) {
+    for (long g = 0; g < lanes; g += 32) {
+        rescale32(alpha, lanes, g, dim, outputT);
+        for (long i = 0; i < dim; i += 32) {
             float *o = outputT + i * lanes + g;
             TILE_LOAD(0, o, outBytes);
             TILE_LOAD(1, o + 16, outBytes);
             TILE_LOAD(2, o + 16 * lanes, outBytes);
             TILE_LOAD(3, o + 16 * lanes + 16, outBytes);
-            for (long c = 0; c < kp; c += 32)
+            for (long c = 0; c < kp; c += 32) {
                 products_2x2(valuesT + i * kp + c, valuesT + (i + 16) * kp + c, valueBytes,
                              probabilities + c / 2 * stride + g, rowBytes);
+            }
             TILE_STORE(0, o, outBytes);
             TILE_STORE(1, o + 16, outBytes);
             TILE_STORE(2, o + 16 * lanes, outBytes);
@@ -139,7 +183,9 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
     }
 }
 
+static void KERNEL(bf16_release)(void) { TILE_RELEASE(); }
+
 sparge_bf16_tile_kernels KERNEL(bf16_kernels)(void) {
-    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv)};
+    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv), KERNEL(bf16_release)};
     return k;
 }

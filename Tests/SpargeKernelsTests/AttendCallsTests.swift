@@ -1,4 +1,5 @@
-import SpargeKernels
+import CSpargeKernels
+@testable import SpargeKernels
 import SpargeTestSupport
 import XCTest
 
@@ -35,15 +36,7 @@ final class AttendCallsTests: XCTestCase {
 
     func testPartialTablesOverSeveralCallsMatchDoubleAndTheScalarTwin() throws {
         for c in Self.freshCases() {
-            var g = SeededGenerator(seed: c.seed)
-            let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-            let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
-            let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
-            // Each key block goes to one of the calls, at random: a ring step holds an arbitrary subset.
-            let nk = (c.tokens + 15) / 16
-            let callOf = (0..<nk).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+            let (q, k, v, config, mask, callOf) = inputs(c)
             let vector = try attendInCalls(q: q, k: k, v: v, mask: mask, config: config, callOf: callOf, calls: c.calls,
                                            backend: .vector)
             let scalar = try attendInCalls(q: q, k: k, v: v, mask: mask, config: config, callOf: callOf, calls: c.calls,
@@ -61,12 +54,57 @@ final class AttendCallsTests: XCTestCase {
         }
     }
 
+    /// The driver on bf16 tiles (AMX's kernels with the tiles emulated in C) against its scalar twin driven
+    /// the same way, on unrounded inputs: the driver's own work for bf16 tiles — K/V converted once per call
+    /// (`PackedBlockTable`), the queries left for the tiles to round as they pack them, the tiles released
+    /// by each worker — with the visits of the fp32 test above. The twin computes the tiles' definition, so
+    /// they differ by fused vs separate roundings only (≤ 4e-8 in `Bf16TileTests`); 1e-6. Unrounded queries
+    /// or keys on one side cost ~1e-3, a wrong visit O(1).
+    func testEmulatedBf16TilesOverSeveralCallsMatchTheirScalarTwin() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        for var c in Self.freshCases().prefix(4) {
+            c.dim = [32, 64].randomElement()!
+            let (q, k, v, config, mask, callOf) = inputs(c)
+            let tiles = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                 threads: 2, bf16Kernels: sparge_bf16_emulated())
+            let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                threads: 2, backend: .scalarTwin(.amx), precision: .bf16)
+            let out = feed(tiles, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+            let expected = feed(twin, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+            XCTAssertLessThanOrEqual(relativeL1(out.output.data, expected.output.data), 1e-6, "\(c)")
+            XCTAssertEqual(out.stats, expected.stats, "statistics \(c)")
+        }
+        #else
+        throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
+        #endif
+    }
+
+    /// The case's Q, K, V, configuration (blocks 32 × 16, tiles of 16), random mask, and the call that holds
+    /// each key block (at random: a ring step holds an arbitrary subset).
+    func inputs(_ c: Case) -> (q: Tensor3, k: Tensor3, v: Tensor3, config: SpargeConfig, mask: BlockMask, callOf: [Int]) {
+        var g = SeededGenerator(seed: c.seed)
+        let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
+        let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
+        let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
+        let callOf = (0..<((c.tokens + 15) / 16)).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+        return (q, k, v, config, mask, callOf)
+    }
+
     /// A driver fed in `calls` calls, call `i` with the key blocks `b` where `callOf[b] == i`.
     func attendInCalls(q: Tensor3, k: Tensor3, v: Tensor3, mask: BlockMask, config: SpargeConfig, callOf: [Int],
                        calls: Int, backend: AttentionBackend) throws -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
         let attention = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
                                                  threads: 2, backend: backend)
-        let dim = q.dim, rows = q.rows
+        return feed(attention, k: k, v: v, config: config, callOf: callOf, calls: calls)
+    }
+
+    /// Feeds `attention` in `calls` calls as `attendInCalls` does, and finishes it.
+    func feed(_ attention: BlockSparseAttention, k: Tensor3, v: Tensor3, config: SpargeConfig, callOf: [Int],
+              calls: Int) -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
+        let dim = k.dim, rows = k.rows
         k.data.withUnsafeBufferPointer { kp in
             v.data.withUnsafeBufferPointer { vp in
                 for call in 0..<calls {

@@ -92,11 +92,14 @@ typedef void (*sparge_bf16_pv_fn)(const unsigned *probabilities, long stride, lo
                                   const unsigned short *valuesT, long dim, long keyCount, const float *alpha,
                                   float *outputT);
 
-/// The bf16 tile kernels of one set (all NULL where the set has no bf16 tiles).
+/// The bf16 tile kernels of one set (all NULL where the set has no bf16 tiles). The kernels configure the
+/// calling thread's tiles at their first call and keep the configuration; `release` gives the tiles back
+/// (call it when the thread's share of work is done, or before other code on the thread uses tiles).
 typedef struct {
     sparge_bf16_scores_fn scores;
     sparge_bf16_softmax_fn softmax;
     sparge_bf16_pv_fn pv;
+    void (*release)(void);
 } sparge_bf16_tile_kernels;
 
 /// One ISA's kernels.

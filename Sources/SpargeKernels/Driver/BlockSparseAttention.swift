@@ -1,3 +1,4 @@
+import CSpargeKernels
 import Dispatch
 import Synchronization
 
@@ -49,11 +50,12 @@ public final class BlockSparseAttention {
     ///     reference in tests).
     ///   - precision: what Q, K, V are rounded to (default fp32: not at all); the products are fp32.
     /// - Throws: `SpargeError.invalidArgument` when the shapes do not fit together.
-    public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int = 1,
-                backend: AttentionBackend = .vector, precision: AttentionPrecision = .fp32) throws {
-        plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
-                                 config: config, seqLen: seqLen)
-        headDim = queries.dim
+    public convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                            threads: Int = 1, backend: AttentionBackend = .vector,
+                            precision: AttentionPrecision = .fp32) throws {
+        let plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
+                                     config: config, seqLen: seqLen)
+        let bank: any TileBank
         switch backend {
         case .vector: bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .detected, precision: precision)
         case .isa(let isa):
@@ -66,13 +68,38 @@ public final class BlockSparseAttention {
             bank = ScalarTileBank(plan: plan, headDim: queries.dim, precision: precision,
                                   products: TileProducts.chosen(precision: precision, isa: isa, headDim: queries.dim))
         }
+        self.init(queries: queries, plan: plan, bank: bank, threads: threads, precision: precision)
+    }
+
+    /// The driver in `AttentionPrecision.bf16` on vector tiles whose bf16 tile kernels are `bf16Kernels` (D a
+    /// multiple of 32): tests drive it with `sparge_bf16_emulated()`, the AMX kernels' loops without AMX.
+    convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int, threads: Int,
+                     bf16Kernels: sparge_bf16_tile_kernels) throws {
+        let plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
+                                     config: config, seqLen: seqLen)
+        let bank = VectorTileBank(plan: plan, headDim: queries.dim, isa: .portable, precision: .bf16,
+                                  bf16Kernels: bf16Kernels)
+        self.init(queries: queries, plan: plan, bank: bank, threads: threads, precision: .bf16)
+    }
+
+    private init(queries: Tensor3, plan: AttentionPlan, bank: any TileBank, threads: Int, precision: AttentionPrecision) {
+        (self.plan, self.bank, headDim) = (plan, bank, queries.dim)
+        // int8 and bf16 tiles round their queries as they pack them (bf16: the same rounding), so only fp32
+        // products on a 16-bit precision need a rounded copy; it is made by every thread (one thread took
+        // 0.18 s of a 32K pass, as long as the whole sparse pass's tiles at density 0.1).
         var rounded = queries
-        if precision != .fp32 && bank.products != .int8 {
-            let tiles = plan.tiles
+        if precision != .fp32 && bank.products == .fp32 {
+            let (tiles, rows, dim) = (plan.tiles, queries.rows, queries.dim)
             rounded.data.withUnsafeMutableBufferPointer { q in
-                for tile in tiles {
-                    precision.roundQueries(q.baseAddress! + (tile.head * queries.rows + tile.localRow) * queries.dim,
-                                           rows: tile.rowCount, dim: queries.dim)
+                let base = q.baseAddress!
+                let next = WorkCounter()
+                DispatchQueue.concurrentPerform(iterations: max(1, min(threads, tiles.count))) { _ in
+                    while true {
+                        let t = next.claim()
+                        if t >= tiles.count { break }
+                        precision.roundQueries(base + (tiles[t].head * rows + tiles[t].localRow) * dim,
+                                               rows: tiles[t].rowCount, dim: dim)
+                    }
                 }
             }
         }
@@ -210,6 +237,7 @@ private final class AttendJob: @unchecked Sendable {
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
     func work(poll: ((Double) -> Void)?) {
+        defer { bank.workerDone() }
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
         let widened = (table.format == .f32 && rounding == nil) || packed != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads

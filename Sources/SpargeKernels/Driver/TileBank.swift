@@ -1,3 +1,5 @@
+import CSpargeKernels
+
 /// The tiles of one `AttentionPlan`, as the driver sees them: the vector tiles of an `AttentionTileArena`,
 /// or their scalar twins (the reference in tests). Tile `t` is `plan.tiles[t]`; a worker computes with up
 /// to `slots` tiles of one query block at a time. `output` is the driver's output buffer `[Hq, rows, D]`,
@@ -17,6 +19,9 @@ protocol TileBank: AnyObject, Sendable {
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
+    /// Called on a worker thread when its share of an `attend` call is done: gives back what the thread
+    /// holds for the tiles' products (AMX's tile registers, configured once per thread, not per visit).
+    func workerDone()
 }
 
 /// `AttentionTile`s whose running max and sum live in one arena, whose queries and scores live in each
@@ -35,11 +40,14 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     let side: UnsafeMutablePointer<Float>
     let headDim: Int
 
-    init(plan: AttentionPlan, headDim: Int, isa: CPUISA, precision: AttentionPrecision) {
+    /// Tiles of `isa` in `precision`; with `bf16Kernels`, bf16 tiles on those kernels (tests: the emulated ones).
+    init(plan: AttentionPlan, headDim: Int, isa: CPUISA, precision: AttentionPrecision,
+         bf16Kernels: sparge_bf16_tile_kernels? = nil) {
         self.plan = plan
         self.headDim = headDim
+        let products = bf16Kernels == nil ? TileProducts.chosen(precision: precision, isa: isa, headDim: headDim) : .bf16Tiles
         arena = AttentionTileArena(tiles: plan.tiles.count, headDim: headDim, config: plan.config, holdsScratch: false,
-                                   isa: isa, products: TileProducts.chosen(precision: precision, isa: isa, headDim: headDim))
+                                   isa: isa, products: products, bf16Kernels: bf16Kernels)
         stateScratch = AttentionScratch(for: arena, slots: 1)
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
@@ -107,6 +115,10 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     }
 
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
+
+    func workerDone() {
+        if arena.products == .bf16Tiles { arena.bf16.release() }
+    }
 }
 
 /// `ScalarAttentionTile`s, one object each: the plain loops the vector tiles are checked against, driven by
@@ -153,4 +165,6 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     }
 
     func statistics(tile: Int) -> AttentionStatistics { tiles[tile].statistics }
+
+    func workerDone() {}
 }
