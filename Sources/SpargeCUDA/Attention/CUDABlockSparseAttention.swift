@@ -9,8 +9,8 @@ import SpargeKernels
 /// online-softmax state of every compute tile. Each `attend` converts the table's blocks that some tile
 /// visits to 16 bits on host threads into a pinned staging buffer, builds for every compute tile the list of its mask row's blocks that
 /// the table holds (ascending, cut at the causal diagonal), copies both in one transfer on a copy stream, and
-/// enqueues the kernels (place the blocks at their rows; one CTA per tile with a non-empty list, heaviest
-/// first) behind that copy. It returns without waiting: the next call converts and copies into the other of
+/// enqueues the kernels (place the blocks at their rows; one CTA per tile with a non-empty list, or per two
+/// such tiles of one mask row on Hopper, the longest lists first: `AttentionKernel.arrange`) behind that copy. It returns without waiting: the next call converts and copies into the other of
 /// two staging slots while this call's kernel runs, so a ring's next payload goes up while the GPU works on
 /// the current one. `finish` waits, normalizes and copies the output back.
 ///
