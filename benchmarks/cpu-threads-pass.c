@@ -7,7 +7,7 @@
 // kernel loads 8 values per 12 FMAs, so this ratio says whether loads are slow at the moment (on this shared
 // machine it was ~90% at some moments and ~75% at others, the probe unchanged). Alternates 1 and T threads
 // round by round. Built and run by cpu-threads-pass.sh; not part of the package.
-#include "CSpargeKernels.h"
+#include "cpu-pass.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,7 +25,7 @@ static double now(clockid_t clock) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-enum { D = 128, BQ = 128, BK = 64, L = 64, S = L + 16, TILES = BQ / L, MAXT = 8 };
+enum { MAXT = 8 };
 
 typedef struct {
     sparge_tile_kernels k;
@@ -43,30 +43,11 @@ typedef struct {
     int probeOnly;
 } worker_t;
 
+/// Query block `item` (heads outer); its tiles' Oᵀ live in their own output rows.
 static void query_block(job_t *j, long item, float *qt, float *scores) {
-    float *rowMax = scores + BK * S, m[TILES][L], l[TILES][L];
-    const float scale = 0.088388347f * 1.442695041f;
-    long nq = j->n / BQ, nk = j->n / BK, h = item / nq, b = item % nq;
-    const float *rows = j->q + (h * j->n + b * BQ) * D;
-    const float *keys = j->keys + h * j->n * D, *values = j->values + h * j->n * D;
-    float *out = j->out + (h * j->n + b * BQ) * D;  // the tiles' Oᵀ lives in their own output rows
-    for (long t = 0; t < TILES; t++) {
-        for (long r = 0; r < L; r++)
-            for (long i = 0; i < D; i++) qt[t * D * S + i * S + r] = rows[(t * L + r) * D + i] * scale;
-        memset(out + t * D * L, 0, sizeof(float) * D * L);
-        for (long r = 0; r < L; r++) m[t][r] = -INFINITY, l[t][r] = 0;
-    }
-    for (long kb = 0; kb < nk; kb++) {
-        const float *kj = keys + kb * BK * D, *vj = values + kb * BK * D;
-        for (long t = 0; t < TILES; t++) {
-            for (long r = 0; r < L; r++) rowMax[r] = -INFINITY;
-            int ahead = t == 0 && kb + 1 < nk;
-            j->k.scores(qt + t * D * S, S, L, kj, D, BK, scores, rowMax, ahead ? kj + BK * D : NULL,
-                        ahead ? vj + BK * D : NULL, BK * D * 4);
-            j->k.softmax(scores, S, L, BK, rowMax, m[t], l[t]);
-            j->k.pv(scores, S, L, vj, D, BK, rowMax, out + t * D * L);
-        }
-    }
+    long nq = j->n / BQ, h = item / nq, b = item % nq;
+    pass_query_block(j->k, j->q + (h * j->n + b * BQ) * D, j->keys + h * j->n * D, j->values + h * j->n * D,
+                     j->n / BK, qt, j->out + (h * j->n + b * BQ) * D, scores);
 }
 
 static void *work(void *arg) {
