@@ -2,7 +2,7 @@
 // key block visited by both tiles: scores, softmax, P·V), timed in CPU time so that other processes on the
 // machine count less; two kernel sets A and B (the AVX2 objects of two builds) alternate round by round.
 // Built and run by cpu-kernel-pass.sh; not part of the package.
-#include "CSpargeKernels.h"
+#include "cpu-pass.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,35 +17,12 @@ static double cpu_seconds(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-enum { D = 128, BQ = 128, BK = 64, L = 64, S = L + 16, TILES = BQ / L };
-
 /// GFLOP/s of `blocks` query blocks against every key block of one head of N tokens.
 static double pass(sparge_tile_kernels k, const float *q, const float *keys, const float *values, long n, long blocks,
                    float *qt, float *out, float *scores) {
-    float *rowMax = scores + BK * S, m[TILES][L], l[TILES][L];
-    const float scale = 0.088388347f * 1.442695041f;
-    long nk = n / BK;
     double t0 = cpu_seconds();
-    for (long b = 0; b < blocks; b++) {
-        const float *rows = q + (b * 37 % (n / BQ)) * BQ * D;
-        for (long t = 0; t < TILES; t++) {
-            for (long r = 0; r < L; r++)
-                for (long i = 0; i < D; i++) qt[t * D * S + i * S + r] = rows[(t * L + r) * D + i] * scale;
-            memset(out + t * D * L, 0, sizeof(float) * D * L);
-            for (long r = 0; r < L; r++) m[t][r] = -INFINITY, l[t][r] = 0;
-        }
-        for (long j = 0; j < nk; j++) {
-            const float *kj = keys + j * BK * D, *vj = values + j * BK * D;
-            for (long t = 0; t < TILES; t++) {
-                for (long r = 0; r < L; r++) rowMax[r] = -INFINITY;
-                int ahead = t == 0 && j + 1 < nk;
-                k.scores(qt + t * D * S, S, L, kj, D, BK, scores, rowMax, ahead ? kj + BK * D : NULL,
-                         ahead ? vj + BK * D : NULL, BK * D * 4);
-                k.softmax(scores, S, L, BK, rowMax, m[t], l[t]);
-                k.pv(scores, S, L, vj, D, BK, rowMax, out + t * D * L);
-            }
-        }
-    }
+    for (long b = 0; b < blocks; b++)
+        pass_query_block(k, q + (b * 37 % (n / BQ)) * BQ * D, keys, values, n / BK, qt, out, scores);
     return 4.0 * BQ * n * D * blocks / (cpu_seconds() - t0) / 1e9;
 }
 

@@ -89,34 +89,25 @@ public enum ShardedAttention {
         let ranges = layout.tokenRanges[comm.rank]
         var stats = ForwardStatistics()
 
-        // Summaries: global K mean, this rank's query summaries, every key summary.
+        // Summaries: global K mean, this rank's query summaries, every key summary. A dense selection needs
+        // none: its mask is every block of the (causal) area, known without them (as on the resident path).
         progress?("summaries", 0)
         var t = DispatchTime.now().uptimeNanoseconds
-        let keyMean = SummaryExchange.keyMean(k: k, seqLen: layout.seqLen, on: comm)
-        let queryRuns = try SummaryExchange.localSummaries(q, ranges: ranges, blockSize: config.blockQ,
-                                                           threshold: config.simThreshold, engine: engine)
-        let keyRuns = try SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
-                                                         threshold: config.simThreshold, subtracting: keyMean,
-                                                         engine: engine)
-        let packed = PackedKeySummaries.pack(keyRuns)
-        stats.summaryBytes = packed.count
-        let allKeys = try packed.withUnsafeBytes {
-            try SummaryExchange.allKeySummaries(packed: $0, heads: k.heads, dim: k.dim, layout: layout,
-                                                blockK: config.blockK, on: comm)
-        }.summaries
-        let queries = queryRuns.isEmpty
-            ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
-                             means: [Float](), flags: [UInt8]())
-            : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
+        let dense = config.selection == .dense
+        let summaries = dense ? nil : try exchangeSummaries(q: q, k: k, ranges: ranges, layout: layout, config: config,
+                                                            engine: engine, comm: comm, statistics: &stats)
         stats.summarySeconds = seconds(since: t)
 
         // This rank's mask rows, the run-wide density, and who needs which key block.
         progress?("mask", 0)
         t = DispatchTime.now().uptimeNanoseconds
         let queryBlocks = layout.queryBlocks(rank: comm.rank)
-        let mask = try engine.predictRows(
-            querySummaries: queries, queryBlocks: queryBlocks, keySummaries: allKeys, config: config,
-            headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads, seqLen: layout.seqLen)
+        let mask = try summaries.map {
+            try engine.predictRows(querySummaries: $0.queries, queryBlocks: queryBlocks, keySummaries: $0.keys,
+                                   config: config, headDim: q.dim, queryHeads: q.heads, kvHeads: k.heads,
+                                   seqLen: layout.seqLen)
+        } ?? BlockMask.full(heads: q.heads, keyBlocks: layout.keyBlockCount, queryBlocks: queryBlocks,
+                            causalShape: config.causal ? (config.blockQ, config.blockK) : nil)
         let needs = exchangeNeeds(mask: mask, kvHeads: k.heads, layout: layout, config: config, comm: comm,
                                   statistics: &stats)
         stats.maskSeconds = seconds(since: t)
@@ -138,8 +129,32 @@ public enum ShardedAttention {
         stats.ringSeconds = seconds(since: t)
         stats.totalSeconds = seconds(since: start)
         progress?("done", 1)
-        return ForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: queries.flags,
-                             keySelfSimilar: allKeys.flags, statistics: stats)
+        return ForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: summaries?.queries.flags ?? [],
+                             keySelfSimilar: summaries?.keys.flags ?? [], statistics: stats)
+    }
+
+    /// The global K mean, this rank's query summaries and every rank's key summaries (a collective).
+    static func exchangeSummaries(q: Tensor3, k: Tensor3, ranges: [Range<Int>], layout: ShardLayout, config: SpargeConfig,
+                                  engine: any AttentionEngine, comm: Communicator,
+                                  statistics stats: inout ForwardStatistics) throws
+        -> (queries: BlockSummaries, keys: BlockSummaries) {
+        let keyMean = SummaryExchange.keyMean(k: k, seqLen: layout.seqLen, on: comm)
+        let queryRuns = try SummaryExchange.localSummaries(q, ranges: ranges, blockSize: config.blockQ,
+                                                           threshold: config.simThreshold, engine: engine)
+        let keyRuns = try SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
+                                                         threshold: config.simThreshold, subtracting: keyMean,
+                                                         engine: engine)
+        let packed = PackedKeySummaries.pack(keyRuns)
+        stats.summaryBytes = packed.count
+        let allKeys = try packed.withUnsafeBytes {
+            try SummaryExchange.allKeySummaries(packed: $0, heads: k.heads, dim: k.dim, layout: layout,
+                                                blockK: config.blockK, on: comm)
+        }.summaries
+        let queries = queryRuns.isEmpty
+            ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
+                             means: [Float](), flags: [UInt8]())
+            : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
+        return (queries, allKeys)
     }
 
     /// The run-wide mask statistics (into `statistics`) and the need table: who needs which key block.
