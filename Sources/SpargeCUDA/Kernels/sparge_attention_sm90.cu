@@ -14,6 +14,20 @@
 #else
 #define QK_TYPE "f16"
 #endif
+// QK_INT8: Q and K arrive as int8 (Q scaled per row, K smoothed by its head's mean and scaled per block:
+// qScales, kScales), S = Q·Kᵀ in int32 on the tensor cores (wgmma k32), then scaled to float.
+#ifndef QK_INT8
+#define QK_INT8 0
+#endif
+#if QK_INT8
+#define QK_ELEMENT_BYTES 1
+static_assert(HEAD_DIM == 128, "int8 Q·Kᵀ takes rows of 128 bytes (one 128-byte swizzle row)");
+#else
+#define QK_ELEMENT_BYTES 2
+#endif
+// Elements of Q or K in one 128-byte swizzle row, and such rows per Q or K row.
+#define QK_ROW_ELEMENTS (128 / QK_ELEMENT_BYTES)
+#define QK_HALVES (D * QK_ELEMENT_BYTES / 128)
 #if PV_BF16
 #define PV_TYPE "bf16"
 #else
@@ -30,16 +44,21 @@ struct alignas(64) TensorMap { u64 opaque[16]; };
 struct SpargeHopperParams {
     TensorMap qMap, kMap, vMap;
     SpargeAttentionParams p;
+#if QK_INT8
+    const float* qScales;  // [Hq][rows]
+    const float* kScales;  // [Hkv][kvRows / BK]
+#endif
 };
 
 // Shared memory, from a 1024-byte aligned base: Q of each consumer [HALVES][64 rows][128 B], then STAGES K and
 // STAGES V steps [HALVES][128 rows][128 B] (a step's blocks one after the other; TMA's 128-byte swizzle:
 // 16-byte chunk c of row r at c ^ (r % 8), the layout wgmma reads), then the mbarriers.
-#define Q_BYTES (64 * D * 2)
-#define KV_BYTES (STEP_KEYS * D * 2)
+#define Q_BYTES (64 * D * QK_ELEMENT_BYTES)
+#define K_STEP_BYTES (STEP_KEYS * D * QK_ELEMENT_BYTES)
+#define V_STEP_BYTES (STEP_KEYS * D * 2)
 #define K_OFFSET (CONSUMERS * Q_BYTES)
-#define V_OFFSET (K_OFFSET + STAGES * KV_BYTES)
-#define BAR_OFFSET (V_OFFSET + STAGES * KV_BYTES)
+#define V_OFFSET (K_OFFSET + STAGES * K_STEP_BYTES)
+#define BAR_OFFSET (V_OFFSET + STAGES * V_STEP_BYTES)
 // What a launch asks for: the above and 1 KiB to align the base.
 #define SHARED_BYTES (BAR_OFFSET + 8 * (CONSUMERS + 4 * STAGES) + 1024)
 
@@ -86,6 +105,10 @@ template <int N> __device__ __forceinline__ void fence_registers(float* r) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i]) :: "memory");
 }
+template <int N> __device__ __forceinline__ void fence_registers(int* r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i]) :: "memory");
+}
 
 // D[64×64] += A·B, A (16-bit pairs) in registers, B MN-major (transposed) in shared memory.
 __device__ __forceinline__ void wgmma_rs_n64(float* d, const u32* a, u64 b) {
@@ -119,6 +142,23 @@ __device__ __forceinline__ void wgmma_ss_first_n128(float* d, u64 a, u64 b) {
                  : "l"(a), "l"(b));
 }
 
+#if QK_INT8
+// D[64×128] (+)= A·Bᵀ in int32, A and B int8 K-major in shared memory (k32); scaleD 0 overwrites D.
+__device__ __forceinline__ void wgmma_ss_s8_n128(int* d, u64 a, u64 b) {
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p; }\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+                 : "l"(a), "l"(b));
+}
+// The first k-step: D = A·Bᵀ, reading nothing of D.
+__device__ __forceinline__ void wgmma_ss_s8_first_n128(int* d, u64 a, u64 b) {
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, 0, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p; }\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]), "=r"(d[4]), "=r"(d[5]), "=r"(d[6]), "=r"(d[7]), "=r"(d[8]), "=r"(d[9]), "=r"(d[10]), "=r"(d[11]), "=r"(d[12]), "=r"(d[13]), "=r"(d[14]), "=r"(d[15]), "=r"(d[16]), "=r"(d[17]), "=r"(d[18]), "=r"(d[19]), "=r"(d[20]), "=r"(d[21]), "=r"(d[22]), "=r"(d[23]), "=r"(d[24]), "=r"(d[25]), "=r"(d[26]), "=r"(d[27]), "=r"(d[28]), "=r"(d[29]), "=r"(d[30]), "=r"(d[31]), "=r"(d[32]), "=r"(d[33]), "=r"(d[34]), "=r"(d[35]), "=r"(d[36]), "=r"(d[37]), "=r"(d[38]), "=r"(d[39]), "=r"(d[40]), "=r"(d[41]), "=r"(d[42]), "=r"(d[43]), "=r"(d[44]), "=r"(d[45]), "=r"(d[46]), "=r"(d[47]), "=r"(d[48]), "=r"(d[49]), "=r"(d[50]), "=r"(d[51]), "=r"(d[52]), "=r"(d[53]), "=r"(d[54]), "=r"(d[55]), "=r"(d[56]), "=r"(d[57]), "=r"(d[58]), "=r"(d[59]), "=r"(d[60]), "=r"(d[61]), "=r"(d[62]), "=r"(d[63])
+                 : "l"(a), "l"(b));
+}
+#endif
+
 #define wgmma_scores wgmma_ss_n128
 #define wgmma_scores_first wgmma_ss_first_n128
 #if D == 64
@@ -140,8 +180,8 @@ __device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, 
         const i4 t = p.tiles[work[c].x];
         kvHead = t.x / p.group;
         mbar_expect_bytes(qFull + 8 * c, Q_BYTES);
-        for (int h = 0; h < HALVES; ++h)
-            tma_load(base + c * Q_BYTES + h * 64 * 128, &hp.qMap, h * 64, t.x * p.rows + t.y, qFull + 8 * c);
+        for (int h = 0; h < QK_HALVES; ++h)
+            tma_load(base + c * Q_BYTES + h * 64 * 128, &hp.qMap, h * QK_ROW_ELEMENTS, t.x * p.rows + t.y, qFull + 8 * c);
     }
     const int steps = (blocks + BPS - 1) / BPS;
     for (int it = 0; it < steps; ++it) {
@@ -150,15 +190,16 @@ __device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, 
         for (int b = 0; b < BPS; ++b)
             rows[b] = kvHead * p.kvRows + list[BPS * it + b < blocks ? BPS * it + b : BPS * it] * BK;
         if (use > 0) mbar_wait(kEmpty + 8 * s, (use - 1) & 1);
-        mbar_expect_bytes(kFull + 8 * s, KV_BYTES);
-        for (int h = 0; h < HALVES; ++h)
+        mbar_expect_bytes(kFull + 8 * s, K_STEP_BYTES);
+        for (int h = 0; h < QK_HALVES; ++h)
             for (int b = 0; b < BPS; ++b)
-                tma_load(base + K_OFFSET + s * KV_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.kMap, h * 64, rows[b], kFull + 8 * s);
+                tma_load(base + K_OFFSET + s * K_STEP_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.kMap,
+                         h * QK_ROW_ELEMENTS, rows[b], kFull + 8 * s);
         if (use > 0) mbar_wait(vEmpty + 8 * s, (use - 1) & 1);
-        mbar_expect_bytes(vFull + 8 * s, KV_BYTES);
+        mbar_expect_bytes(vFull + 8 * s, V_STEP_BYTES);
         for (int h = 0; h < HALVES; ++h)
             for (int b = 0; b < BPS; ++b)
-                tma_load(base + V_OFFSET + s * KV_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.vMap, h * 64, rows[b], vFull + 8 * s);
+                tma_load(base + V_OFFSET + s * V_STEP_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.vMap, h * 64, rows[b], vFull + 8 * s);
     }
 }
 
@@ -175,15 +216,43 @@ struct Tile {
 // S = Q·Kᵀ for the warpgroup's 64 rows × the step's 128 keys, issued (not waited for): D/16 steps of k16; a
 // 16-element step within a 64-element swizzle row is a 32-byte move of the start address (the hardware
 // applies the swizzle to the address it forms).
-__device__ __forceinline__ void issue_scores(float* s, u32 qBase, u32 kBase) {
+#if QK_INT8
+typedef int ScoreAccumulator;
+#else
+typedef float ScoreAccumulator;
+#endif
+// Every k-step (16 elements of 16 bits, or 32 of int8) is 32 bytes of the 128-byte rows.
+__device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qBase, u32 kBase) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < D * QK_ELEMENT_BYTES / 32; ++kk) {
         const u64 a = smem_descriptor(qBase + (kk / 4) * 64 * 128 + (kk % 4) * 32, 0);
         const u64 b = smem_descriptor(kBase + (kk / 4) * STEP_KEYS * 128 + (kk % 4) * 32, 0);
+#if QK_INT8
+        if (kk == 0) wgmma_ss_s8_first_n128(s, a, b); else wgmma_ss_s8_n128(s, a, b);
+#else
         if (kk == 0) wgmma_scores_first(s, a, b); else wgmma_scores(s, a, b, 1);
+#endif
     }
     wgmma_commit();
+}
+
+// The step's scores as floats: int8's int32 products times Q's row scale and K's block scale (no branch:
+// see softmax_step); the 16-bit path's are floats already.
+__device__ __forceinline__ void scores_to_float(const ScoreAccumulator* acc, float* s, const float* rowScale,
+                                                const float* blockScale) {
+#pragma unroll
+    for (int n = 0; n < STEP_KEYS / 8; ++n) {
+#if QK_INT8
+        const float k = blockScale[(n * 8) / BK];
+        s[4 * n] = (float)acc[4 * n] * (rowScale[0] * k);
+        s[4 * n + 1] = (float)acc[4 * n + 1] * (rowScale[0] * k);
+        s[4 * n + 2] = (float)acc[4 * n + 2] * (rowScale[1] * k);
+        s[4 * n + 3] = (float)acc[4 * n + 3] * (rowScale[1] * k);
+#else
+        s[4 * n] = acc[4 * n]; s[4 * n + 1] = acc[4 * n + 1]; s[4 * n + 2] = acc[4 * n + 2]; s[4 * n + 3] = acc[4 * n + 3];
+#endif
+    }
 }
 
 // O += P·V, issued: P from registers, V (keys × D, D contiguous) read transposed.
@@ -340,7 +409,7 @@ __device__ __forceinline__ void step_blocks(const int* list, int it, int mine, i
 // list entries of the CTA's `blocks`, BPS a step. Software-pipelined: step j+1's Q·Kᵀ is issued before step
 // j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
 __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
-                                        const int* list) {
+                                        const int* list, const float* qScales, const float* kScales) {
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
     const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
     const int tid = threadIdx.x % 128;
@@ -377,19 +446,42 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     const u32 kBase = base + K_OFFSET, vBase = base + V_OFFSET;
     int keyStart[BPS];
     bool real[BPS];
+    // int8: this thread's two rows' Q scales, and per step its blocks' K scales.
+    float rowScale[2] = {1.f, 1.f}, blockScale[BPS];
+#if QK_INT8
+    const int keyBlocks = p.kvRows / BK, kvHead = t.head / p.group;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int r = 16 * t.warp + t.g + 8 * h;
+        rowScale[h] = r < t.rowCount ? qScales[(u64)t.head * p.rows + t.localRow + r] : 0.f;
+    }
+#endif
+    auto scales = [&](int it) {
+#pragma unroll
+        for (int b = 0; b < BPS; ++b) {
+#if QK_INT8
+            blockScale[b] = kScales[(u64)kvHead * keyBlocks + list[BPS * it + b < mine ? BPS * it + b : BPS * it]];
+#else
+            blockScale[b] = 1.f;
+#endif
+        }
+    };
 
     // Step 0's scores and softmax.
     u32 pa[STEP_KEYS / 16][4];
     if (mySteps > 0) {
+        ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2];
         mbar_wait(qFull + 8 * c, 0);
         mbar_wait(kFull, 0);
-        issue_scores(s, qBase, kBase);
+        issue_scores(acc, qBase, kBase);
         wgmma_wait_for<0>();
-        fence_registers<STEP_KEYS / 2>(s);
+        fence_registers<STEP_KEYS / 2>(acc);
         __syncwarp();
         if (t.lane == 0) mbar_arrive(kEmpty);
         step_blocks(list, 0, mine, keyStart, real);
+        scales(0);
+        scores_to_float(acc, s, rowScale, blockScale);
         softmax_step(p, t, s, keyStart, real, c, alpha);
         rescale_and_pack(o, alpha, s, pa);
     }
@@ -397,16 +489,19 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     // branch of its own (see softmax_step).
     for (int it = 0; it + 1 < mySteps; ++it) {
         const int s0 = it % STAGES, s1 = (it + 1) % STAGES;
+        ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2];
         mbar_wait(kFull + 8 * s1, ((it + 1) / STAGES) & 1);
         mbar_wait(vFull + 8 * s0, (it / STAGES) & 1);
-        issue_scores(s, qBase, kBase + s1 * KV_BYTES);
-        issue_values(o, pa, vBase + s0 * KV_BYTES);
+        issue_scores(acc, qBase, kBase + s1 * K_STEP_BYTES);
+        issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
         wgmma_wait_for<1>();
-        fence_registers<STEP_KEYS / 2>(s);
+        fence_registers<STEP_KEYS / 2>(acc);
         __syncwarp();
         if (t.lane == 0) mbar_arrive(kEmpty + 8 * s1);
         step_blocks(list, it + 1, mine, keyStart, real);
+        scales(it + 1);
+        scores_to_float(acc, s, rowScale, blockScale);
         softmax_step(p, t, s, keyStart, real, c, alpha);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
@@ -418,7 +513,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     if (mySteps > 0) {
         const int s0 = (mySteps - 1) % STAGES;
         mbar_wait(vFull + 8 * s0, ((mySteps - 1) / STAGES) & 1);
-        issue_values(o, pa, vBase + s0 * KV_BYTES);
+        issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();
@@ -468,6 +563,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
         if (threadIdx.x == 0) produce(hp, base, work, blocks, list);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-        consume(hp.p, base, role - 1, work[role - 1], blocks, list);
+#if QK_INT8
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list, hp.qScales, hp.kScales);
+#else
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list, nullptr, nullptr);
+#endif
     }
 }
