@@ -25,6 +25,16 @@ static_assert(HEAD_DIM == 128, "int8 Q·Kᵀ takes rows of 128 bytes (one 128-by
 #else
 #define QK_ELEMENT_BYTES 2
 #endif
+// PV_FP8: P and V in e4m3 for P·V (wgmma k32, fp32 accumulation). V arrives transposed, Vᵀ [Hkv][D][kvRows]
+// (fp8 wgmma reads B only K-major), its keys permuted within each 16 (see pack_p_e4m3), scaled per column
+// (vScales); P is scaled by P_SCALE so that its small values stay normal numbers.
+#ifndef PV_FP8
+#define PV_FP8 0
+#endif
+#if PV_FP8
+static_assert(HEAD_DIM == 128 && BLOCK_K == 128, "fp8 P·V takes 128-key blocks of D = 128 (one 128-byte row of keys)");
+#define P_SCALE 256.f
+#endif
 // Elements of Q or K in one 128-byte swizzle row, and such rows per Q or K row.
 #define QK_ROW_ELEMENTS (128 / QK_ELEMENT_BYTES)
 #define QK_HALVES (D * QK_ELEMENT_BYTES / 128)
@@ -48,6 +58,9 @@ struct SpargeHopperParams {
     const float* qScales;  // [Hq][rows]
     const float* kScales;  // [Hkv][kvRows / BK]
 #endif
+#if PV_FP8
+    const float* vScales;  // [Hkv][D]
+#endif
 };
 
 // Shared memory, from a 1024-byte aligned base: Q of each consumer [HALVES][64 rows][128 B], then STAGES K and
@@ -55,7 +68,11 @@ struct SpargeHopperParams {
 // 16-byte chunk c of row r at c ^ (r % 8), the layout wgmma reads), then the mbarriers.
 #define Q_BYTES (64 * D * QK_ELEMENT_BYTES)
 #define K_STEP_BYTES (STEP_KEYS * D * QK_ELEMENT_BYTES)
+#if PV_FP8
+#define V_STEP_BYTES (STEP_KEYS * D)
+#else
 #define V_STEP_BYTES (STEP_KEYS * D * 2)
+#endif
 #define K_OFFSET (CONSUMERS * Q_BYTES)
 #define V_OFFSET (K_OFFSET + STAGES * K_STEP_BYTES)
 #define BAR_OFFSET (V_OFFSET + STAGES * V_STEP_BYTES)
@@ -159,6 +176,16 @@ __device__ __forceinline__ void wgmma_ss_s8_first_n128(int* d, u64 a, u64 b) {
 }
 #endif
 
+#if PV_FP8
+// D[64×128] += A·B in fp32, A (e4m3, four to a register) in registers, B (e4m3) K-major in shared memory (k32).
+__device__ __forceinline__ void wgmma_rs_e4m3_n128(float* d, const u32* a, u64 b) {
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1; }\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+#endif
+
 #define wgmma_scores wgmma_ss_n128
 #define wgmma_scores_first wgmma_ss_first_n128
 #if D == 64
@@ -197,9 +224,14 @@ __device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, 
                          h * QK_ROW_ELEMENTS, rows[b], kFull + 8 * s);
         if (use > 0) mbar_wait(vEmpty + 8 * s, (use - 1) & 1);
         mbar_expect_bytes(vFull + 8 * s, V_STEP_BYTES);
+#if PV_FP8
+        // Vᵀ: the block's 128 keys (columns) of the kv head's D rows.
+        tma_load(base + V_OFFSET + s * V_STEP_BYTES, &hp.vMap, list[BPS * it] * BK, kvHead * D, vFull + 8 * s);
+#else
         for (int h = 0; h < HALVES; ++h)
             for (int b = 0; b < BPS; ++b)
                 tma_load(base + V_OFFSET + s * V_STEP_BYTES + h * STEP_KEYS * 128 + b * BK * 128, &hp.vMap, h * 64, rows[b], vFull + 8 * s);
+#endif
     }
 }
 
@@ -255,11 +287,25 @@ __device__ __forceinline__ void scores_to_float(const ScoreAccumulator* acc, flo
     }
 }
 
-// O += P·V, issued: P from registers, V (keys × D, D contiguous) read transposed.
+// Keys of P a wgmma k-step takes: 16 in 16 bits, 32 in e4m3.
+#if PV_FP8
+#define PV_K 32
+#else
+#define PV_K 16
+#endif
+
+// O += P·V, issued: P from registers; V (keys × D, D contiguous) read transposed, or, in fp8, Vᵀ (D rows of
+// the step's 128 keys) read K-major, a k-step 32 bytes along its rows.
 __device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 vBase) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < STEP_KEYS / 16; ++kk) wgmma_values(o, pa[kk], smem_descriptor(vBase + kk * 16 * 128, STEP_KEYS * 128));
+    for (int kk = 0; kk < STEP_KEYS / PV_K; ++kk) {
+#if PV_FP8
+        wgmma_rs_e4m3_n128(o, pa[kk], smem_descriptor(vBase + kk * 32, 0));
+#else
+        wgmma_values(o, pa[kk], smem_descriptor(vBase + kk * 16 * 128, STEP_KEYS * 128));
+#endif
+    }
     wgmma_commit();
 }
 
@@ -346,7 +392,20 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
     }
 }
 
-// O ← α·O, and P to P·V's 16-bit type in wgmma's register-A layout (16 keys a k-step).
+#if PV_FP8
+// Four e4m3 in a register, `a` in the low byte.
+__device__ __forceinline__ u32 pack_e4m3(float a, float b, float c, float d) {
+    unsigned short lo, hi;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(lo) : "f"(b * P_SCALE), "f"(a * P_SCALE));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(hi) : "f"(d * P_SCALE), "f"(c * P_SCALE));
+    return (u32)lo | ((u32)hi << 16);
+}
+#endif
+
+// O ← α·O, and P to P·V's type in wgmma's register-A layout. In 16 bits a k-step is 16 keys, the score
+// registers' own order. In e4m3 a k-step is 32 keys and a register four of them: this thread's scores of
+// keys 2·t4 + {0, 1} and 8 + 2·t4 + {0, 1} of each 16 fill the register of positions 4·t4 + {0…3}, so that
+// position 4a + i holds key 8·(i / 2) + 2a + i % 2 of its 16; Vᵀ's keys are stored in that order.
 __device__ __forceinline__ void rescale_and_pack(float* o, const float* alpha, const float* s, u32 (*pa)[4]) {
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
@@ -355,6 +414,16 @@ __device__ __forceinline__ void rescale_and_pack(float* o, const float* alpha, c
         o[4 * n + 2] *= alpha[1];
         o[4 * n + 3] *= alpha[1];
     }
+#if PV_FP8
+#pragma unroll
+    for (int kk = 0; kk < STEP_KEYS / 32; ++kk) {
+        const float* x = s + 16 * kk;  // four 8-key groups: x[4j + e] row g, x[4j + 2 + e] row g + 8
+        pa[kk][0] = pack_e4m3(x[0], x[1], x[4], x[5]);
+        pa[kk][1] = pack_e4m3(x[2], x[3], x[6], x[7]);
+        pa[kk][2] = pack_e4m3(x[8], x[9], x[12], x[13]);
+        pa[kk][3] = pack_e4m3(x[10], x[11], x[14], x[15]);
+    }
+#else
 #pragma unroll
     for (int kk = 0; kk < STEP_KEYS / 16; ++kk) {
         pa[kk][0] = pack_pv(s[8 * kk], s[8 * kk + 1]);
@@ -362,11 +431,23 @@ __device__ __forceinline__ void rescale_and_pack(float* o, const float* alpha, c
         pa[kk][2] = pack_pv(s[8 * kk + 4], s[8 * kk + 5]);
         pa[kk][3] = pack_pv(s[8 * kk + 6], s[8 * kk + 7]);
     }
+#endif
+}
+
+// What O's column 8n + 2·t4 + e holds, in units of the output: 1, or in fp8 P·V V's column scale over P_SCALE.
+__device__ __forceinline__ float column_unit(const float* vScales, int kvHead, int n, int t4, int e) {
+#if PV_FP8
+    return vScales[kvHead * D + 8 * n + 2 * t4 + e] * (1.f / P_SCALE);
+#else
+    return 1.f;
+#endif
 }
 
 // The tile's output at the end of the launch: O / l and the LSE where out is set (its last launch), else the
 // state for the next. Row sums were kept per thread (α is the same across a row's four threads): added here.
-__device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const Tile& t, const float* o, int tid) {
+__device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const Tile& t, const float* o, int tid,
+                                           const float* vScales) {
+    const int kvHead = t.head / p.group;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         float sum = t.l[h];
@@ -379,12 +460,14 @@ __device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
             for (int n = 0; n < D / 8; ++n)
-                *(f2*)(p.out + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h] * inv, o[4 * n + 2 * h + 1] * inv};
+                *(f2*)(p.out + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h] * inv * column_unit(vScales, kvHead, n, t.t4, 0),
+                                                               o[4 * n + 2 * h + 1] * inv * column_unit(vScales, kvHead, n, t.t4, 1)};
             if (t.t4 == 0) p.lse[row] = sum > 0.f ? (t.m[h] + fast_log2(sum)) * 0.69314718055994531f : NEG_INF;
         } else {
 #pragma unroll
             for (int n = 0; n < D / 8; ++n)
-                *(f2*)(p.oacc + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h], o[4 * n + 2 * h + 1]};
+                *(f2*)(p.oacc + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h] * column_unit(vScales, kvHead, n, t.t4, 0),
+                                                                o[4 * n + 2 * h + 1] * column_unit(vScales, kvHead, n, t.t4, 1)};
             if (t.t4 == 0) p.ml[row] = f2{t.m[h], sum};
         }
     }
@@ -409,7 +492,7 @@ __device__ __forceinline__ void step_blocks(const int* list, int it, int mine, i
 // list entries of the CTA's `blocks`, BPS a step. Software-pipelined: step j+1's Q·Kᵀ is issued before step
 // j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
 __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
-                                        const int* list, const float* qScales, const float* kScales) {
+                                        const int* list, const float* qScales, const float* kScales, const float* vScales) {
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
     const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
     const int tid = threadIdx.x % 128;
@@ -438,8 +521,8 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
 #pragma unroll
         for (int n = 0; n < D / 8; ++n) {
             f2 a = resume ? *(const f2*)(p.oacc + state * D + n * 8 + 2 * t.t4) : f2{0.f, 0.f};
-            o[4 * n + 2 * h] = a.x;
-            o[4 * n + 2 * h + 1] = a.y;
+            o[4 * n + 2 * h] = a.x / column_unit(vScales, t.head / p.group, n, t.t4, 0);
+            o[4 * n + 2 * h + 1] = a.y / column_unit(vScales, t.head / p.group, n, t.t4, 1);
         }
     }
     const u32 qBase = base + c * Q_BYTES;
@@ -468,7 +551,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     };
 
     // Step 0's scores and softmax.
-    u32 pa[STEP_KEYS / 16][4];
+    u32 pa[STEP_KEYS / PV_K][4];
     if (mySteps > 0) {
         ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2];
@@ -530,7 +613,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         __syncwarp();
         if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
     }
-    if (t.index >= 0) store_tile(p, t, o, tid);
+    if (t.index >= 0) store_tile(p, t, o, tid, vScales);
 }
 
 // One CTA: a producer warpgroup and CONSUMERS consumer warpgroups, each consumer one compute tile of ≤ 64
@@ -564,9 +647,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
 #if QK_INT8
-        consume(hp.p, base, role - 1, work[role - 1], blocks, list, hp.qScales, hp.kScales);
+        const float *qScales = hp.qScales, *kScales = hp.kScales;
 #else
-        consume(hp.p, base, role - 1, work[role - 1], blocks, list, nullptr, nullptr);
+        const float *qScales = nullptr, *kScales = nullptr;
 #endif
+#if PV_FP8
+        const float* vScales = hp.vScales;
+#else
+        const float* vScales = nullptr;
+#endif
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, vScales);
     }
 }
