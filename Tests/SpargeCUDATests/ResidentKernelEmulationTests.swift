@@ -256,6 +256,32 @@ int main(int argc, char** argv) {
         LAUNCH(n, 32, sparge_place_blocks(table, 1, dim, kvRows, withKeys ? k : 0, 1, v, 2, &overflow));
         fwrite(k, 2, elements, out);
         fwrite(v, 2, elements, out);
+    } else if (strcmp(argv[1], "qrows") == 0) {
+        long long rows = take_int(); int dim = (int)take_int();
+        float* q = (float*)malloc(rows * dim * 4 + 4); take(q, rows * dim * 4);
+        signed char* n = (signed char*)malloc(rows * dim + 1);
+        float* scales = (float*)malloc(rows * 4 + 4);
+        LAUNCH((rows + 63) / 64, 64, sparge_quantize_rows(q, rows, dim, n, scales));
+        fwrite(n, 1, rows * dim, out);
+        fwrite(scales, 4, rows, out);
+    } else if (strcmp(argv[1], "qkeys") == 0) {
+        int heads = (int)take_int(), rows = (int)take_int(), kvRows = (int)take_int(), dim = (int)take_int(), blockK = (int)take_int();
+        float* k = (float*)malloc((size_t)heads * rows * dim * 4 + 4); take(k, (size_t)heads * rows * dim * 4);
+        float* mean = (float*)malloc((size_t)heads * dim * 4); take(mean, (size_t)heads * dim * 4);
+        signed char* n = (signed char*)malloc((size_t)heads * kvRows * dim + 1);
+        int blocks = kvRows / blockK;
+        float* scales = (float*)malloc((size_t)heads * blocks * 4 + 4);
+        LAUNCH((heads * blocks + 31) / 32, 32, sparge_quantize_key_blocks(k, mean, heads, rows, kvRows, dim, blockK, n, scales));
+        fwrite(n, 1, (size_t)heads * kvRows * dim, out);
+        fwrite(scales, 4, (size_t)heads * blocks, out);
+    } else if (strcmp(argv[1], "qvalues") == 0) {
+        int heads = (int)take_int(), rows = (int)take_int(), kvRows = (int)take_int(), dim = (int)take_int();
+        float* v = (float*)malloc((size_t)heads * rows * dim * 4 + 4); take(v, (size_t)heads * rows * dim * 4);
+        unsigned char* transposed = (unsigned char*)malloc((size_t)heads * dim * kvRows + 1);
+        float* scales = (float*)malloc((size_t)heads * dim * 4 + 4);
+        LAUNCH((heads * dim + 31) / 32, 32, sparge_quantize_values_e4m3(v, heads, rows, kvRows, dim, transposed, scales));
+        fwrite(transposed, 1, (size_t)heads * dim * kvRows, out);
+        fwrite(scales, 4, (size_t)heads * dim, out);
     }
     fclose(out);
     return 0;

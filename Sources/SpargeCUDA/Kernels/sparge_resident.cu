@@ -262,3 +262,76 @@ extern "C" __global__ void sparge_place_blocks(const BlockPlacement* blocks, int
         store4(v, base + i, vType, n, load4((const void*)b.values, i, srcType, n), overflow, 0);
     }
 }
+
+// SageAttention's quantization for the Hopper kernel's int8 Q·Kᵀ and e4m3 P·V (QK_INT8, PV_FP8), from fp32
+// tensors [heads][rows][dim]. Every operation is one the host repeats in the same order, so a host twin
+// gives the same bits (the tests' `SageQuantization`).
+
+// |x| ≤ 448 to e4m3 (bias 7, no infinities), to nearest even; larger magnitudes saturate to ±448.
+__device__ __forceinline__ unsigned char to_e4m3(float x) {
+    u32 u = __float_as_uint(x);
+    unsigned char sign = (unsigned char)((u >> 24) & 0x80);
+    u32 a = u & 0x7fffffff;
+    if (a >= 0x43e00000) return sign | 0x7e;                          // ≥ 448: the largest finite
+    if (a < 0x3c800000) {                                             // below 2⁻⁶: subnormal (2⁻⁹ steps) or 0
+        return sign | (unsigned char)__float2int_rn(__uint_as_float(a) * 512.0f);
+    }
+    u32 rounded = a + 0x7ffff + ((a >> 20) & 1);                     // to 3 mantissa bits, ties to even
+    u32 code = (rounded >> 20) - (120 << 3);                          // rebias 127 → 7
+    return sign | (unsigned char)(code > 0x7e ? 0x7e : code);
+}
+
+// One thread a row: scale = max|q| / 127 (1 for a zero row), n = round(q / scale).
+extern "C" __global__ void sparge_quantize_rows(const float* q, long long rows, int dim, signed char* out, float* scales) {
+    long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const float* x = q + r * dim;
+    float m = 0.f;
+    for (int d = 0; d < dim; ++d) m = fmaxf(m, fabsf(x[d]));
+    const float scale = m > 0.f ? __fdiv_rn(m, 127.f) : 1.f;
+    for (int d = 0; d < dim; ++d) out[r * dim + d] = (signed char)__float2int_rn(__fdiv_rn(x[d], scale));
+    scales[r] = scale;
+}
+
+// One thread a (head, block of blockK keys): K minus the head's mean (mean [heads][dim]), scale = max|k − μ|
+// / 127 over the block's rows, n = round((k − μ) / scale); rows past `rows` (a block's padding, up to kvRows)
+// are 0. out [heads][kvRows][dim], scales [heads][kvRows / blockK].
+extern "C" __global__ void sparge_quantize_key_blocks(const float* k, const float* mean, int heads, int rows, int kvRows,
+                                                     int dim, int blockK, signed char* out, float* scales) {
+    const int blocks = kvRows / blockK;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * blocks) return;
+    const int h = (int)(i / blocks), b = (int)(i % blocks);
+    const int first = b * blockK, last = min(rows, first + blockK);
+    const float* mu = mean + (long long)h * dim;
+    float m = 0.f;
+    for (int r = first; r < last; ++r)
+        for (int d = 0; d < dim; ++d) m = fmaxf(m, fabsf(__fsub_rn(k[((long long)h * rows + r) * dim + d], mu[d])));
+    const float scale = m > 0.f ? __fdiv_rn(m, 127.f) : 1.f;
+    for (int r = first; r < first + blockK; ++r)
+        for (int d = 0; d < dim; ++d) {
+            const float c = r < last ? __fsub_rn(k[((long long)h * rows + r) * dim + d], mu[d]) : 0.f;
+            out[((long long)h * kvRows + r) * dim + d] = (signed char)__float2int_rn(__fdiv_rn(c, scale));
+        }
+    scales[i] = scale;
+}
+
+// One thread a (head, column): scale = max|v| / 448 over the rows (1 for a zero column); Vᵀ [heads][dim][kvRows]
+// in e4m3 with each 16 keys in the order the Hopper kernel's P registers take them: position 16g + 4a + i
+// holds key 16g + 8·(i / 2) + 2a + i % 2 (keys past `rows` are 0).
+extern "C" __global__ void sparge_quantize_values_e4m3(const float* v, int heads, int rows, int kvRows, int dim,
+                                                      unsigned char* outT, float* scales) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)heads * dim) return;
+    const int h = (int)(i / dim), d = (int)(i % dim);
+    float m = 0.f;
+    for (int r = 0; r < rows; ++r) m = fmaxf(m, fabsf(v[((long long)h * rows + r) * dim + d]));
+    const float scale = m > 0.f ? __fdiv_rn(m, 448.f) : 1.f;
+    for (int pos = 0; pos < kvRows; ++pos) {
+        const int within = pos % 16, a = within / 4, e = within % 4;
+        const int key = pos - within + 8 * (e / 2) + 2 * a + e % 2;
+        const float x = key < rows ? __fdiv_rn(v[((long long)h * rows + key) * dim + d], scale) : 0.f;
+        outT[((long long)h * dim + d) * kvRows + pos] = to_e4m3(x);
+    }
+    scales[i] = scale;
+}
