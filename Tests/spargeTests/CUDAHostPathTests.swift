@@ -57,11 +57,28 @@ final class CUDAHostPathTests: XCTestCase {
         XCTAssertFalse(launches(log).contains { $0.hasPrefix("sparge_summarize_blocks ") || $0.hasPrefix("sparge_scores ") },
                        "a dense pass summarized or scored:\n\(launches(log))")
         XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_attention") }, "no attention launch:\n\(launches(log))")
-        // 128-key blocks with 64-row tiles run the GPU kernel slowly: a hint says so, and is gone with 128-row tiles.
+        // The stub is an sm_90 device whose driver encodes tensor maps: the default shapes run the Hopper
+        // kernel, two 64-row tiles (384 threads) a CTA, and a shape it does not take falls back to mma.sync
+        // with a hint; with SPARGE_CUDA_KERNEL=mma, 128-key blocks with 64-row tiles are the slow shape.
         let small = ["--workload", "llm", "--seq", "1024", "--heads", "2", "--head-dim", "64", "--threads", "1", "--block-k", "128"]
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        let hopper = try spargeSingle(["bench", "--backend", "cuda"] + small, timeout: 60)
+        XCTAssertTrue(hopper.status == 0 && !hopper.stderr.contains("hint:"), transcript(hopper))
+        let hopperLaunches = launches(log).filter { $0.hasPrefix("sparge_attention_sm90 ") }
+        XCTAssertFalse(hopperLaunches.isEmpty, "no Hopper launch:\n\(launches(log))")
+        for line in hopperLaunches {
+            let fields = line.split(separator: " ").map(String.init)  // name, grid, block, shared bytes
+            XCTAssertEqual(fields[2], "384", line)
+            // 16 tiles of 64 rows a head (1024 tokens, 2 heads) pair up: fewer CTAs than the 32 tiles.
+            XCTAssertLessThan(Int(fields[1]) ?? 99, 32, line)
+        }
+        let fallback = try spargeSingle(["bench", "--backend", "cuda", "--tile-q", "128"] + small, timeout: 60)
+        XCTAssertTrue(fallback.status == 0 && fallback.stderr.contains("hint: the Hopper kernel takes --tile-q 64"), transcript(fallback))
+        setenv("SPARGE_CUDA_KERNEL", "mma", 1)
         let slow = try spargeSingle(["bench", "--backend", "cuda"] + small, timeout: 60)
-        XCTAssertTrue(slow.status == 0 && slow.stderr.contains("hint: with --block-k 128"), transcript(slow))
         let fast = try spargeSingle(["bench", "--backend", "cuda", "--tile-q", "128"] + small, timeout: 60)
+        unsetenv("SPARGE_CUDA_KERNEL")
+        XCTAssertTrue(slow.status == 0 && slow.stderr.contains("hint: with --block-k 128"), transcript(slow))
         XCTAssertTrue(fast.status == 0 && !fast.stderr.contains("hint:"), transcript(fast))
         // The resident pass's CUDA-aware path (payloads packed into and received in device memory, which
         // MPI reads and writes directly; the stub's device memory is host memory, as such an MPI sees it)
@@ -94,7 +111,11 @@ final class CUDAHostPathTests: XCTestCase {
             XCTAssertEqual(jsonField(cuda.stdout, "density"), jsonField(cpu.stdout, "density"), "\(launch)")
         }
         // One call in parts (a 1 MiB staging budget): each part launches its own attention kernel.
-        let before = launches(log).filter { $0.hasPrefix("sparge_attention ") }.count
+        // (Either kernel: the stub is an sm_90 device, where the default shapes run the Hopper one.)
+        func attentionLaunches() -> Int {
+            launches(log).filter { $0.hasPrefix("sparge_attention ") || $0.hasPrefix("sparge_attention_sm90 ") }.count
+        }
+        let before = attentionLaunches()
         setenv("SPARGE_CUDA_STAGING_MIB", "1", 1)
         addTeardownBlock { unsetenv("SPARGE_CUDA_STAGING_MIB") }
         // 192 key blocks of 16 KiB (K and V, 64 rows, D 64, 16 bits): 3 parts of at most 64.
@@ -102,12 +123,13 @@ final class CUDAHostPathTests: XCTestCase {
                       "--causal", "--threads", "1"]
         let parts = try spargeSingle(["bench", "--backend", "cuda"] + longer, timeout: 120)
         XCTAssertEqual(parts.status, 0, transcript(parts))
-        let partLaunches = launches(log).filter { $0.hasPrefix("sparge_attention ") }.count - before
+        let partLaunches = attentionLaunches() - before
         XCTAssertEqual(partLaunches, 3, "a call over the staging budget should go up in parts")
         unsetenv("SPARGE_CUDA_STAGING_MIB")
 
         let kernels = launches(log)
-        XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_attention ") }, "no attention kernel launched:\n\(kernels)")
+        XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_attention ") || $0.hasPrefix("sparge_attention_sm90 ") },
+                      "no attention kernel launched:\n\(kernels)")
         XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_scatter ") }, "no blocks placed:\n\(kernels)")
         XCTAssertTrue(kernels.contains { $0.hasPrefix("sparge_finish ") }, "no output normalised:\n\(kernels)")
 
@@ -210,6 +232,14 @@ final class CUDAHostPathTests: XCTestCase {
     int cuEventDestroy_v2(void *e) { return 0; }
     int cuEventSynchronize(void *e) { return 0; }
     int cuEventElapsedTime(float *ms, void *a, void *b) { *ms = 1.0f; return 0; }
+    int cuTensorMapEncodeTiled(void *map, int type, unsigned rank, void *address, const u64 *sizes, const u64 *strides,
+                               const unsigned *box, const unsigned *elementStrides, int interleave, int swizzle,
+                               int promotion, int fill) {
+        // What the Hopper kernel asks for: 2-D, 128-byte rows of a box, 128-byte swizzle.
+        if (rank != 2 || box[0] * 2 != 128 || swizzle != 3 || strides[0] % 16 != 0 || address == NULL) return 1;
+        memset(map, 7, 128);
+        return 0;
+    }
     int nvrtcVersion(int *a, int *b) { *a = 13; *b = 0; return 0; }
     const char *nvrtcGetErrorString(int r) { return "stub nvrtc error"; }
     int nvrtcCreateProgram(void **p, const char *src, const char *name, int n, const char **h, const char **i) { *p = (void *)1; return 0; }
