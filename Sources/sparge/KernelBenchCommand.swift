@@ -88,17 +88,18 @@ enum KernelBenchCommand {
         let backend = try o.choice("backend", ["cuda", "cpu"]) ?? "cuda"
         if backend == "cpu" { return try KernelBenchCPU.run(o, ctx) }
         let precision = try o.choice("precision", CUDAPrecision.allCases.map(\.rawValue)).flatMap(CUDAPrecision.init) ?? .bf16
-        let device = try CUDADevice.open(options: .fromEnvironment)
+        let options = CUDAOptions.fromEnvironment
+        let device = try CUDADevice.open(options: options)
         let setup = try Setup(o)
         let (config, workload, seq, heads, kvHeads, dim, repeats) =
             (setup.config, setup.workload, setup.seq, setup.heads, setup.kvHeads, setup.dim, setup.repeats)
         let (q, k, v, mask, maskSeconds) = (setup.q, setup.k, setup.v, setup.mask, setup.maskSeconds)
-        BackendOptions.printHint(config: config, device: device, options: .fromEnvironment)
+        BackendOptions.printHint(config: config, device: device, options: options)
 
         let t = DispatchTime.now().uptimeNanoseconds
         let attention = try CUDABlockSparseAttention(queries: q, mask: mask, kvHeads: kvHeads, config: config,
                                                      seqLen: seq, device: device, precision: precision,
-                                                     options: .fromEnvironment)
+                                                     options: options)
         let setupSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
         var table = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: mask.keyBlocks, blockK: config.blockK, seqLen: seq)
         let threads = ProcessInfo.processInfo.activeProcessorCount

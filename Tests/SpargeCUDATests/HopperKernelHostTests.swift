@@ -35,7 +35,7 @@ final class HopperKernelHostTests: XCTestCase {
                 return 0;
             }
             """
-        let stages = AttentionKernelSource.hopperStages(blockK: blockK)
+        let stages = AttentionKernelSource.hopperStages
         let program = try HostKernelProgram.build(
             name: "hopper-params-\(headDim)-\(blockK)",
             source: HostKernelProgram.prelude + "#include <stddef.h>\n" + declarations + "\n" + harness,
@@ -54,7 +54,7 @@ final class HopperKernelHostTests: XCTestCase {
             XCTAssertEqual(c[2], 256)
             XCTAssertEqual(c[3], 384)
             XCTAssertEqual(Int(c[0]), (384 + parameters + 63) / 64 * 64, "sizeof(SpargeHopperParams)")
-            XCTAssertEqual(Int(c[4]), AttentionKernelSource.hopperSharedBytes(headDim: d, blockK: bk), "SHARED_BYTES, D \(d), BK \(bk)")
+            XCTAssertEqual(Int(c[4]), AttentionKernelSource.hopperSharedBytes(headDim: d), "SHARED_BYTES, D \(d), BK \(bk)")
             XCTAssertLessThanOrEqual(Int(c[4]), 227 * 1024, "an H100/H200 CTA's shared memory")
         }
     }

@@ -15,8 +15,8 @@ struct AttentionKernel {
     enum Variant: Equatable {
         /// `mma.sync`: warps per CTA and 16-row m-tiles per warp (1 or 2).
         case mma(warps: Int, mTiles: Int)
-        /// `wgmma` with TMA: K/V stages in shared memory.
-        case hopper(stages: Int)
+        /// `wgmma` with TMA (`AttentionKernelSource.hopperStages` K/V stages in shared memory).
+        case hopper
     }
 
     init(device: CUDADevice, headDim: Int, config: SpargeConfig, precision: CUDAPrecision, options: CUDAOptions) {
@@ -25,37 +25,40 @@ struct AttentionKernel {
         self.config = config
         self.precision = precision
         if Self.hopperApplies(device: device, headDim: headDim, config: config, options: options) {
-            variant = .hopper(stages: AttentionKernelSource.hopperStages(blockK: config.blockK))
+            variant = .hopper
         } else {
             let mTiles = options.mTiles == 2 && config.computeTileQ % 32 == 0 ? 2 : 1
             variant = .mma(warps: config.computeTileQ / (16 * mTiles), mTiles: mTiles)
         }
     }
 
+    /// Whether `device` runs the Hopper kernel for the shapes it takes: sm_90, a driver that encodes tensor
+    /// maps, and `options` not asking for `mma.sync`.
+    static func hopperAvailable(device: CUDADevice, options: CUDAOptions) -> Bool {
+        options.hopperKernel && device.computeCapability == (9, 0) && device.api.cuTensorMapEncodeTiled != nil
+    }
+
+    /// Whether the Hopper kernel takes this shape: 64-row compute tiles, 64- or 128-key blocks, D 64 or 128.
+    static func hopperTakes(headDim: Int, config: SpargeConfig) -> Bool {
+        config.computeTileQ == 64 && [64, 128].contains(config.blockK) && [64, 128].contains(headDim)
+    }
+
     /// Whether the Hopper kernel runs this shape on `device`.
     static func hopperApplies(device: CUDADevice, headDim: Int, config: SpargeConfig, options: CUDAOptions) -> Bool {
-        options.hopperKernel && device.computeCapability == (9, 0) && device.api.cuTensorMapEncodeTiled != nil
-            && config.computeTileQ == 64 && [64, 128].contains(config.blockK) && [64, 128].contains(headDim)
+        hopperAvailable(device: device, options: options) && hopperTakes(headDim: headDim, config: config)
     }
 
     /// Compute tiles one CTA takes: the entries of the work list per CTA.
     var tilesPerCTA: Int { if case .hopper = variant { 2 } else { 1 } }
-
-    /// The kernel's name and shape, for reports.
-    var description: String {
-        switch variant {
-        case .mma(let warps, let mTiles): "mma.sync, \(warps) warps × \(16 * mTiles) rows"
-        case .hopper(let stages): "wgmma/TMA (sm_90a), 2 × 64 rows, \(stages) K/V stages"
-        }
-    }
 
     private var defines: [(String, Int)] {
         switch variant {
         case .mma(let warps, let mTiles):
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
              ("QK_BF16", precision == .bf16 ? 1 : 0)]
-        case .hopper(let stages):
-            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", stages), ("QK_BF16", precision == .bf16 ? 1 : 0)]
+        case .hopper:
+            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages),
+             ("QK_BF16", precision == .bf16 ? 1 : 0)]
         }
     }
 
@@ -64,7 +67,7 @@ struct AttentionKernel {
         case .mma(let warps, let mTiles):
             AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
         case .hopper:
-            AttentionKernelSource.hopperSharedBytes(headDim: headDim, blockK: config.blockK)
+            AttentionKernelSource.hopperSharedBytes(headDim: headDim)
         }
     }
 

@@ -10,9 +10,9 @@ import SpargeKernels
 /// visits to 16 bits on host threads into a pinned staging buffer, builds for every compute tile the list of its mask row's blocks that
 /// the table holds (ascending, cut at the causal diagonal), copies both in one transfer on a copy stream, and
 /// enqueues the kernels (place the blocks at their rows; one CTA per tile with a non-empty list, or per two
-/// such tiles of one mask row on Hopper, the longest lists first: `AttentionKernel.arrange`) behind that copy. It returns without waiting: the next call converts and copies into the other of
-/// two staging slots while this call's kernel runs, so a ring's next payload goes up while the GPU works on
-/// the current one. `finish` waits, normalizes and copies the output back.
+/// such tiles of one mask row on Hopper, the longest lists first: `AttentionKernel.arrange`) behind that
+/// copy. It returns without waiting: the next call converts and copies into the other of two staging slots
+/// while this call's kernel runs, so a ring's next payload goes up while the GPU works on the current one. `finish` waits, normalizes and copies the output back.
 ///
 /// What matches the CPU tile exactly: which blocks each tile visits and in what order, the token-level
 /// causal mask, the λ rule and its group (`computeTileQ` rows), the counters. What differs: inputs are
@@ -139,8 +139,9 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// under 128 rows leave one 4-warp CTA an SM (their double-buffered K/V take 128 KiB of shared memory):
     /// 42% of FlexAttention's rate, against 73% with `--tile-q 128` (BENCHMARKS.md).
     public static func slowShapeHint(config: SpargeConfig, device: CUDADevice, options: CUDAOptions) -> String? {
-        if AttentionKernel.hopperApplies(device: device, headDim: 128, config: SpargeConfig(), options: options) {
-            if AttentionKernel.hopperApplies(device: device, headDim: 128, config: config, options: options) { return nil }
+        if AttentionKernel.hopperAvailable(device: device, options: options) {
+            // (The head dimension is not known yet where the hint is given; the usual one stands in.)
+            if AttentionKernel.hopperTakes(headDim: 128, config: config) { return nil }
             return "the Hopper kernel takes --tile-q 64 (the default) and --block-k 64 or 128; "
                 + "this shape runs the mma.sync kernel, at about half its rate"
         }

@@ -40,13 +40,12 @@ enum AttentionKernelSource {
 
     /// K/V buffers of the Hopper kernel: two stages of a 128-key step (one 128-key block or two 64-key
     /// blocks), 128 KiB of K and V at D = 128, beside 32 KiB of Q.
-    static func hopperStages(blockK: Int) -> Int { 2 }
+    static let hopperStages = 2
 
     /// Dynamic shared memory of one Hopper CTA: two 64-row Q tiles, the K and V stages of 128 keys, the
     /// mbarriers, and 1 KiB to align the base for the 128-byte swizzle (`SHARED_BYTES` of the source).
-    static func hopperSharedBytes(headDim: Int, blockK: Int) -> Int {
-        let stages = hopperStages(blockK: blockK)
-        return 2 * 64 * headDim * 2 + 2 * stages * 128 * headDim * 2 + 8 * (2 + 4 * stages) + 1024
+    static func hopperSharedBytes(headDim: Int) -> Int {
+        2 * 64 * headDim * 2 + 2 * hopperStages * 128 * headDim * 2 + 8 * (2 + 4 * hopperStages) + 1024
     }
 
     /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles, and the λ reduction.

@@ -116,7 +116,10 @@ __device__ __forceinline__ u64 smem_descriptor(u32 addr, u32 lead) {
 }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Waits until at most N of this warpgroup's committed groups are pending.
+template <int N> __device__ __forceinline__ void wgmma_wait_for() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory");
+}
 // Keeps the compiler from moving accesses of accumulator registers across the asynchronous wgmma.
 template <int N> __device__ __forceinline__ void fence_registers(float* r) {
 #pragma unroll
@@ -307,10 +310,6 @@ __device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 v
 #endif
     }
     wgmma_commit();
-}
-
-template <int N> __device__ __forceinline__ void wgmma_wait_for() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory");
 }
 
 // One step's scores → P in place, its BPS blocks in list order as the CPU visits them: the token-level causal
