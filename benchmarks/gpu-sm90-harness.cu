@@ -39,7 +39,7 @@ static float fromBF16(u16 h) { u32 u = (u32)h << 16; float f; memcpy(&f, &u, 4);
 
 // SageAttention's int8 for Q·Kᵀ: Q per row (scale max|q|/127), K minus its head's mean over all keys (which
 // shifts every score of a row by the same q·μ: the softmax does not see it), then per BK-key block.
-struct Quantized { std::vector<signed char> q, k; std::vector<float> qScales, kScales; };
+struct Quantized { std::vector<signed char> q, k; std::vector<float> qScales, kScales, rowShifts; };
 
 // e4m3 (bias 7, no infinities, 0x7f NaN): the code nearest to x (ties to the even code), |x| ≤ 448.
 static unsigned char toE4M3(float x) {
@@ -90,7 +90,7 @@ static Quantized quantize(const Problem& p) {
     Quantized z;
     int nk = p.kvRows / BK;
     z.q.resize(p.q.size()); z.k.resize(p.k.size());
-    z.qScales.resize((size_t)p.heads * p.n); z.kScales.resize((size_t)p.heads * nk);
+    z.qScales.resize((size_t)p.heads * p.n); z.rowShifts.resize((size_t)p.heads * p.n); z.kScales.resize((size_t)p.heads * nk);
     for (size_t r = 0; r < (size_t)p.heads * p.n; ++r) {
         float mx = 0; for (int d = 0; d < D; ++d) mx = std::max(mx, fabsf(fromBF16(p.q[r * D + d])));
         float sc = mx > 0 ? mx / 127.f : 1.f; z.qScales[r] = sc;
@@ -100,6 +100,12 @@ static Quantized quantize(const Problem& p) {
         std::vector<double> mean(D, 0.0);
         for (int r = 0; r < p.n; ++r) for (int d = 0; d < D; ++d) mean[d] += fromBF16(p.k[((size_t)h * p.kvRows + r) * D + d]);
         for (int d = 0; d < D; ++d) mean[d] /= p.n;
+        // The softmax does not see q·μ; the LSE adds it back (natural units, times the softmax scale).
+        for (int r = 0; r < p.n; ++r) {
+            double dot = 0;
+            for (int d = 0; d < D; ++d) dot += fromBF16(p.q[((size_t)h * p.n + r) * D + d]) * mean[d];
+            z.rowShifts[(size_t)h * p.n + r] = (float)(dot / sqrt((double)D));
+        }
         for (int b = 0; b < nk; ++b) {
             float mx = 0;
             for (int r = b * BK; r < std::min(p.n, (b + 1) * BK); ++r)
@@ -171,12 +177,14 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
 #endif
 #if QK_INT8
     Quantized z = quantize(p);
-    float *qScales, *kScales;
+    float *qScales, *kScales, *rowShifts;
     CHECK(cudaMemcpy(dq, z.q.data(), qn, cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(dk, z.k.data(), kvn, cudaMemcpyHostToDevice));
     CHECK(cudaMalloc(&qScales, z.qScales.size() * 4)); CHECK(cudaMalloc(&kScales, z.kScales.size() * 4));
     CHECK(cudaMemcpy(qScales, z.qScales.data(), z.qScales.size() * 4, cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(kScales, z.kScales.data(), z.kScales.size() * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMalloc(&rowShifts, z.rowShifts.size() * 4));
+    CHECK(cudaMemcpy(rowShifts, z.rowShifts.data(), z.rowShifts.size() * 4, cudaMemcpyHostToDevice));
     const int qkBytes = 1;
 #else
     CHECK(cudaMemcpy(dq, p.q.data(), qn * 2, cudaMemcpyHostToDevice));
@@ -238,7 +246,7 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
     makeMap(&hp.vMap, dv, (long)p.heads * p.kvRows, BK);
 #endif
 #if QK_INT8
-    hp.qScales = qScales; hp.kScales = kScales;
+    hp.qScales = qScales; hp.kScales = kScales; hp.rowShifts = rowShifts;
 #endif
     hp.p.q = dq; hp.p.k = dk; hp.p.v = dv; hp.p.oacc = oacc; hp.p.ml = ml; hp.p.counters = counters; hp.p.tiles = tiles;
     hp.p.blocks = blocks; hp.p.rows = p.n; hp.p.seqLen = p.n; hp.p.kvRows = p.kvRows; hp.p.group = 1;
@@ -275,7 +283,7 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(oacc); cudaFree(out); cudaFree(lse); cudaFree(ml);
     cudaFree(counters); cudaFree(tiles); cudaFree(blocks);
 #if QK_INT8
-    cudaFree(qScales); cudaFree(kScales);
+    cudaFree(qScales); cudaFree(kScales); cudaFree(rowShifts);
 #endif
 #if PV_FP8
     cudaFree(vScales);
@@ -333,7 +341,7 @@ int main(int argc, char** argv) {
         // bf16 inputs are the reference's too: what remains is P rounded to bf16 (~2e-3 relative) and fp32 sums;
         // int8 adds Q·Kᵀ's quantization (SageAttention's recipe: ~1e-2 relative on near-uniform attention).
         // fp8 P·V: P and V with 3 mantissa bits (~3% an element, averaging over the keys).
-        bool pass = (QK_INT8 || PV_FP8) ? err < 5e-2 && lseErr < 5e-2 : err < 4e-3 && lseErr < 1e-3;
+        bool pass = PV_FP8 ? err < 5e-2 && lseErr < 5e-2 : QK_INT8 ? err < 2e-2 && lseErr < 5e-2 : err < 4e-3 && lseErr < 1e-3;
         ok &= pass;
         printf("  %-28s N=%5d heads=%d rel L1 %.2e, LSE max error %.2e  %s\n", c.name, c.n, c.heads, err, lseErr, pass ? "ok" : "FAILED");
     }

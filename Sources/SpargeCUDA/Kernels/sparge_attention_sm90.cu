@@ -15,7 +15,7 @@
 #define QK_TYPE "f16"
 #endif
 // QK_INT8: Q and K arrive as int8 (Q scaled per row, K smoothed by its head's mean and scaled per block:
-// qScales, kScales), S = Q·Kᵀ in int32 on the tensor cores (wgmma k32), then scaled to float.
+// qScales, kScales), S = Q·Kᵀ in int32 on the tensor cores (wgmma k32), read as floats (see start_scores).
 #ifndef QK_INT8
 #define QK_INT8 0
 #endif
@@ -27,13 +27,16 @@ static_assert(HEAD_DIM == 128, "int8 Q·Kᵀ takes rows of 128 bytes (one 128-by
 #endif
 // PV_FP8: P and V in e4m3 for P·V (wgmma k32, fp32 accumulation). V arrives transposed, Vᵀ [Hkv][D][kvRows]
 // (fp8 wgmma reads B only K-major), its keys permuted within each 16 (see pack_p_e4m3), scaled per column
-// (vScales); P is scaled by P_SCALE so that its small values stay normal numbers.
+// (vScales); P is 2^P_LOG2_SCALE = 256 times the softmax's (the exponent adds 8), so that its small values stay
+// normal numbers; the row sums carry the same factor, so O / l does not see it and the LSE subtracts it.
 #ifndef PV_FP8
 #define PV_FP8 0
 #endif
 #if PV_FP8
 static_assert(HEAD_DIM == 128 && BLOCK_K == 128, "fp8 P·V takes 128-key blocks of D = 128 (one 128-byte row of keys)");
-#define P_SCALE 256.f
+#define P_LOG2_SCALE 8.f
+#else
+#define P_LOG2_SCALE 0.f
 #endif
 // Elements of Q or K in one 128-byte swizzle row, and such rows per Q or K row.
 #define QK_ROW_ELEMENTS (128 / QK_ELEMENT_BYTES)
@@ -55,8 +58,9 @@ struct SpargeHopperParams {
     TensorMap qMap, kMap, vMap;
     SpargeAttentionParams p;
 #if QK_INT8
-    const float* qScales;  // [Hq][rows]
-    const float* kScales;  // [Hkv][kvRows / BK]
+    const float* qScales;    // [Hq][rows]
+    const float* kScales;    // [Hkv][kvRows / BK]
+    const float* rowShifts;  // [Hq][rows]: q·μ times the softmax scale (natural units), which the LSE adds back
 #endif
 #if PV_FP8
     const float* vScales;  // [Hkv][D]
@@ -170,13 +174,6 @@ __device__ __forceinline__ void wgmma_ss_s8_n128(int* d, u64 a, u64 b) {
                  : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
                  : "l"(a), "l"(b));
 }
-// The first k-step: D = A·Bᵀ, reading nothing of D.
-__device__ __forceinline__ void wgmma_ss_s8_first_n128(int* d, u64 a, u64 b) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, 0, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p; }\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3]), "=r"(d[4]), "=r"(d[5]), "=r"(d[6]), "=r"(d[7]), "=r"(d[8]), "=r"(d[9]), "=r"(d[10]), "=r"(d[11]), "=r"(d[12]), "=r"(d[13]), "=r"(d[14]), "=r"(d[15]), "=r"(d[16]), "=r"(d[17]), "=r"(d[18]), "=r"(d[19]), "=r"(d[20]), "=r"(d[21]), "=r"(d[22]), "=r"(d[23]), "=r"(d[24]), "=r"(d[25]), "=r"(d[26]), "=r"(d[27]), "=r"(d[28]), "=r"(d[29]), "=r"(d[30]), "=r"(d[31]), "=r"(d[32]), "=r"(d[33]), "=r"(d[34]), "=r"(d[35]), "=r"(d[36]), "=r"(d[37]), "=r"(d[38]), "=r"(d[39]), "=r"(d[40]), "=r"(d[41]), "=r"(d[42]), "=r"(d[43]), "=r"(d[44]), "=r"(d[45]), "=r"(d[46]), "=r"(d[47]), "=r"(d[48]), "=r"(d[49]), "=r"(d[50]), "=r"(d[51]), "=r"(d[52]), "=r"(d[53]), "=r"(d[54]), "=r"(d[55]), "=r"(d[56]), "=r"(d[57]), "=r"(d[58]), "=r"(d[59]), "=r"(d[60]), "=r"(d[61]), "=r"(d[62]), "=r"(d[63])
-                 : "l"(a), "l"(b));
-}
 #endif
 
 #if PV_FP8
@@ -264,7 +261,7 @@ __device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qBase, u32
         const u64 a = smem_descriptor(qBase + (kk / 4) * 64 * 128 + (kk % 4) * 32, 0);
         const u64 b = smem_descriptor(kBase + (kk / 4) * STEP_KEYS * 128 + (kk % 4) * 32, 0);
 #if QK_INT8
-        if (kk == 0) wgmma_ss_s8_first_n128(s, a, b); else wgmma_ss_s8_n128(s, a, b);
+        wgmma_ss_s8_n128(s, a, b);
 #else
         if (kk == 0) wgmma_scores_first(s, a, b); else wgmma_scores(s, a, b, 1);
 #endif
@@ -272,20 +269,27 @@ __device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qBase, u32
     wgmma_commit();
 }
 
-// The step's scores as floats: int8's int32 products times Q's row scale and K's block scale (no branch:
-// see softmax_step); the 16-bit path's are floats already.
-__device__ __forceinline__ void scores_to_float(const ScoreAccumulator* acc, float* s, const float* rowScale,
-                                                const float* blockScale) {
-#pragma unroll
-    for (int n = 0; n < STEP_KEYS / 8; ++n) {
 #if QK_INT8
-        const float k = blockScale[(n * 8) / BK];
-        s[4 * n] = (float)acc[4 * n] * (rowScale[0] * k);
-        s[4 * n + 1] = (float)acc[4 * n + 1] * (rowScale[0] * k);
-        s[4 * n + 2] = (float)acc[4 * n + 2] * (rowScale[1] * k);
-        s[4 * n + 3] = (float)acc[4 * n + 3] * (rowScale[1] * k);
+// int8's scores reach the softmax as floats with no conversion: the accumulators start at the bits of 2^23 +
+// 2^22 (SCORE_BIAS), so that the int32 sum of 128 products (|·| ≤ 127²·128 < 2^22) leaves the bits of the float
+// SCORE_BIAS + S exactly; the softmax's one FMA a score then takes S's scale (Q's row scale times K's block
+// scale) and subtracts the bias, where a conversion would cost as much as the exponential.
+#define SCORE_BIAS 12582912.f
+__device__ __forceinline__ void start_scores(ScoreAccumulator* acc) {
+#pragma unroll
+    for (int i = 0; i < STEP_KEYS / 2; ++i) acc[i] = 0x4B400000;
+}
 #else
-        s[4 * n] = acc[4 * n]; s[4 * n + 1] = acc[4 * n + 1]; s[4 * n + 2] = acc[4 * n + 2]; s[4 * n + 3] = acc[4 * n + 3];
+#define SCORE_BIAS 0.f
+__device__ __forceinline__ void start_scores(ScoreAccumulator*) {}
+#endif
+__device__ __forceinline__ void scores_as_float(const ScoreAccumulator* acc, float* s) {
+#pragma unroll
+    for (int i = 0; i < STEP_KEYS / 2; ++i) {
+#if QK_INT8
+        s[i] = __int_as_float(acc[i]);
+#else
+        s[i] = acc[i];
 #endif
     }
 }
@@ -322,14 +326,20 @@ __device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 v
 // be written on a divergent path (a predicated wgmma counts as one), or the compiler serializes every wgmma
 // of the kernel; so skipped blocks multiply a zero P (their P·V saves no time here, its result is the rule's).
 __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Tile& t, float* s, const int* keyStart,
-                                             const bool* real, int c, float* alpha) {
+                                             const bool* real, const float (*unit)[BPS], int c, float* alpha) {
     const int warpRow = 16 * t.warp;
     const int rowA = t.queryStart + warpRow + t.g, rowB = rowA + 8;
     const int lastA = p.causal ? min(rowA, p.seqLen - 1) : p.seqLen - 1;
     const int lastB = p.causal ? min(rowB, p.seqLen - 1) : p.seqLen - 1;
-    // Column j of block b is key keyStart[b] + j: masked where j > last − keyStart[b] (one compare a score).
+    // Column j of block b is key keyStart[b] + j: masked where j > last − keyStart[b] (one compare a score),
+    // in steps where some block reaches past the tile's first row's last key (the same for the warpgroup).
+    const int firstLast = p.causal ? min(t.queryStart, p.seqLen - 1) : p.seqLen - 1;
+    bool whole = true;
+#pragma unroll
+    for (int b = 0; b < BPS; ++b) whole = whole && real[b] && keyStart[b] + BK - 1 <= firstLast;
 #pragma unroll
     for (int b = 0; b < BPS; ++b) {
+        if (whole) break;
         const int limitA = lastA - keyStart[b] - 2 * t.t4, limitB = lastB - keyStart[b] - 2 * t.t4;
 #pragma unroll
         for (int n = 0; n < STEP_KEYS / 8; ++n) {
@@ -358,7 +368,7 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
                 if ((n * 8) / BK == b) a = fmaxf(a, fmaxf(s[4 * n + 2 * h], s[4 * n + 2 * h + 1]));
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 1));
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
-            mx[h] = a * p.qScale;
+            mx[h] = (a - SCORE_BIAS) * unit[h][b];
             rises |= warpRow + t.g + 8 * h < t.rowCount && mx[h] != NEG_INF && mx[h] - m[h] + p.pvThreshold > 0.f;
         }
         // Δ + λ > 0 for the group ⟺ some row's rise + λ > 0.
@@ -376,13 +386,13 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
         // A skipped block's columns are shifted by +∞: its P is exactly 0, with no select a score.
         float shift[BPS];
 #pragma unroll
-        for (int b = 0; b < BPS; ++b) shift[b] = computed[b] ? -sh : NEG_INF;
+        for (int b = 0; b < BPS; ++b) shift[b] = computed[b] ? fmaf(-SCORE_BIAS, unit[h][b], P_LOG2_SCALE - sh) : NEG_INF;
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < STEP_KEYS / 8; ++n) {
-            const float add = shift[(n * 8) / BK];
-            s[4 * n + 2 * h] = fast_exp2(fmaf(s[4 * n + 2 * h], p.qScale, add));
-            s[4 * n + 2 * h + 1] = fast_exp2(fmaf(s[4 * n + 2 * h + 1], p.qScale, add));
+            const float add = shift[(n * 8) / BK], u = unit[h][(n * 8) / BK];
+            s[4 * n + 2 * h] = fast_exp2(fmaf(s[4 * n + 2 * h], u, add));
+            s[4 * n + 2 * h + 1] = fast_exp2(fmaf(s[4 * n + 2 * h + 1], u, add));
             sum += s[4 * n + 2 * h] + s[4 * n + 2 * h + 1];
         }
         alpha[h] = fast_exp2(t.m[h] - sh);
@@ -395,8 +405,8 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
 // Four e4m3 in a register, `a` in the low byte.
 __device__ __forceinline__ u32 pack_e4m3(float a, float b, float c, float d) {
     unsigned short lo, hi;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(lo) : "f"(b * P_SCALE), "f"(a * P_SCALE));
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(hi) : "f"(d * P_SCALE), "f"(c * P_SCALE));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(lo) : "f"(b), "f"(a));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(hi) : "f"(d), "f"(c));
     return (u32)lo | ((u32)hi << 16);
 }
 #endif
@@ -433,10 +443,10 @@ __device__ __forceinline__ void rescale_and_pack(float* o, const float* alpha, c
 #endif
 }
 
-// What O's column 8n + 2·t4 + e holds, in units of the output: 1, or in fp8 P·V V's column scale over P_SCALE.
+// What O's column 8n + 2·t4 + e holds, in units of the output: 1, or in fp8 P·V V's column scale.
 __device__ __forceinline__ float column_unit(const float* vScales, int kvHead, int n, int t4, int e) {
 #if PV_FP8
-    return vScales[kvHead * D + 8 * n + 2 * t4 + e] * (1.f / P_SCALE);
+    return vScales[kvHead * D + 8 * n + 2 * t4 + e];
 #else
     return 1.f;
 #endif
@@ -445,7 +455,7 @@ __device__ __forceinline__ float column_unit(const float* vScales, int kvHead, i
 // The tile's output at the end of the launch: O / l and the LSE where out is set (its last launch), else the
 // state for the next. Row sums were kept per thread (α is the same across a row's four threads): added here.
 __device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const Tile& t, const float* o, int tid,
-                                           const float* vScales) {
+                                           const float* vScales, const float* rowShifts) {
     const int kvHead = t.head / p.group;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -461,7 +471,13 @@ __device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const
             for (int n = 0; n < D / 8; ++n)
                 *(f2*)(p.out + row * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h] * inv * column_unit(vScales, kvHead, n, t.t4, 0),
                                                                o[4 * n + 2 * h + 1] * inv * column_unit(vScales, kvHead, n, t.t4, 1)};
-            if (t.t4 == 0) p.lse[row] = sum > 0.f ? (t.m[h] + fast_log2(sum)) * 0.69314718055994531f : NEG_INF;
+#if QK_INT8
+            const float shifted = rowShifts[row];
+#else
+            const float shifted = 0.f;
+#endif
+            if (t.t4 == 0)
+                p.lse[row] = sum > 0.f ? (t.m[h] + fast_log2(sum) - P_LOG2_SCALE) * 0.69314718055994531f + shifted : NEG_INF;
         } else {
 #pragma unroll
             for (int n = 0; n < D / 8; ++n)
@@ -491,7 +507,8 @@ __device__ __forceinline__ void step_blocks(const int* list, int it, int mine, i
 // list entries of the CTA's `blocks`, BPS a step. Software-pipelined: step j+1's Q·Kᵀ is issued before step
 // j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
 __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
-                                        const int* list, const float* qScales, const float* kScales, const float* vScales) {
+                                        const int* list, const float* qScales, const float* kScales, const float* rowShifts,
+                                        const float* vScales) {
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
     const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
     const int tid = threadIdx.x % 128;
@@ -528,24 +545,27 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     const u32 kBase = base + K_OFFSET, vBase = base + V_OFFSET;
     int keyStart[BPS];
     bool real[BPS];
-    // int8: this thread's two rows' Q scales, and per step its blocks' K scales.
-    float rowScale[2] = {1.f, 1.f}, blockScale[BPS];
+    // What one unit of a score is in log2 units, per row and step block: the softmax scale, in int8 times Q's
+    // row scale and the block's K scale (rows past the tile take 1: their results are not stored).
+    float rowUnit[2] = {p.qScale, p.qScale}, unit[2][BPS];
 #if QK_INT8
     const int keyBlocks = p.kvRows / BK, kvHead = t.head / p.group;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const int r = 16 * t.warp + t.g + 8 * h;
-        rowScale[h] = r < t.rowCount ? qScales[(u64)t.head * p.rows + t.localRow + r] : 0.f;
+        rowUnit[h] = r < t.rowCount ? p.qScale * qScales[(u64)t.head * p.rows + t.localRow + r] : 1.f;
     }
 #endif
-    auto scales = [&](int it) {
+    auto units = [&](int it) {
 #pragma unroll
         for (int b = 0; b < BPS; ++b) {
 #if QK_INT8
-            blockScale[b] = kScales[(u64)kvHead * keyBlocks + list[BPS * it + b < mine ? BPS * it + b : BPS * it]];
+            const float k = kScales[(u64)kvHead * keyBlocks + list[BPS * it + b < mine ? BPS * it + b : BPS * it]];
 #else
-            blockScale[b] = 1.f;
+            const float k = 1.f;
 #endif
+            unit[0][b] = rowUnit[0] * k;
+            unit[1][b] = rowUnit[1] * k;
         }
     };
 
@@ -556,15 +576,16 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         float s[STEP_KEYS / 2], alpha[2];
         mbar_wait(qFull + 8 * c, 0);
         mbar_wait(kFull, 0);
+        start_scores(acc);
         issue_scores(acc, qBase, kBase);
         wgmma_wait_for<0>();
         fence_registers<STEP_KEYS / 2>(acc);
         __syncwarp();
         if (t.lane == 0) mbar_arrive(kEmpty);
         step_blocks(list, 0, mine, keyStart, real);
-        scales(0);
-        scores_to_float(acc, s, rowScale, blockScale);
-        softmax_step(p, t, s, keyStart, real, c, alpha);
+        units(0);
+        scores_as_float(acc, s);
+        softmax_step(p, t, s, keyStart, real, unit, c, alpha);
         rescale_and_pack(o, alpha, s, pa);
     }
     // Step it's P·V behind step it+1's Q·Kᵀ; step it+1's softmax while the P·V runs. No wgmma sits in a
@@ -575,6 +596,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         float s[STEP_KEYS / 2], alpha[2];
         mbar_wait(kFull + 8 * s1, ((it + 1) / STAGES) & 1);
         mbar_wait(vFull + 8 * s0, (it / STAGES) & 1);
+        start_scores(acc);
         issue_scores(acc, qBase, kBase + s1 * K_STEP_BYTES);
         issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
         wgmma_wait_for<1>();
@@ -582,9 +604,9 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         __syncwarp();
         if (t.lane == 0) mbar_arrive(kEmpty + 8 * s1);
         step_blocks(list, it + 1, mine, keyStart, real);
-        scales(it + 1);
-        scores_to_float(acc, s, rowScale, blockScale);
-        softmax_step(p, t, s, keyStart, real, c, alpha);
+        units(it + 1);
+        scores_as_float(acc, s);
+        softmax_step(p, t, s, keyStart, real, unit, c, alpha);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();
@@ -612,7 +634,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         __syncwarp();
         if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
     }
-    if (t.index >= 0) store_tile(p, t, o, tid, vScales);
+    if (t.index >= 0) store_tile(p, t, o, tid, vScales, rowShifts);
 }
 
 // One CTA: a producer warpgroup and CONSUMERS consumer warpgroups, each consumer one compute tile of ≤ 64
@@ -646,15 +668,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
 #if QK_INT8
-        const float *qScales = hp.qScales, *kScales = hp.kScales;
+        const float *qScales = hp.qScales, *kScales = hp.kScales, *rowShifts = hp.rowShifts;
 #else
-        const float *qScales = nullptr, *kScales = nullptr;
+        const float *qScales = nullptr, *kScales = nullptr, *rowShifts = nullptr;
 #endif
 #if PV_FP8
         const float* vScales = hp.vScales;
 #else
         const float* vScales = nullptr;
 #endif
-        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, vScales);
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales);
     }
 }
