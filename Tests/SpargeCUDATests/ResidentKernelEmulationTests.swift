@@ -257,21 +257,44 @@ int main(int argc, char** argv) {
         fwrite(k, 2, elements, out);
         fwrite(v, 2, elements, out);
     } else if (strcmp(argv[1], "qrows") == 0) {
-        long long rows = take_int(); int dim = (int)take_int();
-        float* q = (float*)malloc(rows * dim * 4 + 4); take(q, rows * dim * 4);
-        signed char* n = (signed char*)malloc(rows * dim + 1);
-        float* scales = (float*)malloc(rows * 4 + 4);
-        LAUNCH((rows + 63) / 64, 64, sparge_quantize_rows(q, rows, dim, n, scales));
-        fwrite(n, 1, rows * dim, out);
-        fwrite(scales, 4, rows, out);
+        long long rows = take_int(); int heads = (int)take_int(), dim = (int)take_int(), group = (int)take_int();
+        float softmaxScale; take(&softmaxScale, 4);
+        float* q = (float*)malloc(heads * rows * dim * 4 + 4); take(q, heads * rows * dim * 4);
+        float* mean = (float*)malloc((size_t)(heads / group) * dim * 4 + 4); take(mean, (size_t)(heads / group) * dim * 4);
+        signed char* n = (signed char*)malloc(heads * rows * dim + 1);
+        float* scales = (float*)malloc(heads * rows * 4 + 4);
+        float* shifts = (float*)malloc(heads * rows * 4 + 4);
+        LAUNCH((heads * rows + 63) / 64, 64, sparge_quantize_rows(q, rows, heads, dim, group, mean, softmaxScale, n, scales, shifts));
+        fwrite(n, 1, heads * rows * dim, out);
+        fwrite(scales, 4, heads * rows, out);
+        fwrite(shifts, 4, heads * rows, out);
     } else if (strcmp(argv[1], "qkeys") == 0) {
+        // K [heads][rows][dim] in srcType (0 f32, 1 bf16), every block placed from where it lies.
         int heads = (int)take_int(), rows = (int)take_int(), kvRows = (int)take_int(), dim = (int)take_int(), blockK = (int)take_int();
-        float* k = (float*)malloc((size_t)heads * rows * dim * 4 + 4); take(k, (size_t)heads * rows * dim * 4);
+        int srcType = (int)take_int();
+        size_t elementBytes = srcType == 0 ? 4 : 2;
+        unsigned char* k = (unsigned char*)malloc((size_t)heads * rows * dim * elementBytes + 4);
+        take(k, (size_t)heads * rows * dim * elementBytes);
         float* mean = (float*)malloc((size_t)heads * dim * 4); take(mean, (size_t)heads * dim * 4);
+        int blocks = kvRows / blockK, count = heads * ((rows + blockK - 1) / blockK);
+        BlockPlacement* table = (BlockPlacement*)malloc((size_t)count * sizeof(BlockPlacement));
+        int p = 0;
+        for (int h = 0; h < heads; ++h)
+            for (int first = 0; first < rows; first += blockK, ++p) {
+                table[p].keys = (u64)(k + ((size_t)h * rows + first) * dim * elementBytes);
+                table[p].values = 0;
+                table[p].kvHead = h; table[p].firstRow = first; table[p].rows = min(blockK, rows - first); table[p].unused = 0;
+            }
         signed char* n = (signed char*)malloc((size_t)heads * kvRows * dim + 1);
-        int blocks = kvRows / blockK;
+        memset(n, 0x55, (size_t)heads * kvRows * dim);  // blocks past the rows are not placed: left as they were
         float* scales = (float*)malloc((size_t)heads * blocks * 4 + 4);
-        LAUNCH((heads * blocks + 31) / 32, 32, sparge_quantize_key_blocks(k, mean, heads, rows, kvRows, dim, blockK, n, scales));
+        for (int i = 0; i < heads * blocks; ++i) scales[i] = -1.f;
+        float* rowMax = (float*)malloc((size_t)count * blockK * 4 + 4);
+        float* blockScale = (float*)malloc((size_t)count * 4 + 4);
+        LAUNCH((count * blockK + 63) / 64, 64, sparge_key_row_max(table, count, srcType, dim, blockK, mean, rowMax));
+        LAUNCH((count + 31) / 32, 32, sparge_key_block_scale(table, count, blockK, kvRows, rowMax, blockScale, scales));
+        long long quads = (long long)count * blockK * dim / 4;
+        LAUNCH((quads + 255) / 256, 256, sparge_key_quantize(table, count, srcType, dim, blockK, kvRows, mean, blockScale, n));
         fwrite(n, 1, (size_t)heads * kvRows * dim, out);
         fwrite(scales, 4, (size_t)heads * blocks, out);
     } else if (strcmp(argv[1], "qvalues") == 0) {

@@ -11,16 +11,22 @@ import XCTest
 final class SageQuantizationTests: XCTestCase {
     /// What the kernels compute, written plainly.
     enum SageQuantization {
-        static func rows(_ q: [Float], dim: Int) -> (n: [Int8], scales: [Float]) {
-            var n = [Int8](), scales = [Float]()
+        static func rows(_ q: [Float], heads: Int, dim: Int, group: Int, mean: [Float],
+                         softmaxScale: Float) -> (n: [Int8], scales: [Float], shifts: [Float]) {
+            var n = [Int8](), scales = [Float](), shifts = [Float]()
+            let rows = q.count / dim / heads
             for r in 0..<(q.count / dim) {
                 let row = q[(r * dim)..<((r + 1) * dim)]
                 let m = row.reduce(Float(0)) { max($0, abs($1)) }
                 let scale = m > 0 ? m / 127 : 1
                 n += row.map { Int8(($0 / scale).rounded(.toNearestOrEven)) }
                 scales.append(scale)
+                let mu = mean[(r / rows / group * dim)...]
+                var dot: Float = 0
+                for (x, u) in zip(row, mu) { dot += x * u }
+                shifts.append(dot * softmaxScale)
             }
-            return (n, scales)
+            return (n, scales, shifts)
         }
 
         static func keyBlocks(_ k: [Float], mean: [Float], heads: Int, rows: Int, kvRows: Int, dim: Int,
@@ -85,38 +91,60 @@ final class SageQuantizationTests: XCTestCase {
     func testQueryRowsEqualTheirTwin() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
-        let (rows, dim) = (203, 128)
-        var q = (0..<(rows * dim)).map { _ in Float.random(in: -4...4, using: &rng) }
+        // Four query heads on two K heads (GQA): each row's shift takes its own K head's mean.
+        let (heads, rows, dim, group) = (4, 51, 128, 2)
+        var q = (0..<(heads * rows * dim)).map { _ in Float.random(in: -4...4, using: &rng) }
         for d in 0..<dim { q[5 * dim + d] = 0 }                 // a zero row: scale 1, all zeros
         q[7 * dim + 3] = 127 * 0.5 + 0.25                          // halfway cases after the division
+        let mean = (0..<(heads / group * dim)).map { _ in Float.random(in: -1...1, using: &rng) }
+        let softmaxScale = Float.random(in: 0.05...0.2, using: &rng)
         var input = Data()
-        input.append(ints: [rows, dim])
+        input.append(ints: [rows, heads, dim, group])
+        input.append(floats: [softmaxScale])
         input.append(floats: q)
+        input.append(floats: mean)
         let out = try program().run("qrows", input)
-        let n = out.values(Int8.self, count: rows * dim), scales = out.values(Float.self, at: rows * dim, count: rows)
-        let twin = SageQuantization.rows(q, dim: dim)
+        let count = heads * rows
+        let n = out.values(Int8.self, count: count * dim), scales = out.values(Float.self, at: count * dim, count: count)
+        let shifts = out.values(Float.self, at: count * dim + 4 * count, count: count)
+        let twin = SageQuantization.rows(q, heads: heads, dim: dim, group: group, mean: mean, softmaxScale: softmaxScale)
         XCTAssertEqual(n, twin.n, "seed \(seed)")
         XCTAssertEqual(scales.map(\.bitPattern), twin.scales.map(\.bitPattern), "seed \(seed)")
+        XCTAssertEqual(shifts.map(\.bitPattern), twin.shifts.map(\.bitPattern), "seed \(seed)")
     }
 
     func testKeyBlocksEqualTheirTwin() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
-        // A partial last block (rows < kvRows), two heads, the head's mean of an offset K.
-        for (heads, rows, blockK) in [(2, 300, 64), (1, 256, 128)] {
+        // A partial last block (rows < kvRows), two heads, the head's mean of an offset K; placed from f32 and
+        // from bf16 storage (the ring's formats), which the twin sees widened.
+        for (heads, rows, blockK, bf16) in [(2, 300, 64, false), (1, 256, 128, false), (2, 200, 128, true)] {
             let dim = 128, kvRows = (rows + blockK - 1) / blockK * blockK
-            let k = (0..<(heads * rows * dim)).map { i in Float.random(in: -2...2, using: &rng) + Float(i % dim) * 0.01 }
+            var k = (0..<(heads * rows * dim)).map { i in Float.random(in: -2...2, using: &rng) + Float(i % dim) * 0.01 }
+            // Each block's largest |k − μ| in its last row (the partial block's last real one): every row counts.
+            for h in 0..<heads {
+                for first in stride(from: 0, to: rows, by: blockK) {
+                    let last = min(rows, first + blockK) - 1
+                    k[(h * rows + last) * dim + Int.random(in: 0..<dim, using: &rng)] = Float.random(in: 6...8, using: &rng)
+                }
+            }
+            if bf16 { k = k.map { Float(bitPattern: UInt32(StorageFormat.bf16Bits($0)) << 16) } }
             let mean = (0..<(heads * dim)).map { i in Float(i % dim) * 0.01 + Float.random(in: -0.1...0.1, using: &rng) }
             var input = Data()
-            input.append(ints: [heads, rows, kvRows, dim, blockK])
-            input.append(floats: k)
+            input.append(ints: [heads, rows, kvRows, dim, blockK, bf16 ? 1 : 0])
+            if bf16 {
+                k.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }.withUnsafeBytes { input.append(contentsOf: $0) }
+            } else {
+                input.append(floats: k)
+            }
             input.append(floats: mean)
             let out = try program().run("qkeys", input)
             let n = out.values(Int8.self, count: heads * kvRows * dim)
             let scales = out.values(Float.self, at: heads * kvRows * dim, count: heads * kvRows / blockK)
             let twin = SageQuantization.keyBlocks(k, mean: mean, heads: heads, rows: rows, kvRows: kvRows, dim: dim, blockK: blockK)
-            XCTAssertEqual(n, twin.n, "rows \(rows), blockK \(blockK), seed \(seed)")
-            XCTAssertEqual(scales.map(\.bitPattern), twin.scales.map(\.bitPattern), "rows \(rows), blockK \(blockK), seed \(seed)")
+            let label = "rows \(rows), blockK \(blockK), bf16 \(bf16), seed \(seed)"
+            XCTAssertEqual(n, twin.n, label)
+            XCTAssertEqual(scales.map(\.bitPattern), twin.scales.map(\.bitPattern), label)
         }
     }
 

@@ -281,39 +281,73 @@ __device__ __forceinline__ unsigned char to_e4m3(float x) {
     return sign | (unsigned char)(code > 0x7e ? 0x7e : code);
 }
 
-// One thread a row: scale = max|q| / 127 (1 for a zero row), n = round(q / scale).
-extern "C" __global__ void sparge_quantize_rows(const float* q, long long rows, int dim, signed char* out, float* scales) {
+// One thread a row of Q [heads][rows][dim]: scale = max|q| / 127 (1 for a zero row), n = round(q / scale), and
+// the row's shift q·μ·softmaxScale (μ its K/V head's mean, [heads / group][dim]; a serial fp32 sum): what
+// smoothing K by μ takes from every score of the row, which the LSE adds back.
+extern "C" __global__ void sparge_quantize_rows(const float* q, long long rows, int heads, int dim, int group,
+                                               const float* mean, float softmaxScale, signed char* out, float* scales,
+                                               float* shifts) {
     long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= rows) return;
+    if (r >= (long long)heads * rows) return;
     const float* x = q + r * dim;
-    float m = 0.f;
-    for (int d = 0; d < dim; ++d) m = fmaxf(m, fabsf(x[d]));
+    const float* mu = mean + (long long)((int)(r / rows) / group) * dim;
+    float m = 0.f, dot = 0.f;
+    for (int d = 0; d < dim; ++d) {
+        m = fmaxf(m, fabsf(x[d]));
+        dot = __fadd_rn(dot, __fmul_rn(x[d], mu[d]));
+    }
     const float scale = m > 0.f ? __fdiv_rn(m, 127.f) : 1.f;
     for (int d = 0; d < dim; ++d) out[r * dim + d] = (signed char)__float2int_rn(__fdiv_rn(x[d], scale));
     scales[r] = scale;
+    shifts[r] = __fmul_rn(dot, softmaxScale);
 }
 
-// One thread a (head, block of blockK keys): K minus the head's mean (mean [heads][dim]), scale = max|k − μ|
-// / 127 over the block's rows, n = round((k − μ) / scale); rows past `rows` (a block's padding, up to kvRows)
-// are 0. out [heads][kvRows][dim], scales [heads][kvRows / blockK].
-extern "C" __global__ void sparge_quantize_key_blocks(const float* k, const float* mean, int heads, int rows, int kvRows,
-                                                     int dim, int blockK, signed char* out, float* scales) {
-    const int blocks = kvRows / blockK;
+// K blocks to int8 as they are placed at their rows of the kernel's K ([kvHeads][kvRows][dim] int8), from
+// the storage format (BlockPlacement as sparge_place_blocks'): minus the head's mean (mean [kvHeads][dim]),
+// one scale per block, max|k − μ| / 127 (1 for a zero block), n = round((k − μ) / scale), rows past the
+// block's own 0; scales [kvHeads][kvRows / blockK]. Three passes, each thread on its own: a row's max, a
+// block's scale from its rows' maxima (rowMax [placements][blockK]), then four elements a thread.
+extern "C" __global__ void sparge_key_row_max(const BlockPlacement* blocks, int count, int srcType, int dim, int blockK,
+                                              const float* mean, float* rowMax) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)heads * blocks) return;
-    const int h = (int)(i / blocks), b = (int)(i % blocks);
-    const int first = b * blockK, last = min(rows, first + blockK);
-    const float* mu = mean + (long long)h * dim;
+    if (i >= (long long)count * blockK) return;
+    const BlockPlacement b = blocks[i / blockK];
+    const int r = (int)(i % blockK);
+    const float* mu = mean + (long long)b.kvHead * dim;
     float m = 0.f;
-    for (int r = first; r < last; ++r)
-        for (int d = 0; d < dim; ++d) m = fmaxf(m, fabsf(__fsub_rn(k[((long long)h * rows + r) * dim + d], mu[d])));
+    for (int d = 0; r < b.rows && d < dim; ++d)
+        m = fmaxf(m, fabsf(__fsub_rn(load_element((const void*)b.keys, (long long)r * dim + d, srcType), mu[d])));
+    rowMax[i] = m;
+}
+
+extern "C" __global__ void sparge_key_block_scale(const BlockPlacement* blocks, int count, int blockK, int kvRows,
+                                                  const float* rowMax, float* blockScale, float* scales) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    const BlockPlacement b = blocks[i];
+    float m = 0.f;
+    for (int r = 0; r < blockK; ++r) m = fmaxf(m, rowMax[(long long)i * blockK + r]);
     const float scale = m > 0.f ? __fdiv_rn(m, 127.f) : 1.f;
-    for (int r = first; r < first + blockK; ++r)
-        for (int d = 0; d < dim; ++d) {
-            const float c = r < last ? __fsub_rn(k[((long long)h * rows + r) * dim + d], mu[d]) : 0.f;
-            out[((long long)h * kvRows + r) * dim + d] = (signed char)__float2int_rn(__fdiv_rn(c, scale));
-        }
-    scales[i] = scale;
+    blockScale[i] = scale;
+    scales[(long long)b.kvHead * (kvRows / blockK) + b.firstRow / blockK] = scale;
+}
+
+extern "C" __global__ void sparge_key_quantize(const BlockPlacement* blocks, int count, int srcType, int dim, int blockK,
+                                               int kvRows, const float* mean, const float* blockScale, signed char* k) {
+    const long long perBlock = (long long)blockK * dim / 4;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)count * perBlock) return;
+    const int p = (int)(i / perBlock);
+    const BlockPlacement b = blocks[p];
+    const long long e = (i % perBlock) * 4;  // element of the block: row e / dim, columns e % dim + 0…3
+    const int r = (int)(e / dim), d = (int)(e % dim);
+    const float scale = blockScale[p];
+    const float* mu = mean + (long long)b.kvHead * dim;
+    signed char* out = k + ((long long)b.kvHead * kvRows + b.firstRow + r) * dim + d;
+    for (int c = 0; c < 4; ++c) {
+        const float x = r < b.rows ? __fsub_rn(load_element((const void*)b.keys, e + c, srcType), mu[d + c]) : 0.f;
+        out[c] = (signed char)__float2int_rn(__fdiv_rn(x, scale));
+    }
 }
 
 // One thread a (head, column): scale = max|v| / 448 over the rows (1 for a zero column); Vᵀ [heads][dim][kvRows]
