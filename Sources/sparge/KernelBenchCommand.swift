@@ -23,7 +23,8 @@ enum KernelBenchCommand {
         .value("backend", "cuda|cpu", "what computes the tiles (default cuda)"),
         .value("precision", "P", "cuda: bf16|fp16 (default bf16); cpu: fp32|bf16|fp16|int8 (default fp32)"),
         .value("mask-out", "FILE.npy", "write the block mask [H, nq, nk] as uint8"),
-        .flag("force", "overwrite an existing --mask-out file"),
+        .value("inputs-out", "PREFIX", "write the generated Q, K, V as PREFIX_q.npy, PREFIX_k.npy, PREFIX_v.npy (float32 [H, N, D]), for another tool to run on"),
+        .flag("force", "overwrite existing --mask-out and --inputs-out files"),
         .flag("json", "one JSON object instead of the text line"),
     ] + ConfigOptions.specs
 
@@ -56,8 +57,14 @@ enum KernelBenchCommand {
             repeats = try o.int("repeat", range: 1...1000) ?? 10
             let maskPath = o.string("mask-out")
             if let maskPath { try StagedFile.checkDestination(maskPath, overwrite: o.has("force")) }
+            let inputPaths = o.string("inputs-out").map { prefix in ["q", "k", "v"].map { "\(prefix)_\($0).npy" } } ?? []
+            for path in inputPaths { try StagedFile.checkDestination(path, overwrite: o.has("force")) }
             let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seq, headDim: dim)
             (q, k, v) = try WorkloadGenerator(workload, shape: shape, seed: seed).generate(rows: [0..<seq])
+            for (path, tensor) in zip(inputPaths, [q, k, v]) {
+                try NPYWriter.write(path: path, shape: [tensor.heads, tensor.rows, tensor.dim], values: tensor.data,
+                                    overwrite: o.has("force"))
+            }
             let t = DispatchTime.now().uptimeNanoseconds
             mask = try MaskPredictor.predict(q: q, k: k, config: config)  // the CPU's; the GPU's is the same bits
             maskSeconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9

@@ -8,7 +8,7 @@ import XCTest
 /// benchmarks/gpu-sm90-harness.cu on the device machine, against the CPU tiles and a Double reference.)
 final class HopperKernelHostTests: XCTestCase {
     /// The C++ definitions from the kernel's own source, compiled on the host with the given shape.
-    private func kernelConstants(headDim: Int, blockK: Int) throws -> [Int64] {
+    private func kernelConstants(headDim: Int, blockK: Int, int8: Bool = false) throws -> [Int64] {
         let source = AttentionKernelSource.hopperSource
         // The common types (up to SpargeAttentionParams), then the Hopper file's macros and structs (up to
         // SHARED_BYTES): declarations only, no device code.
@@ -37,24 +37,27 @@ final class HopperKernelHostTests: XCTestCase {
             """
         let stages = AttentionKernelSource.hopperStages
         let program = try HostKernelProgram.build(
-            name: "hopper-params-\(headDim)-\(blockK)",
+            name: "hopper-params-\(headDim)-\(blockK)\(int8 ? "-int8" : "")",
             source: HostKernelProgram.prelude + "#include <stddef.h>\n" + declarations + "\n" + harness,
-            defines: ["HEAD_DIM": headDim, "BLOCK_K": blockK, "KV_STAGES": stages, "QK_BF16": 1, "PV_BF16": 1])
+            defines: ["HEAD_DIM": headDim, "BLOCK_K": blockK, "KV_STAGES": stages, "QK_BF16": 1, "PV_BF16": 1,
+                      "QK_INT8": int8 ? 1 : 0])
         return try program.run("layout", Data()).values(Int64.self, count: 5)
     }
 
     func testArgumentLayoutAndSharedMemoryMatchTheKernel() throws {
-        for (d, bk) in [(128, 64), (128, 128), (64, 64), (64, 128)] {
-            let c = try kernelConstants(headDim: d, blockK: bk)
+        for (d, bk, int8) in [(128, 64, false), (128, 128, false), (64, 64, false), (64, 128, false), (128, 64, true),
+                              (128, 128, true)] {
+            let c = try kernelConstants(headDim: d, blockK: bk, int8: int8)
             guard c.count == 5 else { return }
-            // Three 128-byte maps, then the parameters, the whole rounded up to the maps' 64-byte alignment:
-            // what `launch` concatenates and pads.
-            let parameters = MemoryLayout<AttentionKernel.Parameters>.size
+            // Three 128-byte maps, then the parameters (and int8's three scale pointers), the whole rounded up
+            // to the maps' 64-byte alignment: what `launch` concatenates and pads.
+            let parameters = MemoryLayout<AttentionKernel.Parameters>.size + (int8 ? 24 : 0)
             XCTAssertEqual(c[1], 128)
             XCTAssertEqual(c[2], 256)
             XCTAssertEqual(c[3], 384)
-            XCTAssertEqual(Int(c[0]), (384 + parameters + 63) / 64 * 64, "sizeof(SpargeHopperParams)")
-            XCTAssertEqual(Int(c[4]), AttentionKernelSource.hopperSharedBytes(headDim: d), "SHARED_BYTES, D \(d), BK \(bk)")
+            XCTAssertEqual(Int(c[0]), (384 + parameters + 63) / 64 * 64, "sizeof(SpargeHopperParams), int8 \(int8)")
+            XCTAssertEqual(Int(c[4]), AttentionKernelSource.hopperSharedBytes(headDim: d, int8: int8),
+                           "SHARED_BYTES, D \(d), BK \(bk), int8 \(int8)")
             XCTAssertLessThanOrEqual(Int(c[4]), 227 * 1024, "an H100/H200 CTA's shared memory")
         }
     }

@@ -72,6 +72,7 @@ final class CUDAHostPathTests: XCTestCase {
             // 16 tiles of 64 rows a head (1024 tokens, 2 heads) pair up: fewer CTAs than the 32 tiles.
             XCTAssertLessThan(Int(fields[1]) ?? 99, 32, line)
         }
+        try checkInt8(log: log)
         let fallback = try spargeSingle(["bench", "--backend", "cuda", "--tile-q", "128"] + small, timeout: 60)
         XCTAssertTrue(fallback.status == 0 && fallback.stderr.contains("hint: the Hopper kernel takes --tile-q 64"), transcript(fallback))
         setenv("SPARGE_CUDA_KERNEL", "mma", 1)
@@ -137,6 +138,32 @@ final class CUDAHostPathTests: XCTestCase {
                                       "--json"], timeout: 120)
         XCTAssertEqual(bench.status, 0, transcript(bench))
         XCTAssertTrue(bench.stdout.contains("\"device\": \"Stub GPU\""), bench.stdout)
+    }
+
+    /// `--precision int8` on the stub's sm_90: Q quantized once, K blocks as they are placed (one rank and
+    /// three: the ring carries the storage format, so its bytes are bf16's), the Hopper kernel launched
+    /// (its int8 tensor maps accepted by the stub), the LSE's shifts passed to `sparge_finish` with several
+    /// ranks; head dimension 64 is refused on every rank with the reason.
+    private func checkInt8(log: String) throws {
+        let shape = ["--workload", "llm", "--seq", "1000", "--heads", "4", "--kv-heads", "2", "--head-dim", "128",
+                     "--causal", "--threads", "1", "--json"]
+        for launch in [Launch.single, .ranks(3)] {
+            try "".write(toFile: log, atomically: true, encoding: .utf8)
+            let int8 = try launch.run(["bench", "--backend", "cuda", "--precision", "int8", "--dense"] + shape, timeout: 120)
+            XCTAssertEqual(int8.status, 0, "\(launch)\n\(transcript(int8))")
+            XCTAssertTrue(int8.stdout.contains("\"backend\": \"cuda int8, Stub GPU\""), "\(launch)\n\(int8.stdout)")
+            for name in ["sparge_quantize_rows", "sparge_key_row_max", "sparge_key_block_scale", "sparge_key_quantize",
+                         "sparge_attention_sm90"] {
+                XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(launch): \(name) was not launched")
+            }
+            let bf16 = try launch.run(["bench", "--backend", "cuda", "--dense"] + shape, timeout: 120)
+            XCTAssertEqual(jsonField(int8.stdout, "bytes_sent"), jsonField(bf16.stdout, "bytes_sent"), "\(launch)")
+        }
+        let refused = try Launch.ranks(2).run(["bench", "--backend", "cuda", "--precision", "int8", "--workload", "llm",
+                                                "--seq", "512", "--heads", "2", "--head-dim", "64", "--threads", "1"], timeout: 60)
+        XCTAssertNotEqual(refused.status, 0, transcript(refused))
+        XCTAssertTrue(refused.stderr.contains("--precision int8 runs on the Hopper kernel") && refused.stderr.contains("D 64"),
+                      transcript(refused))
     }
 
     /// `run` with the CUDA backend reads the files onto the device in pinned chunks of whole rows (zigzag
@@ -235,8 +262,11 @@ final class CUDAHostPathTests: XCTestCase {
     int cuTensorMapEncodeTiled(void *map, int type, unsigned rank, void *address, const u64 *sizes, const u64 *strides,
                                const unsigned *box, const unsigned *elementStrides, int interleave, int swizzle,
                                int promotion, int fill) {
-        // What the Hopper kernel asks for: 2-D, 128-byte rows of a box, 128-byte swizzle.
-        if (rank != 2 || box[0] * 2 != 128 || swizzle != 3 || strides[0] % 16 != 0 || address == NULL) return 1;
+        // What the Hopper kernel asks for: 2-D, 128-byte rows of a box (bytes in int8, 16-bit words
+        // otherwise), 128-byte swizzle.
+        unsigned size = type == 0 ? 1 : 2;
+        if (rank != 2 || (type != 0 && type != 1) || box[0] * size != 128 || swizzle != 3 || strides[0] % 16 != 0
+            || address == NULL) return 1;
         memset(map, 7, 128);
         return 0;
     }

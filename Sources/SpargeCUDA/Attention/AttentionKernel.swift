@@ -48,6 +48,18 @@ struct AttentionKernel {
         hopperAvailable(device: device, options: options) && hopperTakes(headDim: headDim, config: config)
     }
 
+    /// Throws unless `precision` runs on this shape and device: int8 takes the Hopper kernel at D = 128.
+    static func checkPrecision(_ precision: CUDAPrecision, device: CUDADevice, headDim: Int, config: SpargeConfig,
+                               options: CUDAOptions) throws {
+        guard precision == .int8 else { return }
+        guard hopperApplies(device: device, headDim: headDim, config: config, options: options), headDim == 128 else {
+            throw CUDAError.unsupported("--precision int8 runs on the Hopper kernel (sm_90) with head dimension 128, "
+                + "64-row compute tiles and 64- or 128-key blocks; here: \(device.name) (sm_\(device.computeCapability.0)"
+                + "\(device.computeCapability.1)), D \(headDim), --tile-q \(config.computeTileQ), --block-k \(config.blockK)"
+                + "\(options.hopperKernel ? "" : ", SPARGE_CUDA_KERNEL=mma"); use --precision bf16")
+        }
+    }
+
     /// Compute tiles one CTA takes: the entries of the work list per CTA.
     var tilesPerCTA: Int { if case .hopper = variant { 2 } else { 1 } }
 
@@ -58,7 +70,7 @@ struct AttentionKernel {
              ("QK_BF16", precision == .bf16 ? 1 : 0)]
         case .hopper:
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages),
-             ("QK_BF16", precision == .bf16 ? 1 : 0)]
+             ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0)]
         }
     }
 
@@ -67,7 +79,7 @@ struct AttentionKernel {
         case .mma(let warps, let mTiles):
             AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
         case .hopper:
-            AttentionKernelSource.hopperSharedBytes(headDim: headDim)
+            AttentionKernelSource.hopperSharedBytes(headDim: headDim, int8: precision == .int8)
         }
     }
 
@@ -113,6 +125,9 @@ struct AttentionKernel {
         let rows: Int, kvRows: Int
         /// Query heads and key/value heads (the tensor maps' extents).
         let queryHeads: Int, kvHeads: Int
+        /// int8 (Q and K one byte an element): Q's row scales and row shifts `[Hq][rows]` and K's block
+        /// scales `[Hkv][kvRows / blockK]`; nil in 16 bits.
+        var quantization: (queryScales: UInt64, keyScales: UInt64, rowShifts: UInt64)? = nil
     }
 
     /// `SpargeAttentionParams` of sparge_attention_common.cu, field by field (device addresses as UInt64):
@@ -195,20 +210,28 @@ struct AttentionKernel {
             causal: config.causal ? 1 : 0)
         var argument = withUnsafeBytes(of: parameters) { Array($0) }
         if case .hopper = variant {
-            // SpargeHopperParams: the maps, then the parameters, padded to the struct's 64-byte alignment.
+            // SpargeHopperParams: the maps, the parameters, in int8 the scale pointers, padded to the struct's
+            // 64-byte alignment.
             let maps = try TensorMaps(device: device, operands: operands, headDim: headDim, blockK: config.blockK)
             argument = maps.bytes + argument
+            if let scales = operands.quantization {
+                for pointer in [scales.queryScales, scales.keyScales, scales.rowShifts] {
+                    withUnsafeBytes(of: pointer) { argument += $0 }
+                }
+            }
             argument += [UInt8](repeating: 0, count: (64 - argument.count % 64) % 64)
         }
         try device.launch(function(valuesInBF16: valuesInBF16), grid: entries / tilesPerCTA, block: threadsPerCTA,
                           sharedBytes: sharedBytes, [.bytes(argument)])
     }
 
-    /// Enqueues `O / l` into `output` (`[rows][D]` f32) and the LSE into `lse` for `totalRows` rows.
-    func normalize(oacc: UInt64, ml: UInt64, output: UInt64, lse: UInt64, totalRows: Int) throws {
+    /// Enqueues `O / l` into `output` (`[rows][D]` f32) and the LSE into `lse` for `totalRows` rows, adding
+    /// `rowShifts` (int8's `q·μ`, 0: none) to the LSE.
+    func normalize(oacc: UInt64, ml: UInt64, output: UInt64, lse: UInt64, totalRows: Int, rowShifts: UInt64 = 0) throws {
         let elements = totalRows * headDim  // four a thread
         try device.launch(auxiliary("sparge_finish"), grid: (elements / 4 + 255) / 256, block: 256,
-                          [.pointer(oacc), .pointer(ml), .pointer(output), .pointer(lse), .int64(Int64(totalRows))])
+                          [.pointer(oacc), .pointer(ml), .pointer(output), .pointer(lse), .int64(Int64(totalRows)),
+                           .pointer(rowShifts)])
     }
 
     /// Blocks visited and P·V blocks skipped, from the per-tile counters (`TileCounters`) of `tiles` tiles.

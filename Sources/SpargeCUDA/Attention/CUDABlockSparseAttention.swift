@@ -67,6 +67,10 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     public init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
                 device: CUDADevice, precision: CUDAPrecision = .bf16, options: CUDAOptions = CUDAOptions()) throws {
         try Self.checkShape(headDim: queries.dim, config: config)
+        guard precision != .int8 else {
+            throw CUDAError.unsupported("--precision int8 runs in the resident pass, with the mask predicted on the device "
+                + "(not with the mask on the host)")
+        }
         var t = CUDATrace.now()
         plan = try AttentionPlan(mask: mask, queryHeads: queries.heads, queryRows: queries.rows, kvHeads: kvHeads,
                                  config: config, seqLen: seqLen)

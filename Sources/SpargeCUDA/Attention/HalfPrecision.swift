@@ -1,6 +1,6 @@
 import SpargeKernels
 
-/// The 16-bit element types the CUDA kernels read, and the host-side rounding into them.
+/// The element types the CUDA kernels read, and the host-side rounding into them.
 public enum CUDAPrecision: String, Sendable, CaseIterable {
     /// `AttentionPrecision.bf16`. P·V runs in fp16 (P ∈ [0, 1] keeps three more mantissa bits there, and
     /// every bf16 value of V in fp16's range is exact in fp16); with a value of V beyond fp16's range P·V
@@ -8,21 +8,39 @@ public enum CUDAPrecision: String, Sendable, CaseIterable {
     case bf16
     /// `AttentionPrecision.fp16`: Q, K, V and P in fp16; a value beyond fp16's range is an error.
     case fp16
+    /// `AttentionPrecision.int8` on the GPU, SageAttention's Q·Kᵀ: each query row quantized to int8 with
+    /// its own scale (`max|q| / 127`), K smoothed by its head's mean over the whole sequence (the mean the
+    /// ranks agree on for the mask; it shifts every score of a row by the same `q·μ`, which the softmax
+    /// does not see and the LSE adds back) and quantized with one scale per key block (`max|k − μ| / 127`);
+    /// the int32 products scaled to fp32 before the same online softmax. P·V as in `bf16` (fp16, or bf16
+    /// for V beyond fp16's range). The Hopper kernel only (sm_90, D = 128, 64-row tiles, 64- or 128-key
+    /// blocks), in the resident pass (the mask predicted on the device).
+    case int8
 }
 
 extension CUDAPrecision {
-    /// The GPU kernels of `precision` (the names and meanings are `AttentionPrecision`'s, one definition for
-    /// every backend); nil for a precision they do not compute in (fp32, int8).
+    /// The GPU kernels of `precision` (the names are `AttentionPrecision`'s); nil for fp32, which they do
+    /// not compute in.
     public init?(_ precision: AttentionPrecision) { self.init(rawValue: precision.rawValue) }
 
     /// This precision's shared name and meaning.
     public var attentionPrecision: AttentionPrecision { AttentionPrecision(rawValue: rawValue)! }
 
-    /// The storage format of the same 16-bit type (the same rounding).
-    public var storageFormat: StorageFormat { self == .bf16 ? .bf16 : .f16 }
+    /// The storage format of the 16-bit type Q and K are rounded to; nil for int8, which quantizes them.
+    public var storageFormat: StorageFormat? {
+        switch self {
+        case .bf16: .bf16
+        case .fp16: .f16
+        case .int8: nil
+        }
+    }
 
-    /// `tensor` with every value rounded to this type and back: the values the kernels compute with.
-    public func rounded(_ tensor: Tensor3) -> Tensor3 { tensor.rounded(to: storageFormat) }
+    /// Whether P·V may fall back to bf16 where V is beyond fp16's range (else that is an error).
+    public var valuesMayWiden: Bool { self != .fp16 }
+
+    /// `tensor` with every value rounded to this type and back: the values the kernels compute with (int8
+    /// quantizes inside the pass: the tensor as given).
+    public func rounded(_ tensor: Tensor3) -> Tensor3 { storageFormat.map { tensor.rounded(to: $0) } ?? tensor }
 }
 
 /// Round-to-nearest-even conversions of Float to the 16-bit formats, on bit patterns.
@@ -119,7 +137,7 @@ enum HalfPrecision {
                 destination[i] = h.bits
             }
             fits = !overflow
-        case (.fp16, _):
+        case (.fp16, _), (.int8, _):  // (int8 is not staged from the host: CUDABlockSparseAttention refuses it)
             for i in 0..<count {
                 let x = source[i]
                 let h = Float16(x)

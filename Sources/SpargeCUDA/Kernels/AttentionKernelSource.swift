@@ -26,7 +26,8 @@
 /// its result is the rule's, but it saves no time here (a branch or predicate around a wgmma makes the
 /// compiler serialize all of them). The two tiles of a CTA share the K/V blocks: their lists agree on the
 /// shorter one's length (one mask row cut at two causal diagonals). Specialised by `HEAD_DIM` (64, 128),
-/// `BLOCK_K` (64, 128), `KV_STAGES`, `QK_BF16`, `PV_BF16`.
+/// `BLOCK_K` (64, 128), `KV_STAGES`, `QK_BF16`, `PV_BF16`, and `QK_INT8` (`CUDAPrecision.int8`: Q and K in
+/// int8 with their scales, D = 128).
 enum AttentionKernelSource {
     static let program = "sparge_attention.cu"
 
@@ -42,10 +43,12 @@ enum AttentionKernelSource {
     /// blocks), 128 KiB of K and V at D = 128, beside 32 KiB of Q.
     static let hopperStages = 2
 
-    /// Dynamic shared memory of one Hopper CTA: two 64-row Q tiles, the K and V stages of 128 keys, the
-    /// mbarriers, and 1 KiB to align the base for the 128-byte swizzle (`SHARED_BYTES` of the source).
-    static func hopperSharedBytes(headDim: Int) -> Int {
-        2 * 64 * headDim * 2 + 2 * hopperStages * 128 * headDim * 2 + 8 * (2 + 4 * hopperStages) + 1024
+    /// Dynamic shared memory of one Hopper CTA: two 64-row Q tiles, the K and V stages of 128 keys (Q and K
+    /// one byte an element in int8), the mbarriers, and 1 KiB to align the base for the 128-byte swizzle
+    /// (`SHARED_BYTES` of the source).
+    static func hopperSharedBytes(headDim: Int, int8: Bool = false) -> Int {
+        let qk = int8 ? 1 : 2
+        return 2 * 64 * headDim * qk + hopperStages * 128 * headDim * (qk + 2) + 8 * (2 + 4 * hopperStages) + 1024
     }
 
     /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles, and the λ reduction.

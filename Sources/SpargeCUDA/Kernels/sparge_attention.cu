@@ -333,9 +333,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
     }
 }
 
-// out = oacc / l (0 where l = 0), lse = (m + log2 l)·ln 2 (−inf where l = 0); one thread per element.
+// out = oacc / l (0 where l = 0), lse = (m + log2 l)·ln 2 + shift (−inf where l = 0; shifts: int8's q·μ per
+// row, or null); one thread per element.
 extern "C" __global__ void sparge_finish(const float* __restrict__ oacc, const f2* __restrict__ ml,
-                                         float* __restrict__ out, float* __restrict__ lse, long long totalRows) {
+                                         float* __restrict__ out, float* __restrict__ lse, long long totalRows,
+                                         const float* __restrict__ shifts) {
     // Four elements a thread (D is a multiple of 4, so they share a row), in 16-byte accesses.
     long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (i >= totalRows * D) return;
@@ -345,7 +347,7 @@ extern "C" __global__ void sparge_finish(const float* __restrict__ oacc, const f
     f4 o = *(const f4*)(oacc + i);
     o.x *= inv; o.y *= inv; o.z *= inv; o.w *= inv;
     *(f4*)(out + i) = o;
-    if (i % D == 0) lse[row] = s.y > 0.f ? (s.x + fast_log2(s.y)) * 0.69314718055994531f : NEG_INF;
+    if (i % D == 0) lse[row] = s.y > 0.f ? (s.x + fast_log2(s.y)) * 0.69314718055994531f + (shifts ? shifts[row] : 0.f) : NEG_INF;
 }
 
 // Places staged key/value blocks at their rows: staging holds, per entry, BK rows of K then BK rows of V;

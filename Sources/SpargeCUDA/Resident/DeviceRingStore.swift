@@ -24,6 +24,8 @@ final class DeviceRingStore: ResidentRingStore {
     private let tokenRanges: [Range<Int>]
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     private let k: DeviceBuffer
+    /// int8: K's block scales `[Hkv][keyBlocks]`, written as blocks are placed.
+    private let keyScales: DeviceBuffer?
     /// V in P·V's type, and whether that type is bf16 (V beyond fp16's range somewhere) rather than fp16,
     /// from `chooseValueType(wide:)` on: the shard's own V where it is in that type already and nothing is to
     /// be placed (`wholeInPlace`), else a buffer that blocks are placed in.
@@ -31,7 +33,8 @@ final class DeviceRingStore: ResidentRingStore {
     /// One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
     /// reads that K where it is, and V is converted to P·V's type in one pass (or read where it is).
     private let wholeInPlace: Bool
-    private let kvBytes: Int
+    /// Bytes of the kernel's K (one an element in int8) and of its V (two).
+    private let keyBytes: Int, kvBytes: Int
     /// With one rank every tile's blocks are all in one launch, whose CTAs write the normalised output and
     /// LSE themselves (`final`); otherwise the launches carry the softmax state in `oacc` and `ml` between
     /// ring steps and `finish` normalises.
@@ -63,6 +66,8 @@ final class DeviceRingStore: ResidentRingStore {
     init(shard: DeviceShard, mask: BlockMask, maskKeys: DeviceBuffer?, tokenRanges: [Range<Int>],
          config: SpargeConfig, seqLen: Int, messagesInDeviceMemory: Bool = false) throws {
         try CUDABlockSparseAttention.checkShape(headDim: shard.dim, config: config)
+        try AttentionKernel.checkPrecision(shard.precision, device: shard.device, headDim: shard.dim, config: config,
+                                           options: shard.options)
         var t = CUDATrace.now()
         self.shard = shard
         self.messagesInDeviceMemory = messagesInDeviceMemory
@@ -83,11 +88,16 @@ final class DeviceRingStore: ResidentRingStore {
 
         let d = shard.dim
         kvBytes = shard.kvHeads * kvRows * d * 2
+        let int8 = ring.quantized != nil
+        keyBytes = int8 ? kvBytes / 2 : kvBytes
         let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
-        wholeInPlace = holdsEverything && shard.rows == kvRows
-            && shard.kvFormat == (shard.precision == .bf16 ? .bf16 : .f16)
-        k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: kvBytes, label: "keys")
-        if !wholeInPlace { try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: d) }
+        // (int8 quantizes K as it places it: nothing is read in place.)
+        wholeInPlace = holdsEverything && shard.rows == kvRows && shard.kvFormat == shard.precision.storageFormat
+        k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: keyBytes, label: "keys")
+        if !wholeInPlace {
+            try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: keyBytes / shard.kvHeads / kvRows)
+        }
+        keyScales = int8 ? try DeviceBuffer(device: device, bytes: shard.kvHeads * keyBlocks * 4, label: "K block scales") : nil
         t = try CUDATrace.step("ring store: K buffer", since: t, on: device)
         let outputRows = shard.queryHeads * shard.rows
         if holdsEverything {
@@ -116,7 +126,7 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     func chooseValueType(wide: Bool) throws {
-        guard !wide || shard.precision == .bf16 else {
+        guard !wide || shard.precision.valuesMayWiden else {
             throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
         }
         let t = CUDATrace.now()
@@ -125,7 +135,7 @@ final class DeviceRingStore: ResidentRingStore {
         } else {
             let buffer = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
             if !wholeInPlace {
-                try Self.zeroTail(of: buffer, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, dim: shard.dim)
+                try Self.zeroTail(of: buffer, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: shard.dim * 2)
             }
             values = (buffer, wide)
         }
@@ -135,9 +145,9 @@ final class DeviceRingStore: ResidentRingStore {
 
     /// Every block a tile visits is placed before it is visited; only the rows past the sequence's end in the
     /// last block are read without being placed, and must be zeros (0 · NaN would be NaN).
-    private static func zeroTail(of buffer: DeviceBuffer, kvHeads: Int, kvRows: Int, seqLen: Int, dim d: Int) throws {
-        let tail = (kvRows - seqLen) * d * 2
-        for g in 0..<kvHeads { try buffer.zero(offset: (g * kvRows + seqLen) * d * 2, count: tail) }
+    private static func zeroTail(of buffer: DeviceBuffer, kvHeads: Int, kvRows: Int, seqLen: Int, rowBytes: Int) throws {
+        let tail = (kvRows - seqLen) * rowBytes
+        for g in 0..<kvHeads { try buffer.zero(offset: (g * kvRows + seqLen) * rowBytes, count: tail) }
     }
 
     /// V in P·V's type and that type, once chosen.
@@ -347,7 +357,8 @@ final class DeviceRingStore: ResidentRingStore {
             t = try CUDATrace.step("finish: output buffers", since: t, on: device)
             if let state, heads * rows > 0 {
                 try kernel.normalize(oacc: state.oacc.address, ml: state.ml.address, output: output.address,
-                                     lse: lse.address, totalRows: heads * rows)
+                                     lse: lse.address, totalRows: heads * rows,
+                                     rowShifts: ring.quantized?.rowShifts.address ?? 0)
             }
         }
         try device.synchronize()
@@ -376,11 +387,12 @@ final class DeviceRingStore: ResidentRingStore {
     }
 
     private var operands: AttentionKernel.Operands {
-        AttentionKernel.Operands(q: ring.queries16.address, k: k.address, v: values?.buffer.address ?? 0,
+        AttentionKernel.Operands(q: ring.queries.address, k: k.address, v: values?.buffer.address ?? 0,
                                  oacc: state?.oacc.address ?? 0, ml: state?.ml.address ?? 0,
                                  output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
                                  counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows,
-                                 queryHeads: shard.queryHeads, kvHeads: shard.kvHeads)
+                                 queryHeads: shard.queryHeads, kvHeads: shard.kvHeads,
+                                 quantization: ring.quantized.map { ($0.queryScales.address, keyScales!.address, $0.rowShifts.address) })
     }
 
     private func blockBytes(rows: Int) -> Int { rows * shard.dim * shard.kvFormat.byteSize }
@@ -431,17 +443,39 @@ final class DeviceRingStore: ResidentRingStore {
         ])
     }
 
-    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`.
+    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v` (in int8, K quantized).
     private func place(_ placements: [UInt64]) throws {
         guard !placements.isEmpty else { return }
         let (v, valuesInBF16) = try chosenValues()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
+        if let quantized = ring.quantized { try quantizeKeys(table: table.address, count: placements.count / 4, mean: quantized.keyMean) }
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
-            .int(Int32(kvRows)), .pointer(k.address), .int(shard.precision == .bf16 ? 1 : 2), .pointer(v.address),
-            .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
+            .int(Int32(kvRows)), .pointer(ring.quantized == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
+            .pointer(v.address), .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
+    }
+
+    /// int8: the K blocks of a placement table quantized into their rows of `k` (after `mean`), their scales
+    /// into `keyScales`: rows' maxima, blocks' scales, then the elements.
+    private func quantizeKeys(table: UInt64, count: Int, mean: DeviceBuffer) throws {
+        let (d, format) = (Int32(shard.dim), ResidentKernelSource.code(of: shard.kvFormat))
+        let rowMax = try DeviceBuffer(device: device, bytes: count * blockK * 4, label: "K row maxima")
+        let blockScale = try DeviceBuffer(device: device, bytes: count * 4, label: "K block scales (placed)")
+        try device.launch(device.residentKernel("sparge_key_row_max"), grid: (count * blockK + 127) / 128, block: 128, [
+            .pointer(table), .int(Int32(count)), .int(format), .int(d), .int(Int32(blockK)), .pointer(mean.address),
+            .pointer(rowMax.address),
+        ])
+        try device.launch(device.residentKernel("sparge_key_block_scale"), grid: (count + 127) / 128, block: 128, [
+            .pointer(table), .int(Int32(count)), .int(Int32(blockK)), .int(Int32(kvRows)), .pointer(rowMax.address),
+            .pointer(blockScale.address), .pointer(keyScales!.address),
+        ])
+        let quads = count * blockK * shard.dim / 4
+        try device.launch(device.residentKernel("sparge_key_quantize"), grid: (quads + 255) / 256, block: 256, [
+            .pointer(table), .int(Int32(count)), .int(format), .int(d), .int(Int32(blockK)), .int(Int32(kvRows)),
+            .pointer(mean.address), .pointer(blockScale.address), .pointer(k.address),
+        ])
     }
 }

@@ -5,8 +5,9 @@ import SpargeKernels
 ///
 /// Held on the device: Q and K in fp32 (the summaries' input, so that the mask is the CPU's bit for bit),
 /// and — converted once, after the mask kernels are enqueued, so that the device converts while the host
-/// plans the ring — Q in the kernel's 16-bit type and K, V in the ring's storage format. A caller's device
-/// tensor that is already packed in the wanted type is used in place.
+/// plans the ring — Q in the kernel's 16-bit type (in int8: quantized, with its scales and shifts) and K, V
+/// in the ring's storage format. A caller's device tensor that is already packed in the wanted type is used
+/// in place.
 final class DeviceShard: ResidentShard {
     let device: CUDADevice
     let precision: CUDAPrecision
@@ -22,12 +23,19 @@ final class DeviceShard: ResidentShard {
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
+    /// The K mean of every head (`[Hkv][D]` fp32, the whole sequence's) and the softmax scale, from
+    /// `summarize`: what int8 smooths K by and weighs the row shifts with.
+    private var smoothing: (keyMean: DeviceBuffer, softmaxScale: Float)?
 
-    /// Q in the kernel's 16-bit type `[Hq][rows][D]`, K and V in `kvFormat` `[Hkv][rows][D]`, and whether a
-    /// value of V lies beyond fp16's range (a device flag, read once).
+    /// Q in the kernel's type `[Hq][rows][D]` (16 bits, or int8 with `quantized`), K and V in `kvFormat`
+    /// `[Hkv][rows][D]`, and whether a value of V lies beyond fp16's range (a device flag, read once).
     struct RingTensors {
-        let queries16: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer
+        let queries: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer
         let beyondHalf: DeviceBuffer
+        /// int8: Q's row scales and row shifts (`q·μ` times the softmax scale) `[Hq][rows]`, and the K mean
+        /// `[Hkv][D]` the ring's K blocks are smoothed by when they are placed.
+        typealias Quantized = (queryScales: DeviceBuffer, rowShifts: DeviceBuffer, keyMean: DeviceBuffer)
+        let quantized: Quantized?
     }
 
     /// Block summaries on the device: `[heads][blocks]` with this rank's runs side by side.
@@ -65,13 +73,35 @@ final class DeviceShard: ResidentShard {
         let t = CUDATrace.now()
         let entry = TensorEntry(device: device)
         let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
+        let (queries, quantized) = try queriesForKernel()
         let converted = RingTensors(
-            queries16: try entry.packed(entered.q, as: precision == .bf16 ? .bf16 : .f16, "Q"),
-            keys: try entry.packed(entered.k, as: kvFormat, "K"),
-            values: try entry.packed(entered.v, as: kvFormat, "V", range: beyondHalf), beyondHalf: beyondHalf)
+            queries: queries, keys: try entry.packed(entered.k, as: kvFormat, "K"),
+            values: try entry.packed(entered.v, as: kvFormat, "V", range: beyondHalf), beyondHalf: beyondHalf,
+            quantized: quantized)
         ring = converted
-        try CUDATrace.step("ring formats: Q in 16 bits, K and V in \(kvFormat.rawValue) (enqueued)", since: t, on: device)
+        try CUDATrace.step("ring formats: Q in \(precision.rawValue), K and V in \(kvFormat.rawValue) (enqueued)", since: t, on: device)
         return converted
+    }
+
+    /// Q in the kernel's type: 16 bits, or int8 quantized from fp32 by rows (with the row shifts of the K
+    /// mean from `summarize`).
+    private func queriesForKernel() throws -> (DeviceBuffer, RingTensors.Quantized?) {
+        guard precision == .int8 else {
+            return (try TensorEntry(device: device).packed(entered.q, as: precision.storageFormat ?? .bf16, "Q"), nil)
+        }
+        guard let smoothing else { throw SpargeError.invalidArgument("int8: the shard's blocks were not summarized yet") }
+        let count = queryHeads * rows
+        let queries = try DeviceBuffer(device: device, bytes: max(1, count * dim), label: "Q int8")
+        let scales = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row scales")
+        let shifts = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row shifts")
+        if count > 0 {
+            try device.launch(device.residentKernel("sparge_quantize_rows"), grid: (count + 127) / 128, block: 128, [
+                .pointer(queries32.address), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
+                .int(Int32(queryHeads / kvHeads)), .pointer(smoothing.keyMean.address), .float(smoothing.softmaxScale),
+                .pointer(queries.address), .pointer(scales.address), .pointer(shifts.address),
+            ])
+        }
+        return (queries, (scales, shifts, smoothing.keyMean))
     }
 
     func needsWideValues() throws -> Bool {
@@ -100,6 +130,21 @@ final class DeviceShard: ResidentShard {
         return sums
     }
 
+    var smoothsKeys: Bool { precision == .int8 }
+
+    func keepKeyMean(_ keyMean: [Float], config: SpargeConfig) throws {
+        try device.makeCurrent()
+        _ = try keptKeyMean(keyMean, config: config)
+    }
+
+    /// The K mean on the device, kept (with the softmax scale) for int8's smoothing.
+    private func keptKeyMean(_ keyMean: [Float], config: SpargeConfig) throws -> DeviceBuffer {
+        let buffer = try DeviceBuffer(device: device, bytes: kvHeads * dim * 4, label: "K mean")
+        try buffer.upload(keyMean)
+        smoothing = (buffer, config.softmaxScale(headDim: dim))
+        return buffer
+    }
+
     func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
         try device.makeCurrent()
         var t = CUDATrace.now()
@@ -108,8 +153,7 @@ final class DeviceShard: ResidentShard {
         let queryCounts = tokenRanges.map { ($0.count + config.blockQ - 1) / config.blockQ }
         let keyCounts = tokenRanges.map { ($0.count + config.blockK - 1) / config.blockK }
         let (nq, nk) = (queryCounts.reduce(0, +), keyCounts.reduce(0, +))
-        let meanBuffer = try DeviceBuffer(device: device, bytes: kvHeads * dim * 4, label: "K mean")
-        try meanBuffer.upload(keyMean)
+        let meanBuffer = try keptKeyMean(keyMean, config: config)
         let zeros = try DeviceBuffer(device: device, bytes: queryHeads * dim * 4, zeroed: true, label: "no mean")
         let s = Summaries(
             queryMeans: try DeviceBuffer(device: device, bytes: queryHeads * nq * dim * 4, label: "query block means"),

@@ -41,8 +41,16 @@ public protocol ResidentShard: AnyObject {
     /// The sums of K over this rank's rows `[Hkv][D]`, in ``KeyMean``'s order (so the same Doubles).
     func keySums() throws -> [Double]
 
+    /// Whether the attention itself uses the sequence's K mean (int8 smooths K by it): then a pass that
+    /// predicts no mask (dense), and so calls no `summarize`, gives it with ``keepKeyMean(_:config:)``.
+    var smoothsKeys: Bool { get }
+
+    /// Keeps the whole sequence's K mean `[Hkv][D]` for the attention, where `summarize` does not run.
+    func keepKeyMean(_ keyMean: [Float], config: SpargeConfig) throws
+
     /// Pools this rank's query and key blocks (keys minus `keyMean`) as `BlockSummaries.summarize` does, bit
-    /// for bit, and keeps them for ``predictRows(queryBlocks:keySummaries:config:seqLen:)``.
+    /// for bit, and keeps them for ``predictRows(queryBlocks:keySummaries:config:seqLen:)`` (and the mean as
+    /// `keepKeyMean` does).
     ///
     /// - Parameter tokenRanges: the global token ranges this rank holds, in the order of its rows.
     func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws

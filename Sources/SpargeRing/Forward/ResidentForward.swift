@@ -58,6 +58,9 @@ extension ShardedAttention {
         var gathered: PackedKeySummaries?
         if !dense {
             gathered = try summarize(shard, ranges: ranges, layout: layout, config: config, comm: comm, statistics: &stats)
+        } else if shard.smoothsKeys {
+            let mean = try keyMean(shard, layout: layout, comm: comm)
+            try agreed(comm) { try shard.keepKeyMean(mean, config: config) }
         }
         stats.summarySeconds = seconds(since: t)
 
@@ -100,14 +103,19 @@ extension ShardedAttention {
                                      keySelfSimilar: gathered?.flags ?? flags.keys, statistics: stats)
     }
 
+    /// Collective: the whole sequence's K mean `[Hkv][D]`, from every rank's K sums.
+    private static func keyMean(_ shard: any ResidentShard, layout: ShardLayout, comm: Communicator) throws -> [Float] {
+        var sums = try agreed(comm) { try shard.keySums() }
+        comm.allreduceSum(&sums)
+        return KeyMean(heads: shard.kvHeads, dim: shard.dim, sums: sums, rowCount: layout.seqLen).mean()
+    }
+
     /// The K mean from every rank's K sums, this rank's blocks pooled by the shard, and (with several ranks)
     /// every key block's summary gathered from all ranks; nil with one rank, whose own are all of them.
     private static func summarize(_ shard: any ResidentShard, ranges: [Range<Int>], layout: ShardLayout,
                                   config: SpargeConfig, comm: Communicator,
                                   statistics stats: inout ForwardStatistics) throws -> PackedKeySummaries? {
-        var sums = try agreed(comm) { try shard.keySums() }
-        comm.allreduceSum(&sums)
-        let keyMean = KeyMean(heads: shard.kvHeads, dim: shard.dim, sums: sums, rowCount: layout.seqLen).mean()
+        let keyMean = try keyMean(shard, layout: layout, comm: comm)
         try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
         guard comm.size > 1 else { return nil }
         // From the shard's staging straight into the buffer it uploads from.
