@@ -35,7 +35,7 @@ final class HopperKernelHostTests: XCTestCase {
                 return 0;
             }
             """
-        let stages = AttentionKernelSource.hopperStages
+        let stages = AttentionKernelSource.hopperStages(int8: int8)
         let program = try HostKernelProgram.build(
             name: "hopper-params-\(headDim)-\(blockK)\(int8 ? "-int8" : "")",
             source: HostKernelProgram.prelude + "#include <stddef.h>\n" + declarations + "\n" + harness,

@@ -264,7 +264,9 @@ int main(int argc, char** argv) {
         signed char* n = (signed char*)malloc(heads * rows * dim + 1);
         float* scales = (float*)malloc(heads * rows * 4 + 4);
         float* shifts = (float*)malloc(heads * rows * 4 + 4);
-        LAUNCH((heads * rows + 63) / 64, 64, sparge_quantize_rows(q, rows, heads, dim, group, mean, softmaxScale, n, scales, shifts));
+        LAUNCH((heads * rows + 63) / 64, 64, sparge_query_row_scales(q, rows, heads, dim, group, mean, softmaxScale, scales, shifts));
+        long long quads = heads * rows * dim / 4;
+        LAUNCH((quads + 255) / 256, 256, sparge_query_quantize(q, quads, dim, scales, n));
         fwrite(n, 1, heads * rows * dim, out);
         fwrite(scales, 4, heads * rows, out);
         fwrite(shifts, 4, heads * rows, out);

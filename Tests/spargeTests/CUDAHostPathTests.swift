@@ -152,7 +152,7 @@ final class CUDAHostPathTests: XCTestCase {
             let int8 = try launch.run(["bench", "--backend", "cuda", "--precision", "int8", "--dense"] + shape, timeout: 120)
             XCTAssertEqual(int8.status, 0, "\(launch)\n\(transcript(int8))")
             XCTAssertTrue(int8.stdout.contains("\"backend\": \"cuda int8, Stub GPU\""), "\(launch)\n\(int8.stdout)")
-            for name in ["sparge_quantize_rows", "sparge_key_row_max", "sparge_key_block_scale", "sparge_key_quantize",
+            for name in ["sparge_query_row_scales", "sparge_query_quantize", "sparge_key_row_max", "sparge_key_block_scale", "sparge_key_quantize",
                          "sparge_attention_sm90"] {
                 XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(launch): \(name) was not launched")
             }

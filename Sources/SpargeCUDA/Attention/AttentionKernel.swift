@@ -15,7 +15,7 @@ struct AttentionKernel {
     enum Variant: Equatable {
         /// `mma.sync`: warps per CTA and 16-row m-tiles per warp (1 or 2).
         case mma(warps: Int, mTiles: Int)
-        /// `wgmma` with TMA (`AttentionKernelSource.hopperStages` K/V stages in shared memory).
+        /// `wgmma` with TMA (`AttentionKernelSource.hopperStages(int8:)` K/V stages in shared memory).
         case hopper
     }
 
@@ -69,7 +69,7 @@ struct AttentionKernel {
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
              ("QK_BF16", precision == .bf16 ? 1 : 0)]
         case .hopper:
-            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages),
+            [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages(int8: precision == .int8)),
              ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0)]
         }
     }

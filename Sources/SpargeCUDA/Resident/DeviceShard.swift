@@ -95,10 +95,15 @@ final class DeviceShard: ResidentShard {
         let scales = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row scales")
         let shifts = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row shifts")
         if count > 0 {
-            try device.launch(device.residentKernel("sparge_quantize_rows"), grid: (count + 127) / 128, block: 128, [
+            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + 127) / 128, block: 128, [
                 .pointer(queries32.address), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
                 .int(Int32(queryHeads / kvHeads)), .pointer(smoothing.keyMean.address), .float(smoothing.softmaxScale),
-                .pointer(queries.address), .pointer(scales.address), .pointer(shifts.address),
+                .pointer(scales.address), .pointer(shifts.address),
+            ])
+            let quads = count * dim / 4
+            try device.launch(device.residentKernel("sparge_query_quantize"), grid: (quads + 255) / 256, block: 256, [
+                .pointer(queries32.address), .int64(Int64(quads)), .int(Int32(dim)), .pointer(scales.address),
+                .pointer(queries.address),
             ])
         }
         return (queries, (scales, shifts, smoothing.keyMean))
