@@ -237,12 +237,13 @@ extern "C" __global__ void sparge_transpose(const float* in, long long items, fl
 // Compressed scores of the (head, mask row) items [firstItem, firstItem + items): one thread per (item, key
 // block), a thread block covering 32 items × 8 key blocks (so a warp shares one key and reads 32 neighbouring
 // query words). scores[j * items + t] = Float(q̄·k̄_j) · scale, or -inf outside the causal limit and for a
-// key block that is not self-similar. queryT: the query means as quads (sparge_quad_index) of allItems items,
-// keyMeans [Hkv][nk][HEAD_DIM] in Double.
+// key block that is not self-similar; with octets = 1 at scores[((j >> 3) * items + t) * 8 + (j & 7)] instead
+// (sparge_topk.cu; a thread block's 8 key blocks fill each of its items' 32-byte octets). queryT: the query
+// means as quads (sparge_quad_index) of allItems items, keyMeans [Hkv][nk][HEAD_DIM] in Double.
 extern "C" __global__ void sparge_scores(
     const float* queryT, long long allItems, const double* keyMeans, const unsigned char* keyFlags,
     const int* limits, int rowsPerHead, int keyBlocks, int group, long long firstItem, int items, float scale,
-    float* scores)
+    int octets, float* scores)
 {
     int itemGroups = (items + 31) / 32;
     int t = (blockIdx.x % itemGroups) * 32 + (threadIdx.x % 32);
@@ -255,7 +256,7 @@ extern "C" __global__ void sparge_scores(
         double dot = sparge_dot(queryT, allItems, item, keyMeans + ((long long)g * keyBlocks + j) * HEAD_DIM);
         s = __fmul_rn(__double2float_rn(dot), scale);
     }
-    scores[(long long)j * items + t] = s;
+    scores[octets ? ((long long)(j >> 3) * items + t) * 8 + (j & 7) : (long long)j * items + t] = s;
 }
 
 // The key that ranks block j after every block of higher probability and, on a tie, after lower indices.
