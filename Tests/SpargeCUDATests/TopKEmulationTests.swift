@@ -95,6 +95,7 @@ final class TopKEmulationTests: XCTestCase {
         let million = RowSelection.TopKLaunch(keyBlocks: 16384, sharedLimit: h200)
         XCTAssertEqual([million.threads, million.cachedKeys, million.sharedBytes], [256, 16384, 65536 + 10252])
         XCTAssertEqual(RowSelection(keyBlocks: 16384, mode: 2, sharedLimit: h200), .radix(million))
+        XCTAssertEqual(RowSelection(keyBlocks: 16384, mode: 2, sharedLimit: h200, radixTopK: false), .heap)
         XCTAssertEqual(RowSelection(keyBlocks: 16384, mode: 1, sharedLimit: h200), .heap)
         XCTAssertEqual(RowSelection(keyBlocks: 16384, mode: 0, sharedLimit: h200), .heap)
         XCTAssertEqual(RowSelection(keyBlocks: 512, mode: 2, sharedLimit: h200), .sorted(threads: 256, sharedBytes: 6144))

@@ -8,6 +8,8 @@ import SpargeKernels
 public struct CUDAMaskPredictor {
     /// The device the kernels run on.
     public let device: CUDADevice
+    /// Whether TopK rows too long for the sort take the radix select (`CUDAOptions.radixTopK`).
+    public let radixTopK: Bool
 
     /// The largest head dimension the kernels take (any D up to it is exact; the limit only keeps the
     /// kernels' unrolled loops a sensible size).
@@ -16,8 +18,9 @@ public struct CUDAMaskPredictor {
     /// Bytes of scratch (scores and heap keys) one batch of mask rows may use; rows go in batches below it.
     static let scratchBudget = 1 << 30
 
-    public init(device: CUDADevice) {
+    public init(device: CUDADevice, radixTopK: Bool = true) {
         self.device = device
+        self.radixTopK = radixTopK
     }
 
     /// What `BlockSummaries.summarize(_:rows:firstBlock:blockSize:threshold:subtracting:)` returns, computed
@@ -162,7 +165,7 @@ public struct CUDAMaskPredictor {
             .pointer(inputs.queryMeans), .int64(Int64(items)), .pointer(queryT.address),
         ])
         t = CUDATrace.note("mask: buffers", since: t)
-        let selection = RowSelection(keyBlocks: nk, mode: mode, sharedLimit: device.sharedMemoryPerBlock)
+        let selection = RowSelection(keyBlocks: nk, mode: mode, sharedLimit: device.sharedMemoryPerBlock, radixTopK: radixTopK)
         // Rows go in batches whose scratch fits the budget: a quarter of the free memory (at least the fixed
         // budget), so that at tens of thousands of key blocks a batch still holds enough rows to fill the GPU.
         let budget = max(Self.scratchBudget, (try? device.memoryInfo().free / 4) ?? 0)

@@ -31,8 +31,9 @@ enum RowSelection: Equatable {
     }
 
     /// The selection for rows of `nk` key blocks and selection mode `mode` (0 dense, 1 TopCdf, 2 TopK), on a
-    /// device that lets a thread block have `sharedLimit` bytes of shared memory.
-    init(keyBlocks nk: Int, mode: Int32, sharedLimit: Int) {
+    /// device that lets a thread block have `sharedLimit` bytes of shared memory; `radixTopK` false: the heap
+    /// where the radix select would run.
+    init(keyBlocks nk: Int, mode: Int32, sharedLimit: Int, radixTopK: Bool = true) {
         var sorted = 1
         while sorted < nk { sorted *= 2 }
         let bytes = sorted * 8 + nk * 4
@@ -41,7 +42,7 @@ enum RowSelection: Equatable {
         let staticBytes = 4 * (2 + 256)
         if mode != 0 && bytes + staticBytes <= 48 * 1024 {
             self = .sorted(threads: min(256, max(32, sorted / 2)), sharedBytes: bytes)
-        } else if mode == 2 {
+        } else if mode == 2 && radixTopK {
             self = .radix(TopKLaunch(keyBlocks: nk, sharedLimit: sharedLimit))
         } else {
             self = .heap
