@@ -47,7 +47,7 @@ let package = Package(
             name: "SpargeCUDA",
             dependencies: ["SpargeKernels"],
             resources: ["sparge_attention_common", "sparge_attention", "sparge_attention_sm90", "sparge_mask",
-                        "sparge_resident", "sparge_peak"].map {
+                        "sparge_topk", "sparge_resident", "sparge_peak"].map {
                 .embedInCode("Kernels/\($0).cu")
             }),
         // The C interface: `@_cdecl` functions over SpargeRing, declared in CSparge's sparge.h.

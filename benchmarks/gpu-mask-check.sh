@@ -12,7 +12,7 @@ bin=/tmp/sparge-mask; gunzip -c "$here/sparge.gz" > "$bin" && chmod +x "$bin"
 timeout -k 5 240 "$bin" selftest-cuda > "$OUT/selftest.log" 2>&1; echo "selftest-cuda rc=$?"; tail -n 5 "$OUT/selftest.log"
 b=(bench --backend cuda --workload llm --seq 32768 --heads 8 --head-dim 128)
 timeout -k 5 60 "$bin" "${b[@]}" --repeat 10 --json | tail -n 1
-SPARGE_CUDA_TRACE=1 timeout -k 5 60 "$bin" "${b[@]}" --repeat 2 2>&1 | grep -E "summaries on|scores and selection" | tail -n 2
+SPARGE_CUDA_TRACE=1 timeout -k 5 60 "$bin" "${b[@]}" --repeat 2 2>&1 | grep -E "summaries on|mask: scores|mask: selection" | tail -n 3
 timeout -k 5 120 "$bin" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --repeat 3 --json | tail -n 1
 export PATH="$PATH:/usr/local/cuda/bin:/opt/nvidia/nsight-compute/2025.3.1"
 if command -v ncu > /dev/null; then

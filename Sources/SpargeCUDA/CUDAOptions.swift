@@ -21,6 +21,9 @@ public struct CUDAOptions: Sendable, Equatable {
     /// Whether Hopper GPUs (sm_90) run the `wgmma`/TMA kernel where the shape allows it (64-row compute
     /// tiles, 64- or 128-key blocks); false: the `mma.sync` kernel on every GPU.
     public var hopperKernel = true
+    /// Whether TopK rows too long for the sort take the radix select (false: the heap kernel, a thread per
+    /// row, as before it; the same bits, for comparison).
+    public var radixTopK = true
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
     public var stagingBytes = 256 << 20
 

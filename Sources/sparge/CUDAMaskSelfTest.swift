@@ -36,6 +36,11 @@ struct CUDAMaskSelfTestCase {
                                config: SpargeConfig(causal: true)))
             cases.append(.init(label: "llm causal cdf N 131072, 4/1", seqLen: 131072, heads: 4, kvHeads: 1,
                                config: SpargeConfig(causal: true)))
+            // Rows of 4096 and 6144 key blocks: TopK's radix select (the sort takes rows up to 3788).
+            cases.append(.init(label: "llm causal topk 0.02 N 262144, 4/1", seqLen: 262144, heads: 4, kvHeads: 1,
+                               config: SpargeConfig(selection: .topK(0.02), causal: true)))
+            cases.append(.init(label: "llm topk 0.1 block-k 32, odd rows", seqLen: 196608, heads: 2, kvHeads: 1,
+                               config: SpargeConfig(blockK: 32, selection: .topK(0.1)), someRows: true))
         }
         return cases
     }

@@ -27,7 +27,7 @@ struct HostKernelProgram {
         // development files).
         let noLibrary = compiler.lastPathComponent == "clang++" ? ["-nostdlib++"] : []
         process.arguments = ["-O1", "-ffp-contract=off", "-fno-fast-math", "-fno-exceptions", "-fno-rtti"]
-            + defines.map { "-D\($0.key)=\($0.value)" } + [file.path, "-o", executable.path, "-lm"] + noLibrary
+            + defines.map { "-D\($0.key)=\($0.value)" } + [file.path, "-o", executable.path, "-lm", "-lpthread"] + noLibrary
         let errors = Pipe()
         process.standardError = errors
         try process.run()
@@ -44,10 +44,12 @@ struct HostKernelProgram {
     /// Host stand-ins for the CUDA built-ins the kernels use, and the harnesses' input and launch helpers.
     static let prelude = #"""
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -56,10 +58,15 @@ struct HostKernelProgram {
 // Shared memory: the emulation runs one thread at a time, and the kernels give each thread its own part.
 extern "C" { unsigned char sparge_select_smem[1 << 24]; }
 struct SpargeDim3 { unsigned x, y, z; };
-static SpargeDim3 threadIdx, blockIdx, blockDim, gridDim;
+static __thread SpargeDim3 threadIdx, blockIdx;
+static SpargeDim3 blockDim, gridDim;
 static inline int min(int a, int b) { return a < b ? a : b; }
-// A kernel with barriers runs in the emulation with one thread a block, whose strided loops do every part.
-static inline void __syncthreads() {}
+// A kernel with barriers runs in the emulation with one thread a block, whose strided loops do every part —
+// or, launched by LAUNCH_THREADS, with a thread per CUDA thread of the block meeting at a real barrier.
+static pthread_barrier_t sparge_barrier;
+static int sparge_threads_running;
+static inline void __syncthreads() { if (sparge_threads_running) pthread_barrier_wait(&sparge_barrier); }
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
@@ -82,6 +89,33 @@ static void take(void* p, size_t bytes) { if (fread(p, 1, bytes, in_file) != byt
 static long long take_int() { long long v; take(&v, 8); return v; }
 #define LAUNCH(grid, block, call) do { gridDim.x = (grid); blockDim.x = (block); \
     for (unsigned b = 0; b < gridDim.x; ++b) for (unsigned t = 0; t < blockDim.x; ++t) { blockIdx.x = b; threadIdx.x = t; call; } } while (0)
+// The grid's blocks one after another, each by `block` threads at once (shared memory: the kernel's dynamic
+// shared memory only, which all of them see); a block ends at a barrier. A thread that skipped a barrier that
+// others wait at hangs the launch, as on a GPU; the harness's alarm then ends it.
+template <typename F> struct SpargeThread { F* call; unsigned index; };
+template <typename F> static void* sparge_thread_main(void* argument) {
+    SpargeThread<F>* self = (SpargeThread<F>*)argument;
+    threadIdx.x = self->index;
+    for (unsigned b = 0; b < gridDim.x; ++b) { blockIdx.x = b; (*self->call)(); pthread_barrier_wait(&sparge_barrier); }
+    return 0;
+}
+template <typename F> static void sparge_launch_threads(unsigned grid, unsigned block, F call) {
+    enum { most = 1024 };
+    if (block > most) { fprintf(stderr, "LAUNCH_THREADS: %u threads\n", block); exit(2); }
+    static pthread_t threads[most];
+    static SpargeThread<F> arguments[most];
+    gridDim.x = grid; blockDim.x = block;
+    pthread_barrier_init(&sparge_barrier, 0, block);
+    sparge_threads_running = 1;
+    for (unsigned t = 0; t < block; ++t) {
+        arguments[t].call = &call; arguments[t].index = t;
+        if (pthread_create(&threads[t], 0, sparge_thread_main<F>, &arguments[t]) != 0) { fprintf(stderr, "pthread_create\n"); exit(2); }
+    }
+    for (unsigned t = 0; t < block; ++t) pthread_join(threads[t], 0);
+    sparge_threads_running = 0;
+    pthread_barrier_destroy(&sparge_barrier);
+}
+#define LAUNCH_THREADS(grid, block, call) sparge_launch_threads((grid), (block), [&]() { call; })
 
 """#
 

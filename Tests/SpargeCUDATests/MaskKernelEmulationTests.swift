@@ -100,9 +100,16 @@ final class MaskKernelEmulationTests: XCTestCase {
                                                heads: heads, kvHeads: kvHeads, seqLen: rows)
                 // The selection by a thread block per row that sorts: the same bits.
                 let sorted = try emu.predictRows(queries: qs, blocks: Array(0..<qs.count), keys: ks, config: config,
-                                                 heads: heads, kvHeads: kvHeads, seqLen: rows, sortedSelection: true)
+                                                 heads: heads, kvHeads: kvHeads, seqLen: rows, selection: .sorted)
                 let name = "\(label), N=\(rows) D=\(dim) Hq/Hkv=\(heads)/\(kvHeads), seed \(seed)"
                 let expectedBits = expected.denseBits()
+                if case .topK = config.selection {
+                    // TopK's radix select (5 threads a row; the rows' keys cached in shared memory): the same bits.
+                    let radix = try emu.predictRows(queries: qs, blocks: Array(0..<qs.count), keys: ks, config: config,
+                                                    heads: heads, kvHeads: kvHeads, seqLen: rows,
+                                                    selection: .radix(threads: 5, cachedKeys: (ks.count + 3) / 4 * 4))
+                    XCTAssertEqual(mismatches(radix, expectedBits), 0, "mask blocks differ with the radix select: \(name)")
+                }
                 XCTAssertEqual(mismatches(whole, expectedBits), 0, "mask blocks differ: \(name)")
                 XCTAssertEqual(mismatches(some, expectedRows.denseBits()), 0, "mask blocks of the odd rows differ: \(name)")
                 XCTAssertEqual(mismatches(sorted, expectedBits), 0, "mask blocks differ with the sorting selection: \(name)")
@@ -119,20 +126,21 @@ final class MaskKernelEmulationTests: XCTestCase {
         a.count == b.count ? zip(a, b).filter { $0 != $1 }.count : max(a.count, b.count)
     }
 
-    // MARK: - The emulator
-
-    private func emulator(dim: Int) throws -> MaskKernelEmulator {
-        let program = try HostKernelProgram.build(
-            name: "mask-d\(dim)", source: HostKernelProgram.prelude + MaskKernelSource.source + MaskKernelEmulator.harness,
-            defines: ["HEAD_DIM": dim])
-        return MaskKernelEmulator(program: program, dim: dim)
-    }
+    private func emulator(dim: Int) throws -> MaskKernelEmulator { try MaskKernelEmulator.build(dim: dim) }
 }
 
 /// Runs the emulated kernels: inputs go to a file, the harness writes the outputs to another.
 struct MaskKernelEmulator {
     let program: HostKernelProgram
     let dim: Int
+
+    /// The mask kernels for head dimension `dim`, compiled for the host (once per process).
+    static func build(dim: Int) throws -> MaskKernelEmulator {
+        let program = try HostKernelProgram.build(
+            name: "mask-d\(dim)", source: HostKernelProgram.prelude + MaskKernelSource.source + harness,
+            defines: ["HEAD_DIM": dim])
+        return MaskKernelEmulator(program: program, dim: dim)
+    }
 
     func summarize(_ x: Tensor3, blockSize: Int, theta: Float, mean: [Float]) throws -> (means: [Float], flags: [UInt8]) {
         let count = (x.rows + blockSize - 1) / blockSize
@@ -147,15 +155,29 @@ struct MaskKernelEmulator {
         return (means, Array(out.suffix(from: out.startIndex + meanCount * 4)))
     }
 
+    /// How the emulated rows are selected: the heap (a thread per row), the sort (a block per row, run by one
+    /// thread), or TopK's radix select (`sparge_topk_rows` by `threads` threads at once, caching rows of up to
+    /// `cachedKeys` key blocks in shared memory) — whatever `RowSelection` would pick for the row length.
+    enum Selection {
+        case heap, sorted
+        case radix(threads: Int, cachedKeys: Int)
+    }
+
     func predictRows(queries: BlockSummaries, blocks: [Int], keys: BlockSummaries, config: SpargeConfig,
-                     heads: Int, kvHeads: Int, seqLen: Int, sortedSelection: Bool = false) throws -> [UInt8] {
+                     heads: Int, kvHeads: Int, seqLen: Int, selection: Selection = .heap) throws -> [UInt8] {
         let nk = keys.count
         // The driver's own derivation of the kernels' arguments, so that it is tested too.
         let rule = CUDAMaskPredictor.RowRule(config: config, queryBlocks: blocks, keyBlocks: nk, headDim: dim)
+        let (kind, threads, cachedKeys): (Int, Int, Int)
+        switch selection {
+        case .heap: (kind, threads, cachedKeys) = (0, 0, 0)
+        case .sorted: (kind, threads, cachedKeys) = (1, 0, 0)
+        case .radix(let t, let c): (kind, threads, cachedKeys) = (2, t, c)
+        }
         var input = Data()
         input.append(ints: [blocks.count, nk, heads / kvHeads, heads, Int(rule.mode), Int(rule.keep),
                             config.causal ? 1 : 0, config.sink ? 1 : 0, config.keepDiagonal ? 1 : 0,
-                            sortedSelection ? 1 : 0])
+                            kind, threads, cachedKeys])
         input.append(floats: [rule.tau, rule.scale])
         input.append(floats: queries.means)
         input.append(floats: keys.means)
@@ -197,7 +219,7 @@ int main(int argc, char** argv) {
     } else {
         int rows = (int)take_int(), nk = (int)take_int(), group = (int)take_int(), heads = (int)take_int(), mode = (int)take_int();
         int keep = (int)take_int(), causal = (int)take_int(), sink = (int)take_int(), keepDiagonal = (int)take_int();
-        int useSorted = (int)take_int();
+        int selection = (int)take_int(), threads = (int)take_int(), cachedKeys = (int)take_int();
         float tau, scale; take(&tau, 4); take(&scale, 4);
         float* qMeans = take_array<float>((size_t)heads * rows * d);
         float* kFloat = take_array<float>((size_t)(heads / group) * nk * d);
@@ -212,17 +234,26 @@ int main(int argc, char** argv) {
         int items = heads * rows, perLaunch = 7;
         float* queryT = (float*)malloc((size_t)items * ((d + 3) / 4 * 4) * 4 + 4);
         LAUNCH(((size_t)items * d + 255) / 256, 256, sparge_transpose(qMeans, items, queryT));
-        float* scores = (float*)malloc((size_t)perLaunch * nk * 4 + 4);
+        // Scores in whole octets for the radix select (sparge_topk.cu), a column per key block otherwise.
+        int radix = selection == 2, width = radix ? (nk + 7) / 8 * 8 : nk;
+        float* scores = (float*)malloc((size_t)perLaunch * width * 4 + 4);
         u64* keys = (u64*)malloc((size_t)perLaunch * nk * 8 + 8);
+        float* inverses = (float*)malloc((size_t)perLaunch * 4);
+        alarm(300);  // a launch whose threads miss each other at a barrier ends here instead of hanging
         for (int first = 0; first < items; first += perLaunch) {
             int count = items - first < perLaunch ? items - first : perLaunch;
             if (mode != 0) {
                 LAUNCH(((count + 31) / 32) * ((nk + 7) / 8), 256, sparge_scores(queryT, items, kMeans, kFlags, limits,
-                    rows, nk, group, (long long)first, count, scale, scores));
+                    rows, nk, group, (long long)first, count, scale, radix, scores));
             }
             // One thread a block for the sorting kernel: its strided loops then do every thread's part.
-            if (useSorted && mode != 0) LAUNCH(count, 1, sparge_select_rows_sorted(limits, rows, nk, (long long)first,
+            if (selection == 1 && mode != 0) LAUNCH(count, 1, sparge_select_rows_sorted(limits, rows, nk, (long long)first,
                 count, mode, tau, keep, scores, bits));
+            else if (radix) {
+                LAUNCH((count + 31) / 32, 32, sparge_softmax_rows(limits, rows, (long long)first, count, scores, inverses));
+                LAUNCH_THREADS(count, threads, sparge_topk_rows(limits, rows, nk, (long long)first, count, keep, scores,
+                    inverses, cachedKeys, bits));
+            }
             else LAUNCH((count + 127) / 128, 128, sparge_select_rows(limits, rows, nk, (long long)first, count, mode, tau,
                 keep, scores, keys, bits));
         }

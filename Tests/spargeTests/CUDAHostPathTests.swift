@@ -50,6 +50,24 @@ final class CUDAHostPathTests: XCTestCase {
             XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "_sorted ") },
                           "\(name) was not launched:\n\(launches(log))")
         }
+        // TopK over rows too long for the sort (4096 key blocks of 32): the softmax then the radix select, its
+        // row's 4096 keys in shared memory (16 KiB) beside the fixed 10252 bytes.
+        // SPARGE_CUDA_TOPK=heap: the heap kernel instead, for comparison.
+        let longRows = ["bench", "--backend", "cuda", "--workload", "llm", "--seq", "131072", "--heads", "1", "--head-dim", "64",
+                        "--block-k", "32", "--topk", "0.02", "--causal", "--threads", "1"]
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        let radix = try spargeSingle(longRows, timeout: 120)
+        XCTAssertEqual(radix.status, 0, transcript(radix))
+        XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_softmax_rows ") }, "no softmax launch:\n\(launches(log))")
+        XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_topk_rows ") && $0.hasSuffix(" 256 \(4096 * 4 + 10252)") },
+                      "no radix select of 256 threads and 26636 shared bytes:\n\(launches(log).filter { $0.hasPrefix("sparge_topk") })")
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        setenv("SPARGE_CUDA_TOPK", "heap", 1)
+        let heap = try spargeSingle(longRows, timeout: 120)
+        unsetenv("SPARGE_CUDA_TOPK")
+        XCTAssertEqual(heap.status, 0, transcript(heap))
+        XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_select_rows ") }, "no heap launch:\n\(launches(log))")
+        XCTAssertFalse(launches(log).contains { $0.hasPrefix("sparge_topk_rows ") }, "SPARGE_CUDA_TOPK=heap ran the radix select")
         // A dense pass pools no summaries and predicts no mask (its mask is every block), and still attends.
         try "".write(toFile: log, atomically: true, encoding: .utf8)
         let dense = try spargeSingle(["bench", "--backend", "cuda", "--dense"] + workload, timeout: 120)

@@ -50,7 +50,7 @@ public struct CUDAAttentionEngine: AttentionEngine {
                                              keySummaries: keySummaries, config: config, headDim: headDim,
                                              queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
         }
-        return try CUDAMaskPredictor(device: device).predictRows(
+        return try CUDAMaskPredictor(device: device, radixTopK: options.radixTopK).predictRows(
             querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries, config: config,
             headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads, seqLen: seqLen)
     }

@@ -16,6 +16,9 @@
 ///   TopCdf/TopK selection from a min-heap of `(~bits(p) << 32) | j` keys, in scratch arrays interleaved
 ///   across threads; `sparge_select_rows_sorted`, where a row fits shared memory: a thread block per row that
 ///   sorts the same keys.
+/// - TopK over longer rows (`sparge_topk.cu`): `sparge_softmax_rows`, a thread per row (the same softmax, the
+///   exps left in the scores), then `sparge_topk_rows`, a thread block per row: a radix select of the k-th
+///   rank key and the blocks before it.
 /// - `sparge_mask_rules`: one thread block per mask row: the force-on rules in the CPU's order.
 ///
 /// Inputs are assumed finite, as on the CPU: a score that overflows to ±∞ (or a NaN input) gives NaN
@@ -28,4 +31,5 @@ enum MaskKernelSource {
 
     /// Needs `HEAD_DIM` defined.
     static let source = String(decoding: PackageResources.sparge_mask_cu, as: UTF8.self)
+        + String(decoding: PackageResources.sparge_topk_cu, as: UTF8.self)
 }

@@ -1,30 +1,41 @@
 // sparge_mask.cu: compiled at run time by NVRTC; see MaskKernelSource (SpargeCUDA) for what it holds.
 typedef unsigned long long u64;
 
-// e^x, exactly as PortableExp.exp: Cody-Waite reduction, degree-13 Taylor by Horner, times 2^k, one rounding.
+// e^x of N values (y[i] = e^x[i]), each exactly as PortableExp.exp: Cody-Waite reduction, degree-13 Taylor by
+// Horner, times 2^k, one rounding. The N chains are written step by step side by side and without a branch
+// (the polynomial runs on x clamped to the range where it is used, which is x itself there; NaN and the ends
+// are selected after), so that a thread's independent exps overlap: one chain is ~30 dependent FP64
+// operations, which ptxas otherwise issues one exp after another.
+template <int N> __device__ __forceinline__ void sparge_exp_n(const float* x, float* y) {
+    const double taylor[13] = {2.08767569878681e-09, 2.505210838544172e-08, 2.755731922398589e-07,
+                               2.7557319223985893e-06, 2.48015873015873e-05, 0.0001984126984126984,
+                               0.001388888888888889, 0.008333333333333333, 0.041666666666666664,
+                               0.16666666666666666, 0.5, 1.0, 1.0};
+    double k[N], r[N], p[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        double xd = (double)fminf(fmaxf(x[i], -104.0f), 89.0f);
+        k[i] = rint(__dmul_rn(xd, 1.4426950408889634));
+        r[i] = __dsub_rn(__dsub_rn(xd, __dmul_rn(k[i], 0.6931471803691238)), __dmul_rn(k[i], 1.9082149292705877e-10));
+        p[i] = 1.6059043836821613e-10;
+    }
+#pragma unroll
+    for (int c = 0; c < 13; ++c) {
+#pragma unroll
+        for (int i = 0; i < N; ++i) p[i] = __dadd_rn(__dmul_rn(p[i], r[i]), taylor[c]);
+    }
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        double twoToK = __longlong_as_double((long long)(1023 + (int)k[i]) << 52);
+        float e = __double2float_rn(__dmul_rn(p[i], twoToK));
+        y[i] = x[i] != x[i] ? x[i] : x[i] < -104.0f ? 0.0f : x[i] > 89.0f ? __int_as_float(0x7f800000) : e;
+    }
+}
+
 __device__ __forceinline__ float sparge_exp(float x) {
-    if (x != x) return x;
-    if (x < -104.0f) return 0.0f;
-    if (x > 89.0f) return __int_as_float(0x7f800000);
-    double xd = (double)x;
-    double k = rint(__dmul_rn(xd, 1.4426950408889634));
-    double r = __dsub_rn(__dsub_rn(xd, __dmul_rn(k, 0.6931471803691238)), __dmul_rn(k, 1.9082149292705877e-10));
-    double p = 1.6059043836821613e-10;
-    p = __dadd_rn(__dmul_rn(p, r), 2.08767569878681e-09);
-    p = __dadd_rn(__dmul_rn(p, r), 2.505210838544172e-08);
-    p = __dadd_rn(__dmul_rn(p, r), 2.755731922398589e-07);
-    p = __dadd_rn(__dmul_rn(p, r), 2.7557319223985893e-06);
-    p = __dadd_rn(__dmul_rn(p, r), 2.48015873015873e-05);
-    p = __dadd_rn(__dmul_rn(p, r), 0.0001984126984126984);
-    p = __dadd_rn(__dmul_rn(p, r), 0.001388888888888889);
-    p = __dadd_rn(__dmul_rn(p, r), 0.008333333333333333);
-    p = __dadd_rn(__dmul_rn(p, r), 0.041666666666666664);
-    p = __dadd_rn(__dmul_rn(p, r), 0.16666666666666666);
-    p = __dadd_rn(__dmul_rn(p, r), 0.5);
-    p = __dadd_rn(__dmul_rn(p, r), 1.0);
-    p = __dadd_rn(__dmul_rn(p, r), 1.0);
-    double twoToK = __longlong_as_double((long long)(1023 + (int)k) << 52);
-    return __double2float_rn(__dmul_rn(p, twoToK));
+    float y;
+    sparge_exp_n<1>(&x, &y);
+    return y;
 }
 
 struct __align__(16) sparge_mask_f4 { float a, b, c, d; };
@@ -226,12 +237,13 @@ extern "C" __global__ void sparge_transpose(const float* in, long long items, fl
 // Compressed scores of the (head, mask row) items [firstItem, firstItem + items): one thread per (item, key
 // block), a thread block covering 32 items × 8 key blocks (so a warp shares one key and reads 32 neighbouring
 // query words). scores[j * items + t] = Float(q̄·k̄_j) · scale, or -inf outside the causal limit and for a
-// key block that is not self-similar. queryT: the query means as quads (sparge_quad_index) of allItems items,
-// keyMeans [Hkv][nk][HEAD_DIM] in Double.
+// key block that is not self-similar; with octets = 1 at scores[((j >> 3) * items + t) * 8 + (j & 7)] instead
+// (sparge_topk.cu; a thread block's 8 key blocks fill each of its items' 32-byte octets). queryT: the query
+// means as quads (sparge_quad_index) of allItems items, keyMeans [Hkv][nk][HEAD_DIM] in Double.
 extern "C" __global__ void sparge_scores(
     const float* queryT, long long allItems, const double* keyMeans, const unsigned char* keyFlags,
     const int* limits, int rowsPerHead, int keyBlocks, int group, long long firstItem, int items, float scale,
-    float* scores)
+    int octets, float* scores)
 {
     int itemGroups = (items + 31) / 32;
     int t = (blockIdx.x % itemGroups) * 32 + (threadIdx.x % 32);
@@ -244,7 +256,7 @@ extern "C" __global__ void sparge_scores(
         double dot = sparge_dot(queryT, allItems, item, keyMeans + ((long long)g * keyBlocks + j) * HEAD_DIM);
         s = __fmul_rn(__double2float_rn(dot), scale);
     }
-    scores[(long long)j * items + t] = s;
+    scores[octets ? ((long long)(j >> 3) * items + t) * 8 + (j & 7) : (long long)j * items + t] = s;
 }
 
 // The key that ranks block j after every block of higher probability and, on a tie, after lower indices.

@@ -8,6 +8,8 @@ import SpargeKernels
 public struct CUDAMaskPredictor {
     /// The device the kernels run on.
     public let device: CUDADevice
+    /// Whether TopK rows too long for the sort take the radix select (`CUDAOptions.radixTopK`).
+    public let radixTopK: Bool
 
     /// The largest head dimension the kernels take (any D up to it is exact; the limit only keeps the
     /// kernels' unrolled loops a sensible size).
@@ -16,8 +18,9 @@ public struct CUDAMaskPredictor {
     /// Bytes of scratch (scores and heap keys) one batch of mask rows may use; rows go in batches below it.
     static let scratchBudget = 1 << 30
 
-    public init(device: CUDADevice) {
+    public init(device: CUDADevice, radixTopK: Bool = true) {
         self.device = device
+        self.radixTopK = radixTopK
     }
 
     /// What `BlockSummaries.summarize(_:rows:firstBlock:blockSize:threshold:subtracting:)` returns, computed
@@ -86,21 +89,6 @@ public struct CUDAMaskPredictor {
                             defines: [("HEAD_DIM", dim)], sharedBytes: sharedBytes)
     }
 
-    /// Threads per CTA and shared bytes of `sparge_select_rows_sorted` (a thread block per row) when a row's
-    /// probabilities and sort keys (4 bytes a key block, 8 to the next power of two) take at most 48 KiB, else
-    /// nil (the heap kernel, a thread per row, runs: at a million tokens a block per row would sort 16K keys
-    /// and walk them one thread at a time).
-    static func sortedSelection(keyBlocks nk: Int, mode: Int32) -> (threads: Int, bytes: Int)? {
-        var sorted = 1
-        while sorted < nk { sorted *= 2 }
-        let bytes = sorted * 8 + nk * 4
-        // The kernel's own static shared memory (its broadcast pair and 256 per-thread maxima) counts against
-        // the same 48 KiB that a launch gets without opting in.
-        let staticBytes = 4 * (2 + 256)
-        guard mode != 0, bytes + staticBytes <= 48 * 1024 else { return nil }
-        return (min(256, max(32, sorted / 2)), bytes)
-    }
-
     /// What `MaskPredictor.predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)`
     /// returns, computed on the device.
     public func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
@@ -162,30 +150,27 @@ public struct CUDAMaskPredictor {
         }
         var t = CUDATrace.now()
         let rule = RowRule(config: config, queryBlocks: queryBlocks, keyBlocks: nk, headDim: d)
-        let (limits, diagonals, mode, tau, keep, scale) = (rule.limits, rule.diagonals, rule.mode, rule.tau, rule.keep, rule.scale)
+        let (limits, diagonals, mode, scale) = (rule.limits, rule.diagonals, rule.mode, rule.scale)
         let limitBuffer = try DeviceBuffer(device: device, bytes: limits.count * 4, label: "causal limits")
         let diagonalBuffer = try DeviceBuffer(device: device, bytes: diagonals.count * 4, label: "diagonals")
         let bits = try DeviceBuffer(device: device, bytes: queryHeads * rowsPerHead * nk, zeroed: true, label: "mask bits")
         try limitBuffer.upload(limits)
         try diagonalBuffer.upload(diagonals)
-        let (transpose, scores, select, rules) = (try kernel("sparge_transpose", dim: d), try kernel("sparge_scores", dim: d),
-                                                  try kernel("sparge_select_rows", dim: d), try kernel("sparge_mask_rules", dim: d))
+        let (transpose, scores, rules) = (try kernel("sparge_transpose", dim: d), try kernel("sparge_scores", dim: d),
+                                          try kernel("sparge_mask_rules", dim: d))
         let items = queryHeads * rowsPerHead
         // Quads of dimensions, the last padded (sparge_quad_index in sparge_mask.cu).
         let queryT = try DeviceBuffer(device: device, bytes: items * ((d + 3) / 4 * 4) * 4, label: "query means as quads")
         try device.launch(transpose, grid: (items * d + 255) / 256, block: 256, [
             .pointer(inputs.queryMeans), .int64(Int64(items)), .pointer(queryT.address),
         ])
-        // Rows go in batches whose scores and heap keys (12 bytes per key block) fit the scratch budget.
         t = CUDATrace.note("mask: buffers", since: t)
-        // A quarter of the free memory (at least the fixed budget): at tens of thousands of key blocks a
-        // batch must still hold enough rows to fill the GPU.
+        let selection = RowSelection(keyBlocks: nk, mode: mode, sharedLimit: device.sharedMemoryPerBlock, radixTopK: radixTopK)
+        // Rows go in batches whose scratch fits the budget: a quarter of the free memory (at least the fixed
+        // budget), so that at tens of thousands of key blocks a batch still holds enough rows to fill the GPU.
         let budget = max(Self.scratchBudget, (try? device.memoryInfo().free / 4) ?? 0)
-        let perLaunch = max(1, min(items, budget / (nk * 12)))
-        let scoreScratch = try DeviceBuffer(device: device, bytes: perLaunch * nk * 4, label: "scores")
-        // The sorting kernel keeps its keys in shared memory; only the heap kernel needs the scratch heap.
-        let sorted = Self.sortedSelection(keyBlocks: nk, mode: mode)
-        let keyScratch = sorted == nil ? try DeviceBuffer(device: device, bytes: perLaunch * nk * 8, label: "selection heap") : nil
+        let perLaunch = max(1, min(items, budget / selection.scratchBytesPerRow(keyBlocks: nk)))
+        let scratch = try SelectionScratch(device: device, selection: selection, rows: perLaunch, keyBlocks: nk)
         for first in stride(from: 0, to: items, by: perLaunch) {
             let count = min(perLaunch, items - first)
             if mode != 0 {
@@ -193,25 +178,14 @@ public struct CUDAMaskPredictor {
                     .pointer(queryT.address), .int64(Int64(items)), .pointer(inputs.keyMeans),
                     .pointer(inputs.keyFlags), .pointer(limitBuffer.address), .int(Int32(rowsPerHead)),
                     .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)), .int64(Int64(first)), .int(Int32(count)),
-                    .float(scale), .pointer(scoreScratch.address),
+                    .float(scale), .int(selection.octets ? 1 : 0), .pointer(scratch.scores.address),
                 ])
+                t = try CUDATrace.step("mask: scores of rows \(first)..<\(first + count)", since: t, on: device)
             }
-            if let sorted {
-                try device.launch(try kernel("sparge_select_rows_sorted", dim: d, sharedBytes: sorted.bytes),
-                                  grid: count, block: sorted.threads, sharedBytes: sorted.bytes, [
-                    .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
-                    .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
-                    .pointer(bits.address),
-                ])
-            } else if let keyScratch {
-                try device.launch(select, grid: (count + 127) / 128, block: 128, [
-                    .pointer(limitBuffer.address), .int(Int32(rowsPerHead)), .int(Int32(nk)), .int64(Int64(first)),
-                    .int(Int32(count)), .int(mode), .float(tau), .int(keep), .pointer(scoreScratch.address),
-                    .pointer(keyScratch.address), .pointer(bits.address),
-                ])
-            }
+            try select(selection, rows: first..<(first + count), scratch: scratch, limits: limitBuffer.address,
+                       rowsPerHead: rowsPerHead, keyBlocks: nk, rule: rule, dim: d, into: bits.address)
+            t = try CUDATrace.step("mask: selection (\(selection.name)) of rows \(first)..<\(first + count)", since: t, on: device)
         }
-        t = try CUDATrace.step("mask: scores and selection", since: t, on: device)
         try device.launch(rules, grid: items, block: 256, [
             .pointer(bits.address), .pointer(inputs.keyFlags), .pointer(inputs.queryFlags),
             .pointer(limitBuffer.address), .pointer(diagonalBuffer.address), .int(Int32(queryHeads)),
@@ -225,6 +199,52 @@ public struct CUDAMaskPredictor {
         return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks,
                                           rowStarts: compacted.rowStarts, keys: compacted.keys),
                           deviceKeys: compacted.deviceKeys)
+    }
+
+    /// The scores and whatever else a batch of rows needs on the device to be selected.
+    struct SelectionScratch {
+        let scores: DeviceBuffer
+        /// The heap's keys (`.heap`) or the rows' 1/sum (`.radix`).
+        let extra: DeviceBuffer?
+
+        init(device: CUDADevice, selection: RowSelection, rows: Int, keyBlocks nk: Int) throws {
+            scores = try DeviceBuffer(device: device, bytes: selection.scoreBytes(rows: rows, keyBlocks: nk), label: "scores")
+            switch selection {
+            case .sorted: extra = nil
+            case .radix: extra = try DeviceBuffer(device: device, bytes: rows * 4, label: "softmax 1/sum")
+            case .heap: extra = try DeviceBuffer(device: device, bytes: rows * nk * 8, label: "selection heap")
+            }
+        }
+    }
+
+    /// Enqueues the selection of the launch's items `rows` (whose scores are in `scratch`) into `bits`.
+    private func select(_ selection: RowSelection, rows: Range<Int>, scratch: SelectionScratch, limits: UInt64,
+                        rowsPerHead: Int, keyBlocks nk: Int, rule: RowRule, dim d: Int, into bits: UInt64) throws {
+        let (first, count) = (Int64(rows.lowerBound), Int32(rows.count))
+        let head: [KernelArgument] = [.pointer(limits), .int(Int32(rowsPerHead))]
+        switch selection {
+        case .sorted(let threads, let bytes):
+            try device.launch(try kernel("sparge_select_rows_sorted", dim: d, sharedBytes: bytes),
+                              grid: rows.count, block: threads, sharedBytes: bytes, head + [
+                .int(Int32(nk)), .int64(first), .int(count), .int(rule.mode), .float(rule.tau), .int(rule.keep),
+                .pointer(scratch.scores.address), .pointer(bits),
+            ])
+        case .radix(let launch):
+            let inverses = scratch.extra!.address
+            try device.launch(try kernel("sparge_softmax_rows", dim: d), grid: (rows.count + 31) / 32, block: 32, head + [
+                .int64(first), .int(count), .pointer(scratch.scores.address), .pointer(inverses),
+            ])
+            try device.launch(try kernel("sparge_topk_rows", dim: d, sharedBytes: launch.sharedBytes),
+                              grid: rows.count, block: launch.threads, sharedBytes: launch.sharedBytes, head + [
+                .int(Int32(nk)), .int64(first), .int(count), .int(rule.keep), .pointer(scratch.scores.address),
+                .pointer(inverses), .int(Int32(launch.cachedKeys)), .pointer(bits),
+            ])
+        case .heap:
+            try device.launch(try kernel("sparge_select_rows", dim: d), grid: (rows.count + 127) / 128, block: 128, head + [
+                .int(Int32(nk)), .int64(first), .int(count), .int(rule.mode), .float(rule.tau), .int(rule.keep),
+                .pointer(scratch.scores.address), .pointer(scratch.extra!.address), .pointer(bits),
+            ])
+        }
     }
 
     /// What the row kernels are told about each mask row and the selection, derived from the configuration

@@ -154,7 +154,7 @@ final class DeviceShard: ResidentShard {
         try device.makeCurrent()
         var t = CUDATrace.now()
         try CUDAMaskPredictor.checkHeadDim(dim)
-        let predictor = CUDAMaskPredictor(device: device)
+        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
         let queryCounts = tokenRanges.map { ($0.count + config.blockQ - 1) / config.blockQ }
         let keyCounts = tokenRanges.map { ($0.count + config.blockK - 1) / config.blockK }
         let (nq, nk) = (queryCounts.reduce(0, +), keyCounts.reduce(0, +))
@@ -225,7 +225,7 @@ final class DeviceShard: ResidentShard {
         let s = try pooled()
         let nk = (seqLen + config.blockK - 1) / config.blockK
         var t = CUDATrace.now()
-        let predictor = CUDAMaskPredictor(device: device)
+        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
         let (keyFloats, keyFlags) = try keySummariesOnDevice(keySummaries, pooled: s, keyBlocks: nk)
         let keyMeans = try predictor.widened(keyFloats, count: kvHeads * nk * dim)
         t = CUDATrace.note("mask: key means widened", since: t)
