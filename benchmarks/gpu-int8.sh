@@ -9,7 +9,8 @@
 #      and bf16 (`verify --dense`), the peer's INT8/FP8 kernel (peer-error.py);
 #   4. speed at N = 32768, 8 heads, D 128: the bf16 kernel alone (bench-kernel, writing the masks), the whole
 #      pass in bf16 and int8 (dense, TopK 0.1, TopCdf; 64- and 128-key blocks; its kernel time is
-#      compute_seconds), 1M tokens causal (TopK 0.004 and 0.02); PyTorch SDPA (cuDNN) and FlexAttention on
+#      compute_seconds), 1M tokens causal (TopK 0.004 and 0.02, and the mask's TopK selection traced, radix
+#      select against the heap, SPARGE_CUDA_TOPK=heap); PyTorch SDPA (cuDNN) and FlexAttention on
 #      the same masks; the peer end to end and its kernel on our 128-key masks and on all ones.
 # Needs beside it: gpu-call.sh, sparge.gz (a static release build), gpu_bench_torch.py, peer-error.py, peers/.
 # Logs to $OUT/int8.log (inputs to /tmp/sparge-int8-inputs). `bash gpu-int8.sh trace`: only step 2's int8
@@ -81,14 +82,19 @@ for sel in "--dense --block-k 128" "--dense" "--topk 0.1 --block-k 128" "--topk 
         run timeout -k 5 120 "$BIN" "${b[@]}" --precision "$precision" $sel
     done
 done
-step "1M tokens, 4 heads, causal, one GPU: bf16 and int8"
+step "1M tokens, 4 heads, causal, one GPU: bf16 and int8 (TopK's radix select), bf16 with the heap it replaced"
+m=(bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --json)
 for sel in "--topk 0.004" "--topk 0.02"; do
     for precision in bf16 int8; do
         echo "1M: $precision $sel"
         # shellcheck disable=SC2086
-        run timeout -k 5 200 "$BIN" bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal \
-            --json --repeat 3 --precision "$precision" $sel
+        run timeout -k 5 200 "$BIN" "${m[@]}" --repeat 3 --precision "$precision" $sel
     done
+    echo "1M: bf16 $sel, SPARGE_CUDA_TOPK=heap"
+    # shellcheck disable=SC2086
+    SPARGE_CUDA_TOPK=heap run timeout -k 5 200 "$BIN" "${m[@]}" --repeat 3 $sel
+    # shellcheck disable=SC2086
+    SPARGE_CUDA_TRACE=1 run timeout -k 5 120 "$BIN" "${m[@]}" --repeat 1 $sel 2>&1 | grep -E "trace: mask"
 done
 
 step "PyTorch (cuDNN SDPA, FlexAttention) on the same shapes and masks"
