@@ -42,6 +42,14 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
     /// The CPU computes these integers with two int16 products per 32-bit lane (AVX2's vpmaddwd; the portable
     /// path the same integers); its scalar twin computes the same values dequantized, in fp32. Errors (relative
     /// L1 against Double on the unrounded inputs) are BENCHMARKS.md's.
+    ///
+    /// On the GPU (`CUDAPrecision.int8`, the Hopper kernel) Q is quantized the same way, but K is smoothed by
+    /// its head's mean over the whole sequence instead of its block's: that shifts every score of a row by
+    /// the same `q·μ`, which the softmax drops (the LSE adds it back), where a block's mean needs a term per
+    /// row and block that a tensor-core kernel has no cheap place for; P·V runs in fp16 as for `bf16`. It
+    /// costs about twice the CPU's error where the keys' mean drifts along the sequence (llm: 1.8e-2 against
+    /// 1.0e-2) and about the same where it does not (random inputs: 1.10e-2 against 1.09e-2 in
+    /// benchmarks/quantization-error.py).
     case int8
 
     /// A probability of 1 in int8's fixed-point P (14 bits; `P_ONE` in CSpargeKernels' tile_kernels_int8.h).
