@@ -1,7 +1,13 @@
-# Sourced by the one-call GPU scripts (gpu-resident.sh, gpu-hopper.sh), from the folder they were copied to
-# with sparge.gz and peers/: the environment of a run as root under mpirun, the binary, a step header, and
-# the peer's build started in the background. Sets BIN (exported as SPARGE_BIN), peer_dir, peer_build (the
-# build's pid, `none` when the machine still holds a build, unset without peers/).
+# Sourced by the one-call GPU scripts (gpu-resident.sh, gpu-hopper.sh, gpu-int8.sh), from the folder they were
+# copied to with sparge.gz and peers/, with `call` set to the call's name: the log ($OUT, default
+# ./gpu-$call-out, everything also in $OUT/$call.log, headed by the date and the GPU), the environment of a run
+# as root under mpirun, the binary, a step header, and the peer's build started in the background. Sets BIN
+# (exported as SPARGE_BIN), peer_dir, peer_build (the build's pid, `none` when the machine still holds a
+# build, unset without peers/).
+OUT="${OUT:-$PWD/gpu-$call-out}"; export OUT
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/$call.log") 2>&1
+date -u; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
 BIN="${SPARGE_BIN:-$here/sparge}"

@@ -13,10 +13,7 @@
 # Needs beside it: gpu-call.sh, sparge.gz (a static release build), gpu-check.sh, gpu_bench_torch.py, peers/. Logs to $OUT.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-OUT="${OUT:-$PWD/gpu-hopper-out}"; export OUT
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/hopper.log") 2>&1
-date -u; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+call=hopper
 source "$here/gpu-call.sh"
 
 step "gpu-check.sh all (correctness, then the kernel beside PyTorch)"

@@ -17,10 +17,7 @@
 # checks and the whole pass at 32K traced (SPARGE_CUDA_TRACE=1: where the time goes), bf16 beside int8.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-OUT="${OUT:-$PWD/gpu-int8-out}"; export OUT
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/int8.log") 2>&1
-date -u; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+call=int8
 mode="${1:-all}"
 source "$here/gpu-call.sh"
 status=0

@@ -15,10 +15,7 @@
 # ../shared/peers). Logs to $OUT.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-OUT="${OUT:-$PWD/gpu-resident-out}"; export OUT
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/resident.log") 2>&1
-date -u; nvidia-smi -L
+call=resident
 source "$here/gpu-call.sh"
 
 step "correctness: gpu-check.sh test"
