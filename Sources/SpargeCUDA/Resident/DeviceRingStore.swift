@@ -22,6 +22,7 @@ final class DeviceRingStore: ResidentRingStore {
     private let blockLists: DeviceBuffer?
     private let listsFromRowStart: Bool
     private let tokenRanges: [Range<Int>]
+    let payloadFormat: PayloadFormat
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     private let k: DeviceBuffer
     /// int8: K's block scales `[Hkv][keyBlocks]`, written as blocks are placed.
@@ -79,6 +80,7 @@ final class DeviceRingStore: ResidentRingStore {
                                  options: shard.options)
         (blockLists, listsFromRowStart) = try Self.blockLists(mask: mask, maskKeys: maskKeys, device: shard.device)
         self.tokenRanges = tokenRanges
+        payloadFormat = .storage(shard.kvFormat, headDim: shard.dim)
         self.seqLen = seqLen
         blockK = config.blockK
         keyBlocks = (seqLen + blockK - 1) / blockK
@@ -215,7 +217,7 @@ final class DeviceRingStore: ResidentRingStore {
         for e in entries {
             payloadOffsets[e.kvHead * keyBlocks + e.block] = e.offset
             let keys = up.address + UInt64(e.offset)
-            appendPlacement(to: &placements, keys: keys, values: keys + UInt64(blockBytes(rows: e.rows)),
+            appendPlacement(to: &placements, keys: keys, values: keys + UInt64(payloadFormat.keyBytes(rows: e.rows)),
                             kvHead: e.kvHead, block: e.block)
         }
         try place(placements)
@@ -233,8 +235,8 @@ final class DeviceRingStore: ResidentRingStore {
         var copies: [UInt64] = []
         for e in entries {
             let (keys, values) = try currentBlock(kvHead: e.kvHead, block: e.block)
-            let bytes = UInt64(blockBytes(rows: e.rows))
-            copies += [keys, area + UInt64(e.offset), bytes, values, area + UInt64(e.offset) + bytes, bytes]
+            let (keyBytes, valueBytes) = (UInt64(payloadFormat.keyBytes(rows: e.rows)), UInt64(payloadFormat.valueBytes(rows: e.rows)))
+            copies += [keys, area + UInt64(e.offset), keyBytes, values, area + UInt64(e.offset) + keyBytes, valueBytes]
         }
         if !copies.isEmpty {
             let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
@@ -395,8 +397,6 @@ final class DeviceRingStore: ResidentRingStore {
                                  quantization: ring.quantized.map { ($0.queryScales.address, keyScales!.address, $0.rowShifts.address) })
     }
 
-    private func blockBytes(rows: Int) -> Int { rows * shard.dim * shard.kvFormat.byteSize }
-
     private func rows(ofBlock j: Int) -> Int { min(blockK, seqLen - j * blockK) }
 
     /// Keys and values of one of this rank's own blocks, in the shard's K/V.
@@ -419,7 +419,7 @@ final class DeviceRingStore: ResidentRingStore {
         let offset = payloadOffsets[g * keyBlocks + j]
         guard offset >= 0 else { throw SpargeError.invalidArgument("ring: block \(j) of kv head \(g) is not in the payload") }
         let keys = payload.address + UInt64(offset)
-        return (keys, keys + UInt64(blockBytes(rows: rows(ofBlock: j))))
+        return (keys, keys + UInt64(payloadFormat.keyBytes(rows: rows(ofBlock: j))))
     }
 
     /// Appends one `BlockPlacement` of the kernel source: keys, values, (kv head, first row), (rows, 0).
