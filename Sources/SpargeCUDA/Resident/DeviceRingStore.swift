@@ -25,8 +25,8 @@ final class DeviceRingStore: ResidentRingStore {
     let payloadFormat: PayloadFormat
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     private let k: DeviceBuffer
-    /// int8: K's block scales `[Hkv][keyBlocks]`, written as blocks are placed.
-    private let keyScales: DeviceBuffer?
+    /// int8: `k` in int8 and its block scales, written as blocks are placed.
+    private let quantizedKeys: QuantizedKeys?
     /// V in P·V's type, and whether that type is bf16 (V beyond fp16's range somewhere) rather than fp16,
     /// from `chooseValueType(wide:)` on: the shard's own V where it is in that type already and nothing is to
     /// be placed (`wholeInPlace`), else a buffer that blocks are placed in.
@@ -99,7 +99,12 @@ final class DeviceRingStore: ResidentRingStore {
         if !wholeInPlace {
             try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: keyBytes / shard.kvHeads / kvRows)
         }
-        keyScales = int8 ? try DeviceBuffer(device: device, bytes: shard.kvHeads * keyBlocks * 4, label: "K block scales") : nil
+        if let mean = ring.quantized?.keyMean {
+            quantizedKeys = try QuantizedKeys(device: shard.device, keys: k, mean: mean, kvHeads: shard.kvHeads, dim: d,
+                                              blockK: config.blockK, kvRows: kvRows)
+        } else {
+            quantizedKeys = nil
+        }
         t = try CUDATrace.step("ring store: K buffer", since: t, on: device)
         let outputRows = shard.queryHeads * shard.rows
         if holdsEverything {
@@ -394,7 +399,7 @@ final class DeviceRingStore: ResidentRingStore {
                                  output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
                                  counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows,
                                  queryHeads: shard.queryHeads, kvHeads: shard.kvHeads,
-                                 quantization: ring.quantized.map { ($0.queryScales.address, keyScales!.address, $0.rowShifts.address) })
+                                 quantization: ring.quantized.map { ($0.queryScales.address, quantizedKeys!.scales.address, $0.rowShifts.address) })
     }
 
     private func rows(ofBlock j: Int) -> Int { min(blockK, seqLen - j * blockK) }
@@ -449,33 +454,12 @@ final class DeviceRingStore: ResidentRingStore {
         let (v, valuesInBF16) = try chosenValues()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
-        if let quantized = ring.quantized { try quantizeKeys(table: table.address, count: placements.count / 4, mean: quantized.keyMean) }
+        try quantizedKeys?.quantize(table: table.address, count: placements.count / 4, format: shard.kvFormat)
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
-            .int(Int32(kvRows)), .pointer(ring.quantized == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
+            .int(Int32(kvRows)), .pointer(quantizedKeys == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
             .pointer(v.address), .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
-    }
-
-    /// int8: the K blocks of a placement table quantized into their rows of `k` (after `mean`), their scales
-    /// into `keyScales`: rows' maxima, blocks' scales, then the elements.
-    private func quantizeKeys(table: UInt64, count: Int, mean: DeviceBuffer) throws {
-        let (d, format) = (Int32(shard.dim), ResidentKernelSource.code(of: shard.kvFormat))
-        let rowMax = try DeviceBuffer(device: device, bytes: count * blockK * 4, label: "K row maxima")
-        let blockScale = try DeviceBuffer(device: device, bytes: count * 4, label: "K block scales (placed)")
-        try device.launch(device.residentKernel("sparge_key_row_max"), grid: (count * blockK + 127) / 128, block: 128, [
-            .pointer(table), .int(Int32(count)), .int(format), .int(d), .int(Int32(blockK)), .pointer(mean.address),
-            .pointer(rowMax.address),
-        ])
-        try device.launch(device.residentKernel("sparge_key_block_scale"), grid: (count + 127) / 128, block: 128, [
-            .pointer(table), .int(Int32(count)), .int(Int32(blockK)), .int(Int32(kvRows)), .pointer(rowMax.address),
-            .pointer(blockScale.address), .pointer(keyScales!.address),
-        ])
-        let quads = count * blockK * shard.dim / 4
-        try device.launch(device.residentKernel("sparge_key_quantize"), grid: (quads + 255) / 256, block: 256, [
-            .pointer(table), .int(Int32(count)), .int(format), .int(d), .int(Int32(blockK)), .int(Int32(kvRows)),
-            .pointer(mean.address), .pointer(blockScale.address), .pointer(k.address),
-        ])
     }
 }
