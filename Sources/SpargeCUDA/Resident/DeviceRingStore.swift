@@ -8,6 +8,10 @@ import SpargeKernels
 /// nothing: the kernel reads its K where it is and its V converted in one pass, and writes the normalised
 /// output itself (one launch holds every block).
 ///
+/// In int8 the kernel's K is int8 with a scale a block (`QuantizedKeys`): a rank quantizes its own blocks as
+/// it places them, and its payloads carry K so (`payloadFormat`: int8 rows and the scale, V in the storage
+/// format), which a receiver copies into place and forwards as it came.
+///
 /// Per step the host does O(tiles + blocks of the step) work: the placement and copy tables, and for every
 /// compute tile the part of its mask row (already on the device, from the mask's compaction) that lies in
 /// the blocks of the payload's owner — two binary searches a range, no list copied.
@@ -80,7 +84,7 @@ final class DeviceRingStore: ResidentRingStore {
                                  options: shard.options)
         (blockLists, listsFromRowStart) = try Self.blockLists(mask: mask, maskKeys: maskKeys, device: shard.device)
         self.tokenRanges = tokenRanges
-        payloadFormat = .storage(shard.kvFormat, headDim: shard.dim)
+        payloadFormat = shard.precision.ringPayload(kvFormat: shard.kvFormat, headDim: shard.dim)
         self.seqLen = seqLen
         blockK = config.blockK
         keyBlocks = (seqLen + blockK - 1) / blockK
@@ -217,15 +221,19 @@ final class DeviceRingStore: ResidentRingStore {
         arrived = nil
         receiveDevice = nil
         payload = up
-        var placements: [UInt64] = []
+        var placements: [UInt64] = [], keyCopies: [UInt64] = []
         placements.reserveCapacity(4 * entries.count)
         for e in entries {
             payloadOffsets[e.kvHead * keyBlocks + e.block] = e.offset
-            let keys = up.address + UInt64(e.offset)
-            appendPlacement(to: &placements, keys: keys, values: keys + UInt64(payloadFormat.keyBytes(rows: e.rows)),
+            let block = up.address + UInt64(e.offset)
+            // int8: the owner's int8 rows and scale, copied where they go (placing V only).
+            keyCopies += quantizedKeys?.places.copies(kvHead: e.kvHead, block: e.block, rows: e.rows, payloadBlock: block,
+                                                      intoPayload: false) ?? []
+            appendPlacement(to: &placements, keys: block, values: block + UInt64(payloadFormat.keyBytes(rows: e.rows)),
                             kvHead: e.kvHead, block: e.block)
         }
-        try place(placements)
+        try copy(keyCopies)
+        try place(placements, quantizeKeys: false)
         CUDATrace.note("ring: payload of \(entries.count) blocks up and placed", since: t)
     }
 
@@ -240,13 +248,15 @@ final class DeviceRingStore: ResidentRingStore {
         var copies: [UInt64] = []
         for e in entries {
             let (keys, values) = try currentBlock(kvHead: e.kvHead, block: e.block)
+            let block = area + UInt64(e.offset)
             let (keyBytes, valueBytes) = (UInt64(payloadFormat.keyBytes(rows: e.rows)), UInt64(payloadFormat.valueBytes(rows: e.rows)))
-            copies += [keys, area + UInt64(e.offset), keyBytes, values, area + UInt64(e.offset) + keyBytes, valueBytes]
+            // int8: K as quantized (by this rank, or by the owner it came from) where the kernel reads it.
+            copies += quantizedKeys?.places.copies(kvHead: e.kvHead, block: e.block, rows: e.rows, payloadBlock: block,
+                                                   intoPayload: true) ?? [keys, block, keyBytes]
+            copies += [values, block + keyBytes, valueBytes]
         }
         if !copies.isEmpty {
-            let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
-            try table.upload(copies)
-            try device.launch(device.residentKernel("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
+            try copy(copies)
             try device.synchronize()
             if !messagesInDeviceMemory {
                 try device.api.check(device.api.cuMemcpyDtoH(sendHost!.pointer, area, byteCount),
@@ -448,18 +458,28 @@ final class DeviceRingStore: ResidentRingStore {
         ])
     }
 
-    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v` (in int8, K quantized).
-    private func place(_ placements: [UInt64]) throws {
+    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`; in int8 V alone, and
+    /// K quantized into `k` where `quantizeKeys` (this rank's own blocks; a payload's came quantized).
+    private func place(_ placements: [UInt64], quantizeKeys: Bool = true) throws {
         guard !placements.isEmpty else { return }
         let (v, valuesInBF16) = try chosenValues()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
-        try quantizedKeys?.quantize(table: table.address, count: placements.count / 4, format: shard.kvFormat)
+        if quantizeKeys { try quantizedKeys?.quantize(table: table.address, count: placements.count / 4, format: shard.kvFormat) }
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
             .int(Int32(kvRows)), .pointer(quantizedKeys == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
             .pointer(v.address), .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
+        // The table goes back to the pool when this returns; its next user is ordered after this kernel.
+    }
+
+    /// `sparge_copy_blocks` over `copies`, (source, destination, bytes) triples of 4-byte words.
+    private func copy(_ copies: [UInt64]) throws {
+        guard !copies.isEmpty else { return }
+        let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
+        try table.upload(copies)
+        try device.launch(device.residentKernel("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
     }
 }
