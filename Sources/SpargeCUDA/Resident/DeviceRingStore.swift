@@ -249,11 +249,11 @@ final class DeviceRingStore: ResidentRingStore {
         for e in entries {
             let (keys, values) = try currentBlock(kvHead: e.kvHead, block: e.block)
             let block = area + UInt64(e.offset)
-            let (keyBytes, valueBytes) = (UInt64(payloadFormat.keyBytes(rows: e.rows)), UInt64(payloadFormat.valueBytes(rows: e.rows)))
+            let keyPart = UInt64(payloadFormat.keyBytes(rows: e.rows)), valuePart = UInt64(payloadFormat.valueBytes(rows: e.rows))
             // int8: K as quantized (by this rank, or by the owner it came from) where the kernel reads it.
             copies += quantizedKeys?.places.copies(kvHead: e.kvHead, block: e.block, rows: e.rows, payloadBlock: block,
-                                                   intoPayload: true) ?? [keys, block, keyBytes]
-            copies += [values, block + keyBytes, valueBytes]
+                                                   intoPayload: true) ?? [keys, block, keyPart]
+            copies += [values, block + keyPart, valuePart]
         }
         if !copies.isEmpty {
             try copy(copies)
