@@ -1,12 +1,13 @@
 import SpargeRing
 
-/// The ring traffic a mask implies (in bytes of the K/V storage format), derived from the mask alone (not from the ring's own schedule): a key
-/// block of rank `o` travels `max ((r − o) mod P)` hops over the ranks `r` that need it, and the message of
-/// `o` after step `s` exists when some block still has more than `s` hops to go.
+/// The ring traffic a mask implies (in bytes of blocks laid out as `payload`), derived from the mask alone
+/// (not from the ring's own schedule): a key block of rank `o` travels `max ((r − o) mod P)` hops over the
+/// ranks `r` that need it, and the message of `o` after step `s` exists when some block still has more than
+/// `s` hops to go.
 struct ExpectedTraffic {
     var bytes = 0, messages = 0
 
-    init(mask: BlockMask, layout: ShardLayout, kvHeads: Int, headDim: Int, format: StorageFormat) {
+    init(mask: BlockMask, layout: ShardLayout, kvHeads: Int, payload: PayloadFormat) {
         let p = layout.ranks, nk = layout.keyBlockCount
         let group = mask.heads / kvHeads
         // needed[r][g·nk + j]
@@ -23,7 +24,7 @@ struct ExpectedTraffic {
             for g in 0..<kvHeads {
                 for j in layout.keyBlocks(rank: o) {
                     let hops = (0..<p).filter { needed[$0][g * nk + j] }.map { ($0 - o + p) % p }.max() ?? 0
-                    bytes += hops * 2 * min(layout.blockK, layout.seqLen - j * layout.blockK) * headDim * format.byteSize
+                    bytes += hops * payload.blockBytes(rows: min(layout.blockK, layout.seqLen - j * layout.blockK))
                     longest = max(longest, hops)
                 }
             }

@@ -120,7 +120,8 @@ enum VerifyCommand {
         let vsDense = withReferences ? sums[4] / sums[5] : Double.nan
         let singleVsDense = withReferences ? sums[6] / sums[7] : Double.nan
         let totalMismatches = Int(sums[8])
-        let traffic = ExpectedTraffic(mask: single.mask, layout: layout, kvHeads: k.heads, headDim: q.dim, format: kvFormat)
+        let payload = ShardedAttention.ringPayload(engine: engine, kvFormat: kvFormat, headDim: q.dim)
+        let traffic = ExpectedTraffic(mask: single.mask, layout: layout, kvHeads: k.heads, payload: payload)
         var counted = [Double(distributed.statistics.ring.bytesSent), Double(distributed.statistics.ring.messagesSent),
                        Double(distributed.statistics.ring.denseRingBytes), Double(distributed.statistics.attention.pvBlocksSkipped)]
         comm.allreduceSum(&counted)

@@ -72,6 +72,47 @@ final class RingScheduleTests: XCTestCase {
         XCTAssertEqual(tail.rows, 40)
     }
 
+    /// Blocks whose keys carry extra bytes (the GPU's int8 layout at D 128: K as 128 one-byte values a row
+    /// and a 16-byte scale slot, V in bf16, 256 bytes a row): offsets step by each block's own size over two
+    /// kv heads, the partial tail block (40 rows) with the extra once, as a dense message and as a sparse one.
+    /// The numbers are worked by hand: a full block is 64·128 + 16 + 64·256 = 24592 bytes, the tail
+    /// 40·384 + 16 = 15376; in bf16 K/V they would be 32768 and 20480.
+    func testPayloadOffsetsFollowTheBlockLayoutWithExtraKeyBytes() {
+        let layout = ShardLayout(seqLen: 1000, ranks: 2, blockQ: 128, blockK: 64, causal: false)
+        XCTAssertEqual(layout.keyBlocks(rank: 1), Array(8..<16), "rank 1 holds tokens 512..<1000")
+        let nk = layout.keyBlockCount
+        func bits(_ blocks: [(kvHead: Int, block: Int)]) -> [UInt8] {
+            var b = [UInt8](repeating: 0, count: NeedTable.byteCount(kvHeads: 2, keyBlocks: nk))
+            for (g, j) in blocks { b[(g * nk + j) >> 3] |= 1 << UInt8((g * nk + j) & 7) }
+            return b
+        }
+        let int8 = PayloadFormat(keyBytesPerRow: 128, keyExtraBytes: 16, valueBytesPerRow: 256)
+        XCTAssertEqual(int8.keyBytes(rows: 40), 40 * 128 + 16, "V starts after the scale slot")
+        let all = (0..<2).flatMap { g in (0..<nk).map { (kvHead: g, block: $0) } }
+        let dense = RingSchedule(layout: layout, needs: NeedTable(ranks: 2, kvHeads: 2, keyBlocks: nk, packed: [bits(all), bits(all)]),
+                                 payload: int8)
+        let message = dense.forwarded(origin: 1, afterStep: 0)
+        XCTAssertEqual(message.map(\.offset), (0..<8).map { $0 * 24592 } + (0..<8).map { 187520 + $0 * 24592 },
+                       "kv head 1 starts after 7 full blocks and the tail of kv head 0")
+        XCTAssertEqual(message.map(\.rows), ([Int](repeating: 64, count: 7) + [40]) + ([Int](repeating: 64, count: 7) + [40]))
+        XCTAssertEqual(dense.byteCount(message), 2 * (7 * 24592 + 15376))
+        XCTAssertEqual(dense.denseByteCount(origin: 1), 375040)
+        XCTAssertEqual(dense.denseByteCount(origin: 0), 2 * 8 * 24592)
+        let bf16 = RingSchedule(layout: layout, needs: dense.needs, headDim: 128, format: .bf16)
+        XCTAssertEqual(bf16.byteCount(bf16.forwarded(origin: 1, afterStep: 0)), 2 * (7 * 32768 + 20480))
+
+        // Rank 0 needs block 15 of kv head 0 and blocks 8 and 15 of kv head 1 from rank 1.
+        let sparse = RingSchedule(layout: layout, needs: NeedTable(ranks: 2, kvHeads: 2, keyBlocks: nk,
+                                                                   packed: [bits([(0, 15), (1, 8), (1, 15)]), bits([])]),
+                                  payload: int8)
+        let few = sparse.forwarded(origin: 1, afterStep: 0)
+        XCTAssertEqual(few, [PayloadEntry(kvHead: 0, block: 15, rows: 40, offset: 0),
+                             PayloadEntry(kvHead: 1, block: 8, rows: 64, offset: 15376),
+                             PayloadEntry(kvHead: 1, block: 15, rows: 40, offset: 15376 + 24592)])
+        XCTAssertEqual(sparse.byteCount(few), 15376 + 24592 + 15376)
+        XCTAssertEqual(sparse.forwarded(origin: 0, afterStep: 0), [], "rank 1 needs nothing of rank 0")
+    }
+
     /// A block needed only by the next rank travels one hop; one needed by nobody else never leaves.
     func testBlocksStopAtTheLastRankThatNeedsThem() {
         let layout = ShardLayout(seqLen: 4 * 256, ranks: 4, blockQ: 128, blockK: 64, causal: false)

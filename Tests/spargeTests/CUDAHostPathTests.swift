@@ -158,24 +158,59 @@ final class CUDAHostPathTests: XCTestCase {
         XCTAssertTrue(bench.stdout.contains("\"device\": \"Stub GPU\""), bench.stdout)
     }
 
-    /// `--precision int8` on the stub's sm_90: Q quantized once, K blocks as they are placed (one rank and
-    /// three: the ring carries the storage format, so its bytes are bf16's), the Hopper kernel launched
-    /// (its int8 tensor maps accepted by the stub), the LSE's shifts passed to `sparge_finish` with several
-    /// ranks; head dimension 64 is refused on every rank with the reason.
+    /// `--precision int8` on the stub's sm_90: Q quantized once, the Hopper kernel launched (its int8 tensor
+    /// maps accepted by the stub), the LSE's shifts passed to `sparge_finish` with several ranks; head
+    /// dimension 64 is refused on every rank with the reason. Each rank quantizes K once, its own blocks (one
+    /// `sparge_key_quantize` a rank: a received block is copied, never quantized again), and the ring carries
+    /// K as int8 rows and the block's scale in a 16-byte slot, V in the storage format; one rank sends nothing.
     private func checkInt8(log: String) throws {
-        let shape = ["--workload", "llm", "--seq", "1000", "--heads", "4", "--kv-heads", "2", "--head-dim", "128",
+        // 1024 tokens: 16 whole blocks of 64 rows, so that the bf16 run's bytes count the blocks sent
+        // (2·64·128·2 = 32768 bytes each); an int8 block is 64·128 + 16 + 64·128·2 = 24592 bytes (0.7505×),
+        // with f32 K/V 64·128 + 16 + 64·128·4 = 40976 against 65536 (0.6253×).
+        let shape = ["--workload", "llm", "--seq", "1024", "--heads", "4", "--kv-heads", "2", "--head-dim", "128",
                      "--causal", "--threads", "1", "--json"]
-        for launch in [Launch.single, .ranks(3)] {
-            try "".write(toFile: log, atomically: true, encoding: .utf8)
-            let int8 = try launch.run(["bench", "--backend", "cuda", "--precision", "int8", "--dense"] + shape, timeout: 120)
-            XCTAssertEqual(int8.status, 0, "\(launch)\n\(transcript(int8))")
-            XCTAssertTrue(int8.stdout.contains("\"backend\": \"cuda int8, Stub GPU\""), "\(launch)\n\(int8.stdout)")
-            for name in ["sparge_query_row_scales", "sparge_query_quantize", "sparge_key_row_max", "sparge_key_block_scale", "sparge_key_quantize",
-                         "sparge_attention_sm90"] {
-                XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(launch): \(name) was not launched")
+        for launch in [Launch.single, .ranks(2), .ranks(3)] {
+            let ranks = if case .ranks(let n) = launch { n } else { 1 }
+            for (kv, storedBlock, int8Block) in [("bf16", 32768, 24592), ("f32", 65536, 40976)] {
+                let label = "\(launch), K/V \(kv)"
+                try "".write(toFile: log, atomically: true, encoding: .utf8)
+                let int8 = try launch.run(["bench", "--backend", "cuda", "--precision", "int8", "--dense", "--kv-precision", kv]
+                                          + shape, timeout: 120)
+                XCTAssertEqual(int8.status, 0, "\(label)\n\(transcript(int8))")
+                XCTAssertTrue(int8.stdout.contains("\"backend\": \"cuda int8, Stub GPU\""), "\(label)\n\(int8.stdout)")
+                for name in ["sparge_query_row_scales", "sparge_query_quantize", "sparge_key_row_max", "sparge_key_block_scale",
+                             "sparge_attention_sm90"] + (ranks > 1 ? ["sparge_copy_blocks", "sparge_finish"] : []) {
+                    XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(label): \(name) was not launched")
+                }
+                XCTAssertEqual(launches(log).filter { $0.hasPrefix("sparge_key_quantize ") }.count, ranks,
+                               "\(label): K quantized other than once a rank:\n\(launches(log))")
+                let stored = try launch.run(["bench", "--backend", "cuda", "--dense", "--kv-precision", kv] + shape, timeout: 120)
+                XCTAssertEqual(stored.status, 0, "\(label)\n\(transcript(stored))")
+                let (sent, storedSent) = (Int(jsonField(int8.stdout, "bytes_sent") ?? "") ?? -1,
+                                          Int(jsonField(stored.stdout, "bytes_sent") ?? "") ?? -1)
+                let dense = (Int(jsonField(int8.stdout, "bytes_dense_ring") ?? "") ?? -1,
+                             Int(jsonField(stored.stdout, "bytes_dense_ring") ?? "") ?? -1)
+                guard ranks > 1 else {
+                    XCTAssertEqual([sent, storedSent, dense.0, dense.1], [0, 0, 0, 0], "\(label): one rank sends nothing")
+                    continue
+                }
+                XCTAssertTrue(storedSent > 0 && storedSent % storedBlock == 0, "\(label): \(storedSent) bytes")
+                XCTAssertEqual(sent, storedSent / storedBlock * int8Block, "\(label): int8 blocks of \(int8Block) bytes")
+                XCTAssertEqual(dense.0, dense.1 / storedBlock * int8Block, "\(label): the dense ring's yardstick")
+                XCTAssertEqual(Double(sent) / Double(storedSent), Double(int8Block) / Double(storedBlock), accuracy: 1e-12, label)
+                XCTAssertLessThan(Double(sent) / Double(storedSent), kv == "bf16" ? 0.751 : 0.626, label)
             }
-            let bf16 = try launch.run(["bench", "--backend", "cuda", "--dense"] + shape, timeout: 120)
-            XCTAssertEqual(jsonField(int8.stdout, "bytes_sent"), jsonField(bf16.stdout, "bytes_sent"), "\(launch)")
+            guard ranks > 1 else { continue }
+            // verify's expected traffic (from the mask alone) counts blocks of the same layout, a partial one
+            // (1000 = 15·64 + 40 tokens) included; the outputs of kernels that do nothing fail the numeric
+            // checks, so only the traffic is read.
+            let verify = try launch.run(["verify", "--backend", "cuda", "--precision", "int8", "--dense", "--no-reference",
+                                         "--workload", "llm", "--seq", "1000", "--heads", "4", "--kv-heads", "2",
+                                         "--head-dim", "128", "--causal", "--threads", "1", "--json"], timeout: 120)
+            XCTAssertNotNil(jsonField(verify.stdout, "bytes_expected"), "\(launch)\n\(transcript(verify))")
+            XCTAssertEqual(jsonField(verify.stdout, "bytes_sent"), jsonField(verify.stdout, "bytes_expected"), "\(launch)\n\(verify.stdout)")
+            XCTAssertEqual(jsonField(verify.stdout, "messages"), jsonField(verify.stdout, "messages_expected"), "\(launch)")
+            XCTAssertNotEqual(jsonField(verify.stdout, "bytes_sent"), "0", "\(launch): the ring moved nothing")
         }
         let refused = try Launch.ranks(2).run(["bench", "--backend", "cuda", "--precision", "int8", "--workload", "llm",
                                                 "--seq", "512", "--heads", "2", "--head-dim", "64", "--threads", "1"], timeout: 60)

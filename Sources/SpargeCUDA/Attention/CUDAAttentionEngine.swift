@@ -66,6 +66,12 @@ extension CUDAAttentionEngine: ResidentAttentionEngine {
     /// Passes stay on the device whenever the device predicts the mask (the default).
     public var runsResident: Bool { predictsMask }
 
+    /// In int8, K travels as int8 rows and the block's scale (`QuantizedKeys.payloadFormat`), V in `kvFormat`;
+    /// otherwise K and V travel in `kvFormat`.
+    public func ringPayload(kvFormat: StorageFormat, headDim: Int) -> PayloadFormat {
+        precision.ringPayload(kvFormat: kvFormat, headDim: headDim)
+    }
+
     public func upload(_ tensor: Tensor) throws -> Tensor { try device.upload(tensor) }
 
     public func download(_ tensor: Tensor) throws -> Tensor { try device.download(tensor) }

@@ -8,6 +8,10 @@ import SpargeKernels
 /// nothing: the kernel reads its K where it is and its V converted in one pass, and writes the normalised
 /// output itself (one launch holds every block).
 ///
+/// In int8 the kernel's K is int8 with a scale a block (`QuantizedKeys`): a rank quantizes its own blocks as
+/// it places them, and its payloads carry K so (`payloadFormat`: int8 rows and the scale, V in the storage
+/// format), which a receiver copies into place and forwards as it came.
+///
 /// Per step the host does O(tiles + blocks of the step) work: the placement and copy tables, and for every
 /// compute tile the part of its mask row (already on the device, from the mask's compaction) that lies in
 /// the blocks of the payload's owner — two binary searches a range, no list copied.
@@ -22,10 +26,11 @@ final class DeviceRingStore: ResidentRingStore {
     private let blockLists: DeviceBuffer?
     private let listsFromRowStart: Bool
     private let tokenRanges: [Range<Int>]
+    let payloadFormat: PayloadFormat
     private let seqLen: Int, blockK: Int, keyBlocks: Int, kvRows: Int
     private let k: DeviceBuffer
-    /// int8: K's block scales `[Hkv][keyBlocks]`, written as blocks are placed.
-    private let keyScales: DeviceBuffer?
+    /// int8: `k` in int8 and its block scales, written as blocks are placed.
+    private let quantizedKeys: QuantizedKeys?
     /// V in P·V's type, and whether that type is bf16 (V beyond fp16's range somewhere) rather than fp16,
     /// from `chooseValueType(wide:)` on: the shard's own V where it is in that type already and nothing is to
     /// be placed (`wholeInPlace`), else a buffer that blocks are placed in.
@@ -79,6 +84,7 @@ final class DeviceRingStore: ResidentRingStore {
                                  options: shard.options)
         (blockLists, listsFromRowStart) = try Self.blockLists(mask: mask, maskKeys: maskKeys, device: shard.device)
         self.tokenRanges = tokenRanges
+        payloadFormat = shard.precision.ringPayload(kvFormat: shard.kvFormat, headDim: shard.dim)
         self.seqLen = seqLen
         blockK = config.blockK
         keyBlocks = (seqLen + blockK - 1) / blockK
@@ -97,7 +103,12 @@ final class DeviceRingStore: ResidentRingStore {
         if !wholeInPlace {
             try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: keyBytes / shard.kvHeads / kvRows)
         }
-        keyScales = int8 ? try DeviceBuffer(device: device, bytes: shard.kvHeads * keyBlocks * 4, label: "K block scales") : nil
+        if let mean = ring.quantized?.keyMean {
+            quantizedKeys = try QuantizedKeys(device: shard.device, keys: k, mean: mean, kvHeads: shard.kvHeads, dim: d,
+                                              blockK: config.blockK, kvRows: kvRows)
+        } else {
+            quantizedKeys = nil
+        }
         t = try CUDATrace.step("ring store: K buffer", since: t, on: device)
         let outputRows = shard.queryHeads * shard.rows
         if holdsEverything {
@@ -210,15 +221,19 @@ final class DeviceRingStore: ResidentRingStore {
         arrived = nil
         receiveDevice = nil
         payload = up
-        var placements: [UInt64] = []
+        var placements: [UInt64] = [], keyCopies: [UInt64] = []
         placements.reserveCapacity(4 * entries.count)
         for e in entries {
             payloadOffsets[e.kvHead * keyBlocks + e.block] = e.offset
-            let keys = up.address + UInt64(e.offset)
-            appendPlacement(to: &placements, keys: keys, values: keys + UInt64(blockBytes(rows: e.rows)),
+            let block = up.address + UInt64(e.offset)
+            // int8: the owner's int8 rows and scale, copied where they go (placing V only).
+            keyCopies += quantizedKeys?.places.copies(kvHead: e.kvHead, block: e.block, rows: e.rows, payloadBlock: block,
+                                                      intoPayload: false) ?? []
+            appendPlacement(to: &placements, keys: block, values: block + UInt64(payloadFormat.keyBytes(rows: e.rows)),
                             kvHead: e.kvHead, block: e.block)
         }
-        try place(placements)
+        try copy(keyCopies)
+        try place(placements, quantizeKeys: false)
         CUDATrace.note("ring: payload of \(entries.count) blocks up and placed", since: t)
     }
 
@@ -233,13 +248,15 @@ final class DeviceRingStore: ResidentRingStore {
         var copies: [UInt64] = []
         for e in entries {
             let (keys, values) = try currentBlock(kvHead: e.kvHead, block: e.block)
-            let bytes = UInt64(blockBytes(rows: e.rows))
-            copies += [keys, area + UInt64(e.offset), bytes, values, area + UInt64(e.offset) + bytes, bytes]
+            let block = area + UInt64(e.offset)
+            let keyPart = UInt64(payloadFormat.keyBytes(rows: e.rows)), valuePart = UInt64(payloadFormat.valueBytes(rows: e.rows))
+            // int8: K as quantized (by this rank, or by the owner it came from) where the kernel reads it.
+            copies += quantizedKeys?.places.copies(kvHead: e.kvHead, block: e.block, rows: e.rows, payloadBlock: block,
+                                                   intoPayload: true) ?? [keys, block, keyPart]
+            copies += [values, block + keyPart, valuePart]
         }
         if !copies.isEmpty {
-            let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
-            try table.upload(copies)
-            try device.launch(device.residentKernel("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
+            try copy(copies)
             try device.synchronize()
             if !messagesInDeviceMemory {
                 try device.api.check(device.api.cuMemcpyDtoH(sendHost!.pointer, area, byteCount),
@@ -392,10 +409,8 @@ final class DeviceRingStore: ResidentRingStore {
                                  output: final?.output.address ?? 0, lse: final?.lse.address ?? 0,
                                  counters: counters.address, tiles: tileTable.address, rows: shard.rows, kvRows: kvRows,
                                  queryHeads: shard.queryHeads, kvHeads: shard.kvHeads,
-                                 quantization: ring.quantized.map { ($0.queryScales.address, keyScales!.address, $0.rowShifts.address) })
+                                 quantization: ring.quantized.map { ($0.queryScales.address, quantizedKeys!.scales.address, $0.rowShifts.address) })
     }
-
-    private func blockBytes(rows: Int) -> Int { rows * shard.dim * shard.kvFormat.byteSize }
 
     private func rows(ofBlock j: Int) -> Int { min(blockK, seqLen - j * blockK) }
 
@@ -419,7 +434,7 @@ final class DeviceRingStore: ResidentRingStore {
         let offset = payloadOffsets[g * keyBlocks + j]
         guard offset >= 0 else { throw SpargeError.invalidArgument("ring: block \(j) of kv head \(g) is not in the payload") }
         let keys = payload.address + UInt64(offset)
-        return (keys, keys + UInt64(blockBytes(rows: rows(ofBlock: j))))
+        return (keys, keys + UInt64(payloadFormat.keyBytes(rows: rows(ofBlock: j))))
     }
 
     /// Appends one `BlockPlacement` of the kernel source: keys, values, (kv head, first row), (rows, 0).
@@ -443,39 +458,28 @@ final class DeviceRingStore: ResidentRingStore {
         ])
     }
 
-    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v` (in int8, K quantized).
-    private func place(_ placements: [UInt64]) throws {
+    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`; in int8 V alone, and
+    /// K quantized into `k` where `quantizeKeys` (this rank's own blocks; a payload's came quantized).
+    private func place(_ placements: [UInt64], quantizeKeys: Bool = true) throws {
         guard !placements.isEmpty else { return }
         let (v, valuesInBF16) = try chosenValues()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
-        if let quantized = ring.quantized { try quantizeKeys(table: table.address, count: placements.count / 4, mean: quantized.keyMean) }
+        if quantizeKeys { try quantizedKeys?.quantize(table: table.address, count: placements.count / 4, format: shard.kvFormat) }
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
-            .int(Int32(kvRows)), .pointer(ring.quantized == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
+            .int(Int32(kvRows)), .pointer(quantizedKeys == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
             .pointer(v.address), .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
     }
 
-    /// int8: the K blocks of a placement table quantized into their rows of `k` (after `mean`), their scales
-    /// into `keyScales`: rows' maxima, blocks' scales, then the elements.
-    private func quantizeKeys(table: UInt64, count: Int, mean: DeviceBuffer) throws {
-        let (d, format) = (Int32(shard.dim), ResidentKernelSource.code(of: shard.kvFormat))
-        let rowMax = try DeviceBuffer(device: device, bytes: count * blockK * 4, label: "K row maxima")
-        let blockScale = try DeviceBuffer(device: device, bytes: count * 4, label: "K block scales (placed)")
-        try device.launch(device.residentKernel("sparge_key_row_max"), grid: (count * blockK + 127) / 128, block: 128, [
-            .pointer(table), .int(Int32(count)), .int(format), .int(d), .int(Int32(blockK)), .pointer(mean.address),
-            .pointer(rowMax.address),
-        ])
-        try device.launch(device.residentKernel("sparge_key_block_scale"), grid: (count + 127) / 128, block: 128, [
-            .pointer(table), .int(Int32(count)), .int(Int32(blockK)), .int(Int32(kvRows)), .pointer(rowMax.address),
-            .pointer(blockScale.address), .pointer(keyScales!.address),
-        ])
-        let quads = count * blockK * shard.dim / 4
-        try device.launch(device.residentKernel("sparge_key_quantize"), grid: (quads + 255) / 256, block: 256, [
-            .pointer(table), .int(Int32(count)), .int(format), .int(d), .int(Int32(blockK)), .int(Int32(kvRows)),
-            .pointer(mean.address), .pointer(blockScale.address), .pointer(k.address),
-        ])
+    /// `sparge_copy_blocks` over `copies`, (source, destination, bytes) triples of 4-byte words.
+    private func copy(_ copies: [UInt64]) throws {
+        guard !copies.isEmpty else { return }
+        let table = try DeviceBuffer(device: device, bytes: copies.count * 8, label: "ring copy table")
+        try table.upload(copies)
+        try device.launch(device.residentKernel("sparge_copy_blocks"), grid: copies.count / 3, block: 256, [.pointer(table.address)])
+        // The table goes back to the pool when this returns; its next user is ordered after this kernel.
     }
 }

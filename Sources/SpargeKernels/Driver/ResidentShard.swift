@@ -13,6 +13,11 @@ public protocol ResidentAttentionEngine: AttentionEngine {
     /// Whether `ShardedAttention.forward` runs its passes resident on this engine (else fed from the host).
     var runsResident: Bool { get }
 
+    /// How a key/value block of this engine's resident passes lies in a ring payload, with K and V stored as
+    /// `kvFormat`: what its ring stores pack and receive. Default: K and V rows in `kvFormat`
+    /// (`PayloadFormat.storage`).
+    func ringPayload(kvFormat: StorageFormat, headDim: Int) -> PayloadFormat
+
     /// A packed copy of host tensor `tensor` in the engine's memory.
     func upload(_ tensor: Tensor) throws -> Tensor
 
@@ -23,6 +28,12 @@ public protocol ResidentAttentionEngine: AttentionEngine {
     /// `destination` (a caller's tensor of the same shape in the engine's memory, any element type and
     /// strides), where they are.
     func write(_ source: Tensor, into destination: Tensor) throws
+}
+
+extension ResidentAttentionEngine {
+    public func ringPayload(kvFormat: StorageFormat, headDim: Int) -> PayloadFormat {
+        .storage(kvFormat, headDim: headDim)
+    }
 }
 
 /// One rank's Q, K, V in a backend's memory, and the steps of a forward pass that run where they are.

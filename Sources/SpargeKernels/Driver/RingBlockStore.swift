@@ -4,7 +4,8 @@ public struct PayloadEntry: Sendable, Equatable {
     public let block: Int
     /// Rows of this block (`blockK`, or fewer for the global last block).
     public let rows: Int
-    /// Offset of the block's keys in the payload, in bytes; its values follow the keys directly.
+    /// Offset of the block in the payload, in bytes: its keys, then the rest as the payload's
+    /// `PayloadFormat` lays it out.
     public let offset: Int
 
     public init(kvHead: Int, block: Int, rows: Int, offset: Int) {
@@ -19,8 +20,13 @@ public struct PayloadEntry: Sendable, Equatable {
 /// At every step the ring makes one payload current — this rank's own blocks (`holdLocal`) or the payload
 /// that arrived (`holdReceived`) — packs the blocks that travel on, posts its messages on the host buffers
 /// the store hands out, and lets the store compute with the current payload while they travel. Payload
-/// bytes are the storage format's, laid out by the entries' offsets, the same on both ends of a message.
+/// blocks lie at the entries' offsets as the store's `payloadFormat` lays them out, the same on both ends of
+/// a message.
 public protocol RingBlockStore: AnyObject {
+    /// How this store lays out a block in the payloads it packs and receives; the ring sizes its messages
+    /// by it (and refuses a store whose format is not its schedule's).
+    var payloadFormat: PayloadFormat { get }
+
     /// Makes this rank's own blocks the current payload.
     ///
     /// - Parameter ownerBlocks: this rank's key blocks (ranges of global indices).

@@ -44,8 +44,9 @@ extension ShardedAttention {
     ) throws -> ResidentForwardResult {
         let start = DispatchTime.now().uptimeNanoseconds
         func seconds(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
+        let payload = engine.ringPayload(kvFormat: kvFormat, headDim: q.shape.last ?? 0)
         try checkAgreement(qShape: q.shape, kShape: k.shape, vShape: v.shape, layout: layout, config: config,
-                           kvFormat: kvFormat, comm: comm)
+                           kvFormat: kvFormat, ringPayload: payload, comm: comm)
         let ranges = layout.tokenRanges[comm.rank]
         var stats = ForwardStatistics()
 
@@ -90,8 +91,8 @@ extension ShardedAttention {
         // Asked only now: the answer waits for V's conversion, which ran while the store was planned.
         let wideValues = comm.anyRank(try agreed(comm) { try shard.needsWideValues() })
         try agreed(comm) { try store.chooseValueType(wide: wideValues) }
-        let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: shard.dim, format: kvFormat),
-                                 comm: comm, threads: 1)
+        let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, payload: payload), comm: comm,
+                                 threads: 1)
         stats.ring = try ring.run(store: store) { done in progress?("ring", done) }
         let (output, lse, attention) = try store.finish()
         stats.attention = attention
@@ -101,6 +102,16 @@ extension ShardedAttention {
         progress?("done", 1)
         return ResidentForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: flags.queries,
                                      keySelfSimilar: gathered?.flags ?? flags.keys, statistics: stats)
+    }
+
+    /// How a key/value block lies in the ring's payloads of a forward pass on `engine` with K/V stored as
+    /// `kvFormat`: the engine's own layout in a resident pass (the GPU's int8 sends K as int8 rows and the
+    /// block's scale), else K and V rows in `kvFormat`. What `ring.bytesSent` counts blocks of.
+    public static func ringPayload(engine: any AttentionEngine, kvFormat: StorageFormat, headDim: Int) -> PayloadFormat {
+        if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
+            return resident.ringPayload(kvFormat: kvFormat, headDim: headDim)
+        }
+        return .storage(kvFormat, headDim: headDim)
     }
 
     /// Collective: the whole sequence's K mean `[Hkv][D]`, from every rank's K sums.

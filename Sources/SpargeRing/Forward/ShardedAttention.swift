@@ -171,9 +171,10 @@ public enum ShardedAttention {
     }
 
     /// Ends the call on every rank with the same error when the configuration or shapes differ between
-    /// ranks, or when any rank's shard does not fit the layout.
+    /// ranks, or when any rank's shard does not fit the layout; with `ringPayload` (a resident pass, whose
+    /// engine lays out the ring's blocks), also when the ranks' layouts differ (one rank in int8).
     static func checkAgreement(qShape: [Int], kShape: [Int], vShape: [Int], layout: ShardLayout, config: SpargeConfig,
-                               kvFormat: StorageFormat, comm: Communicator) throws {
+                               kvFormat: StorageFormat, ringPayload: PayloadFormat? = nil, comm: Communicator) throws {
         func localProblem() -> String? {
             guard qShape.count == 3, kShape.count == 3, vShape.count == 3 else {
                 return "Q \(qShape), K \(kShape), V \(vShape) must each be [heads, rows, head_dim]"
@@ -201,7 +202,7 @@ public enum ShardedAttention {
             throw ForwardError(problem ?? "another rank's shard does not fit the layout")
         }
         let fingerprint = "\(config.summary), N=\(layout.seqLen), Hq=\(qShape[0]), Hkv=\(kShape[0]), D=\(qShape[2]), "
-            + "K/V \(kvFormat.rawValue)"
+            + "K/V \(kvFormat.rawValue)" + (ringPayload.map { ", ring blocks \($0)" } ?? "")
         let all = comm.allgather(bytes: Array(fingerprint.utf8)).map { String(decoding: $0, as: UTF8.self) }
         if let other = all.firstIndex(where: { $0 != all[0] }) {
             throw ForwardError("the ranks were given different configurations or shapes: rank 0 has \(all[0]); "

@@ -9,6 +9,7 @@ final class HostRingStore: RingBlockStore {
     private let attention: any StepwiseAttention
     private var table: KeyValueBlockTable
     private let headDim: Int
+    let payloadFormat: PayloadFormat
     private var send = RingBuffer(capacity: 0)
     private var current = RingBuffer(capacity: 0)
     private var next = RingBuffer(capacity: 0)
@@ -19,6 +20,7 @@ final class HostRingStore: RingBlockStore {
         self.tokenRanges = tokenRanges
         self.attention = attention
         self.headDim = headDim
+        payloadFormat = .storage(local.format, headDim: headDim)
         table = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: layout.keyBlockCount, blockK: layout.blockK,
                                    seqLen: layout.seqLen, format: local.format)
     }
@@ -42,7 +44,7 @@ final class HostRingStore: RingBlockStore {
         table.removeAll()
         for e in entries {
             let keys = UnsafeRawPointer(current.base + e.offset)
-            table.set(kvHead: e.kvHead, block: e.block, keys: keys, values: keys + blockBytes(rows: e.rows))
+            table.set(kvHead: e.kvHead, block: e.block, keys: keys, values: keys + payloadFormat.keyBytes(rows: e.rows))
         }
     }
 
@@ -50,9 +52,9 @@ final class HostRingStore: RingBlockStore {
         if send.capacity < byteCount { send = RingBuffer(capacity: byteCount) }
         for e in entries {
             let source = table.block(kvHead: e.kvHead, block: e.block)!
-            let bytes = blockBytes(rows: e.rows)
-            (send.base + e.offset).copyMemory(from: source.keys, byteCount: bytes)
-            (send.base + e.offset + bytes).copyMemory(from: source.values, byteCount: bytes)
+            let (keyBytes, valueBytes) = (payloadFormat.keyBytes(rows: e.rows), payloadFormat.valueBytes(rows: e.rows))
+            (send.base + e.offset).copyMemory(from: source.keys, byteCount: keyBytes)
+            (send.base + e.offset + keyBytes).copyMemory(from: source.values, byteCount: valueBytes)
         }
         return UnsafeRawBufferPointer(send.bytes(count: byteCount))
     }
@@ -65,6 +67,4 @@ final class HostRingStore: RingBlockStore {
     func attend(threads: Int, poll: ((Double) -> Void)?) throws {
         try attention.attend(table, threads: threads, poll: poll)
     }
-
-    private func blockBytes(rows: Int) -> Int { rows * headDim * local.format.byteSize }
 }

@@ -33,6 +33,10 @@ struct RingAttention {
 
     /// Runs all steps on `store`; `progress` gets the share of the ring done, on this thread.
     func run(store: any RingBlockStore, progress: ((Double) -> Void)?) throws -> RingStatistics {
+        guard store.payloadFormat == schedule.payload else {
+            throw SpargeError.invalidArgument("ring: the store lays out blocks as \(store.payloadFormat); the schedule "
+                + "sizes them as \(schedule.payload)")
+        }
         let p = schedule.layout.ranks, r = comm.rank
         let outgoing = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s), afterStep: s) : [] }
         let incoming = (0..<p).map { s in s < p - 1 ? schedule.forwarded(origin: schedule.origin(of: r, step: s + 1), afterStep: s) : [] }

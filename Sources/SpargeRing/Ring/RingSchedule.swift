@@ -14,20 +14,19 @@ public struct RingSchedule: Sendable {
     public let layout: ShardLayout
     /// Who needs which blocks.
     public let needs: NeedTable
-    /// Head dimension.
-    public let headDim: Int
-    /// The element type blocks travel in.
-    public let format: StorageFormat
+    /// How a block lies in a payload (its bytes): the ring store's, which both ends of a message share.
+    public let payload: PayloadFormat
 
-    public init(layout: ShardLayout, needs: NeedTable, headDim: Int, format: StorageFormat = .f32) {
+    public init(layout: ShardLayout, needs: NeedTable, payload: PayloadFormat) {
         self.layout = layout
         self.needs = needs
-        self.headDim = headDim
-        self.format = format
+        self.payload = payload
     }
 
-    /// Bytes of the keys (or of the values) of a block of `rows` rows.
-    public func blockBytes(rows: Int) -> Int { rows * headDim * format.byteSize }
+    /// The schedule of blocks whose K and V rows travel as `format` (`PayloadFormat.storage`).
+    public init(layout: ShardLayout, needs: NeedTable, headDim: Int, format: StorageFormat = .f32) {
+        self.init(layout: layout, needs: needs, payload: .storage(format, headDim: headDim))
+    }
 
     /// Ring neighbour that receives from `rank`.
     public func next(of rank: Int) -> Int { (rank + 1) % layout.ranks }
@@ -47,9 +46,9 @@ public struct RingSchedule: Sendable {
         for g in 0..<needs.kvHeads {
             for j in layout.keyBlocks(rank: origin)
             where later.contains(where: { needs.needs(rank: $0, kvHead: g, block: j) }) {
-                let rows = min(layout.blockK, layout.seqLen - j * layout.blockK)
+                let rows = rows(ofBlock: j)
                 entries.append(Entry(kvHead: g, block: j, rows: rows, offset: offset))
-                offset += 2 * blockBytes(rows: rows)
+                offset += payload.blockBytes(rows: rows)
             }
         }
         return entries
@@ -57,13 +56,16 @@ public struct RingSchedule: Sendable {
 
     /// Bytes of a payload made of `entries`.
     public func byteCount(_ entries: [Entry]) -> Int {
-        entries.last.map { $0.offset + 2 * blockBytes(rows: $0.rows) } ?? 0
+        entries.last.map { $0.offset + payload.blockBytes(rows: $0.rows) } ?? 0
     }
 
-    /// Bytes a dense ring (in the same format) sends per step-message from `origin` (every block of every
-    /// kv head): the yardstick for the skipping ring.
+    /// Bytes a dense ring (in the same payload format) sends per step-message from `origin` (every block of
+    /// every kv head): the yardstick for the skipping ring.
     public func denseByteCount(origin: Int) -> Int {
         guard layout.ranks > 1 else { return 0 }
-        return 2 * needs.kvHeads * blockBytes(rows: layout.rowCount(rank: origin))
+        return needs.kvHeads * layout.keyBlocks(rank: origin).reduce(0) { $0 + payload.blockBytes(rows: rows(ofBlock: $1)) }
     }
+
+    /// Rows of key block `j`: `blockK`, fewer for the sequence's last.
+    private func rows(ofBlock j: Int) -> Int { min(layout.blockK, layout.seqLen - j * layout.blockK) }
 }
