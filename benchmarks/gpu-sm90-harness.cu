@@ -39,7 +39,16 @@ static float fromBF16(u16 h) { u32 u = (u32)h << 16; float f; memcpy(&f, &u, 4);
 
 // SageAttention's int8 for Q·Kᵀ: Q per row (scale max|q|/127), K minus its head's mean over all keys (which
 // shifts every score of a row by the same q·μ: the softmax does not see it), then per BK-key block.
-struct Quantized { std::vector<signed char> q, k; std::vector<float> qScales, kScales, rowShifts; };
+struct Quantized { std::vector<signed char> q, k; std::vector<float> qScales, kScales, rowShifts; std::vector<u16> deltas; };
+
+// fp16 bits nearest to x (normal range; the deltas of block means are far from fp16's limits).
+static u16 toF16(float x) {
+    u32 u; memcpy(&u, &x, 4);
+    u32 sign = (u >> 16) & 0x8000, a = u & 0x7fffffff;
+    if (a < 0x38800000) return (u16)(sign | (u16)lrintf(fabsf(x) * 16777216.f));  // subnormal
+    u32 r = a + 0xfff + ((a >> 13) & 1);
+    return (u16)(sign | ((r >> 13) - (112 << 10)));
+}
 
 // e4m3 (bias 7, no infinities, 0x7f NaN): the code nearest to x (ties to the even code), |x| ≤ 448.
 static unsigned char toE4M3(float x) {
@@ -91,6 +100,7 @@ static Quantized quantize(const Problem& p) {
     int nk = p.kvRows / BK;
     z.q.resize(p.q.size()); z.k.resize(p.k.size());
     z.qScales.resize((size_t)p.heads * p.n); z.rowShifts.resize((size_t)p.heads * p.n); z.kScales.resize((size_t)p.heads * nk);
+    z.deltas.assign((size_t)p.heads * nk * D, 0);
     for (size_t r = 0; r < (size_t)p.heads * p.n; ++r) {
         float mx = 0; for (int d = 0; d < D; ++d) mx = std::max(mx, fabsf(fromBF16(p.q[r * D + d])));
         float sc = mx > 0 ? mx / 127.f : 1.f; z.qScales[r] = sc;
@@ -107,14 +117,26 @@ static Quantized quantize(const Problem& p) {
             z.rowShifts[(size_t)h * p.n + r] = (float)(dot / sqrt((double)D));
         }
         for (int b = 0; b < nk; ++b) {
+            // The mean K is smoothed by: the head's, or (K_BLOCK_MEAN) the block's own, whose difference from
+            // the head's goes to the kernel in fp16.
+            std::vector<double> mu(mean);
+            const int last = std::min(p.n, (b + 1) * BK);
+#if K_BLOCK_MEAN
+            for (int d = 0; d < D; ++d) {
+                double sum = 0;
+                for (int r = b * BK; r < last; ++r) sum += fromBF16(p.k[((size_t)h * p.kvRows + r) * D + d]);
+                mu[d] = last > b * BK ? sum / (last - b * BK) : mean[d];
+                z.deltas[((size_t)h * nk + b) * D + d] = toF16((float)(mu[d] - mean[d]));
+            }
+#endif
             float mx = 0;
-            for (int r = b * BK; r < std::min(p.n, (b + 1) * BK); ++r)
-                for (int d = 0; d < D; ++d) mx = std::max(mx, fabsf(fromBF16(p.k[((size_t)h * p.kvRows + r) * D + d]) - (float)mean[d]));
+            for (int r = b * BK; r < last; ++r)
+                for (int d = 0; d < D; ++d) mx = std::max(mx, fabsf(fromBF16(p.k[((size_t)h * p.kvRows + r) * D + d]) - (float)mu[d]));
             float sc = mx > 0 ? mx / 127.f : 1.f; z.kScales[(size_t)h * nk + b] = sc;
             for (int r = b * BK; r < (b + 1) * BK; ++r)
                 for (int d = 0; d < D; ++d) {
                     size_t i = ((size_t)h * p.kvRows + r) * D + d;
-                    z.k[i] = r < p.n ? (signed char)lrintf((fromBF16(p.k[i]) - (float)mean[d]) / sc) : 0;
+                    z.k[i] = r < p.n ? (signed char)lrintf((fromBF16(p.k[i]) - (float)mu[d]) / sc) : 0;
                 }
         }
     }
@@ -122,14 +144,15 @@ static Quantized quantize(const Problem& p) {
 }
 
 // Per 128-row query block, a list of key blocks: dense, causal or a random density (always the diagonal).
-static Problem makeProblem(int heads, int n, int causal, double density, unsigned seed) {
+// drift: K's mean moves along the sequence (each channel a slow wave of that amplitude), as in llm-like inputs.
+static Problem makeProblem(int heads, int n, int causal, double density, unsigned seed, float drift = 0.f) {
     Problem p; p.heads = heads; p.n = n; p.causal = causal;
     int nk = (n + BK - 1) / BK; p.kvRows = nk * BK;
     std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 1.f); std::uniform_real_distribution<double> ud(0, 1);
     p.q.resize((size_t)heads * n * D); p.k.assign((size_t)heads * p.kvRows * D, 0); p.v.assign((size_t)heads * p.kvRows * D, 0);
     for (auto& x : p.q) x = toBF16(nd(gen));
     for (int h = 0; h < heads; ++h) for (int r = 0; r < n; ++r) for (int d = 0; d < D; ++d) {
-        p.k[((size_t)h * p.kvRows + r) * D + d] = toBF16(nd(gen) + 0.5f * (d % 7 == 0));
+        p.k[((size_t)h * p.kvRows + r) * D + d] = toBF16(nd(gen) + 0.5f * (d % 7 == 0) + drift * sinf(r / 300.f + 0.37f * d));
         p.v[((size_t)h * p.kvRows + r) * D + d] = toBF16(nd(gen));
     }
     int nq = (n + 127) / 128;
@@ -185,6 +208,9 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
     CHECK(cudaMemcpy(kScales, z.kScales.data(), z.kScales.size() * 4, cudaMemcpyHostToDevice));
     CHECK(cudaMalloc(&rowShifts, z.rowShifts.size() * 4));
     CHECK(cudaMemcpy(rowShifts, z.rowShifts.data(), z.rowShifts.size() * 4, cudaMemcpyHostToDevice));
+    u16* deltas;
+    CHECK(cudaMalloc(&deltas, z.deltas.size() * 2));
+    CHECK(cudaMemcpy(deltas, z.deltas.data(), z.deltas.size() * 2, cudaMemcpyHostToDevice));
     const int qkBytes = 1;
 #else
     CHECK(cudaMemcpy(dq, p.q.data(), qn * 2, cudaMemcpyHostToDevice));
@@ -247,6 +273,9 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
 #endif
 #if QK_INT8
     hp.qScales = qScales; hp.kScales = kScales; hp.rowShifts = rowShifts;
+#if K_BLOCK_MEAN
+    hp.blockDeltas = deltas;
+#endif
 #endif
     hp.p.q = dq; hp.p.k = dk; hp.p.v = dv; hp.p.oacc = oacc; hp.p.ml = ml; hp.p.counters = counters; hp.p.tiles = tiles;
     hp.p.blocks = blocks; hp.p.rows = p.n; hp.p.seqLen = p.n; hp.p.kvRows = p.kvRows; hp.p.group = 1;
@@ -283,7 +312,7 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(oacc); cudaFree(out); cudaFree(lse); cudaFree(ml);
     cudaFree(counters); cudaFree(tiles); cudaFree(blocks);
 #if QK_INT8
-    cudaFree(qScales); cudaFree(kScales); cudaFree(rowShifts);
+    cudaFree(qScales); cudaFree(kScales); cudaFree(rowShifts); cudaFree(deltas);
 #endif
 #if PV_FP8
     cudaFree(vScales);
@@ -328,20 +357,25 @@ int main(int argc, char** argv) {
     encodeTiled = driver ? (EncodeTiled)dlsym(driver, "cuTensorMapEncodeTiled") : nullptr;
     if (!encodeTiled) { fprintf(stderr, "no cuTensorMapEncodeTiled in libcuda.so.1\n"); return 2; }
     cudaDeviceProp prop; CHECK(cudaGetDeviceProperties(&prop, 0));
-    printf("D=%d BK=%d stages=%d Q·Kᵀ %s, P·V %s on %s (%d SMs)\n", D, BK, STAGES, QK_INT8 ? "int8" : "bf16",
-           PV_FP8 ? "fp8" : "bf16", prop.name, prop.multiProcessorCount);
+    printf("D=%d BK=%d stages=%d Q·Kᵀ %s%s, P·V %s on %s (%d SMs)\n", D, BK, STAGES, QK_INT8 ? "int8" : "bf16",
+           K_BLOCK_MEAN ? " (K smoothed by block means)" : "", PV_FP8 ? "fp8" : "bf16", prop.name, prop.multiProcessorCount);
     bool ok = true;
-    struct Case { const char* name; int heads, n, causal; double density; int launches; };
-    Case cases[] = {{"dense", 2, 1024, 0, 1.0, 1}, {"causal tail", 2, 1000, 1, 1.0, 1}, {"random 0.3", 3, 2000, 0, 0.3, 1},
-                    {"causal two launches", 2, 1536, 1, 1.0, 2}, {"random tail three launches", 2, 777, 0, 0.5, 3}};
+    struct Case { const char* name; int heads, n, causal; double density; int launches; float drift; };
+    Case cases[] = {{"dense", 2, 1024, 0, 1.0, 1, 0.f}, {"causal tail", 2, 1000, 1, 1.0, 1, 0.f},
+                    {"random 0.3", 3, 2000, 0, 0.3, 1, 0.f}, {"causal two launches", 2, 1536, 1, 1.0, 2, 0.f},
+                    {"random tail three launches", 2, 777, 0, 0.5, 3, 0.f}, {"keys drifting, dense", 2, 4096, 0, 1.0, 1, 3.f},
+                    {"keys drifting, causal, 2 launches", 2, 3000, 1, 1.0, 2, 3.f}};
     for (auto& c : cases) {
-        Problem p = makeProblem(c.heads, c.n, c.causal, c.density, 1234 + c.n);
+        Problem p = makeProblem(c.heads, c.n, c.causal, c.density, 1234 + c.n, c.drift);
         Run r = run(p, c.launches, 1, 50.f);
         double lseErr, err = check(p, r, 24, 99, &lseErr);
         // bf16 inputs are the reference's too: what remains is P rounded to bf16 (~2e-3 relative) and fp32 sums;
         // int8 adds Q·Kᵀ's quantization (SageAttention's recipe: ~1e-2 relative on near-uniform attention).
         // fp8 P·V: P and V with 3 mantissa bits (~3% an element, averaging over the keys).
-        bool pass = PV_FP8 ? err < 5e-2 && lseErr < 5e-2 : QK_INT8 ? err < 2e-2 && lseErr < 5e-2 : err < 4e-3 && lseErr < 1e-3;
+        // Drifting keys cost int8 smoothed by the head's mean more (benchmarks/int8-smoothing.py): its bound there is
+        // wider, and the error printed is the comparison with K_BLOCK_MEAN.
+        const double int8Bound = c.drift > 0 && !K_BLOCK_MEAN ? 5e-2 : 2e-2;
+        bool pass = PV_FP8 ? err < 5e-2 && lseErr < 5e-2 : QK_INT8 ? err < int8Bound && lseErr < 5e-2 : err < 4e-3 && lseErr < 1e-3;
         ok &= pass;
         printf("  %-28s N=%5d heads=%d rel L1 %.2e, LSE max error %.2e  %s\n", c.name, c.n, c.heads, err, lseErr, pass ? "ok" : "FAILED");
     }

@@ -1,28 +1,33 @@
 #!/bin/bash
 # The Hopper kernel alone (benchmarks/gpu-sm90-harness.cu), one call on the device machine: correctness against
-# Double on random inputs, then speed at N = 32768, 8 heads, for each built (D, BK), Q·Kᵀ in bf16 and (D 128)
-# in int8, P·V in bf16 and (128-key blocks) in fp8. Usage, from a folder
-# holding the harness binaries h<D>_<BK> (built here: `bash benchmarks/gpu-sm90.sh build DIR`):
-#   bash gpu-sm90.sh run DIR
+# Double on random inputs (and keys whose mean drifts), then speed at N = 32768, 8 heads, for each built (D, BK),
+# Q·Kᵀ in bf16 and (D 128) in int8 with K smoothed by the head's mean or by each block's (K_BLOCK_MEAN), P·V in
+# bf16 and (128-key blocks) in fp8. Usage, from a folder holding the harness binaries h<D>_<BK>[_variant]
+# (built here: `bash benchmarks/gpu-sm90.sh build DIR`):
+#   bash gpu-sm90.sh run DIR [NAME ...]        (NAME: only those binaries)
 set -u
 if [ "${1:-}" = build ]; then
     out=$2; mkdir -p "$out"
     here=$(cd "$(dirname "$0")/.." && pwd)
-    # D, BK, stages, int8 Q·Kᵀ, fp8 P·V, name
-    for cfg in "128 64 2 0 0 h128_64" "128 128 2 0 0 h128_128" "64 64 2 0 0 h64_64" "64 128 2 0 0 h64_128" \
-               "128 64 2 1 0 h128_64_int8" "128 128 2 1 0 h128_128_int8" "128 128 2 1 1 h128_128_int8_fp8"; do
+    # D, BK, stages, int8 Q·Kᵀ, K smoothed by block means, fp8 P·V, name
+    for cfg in "128 64 2 0 0 0 h128_64" "128 128 2 0 0 0 h128_128" "64 64 2 0 0 0 h64_64" "64 128 2 0 0 0 h64_128" \
+               "128 64 3 1 0 0 h128_64_int8" "128 128 3 1 0 0 h128_128_int8" "128 128 3 1 1 0 h128_128_int8_blockmean" \
+               "128 64 3 1 1 0 h128_64_int8_blockmean" "128 128 2 1 0 1 h128_128_int8_fp8"; do
         set -- $cfg
         nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -DHEAD_DIM=$1 -DBLOCK_K=$2 -DKV_STAGES=$3 -DQK_BF16=1 \
-            -DQK_INT8=$4 -DPV_FP8=$5 -DPV_BF16=1 -I"$here/Sources/SpargeCUDA/Kernels" -diag-suppress 177 -ldl \
-            -o "$out/$6" "$here/benchmarks/gpu-sm90-harness.cu" || exit 1
+            -DQK_INT8=$4 -DK_BLOCK_MEAN=$5 -DPV_FP8=$6 -DPV_BF16=1 -I"$here/Sources/SpargeCUDA/Kernels" -diag-suppress 177 -ldl \
+            -o "$out/$7" "$here/benchmarks/gpu-sm90-harness.cu" || exit 1
     done
     exit 0
 fi
 dir=$2
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 status=0
-for h in "$dir"/h128_64 "$dir"/h128_128 "$dir"/h64_64 "$dir"/h64_128 "$dir"/h128_64_int8 "$dir"/h128_128_int8 \
-         "$dir"/h128_128_int8_fp8; do
+names=(h128_64 h128_128 h64_64 h64_128 h128_64_int8 h128_128_int8 h128_128_int8_blockmean h128_64_int8_blockmean
+       h128_128_int8_fp8)
+[ $# -gt 2 ] && names=("${@:3}")
+for name in "${names[@]}"; do
+    h="$dir/$name"
     echo "== $(basename "$h")"
     timeout -k 5 120 "$h" || { status=1; echo "FAILED: $h"; timeout -k 5 120 compute-sanitizer --tool memcheck "$h" check 2>&1 | head -30; }
 done

@@ -25,6 +25,16 @@ static_assert(HEAD_DIM == 128, "int8 Q·Kᵀ takes rows of 128 bytes (one 128-by
 #else
 #define QK_ELEMENT_BYTES 2
 #endif
+// K_BLOCK_MEAN (with QK_INT8): K smoothed by each block's own mean μ_b, not the head's μ: the int8 K is
+// k − μ_b, and the scores get q·(μ_b − μ) back from an fp16 wgmma of Q's int8 values (exact in fp16) with the
+// blocks' fp16 deltas (blockDeltas), one n = 8 column a step block; q·μ stays the row's shift, as with the
+// head's mean. (Where keys drift, int8 of the block's own mean errs half as much: benchmarks/int8-smoothing.py.)
+#ifndef K_BLOCK_MEAN
+#define K_BLOCK_MEAN 0
+#endif
+#if K_BLOCK_MEAN && !QK_INT8
+#error "K_BLOCK_MEAN smooths int8's K"
+#endif
 // PV_FP8: P and V in e4m3 for P·V (wgmma k32, fp32 accumulation). V arrives transposed, Vᵀ [Hkv][D][kvRows]
 // (fp8 wgmma reads B only K-major), its keys permuted within each 16 (see pack_p_e4m3), scaled per column
 // (vScales); P is 2^P_LOG2_SCALE = 256 times the softmax's (the exponent adds 8), so that its small values stay
@@ -62,6 +72,9 @@ struct SpargeHopperParams {
     const float* kScales;    // [Hkv][kvRows / BK]
     const float* rowShifts;  // [Hq][rows]: q·μ times the softmax scale (natural units), which the LSE adds back
 #endif
+#if K_BLOCK_MEAN
+    const u16* blockDeltas;  // [Hkv][kvRows / BK][D] fp16: μ_b − μ
+#endif
 #if PV_FP8
     const float* vScales;  // [Hkv][D]
 #endif
@@ -79,7 +92,17 @@ struct SpargeHopperParams {
 #endif
 #define K_OFFSET (CONSUMERS * Q_BYTES)
 #define V_OFFSET (K_OFFSET + STAGES * K_STEP_BYTES)
+#if K_BLOCK_MEAN
+// Then per stage the step's block deltas (an 8-row n tile of 128 fp16: two 128-byte swizzle halves), and
+// each consumer's Q in fp16 [2 halves][64 rows][128 B].
+#define M_STEP_BYTES 2048
+#define M_OFFSET (V_OFFSET + STAGES * V_STEP_BYTES)
+#define QH_BYTES (64 * D * 2)
+#define QH_OFFSET (M_OFFSET + STAGES * M_STEP_BYTES)
+#define BAR_OFFSET (QH_OFFSET + CONSUMERS * QH_BYTES)
+#else
 #define BAR_OFFSET (V_OFFSET + STAGES * V_STEP_BYTES)
+#endif
 // What a launch asks for: the above and 1 KiB to align the base.
 #define SHARED_BYTES (BAR_OFFSET + 8 * (CONSUMERS + 4 * STAGES) + 1024)
 
@@ -176,6 +199,15 @@ __device__ __forceinline__ void wgmma_ss_s8_n128(int* d, u64 a, u64 b) {
 }
 #endif
 
+#if K_BLOCK_MEAN
+// D[64×8] (+)= A·Bᵀ in fp32, A and B fp16 K-major in shared memory (k16); the first k-step overwrites D.
+__device__ __forceinline__ void wgmma_ss_f16_n8(float* d, u64 a, u64 b, int accumulate) {
+    asm volatile("{ .reg .pred p; setp.ne.b32 p, %6, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0; }\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "l"(a), "l"(b), "r"(accumulate));
+}
+#endif
+
 #if PV_FP8
 // D[64×128] += A·B in fp32, A (e4m3, four to a register) in registers, B (e4m3) K-major in shared memory (k32).
 __device__ __forceinline__ void wgmma_rs_e4m3_n128(float* d, const u32* a, u64 b) {
@@ -217,6 +249,19 @@ __device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, 
         for (int b = 0; b < BPS; ++b)
             rows[b] = kvHead * p.kvRows + list[BPS * it + b < blocks ? BPS * it + b : BPS * it] * BK;
         if (use > 0) mbar_wait(kEmpty + 8 * s, (use - 1) & 1);
+#if K_BLOCK_MEAN
+        // The step's block deltas into rows 0…BPS−1 of the stage's n tile, swizzled as wgmma reads it (16-byte
+        // chunk c of row r at c ^ r); stored by this thread, so fenced for the tensor cores before the arrive.
+        for (int b = 0; b < BPS; ++b) {
+            const i4* src = (const i4*)(hp.blockDeltas + (u64)rows[b] / BK * D);
+            for (int chunk = 0; chunk < D / 8; ++chunk) {
+                const i4 x = src[chunk];
+                const u32 dst = base + M_OFFSET + s * M_STEP_BYTES + (chunk / 8) * 1024 + b * 128 + (((chunk % 8) ^ b) * 16);
+                asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" :: "r"(dst), "r"(x.x), "r"(x.y), "r"(x.z), "r"(x.w) : "memory");
+            }
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
         mbar_expect_bytes(kFull + 8 * s, K_STEP_BYTES);
         for (int h = 0; h < QK_HALVES; ++h)
             for (int b = 0; b < BPS; ++b)
@@ -294,6 +339,54 @@ __device__ __forceinline__ void scores_as_float(const ScoreAccumulator* acc, flo
     }
 }
 
+#if K_BLOCK_MEAN
+// This warpgroup's 64 int8 Q rows (one 128-byte swizzled row each) as fp16 [2 halves][64 rows][128 B], the
+// same swizzle: two threads a row, 64 columns each; fenced for the tensor cores and the warpgroup's barrier.
+__device__ __forceinline__ void queries_to_f16(u32 qBase, u32 qhBase, int tid, int c) {
+    const int r = tid / 2, half = tid % 2;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        u32 w[4];
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "r"(qBase + r * 128 + (((4 * half + j) ^ (r % 8)) * 16)));
+        u32 h[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const u32 word = w[e / 2];
+            const float lo = (float)(signed char)(word >> (16 * (e % 2))), hi = (float)(signed char)(word >> (16 * (e % 2) + 8));
+            asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(h[e]) : "f"(hi), "f"(lo));
+        }
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {  // fp16 chunk 2j + k of the half: columns 16j + 8k … +7
+            const u32 dst = qhBase + half * 64 * 128 + r * 128 + ((((2 * j + k)) ^ (r % 8)) * 16);
+            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n"
+                         :: "r"(dst), "r"(h[4 * k]), "r"(h[4 * k + 1]), "r"(h[4 * k + 2]), "r"(h[4 * k + 3]) : "memory");
+        }
+    }
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    asm volatile("bar.sync %0, 128;\n" :: "r"(c + 3) : "memory");
+}
+
+// q·(μ_b − μ) for the 64 rows × the step's 8-column tile of block deltas, issued (committed with the scores).
+__device__ __forceinline__ void issue_block_means(float* m, u32 qhBase, u32 mBase) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss_f16_n8(m, smem_descriptor(qhBase + (kk / 4) * 64 * 128 + (kk % 4) * 32, 0),
+                        smem_descriptor(mBase + (kk / 4) * 1024 + (kk % 4) * 32, 0), kk > 0);
+}
+
+// Each row's q·(μ_b − μ) of the step's blocks in log2 units: column b of the n tile is held by the row's first
+// thread of four (registers 0, 1 for row g, 2, 3 for row g + 8).
+__device__ __forceinline__ void block_mean_terms(const float* m, const float* rowUnit, int lane, float (*extra)[BPS]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int b = 0; b < BPS; ++b)
+            extra[h][b] = rowUnit[h] * __shfl_sync(0xffffffff, m[2 * h + b], lane & ~3);
+}
+#endif
+
 // Keys of P a wgmma k-step takes: 16 in 16 bits, 32 in e4m3.
 #if PV_FP8
 #define PV_K 32
@@ -326,7 +419,8 @@ __device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 v
 // be written on a divergent path (a predicated wgmma counts as one), or the compiler serializes every wgmma
 // of the kernel; so skipped blocks multiply a zero P (their P·V saves no time here, its result is the rule's).
 __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Tile& t, float* s, const int* keyStart,
-                                             const bool* real, const float (*unit)[BPS], int c, float* alpha) {
+                                             const bool* real, const float (*unit)[BPS], const float (*extra)[BPS], int c,
+                                             float* alpha) {
     const int warpRow = 16 * t.warp;
     const int rowA = t.queryStart + warpRow + t.g, rowB = rowA + 8;
     const int lastA = p.causal ? min(rowA, p.seqLen - 1) : p.seqLen - 1;
@@ -368,7 +462,11 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
                 if ((n * 8) / BK == b) a = fmaxf(a, fmaxf(s[4 * n + 2 * h], s[4 * n + 2 * h + 1]));
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 1));
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
+#if K_BLOCK_MEAN
+            mx[h] = fmaf(a - SCORE_BIAS, unit[h][b], extra[h][b]);
+#else
             mx[h] = (a - SCORE_BIAS) * unit[h][b];
+#endif
             rises |= warpRow + t.g + 8 * h < t.rowCount && mx[h] != NEG_INF && mx[h] - m[h] + p.pvThreshold > 0.f;
         }
         // Δ + λ > 0 for the group ⟺ some row's rise + λ > 0.
@@ -386,7 +484,11 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
         // A skipped block's columns are shifted by +∞: its P is exactly 0, with no select a score.
         float shift[BPS];
 #pragma unroll
+#if K_BLOCK_MEAN
+        for (int b = 0; b < BPS; ++b) shift[b] = computed[b] ? fmaf(-SCORE_BIAS, unit[h][b], extra[h][b] + (P_LOG2_SCALE - sh)) : NEG_INF;
+#else
         for (int b = 0; b < BPS; ++b) shift[b] = computed[b] ? fmaf(-SCORE_BIAS, unit[h][b], P_LOG2_SCALE - sh) : NEG_INF;
+#endif
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < STEP_KEYS / 8; ++n) {
@@ -542,12 +644,15 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         }
     }
     const u32 qBase = base + c * Q_BYTES;
+#if K_BLOCK_MEAN
+    const u32 qhBase = base + QH_OFFSET + c * QH_BYTES;
+#endif
     const u32 kBase = base + K_OFFSET, vBase = base + V_OFFSET;
     int keyStart[BPS];
     bool real[BPS];
     // What one unit of a score is in log2 units, per row and step block: the softmax scale, in int8 times Q's
     // row scale and the block's K scale (rows past the tile take 1: their results are not stored).
-    float rowUnit[2] = {p.qScale, p.qScale}, unit[2][BPS];
+    float rowUnit[2] = {p.qScale, p.qScale}, unit[2][BPS], extra[2][BPS] = {};
 #if QK_INT8
     const int keyBlocks = p.kvRows / BK, kvHead = t.head / p.group;
 #pragma unroll
@@ -575,17 +680,28 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2];
         mbar_wait(qFull + 8 * c, 0);
+#if K_BLOCK_MEAN
+        queries_to_f16(qBase, qhBase, tid, c);
+        float m[4];
+#endif
         mbar_wait(kFull, 0);
         start_scores(acc);
+#if K_BLOCK_MEAN
+        issue_block_means(m, qhBase, base + M_OFFSET);
+#endif
         issue_scores(acc, qBase, kBase);
         wgmma_wait_for<0>();
         fence_registers<STEP_KEYS / 2>(acc);
+#if K_BLOCK_MEAN
+        fence_registers<4>(m);
+        block_mean_terms(m, rowUnit, t.lane, extra);
+#endif
         __syncwarp();
         if (t.lane == 0) mbar_arrive(kEmpty);
         step_blocks(list, 0, mine, keyStart, real);
         units(0);
         scores_as_float(acc, s);
-        softmax_step(p, t, s, keyStart, real, unit, c, alpha);
+        softmax_step(p, t, s, keyStart, real, unit, extra, c, alpha);
         rescale_and_pack(o, alpha, s, pa);
     }
     // Step it's P·V behind step it+1's Q·Kᵀ; step it+1's softmax while the P·V runs. No wgmma sits in a
@@ -597,16 +713,24 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         mbar_wait(kFull + 8 * s1, ((it + 1) / STAGES) & 1);
         mbar_wait(vFull + 8 * s0, (it / STAGES) & 1);
         start_scores(acc);
+#if K_BLOCK_MEAN
+        float m[4];
+        issue_block_means(m, qhBase, base + M_OFFSET + s1 * M_STEP_BYTES);
+#endif
         issue_scores(acc, qBase, kBase + s1 * K_STEP_BYTES);
         issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
         wgmma_wait_for<1>();
         fence_registers<STEP_KEYS / 2>(acc);
+#if K_BLOCK_MEAN
+        fence_registers<4>(m);
+        block_mean_terms(m, rowUnit, t.lane, extra);
+#endif
         __syncwarp();
         if (t.lane == 0) mbar_arrive(kEmpty + 8 * s1);
         step_blocks(list, it + 1, mine, keyStart, real);
         units(it + 1);
         scores_as_float(acc, s);
-        softmax_step(p, t, s, keyStart, real, unit, c, alpha);
+        softmax_step(p, t, s, keyStart, real, unit, extra, c, alpha);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();
