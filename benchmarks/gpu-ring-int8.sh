@@ -16,10 +16,7 @@
 # Needs beside it: gpu-call.sh, sparge.gz (a static release build of this branch). Logs to $OUT/ring-int8.log.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-OUT="${OUT:-$PWD/gpu-ring-int8-out}"; export OUT
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/ring-int8.log") 2>&1
-date -u; nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv
+call=ring-int8
 source "$here/gpu-call.sh"
 status=0
 run() { echo "+ $*"; "$@" || { echo "FAILED (status $?): $*"; status=1; }; }

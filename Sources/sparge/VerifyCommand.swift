@@ -46,10 +46,11 @@ enum VerifyCommand {
         // int8 rounds P to 14 bits against the running max of the moment, which depends on the order in which
         // blocks arrive (a rank sees its own first): two orders differ by that rounding, ~2e-5 relative L1.
         let int8 = (engine as? CPUAttentionEngine)?.precision == .int8
-        // The GPU's int8 (SageAttention's: K smoothed by its head's mean, P·V in 16 bits) costs ~1.1e-2
-        // relative L1 on random inputs, whose near-uniform attention leaves the output small against the
-        // quantization's noise (benchmarks/gpu-sm90-harness.cu, and benchmarks/quantization-error.py before any
-        // kernel ran: 1.10e-2); on llm-like and MiniLM inputs under 1e-2.
+        // The GPU's int8 (SageAttention's: K smoothed by its head's mean, P·V in 16 bits) costs ~9e-3 relative
+        // L1 on random inputs, whose near-uniform attention leaves the output small against the quantization's
+        // noise, and 1.8–2.1e-2 on llm inputs, whose keys' mean drifts along the sequence so that the head's
+        // mean leaves each block an offset that int8 spends its range on (benchmarks/int8-smoothing.py repeats
+        // it in NumPy: 1.76e-2; the upstream kernel costs 2.27e-2 there): bounded by 3e-2.
         let gpuInt8 = (engine as? CUDAAttentionEngine)?.precision == .int8
         // bf16 on AMX tiles rounds P to bf16 against the running max of the moment as well (2⁻⁹ relative per p
         // at most): two orders differ by that rounding, and the Double reference, which cannot repeat it, by
@@ -140,7 +141,7 @@ enum VerifyCommand {
             if !(vsSingle <= tolerance) { failures.append("rel L1 to the single-process output \(vsSingle) > \(tolerance)") }
             // int8 quantizes by rows and blocks, which the reference cannot repeat on its inputs (requantizing
             // a smoothed block moves its grid): it sees the unquantized inputs, and the check is int8's bound.
-            let referenceTolerance = int8 ? 1e-2 : gpuInt8 ? 2e-2 : bf16Tiles ? 4e-3 : tolerance
+            let referenceTolerance = int8 ? 1e-2 : gpuInt8 ? 3e-2 : bf16Tiles ? 4e-3 : tolerance
             if withReferences && !(vsMasked <= referenceTolerance) {
                 failures.append("rel L1 to the masked Double reference \(vsMasked) > \(referenceTolerance)")
             }
