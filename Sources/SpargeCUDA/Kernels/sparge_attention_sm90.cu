@@ -674,34 +674,43 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         }
     };
 
-    // Step 0's scores and softmax.
-    u32 pa[STEP_KEYS / PV_K][4];
-    if (mySteps > 0) {
-        ScoreAccumulator acc[STEP_KEYS / 2];
-        float s[STEP_KEYS / 2], alpha[2];
-        mbar_wait(qFull + 8 * c, 0);
-#if K_BLOCK_MEAN
-        queries_to_f16(qBase, qhBase, tid, c);
-        float m[4];
-#endif
-        mbar_wait(kFull, 0);
+    // Step `it`'s Q·Kᵀ (and block-mean terms) issued, into stage it % STAGES's buffers: committed, not waited for.
+    auto issue_step_scores = [&](ScoreAccumulator* acc, float* m, int it) {
+        const int stage = it % STAGES;
         start_scores(acc);
 #if K_BLOCK_MEAN
-        issue_block_means(m, qhBase, base + M_OFFSET);
+        issue_block_means(m, qhBase, base + M_OFFSET + stage * M_STEP_BYTES);
 #endif
-        issue_scores(acc, qBase, kBase);
-        wgmma_wait_for<0>();
+        issue_scores(acc, qBase, kBase + stage * K_STEP_BYTES);
+    };
+    // Once step `it`'s Q·Kᵀ is done: its K stage released, and its softmax (P in `s`, α for O).
+    auto softmax_of_step = [&](ScoreAccumulator* acc, float* m, int it, float* s, float* alpha) {
         fence_registers<STEP_KEYS / 2>(acc);
 #if K_BLOCK_MEAN
         fence_registers<4>(m);
         block_mean_terms(m, rowUnit, t.lane, extra);
 #endif
         __syncwarp();
-        if (t.lane == 0) mbar_arrive(kEmpty);
-        step_blocks(list, 0, mine, keyStart, real);
-        units(0);
+        if (t.lane == 0) mbar_arrive(kEmpty + 8 * (it % STAGES));
+        step_blocks(list, it, mine, keyStart, real);
+        units(it);
         scores_as_float(acc, s);
         softmax_step(p, t, s, keyStart, real, unit, extra, c, alpha);
+    };
+
+    // Step 0's scores and softmax.
+    u32 pa[STEP_KEYS / PV_K][4];
+    if (mySteps > 0) {
+        ScoreAccumulator acc[STEP_KEYS / 2];
+        float s[STEP_KEYS / 2], alpha[2], m[4];
+        mbar_wait(qFull + 8 * c, 0);
+#if K_BLOCK_MEAN
+        queries_to_f16(qBase, qhBase, tid, c);
+#endif
+        mbar_wait(kFull, 0);
+        issue_step_scores(acc, m, 0);
+        wgmma_wait_for<0>();
+        softmax_of_step(acc, m, 0, s, alpha);
         rescale_and_pack(o, alpha, s, pa);
     }
     // Step it's P·V behind step it+1's Q·Kᵀ; step it+1's softmax while the P·V runs. No wgmma sits in a
@@ -709,28 +718,13 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     for (int it = 0; it + 1 < mySteps; ++it) {
         const int s0 = it % STAGES, s1 = (it + 1) % STAGES;
         ScoreAccumulator acc[STEP_KEYS / 2];
-        float s[STEP_KEYS / 2], alpha[2];
+        float s[STEP_KEYS / 2], alpha[2], m[4];
         mbar_wait(kFull + 8 * s1, ((it + 1) / STAGES) & 1);
         mbar_wait(vFull + 8 * s0, (it / STAGES) & 1);
-        start_scores(acc);
-#if K_BLOCK_MEAN
-        float m[4];
-        issue_block_means(m, qhBase, base + M_OFFSET + s1 * M_STEP_BYTES);
-#endif
-        issue_scores(acc, qBase, kBase + s1 * K_STEP_BYTES);
+        issue_step_scores(acc, m, it + 1);
         issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
         wgmma_wait_for<1>();
-        fence_registers<STEP_KEYS / 2>(acc);
-#if K_BLOCK_MEAN
-        fence_registers<4>(m);
-        block_mean_terms(m, rowUnit, t.lane, extra);
-#endif
-        __syncwarp();
-        if (t.lane == 0) mbar_arrive(kEmpty + 8 * s1);
-        step_blocks(list, it + 1, mine, keyStart, real);
-        units(it + 1);
-        scores_as_float(acc, s);
-        softmax_step(p, t, s, keyStart, real, unit, extra, c, alpha);
+        softmax_of_step(acc, m, it + 1, s, alpha);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();

@@ -38,8 +38,8 @@ final class DeviceRingStore: ResidentRingStore {
     /// One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
     /// reads that K where it is, and V is converted to P·V's type in one pass (or read where it is).
     private let wholeInPlace: Bool
-    /// Bytes of the kernel's K (one an element in int8) and of its V (two).
-    private let keyBytes: Int, kvBytes: Int
+    /// Bytes of the kernel's V (two an element).
+    private let kvBytes: Int
     /// With one rank every tile's blocks are all in one launch, whose CTAs write the normalised output and
     /// LSE themselves (`final`); otherwise the launches carry the softmax state in `oacc` and `ml` between
     /// ring steps and `finish` normalises.
@@ -94,15 +94,12 @@ final class DeviceRingStore: ResidentRingStore {
 
         let d = shard.dim
         kvBytes = shard.kvHeads * kvRows * d * 2
-        let int8 = ring.quantized != nil
-        keyBytes = int8 ? kvBytes / 2 : kvBytes
+        let keyRowBytes = d * (ring.quantized == nil ? 2 : 1)  // the kernel's K: int8 or 16 bits
         let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
         // (int8 quantizes K as it places it: nothing is read in place.)
         wholeInPlace = holdsEverything && shard.rows == kvRows && shard.kvFormat == shard.precision.storageFormat
-        k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: keyBytes, label: "keys")
-        if !wholeInPlace {
-            try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: keyBytes / shard.kvHeads / kvRows)
-        }
+        k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: shard.kvHeads * kvRows * keyRowBytes, label: "keys")
+        if !wholeInPlace { try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: keyRowBytes) }
         if let mean = ring.quantized?.keyMean {
             quantizedKeys = try QuantizedKeys(device: shard.device, keys: k, mean: mean, kvHeads: shard.kvHeads, dim: d,
                                               blockK: config.blockK, kvRows: kvRows)
