@@ -120,13 +120,14 @@ final class DeviceRingStore: ResidentRingStore {
         counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
         t = try CUDATrace.step("ring store: accumulators zeroed", since: t, on: device)
         tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
-        var table: [Int32] = []  // (a flatMap of four-element arrays took 0.15 ms at 4096 tiles)
-        table.reserveCapacity(plan.tiles.count * 4)
-        for tile in plan.tiles {
-            table.append(Int32(tile.head))
-            table.append(Int32(tile.localRow))
-            table.append(Int32(tile.rowCount))
-            table.append(Int32(tile.queryStart))
+        // Written in place: appending its 16K entries took 0.03–0.07 ms, on the pass's critical path.
+        let tiles = plan.tiles
+        let table = [Int32](unsafeUninitializedCapacity: tiles.count * 4) { entries, initialized in
+            for (i, tile) in tiles.enumerated() {
+                (entries[4 * i], entries[4 * i + 1]) = (Int32(tile.head), Int32(tile.localRow))
+                (entries[4 * i + 2], entries[4 * i + 3]) = (Int32(tile.rowCount), Int32(tile.queryStart))
+            }
+            initialized = tiles.count * 4
         }
         try tileTable.upload(table)
         overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
@@ -320,14 +321,18 @@ final class DeviceRingStore: ResidentRingStore {
         }
         attended = true
         let group = shard.queryHeads / shard.kvHeads
-        let tiles = plan.tiles, keys = plan.mask.keys, fromRowStart = listsFromRowStart
+        let tiles = plan.tiles, mask = plan.mask, keys = mask.keys, fromRowStart = listsFromRowStart
         for range in ownerBlocks {
+            // A range of every key block (one rank) holds each tile's whole list: no search.
+            let whole = range.lowerBound <= 0 && range.upperBound >= keyBlocks
             var items: [AttentionKernel.WorkItem] = []
-            for (i, tile) in tiles.enumerated() {
-                let lo = plan.mask.firstKeyIndex(atLeast: range.lowerBound, in: tile.visits)
-                let hi = plan.mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<tile.visits.upperBound)
+            items.reserveCapacity(tiles.count)
+            for i in tiles.indices {
+                let row = tiles[i].visits
+                let lo = whole ? row.lowerBound : mask.firstKeyIndex(atLeast: range.lowerBound, in: row)
+                let hi = whole ? row.upperBound : mask.firstKeyIndex(atLeast: range.upperBound, in: lo..<row.upperBound)
                 if hi > lo || finishing {
-                    items.append(.init(tile: Int32(i), first: Int32(lo - (fromRowStart ? tile.visits.lowerBound : 0)),
+                    items.append(.init(tile: Int32(i), first: Int32(lo - (fromRowStart ? row.lowerBound : 0)),
                                        count: Int32(hi - lo)))
                     visits += hi - lo
                 }
