@@ -29,8 +29,9 @@ final class ResidentKernelEmulationTests: XCTestCase {
     func testCompactionEqualsTheSparseMask() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
-        // Rows shorter and longer than a 64-block chunk, empty rows, full rows.
-        for (rows, nk) in [(37, 200), (5, 64), (9, 3), (12, 129)] {
+        // Rows shorter and longer than a 64-block chunk, empty rows, full rows; row counts within one
+        // 64-row segment of the device scan, across several, and ending on a segment's end.
+        for (rows, nk) in [(37, 200), (5, 64), (9, 3), (12, 129), (130, 70), (128, 9), (193, 1)] {
             var bits = [UInt8](repeating: 0, count: rows * nk)
             for r in 0..<rows {
                 let p = r % 4 == 0 ? 0.0 : (r % 4 == 1 ? 1.0 : Double.random(in: 0.01...0.5, using: &rng))
@@ -197,9 +198,10 @@ int main(int argc, char** argv) {
         int* totals = (int*)malloc(rows * 4 + 4);
         LAUNCH((rows * chunks + 31) / 32, 32, sparge_chunk_counts(bits, rows, nk, offsets));
         LAUNCH((rows + 31) / 32, 32, sparge_row_offsets(offsets, rows, nk, totals));
+        long long* segments = (long long*)malloc(((rows + 63) / 64) * 8 + 8);
         long long* starts = (long long*)malloc((rows + 1) * 8);
-        starts[0] = 0;
-        for (long long r = 0; r < rows; ++r) starts[r + 1] = starts[r] + totals[r];
+        LAUNCH(((rows + 63) / 64 + 31) / 32, 32, sparge_segment_sums(totals, rows, segments));
+        LAUNCH((rows + 1 + 31) / 32, 32, sparge_row_starts(totals, segments, rows, starts));
         int* keys = (int*)malloc(starts[rows] * 4 + 4);
         LAUNCH((rows * chunks + 31) / 32, 32, sparge_compact(bits, rows, nk, offsets, starts, keys));
         fwrite(starts, 8, rows + 1, out);

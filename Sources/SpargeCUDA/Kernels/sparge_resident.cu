@@ -224,7 +224,28 @@ extern "C" __global__ void sparge_row_offsets(int* counts, long long items, int 
     totals[item] = sum;
 }
 
-// Pass 3, one thread per (item, chunk): the chunk's key blocks written at the row's start plus its offset.
+// Pass 3, one thread per segment of 64 items: the segment's computed blocks.
+extern "C" __global__ void sparge_segment_sums(const int* totals, long long items, long long* segments) {
+    long long s = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (s * 64 >= items) return;
+    long long sum = 0, end = min(items, (s + 1) * 64);
+    for (long long i = s * 64; i < end; ++i) sum += totals[i];
+    segments[s] = sum;
+}
+
+// Pass 4, one thread per item (and one past the last): where its list starts among all rows' lists — the
+// segments before its own, then the items before it in its segment. starts[items] is the total.
+extern "C" __global__ void sparge_row_starts(const int* totals, const long long* segments, long long items,
+                                             long long* starts) {
+    long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (item > items) return;
+    long long segment = item / 64, at = 0;
+    for (long long s = 0; s < segment; ++s) at += segments[s];
+    for (long long i = segment * 64; i < item; ++i) at += totals[i];
+    starts[item] = at;
+}
+
+// Pass 5, one thread per (item, chunk): the chunk's key blocks written at the row's start plus its offset.
 extern "C" __global__ void sparge_compact(const unsigned char* bits, long long items, int nk, const int* offsets,
                                           const long long* rowStarts, int* keys) {
     int chunks = (nk + 63) / 64;
