@@ -14,11 +14,18 @@ final class ResidentKernelEmulationTests: XCTestCase {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
         // Rows past several chunks with a partial last one, and a run shorter than one chunk.
-        for (heads, rows, dim) in [(2, KeyMean.chunkRows * 3 + 77, 64), (3, 100, 40)] {
-            let k = Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 2, shift: 0.7, using: &rng)
+        // K in f32, and in bf16 as a model hands it (the kernel widens each value; KeyMean sums the same Floats).
+        for (heads, rows, dim, inBF16) in [(2, KeyMean.chunkRows * 3 + 77, 64, false), (3, 100, 40, false),
+                                           (2, KeyMean.chunkRows + 5, 48, true)] {
+            var k = Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 2, shift: 0.7, using: &rng)
+            if inBF16 { k.data = k.data.map { StorageFormat.bf16.rounded($0) } }
             var input = Data()
-            input.append(ints: [heads, rows, dim, KeyMean.chunkRows])
-            input.append(floats: k.data)
+            input.append(ints: [heads, rows, dim, KeyMean.chunkRows, inBF16 ? 1 : 0])
+            if inBF16 {
+                k.data.map { StorageFormat.bf16Bits($0) }.withUnsafeBytes { input.append(contentsOf: $0) }
+            } else {
+                input.append(floats: k.data)
+            }
             let out = try program().run("keysums", input)
             let sums = out.values(Double.self, count: heads * dim)
             let expected = KeyMean(summing: k, rows: 0..<rows).sums
@@ -183,11 +190,12 @@ int main(int argc, char** argv) {
     if (!in_file || !out) return 2;
     if (strcmp(argv[1], "keysums") == 0) {
         int heads = (int)take_int(), rows = (int)take_int(), dim = (int)take_int(), chunkRows = (int)take_int();
-        float* k = (float*)malloc((size_t)heads * rows * dim * 4); take(k, (size_t)heads * rows * dim * 4);
+        int kType = (int)take_int();
+        void* k = malloc((size_t)heads * rows * dim * 4); take(k, (size_t)heads * rows * dim * (kType ? 2 : 4));
         int chunks = (rows + chunkRows - 1) / chunkRows;
         double* partials = (double*)malloc((size_t)heads * chunks * dim * 8);
         double* sums = (double*)malloc((size_t)heads * dim * 8);
-        LAUNCH((heads * chunks * dim + 63) / 64, 64, sparge_key_partials(k, heads, rows, dim, chunkRows, partials));
+        LAUNCH((heads * chunks * dim + 63) / 64, 64, sparge_key_partials(k, kType, heads, rows, dim, chunkRows, partials));
         LAUNCH((heads * dim + 63) / 64, 64, sparge_key_total(partials, heads, chunks, dim, sums));
         fwrite(sums, 8, (size_t)heads * dim, out);
     } else if (strcmp(argv[1], "compact") == 0) {

@@ -168,8 +168,8 @@ extern "C" __global__ void sparge_exceeds_half(const void* src, int srcType, lon
 }
 
 // K sums in KeyMean's order. Pass 1, one thread per (head, chunk, dimension): the chunk's rows summed in
-// Double from zero, in order. k is [heads][rows][dim] f32.
-extern "C" __global__ void sparge_key_partials(const float* k, int heads, int rows, int dim, int chunkRows,
+// Double from zero, in order. k is [heads][rows][dim] in kType (widened exactly, as the host reads it).
+extern "C" __global__ void sparge_key_partials(const void* k, int kType, int heads, int rows, int dim, int chunkRows,
                                                double* partials) {
     int chunks = (rows + chunkRows - 1) / chunkRows;
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -177,7 +177,7 @@ extern "C" __global__ void sparge_key_partials(const float* k, int heads, int ro
     int j = (int)(i % dim), c = (int)((i / dim) % chunks), h = (int)(i / ((long long)dim * chunks));
     int end = min(rows, (c + 1) * chunkRows);
     double sum = 0.0;
-    for (int r = c * chunkRows; r < end; ++r) sum = __dadd_rn(sum, (double)k[((long long)h * rows + r) * dim + j]);
+    for (int r = c * chunkRows; r < end; ++r) sum = __dadd_rn(sum, (double)load_element(k, ((long long)h * rows + r) * dim + j, kType));
     partials[i] = sum;
 }
 

@@ -3,8 +3,9 @@ import SpargeKernels
 /// One rank's Q, K, V on a CUDA device for a resident forward pass (`ResidentShard`): entered once, then
 /// the K sums, summaries and mask rows are computed where they are, and the ring store attends from them.
 ///
-/// Held on the device: Q and K in fp32 (the summaries' input, so that the mask is the CPU's bit for bit),
-/// and — converted once, after the mask kernels are enqueued, so that the device converts while the host
+/// Held on the device: Q and K as the summaries read them — the entered tensors where they are packed bf16 (a
+/// model's tensors: widened as they are loaded), else fp32 copies; either way the Floats the CPU pools, so that
+/// the mask is the CPU's bit for bit — and — converted once, after the mask kernels are enqueued, so that the device converts while the host
 /// plans the ring — Q in the kernel's 16-bit type (in int8: quantized, with its scales and shifts) and K, V
 /// in the ring's storage format. A caller's device tensor that is already packed in the wanted type is used
 /// in place.
@@ -14,8 +15,15 @@ final class DeviceShard: ResidentShard {
     let options: CUDAOptions
     let kvFormat: StorageFormat
     let queryHeads: Int, kvHeads: Int, rows: Int, dim: Int
-    /// `[Hq][rows][D]` and `[Hkv][rows][D]` fp32.
-    let queries32: DeviceBuffer, keys32: DeviceBuffer
+    /// Q `[Hq][rows][D]` and K `[Hkv][rows][D]` as the summaries and K sums read them.
+    let queryRows: SummaryRows, keyRows: SummaryRows
+
+    /// A tensor's rows on the device for the summaries: packed fp32, or packed bf16 read in place.
+    struct SummaryRows {
+        let buffer: DeviceBuffer
+        let inBF16: Bool
+        var type: Int32 { ResidentKernelSource.code(of: inBF16 ? .bf16 : .f32) }
+    }
     /// The tensors as they entered (on the device), for the ring's conversions.
     private let entered: (q: Tensor, k: Tensor, v: Tensor)
     private var ring: RingTensors?
@@ -62,9 +70,16 @@ final class DeviceShard: ResidentShard {
         let entry = TensorEntry(device: device)
         entered = (try entry.onDevice(q, "Q"), try entry.onDevice(k, "K"), try entry.onDevice(v, "V"))
         t = CUDATrace.note("enter: tensors on the device", since: t)
-        queries32 = try entry.packed(entered.q, as: .f32, "Q")
-        keys32 = try entry.packed(entered.k, as: .f32, "K")
-        try CUDATrace.step("enter: Q, K in fp32", since: t, on: device)
+        queryRows = try Self.summaryRows(entered.q, "Q", entry)
+        keyRows = try Self.summaryRows(entered.k, "K", entry)
+        try CUDATrace.step("enter: Q, K for the summaries (bf16 read in place, else fp32)", since: t, on: device)
+    }
+
+    /// `t`'s own memory when it is packed bf16, else an fp32 copy: the summaries widen bf16 as they load it,
+    /// which saves converting a model's bf16 Q and K (two passes over them) before the summaries can start.
+    private static func summaryRows(_ t: Tensor, _ name: String, _ entry: TensorEntry) throws -> SummaryRows {
+        let inBF16 = t.element == .bf16 && t.isContiguous
+        return SummaryRows(buffer: try entry.packed(t, as: inBF16 ? .bf16 : .f32, name), inBF16: inBF16)
     }
 
     /// The ring's tensors, converted on first use.
@@ -91,6 +106,7 @@ final class DeviceShard: ResidentShard {
         }
         guard let smoothing else { throw SpargeError.invalidArgument("int8: the shard's blocks were not summarized yet") }
         let count = queryHeads * rows
+        let queries32 = queryRows.inBF16 ? try TensorEntry(device: device).packed(entered.q, as: .f32, "Q") : queryRows.buffer
         let queries = try DeviceBuffer(device: device, bytes: max(1, count * dim), label: "Q int8")
         let scales = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row scales")
         let shifts = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row shifts")
@@ -123,7 +139,8 @@ final class DeviceShard: ResidentShard {
         let partials = try DeviceBuffer(device: device, bytes: kvHeads * chunks * dim * 8, label: "K sum chunks")
         let total = try DeviceBuffer(device: device, bytes: sums.count * 8, label: "K sums")
         try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
-            .pointer(keys32.address), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)), .int(Int32(chunkRows)),
+            .pointer(keyRows.buffer.address), .int(keyRows.type), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)),
+            .int(Int32(chunkRows)),
             .pointer(partials.address),
         ])
         try device.launch(device.residentKernel("sparge_key_total"), grid: (sums.count + 255) / 256, block: 256, [
@@ -170,14 +187,14 @@ final class DeviceShard: ResidentShard {
         t = try CUDATrace.step("summaries: buffers and K mean up", since: t, on: device)
         var (localRow, queryAt, keyAt) = (0, 0, 0)
         for (i, range) in tokenRanges.enumerated() {
-            let rowOffset = UInt64(localRow * dim * 4)
+            func start(_ x: SummaryRows) -> UInt64 { x.buffer.address + UInt64(localRow * dim * (x.inBF16 ? 2 : 4)) }
             try predictor.summarizeOnDevice(
-                rows: queries32.address + rowOffset, headStride: rows * dim, count: range.count, heads: queryHeads, dim: dim,
+                rows: start(queryRows), rowsInBF16: queryRows.inBF16, headStride: rows * dim, count: range.count, heads: queryHeads, dim: dim,
                 blockSize: config.blockQ, threshold: config.simThreshold, mean: zeros.address,
                 meansOut: s.queryMeans.address + UInt64(queryAt * dim * 4), flagsOut: s.queryFlags.address + UInt64(queryAt),
                 outBlocks: nq)
             try predictor.summarizeOnDevice(
-                rows: keys32.address + rowOffset, headStride: rows * dim, count: range.count, heads: kvHeads, dim: dim,
+                rows: start(keyRows), rowsInBF16: keyRows.inBF16, headStride: rows * dim, count: range.count, heads: kvHeads, dim: dim,
                 blockSize: config.blockK, threshold: config.simThreshold, mean: meanBuffer.address,
                 meansOut: s.keyMeans.address + UInt64(keyAt * dim * 4), flagsOut: s.keyFlags.address + UInt64(keyAt),
                 outBlocks: nk)
