@@ -6,7 +6,8 @@
 #   2. with nsys on the machine: a timeline of the last of six passes — every driver call and every kernel
 #      and copy on the device, with the idle gaps between them (timeline.py), so that host work on the
 #      critical path shows as device idle time;
-#   3. otherwise the synchronising trace (SPARGE_CUDA_TRACE=1) of the last pass.
+#   3. otherwise the last pass traced without waits (SPARGE_CUDA_TRACE=host: when each phase ended, the pass
+#      as it runs untraced) and with them (SPARGE_CUDA_TRACE=1: each phase's own device time).
 # Needs beside it: gpu-call.sh, timeline.py, sparge.gz (a static release build). Logs to $OUT/timeline.log.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,11 +36,14 @@ if command -v nsys > /dev/null; then
             "/tmp/sparge-tl-$p-cuda_api_trace_cuda_api_trace.csv" 2>&1 | tee "$OUT/timeline-$p.txt" | tail -80
     done
 else
-    echo "no nsys: the synchronising trace instead"
+    echo "no nsys: the traces instead"
     for p in bf16 int8; do
-        step "traced pass, $p"
-        SPARGE_CUDA_TRACE=1 timeout -k 5 120 "$BIN" "${b[@]}" --precision "$p" --repeat 3 2> "$OUT/trace-$p.log" > /dev/null
-        awk '/enter: tensors on the device/ { n = NR } { line[NR] = $0 } END { for (i = n; i <= NR; i++) print line[i] }' "$OUT/trace-$p.log"
+        # Without waits (the pass as it runs: when each phase ended), then each phase with its device work.
+        for mode in host 1; do
+            step "traced pass, $p, SPARGE_CUDA_TRACE=$mode"
+            SPARGE_CUDA_TRACE=$mode timeout -k 5 120 "$BIN" "${b[@]}" --precision "$p" --repeat 3 2> "$OUT/trace-$p-$mode.log" > /dev/null
+            awk '/enter: tensors on the device/ { n = NR } { line[NR] = $0 } END { for (i = n; i <= NR; i++) print line[i] }' "$OUT/trace-$p-$mode.log"
+        done
     done
 fi
 date -u

@@ -386,6 +386,7 @@ final class DeviceRingStore: ResidentRingStore {
             + "(kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
         let statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
         CUDATrace.note("finish: counters down", since: t)
+        CUDATrace.flush()
         return (try output.tensor(.f32, shape: [heads, rows, d]), try lse.tensor(.f32, shape: [heads, rows]), statistics)
     }
 
