@@ -28,6 +28,8 @@ final class DeviceShard: ResidentShard {
     private let entered: (q: Tensor, k: Tensor, v: Tensor)
     private var ring: RingTensors?
     private var summaries: Summaries?
+    /// Whether `summarize` pooled the key blocks into `summaries` (`summarizeQueries` pools the query blocks).
+    private var pooledKeys = false
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
@@ -167,15 +169,13 @@ final class DeviceShard: ResidentShard {
         return buffer
     }
 
-    func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
+    func summarizeQueries(tokenRanges: [Range<Int>], config: SpargeConfig) throws {
         try device.makeCurrent()
         var t = CUDATrace.now()
         try CUDAMaskPredictor.checkHeadDim(dim)
-        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
         let queryCounts = tokenRanges.map { ($0.count + config.blockQ - 1) / config.blockQ }
         let keyCounts = tokenRanges.map { ($0.count + config.blockK - 1) / config.blockK }
         let (nq, nk) = (queryCounts.reduce(0, +), keyCounts.reduce(0, +))
-        let meanBuffer = try keptKeyMean(keyMean, config: config)
         let zeros = try DeviceBuffer(device: device, bytes: queryHeads * dim * 4, zeroed: true, label: "no mean")
         let s = Summaries(
             queryMeans: try DeviceBuffer(device: device, bytes: queryHeads * nq * dim * 4, label: "query block means"),
@@ -184,24 +184,47 @@ final class DeviceShard: ResidentShard {
             keyFlags: try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags"),
             keyRuns: zip(tokenRanges, keyCounts).map { ($0.lowerBound / config.blockK, $1) },
             queryBlocks: nq, keyBlocks: nk, blockK: config.blockK)
-        t = try CUDATrace.step("summaries: buffers and K mean up", since: t, on: device)
-        var (localRow, queryAt, keyAt) = (0, 0, 0)
+        t = try CUDATrace.step("summaries: buffers", since: t, on: device)
+        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
+        var (localRow, queryAt) = (0, 0)
         for (i, range) in tokenRanges.enumerated() {
-            func start(_ x: SummaryRows) -> UInt64 { x.buffer.address + UInt64(localRow * dim * (x.inBF16 ? 2 : 4)) }
             try predictor.summarizeOnDevice(
-                rows: start(queryRows), rowsInBF16: queryRows.inBF16, headStride: rows * dim, count: range.count, heads: queryHeads, dim: dim,
-                blockSize: config.blockQ, threshold: config.simThreshold, mean: zeros.address,
-                meansOut: s.queryMeans.address + UInt64(queryAt * dim * 4), flagsOut: s.queryFlags.address + UInt64(queryAt),
-                outBlocks: nq)
-            try predictor.summarizeOnDevice(
-                rows: start(keyRows), rowsInBF16: keyRows.inBF16, headStride: rows * dim, count: range.count, heads: kvHeads, dim: dim,
-                blockSize: config.blockK, threshold: config.simThreshold, mean: meanBuffer.address,
-                meansOut: s.keyMeans.address + UInt64(keyAt * dim * 4), flagsOut: s.keyFlags.address + UInt64(keyAt),
-                outBlocks: nk)
-            (localRow, queryAt, keyAt) = (localRow + range.count, queryAt + queryCounts[i], keyAt + keyCounts[i])
+                rows: start(of: queryRows, atRow: localRow), rowsInBF16: queryRows.inBF16, headStride: rows * dim,
+                count: range.count, heads: queryHeads, dim: dim, blockSize: config.blockQ, threshold: config.simThreshold,
+                mean: zeros.address, meansOut: s.queryMeans.address + UInt64(queryAt * dim * 4),
+                flagsOut: s.queryFlags.address + UInt64(queryAt), outBlocks: nq)
+            (localRow, queryAt) = (localRow + range.count, queryAt + queryCounts[i])
         }
         summaries = s
-        try CUDATrace.step("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t, on: device)
+        pooledKeys = false
+        try CUDATrace.step("summaries: \(nq) query blocks a head (enqueued)", since: t, on: device)
+    }
+
+    func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
+        try device.makeCurrent()
+        var t = CUDATrace.now()
+        guard let s = summaries, s.blockK == config.blockK, s.keyRuns.count == tokenRanges.count else {
+            throw SpargeError.invalidArgument("summarize: the query blocks were not pooled for these ranges first")
+        }
+        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
+        let meanBuffer = try keptKeyMean(keyMean, config: config)
+        t = try CUDATrace.step("summaries: K mean up", since: t, on: device)
+        var (localRow, keyAt) = (0, 0)
+        for (range, run) in zip(tokenRanges, s.keyRuns) {
+            try predictor.summarizeOnDevice(
+                rows: start(of: keyRows, atRow: localRow), rowsInBF16: keyRows.inBF16, headStride: rows * dim,
+                count: range.count, heads: kvHeads, dim: dim, blockSize: config.blockK, threshold: config.simThreshold,
+                mean: meanBuffer.address, meansOut: s.keyMeans.address + UInt64(keyAt * dim * 4),
+                flagsOut: s.keyFlags.address + UInt64(keyAt), outBlocks: s.keyBlocks)
+            (localRow, keyAt) = (localRow + range.count, keyAt + run.count)
+        }
+        pooledKeys = true
+        try CUDATrace.step("summaries on the device: \(s.queryBlocks) query and \(s.keyBlocks) key blocks a head", since: t, on: device)
+    }
+
+    /// Where row `row` of `x` lies.
+    private func start(of x: SummaryRows, atRow row: Int) -> UInt64 {
+        x.buffer.address + UInt64(row * dim * (x.inBF16 ? 2 : 4))
     }
 
     func packKeySummaries() throws -> UnsafeRawBufferPointer {
@@ -300,7 +323,7 @@ final class DeviceShard: ResidentShard {
     }
 
     private func pooled() throws -> Summaries {
-        guard let summaries else { throw SpargeError.invalidArgument("the shard's blocks were not summarized yet") }
+        guard let summaries, pooledKeys else { throw SpargeError.invalidArgument("the shard's blocks were not summarized yet") }
         return summaries
     }
 }
