@@ -30,6 +30,8 @@ final class DeviceShard: ResidentShard {
     private var summaries: Summaries?
     /// Whether `summarize` pooled the key blocks into `summaries` (`summarizeQueries` pools the query blocks).
     private var pooledKeys = false
+    /// The K sums `summarizeQueries` enqueued ahead of the query summaries, until `keySums` takes them.
+    private var pendingKeySums: KeySumsInFlight?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
@@ -134,24 +136,48 @@ final class DeviceShard: ResidentShard {
     func keySums() throws -> [Double] {
         try device.makeCurrent()
         let t = CUDATrace.now()
-        let chunkRows = KeyMean.chunkRows
-        let chunks = (rows + chunkRows - 1) / chunkRows
-        var sums = [Double](repeating: 0, count: kvHeads * dim)
-        guard chunks > 0 else { return sums }
-        let partials = try DeviceBuffer(device: device, bytes: kvHeads * chunks * dim * 8, label: "K sum chunks")
-        let total = try DeviceBuffer(device: device, bytes: sums.count * 8, label: "K sums")
-        try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
-            .pointer(keyRows.buffer.address), .int(keyRows.type), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)),
-            .int(Int32(chunkRows)),
-            .pointer(partials.address),
-        ])
-        try device.launch(device.residentKernel("sparge_key_total"), grid: (sums.count + 255) / 256, block: 256, [
-            .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
-        ])
-        try device.synchronize()
-        try sums.withUnsafeMutableBytes { try total.download(into: $0.baseAddress!, count: $0.count) }
+        let pending = try pendingKeySums ?? enqueueKeySums()
+        pendingKeySums = nil
+        try pending.copied.synchronize()
+        let sums = [Double](UnsafeBufferPointer(start: pending.staging.pointer.assumingMemoryBound(to: Double.self),
+                                                count: kvHeads * dim))
         CUDATrace.note("K sums on the device, \(sums.count) down", since: t)
         return sums
+    }
+
+    /// The K sums, enqueued with their copy into pinned memory and an event after it: `summarizeQueries`
+    /// enqueues them ahead of the query summaries, so that `keySums` waits for the sums alone, not for every
+    /// kernel the stream holds (a copy on the legacy stream, or a synchronisation, would).
+    private func enqueueKeySums() throws -> KeySumsInFlight {
+        let chunkRows = KeyMean.chunkRows
+        let chunks = (rows + chunkRows - 1) / chunkRows
+        let count = kvHeads * dim
+        let staging = try PinnedBuffer(device: device, bytes: count * 8)
+        staging.pointer.initializeMemory(as: Double.self, repeating: 0, count: count)
+        let partials = try DeviceBuffer(device: device, bytes: kvHeads * max(1, chunks) * dim * 8, label: "K sum chunks")
+        let total = try DeviceBuffer(device: device, bytes: count * 8, label: "K sums")
+        if chunks > 0 && count > 0 {
+            try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
+                .pointer(keyRows.buffer.address), .int(keyRows.type), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)),
+                .int(Int32(chunkRows)), .pointer(partials.address),
+            ])
+            try device.launch(device.residentKernel("sparge_key_total"), grid: (count + 255) / 256, block: 256, [
+                .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
+            ])
+            try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer, total.address, count * 8, device.stream),
+                                 "cuMemcpyDtoHAsync(\(count * 8) B of K sums)")
+        }
+        let copied = try CUDAEvent(device: device)
+        try copied.record()
+        return KeySumsInFlight(staging: staging, copied: copied, buffers: [partials, total])
+    }
+
+    /// K sums on their way down: the pinned buffer they land in, the event after the copy, and the device
+    /// buffers the copy reads (kept until it is done).
+    struct KeySumsInFlight {
+        let staging: PinnedBuffer
+        let copied: CUDAEvent
+        let buffers: [DeviceBuffer]
     }
 
     var smoothsKeys: Bool { precision == .int8 }
@@ -184,7 +210,9 @@ final class DeviceShard: ResidentShard {
             keyFlags: try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags"),
             keyRuns: zip(tokenRanges, keyCounts).map { ($0.lowerBound / config.blockK, $1) },
             queryBlocks: nq, keyBlocks: nk, blockK: config.blockK)
-        t = try CUDATrace.step("summaries: buffers", since: t, on: device)
+        // The K sums first in the stream: the host waits for them (keySums) while the device pools Q.
+        pendingKeySums = try enqueueKeySums()
+        t = try CUDATrace.step("summaries: buffers, K sums enqueued", since: t, on: device)
         let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
         var (localRow, queryAt) = (0, 0)
         for (i, range) in tokenRanges.enumerated() {
