@@ -76,7 +76,7 @@ final class DeviceRingStore: ResidentRingStore {
         var t = CUDATrace.now()
         self.shard = shard
         self.messagesInDeviceMemory = messagesInDeviceMemory
-        ring = try shard.ringTensors()
+        ring = try shard.ringTensors(wholeSequence: tokenRanges == [0..<seqLen] && shard.rows % config.blockK == 0)
         device = shard.device
         plan = try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows, kvHeads: shard.kvHeads,
                                  config: config, seqLen: seqLen)
@@ -141,6 +141,8 @@ final class DeviceRingStore: ResidentRingStore {
         let t = CUDATrace.now()
         if wholeInPlace && shard.kvFormat == (wide ? .bf16 : .f16) {
             values = (ring.values, wide)
+        } else if wholeInPlace && !wide, let half = ring.valuesInHalf {
+            values = (half, false)
         } else {
             let buffer = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
             if !wholeInPlace {
@@ -452,7 +454,7 @@ final class DeviceRingStore: ResidentRingStore {
     /// is V itself).
     private func convertValuesWhole() throws {
         let (v, inBF16) = try chosenValues()
-        guard v !== ring.values else { return }
+        guard v !== ring.values && v !== ring.valuesInHalf else { return }
         let count = kvBytes / 2
         try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
             .pointer(ring.values.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int64(Int64(count)),

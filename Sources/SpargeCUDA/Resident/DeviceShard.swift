@@ -43,6 +43,8 @@ final class DeviceShard: ResidentShard {
     /// `[Hkv][rows][D]`, and whether a value of V lies beyond fp16's range (a device flag, read once).
     struct RingTensors {
         let queries: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer
+        /// V in fp16 for P·V, made ahead where this rank holds the whole sequence (`ringTensors(wholeSequence:)`).
+        let valuesInHalf: DeviceBuffer?
         let beyondHalf: DeviceBuffer
         /// int8: Q's row scales and row shifts (`q·μ` times the softmax scale) `[Hq][rows]`, and the K mean
         /// `[Hkv][D]` the ring's K blocks are smoothed by when they are placed.
@@ -86,20 +88,38 @@ final class DeviceShard: ResidentShard {
         return SummaryRows(buffer: try entry.packed(t, as: inBF16 ? .bf16 : .f32, name), inBF16: inBF16)
     }
 
-    /// The ring's tensors, converted on first use.
-    func ringTensors() throws -> RingTensors {
+    /// The ring's tensors, converted on first use. With `wholeSequence` (this rank holds every token, in
+    /// whole key blocks: its ring store reads K and V where they are) a bf16 pass also gets V in fp16 for
+    /// P·V, from the pass that looks for values beyond fp16's range: converted now, while the host plans the
+    /// ring, instead of after the range is known, just before the attention kernel.
+    func ringTensors(wholeSequence: Bool = false) throws -> RingTensors {
         if let ring { return ring }
         let t = CUDATrace.now()
         let entry = TensorEntry(device: device)
         let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
         let (queries, quantized) = try queriesForKernel()
+        let halfAhead = wholeSequence && precision == .bf16 && kvFormat == .bf16
+        let values = try entry.packed(entered.v, as: kvFormat, "V", range: halfAhead ? nil : beyondHalf)
         let converted = RingTensors(
-            queries: queries, keys: try entry.packed(entered.k, as: kvFormat, "K"),
-            values: try entry.packed(entered.v, as: kvFormat, "V", range: beyondHalf), beyondHalf: beyondHalf,
-            quantized: quantized)
+            queries: queries, keys: try entry.packed(entered.k, as: kvFormat, "K"), values: values,
+            valuesInHalf: halfAhead ? try halfCopy(of: values, flaggingBeyondHalf: beyondHalf) : nil,
+            beyondHalf: beyondHalf, quantized: quantized)
         ring = converted
         try CUDATrace.step("ring formats: Q in \(precision.rawValue), K and V in \(kvFormat.rawValue) (enqueued)", since: t, on: device)
         return converted
+    }
+
+    /// `values` (V in `kvFormat`) rounded to fp16, setting `flag` where a value is beyond fp16's range (the
+    /// copy then holds ±∞ there, and P·V takes `values` in bf16 instead).
+    private func halfCopy(of values: DeviceBuffer, flaggingBeyondHalf flag: DeviceBuffer) throws -> DeviceBuffer {
+        let count = kvHeads * rows * dim
+        let half = try DeviceBuffer(device: device, bytes: max(2, count * 2), label: "V in fp16 for P·V")
+        guard count > 0 else { return half }
+        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
+            .pointer(values.address), .int(ResidentKernelSource.code(of: kvFormat)), .int64(Int64(count)),
+            .pointer(half.address), .int(ResidentKernelSource.code(of: .f16)), .pointer(flag.address), .pointer(0),
+        ])
+        return half
     }
 
     /// Q in the kernel's type: 16 bits, or int8 quantized from fp32 by rows (with the row shifts of the K
@@ -303,7 +323,8 @@ final class DeviceShard: ResidentShard {
             queryBlocks: queryBlocks, config: config, headDim: dim, queryHeads: queryHeads, kvHeads: kvHeads,
             seqLen: seqLen)
         maskKeys = predicted.deviceKeys
-        _ = try ringTensors()  // the device converts while the host plans the ring
+        // The device converts while the host plans the ring.
+        _ = try ringTensors(wholeSequence: rows == seqLen && rows % config.blockK == 0)
         return predicted.mask
     }
 
