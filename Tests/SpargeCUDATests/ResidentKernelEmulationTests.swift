@@ -268,15 +268,17 @@ int main(int argc, char** argv) {
         fwrite(v, 2, elements, out);
     } else if (strcmp(argv[1], "qrows") == 0) {
         long long rows = take_int(); int heads = (int)take_int(), dim = (int)take_int(), group = (int)take_int();
+        int qType = (int)take_int();
         float softmaxScale; take(&softmaxScale, 4);
-        float* q = (float*)malloc(heads * rows * dim * 4 + 4); take(q, heads * rows * dim * 4);
+        void* q = malloc(heads * rows * dim * 4 + 16); take(q, heads * rows * dim * (qType ? 2 : 4));
         float* mean = (float*)malloc((size_t)(heads / group) * dim * 4 + 4); take(mean, (size_t)(heads / group) * dim * 4);
         signed char* n = (signed char*)malloc(heads * rows * dim + 1);
         float* scales = (float*)malloc(heads * rows * 4 + 4);
         float* shifts = (float*)malloc(heads * rows * 4 + 4);
-        LAUNCH((heads * rows + 63) / 64, 64, sparge_query_row_scales(q, rows, heads, dim, group, mean, softmaxScale, scales, shifts));
+        // One thread a block (the kernel meets at barriers: its strided loops then do every thread's part).
+        LAUNCH((heads * rows + 31) / 32, 1, sparge_query_row_scales(q, qType, rows, heads, dim, group, mean, softmaxScale, scales, shifts));
         long long quads = heads * rows * dim / 4;
-        LAUNCH((quads + 255) / 256, 256, sparge_query_quantize(q, quads, dim, scales, n));
+        LAUNCH((quads + 255) / 256, 256, sparge_query_quantize(q, qType, quads, dim, scales, n));
         fwrite(n, 1, heads * rows * dim, out);
         fwrite(scales, 4, heads * rows, out);
         fwrite(shifts, 4, heads * rows, out);

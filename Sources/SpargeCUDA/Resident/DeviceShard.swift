@@ -122,7 +122,8 @@ final class DeviceShard: ResidentShard {
         return half
     }
 
-    /// Q in the kernel's type: 16 bits, or int8 quantized from fp32 by rows (with the row shifts of the K
+    /// Q in the kernel's type: 16 bits, or int8 quantized by rows from Q as the summaries read it (fp32, or
+    /// bf16 where it entered) (with the row shifts of the K
     /// mean from `summarize`).
     private func queriesForKernel() throws -> (DeviceBuffer, RingTensors.Quantized?) {
         guard precision == .int8 else {
@@ -130,19 +131,20 @@ final class DeviceShard: ResidentShard {
         }
         guard let smoothing else { throw SpargeError.invalidArgument("int8: the shard's blocks were not summarized yet") }
         let count = queryHeads * rows
-        let queries32 = queryRows.inBF16 ? try TensorEntry(device: device).packed(entered.q, as: .f32, "Q") : queryRows.buffer
         let queries = try DeviceBuffer(device: device, bytes: max(1, count * dim), label: "Q int8")
         let scales = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row scales")
         let shifts = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row shifts")
         if count > 0 {
-            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + 127) / 128, block: 128, [
-                .pointer(queries32.address), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
+            // (32 rows a thread block: the kernel's QUANT_ROWS.)
+            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + 31) / 32, block: 128, [
+                .pointer(queryRows.buffer.address), .int(queryRows.type), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
                 .int(Int32(queryHeads / kvHeads)), .pointer(smoothing.keyMean.address), .float(smoothing.softmaxScale),
                 .pointer(scales.address), .pointer(shifts.address),
             ])
             let quads = count * dim / 4
             try device.launch(device.residentKernel("sparge_query_quantize"), grid: (quads + 255) / 256, block: 256, [
-                .pointer(queries32.address), .int64(Int64(quads)), .int(Int32(dim)), .pointer(scales.address),
+                .pointer(queryRows.buffer.address), .int(queryRows.type), .int64(Int64(quads)), .int(Int32(dim)),
+                .pointer(scales.address),
                 .pointer(queries.address),
             ])
         }
