@@ -32,6 +32,9 @@ struct SpargeAttentionParams {
 
 #define NEG_INF (__int_as_float(0xff800000))
 
+// The PTX of the arithmetic both kernels share. (SPARGE_HOST_EMULATION: the tests' host emulation of the
+// mma.sync kernel defines these itself, as plain C++.)
+#ifndef SPARGE_HOST_EMULATION
 __device__ __forceinline__ u32 shared_address(const void* p) {
     u32 a;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
@@ -60,3 +63,4 @@ __device__ __forceinline__ u32 pack_pv(float lo, float hi) {
 #endif
     return r;
 }
+#endif
