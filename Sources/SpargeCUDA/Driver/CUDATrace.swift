@@ -25,6 +25,11 @@ enum CUDATrace {
         return t
     }
 
+    /// Writes `line`, a fact rather than a phase (a kernel compiled, say).
+    static func say(_ line: String) {
+        if enabled { fputs("sparge cuda trace: \(line)\n", stderr) }
+    }
+
     /// `note`, after waiting for `device`'s queued work when tracing (so that the phase's kernels count in
     /// it, not in the next phase); nothing waits when the trace is off.
     @discardableResult
