@@ -55,8 +55,8 @@ final class AttentionParametersLayoutTests: XCTestCase {
             int main(int argc, char** argv) {
             #if QK_INT8
                 long long v[] = { (long long)sizeof(SpargeMmaParams), (long long)offsetof(SpargeMmaParams, p),
-                                  (long long)offsetof(SpargeMmaParams, qScales), (long long)offsetof(SpargeMmaParams, kScales),
-                                  (long long)offsetof(SpargeMmaParams, rowShifts) };
+                                  (long long)offsetof(SpargeMmaParams, scales.qScales), (long long)offsetof(SpargeMmaParams, scales.kScales),
+                                  (long long)offsetof(SpargeMmaParams, scales.rowShifts) };
             #else
                 long long v[] = { (long long)sizeof(SpargeMmaParams), (long long)offsetof(SpargeMmaParams, p), 0, 0, 0 };
             #endif

@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
         p.counters = counters; p.tiles = tiles; p.work = work; p.blocks = blocks;
         p.rows = rows; p.seqLen = seqLen; p.kvRows = kvRows; p.group = heads / kvHeads;
         p.qScale = scales[0]; p.pvThreshold = scales[1]; p.causal = causal;
-        mp.qScales = qScales; mp.kScales = kScales; mp.rowShifts = rowShifts;
+        mp.scales.qScales = qScales; mp.scales.kScales = kScales; mp.scales.rowShifts = rowShifts;
         if (items > 0) LAUNCH_THREADS(items, THREADS, sparge_attention(mp));
     }
     if (launches > 1) LAUNCH((queryRows * D / 4 + 63) / 64, 64, sparge_finish(oacc, ml, out, lse, queryRows, rowShifts));

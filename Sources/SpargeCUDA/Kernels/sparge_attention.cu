@@ -22,13 +22,11 @@
 #define QK_STEPS (QK_ROW_BYTES / 32)
 
 // The launch's whole argument: the parameters both kernels take, then in int8 where the scales lie
-// (AttentionKernel.launch appends them; AttentionParametersLayoutTests compares the offsets).
+// (AttentionParametersLayoutTests compares the offsets).
 struct SpargeMmaParams {
     SpargeAttentionParams p;
 #if QK_INT8
-    const float* qScales;    // [Hq][rows]
-    const float* kScales;    // [Hkv][kvRows / BK]
-    const float* rowShifts;  // [Hq][rows]: q·μ times the softmax scale (natural units), which the LSE adds back
+    SpargeInt8Scales scales;
 #endif
 };
 
@@ -211,7 +209,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
                 o[mt][n][2 * h + 1] = a.y;
             }
 #if QK_INT8
-            rowUnit[mt][h] = r < rowCount ? p.qScale * mp.qScales[state] : 1.f;
+            rowUnit[mt][h] = r < rowCount ? p.qScale * mp.scales.qScales[state] : 1.f;
 #else
             rowUnit[mt][h] = p.qScale;
 #endif
@@ -223,7 +221,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
         const int buf = it & 1;
         const int keyStart = blocks[first + it] * BK;
 #if QK_INT8
-        const float keyUnit = mp.kScales[(u64)kvHead * (kvRows / BK) + blocks[first + it]];
+        const float keyUnit = mp.scales.kScales[(u64)kvHead * (kvRows / BK) + blocks[first + it]];
 #else
         const float keyUnit = 1.f;
 #endif
@@ -411,7 +409,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
                 if (t4 == 0) {
                     float natural = (m[mt][h] + fast_log2(sum)) * 0.69314718055994531f;
 #if QK_INT8
-                    natural += mp.rowShifts[row];  // the q·μ that smoothing K took from every score
+                    natural += mp.scales.rowShifts[row];  // the q·μ that smoothing K took from every score
 #endif
                     lse[row] = sum > 0.f ? natural : NEG_INF;
                 }

@@ -13,6 +13,14 @@ struct __align__(16) u4 { u32 a, b, c, d; };
 // The online-softmax state of one compute tile between launches.
 struct TileCounters { int visited, computed, skipped, started; };
 
+// int8 (QK_INT8): where Q's row scales, K's block scales and Q's row shifts lie; after the parameters in either
+// kernel's argument (AttentionKernel.launch appends them).
+struct SpargeInt8Scales {
+    const float* qScales;    // [Hq][rows]
+    const float* kScales;    // [Hkv][kvRows / BK]
+    const float* rowShifts;  // [Hq][rows]: q·μ times the softmax scale (natural units), which the LSE adds back
+};
+
 // Everything one launch of sparge_attention reads, in one argument. AttentionKernel.Parameters (Swift) is the
 // same struct field by field: a test compiles this definition on the host and compares every offset.
 // q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
