@@ -16,24 +16,16 @@
 #      rows costs against Double (--verify-sample), as JSON lines. Prediction: Q·Kᵀ is half the tile's tensor
 #      work and int8 runs it at twice bf16's rate on the same tensor cores (H200: 1979 dense int8 TOPS against
 #      989 bf16 TFLOP/s), so with P·V and the softmax unchanged the kernel should gain at most ~1.3x; K's tiles
-#      in shared memory halve, which frees room but does not change the 64-row shape's occupancy.
+#      in shared memory halve (a 64-row CTA takes 57 KB against 82 KB), but registers (~225 a thread) keep two
+#      4-warp CTAs an SM either way.
 # Usage: bash gpu-int8-mma.sh [DIR]   (DIR holds `sparge` or `sparge.gz`, a static release build; default: the
 # folder of this script, which needs gpu-call.sh beside it). Logs to $OUT/int8-mma.log ($OUT default
 # ./gpu-int8-mma-out).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-dir="$(cd "${1:-$here}" && pwd)"
-if [ -z "${SPARGE_BIN:-}" ] && [ ! -x "$dir/sparge" ] && [ -f "$dir/sparge.gz" ]; then
-    mkdir -p /tmp/sparge-bin && gunzip -c "$dir/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge
-    export SPARGE_BIN=/tmp/sparge-bin/sparge
-fi
-[ -z "${SPARGE_BIN:-}" ] && [ -x "$dir/sparge" ] && export SPARGE_BIN="$dir/sparge"
+bin_dir="$(cd "${1:-$here}" && pwd)"
 call=int8-mma
 source "$here/gpu-call.sh"
-status=0
-run() { echo "+ $*"; "$@" || { echo "FAILED (status $?): $*"; status=1; }; }
-# The raw value of "name": in a JSON line.
-field() { grep -o "\"$1\": [^,}]*" <<< "$2" | head -n 1 | sed 's/.*: //'; }
 # verify, its JSON line checked: passed, the backend int8, bytes_sent == bytes_expected.
 check() {
     echo "+ $*"
