@@ -9,7 +9,7 @@
 #      and bf16 (`verify --dense`), the peer's INT8/FP8 kernel (peer-error.py);
 #   4. speed at N = 32768, 8 heads, D 128: the bf16 kernel alone (bench-kernel, writing the masks), the whole
 #      pass in bf16 and int8 (dense, TopK 0.1, TopCdf; 64- and 128-key blocks; its kernel time is
-#      compute_seconds), 1M tokens causal (TopK 0.004 and 0.02, and the mask's TopK selection traced, radix
+#      compute_seconds; also handed bf16 tensors, --dtype bf16, as the peer is), 1M tokens causal (TopK 0.004 and 0.02, and the mask's TopK selection traced, radix
 #      select against the heap, SPARGE_CUDA_TOPK=heap); PyTorch SDPA (cuDNN) and FlexAttention on
 #      the same masks; the peer end to end and its kernel on our 128-key masks and on all ones.
 # Needs beside it: gpu-call.sh, sparge.gz (a static release build), gpu_bench_torch.py, peer-error.py, peers/.
@@ -75,6 +75,14 @@ for sel in "--dense --block-k 128" "--dense" "--topk 0.1 --block-k 128" "--topk 
         echo "whole pass: $precision $sel"
         # shellcheck disable=SC2086
         run timeout -k 5 120 "$BIN" "${b[@]}" --precision "$precision" $sel
+    done
+done
+step "the whole pass at 32K, 8 heads, handed bf16 tensors (--dtype bf16, as the peer is)"
+for sel in "--dense --block-k 128" "--topk 0.1 --block-k 128" "--block-k 128"; do
+    for precision in bf16 int8; do
+        echo "whole pass, bf16 inputs: $precision $sel"
+        # shellcheck disable=SC2086
+        run timeout -k 5 120 "$BIN" "${b[@]}" --dtype bf16 --precision "$precision" $sel
     done
 done
 step "1M tokens, 4 heads, causal, one GPU: bf16 and int8 (TopK's radix select), bf16 with the heap it replaced"

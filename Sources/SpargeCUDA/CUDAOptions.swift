@@ -16,6 +16,9 @@ public struct CUDAOptions: Sendable, Equatable {
     public var predictsMaskOnDevice = true
     /// Whether host phases and copies are written to stderr.
     public var trace = false
+    /// Whether the trace waits for the device at each phase (each phase's kernels counted in it); false: it
+    /// never waits, and says when each phase ended, so that the pass runs as it does untraced.
+    public var traceWaits = true
     /// 16-row m-tiles per warp where the compute tile has room (1 or 2), for the `mma.sync` kernel.
     public var mTiles = 1
     /// Whether Hopper GPUs (sm_90) run the `wgmma`/TMA kernel where the shape allows it (64-row compute

@@ -20,6 +20,8 @@ enum BenchCommand {
         .value("mask-head", "H", "head drawn by --mask-image (default 0)"),
         .flag("force", "overwrite an existing --mask-image file"),
         .flag("json", "one JSON object per line instead of the table"),
+        .value("dtype", "f32|bf16|f16", "the element type a GPU pass is handed Q, K, V in, as a model's tensors "
+            + "(default f32; the inputs are rounded to it, and --verify-sample compares with the f32 workload)"),
     ] + ConfigOptions.specs + BackendOptions.specs
 
     static let summary = """
@@ -54,6 +56,7 @@ enum BenchCommand {
         let maskHead = try o.int("mask-head", range: 0...4095) ?? 0
         guard maskHead < heads else { throw UsageError("--mask-head \(maskHead) but there are \(heads) heads") }
         let imagePath = o.string("mask-image")
+        let dtype = try o.choice("dtype", StorageFormat.allCases.map(\.rawValue)).flatMap(StorageFormat.init) ?? .f32
         let comm = ctx.comm
         ctx.collectively {
             try MemoryBudget.forward(rows: MemoryBudget.rowsPerRank(seqLen: seq, ranks: comm.size), seqLen: seq,
@@ -93,8 +96,19 @@ enum BenchCommand {
 
         // A resident engine (a GPU) gets the tensors once, before the timing, as a model's tensors would be.
         let resident = (engine as? any ResidentAttentionEngine).flatMap { $0.runsResident ? $0 : nil }
+        guard dtype == .f32 || resident != nil else {
+            throw UsageError("--dtype \(dtype.rawValue) hands the inputs to a GPU pass; the \(BackendOptions.describe(engine)) "
+                + "backend takes f32 inputs (its arithmetic is --precision)")
+        }
         let entered = resident.map { r in
-            ctx.collectively { (try r.upload(Tensor(q)), try r.upload(Tensor(k)), try r.upload(Tensor(v))) }
+            ctx.collectively {
+                try zip(["Q", "K", "V"], [q, k, v]).map { name, x in
+                    guard dtype != .f32 else { return try r.upload(Tensor(x)) }
+                    let (converted, overflowed) = Tensor.converting(x, to: dtype)
+                    if overflowed { throw UsageError("--dtype \(dtype.rawValue): \(name) \(converted.shape) holds values beyond its range") }
+                    return try r.upload(converted)
+                }
+            }
         }
         func timed(_ config: SpargeConfig, _ label: String) throws -> (ForwardResult, Double) {
             var times: [Double] = []
@@ -103,9 +117,9 @@ enum BenchCommand {
             let report = { (phase: String, f: Double) in progress.update("\(label) \(phase)", f) }
             for _ in 0..<repeats {
                 comm.barrier()
-                if let resident, let (qd, kd, vd) = entered {
+                if let resident, let entered {
                     let result = try ShardedAttention.forwardResident(
-                        q: qd, k: kd, v: vd, layout: layout, config: config, communicator: comm, engine: resident,
+                        q: entered[0], k: entered[1], v: entered[2], layout: layout, config: config, communicator: comm, engine: resident,
                         kvFormat: kvFormat, progress: report)
                     times.append(comm.allreduceMax(result.statistics.totalSeconds))
                     lastResident = result
@@ -152,6 +166,7 @@ enum BenchCommand {
             json.add("backend", BackendOptions.describe(engine))
             json.add("isa", BackendOptions.isa(engine))
             json.add("precision", BackendOptions.precision(engine))
+            json.add("dtype", dtype.rawValue)
             json.add("peak_gflops", peak[0])
             json.add("dense_seconds", denseSeconds)
             json.add("speedup_over_dense", denseSeconds.map { $0 / seconds })

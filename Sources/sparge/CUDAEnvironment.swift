@@ -15,6 +15,7 @@ extension CUDAOptions {
             .lazy.compactMap { env[$0].flatMap(Int.init) }.first
         o.predictsMaskOnDevice = env["SPARGE_CUDA_MASK"] != "cpu"
         o.trace = env["SPARGE_CUDA_TRACE"] != nil
+        o.traceWaits = env["SPARGE_CUDA_TRACE"] != "host"
         if let m = env["SPARGE_CUDA_MTILES"].flatMap(Int.init) { o.mTiles = m }
         o.hopperKernel = env["SPARGE_CUDA_KERNEL"] != "mma"
         o.radixTopK = env["SPARGE_CUDA_TOPK"] != "heap"

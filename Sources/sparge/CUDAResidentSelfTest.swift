@@ -17,6 +17,8 @@ struct CUDAResidentSelfTestCase {
     var kvFormat = StorageFormat.bf16
     /// Hand the tensors over as device tensors (else as host tensors, uploaded by the pass).
     var onDevice = true
+    /// V scaled by this before rounding: beyond fp16's range, P·V must take bf16 V.
+    var valueScale: Float = 1
 
     static let sweep: [CUDAResidentSelfTestCase] = [
         .init(label: "llm causal cdf, partial tail, D64", seqLen: 5000, dim: 64, config: SpargeConfig(causal: true)),
@@ -26,6 +28,10 @@ struct CUDAResidentSelfTestCase {
               config: SpargeConfig(selection: .cdf(0.9)), kvFormat: .f32),
         .init(label: "random causal dense, K/V f16", workload: .random, seqLen: 2000, heads: 2, kvHeads: 1,
               config: SpargeConfig(selection: .dense, causal: true), kvFormat: .f16),
+        // One rank in whole blocks converts V to fp16 ahead while it looks for values beyond fp16's range;
+        // here there are some, and P·V must take V in bf16.
+        .init(label: "llm topk 0.2, V beyond fp16", seqLen: 4096, heads: 2, kvHeads: 2,
+              config: SpargeConfig(selection: .topK(0.2)), valueScale: 3e5),
     ]
 
     func run(engine: CUDAAttentionEngine) throws -> CUDASelfTestCase.Outcome {
@@ -33,7 +39,9 @@ struct CUDAResidentSelfTestCase {
         let generator = try WorkloadGenerator(workload, shape: shape, seed: 5)
         let rounded = { (t: Tensor3) in engine.precision.rounded(t).rounded(to: kvFormat) }
         let q = engine.precision.rounded(generator.generate(.query, rows: [0..<seqLen]))
-        let (k, v) = (rounded(generator.generate(.key, rows: [0..<seqLen])), rounded(generator.generate(.value, rows: [0..<seqLen])))
+        var values = generator.generate(.value, rows: [0..<seqLen])
+        if valueScale != 1 { values.data = values.data.map { $0 * valueScale } }
+        let (k, v) = (rounded(generator.generate(.key, rows: [0..<seqLen])), rounded(values))
         let layout = try ShardLayout(seqLen: seqLen, ranks: 1, config: config)
         let comm = SingleProcessCommunicator()
         let cpu = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,

@@ -26,7 +26,8 @@ let topHelp = """
       SPARGE_LIBCUDA, SPARGE_NVRTC  paths of libcuda.so.1 and libnvrtc when not on the loader's path
       SPARGE_CUDA_DEVICE            the GPU ordinal (default: the node-local rank modulo the GPUs)
       SPARGE_CUDA_MASK=cpu          predict the mask on the host (the same bits; for comparison)
-      SPARGE_CUDA_TRACE=1           print where a GPU run spends its host time
+      SPARGE_CUDA_TRACE=1           print where a GPU run spends its host time (each phase waits for the
+                                    device); =host: nothing waits, each line says when its phase ended
       SPARGE_CUDA_KERNEL=mma        the mma.sync attention kernel also on Hopper (default there: wgmma/TMA)
       SPARGE_CUDA_TOPK=heap         TopK over long mask rows by the heap kernel (default: the radix
                                     select; the same bits, for comparison)

@@ -25,13 +25,18 @@ final class MaskKernelEmulationTests: XCTestCase {
         for (heads, rows, dim, blockSize, theta, structured) in cases {
             let x = structured ? Tensor3.blockStructured(heads: heads, rows: rows, dim: dim, run: blockSize, noise: 0.8, using: &rng)
                 : Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 1.5, shift: 0.3, using: &rng)
-            let mean = KeyMean(summing: x, rows: 0..<rows).mean()
-            for subtract in [false, true] {
-                let expected = BlockSummaries.summarize(x, rows: 0..<rows, firstBlock: 0, blockSize: blockSize,
+            // Also the rows as a model's bf16 tensors, which the kernel reads in place and widens as it loads
+            // them: the CPU pools the same values as Floats.
+            var x16 = x
+            x16.data = x.data.map { StorageFormat.bf16.rounded($0) }
+            for (subtract, inBF16) in [(false, false), (true, false), (false, true), (true, true)] {
+                let input = inBF16 ? x16 : x
+                let mean = KeyMean(summing: input, rows: 0..<rows).mean()
+                let expected = BlockSummaries.summarize(input, rows: 0..<rows, firstBlock: 0, blockSize: blockSize,
                                                         threshold: theta, subtracting: subtract ? mean : nil)
-                let got = try emulator(dim: dim).summarize(x, blockSize: blockSize, theta: theta,
+                let got = try emulator(dim: dim).summarize(input, inBF16: inBF16, blockSize: blockSize, theta: theta,
                                                            mean: subtract ? mean : [Float](repeating: 0, count: heads * dim))
-                let label = "H=\(heads) N=\(rows) D=\(dim) B=\(blockSize) θ=\(theta) smoothed=\(subtract) seed \(seed)"
+                let label = "H=\(heads) N=\(rows) D=\(dim) B=\(blockSize) θ=\(theta) smoothed=\(subtract) bf16=\(inBF16) seed \(seed)"
                 XCTAssertEqual(mismatches(got.means.map(\.bitPattern), expected.means.map(\.bitPattern)), 0, "means differ: \(label)")
                 XCTAssertEqual(mismatches(got.flags, expected.flags), 0, "flags differ: \(label)")
                 if structured && !subtract {
@@ -142,12 +147,18 @@ struct MaskKernelEmulator {
         return MaskKernelEmulator(program: program, dim: dim)
     }
 
-    func summarize(_ x: Tensor3, blockSize: Int, theta: Float, mean: [Float]) throws -> (means: [Float], flags: [UInt8]) {
+    /// The kernel's summaries of `x`, handed over as f32 or (`inBF16`, values already bf16) as bf16 bits.
+    func summarize(_ x: Tensor3, inBF16: Bool = false, blockSize: Int, theta: Float,
+                   mean: [Float]) throws -> (means: [Float], flags: [UInt8]) {
         let count = (x.rows + blockSize - 1) / blockSize
         var input = Data()
-        input.append(ints: [x.rows, x.heads, count, blockSize])
+        input.append(ints: [x.rows, x.heads, count, blockSize, inBF16 ? 1 : 0])
         input.append(doubles: [BlockSummaries.thresholdValue(theta)])
-        input.append(floats: x.data)
+        if inBF16 {
+            x.data.map { StorageFormat.bf16Bits($0) }.withUnsafeBytes { input.append(contentsOf: $0) }
+        } else {
+            input.append(floats: x.data)
+        }
         input.append(floats: mean)
         let out = try run("summarize", input)
         let meanCount = x.heads * count * dim
@@ -205,15 +216,17 @@ int main(int argc, char** argv) {
     const int d = HEAD_DIM;
     if (strcmp(argv[1], "summarize") == 0) {
         int rows = (int)take_int(), heads = (int)take_int(), count = (int)take_int(), blockSize = (int)take_int();
+        int inBF16 = (int)take_int();
         double theta; take(&theta, 8);
-        float* x = take_array<float>((size_t)heads * rows * d);
+        // 16 bytes of slack: the bf16 rows are read eight at a time where they are 16-byte aligned.
+        void* x = malloc((size_t)heads * rows * d * 4 + 16); take(x, (size_t)heads * rows * d * (inBF16 ? 2 : 4));
         float* mean = take_array<float>((size_t)heads * d);
         float* means = (float*)malloc((size_t)heads * count * d * 4 + 1);
         unsigned char* flags = (unsigned char*)malloc((size_t)heads * count + 1);
         long long headStride = (long long)rows * d;
         // One thread a block: its strided loops then do every thread's part in turn, and the barriers
         // between the phases hold trivially.
-        LAUNCH(heads * count, 1, sparge_summarize_blocks(x, headStride, rows, count, blockSize, mean, theta, means, flags, count));
+        LAUNCH(heads * count, 1, sparge_summarize_blocks(x, inBF16, headStride, rows, count, blockSize, mean, theta, means, flags, count));
         fwrite(means, 4, (size_t)heads * count * d, out);
         fwrite(flags, 1, (size_t)heads * count, out);
     } else {

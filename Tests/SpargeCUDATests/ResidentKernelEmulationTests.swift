@@ -14,11 +14,18 @@ final class ResidentKernelEmulationTests: XCTestCase {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
         // Rows past several chunks with a partial last one, and a run shorter than one chunk.
-        for (heads, rows, dim) in [(2, KeyMean.chunkRows * 3 + 77, 64), (3, 100, 40)] {
-            let k = Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 2, shift: 0.7, using: &rng)
+        // K in f32, and in bf16 as a model hands it (the kernel widens each value; KeyMean sums the same Floats).
+        for (heads, rows, dim, inBF16) in [(2, KeyMean.chunkRows * 3 + 77, 64, false), (3, 100, 40, false),
+                                           (2, KeyMean.chunkRows + 5, 48, true)] {
+            var k = Tensor3.random(heads: heads, rows: rows, dim: dim, scale: 2, shift: 0.7, using: &rng)
+            if inBF16 { k.data = k.data.map { StorageFormat.bf16.rounded($0) } }
             var input = Data()
-            input.append(ints: [heads, rows, dim, KeyMean.chunkRows])
-            input.append(floats: k.data)
+            input.append(ints: [heads, rows, dim, KeyMean.chunkRows, inBF16 ? 1 : 0])
+            if inBF16 {
+                k.data.map { StorageFormat.bf16Bits($0) }.withUnsafeBytes { input.append(contentsOf: $0) }
+            } else {
+                input.append(floats: k.data)
+            }
             let out = try program().run("keysums", input)
             let sums = out.values(Double.self, count: heads * dim)
             let expected = KeyMean(summing: k, rows: 0..<rows).sums
@@ -29,8 +36,9 @@ final class ResidentKernelEmulationTests: XCTestCase {
     func testCompactionEqualsTheSparseMask() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
-        // Rows shorter and longer than a 64-block chunk, empty rows, full rows.
-        for (rows, nk) in [(37, 200), (5, 64), (9, 3), (12, 129)] {
+        // Rows shorter and longer than a 64-block chunk, empty rows, full rows; row counts within one
+        // 64-row segment of the device scan, across several, and ending on a segment's end.
+        for (rows, nk) in [(37, 200), (5, 64), (9, 3), (12, 129), (130, 70), (128, 9), (193, 1)] {
             var bits = [UInt8](repeating: 0, count: rows * nk)
             for r in 0..<rows {
                 let p = r % 4 == 0 ? 0.0 : (r % 4 == 1 ? 1.0 : Double.random(in: 0.01...0.5, using: &rng))
@@ -182,11 +190,12 @@ int main(int argc, char** argv) {
     if (!in_file || !out) return 2;
     if (strcmp(argv[1], "keysums") == 0) {
         int heads = (int)take_int(), rows = (int)take_int(), dim = (int)take_int(), chunkRows = (int)take_int();
-        float* k = (float*)malloc((size_t)heads * rows * dim * 4); take(k, (size_t)heads * rows * dim * 4);
+        int kType = (int)take_int();
+        void* k = malloc((size_t)heads * rows * dim * 4); take(k, (size_t)heads * rows * dim * (kType ? 2 : 4));
         int chunks = (rows + chunkRows - 1) / chunkRows;
         double* partials = (double*)malloc((size_t)heads * chunks * dim * 8);
         double* sums = (double*)malloc((size_t)heads * dim * 8);
-        LAUNCH((heads * chunks * dim + 63) / 64, 64, sparge_key_partials(k, heads, rows, dim, chunkRows, partials));
+        LAUNCH((heads * chunks * dim + 63) / 64, 64, sparge_key_partials(k, kType, heads, rows, dim, chunkRows, partials));
         LAUNCH((heads * dim + 63) / 64, 64, sparge_key_total(partials, heads, chunks, dim, sums));
         fwrite(sums, 8, (size_t)heads * dim, out);
     } else if (strcmp(argv[1], "compact") == 0) {
@@ -197,9 +206,10 @@ int main(int argc, char** argv) {
         int* totals = (int*)malloc(rows * 4 + 4);
         LAUNCH((rows * chunks + 31) / 32, 32, sparge_chunk_counts(bits, rows, nk, offsets));
         LAUNCH((rows + 31) / 32, 32, sparge_row_offsets(offsets, rows, nk, totals));
+        long long* segments = (long long*)malloc(((rows + 63) / 64) * 8 + 8);
         long long* starts = (long long*)malloc((rows + 1) * 8);
-        starts[0] = 0;
-        for (long long r = 0; r < rows; ++r) starts[r + 1] = starts[r] + totals[r];
+        LAUNCH(((rows + 63) / 64 + 31) / 32, 32, sparge_segment_sums(totals, rows, segments));
+        LAUNCH((rows + 1 + 31) / 32, 32, sparge_row_starts(totals, segments, rows, starts));
         int* keys = (int*)malloc(starts[rows] * 4 + 4);
         LAUNCH((rows * chunks + 31) / 32, 32, sparge_compact(bits, rows, nk, offsets, starts, keys));
         fwrite(starts, 8, rows + 1, out);
@@ -258,15 +268,17 @@ int main(int argc, char** argv) {
         fwrite(v, 2, elements, out);
     } else if (strcmp(argv[1], "qrows") == 0) {
         long long rows = take_int(); int heads = (int)take_int(), dim = (int)take_int(), group = (int)take_int();
+        int qType = (int)take_int();
         float softmaxScale; take(&softmaxScale, 4);
-        float* q = (float*)malloc(heads * rows * dim * 4 + 4); take(q, heads * rows * dim * 4);
+        void* q = malloc(heads * rows * dim * 4 + 16); take(q, heads * rows * dim * (qType ? 2 : 4));
         float* mean = (float*)malloc((size_t)(heads / group) * dim * 4 + 4); take(mean, (size_t)(heads / group) * dim * 4);
         signed char* n = (signed char*)malloc(heads * rows * dim + 1);
         float* scales = (float*)malloc(heads * rows * 4 + 4);
         float* shifts = (float*)malloc(heads * rows * 4 + 4);
-        LAUNCH((heads * rows + 63) / 64, 64, sparge_query_row_scales(q, rows, heads, dim, group, mean, softmaxScale, scales, shifts));
+        // One thread a block (the kernel meets at barriers: its strided loops then do every thread's part).
+        LAUNCH((heads * rows + 31) / 32, 1, sparge_query_row_scales(q, qType, rows, heads, dim, group, mean, softmaxScale, scales, shifts));
         long long quads = heads * rows * dim / 4;
-        LAUNCH((quads + 255) / 256, 256, sparge_query_quantize(q, quads, dim, scales, n));
+        LAUNCH((quads + 255) / 256, 256, sparge_query_quantize(q, qType, quads, dim, scales, n));
         fwrite(n, 1, heads * rows * dim, out);
         fwrite(scales, 4, heads * rows, out);
         fwrite(shifts, 4, heads * rows, out);

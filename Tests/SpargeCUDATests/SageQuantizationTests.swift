@@ -91,26 +91,35 @@ final class SageQuantizationTests: XCTestCase {
     func testQueryRowsEqualTheirTwin() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
-        // Four query heads on two K heads (GQA): each row's shift takes its own K head's mean.
-        let (heads, rows, dim, group) = (4, 51, 128, 2)
-        var q = (0..<(heads * rows * dim)).map { _ in Float.random(in: -4...4, using: &rng) }
-        for d in 0..<dim { q[5 * dim + d] = 0 }                 // a zero row: scale 1, all zeros
-        q[7 * dim + 3] = 127 * 0.5 + 0.25                          // halfway cases after the division
-        let mean = (0..<(heads / group * dim)).map { _ in Float.random(in: -1...1, using: &rng) }
-        let softmaxScale = Float.random(in: 0.05...0.2, using: &rng)
-        var input = Data()
-        input.append(ints: [rows, heads, dim, group])
-        input.append(floats: [softmaxScale])
-        input.append(floats: q)
-        input.append(floats: mean)
-        let out = try program().run("qrows", input)
-        let count = heads * rows
-        let n = out.values(Int8.self, count: count * dim), scales = out.values(Float.self, at: count * dim, count: count)
-        let shifts = out.values(Float.self, at: count * dim + 4 * count, count: count)
-        let twin = SageQuantization.rows(q, heads: heads, dim: dim, group: group, mean: mean, softmaxScale: softmaxScale)
-        XCTAssertEqual(n, twin.n, "seed \(seed)")
-        XCTAssertEqual(scales.map(\.bitPattern), twin.scales.map(\.bitPattern), "seed \(seed)")
-        XCTAssertEqual(shifts.map(\.bitPattern), twin.shifts.map(\.bitPattern), "seed \(seed)")
+        // Four query heads on two K heads (GQA): each row's shift takes its own K head's mean. Rows over
+        // more than one 32-row thread block with a partial last one; D past one 128-column pass; Q handed
+        // over in f32 and in bf16 (a model's tensors, read where they lie: the twin sees them widened).
+        for (heads, rows, dim, group, bf16) in [(4, 51, 128, 2, false), (2, 40, 192, 1, false), (4, 37, 128, 2, true)] {
+            var q = (0..<(heads * rows * dim)).map { _ in Float.random(in: -4...4, using: &rng) }
+            for d in 0..<dim { q[5 * dim + d] = 0 }                 // a zero row: scale 1, all zeros
+            q[7 * dim + 3] = 127 * 0.5 + 0.25                          // halfway cases after the division
+            if bf16 { q = q.map { StorageFormat.bf16.rounded($0) } }
+            let mean = (0..<(heads / group * dim)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let softmaxScale = Float.random(in: 0.05...0.2, using: &rng)
+            var input = Data()
+            input.append(ints: [rows, heads, dim, group, bf16 ? 1 : 0])
+            input.append(floats: [softmaxScale])
+            if bf16 {
+                q.map { StorageFormat.bf16Bits($0) }.withUnsafeBytes { input.append(contentsOf: $0) }
+            } else {
+                input.append(floats: q)
+            }
+            input.append(floats: mean)
+            let out = try program().run("qrows", input)
+            let count = heads * rows
+            let n = out.values(Int8.self, count: count * dim), scales = out.values(Float.self, at: count * dim, count: count)
+            let shifts = out.values(Float.self, at: count * dim + 4 * count, count: count)
+            let twin = SageQuantization.rows(q, heads: heads, dim: dim, group: group, mean: mean, softmaxScale: softmaxScale)
+            let label = "H=\(heads) N=\(rows) D=\(dim) bf16=\(bf16) seed \(seed)"
+            XCTAssertEqual(n, twin.n, label)
+            XCTAssertEqual(scales.map(\.bitPattern), twin.scales.map(\.bitPattern), label)
+            XCTAssertEqual(shifts.map(\.bitPattern), twin.shifts.map(\.bitPattern), label)
+        }
     }
 
     func testKeyBlocksEqualTheirTwin() throws {

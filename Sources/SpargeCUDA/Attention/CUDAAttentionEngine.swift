@@ -21,7 +21,7 @@ public struct CUDAAttentionEngine: AttentionEngine {
         self.device = try device ?? CUDADevice.open(options: options)
         self.precision = precision
         self.options = options
-        if options.trace { CUDATrace.enabled = true }
+        if options.trace { (CUDATrace.enabled, CUDATrace.waits) = (true, options.traceWaits) }
     }
 
     public var name: String { "cuda" }

@@ -8,8 +8,17 @@ import Darwin
 /// Host-side phase timings of the CUDA backend, written to stderr when an engine is made with
 /// `CUDAOptions.trace`: where a GPU run spends its time outside the kernels (conversions, transfers, list
 /// building). One switch per process.
+///
+/// Two ways: waiting (each step waits for the device, so that a phase's kernels count in it), or — with
+/// `CUDAOptions.traceWaits` off — nothing waits and each line says when its phase ended, from the pass's
+/// first phase on: the pass runs as it does untraced, and the gaps between phases are host work outside the
+/// traced steps or waits for the device. Those lines are kept and written when the pass finishes
+/// (`flush`), so that writing them costs nothing inside the pass.
 enum CUDATrace {
     nonisolated(unsafe) static var enabled = false
+    nonisolated(unsafe) static var waits = true
+    nonisolated(unsafe) private static var kept: [String] = []
+    nonisolated(unsafe) private static var origin: UInt64?
 
     /// Now, for a later `note`.
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
@@ -18,23 +27,38 @@ enum CUDATrace {
     @discardableResult
     static func note(_ label: String, since start: UInt64) -> UInt64 {
         let t = now()
-        if enabled {
-            let ms = Double(t - start) * 1e-6
-            fputs("sparge cuda trace: \(label) \((ms * 1000).rounded() / 1000) ms\n", stderr)
+        guard enabled else { return t }
+        func ms(_ ns: UInt64) -> Double { (Double(ns) * 1e-3).rounded() / 1e3 }
+        if waits {
+            fputs("sparge cuda trace: \(label) \(ms(t - start)) ms\n", stderr)
+        } else {
+            let first = origin ?? start
+            origin = first
+            kept.append("sparge cuda trace: at \(ms(t - first)) ms: \(label) \(ms(t - start)) ms")
         }
         return t
     }
 
-    /// Writes `line`, a fact rather than a phase (a kernel compiled, say).
+    /// Writes `line`, a fact rather than a phase (a kernel compiled, say); kept with the phases' lines when
+    /// nothing waits.
     static func say(_ line: String) {
-        if enabled { fputs("sparge cuda trace: \(line)\n", stderr) }
+        guard enabled else { return }
+        if waits { fputs("sparge cuda trace: \(line)\n", stderr) } else { kept.append("sparge cuda trace: \(line)") }
     }
 
-    /// `note`, after waiting for `device`'s queued work when tracing (so that the phase's kernels count in
-    /// it, not in the next phase); nothing waits when the trace is off.
+    /// `note`, after waiting for `device`'s queued work when tracing with waits (so that the phase's kernels
+    /// count in it, not in the next phase); nothing waits otherwise.
     @discardableResult
     static func step(_ label: String, since start: UInt64, on device: CUDADevice) throws -> UInt64 {
-        if enabled { try device.synchronize() }
+        if enabled && waits { try device.synchronize() }
         return note(label, since: start)
+    }
+
+    /// Writes the lines kept by a trace without waits, and starts the next pass's clock.
+    static func flush() {
+        guard enabled && !waits else { return }
+        for line in kept { fputs(line + "\n", stderr) }
+        kept.removeAll(keepingCapacity: true)
+        origin = nil
     }
 }

@@ -87,7 +87,8 @@ __device__ __forceinline__ double sparge_dot(const float* quads, long long items
 // SUMMARY_CHUNK rows (as x − mean in Float, read from global memory once and coalesced); per chunk a thread per
 // row forms the row's norm from four partial sums of squares (as the CPU), then a thread per dimension
 // continues the column's Double sum (for the mean) and Σ x_r/‖x_r‖ in row order; at the end one thread forms
-// ‖Σ x_r/‖x_r‖‖²/n² > θ. x is one run of rows per head, row r of head h at x[h * headStride + r * HEAD_DIM];
+// ‖Σ x_r/‖x_r‖‖²/n² > θ. x (rowsIn: f32, or bf16 with rowsInBF16)
+// is one run of rows per head, row r of head h at x[h * headStride + r * HEAD_DIM];
 // mean [heads][HEAD_DIM]. Block b of head h goes to [h * outBlocks + b] of the outputs (several runs then
 // fill one [heads][blocks] array side by side). Every sum is the CPU's serial sum in the CPU's order; the
 // threads only split which sums they walk. (Three kernels with a thread per row, per column and per block
@@ -108,6 +109,18 @@ __device__ __forceinline__ void sparge_stage4(float* tile, int e, sparge_mask_f4
     t[2] = __fsub_rn(v.c, m[j + 2]); t[3] = __fsub_rn(v.d, m[j + 3]);
 }
 
+// Eight bf16 values (x − mean) of octet e of a chunk, widened as loaded (the same Floats a f32 copy would
+// hold), into the padded tile: element 0 is the low half of the first word.
+struct __align__(16) sparge_mask_u4 { unsigned a, b, c, d; };
+__device__ __forceinline__ float sparge_bf16_lo(unsigned w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float sparge_bf16_hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ void sparge_stage8(float* tile, int e, sparge_mask_u4 v, const float* m) {
+    sparge_mask_f4 lo = { sparge_bf16_lo(v.a), sparge_bf16_hi(v.a), sparge_bf16_lo(v.b), sparge_bf16_hi(v.b) };
+    sparge_mask_f4 hi = { sparge_bf16_lo(v.c), sparge_bf16_hi(v.c), sparge_bf16_lo(v.d), sparge_bf16_hi(v.d) };
+    sparge_stage4(tile, 2 * e, lo, m);
+    sparge_stage4(tile, 2 * e + 1, hi, m);
+}
+
 // a / b rounded to nearest, given y = RN(1/b) (b finite, non-zero): q = RN(a·y), then q + (a − q·b)·y with
 // the residual exact in a fused multiply-add — Markstein's correction, which yields RN(a/b) itself (checked
 // also on 2·10⁸ random pairs of a widened Float and a norm); an exact q (zero residual) is kept as it is,
@@ -118,8 +131,8 @@ __device__ __forceinline__ double sparge_quotient(double a, double b, double y) 
     return e == 0.0 ? q : fma(e, y, q);
 }
 extern "C" __global__ void sparge_summarize_blocks(
-    const float* x, long long headStride, int rows, int count, int blockSize, const float* mean, double theta,
-    float* meansOut, unsigned char* flagsOut, int outBlocks)
+    const void* rowsIn, int rowsInBF16, long long headStride, int rows, int count, int blockSize, const float* mean,
+    double theta, float* meansOut, unsigned char* flagsOut, int outBlocks)
 {
     __shared__ float tile[SUMMARY_CHUNK * (HEAD_DIM + 1)];  // a padded row apart: no bank conflicts either way
     __shared__ double sums[HEAD_DIM], directions[HEAD_DIM], norms[SUMMARY_CHUNK], reciprocals[SUMMARY_CHUNK];
@@ -129,14 +142,32 @@ extern "C" __global__ void sparge_summarize_blocks(
     int r0 = b * blockSize, n = min(rows, r0 + blockSize) - r0;
     bool whole = n == blockSize;
     const float* m = mean + (long long)h * d;
-    const float* xb = x + h * headStride + (long long)r0 * d;
+    const long long firstElement = h * headStride + (long long)r0 * d;
+    const float* xb = (const float*)rowsIn + firstElement;
+    const unsigned short* xb16 = (const unsigned short*)rowsIn + firstElement;
     for (int j = threadIdx.x; j < d; j += blockDim.x) { sums[j] = 0.0; directions[j] = 0.0; }
     if (threadIdx.x == 0) zeroRow = 0;
     for (int c0 = 0; c0 < n; c0 += SUMMARY_CHUNK) {
         int cn = min(SUMMARY_CHUNK, n - c0);
         __syncthreads();  // the previous chunk is read
         const float* chunk = xb + (long long)c0 * d;
-        if (HEAD_DIM % 4 == 0 && ((u64)chunk & 15) == 0) {
+        const unsigned short* chunk16 = xb16 + (long long)c0 * d;
+        if (rowsInBF16 && HEAD_DIM % 8 == 0 && ((u64)chunk16 & 15) == 0) {
+            // bf16 rows (a model's tensors, read where they entered): 16-byte loads of eight, two in flight.
+            const sparge_mask_u4* octet = (const sparge_mask_u4*)chunk16;
+            const int octets = cn * (d / 8), step = blockDim.x;
+            for (int e = threadIdx.x; e < octets; e += 2 * step) {
+                sparge_mask_u4 v0 = octet[e], v1 = v0;
+                if (e + step < octets) v1 = octet[e + step];
+                sparge_stage8(tile, e, v0, m);
+                if (e + step < octets) sparge_stage8(tile, e + step, v1, m);
+            }
+        } else if (rowsInBF16) {
+            for (int e = threadIdx.x; e < cn * d; e += blockDim.x) {
+                int r = e / d, j = e % d;
+                tile[r * stride + j] = __fsub_rn(sparge_bf16_lo(chunk16[(long long)r * d + j]), m[j]);
+            }
+        } else if (HEAD_DIM % 4 == 0 && ((u64)chunk & 15) == 0) {
             // 16-byte loads, four in flight a thread before any is stored: the loads' latency, not their
             // bytes, bounded this loop.
             const sparge_mask_f4* quad = (const sparge_mask_f4*)chunk;

@@ -71,14 +71,15 @@ public struct CUDAMaskPredictor {
     /// Pools `count` rows of `heads` heads at device address `rows` (row `r` of head `h` at element
     /// `h·headStride + r·dim`) into block means and self-similarity flags, as the CPU does bit for bit: block
     /// `b` of head `h` goes to `[h·outBlocks + b]` of `meansOut` (f32, `dim` each) and `flagsOut` (bytes).
-    /// `mean` (`[heads][dim]` f32) is subtracted first. Enqueued on the device's stream.
-    func summarizeOnDevice(rows x: UInt64, headStride: Int, count n: Int, heads: Int, dim d: Int, blockSize: Int,
-                           threshold: Float, mean: UInt64, meansOut: UInt64, flagsOut: UInt64,
+    /// `mean` (`[heads][dim]` f32) is subtracted first. The rows are f32, or bf16 with `rowsInBF16` (widened as
+    /// they are loaded: the same Floats). Enqueued on the device's stream.
+    func summarizeOnDevice(rows x: UInt64, rowsInBF16: Bool = false, headStride: Int, count n: Int, heads: Int, dim d: Int,
+                           blockSize: Int, threshold: Float, mean: UInt64, meansOut: UInt64, flagsOut: UInt64,
                            outBlocks: Int) throws {
         let count = (n + blockSize - 1) / blockSize
         guard count > 0 && heads > 0 else { return }
         try device.launch(try kernel("sparge_summarize_blocks", dim: d), grid: heads * count, block: 128, [
-            .pointer(x), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(count)), .int(Int32(blockSize)),
+            .pointer(x), .int(rowsInBF16 ? 1 : 0), .int64(Int64(headStride)), .int(Int32(n)), .int(Int32(count)), .int(Int32(blockSize)),
             .pointer(mean), .double(BlockSummaries.thresholdValue(threshold)), .pointer(meansOut), .pointer(flagsOut),
             .int(Int32(outBlocks)),
         ])

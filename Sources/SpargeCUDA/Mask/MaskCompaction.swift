@@ -12,33 +12,46 @@ struct MaskCompaction {
         let deviceKeys: DeviceBuffer
     }
 
+    /// Up to this many bytes of key lists (`rows · nk · 4`, every block computed) are allocated before the
+    /// lists are counted, so that one synchronisation brings them down; beyond it the total comes down first.
+    static let listBoundBytes = 64 << 20
+
     func compact(_ bits: DeviceBuffer, rows: Int, keyBlocks nk: Int) throws -> Result {
         let chunks = (nk + 63) / 64
         let work = rows * chunks
         let offsets = try DeviceBuffer(device: device, bytes: work * 4, label: "mask chunk offsets")
         let totals = try DeviceBuffer(device: device, bytes: rows * 4, label: "mask row totals")
+        let segments = try DeviceBuffer(device: device, bytes: (rows + 63) / 64 * 8, label: "mask segment totals")
+        let starts = try DeviceBuffer(device: device, bytes: (rows + 1) * 8, label: "mask row starts")
         let block = 256
-        try device.launch(device.residentKernel("sparge_chunk_counts"), grid: (work + block - 1) / block, block: block, [
-            .pointer(bits.address), .int64(Int64(rows)), .int(Int32(nk)), .pointer(offsets.address),
-        ])
-        try device.launch(device.residentKernel("sparge_row_offsets"), grid: (rows + block - 1) / block, block: block, [
-            .pointer(offsets.address), .int64(Int64(rows)), .int(Int32(nk)), .pointer(totals.address),
-        ])
+        func launch(_ name: String, threads: Int, _ arguments: [KernelArgument]) throws {
+            try device.launch(device.residentKernel(name), grid: (threads + block - 1) / block, block: block, arguments)
+        }
+        // The row starts are a scan on the device: the host waits once, not for the totals and then the lists.
+        try launch("sparge_chunk_counts", threads: work, [.pointer(bits.address), .int64(Int64(rows)), .int(Int32(nk)),
+                                                          .pointer(offsets.address)])
+        try launch("sparge_row_offsets", threads: rows, [.pointer(offsets.address), .int64(Int64(rows)), .int(Int32(nk)),
+                                                         .pointer(totals.address)])
+        try launch("sparge_segment_sums", threads: (rows + 63) / 64, [.pointer(totals.address), .int64(Int64(rows)),
+                                                                      .pointer(segments.address)])
+        try launch("sparge_row_starts", threads: rows + 1, [.pointer(totals.address), .pointer(segments.address),
+                                                            .int64(Int64(rows)), .pointer(starts.address)])
+        let bound = rows * nk
+        var total = bound
+        if bound * 4 > Self.listBoundBytes {
+            try device.synchronize()
+            var last: Int64 = 0
+            try withUnsafeMutableBytes(of: &last) { try starts.download(into: $0.baseAddress!, count: 8, offset: rows * 8) }
+            total = Int(last)
+        }
+        let keys = try DeviceBuffer(device: device, bytes: total * 4, label: "mask key lists")
+        try launch("sparge_compact", threads: work, [.pointer(bits.address), .int64(Int64(rows)), .int(Int32(nk)),
+                                                     .pointer(offsets.address), .pointer(starts.address),
+                                                     .pointer(keys.address)])
         try device.synchronize()
-        var counts = [Int32](repeating: 0, count: rows)
-        try counts.withUnsafeMutableBytes { try totals.download(into: $0.baseAddress!, count: $0.count) }
-        let t = CUDATrace.now()
-        var rowStarts = [Int](repeating: 0, count: rows + 1)
-        for r in 0..<rows { rowStarts[r + 1] = rowStarts[r] + Int(counts[r]) }
-        CUDATrace.note("mask: host: row starts of \(rows) rows", since: t)
-        let starts = try DeviceBuffer(device: device, bytes: rows * 8, label: "mask row starts")
-        try starts.upload(rowStarts.dropLast().map(Int64.init))
-        let keys = try DeviceBuffer(device: device, bytes: rowStarts[rows] * 4, label: "mask key lists")
-        try device.launch(device.residentKernel("sparge_compact"), grid: (work + block - 1) / block, block: block, [
-            .pointer(bits.address), .int64(Int64(rows)), .int(Int32(nk)), .pointer(offsets.address),
-            .pointer(starts.address), .pointer(keys.address),
-        ])
-        try device.synchronize()
+        var starts64 = [Int64](repeating: 0, count: rows + 1)
+        try starts64.withUnsafeMutableBytes { try starts.download(into: $0.baseAddress!, count: $0.count) }
+        let rowStarts = starts64.map { Int($0) }
         var host = [Int32](repeating: 0, count: rowStarts[rows])
         try host.withUnsafeMutableBytes { try keys.download(into: $0.baseAddress!, count: $0.count) }
         return Result(rowStarts: rowStarts, keys: host, deviceKeys: keys)

@@ -3,8 +3,9 @@ import SpargeKernels
 /// One rank's Q, K, V on a CUDA device for a resident forward pass (`ResidentShard`): entered once, then
 /// the K sums, summaries and mask rows are computed where they are, and the ring store attends from them.
 ///
-/// Held on the device: Q and K in fp32 (the summaries' input, so that the mask is the CPU's bit for bit),
-/// and — converted once, after the mask kernels are enqueued, so that the device converts while the host
+/// Held on the device: Q and K as the summaries read them — the entered tensors where they are packed bf16 (a
+/// model's tensors: widened as they are loaded), else fp32 copies; either way the Floats the CPU pools, so that
+/// the mask is the CPU's bit for bit — and — converted once, after the mask kernels are enqueued, so that the device converts while the host
 /// plans the ring — Q in the kernel's 16-bit type (in int8: quantized, with its scales and shifts) and K, V
 /// in the ring's storage format. A caller's device tensor that is already packed in the wanted type is used
 /// in place.
@@ -14,12 +15,23 @@ final class DeviceShard: ResidentShard {
     let options: CUDAOptions
     let kvFormat: StorageFormat
     let queryHeads: Int, kvHeads: Int, rows: Int, dim: Int
-    /// `[Hq][rows][D]` and `[Hkv][rows][D]` fp32.
-    let queries32: DeviceBuffer, keys32: DeviceBuffer
+    /// Q `[Hq][rows][D]` and K `[Hkv][rows][D]` as the summaries and K sums read them.
+    let queryRows: SummaryRows, keyRows: SummaryRows
+
+    /// A tensor's rows on the device for the summaries: packed fp32, or packed bf16 read in place.
+    struct SummaryRows {
+        let buffer: DeviceBuffer
+        let inBF16: Bool
+        var type: Int32 { ResidentKernelSource.code(of: inBF16 ? .bf16 : .f32) }
+    }
     /// The tensors as they entered (on the device), for the ring's conversions.
     private let entered: (q: Tensor, k: Tensor, v: Tensor)
     private var ring: RingTensors?
     private var summaries: Summaries?
+    /// Whether `summarize` pooled the key blocks into `summaries` (`summarizeQueries` pools the query blocks).
+    private var pooledKeys = false
+    /// The K sums `summarizeQueries` enqueued ahead of the query summaries, until `keySums` takes them.
+    private var pendingKeySums: KeySumsInFlight?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
@@ -31,6 +43,8 @@ final class DeviceShard: ResidentShard {
     /// `[Hkv][rows][D]`, and whether a value of V lies beyond fp16's range (a device flag, read once).
     struct RingTensors {
         let queries: DeviceBuffer, keys: DeviceBuffer, values: DeviceBuffer
+        /// V in fp16 for P·V, made ahead where this rank holds the whole sequence (`ringTensors(wholeSequence:)`).
+        let valuesInHalf: DeviceBuffer?
         let beyondHalf: DeviceBuffer
         /// int8: Q's row scales and row shifts (`q·μ` times the softmax scale) `[Hq][rows]`, and the K mean
         /// `[Hkv][D]` the ring's K blocks are smoothed by when they are placed.
@@ -62,28 +76,54 @@ final class DeviceShard: ResidentShard {
         let entry = TensorEntry(device: device)
         entered = (try entry.onDevice(q, "Q"), try entry.onDevice(k, "K"), try entry.onDevice(v, "V"))
         t = CUDATrace.note("enter: tensors on the device", since: t)
-        queries32 = try entry.packed(entered.q, as: .f32, "Q")
-        keys32 = try entry.packed(entered.k, as: .f32, "K")
-        try CUDATrace.step("enter: Q, K in fp32", since: t, on: device)
+        queryRows = try Self.summaryRows(entered.q, "Q", entry)
+        keyRows = try Self.summaryRows(entered.k, "K", entry)
+        try CUDATrace.step("enter: Q, K for the summaries (bf16 read in place, else fp32)", since: t, on: device)
     }
 
-    /// The ring's tensors, converted on first use.
-    func ringTensors() throws -> RingTensors {
+    /// `t`'s own memory when it is packed bf16, else an fp32 copy: the summaries widen bf16 as they load it,
+    /// which saves converting a model's bf16 Q and K (two passes over them) before the summaries can start.
+    private static func summaryRows(_ t: Tensor, _ name: String, _ entry: TensorEntry) throws -> SummaryRows {
+        let inBF16 = t.element == .bf16 && t.isContiguous
+        return SummaryRows(buffer: try entry.packed(t, as: inBF16 ? .bf16 : .f32, name), inBF16: inBF16)
+    }
+
+    /// The ring's tensors, converted on first use. With `wholeSequence` (this rank holds every token, in
+    /// whole key blocks: its ring store reads K and V where they are) a bf16 pass also gets V in fp16 for
+    /// P·V, from the pass that looks for values beyond fp16's range: converted now, while the host plans the
+    /// ring, instead of after the range is known, just before the attention kernel.
+    func ringTensors(wholeSequence: Bool = false) throws -> RingTensors {
         if let ring { return ring }
         let t = CUDATrace.now()
         let entry = TensorEntry(device: device)
         let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
         let (queries, quantized) = try queriesForKernel()
+        let halfAhead = wholeSequence && precision == .bf16 && kvFormat == .bf16
+        let values = try entry.packed(entered.v, as: kvFormat, "V", range: halfAhead ? nil : beyondHalf)
         let converted = RingTensors(
-            queries: queries, keys: try entry.packed(entered.k, as: kvFormat, "K"),
-            values: try entry.packed(entered.v, as: kvFormat, "V", range: beyondHalf), beyondHalf: beyondHalf,
-            quantized: quantized)
+            queries: queries, keys: try entry.packed(entered.k, as: kvFormat, "K"), values: values,
+            valuesInHalf: halfAhead ? try halfCopy(of: values, flaggingBeyondHalf: beyondHalf) : nil,
+            beyondHalf: beyondHalf, quantized: quantized)
         ring = converted
         try CUDATrace.step("ring formats: Q in \(precision.rawValue), K and V in \(kvFormat.rawValue) (enqueued)", since: t, on: device)
         return converted
     }
 
-    /// Q in the kernel's type: 16 bits, or int8 quantized from fp32 by rows (with the row shifts of the K
+    /// `values` (V in `kvFormat`) rounded to fp16, setting `flag` where a value is beyond fp16's range (the
+    /// copy then holds ±∞ there, and P·V takes `values` in bf16 instead).
+    private func halfCopy(of values: DeviceBuffer, flaggingBeyondHalf flag: DeviceBuffer) throws -> DeviceBuffer {
+        let count = kvHeads * rows * dim
+        let half = try DeviceBuffer(device: device, bytes: max(2, count * 2), label: "V in fp16 for P·V")
+        guard count > 0 else { return half }
+        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
+            .pointer(values.address), .int(ResidentKernelSource.code(of: kvFormat)), .int64(Int64(count)),
+            .pointer(half.address), .int(ResidentKernelSource.code(of: .f16)), .pointer(flag.address), .pointer(0),
+        ])
+        return half
+    }
+
+    /// Q in the kernel's type: 16 bits, or int8 quantized by rows from Q as the summaries read it (fp32, or
+    /// bf16 where it entered) (with the row shifts of the K
     /// mean from `summarize`).
     private func queriesForKernel() throws -> (DeviceBuffer, RingTensors.Quantized?) {
         guard precision == .int8 else {
@@ -95,14 +135,16 @@ final class DeviceShard: ResidentShard {
         let scales = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row scales")
         let shifts = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row shifts")
         if count > 0 {
-            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + 127) / 128, block: 128, [
-                .pointer(queries32.address), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
+            // (32 rows a thread block: the kernel's QUANT_ROWS.)
+            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + 31) / 32, block: 128, [
+                .pointer(queryRows.buffer.address), .int(queryRows.type), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
                 .int(Int32(queryHeads / kvHeads)), .pointer(smoothing.keyMean.address), .float(smoothing.softmaxScale),
                 .pointer(scales.address), .pointer(shifts.address),
             ])
             let quads = count * dim / 4
             try device.launch(device.residentKernel("sparge_query_quantize"), grid: (quads + 255) / 256, block: 256, [
-                .pointer(queries32.address), .int64(Int64(quads)), .int(Int32(dim)), .pointer(scales.address),
+                .pointer(queryRows.buffer.address), .int(queryRows.type), .int64(Int64(quads)), .int(Int32(dim)),
+                .pointer(scales.address),
                 .pointer(queries.address),
             ])
         }
@@ -116,23 +158,48 @@ final class DeviceShard: ResidentShard {
     func keySums() throws -> [Double] {
         try device.makeCurrent()
         let t = CUDATrace.now()
-        let chunkRows = KeyMean.chunkRows
-        let chunks = (rows + chunkRows - 1) / chunkRows
-        var sums = [Double](repeating: 0, count: kvHeads * dim)
-        guard chunks > 0 else { return sums }
-        let partials = try DeviceBuffer(device: device, bytes: kvHeads * chunks * dim * 8, label: "K sum chunks")
-        let total = try DeviceBuffer(device: device, bytes: sums.count * 8, label: "K sums")
-        try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
-            .pointer(keys32.address), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)), .int(Int32(chunkRows)),
-            .pointer(partials.address),
-        ])
-        try device.launch(device.residentKernel("sparge_key_total"), grid: (sums.count + 255) / 256, block: 256, [
-            .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
-        ])
-        try device.synchronize()
-        try sums.withUnsafeMutableBytes { try total.download(into: $0.baseAddress!, count: $0.count) }
+        let pending = try pendingKeySums ?? enqueueKeySums()
+        pendingKeySums = nil
+        try pending.copied.synchronize()
+        let sums = [Double](UnsafeBufferPointer(start: pending.staging.pointer.assumingMemoryBound(to: Double.self),
+                                                count: kvHeads * dim))
         CUDATrace.note("K sums on the device, \(sums.count) down", since: t)
         return sums
+    }
+
+    /// The K sums, enqueued with their copy into pinned memory and an event after it: `summarizeQueries`
+    /// enqueues them ahead of the query summaries, so that `keySums` waits for the sums alone, not for every
+    /// kernel the stream holds (a copy on the legacy stream, or a synchronisation, would).
+    private func enqueueKeySums() throws -> KeySumsInFlight {
+        let chunkRows = KeyMean.chunkRows
+        let chunks = (rows + chunkRows - 1) / chunkRows
+        let count = kvHeads * dim
+        let staging = try PinnedBuffer(device: device, bytes: count * 8)
+        staging.pointer.initializeMemory(as: Double.self, repeating: 0, count: count)
+        let partials = try DeviceBuffer(device: device, bytes: kvHeads * max(1, chunks) * dim * 8, label: "K sum chunks")
+        let total = try DeviceBuffer(device: device, bytes: count * 8, label: "K sums")
+        if chunks > 0 && count > 0 {
+            try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
+                .pointer(keyRows.buffer.address), .int(keyRows.type), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)),
+                .int(Int32(chunkRows)), .pointer(partials.address),
+            ])
+            try device.launch(device.residentKernel("sparge_key_total"), grid: (count + 255) / 256, block: 256, [
+                .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
+            ])
+            try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer, total.address, count * 8, device.stream),
+                                 "cuMemcpyDtoHAsync(\(count * 8) B of K sums)")
+        }
+        let copied = try CUDAEvent(device: device)
+        try copied.record()
+        return KeySumsInFlight(staging: staging, copied: copied, buffers: [partials, total])
+    }
+
+    /// K sums on their way down: the pinned buffer they land in, the event after the copy, and the device
+    /// buffers the copy reads (kept until it is done).
+    struct KeySumsInFlight {
+        let staging: PinnedBuffer
+        let copied: CUDAEvent
+        let buffers: [DeviceBuffer]
     }
 
     var smoothsKeys: Bool { precision == .int8 }
@@ -150,15 +217,13 @@ final class DeviceShard: ResidentShard {
         return buffer
     }
 
-    func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
+    func summarizeQueries(tokenRanges: [Range<Int>], config: SpargeConfig) throws {
         try device.makeCurrent()
         var t = CUDATrace.now()
         try CUDAMaskPredictor.checkHeadDim(dim)
-        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
         let queryCounts = tokenRanges.map { ($0.count + config.blockQ - 1) / config.blockQ }
         let keyCounts = tokenRanges.map { ($0.count + config.blockK - 1) / config.blockK }
         let (nq, nk) = (queryCounts.reduce(0, +), keyCounts.reduce(0, +))
-        let meanBuffer = try keptKeyMean(keyMean, config: config)
         let zeros = try DeviceBuffer(device: device, bytes: queryHeads * dim * 4, zeroed: true, label: "no mean")
         let s = Summaries(
             queryMeans: try DeviceBuffer(device: device, bytes: queryHeads * nq * dim * 4, label: "query block means"),
@@ -167,24 +232,49 @@ final class DeviceShard: ResidentShard {
             keyFlags: try DeviceBuffer(device: device, bytes: kvHeads * nk, label: "key flags"),
             keyRuns: zip(tokenRanges, keyCounts).map { ($0.lowerBound / config.blockK, $1) },
             queryBlocks: nq, keyBlocks: nk, blockK: config.blockK)
-        t = try CUDATrace.step("summaries: buffers and K mean up", since: t, on: device)
-        var (localRow, queryAt, keyAt) = (0, 0, 0)
+        // The K sums first in the stream: the host waits for them (keySums) while the device pools Q.
+        pendingKeySums = try enqueueKeySums()
+        t = try CUDATrace.step("summaries: buffers, K sums enqueued", since: t, on: device)
+        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
+        var (localRow, queryAt) = (0, 0)
         for (i, range) in tokenRanges.enumerated() {
-            let rowOffset = UInt64(localRow * dim * 4)
             try predictor.summarizeOnDevice(
-                rows: queries32.address + rowOffset, headStride: rows * dim, count: range.count, heads: queryHeads, dim: dim,
-                blockSize: config.blockQ, threshold: config.simThreshold, mean: zeros.address,
-                meansOut: s.queryMeans.address + UInt64(queryAt * dim * 4), flagsOut: s.queryFlags.address + UInt64(queryAt),
-                outBlocks: nq)
-            try predictor.summarizeOnDevice(
-                rows: keys32.address + rowOffset, headStride: rows * dim, count: range.count, heads: kvHeads, dim: dim,
-                blockSize: config.blockK, threshold: config.simThreshold, mean: meanBuffer.address,
-                meansOut: s.keyMeans.address + UInt64(keyAt * dim * 4), flagsOut: s.keyFlags.address + UInt64(keyAt),
-                outBlocks: nk)
-            (localRow, queryAt, keyAt) = (localRow + range.count, queryAt + queryCounts[i], keyAt + keyCounts[i])
+                rows: start(of: queryRows, atRow: localRow), rowsInBF16: queryRows.inBF16, headStride: rows * dim,
+                count: range.count, heads: queryHeads, dim: dim, blockSize: config.blockQ, threshold: config.simThreshold,
+                mean: zeros.address, meansOut: s.queryMeans.address + UInt64(queryAt * dim * 4),
+                flagsOut: s.queryFlags.address + UInt64(queryAt), outBlocks: nq)
+            (localRow, queryAt) = (localRow + range.count, queryAt + queryCounts[i])
         }
         summaries = s
-        try CUDATrace.step("summaries on the device: \(nq) query and \(nk) key blocks a head", since: t, on: device)
+        pooledKeys = false
+        try CUDATrace.step("summaries: \(nq) query blocks a head (enqueued)", since: t, on: device)
+    }
+
+    func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws {
+        try device.makeCurrent()
+        var t = CUDATrace.now()
+        guard let s = summaries, s.blockK == config.blockK, s.keyRuns.count == tokenRanges.count else {
+            throw SpargeError.invalidArgument("summarize: the query blocks were not pooled for these ranges first")
+        }
+        let predictor = CUDAMaskPredictor(device: device, radixTopK: options.radixTopK)
+        let meanBuffer = try keptKeyMean(keyMean, config: config)
+        t = try CUDATrace.step("summaries: K mean up", since: t, on: device)
+        var (localRow, keyAt) = (0, 0)
+        for (range, run) in zip(tokenRanges, s.keyRuns) {
+            try predictor.summarizeOnDevice(
+                rows: start(of: keyRows, atRow: localRow), rowsInBF16: keyRows.inBF16, headStride: rows * dim,
+                count: range.count, heads: kvHeads, dim: dim, blockSize: config.blockK, threshold: config.simThreshold,
+                mean: meanBuffer.address, meansOut: s.keyMeans.address + UInt64(keyAt * dim * 4),
+                flagsOut: s.keyFlags.address + UInt64(keyAt), outBlocks: s.keyBlocks)
+            (localRow, keyAt) = (localRow + range.count, keyAt + run.count)
+        }
+        pooledKeys = true
+        try CUDATrace.step("summaries on the device: \(s.queryBlocks) query and \(s.keyBlocks) key blocks a head", since: t, on: device)
+    }
+
+    /// Where row `row` of `x` lies.
+    private func start(of x: SummaryRows, atRow row: Int) -> UInt64 {
+        x.buffer.address + UInt64(row * dim * (x.inBF16 ? 2 : 4))
     }
 
     func packKeySummaries() throws -> UnsafeRawBufferPointer {
@@ -235,7 +325,8 @@ final class DeviceShard: ResidentShard {
             queryBlocks: queryBlocks, config: config, headDim: dim, queryHeads: queryHeads, kvHeads: kvHeads,
             seqLen: seqLen)
         maskKeys = predicted.deviceKeys
-        _ = try ringTensors()  // the device converts while the host plans the ring
+        // The device converts while the host plans the ring.
+        _ = try ringTensors(wholeSequence: rows == seqLen && rows % config.blockK == 0)
         return predicted.mask
     }
 
@@ -283,7 +374,7 @@ final class DeviceShard: ResidentShard {
     }
 
     private func pooled() throws -> Summaries {
-        guard let summaries else { throw SpargeError.invalidArgument("the shard's blocks were not summarized yet") }
+        guard let summaries, pooledKeys else { throw SpargeError.invalidArgument("the shard's blocks were not summarized yet") }
         return summaries
     }
 }

@@ -83,20 +83,30 @@ public struct AttentionPlan: Sendable {
             let lastRow = span.start + min(span.rows, first + tq) - 1
             return row.lowerBound..<mask.firstKeyIndex(atLeast: lastRow / bk + 1, in: row)
         }
-        var order: [(weight: Int, start: Int, span: Int)] = []
-        order.reserveCapacity(spans.count)
+        // Per head, heaviest first (by the last tile's visits); among equals the later block first (under
+        // causal the later one is heavier anyway, and it keeps dense runs in the order that was measured).
+        // A counting sort on the weight over the spans taken latest start first: this runs on the GPU pass's
+        // critical path (2048 blocks at 32K tokens and 8 heads), where a comparison sort cost ~0.05 ms.
+        let latestFirst = spans.indices.sorted { spans[$0].start > spans[$1].start }
+        let slots = mask.keyBlocks + 1  // weight w (at most every key block) goes to slot keyBlocks − w
+        var weights = [Int](repeating: 0, count: spans.count)
+        var slotStarts = [Int](repeating: 0, count: slots + 1)
+        var order = [Int](repeating: 0, count: spans.count)
         for h in 0..<mask.heads {
-            order.removeAll(keepingCapacity: true)
             for (i, span) in spans.enumerated() {
                 let r = h * mask.rowCount + span.row
-                let row = mask.rowStarts[r]..<mask.rowStarts[r + 1]
-                order.append((visits(row, span, first: (span.rows - 1) / tq * tq).count, span.start, i))
+                weights[i] = visits(mask.rowStarts[r]..<mask.rowStarts[r + 1], span, first: (span.rows - 1) / tq * tq).count
             }
-            // Heaviest first (by the last tile's visits); among equals the later block first (under causal
-            // the later one is heavier anyway, and it keeps dense runs in the order that was measured).
-            order.sort { a, b in a.weight != b.weight ? a.weight > b.weight : a.start > b.start }
-            for entry in order {
-                let span = spans[entry.span]
+            for s in slotStarts.indices { slotStarts[s] = 0 }
+            for w in weights { slotStarts[mask.keyBlocks - w + 1] += 1 }
+            for s in 1..<slotStarts.count { slotStarts[s] += slotStarts[s - 1] }
+            for i in latestFirst {
+                let slot = mask.keyBlocks - weights[i]
+                order[slotStarts[slot]] = i
+                slotStarts[slot] += 1
+            }
+            for spanIndex in order {
+                let span = spans[spanIndex]
                 let r = h * mask.rowCount + span.row
                 let row = mask.rowStarts[r]..<mask.rowStarts[r + 1]
                 let first = tiles.count

@@ -59,9 +59,16 @@ public protocol ResidentShard: AnyObject {
     /// Keeps the whole sequence's K mean `[Hkv][D]` for the attention, where `summarize` does not run.
     func keepKeyMean(_ keyMean: [Float], config: SpargeConfig) throws
 
-    /// Pools this rank's query and key blocks (keys minus `keyMean`) as `BlockSummaries.summarize` does, bit
-    /// for bit, and keeps them for ``predictRows(queryBlocks:keySummaries:config:seqLen:)`` (and the mean as
-    /// `keepKeyMean` does).
+    /// Starts pooling this rank's query blocks as `BlockSummaries.summarize` does, bit for bit: they need no
+    /// K mean, so a pass asks for them before the K sums, and a device pools Q while the host waits for the
+    /// sums. Called once before ``summarize(tokenRanges:config:keyMean:)``, with the same ranges and config.
+    ///
+    /// - Parameter tokenRanges: the global token ranges this rank holds, in the order of its rows.
+    func summarizeQueries(tokenRanges: [Range<Int>], config: SpargeConfig) throws
+
+    /// Pools this rank's key blocks (minus `keyMean`) as `BlockSummaries.summarize` does, bit for bit, and
+    /// keeps them with the query blocks' for ``predictRows(queryBlocks:keySummaries:config:seqLen:)`` (and
+    /// the mean as `keepKeyMean` does).
     ///
     /// - Parameter tokenRanges: the global token ranges this rank holds, in the order of its rows.
     func summarize(tokenRanges: [Range<Int>], config: SpargeConfig, keyMean: [Float]) throws

@@ -126,6 +126,7 @@ extension ShardedAttention {
     private static func summarize(_ shard: any ResidentShard, ranges: [Range<Int>], layout: ShardLayout,
                                   config: SpargeConfig, comm: Communicator,
                                   statistics stats: inout ForwardStatistics) throws -> PackedKeySummaries? {
+        try agreed(comm) { try shard.summarizeQueries(tokenRanges: ranges, config: config) }
         let keyMean = try keyMean(shard, layout: layout, comm: comm)
         try agreed(comm) { try shard.summarize(tokenRanges: ranges, config: config, keyMean: keyMean) }
         guard comm.size > 1 else { return nil }

@@ -164,7 +164,11 @@ public enum ShardedAttention {
         var sums = [Double(counts.computed), Double(counts.area)]
         comm.allreduceSum(&sums)
         stats.mask = MaskStatistics(computed: Int(sums[0]), area: Int(sums[1]))
-        let localNeeds = NeedTable.localBits(mask: mask, kvHeads: kvHeads)
+        // One rank sends nothing, so nobody's needs are read (RingSchedule asks only about later ranks): its
+        // table is left empty rather than filled from every key of the mask on a GPU pass's critical path.
+        let localNeeds = comm.size == 1
+            ? [UInt8](repeating: 0, count: NeedTable.byteCount(kvHeads: kvHeads, keyBlocks: layout.keyBlockCount))
+            : NeedTable.localBits(mask: mask, kvHeads: kvHeads)
         stats.summaryBytes += localNeeds.count
         return NeedTable(ranks: comm.size, kvHeads: kvHeads, keyBlocks: layout.keyBlockCount,
                          packed: comm.allgather(bytes: localNeeds))
