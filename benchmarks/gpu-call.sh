@@ -1,19 +1,27 @@
-# Sourced by the one-call GPU scripts (gpu-resident.sh, gpu-hopper.sh, gpu-int8.sh), from the folder they were
-# copied to with sparge.gz and peers/, with `call` set to the call's name: the log ($OUT, default
+# Sourced by the one-call GPU scripts (gpu-resident.sh, gpu-hopper.sh, gpu-int8.sh, …), from the folder they
+# were copied to with sparge.gz and peers/, with `call` set to the call's name: the log ($OUT, default
 # ./gpu-$call-out, everything also in $OUT/$call.log, headed by the date and the GPU), the environment of a run
-# as root under mpirun, the binary, a step header, and the peer's build started in the background. Sets BIN
-# (exported as SPARGE_BIN), peer_dir, peer_build (the build's pid, `none` when the machine still holds a
-# build, unset without peers/).
+# as root under mpirun, the binary, a step header, `run` and `field` (below), and the peer's build started in
+# the background. Sets BIN (exported as SPARGE_BIN), status, peer_dir, peer_build (the build's pid, `none`
+# when the machine still holds a build, unset without peers/).
 OUT="${OUT:-$PWD/gpu-$call-out}"; export OUT
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/$call.log") 2>&1
 date -u; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OMPI_MCA_btl_vader_single_copy_mechanism=none PYTHONUNBUFFERED=1
-BIN="${SPARGE_BIN:-$here/sparge}"
-if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$here/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
+# The binary: SPARGE_BIN, else sparge or sparge.gz in $bin_dir (a script's argument, where it takes one) or
+# beside the script.
+bin_dir="${bin_dir:-$here}"
+BIN="${SPARGE_BIN:-$bin_dir/sparge}"
+if [ ! -x "$BIN" ]; then mkdir -p /tmp/sparge-bin && gunzip -c "$bin_dir/sparge.gz" > /tmp/sparge-bin/sparge && chmod +x /tmp/sparge-bin/sparge; BIN=/tmp/sparge-bin/sparge; fi
 export SPARGE_BIN="$BIN"
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+# A command echoed, and its failure logged and kept in `status` (the script's exit status at its end).
+status=0
+run() { echo "+ $*"; "$@" || { echo "FAILED (status $?): $*"; status=1; }; }
+# The raw value of "name": in a JSON line.
+field() { grep -o "\"$1\": [^,}]*" <<< "$2" | head -n 1 | sed 's/.*: //'; }
 
 peer_dir=/tmp/spargeattn
 if [ -d "$here/peers" ]; then

@@ -20,8 +20,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 call=int8
 mode="${1:-all}"
 source "$here/gpu-call.sh"
-status=0
-run() { echo "+ $*"; "$@" || { echo "FAILED (status $?): $*"; status=1; }; }
 inputs=/tmp/sparge-int8-inputs; mkdir -p "$inputs"
 
 [ "$mode" = all ] && { step "selftest-cuda (the bf16 kernels against the CPU tiles and Double)"; run timeout -k 5 180 "$BIN" selftest-cuda; }

@@ -18,10 +18,6 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 call=ring-int8
 source "$here/gpu-call.sh"
-status=0
-run() { echo "+ $*"; "$@" || { echo "FAILED (status $?): $*"; status=1; }; }
-# The raw value of "name": in a JSON line.
-field() { grep -o "\"$1\": [^,}]*" <<< "$2" | head -n 1 | sed 's/.*: //'; }
 # verify with its JSON checked against the expected bytes, dense-ring bytes and rel_l1_vs_single ('-': any).
 check() {
     local bytes=$1 dense=$2 single=$3; shift 3

@@ -272,7 +272,7 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
     makeMap(&hp.vMap, dv, (long)p.heads * p.kvRows, BK);
 #endif
 #if QK_INT8
-    hp.qScales = qScales; hp.kScales = kScales; hp.rowShifts = rowShifts;
+    hp.scales.qScales = qScales; hp.scales.kScales = kScales; hp.scales.rowShifts = rowShifts;
 #if K_BLOCK_MEAN
     hp.blockDeltas = deltas;
 #endif

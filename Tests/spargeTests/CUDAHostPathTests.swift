@@ -90,7 +90,10 @@ final class CUDAHostPathTests: XCTestCase {
             // 16 tiles of 64 rows a head (1024 tokens, 2 heads) pair up: fewer CTAs than the 32 tiles.
             XCTAssertLessThan(Int(fields[1]) ?? 99, 32, line)
         }
-        try checkInt8(log: log)
+        try checkInt8(log: log, kernel: "sparge_attention_sm90")
+        setenv("SPARGE_CUDA_KERNEL", "mma", 1)
+        try checkInt8(log: log, kernel: "sparge_attention")
+        unsetenv("SPARGE_CUDA_KERNEL")
         let fallback = try spargeSingle(["bench", "--backend", "cuda", "--tile-q", "128"] + small, timeout: 60)
         XCTAssertTrue(fallback.status == 0 && fallback.stderr.contains("hint: the Hopper kernel takes --tile-q 64"), transcript(fallback))
         setenv("SPARGE_CUDA_KERNEL", "mma", 1)
@@ -158,29 +161,40 @@ final class CUDAHostPathTests: XCTestCase {
         XCTAssertTrue(bench.stdout.contains("\"device\": \"Stub GPU\""), bench.stdout)
     }
 
-    /// `--precision int8` on the stub's sm_90: Q quantized once, the Hopper kernel launched (its int8 tensor
-    /// maps accepted by the stub), the LSE's shifts passed to `sparge_finish` with several ranks; head
-    /// dimension 64 is refused on every rank with the reason. Each rank quantizes K once, its own blocks (one
-    /// `sparge_key_quantize` a rank: a received block is copied, never quantized again), and the ring carries
-    /// K as int8 rows and the block's scale in a 16-byte slot, V in the storage format; one rank sends nothing.
-    private func checkInt8(log: String) throws {
+    /// `--precision int8` on the stub's sm_90, on `kernel`: the Hopper one (`sparge_attention_sm90`), or the
+    /// `mma.sync` one (`sparge_attention`, with SPARGE_CUDA_KERNEL=mma) and its int8 shared memory (Q and K one
+    /// byte an element). Q quantized once, the kernel launched (the Hopper one's int8 tensor maps accepted by
+    /// the stub), the LSE's shifts passed to `sparge_finish` with several ranks. Each rank quantizes K once,
+    /// its own blocks (one `sparge_key_quantize` a rank: a received block is copied, never quantized again),
+    /// and the ring carries K as int8 rows and the block's scale in a 16-byte slot, V in the storage format,
+    /// whichever kernel reads them; one rank sends nothing. Head dimension 64, which the Hopper kernel does not
+    /// take in int8, runs on the `mma.sync` one; int8 with the mask on the host is refused on every rank.
+    private func checkInt8(log: String, kernel: String) throws {
         // 1024 tokens: 16 whole blocks of 64 rows, so that the bf16 run's bytes count the blocks sent
         // (2·64·128·2 = 32768 bytes each); an int8 block is 64·128 + 16 + 64·128·2 = 24592 bytes (0.7505×),
         // with f32 K/V 64·128 + 16 + 64·128·4 = 40976 against 65536 (0.6253×).
         let shape = ["--workload", "llm", "--seq", "1024", "--heads", "4", "--kv-heads", "2", "--head-dim", "128",
                      "--causal", "--threads", "1", "--json"]
+        // The mma.sync kernel's CTA (4 warps, 64-row tiles, 64-key blocks, D 128): Q and two K tiles of int8,
+        // two V tiles of 16 bits, the λ reduction; in 16 bits it would be (64 + 4·64)·256 + 32 = 81952.
+        let (qAndK, values, reduction): (Int, Int, Int) = ((64 + 2 * 64) * 128, 2 * 64 * 128 * 2, 2 * 4 * 4)
+        let mmaLaunch = " 128 \(qAndK + values + reduction)"
         for launch in [Launch.single, .ranks(2), .ranks(3)] {
             let ranks = if case .ranks(let n) = launch { n } else { 1 }
             for (kv, storedBlock, int8Block) in [("bf16", 32768, 24592), ("f32", 65536, 40976)] {
-                let label = "\(launch), K/V \(kv)"
+                let label = "\(kernel), \(launch), K/V \(kv)"
                 try "".write(toFile: log, atomically: true, encoding: .utf8)
                 let int8 = try launch.run(["bench", "--backend", "cuda", "--precision", "int8", "--dense", "--kv-precision", kv]
                                           + shape, timeout: 120)
                 XCTAssertEqual(int8.status, 0, "\(label)\n\(transcript(int8))")
                 XCTAssertTrue(int8.stdout.contains("\"backend\": \"cuda int8, Stub GPU\""), "\(label)\n\(int8.stdout)")
                 for name in ["sparge_query_row_scales", "sparge_query_quantize", "sparge_key_row_max", "sparge_key_block_scale",
-                             "sparge_attention_sm90"] + (ranks > 1 ? ["sparge_copy_blocks", "sparge_finish"] : []) {
+                             kernel] + (ranks > 1 ? ["sparge_copy_blocks", "sparge_finish"] : []) {
                     XCTAssertTrue(launches(log).contains { $0.hasPrefix(name + " ") }, "\(label): \(name) was not launched")
+                }
+                if kernel == "sparge_attention" {
+                    XCTAssertTrue(launches(log).filter { $0.hasPrefix("sparge_attention") }.allSatisfy { $0.hasSuffix(mmaLaunch) },
+                                  "\(label): not the mma.sync kernel's int8 CTA (\(mmaLaunch)):\n\(launches(log))")
                 }
                 XCTAssertEqual(launches(log).filter { $0.hasPrefix("sparge_key_quantize ") }.count, ranks,
                                "\(label): K quantized other than once a rank:\n\(launches(log))")
@@ -207,16 +221,27 @@ final class CUDAHostPathTests: XCTestCase {
             let verify = try launch.run(["verify", "--backend", "cuda", "--precision", "int8", "--dense", "--no-reference",
                                          "--workload", "llm", "--seq", "1000", "--heads", "4", "--kv-heads", "2",
                                          "--head-dim", "128", "--causal", "--threads", "1", "--json"], timeout: 120)
-            XCTAssertNotNil(jsonField(verify.stdout, "bytes_expected"), "\(launch)\n\(transcript(verify))")
-            XCTAssertEqual(jsonField(verify.stdout, "bytes_sent"), jsonField(verify.stdout, "bytes_expected"), "\(launch)\n\(verify.stdout)")
-            XCTAssertEqual(jsonField(verify.stdout, "messages"), jsonField(verify.stdout, "messages_expected"), "\(launch)")
-            XCTAssertNotEqual(jsonField(verify.stdout, "bytes_sent"), "0", "\(launch): the ring moved nothing")
+            XCTAssertNotNil(jsonField(verify.stdout, "bytes_expected"), "\(kernel), \(launch)\n\(transcript(verify))")
+            XCTAssertEqual(jsonField(verify.stdout, "bytes_sent"), jsonField(verify.stdout, "bytes_expected"),
+                           "\(kernel), \(launch)\n\(verify.stdout)")
+            XCTAssertEqual(jsonField(verify.stdout, "messages"), jsonField(verify.stdout, "messages_expected"), "\(kernel), \(launch)")
+            XCTAssertNotEqual(jsonField(verify.stdout, "bytes_sent"), "0", "\(kernel), \(launch): the ring moved nothing")
         }
+        guard kernel == "sparge_attention_sm90" else { return }
+        // D 64 in int8: the mma.sync kernel, with 64-byte int8 rows ((64 + 128)·64 + 2·64·64·2 + 32 bytes a CTA).
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        let d64 = try Launch.ranks(2).run(["bench", "--backend", "cuda", "--precision", "int8", "--dense", "--workload", "llm",
+                                            "--seq", "512", "--heads", "2", "--head-dim", "64", "--threads", "1"], timeout: 60)
+        XCTAssertEqual(d64.status, 0, transcript(d64))
+        let attention = launches(log).filter { $0.hasPrefix("sparge_attention") }
+        XCTAssertTrue(!attention.isEmpty && attention.allSatisfy { $0.hasPrefix("sparge_attention ") && $0.hasSuffix(" 128 28704") },
+                      "D 64 int8 did not run the mma.sync kernel's int8 CTA:\n\(launches(log))")
+        setenv("SPARGE_CUDA_MASK", "cpu", 1)
         let refused = try Launch.ranks(2).run(["bench", "--backend", "cuda", "--precision", "int8", "--workload", "llm",
-                                                "--seq", "512", "--heads", "2", "--head-dim", "64", "--threads", "1"], timeout: 60)
+                                                "--seq", "512", "--heads", "2", "--head-dim", "128", "--threads", "1"], timeout: 60)
+        unsetenv("SPARGE_CUDA_MASK")
         XCTAssertNotEqual(refused.status, 0, transcript(refused))
-        XCTAssertTrue(refused.stderr.contains("--precision int8 runs on the Hopper kernel") && refused.stderr.contains("D 64"),
-                      transcript(refused))
+        XCTAssertTrue(refused.stderr.contains("--precision int8 runs in the resident pass"), transcript(refused))
     }
 
     /// `run` with the CUDA backend reads the files onto the device in pinned chunks of whole rows (zigzag

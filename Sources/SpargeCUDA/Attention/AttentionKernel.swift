@@ -2,8 +2,8 @@ import SpargeKernels
 
 /// The attention kernel of `AttentionKernelSource` specialised for one shape, and its launches: what the
 /// host-fed and the resident attention share. On Hopper GPUs (sm_90) with a driver that encodes tensor maps,
-/// 64-row compute tiles and 64- or 128-key blocks, it is the `wgmma`/TMA kernel (two tiles a CTA); elsewhere,
-/// or with `CUDAOptions.hopperKernel` off, the `mma.sync` kernel (one tile a CTA).
+/// 64-row compute tiles and 64- or 128-key blocks (in int8 at D = 128), it is the `wgmma`/TMA kernel (two
+/// tiles a CTA); elsewhere, or with `CUDAOptions.hopperKernel` off, the `mma.sync` kernel (one tile a CTA).
 struct AttentionKernel {
     let device: CUDADevice
     let headDim: Int
@@ -24,7 +24,7 @@ struct AttentionKernel {
         self.headDim = headDim
         self.config = config
         self.precision = precision
-        if Self.hopperApplies(device: device, headDim: headDim, config: config, options: options) {
+        if Self.hopperApplies(device: device, headDim: headDim, config: config, precision: precision, options: options) {
             variant = .hopper
         } else {
             let mTiles = options.mTiles == 2 && config.computeTileQ % 32 == 0 ? 2 : 1
@@ -38,26 +38,25 @@ struct AttentionKernel {
         options.hopperKernel && device.computeCapability == (9, 0) && device.api.cuTensorMapEncodeTiled != nil
     }
 
-    /// Whether the Hopper kernel takes this shape: 64-row compute tiles, 64- or 128-key blocks, D 64 or 128.
-    static func hopperTakes(headDim: Int, config: SpargeConfig) -> Bool {
+    /// Whether the Hopper kernel takes this shape: 64-row compute tiles, 64- or 128-key blocks, D 64 or 128
+    /// (in int8 D 128 only: its int8 rows are one 128-byte swizzle row; the `mma.sync` kernel takes D 64).
+    static func hopperTakes(headDim: Int, config: SpargeConfig, precision: CUDAPrecision) -> Bool {
         config.computeTileQ == 64 && [64, 128].contains(config.blockK) && [64, 128].contains(headDim)
+            && (precision != .int8 || headDim == 128)
     }
 
     /// Whether the Hopper kernel runs this shape on `device`.
-    static func hopperApplies(device: CUDADevice, headDim: Int, config: SpargeConfig, options: CUDAOptions) -> Bool {
-        hopperAvailable(device: device, options: options) && hopperTakes(headDim: headDim, config: config)
+    static func hopperApplies(device: CUDADevice, headDim: Int, config: SpargeConfig, precision: CUDAPrecision,
+                              options: CUDAOptions) -> Bool {
+        hopperAvailable(device: device, options: options) && hopperTakes(headDim: headDim, config: config, precision: precision)
     }
 
-    /// Throws unless `precision` runs on this shape and device: int8 takes the Hopper kernel at D = 128.
-    static func checkPrecision(_ precision: CUDAPrecision, device: CUDADevice, headDim: Int, config: SpargeConfig,
-                               options: CUDAOptions) throws {
-        guard precision == .int8 else { return }
-        guard hopperApplies(device: device, headDim: headDim, config: config, options: options), headDim == 128 else {
-            throw CUDAError.unsupported("--precision int8 runs on the Hopper kernel (sm_90) with head dimension 128, "
-                + "64-row compute tiles and 64- or 128-key blocks; here: \(device.name) (sm_\(device.computeCapability.0)"
-                + "\(device.computeCapability.1)), D \(headDim), --tile-q \(config.computeTileQ), --block-k \(config.blockK)"
-                + "\(options.hopperKernel ? "" : ", SPARGE_CUDA_KERNEL=mma"); use --precision bf16")
-        }
+    /// Throws unless `precision` runs on `device`: int8's Q·Kᵀ takes the tensor cores' int8 `mma.sync`
+    /// (m16n8k32) of sm_80 and later, or the Hopper kernel's `wgmma`; every shape the kernels take runs on one.
+    static func checkPrecision(_ precision: CUDAPrecision, device: CUDADevice) throws {
+        guard precision == .int8, device.computeCapability.major < 8 else { return }
+        throw CUDAError.unsupported("--precision int8 takes the int8 tensor-core instructions of sm_80 and later; here: "
+            + "\(device.name) (sm_\(device.computeCapability.major)\(device.computeCapability.minor)); use --precision bf16")
     }
 
     /// Compute tiles one CTA takes: the entries of the work list per CTA.
@@ -67,7 +66,7 @@ struct AttentionKernel {
         switch variant {
         case .mma(let warps, let mTiles):
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("NWARPS", warps), ("MT", mTiles),
-             ("QK_BF16", precision == .bf16 ? 1 : 0)]
+             ("QK_BF16", precision == .bf16 ? 1 : 0), ("QK_INT8", precision == .int8 ? 1 : 0)]
         case .hopper:
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages(int8: precision == .int8)),
              ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0)]
@@ -77,7 +76,8 @@ struct AttentionKernel {
     var sharedBytes: Int {
         switch variant {
         case .mma(let warps, let mTiles):
-            AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles)
+            AttentionKernelSource.sharedBytes(headDim: headDim, blockK: config.blockK, warps: warps, mTiles: mTiles,
+                                              int8: precision == .int8)
         case .hopper:
             AttentionKernelSource.hopperSharedBytes(headDim: headDim, int8: precision == .int8)
         }
@@ -232,17 +232,17 @@ struct AttentionKernel {
             kvRows: Int32(operands.kvRows), group: Int32(group),
             qScale: config.softmaxScale(headDim: headDim) * log2e, pvThreshold: config.pvThreshold,
             causal: config.causal ? 1 : 0)
+        // SpargeMmaParams: the parameters, in int8 the scale pointers. SpargeHopperParams: the tensor maps
+        // before them, padded to the struct's 64-byte alignment.
         var argument = withUnsafeBytes(of: parameters) { Array($0) }
+        if let scales = operands.quantization {
+            for pointer in [scales.queryScales, scales.keyScales, scales.rowShifts] {
+                withUnsafeBytes(of: pointer) { argument += $0 }
+            }
+        }
         if case .hopper = variant {
-            // SpargeHopperParams: the maps, the parameters, in int8 the scale pointers, padded to the struct's
-            // 64-byte alignment.
             let maps = try TensorMaps(device: device, operands: operands, headDim: headDim, blockK: config.blockK)
             argument = maps.bytes + argument
-            if let scales = operands.quantization {
-                for pointer in [scales.queryScales, scales.keyScales, scales.rowShifts] {
-                    withUnsafeBytes(of: pointer) { argument += $0 }
-                }
-            }
             argument += [UInt8](repeating: 0, count: (64 - argument.count % 64) % 64)
         }
         try device.launch(function(valuesInBF16: valuesInBF16), grid: entries / tilesPerCTA, block: threadsPerCTA,

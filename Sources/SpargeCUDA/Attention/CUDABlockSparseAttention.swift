@@ -144,8 +144,9 @@ public final class CUDABlockSparseAttention: StepwiseAttention {
     /// 42% of FlexAttention's rate, against 73% with `--tile-q 128` (BENCHMARKS.md).
     public static func slowShapeHint(config: SpargeConfig, device: CUDADevice, options: CUDAOptions) -> String? {
         if AttentionKernel.hopperAvailable(device: device, options: options) {
-            // (The head dimension is not known yet where the hint is given; the usual one stands in.)
-            if AttentionKernel.hopperTakes(headDim: 128, config: config) { return nil }
+            // (The head dimension and precision are not known yet where the hint is given; the usual D 128
+            // stands in, at which every precision takes the same shapes.)
+            if AttentionKernel.hopperTakes(headDim: 128, config: config, precision: .bf16) { return nil }
             return "the Hopper kernel takes --tile-q 64 (the default) and --block-k 64 or 128; "
                 + "this shape runs the mma.sync kernel, at about half its rate"
         }

@@ -13,8 +13,10 @@ public enum CUDAPrecision: String, Sendable, CaseIterable {
     /// ranks agree on for the mask; it shifts every score of a row by the same `q·μ`, which the softmax
     /// does not see and the LSE adds back) and quantized with one scale per key block (`max|k − μ| / 127`);
     /// the int32 products scaled to fp32 before the same online softmax. P·V as in `bf16` (fp16, or bf16
-    /// for V beyond fp16's range). The Hopper kernel only (sm_90, D = 128, 64-row tiles, 64- or 128-key
-    /// blocks), in the resident pass (the mask predicted on the device).
+    /// for V beyond fp16's range). In the resident pass (the mask predicted on the device), on any GPU from
+    /// sm_80: the `mma.sync` kernel's Q·Kᵀ in `m16n8k32` int8 (D = 64 or 128, every shape it takes), or on
+    /// Hopper the `wgmma` kernel's where it takes the shape (D = 128, 64-row tiles, 64- or 128-key blocks).
+    /// Both read the same quantized Q and K, so the ring carries the same bytes to either.
     case int8
 }
 

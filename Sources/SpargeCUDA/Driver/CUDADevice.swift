@@ -179,6 +179,7 @@ public final class CUDADevice: @unchecked Sendable {
         let function = CUDAFunction(handle: handle, name: name, key: key, registers: Int(registers),
                                     localBytes: Int(local), compileLog: module.1)
         functions.withLock { $0[key] = function }
+        CUDATrace.say("kernel \(key): \(registers) registers, \(local) B local")
         return function
     }
 

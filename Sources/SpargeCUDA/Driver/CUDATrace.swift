@@ -39,6 +39,13 @@ enum CUDATrace {
         return t
     }
 
+    /// Writes `line`, a fact rather than a phase (a kernel compiled, say); kept with the phases' lines when
+    /// nothing waits.
+    static func say(_ line: String) {
+        guard enabled else { return }
+        if waits { fputs("sparge cuda trace: \(line)\n", stderr) } else { kept.append("sparge cuda trace: \(line)") }
+    }
+
     /// `note`, after waiting for `device`'s queued work when tracing with waits (so that the phase's kernels
     /// count in it, not in the next phase); nothing waits otherwise.
     @discardableResult

@@ -15,7 +15,9 @@
 ///
 /// Specialisation by `-D`: `HEAD_DIM` (64 or 128; a multiple of 64), `BLOCK_K` (keys per tile: 32, 64 or 128),
 /// `NWARPS` (1…8), `MT` (16-row m-tiles per warp, 1 or 2; rows per CTA = 16·NWARPS·MT), `QK_BF16` (Q, K as bf16, else fp16), `PV_BF16` (P, V as bf16,
-/// else fp16).
+/// else fp16), `QK_INT8` (`CUDAPrecision.int8`: Q and K as int8 rows of D bytes with their scales, S = Q·Kᵀ
+/// in int32 with `mma.m16n8k32`, whose fragments are the same bytes of the rows as `m16n8k16`'s, so the
+/// loads are the same; 64-byte rows at D = 64 swizzled in pairs).
 ///
 /// On Hopper (sm_90a) `hopperSource` is the kernel instead: a producer warpgroup brings Q, K and V with the
 /// tensor copy engine (TMA, 128-byte swizzle) into a ring of `KV_STAGES` buffers guarded by mbarriers, and
@@ -53,8 +55,9 @@ enum AttentionKernelSource {
         return 2 * 64 * headDim * qk + stages * 128 * headDim * (qk + 2) + 8 * (2 + 4 * stages) + 1024
     }
 
-    /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles, and the λ reduction.
-    static func sharedBytes(headDim: Int, blockK: Int, warps: Int, mTiles: Int) -> Int {
-        (warps * 16 * mTiles + 4 * blockK) * headDim * 2 + 2 * warps * 4
+    /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles (Q and K one byte an element in int8),
+    /// and the λ reduction.
+    static func sharedBytes(headDim: Int, blockK: Int, warps: Int, mTiles: Int, int8: Bool = false) -> Int {
+        (warps * 16 * mTiles + 2 * blockK) * headDim * (int8 ? 1 : 2) + 2 * blockK * headDim * 2 + 2 * warps * 4
     }
 }

@@ -4,11 +4,53 @@
 #define BK BLOCK_K
 #define BQ (NWARPS * 16 * MT)
 #define THREADS (NWARPS * 32)
-#define CHUNKS (D / 8)
+// QK_INT8 (CUDAPrecision.int8): Q and K arrive as int8, Q scaled per row, K smoothed by its head's mean and
+// scaled per block (SpargeMmaParams' scales); S = Q·Kᵀ in int32 with mma.m16n8k32; P·V as in 16 bits.
+#ifndef QK_INT8
+#define QK_INT8 0
+#endif
+// Bytes of a row of Q and K (one an element in int8, two in 16 bits) and of V.
+#if QK_INT8
+#define QK_ROW_BYTES D
+#else
+#define QK_ROW_BYTES (2 * D)
+#endif
+#define V_ROW_BYTES (2 * D)
+// Q·Kᵀ's k-steps, 32 bytes of the rows each: 16 elements of m16n8k16 in 16 bits, 32 of m16n8k32 in int8. Both
+// instructions take the same bytes of the same rows in each register of their A and B fragments (PTX ISA,
+// "Matrix Fragments for mma.m16n8k16 / m16n8k32"), so one ldmatrix of 16-bit pairs loads either.
+#define QK_STEPS (QK_ROW_BYTES / 32)
 
-// Byte offset of 16-byte chunk c of row r in a swizzled [rows][D] tile of 16-bit elements.
-__device__ __forceinline__ u32 swz(int r, int c) { return (u32)(r * D * 2 + ((c ^ (r & 7)) << 4)); }
+// The launch's whole argument: the parameters both kernels take, then in int8 where the scales lie
+// (AttentionParametersLayoutTests compares the offsets).
+struct SpargeMmaParams {
+    SpargeAttentionParams p;
+#if QK_INT8
+    SpargeInt8Scales scales;
+#endif
+};
 
+// Byte offset of 16-byte chunk c of row r in a swizzled tile of ROW_BYTES-byte rows: the chunk is stored at
+// c ^ (r & 7), or in 64-byte rows (int8 at D = 64, two rows a 128-byte line) at c ^ ((r / 2) & 3); either way
+// the 8 rows that ldmatrix reads at one chunk lie in 8 different 16-byte bank groups.
+template <int ROW_BYTES> __device__ __forceinline__ u32 swizzle(int r, int c) {
+    return (u32)(r * ROW_BYTES + ((ROW_BYTES >= 128 ? c ^ (r & 7) : c ^ ((r >> 1) & 3)) << 4));
+}
+
+// int8's scores reach the softmax as floats with no conversion, as in the Hopper kernel: the accumulators
+// start at SCORE_BIAS = 2^23 + 2^22, and the tensor cores add the int32 products to their bits (0x4B400000),
+// so that the sum of D products (|·| ≤ 127²·128 < 2^21) leaves the bits of the float SCORE_BIAS + S exactly.
+// A row's maximum subtracts the bias (exactly); the exponent's one FMA a score takes S's scale, its addend
+// the scaled bias (exponent_shift).
+#if QK_INT8
+#define SCORE_BIAS 12582912.f
+#else
+#define SCORE_BIAS 0.f
+#endif
+
+// The PTX of the loads and the tensor cores. (SPARGE_HOST_EMULATION: the tests' host emulation defines these
+// itself, as plain C++ over the emulated warp.)
+#ifndef SPARGE_HOST_EMULATION
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(bytes));
 }
@@ -24,38 +66,67 @@ __device__ __forceinline__ void ldmatrix4_trans(u32& r0, u32& r1, u32& r2, u32& 
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
 
+#if QK_INT8
+// c (+)= a·b in int32 on the bits of c's floats.
+__device__ __forceinline__ void mma_qk(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("{ .reg .s32 c<4>;\n"
+                 " mov.b32 c0, %0; mov.b32 c1, %1; mov.b32 c2, %2; mov.b32 c3, %3;\n"
+                 " mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {c0,c1,c2,c3}, {%4,%5,%6,%7}, {%8,%9}, {c0,c1,c2,c3};\n"
+                 " mov.b32 %0, c0; mov.b32 %1, c1; mov.b32 %2, c2; mov.b32 %3, c3; }\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#else
 #if QK_BF16
 #define MMA_QK "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
 #else
 #define MMA_QK "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+#endif
+__device__ __forceinline__ void mma_qk(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(MMA_QK " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 #endif
 #if PV_BF16
 #define MMA_PV "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
 #else
 #define MMA_PV "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
 #endif
-
-__device__ __forceinline__ void mma_qk(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile(MMA_QK " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ void mma_pv(float* c, const u32* a, u32 b0, u32 b1) {
     asm volatile(MMA_PV " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
+// A row's maximum score `a` in log2 units, one unit of a score being `unit`.
+__device__ __forceinline__ float scaled_maximum(float a, float unit) {
+#if QK_INT8
+    return (a - SCORE_BIAS) * unit;
+#else
+    return a * unit;
+#endif
+}
 
+// The addend of the exponent's FMA, P = 2^(s·unit + shift): −m, in int8 less the bias's units.
+__device__ __forceinline__ float exponent_shift(float m, float unit) {
+#if QK_INT8
+    return fmaf(-SCORE_BIAS, unit, -m);
+#else
+    return -m;
+#endif
+}
 
-// Loads one [BK][D] tile of 16-bit rows (row stride D) into swizzled shared memory.
-__device__ __forceinline__ void load_kv_tile(u32 dst, const u16* src) {
+// Loads one [BK][ROW_BYTES] tile (rows ROW_BYTES apart) into swizzled shared memory.
+template <int ROW_BYTES> __device__ __forceinline__ void load_tile(u32 dst, const unsigned char* src) {
+    constexpr int chunks = ROW_BYTES / 16;
 #pragma unroll
-    for (int n = 0; n < (BK * CHUNKS + THREADS - 1) / THREADS; ++n) {
+    for (int n = 0; n < (BK * chunks + THREADS - 1) / THREADS; ++n) {
         int i = threadIdx.x + n * THREADS;
-        if ((BK * CHUNKS) % THREADS == 0 || i < BK * CHUNKS) {
-            int r = i / CHUNKS, c = i % CHUNKS;
-            cp_async16(dst + swz(r, c), src + (u64)r * D + c * 8, 16);
+        if ((BK * chunks) % THREADS == 0 || i < BK * chunks) {
+            int r = i / chunks, c = i % chunks;
+            cp_async16(dst + swizzle<ROW_BYTES>(r, c), src + (u64)r * ROW_BYTES + c * 16, 16);
         }
     }
 }
@@ -64,10 +135,11 @@ __device__ __forceinline__ void load_kv_tile(u32 dst, const u16* src) {
 // Each warp owns MT m-tiles of 16 rows (rows warp·16·MT + 16·mt + …): with MT = 2 every K and V fragment read
 // from shared memory feeds two MMAs, halving shared-memory traffic per FLOP; Q is then re-read from shared
 // memory per k-step instead of held in registers.
-extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const SpargeAttentionParams p) {
-    const u16* __restrict__ q = p.q;
-    const u16* __restrict__ k = p.k;
-    const u16* __restrict__ v = p.v;
+extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const SpargeMmaParams mp) {
+    const SpargeAttentionParams p = mp.p;
+    const unsigned char* __restrict__ q = (const unsigned char*)p.q;
+    const unsigned char* __restrict__ k = (const unsigned char*)p.k;
+    const unsigned char* __restrict__ v = (const unsigned char*)p.v;
     float* __restrict__ oacc = p.oacc;
     f2* __restrict__ ml = p.ml;
     float* __restrict__ out = p.out;
@@ -77,7 +149,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
     const i4* __restrict__ work = p.work;
     const int* __restrict__ blocks = p.blocks;
     const int rows = p.rows, seqLen = p.seqLen, kvRows = p.kvRows, group = p.group, causal = p.causal;
-    const float qScale = p.qScale, pvThreshold = p.pvThreshold;
+    const float pvThreshold = p.pvThreshold;
     extern __shared__ __align__(128) unsigned char smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i4 w = work[blockIdx.x];
@@ -85,25 +157,26 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
     const i4 t = tiles[tile];
     const int head = t.x, localRow = t.y, rowCount = t.z, queryStart = t.w;
     const int kvHead = head / group;
-    const u16* qg = q + ((u64)head * rows + localRow) * D;
-    const u16* kg = k + (u64)kvHead * kvRows * D;
-    const u16* vg = v + (u64)kvHead * kvRows * D;
+    const unsigned char* qg = q + ((u64)head * rows + localRow) * QK_ROW_BYTES;
+    const unsigned char* kg = k + (u64)kvHead * kvRows * QK_ROW_BYTES;
+    const unsigned char* vg = v + (u64)kvHead * kvRows * V_ROW_BYTES;
     const u32 qs = shared_address(smem);
-    const u32 ks = qs + BQ * D * 2;
-    const u32 vs = ks + 2 * BK * D * 2;
-    float* red = (float*)(smem + (BQ + 4 * BK) * D * 2);
+    const u32 ks = qs + BQ * QK_ROW_BYTES;
+    const u32 vs = ks + 2 * BK * QK_ROW_BYTES;
+    float* red = (float*)(smem + (BQ + 2 * BK) * QK_ROW_BYTES + 2 * BK * V_ROW_BYTES);
 
     // Prologue: groups (Q + K0), (V0), (K1); see the wait counts in the loop.
-    for (int i = threadIdx.x; i < BQ * CHUNKS; i += THREADS) {
-        int r = i / CHUNKS, c = i % CHUNKS;
+    for (int i = threadIdx.x; i < BQ * (QK_ROW_BYTES / 16); i += THREADS) {
+        int r = i / (QK_ROW_BYTES / 16), c = i % (QK_ROW_BYTES / 16);
         bool ok = r < rowCount;
-        cp_async16(qs + swz(r, c), ok ? (const void*)(qg + (u64)r * D + c * 8) : (const void*)qg, ok ? 16 : 0);
+        cp_async16(qs + swizzle<QK_ROW_BYTES>(r, c), ok ? (const void*)(qg + (u64)r * QK_ROW_BYTES + c * 16) : (const void*)qg,
+                   ok ? 16 : 0);
     }
-    if (count > 0) load_kv_tile(ks, kg + (u64)blocks[first] * BK * D);
+    if (count > 0) load_tile<QK_ROW_BYTES>(ks, kg + (u64)blocks[first] * BK * QK_ROW_BYTES);
     cp_async_commit();
-    if (count > 0) load_kv_tile(vs, vg + (u64)blocks[first] * BK * D);
+    if (count > 0) load_tile<V_ROW_BYTES>(vs, vg + (u64)blocks[first] * BK * V_ROW_BYTES);
     cp_async_commit();
-    if (count > 1) load_kv_tile(ks + BK * D * 2, kg + (u64)blocks[first + 1] * BK * D);
+    if (count > 1) load_tile<QK_ROW_BYTES>(ks + BK * QK_ROW_BYTES, kg + (u64)blocks[first + 1] * BK * QK_ROW_BYTES);
     cp_async_commit();
 
     // State: per m-tile, this thread holds rows g and g+8 (g = lane / 4), columns 2·(lane % 4) + {0, 1} of
@@ -112,6 +185,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
     const int warpRow = warp * 16 * MT;
     float o[MT][D / 8][4];
     float m[MT][2], l[MT][2];
+    // What one unit of a score is in log2 units, per row: the softmax scale, in int8 times Q's row scale (and
+    // per block K's; rows past the tile take 1: their results are not stored).
+    float rowUnit[MT][2];
     TileCounters tc = counters[tile];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -132,24 +208,34 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
                 o[mt][n][2 * h] = a.x;
                 o[mt][n][2 * h + 1] = a.y;
             }
+#if QK_INT8
+            rowUnit[mt][h] = r < rowCount ? p.qScale * mp.scales.qScales[state] : 1.f;
+#else
+            rowUnit[mt][h] = p.qScale;
+#endif
         }
     }
-    u32 qf[(MT == 1) ? D / 16 : 1][4];
+    u32 qf[(MT == 1) ? QK_STEPS : 1][4];
 
     for (int it = 0; it < count; ++it) {
         const int buf = it & 1;
         const int keyStart = blocks[first + it] * BK;
+#if QK_INT8
+        const float keyUnit = mp.scales.kScales[(u64)kvHead * (kvRows / BK) + blocks[first + it]];
+#else
+        const float keyUnit = 1.f;
+#endif
         // K_it has landed (two newer groups may be pending: V_it, K_it+1).
         cp_async_wait<2>();
         __syncthreads();
-        if (it + 1 < count) load_kv_tile(vs + (buf ^ 1) * BK * D * 2, vg + (u64)blocks[first + it + 1] * BK * D);
+        if (it + 1 < count) load_tile<V_ROW_BYTES>(vs + (buf ^ 1) * BK * V_ROW_BYTES, vg + (u64)blocks[first + it + 1] * BK * V_ROW_BYTES);
         cp_async_commit();
         if (MT == 1 && it == 0) {
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
+            for (int kk = 0; kk < QK_STEPS; ++kk) {
                 int r = warpRow + (lane & 15), c = kk * 2 + (lane >> 4);
                 ldmatrix4(qf[(MT == 1) ? kk : 0][0], qf[(MT == 1) ? kk : 0][1], qf[(MT == 1) ? kk : 0][2],
-                          qf[(MT == 1) ? kk : 0][3], qs + swz(r, c));
+                          qf[(MT == 1) ? kk : 0][3], qs + swizzle<QK_ROW_BYTES>(r, c));
             }
         }
 
@@ -158,10 +244,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int n = 0; n < BK / 8; ++n) { s[mt][n][0] = 0.f; s[mt][n][1] = 0.f; s[mt][n][2] = 0.f; s[mt][n][3] = 0.f; }
-        const u32 kb = ks + buf * BK * D * 2;
+            for (int n = 0; n < BK / 8; ++n) { s[mt][n][0] = SCORE_BIAS; s[mt][n][1] = SCORE_BIAS; s[mt][n][2] = SCORE_BIAS; s[mt][n][3] = SCORE_BIAS; }
+        const u32 kb = ks + buf * BK * QK_ROW_BYTES;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
+        for (int kk = 0; kk < QK_STEPS; ++kk) {
             u32 qa[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
@@ -170,14 +256,14 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
                     for (int x = 0; x < 4; ++x) qa[mt][x] = qf[(MT == 1) ? kk : 0][x];
                 } else {
                     int r = warpRow + mt * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
-                    ldmatrix4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], qs + swz(r, c));
+                    ldmatrix4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], qs + swizzle<QK_ROW_BYTES>(r, c));
                 }
             }
 #pragma unroll
             for (int np = 0; np < BK / 16; ++np) {
                 int r = np * 16 + ((lane >> 4) << 3) + (lane & 7), c = kk * 2 + ((lane >> 3) & 1);
                 u32 b0, b1, b2, b3;
-                ldmatrix4(b0, b1, b2, b3, kb + swz(r, c));
+                ldmatrix4(b0, b1, b2, b3, kb + swizzle<QK_ROW_BYTES>(r, c));
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     mma_qk(s[mt][2 * np], qa[mt], b0, b1);
@@ -205,7 +291,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
         }
 
         // Row maxima in log2 units, and this warp's share of Δ for the λ rule.
-        float mx[MT][2];
+        float mx[MT][2], unit[MT][2];
         float rise = NEG_INF;
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
@@ -219,8 +305,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
             b = fmaxf(b, __shfl_xor_sync(0xffffffff, b, 1));
             b = fmaxf(b, __shfl_xor_sync(0xffffffff, b, 2));
-            mx[mt][0] = a * qScale;
-            mx[mt][1] = b * qScale;
+            unit[mt][0] = rowUnit[mt][0] * keyUnit;
+            unit[mt][1] = rowUnit[mt][1] * keyUnit;
+            mx[mt][0] = scaled_maximum(a, unit[mt][0]);
+            mx[mt][1] = scaled_maximum(b, unit[mt][1]);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int r = warpRow + mt * 16 + g + 8 * h;
@@ -235,7 +323,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
         // V_it has landed (two newer groups may be pending: K_it+1, V_it+1); every warp is done with K_it.
         cp_async_wait<2>();
         __syncthreads();
-        if (it + 2 < count) load_kv_tile(ks + buf * BK * D * 2, kg + (u64)blocks[first + it + 2] * BK * D);
+        if (it + 2 < count) load_tile<QK_ROW_BYTES>(ks + buf * BK * QK_ROW_BYTES, kg + (u64)blocks[first + it + 2] * BK * QK_ROW_BYTES);
         cp_async_commit();
 
         float delta = NEG_INF;
@@ -248,7 +336,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
         }
         tc.computed += 1;
 
-        // Online softmax: m ← max(m, rowmax), α = 2^(m_prev − m), P = 2^(S·scale − m), l ← α·l + Σ P.
+        // Online softmax: m ← max(m, rowmax), α = 2^(m_prev − m), P = 2^(S·unit − m), l ← α·l + Σ P.
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -256,12 +344,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
                 const float mn = fmaxf(m[mt][h], mx[mt][h]);
                 const float sh = mn == NEG_INF ? 0.f : mn;
                 const float alpha = fast_exp2(m[mt][h] - sh);
+                const float u = unit[mt][h], shift = exponent_shift(sh, u);
                 m[mt][h] = mn;
                 float sum = 0.f;
 #pragma unroll
                 for (int n = 0; n < BK / 8; ++n) {
-                    s[mt][n][2 * h] = fast_exp2(fmaf(s[mt][n][2 * h], qScale, -sh));
-                    s[mt][n][2 * h + 1] = fast_exp2(fmaf(s[mt][n][2 * h + 1], qScale, -sh));
+                    s[mt][n][2 * h] = fast_exp2(fmaf(s[mt][n][2 * h], u, shift));
+                    s[mt][n][2 * h + 1] = fast_exp2(fmaf(s[mt][n][2 * h + 1], u, shift));
                     sum += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
                 }
                 l[mt][h] = fmaf(l[mt][h], alpha, sum);
@@ -275,7 +364,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
 
         // O += P·V: P from the score registers (the accumulator layout of m16n8 is the A layout of m16k16);
         // each V fragment serves every m-tile.
-        const u32 vb = vs + buf * BK * D * 2;
+        const u32 vb = vs + buf * BK * V_ROW_BYTES;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
             u32 a[MT][4];
@@ -290,7 +379,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
             for (int dp = 0; dp < D / 16; ++dp) {
                 int r = kk * 16 + (((lane >> 3) & 1) << 3) + (lane & 7), c = dp * 2 + (lane >> 4);
                 u32 b0, b1, b2, b3;
-                ldmatrix4_trans(b0, b1, b2, b3, vb + swz(r, c));
+                ldmatrix4_trans(b0, b1, b2, b3, vb + swizzle<V_ROW_BYTES>(r, c));
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     mma_pv(o[mt][2 * dp], a[mt], b0, b1);
@@ -317,7 +406,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
 #pragma unroll
                 for (int n = 0; n < D / 8; ++n)
                     *(f2*)(out + row * D + n * 8 + 2 * t4) = f2{o[mt][n][2 * h] * inv, o[mt][n][2 * h + 1] * inv};
-                if (t4 == 0) lse[row] = sum > 0.f ? (m[mt][h] + fast_log2(sum)) * 0.69314718055994531f : NEG_INF;
+                if (t4 == 0) {
+                    float natural = (m[mt][h] + fast_log2(sum)) * 0.69314718055994531f;
+#if QK_INT8
+                    natural += mp.scales.rowShifts[row];  // the q·μ that smoothing K took from every score
+#endif
+                    lse[row] = sum > 0.f ? natural : NEG_INF;
+                }
             } else if (r < rowCount) {
                 const u64 state = (u64)head * rows + localRow + r;
 #pragma unroll

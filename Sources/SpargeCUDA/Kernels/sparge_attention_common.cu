@@ -13,6 +13,14 @@ struct __align__(16) u4 { u32 a, b, c, d; };
 // The online-softmax state of one compute tile between launches.
 struct TileCounters { int visited, computed, skipped, started; };
 
+// int8 (QK_INT8): where Q's row scales, K's block scales and Q's row shifts lie; after the parameters in either
+// kernel's argument (AttentionKernel.launch appends them).
+struct SpargeInt8Scales {
+    const float* qScales;    // [Hq][rows]
+    const float* kScales;    // [Hkv][kvRows / BK]
+    const float* rowShifts;  // [Hq][rows]: q·μ times the softmax scale (natural units), which the LSE adds back
+};
+
 // Everything one launch of sparge_attention reads, in one argument. AttentionKernel.Parameters (Swift) is the
 // same struct field by field: a test compiles this definition on the host and compares every offset.
 // q: [Hq][rows][D]; k, v: [Hkv][kvRows][D] (kvRows a multiple of BK, padding rows zero);
@@ -32,6 +40,9 @@ struct SpargeAttentionParams {
 
 #define NEG_INF (__int_as_float(0xff800000))
 
+// The PTX of the arithmetic both kernels share. (SPARGE_HOST_EMULATION: the tests' host emulation of the
+// mma.sync kernel defines these itself, as plain C++.)
+#ifndef SPARGE_HOST_EMULATION
 __device__ __forceinline__ u32 shared_address(const void* p) {
     u32 a;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
@@ -60,3 +71,4 @@ __device__ __forceinline__ u32 pack_pv(float lo, float hi) {
 #endif
     return r;
 }
+#endif

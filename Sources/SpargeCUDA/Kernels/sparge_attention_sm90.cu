@@ -68,9 +68,7 @@ struct SpargeHopperParams {
     TensorMap qMap, kMap, vMap;
     SpargeAttentionParams p;
 #if QK_INT8
-    const float* qScales;    // [Hq][rows]
-    const float* kScales;    // [Hkv][kvRows / BK]
-    const float* rowShifts;  // [Hq][rows]: q·μ times the softmax scale (natural units), which the LSE adds back
+    SpargeInt8Scales scales;
 #endif
 #if K_BLOCK_MEAN
     const u16* blockDeltas;  // [Hkv][kvRows / BK][D] fp16: μ_b − μ
@@ -786,7 +784,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
 #if QK_INT8
-        const float *qScales = hp.qScales, *kScales = hp.kScales, *rowShifts = hp.rowShifts;
+        const float *qScales = hp.scales.qScales, *kScales = hp.scales.kScales, *rowShifts = hp.scales.rowShifts;
 #else
         const float *qScales = nullptr, *kScales = nullptr, *rowShifts = nullptr;
 #endif

@@ -71,8 +71,7 @@ final class DeviceRingStore: ResidentRingStore {
     init(shard: DeviceShard, mask: BlockMask, maskKeys: DeviceBuffer?, tokenRanges: [Range<Int>],
          config: SpargeConfig, seqLen: Int, messagesInDeviceMemory: Bool = false) throws {
         try CUDABlockSparseAttention.checkShape(headDim: shard.dim, config: config)
-        try AttentionKernel.checkPrecision(shard.precision, device: shard.device, headDim: shard.dim, config: config,
-                                           options: shard.options)
+        try AttentionKernel.checkPrecision(shard.precision, device: shard.device)
         var t = CUDATrace.now()
         self.shard = shard
         self.messagesInDeviceMemory = messagesInDeviceMemory

@@ -10,9 +10,9 @@ import SpargeKernels
 /// kernels, in half (bf16 K) or a quarter (f32 K) of K's bytes.
 struct QuantizedKeys {
     /// Bytes of a block's scale in a payload: the fp32 scale and 12 bytes of padding (not read). A block's
-    /// int8 rows are a multiple of 16 bytes (D = 128, the only head dimension of int8), so the slot keeps
-    /// every block's V, and the next block, on 16 bytes, where `sparge_place_blocks` reads V 8 (16-bit) or 16
-    /// (f32) bytes at a time; with the bare 4 bytes V would sit 4 bytes off and be read an element at a time.
+    /// int8 rows are a multiple of 16 bytes (a row is D = 64 or 128 bytes), so the slot keeps every block's
+    /// V, and the next block, on 16 bytes, where `sparge_place_blocks` reads V 8 (16-bit) or 16 (f32) bytes
+    /// at a time; with the bare 4 bytes V would sit 4 bytes off and be read an element at a time.
     /// 12 bytes a block: 0.05% of a 64-row block with bf16 V.
     static let scaleSlotBytes = 16
 
