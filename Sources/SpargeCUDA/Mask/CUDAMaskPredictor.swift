@@ -193,8 +193,8 @@ public struct CUDAMaskPredictor {
             .int(Int32(rowsPerHead)), .int(Int32(nk)), .int(Int32(queryHeads / kvHeads)),
             .int(config.causal ? 1 : 0), .int(config.sink ? 1 : 0), .int(config.keepDiagonal ? 1 : 0),
         ])
-        try device.synchronize()
-        t = CUDATrace.note("mask: rules for \(items) rows × \(nk) key blocks", since: t)
+        // No wait here: the compaction's kernels queue behind the rules, and it waits once for its lists.
+        t = try CUDATrace.step("mask: rules for \(items) rows × \(nk) key blocks", since: t, on: device)
         let compacted = try MaskCompaction(device: device).compact(bits, rows: items, keyBlocks: nk)
         CUDATrace.note("mask: compacted on the device, lists down (\(compacted.keys.count) computed blocks)", since: t)
         return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks,

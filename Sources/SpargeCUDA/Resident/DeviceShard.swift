@@ -32,6 +32,8 @@ final class DeviceShard: ResidentShard {
     private var pooledKeys = false
     /// The K sums `summarizeQueries` enqueued ahead of the query summaries, until `keySums` takes them.
     private var pendingKeySums: KeySumsInFlight?
+    /// The self-similarity flags on their way down since `summarize` pooled them.
+    private var flagsComingDown: (staging: PinnedBuffer, copied: CUDAEvent)?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
@@ -269,6 +271,7 @@ final class DeviceShard: ResidentShard {
             (localRow, keyAt) = (localRow + range.count, keyAt + run.count)
         }
         pooledKeys = true
+        flagsComingDown = try flagsDown(s)
         try CUDATrace.step("summaries on the device: \(s.queryBlocks) query and \(s.keyBlocks) key blocks a head", since: t, on: device)
     }
 
@@ -302,11 +305,25 @@ final class DeviceShard: ResidentShard {
 
     func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8]) {
         let s = try pooled()
-        var queries = [UInt8](repeating: 0, count: queryHeads * s.queryBlocks)
-        var keys = [UInt8](repeating: 0, count: kvHeads * s.keyBlocks)
-        try queries.withUnsafeMutableBytes { try s.queryFlags.download(into: $0.baseAddress!, count: $0.count) }
-        try keys.withUnsafeMutableBytes { try s.keyFlags.download(into: $0.baseAddress!, count: $0.count) }
-        return (queries, keys)
+        let down = try flagsComingDown ?? flagsDown(s)
+        try down.copied.synchronize()  // long done when a pass asks, after its attention
+        let (q, k) = (queryHeads * s.queryBlocks, kvHeads * s.keyBlocks)
+        let bytes = UnsafeRawBufferPointer(start: down.staging.pointer, count: q + k)
+        return (Array(bytes[0..<q]), Array(bytes[q..<(q + k)]))
+    }
+
+    /// Enqueues copies of the query and key flags into pinned memory (queries first) and an event after
+    /// them: the pass asks for the flags at its end, and waiting then for two downloads cost ~0.02 ms.
+    private func flagsDown(_ s: Summaries) throws -> (staging: PinnedBuffer, copied: CUDAEvent) {
+        let (q, k) = (queryHeads * s.queryBlocks, kvHeads * s.keyBlocks)
+        let staging = try PinnedBuffer(device: device, bytes: max(1, q + k))
+        for (buffer, count, offset) in [(s.queryFlags, q, 0), (s.keyFlags, k, q)] where count > 0 {
+            try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer + offset, buffer.address, count, device.stream),
+                                 "cuMemcpyDtoHAsync(\(count) B of flags)")
+        }
+        let copied = try CUDAEvent(device: device)
+        try copied.record()
+        return (staging, copied)
     }
 
     func predictRows(queryBlocks: [Int], keySummaries: PackedKeySummaries?, config: SpargeConfig,
