@@ -22,17 +22,19 @@ for r in $(seq 1 "$rounds"); do
         set -- $variant
         line=$(timeout -k 5 120 "$BIN" "${b[@]}" --precision "$1" --dtype "$2")
         s=$(grep -o '"seconds": [^,]*' <<< "$line" | sed 's/.*: //')
-        echo "ours $1, $2 inputs: $s s"
-        times["ours $1, $2 inputs"]+="$s "
+        echo "ours $1, $2 inputs: ${s:-FAILED} s"
+        if [ -n "$s" ]; then times["ours $1, $2 inputs"]+="$s "; else status=1; fi
     done
     line=$(timeout -k 5 240 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk 0.1 \
         2>/dev/null | grep '"end-to-end topk"')
     s=$(grep -o '"seconds": [^,]*' <<< "$line" | sed 's/.*: //')
-    echo "peer, end to end: $s s ($line)"
-    times["peer end to end"]+="$s "
+    echo "peer, end to end: ${s:-FAILED} s ($line)"
+    if [ -n "$s" ]; then times["peer end to end"]+="$s "; else status=1; fi
 done
 step "medians of $rounds rounds"
 for k in "ours bf16, bf16 inputs" "ours bf16, f32 inputs" "ours int8, bf16 inputs" "peer end to end"; do
+    [ -n "${times[$k]:-}" ] || { echo "$k: no run succeeded"; continue; }
     python3 -c "import statistics, sys; v = [float(x) for x in sys.argv[2:]]; print(f'{sys.argv[1]}: median {statistics.median(v) * 1e3:.3f} ms of', ' '.join(f'{x * 1e3:.3f}' for x in v))" "$k" ${times[$k]}
 done
 date -u
+exit $status

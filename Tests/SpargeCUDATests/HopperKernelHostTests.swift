@@ -99,12 +99,14 @@ final class HopperKernelHostTests: XCTestCase {
                 AttentionKernel.WorkItem(tile: work[$0], first: work[$0 + 1], count: work[$0 + 2])
             }
             XCTAssertEqual(entries.filter { $0.tile >= 0 }.map(\.tile).sorted(), items.map(\.tile), "trial \(trial): each tile once")
-            var longest = Int32.max
+            var (longest, lastTile) = (Int32.max, Int32(-1))
             for cta in stride(from: 0, to: entries.count, by: 2) {
                 let (a, b) = (entries[cta], entries[cta + 1])
                 XCTAssertGreaterThanOrEqual(a.tile, 0, "the first entry of a CTA is a tile")
                 XCTAssertLessThanOrEqual(max(a.count, b.count), longest, "longest lists first")
-                longest = max(a.count, b.count)
+                // Stable: among equally long CTAs, plan order (the tiles were numbered in it).
+                if max(a.count, b.count) == longest { XCTAssertGreaterThan(a.tile, lastTile, "trial \(trial): ties in plan order") }
+                (longest, lastTile) = (max(a.count, b.count), a.tile)
                 if b.tile >= 0 {
                     XCTAssertEqual(heads[Int(a.tile)], heads[Int(b.tile)], "one K/V head a CTA")
                     for i in 0..<min(a.count, b.count) { XCTAssertEqual(blocks[Int(a.first + i)], blocks[Int(b.first + i)]) }
@@ -120,6 +122,10 @@ final class HopperKernelHostTests: XCTestCase {
             // One tile a CTA: the items as they are, longest first.
             let single = AttentionKernel.arrange(items, tilesPerCTA: 1, kvHead: { heads[Int($0)] }, block: { blocks[Int($0)] })
             XCTAssertEqual(single.count, 4 * items.count)
+            // One tile a CTA: the items as a stable sort by length, longest first, would order them.
+            let expected: [Int32] = items.enumerated().sorted { ($0.element.count, $1.offset) > ($1.element.count, $0.offset) }
+                .flatMap { (_, item) -> [Int32] in [item.tile, item.first, item.count, 0] }
+            XCTAssertEqual(single, expected, "trial \(trial): one tile a CTA")
         }
     }
 }

@@ -33,6 +33,20 @@ final class ResidentKernelEmulationTests: XCTestCase {
         }
     }
 
+    /// The grids the host launches depend on rows a thread block and a segment: the Swift constants must be
+    /// the kernels' defines.
+    func testLaunchShapesMatchTheKernelsDefines() {
+        func define(_ name: String) -> Int? {
+            ResidentKernelSource.source.split(separator: "\n").lazy
+                .compactMap { line -> Int? in
+                    let words = line.split(separator: " ")
+                    return words.count >= 3 && words[0] == "#define" && words[1] == name ? Int(words[2]) : nil
+                }.first
+        }
+        XCTAssertEqual(define("QUANT_ROWS"), ResidentKernelSource.quantizationRows)
+        XCTAssertEqual(define("SEGMENT_ROWS"), ResidentKernelSource.segmentRows)
+    }
+
     func testCompactionEqualsTheSparseMask() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
@@ -209,6 +223,7 @@ int main(int argc, char** argv) {
         long long* segments = (long long*)malloc(((rows + 63) / 64) * 8 + 8);
         long long* starts = (long long*)malloc((rows + 1) * 8);
         LAUNCH(((rows + 63) / 64 + 31) / 32, 32, sparge_segment_sums(totals, rows, segments));
+        LAUNCH(1, 1, sparge_segment_starts(segments, (rows + 63) / 64));
         LAUNCH((rows + 1 + 31) / 32, 32, sparge_row_starts(totals, segments, rows, starts));
         int* keys = (int*)malloc(starts[rows] * 4 + 4);
         LAUNCH((rows * chunks + 31) / 32, 32, sparge_compact(bits, rows, nk, offsets, starts, keys));

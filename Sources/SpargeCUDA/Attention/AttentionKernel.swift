@@ -166,11 +166,30 @@ struct AttentionKernel {
     /// (4096 tiles at 32K tokens and 8 heads), so the CTAs are ordered by a counting sort on their longest
     /// list — stable, so equal lengths keep plan order — rather than a comparison sort.
     static func arrange(_ items: [WorkItem], tilesPerCTA: Int, kvHead: (Int32) -> Int, block: (Int32) -> Int32) -> [Int32] {
-        // Each CTA as its first item's index and its second's (−1: none).
-        var firsts = [Int32](), seconds = [Int32]()
-        firsts.reserveCapacity(items.count)
-        seconds.reserveCapacity(items.count)
-        var longest: Int32 = 0
+        let ctas = pairs(items, tilesPerCTA: tilesPerCTA, kvHead: kvHead, block: block)
+        let entriesPerCTA = 4 * tilesPerCTA
+        let at = orderByLongest(ctas)
+        return [Int32](unsafeUninitializedCapacity: entriesPerCTA * ctas.count) { work, initialized in
+            func put(_ item: WorkItem, at i: Int) {
+                (work[i], work[i + 1], work[i + 2], work[i + 3]) = (item.tile, item.first, item.count, 0)
+            }
+            for (c, cta) in ctas.enumerated() {
+                put(items[Int(cta.first)], at: at[c] * entriesPerCTA)
+                if tilesPerCTA == 2 { put(cta.second < 0 ? .none : items[Int(cta.second)], at: at[c] * entriesPerCTA + 4) }
+            }
+            initialized = entriesPerCTA * ctas.count
+        }
+    }
+
+    /// One CTA of `arrange`: its first item's index, its second's (−1: none), and its longest list.
+    struct CTAPair { var first: Int32, second: Int32, longest: Int32 }
+
+    /// The CTAs of `items` in plan order: with two tiles a CTA, neighbours of one K/V head whose lists agree
+    /// on the shorter one's length share one.
+    private static func pairs(_ items: [WorkItem], tilesPerCTA: Int, kvHead: (Int32) -> Int,
+                              block: (Int32) -> Int32) -> [CTAPair] {
+        var ctas: [CTAPair] = []
+        ctas.reserveCapacity(items.count)
         items.withUnsafeBufferPointer { items in
             var i = 0
             while i < items.count {
@@ -189,35 +208,25 @@ struct AttentionKernel {
                     }
                     if agree && kvHead(a.tile) == kvHead(next.tile) { partner = i + 1 }
                 }
-                firsts.append(Int32(i))
-                seconds.append(Int32(partner))
-                longest = max(longest, a.count, partner < 0 ? 0 : items[partner].count)
+                ctas.append(CTAPair(first: Int32(i), second: Int32(partner),
+                                    longest: max(a.count, partner < 0 ? 0 : items[partner].count)))
                 i += partner < 0 ? 1 : 2
             }
         }
-        // Counting sort, longest lists first: `starts[L]` is where the CTAs whose longest list has L entries
-        // begin in the order.
-        let ctas = firsts.count
-        var starts = [Int](repeating: 0, count: Int(longest) + 2)
-        func length(_ c: Int) -> Int32 {
-            let a = items[Int(firsts[c])].count
-            return seconds[c] < 0 ? a : max(a, items[Int(seconds[c])].count)
-        }
-        for c in 0..<ctas { starts[Int(longest - length(c)) + 1] += 1 }
+        return ctas
+    }
+
+    /// Each CTA's place in the launch, longest lists first and plan order among equals: a counting sort.
+    private static func orderByLongest(_ ctas: [CTAPair]) -> [Int] {
+        let longest = Int(ctas.lazy.map(\.longest).max() ?? 0)
+        // `starts[L]`: where the CTAs whose longest list has `longest − L` entries begin.
+        var starts = [Int](repeating: 0, count: longest + 2)
+        for cta in ctas { starts[longest - Int(cta.longest) + 1] += 1 }
         for l in 1..<starts.count { starts[l] += starts[l - 1] }
-        let entriesPerCTA = 4 * tilesPerCTA
-        return [Int32](unsafeUninitializedCapacity: entriesPerCTA * ctas) { work, initialized in
-            for c in 0..<ctas {
-                let slot = Int(longest - length(c))
-                let at = starts[slot] * entriesPerCTA
-                starts[slot] += 1
-                func put(_ item: WorkItem, at i: Int) {
-                    (work[i], work[i + 1], work[i + 2], work[i + 3]) = (item.tile, item.first, item.count, 0)
-                }
-                put(items[Int(firsts[c])], at: at)
-                if tilesPerCTA == 2 { put(seconds[c] < 0 ? .none : items[Int(seconds[c])], at: at + 4) }
-            }
-            initialized = entriesPerCTA * ctas
+        return ctas.map { cta in
+            let slot = longest - Int(cta.longest)
+            defer { starts[slot] += 1 }
+            return starts[slot]
         }
     }
 

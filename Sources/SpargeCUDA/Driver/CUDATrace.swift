@@ -12,12 +12,14 @@ import Darwin
 /// Two ways: waiting (each step waits for the device, so that a phase's kernels count in it), or — with
 /// `CUDAOptions.traceWaits` off — nothing waits and each line says when its phase ended, from the pass's
 /// first phase on: the pass runs as it does untraced, and the gaps between phases are host work outside the
-/// traced steps or waits for the device. Those lines are kept and written when the pass finishes
-/// (`flush`), so that writing them costs nothing inside the pass.
+/// traced steps or waits for the device. Those lines are kept and written when the pass finishes, when
+/// the next one starts (a pass that failed never finishes) or when the process exits (`flush`), so that
+/// writing them costs nothing inside the pass.
 enum CUDATrace {
     nonisolated(unsafe) static var enabled = false
     nonisolated(unsafe) static var waits = true
     nonisolated(unsafe) private static var kept: [String] = []
+    nonisolated(unsafe) private static var flushesAtExit = false
     nonisolated(unsafe) private static var origin: UInt64?
 
     /// Now, for a later `note`.
@@ -32,6 +34,10 @@ enum CUDATrace {
         if waits {
             fputs("sparge cuda trace: \(label) \(ms(t - start)) ms\n", stderr)
         } else {
+            if !flushesAtExit {
+                flushesAtExit = true
+                atexit { CUDATrace.flush() }  // the process's last lines, also after a pass that failed
+            }
             let first = origin ?? start
             origin = first
             kept.append("sparge cuda trace: at \(ms(t - first)) ms: \(label) \(ms(t - start)) ms")
@@ -53,6 +59,9 @@ enum CUDATrace {
         if enabled && waits { try device.synchronize() }
         return note(label, since: start)
     }
+
+    /// A pass begins: what an earlier pass left unwritten (it failed before finishing) is written now.
+    static func beginPass() { flush() }
 
     /// Writes the lines kept by a trace without waits, and starts the next pass's clock.
     static func flush() {

@@ -72,15 +72,15 @@ final class DeviceBuffer {
         try values.withUnsafeBytes { try upload($0.baseAddress!, count: $0.count) }
     }
 
-    /// Copies `count` bytes from offset `offset` into host memory (synchronous; waits for earlier work of the
-    /// stream only because the caller synchronized first). Up to 4 MiB go through a pooled pinned buffer: a
-    /// copy into pageable memory is staged by the driver and took 50–80 µs for the 64–200 KB a GPU pass
-    /// brings down (its mask lists, its counters), on the pass's critical path.
-    func download(into destination: UnsafeMutableRawPointer, count: Int, offset: Int = 0) throws {
+    /// Copies `count` bytes from offset `offset` into host memory (synchronous: the copy waits for the work
+    /// queued on the device's blocking streams). Up to 4 MiB go through a pooled pinned buffer, unless
+    /// `destination` is pinned itself: a copy into pageable memory is staged by the driver and took 50–80 µs
+    /// for the 64–200 KB a GPU pass brings down (its mask lists, its counters), on the pass's critical path.
+    func download(into destination: UnsafeMutableRawPointer, count: Int, offset: Int = 0, pinned: Bool = false) throws {
         precondition(offset + count <= bytes, "DeviceBuffer: download past the end")
         guard count > 0 else { return }
         let source = address + UInt64(offset)
-        guard count <= 4 << 20 else {
+        guard count <= 4 << 20 && !pinned else {
             try device.api.check(device.api.cuMemcpyDtoH(destination, source, count), "cuMemcpyDtoH(\(count) B)")
             return
         }
@@ -171,7 +171,9 @@ final class CUDAEvent {
 ///
 /// Reuse is ordered: kernels run on the device's stream in order, and uploads, downloads and `cuMemsetD8`
 /// run on the legacy stream, which waits for the device's (blocking) streams — so a reused buffer is
-/// written only after the work that read it before.
+/// written only after the work that read it before. Pinned host buffers are written by the host at once:
+/// one that an async copy writes (`cuMemcpyDtoHAsync`) must not be given back before the copy has landed
+/// (its holder waits for the copy's event first, as `DeviceShard` does).
 final class DeviceMemoryPool: @unchecked Sendable {
     private let state = Mutex<(free: [Int: [UInt64]], held: Int)>(([:], 0))
     let limit: Int

@@ -30,4 +30,9 @@ enum ResidentKernelSource {
     }
 
     static let source = String(decoding: PackageResources.sparge_resident_cu, as: UTF8.self)
+
+    /// Rows one thread block of `sparge_query_row_scales` takes (its `QUANT_ROWS`), and rows a segment of
+    /// the mask compaction's scan (`SEGMENT_ROWS`): the launches' grids depend on them
+    /// (`ResidentKernelEmulationTests` checks them against the source's defines).
+    static let quantizationRows = 32, segmentRows = 64
 }

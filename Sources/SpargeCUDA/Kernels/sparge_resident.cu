@@ -224,24 +224,40 @@ extern "C" __global__ void sparge_row_offsets(int* counts, long long items, int 
     totals[item] = sum;
 }
 
-// Pass 3, one thread per segment of 64 items: the segment's computed blocks.
+// Pass 3, one thread per segment of SEGMENT_ROWS items: the segment's computed blocks; then one thread turns
+// the segments' totals into their starts (in place: a serial scan of rows / 64 values), so that pass 4 reads
+// its segment's start and at most 63 totals (re-reading every earlier segment was rows² / 64 reads: 2·10⁹ at
+// half a million rows).
+#define SEGMENT_ROWS 64  // ResidentKernelSource.segmentRows
 extern "C" __global__ void sparge_segment_sums(const int* totals, long long items, long long* segments) {
     long long s = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (s * 64 >= items) return;
-    long long sum = 0, end = min(items, (s + 1) * 64);
-    for (long long i = s * 64; i < end; ++i) sum += totals[i];
+    if (s * SEGMENT_ROWS >= items) return;
+    long long sum = 0, end = min(items, (s + 1) * SEGMENT_ROWS);
+    for (long long i = s * SEGMENT_ROWS; i < end; ++i) sum += totals[i];
     segments[s] = sum;
 }
+extern "C" __global__ void sparge_segment_starts(long long* segments, long long count) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    long long at = 0;
+    for (long long s = 0; s < count; ++s) {
+        long long n = segments[s];
+        segments[s] = at;
+        at += n;
+    }
+}
 
-// Pass 4, one thread per item (and one past the last): where its list starts among all rows' lists — the
-// segments before its own, then the items before it in its segment. starts[items] is the total.
-extern "C" __global__ void sparge_row_starts(const int* totals, const long long* segments, long long items,
+// Pass 4, one thread per item (and one past the last): where its list starts among all rows' lists — its
+// segment's start, then the items before it in its segment. starts[items] is the total.
+extern "C" __global__ void sparge_row_starts(const int* totals, const long long* segmentStarts, long long items,
                                              long long* starts) {
     long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (item > items) return;
-    long long segment = item / 64, at = 0;
-    for (long long s = 0; s < segment; ++s) at += segments[s];
-    for (long long i = segment * 64; i < item; ++i) at += totals[i];
+    long long segment = item / SEGMENT_ROWS, segments = (items + SEGMENT_ROWS - 1) / SEGMENT_ROWS;
+    if (segments == 0) { starts[item] = 0; return; }
+    // One past the last item of a whole last segment starts after every segment: the last start plus its rows.
+    long long at = segment < segments ? segmentStarts[segment] : segmentStarts[segments - 1];
+    long long first = segment < segments ? segment * SEGMENT_ROWS : (segments - 1) * SEGMENT_ROWS;
+    for (long long i = first; i < item; ++i) at += totals[i];
     starts[item] = at;
 }
 
@@ -309,7 +325,7 @@ __device__ __forceinline__ unsigned char to_e4m3(float x) {
 // coalesced loads (128 dimensions at a time, a row padded by one float so that a thread per row reads without
 // bank conflicts), and a thread per row walks its row in order. (A thread per row straight from global
 // memory read rows 512 bytes apart: about 0.1 ms at 32K tokens and 8 heads.)
-#define QUANT_ROWS 32
+#define QUANT_ROWS 32  // ResidentKernelSource.quantizationRows
 #define QUANT_COLUMNS 128
 extern "C" __global__ void sparge_query_row_scales(const void* q, int qType, long long rows, int heads, int dim,
                                                    int group, const float* mean, float softmaxScale, float* scales,

@@ -21,7 +21,8 @@ struct MaskCompaction {
         let work = rows * chunks
         let offsets = try DeviceBuffer(device: device, bytes: work * 4, label: "mask chunk offsets")
         let totals = try DeviceBuffer(device: device, bytes: rows * 4, label: "mask row totals")
-        let segments = try DeviceBuffer(device: device, bytes: (rows + 63) / 64 * 8, label: "mask segment totals")
+        let segmentCount = (rows + ResidentKernelSource.segmentRows - 1) / ResidentKernelSource.segmentRows
+        let segments = try DeviceBuffer(device: device, bytes: max(1, segmentCount) * 8, label: "mask segment totals")
         let starts = try DeviceBuffer(device: device, bytes: (rows + 1) * 8, label: "mask row starts")
         let block = 256
         func launch(_ name: String, threads: Int, _ arguments: [KernelArgument]) throws {
@@ -32,8 +33,9 @@ struct MaskCompaction {
                                                           .pointer(offsets.address)])
         try launch("sparge_row_offsets", threads: rows, [.pointer(offsets.address), .int64(Int64(rows)), .int(Int32(nk)),
                                                          .pointer(totals.address)])
-        try launch("sparge_segment_sums", threads: (rows + 63) / 64, [.pointer(totals.address), .int64(Int64(rows)),
-                                                                      .pointer(segments.address)])
+        try launch("sparge_segment_sums", threads: segmentCount, [.pointer(totals.address), .int64(Int64(rows)),
+                                                                  .pointer(segments.address)])
+        try launch("sparge_segment_starts", threads: 1, [.pointer(segments.address), .int64(Int64(segmentCount))])
         try launch("sparge_row_starts", threads: rows + 1, [.pointer(totals.address), .pointer(segments.address),
                                                             .int64(Int64(rows)), .pointer(starts.address)])
         let bound = rows * nk

@@ -75,7 +75,7 @@ final class DeviceRingStore: ResidentRingStore {
         var t = CUDATrace.now()
         self.shard = shard
         self.messagesInDeviceMemory = messagesInDeviceMemory
-        ring = try shard.ringTensors(wholeSequence: tokenRanges == [0..<seqLen] && shard.rows % config.blockK == 0)
+        ring = try shard.ringTensors(wholeSequence: shard.holdsWholeSequence(seqLen: seqLen, blockK: config.blockK))
         device = shard.device
         plan = try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows, kvHeads: shard.kvHeads,
                                  config: config, seqLen: seqLen)

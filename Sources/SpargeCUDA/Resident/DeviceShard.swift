@@ -3,12 +3,14 @@ import SpargeKernels
 /// One rank's Q, K, V on a CUDA device for a resident forward pass (`ResidentShard`): entered once, then
 /// the K sums, summaries and mask rows are computed where they are, and the ring store attends from them.
 ///
-/// Held on the device: Q and K as the summaries read them — the entered tensors where they are packed bf16 (a
-/// model's tensors: widened as they are loaded), else fp32 copies; either way the Floats the CPU pools, so that
-/// the mask is the CPU's bit for bit — and — converted once, after the mask kernels are enqueued, so that the device converts while the host
-/// plans the ring — Q in the kernel's 16-bit type (in int8: quantized, with its scales and shifts) and K, V
-/// in the ring's storage format. A caller's device tensor that is already packed in the wanted type is used
-/// in place.
+/// Held on the device:
+/// - Q and K as the summaries read them: the entered tensors where they are packed bf16 (a model's tensors,
+///   widened as they are loaded), else fp32 copies — either way the Floats the CPU pools, so that the mask is
+///   the CPU's bit for bit;
+/// - converted once, after the mask kernels are enqueued (the device converts while the host plans the
+///   ring): Q in the kernel's 16-bit type (in int8 quantized, with its scales and shifts), K and V in the
+///   ring's storage format, and with the whole sequence V in fp16 for P·V.
+/// A caller's device tensor that is already packed in the wanted type is used in place.
 final class DeviceShard: ResidentShard {
     let device: CUDADevice
     let precision: CUDAPrecision
@@ -34,6 +36,17 @@ final class DeviceShard: ResidentShard {
     private var pendingKeySums: KeySumsInFlight?
     /// The self-similarity flags on their way down since `summarize` pooled them.
     private var flagsComingDown: (staging: PinnedBuffer, copied: CUDAEvent)?
+
+    /// A pass that ended early (an error on any rank) may leave copies into pooled pinned buffers in flight:
+    /// they must land before the buffers go back to the pool, whose next user writes them from the host.
+    deinit {
+        try? pendingKeySums?.copied.synchronize()
+        try? flagsComingDown?.copied.synchronize()
+    }
+
+    /// Whether this rank holds the whole sequence in whole key blocks: its ring store then reads K and V
+    /// where they are (one rank), which decides what `ringTensors` converts ahead.
+    func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
@@ -74,6 +87,7 @@ final class DeviceShard: ResidentShard {
         (queryHeads, rows, dim) = (q.shape[0], q.shape[1], q.shape[2])
         kvHeads = k.shape[0]
         try device.makeCurrent()
+        CUDATrace.beginPass()
         var t = CUDATrace.now()
         let entry = TensorEntry(device: device)
         entered = (try entry.onDevice(q, "Q"), try entry.onDevice(k, "K"), try entry.onDevice(v, "V"))
@@ -124,9 +138,8 @@ final class DeviceShard: ResidentShard {
         return half
     }
 
-    /// Q in the kernel's type: 16 bits, or int8 quantized by rows from Q as the summaries read it (fp32, or
-    /// bf16 where it entered) (with the row shifts of the K
-    /// mean from `summarize`).
+    /// Q in the kernel's type: 16 bits, or int8 quantized by rows — from Q as the summaries read it (fp32, or
+    /// bf16 where it entered), with the row shifts of the K mean from `summarize`.
     private func queriesForKernel() throws -> (DeviceBuffer, RingTensors.Quantized?) {
         guard precision == .int8 else {
             return (try TensorEntry(device: device).packed(entered.q, as: precision.storageFormat ?? .bf16, "Q"), nil)
@@ -137,8 +150,9 @@ final class DeviceShard: ResidentShard {
         let scales = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row scales")
         let shifts = try DeviceBuffer(device: device, bytes: max(4, count * 4), label: "Q row shifts")
         if count > 0 {
-            // (32 rows a thread block: the kernel's QUANT_ROWS.)
-            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + 31) / 32, block: 128, [
+            let rowsPerBlock = ResidentKernelSource.quantizationRows
+            try device.launch(device.residentKernel("sparge_query_row_scales"), grid: (count + rowsPerBlock - 1) / rowsPerBlock,
+                              block: 128, [
                 .pointer(queryRows.buffer.address), .int(queryRows.type), .int64(Int64(rows)), .int(Int32(queryHeads)), .int(Int32(dim)),
                 .int(Int32(queryHeads / kvHeads)), .pointer(smoothing.keyMean.address), .float(smoothing.softmaxScale),
                 .pointer(scales.address), .pointer(shifts.address),
@@ -293,8 +307,9 @@ final class DeviceShard: ResidentShard {
             for g in 0..<kvHeads {
                 let place = PackedKeySummaries.offsets(ofRunAt: offset, count: run.count, heads: kvHeads, dim: dim, head: g)
                 try s.keyMeans.download(into: staging + place.means, count: run.count * dim * 4,
-                                        offset: (g * s.keyBlocks + at) * dim * 4)
-                try s.keyFlags.download(into: staging + place.flags, count: run.count, offset: g * s.keyBlocks + at)
+                                        offset: (g * s.keyBlocks + at) * dim * 4, pinned: true)
+                try s.keyFlags.download(into: staging + place.flags, count: run.count, offset: g * s.keyBlocks + at,
+                                        pinned: true)
             }
             offset += PackedKeySummaries.byteCount(blocks: run.count, heads: kvHeads, dim: dim)
             at += run.count
@@ -343,7 +358,7 @@ final class DeviceShard: ResidentShard {
             seqLen: seqLen)
         maskKeys = predicted.deviceKeys
         // The device converts while the host plans the ring.
-        _ = try ringTensors(wholeSequence: rows == seqLen && rows % config.blockK == 0)
+        _ = try ringTensors(wholeSequence: holdsWholeSequence(seqLen: seqLen, blockK: config.blockK))
         return predicted.mask
     }
 

@@ -97,6 +97,9 @@ public struct AttentionPlan: Sendable {
                 let r = h * mask.rowCount + span.row
                 weights[i] = visits(mask.rowStarts[r]..<mask.rowStarts[r + 1], span, first: (span.rows - 1) / tq * tq).count
             }
+            if let w = weights.first(where: { $0 > mask.keyBlocks }) {
+                throw SpargeError.invalidArgument("a mask row of head \(h) lists \(w) key blocks of \(mask.keyBlocks)")
+            }
             for s in slotStarts.indices { slotStarts[s] = 0 }
             for w in weights { slotStarts[mask.keyBlocks - w + 1] += 1 }
             for s in 1..<slotStarts.count { slotStarts[s] += slotStarts[s - 1] }
