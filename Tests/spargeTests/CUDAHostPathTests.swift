@@ -159,6 +159,17 @@ final class CUDAHostPathTests: XCTestCase {
                                       "--json"], timeout: 120)
         XCTAssertEqual(bench.status, 0, transcript(bench))
         XCTAssertTrue(bench.stdout.contains("\"device\": \"Stub GPU\""), bench.stdout)
+        // int8 through a whole resident pass (dense: the stub computes nothing, so only a mask that needs no
+        // prediction is the CPU's): Q quantized on the device, the int8 kernel launched, the pass's time beside.
+        unsetenv("SPARGE_CUDA_MASK")  // int8 needs the mask predicted on the device
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        let int8 = try spargeSingle(["bench-kernel", "--seq", "1024", "--heads", "2", "--head-dim", "128", "--repeat", "2",
+                                     "--dense", "--precision", "int8", "--json"], timeout: 120)
+        XCTAssertEqual(int8.status, 0, transcript(int8))
+        XCTAssertTrue(int8.stdout.contains("\"precision\": \"int8\"") && int8.stdout.contains("\"pass_ms\""), int8.stdout)
+        XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_query_quantize ") }, "Q not quantized:\n\(launches(log))")
+        XCTAssertEqual(launches(log).filter { $0.hasPrefix("sparge_attention_sm90 ") }.count, 3,
+                       "one int8 kernel launch a pass, the first uncounted:\n\(launches(log))")
     }
 
     /// `--precision int8` on the stub's sm_90, on `kernel`: the Hopper one (`sparge_attention_sm90`), or the

@@ -385,7 +385,8 @@ final class DeviceRingStore: ResidentRingStore {
         kernelSeconds = try timings.reduce(0) { $0 + (try $1.stop.seconds(since: $1.start)) }
         t = CUDATrace.note("finish: \(final == nil ? "normalised on the device" : "normalised by the kernel") "
             + "(kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
-        let statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
+        var statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
+        statistics.deviceSeconds = kernelSeconds
         CUDATrace.note("finish: counters down", since: t)
         CUDATrace.flush()
         return (try output.tensor(.f32, shape: [heads, rows, d]), try lse.tensor(.f32, shape: [heads, rows]), statistics)

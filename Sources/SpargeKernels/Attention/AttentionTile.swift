@@ -4,15 +4,20 @@ public struct AttentionStatistics: Sendable, Equatable {
     public var keyBlocksVisited: Int = 0
     /// Visited key blocks whose P·V was skipped by the λ rule.
     public var pvBlocksSkipped: Int = 0
+    /// Seconds the attention kernels ran on the device, where the engine times them (a GPU's events around
+    /// its launches); nil where it does not.
+    public var deviceSeconds: Double? = nil
 
-    public init(keyBlocksVisited: Int = 0, pvBlocksSkipped: Int = 0) {
+    public init(keyBlocksVisited: Int = 0, pvBlocksSkipped: Int = 0, deviceSeconds: Double? = nil) {
         self.keyBlocksVisited = keyBlocksVisited
         self.pvBlocksSkipped = pvBlocksSkipped
+        self.deviceSeconds = deviceSeconds
     }
 
     public static func + (a: Self, b: Self) -> Self {
         Self(keyBlocksVisited: a.keyBlocksVisited + b.keyBlocksVisited,
-             pvBlocksSkipped: a.pvBlocksSkipped + b.pvBlocksSkipped)
+             pvBlocksSkipped: a.pvBlocksSkipped + b.pvBlocksSkipped,
+             deviceSeconds: a.deviceSeconds.flatMap { x in b.deviceSeconds.map { x + $0 } } ?? a.deviceSeconds ?? b.deviceSeconds)
     }
 }
 
