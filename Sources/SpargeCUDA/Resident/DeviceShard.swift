@@ -40,6 +40,8 @@ final class DeviceShard: ResidentShard {
     /// A pass that ended early (an error on any rank) may leave copies into pooled pinned buffers in flight:
     /// they must land before the buffers go back to the pool, whose next user writes them from the host.
     deinit {
+        guard pendingKeySums != nil || flagsComingDown != nil else { return }
+        try? device.makeCurrent()
         try? pendingKeySums?.copied.synchronize()
         try? flagsComingDown?.copied.synchronize()
     }
