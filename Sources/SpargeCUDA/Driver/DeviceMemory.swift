@@ -126,6 +126,45 @@ final class PinnedBuffer {
     }
 }
 
+/// Device bytes on their way into pooled pinned memory: async copies enqueued on the device's stream (so
+/// after the work queued before them) and an event after them, so that the host waits for these bytes alone,
+/// not for everything the stream holds (a synchronisation, or a copy on the legacy stream, would). The pinned
+/// buffer goes back to the pool only once the copies have landed — also when the bytes are never read (a
+/// pass that failed) — because the pool's next user writes it from the host at once.
+final class PendingDownload {
+    private let staging: PinnedBuffer
+    private let landed: CUDAEvent
+    /// Bytes coming down: the parts' counts, one after the other.
+    let count: Int
+
+    /// Enqueues copies of `parts` (a buffer, an offset in it, bytes), laid one after the other.
+    init(device: CUDADevice, parts: [(buffer: DeviceBuffer, offset: Int, count: Int)]) throws {
+        count = parts.reduce(0) { $0 + $1.count }
+        staging = try PinnedBuffer(device: device, bytes: max(1, count))
+        var at = 0
+        for part in parts where part.count > 0 {
+            precondition(part.offset + part.count <= part.buffer.bytes, "PendingDownload: past the end of a buffer")
+            try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer + at, part.buffer.address + UInt64(part.offset),
+                                                              part.count, device.stream),
+                                 "cuMemcpyDtoHAsync(\(part.count) B)")
+            at += part.count
+        }
+        landed = try CUDAEvent(device: device)
+        try landed.record()
+    }
+
+    /// The bytes, once they have landed (waits for the copies alone).
+    func bytes() throws -> UnsafeRawBufferPointer {
+        try landed.synchronize()
+        return UnsafeRawBufferPointer(start: staging.pointer, count: count)
+    }
+
+    deinit {
+        try? staging.device.makeCurrent()
+        try? landed.synchronize()
+    }
+}
+
 /// A CUDA event: a point in a stream that the host or another stream can wait for, and time against.
 final class CUDAEvent {
     let device: CUDADevice
@@ -173,7 +212,7 @@ final class CUDAEvent {
 /// run on the legacy stream, which waits for the device's (blocking) streams — so a reused buffer is
 /// written only after the work that read it before. Pinned host buffers are written by the host at once:
 /// one that an async copy writes (`cuMemcpyDtoHAsync`) must not be given back before the copy has landed
-/// (its holder waits for the copy's event first, as `DeviceShard` does).
+/// (`PendingDownload` waits for its copies' event before it gives its buffer back).
 final class DeviceMemoryPool: @unchecked Sendable {
     private let state = Mutex<(free: [Int: [UInt64]], held: Int)>(([:], 0))
     let limit: Int

@@ -455,12 +455,8 @@ final class DeviceRingStore: ResidentRingStore {
     private func convertValuesWhole() throws {
         let (v, inBF16) = try chosenValues()
         guard v !== ring.values && v !== ring.valuesInHalf else { return }
-        let count = kvBytes / 2
-        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
-            .pointer(ring.values.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int64(Int64(count)),
-            .pointer(v.address), .int(ResidentKernelSource.code(of: inBF16 ? .bf16 : .f16)),
-            .pointer(overflow.address), .pointer(0),
-        ])
+        try TensorEntry(device: device).convert(ring.values, from: shard.kvFormat, count: kvBytes / 2, into: v,
+                                                as: inBF16 ? .bf16 : .f16, overflow: overflow)
     }
 
     /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`; in int8 V alone, and

@@ -33,22 +33,9 @@ final class DeviceShard: ResidentShard {
     /// Whether `summarize` pooled the key blocks into `summaries` (`summarizeQueries` pools the query blocks).
     private var pooledKeys = false
     /// The K sums `summarizeQueries` enqueued ahead of the query summaries, until `keySums` takes them.
-    private var pendingKeySums: KeySumsInFlight?
-    /// The self-similarity flags on their way down since `summarize` pooled them.
-    private var flagsComingDown: (staging: PinnedBuffer, copied: CUDAEvent)?
-
-    /// A pass that ended early (an error on any rank) may leave copies into pooled pinned buffers in flight:
-    /// they must land before the buffers go back to the pool, whose next user writes them from the host.
-    deinit {
-        guard pendingKeySums != nil || flagsComingDown != nil else { return }
-        try? device.makeCurrent()
-        try? pendingKeySums?.copied.synchronize()
-        try? flagsComingDown?.copied.synchronize()
-    }
-
-    /// Whether this rank holds the whole sequence in whole key blocks: its ring store then reads K and V
-    /// where they are (one rank), which decides what `ringTensors` converts ahead.
-    func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
+    private var pendingKeySums: PendingDownload?
+    /// The self-similarity flags (queries', then keys') on their way down since `summarize` pooled them.
+    private var flagsComingDown: PendingDownload?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
     private var maskKeys: DeviceBuffer?
@@ -106,6 +93,10 @@ final class DeviceShard: ResidentShard {
         return SummaryRows(buffer: try entry.packed(t, as: inBF16 ? .bf16 : .f32, name), inBF16: inBF16)
     }
 
+    /// Whether this rank holds the whole sequence in whole key blocks: its ring store then reads K and V
+    /// where they are (one rank), which decides what `ringTensors` converts ahead.
+    func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
+
     /// The ring's tensors, converted on first use. With `wholeSequence` (this rank holds every token, in
     /// whole key blocks: its ring store reads K and V where they are) a bf16 pass also gets V in fp16 for
     /// P·V, from the pass that looks for values beyond fp16's range: converted now, while the host plans the
@@ -132,11 +123,7 @@ final class DeviceShard: ResidentShard {
     private func halfCopy(of values: DeviceBuffer, flaggingBeyondHalf flag: DeviceBuffer) throws -> DeviceBuffer {
         let count = kvHeads * rows * dim
         let half = try DeviceBuffer(device: device, bytes: max(2, count * 2), label: "V in fp16 for P·V")
-        guard count > 0 else { return half }
-        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
-            .pointer(values.address), .int(ResidentKernelSource.code(of: kvFormat)), .int64(Int64(count)),
-            .pointer(half.address), .int(ResidentKernelSource.code(of: .f16)), .pointer(flag.address), .pointer(0),
-        ])
+        try TensorEntry(device: device).convert(values, from: kvFormat, count: count, into: half, as: .f16, overflow: flag)
         return half
     }
 
@@ -178,46 +165,30 @@ final class DeviceShard: ResidentShard {
         let t = CUDATrace.now()
         let pending = try pendingKeySums ?? enqueueKeySums()
         pendingKeySums = nil
-        try pending.copied.synchronize()
-        let sums = [Double](UnsafeBufferPointer(start: pending.staging.pointer.assumingMemoryBound(to: Double.self),
+        let bytes = try pending.bytes()
+        let sums = [Double](UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: Double.self),
                                                 count: kvHeads * dim))
         CUDATrace.note("K sums on the device, \(sums.count) down", since: t)
         return sums
     }
 
-    /// The K sums, enqueued with their copy into pinned memory and an event after it: `summarizeQueries`
-    /// enqueues them ahead of the query summaries, so that `keySums` waits for the sums alone, not for every
-    /// kernel the stream holds (a copy on the legacy stream, or a synchronisation, would).
-    private func enqueueKeySums() throws -> KeySumsInFlight {
+    /// The K sums, enqueued with their download: `summarizeQueries` enqueues them ahead of the query
+    /// summaries, so that `keySums` waits for the sums alone while the device pools Q.
+    private func enqueueKeySums() throws -> PendingDownload {
         let chunkRows = KeyMean.chunkRows
         let chunks = (rows + chunkRows - 1) / chunkRows
         let count = kvHeads * dim
-        let staging = try PinnedBuffer(device: device, bytes: count * 8)
-        staging.pointer.initializeMemory(as: Double.self, repeating: 0, count: count)
         let partials = try DeviceBuffer(device: device, bytes: kvHeads * max(1, chunks) * dim * 8, label: "K sum chunks")
         let total = try DeviceBuffer(device: device, bytes: count * 8, label: "K sums")
-        if chunks > 0 && count > 0 {
-            try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
-                .pointer(keyRows.buffer.address), .int(keyRows.type), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)),
-                .int(Int32(chunkRows)), .pointer(partials.address),
-            ])
-            try device.launch(device.residentKernel("sparge_key_total"), grid: (count + 255) / 256, block: 256, [
-                .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
-            ])
-            try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer, total.address, count * 8, device.stream),
-                                 "cuMemcpyDtoHAsync(\(count * 8) B of K sums)")
-        }
-        let copied = try CUDAEvent(device: device)
-        try copied.record()
-        return KeySumsInFlight(staging: staging, copied: copied, buffers: [partials, total])
-    }
-
-    /// K sums on their way down: the pinned buffer they land in, the event after the copy, and the device
-    /// buffers the copy reads (kept until it is done).
-    struct KeySumsInFlight {
-        let staging: PinnedBuffer
-        let copied: CUDAEvent
-        let buffers: [DeviceBuffer]
+        // (No rows: no chunk is summed, and the total of none is 0.)
+        try device.launch(device.residentKernel("sparge_key_partials"), grid: (kvHeads * chunks * dim + 255) / 256, block: 256, [
+            .pointer(keyRows.buffer.address), .int(keyRows.type), .int(Int32(kvHeads)), .int(Int32(rows)), .int(Int32(dim)),
+            .int(Int32(chunkRows)), .pointer(partials.address),
+        ])
+        try device.launch(device.residentKernel("sparge_key_total"), grid: (count + 255) / 256, block: 256, [
+            .pointer(partials.address), .int(Int32(kvHeads)), .int(Int32(chunks)), .int(Int32(dim)), .pointer(total.address),
+        ])
+        return try PendingDownload(device: device, parts: [(total, 0, count * 8)])
     }
 
     var smoothsKeys: Bool { precision == .int8 }
@@ -322,25 +293,16 @@ final class DeviceShard: ResidentShard {
 
     func selfSimilarFlags() throws -> (queries: [UInt8], keys: [UInt8]) {
         let s = try pooled()
-        let down = try flagsComingDown ?? flagsDown(s)
-        try down.copied.synchronize()  // long done when a pass asks, after its attention
-        let (q, k) = (queryHeads * s.queryBlocks, kvHeads * s.keyBlocks)
-        let bytes = UnsafeRawBufferPointer(start: down.staging.pointer, count: q + k)
-        return (Array(bytes[0..<q]), Array(bytes[q..<(q + k)]))
+        let q = queryHeads * s.queryBlocks
+        let bytes = try (flagsComingDown ?? flagsDown(s)).bytes()  // long landed when a pass asks, after its attention
+        return (Array(bytes[0..<q]), Array(bytes[q...]))
     }
 
-    /// Enqueues copies of the query and key flags into pinned memory (queries first) and an event after
-    /// them: the pass asks for the flags at its end, and waiting then for two downloads cost ~0.02 ms.
-    private func flagsDown(_ s: Summaries) throws -> (staging: PinnedBuffer, copied: CUDAEvent) {
-        let (q, k) = (queryHeads * s.queryBlocks, kvHeads * s.keyBlocks)
-        let staging = try PinnedBuffer(device: device, bytes: max(1, q + k))
-        for (buffer, count, offset) in [(s.queryFlags, q, 0), (s.keyFlags, k, q)] where count > 0 {
-            try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer + offset, buffer.address, count, device.stream),
-                                 "cuMemcpyDtoHAsync(\(count) B of flags)")
-        }
-        let copied = try CUDAEvent(device: device)
-        try copied.record()
-        return (staging, copied)
+    /// The query and key flags' download, enqueued once they are pooled: the pass asks for them at its end,
+    /// where waiting for two downloads cost ~0.02 ms.
+    private func flagsDown(_ s: Summaries) throws -> PendingDownload {
+        try PendingDownload(device: device, parts: [(s.queryFlags, 0, queryHeads * s.queryBlocks),
+                                                    (s.keyFlags, 0, kvHeads * s.keyBlocks)])
     }
 
     func predictRows(queryBlocks: [Int], keySummaries: PackedKeySummaries?, config: SpargeConfig,

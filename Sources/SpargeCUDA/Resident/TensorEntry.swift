@@ -32,11 +32,7 @@ struct TensorEntry {
         guard count > 0 else { return out }
         let flag = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
         if t.isContiguous {
-            try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
-                .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(count)),
-                .pointer(out.address), .int(ResidentKernelSource.code(of: format)), .pointer(flag.address),
-                .pointer(range?.address ?? 0),
-            ])
+            try convert(source, from: t.element, count: count, into: out, as: format, overflow: flag, range: range)
         } else {
             try device.launch(device.residentKernel("sparge_enter"), grid: (count + 255) / 256, block: 256, [
                 .pointer(source.address), .int(ResidentKernelSource.code(of: t.element)), .int64(Int64(t.strides[0])),
@@ -50,6 +46,19 @@ struct TensorEntry {
             throw SpargeError.invalidArgument("\(name) \(t.shape) holds a value beyond the range of f16 (±65504)")
         }
         return out
+    }
+
+    /// Enqueues `count` packed values of `source` (in `from`) converted into `destination` (in `to`), rounded
+    /// to nearest even: `overflow` is set when a finite value leaves fp16's range (`to` fp16: it is ±∞ there),
+    /// `range`, where given, when a stored value is finite and beyond fp16's range.
+    func convert(_ source: DeviceBuffer, from: StorageFormat, count: Int, into destination: DeviceBuffer,
+                 as to: StorageFormat, overflow: DeviceBuffer, range: DeviceBuffer? = nil) throws {
+        guard count > 0 else { return }
+        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
+            .pointer(source.address), .int(ResidentKernelSource.code(of: from)), .int64(Int64(count)),
+            .pointer(destination.address), .int(ResidentKernelSource.code(of: to)), .pointer(overflow.address),
+            .pointer(range?.address ?? 0),
+        ])
     }
 
     /// Writes `source` (packed f32 on this device) into `destination` (the same shape on this device, any

@@ -39,25 +39,19 @@ public struct NeedTable: Sendable, Equatable {
         // A row that is a prefix `0..<n` (every row of a dense mask) only widens its kv head's longest prefix;
         // the others set their keys one by one.
         var prefixes = [Int](repeating: 0, count: kvHeads)
-        // Through buffer pointers: a resident GPU pass does this on its critical path (51200 keys at 32K tokens,
-        // 8 heads, TopK 0.1), where indexing the arrays cost tens of microseconds.
         mask.keys.withUnsafeBufferPointer { keys in
-            mask.rowStarts.withUnsafeBufferPointer { starts in
-                packed.withUnsafeMutableBufferPointer { packed in
-                    for h in 0..<mask.heads {
-                        let g = h / group
-                        for row in 0..<mask.rowCount {
-                            let r = h * mask.rowCount + row
-                            let (start, end) = (starts[r], starts[r + 1])
-                            if end > start && Int(keys[end - 1]) == end - start - 1 {
-                                prefixes[g] = max(prefixes[g], end - start)
-                                continue
-                            }
-                            for i in start..<end {
-                                let bit = g * nk + Int(keys[i])
-                                packed[bit >> 3] |= 1 << UInt8(bit & 7)
-                            }
-                        }
+            for h in 0..<mask.heads {
+                let g = h / group
+                for row in 0..<mask.rowCount {
+                    let r = h * mask.rowCount + row
+                    let (start, end) = (mask.rowStarts[r], mask.rowStarts[r + 1])
+                    if end > start && Int(keys[end - 1]) == end - start - 1 {
+                        prefixes[g] = max(prefixes[g], end - start)
+                        continue
+                    }
+                    for i in start..<end {
+                        let bit = g * nk + Int(keys[i])
+                        packed[bit >> 3] |= 1 << UInt8(bit & 7)
                     }
                 }
             }
