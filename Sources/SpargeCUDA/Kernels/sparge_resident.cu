@@ -225,9 +225,9 @@ extern "C" __global__ void sparge_row_offsets(int* counts, long long items, int 
 }
 
 // Pass 3, one thread per segment of SEGMENT_ROWS items: the segment's computed blocks; then one thread turns
-// the segments' totals into their starts (in place: a serial scan of rows / 64 values), so that pass 4 reads
-// its segment's start and at most 63 totals (re-reading every earlier segment was rows² / 64 reads: 2·10⁹ at
-// half a million rows).
+// the segments' totals into their starts (in place: a serial scan of rows / 64 values), with one more entry,
+// the total of all, so that pass 4 reads its segment's start and at most 63 totals (re-reading every earlier
+// segment was rows² / 64 reads: 2·10⁹ at half a million rows). segments holds count + 1 entries.
 #define SEGMENT_ROWS 64  // ResidentKernelSource.segmentRows
 extern "C" __global__ void sparge_segment_sums(const int* totals, long long items, long long* segments) {
     long long s = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -244,6 +244,7 @@ extern "C" __global__ void sparge_segment_starts(long long* segments, long long 
         segments[s] = at;
         at += n;
     }
+    segments[count] = at;
 }
 
 // Pass 4, one thread per item (and one past the last): where its list starts among all rows' lists — its
@@ -252,12 +253,8 @@ extern "C" __global__ void sparge_row_starts(const int* totals, const long long*
                                              long long* starts) {
     long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (item > items) return;
-    long long segment = item / SEGMENT_ROWS, segments = (items + SEGMENT_ROWS - 1) / SEGMENT_ROWS;
-    if (segments == 0) { starts[item] = 0; return; }
-    // One past the last item of a whole last segment starts after every segment: the last start plus its rows.
-    long long at = segment < segments ? segmentStarts[segment] : segmentStarts[segments - 1];
-    long long first = segment < segments ? segment * SEGMENT_ROWS : (segments - 1) * SEGMENT_ROWS;
-    for (long long i = first; i < item; ++i) at += totals[i];
+    long long segment = item / SEGMENT_ROWS, at = segmentStarts[segment];
+    for (long long i = segment * SEGMENT_ROWS; i < item; ++i) at += totals[i];
     starts[item] = at;
 }
 

@@ -22,7 +22,7 @@ struct MaskCompaction {
         let offsets = try DeviceBuffer(device: device, bytes: work * 4, label: "mask chunk offsets")
         let totals = try DeviceBuffer(device: device, bytes: rows * 4, label: "mask row totals")
         let segmentCount = (rows + ResidentKernelSource.segmentRows - 1) / ResidentKernelSource.segmentRows
-        let segments = try DeviceBuffer(device: device, bytes: max(1, segmentCount) * 8, label: "mask segment totals")
+        let segments = try DeviceBuffer(device: device, bytes: (segmentCount + 1) * 8, label: "mask segment starts")
         let starts = try DeviceBuffer(device: device, bytes: (rows + 1) * 8, label: "mask row starts")
         let block = 256
         func launch(_ name: String, threads: Int, _ arguments: [KernelArgument]) throws {
