@@ -190,28 +190,20 @@ struct AttentionKernel {
                               block: (Int32) -> Int32) -> [CTAPair] {
         var ctas: [CTAPair] = []
         ctas.reserveCapacity(items.count)
-        items.withUnsafeBufferPointer { items in
-            var i = 0
-            while i < items.count {
-                let a = items[i]
-                var partner = -1
-                if tilesPerCTA == 2 && i + 1 < items.count {
-                    let next = items[i + 1]
-                    // Lists that start at the same entry are one list; others are compared on the shorter's length.
-                    var agree = next.first == a.first
-                    if !agree {
-                        agree = true
-                        for e in 0..<min(a.count, next.count) where block(a.first + e) != block(next.first + e) {
-                            agree = false
-                            break
-                        }
-                    }
-                    if agree && kvHead(a.tile) == kvHead(next.tile) { partner = i + 1 }
-                }
-                ctas.append(CTAPair(first: Int32(i), second: Int32(partner),
-                                    longest: max(a.count, partner < 0 ? 0 : items[partner].count)))
-                i += partner < 0 ? 1 : 2
+        var i = 0
+        while i < items.count {
+            let a = items[i]
+            var partner = -1
+            if tilesPerCTA == 2 && i + 1 < items.count {
+                let next = items[i + 1]
+                // Lists that start at the same entry are one list; others are compared on the shorter's length.
+                let agree = next.first == a.first
+                    || (0..<min(a.count, next.count)).allSatisfy { block(a.first + $0) == block(next.first + $0) }
+                if agree && kvHead(a.tile) == kvHead(next.tile) { partner = i + 1 }
             }
+            ctas.append(CTAPair(first: Int32(i), second: Int32(partner),
+                                longest: max(a.count, partner < 0 ? 0 : items[partner].count)))
+            i += partner < 0 ? 1 : 2
         }
         return ctas
     }
