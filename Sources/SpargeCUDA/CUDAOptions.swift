@@ -27,6 +27,9 @@ public struct CUDAOptions: Sendable, Equatable {
     /// Whether TopK rows too long for the sort take the radix select (false: the heap kernel, a thread per
     /// row, as before it; the same bits, for comparison).
     public var radixTopK = true
+    /// Whether one rank's resident pass builds its tile table and work list on the device from the compacted
+    /// mask (false: the host's plan and lists, as with several ranks; the same tiles and lists, for comparison).
+    public var workListOnDevice = true
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
     public var stagingBytes = 256 << 20
 

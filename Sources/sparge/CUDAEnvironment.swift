@@ -19,6 +19,7 @@ extension CUDAOptions {
         if let m = env["SPARGE_CUDA_MTILES"].flatMap(Int.init) { o.mTiles = m }
         o.hopperKernel = env["SPARGE_CUDA_KERNEL"] != "mma"
         o.radixTopK = env["SPARGE_CUDA_TOPK"] != "heap"
+        o.workListOnDevice = env["SPARGE_CUDA_WORK_LIST"] != "host"
         if let mib = env["SPARGE_CUDA_STAGING_MIB"].flatMap(Int.init) { o.stagingBytes = max(1, mib) << 20 }
         return o
     }

@@ -31,6 +31,8 @@ let topHelp = """
       SPARGE_CUDA_KERNEL=mma        the mma.sync attention kernel also on Hopper (default there: wgmma/TMA)
       SPARGE_CUDA_TOPK=heap         TopK over long mask rows by the heap kernel (default: the radix
                                     select; the same bits, for comparison)
+      SPARGE_CUDA_WORK_LIST=host    one rank's attention work list built by the host's plan (default: on
+                                    the device from the mask's lists; the same tiles, for comparison)
       SPARGE_MPI_DEVICE_BUFFERS=0   send GPU ring payloads through pinned host memory even where MPI
                                     is CUDA-aware (MPIX_Query_cuda_support)
       SPARGE_MPI_DEVICE_BUFFERS=1   hand MPI device memory even where it does not say it takes it (an

@@ -67,6 +67,7 @@ static pthread_barrier_t sparge_barrier;
 static int sparge_threads_running;
 static inline void __syncthreads() { if (sparge_threads_running) pthread_barrier_wait(&sparge_barrier); }
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }

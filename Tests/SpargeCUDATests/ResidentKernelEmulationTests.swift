@@ -70,6 +70,79 @@ final class ResidentKernelEmulationTests: XCTestCase {
         }
     }
 
+    /// One rank's work list built on the device (`DeviceWorkList`) lays out the tiles the host's
+    /// `AttentionPlan` does, each visiting the same part of the mask: every tile in exactly one CTA, a CTA's
+    /// tiles consecutive ones of one query block, the tile table's rows the plan's, and CTAs in the order
+    /// `arrange` puts them (longest list first; within one length the order is the atomics', so it is not
+    /// compared). Masks are random (empty and full rows included), causal and not, with partial last blocks.
+    func testDeviceWorkListLaysOutThePlansTiles() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        // (heads, seqLen, blockQ, tileQ, blockK, causal, tiles a CTA, scan threads)
+        let cases = [(2, 1000, 128, 64, 64, false, 2, 8), (3, 1000, 128, 64, 128, true, 2, 4),
+                     (1, 777, 64, 32, 64, true, 1, 16), (4, 2048, 128, 32, 128, true, 2, 3),
+                     (2, 129, 128, 64, 64, false, 1, 1), (2, 300, 128, 64, 32, true, 2, 32)]
+        for (heads, seqLen, blockQ, tileQ, blockK, causal, perCTA, scanThreads) in cases {
+            let config = SpargeConfig(blockQ: blockQ, blockK: blockK, causal: causal, computeTileQ: tileQ)
+            let (nq, nk) = ((seqLen + blockQ - 1) / blockQ, (seqLen + blockK - 1) / blockK)
+            var bits = [UInt8](repeating: 0, count: heads * nq * nk)
+            for h in 0..<heads {
+                for r in 0..<nq {
+                    let p = r % 5 == 0 ? 0.0 : (r % 5 == 1 ? 1.0 : Double.random(in: 0.05...0.6, using: &rng))
+                    let last = causal ? min(nk - 1, (min(seqLen, (r + 1) * blockQ) - 1) / blockK) : nk - 1
+                    for j in 0...last where Double.random(in: 0..<1, using: &rng) < p { bits[(h * nq + r) * nk + j] = 1 }
+                }
+            }
+            let mask = BlockMask(heads: heads, keyBlocks: nk, queryBlocks: Array(0..<nq), dense: bits)
+            let plan = try AttentionPlan(mask: mask, queryHeads: heads, queryRows: seqLen, kvHeads: 1, config: config,
+                                         seqLen: seqLen)
+            let shape = DeviceWorkList.Shape(heads: Int32(heads), queryBlocks: Int32(nq), blockQ: Int32(blockQ),
+                                             tileQ: Int32(tileQ), blockK: Int32(blockK), seqLen: Int32(seqLen),
+                                             causal: causal ? 1 : 0, perCTA: Int32(perCTA), keyBlocks: Int32(nk))
+            let (tiles, ctas) = DeviceWorkList.counts(shape)
+            let context = "H=\(heads) N=\(seqLen) \(blockQ)/\(tileQ)×\(blockK) causal \(causal) \(perCTA) a CTA, seed \(seed)"
+            XCTAssertEqual(tiles, plan.tiles.count, context)
+            var input = Data()
+            input.append(ints: [heads, nq, blockQ, tileQ, blockK, seqLen, causal ? 1 : 0, perCTA, nk, tiles, ctas, scanThreads])
+            input.append(ints: mask.rowStarts)
+            mask.keys.withUnsafeBytes { input.append(contentsOf: $0) }
+            let out = try program().run("worklist", input)
+            let table = out.values(Int32.self, count: tiles * 4)
+            let work = out.values(Int32.self, at: tiles * 16, count: ctas * perCTA * 4)
+
+            // The plan's tiles by the device's numbering: head by head, block by block.
+            let perBlock = blockQ / tileQ, tilesPerHead = tiles / heads
+            var expected: [Int: AttentionPlan.Tile] = [:]
+            for tile in plan.tiles {
+                expected[tile.head * tilesPerHead + tile.localRow / blockQ * perBlock + tile.localRow % blockQ / tileQ] = tile
+            }
+            XCTAssertEqual(expected.count, tiles, context)
+            for (i, tile) in expected {
+                XCTAssertEqual(Array(table[(4 * i)..<(4 * i + 4)]), [tile.head, tile.localRow, tile.rowCount, tile.queryStart].map(Int32.init),
+                               "table row \(i), " + context)
+            }
+            var seen = Set<Int32>()
+            var previousLongest = Int32.max
+            for c in 0..<ctas {
+                let entries = (0..<perCTA).map { Array(work[(4 * (c * perCTA + $0))..<(4 * (c * perCTA + $0) + 4)]) }
+                let present = entries.filter { $0[0] >= 0 }
+                XCTAssertFalse(present.isEmpty, "CTA \(c) has no tile, " + context)
+                XCTAssertEqual(present.map { $0[0] }, (0..<Int32(present.count)).map { present[0][0] + $0 }, "CTA \(c), " + context)
+                let blocks = Set(present.compactMap { expected[Int($0[0])].map { [$0.head, $0.localRow / blockQ] } })
+                XCTAssertEqual(blocks.count, 1, "CTA \(c)'s tiles are of one block of one head, " + context)
+                for e in present {
+                    XCTAssertTrue(seen.insert(e[0]).inserted, "tile \(e[0]) twice, " + context)
+                    let visits = expected[Int(e[0])]!.visits
+                    XCTAssertEqual([e[1], e[2], e[3]], [Int32(visits.lowerBound), Int32(visits.count), 0], "tile \(e[0])'s list, " + context)
+                }
+                let longest = present.map { $0[2] }.max()!
+                XCTAssertLessThanOrEqual(longest, previousLongest, "CTA \(c) is out of the longest-first order, " + context)
+                previousLongest = longest
+            }
+            XCTAssertEqual(seen.count, tiles, context)
+        }
+    }
+
     func testConversionsEqualTheStorageFormats() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
@@ -229,6 +302,26 @@ int main(int argc, char** argv) {
         LAUNCH((rows * chunks + 31) / 32, 32, sparge_compact(bits, rows, nk, offsets, starts, keys));
         fwrite(starts, 8, rows + 1, out);
         fwrite(keys, 4, starts[rows], out);
+    } else if (strcmp(argv[1], "worklist") == 0) {
+        WorkShape s;
+        int* fields = &s.heads;
+        for (int i = 0; i < 9; ++i) fields[i] = (int)take_int();
+        int tiles = (int)take_int(), ctas = (int)take_int(), scanThreads = (int)take_int();
+        long long rows = (long long)s.heads * s.queryBlocks;
+        long long* starts = (long long*)malloc((rows + 1) * 8); take(starts, (rows + 1) * 8);
+        int* keys = (int*)malloc(starts[rows] * 4 + 4); take(keys, starts[rows] * 4);
+        int entryInts = ctas * s.perCTA * 4;
+        int* entries = (int*)malloc(entryInts * 4 + 4);
+        int* work = (int*)malloc(entryInts * 4 + 4);
+        int* table = (int*)malloc(tiles * 16 + 4);
+        memset(table, 0xff, tiles * 16);  // a tile the kernel does not write stays −1
+        int* longest = (int*)malloc(ctas * 4 + 4);
+        int* counts = (int*)calloc(s.keyBlocks + 1, 4);
+        LAUNCH((ctas + 31) / 32, 32, sparge_work_items(s, starts, keys, entries, table, longest, counts));
+        LAUNCH_THREADS(1, scanThreads, sparge_work_starts(counts, s.keyBlocks + 1));
+        LAUNCH((ctas + 31) / 32, 32, sparge_work_place(entries, longest, ctas, s.perCTA, s.keyBlocks, counts, work));
+        fwrite(table, 4, tiles * 4, out);
+        fwrite(work, 4, entryInts, out);
     } else if (strcmp(argv[1], "convert") == 0 || strcmp(argv[1], "widen") == 0) {
         int widen = strcmp(argv[1], "widen") == 0;
         long long count = take_int(); int type = (int)take_int();

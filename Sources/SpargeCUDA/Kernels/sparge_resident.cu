@@ -271,6 +271,94 @@ extern "C" __global__ void sparge_compact(const unsigned char* bits, long long i
     for (int j = c * 64; j < end; ++j) if (row[j]) keys[at++] = j;
 }
 
+// One rank's work list for its single attention launch, built on the device from the compacted mask (rows
+// h·queryBlocks + r: every query block of every head): what AttentionPlan and AttentionKernel.arrange build
+// on the host, without the host's loops between the mask and the launch. Tiles are numbered head by head and
+// block by block (h·tilesPerHead + r·tilesPerBlock + t); a CTA takes perCTA consecutive tiles of one query
+// block (tilesPerBlock a multiple of perCTA), which share the block's row, cut at each tile's causal
+// diagonal. WorkShape is DeviceWorkList.Shape's layout.
+struct WorkShape { int heads, queryBlocks, blockQ, tileQ, blockK, seqLen, causal, perCTA, keyBlocks; };
+
+__device__ __forceinline__ int work_tiles_in_block(WorkShape s, int r) {
+    return (min(s.blockQ, s.seqLen - r * s.blockQ) + s.tileQ - 1) / s.tileQ;
+}
+
+// Pass 1, one thread a CTA: its entries (tile, first key index, count, 0; tile −1 past a partial last
+// block), its tiles' rows of the tile table (head, local row, rows, first token: one rank's rows are the
+// tokens), its longest list, and that length counted in counts[keyBlocks − longest].
+extern "C" __global__ void sparge_work_items(WorkShape s, const long long* rowStarts, const int* keys, int* entries,
+                                             int* table, int* longest, int* counts) {
+    int tilesPerBlock = s.blockQ / s.tileQ, ctasPerBlock = tilesPerBlock / s.perCTA;
+    int lastTiles = work_tiles_in_block(s, s.queryBlocks - 1);
+    int tilesPerHead = (s.queryBlocks - 1) * tilesPerBlock + lastTiles;
+    int ctasPerHead = (s.queryBlocks - 1) * ctasPerBlock + (lastTiles + s.perCTA - 1) / s.perCTA;
+    long long cta = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (cta >= (long long)s.heads * ctasPerHead) return;
+    int h = (int)(cta / ctasPerHead), within = (int)(cta % ctasPerHead);
+    int r = within / ctasPerBlock, blockStart = r * s.blockQ, rows = min(s.blockQ, s.seqLen - blockStart);
+    long long rowStart = rowStarts[(long long)h * s.queryBlocks + r], rowEnd = rowStarts[(long long)h * s.queryBlocks + r + 1];
+    int most = 0;
+    for (int i = 0; i < s.perCTA; ++i) {
+        int t = (within % ctasPerBlock) * s.perCTA + i;
+        int* entry = entries + (cta * s.perCTA + i) * 4;
+        if (t * s.tileQ >= rows) { entry[0] = -1; entry[1] = 0; entry[2] = 0; entry[3] = 0; continue; }
+        int tileStart = blockStart + t * s.tileQ, tileRows = min(s.tileQ, rows - t * s.tileQ);
+        long long end = rowEnd;
+        if (s.causal) {
+            // The row's first key block past the tile's last row: a binary search of the ascending list.
+            int cut = (tileStart + tileRows - 1) / s.blockK + 1;
+            long long lo = rowStart;
+            while (lo < end) {
+                long long mid = lo + (end - lo) / 2;
+                if (keys[mid] < cut) lo = mid + 1; else end = mid;
+            }
+        }
+        int tile = h * tilesPerHead + r * tilesPerBlock + t, count = (int)(end - rowStart);
+        entry[0] = tile; entry[1] = (int)rowStart; entry[2] = count; entry[3] = 0;
+        int* row = table + (long long)tile * 4;
+        row[0] = h; row[1] = tileStart; row[2] = tileRows; row[3] = tileStart;
+        most = count > most ? count : most;
+    }
+    longest[cta] = most;
+    atomicAdd(&counts[s.keyBlocks - most], 1);
+}
+
+// Pass 2, one thread block: counts [bins] turned into where each bin's CTAs start, longest lists first (bin
+// 0 is the longest possible). Each thread sums a run of bins; the runs' sums are scanned in dynamic shared
+// memory (blockDim.x ints, a Hillis–Steele scan), and each thread writes its run's starts.
+extern "C" __global__ void sparge_work_starts(int* counts, int bins) {
+    extern __shared__ __align__(16) unsigned char sparge_select_smem[];
+    int* sums = (int*)sparge_select_smem;
+    int t = threadIdx.x, per = (bins + blockDim.x - 1) / blockDim.x;
+    int lo = min(bins, t * per), hi = min(bins, lo + per), own = 0;
+    for (int i = lo; i < hi; ++i) own += counts[i];
+    sums[t] = own;
+    __syncthreads();
+    for (int step = 1; step < (int)blockDim.x; step *= 2) {
+        int before = t >= step ? sums[t - step] : 0;
+        __syncthreads();
+        sums[t] += before;
+        __syncthreads();
+    }
+    int at = sums[t] - own;
+    for (int i = lo; i < hi; ++i) {
+        int n = counts[i];
+        counts[i] = at;
+        at += n;
+    }
+}
+
+// Pass 3, one thread a CTA: its entries copied to the next place of its bin. Places within a bin go by the
+// order the atomics come in (about the CTAs' order: head by head); a tile's result does not depend on
+// where its CTA runs in the launch.
+extern "C" __global__ void sparge_work_place(const int* entries, const int* longest, long long ctas, int perCTA,
+                                             int keyBlocks, int* starts, int* work) {
+    long long cta = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (cta >= ctas) return;
+    long long at = atomicAdd(&starts[keyBlocks - longest[cta]], 1);
+    for (int i = 0; i < perCTA * 4; ++i) work[at * perCTA * 4 + i] = entries[cta * perCTA * 4 + i];
+}
+
 // Copies of whole blocks between device buffers (a ring payload packed from the blocks it carries):
 // per copy (source address, destination address, bytes), bytes a multiple of 4; one thread block a copy.
 struct BlockCopy { u64 source, destination, bytes; };

@@ -115,11 +115,11 @@ public struct CUDAMaskPredictor {
                                kvHeads: kvHeads, seqLen: seqLen).mask
     }
 
-    /// A mask predicted on the device: the host rows, and the key lists left on the device (nil when no
-    /// block is computed).
+    /// A mask predicted on the device: the host rows, and the same lists left on the device (nil when there
+    /// are no rows or no key blocks).
     struct DeviceMask {
         let mask: BlockMask
-        let deviceKeys: DeviceBuffer?
+        let lists: MaskCompaction.DeviceLists?
     }
 
     /// Where the summaries a mask is predicted from lie on the device.
@@ -147,7 +147,7 @@ public struct CUDAMaskPredictor {
         let nk = (seqLen + config.blockK - 1) / config.blockK
         let rowsPerHead = queryBlocks.count
         guard rowsPerHead > 0, nk > 0 else {
-            return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks), deviceKeys: nil)
+            return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks), lists: nil)
         }
         var t = CUDATrace.now()
         let rule = RowRule(config: config, queryBlocks: queryBlocks, keyBlocks: nk, headDim: d)
@@ -199,7 +199,7 @@ public struct CUDAMaskPredictor {
         CUDATrace.note("mask: compacted on the device, lists down (\(compacted.keys.count) computed blocks)", since: t)
         return DeviceMask(mask: BlockMask(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks,
                                           rowStarts: compacted.rowStarts, keys: compacted.keys),
-                          deviceKeys: compacted.deviceKeys)
+                          lists: compacted.device)
     }
 
     /// The scores and whatever else a batch of rows needs on the device to be selected.

@@ -2,14 +2,20 @@
 /// ascending computed key blocks. Only the row totals (4 bytes a row) and the lists (4 bytes a computed
 /// block) come down — never the `rows · nk` bytes.
 struct MaskCompaction {
+    /// A sparse mask's lists in device memory: row starts (Int64, `rows + 1` of them) and key blocks (Int32).
+    struct DeviceLists {
+        let rowStarts: DeviceBuffer
+        let keys: DeviceBuffer
+    }
+
     let device: CUDADevice
 
-    /// The CSR row starts and key lists on the host, and the same lists left on the device (the attention
-    /// kernel reads its block lists from them).
+    /// The CSR row starts and key lists on the host, and the same left on the device (the attention
+    /// kernel reads its block lists from them; one rank's work list is built from both there).
     struct Result {
         let rowStarts: [Int]
         let keys: [Int32]
-        let deviceKeys: DeviceBuffer
+        let device: DeviceLists
     }
 
     /// Up to this many bytes of key lists (`rows · nk · 4`, every block computed) are allocated before the
@@ -56,6 +62,6 @@ struct MaskCompaction {
         let rowStarts = starts64.map { Int($0) }
         var host = [Int32](repeating: 0, count: rowStarts[rows])
         try host.withUnsafeMutableBytes { try keys.download(into: $0.baseAddress!, count: $0.count) }
-        return Result(rowStarts: rowStarts, keys: host, deviceKeys: keys)
+        return Result(rowStarts: rowStarts, keys: host, device: DeviceLists(rowStarts: starts, keys: keys))
     }
 }

@@ -14,12 +14,26 @@ import SpargeKernels
 ///
 /// Per step the host does O(tiles + blocks of the step) work: the placement and copy tables, and for every
 /// compute tile the part of its mask row (already on the device, from the mask's compaction) that lies in
-/// the blocks of the payload's owner — two binary searches a range, no list copied.
+/// the blocks of the payload's owner — two binary searches a range, no list copied. One rank whose mask was
+/// compacted on the device does none of it: the device builds its tile table and work list
+/// (`DeviceWorkList`).
 final class DeviceRingStore: ResidentRingStore {
     private let shard: DeviceShard
     private let ring: DeviceShard.RingTensors
     private let device: CUDADevice
-    private let plan: AttentionPlan
+    /// Who lays out the compute tiles: the host's plan, or (one rank) the device.
+    private let work: TileWork
+    private enum TileWork {
+        case host(AttentionPlan)
+        case device(DeviceWorkList)
+
+        var tileCount: Int {
+            switch self {
+            case .host(let plan): plan.tiles.count
+            case .device(let list): list.tiles
+            }
+        }
+    }
     private let kernel: AttentionKernel
     /// The key-block lists the kernel reads: the mask's own (compacted on the device, or uploaded), or for a
     /// mask whose rows are all prefixes (dense) one list `0..<nk` that every row indexes from its start.
@@ -68,7 +82,7 @@ final class DeviceRingStore: ResidentRingStore {
     /// Device seconds in the attention kernel over every `attend` (after `finish`).
     private(set) var kernelSeconds = 0.0
 
-    init(shard: DeviceShard, mask: BlockMask, maskKeys: DeviceBuffer?, tokenRanges: [Range<Int>],
+    init(shard: DeviceShard, mask: BlockMask, maskLists: MaskCompaction.DeviceLists?, tokenRanges: [Range<Int>],
          config: SpargeConfig, seqLen: Int, messagesInDeviceMemory: Bool = false) throws {
         try CUDABlockSparseAttention.checkShape(headDim: shard.dim, config: config)
         try AttentionKernel.checkPrecision(shard.precision, device: shard.device)
@@ -77,11 +91,24 @@ final class DeviceRingStore: ResidentRingStore {
         self.messagesInDeviceMemory = messagesInDeviceMemory
         ring = try shard.ringTensors(wholeSequence: shard.holdsWholeSequence(seqLen: seqLen, blockK: config.blockK))
         device = shard.device
-        plan = try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows, kvHeads: shard.kvHeads,
-                                 config: config, seqLen: seqLen)
         kernel = AttentionKernel(device: device, headDim: shard.dim, config: config, precision: shard.precision,
                                  options: shard.options)
-        (blockLists, listsFromRowStart) = try Self.blockLists(mask: mask, maskKeys: maskKeys, device: shard.device)
+        let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
+        let work: TileWork
+        if holdsEverything, shard.options.workListOnDevice, let lists = maskLists,
+           mask.queryBlocks.elementsEqual(0..<mask.rowCount),
+           DeviceWorkList.applies(config: config, tilesPerCTA: kernel.tilesPerCTA) {
+            work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
+                                              heads: shard.queryHeads, seqLen: seqLen, config: config,
+                                              tilesPerCTA: kernel.tilesPerCTA))
+            t = CUDATrace.note("ring store: tile table and work list enqueued on the device", since: t)
+        } else {
+            work = .host(try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows,
+                                           kvHeads: shard.kvHeads, config: config, seqLen: seqLen))
+            t = CUDATrace.note("ring store: host: plan of \(work.tileCount) tiles", since: t)
+        }
+        self.work = work
+        (blockLists, listsFromRowStart) = try Self.blockLists(mask: mask, maskKeys: maskLists?.keys, device: shard.device)
         self.tokenRanges = tokenRanges
         payloadFormat = shard.precision.ringPayload(kvFormat: shard.kvFormat, headDim: shard.dim)
         self.seqLen = seqLen
@@ -89,12 +116,10 @@ final class DeviceRingStore: ResidentRingStore {
         keyBlocks = (seqLen + blockK - 1) / blockK
         kvRows = keyBlocks * blockK
         payloadOffsets = [Int](repeating: -1, count: shard.kvHeads * keyBlocks)
-        t = CUDATrace.note("ring store: host: plan of \(plan.tiles.count) tiles", since: t)
 
         let d = shard.dim
         kvBytes = shard.kvHeads * kvRows * d * 2
         let keyRowBytes = d * (ring.quantized == nil ? 2 : 1)  // the kernel's K: int8 or 16 bits
-        let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
         // (int8 quantizes K as it places it: nothing is read in place.)
         wholeInPlace = holdsEverything && shard.rows == kvRows && shard.kvFormat == shard.precision.storageFormat
         k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: shard.kvHeads * kvRows * keyRowBytes, label: "keys")
@@ -116,11 +141,21 @@ final class DeviceRingStore: ResidentRingStore {
             state = (try DeviceBuffer(device: device, bytes: outputRows * d * 4, zeroed: true, label: "output accumulator"),
                      try DeviceBuffer(device: device, bytes: outputRows * 8, zeroed: true, label: "softmax state"))
         }
-        counters = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, zeroed: true, label: "tile counters")
+        counters = try DeviceBuffer(device: device, bytes: work.tileCount * 16, zeroed: true, label: "tile counters")
         t = try CUDATrace.step("ring store: accumulators zeroed", since: t, on: device)
-        tileTable = try DeviceBuffer(device: device, bytes: plan.tiles.count * 16, label: "tile table")
-        // Written in place: appending its 16K entries took 0.03–0.07 ms, on the pass's critical path.
-        let tiles = plan.tiles
+        switch work {
+        case .device(let list):
+            tileTable = list.tileTable
+        case .host(let plan):
+            tileTable = try Self.tileTable(plan.tiles, device: device)
+            t = CUDATrace.note("ring store: tile table up", since: t)
+        }
+        overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
+    }
+
+    /// The host plan's tiles (head, local row, rows, first token) in device memory. Written in place:
+    /// appending its 16K entries took 0.03–0.07 ms, on the pass's critical path.
+    private static func tileTable(_ tiles: [AttentionPlan.Tile], device: CUDADevice) throws -> DeviceBuffer {
         let table = [Int32](unsafeUninitializedCapacity: tiles.count * 4) { entries, initialized in
             for (i, tile) in tiles.enumerated() {
                 (entries[4 * i], entries[4 * i + 1]) = (Int32(tile.head), Int32(tile.localRow))
@@ -128,9 +163,9 @@ final class DeviceRingStore: ResidentRingStore {
             }
             initialized = tiles.count * 4
         }
-        try tileTable.upload(table)
-        overflow = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "overflow flag")
-        CUDATrace.note("ring store: tile table up", since: t)
+        let buffer = try DeviceBuffer(device: device, bytes: tiles.count * 16, label: "tile table")
+        try buffer.upload(table)
+        return buffer
     }
 
     func chooseValueType(wide: Bool) throws {
@@ -309,18 +344,50 @@ final class DeviceRingStore: ResidentRingStore {
     func attend(threads: Int, poll: ((Double) -> Void)?) throws {
         try device.makeCurrent()
         let t = CUDATrace.now()
-        // Per tile, the part of its mask row in each range of the owner's blocks: every one of them is placed
-        // by now. One launch per range, in order, so that no two CTAs of a launch update the same tile.
-        var work: [Int32] = []
-        work.reserveCapacity(4 * plan.tiles.count * ownerBlocks.count)
-        var launches: [(first: Int, items: Int)] = []
-        var visits = 0
         // A launch that finishes its tiles has a CTA for every tile, visits or none: it writes the output.
         let finishing = final != nil
         guard !(finishing && (attended || ownerBlocks.count > 1)) else {
             throw CUDAError.unsupported("one rank's blocks came in more than one launch")
         }
         attended = true
+        let list: (buffer: DeviceBuffer, launches: [(first: Int, items: Int)])
+        switch work {
+        case .device(let built):
+            // Built with the store: every tile's whole row, in the one launch of the one rank's blocks.
+            guard ownerBlocks == [0..<keyBlocks] else {
+                throw CUDAError.unsupported("a work list built for every key block met blocks \(ownerBlocks)")
+            }
+            list = (built.work, [(0, built.ctas * kernel.tilesPerCTA)])
+        case .host(let plan):
+            guard let hostList = try hostWorkList(plan, finishing: finishing) else { poll?(1); return }
+            list = hostList
+        }
+        let listed = CUDATrace.note("attend: \(list.launches.count) launches' work lists", since: t)
+        let valuesInBF16 = try chosenValues().inBF16
+        let group = shard.queryHeads / shard.kvHeads
+        let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
+        try start.record()
+        for launch in list.launches {
+            try kernel.launch(operands, work: list.buffer.address + UInt64(launch.first * 16), blocks: blockLists?.address ?? 0,
+                              entries: launch.items, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
+        }
+        try stop.record()
+        timings.append((start, stop))
+        // A host work list is freed when this returns: the kernel must have read it.
+        try device.synchronize(poll: poll.map { p in { p(0.5) } })
+        CUDATrace.note("attend: \(list.launches.count) kernel launches, run", since: listed)
+        poll?(1)
+    }
+
+    /// Per tile of `plan`, the part of its mask row in each range of the owner's blocks (every one of them is
+    /// placed by now), uploaded: one launch per range, in order, so that no two CTAs of a launch update the
+    /// same tile. Nil when no tile visits a block and none is to be finished.
+    private func hostWorkList(_ plan: AttentionPlan, finishing: Bool) throws -> (buffer: DeviceBuffer, launches: [(first: Int, items: Int)])? {
+        let t = CUDATrace.now()
+        var work: [Int32] = []
+        work.reserveCapacity(4 * plan.tiles.count * ownerBlocks.count)
+        var launches: [(first: Int, items: Int)] = []
+        var visits = 0
         let group = shard.queryHeads / shard.kvHeads
         let tiles = plan.tiles, mask = plan.mask, keys = mask.keys, fromRowStart = listsFromRowStart
         for range in ownerBlocks {
@@ -344,23 +411,11 @@ final class DeviceRingStore: ResidentRingStore {
             if !entries.isEmpty { launches.append((work.count / 4, entries.count / 4)) }
             work += entries
         }
-        let listed = CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
-        guard visits > 0 || (finishing && !work.isEmpty) else { poll?(1); return }
-        let valuesInBF16 = try chosenValues().inBF16
-        let workBuffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
-        try workBuffer.upload(work)
-        let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
-        try start.record()
-        for launch in launches {
-            try kernel.launch(operands, work: workBuffer.address + UInt64(launch.first * 16), blocks: blockLists?.address ?? 0,
-                              entries: launch.items, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
-        }
-        try stop.record()
-        timings.append((start, stop))
-        // The work list is freed when this returns: the kernel must have read it.
-        try device.synchronize(poll: poll.map { p in { p(0.5) } })
-        CUDATrace.note("attend: \(launches.count) kernel launches, run", since: listed)
-        poll?(1)
+        CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
+        guard visits > 0 || (finishing && !work.isEmpty) else { return nil }
+        let buffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
+        try buffer.upload(work)
+        return (buffer, launches)
     }
 
     func finish() throws -> (output: Tensor, lse: Tensor, statistics: AttentionStatistics) {
@@ -385,7 +440,7 @@ final class DeviceRingStore: ResidentRingStore {
         kernelSeconds = try timings.reduce(0) { $0 + (try $1.stop.seconds(since: $1.start)) }
         t = CUDATrace.note("finish: \(final == nil ? "normalised on the device" : "normalised by the kernel") "
             + "(kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
-        var statistics = try AttentionKernel.statistics(counters: counters, tiles: plan.tiles.count)
+        var statistics = try AttentionKernel.statistics(counters: counters, tiles: work.tileCount)
         statistics.deviceSeconds = kernelSeconds
         CUDATrace.note("finish: counters down", since: t)
         CUDATrace.flush()

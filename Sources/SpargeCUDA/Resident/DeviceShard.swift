@@ -38,7 +38,8 @@ final class DeviceShard: ResidentShard {
     private var flagsComingDown: PendingDownload?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
-    private var maskKeys: DeviceBuffer?
+    /// The last predicted mask's lists on the device (the attention kernel's block lists).
+    private var maskLists: MaskCompaction.DeviceLists?
     /// The K mean of every head (`[Hkv][D]` fp32, the whole sequence's) and the softmax scale, from
     /// `summarize`: what int8 smooths K by and weighs the row shifts with.
     private var smoothing: (keyMean: DeviceBuffer, softmaxScale: Float)?
@@ -320,7 +321,7 @@ final class DeviceShard: ResidentShard {
                                              keyMeans: keyMeans.address, keyFlags: keyFlags.address),
             queryBlocks: queryBlocks, config: config, headDim: dim, queryHeads: queryHeads, kvHeads: kvHeads,
             seqLen: seqLen)
-        maskKeys = predicted.deviceKeys
+        maskLists = predicted.lists
         // The device converts while the host plans the ring.
         _ = try ringTensors(wholeSequence: holdsWholeSequence(seqLen: seqLen, blockK: config.blockK))
         return predicted.mask
@@ -328,7 +329,7 @@ final class DeviceShard: ResidentShard {
 
     func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
                        messagesInPlace: Bool) throws -> any ResidentRingStore {
-        try DeviceRingStore(shard: self, mask: mask, maskKeys: maskKeys, tokenRanges: tokenRanges, config: config,
+        try DeviceRingStore(shard: self, mask: mask, maskLists: maskLists, tokenRanges: tokenRanges, config: config,
                             seqLen: seqLen, messagesInDeviceMemory: messagesInPlace)
     }
 
