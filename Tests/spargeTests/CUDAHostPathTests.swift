@@ -90,6 +90,20 @@ final class CUDAHostPathTests: XCTestCase {
             // 16 tiles of 64 rows a head (1024 tokens, 2 heads) pair up: fewer CTAs than the 32 tiles.
             XCTAssertLessThan(Int(fields[1]) ?? 99, 32, line)
         }
+        // One rank builds its work list on the device (CTAs of the 8 query blocks of 2 heads: grid ≤ 16) and,
+        // handed bf16 tensors, converts V to fp16 ahead; SPARGE_CUDA_WORK_LIST=host leaves the list to the host.
+        let workKernels = ["sparge_work_items", "sparge_work_starts", "sparge_work_place"]
+        for (listOn, expected) in [("device", true), ("host", false)] {
+            setenv("SPARGE_CUDA_WORK_LIST", listOn, 1)
+            try "".write(toFile: log, atomically: true, encoding: .utf8)
+            let bf16 = try spargeSingle(["bench", "--backend", "cuda", "--dtype", "bf16"] + small, timeout: 60)
+            XCTAssertEqual(bf16.status, 0, transcript(bf16))
+            for name in workKernels {
+                XCTAssertEqual(launches(log).contains { $0.hasPrefix(name + " ") }, expected, "\(name), list on the \(listOn):\n\(launches(log))")
+            }
+            XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_enter_packed ") }, "V's fp16 copy:\n\(launches(log))")
+        }
+        unsetenv("SPARGE_CUDA_WORK_LIST")
         try checkInt8(log: log, kernel: "sparge_attention_sm90")
         setenv("SPARGE_CUDA_KERNEL", "mma", 1)
         try checkInt8(log: log, kernel: "sparge_attention")

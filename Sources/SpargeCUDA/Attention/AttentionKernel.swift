@@ -263,6 +263,12 @@ struct AttentionKernel {
     static func statistics(counters: DeviceBuffer, tiles: Int) throws -> AttentionStatistics {
         var counts = [Int32](repeating: 0, count: tiles * 4)
         try counts.withUnsafeMutableBytes { try counters.download(into: $0.baseAddress!, count: $0.count) }
+        return counts.withUnsafeBytes { statistics(counters: $0, tiles: tiles) }
+    }
+
+    /// The same from the counters already on the host (`tiles · 16` bytes).
+    static func statistics(counters: UnsafeRawBufferPointer, tiles: Int) -> AttentionStatistics {
+        let counts = counters.bindMemory(to: Int32.self)
         var stats = AttentionStatistics()
         for i in 0..<tiles {
             stats.keyBlocksVisited += Int(counts[4 * i])

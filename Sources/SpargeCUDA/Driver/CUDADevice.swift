@@ -36,6 +36,10 @@ public final class CUDADevice: @unchecked Sendable {
     /// overlaps the kernel before it; an event orders the kernel after its copy).
     let stream: UnsafeMutableRawPointer?
     let copyStream: UnsafeMutableRawPointer?
+    /// A stream for kernels that run beside the main stream's (V's conversion for P·V beside the
+    /// summaries and the mask); the main stream waits for an event before it uses their output. Buffers a
+    /// side kernel touches must outlive that wait: the pool's reuse is ordered on the main stream only.
+    let sideStream: UnsafeMutableRawPointer?
     /// Allocations given back by this device's buffers, for reuse.
     let pool: DeviceMemoryPool
     /// Pinned host buffers given back, for reuse (up to 1 GiB).
@@ -115,6 +119,9 @@ public final class CUDADevice: @unchecked Sendable {
         var c: UnsafeMutableRawPointer?
         try api.check(api.cuStreamCreate(&c, 0), "cuStreamCreate")
         copyStream = c
+        var side: UnsafeMutableRawPointer?
+        try api.check(api.cuStreamCreate(&side, 0), "cuStreamCreate")
+        sideStream = side
         var (free, total) = (0, 0)
         try api.check(api.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         // An eighth of the device: a million-token pass on one GPU reuses all it allocates, and several
@@ -204,8 +211,8 @@ public final class CUDADevice: @unchecked Sendable {
         }
     }
 
-    /// Enqueues `function` on the stream.
-    func launch(_ function: CUDAFunction, grid: Int, block: Int, sharedBytes: Int = 0,
+    /// Enqueues `function` on `stream` (default: the main stream).
+    func launch(_ function: CUDAFunction, grid: Int, block: Int, sharedBytes: Int = 0, on stream: UnsafeMutableRawPointer? = nil,
                 _ arguments: [KernelArgument]) throws {
         guard grid > 0 else { return }
         // Each argument in its own 16-byte-aligned slot (a struct argument takes as many as it needs).
@@ -229,7 +236,7 @@ public final class CUDADevice: @unchecked Sendable {
         }
         try pointers.withUnsafeMutableBufferPointer { p in
             try api.check(api.cuLaunchKernel(function.handle, UInt32(grid), 1, 1, UInt32(block), 1, 1, UInt32(sharedBytes),
-                                             stream, p.baseAddress, nil),
+                                             stream ?? self.stream, p.baseAddress, nil),
                           "cuLaunchKernel(\(function.name), grid \(grid), block \(block), shared \(sharedBytes) B)")
         }
     }

@@ -137,20 +137,27 @@ final class PendingDownload {
     /// Bytes coming down: the parts' counts, one after the other.
     let count: Int
 
-    /// Enqueues copies of `parts` (a buffer, an offset in it, bytes), laid one after the other.
-    init(device: CUDADevice, parts: [(buffer: DeviceBuffer, offset: Int, count: Int)]) throws {
+    /// Enqueues copies of `parts` (a buffer, an offset in it, bytes), laid one after the other, on `stream`
+    /// (default: the main stream).
+    init(device: CUDADevice, parts: [(buffer: DeviceBuffer, offset: Int, count: Int)],
+         on stream: UnsafeMutableRawPointer? = nil) throws {
         count = parts.reduce(0) { $0 + $1.count }
         staging = try PinnedBuffer(device: device, bytes: max(1, count))
         var at = 0
         for part in parts where part.count > 0 {
             precondition(part.offset + part.count <= part.buffer.bytes, "PendingDownload: past the end of a buffer")
             try device.api.check(device.api.cuMemcpyDtoHAsync(staging.pointer + at, part.buffer.address + UInt64(part.offset),
-                                                              part.count, device.stream),
+                                                              part.count, stream ?? device.stream),
                                  "cuMemcpyDtoHAsync(\(part.count) B)")
             at += part.count
         }
         landed = try CUDAEvent(device: device)
-        try landed.record()
+        try landed.record(on: stream)
+    }
+
+    /// Makes the main stream's later work wait for the copies (and for the work before them on their stream).
+    func orderMainStreamAfter() throws {
+        try landed.makeWait()
     }
 
     /// The bytes, once they have landed (waits for the copies alone).

@@ -78,6 +78,8 @@ final class DeviceRingStore: ResidentRingStore {
     private var arrived: (buffer: DeviceBuffer, copied: CUDAEvent)?
     private var lastCopy: CUDAEvent?
     private var timings: [(start: CUDAEvent, stop: CUDAEvent)] = []
+    /// The tile counters coming down right behind the launch that finished every tile (one rank).
+    private var countersDown: PendingDownload?
 
     /// Device seconds in the attention kernel over every `attend` (after `finish`).
     private(set) var kernelSeconds = 0.0
@@ -373,6 +375,7 @@ final class DeviceRingStore: ResidentRingStore {
         }
         try stop.record()
         timings.append((start, stop))
+        if finishing { countersDown = try PendingDownload(device: device, parts: [(counters, 0, work.tileCount * 16)]) }
         // A host work list is freed when this returns: the kernel must have read it.
         try device.synchronize(poll: poll.map { p in { p(0.5) } })
         CUDATrace.note("attend: \(list.launches.count) kernel launches, run", since: listed)
@@ -440,7 +443,8 @@ final class DeviceRingStore: ResidentRingStore {
         kernelSeconds = try timings.reduce(0) { $0 + (try $1.stop.seconds(since: $1.start)) }
         t = CUDATrace.note("finish: \(final == nil ? "normalised on the device" : "normalised by the kernel") "
             + "(kernel \((kernelSeconds * 1e6).rounded() / 1e3) ms)", since: t)
-        var statistics = try AttentionKernel.statistics(counters: counters, tiles: work.tileCount)
+        var statistics = try countersDown.map { AttentionKernel.statistics(counters: try $0.bytes(), tiles: work.tileCount) }
+            ?? AttentionKernel.statistics(counters: counters, tiles: work.tileCount)
         statistics.deviceSeconds = kernelSeconds
         CUDATrace.note("finish: counters down", since: t)
         CUDATrace.flush()

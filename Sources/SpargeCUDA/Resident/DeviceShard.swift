@@ -38,6 +38,10 @@ final class DeviceShard: ResidentShard {
     private var flagsComingDown: PendingDownload?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
+    /// V in fp16 for P·V, converted on the side stream since `beginPass` (one rank, bf16, V entered packed
+    /// in bf16): the copy, the flag of values beyond fp16, and the flag coming down (its event also orders
+    /// the main stream after the conversion).
+    private var valuesAhead: (half: DeviceBuffer, beyondHalf: DeviceBuffer, flagDown: PendingDownload)?
     /// The last predicted mask's lists on the device (the attention kernel's block lists).
     private var maskLists: MaskCompaction.DeviceLists?
     /// The K mean of every head (`[Hkv][D]` fp32, the whole sequence's) and the softmax scale, from
@@ -98,22 +102,48 @@ final class DeviceShard: ResidentShard {
     /// where they are (one rank), which decides what `ringTensors` converts ahead.
     func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
 
+    /// With one rank holding the whole sequence in a bf16 pass whose V entered packed in bf16 (a model's
+    /// tensor), V's fp16 copy for P·V starts now on the side stream, beside the summaries and the mask: on
+    /// the main stream it came after the mask, and with the work list built on the device it was what the
+    /// attention kernel waited for (0.08 ms at 32K tokens and 8 heads).
+    func beginPass(seqLen: Int, tokenRanges: [Range<Int>], config: SpargeConfig) throws {
+        guard valuesAhead == nil, ring == nil, halfAhead(wholeSequence: holdsWholeSequence(seqLen: seqLen, blockK: config.blockK)),
+              entered.v.isContiguous, entered.v.element == kvFormat else { return }
+        try device.makeCurrent()
+        let t = CUDATrace.now()
+        let values = try device.deviceBuffer(of: entered.v, label: "V")
+        let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
+        let half = try halfCopy(of: values, flaggingBeyondHalf: beyondHalf, on: device.sideStream)
+        valuesAhead = (half, beyondHalf, try PendingDownload(device: device, parts: [(beyondHalf, 0, 4)], on: device.sideStream))
+        CUDATrace.note("begin: V to fp16 on the side stream (enqueued)", since: t)
+    }
+
+    /// Whether a bf16 pass gets V in fp16 for P·V ahead (with `wholeSequence`: the ring store reads K and V
+    /// where they are), from the pass that looks for values beyond fp16's range — instead of after the range
+    /// is known, just before the attention kernel.
+    private func halfAhead(wholeSequence: Bool) -> Bool { wholeSequence && precision == .bf16 && kvFormat == .bf16 }
+
     /// The ring's tensors, converted on first use. With `wholeSequence` (this rank holds every token, in
     /// whole key blocks: its ring store reads K and V where they are) a bf16 pass also gets V in fp16 for
-    /// P·V, from the pass that looks for values beyond fp16's range: converted now, while the host plans the
-    /// ring, instead of after the range is known, just before the attention kernel.
+    /// P·V (`halfAhead`): taken from `beginPass`, or converted now, while the host plans the ring.
     func ringTensors(wholeSequence: Bool = false) throws -> RingTensors {
         if let ring { return ring }
         let t = CUDATrace.now()
         let entry = TensorEntry(device: device)
-        let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
         let (queries, quantized) = try queriesForKernel()
-        let halfAhead = wholeSequence && precision == .bf16 && kvFormat == .bf16
+        let halfAhead = halfAhead(wholeSequence: wholeSequence)
+        let beyondHalf = try valuesAhead?.beyondHalf ?? DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
         let values = try entry.packed(entered.v, as: kvFormat, "V", range: halfAhead ? nil : beyondHalf)
+        var half: DeviceBuffer?
+        if let valuesAhead {
+            try valuesAhead.flagDown.orderMainStreamAfter()
+            half = valuesAhead.half
+        } else if halfAhead {
+            half = try halfCopy(of: values, flaggingBeyondHalf: beyondHalf)
+        }
         let converted = RingTensors(
             queries: queries, keys: try entry.packed(entered.k, as: kvFormat, "K"), values: values,
-            valuesInHalf: halfAhead ? try halfCopy(of: values, flaggingBeyondHalf: beyondHalf) : nil,
-            beyondHalf: beyondHalf, quantized: quantized)
+            valuesInHalf: half, beyondHalf: beyondHalf, quantized: quantized)
         ring = converted
         try CUDATrace.step("ring formats: Q in \(precision.rawValue), K and V in \(kvFormat.rawValue) (enqueued)", since: t, on: device)
         return converted
@@ -121,10 +151,12 @@ final class DeviceShard: ResidentShard {
 
     /// `values` (V in `kvFormat`) rounded to fp16, setting `flag` where a value is beyond fp16's range (the
     /// copy then holds ±∞ there, and P·V takes `values` in bf16 instead).
-    private func halfCopy(of values: DeviceBuffer, flaggingBeyondHalf flag: DeviceBuffer) throws -> DeviceBuffer {
+    private func halfCopy(of values: DeviceBuffer, flaggingBeyondHalf flag: DeviceBuffer,
+                          on stream: UnsafeMutableRawPointer? = nil) throws -> DeviceBuffer {
         let count = kvHeads * rows * dim
         let half = try DeviceBuffer(device: device, bytes: max(2, count * 2), label: "V in fp16 for P·V")
-        try TensorEntry(device: device).convert(values, from: kvFormat, count: count, into: half, as: .f16, overflow: flag)
+        try TensorEntry(device: device, stream: stream).convert(values, from: kvFormat, count: count, into: half, as: .f16,
+                                                                overflow: flag)
         return half
     }
 
@@ -158,7 +190,10 @@ final class DeviceShard: ResidentShard {
     }
 
     func needsWideValues() throws -> Bool {
-        try TensorEntry(device: device).raised(try ringTensors().beyondHalf)
+        if let flag = try valuesAhead?.flagDown.bytes() {
+            return flag.load(as: Int32.self) != 0  // (only V's fp16 copy sets it)
+        }
+        return try TensorEntry(device: device).raised(try ringTensors().beyondHalf)
     }
 
     func keySums() throws -> [Double] {

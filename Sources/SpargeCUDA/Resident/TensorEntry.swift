@@ -5,6 +5,8 @@ import SpargeKernels
 /// them; and the output leaving into a caller's device tensor.
 struct TensorEntry {
     let device: CUDADevice
+    /// Where `convert` enqueues (nil: the main stream).
+    var stream: UnsafeMutableRawPointer? = nil
 
     /// `t` on this device: itself when it is there, else one packed upload in its own element type.
     ///
@@ -54,7 +56,8 @@ struct TensorEntry {
     func convert(_ source: DeviceBuffer, from: StorageFormat, count: Int, into destination: DeviceBuffer,
                  as to: StorageFormat, overflow: DeviceBuffer, range: DeviceBuffer? = nil) throws {
         guard count > 0 else { return }
-        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256, [
+        try device.launch(device.residentKernel("sparge_enter_packed"), grid: ((count + 3) / 4 + 255) / 256, block: 256,
+                          on: stream, [
             .pointer(source.address), .int(ResidentKernelSource.code(of: from)), .int64(Int64(count)),
             .pointer(destination.address), .int(ResidentKernelSource.code(of: to)), .pointer(overflow.address),
             .pointer(range?.address ?? 0),

@@ -44,6 +44,12 @@ public protocol ResidentShard: AnyObject {
     var rows: Int { get }
     var dim: Int { get }
 
+    /// Told first what the pass is: a backend may start the work that needs neither summaries nor mask,
+    /// beside them (a GPU converts V for P·V while it pools the blocks). Default: nothing.
+    ///
+    /// - Parameter tokenRanges: the global token ranges this rank holds, in the order of its rows.
+    func beginPass(seqLen: Int, tokenRanges: [Range<Int>], config: SpargeConfig) throws
+
     /// Whether V holds values that the backend's compact P·V type cannot carry (fp16 beyond ±65504); when
     /// any rank's does, every rank's ring store is told so (`ResidentRingStore.chooseValueType(wide:)`) and
     /// computes P·V in its wide type. May wait for the device's conversion of V.
@@ -95,6 +101,10 @@ public protocol ResidentShard: AnyObject {
     ///   `pack` and `receiveBuffer` may hand it device memory instead of staging through the host.
     func makeRingStore(mask: BlockMask, tokenRanges: [Range<Int>], config: SpargeConfig, seqLen: Int,
                        messagesInPlace: Bool) throws -> any ResidentRingStore
+}
+
+extension ResidentShard {
+    public func beginPass(seqLen: Int, tokenRanges: [Range<Int>], config: SpargeConfig) throws {}
 }
 
 /// A ring store whose output stays where it was computed.

@@ -55,6 +55,7 @@ extension ShardedAttention {
         progress?("summaries", 0)
         var t = DispatchTime.now().uptimeNanoseconds
         let shard = try agreed(comm) { try engine.enter(q: q, k: k, v: v, kvFormat: kvFormat) }
+        try agreed(comm) { try shard.beginPass(seqLen: layout.seqLen, tokenRanges: ranges, config: config) }
         let dense = config.selection == .dense
         var gathered: PackedKeySummaries?
         if !dense {
