@@ -354,6 +354,8 @@ final class CUDAHostPathTests: XCTestCase {
     int cuMemsetD8_v2(u64 d, unsigned char c, size_t n) { memset((void *)d, c, n); return 0; }
     int cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1 << 30; *t = 1 << 30; return 0; }
     int cuStreamCreate(void **s, unsigned f) { *s = (void *)3; return 0; }
+    int cuStreamCreateWithPriority(void **s, unsigned f, int priority) { *s = (void *)4; return 0; }
+    int cuCtxGetStreamPriorityRange(int *least, int *greatest) { *least = 0; *greatest = -5; return 0; }
     int cuStreamSynchronize(void *s) { return 0; }
     int cuStreamQuery(void *s) { return 0; }
     int cuStreamWaitEvent(void *s, void *e, unsigned f) { return 0; }

@@ -37,7 +37,9 @@ public final class CUDADevice: @unchecked Sendable {
     let stream: UnsafeMutableRawPointer?
     let copyStream: UnsafeMutableRawPointer?
     /// A stream for kernels that run beside the main stream's (V's conversion for P·V beside the
-    /// summaries and the mask); the main stream waits for an event before it uses their output. Buffers a
+    /// summaries and the mask), at the lowest priority: its thread blocks take the SMs the main stream
+    /// leaves (at the same priority V's conversion took them from the K sums the host was waiting for, and
+    /// the pass gained nothing). The main stream waits for an event before it uses their output. Buffers a
     /// side kernel touches must outlive that wait: the pool's reuse is ordered on the main stream only.
     let sideStream: UnsafeMutableRawPointer?
     /// Allocations given back by this device's buffers, for reuse.
@@ -112,15 +114,18 @@ public final class CUDADevice: @unchecked Sendable {
         context = ctx
         try api.check(api.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
         var s: UnsafeMutableRawPointer?
-        // A blocking stream (flags 0): the synchronous copies and memsets, which run on the legacy default
-        // stream, stay ordered with the kernels of this one.
-        try api.check(api.cuStreamCreate(&s, 0), "cuStreamCreate")
+        // Blocking streams (flags 0): the synchronous copies and memsets, which run on the legacy default
+        // stream, stay ordered with the kernels of these. The main and copy streams at the highest priority
+        // (the default is the lowest), the side stream at the lowest.
+        var (least, greatest): (Int32, Int32) = (0, 0)
+        try api.check(api.cuCtxGetStreamPriorityRange(&least, &greatest), "cuCtxGetStreamPriorityRange")
+        try api.check(api.cuStreamCreateWithPriority(&s, 0, greatest), "cuStreamCreateWithPriority")
         stream = s
         var c: UnsafeMutableRawPointer?
-        try api.check(api.cuStreamCreate(&c, 0), "cuStreamCreate")
+        try api.check(api.cuStreamCreateWithPriority(&c, 0, greatest), "cuStreamCreateWithPriority")
         copyStream = c
         var side: UnsafeMutableRawPointer?
-        try api.check(api.cuStreamCreate(&side, 0), "cuStreamCreate")
+        try api.check(api.cuStreamCreateWithPriority(&side, 0, least), "cuStreamCreateWithPriority")
         sideStream = side
         var (free, total) = (0, 0)
         try api.check(api.cuMemGetInfo(&free, &total), "cuMemGetInfo")
