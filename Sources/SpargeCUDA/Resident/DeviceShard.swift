@@ -42,6 +42,8 @@ final class DeviceShard: ResidentShard {
     /// in bf16): the copy, the flag of values beyond fp16, and the flag coming down (its event also orders
     /// the main stream after the conversion).
     private var valuesAhead: (half: DeviceBuffer, beyondHalf: DeviceBuffer, flagDown: PendingDownload)?
+    /// Whether `beginPass` asked for `valuesAhead`, not yet enqueued.
+    private var valuesAheadWanted = false
     /// The last predicted mask's lists on the device (the attention kernel's block lists).
     private var maskLists: MaskCompaction.DeviceLists?
     /// The K mean of every head (`[Hkv][D]` fp32, the whole sequence's) and the softmax scale, from
@@ -103,19 +105,29 @@ final class DeviceShard: ResidentShard {
     func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
 
     /// With one rank holding the whole sequence in a bf16 pass whose V entered packed in bf16 (a model's
-    /// tensor), V's fp16 copy for P·V starts now on the side stream, beside the summaries and the mask: on
-    /// the main stream it came after the mask, and with the work list built on the device it was what the
-    /// attention kernel waited for (0.08 ms at 32K tokens and 8 heads).
+    /// tensor), V's fp16 copy for P·V is to run on the side stream beside the summaries and the mask
+    /// (`startValuesAhead`, once the K sums are down): on the main stream it came after the mask, and with the
+    /// work list built on the device it was what the attention kernel waited for (0.08 ms at 32K tokens and
+    /// 8 heads).
     func beginPass(seqLen: Int, tokenRanges: [Range<Int>], config: SpargeConfig) throws {
-        guard valuesAhead == nil, ring == nil, halfAhead(wholeSequence: holdsWholeSequence(seqLen: seqLen, blockK: config.blockK)),
-              entered.v.isContiguous, entered.v.element == kvFormat else { return }
-        try device.makeCurrent()
+        valuesAheadWanted = valuesAhead == nil && ring == nil
+            && halfAhead(wholeSequence: holdsWholeSequence(seqLen: seqLen, blockK: config.blockK))
+            && entered.v.isContiguous && entered.v.element == kvFormat
+    }
+
+    /// Enqueues V's fp16 copy on the side stream where `beginPass` asked for it. Called once the host has the
+    /// K sums: started at the pass's beginning it took the memory bandwidth (and, at equal priority, the
+    /// SMs) of the K sums the host waits for — 0.02 → 0.1 ms, which cost what it saved (08:25, 08:35, one
+    /// H200). From here on the device pools Q and K and predicts the mask, kernels bound by latency.
+    private func startValuesAhead() throws {
+        guard valuesAheadWanted else { return }
+        valuesAheadWanted = false
         let t = CUDATrace.now()
         let values = try device.deviceBuffer(of: entered.v, label: "V")
         let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
         let half = try halfCopy(of: values, flaggingBeyondHalf: beyondHalf, on: device.sideStream)
         valuesAhead = (half, beyondHalf, try PendingDownload(device: device, parts: [(beyondHalf, 0, 4)], on: device.sideStream))
-        CUDATrace.note("begin: V to fp16 on the side stream (enqueued)", since: t)
+        CUDATrace.note("V to fp16 on the side stream (enqueued)", since: t)
     }
 
     /// Whether a bf16 pass gets V in fp16 for P·V ahead (with `wholeSequence`: the ring store reads K and V
@@ -205,6 +217,7 @@ final class DeviceShard: ResidentShard {
         let sums = [Double](UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: Double.self),
                                                 count: kvHeads * dim))
         CUDATrace.note("K sums on the device, \(sums.count) down", since: t)
+        try startValuesAhead()
         return sums
     }
 
