@@ -33,7 +33,13 @@ final class CUDAHostPathTests: XCTestCase {
         return (library, log)
     }
 
+    /// The stub's launches, "name grid block sharedBytes" each.
     private func launches(_ log: String) -> [String] {
+        launchesWithStreams(log).map { line in line.split(separator: " ").dropLast().joined(separator: " ") }
+    }
+
+    /// The same with the stream each ran on last: "… streamN", N = 10 − the stream's priority.
+    private func launchesWithStreams(_ log: String) -> [String] {
         ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
 
@@ -90,18 +96,25 @@ final class CUDAHostPathTests: XCTestCase {
             // 16 tiles of 64 rows a head (1024 tokens, 2 heads) pair up: fewer CTAs than the 32 tiles.
             XCTAssertLessThan(Int(fields[1]) ?? 99, 32, line)
         }
-        // One rank builds its work list on the device (CTAs of the 8 query blocks of 2 heads: grid ≤ 16) and,
-        // handed bf16 tensors, converts V to fp16 ahead; SPARGE_CUDA_WORK_LIST=host leaves the list to the host.
+        // One rank builds its work list on the device, a CTA per query block (8 of 2 heads: 16), and, handed
+        // bf16 tensors, converts V to fp16 on the side stream (the stub numbers a stream 10 − its priority:
+        // the main stream 15, the side stream 10); SPARGE_CUDA_WORK_LIST=host leaves the list to the host,
+        // whose pairing of neighbouring tiles gives the same 16 here.
         let workKernels = ["sparge_work_items", "sparge_work_starts", "sparge_work_place"]
-        for (listOn, expected) in [("device", true), ("host", false)] {
+        for (listOn, onDevice) in [("device", true), ("host", false)] {
             setenv("SPARGE_CUDA_WORK_LIST", listOn, 1)
             try "".write(toFile: log, atomically: true, encoding: .utf8)
             let bf16 = try spargeSingle(["bench", "--backend", "cuda", "--dtype", "bf16"] + small, timeout: 60)
             XCTAssertEqual(bf16.status, 0, transcript(bf16))
+            let lines = launchesWithStreams(log)
             for name in workKernels {
-                XCTAssertEqual(launches(log).contains { $0.hasPrefix(name + " ") }, expected, "\(name), list on the \(listOn):\n\(launches(log))")
+                XCTAssertEqual(lines.contains { $0.hasPrefix(name + " ") }, onDevice, "\(name), list on the \(listOn):\n\(lines)")
             }
-            XCTAssertTrue(launches(log).contains { $0.hasPrefix("sparge_enter_packed ") }, "V's fp16 copy:\n\(launches(log))")
+            XCTAssertEqual(lines.filter { $0.hasPrefix("sparge_enter_packed ") && $0.hasSuffix(" stream10") }.count, 1,
+                           "V's fp16 copy on the side stream, once:\n\(lines)")
+            XCTAssertEqual(lines.filter { $0.hasSuffix(" stream10") }.count, 1, "only V's copy on the side stream:\n\(lines)")
+            let attention = lines.filter { $0.hasPrefix("sparge_attention_sm90 ") }
+            XCTAssertEqual(attention.map { $0.split(separator: " ")[1] }, ["16"], "one launch of 16 CTAs:\n\(lines)")
         }
         unsetenv("SPARGE_CUDA_WORK_LIST")
         try checkInt8(log: log, kernel: "sparge_attention_sm90")
@@ -340,7 +353,7 @@ final class CUDAHostPathTests: XCTestCase {
                        unsigned smem, void *s, void **p, void **e) {
         const char *path = getenv("SPARGE_STUB_LOG");
         FILE *log = path ? fopen(path, "a") : NULL;
-        if (log) { fprintf(log, "%s %u %u %u\n", (const char *)f, gx, bx, smem); fclose(log); }
+        if (log) { fprintf(log, "%s %u %u %u stream%ld\n", (const char *)f, gx, bx, smem, (long)s); fclose(log); }
         return 0;
     }
     int cuMemAlloc_v2(u64 *p, size_t n) { *p = (u64)calloc(1, n); return 0; }
@@ -353,8 +366,7 @@ final class CUDAHostPathTests: XCTestCase {
     int cuMemcpyDtoHAsync_v2(void *d, u64 s, size_t n, void *st) { memcpy(d, (void *)s, n); return 0; }
     int cuMemsetD8_v2(u64 d, unsigned char c, size_t n) { memset((void *)d, c, n); return 0; }
     int cuMemGetInfo_v2(size_t *f, size_t *t) { *f = 1 << 30; *t = 1 << 30; return 0; }
-    int cuStreamCreate(void **s, unsigned f) { *s = (void *)3; return 0; }
-    int cuStreamCreateWithPriority(void **s, unsigned f, int priority) { *s = (void *)4; return 0; }
+    int cuStreamCreateWithPriority(void **s, unsigned f, int priority) { *s = (void *)(long)(10 - priority); return 0; }
     int cuCtxGetStreamPriorityRange(int *least, int *greatest) { *least = 0; *greatest = -5; return 0; }
     int cuStreamSynchronize(void *s) { return 0; }
     int cuStreamQuery(void *s) { return 0; }

@@ -36,11 +36,12 @@ public final class CUDADevice: @unchecked Sendable {
     /// overlaps the kernel before it; an event orders the kernel after its copy).
     let stream: UnsafeMutableRawPointer?
     let copyStream: UnsafeMutableRawPointer?
-    /// A stream for kernels that run beside the main stream's (V's conversion for P·V beside the
-    /// summaries and the mask), at the lowest priority: its thread blocks take the SMs the main stream
-    /// leaves (at the same priority V's conversion took them from the K sums the host was waiting for, and
-    /// the pass gained nothing). The main stream waits for an event before it uses their output. Buffers a
-    /// side kernel touches must outlive that wait: the pool's reuse is ordered on the main stream only.
+    /// A stream for kernels that run beside the main stream's (V's conversion for P·V beside the block
+    /// summaries), at the lowest priority: its thread blocks take the SMs the main stream leaves. Its work
+    /// is ordered after the main stream's queued work (`orderAfterQueuedWork`: the buffers the pool hands
+    /// out may have been used there), and the main stream waits for an event before it uses the output.
+    /// Buffers a side kernel touches must outlive that wait. (Being a blocking stream it is also ordered with
+    /// the legacy stream's memsets and copies: a `zeroed` buffer made while side work runs waits for it.)
     let sideStream: UnsafeMutableRawPointer?
     /// Allocations given back by this device's buffers, for reuse.
     let pool: DeviceMemoryPool
@@ -262,13 +263,13 @@ public final class CUDADevice: @unchecked Sendable {
         uploadsInFlight.withLock { $0 = ([], 0) }
     }
 
-    /// Makes the copy stream's later work wait for everything enqueued on the kernels' stream so far — not
-    /// for what is enqueued after. Copies on the copy stream into memory the pool handed out need it: the
-    /// memory's last user may be a kernel still queued.
-    func orderCopyStreamAfterQueuedWork() throws {
+    /// Makes `other`'s later work (the copy or the side stream's) wait for everything enqueued on the main
+    /// stream so far — not for what is enqueued after. Work there that writes memory the pool handed out
+    /// needs it: the memory's last user may be a kernel still queued.
+    func orderAfterQueuedWork(_ other: UnsafeMutableRawPointer?) throws {
         let queued = try CUDAEvent(device: self)
         try queued.record()
-        try queued.makeWait(copyStream)
+        try queued.makeWait(other)
     }
 
     /// Enqueues a copy of `count` bytes from `source` to device address `destination` on the stream: the

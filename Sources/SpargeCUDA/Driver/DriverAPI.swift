@@ -40,7 +40,6 @@ struct DriverAPI {
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, UInt64, Int, Handle?) -> Result
     let cuMemsetD8: @convention(c) (UInt64, UInt8, Int) -> Result
     let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
-    let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Result
     let cuStreamCreateWithPriority: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32, Int32) -> Result
     let cuCtxGetStreamPriorityRange: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Result
     let cuStreamSynchronize: @convention(c) (Handle?) -> Result
@@ -110,7 +109,6 @@ struct DriverAPI {
         cuMemcpyDtoHAsync = try lib.symbol("cuMemcpyDtoHAsync_v2")
         cuMemsetD8 = try lib.symbol("cuMemsetD8_v2")
         cuMemGetInfo = try lib.symbol("cuMemGetInfo_v2")
-        cuStreamCreate = try lib.symbol("cuStreamCreate")
         cuStreamCreateWithPriority = try lib.symbol("cuStreamCreateWithPriority")
         cuCtxGetStreamPriorityRange = try lib.symbol("cuCtxGetStreamPriorityRange")
         cuStreamSynchronize = try lib.symbol("cuStreamSynchronize")

@@ -47,7 +47,7 @@ final class StagedTransfer: @unchecked Sendable {
                     fill: (_ rows: Range<Int>, _ chunk: UnsafeMutableBufferPointer<Float>) throws -> Void) throws {
         precondition(heads * total * dim * 4 <= destination.bytes, "StagedTransfer: rows past the end")
         try device.makeCurrent()
-        try device.orderCopyStreamAfterQueuedWork()
+        try device.orderAfterQueuedWork(device.copyStream)
         let rowsPerChunk = max(1, chunkBytes / max(1, heads * dim * 4))
         precondition(rowsPerChunk * heads * dim * 4 <= chunkBytes, "StagedTransfer: a row of every head exceeds a chunk")
         var pending = [false, false]

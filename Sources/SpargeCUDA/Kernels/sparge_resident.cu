@@ -325,7 +325,8 @@ extern "C" __global__ void sparge_work_items(WorkShape s, const long long* rowSt
 
 // Pass 2, one thread block: counts [bins] turned into where each bin's CTAs start, longest lists first (bin
 // 0 is the longest possible). Each thread sums a run of bins; the runs' sums are scanned in dynamic shared
-// memory (blockDim.x ints, a Hillis–Steele scan), and each thread writes its run's starts.
+// memory (blockDim.x ints, a Hillis–Steele scan), and each thread writes its run's starts. (The array is named
+// as the mask kernels' dynamic shared memory: the host emulation's prelude defines that one name.)
 extern "C" __global__ void sparge_work_starts(int* counts, int bins) {
     extern __shared__ __align__(16) unsigned char sparge_select_smem[];
     int* sums = (int*)sparge_select_smem;

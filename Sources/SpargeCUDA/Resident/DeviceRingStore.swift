@@ -98,8 +98,8 @@ final class DeviceRingStore: ResidentRingStore {
         let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
         let work: TileWork
         if holdsEverything, shard.options.workListOnDevice, let lists = maskLists,
-           mask.queryBlocks.elementsEqual(0..<mask.rowCount),
-           DeviceWorkList.applies(config: config, tilesPerCTA: kernel.tilesPerCTA) {
+           DeviceWorkList.applies(mask: mask, queryHeads: shard.queryHeads, rows: shard.rows, seqLen: seqLen,
+                                  config: config, tilesPerCTA: kernel.tilesPerCTA) {
             work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
                                               heads: shard.queryHeads, seqLen: seqLen, config: config,
                                               tilesPerCTA: kernel.tilesPerCTA))
@@ -337,7 +337,7 @@ final class DeviceRingStore: ResidentRingStore {
         if (receiveHost?.bytes ?? 0) < byteCount { receiveHost = try PinnedBuffer(device: device, bytes: byteCount) }
         // The copy up (on the copy stream) waits for the work enqueued so far — not for the attention
         // launched after this.
-        try device.orderCopyStreamAfterQueuedWork()
+        try device.orderAfterQueuedWork(device.copyStream)
         return UnsafeMutableRawBufferPointer(start: receiveHost!.pointer, count: byteCount)
     }
 

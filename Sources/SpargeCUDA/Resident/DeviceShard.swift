@@ -105,7 +105,7 @@ final class DeviceShard: ResidentShard {
     func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
 
     /// With one rank holding the whole sequence in a bf16 pass whose V entered packed in bf16 (a model's
-    /// tensor), V's fp16 copy for P·V is to run on the side stream beside the summaries and the mask
+    /// tensor), V's fp16 copy for P·V is to run on the side stream beside the block summaries
     /// (`startValuesAhead`, once the K sums are down): on the main stream it came after the mask, and with the
     /// work list built on the device it was what the attention kernel waited for (0.08 ms at 32K tokens and
     /// 8 heads).
@@ -118,11 +118,15 @@ final class DeviceShard: ResidentShard {
     /// Enqueues V's fp16 copy on the side stream where `beginPass` asked for it. Called once the host has the
     /// K sums: started at the pass's beginning it took the memory bandwidth (and, at equal priority, the
     /// SMs) of the K sums the host waits for — 0.02 → 0.1 ms, which cost what it saved (08:25, 08:35, one
-    /// H200). From here on the device pools Q and K and predicts the mask, kernels bound by latency.
+    /// H200). From here on the device pools Q and K, kernels bound by latency.
     private func startValuesAhead() throws {
-        guard valuesAheadWanted else { return }
+        guard valuesAheadWanted, ring == nil else { return }
         valuesAheadWanted = false
         let t = CUDATrace.now()
+        // The copy and the flag are memory of the pool, whose last users may still be queued on the main
+        // stream. (Zeroing the flag on the legacy stream orders it too; the pass's next memset — the mask's
+        // bits — waits in turn for the copy, which therefore overlaps the block summaries.)
+        try device.orderAfterQueuedWork(device.sideStream)
         let values = try device.deviceBuffer(of: entered.v, label: "V")
         let beyondHalf = try DeviceBuffer(device: device, bytes: 4, zeroed: true, label: "V beyond fp16")
         let half = try halfCopy(of: values, flaggingBeyondHalf: beyondHalf, on: device.sideStream)

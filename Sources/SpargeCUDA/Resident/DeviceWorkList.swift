@@ -7,15 +7,16 @@ import SpargeKernels
 /// behind the compaction (`sparge_work_items` in sparge_resident.cu says how tiles are numbered and shared).
 ///
 /// It takes one rank holding every token, its mask rows every query block in order, and a kernel whose CTA
-/// takes a whole number of a query block's tiles (`applies`); other shapes keep the host's plan.
+/// takes a whole number of a query block's tiles (`applies`); other shapes keep the host's plan. The tiles
+/// and their lists are the plan's; the CTAs may differ (the host pairs neighbouring tiles of two blocks where
+/// their lists agree, the device only a block's own), which changes no result.
 struct DeviceWorkList {
     /// `WorkShape` of sparge_resident.cu, field by field.
-    struct Shape: BitwiseCopyable, Equatable {
+    struct Shape: BitwiseCopyable {
         var heads: Int32, queryBlocks: Int32, blockQ: Int32, tileQ: Int32, blockK: Int32, seqLen: Int32
         var causal: Int32, perCTA: Int32, keyBlocks: Int32
     }
 
-    let shape: Shape
     /// Compute tiles and CTAs of the launch.
     let tiles: Int, ctas: Int
     /// Per tile (head, local row, rows, first token), 4 × Int32.
@@ -23,10 +24,17 @@ struct DeviceWorkList {
     /// The launch's entries (tile, first key index, count, 0), `perCTA` a CTA, longest lists first.
     let work: DeviceBuffer
 
-    /// Whether the device builds the work of a kernel taking `tilesPerCTA` tiles a CTA: a CTA holds tiles of
-    /// one query block only, so a block's tiles must come in whole CTAs.
-    static func applies(config: SpargeConfig, tilesPerCTA: Int) -> Bool {
-        (config.blockQ / config.computeTileQ) % tilesPerCTA == 0
+    /// Whether the device builds the work of `mask` (over `queryHeads` heads of `rows` rows) for a kernel
+    /// taking `tilesPerCTA` tiles a CTA: the rows are every token and the mask's rows every query block of
+    /// every head, in order (what the kernels index by); a CTA holds tiles of one query block only, so a
+    /// block's tiles come in whole CTAs; and the key lists' indices fit the work list's Int32 (as
+    /// `AttentionPlan` checks these, the host path throws where they fail).
+    static func applies(mask: BlockMask, queryHeads: Int, rows: Int, seqLen: Int, config: SpargeConfig,
+                        tilesPerCTA: Int) -> Bool {
+        (try? config.validate()) != nil && rows == seqLen && mask.heads == queryHeads
+            && mask.rowCount == (seqLen + config.blockQ - 1) / config.blockQ
+            && mask.queryBlocks.elementsEqual(0..<mask.rowCount) && mask.keys.count <= Int(Int32.max)
+            && (config.blockQ / config.computeTileQ) % tilesPerCTA == 0
     }
 
     /// Enqueues the work of `heads` query heads over `seqLen` tokens whose mask rows (`h · queryBlocks + r`)
@@ -59,7 +67,7 @@ struct DeviceWorkList {
             .int(Int32(keyBlocks)), .pointer(counts.address), .pointer(work.address),
         ])
         // The scratch goes back to the pool when this returns; its next user is ordered after these kernels.
-        (self.shape, self.tiles, self.ctas, tileTable, self.work) = (shape, tiles, ctas, table, work)
+        (self.tiles, self.ctas, tileTable, self.work) = (tiles, ctas, table, work)
     }
 
     /// Tiles and CTAs: every query block holds `blockQ / tileQ` tiles in `that / perCTA` CTAs, the last

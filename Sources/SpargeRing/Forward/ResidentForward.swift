@@ -54,8 +54,11 @@ extension ShardedAttention {
         // selection needs none: its mask is every block of the (causal) area, known without them.
         progress?("summaries", 0)
         var t = DispatchTime.now().uptimeNanoseconds
-        let shard = try agreed(comm) { try engine.enter(q: q, k: k, v: v, kvFormat: kvFormat) }
-        try agreed(comm) { try shard.beginPass(seqLen: layout.seqLen, tokenRanges: ranges, config: config) }
+        let shard = try agreed(comm) {
+            let shard = try engine.enter(q: q, k: k, v: v, kvFormat: kvFormat)
+            try shard.beginPass(seqLen: layout.seqLen, tokenRanges: ranges, config: config)
+            return shard
+        }
         let dense = config.selection == .dense
         var gathered: PackedKeySummaries?
         if !dense {
