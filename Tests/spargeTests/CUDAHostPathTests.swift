@@ -117,6 +117,15 @@ final class CUDAHostPathTests: XCTestCase {
             XCTAssertEqual(attention.map { $0.split(separator: " ")[1] }, ["16"], "one launch of 16 CTAs:\n\(lines)")
         }
         unsetenv("SPARGE_CUDA_WORK_LIST")
+        // In int8 too (P·V in fp16): V's copy on the side stream, and no block placed but K quantized.
+        try "".write(toFile: log, atomically: true, encoding: .utf8)
+        let int8Pass = try spargeSingle(["bench", "--backend", "cuda", "--dtype", "bf16", "--precision", "int8"] + small, timeout: 60)
+        XCTAssertEqual(int8Pass.status, 0, transcript(int8Pass))
+        let int8Lines = launchesWithStreams(log)
+        XCTAssertEqual(int8Lines.filter { $0.hasPrefix("sparge_enter_packed ") && $0.hasSuffix(" stream10") }.count, 1,
+                       "int8: V's fp16 copy on the side stream:\n\(int8Lines)")
+        XCTAssertFalse(int8Lines.contains { $0.hasPrefix("sparge_place_blocks ") }, "int8: V placed again:\n\(int8Lines)")
+        XCTAssertTrue(int8Lines.contains { $0.hasPrefix("sparge_key_quantize ") }, "int8: K not quantized:\n\(int8Lines)")
         try checkInt8(log: log, kernel: "sparge_attention_sm90")
         setenv("SPARGE_CUDA_KERNEL", "mma", 1)
         try checkInt8(log: log, kernel: "sparge_attention")

@@ -374,7 +374,8 @@ extern "C" __global__ void sparge_copy_blocks(const BlockCopy* copies) {
 // vType), converted from the storage format: per block (keys address, values address, kv head, first
 // row, rows). One thread block a block; *overflow is set when a value does not fit fp16.
 struct BlockPlacement { u64 keys, values; int kvHead, firstRow, rows, unused; };
-// (k null: the kernel reads K where it is, and only V is placed.)
+// (k null: the kernel reads K where it is, and only V is placed; v null: V is read where it is, or converted
+// whole, and only K is placed.)
 extern "C" __global__ void sparge_place_blocks(const BlockPlacement* blocks, int srcType, int dim, int kvRows,
                                                void* k, int kType, void* v, int vType, int* overflow) {
     BlockPlacement b = blocks[blockIdx.x];
@@ -382,7 +383,7 @@ extern "C" __global__ void sparge_place_blocks(const BlockPlacement* blocks, int
     for (long long i = (long long)threadIdx.x * 4; i < total; i += (long long)blockDim.x * 4) {
         int n = total - i < 4 ? (int)(total - i) : 4;
         if (k) store4(k, base + i, kType, n, load4((const void*)b.keys, i, srcType, n), overflow, 0);
-        store4(v, base + i, vType, n, load4((const void*)b.values, i, srcType, n), overflow, 0);
+        if (v) store4(v, base + i, vType, n, load4((const void*)b.values, i, srcType, n), overflow, 0);
     }
 }
 

@@ -47,11 +47,14 @@ final class DeviceRingStore: ResidentRingStore {
     private let quantizedKeys: QuantizedKeys?
     /// V in P·V's type, and whether that type is bf16 (V beyond fp16's range somewhere) rather than fp16,
     /// from `chooseValueType(wide:)` on: the shard's own V where it is in that type already and nothing is to
-    /// be placed (`wholeInPlace`), else a buffer that blocks are placed in.
+    /// be placed (`valuesInPlace`), else a buffer that blocks are placed in.
     private var values: (buffer: DeviceBuffer, inBF16: Bool)?
     /// One rank holding the whole sequence in whole blocks, its K already in the kernel's type: the kernel
     /// reads that K where it is, and V is converted to P·V's type in one pass (or read where it is).
     private let wholeInPlace: Bool
+    /// One rank holding the whole sequence in whole blocks: the kernel reads V where it is, or converted in
+    /// one pass, also where K must be placed (int8 quantizes it block by block; K in another format).
+    private let valuesInPlace: Bool
     /// Bytes of the kernel's V (two an element).
     private let kvBytes: Int
     /// With one rank every tile's blocks are all in one launch, whose CTAs write the normalised output and
@@ -123,7 +126,8 @@ final class DeviceRingStore: ResidentRingStore {
         kvBytes = shard.kvHeads * kvRows * d * 2
         let keyRowBytes = d * (ring.quantized == nil ? 2 : 1)  // the kernel's K: int8 or 16 bits
         // (int8 quantizes K as it places it: nothing is read in place.)
-        wholeInPlace = holdsEverything && shard.rows == kvRows && shard.kvFormat == shard.precision.storageFormat
+        valuesInPlace = holdsEverything && shard.rows == kvRows
+        wholeInPlace = valuesInPlace && shard.kvFormat == shard.precision.storageFormat
         k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: shard.kvHeads * kvRows * keyRowBytes, label: "keys")
         if !wholeInPlace { try Self.zeroTail(of: k, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: keyRowBytes) }
         if let mean = ring.quantized?.keyMean {
@@ -175,13 +179,13 @@ final class DeviceRingStore: ResidentRingStore {
             throw CUDAError.unsupported("a value of V is beyond fp16's range (±65504); use --precision bf16")
         }
         let t = CUDATrace.now()
-        if wholeInPlace && shard.kvFormat == (wide ? .bf16 : .f16) {
+        if valuesInPlace && shard.kvFormat == (wide ? .bf16 : .f16) {
             values = (ring.values, wide)
-        } else if wholeInPlace && !wide, let half = ring.valuesInHalf {
+        } else if valuesInPlace && !wide, let half = ring.valuesInHalf {
             values = (half, false)
         } else {
             let buffer = try DeviceBuffer(device: device, bytes: kvBytes, label: "values")
-            if !wholeInPlace {
+            if !valuesInPlace {
                 try Self.zeroTail(of: buffer, kvHeads: shard.kvHeads, kvRows: kvRows, seqLen: seqLen, rowBytes: shard.dim * 2)
             }
             values = (buffer, wide)
@@ -226,7 +230,8 @@ final class DeviceRingStore: ResidentRingStore {
             }
         }
         let listed = CUDATrace.note("ring: host: placement table of \(placements.count / 4) own blocks", since: t)
-        try place(placements)
+        try place(placements, values: !valuesInPlace)
+        if valuesInPlace { try convertValuesWhole() }
         CUDATrace.note("ring: own blocks placed", since: listed)
     }
 
@@ -518,18 +523,20 @@ final class DeviceRingStore: ResidentRingStore {
                                                 as: inBF16 ? .bf16 : .f16, overflow: overflow)
     }
 
-    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and `v`; in int8 V alone, and
-    /// K quantized into `k` where `quantizeKeys` (this rank's own blocks; a payload's came quantized).
-    private func place(_ placements: [UInt64], quantizeKeys: Bool = true) throws {
+    /// Converts and places blocks (`placement` quadruples) at their rows of `k` and (with `values`) `v`; in
+    /// int8 no K, which is quantized into `k` where `quantizeKeys` (this rank's own blocks; a payload's came
+    /// quantized).
+    private func place(_ placements: [UInt64], quantizeKeys: Bool = true, values: Bool = true) throws {
         guard !placements.isEmpty else { return }
         let (v, valuesInBF16) = try chosenValues()
         let table = try DeviceBuffer(device: device, bytes: placements.count * 8, label: "placement table")
         try table.upload(placements)
         if quantizeKeys { try quantizedKeys?.quantize(table: table.address, count: placements.count / 4, format: shard.kvFormat) }
+        guard quantizedKeys == nil || values else { return }
         try device.launch(device.residentKernel("sparge_place_blocks"), grid: placements.count / 4, block: 256, [
             .pointer(table.address), .int(ResidentKernelSource.code(of: shard.kvFormat)), .int(Int32(shard.dim)),
             .int(Int32(kvRows)), .pointer(quantizedKeys == nil ? k.address : 0), .int(shard.precision == .bf16 ? 1 : 2),
-            .pointer(v.address), .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
+            .pointer(values ? v.address : 0), .int(valuesInBF16 ? 1 : 2), .pointer(overflow.address),
         ])
         // The table goes back to the pool when this returns; its next user is ordered after this kernel.
     }

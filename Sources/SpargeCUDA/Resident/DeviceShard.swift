@@ -104,8 +104,8 @@ final class DeviceShard: ResidentShard {
     /// where they are (one rank), which decides what `ringTensors` converts ahead.
     func holdsWholeSequence(seqLen: Int, blockK: Int) -> Bool { rows == seqLen && rows % blockK == 0 }
 
-    /// With one rank holding the whole sequence in a bf16 pass whose V entered packed in bf16 (a model's
-    /// tensor), V's fp16 copy for P·V is to run on the side stream beside the block summaries
+    /// With one rank holding the whole sequence in a bf16 or int8 pass whose V entered packed in bf16 (a
+    /// model's tensor), V's fp16 copy for P·V is to run on the side stream beside the block summaries
     /// (`startValuesAhead`, once the K sums are down): on the main stream it came after the mask, and with the
     /// work list built on the device it was what the attention kernel waited for (0.08 ms at 32K tokens and
     /// 8 heads).
@@ -134,14 +134,14 @@ final class DeviceShard: ResidentShard {
         CUDATrace.note("V to fp16 on the side stream (enqueued)", since: t)
     }
 
-    /// Whether a bf16 pass gets V in fp16 for P·V ahead (with `wholeSequence`: the ring store reads K and V
-    /// where they are), from the pass that looks for values beyond fp16's range — instead of after the range
-    /// is known, just before the attention kernel.
-    private func halfAhead(wholeSequence: Bool) -> Bool { wholeSequence && precision == .bf16 && kvFormat == .bf16 }
+    /// Whether a bf16 or int8 pass (P·V in fp16) gets V in fp16 for P·V ahead (with `wholeSequence`: the
+    /// ring store reads V where it is), from the pass that looks for values beyond fp16's range — instead of
+    /// after the range is known, just before the attention kernel.
+    private func halfAhead(wholeSequence: Bool) -> Bool { wholeSequence && precision != .fp16 && kvFormat == .bf16 }
 
     /// The ring's tensors, converted on first use. With `wholeSequence` (this rank holds every token, in
-    /// whole key blocks: its ring store reads K and V where they are) a bf16 pass also gets V in fp16 for
-    /// P·V (`halfAhead`): taken from `beginPass`, or converted now, while the host plans the ring.
+    /// whole key blocks: its ring store reads V where it is) a bf16 or int8 pass also gets V in fp16 for P·V
+    /// (`halfAhead`): taken from `beginPass`, or converted now, while the host plans the ring.
     func ringTensors(wholeSequence: Bool = false) throws -> RingTensors {
         if let ring { return ring }
         let t = CUDATrace.now()
