@@ -42,8 +42,8 @@ static int amx_usable(unsigned maxLeaf7, unsigned ebx7, unsigned edx7, unsigned 
 int sparge_cpu_isa(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return SPARGE_ISA_PORTABLE;
-    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    if (!(fma && osxsave && avx)) return SPARGE_ISA_PORTABLE;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return SPARGE_ISA_PORTABLE;
     unsigned long long xcr0 = xgetbv0();
     if ((xcr0 & 0x6) != 0x6) return SPARGE_ISA_PORTABLE;  // xmm and ymm state
     if (__get_cpuid_max(0, 0) < 7) return SPARGE_ISA_PORTABLE;

@@ -9,7 +9,8 @@
 #define HAS_FMA 1
 #define PROBE_CHAINS 12  // 4-cycle FMA latency × 2 pipes = 8 in flight; 12 leaves slack
 #define MADD16_AVX2 1
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define HAS_F16C 1
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #include "tile_kernels.h"
 #pragma clang attribute pop
 #endif

@@ -10,7 +10,8 @@
 #define HAS_FMA 1
 #define PROBE_CHAINS 16  // 4-cycle latency × 2 pipes = 8 in flight; 16 of the 32 registers
 #define MADD16_AVX2_HALVES 1
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx2,fma"))), apply_to = function)
+#define HAS_F16C 1
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx2,fma,f16c"))), apply_to = function)
 #include "tile_kernels.h"
 #pragma clang attribute pop
 #endif

@@ -7,4 +7,5 @@
 #define MR 4
 #define HAS_FMA 0
 #define PROBE_CHAINS 8
+#define HAS_F16C 0
 #include "tile_kernels.h"

@@ -8,6 +8,7 @@
 //   MR             keys per score micro-kernel and output dimensions per P·V micro-kernel (MR × LV
 //                  accumulators)
 //   HAS_FMA        1 where the ISA has fused multiply-add
+//   HAS_F16C       1 where the set's target has F16C (vcvtph2ps: f16 blocks widened eight at a time)
 //   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
 //   MADD16_AVX2, MADD16_AVX2_HALVES   optional: which vpmaddwd `vmadd16` is (tile_kernels_int8.h)
 //
@@ -20,6 +21,7 @@
 // group's V columns stay in L1 while Pᵀ, 16 KB, streams).
 
 #include "vector_ops.h"
+#include <string.h>
 
 /// `acc[r][v] = STEP(A[s][v], B[r·bRow + s·bStep], acc[r][v])` for s < steps, r < nr (≤ MR): the
 /// outer-product steps that all products are made of — one load of LV vectors of A and one broadcast of B
@@ -201,9 +203,34 @@ double KERNEL(dot_double)(const double *a, const double *b, long d) {
     return t;
 }
 
+/// f16 to float, exactly: with F16C's vcvtph2ps eight at a time where the set has it (HAS_F16C), else (and
+/// for the tail) by the bits — an f16 block stored by `--kv-precision f16` is widened once a visit, and
+/// Swift's Float(Float16) in a portable build converted lane by lane in a library call (1.6× the pass's time).
+void KERNEL(widen_f16)(const unsigned short *halves, long count, float *out) {
+    long i = 0;
+#if HAS_F16C
+    for (; i + 8 <= count; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(halves + i))));
+#endif
+    for (; i < count; i++) {
+        unsigned h = halves[i], sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+        unsigned bits;
+        if (exponent == 0x1f) {
+            bits = sign | 0x7f800000u | (mantissa << 13);  // ±∞, or a NaN
+        } else if (exponent != 0) {
+            bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+        } else {
+            float m = (float)mantissa * 5.9604644775390625e-8f;  // ±0 or a subnormal: mantissa · 2⁻²⁴, exact
+            memcpy(&bits, &m, 4);
+            bits |= sign;
+        }
+        memcpy(out + i, &bits, 4);
+    }
+}
+
 sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
-                             KERNEL(dot_double), {0}};
+                             KERNEL(dot_double), KERNEL(widen_f16), {0}};
     return k;
 }

@@ -117,6 +117,8 @@ typedef struct {
     sparge_madd_probe_fn maddProbe;
     /// The mask's compressed score Σ a[j]·b[j] in Double, in MaskPredictor.dotDouble's exact order.
     double (*dotDouble)(const double *a, const double *b, long d);
+    /// `count` f16 values widened to float, exactly (what Swift's Float(Float16) gives; a NaN stays a NaN).
+    void (*widenF16)(const unsigned short *halves, long count, float *out);
     /// bf16 products on matrix tiles (the AMX set only).
     sparge_bf16_tile_kernels bf16;
 } sparge_tile_kernels;

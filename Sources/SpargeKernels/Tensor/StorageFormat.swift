@@ -46,6 +46,9 @@ public enum StorageFormat: String, Sendable, CaseIterable {
         }
     }
 
+    /// f16 widening by this CPU's kernel set (`sparge_tile_kernels.widenF16`: exact, as Float(Float16)).
+    static let widenF16 = CPUISA.detected.kernels.widenF16!
+
     /// Writes `count` values stored in this format at `source` to `target` as floats (exact).
     @inline(__always)
     public func widen(_ source: UnsafeRawPointer, count: Int, to target: UnsafeMutablePointer<Float>) {
@@ -64,14 +67,9 @@ public enum StorageFormat: String, Sendable, CaseIterable {
             }
             while i < count { target[i] = Float(bitPattern: UInt32(bits[i]) << 16); i += 1 }
         case .f16:
-            let halves = source.assumingMemoryBound(to: Float16.self)
-            var i = 0
-            while i + 16 <= count {
-                let h = UnsafeRawPointer(halves + i).loadUnaligned(as: SIMD16<Float16>.self)
-                UnsafeMutableRawPointer(target + i).storeBytes(of: SIMD16<Float>(h), as: SIMD16<Float>.self)
-                i += 16
-            }
-            while i < count { target[i] = Float(halves[i]); i += 1 }
+            // The C kernel of this CPU's set (F16C where it has it): Float(Float16) in a portable build is a
+            // library call per value.
+            Self.widenF16(source.assumingMemoryBound(to: UInt16.self), count, target)
         }
     }
 
