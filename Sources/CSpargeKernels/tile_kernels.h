@@ -228,9 +228,49 @@ void KERNEL(widen_f16)(const unsigned short *halves, long count, float *out) {
     }
 }
 
+/// float to f16, to nearest even: with F16C's vcvtps2ph eight at a time where the set has it (HAS_F16C),
+/// else (and for the tail) by the bits — each rank stores its K/V once a pass with `--kv-precision f16`,
+/// where Swift's Float16(Float) in a portable build is a library call per value. Returns 0 when a finite value
+/// overflowed (|x| rounds to 65520 or more: ±∞), else 1.
+int KERNEL(narrow_f16)(const float *values, long count, unsigned short *out) {
+    long i = 0;
+    int fits = 1;
+#if HAS_F16C
+    const __m256 limit = _mm256_set1_ps(65520.0f), infinity = _mm256_set1_ps(__builtin_inff());
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 beyond = _mm256_setzero_ps();
+    for (; i + 8 <= count; i += 8) {
+        __m256 x = _mm256_loadu_ps(values + i), a = _mm256_and_ps(x, magnitude);
+        beyond = _mm256_or_ps(beyond, _mm256_and_ps(_mm256_cmp_ps(a, limit, _CMP_GE_OQ), _mm256_cmp_ps(a, infinity, _CMP_LT_OQ)));
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    fits = _mm256_movemask_ps(beyond) == 0;
+#endif
+    for (; i < count; i++) {
+        unsigned u;
+        memcpy(&u, values + i, 4);
+        unsigned short sign = (unsigned short)((u >> 16) & 0x8000);
+        unsigned a = u & 0x7fffffffu;
+        if (a > 0x7f800000u) {
+            out[i] = sign | 0x7e00 | (unsigned short)((u >> 13) & 0x3ff);  // a NaN: quiet, payload's top bits
+        } else if (a >= 0x477ff000u) {  // rounds to 65520 or more: ∞
+            if (a < 0x7f800000u) fits = 0;
+            out[i] = sign | 0x7c00;
+        } else if (a < 0x38800000u) {  // below 2⁻¹⁴: a subnormal or zero, a · 2²⁴ rounded to an integer (exact)
+            float f;
+            memcpy(&f, &a, 4);
+            out[i] = sign | (unsigned short)__builtin_rintf(f * 16777216.0f);
+        } else {
+            unsigned rounded = a + 0xfff + ((a >> 13) & 1);
+            out[i] = sign | (unsigned short)(((rounded >> 13) - (112 << 10)) & 0x7fff);
+        }
+    }
+    return fits;
+}
+
 sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
-                             KERNEL(dot_double), KERNEL(widen_f16), {0}};
+                             KERNEL(dot_double), KERNEL(widen_f16), KERNEL(narrow_f16), {0}};
     return k;
 }

@@ -28,16 +28,9 @@ final class KernelBlockingTests: XCTestCase {
     /// the eight-wide loop, at every alignment of the source. (A NaN must stay a NaN; its payload is the
     /// instruction's.)
     func testF16WideningIsExactOnEverySet() throws {
-        var sets: [(String, sparge_tile_kernels)] = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
-        #if arch(x86_64)
-        if CPUISA.avx2.isSupported {
-            sets += [("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))), ("avx512 blocking", sparge_kernels_avx512_blocking())]
-        }
-        if CPUISA.avx512.isSupported { sets.append(("avx512", sparge_kernels(Int32(SPARGE_ISA_AVX512.rawValue)))) }
-        #endif
         let halves = (0...UInt16.max).map { $0 }
         let expected = halves.map { Float(Float16(bitPattern: $0)) }
-        for (name, kernels) in sets {
+        for (name, kernels) in try everySet() {
             let widen = try XCTUnwrap(kernels.widenF16, name)
             for (offset, count) in [(0, halves.count), (1, halves.count - 1), (3, 61), (5, 7), (0, 0)] {
                 var out = [Float](repeating: .nan, count: count)
@@ -51,6 +44,51 @@ final class KernelBlockingTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// f16 rounding (`narrowF16`, each rank's K/V stored with `--kv-precision f16`) is Float16(Float) on
+    /// every set: every value an f16 holds, each halfway point between neighbours (ties to even, both ways),
+    /// a value just beside each, the overflow edge (65504 fits; 65520 and above are ∞ and clear the flag),
+    /// f32 subnormals and fresh random floats of every magnitude, at every tail length of the eight-wide loop.
+    func testF16RoundingIsFloat16OnEverySet() throws {
+        var values: [Float] = [0, -0, .infinity, -.infinity, 65504, -65504, 65519.996, 65520, -65520, 1e6, .nan,
+                               Float(bitPattern: 1), Float(bitPattern: 0x0080_0000), Float.leastNormalMagnitude]
+        for bits in 0..<UInt16(0x7c00) {
+            let x = Float(Float16(bitPattern: bits)), next = Float(Float16(bitPattern: bits + 1))
+            let middle = (x + next) / 2  // exact in Float: f16's neighbours are 11 bits apart
+            values += [x, -x, middle, -middle, middle.nextUp, middle.nextDown]
+        }
+        var g = SeededGenerator(seed: UInt64.random(in: 1...UInt64.max))
+        values += (0..<4000).map { _ in Float.random(in: -1...1, using: &g) * Float(pow(2.0, Double(Int.random(in: -30...17, using: &g)))) }
+        let expected = values.map { Float16($0) }
+        for (name, kernels) in try everySet() {
+            let narrow = try XCTUnwrap(kernels.narrowF16, name)
+            for count in [values.count, values.count - 1, 13, 8, 7, 0] {
+                var out = [UInt16](repeating: 0x5555, count: count)
+                let fits = narrow(values, count, &out) != 0
+                let overflow = values.prefix(count).contains { $0.isFinite && abs($0) >= 65520 }
+                XCTAssertEqual(fits, !overflow, "\(name): the overflow flag over \(count) values")
+                for i in 0..<count {
+                    let got = Float16(bitPattern: out[i])
+                    guard expected[i].isNaN ? got.isNaN : got.bitPattern == expected[i].bitPattern else {
+                        XCTFail("\(name): \(values[i]) rounded to \(got), not \(expected[i])")
+                        break
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel sets this CPU runs (the AVX-512 blocking is the AVX-512 source compiled for AVX2).
+    private func everySet() throws -> [(String, sparge_tile_kernels)] {
+        var sets: [(String, sparge_tile_kernels)] = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
+        #if arch(x86_64)
+        if CPUISA.avx2.isSupported {
+            sets += [("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))), ("avx512 blocking", sparge_kernels_avx512_blocking())]
+        }
+        if CPUISA.avx512.isSupported { sets.append(("avx512", sparge_kernels(Int32(SPARGE_ISA_AVX512.rawValue)))) }
+        #endif
+        return sets
     }
 
     func testKernelSetsAgreeOnRandomTiles() throws {

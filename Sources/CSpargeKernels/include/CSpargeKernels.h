@@ -119,6 +119,9 @@ typedef struct {
     double (*dotDouble)(const double *a, const double *b, long d);
     /// `count` f16 values widened to float, exactly (what Swift's Float(Float16) gives; a NaN stays a NaN).
     void (*widenF16)(const unsigned short *halves, long count, float *out);
+    /// `count` floats rounded to f16, to nearest even (what Swift's Float16(Float) gives; a NaN stays a NaN);
+    /// returns 0 when a finite value overflowed to ±∞ (beyond ±65504), else 1.
+    int (*narrowF16)(const float *values, long count, unsigned short *out);
     /// bf16 products on matrix tiles (the AMX set only).
     sparge_bf16_tile_kernels bf16;
 } sparge_tile_kernels;

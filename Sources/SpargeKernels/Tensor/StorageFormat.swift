@@ -35,16 +35,14 @@ public enum StorageFormat: String, Sendable, CaseIterable {
             for i in 0..<count { out[i] = StorageFormat.bf16Bits(source[i]) }
             return true
         case .f16:
-            let out = target.assumingMemoryBound(to: Float16.self)
-            var finite = true
-            for i in 0..<count {
-                let h = Float16(source[i])
-                if h.isInfinite && source[i].isFinite { finite = false }
-                out[i] = h
-            }
-            return finite
+            // The C kernel of this CPU's set (F16C where it has it): Float16(Float) in a portable build is a
+            // library call per value.
+            return Self.narrowF16(source, count, target.assumingMemoryBound(to: UInt16.self)) != 0
         }
     }
+
+    /// f16 rounding by this CPU's kernel set (`sparge_tile_kernels.narrowF16`: as Float16(Float)).
+    static let narrowF16 = CPUISA.detected.kernels.narrowF16!
 
     /// f16 widening by this CPU's kernel set (`sparge_tile_kernels.widenF16`: exact, as Float(Float16)).
     static let widenF16 = CPUISA.detected.kernels.widenF16!
