@@ -43,7 +43,9 @@ extension Tensor3 {
     /// This tensor with every value rounded to `format` and back: the values a computation on blocks
     /// stored in `format` sees.
     public func rounded(to format: StorageFormat) -> Tensor3 {
-        Tensor3(heads: heads, rows: rows, dim: dim, data: data.map(format.rounded))
+        var copy = self
+        copy.data.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { format.round(base, count: $0.count) } }
+        return copy
     }
 }
 

@@ -41,6 +41,22 @@ final class TensorTests: XCTestCase {
         XCTAssertTrue(try large.packed(as: .f16).overflowed, "70000 does not fit fp16")
     }
 
+    /// Rounding in place (`StorageFormat.round`, what the CPU's fp16 and bf16 precisions do to Q and to each
+    /// block) is `rounded(_:)` of every value, bit for bit: fresh random values of every magnitude, f16's
+    /// halfway points, its overflow edge and infinities, over a count that spans several of the f16 path's
+    /// 1024-value pieces and ends inside one; and an empty tensor.
+    func testRoundingInPlaceIsRoundedOfEachValue() {
+        var g = SeededGenerator(seed: UInt64.random(in: 1...UInt64.max))
+        var values = (0..<2600).map { _ in Float.random(in: -1...1, using: &g) * Float(pow(2.0, Double(Int.random(in: -30...18, using: &g)))) }
+        values += [1 + 1.0 / 2048, 1 + 3.0 / 2048, 65504, 65519.996, 65520, -70000, .infinity, -.infinity, 0, -0, 6e-8]
+        for format in StorageFormat.allCases {
+            var rounded = values
+            rounded.withUnsafeMutableBufferPointer { format.round($0.baseAddress!, count: $0.count) }
+            XCTAssertEqual(rounded.map(\.bitPattern), values.map { format.rounded($0).bitPattern }, "\(format)")
+            XCTAssertEqual(Tensor3(heads: 1, rows: 0, dim: 4, data: []).rounded(to: format).data, [], "\(format), empty")
+        }
+    }
+
     /// Views past their buffer, non-3-D and device tensors are refused with errors, not traps.
     func testBadViewsThrow() throws {
         let buffer = TensorBuffer(byteCount: 64)

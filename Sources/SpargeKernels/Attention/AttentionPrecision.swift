@@ -80,7 +80,7 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
                 for i in 0..<dim { row[i] = scale * Float(n[i]) }
             }
         } else if let format = inputFormat {
-            for i in 0..<(rows * dim) { q[i] = format.rounded(q[i]) }
+            format.round(q, count: rows * dim)
         }
     }
 
@@ -92,10 +92,8 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
             block.fill(keys: keys, values: values, rows: rows)
             block.dequantize(keys: keys, values: values)
         } else if let format = inputFormat {
-            for i in 0..<(rows * dim) {
-                keys[i] = format.rounded(keys[i])
-                values[i] = format.rounded(values[i])
-            }
+            format.round(keys, count: rows * dim)
+            format.round(values, count: rows * dim)
         }
     }
 }

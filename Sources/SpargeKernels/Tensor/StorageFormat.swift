@@ -80,6 +80,27 @@ public enum StorageFormat: String, Sendable, CaseIterable {
         }
     }
 
+    /// Rounds `count` floats at `values` to this format and back, in place: `rounded(_:)` of each. For f16
+    /// by this CPU's kernels (F16C where it has it), in pieces through a buffer on the stack: Float16 in a
+    /// portable build is a library call each way per value.
+    public func round(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .f32:
+            return
+        case .bf16:
+            for i in 0..<count { values[i] = rounded(values[i]) }
+        case .f16:
+            let piece = 1024
+            withUnsafeTemporaryAllocation(of: UInt16.self, capacity: piece) { halves in
+                for at in stride(from: 0, to: count, by: piece) {
+                    let n = min(piece, count - at)
+                    _ = Self.narrowF16(values + at, n, halves.baseAddress!)
+                    Self.widenF16(halves.baseAddress!, n, values + at)
+                }
+            }
+        }
+    }
+
     /// The bfloat16 bit pattern nearest to `x` (ties to even; NaN stays a quiet NaN).
     @inline(__always)
     public static func bf16Bits(_ x: Float) -> UInt16 {
