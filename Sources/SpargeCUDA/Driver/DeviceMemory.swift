@@ -219,9 +219,9 @@ final class CUDAEvent {
 /// run on the legacy stream, which waits for the device's (blocking) streams — so a reused buffer is
 /// written only after the work that read it before. Work on the copy and side streams is ordered after the
 /// main stream's queued work before it uses a buffer the pool handed out (`orderAfterQueuedWork`), and the
-/// main stream waits for its event before such a buffer can go back. Pinned host buffers are written by the host at once:
-/// one that an async copy writes (`cuMemcpyDtoHAsync`) must not be given back before the copy has landed
-/// (`PendingDownload` waits for its copies' event before it gives its buffer back).
+/// main stream waits for its event before such a buffer can go back. Pinned host buffers are written by the
+/// host at once: one that an async copy writes (`cuMemcpyDtoHAsync`) must not be given back before the copy
+/// has landed (`PendingDownload` waits for its copies' event before it gives its buffer back).
 final class DeviceMemoryPool: @unchecked Sendable {
     private let state = Mutex<(free: [Int: [UInt64]], held: Int)>(([:], 0))
     let limit: Int

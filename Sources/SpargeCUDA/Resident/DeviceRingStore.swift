@@ -125,7 +125,7 @@ final class DeviceRingStore: ResidentRingStore {
         let d = shard.dim
         kvBytes = shard.kvHeads * kvRows * d * 2
         let keyRowBytes = d * (ring.quantized == nil ? 2 : 1)  // the kernel's K: int8 or 16 bits
-        // (int8 quantizes K as it places it: nothing is read in place.)
+        // (int8 quantizes K as it places it: only V is read in place.)
         valuesInPlace = holdsEverything && shard.rows == kvRows
         wholeInPlace = valuesInPlace && shard.kvFormat == shard.precision.storageFormat
         k = wholeInPlace ? ring.keys : try DeviceBuffer(device: device, bytes: shard.kvHeads * kvRows * keyRowBytes, label: "keys")

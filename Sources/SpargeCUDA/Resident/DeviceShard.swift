@@ -38,9 +38,9 @@ final class DeviceShard: ResidentShard {
     private var flagsComingDown: PendingDownload?
     /// Pinned host memory this rank's key summaries go down into for the allgather (`packKeySummaries`).
     private var summaryStaging: PinnedBuffer?
-    /// V in fp16 for P·V, converted on the side stream since `beginPass` (one rank, bf16, V entered packed
-    /// in bf16): the copy, the flag of values beyond fp16, and the flag coming down (its event also orders
-    /// the main stream after the conversion).
+    /// V in fp16 for P·V, converted on the side stream since `startValuesAhead` (one rank, bf16 or int8, V
+    /// entered packed in bf16): the copy, the flag of values beyond fp16, and the flag coming down (its event
+    /// also orders the main stream after the conversion).
     private var valuesAhead: (half: DeviceBuffer, beyondHalf: DeviceBuffer, flagDown: PendingDownload)?
     /// Whether `beginPass` asked for `valuesAhead`, not yet enqueued.
     private var valuesAheadWanted = false
