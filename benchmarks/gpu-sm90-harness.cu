@@ -360,6 +360,13 @@ int main(int argc, char** argv) {
     printf("D=%d BK=%d stages=%d Q·Kᵀ %s%s, P·V %s on %s (%d SMs)\n", D, BK, STAGES, QK_INT8 ? "int8" : "bf16",
            K_BLOCK_MEAN ? " (K smoothed by block means)" : "", PV_FP8 ? "fp8" : "bf16", prop.name, prop.multiProcessorCount);
     bool ok = true;
+    // `speed`: the dense speed case alone (3 launches), for a profiler.
+    if (argc > 1 && !strcmp(argv[1], "speed")) {
+        Problem p = makeProblem(8, 32768, 0, 1.0, 7);
+        Run r = run(p, 1, 3, 50.f);
+        printf("  dense N=32768 heads=8: %.3f ms, %.1f TFLOP/s\n", r.ms, 4.0 * 32768.0 * 32768.0 * 8 * D / r.ms * 1e-9);
+        return 0;
+    }
     struct Case { const char* name; int heads, n, causal; double density; int launches; float drift; };
     Case cases[] = {{"dense", 2, 1024, 0, 1.0, 1, 0.f}, {"causal tail", 2, 1000, 1, 1.0, 1, 0.f},
                     {"random 0.3", 3, 2000, 0, 0.3, 1, 0.f}, {"causal two launches", 2, 1536, 1, 1.0, 2, 0.f},
