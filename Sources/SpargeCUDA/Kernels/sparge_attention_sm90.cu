@@ -139,6 +139,13 @@ __device__ __forceinline__ bool warpgroup_any(int w, bool v) {
 __device__ __forceinline__ u64 smem_descriptor(u32 addr, u32 lead) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lead >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
 }
+// The same in two steps, so that the wgmmas of a step cost one add each: the low word for an operand's base,
+// once, then the descriptor `offset` bytes (a multiple of 16) further. The start address field (bits 0–13,
+// address / 16) does not carry into the lead field: shared memory is below 256 KB.
+__device__ __forceinline__ u32 descriptor_low(u32 addr, u32 lead) { return ((addr & 0x3FFFF) >> 4) | ((lead >> 4) << 16); }
+__device__ __forceinline__ u64 descriptor_at(u32 low, u32 offset) {
+    return (u64)(low + (offset >> 4)) | ((u64)((1024 >> 4) | (1u << 30)) << 32);
+}
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Waits until at most N of this warpgroup's committed groups are pending.
@@ -288,6 +295,16 @@ struct Tile {
     TileCounters counters;
 };
 
+// Where a step's K/V sit in the ring of STAGES buffers, and the parity of that use of them: counted from step 0,
+// not divided out of the step's index.
+struct StagePosition {
+    int stage = 0;
+    u32 phase = 0;
+    __device__ __forceinline__ StagePosition next() const {
+        return stage + 1 == STAGES ? StagePosition{0, phase ^ 1u} : StagePosition{stage + 1, phase};
+    }
+};
+
 // S = Q·Kᵀ for the warpgroup's 64 rows × the step's 128 keys, issued (not waited for): D/16 steps of k16; a
 // 16-element step within a 64-element swizzle row is a 32-byte move of the start address (the hardware
 // applies the swizzle to the address it forms).
@@ -297,12 +314,13 @@ typedef int ScoreAccumulator;
 typedef float ScoreAccumulator;
 #endif
 // Every k-step (16 elements of 16 bits, or 32 of int8) is 32 bytes of the 128-byte rows.
-__device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qBase, u32 kBase) {
+// qLow, kLow: descriptor_low of the warpgroup's Q and of the step's K.
+__device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qLow, u32 kLow) {
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D * QK_ELEMENT_BYTES / 32; ++kk) {
-        const u64 a = smem_descriptor(qBase + (kk / 4) * 64 * 128 + (kk % 4) * 32, 0);
-        const u64 b = smem_descriptor(kBase + (kk / 4) * STEP_KEYS * 128 + (kk % 4) * 32, 0);
+        const u64 a = descriptor_at(qLow, (kk / 4) * 64 * 128 + (kk % 4) * 32);
+        const u64 b = descriptor_at(kLow, (kk / 4) * STEP_KEYS * 128 + (kk % 4) * 32);
 #if QK_INT8
         wgmma_ss_s8_n128(s, a, b);
 #else
@@ -393,15 +411,20 @@ __device__ __forceinline__ void block_mean_terms(const float* m, const float* ro
 #endif
 
 // O += P·V, issued: P from registers; V (keys × D, D contiguous) read transposed, or, in fp8, Vᵀ (D rows of
-// the step's 128 keys) read K-major, a k-step 32 bytes along its rows.
+// the step's 128 keys) read K-major, a k-step 32 bytes along its rows. vBase: the step's V stage.
 __device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 vBase) {
+#if PV_FP8
+    const u32 vLow = descriptor_low(vBase, 0);
+#else
+    const u32 vLow = descriptor_low(vBase, STEP_KEYS * 128);
+#endif
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < STEP_KEYS / PV_K; ++kk) {
 #if PV_FP8
-        wgmma_rs_e4m3_n128(o, pa[kk], smem_descriptor(vBase + kk * 32, 0));
+        wgmma_rs_e4m3_n128(o, pa[kk], descriptor_at(vLow, kk * 32));
 #else
-        wgmma_values(o, pa[kk], smem_descriptor(vBase + kk * 16 * 128, STEP_KEYS * 128));
+        wgmma_values(o, pa[kk], descriptor_at(vLow, kk * 16 * 128));
 #endif
     }
     wgmma_commit();
@@ -672,26 +695,28 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         }
     };
 
-    // Step `it`'s Q·Kᵀ (and block-mean terms) issued, into stage it % STAGES's buffers: committed, not waited for.
-    auto issue_step_scores = [&](ScoreAccumulator* acc, float* m, int it) {
-        const int stage = it % STAGES;
+    // Step `it`'s Q·Kᵀ (and block-mean terms) issued, into stage `stage`'s buffers: committed, not waited for.
+    // Its blocks' starts and scales are read from global memory first, so that the loads run beside the
+    // tensor cores rather than after them.
+    const u32 qLow = descriptor_low(qBase, 0);
+    auto issue_step_scores = [&](ScoreAccumulator* acc, float* m, int it, int stage) {
+        step_blocks(list, it, mine, keyStart, real);
+        units(it);
         start_scores(acc);
 #if K_BLOCK_MEAN
         issue_block_means(m, qhBase, base + M_OFFSET + stage * M_STEP_BYTES);
 #endif
-        issue_scores(acc, qBase, kBase + stage * K_STEP_BYTES);
+        issue_scores(acc, qLow, descriptor_low(kBase + stage * K_STEP_BYTES, 0));
     };
     // Once step `it`'s Q·Kᵀ is done: its K stage released, and its softmax (P in `s`, α for O).
-    auto softmax_of_step = [&](ScoreAccumulator* acc, float* m, int it, float* s, float* alpha) {
+    auto softmax_of_step = [&](ScoreAccumulator* acc, float* m, int stage, float* s, float* alpha) {
         fence_registers<STEP_KEYS / 2>(acc);
 #if K_BLOCK_MEAN
         fence_registers<4>(m);
         block_mean_terms(m, rowUnit, t.lane, extra);
 #endif
         __syncwarp();
-        if (t.lane == 0) mbar_arrive(kEmpty + 8 * (it % STAGES));
-        step_blocks(list, it, mine, keyStart, real);
-        units(it);
+        if (t.lane == 0) mbar_arrive(kEmpty + 8 * stage);
         scores_as_float(acc, s);
         softmax_step(p, t, s, keyStart, real, unit, extra, c, alpha);
     };
@@ -706,49 +731,49 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         queries_to_f16(qBase, qhBase, tid, c);
 #endif
         mbar_wait(kFull, 0);
-        issue_step_scores(acc, m, 0);
+        issue_step_scores(acc, m, 0, 0);
         wgmma_wait_for<0>();
         softmax_of_step(acc, m, 0, s, alpha);
         rescale_and_pack(o, alpha, s, pa);
     }
     // Step it's P·V behind step it+1's Q·Kᵀ; step it+1's softmax while the P·V runs. No wgmma sits in a
     // branch of its own (see softmax_step).
+    StagePosition at;  // step it's buffers
     for (int it = 0; it + 1 < mySteps; ++it) {
-        const int s0 = it % STAGES, s1 = (it + 1) % STAGES;
+        const StagePosition next = at.next();
         ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2], m[4];
-        mbar_wait(kFull + 8 * s1, ((it + 1) / STAGES) & 1);
-        mbar_wait(vFull + 8 * s0, (it / STAGES) & 1);
-        issue_step_scores(acc, m, it + 1);
-        issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
+        mbar_wait(kFull + 8 * next.stage, next.phase);
+        mbar_wait(vFull + 8 * at.stage, at.phase);
+        issue_step_scores(acc, m, it + 1, next.stage);
+        issue_values(o, pa, vBase + at.stage * V_STEP_BYTES);
         wgmma_wait_for<1>();
-        softmax_of_step(acc, m, it + 1, s, alpha);
+        softmax_of_step(acc, m, next.stage, s, alpha);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();
-        if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
+        if (t.lane == 0) mbar_arrive(vEmpty + 8 * at.stage);
         rescale_and_pack(o, alpha, s, pa);
+        at = next;
     }
     // The last step's P·V.
     if (mySteps > 0) {
-        const int s0 = (mySteps - 1) % STAGES;
-        mbar_wait(vFull + 8 * s0, ((mySteps - 1) / STAGES) & 1);
-        issue_values(o, pa, vBase + s0 * V_STEP_BYTES);
+        mbar_wait(vFull + 8 * at.stage, at.phase);
+        issue_values(o, pa, vBase + at.stage * V_STEP_BYTES);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();
-        if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
+        if (t.lane == 0) mbar_arrive(vEmpty + 8 * at.stage);
+        at = at.next();
     }
     // The rest of the CTA's steps belong to the other tile: release them as they come.
-    for (int it = mySteps; it < steps; ++it) {
-        const int s0 = it % STAGES;
-        const u32 phase = (it / STAGES) & 1;
-        mbar_wait(kFull + 8 * s0, phase);
+    for (int it = mySteps; it < steps; ++it, at = at.next()) {
+        mbar_wait(kFull + 8 * at.stage, at.phase);
         __syncwarp();
-        if (t.lane == 0) mbar_arrive(kEmpty + 8 * s0);
-        mbar_wait(vFull + 8 * s0, phase);
+        if (t.lane == 0) mbar_arrive(kEmpty + 8 * at.stage);
+        mbar_wait(vFull + 8 * at.stage, at.phase);
         __syncwarp();
-        if (t.lane == 0) mbar_arrive(vEmpty + 8 * s0);
+        if (t.lane == 0) mbar_arrive(vEmpty + 8 * at.stage);
     }
     if (t.index >= 0) store_tile(p, t, o, tid, vScales, rowShifts);
 }
