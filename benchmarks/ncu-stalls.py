@@ -1,3 +1,8 @@
+"""Warp-stall samples of an Nsight Compute report, summed: by reason, and the 25 instructions with most samples.
+
+Usage: python3 benchmarks/ncu-stalls.py NAME.sass.csv...   (the `--page source --csv --print-source sass` export
+that benchmarks/gpu-sm90-profile.sh writes).
+"""
 import csv,sys,collections
 for name in sys.argv[1:]:
     rows=list(csv.reader(open(name)))
