@@ -106,3 +106,35 @@ sparge_bf16_tile_kernels sparge_bf16_twin(void) {
     sparge_bf16_tile_kernels k = {twin_scores, twin_softmax, twin_pv, twin_release};
     return k;
 }
+
+// ---- Kernels with no products: what a pass costs around the kernels (bench-kernel's SPARGE_BF16_TILES).
+
+/// Scores: none are computed; every lane's block maximum is 0 (so the λ rule never skips P·V).
+static void bookkeeping_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
+                               long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
+                               const void *aheadValues, long aheadBytes) {
+    (void)queriesT, (void)stride, (void)keys, (void)dim, (void)keyCount, (void)scale, (void)scores;
+    (void)aheadKeys, (void)aheadValues, (void)aheadBytes;
+    for (long r = 0; r < lanes; r++) rowMax[r] = rowMax[r] > 0 ? rowMax[r] : 0;
+}
+
+/// The online-softmax state as if every p were 1: m = max(m, blockMax), α = 1, sum += keyCount.
+static void bookkeeping_softmax(float *scores, long stride, long lanes, long keyCount, float scale,
+                                float *blockMaxThenAlpha, float *runningMax, float *runningSum) {
+    (void)scores, (void)stride, (void)scale;
+    for (long r = 0; r < lanes; r++) {
+        runningMax[r] = blockMaxThenAlpha[r] > runningMax[r] ? blockMaxThenAlpha[r] : runningMax[r];
+        runningSum[r] += (float)keyCount;
+        blockMaxThenAlpha[r] = 1;
+    }
+}
+
+static void bookkeeping_pv(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT,
+                           long dim, long keyCount, const float *alpha, float *outputT) {
+    (void)probabilities, (void)stride, (void)lanes, (void)valuesT, (void)dim, (void)keyCount, (void)alpha, (void)outputT;
+}
+
+sparge_bf16_tile_kernels sparge_bf16_bookkeeping(void) {
+    sparge_bf16_tile_kernels k = {bookkeeping_scores, bookkeeping_softmax, bookkeeping_pv, twin_release};
+    return k;
+}

@@ -82,6 +82,19 @@ public final class BlockSparseAttention {
         self.init(queries: queries, plan: plan, bank: bank, threads: threads, precision: .bf16)
     }
 
+    /// For measurement only: the driver in `AttentionPrecision.bf16` on bf16 tiles whose kernels are a
+    /// stand-in (`sparge bench-kernel` with SPARGE_BF16_TILES), on any CPU with AVX2. `bookkeeping` computes
+    /// nothing, so the pass costs what the driver costs around the kernels; its output is meaningless.
+    public convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                            threads: Int, bf16StandIn: Bf16TileStandIn) throws {
+        guard CPUISA.avx2.isSupported, queries.dim % 32 == 0 else {
+            throw SpargeError.invalidArgument("bf16 tile stand-ins need AVX2 (this CPU has \(CPUISA.detected.rawValue)) "
+                + "and D a multiple of 32 (D = \(queries.dim))")
+        }
+        try self.init(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen, threads: threads,
+                      bf16Kernels: bf16StandIn.kernels)
+    }
+
     private init(queries: Tensor3, plan: AttentionPlan, bank: any TileBank, threads: Int, precision: AttentionPrecision) {
         (self.plan, self.bank, headDim) = (plan, bank, queries.dim)
         // int8 and bf16 tiles round their queries as they pack them (bf16: the same rounding), so only fp32
@@ -206,6 +219,27 @@ public final class BlockSparseAttention {
                 if i >= plan.blocks.count { break }
                 body(plan.blocks[i], worker)
             }
+        }
+    }
+}
+
+/// Stand-ins for the AMX bf16 tile kernels that run on any CPU with AVX2, for measuring the driver
+/// (`BlockSparseAttention.init(queries:mask:kvHeads:config:seqLen:threads:bf16StandIn:)`).
+public enum Bf16TileStandIn: String, CaseIterable, Sendable {
+    /// The AMX kernels' source with the tile instructions emulated in C: their results, far more slowly.
+    case emulated
+    /// No products, only a valid online-softmax state (`sparge_bf16_bookkeeping`).
+    case bookkeeping
+
+    var kernels: sparge_bf16_tile_kernels {
+        switch self {
+        case .emulated:
+            #if arch(x86_64)
+            sparge_bf16_emulated()
+            #else
+            preconditionFailure("Bf16TileStandIn: emulated tiles need x86-64")
+            #endif
+        case .bookkeeping: sparge_bf16_bookkeeping()
         }
     }
 }
