@@ -178,26 +178,35 @@ extension AttentionTileArena {
 }
 
 /// Packed queries for `slots` tiles and one score block (rows `rowStride` floats apart), then the block's
-/// row maxima: what a tile needs only while it computes. One per worker thread; see
-/// `AttentionTileArena.tile(_:scratch:slot:)`. A query slot also holds the `D·L` floats `finishInPlace`
-/// transposes through.
+/// row maxima, then an output accumulator (`D·L` floats) per slot: what a tile needs only while it
+/// computes. One per worker thread; see `AttentionTileArena.tile(_:scratch:slot:)`. A query slot also holds
+/// the `D·L` floats `finishInPlace` transposes through. Every part starts on a cache line (L is a multiple
+/// of 64 and the row stride of 16 floats).
 public final class AttentionScratch: @unchecked Sendable {
     /// Query slots.
     public let slots: Int
     let queries: UnsafeMutablePointer<Float>  // slots × [D][rowStride]
     let scores: UnsafeMutablePointer<Float>  // [scoreRows][rowStride], then rowMax [L]
+    let accumulators: UnsafeMutablePointer<Float>  // slots × [D][L]
     let queryFloats: Int
+    let accumulatorFloats: Int
 
     /// Scratch for tiles of `arena` with `slots` query slots.
     public init(for arena: AttentionTileArena, slots: Int) {
         self.slots = slots
         queryFloats = arena.queryFloats
-        let floats = slots * queryFloats + arena.scoreRows * arena.rowStride + arena.lanes
+        accumulatorFloats = arena.headDim * arena.lanes
+        let scoreFloats = arena.scoreRows * arena.rowStride + arena.lanes
+        let floats = slots * (queryFloats + accumulatorFloats) + scoreFloats
         let raw = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride,
                                                    alignment: AttentionTileArena.alignment)
         queries = raw.bindMemory(to: Float.self, capacity: floats)
         scores = queries + slots * queryFloats
+        accumulators = scores + scoreFloats
     }
+
+    /// The output accumulator of `slot` (`D·L` floats, on a cache line).
+    func accumulator(_ slot: Int) -> UnsafeMutablePointer<Float> { accumulators + slot * accumulatorFloats }
 
     deinit { UnsafeMutableRawPointer(queries).deallocate() }
 }

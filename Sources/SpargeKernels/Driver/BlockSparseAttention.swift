@@ -327,6 +327,9 @@ private final class AttendJob: @unchecked Sendable {
                 }
                 m = n
             }
+            for (slot, t) in block.tileRange.enumerated() {
+                bank.unload(tile: t, slot: slot, worker: worker, output: output)
+            }
         }
     }
 }
