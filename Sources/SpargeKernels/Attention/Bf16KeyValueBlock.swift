@@ -9,8 +9,9 @@ public final class Bf16KeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
     /// Rows it can hold, and the head dimension.
     public let blockK: Int
     public let headDim: Int
-    /// Rows of the block now held (`fill`).
-    public private(set) var rows = 0
+    /// Rows of the block now held (`fill`). Read at every visit, written only by `fill`, before any tile
+    /// reads the block: no run-time exclusivity check.
+    @exclusivity(unchecked) public private(set) var rows = 0
     /// `[Kp][D]` bf16, Kp = `rows` rounded up to 32.
     let keys: UnsafeMutablePointer<UInt16>
     /// `[D][Kp]` bf16.

@@ -10,8 +10,9 @@ public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Senda
     /// Rows it can hold, and the head dimension.
     public let blockK: Int
     public let headDim: Int
-    /// Rows of the block now held (`fill`).
-    public private(set) var rows = 0
+    /// Rows of the block now held (`fill`). Read at every visit, written only by `fill`, before any tile
+    /// reads the block: no run-time exclusivity check.
+    @exclusivity(unchecked) public private(set) var rows = 0
     /// `[rows][⌈D/2⌉]` pairs of int8 values.
     let keys: UnsafeMutablePointer<Int32>
     /// `[⌈rows/2⌉][D]` pairs of rows, |v| ≤ 2047.

@@ -168,11 +168,11 @@ public final class BlockSparseAttention {
 
     /// The blocks of `table` converted once for tiles whose products take them so (nil for fp32 products).
     static func packedBlocks(_ table: KeyValueBlockTable, products: TileProducts, headDim: Int,
-                             threads: Int) -> (any PackedBlocks)? {
+                             threads: Int) -> PackedBlockTable? {
         switch products {
         case .fp32: nil
-        case .int8: PackedBlockTable<QuantizedKeyValueBlock>(table, headDim: headDim, threads: threads)
-        case .bf16Tiles: PackedBlockTable<Bf16KeyValueBlock>(table, headDim: headDim, threads: threads)
+        case .int8: PackedBlockTable(table, as: QuantizedKeyValueBlock.self, headDim: headDim, threads: threads)
+        case .bf16Tiles: PackedBlockTable(table, as: Bf16KeyValueBlock.self, headDim: headDim, threads: threads)
         }
     }
 
@@ -256,12 +256,12 @@ private final class AttendJob: @unchecked Sendable {
     /// The precision, when key/value blocks need rounding in the worker's copy.
     let rounding: AttentionPrecision?
     /// The call's blocks converted for the tiles' products (int8, bf16 tiles), when they take them so.
-    let packed: (any PackedBlocks)?
+    let packed: PackedBlockTable?
     let next = WorkCounter()
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
          output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision,
-         packed: (any PackedBlocks)?) {
+         packed: PackedBlockTable?) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
         // Blocks already stored in the precision's type need no rounding.
@@ -297,14 +297,14 @@ private final class AttendJob: @unchecked Sendable {
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
                 // The first tile asks for the next block while it computes.
                 var upcoming: UpcomingBlock?
-                if n < block.visits.upperBound, let ahead = packed?.packedBlock(kvHead: g, block: Int(keys[n])) {
+                if n < block.visits.upperBound, let ahead = packed?.block(kvHead: g, block: Int(keys[n])) {
                     upcoming = UpcomingBlock(keys: ahead.keyOperands, values: ahead.valueOperands, bytes: ahead.operandBytes)
                 } else if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
                     upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
                 if let packed {
-                    let operands = packed.packedBlock(kvHead: g, block: j)!
+                    let operands = packed.block(kvHead: g, block: j)!
                     for (slot, t) in block.tileRange.enumerated() where m < plan.tiles[t].visits.upperBound {
                         bank.visit(tile: t, slot: slot, worker: worker, output: output, packed: operands,
                                    keyStart: j * bk, upcoming: upcoming)

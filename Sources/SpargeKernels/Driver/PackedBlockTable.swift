@@ -15,14 +15,17 @@ public protocol PackedKeyValueBlock: AnyObject, Sendable {
     var operandBytes: Int { get }
 }
 
-/// The blocks of a `KeyValueBlockTable` converted to `Block`s, each once per `attend` call (and not once per
-/// query block that visits it), spread over threads.
-final class PackedBlockTable<Block: PackedKeyValueBlock>: @unchecked Sendable {
+/// The blocks of a `KeyValueBlockTable` converted to one kind of `PackedKeyValueBlock`, each once per
+/// `attend` call (and not once per query block that visits it), spread over threads. Not generic: the driver
+/// looks up two blocks for each block a query block visits, and a generic table's lookup from non-generic
+/// code instantiated its metadata every time (~6% of the driver's time around the kernels, `perf record`).
+final class PackedBlockTable: @unchecked Sendable {
     /// Per (kv head, key block), as the table's `block(kvHead:block:)`: nil where the table has none.
-    private var blocks: [Block?]
+    private let blocks: [(any PackedKeyValueBlock)?]
     let keyBlocks: Int
 
-    init(_ table: KeyValueBlockTable, headDim: Int, threads: Int) {
+    /// The blocks of `table` converted to `Block`s on `threads` threads.
+    init<Block: PackedKeyValueBlock>(_ table: KeyValueBlockTable, as _: Block.Type, headDim: Int, threads: Int) {
         keyBlocks = table.keyBlocks
         let present = (0..<(table.kvHeads * table.keyBlocks)).filter {
             table.block(kvHead: $0 / table.keyBlocks, block: $0 % table.keyBlocks) != nil
@@ -48,19 +51,11 @@ final class PackedBlockTable<Block: PackedKeyValueBlock>: @unchecked Sendable {
                 }
             }
         }
-        blocks = Array(repeating: nil, count: table.kvHeads * table.keyBlocks)
+        var blocks = [(any PackedKeyValueBlock)?](repeating: nil, count: table.kvHeads * table.keyBlocks)
         for (i, index) in present.enumerated() { blocks[index] = made[i] }
+        self.blocks = blocks
     }
 
     /// The converted block `(kvHead, block)`, or nil when the table did not hold it.
-    func block(kvHead: Int, block: Int) -> Block? { blocks[kvHead * keyBlocks + block] }
-}
-
-/// What a driver needs of a `PackedBlockTable` whatever its block type.
-protocol PackedBlocks: AnyObject, Sendable {
-    func packedBlock(kvHead: Int, block: Int) -> (any PackedKeyValueBlock)?
-}
-
-extension PackedBlockTable: PackedBlocks {
-    func packedBlock(kvHead: Int, block: Int) -> (any PackedKeyValueBlock)? { self.block(kvHead: kvHead, block: block) }
+    func block(kvHead: Int, block: Int) -> (any PackedKeyValueBlock)? { blocks[kvHead * keyBlocks + block] }
 }
