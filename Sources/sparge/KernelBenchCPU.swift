@@ -67,9 +67,9 @@ enum KernelBenchCPU {
         }
     }
 
-    /// The stand-in SPARGE_BF16_TILES names (`emulated`, `bookkeeping`), or nil when it is not set.
+    /// The stand-in SPARGE_BF16_TILES names (`emulated`, `bookkeeping`), or nil when it is unset or empty.
     static func bf16StandIn(precision: AttentionPrecision) throws -> Bf16TileStandIn? {
-        guard let name = ProcessInfo.processInfo.environment["SPARGE_BF16_TILES"] else { return nil }
+        guard let name = ProcessInfo.processInfo.environment["SPARGE_BF16_TILES"], !name.isEmpty else { return nil }
         guard let standIn = Bf16TileStandIn(rawValue: name) else {
             throw UsageError("SPARGE_BF16_TILES=\(name): one of "
                 + Bf16TileStandIn.allCases.map(\.rawValue).joined(separator: ", "))
