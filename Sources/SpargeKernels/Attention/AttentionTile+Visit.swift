@@ -77,15 +77,18 @@ extension AttentionTile {
     }
 
     /// `visit` for a tile whose products take blocks converted once per call (int8, bf16 tiles): `block` is
-    /// of the arena's kind.
+    /// of the arena's kind, uncounted (a driver's `PackedBlockTable` holds it), and is visited without
+    /// counting a reference.
     @discardableResult @inline(__always)
-    public func visit(packed block: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
-        switch arena.products {
-        case .int8: visit(quantized: unsafeDowncast(block, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
-                          upcoming: upcoming)
-        case .bf16Tiles: visit(bf16: unsafeDowncast(block, to: Bf16KeyValueBlock.self), keyStart: keyStart,
-                               upcoming: upcoming)
-        case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
+    func visit(packed block: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) -> Bool {
+        block._withUnsafeGuaranteedRef { object in
+            switch arena.products {
+            case .int8: visit(quantized: unsafeDowncast(object, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
+                              upcoming: upcoming)
+            case .bf16Tiles: visit(bf16: unsafeDowncast(object, to: Bf16KeyValueBlock.self), keyStart: keyStart,
+                                   upcoming: upcoming)
+            case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
+            }
         }
     }
 

@@ -161,10 +161,26 @@ public final class AttentionTileArena: @unchecked Sendable {
     @inline(__always)
     public func tile(_ index: Int, scratch: AttentionScratch, slot: Int,
                      accumulator: UnsafeMutablePointer<Float>) -> AttentionTile {
+        tile(index, scratch: scratch, slot: slot, accumulator: accumulator, owned: true)
+    }
+
+    /// `tile(_:scratch:slot:accumulator:)` for a caller that keeps the arena alive while it uses the handle
+    /// (a driver's tile bank): the handle does not hold the arena, so making and dropping it counts no
+    /// reference (with every worker thread counting one arena's references at every visit, its count was a
+    /// cache line that every core wrote).
+    @inline(__always)
+    func borrowedTile(_ index: Int, scratch: AttentionScratch, slot: Int,
+                      accumulator: UnsafeMutablePointer<Float>) -> AttentionTile {
+        tile(index, scratch: scratch, slot: slot, accumulator: accumulator, owned: false)
+    }
+
+    @inline(__always)
+    private func tile(_ index: Int, scratch: AttentionScratch, slot: Int, accumulator: UnsafeMutablePointer<Float>,
+                      owned: Bool) -> AttentionTile {
         precondition(index >= 0 && index < count && slot >= 0 && slot < scratch.slots,
                      "AttentionTileArena: tile \(index) of \(count), slot \(slot) of \(scratch.slots)")
         return AttentionTile(arena: self, state: base + index * strideBytes, scratch: scratch, slot: slot,
-                             accumulator: accumulator)
+                             accumulator: accumulator, owned: owned)
     }
 }
 
@@ -228,7 +244,10 @@ public final class AttentionScratch: @unchecked Sendable {
 /// The handle holds its arena, so the memory lives as long as any handle. A tile may move between threads
 /// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.
 public struct AttentionTile: @unchecked Sendable {
-    let arena: AttentionTileArena
+    /// The arena, read without counting references; `owner` holds it, except in the handles of
+    /// `AttentionTileArena.borrowedTile`, whose caller does.
+    unowned(unsafe) let arena: AttentionTileArena
+    let owner: AttentionTileArena?
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
     let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride] (int8: [⌈D/2⌉][rowStride] pairs), then laneScale
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
@@ -238,8 +257,9 @@ public struct AttentionTile: @unchecked Sendable {
     let runningSum: UnsafeMutablePointer<Float>  // [L]
 
     init(arena: AttentionTileArena, state: UnsafeMutableRawPointer, scratch: AttentionScratch, slot: Int,
-         accumulator: UnsafeMutablePointer<Float>) {
+         accumulator: UnsafeMutablePointer<Float>, owned: Bool) {
         self.arena = arena
+        owner = owned ? arena : nil
         let l = arena.lanes
         header = state.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         runningMax = (state + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
@@ -253,6 +273,7 @@ public struct AttentionTile: @unchecked Sendable {
 
     init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
         self.arena = arena
+        owner = arena
         let d = arena.headDim, l = arena.lanes, stride = arena.rowStride
         header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)

@@ -275,7 +275,8 @@ private final class AttendJob: @unchecked Sendable {
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
         let widened = (table.format == .f32 && rounding == nil) || packed != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
-        let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
+        // Locals: what the loops read is counted once here, not at every visit by every worker.
+        let (d, rows, bk, blocks, tiles, packed) = (headDim, plan.rows, plan.config.blockK, plan.blocks, plan.tiles, packed)
         while true {
             let i = next.claim()
             if i >= blocks.count { break }
@@ -288,7 +289,7 @@ private final class AttendJob: @unchecked Sendable {
             guard m < block.visits.upperBound else { continue }
             for (slot, t) in block.tileRange.enumerated() {
                 bank.load(tile: t, slot: slot, worker: worker, output: output,
-                          queries: queries + (block.head * rows + plan.tiles[t].localRow) * d)
+                          queries: queries + (block.head * rows + tiles[t].localRow) * d)
             }
             while m < block.visits.upperBound {
                 let j = Int(keys[m])
@@ -297,15 +298,16 @@ private final class AttendJob: @unchecked Sendable {
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
                 // The first tile asks for the next block while it computes.
                 var upcoming: UpcomingBlock?
-                if n < block.visits.upperBound, let ahead = packed?.block(kvHead: g, block: Int(keys[n])) {
-                    upcoming = UpcomingBlock(keys: ahead.keyOperands, values: ahead.valueOperands, bytes: ahead.operandBytes)
+                // (Optional chaining on `packed`, not `if let`: a binding counted a reference to the table at
+                // every step, shared by every worker.)
+                if n < block.visits.upperBound, let ahead = packed?.upcoming(kvHead: g, block: Int(keys[n])) {
+                    upcoming = ahead
                 } else if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
                     upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
-                if let packed {
-                    let operands = packed.block(kvHead: g, block: j)!
-                    for (slot, t) in block.tileRange.enumerated() where m < plan.tiles[t].visits.upperBound {
+                if let operands = packed?.block(kvHead: g, block: j) {
+                    for (slot, t) in block.tileRange.enumerated() where m < tiles[t].visits.upperBound {
                         bank.visit(tile: t, slot: slot, worker: worker, output: output, packed: operands,
                                    keyStart: j * bk, upcoming: upcoming)
                         upcoming = nil
@@ -318,7 +320,7 @@ private final class AttendJob: @unchecked Sendable {
                           values: stored.values.assumingMemoryBound(to: Float.self))
                 if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format, rounding: rounding) }
                 for (slot, t) in block.tileRange.enumerated() {
-                    let tile = plan.tiles[t]
+                    let tile = tiles[t]
                     // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
                     if m >= tile.visits.upperBound { continue }
                     bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,

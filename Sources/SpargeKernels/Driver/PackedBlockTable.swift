@@ -16,12 +16,19 @@ public protocol PackedKeyValueBlock: AnyObject, Sendable {
 }
 
 /// The blocks of a `KeyValueBlockTable` converted to one kind of `PackedKeyValueBlock`, each once per
-/// `attend` call (and not once per query block that visits it), spread over threads. Not generic: the driver
-/// looks up two blocks for each block a query block visits, and a generic table's lookup from non-generic
-/// code instantiated its metadata every time (~6% of the driver's time around the kernels, `perf record`).
+/// `attend` call (and not once per query block that visits it), spread over threads.
+///
+/// The driver looks up two blocks for each block a query block visits, on every worker thread at once, so a
+/// lookup touches no shared state: the table is not generic (a generic table's lookup from non-generic code
+/// instantiated its metadata every time, ~6% of the driver's time around the kernels, `perf record`), and it
+/// hands out blocks uncounted (`Unmanaged`; it owns them while it lives), since every worker of a kv head
+/// counting references to the same blocks would write their cache lines from every core.
 final class PackedBlockTable: @unchecked Sendable {
-    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: nil where the table has none.
-    private let blocks: [(any PackedKeyValueBlock)?]
+    /// The blocks, owned.
+    private let owned: [any PackedKeyValueBlock]
+    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: the block uncounted and its operands
+    /// to ask for ahead, or nil where the table has none.
+    private let blocks: [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?]
     let keyBlocks: Int
 
     /// The blocks of `table` converted to `Block`s on `threads` threads.
@@ -51,11 +58,20 @@ final class PackedBlockTable: @unchecked Sendable {
                 }
             }
         }
-        var blocks = [(any PackedKeyValueBlock)?](repeating: nil, count: table.kvHeads * table.keyBlocks)
-        for (i, index) in present.enumerated() { blocks[index] = made[i] }
-        self.blocks = blocks
+        var blocks = [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?](repeating: nil,
+                                                                                 count: table.kvHeads * table.keyBlocks)
+        for (i, index) in present.enumerated() {
+            let block = made[i]
+            blocks[index] = (Unmanaged.passUnretained(block as AnyObject),
+                             UpcomingBlock(keys: block.keyOperands, values: block.valueOperands, bytes: block.operandBytes))
+        }
+        (owned, self.blocks) = (made, blocks)
     }
 
-    /// The converted block `(kvHead, block)`, or nil when the table did not hold it.
-    func block(kvHead: Int, block: Int) -> (any PackedKeyValueBlock)? { blocks[kvHead * keyBlocks + block] }
+    /// The converted block `(kvHead, block)`, uncounted (valid while the table lives), or nil when the table did
+    /// not hold it.
+    func block(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? { blocks[kvHead * keyBlocks + block]?.block }
+
+    /// The operands of block `(kvHead, block)` for a visit to ask for ahead, or nil when the table did not hold it.
+    func upcoming(kvHead: Int, block: Int) -> UpcomingBlock? { blocks[kvHead * keyBlocks + block]?.operands }
 }

@@ -16,10 +16,11 @@ protocol TileBank: AnyObject, Sendable {
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?)
     /// What its tiles multiply with: other than fp32, they take blocks converted once per `attend` call
-    /// (`visit(packed:)`) rather than rounded fp32 rows.
+    /// (`visit(packed:)`, a block of the kind its products take, from a `PackedBlockTable`) rather than
+    /// rounded fp32 rows.
     var products: TileProducts { get }
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?)
+               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
@@ -84,14 +85,14 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func makeWorker(slots: Int) -> AnyObject? { AttentionScratch(for: arena, slots: slots) }
 
     func reset(tile: Int, output: UnsafeMutablePointer<Float>) {
-        arena.tile(tile, scratch: stateScratch, slot: 0, accumulator: accumulator(tile, output))
+        arena.borrowedTile(tile, scratch: stateScratch, slot: 0, accumulator: accumulator(tile, output))
             .reset(rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
     }
 
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
         scratch.accumulator(slot).update(from: accumulator(tile, output), count: headDim * arena.lanes)
-        arena.tile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot)).load(queries: queries)
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot)).load(queries: queries)
     }
 
     func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>) {
@@ -103,7 +104,7 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        arena.tile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
@@ -111,15 +112,15 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        arena.tile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
             .visit(packed: packed, keyStart: keyStart, upcoming: upcoming)
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        let handle = arena.tile(tile, scratch: scratch, slot: 0, accumulator: accumulator(tile, output))
+        let handle = arena.borrowedTile(tile, scratch: scratch, slot: 0, accumulator: accumulator(tile, output))
         if inOutput[tile] {
             // The accumulator is the rows themselves: transposed through the worker's query slot.
             handle.finishInPlace(lse: lse, temp: scratch.queries)
@@ -172,7 +173,7 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     var products: TileProducts { .fp32 }
 
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) {
         preconditionFailure("ScalarTileBank: the scalar twin computes on rounded fp32 rows")
     }
 
