@@ -72,8 +72,8 @@ public struct UpcomingBlock {
 /// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
 /// (`2·L` floats, half a KB): its tiles borrow the packed queries and the score block from an
 /// `AttentionScratch` while they compute, and keep their output accumulator (`D·L` floats) where the caller
-/// says — a driver puts it in the output's own rows, so a tile's state costs no memory beyond the output
-/// (`tile(_:scratch:slot:accumulator:)`).
+/// says — a driver keeps it in the output's own rows, so a tile's state costs no memory beyond the output,
+/// and computes on a copy in the scratch (`tile(_:scratch:slot:accumulator:)`, `VectorTileBank`).
 public final class AttentionTileArena: @unchecked Sendable {
     /// Number of tiles.
     public let count: Int
