@@ -12,7 +12,8 @@
 // sparge_cpu_isa() says AMX, on two threads at once (each loads its own tile configuration). Prints the
 // largest errors; exits 1 on a failure, 2 when this CPU has no AMX (the emulated check still ran). On AMX
 // it then times a visit on one core (`rates`): the tiles' peak, a configuration load, and the kernels of a
-// visit together and apart, on blocks in the L1/L2 and streamed from the L3.
+// visit together and apart, on blocks in the L2 and streamed from the L3, and the whole visit with K, Vᵀ
+// and Oᵀ off their cache lines as the driver had them (`make_pass`).
 #include "CSpargeKernels.h"
 #include <math.h>
 #include <pthread.h>
@@ -284,26 +285,31 @@ typedef struct {
     long lanes, stride, dim, keys, blocks;
     float scale;
     unsigned *qT[2];
-    unsigned short *kv;  // blocks × (K [64][D], Vᵀ [D][64])
+    unsigned short *kv;  // blocks × (K [64][D], Vᵀ [D][64]), `blockWords` apart
+    long blockWords;
     float *scores, *rowMax, *runMax[2], *runSum[2], *out[2];
 } pass;
 
-static pass make_pass(long blocks) {
+/// A pass over `blocks` key/value blocks. `skewed`: laid out as the driver had them before its blocks and
+/// accumulators were put on cache lines — each block 16 bytes further off a line than the one before (0, 16,
+/// 32, 48: what malloc gave its 32 KB blocks) and Oᵀ 48 bytes off (a Swift array's elements), so that most
+/// 64-byte tile rows of K, Vᵀ and Oᵀ span two lines.
+static pass make_pass(long blocks, int skewed) {
     pass p = {64, 80, 128, 64, blocks, 0.0884f * 1.4427f};
     rng g = {42};
     float *q = malloc(4 * 64 * 128), *k = malloc(4 * 64 * 128), *v = malloc(4 * 64 * 128);
-    long blockWords = 2 * p.keys * p.dim;
-    p.kv = aligned_alloc(64, 2 * blockWords * blocks);
+    p.blockWords = 2 * p.keys * p.dim + (skewed ? 8 : 0);
+    p.kv = aligned_alloc(64, 2 * p.blockWords * blocks + 64);
     for (long b = 0; b < blocks; b++) {
         for (long i = 0; i < 64 * 128; i++) k[i] = (float)(uniform(&g) * 4 - 2), v[i] = (float)(uniform(&g) * 2 - 1);
-        sparge_pack_bf16_block(k, v, p.keys, p.dim, p.kv + b * blockWords, p.kv + b * blockWords + p.keys * p.dim);
+        sparge_pack_bf16_block(k, v, p.keys, p.dim, p.kv + b * p.blockWords, p.kv + b * p.blockWords + p.keys * p.dim);
     }
     for (int t = 0; t < 2; t++) {
         for (long i = 0; i < 64 * 128; i++) q[i] = (float)(uniform(&g) * 4 - 2);
         p.qT[t] = aligned_alloc(64, 4 * p.dim / 2 * p.stride);
         sparge_pack_bf16_queries(q, 64, p.dim, p.stride, p.lanes, p.qT[t]);
         p.runMax[t] = aligned_alloc(64, 4 * 64), p.runSum[t] = aligned_alloc(64, 4 * 64);
-        p.out[t] = aligned_alloc(64, 4 * 64 * 128);
+        p.out[t] = (float *)aligned_alloc(64, 4 * 64 * 128 + 64) + (skewed ? 12 : 0);
         for (long r = 0; r < 64; r++) p.runMax[t][r] = -INFINITY, p.runSum[t][r] = 0;
         memset(p.out[t], 0, 4 * 64 * 128);
     }
@@ -315,8 +321,8 @@ static pass make_pass(long blocks) {
 /// What one visit does in `mode`: 0 scores alone, 1 scores + softmax, 2 scores + softmax + P·V (what a
 /// pass runs), 3 as 2 with the tiles released after each visit (a configuration load per visit).
 static void visit(pass *p, sparge_bf16_tile_kernels k, int mode, int t, long b, long ahead) {
-    const unsigned short *keys = p->kv + b * 2 * p->keys * p->dim, *valuesT = keys + p->keys * p->dim;
-    const unsigned short *next = p->kv + ahead * 2 * p->keys * p->dim;
+    const unsigned short *keys = p->kv + b * p->blockWords, *valuesT = keys + p->keys * p->dim;
+    const unsigned short *next = p->kv + ahead * p->blockWords;
     for (long r = 0; r < p->lanes; r++) p->rowMax[r] = -INFINITY;
     k.scores(p->qT[t], p->stride, p->lanes, keys, p->dim, p->keys, p->scale, p->scores, p->rowMax,
              t == 0 ? next : NULL, next + p->keys * p->dim, 2 * p->keys * p->dim);
@@ -353,15 +359,16 @@ static void rates(sparge_bf16_tile_kernels k) {
     printf("rates on one core: TDPBF16PS peak %.0f GFLOP/s (= %.2f GHz at 1024 FLOPs a cycle); LDTILECFG %.0f ns; "
            "TILELOADD %.1f ns from the L1 (16 KB), %.1f ns from the L2 (1 MB)\n",
            peak, ghz, loadconfig_ns(k, 100000), tile_load_ns(k, 16384, 400000), tile_load_ns(k, 1 << 20, 400000));
-    pass hot = make_pass(2), cold = make_pass(512);
     const char *modes[] = {"scores alone", "scores + softmax", "scores + softmax + P·V (the pass)",
                            "the pass, configured per visit"};
     for (int which = 0; which < 2; which++) {
-        pass *p = which ? &cold : &hot;
-        for (int mode = 0; mode < 4; mode++) {
-            double ns = ns_per_visit(p, k, mode, which ? 4096 : 8192);
-            printf("  %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n", modes[mode],
-                   which ? "512 blocks, 16 MB: from the L3" : "2 blocks", ns, ns * ghz, flops / ns);
+        pass p = make_pass(which ? 512 : 4, 0), skewed = make_pass(which ? 512 : 4, 1);
+        const char *where = which ? "512 blocks, 16 MB: from the L3" : "4 blocks, 128 KB: in the L2";
+        for (int mode = 0; mode < 5; mode++) {
+            double ns = ns_per_visit(mode < 4 ? &p : &skewed, k, mode < 4 ? mode : 2, which ? 4096 : 8192);
+            printf("  %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n",
+                   mode < 4 ? modes[mode] : "the pass, K/Vᵀ and Oᵀ off their lines as the driver had them", where, ns,
+                   ns * ghz, flops / ns);
         }
     }
     k.release();

@@ -16,12 +16,16 @@
 #
 # 1. The kernels: amx-check, the AMX bf16 kernels against their scalar twin on fresh random shapes (two
 #    threads at once), the same source with emulated tiles; then a visit's time on one core (the tiles' peak,
-#    a configuration load, the kernels together and apart, blocks in the L1/L2 and from the L3).
+#    a configuration load, the kernels together and apart, blocks in the L2 and from the L3, and with K/Vᵀ and
+#    Oᵀ off their cache lines as the driver had them before 0c1cdd6/3cc9a5d).
 # 2. The dispatch: `bench` must name `amx` by default, and SPARGE_CPU_ISA=avx512 must still force AVX-512.
 # 3. Correctness of whole passes: `verify --precision bf16` with the AMX set against the Double reference on
 #    the rounded inputs (llm causal, video, random dense at D = 128, llm at D = 64, 2 ranks), and AVX-512's
 #    bf16 (fp32 products on the same inputs) on one.
-# 4. Rate against threads: dense N = 8192, 8 heads, D = 128, AMX bf16 and AVX-512 fp32 at 1 and 16 threads.
+# 4. Rate against threads: dense N = 8192, 8 heads, D = 128, AMX bf16 and AVX-512 fp32 at 1 and 16 threads;
+#    then the driver's time a visit around the kernels: `bench-kernel` (the pass alone) with the AMX kernels
+#    and with kernels that compute nothing (SPARGE_BF16_TILES=bookkeeping), 1 and 16 threads: a pass's time
+#    × threads / 131072 visits.
 # 5. Speed: dense N = 32768, 8 heads, D = 128, 16 threads, AMX bf16 and AVX-512 fp32 against PyTorch SDPA
 #    fp32 and bf16, alternating, 3 rounds, medians (benchmarks/cpu-vs-torch.sh); the error of that dense pass
 #    on 4 sampled blocks; then sparse (TopK 0.1) against its own dense mode, AMX bf16 and AVX-512 fp32.
@@ -85,6 +89,19 @@ for run in amx:bf16 avx512:fp32; do
         line="$(SPARGE_CPU_ISA=${run%%:*} run 120 "$sparge" bench --workload random --seq 8192 --heads 8 --head-dim 128 --dense \
             --precision ${run#*:} --threads $t --repeat $([ $t = 1 ] && echo 1 || echo 3) --json | tail -n 1)"
         echo "$run threads $t: $(echo "$line" | field gflops_dense_equiv) GFLOP/s, $(echo "$line" | field seconds) s (ring $(echo "$line" | field ring_seconds) s, attend $(echo "$line" | field compute_seconds) s), peak $(echo "$line" | field peak_gflops)"
+    done
+done
+
+for t in 1 16; do
+    for tiles in amx bookkeeping; do
+        standin="$([ $tiles = bookkeeping ] && echo bookkeeping)"  # empty: the AMX kernels
+        line="$(SPARGE_BF16_TILES=$standin SPARGE_CPU_ISA=amx run 120 "$sparge" bench-kernel \
+            --backend cpu --workload random --seq 8192 --heads 8 --head-dim 128 --dense --precision bf16 --threads $t \
+            --repeat 3 --json | tail -n 1)"
+        ms="$(echo "$line" | field kernel_ms)"
+        echo "bench-kernel bf16 $tiles threads $t: $ms ms a pass (median of 3), $(python3 -c "import sys
+try: print('%.2f' % (float(sys.argv[1]) * 1e3 * int(sys.argv[2]) / 131072))
+except ValueError: print('?')" "$ms" $t) µs a visit on each thread; $(echo "$line" | field gflops_dense_equiv) GFLOP/s"
     done
 done
 

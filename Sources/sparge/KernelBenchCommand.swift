@@ -35,7 +35,9 @@ enum KernelBenchCommand {
         tensor cores' measured mma.sync peak. --precision int8 times the kernel inside a whole resident pass on
         one GPU (Q and K are quantized on the device; the pass's time is reported beside). With --backend cpu: the CPU tiles' pass over every block on all
         cores (SPARGE_CPU_ISA picks the kernels), in GFLOP/s next to the FMA peak (int16 multiply-adds for
-        int8), with the precision's error on sampled query blocks.
+        int8), with the precision's error on sampled query blocks. For measuring the driver only:
+        SPARGE_BF16_TILES=bookkeeping (kernels that compute nothing) or =emulated (AMX's kernels with the tiles
+        emulated) runs --precision bf16 on bf16 tiles on any CPU with AVX2 (the error is then meaningless).
         """
 
     static func main(_ arguments: [String]) -> Int32 {

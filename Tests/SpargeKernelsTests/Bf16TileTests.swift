@@ -142,6 +142,47 @@ final class Bf16TileTests: XCTestCase {
         #endif
     }
 
+    /// The packing of queries and key/value blocks for the tiles is StorageFormat.bf16's rounding of every
+    /// value, bit for bit, in the layouts of CSpargeKernels.h (Q̂ᵀ pairs, K rows, Vᵀ, zeros past the rows and
+    /// keys), on fresh shapes with every tail of the 32-key padding and values that test the rounding: NaNs
+    /// with payloads (which plain rounding would carry to ±∞ or −0), ±∞, the largest finite floats (which round to ±∞), halfway points between bf16 values, denormals.
+    func testPackingRoundsEveryValueAsStorageFormatDoes() {
+        var system = SystemRandomNumberGenerator()
+        let special: [Float] = [.nan, Float(bitPattern: 0x7F80_0001), Float(bitPattern: 0xFFFF_FFFF), .infinity, -.infinity,
+                                .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                                Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x0000_8001),
+                                -Float(bitPattern: 0x0040_0000), 0, -0.0]
+        for _ in 0..<20 {
+            let seed = UInt64.random(in: 1...UInt64.max, using: &system)
+            var g = SeededGenerator(seed: seed)
+            let dim = [32, 64, 96, 128].randomElement(using: &g)!, keys = Int.random(in: 1...128, using: &g)
+            let lanes = [64, 128].randomElement(using: &g)!, rows = Int.random(in: 1...lanes, using: &g)
+            let stride = lanes + 16, kp = sparge_bf16_padded_keys(keys)
+            func value() -> Float { Int.random(in: 0..<4, using: &g) == 0 ? special.randomElement(using: &g)! : g.normal() * 100 }
+            let q = (0..<(rows * dim)).map { _ in value() }, k = (0..<(keys * dim)).map { _ in value() }
+            let v = (0..<(keys * dim)).map { _ in value() }
+            var qT = [UInt32](repeating: 0xDEAD_BEEF, count: dim / 2 * stride)
+            var packedK = [UInt16](repeating: 0xBEEF, count: kp * dim), valuesT = packedK
+            sparge_pack_bf16_queries(q, rows, dim, stride, lanes, &qT)
+            sparge_pack_bf16_block(k, v, keys, dim, &packedK, &valuesT)
+            let bits = StorageFormat.bf16Bits
+            var wrong = 0
+            for j in 0..<(dim / 2) {
+                for r in 0..<lanes {
+                    let expected = r < rows ? UInt32(bits(q[r * dim + 2 * j])) | UInt32(bits(q[r * dim + 2 * j + 1])) << 16 : 0
+                    wrong += qT[j * stride + r] == expected ? 0 : 1
+                }
+            }
+            for c in 0..<kp {
+                for i in 0..<dim {
+                    wrong += packedK[c * dim + i] == (c < keys ? bits(k[c * dim + i]) : 0) ? 0 : 1
+                    wrong += valuesT[i * kp + c] == (c < keys ? bits(v[c * dim + i]) : 0) ? 0 : 1
+                }
+            }
+            XCTAssertEqual(wrong, 0, "seed \(seed) D \(dim) keys \(keys) rows \(rows) of \(lanes) lanes")
+        }
+    }
+
     /// The twin of the bf16 tiles against Double attention on the same rounded inputs: what bf16 on AMX costs
     /// beyond the rounding of Q, K, V is P's rounding to bf16 (2⁻⁹ relative per p at most). It does not
     /// average out in relative terms, since the output is itself an average of the values: measured

@@ -146,6 +146,10 @@ void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long st
 /// The scalar twin of the bf16 tile kernels: the same definitions in plain loops (sums in the order of i and
 /// c), on any CPU.
 sparge_bf16_tile_kernels sparge_bf16_twin(void);
+/// For measurement: bf16 tile kernels that compute nothing and keep a valid online-softmax state (every
+/// block maximum 0, every p 1, α 1; the output accumulator untouched). A pass on them costs what its driver
+/// costs around the kernels (`sparge bench-kernel`, SPARGE_BF16_TILES=bookkeeping).
+sparge_bf16_tile_kernels sparge_bf16_bookkeeping(void);
 
 /// AttentionPrecision.int8's rounding (its one implementation): n[i] = round((x[i] − mean[i % dim]) / s),
 /// ties to even, with s = max|x − mean| / limit over the `count` values (rows of `dim`; mean NULL: 0).

@@ -77,15 +77,18 @@ extension AttentionTile {
     }
 
     /// `visit` for a tile whose products take blocks converted once per call (int8, bf16 tiles): `block` is
-    /// of the arena's kind.
+    /// of the arena's kind, uncounted (a driver's `PackedBlockTable` holds it), and is visited without
+    /// counting a reference.
     @discardableResult @inline(__always)
-    public func visit(packed block: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
-        switch arena.products {
-        case .int8: visit(quantized: unsafeDowncast(block, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
-                          upcoming: upcoming)
-        case .bf16Tiles: visit(bf16: unsafeDowncast(block, to: Bf16KeyValueBlock.self), keyStart: keyStart,
-                               upcoming: upcoming)
-        case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
+    func visit(packed block: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) -> Bool {
+        block._withUnsafeGuaranteedRef { object in
+            switch arena.products {
+            case .int8: visit(quantized: unsafeDowncast(object, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
+                              upcoming: upcoming)
+            case .bf16Tiles: visit(bf16: unsafeDowncast(object, to: Bf16KeyValueBlock.self), keyStart: keyStart,
+                                   upcoming: upcoming)
+            case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
+            }
         }
     }
 
@@ -124,13 +127,7 @@ extension AttentionTile {
             }
         }
 
-        // Δ over the valid rows for the λ rule, one row at a time: as SIMD16 selects, compiled for x86-64's
-        // SSE2, it went lane by lane through the stack (2% of a dense pass, `perf record`).
-        var delta = -Float.infinity
-        for r in 0..<rows where rowMax[r] != -.infinity {
-            let rise = rowMax[r] - runningMax[r]
-            if rise > delta { delta = rise }
-        }
+        let delta = largestRise(rows: rows)
         header[2] += 1
         if header[3] > 0 && !(delta + arena.pvThreshold > 0) {
             header[4] += 1
@@ -139,6 +136,33 @@ extension AttentionTile {
         header[3] += 1
         products()
         return true
+    }
+
+    /// Δ of the λ rule: the largest rise of a row's block maximum over its running maximum, over the rows that
+    /// saw an unmasked key (`-inf` where none did). A row whose block maximum is −inf rises by −inf or NaN,
+    /// which never wins a comparison, so no row needs a test. Scalar, as SIMD16 selects compiled for x86-64's
+    /// SSE2 went lane by lane through the stack (2% of a dense pass, `perf record`); in four chains, as one
+    /// chain waited on every comparison's latency (most of a visit's own time around its kernels).
+    @inline(__always)
+    func largestRise(rows: Int) -> Float {
+        let (blockMax, running) = (UnsafePointer(rowMax), UnsafePointer(runningMax))
+        var d = (-Float.infinity, -Float.infinity, -Float.infinity, -Float.infinity)
+        var r = 0
+        while r + 4 <= rows {
+            let rise = (blockMax[r] - running[r], blockMax[r + 1] - running[r + 1], blockMax[r + 2] - running[r + 2],
+                        blockMax[r + 3] - running[r + 3])
+            if rise.0 > d.0 { d.0 = rise.0 }
+            if rise.1 > d.1 { d.1 = rise.1 }
+            if rise.2 > d.2 { d.2 = rise.2 }
+            if rise.3 > d.3 { d.3 = rise.3 }
+            r += 4
+        }
+        while r < rows {
+            let rise = blockMax[r] - running[r]
+            if rise > d.0 { d.0 = rise }
+            r += 1
+        }
+        return Swift.max(Swift.max(d.0, d.1), Swift.max(d.2, d.3))
     }
 
     /// Sets `Sᵀ[c][r] = -inf` where query `r` precedes key `c` (`r < c + offset`, offset = keyStart −

@@ -72,8 +72,8 @@ public struct UpcomingBlock {
 /// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
 /// (`2·L` floats, half a KB): its tiles borrow the packed queries and the score block from an
 /// `AttentionScratch` while they compute, and keep their output accumulator (`D·L` floats) where the caller
-/// says — a driver puts it in the output's own rows, so a tile's state costs no memory beyond the output
-/// (`tile(_:scratch:slot:accumulator:)`).
+/// says — a driver keeps it in the output's own rows, so a tile's state costs no memory beyond the output,
+/// and computes on a copy in the scratch (`tile(_:scratch:slot:accumulator:)`, `VectorTileBank`).
 public final class AttentionTileArena: @unchecked Sendable {
     /// Number of tiles.
     public let count: Int
@@ -161,10 +161,26 @@ public final class AttentionTileArena: @unchecked Sendable {
     @inline(__always)
     public func tile(_ index: Int, scratch: AttentionScratch, slot: Int,
                      accumulator: UnsafeMutablePointer<Float>) -> AttentionTile {
+        tile(index, scratch: scratch, slot: slot, accumulator: accumulator, owned: true)
+    }
+
+    /// `tile(_:scratch:slot:accumulator:)` for a caller that keeps the arena alive while it uses the handle
+    /// (a driver's tile bank): the handle does not hold the arena, so making and dropping it counts no
+    /// reference (with every worker thread counting one arena's references at every visit, its count was a
+    /// cache line that every core wrote).
+    @inline(__always)
+    func borrowedTile(_ index: Int, scratch: AttentionScratch, slot: Int,
+                      accumulator: UnsafeMutablePointer<Float>) -> AttentionTile {
+        tile(index, scratch: scratch, slot: slot, accumulator: accumulator, owned: false)
+    }
+
+    @inline(__always)
+    private func tile(_ index: Int, scratch: AttentionScratch, slot: Int, accumulator: UnsafeMutablePointer<Float>,
+                      owned: Bool) -> AttentionTile {
         precondition(index >= 0 && index < count && slot >= 0 && slot < scratch.slots,
                      "AttentionTileArena: tile \(index) of \(count), slot \(slot) of \(scratch.slots)")
         return AttentionTile(arena: self, state: base + index * strideBytes, scratch: scratch, slot: slot,
-                             accumulator: accumulator)
+                             accumulator: accumulator, owned: owned)
     }
 }
 
@@ -178,26 +194,35 @@ extension AttentionTileArena {
 }
 
 /// Packed queries for `slots` tiles and one score block (rows `rowStride` floats apart), then the block's
-/// row maxima: what a tile needs only while it computes. One per worker thread; see
-/// `AttentionTileArena.tile(_:scratch:slot:)`. A query slot also holds the `D·L` floats `finishInPlace`
-/// transposes through.
+/// row maxima, then an output accumulator (`D·L` floats) per slot: what a tile needs only while it
+/// computes. One per worker thread; see `AttentionTileArena.tile(_:scratch:slot:)`. A query slot also holds
+/// the `D·L` floats `finishInPlace` transposes through. Every part starts on a cache line (L is a multiple
+/// of 64 and the row stride of 16 floats).
 public final class AttentionScratch: @unchecked Sendable {
     /// Query slots.
     public let slots: Int
     let queries: UnsafeMutablePointer<Float>  // slots × [D][rowStride]
     let scores: UnsafeMutablePointer<Float>  // [scoreRows][rowStride], then rowMax [L]
+    let accumulators: UnsafeMutablePointer<Float>  // slots × [D][L]
     let queryFloats: Int
+    let accumulatorFloats: Int
 
     /// Scratch for tiles of `arena` with `slots` query slots.
     public init(for arena: AttentionTileArena, slots: Int) {
         self.slots = slots
         queryFloats = arena.queryFloats
-        let floats = slots * queryFloats + arena.scoreRows * arena.rowStride + arena.lanes
+        accumulatorFloats = arena.headDim * arena.lanes
+        let scoreFloats = arena.scoreRows * arena.rowStride + arena.lanes
+        let floats = slots * (queryFloats + accumulatorFloats) + scoreFloats
         let raw = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride,
                                                    alignment: AttentionTileArena.alignment)
         queries = raw.bindMemory(to: Float.self, capacity: floats)
         scores = queries + slots * queryFloats
+        accumulators = scores + scoreFloats
     }
+
+    /// The output accumulator of `slot` (`D·L` floats, on a cache line).
+    func accumulator(_ slot: Int) -> UnsafeMutablePointer<Float> { accumulators + slot * accumulatorFloats }
 
     deinit { UnsafeMutableRawPointer(queries).deallocate() }
 }
@@ -219,7 +244,10 @@ public final class AttentionScratch: @unchecked Sendable {
 /// The handle holds its arena, so the memory lives as long as any handle. A tile may move between threads
 /// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.
 public struct AttentionTile: @unchecked Sendable {
-    let arena: AttentionTileArena
+    /// The arena, read without counting references; `owner` holds it, except in the handles of
+    /// `AttentionTileArena.borrowedTile`, whose caller does.
+    unowned(unsafe) let arena: AttentionTileArena
+    let owner: AttentionTileArena?
     let header: UnsafeMutablePointer<Int>  // rowCount, queryStart, visited, pvComputed, pvSkipped, _, _, _
     let queriesT: UnsafeMutablePointer<Float>  // [D][rowStride] (int8: [⌈D/2⌉][rowStride] pairs), then laneScale
     let outputT: UnsafeMutablePointer<Float>  // [D][L]
@@ -229,8 +257,9 @@ public struct AttentionTile: @unchecked Sendable {
     let runningSum: UnsafeMutablePointer<Float>  // [L]
 
     init(arena: AttentionTileArena, state: UnsafeMutableRawPointer, scratch: AttentionScratch, slot: Int,
-         accumulator: UnsafeMutablePointer<Float>) {
+         accumulator: UnsafeMutablePointer<Float>, owned: Bool) {
         self.arena = arena
+        owner = owned ? arena : nil
         let l = arena.lanes
         header = state.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         runningMax = (state + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)
@@ -244,6 +273,7 @@ public struct AttentionTile: @unchecked Sendable {
 
     init(arena: AttentionTileArena, base: UnsafeMutableRawPointer) {
         self.arena = arena
+        owner = arena
         let d = arena.headDim, l = arena.lanes, stride = arena.rowStride
         header = base.bindMemory(to: Int.self, capacity: AttentionTileArena.headerInts)
         let floats = (base + AttentionTileArena.headerInts * MemoryLayout<Int>.stride)

@@ -9,23 +9,26 @@ public final class Bf16KeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
     /// Rows it can hold, and the head dimension.
     public let blockK: Int
     public let headDim: Int
-    /// Rows of the block now held (`fill`).
-    public private(set) var rows = 0
+    /// Rows of the block now held (`fill`). Read at every visit, written only by `fill`, before any tile
+    /// reads the block: no run-time exclusivity check.
+    @exclusivity(unchecked) public private(set) var rows = 0
     /// `[Kp][D]` bf16, Kp = `rows` rounded up to 32.
     let keys: UnsafeMutablePointer<UInt16>
     /// `[D][Kp]` bf16.
     let valuesT: UnsafeMutablePointer<UInt16>
 
-    /// Storage for blocks of up to `blockK` rows of `headDim`.
+    /// Storage for blocks of up to `blockK` rows of `headDim`, on a cache line: the tiles load rows of 64
+    /// bytes (D a multiple of 32 keeps every row of K and Vᵀ on its own lines).
     public init(blockK: Int, headDim: Int) {
         precondition(blockK > 0 && headDim > 0, "Bf16KeyValueBlock: empty shape")
         (self.blockK, self.headDim) = (blockK, headDim)
         let padded = sparge_bf16_padded_keys(blockK) * headDim
-        keys = .allocate(capacity: 2 * padded)
+        keys = UnsafeMutableRawPointer.allocate(byteCount: 4 * padded, alignment: 64)
+            .bindMemory(to: UInt16.self, capacity: 2 * padded)
         valuesT = keys + padded
     }
 
-    deinit { keys.deallocate() }
+    deinit { UnsafeMutableRawPointer(keys).deallocate() }
 
     /// Rounds `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32) to bf16 and lays them out.
     public func fill(keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {

@@ -10,8 +10,9 @@ public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Senda
     /// Rows it can hold, and the head dimension.
     public let blockK: Int
     public let headDim: Int
-    /// Rows of the block now held (`fill`).
-    public private(set) var rows = 0
+    /// Rows of the block now held (`fill`). Read at every visit, written only by `fill`, before any tile
+    /// reads the block: no run-time exclusivity check.
+    @exclusivity(unchecked) public private(set) var rows = 0
     /// `[rows][⌈D/2⌉]` pairs of int8 values.
     let keys: UnsafeMutablePointer<Int32>
     /// `[⌈rows/2⌉][D]` pairs of rows, |v| ≤ 2047.
@@ -29,19 +30,20 @@ public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Senda
     /// int16 values: 2 bytes each.
     public var operandBytes: Int { rows * headDim * 2 }
 
-    /// Storage for blocks of up to `blockK` rows of `headDim`.
+    /// Storage for blocks of up to `blockK` rows of `headDim`, the keys on a cache line (and the values too
+    /// where the keys fill whole lines): the kernels load rows of up to 64 bytes.
     public init(blockK: Int, headDim: Int) {
         precondition(blockK > 0 && headDim > 0, "QuantizedKeyValueBlock: empty shape")
         (self.blockK, self.headDim) = (blockK, headDim)
-        let pairs = (headDim + 1) / 2
-        keys = .allocate(capacity: blockK * pairs + (blockK + 1) / 2 * headDim)
+        let pairs = (headDim + 1) / 2, words = blockK * pairs + (blockK + 1) / 2 * headDim
+        keys = UnsafeMutableRawPointer.allocate(byteCount: 4 * words, alignment: 64).bindMemory(to: Int32.self, capacity: words)
         values = keys + blockK * pairs
         keyMean = .allocate(capacity: 2 * pairs + headDim)
         valueScale = keyMean + 2 * pairs
     }
 
     deinit {
-        keys.deallocate()
+        UnsafeMutableRawPointer(keys).deallocate()
         keyMean.deallocate()
     }
 

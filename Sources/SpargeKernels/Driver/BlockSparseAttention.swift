@@ -82,6 +82,19 @@ public final class BlockSparseAttention {
         self.init(queries: queries, plan: plan, bank: bank, threads: threads, precision: .bf16)
     }
 
+    /// For measurement only: the driver in `AttentionPrecision.bf16` on bf16 tiles whose kernels are a
+    /// stand-in (`sparge bench-kernel` with SPARGE_BF16_TILES), on any CPU with AVX2. `bookkeeping` computes
+    /// nothing, so the pass costs what the driver costs around the kernels; its output is meaningless.
+    public convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                            threads: Int, bf16StandIn: Bf16TileStandIn) throws {
+        guard CPUISA.avx2.isSupported, queries.dim % 32 == 0 else {
+            throw SpargeError.invalidArgument("bf16 tile stand-ins need AVX2 (this CPU has \(CPUISA.detected.rawValue)) "
+                + "and D a multiple of 32 (D = \(queries.dim))")
+        }
+        try self.init(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen, threads: threads,
+                      bf16Kernels: bf16StandIn.kernels)
+    }
+
     private init(queries: Tensor3, plan: AttentionPlan, bank: any TileBank, threads: Int, precision: AttentionPrecision) {
         (self.plan, self.bank, headDim) = (plan, bank, queries.dim)
         // int8 and bf16 tiles round their queries as they pack them (bf16: the same rounding), so only fp32
@@ -155,11 +168,11 @@ public final class BlockSparseAttention {
 
     /// The blocks of `table` converted once for tiles whose products take them so (nil for fp32 products).
     static func packedBlocks(_ table: KeyValueBlockTable, products: TileProducts, headDim: Int,
-                             threads: Int) -> (any PackedBlocks)? {
+                             threads: Int) -> PackedBlockTable? {
         switch products {
         case .fp32: nil
-        case .int8: PackedBlockTable<QuantizedKeyValueBlock>(table, headDim: headDim, threads: threads)
-        case .bf16Tiles: PackedBlockTable<Bf16KeyValueBlock>(table, headDim: headDim, threads: threads)
+        case .int8: PackedBlockTable(table, as: QuantizedKeyValueBlock.self, headDim: headDim, threads: threads)
+        case .bf16Tiles: PackedBlockTable(table, as: Bf16KeyValueBlock.self, headDim: headDim, threads: threads)
         }
     }
 
@@ -210,6 +223,27 @@ public final class BlockSparseAttention {
     }
 }
 
+/// Stand-ins for the AMX bf16 tile kernels that run on any CPU with AVX2, for measuring the driver
+/// (`BlockSparseAttention.init(queries:mask:kvHeads:config:seqLen:threads:bf16StandIn:)`).
+public enum Bf16TileStandIn: String, CaseIterable, Sendable {
+    /// The AMX kernels' source with the tile instructions emulated in C: their results, far more slowly.
+    case emulated
+    /// No products, only a valid online-softmax state (`sparge_bf16_bookkeeping`).
+    case bookkeeping
+
+    var kernels: sparge_bf16_tile_kernels {
+        switch self {
+        case .emulated:
+            #if arch(x86_64)
+            sparge_bf16_emulated()
+            #else
+            preconditionFailure("Bf16TileStandIn: emulated tiles need x86-64")
+            #endif
+        case .bookkeeping: sparge_bf16_bookkeeping()
+        }
+    }
+}
+
 /// One `attend` call: the plan's blocks are claimed from a shared counter by every worker.
 private final class AttendJob: @unchecked Sendable {
     let plan: AttentionPlan
@@ -222,12 +256,12 @@ private final class AttendJob: @unchecked Sendable {
     /// The precision, when key/value blocks need rounding in the worker's copy.
     let rounding: AttentionPrecision?
     /// The call's blocks converted for the tiles' products (int8, bf16 tiles), when they take them so.
-    let packed: (any PackedBlocks)?
+    let packed: PackedBlockTable?
     let next = WorkCounter()
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
          output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision,
-         packed: (any PackedBlocks)?) {
+         packed: PackedBlockTable?) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
         // Blocks already stored in the precision's type need no rounding.
@@ -241,7 +275,8 @@ private final class AttendJob: @unchecked Sendable {
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
         let widened = (table.format == .f32 && rounding == nil) || packed != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
         let group = plan.queryHeads / plan.kvHeads
-        let (d, rows, bk, blocks) = (headDim, plan.rows, plan.config.blockK, plan.blocks)
+        // Locals: what the loops read is counted once here, not at every visit by every worker.
+        let (d, rows, bk, blocks, tiles, packed) = (headDim, plan.rows, plan.config.blockK, plan.blocks, plan.tiles, packed)
         while true {
             let i = next.claim()
             if i >= blocks.count { break }
@@ -254,7 +289,7 @@ private final class AttendJob: @unchecked Sendable {
             guard m < block.visits.upperBound else { continue }
             for (slot, t) in block.tileRange.enumerated() {
                 bank.load(tile: t, slot: slot, worker: worker, output: output,
-                          queries: queries + (block.head * rows + plan.tiles[t].localRow) * d)
+                          queries: queries + (block.head * rows + tiles[t].localRow) * d)
             }
             while m < block.visits.upperBound {
                 let j = Int(keys[m])
@@ -263,15 +298,16 @@ private final class AttendJob: @unchecked Sendable {
                 while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
                 // The first tile asks for the next block while it computes.
                 var upcoming: UpcomingBlock?
-                if n < block.visits.upperBound, let ahead = packed?.packedBlock(kvHead: g, block: Int(keys[n])) {
-                    upcoming = UpcomingBlock(keys: ahead.keyOperands, values: ahead.valueOperands, bytes: ahead.operandBytes)
+                // (Optional chaining on `packed`, not `if let`: a binding counted a reference to the table at
+                // every step, shared by every worker.)
+                if n < block.visits.upperBound, let ahead = packed?.upcoming(kvHead: g, block: Int(keys[n])) {
+                    upcoming = ahead
                 } else if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
                     upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
-                if let packed {
-                    let operands = packed.packedBlock(kvHead: g, block: j)!
-                    for (slot, t) in block.tileRange.enumerated() where m < plan.tiles[t].visits.upperBound {
+                if let operands = packed?.block(kvHead: g, block: j) {
+                    for (slot, t) in block.tileRange.enumerated() where m < tiles[t].visits.upperBound {
                         bank.visit(tile: t, slot: slot, worker: worker, output: output, packed: operands,
                                    keyStart: j * bk, upcoming: upcoming)
                         upcoming = nil
@@ -284,7 +320,7 @@ private final class AttendJob: @unchecked Sendable {
                           values: stored.values.assumingMemoryBound(to: Float.self))
                 if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format, rounding: rounding) }
                 for (slot, t) in block.tileRange.enumerated() {
-                    let tile = plan.tiles[t]
+                    let tile = tiles[t]
                     // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
                     if m >= tile.visits.upperBound { continue }
                     bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
@@ -292,6 +328,9 @@ private final class AttendJob: @unchecked Sendable {
                     upcoming = nil
                 }
                 m = n
+            }
+            for (slot, t) in block.tileRange.enumerated() {
+                bank.unload(tile: t, slot: slot, worker: worker, output: output)
             }
         }
     }

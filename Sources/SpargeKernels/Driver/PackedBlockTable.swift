@@ -15,14 +15,24 @@ public protocol PackedKeyValueBlock: AnyObject, Sendable {
     var operandBytes: Int { get }
 }
 
-/// The blocks of a `KeyValueBlockTable` converted to `Block`s, each once per `attend` call (and not once per
-/// query block that visits it), spread over threads.
-final class PackedBlockTable<Block: PackedKeyValueBlock>: @unchecked Sendable {
-    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: nil where the table has none.
-    private var blocks: [Block?]
+/// The blocks of a `KeyValueBlockTable` converted to one kind of `PackedKeyValueBlock`, each once per
+/// `attend` call (and not once per query block that visits it), spread over threads.
+///
+/// The driver looks up two blocks for each block a query block visits, on every worker thread at once, so a
+/// lookup touches no shared state: the table is not generic (a generic table's lookup from non-generic code
+/// instantiated its metadata every time, ~6% of the driver's time around the kernels, `perf record`), and it
+/// hands out blocks uncounted (`Unmanaged`; it owns them while it lives), since every worker of a kv head
+/// counting references to the same blocks would write their cache lines from every core.
+final class PackedBlockTable: @unchecked Sendable {
+    /// The blocks, owned.
+    private let owned: [any PackedKeyValueBlock]
+    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: the block uncounted and its operands
+    /// to ask for ahead, or nil where the table has none.
+    private let blocks: [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?]
     let keyBlocks: Int
 
-    init(_ table: KeyValueBlockTable, headDim: Int, threads: Int) {
+    /// The blocks of `table` converted to `Block`s on `threads` threads.
+    init<Block: PackedKeyValueBlock>(_ table: KeyValueBlockTable, as _: Block.Type, headDim: Int, threads: Int) {
         keyBlocks = table.keyBlocks
         let present = (0..<(table.kvHeads * table.keyBlocks)).filter {
             table.block(kvHead: $0 / table.keyBlocks, block: $0 % table.keyBlocks) != nil
@@ -48,19 +58,20 @@ final class PackedBlockTable<Block: PackedKeyValueBlock>: @unchecked Sendable {
                 }
             }
         }
-        blocks = Array(repeating: nil, count: table.kvHeads * table.keyBlocks)
-        for (i, index) in present.enumerated() { blocks[index] = made[i] }
+        var blocks = [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?](repeating: nil,
+                                                                                 count: table.kvHeads * table.keyBlocks)
+        for (i, index) in present.enumerated() {
+            let block = made[i]
+            blocks[index] = (Unmanaged.passUnretained(block as AnyObject),
+                             UpcomingBlock(keys: block.keyOperands, values: block.valueOperands, bytes: block.operandBytes))
+        }
+        (owned, self.blocks) = (made, blocks)
     }
 
-    /// The converted block `(kvHead, block)`, or nil when the table did not hold it.
-    func block(kvHead: Int, block: Int) -> Block? { blocks[kvHead * keyBlocks + block] }
-}
+    /// The converted block `(kvHead, block)`, uncounted (valid while the table lives), or nil when the table did
+    /// not hold it.
+    func block(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? { blocks[kvHead * keyBlocks + block]?.block }
 
-/// What a driver needs of a `PackedBlockTable` whatever its block type.
-protocol PackedBlocks: AnyObject, Sendable {
-    func packedBlock(kvHead: Int, block: Int) -> (any PackedKeyValueBlock)?
-}
-
-extension PackedBlockTable: PackedBlocks {
-    func packedBlock(kvHead: Int, block: Int) -> (any PackedKeyValueBlock)? { self.block(kvHead: kvHead, block: block) }
+    /// The operands of block `(kvHead, block)` for a visit to ask for ahead, or nil when the table did not hold it.
+    func upcoming(kvHead: Int, block: Int) -> UpcomingBlock? { blocks[kvHead * keyBlocks + block]?.operands }
 }

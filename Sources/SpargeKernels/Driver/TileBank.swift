@@ -2,20 +2,25 @@ import CSpargeKernels
 
 /// The tiles of one `AttentionPlan`, as the driver sees them: the vector tiles of an `AttentionTileArena`,
 /// or their scalar twins (the reference in tests). Tile `t` is `plan.tiles[t]`; a worker computes with up
-/// to `slots` tiles of one query block at a time. `output` is the driver's output buffer `[Hq, rows, D]`,
-/// which a bank may use for its tiles' state until `finish` writes the rows.
+/// to `slots` tiles of one query block at a time: `load` each into a slot, visit blocks, `unload` each. `output`
+/// is the driver's output buffer `[Hq, rows, D]`, which a bank may use for its tiles' state until `finish`
+/// writes the rows.
 protocol TileBank: AnyObject, Sendable {
     /// What one worker thread needs while it computes (packed queries, a score block).
     func makeWorker(slots: Int) -> AnyObject?
     func reset(tile: Int, output: UnsafeMutablePointer<Float>)
+    /// Makes the tile ready to visit blocks in `slot` of `worker` (the queries are `rowCount × D` rows).
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>)
+    /// Ends the visits since `load`: the tile's state is kept where `finish` and the next `load` find it.
+    func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?)
     /// What its tiles multiply with: other than fp32, they take blocks converted once per `attend` call
-    /// (`visit(packed:)`) rather than rounded fp32 rows.
+    /// (`visit(packed:)`, a block of the kind its products take, from a `PackedBlockTable`) rather than
+    /// rounded fp32 rows.
     var products: TileProducts { get }
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?)
+               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
@@ -28,7 +33,11 @@ protocol TileBank: AnyObject, Sendable {
 /// worker's `AttentionScratch`, and whose output accumulator lives in the tile's own rows of the output —
 /// `D·L` floats, exactly the `L × D` rows of a full tile — so the state of a whole ring costs no memory
 /// beyond the output. A tile with fewer rows than lanes (a partial block's last tile) keeps its
-/// accumulator in a small side buffer instead.
+/// accumulator in a small side buffer instead. While a worker visits blocks with a tile, the accumulator
+/// is copied into the worker's scratch (`load` … `unload`): there it starts on a cache line, where the
+/// output's rows need not (a Swift array's elements start 48 bytes past a page), so that no tile or vector
+/// row of the products spans two lines; the copies cost 2·D·L floats per tile and `attend` call, against
+/// 2·D·L moved by every visit.
 final class VectorTileBank: TileBank, @unchecked Sendable {
     let plan: AttentionPlan
     let arena: AttentionTileArena
@@ -76,20 +85,26 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func makeWorker(slots: Int) -> AnyObject? { AttentionScratch(for: arena, slots: slots) }
 
     func reset(tile: Int, output: UnsafeMutablePointer<Float>) {
-        arena.tile(tile, scratch: stateScratch, slot: 0, accumulator: accumulator(tile, output))
+        arena.borrowedTile(tile, scratch: stateScratch, slot: 0, accumulator: accumulator(tile, output))
             .reset(rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
     }
 
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>) {
-        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
-                   accumulator: accumulator(tile, output)).load(queries: queries)
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        scratch.accumulator(slot).update(from: accumulator(tile, output), count: headDim * arena.lanes)
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot)).load(queries: queries)
+    }
+
+    func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>) {
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        accumulator(tile, output).update(from: scratch.accumulator(slot), count: headDim * arena.lanes)
     }
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
-        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
-                   accumulator: accumulator(tile, output))
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
@@ -97,15 +112,15 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
-        arena.tile(tile, scratch: unsafeDowncast(worker!, to: AttentionScratch.self), slot: slot,
-                   accumulator: accumulator(tile, output))
+               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) {
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
             .visit(packed: packed, keyStart: keyStart, upcoming: upcoming)
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        let handle = arena.tile(tile, scratch: scratch, slot: 0, accumulator: accumulator(tile, output))
+        let handle = arena.borrowedTile(tile, scratch: scratch, slot: 0, accumulator: accumulator(tile, output))
         if inOutput[tile] {
             // The accumulator is the rows themselves: transposed through the worker's query slot.
             handle.finishInPlace(lse: lse, temp: scratch.queries)
@@ -148,6 +163,8 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
         tiles[tile].load(queries: queries)
     }
 
+    func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>) {}
+
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
         tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
@@ -156,7 +173,7 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     var products: TileProducts { .fp32 }
 
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: any PackedKeyValueBlock, keyStart: Int, upcoming: UpcomingBlock?) {
+               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) {
         preconditionFailure("ScalarTileBank: the scalar twin computes on rounded fp32 rows")
     }
 
