@@ -130,7 +130,8 @@ sparge_bf16_tile_kernels sparge_bf16_twin(void) {
 
 // ---- Kernels with no products: what a pass costs around the kernels (bench-kernel's SPARGE_BF16_TILES).
 
-/// Scores: none are computed; every lane's block maximum is 0 (so the λ rule never skips P·V).
+/// Scores: none are computed; every lane's block maximum is 0 (so the λ rule never skips P·V). The score block
+/// is not written: on a causal diagonal block the driver reads maxima from it, so time dense passes only.
 static void bookkeeping_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
                                long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
                                const void *aheadValues, long aheadBytes) {

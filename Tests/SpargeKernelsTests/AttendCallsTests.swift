@@ -80,6 +80,35 @@ final class AttendCallsTests: XCTestCase {
         #endif
     }
 
+    /// The measurement stand-in (`Bf16TileStandIn.bookkeeping`, what `bench-kernel` times with
+    /// SPARGE_BF16_TILES) on passes without causal cuts, where it is meant to be used: the driver visits
+    /// exactly the blocks the scalar twin visits, the λ rule skips nothing (every block maximum 0, every p 1),
+    /// and every row's LSE is finite (its sum counts the keys). A stand-in that lost visits, or a driver path
+    /// it did not exercise, would show here before a device run.
+    func testBookkeepingStandInVisitsWhatTheTwinVisits() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the bf16 tile stand-ins are compiled for AVX2") }
+        for var c in Self.freshCases().prefix(4) {
+            (c.dim, c.causal) = ([32, 64].randomElement()!, false)
+            let (q, k, v, config, mask, callOf) = inputs(c)
+            let standIn = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                   threads: 2, bf16StandIn: .bookkeeping)
+            let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                threads: 2, backend: .scalarTwin(.amx), precision: .bf16)
+            let out = feed(standIn, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+            let expected = feed(twin, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+            XCTAssertEqual(out.stats.keyBlocksVisited, expected.stats.keyBlocksVisited, "visits \(c)")
+            XCTAssertGreaterThan(out.stats.keyBlocksVisited, 0, "\(c)")
+            XCTAssertEqual(out.stats.pvBlocksSkipped, 0, "\(c)")
+            for (row, lse) in out.lse.enumerated() where expected.lse[row].isFinite {
+                XCTAssertTrue(lse.isFinite, "row \(row) of \(c)")
+            }
+        }
+        #else
+        throw XCTSkip("the bf16 tile stand-ins are x86-64 only")
+        #endif
+    }
+
     /// The case's Q, K, V, configuration (blocks 32 × 16, tiles of 16), random mask, and the call that holds
     /// each key block (at random: a ring step holds an arbitrary subset).
     func inputs(_ c: Case) -> (q: Tensor3, k: Tensor3, v: Tensor3, config: SpargeConfig, mask: BlockMask, callOf: [Int]) {

@@ -148,7 +148,8 @@ void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long st
 sparge_bf16_tile_kernels sparge_bf16_twin(void);
 /// For measurement: bf16 tile kernels that compute nothing and keep a valid online-softmax state (every
 /// block maximum 0, every p 1, α 1; the output accumulator untouched). A pass on them costs what its driver
-/// costs around the kernels (`sparge bench-kernel`, SPARGE_BF16_TILES=bookkeeping).
+/// costs around the kernels (`sparge bench-kernel --dense`, SPARGE_BF16_TILES=bookkeeping). The score block is
+/// not written, so a causal diagonal block, whose maxima the driver reads from it, sees arbitrary values.
 sparge_bf16_tile_kernels sparge_bf16_bookkeeping(void);
 
 /// AttentionPrecision.int8's rounding (its one implementation): n[i] = round((x[i] − mean[i % dim]) / s),

@@ -708,7 +708,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
 #endif
         issue_scores(acc, qLow, descriptor_low(kBase + stage * K_STEP_BYTES, 0));
     };
-    // Once step `it`'s Q·Kᵀ is done: its K stage released, and its softmax (P in `s`, α for O).
+    // Once a step's Q·Kᵀ is done: its K stage (`stage`) released, and its softmax (P in `s`, α for O).
     auto softmax_of_step = [&](ScoreAccumulator* acc, float* m, int stage, float* s, float* alpha) {
         fence_registers<STEP_KEYS / 2>(acc);
 #if K_BLOCK_MEAN

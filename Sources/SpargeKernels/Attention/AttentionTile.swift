@@ -157,7 +157,8 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// The handle of tile `index` computing with query slot `slot` and the score block of `scratch`, its
     /// output accumulator (`D·L` floats, transposed) at `accumulator` (an arena made with
     /// `holdsScratch: false`). Two tiles may share a scratch but not a slot while their queries are in use;
-    /// the score block is reused by every visit. A tile must be given the same accumulator every time.
+    /// the score block is reused by every visit. A tile must be given the same accumulator contents every time
+    /// (the same buffer, or its contents moved between calls, as `VectorTileBank`'s load and unload do).
     @inline(__always)
     public func tile(_ index: Int, scratch: AttentionScratch, slot: Int,
                      accumulator: UnsafeMutablePointer<Float>) -> AttentionTile {
@@ -241,7 +242,8 @@ public final class AttentionScratch: @unchecked Sendable {
 /// Any D is supported (D enters the micro-kernels only as a loop length, with tails for any remainder).
 /// GQA is the caller's choice of which K/V head it passes.
 ///
-/// The handle holds its arena, so the memory lives as long as any handle. A tile may move between threads
+/// The handle holds its arena, so the memory lives as long as any handle (except a handle from
+/// `AttentionTileArena.borrowedTile`, whose caller keeps the arena alive). A tile may move between threads
 /// (hence `Sendable`) but must be used by one thread at a time; different tiles of one arena are independent.
 public struct AttentionTile: @unchecked Sendable {
     /// The arena, read without counting references; `owner` holds it, except in the handles of

@@ -85,8 +85,8 @@ public final class BlockSparseAttention {
     /// For measurement only: the driver in `AttentionPrecision.bf16` on bf16 tiles whose kernels are a
     /// stand-in (`sparge bench-kernel` with SPARGE_BF16_TILES), on any CPU with AVX2. `bookkeeping` computes
     /// nothing, so the pass costs what the driver costs around the kernels; its output is meaningless.
-    public convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
-                            threads: Int, bf16StandIn: Bf16TileStandIn) throws {
+    package convenience init(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                             threads: Int, bf16StandIn: Bf16TileStandIn) throws {
         guard CPUISA.avx2.isSupported, queries.dim % 32 == 0 else {
             throw SpargeError.invalidArgument("bf16 tile stand-ins need AVX2 (this CPU has \(CPUISA.detected.rawValue)) "
                 + "and D a multiple of 32 (D = \(queries.dim))")
@@ -225,7 +225,7 @@ public final class BlockSparseAttention {
 
 /// Stand-ins for the AMX bf16 tile kernels that run on any CPU with AVX2, for measuring the driver
 /// (`BlockSparseAttention.init(queries:mask:kvHeads:config:seqLen:threads:bf16StandIn:)`).
-public enum Bf16TileStandIn: String, CaseIterable, Sendable {
+package enum Bf16TileStandIn: String, CaseIterable, Sendable {
     /// The AMX kernels' source with the tile instructions emulated in C: their results, far more slowly.
     case emulated
     /// No products, only a valid online-softmax state (`sparge_bf16_bookkeeping`).
