@@ -9,13 +9,16 @@ dir=$1; shift
 out="${OUT:-$PWD/gpu-sm90-profile}"; mkdir -p "$out"
 export PATH="$PATH:/usr/local/cuda/bin:/opt/nvidia/nsight-compute/2025.3.1"
 command -v ncu > /dev/null || { echo "no ncu"; exit 1; }
+status=0
 for name in "$@"; do
     echo "== $name ($(date -u +%H:%M:%S))"
     timeout -k 5 240 ncu --clock-control none --kernel-name sparge_attention_sm90 --launch-skip 1 --launch-count 1 \
         --set full -f -o "$out/$name" "$dir/$name" speed > "$out/$name.run.txt" 2>&1
-    echo "ncu rc=$?"; tail -3 "$out/$name.run.txt"
+    rc=$?; echo "ncu rc=$rc"; tail -3 "$out/$name.run.txt"
+    [ $rc -eq 0 ] || { status=1; continue; }
     ncu --import "$out/$name.ncu-rep" --page details > "$out/$name.details.txt" 2>&1
     ncu --import "$out/$name.ncu-rep" --page source --csv --print-source sass > "$out/$name.sass.csv" 2>&1
     grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|Issue Slots Busy|Issued Ipc|No Eligible|Eligible Warps|Warp Cycles Per Issued|Tensor|Stall" "$out/$name.details.txt" | head -40
     ls -la "$out/$name".* | awk '{print $5, $9}'
 done
+exit $status
