@@ -80,6 +80,29 @@ final class AttendCallsTests: XCTestCase {
         #endif
     }
 
+    /// The same with full tiles of 64 rows (blocks 64 × 32, several hundred tokens, three calls), whose
+    /// accumulator lives in the output's own rows between calls and in the worker's aligned copy while a
+    /// worker visits (the 16-row tiles above keep theirs in a side buffer): the twin within 1e-6, as above.
+    func testEmulatedBf16FullTilesOverSeveralCallsMatchTheirScalarTwin() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        for var c in Self.freshCases().prefix(3) {
+            (c.dim, c.tokens, c.calls) = ([32, 64].randomElement()!, Int.random(in: 200...400), 3)
+            let (q, k, v, config, mask, callOf) = inputs(c, blockQ: 64, blockK: 32, tileQ: 64)
+            let tiles = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                 threads: 2, bf16Kernels: sparge_bf16_emulated())
+            let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                                threads: 2, backend: .scalarTwin(.amx), precision: .bf16)
+            let out = feed(tiles, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+            let expected = feed(twin, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+            XCTAssertLessThanOrEqual(relativeL1(out.output.data, expected.output.data), 1e-6, "\(c)")
+            XCTAssertEqual(out.stats, expected.stats, "statistics \(c)")
+        }
+        #else
+        throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
+        #endif
+    }
+
     /// The measurement stand-in (`Bf16TileStandIn.bookkeeping`, what `bench-kernel` times with
     /// SPARGE_BF16_TILES) on passes without causal cuts, where it is meant to be used: the driver visits
     /// exactly the blocks the scalar twin visits, the λ rule skips nothing (every block maximum 0, every p 1),
@@ -111,14 +134,15 @@ final class AttendCallsTests: XCTestCase {
 
     /// The case's Q, K, V, configuration (blocks 32 × 16, tiles of 16), random mask, and the call that holds
     /// each key block (at random: a ring step holds an arbitrary subset).
-    func inputs(_ c: Case) -> (q: Tensor3, k: Tensor3, v: Tensor3, config: SpargeConfig, mask: BlockMask, callOf: [Int]) {
+    func inputs(_ c: Case, blockQ: Int = 32, blockK: Int = 16, tileQ: Int = 16)
+        -> (q: Tensor3, k: Tensor3, v: Tensor3, config: SpargeConfig, mask: BlockMask, callOf: [Int]) {
         var g = SeededGenerator(seed: c.seed)
         let q = Tensor3.random(heads: c.queryHeads, rows: c.tokens, dim: c.dim, using: &g)
         let k = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
         let v = Tensor3.random(heads: c.kvHeads, rows: c.tokens, dim: c.dim, using: &g)
-        let config = SpargeConfig(blockQ: 32, blockK: 16, causal: c.causal, computeTileQ: 16)
+        let config = SpargeConfig(blockQ: blockQ, blockK: blockK, causal: c.causal, computeTileQ: tileQ)
         let mask = randomMask(heads: c.queryHeads, tokens: c.tokens, config: config, density: c.density, using: &g)
-        let callOf = (0..<((c.tokens + 15) / 16)).map { _ in Int.random(in: 0..<c.calls, using: &g) }
+        let callOf = (0..<((c.tokens + blockK - 1) / blockK)).map { _ in Int.random(in: 0..<c.calls, using: &g) }
         return (q, k, v, config, mask, callOf)
     }
 
