@@ -133,19 +133,18 @@ __device__ __forceinline__ bool warpgroup_any(int w, bool v) {
     return r != 0;
 }
 
-// A wgmma shared-memory descriptor for a 128-byte swizzled operand at `addr` (1024-byte aligned pattern):
-// lead: bytes between 64-element chunks of the MN dimension (MN-major operands; ignored for K-major),
-// stride: bytes between groups of 8 rows (K-major) or of 8 K-rows (MN-major): 1024 here.
-__device__ __forceinline__ u64 smem_descriptor(u32 addr, u32 lead) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lead >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
-}
-// The same in two steps, so that the wgmmas of a step cost one add each: the low word for an operand's base,
-// once, then the descriptor `offset` bytes (a multiple of 16) further. The start address field (bits 0–13,
-// address / 16) does not carry into the lead field: shared memory is below 256 KB.
+// A wgmma shared-memory descriptor for a 128-byte swizzled operand (1024-byte aligned pattern), in two steps so
+// that the wgmmas of a step cost one add each: the low word for an operand's base `addr`, once, then the
+// descriptor `offset` bytes (a multiple of 16) further. lead: bytes between 64-element chunks of the MN
+// dimension (MN-major operands; ignored for K-major); stride (the high word): bytes between groups of 8 rows
+// (K-major) or of 8 K-rows (MN-major), 1024 here. The start address field (bits 0–13, address / 16) does not
+// carry into the lead field: shared memory is below 256 KB.
 __device__ __forceinline__ u32 descriptor_low(u32 addr, u32 lead) { return ((addr & 0x3FFFF) >> 4) | ((lead >> 4) << 16); }
 __device__ __forceinline__ u64 descriptor_at(u32 low, u32 offset) {
     return (u64)(low + (offset >> 4)) | ((u64)((1024 >> 4) | (1u << 30)) << 32);
 }
+// The descriptor of the operand at `addr`, in one step.
+__device__ __forceinline__ u64 smem_descriptor(u32 addr, u32 lead) { return descriptor_at(descriptor_low(addr, lead), 0); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Waits until at most N of this warpgroup's committed groups are pending.
