@@ -61,43 +61,36 @@ final class AttendCallsTests: XCTestCase {
     /// they differ by fused vs separate roundings only (≤ 4e-8 in `Bf16TileTests`); 1e-6. Unrounded queries
     /// or keys on one side cost ~1e-3, a wrong visit O(1).
     func testEmulatedBf16TilesOverSeveralCallsMatchTheirScalarTwin() throws {
-        #if arch(x86_64)
-        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
         for var c in Self.freshCases().prefix(4) {
             c.dim = [32, 64].randomElement()!
-            let (q, k, v, config, mask, callOf) = inputs(c)
-            let tiles = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
-                                                 threads: 2, bf16Kernels: sparge_bf16_emulated())
-            let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
-                                                threads: 2, backend: .scalarTwin(.amx), precision: .bf16)
-            let out = feed(tiles, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
-            let expected = feed(twin, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
-            XCTAssertLessThanOrEqual(relativeL1(out.output.data, expected.output.data), 1e-6, "\(c)")
-            XCTAssertEqual(out.stats, expected.stats, "statistics \(c)")
+            try assertEmulatedBf16TilesMatchTheTwin(c)
         }
-        #else
-        throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
-        #endif
     }
 
     /// The same with full tiles of 64 rows (blocks 64 × 32, several hundred tokens, three calls), whose
     /// accumulator lives in the output's own rows between calls and in the worker's aligned copy while a
     /// worker visits (the 16-row tiles above keep theirs in a side buffer): the twin within 1e-6, as above.
     func testEmulatedBf16FullTilesOverSeveralCallsMatchTheirScalarTwin() throws {
-        #if arch(x86_64)
-        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
         for var c in Self.freshCases().prefix(3) {
             (c.dim, c.tokens, c.calls) = ([32, 64].randomElement()!, Int.random(in: 200...400), 3)
-            let (q, k, v, config, mask, callOf) = inputs(c, blockQ: 64, blockK: 32, tileQ: 64)
-            let tiles = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
-                                                 threads: 2, bf16Kernels: sparge_bf16_emulated())
-            let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
-                                                threads: 2, backend: .scalarTwin(.amx), precision: .bf16)
-            let out = feed(tiles, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
-            let expected = feed(twin, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
-            XCTAssertLessThanOrEqual(relativeL1(out.output.data, expected.output.data), 1e-6, "\(c)")
-            XCTAssertEqual(out.stats, expected.stats, "statistics \(c)")
+            try assertEmulatedBf16TilesMatchTheTwin(c, blockQ: 64, blockK: 32, tileQ: 64)
         }
+    }
+
+    /// Case `c` on the emulated bf16 tiles and on their scalar twin, both fed in the case's calls: outputs within
+    /// 1e-6 (see the first emulated test), the same statistics.
+    func assertEmulatedBf16TilesMatchTheTwin(_ c: Case, blockQ: Int = 32, blockK: Int = 16, tileQ: Int = 16) throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        let (q, k, v, config, mask, callOf) = inputs(c, blockQ: blockQ, blockK: blockK, tileQ: tileQ)
+        let tiles = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                             threads: 2, bf16Kernels: sparge_bf16_emulated())
+        let twin = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config, seqLen: q.rows,
+                                            threads: 2, backend: .scalarTwin(.amx), precision: .bf16)
+        let out = feed(tiles, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+        let expected = feed(twin, k: k, v: v, config: config, callOf: callOf, calls: c.calls)
+        XCTAssertLessThanOrEqual(relativeL1(out.output.data, expected.output.data), 1e-6, "\(c)")
+        XCTAssertEqual(out.stats, expected.stats, "statistics \(c)")
         #else
         throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
         #endif
