@@ -19,15 +19,16 @@ public struct SpargeConfig: Sendable, Equatable {
     public var simThreshold: Float = 0.6
     /// TopCdf τ (default 0.98), TopK, or dense.
     public var selection: BlockSelection = .cdf(0.98)
-    /// λ rule in log2 units (default ``lambdaOff``, effectively off): a key tile's P·V is skipped when the
+    /// λ rule in log2 units (default ``lambdaOff``: off): a key tile's P·V is skipped when the
     /// largest rise of the running max over the query rows of a compute tile is `≤ -pvThreshold`.
     public var pvThreshold: Float = SpargeConfig.lambdaOff
 
-    /// The λ value that never skips in practice (upstream's default, 50 in log2 units: a block would have to
-    /// be 2⁵⁰ below the running max).
+    /// The λ value at and above which the rule is off (upstream's default, 50 in log2 units: a block it skipped
+    /// would be 2⁵⁰ below the running max, far below what fp32 resolves). Off, every visited block is computed
+    /// and no Δ is formed: the tiles skip the rule's work (on a GPU, a barrier a block).
     public static let lambdaOff: Float = 50
 
-    /// Whether the λ rule can skip anything (`pvThreshold` below ``lambdaOff``).
+    /// Whether the λ rule runs (`pvThreshold` below ``lambdaOff``).
     public var lambdaActive: Bool { pvThreshold < SpargeConfig.lambdaOff }
     /// Token-level causal attention (block-causal mask, masking inside diagonal blocks).
     public var causal: Bool = false

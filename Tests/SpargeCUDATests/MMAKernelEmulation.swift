@@ -1,5 +1,6 @@
 import Foundation
 @testable import SpargeCUDA
+import SpargeKernels
 
 /// The `mma.sync` attention kernel (`AttentionKernelSource.source`, `sparge_attention` and `sparge_finish`)
 /// compiled as C++ for the host and run by a thread per CUDA thread (`LAUNCH_THREADS`). Only the PTX is
@@ -53,7 +54,7 @@ struct MMAKernelEmulation {
         var input = Data()
         input.append(ints: [call.queryHeads, call.kvHeads, call.rows, call.seqLen, call.kvRows, call.causal ? 1 : 0,
                             call.tiles.count, call.blocks.count, call.launches.count])
-        input.append(floats: [call.qScale, call.pvThreshold])
+        input.append(floats: [call.qScale, call.pvThreshold, call.pvThreshold < SpargeConfig.lambdaOff ? 1 : 0])
         call.queries.withUnsafeBytes { input.append(contentsOf: $0) }
         input.append(floats: call.queryScales)
         input.append(floats: call.rowShifts)
@@ -235,7 +236,7 @@ int main(int argc, char** argv) {
     const int heads = (int)take_int(), kvHeads = (int)take_int(), rows = (int)take_int(), seqLen = (int)take_int();
     const int kvRows = (int)take_int(), causal = (int)take_int(), tileCount = (int)take_int(), blockCount = (int)take_int();
     const int launches = (int)take_int();
-    float scales[2]; take(scales, 8);
+    float scales[3]; take(scales, 12);  // qScale, pvThreshold, whether the λ rule runs
     const long long queryRows = (long long)heads * rows;
     signed char* q = take_array<signed char>(queryRows * D);
     float* qScales = take_array<float>(queryRows);
@@ -267,7 +268,7 @@ int main(int argc, char** argv) {
         p.out = launches == 1 ? out : 0; p.lse = launches == 1 ? lse : 0;
         p.counters = counters; p.tiles = tiles; p.work = work; p.blocks = blocks;
         p.rows = rows; p.seqLen = seqLen; p.kvRows = kvRows; p.group = heads / kvHeads;
-        p.qScale = scales[0]; p.pvThreshold = scales[1]; p.causal = causal;
+        p.qScale = scales[0]; p.pvThreshold = scales[1]; p.causal = causal; p.lambda = scales[2] != 0.f;
         mp.scales.qScales = qScales; mp.scales.kScales = kScales; mp.scales.rowShifts = rowShifts;
         if (items > 0) LAUNCH_THREADS(items, THREADS, sparge_attention(mp));
     }

@@ -109,6 +109,33 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
+    /// λ at `SpargeConfig.lambdaOff` is off, not merely large: a key block whose scores lie ~100 log2 units
+    /// below the running maximum (which any λ below 100 would skip) is computed by the vector tiles and the
+    /// twin, while λ just below the off value skips it in both. (Before the rule was made exact at 50, such a
+    /// block was skipped; the GPU kernels take the same switch, `lambda` in their parameters.)
+    func testLambdaOffComputesBlocksFarBelowTheRunningMax() throws {
+        var g = SeededGenerator(seed: UInt64.random(in: 1...UInt64.max))
+        // Rows near +3 everywhere: key block 0 (near +3) scores ≈ 16·9/4·log2 e ≈ +52 in log2 units, key
+        // block 1 (near −3) ≈ −52.
+        var q = Tensor3.random(heads: 1, rows: 128, dim: 16, using: &g)
+        var k = Tensor3.random(heads: 1, rows: 128, dim: 16, using: &g)
+        let v = Tensor3.random(heads: 1, rows: 128, dim: 16, using: &g)
+        for i in q.data.indices { q.data[i] = 3 + 0.1 * q.data[i] }
+        for r in 0..<128 { for i in 0..<16 { k[0, r, i] = (r < 64 ? 3 : -3) + 0.1 * k[0, r, i] } }
+        for isa in Self.kernelSets {
+            for (threshold, skips) in [(SpargeConfig.lambdaOff, false), (SpargeConfig.lambdaOff - 0.5, true)] {
+                let config = SpargeConfig(pvThreshold: threshold)
+                let vector = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .isa(isa))
+                let twin = try SparseAttention.forward(q: q, k: k, v: v, mask: nil, config: config, backend: .scalar)
+                for (name, stats) in [("vector", vector.stats), ("twin", twin.stats)] {
+                    // Two tiles of 64 rows, each visiting both key blocks.
+                    XCTAssertEqual(stats.keyBlocksVisited, 4, "\(name) \(isa) λ=\(threshold)")
+                    XCTAssertEqual(stats.pvBlocksSkipped, skips ? 2 : 0, "\(name) \(isa) λ=\(threshold)")
+                }
+            }
+        }
+    }
+
     /// The detected set is the one the process uses by default, a set the CPU lacks is refused with its
     /// name, and the probe of each set measures a positive rate.
     func testKernelSetsAreDetectedAndRefusedByName() throws {

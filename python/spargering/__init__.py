@@ -56,7 +56,7 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     - simthreshd1: θ, the self-similarity threshold of a block (default 0.6).
     - cdfthreshd: TopCdf τ (default 0.98), unless topk is given.
     - topk: keep this fraction of key blocks per query block; topk=1.0 computes every block (dense).
-    - pvthreshd: λ in log2 units (default 50: effectively off).
+    - pvthreshd: λ in log2 units (default 50: off; at 50 and above every block is computed).
     - attention_sink: always compute key block 0.
     - precision: the type K/V blocks are stored and sent in ("fp32", "bf16", "fp16"); default fp32, or
       the inputs' own 16-bit type.

@@ -139,7 +139,7 @@ struct AttentionKernel {
         var counters: UInt64, tiles: UInt64, work: UInt64, blocks: UInt64
         var rows: Int32, seqLen: Int32, kvRows: Int32, group: Int32
         var qScale: Float, pvThreshold: Float
-        var causal: Int32, unused: Int32 = 0
+        var causal: Int32, lambda: Int32
     }
 
     /// One compute tile's share of a launch: the tile, where its list starts among the launch's block lists,
@@ -232,7 +232,7 @@ struct AttentionKernel {
             work: work, blocks: blocks, rows: Int32(operands.rows), seqLen: Int32(seqLen),
             kvRows: Int32(operands.kvRows), group: Int32(group),
             qScale: config.softmaxScale(headDim: headDim) * log2e, pvThreshold: config.pvThreshold,
-            causal: config.causal ? 1 : 0)
+            causal: config.causal ? 1 : 0, lambda: config.lambdaActive ? 1 : 0)
         // SpargeMmaParams: the parameters, in int8 the scale pointers. SpargeHopperParams: the tensor maps
         // before them, padded to the struct's 64-byte alignment.
         var argument = withUnsafeBytes(of: parameters) { Array($0) }

@@ -330,7 +330,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
 #pragma unroll
         for (int i = 0; i < NWARPS; ++i) delta = fmaxf(delta, red[buf * NWARPS + i]);
         tc.visited += 1;
-        if (tc.computed > 0 && !(delta + pvThreshold > 0.f)) {
+        if (p.lambda && tc.computed > 0 && !(delta + pvThreshold > 0.f)) {
             tc.skipped += 1;
             continue;
         }

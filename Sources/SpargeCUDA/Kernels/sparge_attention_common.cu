@@ -28,14 +28,15 @@ struct SpargeInt8Scales {
 // null, out: [Hq][rows][D] fp32 normalised output and lse: [Hq][rows] (natural log), the state never read;
 // tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
 // work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list;
-// qScale: the softmax scale times log2 e; causal: 0 or 1.
+// qScale: the softmax scale times log2 e; causal: 0 or 1; lambda: 1 when the λ rule runs (pvThreshold below
+// SpargeConfig.lambdaOff), 0 when every listed block is computed and no Δ is formed.
 struct SpargeAttentionParams {
     const u16* q; const u16* k; const u16* v;
     float* oacc; f2* ml; float* out; float* lse;
     TileCounters* counters; const i4* tiles; const i4* work; const int* blocks;
     int rows, seqLen, kvRows, group;
     float qScale, pvThreshold;
-    int causal, unused;
+    int causal, lambda;
 };
 
 #define NEG_INF (__int_as_float(0xff800000))

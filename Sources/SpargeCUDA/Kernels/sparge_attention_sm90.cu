@@ -431,10 +431,10 @@ __device__ __forceinline__ void issue_values(float* o, const u32 (*pa)[4], u32 v
 
 // One step's scores → P in place, its BPS blocks in list order as the CPU visits them: the token-level causal
 // mask and keys past the sequence (and the columns of a block that is not this tile's: `keyStart` past every
-// key), then per block the λ rule (Δ over the warpgroup's rows, one barrier that ORs "this thread's rows
-// rise enough") and the running maximum; then P = 2^(S·scale − m) against the step's final m (shifted by
-// +∞, so exactly 0, in the columns of skipped blocks), l ← α·l + Σ P and α = 2^(m_prev − m) (the factor O
-// takes before the step's P·V).
+// key), then per block the λ rule where it runs (Δ over the warpgroup's rows, one barrier that ORs "this
+// thread's rows rise enough") and the running maximum; then P = 2^(S·scale − m) against the step's final m
+// (shifted by +∞, so exactly 0, in the columns of skipped blocks), l ← α·l + Σ P and α = 2^(m_prev − m) (the
+// factor O takes before the step's P·V).
 // Every thread of the warpgroup calls it. No branch writes the scores: registers that feed a wgmma must not
 // be written on a divergent path (a predicated wgmma counts as one), or the compiler serializes every wgmma
 // of the kernel; so skipped blocks multiply a zero P (their P·V saves no time here, its result is the rule's).
@@ -489,8 +489,9 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
 #endif
             rises |= warpRow + t.g + 8 * h < t.rowCount && mx[h] != NEG_INF && mx[h] - m[h] + p.pvThreshold > 0.f;
         }
-        // Δ + λ > 0 for the group ⟺ some row's rise + λ > 0.
-        const bool any = warpgroup_any(c, rises);
+        // Δ + λ > 0 for the group ⟺ some row's rise + λ > 0. With the rule off (the launch's `lambda`, the
+        // same for every thread) no barrier: every listed block is computed.
+        const bool any = p.lambda ? warpgroup_any(c, rises) : true;
         computed[b] = real[b] && (t.counters.computed == 0 || any);
         t.counters.visited += real[b];
         t.counters.computed += computed[b];

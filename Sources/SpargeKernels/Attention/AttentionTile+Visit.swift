@@ -4,9 +4,9 @@ extension AttentionTile {
     ///
     /// Edge cases: a block entirely above the causal diagonal for every row of the tile is skipped without
     /// counting as visited; rows whose keys are all masked so far keep `m = -inf, l = 0` and never produce
-    /// NaN. The λ rule: `Δ = max over the tile's rows of (rowmax(S) − m_prev)` in log2 units; `P·V` and the
-    /// row sums are computed iff `Δ + pvThreshold > 0`. The first computed block always computes (`Δ` is
-    /// `+inf` there). A skipped block leaves the state unchanged, which is exact up to the dropped mass:
+    /// NaN. The λ rule, where it runs (`SpargeConfig.lambdaActive`; off, every block computes): `Δ = max
+    /// over the tile's rows of (rowmax(S) − m_prev)` in log2 units; `P·V` and the row sums are computed iff
+    /// `Δ + pvThreshold > 0`. The first computed block always computes (`Δ` is `+inf` there). A skipped block leaves the state unchanged, which is exact up to the dropped mass:
     /// every row's block max is at least `pvThreshold` below its running max.
     ///
     /// - Parameters:
@@ -127,9 +127,8 @@ extension AttentionTile {
             }
         }
 
-        let delta = largestRise(rows: rows)
         header[2] += 1
-        if header[3] > 0 && !(delta + arena.pvThreshold > 0) {
+        if arena.lambdaActive && header[3] > 0 && !(largestRise(rows: rows) + arena.pvThreshold > 0) {
             header[4] += 1
             return false
         }

@@ -89,6 +89,8 @@ public final class AttentionTileArena: @unchecked Sendable {
     let scoreRows: Int
     let causal: Bool
     let pvThreshold: Float
+    /// Whether the λ rule runs (`SpargeConfig.lambdaActive`); when not, no Δ is formed.
+    let lambdaActive: Bool
     let queryScale: Float
     let strideBytes: Int
     let base: UnsafeMutableRawPointer
@@ -130,6 +132,7 @@ public final class AttentionTileArena: @unchecked Sendable {
         blockK = config.blockK
         causal = config.causal
         pvThreshold = config.pvThreshold
+        lambdaActive = config.lambdaActive
         queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
         self.holdsScratch = holdsScratch
         self.isa = isa

@@ -9,6 +9,8 @@ public final class ScalarAttentionTile {
     let blockK: Int
     let causal: Bool
     let pvThreshold: Float
+    /// Whether the λ rule runs (`SpargeConfig.lambdaActive`); when not, every visited block is computed.
+    let lambdaActive: Bool
     let queryScale: Float
     /// int8's fixed point of P (`AttentionPrecision.probabilityLevels`), nil for exact probabilities.
     let probabilityLevels: Float?
@@ -37,6 +39,7 @@ public final class ScalarAttentionTile {
         blockK = config.blockK
         causal = config.causal
         pvThreshold = config.pvThreshold
+        lambdaActive = config.lambdaActive
         queryScale = config.softmaxScale(headDim: headDim) * 1.442_695_040_888_963_4
         queries = [Float](repeating: 0, count: tileRows * headDim)
         accumulator = queries
@@ -92,7 +95,7 @@ public final class ScalarAttentionTile {
         for r in 0..<rowCount where blockMax[r] > -.infinity {
             delta = max(delta, blockMax[r] - m[r])
         }
-        if computed > 0 && !(delta + pvThreshold > 0) {
+        if lambdaActive && computed > 0 && !(delta + pvThreshold > 0) {
             statistics.pvBlocksSkipped += 1
             return false
         }
