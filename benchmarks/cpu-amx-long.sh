@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# AMX bf16 against PyTorch SDPA bf16 over a longer alternating run on the device machine's Xeon, to say which
+# ratio is typical of a machine whose speed moves by 2× within a lease (BENCHMARKS.md, 2026-11-30):
+#   bash benchmarks/cpu-amx-long.sh CARRY PYTHON [ROUNDS] [OUT]   (default 8 rounds; OUT default $OUT or ./cpu-amx-long)
+# CARRY is built as for cpu-amx-device.sh (sparge.gz, peers/, a static amx-check).
+# 1. Correctness of the build: amx-check (the AMX kernels against their scalar twin, 100 trials) and `verify
+#    --precision bf16` on AMX (llm causal on one rank and on 2).
+# 2. Dense N = 32768, 8 heads, D = 128, 16 threads: AMX bf16 then PyTorch SDPA fp32 and bf16, ROUNDS rounds
+#    (benchmarks/cpu-vs-torch.sh), each round's numbers printed, so that every ratio is of one moment.
+# 3. Each round's state beside it: before every round, one thread's visit with the AMX kernels and with
+#    kernels that compute nothing (SPARGE_BF16_TILES=bookkeeping), N = 8192 (µs a visit).
+# 4. Sparse (TopK 0.1) against its own dense mode, AMX bf16, 3 repeats each, twice.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-8}" out="${4:-${OUT:-cpu-amx-long}}"
+sparge="$(mktemp -d)/sparge"
+gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge.gz"; exit 1; }
+mkdir -p "$out"
+exec > >(tee "$out/log.txt") 2>&1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+date -u
+lscpu | grep -E "Model name|^CPU\(s\)|L3" | cut -c1-200
+status=0
+fail() { echo "FAILED: $*"; status=1; }
+step() { echo "== $* ($(date -u +%T))"; }
+field() {
+    python3 -c 'import json, sys
+try: print(json.loads(sys.stdin.read()).get(sys.argv[1]))
+except ValueError: print("(no result)")' "$1"
+}
+
+step "1. correctness"
+timeout -k 5 150 "$carry/amx-check" 100 || fail "amx-check"
+line="$(SPARGE_CPU_ISA=amx timeout -k 5 90 "$sparge" verify --workload llm --causal --seq 3000 --heads 4 --kv-heads 2 --head-dim 128 --precision bf16 --threads 16 --json | tail -n 1)"
+echo "verify amx bf16 llm causal: $line"
+echo "$line" | grep -q '"passed": true' || fail "verify amx bf16"
+line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --precision bf16 --json | tail -n 1)"
+echo "verify amx bf16 2 ranks: $line"
+echo "$line" | grep -q '"passed": true' || fail "verify amx bf16 on 2 ranks"
+
+visit() {  # µs a visit on one thread: $1 empty (the AMX kernels) or bookkeeping
+    local ms
+    ms="$(SPARGE_BF16_TILES=$1 SPARGE_CPU_ISA=amx timeout -k 5 60 "$sparge" bench-kernel --backend cpu --workload random \
+        --seq 8192 --heads 8 --head-dim 128 --dense --precision bf16 --threads 1 --repeat 1 --json | tail -n 1 | field kernel_ms)"
+    python3 -c "import sys
+try: print('%.2f' % (float(sys.argv[1]) * 1e3 / 131072))
+except ValueError: print('?')" "$ms"
+}
+step "2–3. dense N = 32768, 8 heads, 16 threads, $rounds rounds against PyTorch, each with the state before it"
+for ((r = 1; r <= rounds; r++)); do
+    echo "round $r ($(date -u +%T)): one thread's visit $(visit "") µs with the AMX kernels, $(visit bookkeeping) µs bookkeeping alone"
+    TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="amx:bf16" \
+        timeout -k 5 200 bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 1 32768 8 16 | tail -n 3 || fail "round $r"
+done
+
+step "4. sparse TopK 0.1 against its own dense mode, AMX bf16"
+for i in 1 2; do
+    line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --theta -1 --topk 0.1 --precision bf16 --threads 16 --compare-dense --repeat 3 --json | tail -n 1)"
+    echo "sparse amx bf16: density $(echo "$line" | field density), $(echo "$line" | field speedup_over_dense)x over its dense mode ($(echo "$line" | field seconds) s against $(echo "$line" | field dense_seconds) s; summaries $(echo "$line" | field summary_seconds) s, mask $(echo "$line" | field mask_seconds) s, ring $(echo "$line" | field ring_seconds) s, attend $(echo "$line" | field compute_seconds) s)"
+done
+date -u
+echo "cpu-amx-long: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
+exit $status

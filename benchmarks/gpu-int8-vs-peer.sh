@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 15's dense yardstick in one call on the device machine: our Hopper kernel (`bench-kernel`, N = 32768,
+# 8 heads, D = 128, dense, 128-key blocks) in int8 and bf16, and the peer's INT8/FP8 kernel on an all-ones
+# mask (upstream SpargeAttn built from ../shared/peers, `bench_spargeattn.py`), alternating for ROUNDS rounds
+# (default 3), after a short correctness check of the build: selftest-cuda --quick (its λ-rule cases against
+# the CPU's skips) and `verify --precision int8` on 1, 2 and 3 ranks.
+# Needs beside it: gpu-call.sh, sparge.gz (a static release build), peers/ (with bench_spargeattn.py).
+# Usage: bash gpu-int8-vs-peer.sh [ROUNDS]. Logs to $OUT/vs-peer.log; one JSON line a measurement.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+rounds="${1:-3}"
+call=vs-peer
+source "$here/gpu-call.sh"
+
+step "selftest-cuda --quick"
+run timeout -k 5 180 "$BIN" selftest-cuda --quick
+step "int8 against one process and the Double reference: 1, 2, 3 ranks"
+llm=(--workload llm --seq 6144 --heads 4 --kv-heads 2 --head-dim 128 --causal --threads 2 --json)
+run timeout -k 5 120 "$BIN" verify --backend cuda --precision int8 "${llm[@]}"
+run timeout -k 5 120 mpirun -np 2 "$BIN" verify --backend cuda --precision int8 "${llm[@]}" --tolerance 2e-3
+run timeout -k 5 120 mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --precision int8 --workload random \
+    --seq 3000 --heads 2 --head-dim 128 --dense --block-k 128 --threads 2 --json --tolerance 2e-3
+
+step "waiting for the peer's build"
+[ "${peer_build:-none}" != none ] && wait "$peer_build"
+tail -n 2 "$OUT/peer-build.log"
+kernel=(bench-kernel --backend cuda --workload random --seq 32768 --heads 8 --head-dim 128 --dense --block-k 128
+        --repeat 20 --json)
+for round in $(seq 1 "$rounds"); do
+    step "round $round of $rounds"
+    for precision in int8 bf16; do
+        echo "ours, $precision, dense, 128-key blocks"
+        run timeout -k 5 120 "$BIN" "${kernel[@]}" --precision "$precision"
+    done
+    echo "peer, its kernel on all ones (and its defaults end to end, and its dense error)"
+    run timeout -k 5 300 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk ""
+done
+echo; [ "$status" -eq 0 ] && echo "gpu-int8-vs-peer: PASSED" || echo "gpu-int8-vs-peer: FAILED"
+date -u
+exit "$status"
