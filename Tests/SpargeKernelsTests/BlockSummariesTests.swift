@@ -58,6 +58,34 @@ final class BlockSummariesTests: XCTestCase {
         XCTAssertEqual(Array(s.mean(head: 1, block: 2)), [2, 2, 2])
     }
 
+    /// K's sums are the documented order's, bit for bit (a GPU repeats that order): each column summed over
+    /// chunks of `chunkRows` rows counted from the run's first row, each chunk from zero, the chunk sums added
+    /// in order. A fresh random shape, a run that starts inside the tensor and ends in a partial chunk; values
+    /// of very different sizes, so that another order would round differently.
+    func testKeySumsFollowTheChunkOrder() {
+        var system = SystemRandomNumberGenerator()
+        let seed = UInt64.random(in: 1...UInt64.max, using: &system)
+        var g = SeededGenerator(seed: seed)
+        let (heads, dim) = (Int.random(in: 1...3, using: &system), Int.random(in: 1...70, using: &system))
+        let rows = Int.random(in: 3 * KeyMean.chunkRows...5 * KeyMean.chunkRows, using: &system)
+        var k = Tensor3.random(heads: heads, rows: rows, dim: dim, using: &g)
+        for i in k.data.indices where i % 7 == 0 { k.data[i] *= 1e6 }
+        let run = 5..<(rows - 3)
+        var expected = [Double](repeating: 0, count: heads * dim)
+        for h in 0..<heads {
+            for j in 0..<dim {
+                for chunk in stride(from: run.lowerBound, to: run.upperBound, by: KeyMean.chunkRows) {
+                    var partial = 0.0
+                    for r in chunk..<min(run.upperBound, chunk + KeyMean.chunkRows) { partial += Double(k[h, r, j]) }
+                    expected[h * dim + j] += partial
+                }
+            }
+        }
+        let got = KeyMean(summing: k, rows: run)
+        XCTAssertEqual(got.sums.map(\.bitPattern), expected.map(\.bitPattern), "seed \(seed), \(heads)×\(rows)×\(dim)")
+        XCTAssertEqual(got.rowCount, run.count)
+    }
+
     /// Summaries of two halves (as two ranks make them), concatenated, equal those of the whole, bit for bit;
     /// so do the flat arrays rebuilt from slices, and K means from summed halves.
     func testHalvesConcatenateToWhole() {
