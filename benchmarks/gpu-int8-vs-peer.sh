@@ -35,6 +35,21 @@ for round in $(seq 1 "$rounds"); do
     echo "peer, its kernel on all ones (and its defaults end to end, and its dense error)"
     run timeout -k 5 300 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk ""
 done
+step "medians of the rounds"
+python3 - "$OUT/$call.log" <<'PY'
+import json, statistics, sys
+series = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("{"): continue
+    j = json.loads(line)
+    if "tflops_real" in j and "precision" in j: series.setdefault(f"ours {j['precision']}", []).append(j["tflops_real"])
+    elif j.get("case") == "kernel on mask" and j.get("mask") == "ones": series.setdefault("peer", []).append(j["tflops_real"])
+for name, xs in series.items(): print(f"{name:10s} median {statistics.median(xs):7.1f} TFLOP/s of {[round(x, 1) for x in xs]}")
+if "ours int8" in series and "peer" in series and len(series["ours int8"]) == len(series["peer"]):
+    ratios = [a / b for a, b in zip(series["ours int8"], series["peer"])]
+    print(f"int8 / peer: {[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}, "
+          f"of the medians {statistics.median(series['ours int8']) / statistics.median(series['peer']):.3f}")
+PY
 echo; [ "$status" -eq 0 ] && echo "gpu-int8-vs-peer: PASSED" || echo "gpu-int8-vs-peer: FAILED"
 date -u
 exit "$status"
