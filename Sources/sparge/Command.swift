@@ -50,6 +50,8 @@ struct RunReport {
     let bytesSent: Int, bytesReceived: Int, messages: Int, denseRingBytes: Int, summaryBytes: Int
     let computeSeconds: Double, waitSeconds: Double, hiddenShare: Double
     let summarySeconds: Double, maskSeconds: Double, ringSeconds: Double
+    /// Within the ring's seconds: preparing the attention before its steps and finishing it after them.
+    let setupSeconds: Double, finishSeconds: Double
     let pvSkipped: Int, blocksVisited: Int
     /// Bytes of the sparse mask rows on the rank holding the most (the dense byte mask would take
     /// `Hq · nq · nk` in all).
@@ -71,7 +73,8 @@ struct RunReport {
                     Double(s.attention.keyBlocksVisited), s.ring.waitSeconds, s.ring.communicationSeconds,
                     Double(result.lse.reduce(0) { $0 + ($1 == -.infinity ? 1 : 0) })]
         comm.allreduceSum(&sums)
-        var maxima = [s.ring.computeSeconds, s.summarySeconds, s.maskSeconds, s.ringSeconds, Double(result.mask.byteCount)]
+        var maxima = [s.ring.computeSeconds, s.summarySeconds, s.maskSeconds, s.ringSeconds, Double(result.mask.byteCount),
+                      s.setupSeconds, s.finishSeconds]
         comm.allreduceMax(&maxima)
         seqLen = layout.seqLen; ranks = comm.size; self.threads = threads
         self.heads = heads; self.kvHeads = kvHeads; self.dim = dim; causal = config.causal
@@ -84,6 +87,7 @@ struct RunReport {
         hiddenShare = sums[8] > 0 ? max(0, min(1, 1 - sums[7] / sums[8])) : 1
         computeSeconds = maxima[0]; summarySeconds = maxima[1]; maskSeconds = maxima[2]; ringSeconds = maxima[3]
         maskBytes = Int(maxima[4])
+        setupSeconds = maxima[5]; finishSeconds = maxima[6]
         self.kvFormat = kvFormat
         messagesInPlace = s.messagesInPlace
     }
@@ -97,7 +101,8 @@ struct RunReport {
 
     var phaseLine: String {
         "phases (slowest rank): summaries \(Format.fixed(summarySeconds, 3)) s, mask \(Format.fixed(maskSeconds, 3)) s, "
-            + "ring \(Format.fixed(ringSeconds, 3)) s (compute \(Format.fixed(computeSeconds, 3)) s); "
+            + "ring \(Format.fixed(ringSeconds, 3)) s (setup \(Format.fixed(setupSeconds, 3)) s, compute "
+            + "\(Format.fixed(computeSeconds, 3)) s, finish \(Format.fixed(finishSeconds, 3)) s); "
             + "messages \(messages), communication hidden \(Format.fixed(hiddenShare * 100, 0))%, "
             + "summaries exchanged \(Format.bytes(summaryBytes)), mask \(Format.bytes(maskBytes)) per rank, "
             + "K/V \(kvFormat.rawValue)\(messagesInPlace ? " sent from device memory" : ""), "
@@ -116,6 +121,7 @@ struct RunReport {
         j.add("messages", messages); j.add("mpi_device_buffers", messagesInPlace)
         j.add("summary_seconds", summarySeconds); j.add("mask_seconds", maskSeconds)
         j.add("ring_seconds", ringSeconds); j.add("compute_seconds", computeSeconds)
+        j.add("setup_seconds", setupSeconds); j.add("finish_seconds", finishSeconds)
         j.add("wait_seconds", waitSeconds); j.add("comm_hidden_share", hiddenShare)
         j.add("pv_skipped", pvSkipped); j.add("blocks_visited", blocksVisited); j.add("empty_rows", emptyRows)
         return j

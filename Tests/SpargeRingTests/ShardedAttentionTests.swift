@@ -50,6 +50,11 @@ final class ShardedAttentionTests: XCTestCase {
                 XCTAssertEqual(result.lse[i], reference.lse[i], accuracy: 1e-4 * max(1, abs(reference.lse[i])), label)
             }
             XCTAssertEqual(result.statistics.ring.bytesSent, 0, "one process sends nothing")
+            // The ring's seconds hold its setup, its steps' compute and its finish, each measured.
+            let s = result.statistics
+            XCTAssertGreaterThan(s.setupSeconds, 0, label)
+            XCTAssertGreaterThan(s.finishSeconds, 0, label)
+            XCTAssertLessThanOrEqual(s.setupSeconds + s.ring.computeSeconds + s.finishSeconds, s.ringSeconds, label)
             // The fixed cases are sparse; a fresh draw may keep every block of a short sequence (n = 222,
             // causal: 2 query blocks, the diagonal ones always kept) and still checks the equality.
             if c.selection != .dense && cases.contains(where: { $0.seed == c.seed }) {

@@ -15,6 +15,9 @@ public struct ForwardStatistics: Sendable, Equatable {
     /// Seconds in each phase on this rank: pooling and exchanging summaries, predicting mask rows,
     /// the ring, and the whole call.
     public var summarySeconds = 0.0, maskSeconds = 0.0, ringSeconds = 0.0, totalSeconds = 0.0
+    /// Within the ring's seconds, outside its steps: preparing the attention (its tiles and output) before
+    /// the first step, and finishing it (normalized rows, LSE) after the last.
+    public var setupSeconds = 0.0, finishSeconds = 0.0
 
     public init() {}
 }

@@ -95,10 +95,13 @@ extension ShardedAttention {
         // Asked only now: the answer waits for V's conversion, which ran while the store was planned.
         let wideValues = comm.anyRank(try agreed(comm) { try shard.needsWideValues() })
         try agreed(comm) { try store.chooseValueType(wide: wideValues) }
+        stats.setupSeconds = seconds(since: t)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, payload: payload), comm: comm,
                                  threads: 1)
         stats.ring = try ring.run(store: store) { done in progress?("ring", done) }
+        let finishing = DispatchTime.now().uptimeNanoseconds
         let (output, lse, attention) = try store.finish()
+        stats.finishSeconds = seconds(since: finishing)
         stats.attention = attention
         stats.ringSeconds = seconds(since: t)
         let flags = dense ? (queries: [], keys: []) : try shard.selfSimilarFlags()

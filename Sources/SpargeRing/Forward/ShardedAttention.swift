@@ -116,6 +116,7 @@ public enum ShardedAttention {
         t = DispatchTime.now().uptimeNanoseconds
         let attention = try engine.makeAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
                                                  seqLen: layout.seqLen, threads: threads)
+        stats.setupSeconds = seconds(since: t)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim, format: kvFormat),
                                  comm: comm, threads: threads)
         let local = try agreed(comm, makeLocal)
@@ -124,7 +125,9 @@ public enum ShardedAttention {
         stats.ring = try ring.run(store: store) { done in
             progress?("ring", done)
         }
+        let finishing = DispatchTime.now().uptimeNanoseconds
         let (output, lse) = try attention.finish(threads: threads)
+        stats.finishSeconds = seconds(since: finishing)
         stats.attention = attention.attendStatistics
         stats.ringSeconds = seconds(since: t)
         stats.totalSeconds = seconds(since: start)
