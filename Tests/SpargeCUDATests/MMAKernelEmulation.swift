@@ -51,6 +51,13 @@ struct MMAKernelEmulation {
 
     /// The normalised output `[Hq][rows][D]` and the LSE `[Hq][rows]`.
     func run(_ call: Call) throws -> (output: [Float], lse: [Float]) {
+        let r = try runCounting(call)
+        return (r.output, r.lse)
+    }
+
+    /// `run`, and each tile's counters after the last launch: key blocks visited, P·V computed, skipped by λ.
+    func runCounting(_ call: Call) throws -> (output: [Float], lse: [Float],
+                                              counters: [(visited: Int, computed: Int, skipped: Int)]) {
         var input = Data()
         input.append(ints: [call.queryHeads, call.kvHeads, call.rows, call.seqLen, call.kvRows, call.causal ? 1 : 0,
                             call.tiles.count, call.blocks.count, call.launches.count])
@@ -68,7 +75,9 @@ struct MMAKernelEmulation {
         }
         let out = try program.run("attend", input)
         let count = call.queryHeads * call.rows
-        return (out.values(Float.self, count: count * shape.dim), out.values(Float.self, at: count * shape.dim * 4, count: count))
+        let counters = out.values(Int32.self, at: (count * shape.dim + count) * 4, count: 4 * call.tiles.count)
+        return (out.values(Float.self, count: count * shape.dim), out.values(Float.self, at: count * shape.dim * 4, count: count),
+                (0..<call.tiles.count).map { (Int(counters[4 * $0]), Int(counters[4 * $0 + 1]), Int(counters[4 * $0 + 2])) })
     }
 
     /// The kernel's PTX as host C++ (before the kernel source, which then skips its own).
@@ -275,6 +284,7 @@ int main(int argc, char** argv) {
     if (launches > 1) LAUNCH((queryRows * D / 4 + 63) / 64, 64, sparge_finish(oacc, ml, out, lse, queryRows, rowShifts));
     fwrite(out, 4, queryRows * D, out_file);
     fwrite(lse, 4, queryRows, out_file);
+    fwrite(counters, sizeof(TileCounters), tileCount, out_file);
     fclose(out_file);
     return 0;
 }

@@ -34,6 +34,36 @@ final class MMAKernelInt8Tests: XCTestCase {
         }
     }
 
+    /// The kernel's λ switch (`lambda` in its parameters, from `SpargeConfig.lambdaActive`), as the CPU's tiles
+    /// take it: a key block ~100 log2 units below the one before is computed at λ = 50 (off) and skipped at
+    /// 49.5, where the tile's first block is always computed. One 64-row tile, two 64-key blocks: queries and
+    /// the first block's keys near +3, the second block's near −3 (D 128, scores ≈ ±1150 times the scale).
+    func testLambdaOffComputesBlocksFarBelowTheRunningMax() throws {
+        var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let shape = Self.shapes[0]
+        let emulation = try MMAKernelEmulation(shape)
+        let (d, rows) = (shape.dim, 64)
+        let q = (0..<(rows * d)).map { _ in 3 + Float.random(in: -0.3...0.3, using: &rng) }
+        let k = (0..<(2 * rows * d)).map { i in (i / d < rows ? 3 : -3) + Float.random(in: -0.3...0.3, using: &rng) }
+        let mean = [Float](repeating: 0, count: d)
+        typealias Sage = SageQuantizationTests.SageQuantization
+        let qn = Sage.rows(q, heads: 1, dim: d, group: 1, mean: mean, softmaxScale: 1 / Float(d).squareRoot())
+        let kn = Sage.keyBlocks(k, mean: mean, heads: 1, rows: 2 * rows, kvRows: 2 * rows, dim: d,
+                                blockK: shape.blockK)
+        let values = (0..<(2 * rows * d)).map { _ in Float16(Float.random(in: -1...1, using: &rng)).bitPattern }
+        for (threshold, skipped) in [(SpargeConfig.lambdaOff, 0), (SpargeConfig.lambdaOff - 0.5, 1)] {
+            let call = MMAKernelEmulation.Call(
+                queryHeads: 1, kvHeads: 1, rows: rows, seqLen: 2 * rows, kvRows: 2 * rows, causal: false,
+                qScale: 1.442_695_040_888_963_4 / Float(d).squareRoot(), pvThreshold: threshold,
+                queries: qn.n, queryScales: qn.scales, rowShifts: qn.shifts, keys: kn.n, keyScales: kn.scales,
+                values: values, tiles: [(0, 0, rows, 0)], blocks: [0, 1], launches: [[(0, 0, 2)]])
+            let counters = try emulation.runCounting(call).counters[0]
+            XCTAssertEqual(counters.visited, 2, "λ = \(threshold)")
+            XCTAssertEqual(counters.skipped, skipped, "λ = \(threshold): blocks skipped")
+            XCTAssertEqual(counters.computed, 2 - skipped, "λ = \(threshold): blocks computed")
+        }
+    }
+
     /// The tolerance, from what the kernel rounds that the reference does not: P to fp16 (bf16) before P·V,
     /// 2⁻¹¹ (2⁻⁸) of each P, so at most that fraction of max|V| in an output (Σ P·|v| / Σ P ≤ max|V|; the row
     /// sum itself takes the unrounded P); plus 2⁻¹³ of max|V| for the rest: the fp32 exponent's addend, which
