@@ -5,6 +5,7 @@
 #ifndef LAMBDA_ALWAYS
 #define LAMBDA_ALWAYS 0
 #endif
+#define LAMBDA_OFF 50.f  // SpargeConfig.lambdaOff
 #include <cuda_runtime.h>
 #include <cuda.h>
 #include <cstdio>
@@ -283,8 +284,8 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
     hp.p.q = dq; hp.p.k = dk; hp.p.v = dv; hp.p.oacc = oacc; hp.p.ml = ml; hp.p.counters = counters; hp.p.tiles = tiles;
     hp.p.blocks = blocks; hp.p.rows = p.n; hp.p.seqLen = p.n; hp.p.kvRows = p.kvRows; hp.p.group = 1;
     hp.p.qScale = 1.f / sqrtf((float)D) * 1.4426950408889634f; hp.p.pvThreshold = pvThreshold; hp.p.causal = p.causal;
-    // The λ rule runs below 50 (SpargeConfig.lambdaOff); -DLAMBDA_ALWAYS=1 runs it at 50 too (its barrier, no skip).
-    hp.p.lambda = LAMBDA_ALWAYS || pvThreshold < 50.f;
+    // The λ rule runs below SpargeConfig.lambdaOff (50); -DLAMBDA_ALWAYS=1 runs it at 50 too (its barrier, no skip).
+    hp.p.lambda = LAMBDA_ALWAYS || pvThreshold < LAMBDA_OFF;
     int smem = SHARED_BYTES;
     CHECK(cudaFuncSetAttribute(sparge_attention_sm90, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     std::vector<i4*> dwork(launches);

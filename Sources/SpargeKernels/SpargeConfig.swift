@@ -19,13 +19,14 @@ public struct SpargeConfig: Sendable, Equatable {
     public var simThreshold: Float = 0.6
     /// TopCdf τ (default 0.98), TopK, or dense.
     public var selection: BlockSelection = .cdf(0.98)
-    /// λ rule in log2 units (default ``lambdaOff``: off): a key tile's P·V is skipped when the
-    /// largest rise of the running max over the query rows of a compute tile is `≤ -pvThreshold`.
+    /// λ rule in log2 units (default ``lambdaOff``: off): below ``lambdaOff``, a key tile's P·V is skipped
+    /// when the largest rise of the running max over the query rows of a compute tile is `≤ -pvThreshold`.
     public var pvThreshold: Float = SpargeConfig.lambdaOff
 
     /// The λ value at and above which the rule is off (upstream's default, 50 in log2 units: a block it skipped
     /// would be 2⁵⁰ below the running max, far below what fp32 resolves). Off, every visited block is computed
-    /// and no Δ is formed: the tiles skip the rule's work (on a GPU, a barrier a block).
+    /// and no decision is taken: the vector tiles form no Δ, and the Hopper kernel's warpgroups skip the
+    /// barrier that shares it (one a key block).
     public static let lambdaOff: Float = 50
 
     /// Whether the λ rule runs (`pvThreshold` below ``lambdaOff``).

@@ -28,7 +28,7 @@ enum SampledVerification {
             let queries = generator.generate(.query, rows: tokens(blockRanges))
             var dense = config
             dense.selection = .dense
-            dense.pvThreshold = 50
+            dense.pvThreshold = SpargeConfig.lambdaOff
             let mask = BlockMask.full(heads: queries.heads, keyBlocks: nk, queryBlocks: local)
             let kvHeads = generator.shape.kvHeads
             let attention = try BlockSparseAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: dense,

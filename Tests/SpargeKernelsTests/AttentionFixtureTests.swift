@@ -23,8 +23,8 @@ final class AttentionFixtureTests: XCTestCase {
                 XCTAssertLessThanOrEqual(relativeL1(d.output.data, dense.data), 1e-5, "\(c.name) dense \(isa)")
                 let s = try SparseAttention.forward(q: q, k: k, v: v, mask: mask, config: c.config, threads: 2, backend: .isa(isa))
                 XCTAssertLessThanOrEqual(relativeL1(s.output.data, sparse.data), 1e-5, "\(c.name) sparse \(isa)")
-                // λ = 50 (the default) still skips a few blocks in gqa_sink: behind the sink, those blocks' scores
-                // are more than 2^50 below the running max, so what they drop is below Float resolution.
+                // λ = 50 (the default) is off: the few gqa_sink blocks behind the sink whose scores lie more than
+                // 2^50 below the running max are computed, and what they add is below Float resolution.
             }
         }
     }

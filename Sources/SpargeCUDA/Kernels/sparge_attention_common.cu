@@ -29,7 +29,7 @@ struct SpargeInt8Scales {
 // tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
 // work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list;
 // qScale: the softmax scale times log2 e; causal: 0 or 1; lambda: 1 when the λ rule runs (pvThreshold below
-// SpargeConfig.lambdaOff), 0 when every listed block is computed and no Δ is formed.
+// SpargeConfig.lambdaOff), 0 when every listed block is computed (no decision; on Hopper, no barrier).
 struct SpargeAttentionParams {
     const u16* q; const u16* k; const u16* v;
     float* oacc; f2* ml; float* out; float* lse;

@@ -6,8 +6,9 @@ extension AttentionTile {
     /// counting as visited; rows whose keys are all masked so far keep `m = -inf, l = 0` and never produce
     /// NaN. The λ rule, where it runs (`SpargeConfig.lambdaActive`; off, every block computes): `Δ = max
     /// over the tile's rows of (rowmax(S) − m_prev)` in log2 units; `P·V` and the row sums are computed iff
-    /// `Δ + pvThreshold > 0`. The first computed block always computes (`Δ` is `+inf` there). A skipped block leaves the state unchanged, which is exact up to the dropped mass:
-    /// every row's block max is at least `pvThreshold` below its running max.
+    /// `Δ + pvThreshold > 0`. The first computed block always computes (`Δ` is `+inf` there). A skipped block
+    /// leaves the state unchanged, which is exact up to the dropped mass: every row's block max is at least
+    /// `pvThreshold` below its running max.
     ///
     /// - Parameters:
     ///   - keys: `keyCount × D` row-major rows of the K head that this query head uses.

@@ -41,10 +41,9 @@ public struct KeyMean: Sendable, Equatable {
         precondition(rows.lowerBound >= 0 && rows.upperBound <= k.rows, "KeyMean: rows \(rows) outside 0..<\(k.rows)")
         self.init(heads: k.heads, dim: k.dim)
         let (d, n) = (k.dim, k.rows)
-        // Work items are (head, chunk of rows): each reads its chunk's whole rows, which lie one after the
-        // other (a column at a time, every row was a new cache line 4·D bytes from the last, and the pass ran
-        // at a few GB/s), and sums every column from zero, row by row. The chunk sums are then added in
-        // order: the order of `chunkRows`, so the sums do not depend on how the work is split.
+        // Work items are (head, chunk of rows): each reads its chunk's whole rows, one after the other, and
+        // sums every column from zero, row by row. The chunk sums are then added in order: the order of
+        // `chunkRows`, so the sums do not depend on how the work is split.
         let chunks = (rows.count + KeyMean.chunkRows - 1) / KeyMean.chunkRows
         guard chunks > 0, d > 0 else { rowCount = rows.count; return }
         var chunkSums = [Double](repeating: 0, count: k.heads * chunks * d)
