@@ -61,16 +61,21 @@ final class BlockSummariesTests: XCTestCase {
     /// K's sums are the documented order's, bit for bit (a GPU repeats that order): each column summed over
     /// chunks of `chunkRows` rows counted from the run's first row, each chunk from zero, the chunk sums added
     /// in order. A fresh random shape, a run that starts inside the tensor and ends in a partial chunk; values
-    /// of very different sizes, so that another order would round differently.
+    /// of very different sizes, so that another order would round differently; and one column built so that
+    /// it must: its chunk sums are 1, 2⁵³ and −2⁵³ in this order, 0 added forwards and 1 backwards.
     func testKeySumsFollowTheChunkOrder() {
         var system = SystemRandomNumberGenerator()
         let seed = UInt64.random(in: 1...UInt64.max, using: &system)
         var g = SeededGenerator(seed: seed)
-        let (heads, dim) = (Int.random(in: 1...3, using: &system), Int.random(in: 1...70, using: &system))
+        let (heads, dim) = (Int.random(in: 2...3, using: &system), Int.random(in: 32...70, using: &system))
         let rows = Int.random(in: 3 * KeyMean.chunkRows...5 * KeyMean.chunkRows, using: &system)
         var k = Tensor3.random(heads: heads, rows: rows, dim: dim, using: &g)
         for i in k.data.indices where i % 7 == 0 { k.data[i] *= 1e6 }
         let run = 5..<(rows - 3)
+        for (i, r) in run.enumerated() {
+            let (chunk, first) = (i / KeyMean.chunkRows, i % KeyMean.chunkRows == 0)
+            k[0, r, 0] = chunk == 0 ? 1 / Float(KeyMean.chunkRows) : chunk == 1 && first ? 0x1p53 : chunk == 2 && first ? -0x1p53 : 0
+        }
         var expected = [Double](repeating: 0, count: heads * dim)
         for h in 0..<heads {
             for j in 0..<dim {
@@ -82,6 +87,7 @@ final class BlockSummariesTests: XCTestCase {
             }
         }
         let got = KeyMean(summing: k, rows: run)
+        XCTAssertEqual(expected[0], 0, "the built column, forwards")
         XCTAssertEqual(got.sums.map(\.bitPattern), expected.map(\.bitPattern), "seed \(seed), \(heads)×\(rows)×\(dim)")
         XCTAssertEqual(got.rowCount, run.count)
     }
