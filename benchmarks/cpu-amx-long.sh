@@ -9,7 +9,9 @@
 #    (benchmarks/cpu-vs-torch.sh), each round's numbers printed, so that every ratio is of one moment.
 # 3. Each round's state beside it: before every round, one thread's visit with the AMX kernels and with
 #    kernels that compute nothing (SPARGE_BF16_TILES=bookkeeping), N = 8192 (µs a visit).
-# 4. Sparse (TopK 0.1) against its own dense mode, AMX bf16, 3 repeats each, twice.
+# 4. Sparse (TopK 0.1) against its own dense mode, AMX bf16, 3 repeats each, twice, with the sparse pass's
+#    phases (summaries, mask, and within the ring its setup, attend and finish).
+# 5. The error beside the speed: dense N = 32768, AMX bf16, relative L1 against Double on 4 sampled blocks.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-8}" out="${4:-${OUT:-cpu-amx-long}}"
@@ -56,8 +58,13 @@ done
 step "4. sparse TopK 0.1 against its own dense mode, AMX bf16"
 for i in 1 2; do
     line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --theta -1 --topk 0.1 --precision bf16 --threads 16 --compare-dense --repeat 3 --json | tail -n 1)"
-    echo "sparse amx bf16: density $(echo "$line" | field density), $(echo "$line" | field speedup_over_dense)x over its dense mode ($(echo "$line" | field seconds) s against $(echo "$line" | field dense_seconds) s; summaries $(echo "$line" | field summary_seconds) s, mask $(echo "$line" | field mask_seconds) s, ring $(echo "$line" | field ring_seconds) s, attend $(echo "$line" | field compute_seconds) s)"
+    echo "sparse amx bf16: density $(echo "$line" | field density), $(echo "$line" | field speedup_over_dense)x over its dense mode ($(echo "$line" | field seconds) s against $(echo "$line" | field dense_seconds) s; summaries $(echo "$line" | field summary_seconds) s, mask $(echo "$line" | field mask_seconds) s, ring $(echo "$line" | field ring_seconds) s: setup $(echo "$line" | field setup_seconds) s, attend $(echo "$line" | field compute_seconds) s, finish $(echo "$line" | field finish_seconds) s)"
 done
+
+step "5. error beside the speed (dense 32K, AMX bf16, 4 sampled blocks against Double on the unrounded inputs)"
+line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --dense --precision bf16 --threads 16 --verify-sample 4 --repeat 1 --json | tail -n 1)"
+echo "dense 32K amx bf16: rel L1 $(echo "$line" | field rel_l1), $(echo "$line" | field gflops_dense_equiv) GFLOP/s"
+[ -n "$line" ] || fail "the error run"
 date -u
 echo "cpu-amx-long: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status
