@@ -88,6 +88,10 @@ struct CUDASelfTestCase {
     var emptyRows = false
     /// A staging budget small enough that each call goes up in many parts (`CUDAOptions.stagingBytes`).
     var stagingMiB: Int?
+    /// Leans the queries and key block 0 one way (+3 a value) and every later key block the other (−3), so
+    /// that the later blocks lie hundreds of log2 units below the running max: the λ rule skips them at any
+    /// λ below 50 and computes them at 50 (off). The GPU's skips must then equal the CPU's exactly.
+    var farBelow = false
 
     static func sweep(quick: Bool) -> [CUDASelfTestCase] {
         var cases: [CUDASelfTestCase] = [
@@ -102,6 +106,10 @@ struct CUDASelfTestCase {
                   config: SpargeConfig(selection: .cdf(0.9), pvThreshold: 6)),
             .init(label: "λ rule 6, causal dense", seqLen: 2048, heads: 2, kvHeads: 2,
                   config: SpargeConfig(selection: .dense, pvThreshold: 6, causal: true)),
+            .init(label: "λ 50 (off), blocks far below", seqLen: 1024, heads: 2, kvHeads: 1,
+                  config: SpargeConfig(selection: .dense, pvThreshold: SpargeConfig.lambdaOff), farBelow: true),
+            .init(label: "λ 49.5, blocks far below", seqLen: 1024, heads: 2, kvHeads: 1,
+                  config: SpargeConfig(selection: .dense, pvThreshold: SpargeConfig.lambdaOff - 0.5), farBelow: true),
             .init(label: "empty rows, sink", seqLen: 1536, heads: 2, kvHeads: 1,
                   config: SpargeConfig(sink: true), emptyRows: true),
             .init(label: "tile-q 128 (8 warps), block-k 128", seqLen: 2048, heads: 2, kvHeads: 1,
@@ -135,7 +143,11 @@ struct CUDASelfTestCase {
         if let stagingMiB { options.stagingBytes = stagingMiB << 20 }
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen, headDim: dim)
         let generator = try WorkloadGenerator(workload, shape: shape, seed: 7)
-        let raw = generator.generate(rows: [0..<seqLen])
+        var raw = generator.generate(rows: [0..<seqLen])
+        if farBelow {
+            for i in raw.q.data.indices { raw.q.data[i] += 3 }
+            for i in raw.k.data.indices { raw.k.data[i] += (i / dim) % seqLen < config.blockK ? 3 : -3 }
+        }
         let (q, k, v) = (precision.rounded(raw.q), precision.rounded(raw.k), precision.rounded(raw.v))
         var mask = try MaskPredictor.predict(q: q, k: k, config: config)
         if emptyRows {
@@ -199,7 +211,10 @@ struct CUDASelfTestCase {
         let (gv, cv) = (gpu.attendStatistics.keyBlocksVisited, cpu.stats.keyBlocksVisited)
         let (gs, cs) = (gpu.attendStatistics.pvBlocksSkipped, cpu.stats.pvBlocksSkipped)
         if gv != cv { failures.append("visited \(gv) key blocks, the CPU \(cv)") }
-        if abs(gs - cs) > max(1, cv / 100) { failures.append("skipped \(gs) P·V blocks by λ, the CPU \(cs)") }
+        if abs(gs - cs) > (farBelow ? 0 : max(1, cv / 100)) { failures.append("skipped \(gs) P·V blocks by λ, the CPU \(cs)") }
+        if farBelow && (cs > 0) != config.lambdaActive {
+            failures.append("the CPU skipped \(cs) blocks far below the max at λ \(config.pvThreshold)")
+        }
         let density = MaskStatistics(mask: mask, config: config).density
         func sci(_ x: Double) -> String { x.isNaN ? "   -     " : String(format: "%9.2e", x) }
         let line = label.padding(toLength: 34, withPad: " ", startingAt: 0)
