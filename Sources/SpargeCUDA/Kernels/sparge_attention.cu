@@ -315,10 +315,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
                 if (r < rowCount && mx[mt][h] != NEG_INF) rise = fmaxf(rise, mx[mt][h] - m[mt][h]);
             }
         }
-        rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 4));
-        rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 8));
-        rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 16));
-        if (lane == 0) red[buf * NWARPS + warp] = rise;
+        if (p.lambda) {  // the block's Δ only where the λ rule runs (the same for every thread)
+            rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 4));
+            rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 8));
+            rise = fmaxf(rise, __shfl_xor_sync(0xffffffff, rise, 16));
+            if (lane == 0) red[buf * NWARPS + warp] = rise;
+        }
 
         // V_it has landed (two newer groups may be pending: K_it+1, V_it+1); every warp is done with K_it.
         cp_async_wait<2>();
@@ -326,13 +328,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) sparge_attention(const Spa
         if (it + 2 < count) load_tile<QK_ROW_BYTES>(ks + buf * BK * QK_ROW_BYTES, kg + (u64)blocks[first + it + 2] * BK * QK_ROW_BYTES);
         cp_async_commit();
 
-        float delta = NEG_INF;
-#pragma unroll
-        for (int i = 0; i < NWARPS; ++i) delta = fmaxf(delta, red[buf * NWARPS + i]);
         tc.visited += 1;
-        if (p.lambda && tc.computed > 0 && !(delta + pvThreshold > 0.f)) {
-            tc.skipped += 1;
-            continue;
+        if (p.lambda && tc.computed > 0) {
+            float delta = NEG_INF;
+#pragma unroll
+            for (int i = 0; i < NWARPS; ++i) delta = fmaxf(delta, red[buf * NWARPS + i]);
+            if (!(delta + pvThreshold > 0.f)) {
+                tc.skipped += 1;
+                continue;
+            }
         }
         tc.computed += 1;
 
