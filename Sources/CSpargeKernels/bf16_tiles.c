@@ -1,6 +1,7 @@
 // AttentionPrecision.bf16 for the bf16 tile kernels (CSpargeKernels.h, `sparge_bf16_*_fn`): the packing of
 // queries and key/value blocks, and the kernels' scalar twin — the same definitions in plain loops, on any
-// CPU (the exponential is the kernels' own recipe, vector_ops.h's vexp2 on one lane, so P is the same bits).
+// CPU (the exponentials are the kernels' own recipes, vector_ops.h's vexp2_probability for P and vexp2 for α,
+// on one lane, so P is the same bits).
 #include "CSpargeKernels.h"
 #include <string.h>
 #define VW 1
@@ -64,7 +65,7 @@ float sparge_bf16_widened(unsigned short w) {
 /// P's rounding: a denormal p is 0, else bf16(p).
 static unsigned short round_probability(float p) { return p < 0x1p-126f ? 0 : sparge_bf16(p); }
 
-float sparge_bf16_exp2(float x) { return vexp2((vfloat){x})[0]; }
+float sparge_bf16_exp2(float x) { return vexp2_probability((vfloat){x})[0]; }
 
 static void twin_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
@@ -94,7 +95,7 @@ static void twin_softmax(float *scores, long stride, long lanes, long keyCount, 
     for (long r = 0; r < lanes; r++) {
         float mPrev = runningMax[r], m = blockMaxThenAlpha[r] > mPrev ? blockMaxThenAlpha[r] : mPrev;
         float shift = m == -__builtin_inff() ? 0 : m;
-        float alpha = sparge_bf16_exp2(mPrev - shift), sum = 0;
+        float alpha = vexp2((vfloat){mPrev - shift})[0], sum = 0;
         for (long c = 0; c < kp; c++) {
             float e = c < keyCount ? sparge_bf16_exp2(__builtin_fmaf(scores[c * stride + r], scale, -shift)) : 0;
             sum += e;

@@ -15,9 +15,10 @@
 //
 // Work per visit (64 lanes × 64 keys, D = 128; counted from the loops below): scores 64 TDPBF16PS, 64 tile
 // loads, 16 stores, 16 zeroings; P·V 64 TDPBF16PS, 64 operand loads and Oᵀ's 32 KB in (32 loads) and out
-// (32 stores). In vectors: the maxima 256 loads and 256 max; the softmax per 16 lanes and key pair ~36
-// instructions (2 loads, 2 FMAs, 2 × 13 for exp2, vcvtne2ps2bf16 + vpermw, a store, 2 adds), 4·32·36 ≈ 4600.
-// The tiles' arithmetic is 128 × 16 = 2048 cycles; the vectors ~2500 cycles on two 512-bit ports. The tile
+// (32 stores). In vectors: the maxima 256 loads and 256 max; the softmax per 16 lanes and key pair ~28
+// instructions (2 loads, 2 FMAs, 2 × 9 for exp2 — vexp2_probability, 2 × 13 with vexp2 —, vcvtne2ps2bf16 +
+// vpermw, a store, 2 adds), 4·32·28 ≈ 3600. The tiles' arithmetic is 128 × 16 = 2048 cycles; the vectors
+// ~2000 cycles on two 512-bit ports (~2500 with vexp2). The tile
 // registers are not renamed, and a tile's softmax sits between its own scores and P·V, so within one tile
 // the two kinds of work wait for each other. Interleaving one lane group's softmax with another's P·V
 // (`bf16_softmax_pv`, 1ab15bf) made a visit 0.2–2.6 µs slower on the device (BENCHMARKS.md): the tile
@@ -75,15 +76,15 @@ INLINE void softmax16_pairs(softmax16 *st, float *scores, long stride, long r, l
     vfloat sum = st->sum, negShift = st->negShift;
     long j = j0, full = keyCount / 2 < j1 ? keyCount / 2 : j1;
     for (; j < full; j++) {
-        vfloat e0 = vexp2(vfma(vload(scores + 2 * j * stride + r), s, negShift));
-        vfloat e1 = vexp2(vfma(vload(scores + (2 * j + 1) * stride + r), s, negShift));
+        vfloat e0 = vexp2_probability(vfma(vload(scores + 2 * j * stride + r), s, negShift));
+        vfloat e1 = vexp2_probability(vfma(vload(scores + (2 * j + 1) * stride + r), s, negShift));
         vstorei(pairs + j * stride + r, bf16_pairs(e0, e1));
         sum += e0;
         sum += e1;
     }
     for (; j < j1; j++) {
         if (2 * j < keyCount) {
-            vfloat e0 = vexp2(vfma(vload(scores + 2 * j * stride + r), s, negShift));
+            vfloat e0 = vexp2_probability(vfma(vload(scores + 2 * j * stride + r), s, negShift));
             vstorei(pairs + j * stride + r, bf16_pairs(e0, zero));
             sum += e0;
         } else {

@@ -1,3 +1,4 @@
+import Foundation
 import CSpargeKernels
 import SpargeKernels
 import SpargeTestSupport
@@ -98,6 +99,33 @@ final class Bf16TileTests: XCTestCase {
         for shape in randomShapes(12) {
             let (out, twin) = tileAndTwin(shape, isa: .amx, kernels: nil)
             XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.amxTolerance, "\(shape)")
+        }
+    }
+
+    /// P's exponential (vexp2_probability, what `sparge_bf16_exp2` runs) against Double's exp2 on fresh x
+    /// over the softmax's range and at its edges: relative error ≤ 1.05e-4 wherever 2^x is a normal float
+    /// (the polynomial's minimax bound is 1.015e-4; float rounding adds a few ulps, 1e-7 each). bf16's own
+    /// rounding of P is up to 2⁻⁹ ≈ 2e-3, so this is what the cheaper polynomial may cost; a degree-2 one
+    /// errs 1.7e-3 and fails. A row's maximum (x = 0) is exactly 1, and x ≤ −127 (−∞ included: masked
+    /// keys) exactly +0, as with the full recipe.
+    func testProbabilityExponentialAgainstDouble() {
+        var system = SystemRandomNumberGenerator()
+        let seed = UInt64.random(in: 1...UInt64.max, using: &system)
+        var g = SeededGenerator(seed: seed)
+        var worst = 0.0
+        for i in 0..<20000 {
+            let x = i < 10000 ? Float.random(in: -126...0, using: &g) : Float.random(in: -1...0, using: &g)
+            let exact = Foundation.exp2(Double(x)), got = Double(sparge_bf16_exp2(x))
+            worst = max(worst, abs(got - exact) / exact)
+        }
+        XCTAssertLessThanOrEqual(worst, 1.05e-4, "seed \(seed)")
+        for x: Float in [-0.5, 0.5, -1.5, -20.5, -125.5] {
+            XCTAssertLessThanOrEqual(abs(Double(sparge_bf16_exp2(x)) - Foundation.exp2(Double(x))) / Foundation.exp2(Double(x)), 1.05e-4, "x \(x)")
+        }
+        XCTAssertEqual(sparge_bf16_exp2(0), 1)
+        XCTAssertEqual(sparge_bf16_exp2(-3), 0.125)
+        for x: Float in [-127, -127.4, -200, -.infinity] {
+            XCTAssertEqual(sparge_bf16_exp2(x).bitPattern, 0, "x \(x)")
         }
     }
 

@@ -130,8 +130,9 @@ typedef struct {
 static inline long sparge_bf16_padded_keys(long keyCount) { return (keyCount + 31) / 32 * 32; }
 /// bf16(x): the nearest bfloat16, ties to even (NaN stays a quiet NaN), StorageFormat.bf16Bits exactly.
 unsigned short sparge_bf16(float x);
-/// 2^x by the kernels' recipe (vector_ops.h's vexp2) on one value: what the bf16 tile kernels' softmax
-/// computes, for twins that must round the same p to bf16.
+/// 2^x by the kernels' recipe for P (vector_ops.h's vexp2_probability: relative error ≤ 1.02e-4, below
+/// bf16's rounding) on one value: what the bf16 tile kernels' softmax computes, for twins that must round
+/// the same p to bf16.
 float sparge_bf16_exp2(float x);
 /// A bf16 word as the tile instructions read it: the float, with denormals as 0.
 float sparge_bf16_widened(unsigned short w);
