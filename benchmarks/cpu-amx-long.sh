@@ -60,7 +60,7 @@ step "2–3. dense N = 32768, 8 heads, 16 threads, $rounds rounds against PyTorc
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r ($(date -u +%T)): one thread's visit $(visit "") µs with the AMX kernels, $(visit bookkeeping) µs bookkeeping alone$([ -n "${SPARGE_BASE:-}" ] && echo "; base $(visit "" "$SPARGE_BASE") µs")"
     TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="amx:bf16" \
-        timeout -k 5 200 bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 1 32768 8 16 | tail -n 3 || fail "round $r"
+        timeout -k 5 200 bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 1 32768 8 16 | tail -n "$([ -n "${SPARGE_BASE:-}" ] && echo 4 || echo 3)" || fail "round $r"
 done
 
 step "4. sparse TopK 0.1 against its own dense mode, AMX bf16"
