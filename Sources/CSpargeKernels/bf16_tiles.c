@@ -29,18 +29,63 @@ static void bf16_row(const float *x, long count, unsigned short *out) {
     }
 }
 
-// Rows are rounded whole (vectorized), then scattered: rounded one value at a time in the transposed order,
-// packing took 1.6–2.5 ns a value on a Zen 3 (now ~0.5), over half of a one-thread bf16-tile pass's time
-// around the kernels (`sparge bench-kernel` with SPARGE_BF16_TILES=bookkeeping, `perf record`).
+typedef unsigned short u16x8 __attribute__((vector_size(16)));
+typedef unsigned u32x4 __attribute__((vector_size(16)));
+typedef unsigned long long u64x2 __attribute__((vector_size(16)));
+
+/// Eight vectors of eight 16-bit values transposed in registers (three rounds of interleaving: 16-bit,
+/// 32-bit, 64-bit lanes): column i of `r` (r[0][i] … r[7][i]) becomes `out[i]`.
+static inline void transpose_8x8(const u16x8 r[8], u16x8 out[8]) {
+    u16x8 t[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 0, 8, 1, 9, 2, 10, 3, 11);
+        t[2 * k + 1] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 4, 12, 5, 13, 6, 14, 7, 15);
+    }
+    u32x4 u[8];
+    for (int k = 0; k < 2; k++) {
+        for (int h = 0; h < 2; h++) {
+            u32x4 a = (u32x4)t[4 * k + h], b = (u32x4)t[4 * k + 2 + h];
+            u[4 * k + 2 * h] = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+            u[4 * k + 2 * h + 1] = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+        }
+    }
+    for (int q = 0; q < 4; q++) {
+        u64x2 a = (u64x2)u[q], b = (u64x2)u[4 + q];
+        out[2 * q] = (u16x8)__builtin_shufflevector(a, b, 0, 2);
+        out[2 * q + 1] = (u16x8)__builtin_shufflevector(a, b, 1, 3);
+    }
+}
+
+// Rows are rounded whole (vectorized); V's are then transposed eight keys × eight dimensions at a time in
+// registers. Rounded one value at a time in the transposed order, packing took 1.6–2.5 ns a value on a Zen
+// 3; rows rounded whole and scattered value by value, ~0.5 ns, still the largest cost of the driver around
+// the kernels in a sparse pass (`sparge bench-kernel` with SPARGE_BF16_TILES=bookkeeping, `perf record`).
+// Kp is a multiple of 32 and D of 32 where the tiles run, so the 8 × 8 squares tile both.
 void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
                             unsigned short *valuesT) {
     long kp = sparge_bf16_padded_keys(rows);
     bf16_row(keys, rows * dim, packedKeys);
     memset(packedKeys + rows * dim, 0, sizeof(unsigned short) * (kp - rows) * dim);
-    unsigned short row[dim];
-    for (long c = 0; c < kp; c++) {
-        if (c < rows) bf16_row(values + c * dim, dim, row);
-        for (long i = 0; i < dim; i++) valuesT[i * kp + c] = c < rows ? row[i] : 0;
+    if (dim % 8 != 0) {  // not a shape the tiles take; kept correct anyway, a value at a time
+        unsigned short row[dim];
+        for (long c = 0; c < kp; c++) {
+            if (c < rows) bf16_row(values + c * dim, dim, row);
+            for (long i = 0; i < dim; i++) valuesT[i * kp + c] = c < rows ? row[i] : 0;
+        }
+        return;
+    }
+    unsigned short eight[8][dim];
+    for (long c0 = 0; c0 < kp; c0 += 8) {
+        for (long j = 0; j < 8; j++) {
+            if (c0 + j < rows) bf16_row(values + (c0 + j) * dim, dim, eight[j]);
+            else memset(eight[j], 0, sizeof(unsigned short) * dim);
+        }
+        for (long i0 = 0; i0 < dim; i0 += 8) {
+            u16x8 r[8], out[8];
+            for (int j = 0; j < 8; j++) memcpy(&r[j], &eight[j][i0], 16);
+            transpose_8x8(r, out);
+            for (int i = 0; i < 8; i++) memcpy(valuesT + (i0 + i) * kp + c0, &out[i], 16);
+        }
     }
 }
 
