@@ -1,0 +1,2 @@
+d=$(mktemp -d); gunzip -c out/amxp/sparge.gz > $d/new; gunzip -c out/amxp/sparge-base.gz > $d/base; chmod +x $d/new $d/base
+for i in 1 2 3 4; do for b in new base; do echo -n "$b "; SPARGE_BF16_TILES=bookkeeping timeout 60 $d/$b bench-kernel --backend cpu --workload random --seq 32768 --heads 8 --head-dim 128 --precision bf16 --threads 16 --json --topk 0.1 --theta -1 --repeat 3 | tail -n 1 | python3 -c 'import json,sys; j=json.loads(sys.stdin.read()); print(j["kernel_ms"], j["kernel_ms_min"])'; done; done
