@@ -119,10 +119,7 @@ public final class BlockSparseAttention {
         self.queries = rounded
         self.precision = precision
         let count = queries.heads * queries.rows * queries.dim
-        output = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            if let base = buffer.baseAddress { HugePages.advise(base, bytes: count * MemoryLayout<Float>.stride) }
-            initialized = count
-        }
+        output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
         let (plan, bank) = (plan, bank)
         output.withUnsafeMutableBufferPointer { out in
             let base = out.baseAddress ?? UnsafeMutablePointer(bitPattern: 64)!
