@@ -62,7 +62,8 @@ INLINE vfloat vexp2(vfloat x) {
 
 /// `2^x` for a probability that is then rounded to bf16 (8 significant bits, a relative step of up to 2⁻⁹):
 /// vexp2's reduction with a degree-3 polynomial, minimax in relative error (≤ 1.02e-4, 1/19 of that step)
-/// with p(0) = 1 exactly, so that a row's maximum is exactly 1 and x ≤ −127 exactly +0 as in vexp2. The
+/// with p(0) = 1 exactly, so that a row's maximum is exactly 1 and x ≤ −127 exactly +0 as in vexp2 (x in
+/// (−127, −126) gives a wrong subnormal, as vexp2 does, which P's rounding then flushes to 0). The
 /// integer of t = x + 1.5·2²³ sits in its low bits, so t's bits shifted by 23 are n's exponent field
 /// without subtracting the magic's. 9 instructions against vexp2's 13: on AMX the softmax is as long as a
 /// tile product, and this is most of it.

@@ -180,10 +180,13 @@ final class Bf16TileTests: XCTestCase {
                                 .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
                                 Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x0000_8001),
                                 -Float(bitPattern: 0x0040_0000), 0, -0.0]
-        for _ in 0..<20 {
+        // Every D at least once: multiples of 32 (what the tiles take), 40 (8 × 8 squares that do not make a
+        // 32), 20 (the value-at-a-time path for D not a multiple of 8).
+        let dims = [20, 32, 40, 64, 96, 128]
+        for trial in 0..<20 {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
             var g = SeededGenerator(seed: seed)
-            let dim = [32, 64, 96, 128].randomElement(using: &g)!, keys = Int.random(in: 1...128, using: &g)
+            let dim = trial < dims.count ? dims[trial] : dims.randomElement(using: &g)!, keys = Int.random(in: 1...128, using: &g)
             let lanes = [64, 128].randomElement(using: &g)!, rows = Int.random(in: 1...lanes, using: &g)
             let stride = lanes + 16, kp = sparge_bf16_padded_keys(keys)
             func value() -> Float { Int.random(in: 0..<4, using: &g) == 0 ? special.randomElement(using: &g)! : g.normal() * 100 }
