@@ -14,7 +14,7 @@
 # 5. The error beside the speed: dense N = 32768, AMX bf16, relative L1 against Double on 4 sampled blocks.
 # With CARRY/sparge-base.gz (a baseline build) beside it, every round of 2–3 also times the baseline right
 # after ours (its visit and its dense run, "base …"), and 4–5 run both: a change against its baseline in the
-# same rounds of a machine whose speed moves within a lease.
+# same rounds of a machine whose speed moves within a lease. Odd rounds run ours first, even rounds the baseline.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-8}" out="${4:-${OUT:-cpu-amx-long}}"
@@ -22,8 +22,10 @@ sparge="$(mktemp -d)/sparge"
 gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge.gz"; exit 1; }
 binaries=("$sparge")
 if [ -f "$carry/sparge-base.gz" ]; then
-    export SPARGE_BASE="$(dirname "$sparge")/sparge-base"
-    gunzip -c "$carry/sparge-base.gz" > "$SPARGE_BASE" && chmod +x "$SPARGE_BASE" && binaries+=("$SPARGE_BASE")
+    base="$(dirname "$sparge")/sparge-base"
+    gunzip -c "$carry/sparge-base.gz" > "$base" && chmod +x "$base" || { echo "$carry/sparge-base.gz does not unpack"; exit 1; }
+    export SPARGE_BASE="$base"
+    binaries+=("$SPARGE_BASE")
 fi
 mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
@@ -59,7 +61,7 @@ except ValueError: print('?')" "$ms"
 step "2–3. dense N = 32768, 8 heads, 16 threads, $rounds rounds against PyTorch, each with the state before it"
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r ($(date -u +%T)): one thread's visit $(visit "") µs with the AMX kernels, $(visit bookkeeping) µs bookkeeping alone$([ -n "${SPARGE_BASE:-}" ] && echo "; base $(visit "" "$SPARGE_BASE") µs")"
-    TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="amx:bf16" \
+    TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="amx:bf16" SPARGE_BASE_FIRST=$(( (r + 1) % 2 )) \
         timeout -k 5 200 bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 1 32768 8 16 | tail -n "$([ -n "${SPARGE_BASE:-}" ] && echo 4 || echo 3)" || fail "round $r"
 done
 

@@ -7,7 +7,8 @@
 # kernel set this CPU has (SPARGE_CPU_ISA; `ISAS="avx512 avx2"` chooses) in every precision of PRECISIONS
 # (default fp32; e.g. `PRECISIONS="fp32 int8"`), or exactly the pairs of RUNS (e.g. `RUNS="amx:bf16 avx512:fp32"`),
 # then the peer (fp32 and bf16). With SPARGE_BASE set to a second binary (a baseline build), each run is also
-# made with it, right after, and printed as "base …": a change against its baseline in the same rounds.
+# made with it, right after (right before with SPARGE_BASE_FIRST=1), and printed as "base …": a change against
+# its baseline in the same rounds.
 # Prints the median GFLOP/s of each (each run itself the median of 3 repeats), its ratio to PyTorch fp32, and
 # the peak of the same kernel set that `bench` measured before each run (FMA; int16 multiply-adds for int8).
 set -euo pipefail
@@ -30,10 +31,16 @@ fi
 lines=()
 for ((r = 0; r < rounds; r++)); do
     for run in "${runs[@]}"; do
-        lines+=("$(SPARGE_CPU_ISA=${run%%:*} "$sparge" bench --workload random --seq "$seq" --heads "$heads" --head-dim 128 \
-            --dense --threads "$threads" --repeat 3 --precision "${run#*:}" --json 2>/dev/null | tail -n 1)")
-        [ -n "${SPARGE_BASE:-}" ] && lines+=("base $(SPARGE_CPU_ISA=${run%%:*} "$SPARGE_BASE" bench --workload random --seq "$seq" \
-            --heads "$heads" --head-dim 128 --dense --threads "$threads" --repeat 3 --precision "${run#*:}" --json 2>/dev/null | tail -n 1)")
+        order=(ours)
+        if [ -n "${SPARGE_BASE:-}" ]; then
+            [ "${SPARGE_BASE_FIRST:-0}" = 1 ] && order=(base ours) || order=(ours base)
+        fi
+        for who in "${order[@]}"; do
+            binary="$sparge" tag=""
+            [ "$who" = base ] && binary="$SPARGE_BASE" tag="base "
+            lines+=("$tag$(SPARGE_CPU_ISA=${run%%:*} "$binary" bench --workload random --seq "$seq" --heads "$heads" \
+                --head-dim 128 --dense --threads "$threads" --repeat 3 --precision "${run#*:}" --json 2>/dev/null | tail -n 1)")
+        done
     done
     while IFS= read -r line; do lines+=("$line"); done < <("$python" "$peer" --seq "$seq" --heads "$heads" --threads "$threads")
 done
@@ -41,12 +48,13 @@ python3 - "${lines[@]}" <<'PY'
 import json, statistics, sys
 runs = {}
 for line in sys.argv[1:]:
-    base = line.startswith("base ")
-    j = json.loads(line[5:] if base else line)
+    of_baseline = line.startswith("base ")
+    j = json.loads(line[5:] if of_baseline else line)
     if "peer" in j:
         runs.setdefault(f"torch sdpa {j['dtype']}", []).append((j["gflops"], None))
     else:
-        runs.setdefault(f"{'base' if base else 'sparge'} {j['isa']} {j['precision']}", []).append((j["gflops_dense_equiv"], j["peak_gflops"]))
+        name = f"{'base' if of_baseline else 'sparge'} {j['isa']} {j['precision']}"
+        runs.setdefault(name, []).append((j["gflops_dense_equiv"], j["peak_gflops"]))
 base = statistics.median(g for g, _ in runs["torch sdpa float32"])
 for name, rs in runs.items():
     g = statistics.median(x for x, _ in rs)
