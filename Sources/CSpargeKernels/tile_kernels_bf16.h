@@ -16,7 +16,7 @@
 // Work per visit (64 lanes × 64 keys, D = 128; counted from the loops below): scores 64 TDPBF16PS, 64 tile
 // loads, 16 stores, 16 zeroings; P·V 64 TDPBF16PS, 64 operand loads and Oᵀ's 32 KB in (32 loads) and out
 // (32 stores). In vectors: the maxima 256 loads and 256 max; the softmax per 16 lanes and key pair ~28
-// instructions (2 loads, 2 FMAs, 2 × 9 for exp2 — vexp2_probability, 2 × 13 with vexp2 —, vcvtne2ps2bf16 +
+// instructions (2 loads, 2 FMAs, 2 × 9 for exp2 — vexp2_probability, 2 × 12 with vexp2 —, vcvtne2ps2bf16 +
 // vpermw, a store, 2 adds), 4·32·28 ≈ 3600. The tiles' arithmetic is 128 × 16 = 2048 cycles; the vectors
 // ~2000 cycles on two 512-bit ports (~2500 with vexp2). The tile
 // registers are not renamed, and a tile's softmax sits between its own scores and P·V, so within one tile

@@ -40,15 +40,23 @@ INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return __builtin_elementwise_
 INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
 #endif
 
-/// `2^x` for x ≤ 0 (and up to 127), the same recipe as `exp2Vector` in Swift: round to nearest with the
-/// 1.5·2²³ trick, a degree-6 Taylor polynomial of 2^f for f ∈ [−½, ½], 2^n added to the exponent bits.
-/// x ≤ −127, −inf included, gives exactly +0.
-INLINE vfloat vexp2(vfloat x) {
-    const vfloat lo = vsplat(-127.0f), magic = vsplat(12582912.0f);
-    vfloat xc = vmax(x, lo);
+/// The reduction both exponentials below share: x clamped to ≥ −127 and split as n + f, n = round(x) by the
+/// 1.5·2²³ trick (ties to even), f ∈ [−½, ½]. Returns f, and in `*exponent` n's exponent field (n · 2²³ as
+/// bits): the integer of t = x + 1.5·2²³ sits in t's low bits, so t's bits shifted by 23 are that field
+/// without subtracting the magic's (unsigned: the shift drops t's high bits by definition).
+INLINE vfloat exp2_reduce(vfloat x, vbits *exponent) {
+    const vfloat magic = vsplat(12582912.0f);
+    vfloat xc = vmax(x, vsplat(-127.0f));
     vfloat t = xc + magic;
-    vfloat n = t - magic;
-    vfloat f = xc - n;
+    *exponent = (vbits)t << 23;
+    return xc - (t - magic);
+}
+
+/// `2^x` for x ≤ 0 (and up to 127): exp2_reduce, a degree-6 Taylor polynomial of 2^f for f ∈ [−½, ½], 2^n
+/// added to the exponent bits. x ≤ −127, −inf included, gives exactly +0.
+INLINE vfloat vexp2(vfloat x) {
+    vbits exponent;
+    vfloat f = exp2_reduce(x, &exponent);
     vfloat p = vsplat(1.540353039338161e-4f);
     p = vfma(p, f, vsplat(1.333355814642844e-3f));
     p = vfma(p, f, vsplat(9.618129107628477e-3f));
@@ -56,27 +64,22 @@ INLINE vfloat vexp2(vfloat x) {
     p = vfma(p, f, vsplat(0.2402265069591007f));
     p = vfma(p, f, vsplat(0.6931471805599453f));
     p = vfma(p, f, vsplat(1.0f));
-    vint ni = (vint)t - (vint)magic;
-    return (vfloat)((vint)p + (ni << 23));
+    return (vfloat)((vbits)p + exponent);
 }
 
 /// `2^x` for a probability that is then rounded to bf16 (8 significant bits, a relative step of up to 2⁻⁹):
 /// vexp2's reduction with a degree-3 polynomial, minimax in relative error (≤ 1.02e-4, 1/19 of that step)
 /// with p(0) = 1 exactly, so that a row's maximum is exactly 1 and x ≤ −127 exactly +0 as in vexp2 (x in
-/// (−127, −126) gives a wrong subnormal, as vexp2 does, which P's rounding then flushes to 0). The
-/// integer of t = x + 1.5·2²³ sits in its low bits, so t's bits shifted by 23 are n's exponent field
-/// without subtracting the magic's. 9 instructions against vexp2's 13: on AMX the softmax is as long as a
-/// tile product, and this is most of it.
+/// (−127, −126) gives a wrong subnormal, as vexp2 does, which P's rounding then flushes to 0). 9
+/// instructions against vexp2's 12: on AMX the softmax is as long as a tile product, and this is most of it.
 INLINE vfloat vexp2_probability(vfloat x) {
-    const vfloat lo = vsplat(-127.0f), magic = vsplat(12582912.0f);
-    vfloat xc = vmax(x, lo);
-    vfloat t = xc + magic;
-    vfloat f = xc - (t - magic);
+    vbits exponent;
+    vfloat f = exp2_reduce(x, &exponent);
     vfloat p = vsplat(0.05500862f);
     p = vfma(p, f, vsplat(0.24221021f));
     p = vfma(p, f, vsplat(0.69328288f));
     p = vfma(p, f, vsplat(1.0f));
-    return (vfloat)((vbits)p + ((vbits)t << 23));  // unsigned: the shift drops t's high bits by definition
+    return (vfloat)((vbits)p + exponent);
 }
 
 /// The next block's lines (keys, then values), asked for a few at a time: `lines` of each, `perCall` per
