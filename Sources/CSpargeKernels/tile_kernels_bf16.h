@@ -29,6 +29,8 @@
 // (prefetcht0, 64 lines a step) made a visit 2.3 µs slower in the L2 and 0.6 µs slower from the L3
 // (BENCHMARKS.md): the hardware keeps up without it.
 
+#include "bf16_softmax.h"
+
 /// C tiles 0–3 += A·B for two row groups of A (`a0`, `a1`: 16 rows of 32 bf16, `aBytes` apart) and two
 /// lane groups of B (`b`, `b + 16`: 16 rows of 16 pairs, `bBytes` apart): the step of both products.
 INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, long aBytes, const unsigned *b,
@@ -41,64 +43,6 @@ INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, lon
     TILE_DP(1, 4, 7);
     TILE_DP(2, 5, 6);
     TILE_DP(3, 5, 7);
-}
-
-/// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]) for the 16 lanes from r (scaling is
-/// monotone, so the scaled maximum is the maximum of the scaled scores).
-INLINE void row_maxima16(const float *scores, long stride, long r, long keyCount, vfloat scale, float *rowMax) {
-    vfloat m = vsplat(-__builtin_inff());
-    for (long c = 0; c < keyCount; c++) m = vmax(m, vload(scores + c * stride + r));
-    vstore(rowMax + r, vmax(vload(rowMax + r), m * scale));
-}
-
-/// The online-softmax update of 16 lanes: begin (m, α, the shift), the key pairs of a range, end (the state
-/// written back).
-typedef struct {
-    vfloat m, alpha, negShift, sum;
-} softmax16;
-
-INLINE softmax16 softmax16_begin(long r, const float *blockMaxThenAlpha, const float *runningMax) {
-    const vfloat negInf = vsplat(-__builtin_inff()), zero = vsplat(0);
-    vfloat mPrev = vload(runningMax + r);
-    vfloat m = vmax(mPrev, vload(blockMaxThenAlpha + r));
-    vfloat shift = (vfloat)((vint)m & ~(vint)(m == negInf));  // 0 where m = −inf
-    softmax16 st = {m, vexp2(mPrev - shift), zero - shift, zero};
-    return st;
-}
-
-/// Pair rows [j0, j1) of the 16 lanes from r: pair row j (keys 2j, 2j+1) overwrites score row j, read
-/// already (as row 2j or 2j+1 ≥ j) for these lanes when the ranges go up in order. Pairs past the key
-/// count are 0.
-INLINE void softmax16_pairs(softmax16 *st, float *scores, long stride, long r, long keyCount, vfloat s, long j0,
-                            long j1) {
-    int *pairs = (int *)scores;
-    const vfloat zero = vsplat(0);
-    vfloat sum = st->sum, negShift = st->negShift;
-    long j = j0, full = keyCount / 2 < j1 ? keyCount / 2 : j1;
-    for (; j < full; j++) {
-        vfloat e0 = vexp2_probability(vfma(vload(scores + 2 * j * stride + r), s, negShift));
-        vfloat e1 = vexp2_probability(vfma(vload(scores + (2 * j + 1) * stride + r), s, negShift));
-        vstorei(pairs + j * stride + r, bf16_pairs(e0, e1));
-        sum += e0;
-        sum += e1;
-    }
-    for (; j < j1; j++) {
-        if (2 * j < keyCount) {
-            vfloat e0 = vexp2_probability(vfma(vload(scores + 2 * j * stride + r), s, negShift));
-            vstorei(pairs + j * stride + r, bf16_pairs(e0, zero));
-            sum += e0;
-        } else {
-            vstorei(pairs + j * stride + r, vspliti(0));
-        }
-    }
-    st->sum = sum;
-}
-
-INLINE void softmax16_end(const softmax16 *st, long r, float *blockMaxThenAlpha, float *runningMax,
-                          float *runningSum) {
-    vstore(runningSum + r, vfma(vload(runningSum + r), st->alpha, st->sum));
-    vstore(runningMax + r, st->m);
-    vstore(blockMaxThenAlpha + r, st->alpha);
 }
 
 /// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), stored straight into the score rows (Kp
@@ -133,17 +77,6 @@ void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, cons
             row_maxima16(scores, stride, g - 32, keyCount, s, rowMax);
             row_maxima16(scores, stride, g - 16, keyCount, s, rowMax);
         }
-    }
-}
-
-void KERNEL(bf16_softmax)(float *scores, long stride, long lanes, long keyCount, float scale,
-                          float *blockMaxThenAlpha, float *runningMax, float *runningSum) {
-    const vfloat s = vsplat(scale);
-    const long pairRows = sparge_bf16_padded_keys(keyCount) / 2;
-    for (long r = 0; r < lanes; r += VW) {
-        softmax16 st = softmax16_begin(r, blockMaxThenAlpha, runningMax);
-        softmax16_pairs(&st, scores, stride, r, keyCount, s, 0, pairRows);
-        softmax16_end(&st, r, blockMaxThenAlpha, runningMax, runningSum);
     }
 }
 
