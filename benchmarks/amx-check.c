@@ -383,18 +383,27 @@ int main(int argc, char **argv) {
         if (f) fclose(f);
     }
     int isa = sparge_cpu_isa();
-    const char *names[] = {"portable", "avx2", "avx512", "amx"};
-    printf("amx-check: seed %llu, %ld trials, sparge_cpu_isa = %s\n", seed, trials, isa >= 0 && isa <= 3 ? names[isa] : "?");
+    const char *names[] = {"portable", "avx2", "avx512", "avx512bf16", "amx"};
+    printf("amx-check: seed %llu, %ld trials, sparge_cpu_isa = %s\n", seed, trials, isa >= 0 && isa <= 4 ? names[isa] : "?");
     int failed = 0;
 #if defined(__x86_64__)
     if (isa >= SPARGE_ISA_AVX2) {
         check emulated = {"emulated tiles (AVX2)", sparge_bf16_emulated(), trials, seed, 0, 0, 0, 0, 0, 0, 0};
         run_check(&emulated);
         failed |= report(&emulated);
+        check dot = {"emulated dot products (AVX2)", sparge_bf16_dot_emulated(), trials, seed, 0, 0, 0, 0, 0, 0, 0};
+        run_check(&dot);
+        failed |= report(&dot);
+    }
+    if (isa >= SPARGE_ISA_AVX512_BF16) {
+        check dot = {"avx512bf16 dot products", sparge_kernels(SPARGE_ISA_AVX512_BF16).bf16, trials, seed, 0, 0, 0, 0, 0, 0, 0};
+        run_check(&dot);
+        failed |= report(&dot);
     }
 #endif
     if (isa != SPARGE_ISA_AMX) {
-        printf("amx-check: this CPU (or its OS) offers no AMX; only the emulated kernels were checked\n");
+        printf("amx-check: this CPU (or its OS) offers no AMX; only the emulated kernels%s were checked\n",
+               isa >= SPARGE_ISA_AVX512_BF16 ? " and AVX512-BF16's" : "");
         return failed ? 1 : 2;
     }
     sparge_tile_kernels amx = sparge_kernels(SPARGE_ISA_AMX);

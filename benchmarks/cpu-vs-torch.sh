@@ -19,6 +19,7 @@ if [ -n "${ISAS:-}" ]; then
 else
     isas=(portable avx2)
     grep -qw avx512f /proc/cpuinfo && isas+=(avx512)
+    grep -qw avx512_bf16 /proc/cpuinfo && isas+=(avx512bf16)
 fi
 echo "CPU: $(lscpu | sed -n "s/^Model name: *//p"), flags: $(grep -ow 'avx2\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')$(nproc) cores; $(date -u +%F)"
 echo "shape: N=$seq, $heads heads, D=128, dense, non-causal, $threads threads"

@@ -26,15 +26,20 @@ static int tiles_permitted(void) {
 #endif
 }
 
-/// AMX-BF16 and AMX-TILE (cpuid 7.0 EDX bits 22, 24), the AVX-512 the bf16 kernels also use (BW, VL:
-/// EBX bits 30, 31; AVX512-BF16: cpuid 7.1 EAX bit 5), the OS saving the tile state (XCR0 bits 17, 18), and
-/// Linux's permission. `maxLeaf7`, `ebx7`, `edx7`: cpuid 7.0's EAX, EBX, EDX.
-static int amx_usable(unsigned maxLeaf7, unsigned ebx7, unsigned edx7, unsigned long long xcr0) {
-    if (!(((edx7 >> 22) & 1) && ((edx7 >> 24) & 1) && ((ebx7 >> 30) & 1) && ((ebx7 >> 31) & 1))) return 0;
+/// AVX512-BF16 (cpuid 7.1 EAX bit 5) and the AVX-512 its kernels also use: BW, DQ, VL (cpuid 7.0 EBX bits 30,
+/// 17, 31). `maxLeaf7`, `ebx7`: cpuid 7.0's EAX and EBX.
+static int avx512_bf16_usable(unsigned maxLeaf7, unsigned ebx7) {
+    if (!(((ebx7 >> 30) & 1) && ((ebx7 >> 17) & 1) && ((ebx7 >> 31) & 1))) return 0;
     if (maxLeaf7 < 1) return 0;
     unsigned a, b, c, d;
     __cpuid_count(7, 1, a, b, c, d);
-    if (!((a >> 5) & 1)) return 0;
+    return (a >> 5) & 1;
+}
+
+/// AMX-BF16 and AMX-TILE (cpuid 7.0 EDX bits 22, 24) on top of AVX512-BF16, the OS saving the tile state
+/// (XCR0 bits 17, 18), and Linux's permission. `edx7`: cpuid 7.0's EDX.
+static int amx_usable(unsigned edx7, unsigned long long xcr0) {
+    if (!(((edx7 >> 22) & 1) && ((edx7 >> 24) & 1))) return 0;
     if ((xcr0 & 0x60000) != 0x60000) return 0;
     return tiles_permitted();
 }
@@ -51,7 +56,8 @@ int sparge_cpu_isa(void) {
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
     if (!avx2) return SPARGE_ISA_PORTABLE;
     if (!(avx512f && (xcr0 & 0xE6) == 0xE6)) return SPARGE_ISA_AVX2;  // opmask, zmm0–15 upper, zmm16–31
-    return amx_usable(a, b, d, xcr0) ? SPARGE_ISA_AMX : SPARGE_ISA_AVX512;
+    if (!avx512_bf16_usable(a, b)) return SPARGE_ISA_AVX512;
+    return amx_usable(d, xcr0) ? SPARGE_ISA_AMX : SPARGE_ISA_AVX512_BF16;
 }
 #else
 int sparge_cpu_isa(void) { return SPARGE_ISA_PORTABLE; }
@@ -60,6 +66,7 @@ int sparge_cpu_isa(void) { return SPARGE_ISA_PORTABLE; }
 sparge_tile_kernels sparge_kernels_portable(void);
 sparge_tile_kernels sparge_kernels_avx2(void);
 sparge_tile_kernels sparge_kernels_avx512(void);
+sparge_bf16_tile_kernels sparge_bf16_kernels_avx512bf16(void);
 sparge_bf16_tile_kernels sparge_bf16_kernels_amx(void);
 
 sparge_tile_kernels sparge_kernels(int isa) {
@@ -68,6 +75,12 @@ sparge_tile_kernels sparge_kernels(int isa) {
         // The AVX-512 kernels, with bf16 products on tiles.
         sparge_tile_kernels k = sparge_kernels_avx512();
         k.bf16 = sparge_bf16_kernels_amx();
+        return k;
+    }
+    if (isa == SPARGE_ISA_AVX512_BF16) {
+        // The AVX-512 kernels, with bf16 products in VDPBF16PS.
+        sparge_tile_kernels k = sparge_kernels_avx512();
+        k.bf16 = sparge_bf16_kernels_avx512bf16();
         return k;
     }
     if (isa == SPARGE_ISA_AVX512) return sparge_kernels_avx512();

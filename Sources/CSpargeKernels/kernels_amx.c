@@ -49,14 +49,8 @@ INLINE void tile_release(void) {
 #define TILE_STORE(t, p, rowBytes) _tile_stored(t, p, rowBytes)
 #define TILE_DP(c, a, b) _tile_dpbf16ps(c, a, b)
 
-/// vcvtne2ps2bf16 puts hi's 16 bf16 above lo's; vpermw interleaves them into (lo, hi) words.
-INLINE vint bf16_pairs(vfloat lo, vfloat hi) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    __m512bh halves = _mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo);
-    return (vint)_mm512_permutexvar_epi16(interleave, (__m512i)halves);
-}
-
+#define BF16_PAIRS_NATIVE 1
+#include "bf16_pairs.h"
 #include "tile_kernels_bf16.h"
 #pragma clang attribute pop
 #endif

@@ -47,16 +47,7 @@ static void emulated_dp(int c, int a, int b) {
 #define TILE_STORE(t, p, rowBytes) emulated_store(t, p, rowBytes)
 #define TILE_DP(c, a, b) emulated_dp(c, a, b)
 
-/// vcvtne2ps2bf16's rounding on integer lanes: input denormals as 0, then ties to even (P is never NaN).
-typedef unsigned vuint __attribute__((vector_size(VW * 4), aligned(4)));
-INLINE vuint bf16_rounded_bits(vfloat x) {
-    vuint a = (vuint)x;
-    a &= ~(vuint)((a & 0x7F800000u) == 0) | 0x80000000u;
-    return a + 0x7FFFu + ((a >> 16) & 1u);
-}
-INLINE vint bf16_pairs(vfloat lo, vfloat hi) {
-    return (vint)((bf16_rounded_bits(lo) >> 16) | (bf16_rounded_bits(hi) & 0xFFFF0000u));
-}
+#include "bf16_pairs.h"
 
 #include "tile_kernels_bf16.h"
 #pragma clang attribute pop

@@ -18,7 +18,7 @@ enum VerifyCommand {
         .value("v", "FILE", "values from a file"),
         .value("layout", "hnd|nhd", "layout of the files (default hnd)"),
         .flag("no-reference", "skip the Double references (for large N): check against one process only"),
-        .value("tolerance", "X", "largest relative L1 allowed against one process (default 1e-5; 2e-4 for --precision int8, 3e-3 for bf16 on AMX)"),
+        .value("tolerance", "X", "largest relative L1 allowed against one process (default 1e-5; 2e-4 for --precision int8, 3e-3 for bf16 on AVX512-BF16 or AMX)"),
         .flag("json", "print one JSON object"),
     ] + ConfigOptions.specs + BackendOptions.specs
 
@@ -52,7 +52,7 @@ enum VerifyCommand {
         // mean leaves each block an offset that int8 spends its range on (benchmarks/int8-smoothing.py repeats
         // it in NumPy: 1.76e-2; the upstream kernel costs 2.27e-2 there): bounded by 3e-2.
         let gpuInt8 = (engine as? CUDAAttentionEngine)?.precision == .int8
-        // bf16 on AMX tiles rounds P to bf16 against the running max of the moment as well (2⁻⁹ relative per p
+        // bf16 on bf16 products (AVX512-BF16, AMX) rounds P to bf16 against the running max of the moment as well (2⁻⁹ relative per p
         // at most): two orders differ by that rounding, and the Double reference, which cannot repeat it, by
         // ~1e-3 relative L1 on random inputs (Bf16TileTests: 1.1–1.4e-3, bounded there by 3e-3).
         let bf16Tiles = (engine as? CPUAttentionEngine).map { $0.precision == .bf16 && $0.isa.hasBf16Tiles } ?? false

@@ -20,7 +20,7 @@ let topHelp = """
     `sparge <command> --help` lists a command's options.
 
     environment (the CPU backend):
-      SPARGE_CPU_ISA=portable|avx2|avx512|amx  the attention kernels' instruction set (default: the best this CPU has)
+      SPARGE_CPU_ISA=portable|avx2|avx512|avx512bf16|amx  the attention kernels' instruction set (default: the best this CPU has)
 
     environment (the CUDA backend):
       SPARGE_LIBCUDA, SPARGE_NVRTC  paths of libcuda.so.1 and libnvrtc when not on the loader's path

@@ -4,9 +4,9 @@ import SpargeKernels
 import SpargeTestSupport
 import XCTest
 
-/// `AttentionPrecision.bf16` on bf16 matrix tiles (AMX): the kernels' C twin, the tile on the kernels with the
-/// tiles emulated in C (their loops, tails and layouts, on any x86-64 with AVX2), the scalar twin against
-/// Double, and the AMX kernels themselves where this CPU has them.
+/// `AttentionPrecision.bf16` on bf16 products (AMX tiles, AVX512-BF16 dot products): the kernels' C twin, the
+/// tile on both sets' kernels with their instructions emulated in C (their loops, tails and layouts, on any
+/// x86-64 with AVX2), the scalar twin against Double, and the real instructions where this CPU has them.
 final class Bf16TileTests: XCTestCase {
     struct Shape: CustomStringConvertible {
         var seed: UInt64
@@ -70,35 +70,47 @@ final class Bf16TileTests: XCTestCase {
         return (out, twinOut)
     }
 
-    /// The tile on emulated tiles against its twin: the twin computes the tiles' definition in their order
-    /// (scores summed along D on the unscaled queries, the kernels' exp2 recipe), so P is the same bits and
-    /// only α (the C library's exp2 in the twin) and fused vs separate roundings of the sums differ: measured
-    /// ≤ 4e-8 relative L1 over 300 shapes; 1e-6. A wrong lane, key, layout or mask costs O(1).
+    /// The tile on emulated instructions against its twin: the twin computes the kernels' definition in their
+    /// order (scores summed along D on the unscaled queries, the kernels' exp2 recipe), so P is the same bits
+    /// and only α (the C library's exp2 in the twin) and fused vs separate roundings of the sums differ:
+    /// measured ≤ 4e-8 relative L1 over 300 shapes; 1e-6. A wrong lane, key, layout or mask costs O(1).
     static let emulatedTolerance = 1e-6
-    /// Real tiles may sum a product pair in another order than the emulation: a score's last bit can then move
-    /// a p across a bf16 rounding boundary, one bf16 step (≤ 2⁻⁸ for p ≤ 1) on that p, which in a tile of a
-    /// few rows dominated by that key is up to ~1e-3 of its output; 5e-3.
-    static let amxTolerance = 5e-3
+    /// The real instructions may sum a product pair in another order than the emulation (VDPBF16PS adds the
+    /// high pair first): a score's last bit can then move a p across a bf16 rounding boundary, one bf16 step
+    /// (≤ 2⁻⁸ for p ≤ 1) on that p, which in a tile of a few rows dominated by that key is up to ~1e-3 of its
+    /// output; 5e-3.
+    static let hardwareTolerance = 5e-3
 
-    func testTileOnEmulatedTilesAgainstScalarTwin() throws {
+    #if arch(x86_64)
+    /// Both bf16 sets with their instructions emulated: AMX's tiles, AVX512-BF16's dot products.
+    static let emulatedSets = [("AMX tiles", sparge_bf16_emulated()), ("AVX512-BF16 dot products", sparge_bf16_dot_emulated())]
+    #endif
+
+    func testTileOnEmulatedInstructionsAgainstScalarTwin() throws {
         #if arch(x86_64)
-        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
-        for shape in randomShapes(30) {
-            let (out, twin) = tileAndTwin(shape, isa: .portable, kernels: sparge_bf16_emulated())
-            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.emulatedTolerance, "\(shape)")
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 kernels are compiled for AVX2") }
+        for (name, kernels) in Self.emulatedSets {
+            for shape in randomShapes(30) {
+                let (out, twin) = tileAndTwin(shape, isa: .portable, kernels: kernels)
+                XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.emulatedTolerance, "\(name): \(shape)")
+            }
         }
         #else
-        throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")
+        throw XCTSkip("the emulated bf16 kernels are x86-64 only")
         #endif
     }
 
-    func testTileOnAMXAgainstScalarTwin() throws {
-        guard CPUISA.detected == .amx else {
-            throw XCTSkip("this CPU has no AMX (it runs \(CPUISA.detected.rawValue)): the AMX tiles are checked by benchmarks/amx-check.c and cpu-amx-device.sh on one")
+    /// Every bf16 set this CPU runs (AVX512-BF16, AMX), on its real instructions.
+    func testTileOnBf16InstructionsAgainstScalarTwin() throws {
+        let sets = CPUISA.allCases.filter { $0.hasBf16Tiles && $0.isSupported }
+        guard !sets.isEmpty else {
+            throw XCTSkip("this CPU has neither AVX512-BF16 nor AMX (it runs \(CPUISA.detected.rawValue)): those kernels are checked on one (benchmarks/amx-check.c, cpu-amx-device.sh)")
         }
-        for shape in randomShapes(12) {
-            let (out, twin) = tileAndTwin(shape, isa: .amx, kernels: nil)
-            XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.amxTolerance, "\(shape)")
+        for isa in sets {
+            for shape in randomShapes(12) {
+                let (out, twin) = tileAndTwin(shape, isa: isa, kernels: nil)
+                XCTAssertLessThanOrEqual(relativeL1(out, twin), Self.hardwareTolerance, "\(isa): \(shape)")
+            }
         }
     }
 
@@ -129,13 +141,14 @@ final class Bf16TileTests: XCTestCase {
         }
     }
 
-    /// The kernels alone, emulated tiles against the C twin, chained (scores, softmax, P·V) on random
-    /// operands: the emulation sums in the twin's order, so only the ulps of fused vs separate rounding in the
+    /// The kernels alone, both emulated sets against the C twin, chained (scores, softmax, P·V) on random
+    /// operands: the emulations sum in the twin's order, so only the ulps of fused vs separate rounding in the
     /// exponent's argument could differ — none measured; 1e-6 of the largest output.
     func testEmulatedKernelsAgainstTheirTwin() throws {
         #if arch(x86_64)
-        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 kernels are compiled for AVX2") }
         var system = SystemRandomNumberGenerator()
+        for (name, emulated) in Self.emulatedSets {
         for _ in 0..<6 {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
             var g = SeededGenerator(seed: seed)
@@ -148,7 +161,7 @@ final class Bf16TileTests: XCTestCase {
             sparge_pack_bf16_queries(q, lanes, dim, stride, lanes, &qT)
             kv.withUnsafeBufferPointer { sparge_pack_bf16_block($0.baseAddress!, $0.baseAddress! + keys * dim, keys, dim, &packedK, &valuesT) }
             var outputs: [[Float]] = []
-            for kernels in [sparge_bf16_emulated(), sparge_bf16_twin()] {
+            for kernels in [emulated, sparge_bf16_twin()] {
                 var scores = [Float](repeating: .nan, count: kp * stride)
                 var blockMax = [Float](repeating: -.infinity, count: lanes), runningMax = blockMax
                 var sums = [Float](repeating: 0, count: lanes)
@@ -163,7 +176,8 @@ final class Bf16TileTests: XCTestCase {
             XCTAssertFalse(outputs[0].contains { !$0.isFinite }, "seed \(seed)")
             let largest = outputs[1].map(abs).max()!
             let error = zip(outputs[0], outputs[1]).map { abs($0 - $1) }.max()!
-            XCTAssertLessThanOrEqual(error, 1e-6 * largest, "seed \(seed) D \(dim) keys \(keys)")
+            XCTAssertLessThanOrEqual(error, 1e-6 * largest, "\(name): seed \(seed) D \(dim) keys \(keys)")
+        }
         }
         #else
         throw XCTSkip("the emulated bf16 tile kernels are x86-64 only")

@@ -20,14 +20,15 @@ extern "C" {
 
 /// The kernel sets, in the order of preference (a larger value needs more of the CPU).
 typedef enum {
-    SPARGE_ISA_PORTABLE = 0,  ///< x86-64 baseline (SSE2) or any other CPU: 4-wide vectors, no FMA
-    SPARGE_ISA_AVX2 = 1,      ///< AVX2 + FMA: 8-wide, 16 registers
-    SPARGE_ISA_AVX512 = 2,    ///< AVX-512F: 16-wide, 32 registers
-    SPARGE_ISA_AMX = 3,       ///< AVX-512 plus AMX-BF16 tiles and AVX512-BF16 (Sapphire Rapids and later Xeons)
+    SPARGE_ISA_PORTABLE = 0,     ///< x86-64 baseline (SSE2) or any other CPU: 4-wide vectors, no FMA
+    SPARGE_ISA_AVX2 = 1,         ///< AVX2 + FMA: 8-wide, 16 registers
+    SPARGE_ISA_AVX512 = 2,       ///< AVX-512F: 16-wide, 32 registers
+    SPARGE_ISA_AVX512_BF16 = 3,  ///< AVX-512 plus AVX512-BF16 dot products (AMD Zen 4 and later, Cooper Lake)
+    SPARGE_ISA_AMX = 4,          ///< AVX-512 plus AMX-BF16 tiles and AVX512-BF16 (Sapphire Rapids and later)
 } sparge_isa;
 
 /// The best kernel set this CPU and its OS support. For AMX it also asks Linux once for the permission to
-/// use the tile registers (arch_prctl ARCH_REQ_XCOMP_PERM); where that fails the answer is AVX-512.
+/// use the tile registers (arch_prctl ARCH_REQ_XCOMP_PERM); where that fails the answer is AVX512-BF16.
 int sparge_cpu_isa(void);
 
 /// Sᵀ[c][r] = Σ_i K[c][i]·Q̂ᵀ[i][r] for c < keyCount, r < lanes; rowMax[r] = max(rowMax[r], max_c Sᵀ[c][r]).
@@ -69,14 +70,15 @@ typedef void (*sparge_int8_pv_fn)(const int *probabilities, long stride, long la
 /// `acc + vpmaddwd(x, y)` (the integer probe; the addition competes with vpmaddwd for the vector pipes).
 typedef int (*sparge_madd_probe_fn)(long iterations);
 
-/// AttentionPrecision.bf16 on bf16 matrix tiles (AMX-BF16; tile_kernels_bf16.h). bf16 values are 16-bit
+/// AttentionPrecision.bf16 on bf16 operands: AMX-BF16 matrix tiles (tile_kernels_bf16.h) or AVX512-BF16 dot
+/// products in vectors (dot_kernels_bf16.h), on the same layouts. bf16 values are 16-bit
 /// words (StorageFormat.bf16's rounding), D is a multiple of 32, and Kp is the key count rounded up to 32:
 ///   Q̂ᵀ  [D/2][stride] 32-bit words: lane r of pair j = (bf16 q[r][2j], bf16 q[r][2j+1]), low half first;
 ///        the queries unscaled (the softmax applies the scale in fp32); lanes past the tile's rows 0
 ///   K    [Kp][D]  bf16 row-major, rows past the key count 0
 ///   Vᵀ   [D][Kp]  bf16, V transposed, columns past the key count 0
 ///   Pᵀ   [Kp/2][stride] words: lane r of pair j = (bf16 p[2j][r], bf16 p[2j+1][r]), over the score rows
-/// Every product of two bf16 values is exact in fp32; sums are fp32 (the tiles' order, or the twin's).
+/// Every product of two bf16 values is exact in fp32; sums are fp32 (the instructions' order, or the twin's).
 /// Scores: Sᵀ[c][r] = Σ_i q[r][i]·k[c][i] for c < Kp (the score block holds Kp rows), unscaled;
 /// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]); the prefetch as `sparge_scores_fn`.
 typedef void (*sparge_bf16_scores_fn)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys,
@@ -92,9 +94,10 @@ typedef void (*sparge_bf16_pv_fn)(const unsigned *probabilities, long stride, lo
                                   const unsigned short *valuesT, long dim, long keyCount, const float *alpha,
                                   float *outputT);
 
-/// The bf16 tile kernels of one set (all NULL where the set has no bf16 tiles). The kernels configure the
-/// calling thread's tiles at their first call and keep the configuration; `release` gives the tiles back
-/// (call it when the thread's share of work is done, or before other code on the thread uses tiles).
+/// The bf16 tile kernels of one set (all NULL where the set has no bf16 products). On AMX the kernels
+/// configure the calling thread's tiles at their first call and keep the configuration; `release` gives the
+/// tiles back (call it when the thread's share of work is done, or before other code on the thread uses
+/// tiles; elsewhere it does nothing).
 typedef struct {
     sparge_bf16_scores_fn scores;
     sparge_bf16_softmax_fn softmax;
@@ -122,7 +125,7 @@ typedef struct {
     /// `count` floats rounded to f16, to nearest even (what Swift's Float16(Float) gives; a NaN stays a NaN);
     /// returns 0 when a finite value overflowed to ±∞ (beyond ±65504), else 1.
     int (*narrowF16)(const float *values, long count, unsigned short *out);
-    /// bf16 products on matrix tiles (the AMX set only).
+    /// bf16 products on bf16 operands (the AVX512-BF16 and AMX sets only).
     sparge_bf16_tile_kernels bf16;
 } sparge_tile_kernels;
 
@@ -175,6 +178,9 @@ sparge_tile_kernels sparge_kernels_avx512_blocking(void);
 /// For tests: the AMX set's bf16 kernels (tile_kernels_bf16.h) with the tile instructions emulated in C and
 /// the vectors compiled for AVX2: their loops, tails, strides and layouts, runnable without AMX.
 sparge_bf16_tile_kernels sparge_bf16_emulated(void);
+/// For tests: the AVX512-BF16 set's bf16 kernels (dot_kernels_bf16.h) with VDPBF16PS written out in C (in the
+/// scalar twin's order) and the vectors compiled for AVX2, runnable without AVX512-BF16.
+sparge_bf16_tile_kernels sparge_bf16_dot_emulated(void);
 #endif
 
 #ifdef __cplusplus

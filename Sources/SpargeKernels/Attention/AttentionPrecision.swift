@@ -18,10 +18,11 @@ public enum AttentionPrecision: String, CaseIterable, Sendable {
     ///
     /// Exactly: scores are Σ bf16(q)·bf16(k) summed in fp32 (each product is exact in fp32), times
     /// `scale·log2(e)`; p = 2^(score − m) in fp32 (the online softmax); the row sums add p as computed.
-    /// Where P·V runs on bf16 products — AMX tiles (`TileProducts.bf16Tiles`, D a multiple of 32) and the
-    /// GPU's tensor cores — P is rounded to bf16 too (ties to even; on AMX a p below 2⁻¹²⁶ becomes 0), so O
-    /// sums bf16(p)·bf16(v) in fp32; the CPU's fp32-product sets (AVX-512 without AMX, AVX2, portable) multiply
-    /// the unrounded p, which differs from it by at most 2⁻⁹ relative per p. On AMX the scale is applied to
+    /// Where P·V runs on bf16 products — AVX512-BF16 dot products and AMX tiles (`TileProducts.bf16Tiles`, D
+    /// a multiple of 32) and the GPU's tensor cores — P is rounded to bf16 too (ties to even; there a p below
+    /// 2⁻¹²⁶ becomes 0), so O sums bf16(p)·bf16(v) in fp32; the CPU's fp32-product sets (AVX-512 without
+    /// AVX512-BF16, AVX2, portable) multiply the unrounded p, which differs from it by at most 2⁻⁹ relative
+    /// per p. With bf16 products the scale is applied to
     /// the fp32 scores (`fma(s, scale, −m)` inside the exponent) rather than to the queries before the
     /// products; the scalar twins are `ScalarAttentionTile` with `products: .bf16Tiles` and, for the kernels
     /// themselves, `sparge_bf16_twin` (C).

@@ -30,8 +30,9 @@ public enum TileProducts: Sendable {
     /// `AttentionPrecision.int8`'s integers: queries quantized as they are loaded, blocks visited as
     /// `QuantizedKeyValueBlock`s.
     case int8
-    /// `AttentionPrecision.bf16` on bf16 matrix tiles (AMX): queries packed in bf16 pairs as they are
-    /// loaded, blocks visited as `Bf16KeyValueBlock`s, P rounded to bf16 before P·V.
+    /// `AttentionPrecision.bf16` on bf16 operands (AMX tiles, or AVX512-BF16 dot products): queries packed
+    /// in bf16 pairs as they are loaded, blocks visited as `Bf16KeyValueBlock`s, P rounded to bf16 before
+    /// P·V.
     case bf16Tiles
 
     /// What tiles of `isa` multiply with in `precision` at head dimension `headDim`: int8's integers; bf16

@@ -13,6 +13,9 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
     case avx2
     /// AVX-512F, 32 registers of 16 floats (Skylake-SP and later Xeons, AMD Zen 4 and later).
     case avx512
+    /// The AVX-512 kernels plus `AttentionPrecision.bf16` in AVX512-BF16 dot products (AMD Zen 4 and later,
+    /// Cooper Lake Xeons).
+    case avx512bf16
     /// The AVX-512 kernels plus `AttentionPrecision.bf16` on AMX-BF16 tiles (Sapphire Rapids and later
     /// Xeons; on Linux once the kernel has granted the process the tile state).
     case amx
@@ -30,6 +33,7 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
         case .portable: Int32(SPARGE_ISA_PORTABLE.rawValue)
         case .avx2: Int32(SPARGE_ISA_AVX2.rawValue)
         case .avx512: Int32(SPARGE_ISA_AVX512.rawValue)
+        case .avx512bf16: Int32(SPARGE_ISA_AVX512_BF16.rawValue)
         case .amx: Int32(SPARGE_ISA_AMX.rawValue)
         }
     }
@@ -38,10 +42,11 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
         self = Self.allCases.first { $0.code == code } ?? .portable
     }
 
-    /// Whether its tiles can multiply bf16 on matrix tiles (`TileProducts.bf16Tiles`).
-    public var hasBf16Tiles: Bool { self == .amx }
+    /// Whether its tiles multiply bf16 operands as bf16 (`TileProducts.bf16Tiles`: AVX512-BF16 dot products
+    /// or AMX tiles) instead of widening them to fp32.
+    public var hasBf16Tiles: Bool { self >= .avx512bf16 }
 
-    /// The set named `name` (`portable`, `avx2`, `avx512`, `amx`) if this CPU supports it.
+    /// The set named `name` (`portable`, `avx2`, `avx512`, `avx512bf16`, `amx`) if this CPU supports it.
     ///
     /// - Throws: `SpargeError.invalidArgument` naming the set and what this CPU has when it is unknown or
     ///   unsupported.

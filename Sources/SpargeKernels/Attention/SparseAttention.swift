@@ -7,7 +7,7 @@ public enum AttentionBackend: Sendable, Equatable {
     /// `ScalarAttentionTile`: plain loops; the reference in tests.
     case scalar
     /// `ScalarAttentionTile` as the twin of one kernel set's tiles: like `scalar`, except that it rounds P
-    /// to bf16 where that set's tiles do (`AttentionPrecision.bf16` on AMX).
+    /// to bf16 where that set's tiles do (`AttentionPrecision.bf16` on AVX512-BF16 and AMX).
     case scalarTwin(CPUISA)
 }
 

@@ -13,7 +13,7 @@ import Synchronization
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
 /// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
 /// queries are rounded once, and key/value blocks not already stored in the precision's type are rounded in
-/// that copy. In int8 (and in bf16 on AMX tiles) the vector tiles convert their queries as they load them and
+/// that copy. In int8 (and in bf16 on bf16 products) the vector tiles convert their queries as they load them and
 /// take every block of an `attend` call converted once, before the tiles start (`PackedBlockTable`).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
