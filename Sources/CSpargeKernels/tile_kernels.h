@@ -176,6 +176,7 @@ float KERNEL(fma_probe)(long iterations) {
 }
 
 #include "tile_kernels_int8.h"
+#include "block_summaries.h"
 
 /// The mask's compressed score, bit for bit as `MaskPredictor.dotDouble` defines it (which the GPU mask
 /// kernels also repeat): over whole groups of 16, lane l accumulates fma(a[j+l], b[j+l], ·); the lanes fold
@@ -271,6 +272,7 @@ int KERNEL(narrow_f16)(const float *values, long count, unsigned short *out) {
 sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
-                             KERNEL(dot_double), KERNEL(widen_f16), KERNEL(narrow_f16), {0}};
+                             KERNEL(dot_double), KERNEL(widen_f16), KERNEL(narrow_f16), {0},
+                             KERNEL(summarize_block)};
     return k;
 }

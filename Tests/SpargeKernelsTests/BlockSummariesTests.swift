@@ -1,4 +1,5 @@
-import SpargeKernels
+import CSpargeKernels
+@testable import SpargeKernels
 import SpargeTestSupport
 import XCTest
 
@@ -152,6 +153,43 @@ final class BlockSummariesTests: XCTestCase {
             XCTAssertEqual(Array(picked.mean(head: h, block: 1)), Array(run.mean(head: h, block: 0)))
             XCTAssertEqual(picked.isSelfSimilar(head: h, block: 0), run.isSelfSimilar(head: h, block: 2))
             XCTAssertEqual(picked.isSelfSimilar(head: h, block: 1), run.isSelfSimilar(head: h, block: 0))
+        }
+    }
+
+    /// The summaries' C kernel (what `summarize` runs) gives its Swift reference's means and similarity bit for
+    /// bit in every kernel set this CPU runs, on fresh blocks: every D around the groups of four, every row
+    /// count around the kernel's groups of rows, a mean to subtract, magnitudes spread so that summation order
+    /// would show in the last bits, and blocks with a zero row (similarity NaN). A reordered sum, an FMA or
+    /// a reciprocal instead of the division each change bits here.
+    func testVectorSummariesEqualTheReferenceBitForBit() {
+        var sets = [(CPUISA.portable.rawValue, sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
+        for isa in CPUISA.allCases where isa > .portable && isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var g = SeededGenerator(seed: seed)
+        for d in [1, 3, 4, 5, 8, 63, 64, 65, 127, 128, 130] {
+            for n in [1, 3, 4, 5, 63, 64, 128] {
+                let scale = pow(2.0, Float(Int.random(in: -8...8, using: &g)))
+                var x = (0..<(n * d)).map { _ in g.normal() * scale * pow(2.0, Float(Int.random(in: -6...6, using: &g))) }
+                let mean = (0..<d).map { _ in g.normal() * scale }
+                if Int.random(in: 0..<4, using: &g) == 0 {
+                    let r = Int.random(in: 0..<n, using: &g)
+                    for j in 0..<d { x[r * d + j] = mean[j] }  // a row that the mean makes zero
+                }
+                let needSimilarity = Bool.random(using: &g)
+                var reference = [Float](repeating: 0, count: d)
+                let scratch = UnsafeMutablePointer<Double>.allocate(capacity: 2 * d)
+                let row = UnsafeMutablePointer<Double>.allocate(capacity: d)
+                defer { scratch.deallocate(); row.deallocate() }
+                let s = BlockSummaries.summarizeBlock(x, rows: n, dim: d, mean: mean, meanOut: &reference,
+                                                      scratch: scratch, row: row, needSimilarity: needSimilarity)
+                for (name, kernels) in sets {
+                    var means = [Float](repeating: .nan, count: d)
+                    let got = kernels.summarizeBlock(x, n, d, mean, &means, scratch, needSimilarity ? 1 : 0)
+                    let label = "\(name): seed \(seed) n \(n) D \(d) similarity \(needSimilarity)"
+                    XCTAssertEqual(got.bitPattern, s.bitPattern, "\(label): \(got) against \(s)")
+                    XCTAssertEqual(means.map(\.bitPattern), reference.map(\.bitPattern), label)
+                }
+            }
         }
     }
 }

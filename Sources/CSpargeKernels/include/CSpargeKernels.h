@@ -127,6 +127,11 @@ typedef struct {
     int (*narrowF16)(const float *values, long count, unsigned short *out);
     /// bf16 products on bf16 operands (the AVX512-BF16 and AMX sets only).
     sparge_bf16_tile_kernels bf16;
+    /// One block's summary for the mask, bit for bit as `BlockSummaries.summarizeBlock` (block_summaries.h):
+    /// meanOut[j] = Float(Σ_r Double(x[r][j] − mean[j]) / n) over `n` rows of `d`, and, with
+    /// `needSimilarity`, returns the self-similarity (NaN when a row is zero), else 0. `scratch`: 2·d doubles.
+    double (*summarizeBlock)(const float *x, long n, long d, const float *mean, float *meanOut, double *scratch,
+                             int needSimilarity);
 } sparge_tile_kernels;
 
 /// The key count the bf16 tile kernels pad a block to (a multiple of 32).

@@ -1,3 +1,4 @@
+import CSpargeKernels
 import Dispatch
 
 extension BlockSummaries {
@@ -47,15 +48,13 @@ extension BlockSummaries {
                         let h = item / chunksPerHead
                         let b0 = (item % chunksPerHead) * chunk
                         let scratch = UnsafeMutablePointer<Double>.allocate(capacity: 2 * dim)
-                        let rowBuf = UnsafeMutablePointer<Double>.allocate(capacity: dim)
-                        defer { scratch.deallocate(); rowBuf.deallocate() }
+                        defer { scratch.deallocate() }
                         for b in b0..<min(count, b0 + chunk) {
                             let r0 = b * blockSize
                             let n = min(rows, r0 + blockSize) - r0
-                            let s = summarizeBlock(
-                                base + h * headStride + r0 * dim, rows: n, dim: dim, mean: mb + h * dim,
-                                meanOut: mo + (h * count + b) * dim, scratch: scratch, row: rowBuf,
-                                needSimilarity: n == blockSize)
+                            let s = summarizeBlockInVectors(
+                                base + h * headStride + r0 * dim, n, dim, mb + h * dim, mo + (h * count + b) * dim,
+                                scratch, n == blockSize ? 1 : 0)
                             fo[h * count + b] = (n == blockSize && s > theta) ? 1 : 0
                         }
                     }
@@ -86,7 +85,12 @@ extension BlockSummaries {
         }
     }
 
-    /// Mean (to `meanOut`) and self-similarity (returned; 0 when not needed) of one block.
+    /// `summarizeBlock` in vectors (C, block_summaries.h): the same bits, several times faster; this CPU's
+    /// kernel set (every set gives the same bits).
+    static let summarizeBlockInVectors = CPUISA.detected.kernels.summarizeBlock!
+
+    /// Mean (to `meanOut`) and self-similarity (returned; 0 when not needed) of one block: the plain
+    /// reference of `summarizeBlockInVectors`, which `summarize` runs (and the GPU's mask kernels repeat).
     @inline(__always)
     static func summarizeBlock(
         _ x: UnsafePointer<Float>, rows n: Int, dim d: Int, mean: UnsafePointer<Float>,
