@@ -177,6 +177,7 @@ float KERNEL(fma_probe)(long iterations) {
 
 #include "tile_kernels_int8.h"
 #include "block_summaries.h"
+#include "finish_rows.h"
 
 /// The mask's compressed score, bit for bit as `MaskPredictor.dotDouble` defines it (which the GPU mask
 /// kernels also repeat): over whole groups of 16, lane l accumulates fma(a[j+l], b[j+l], ·); the lanes fold
@@ -273,6 +274,6 @@ sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
                              KERNEL(dot_double), KERNEL(widen_f16), KERNEL(narrow_f16), {0},
-                             KERNEL(summarize_block)};
+                             KERNEL(summarize_block), KERNEL(finish_rows)};
     return k;
 }

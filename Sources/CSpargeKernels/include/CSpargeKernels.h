@@ -132,6 +132,10 @@ typedef struct {
     /// `needSimilarity`, returns the self-similarity (NaN when a row is zero), else 0. `scratch`: 2·d doubles.
     double (*summarizeBlock)(const float *x, long n, long d, const float *mean, float *meanOut, double *scratch,
                              int needSimilarity);
+    /// A tile's output rows from its accumulator Oᵀ (`dim` rows of `lanes`): output[r][i] = Oᵀ[i][r] · (1 /
+    /// runningSum[r]) for r < rows (0 where the sum is not positive), rows of `dim` (finish_rows.h).
+    void (*finishRows)(const float *outputT, long lanes, long dim, long rows, const float *runningSum,
+                       float *output);
 } sparge_tile_kernels;
 
 /// The key count the bf16 tile kernels pad a block to (a multiple of 32).

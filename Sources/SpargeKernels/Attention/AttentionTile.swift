@@ -393,11 +393,9 @@ public struct AttentionTile: @unchecked Sendable {
                         lse: UnsafeMutablePointer<Float>) {
         let d = arena.headDim, l = arena.lanes, rows = header[0]
         let ln2: Float = 0.693_147_180_559_945_3
+        arena.kernels.finishRows(outputT, l, d, rows, runningSum, output)
         for r in 0..<rows {
             let sum = runningSum[r]
-            let inv: Float = sum > 0 ? 1 / sum : 0
-            let o = output + r * d
-            for i in 0..<d { o[i] = outputT[i * l + r] * inv }
             lse[r] = sum > 0 ? (runningMax[r] + libmLog2(sum)) * ln2 : -.infinity
         }
     }
