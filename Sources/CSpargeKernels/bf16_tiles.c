@@ -8,6 +8,15 @@
 #define HAS_FMA 1
 #include "vector_ops.h"
 
+/// The packing functions are compiled for AVX-512BW, AVX2 and any x86-64, the loader picking the best this
+/// CPU has (ifunc): they round and move every value of Q, K and V once per pass, and the baseline's SSE2
+/// made them ~10% of a sparse pass's work around the kernels. Every clone computes the same bits.
+#if defined(__x86_64__)
+#define PACKING __attribute__((target_clones("avx512bw", "avx2", "default")))
+#else
+#define PACKING
+#endif
+
 /// bf16(x) from x's bits, without a branch (so that loops of it vectorize).
 static inline unsigned short bf16_of_bits(unsigned bits) {
     unsigned short rounded = (unsigned short)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
@@ -61,7 +70,7 @@ static inline void transpose_8x8(const u16x8 r[8], u16x8 out[8]) {
 // 3; rows rounded whole and scattered value by value, ~0.5 ns, still the largest cost of the driver around
 // the kernels in a sparse pass (`sparge bench-kernel` with SPARGE_BF16_TILES=bookkeeping, `perf record`).
 // Kp is a multiple of 32 and D of 32 where the tiles run, so the 8 × 8 squares tile both.
-void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
+PACKING void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
                             unsigned short *valuesT) {
     long kp = sparge_bf16_padded_keys(rows);
     bf16_row(keys, rows * dim, packedKeys);
@@ -89,7 +98,41 @@ void sparge_pack_bf16_block(const float *keys, const float *values, long rows, l
     }
 }
 
-void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
+/// A stored bf16 word as packing a float leaves it: NaNs become the one quiet NaN 0x7FC0 (what bf16(x) makes
+/// of any NaN), every other word is already its own rounding.
+static inline unsigned short bf16_canonical(unsigned short w) { return (w & 0x7FFFu) > 0x7F80u ? 0x7FC0 : w; }
+
+PACKING void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned short *values, long rows,
+                                           long dim, unsigned short *packedKeys, unsigned short *valuesT) {
+    long kp = sparge_bf16_padded_keys(rows);
+    for (long i = 0; i < rows * dim; i++) packedKeys[i] = bf16_canonical(keys[i]);
+    memset(packedKeys + rows * dim, 0, sizeof(unsigned short) * (kp - rows) * dim);
+    if (dim % 8 != 0) {  // not a shape the tiles take; kept correct anyway, a value at a time
+        for (long c = 0; c < kp; c++)
+            for (long i = 0; i < dim; i++) valuesT[i * kp + c] = c < rows ? bf16_canonical(values[c * dim + i]) : 0;
+        return;
+    }
+    const u16x8 zero = {0}, nanMagnitude = {0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80};
+    const u16x8 magnitude = {0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF};
+    const u16x8 quiet = {0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0};
+    for (long c0 = 0; c0 < kp; c0 += 8) {
+        for (long i0 = 0; i0 < dim; i0 += 8) {
+            u16x8 r[8], out[8];
+            for (int j = 0; j < 8; j++) {
+                if (c0 + j >= rows) { r[j] = zero; continue; }
+                memcpy(&r[j], values + (c0 + j) * dim + i0, 16);
+                u16x8 isNaN = (u16x8)((r[j] & magnitude) > nanMagnitude);
+                r[j] = (r[j] & ~isNaN) | (quiet & isNaN);
+            }
+            transpose_8x8(r, out);
+            for (int i = 0; i < 8; i++) memcpy(valuesT + (i0 + i) * kp + c0, &out[i], 16);
+        }
+    }
+}
+
+PACKING void sparge_bf16_round(const float *values, long count, unsigned short *out) { bf16_row(values, count, out); }
+
+PACKING void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
                               unsigned *queriesT) {
     unsigned short row[dim];
     for (long r = 0; r < lanes; r++) {

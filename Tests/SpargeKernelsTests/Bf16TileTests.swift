@@ -225,6 +225,25 @@ final class Bf16TileTests: XCTestCase {
                 }
             }
             XCTAssertEqual(wrong, 0, "seed \(seed) D \(dim) keys \(keys) rows \(rows) of \(lanes) lanes")
+            // The same block already stored in bf16 (as the ring holds it, and as a caller's bf16 tensors may
+            // come, with NaN payloads and signs that bf16(x) would not make) packs to the same bits; and the
+            // vector rounding that stores it is bf16Bits.
+            var storedK = [UInt16](repeating: 0, count: keys * dim), storedV = storedK
+            sparge_bf16_round(k, keys * dim, &storedK)
+            sparge_bf16_round(v, keys * dim, &storedV)
+            XCTAssertEqual(storedK, k.map(bits), "seed \(seed): sparge_bf16_round against bf16Bits")
+            for i in 0..<(keys * dim) where Int.random(in: 0..<16, using: &g) == 0 {
+                let nan: UInt16 = [0xFFC1, 0x7F81, 0xFF81, 0x7FFF].randomElement(using: &g)!
+                storedK[i] = nan; storedV[i] = nan
+            }
+            let widenedK = storedK.map { Float(bitPattern: UInt32($0) << 16) }
+            let widenedV = storedV.map { Float(bitPattern: UInt32($0) << 16) }
+            var fromFloatsK = packedK, fromFloatsV = valuesT
+            sparge_pack_bf16_block(widenedK, widenedV, keys, dim, &fromFloatsK, &fromFloatsV)
+            var fromStoredK = [UInt16](repeating: 0xBEEF, count: kp * dim), fromStoredV = fromStoredK
+            sparge_pack_bf16_block_stored(storedK, storedV, keys, dim, &fromStoredK, &fromStoredV)
+            XCTAssertEqual(fromStoredK, fromFloatsK, "seed \(seed) D \(dim) keys \(keys): K packed from bf16")
+            XCTAssertEqual(fromStoredV, fromFloatsV, "seed \(seed) D \(dim) keys \(keys): Vᵀ packed from bf16")
         }
     }
 

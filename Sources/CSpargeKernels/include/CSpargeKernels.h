@@ -152,6 +152,12 @@ float sparge_bf16_widened(unsigned short w);
 /// Vᵀ [dim][Kp] (Kp = sparge_bf16_padded_keys(rows)), zero padded.
 void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
                             unsigned short *valuesT);
+/// sparge_pack_bf16_block for a block already stored in bf16 (`rows` × `dim` words, StorageFormat.bf16): the
+/// same packed bits, without widening it first (a NaN of any payload becomes 0x7FC0, as bf16(x) makes it).
+void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned short *values, long rows, long dim,
+                                   unsigned short *packedKeys, unsigned short *valuesT);
+/// out[i] = bf16(values[i]) for `count` values (StorageFormat.bf16Bits exactly), in vectors.
+void sparge_bf16_round(const float *values, long count, unsigned short *out);
 /// Q̂ᵀ for the bf16 tile kernels: `rows` query rows (`rows × dim`, unscaled) into [dim/2][stride] words;
 /// lanes rows…lanes−1 are 0.
 void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,

@@ -37,6 +37,17 @@ public final class Bf16KeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
         sparge_pack_bf16_block(k, v, rows, headDim, keys, valuesT)
     }
 
+    /// Lays out `rows` (≤ blockK) rows already stored in bf16 (the same bits as `fill` on their widened
+    /// values, without the widening); false for any other format.
+    public func fill(stored k: UnsafeRawPointer, values v: UnsafeRawPointer, rows: Int, format: StorageFormat) -> Bool {
+        guard format == .bf16 else { return false }
+        precondition(rows > 0 && rows <= blockK, "Bf16KeyValueBlock: \(rows) rows in a block of \(blockK)")
+        self.rows = rows
+        sparge_pack_bf16_block_stored(k.assumingMemoryBound(to: UInt16.self), v.assumingMemoryBound(to: UInt16.self),
+                                      rows, headDim, keys, valuesT)
+        return true
+    }
+
     public var keyOperands: UnsafeRawPointer { UnsafeRawPointer(keys) }
     public var valueOperands: UnsafeRawPointer { UnsafeRawPointer(valuesT) }
     public var operandBytes: Int { rows * headDim * 2 }

@@ -7,12 +7,22 @@ public protocol PackedKeyValueBlock: AnyObject, Sendable {
     init(blockK: Int, headDim: Int)
     /// Converts `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32).
     func fill(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rows: Int)
+    /// Converts `rows` rows stored in `format` straight from that format when the block knows how (the same
+    /// result as `fill` on the widened rows), and says whether it did.
+    func fill(stored keys: UnsafeRawPointer, values: UnsafeRawPointer, rows: Int, format: StorageFormat) -> Bool
     /// Rows held.
     var rows: Int { get }
     /// Where its converted keys and values start, and the bytes of each (what a visit reads first).
     var keyOperands: UnsafeRawPointer { get }
     var valueOperands: UnsafeRawPointer { get }
     var operandBytes: Int { get }
+}
+
+extension PackedKeyValueBlock {
+    /// By default blocks convert from fp32 only.
+    public func fill(stored keys: UnsafeRawPointer, values: UnsafeRawPointer, rows: Int, format: StorageFormat) -> Bool {
+        false
+    }
 }
 
 /// The blocks of a `KeyValueBlockTable` converted to one kind of `PackedKeyValueBlock`, each once per
@@ -40,7 +50,7 @@ final class PackedBlockTable: @unchecked Sendable {
         let made = present.map { _ in Block(blockK: table.blockK, headDim: headDim) }
         let next = WorkCounter()
         DispatchQueue.concurrentPerform(iterations: max(1, min(threads, present.count))) { _ in
-            // Blocks stored in 16 bits are widened to fp32 first (exact).
+            // Blocks stored in 16 bits are widened to fp32 first (exact), unless the block packs them as they are.
             let widened = table.format == .f32 ? nil : UnsafeMutablePointer<Float>.allocate(capacity: 2 * table.blockK * headDim)
             defer { widened?.deallocate() }
             while true {
@@ -48,6 +58,10 @@ final class PackedBlockTable: @unchecked Sendable {
                 if i >= present.count { break }
                 let (g, j) = (present[i] / table.keyBlocks, present[i] % table.keyBlocks)
                 let stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
+                if table.format != .f32,
+                   made[i].fill(stored: stored.keys, values: stored.values, rows: rows, format: table.format) {
+                    continue
+                }
                 if let widened {
                     table.format.widen(stored.keys, count: rows * headDim, to: widened)
                     table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)

@@ -1,3 +1,5 @@
+import CSpargeKernels
+
 /// The element type K/V blocks are stored and sent in (`--kv-precision`): each rank converts its own
 /// blocks once before the ring, the ring carries them as they are, and a backend computes on them (the CPU
 /// widens a block into its tile's fp32 registers; a GPU reads 16-bit blocks directly).
@@ -31,8 +33,8 @@ public enum StorageFormat: String, Sendable, CaseIterable {
             target.copyMemory(from: source, byteCount: count * 4)
             return true
         case .bf16:
-            let out = target.assumingMemoryBound(to: UInt16.self)
-            for i in 0..<count { out[i] = StorageFormat.bf16Bits(source[i]) }
+            // In C vectors (bf16Bits exactly; a Swift loop of it did not vectorize).
+            sparge_bf16_round(source, count, target.assumingMemoryBound(to: UInt16.self))
             return true
         case .f16:
             // The C kernel of this CPU's set (F16C where it has it): Float16(Float) in a portable build is a
