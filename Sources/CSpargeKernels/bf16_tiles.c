@@ -7,6 +7,7 @@
 #define VW 1
 #define HAS_FMA 1
 #include "vector_ops.h"
+#include "transpose_32bit.h"
 
 /// The packing functions are compiled for AVX-512BW, AVX2 and any x86-64, the loader picking the best this
 /// CPU has (ifunc): they round and move every value of Q, K and V once per pass, and the baseline's SSE2
@@ -132,13 +133,32 @@ PACKING void sparge_pack_bf16_block_stored(const unsigned short *keys, const uns
 
 PACKING void sparge_bf16_round(const float *values, long count, unsigned short *out) { bf16_row(values, count, out); }
 
+// Q̂ᵀ eight lanes × eight pairs at a time: eight rows rounded whole, their pair words transposed in registers
+// and stored eight lanes at once (word by word, the scattered stores were the packing's cost).
 PACKING void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
-                              unsigned *queriesT) {
-    unsigned short row[dim];
-    for (long r = 0; r < lanes; r++) {
-        if (r < rows) bf16_row(queries + r * dim, dim, row);
-        for (long j = 0; j < dim / 2; j++)
-            queriesT[j * stride + r] = r < rows ? (unsigned)row[2 * j] | (unsigned)row[2 * j + 1] << 16 : 0;
+                                      unsigned *queriesT) {
+    const long pairs = dim / 2;
+    if (pairs % 8 != 0 || lanes % 8 != 0) {  // not a shape the tiles take; kept correct anyway
+        unsigned short row[dim];
+        for (long r = 0; r < lanes; r++) {
+            if (r < rows) bf16_row(queries + r * dim, dim, row);
+            for (long j = 0; j < pairs; j++)
+                queriesT[j * stride + r] = r < rows ? (unsigned)row[2 * j] | (unsigned)row[2 * j + 1] << 16 : 0;
+        }
+        return;
+    }
+    unsigned short eight[8][dim];
+    for (long r0 = 0; r0 < lanes; r0 += 8) {
+        for (long k = 0; k < 8; k++) {
+            if (r0 + k < rows) bf16_row(queries + (r0 + k) * dim, dim, eight[k]);
+            else memset(eight[k], 0, sizeof(unsigned short) * dim);
+        }
+        for (long j0 = 0; j0 < pairs; j0 += 8) {
+            u32x8 r[8], out[8];
+            for (int k = 0; k < 8; k++) memcpy(&r[k], &eight[k][2 * j0], 32);  // pair j: low half first
+            transpose_32bit_8x8(r, out);
+            for (int i = 0; i < 8; i++) memcpy(queriesT + (j0 + i) * stride + r0, &out[i], 32);
+        }
     }
 }
 
