@@ -40,6 +40,7 @@ let topHelp = """
                                     it fails
     """
 
+keepFreedMemoryForTheNextPass()
 let arguments = Array(CommandLine.arguments.dropFirst())
 let first = arguments.first ?? ""
 if first == "selftest-communicator" {
