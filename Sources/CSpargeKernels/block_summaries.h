@@ -10,6 +10,9 @@
 // (one row's 32 dependent additions at D = 128 would wait on each other), and sum/dir go 4 dimensions a
 // vector with every row's addition in row order. No FMA anywhere: each product is rounded, as Swift's.
 
+// 4-double vectors in inlined helpers: no ABI crosses a call, whatever the set's vector width.
+#pragma clang diagnostic ignored "-Wpsabi"
+
 typedef double vdouble4 __attribute__((vector_size(32), aligned(8)));
 
 /// Rows whose sums of squares run side by side.

@@ -26,10 +26,10 @@ static int tiles_permitted(void) {
 #endif
 }
 
-/// AVX512-BF16 (cpuid 7.1 EAX bit 5) and the AVX-512 its kernels also use: BW, DQ, VL (cpuid 7.0 EBX bits 30,
-/// 17, 31). `maxLeaf7`, `ebx7`: cpuid 7.0's EAX and EBX.
-static int avx512_bf16_usable(unsigned maxLeaf7, unsigned ebx7) {
-    if (!(((ebx7 >> 30) & 1) && ((ebx7 >> 17) & 1) && ((ebx7 >> 31) & 1))) return 0;
+/// AVX512-BF16 (cpuid 7.1 EAX bit 5), AVX512-VNNI (cpuid 7.0 ECX bit 11) and the AVX-512 their set also uses:
+/// BW, DQ, VL (cpuid 7.0 EBX bits 30, 17, 31). `maxLeaf7`, `ebx7`, `ecx7`: cpuid 7.0's EAX, EBX, ECX.
+static int avx512_bf16_usable(unsigned maxLeaf7, unsigned ebx7, unsigned ecx7) {
+    if (!(((ebx7 >> 30) & 1) && ((ebx7 >> 17) & 1) && ((ebx7 >> 31) & 1) && ((ecx7 >> 11) & 1))) return 0;
     if (maxLeaf7 < 1) return 0;
     unsigned a, b, c, d;
     __cpuid_count(7, 1, a, b, c, d);
@@ -56,7 +56,7 @@ int sparge_cpu_isa(void) {
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
     if (!avx2) return SPARGE_ISA_PORTABLE;
     if (!(avx512f && (xcr0 & 0xE6) == 0xE6)) return SPARGE_ISA_AVX2;  // opmask, zmm0–15 upper, zmm16–31
-    if (!avx512_bf16_usable(a, b)) return SPARGE_ISA_AVX512;
+    if (!avx512_bf16_usable(a, b, c)) return SPARGE_ISA_AVX512;
     return amx_usable(d, xcr0) ? SPARGE_ISA_AMX : SPARGE_ISA_AVX512_BF16;
 }
 #else
@@ -66,20 +66,21 @@ int sparge_cpu_isa(void) { return SPARGE_ISA_PORTABLE; }
 sparge_tile_kernels sparge_kernels_portable(void);
 sparge_tile_kernels sparge_kernels_avx2(void);
 sparge_tile_kernels sparge_kernels_avx512(void);
+sparge_tile_kernels sparge_kernels_avx512bf16(void);
 sparge_bf16_tile_kernels sparge_bf16_kernels_avx512bf16(void);
 sparge_bf16_tile_kernels sparge_bf16_kernels_amx(void);
 
 sparge_tile_kernels sparge_kernels(int isa) {
 #if defined(__x86_64__)
     if (isa == SPARGE_ISA_AMX) {
-        // The AVX-512 kernels, with bf16 products on tiles.
-        sparge_tile_kernels k = sparge_kernels_avx512();
+        // The AVX512-BF16 set's kernels (VNNI for int8), with bf16 products on tiles.
+        sparge_tile_kernels k = sparge_kernels_avx512bf16();
         k.bf16 = sparge_bf16_kernels_amx();
         return k;
     }
     if (isa == SPARGE_ISA_AVX512_BF16) {
-        // The AVX-512 kernels, with bf16 products in VDPBF16PS.
-        sparge_tile_kernels k = sparge_kernels_avx512();
+        // The AVX-512 kernels with VNNI for int8, and bf16 products in VDPBF16PS.
+        sparge_tile_kernels k = sparge_kernels_avx512bf16();
         k.bf16 = sparge_bf16_kernels_avx512bf16();
         return k;
     }

@@ -16,12 +16,15 @@
 #define P_ONE 16383  // a probability of 1 in Pᵀ's fixed point (14 bits)
 
 /// Lane by lane, `lo(a)·lo(b) + hi(a)·hi(b)` of the int16 halves (vpmaddwd). Never wraps here: |q·k| pairs
-/// sum to ≤ 2·127² and p·v pairs to ≤ 2·16383·2047. The including file says which instruction: MADD16_AVX2
+/// sum to ≤ 2·127² and p·v pairs to ≤ 2·16383·2047. The including file says which instruction: MADD16_VNNI
+/// (16 lanes: AVX512-BW's vpmaddwd; the step is then vpdpwssd), MADD16_AVX2
 /// (8 lanes: one vpmaddwd), MADD16_AVX2_HALVES (16 lanes: AVX-512F has no vpmaddwd of its own — that is
 /// AVX512BW —, so one on each 256-bit half), else plain vector arithmetic, the same integers (the portable
 /// path, which the tests run against the others on every machine).
 INLINE vint vmadd16(vint a, vint b) {
-#if defined(MADD16_AVX2)
+#if defined(MADD16_VNNI)
+    return (vint)_mm512_madd_epi16((__m512i)a, (__m512i)b);
+#elif defined(MADD16_AVX2)
     return (vint)__builtin_ia32_pmaddwd256((__v16hi)a, (__v16hi)b);
 #elif defined(MADD16_AVX2_HALVES)
     typedef int half __attribute__((vector_size(32)));
@@ -35,8 +38,16 @@ INLINE vint vmadd16(vint a, vint b) {
 #endif
 }
 
-/// `acc + Σ pairs of a·x`: the integer step of `int_outer_products`.
+/// `acc + Σ pairs of a·x`: the integer step of `int_outer_products`. With MADD16_VNNI (AVX512-VNNI) one
+/// vpdpwssd: the same products and sums in one instruction instead of vpmaddwd and vpaddd (neither saturates
+/// here, and the sums never wrap, so the integers are the same).
+#if defined(MADD16_VNNI)
+INLINE vint madd_step(vint a, vint x, vint acc) {
+    return (vint)_mm512_dpwssd_epi32((__m512i)acc, (__m512i)a, (__m512i)x);
+}
+#else
 INLINE vint madd_step(vint a, vint x, vint acc) { return acc + vmadd16(a, x); }
+#endif
 DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step, 1)
 
 /// Scores of `nk` (≤ MR) keys against LV·VW lanes: integer sums over D, scaled as the signature says.

@@ -13,10 +13,11 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
     case avx2
     /// AVX-512F, 32 registers of 16 floats (Skylake-SP and later Xeons, AMD Zen 4 and later).
     case avx512
-    /// The AVX-512 kernels plus `AttentionPrecision.bf16` in AVX512-BF16 dot products (AMD Zen 4 and later,
-    /// Cooper Lake Xeons).
+    /// The AVX-512 kernels plus `AttentionPrecision.bf16` in AVX512-BF16 dot products and int8's integer
+    /// steps in AVX512-VNNI (AMD Zen 4 and later, Cooper Lake Xeons; a CPU with only one of the two runs
+    /// `avx512`).
     case avx512bf16
-    /// The AVX-512 kernels plus `AttentionPrecision.bf16` on AMX-BF16 tiles (Sapphire Rapids and later
+    /// The `avx512bf16` kernels plus `AttentionPrecision.bf16` on AMX-BF16 tiles (Sapphire Rapids and later
     /// Xeons; on Linux once the kernel has granted the process the tile state).
     case amx
 
