@@ -88,10 +88,32 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
     }
 }
 
+/// VDPBF16PS's ceiling: 16 independent accumulators (latency × pipes in flight, as the FMA probe), each taking
+/// pairs (−2⁻¹⁰, 2⁻¹⁰)·(2⁻¹⁰, 2⁻¹⁰) whose products cancel exactly, so the values never move.
+#define DOT_PROBE_CHAINS 16
+float KERNEL(bf16_probe)(long iterations) {
+    static volatile unsigned word = 0x3A803A80u;  // (2⁻¹⁰, 2⁻¹⁰): opaque to the compiler
+    const vint pairs = vspliti(0x3A80BA80);         // (−2⁻¹⁰, 2⁻¹⁰)
+    const unsigned w = word;
+    vfloat c[DOT_PROBE_CHAINS];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < DOT_PROBE_CHAINS; k++) c[k] = vsplat(1.0f + k);
+    for (long it = 0; it < iterations; it++) {
+#pragma clang loop unroll(full)
+        for (int k = 0; k < DOT_PROBE_CHAINS; k++) c[k] = dot_pairs(c[k], pairs, w);
+        __asm__ volatile("" : : : "memory");
+    }
+    vfloat s = vsplat(0);
+#pragma clang loop unroll(full)
+    for (int k = 0; k < DOT_PROBE_CHAINS; k++) s += c[k];
+    return s[0];
+}
+
 /// Nothing to give back: vectors hold no state between calls.
 static void KERNEL(bf16_release)(void) {}
 
 sparge_bf16_tile_kernels KERNEL(bf16_kernels)(void) {
-    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv), KERNEL(bf16_release)};
+    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv), KERNEL(bf16_release),
+                                  KERNEL(bf16_probe), DOT_PROBE_CHAINS * VW * 2 * 2};
     return k;
 }

@@ -119,7 +119,33 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
 
 static void KERNEL(bf16_release)(void) { TILE_RELEASE(); }
 
+/// TDPBF16PS's ceiling: four accumulator tiles from two A and two B tiles of zeros loaded once, 16 × 16 × 32
+/// multiply-adds a product; the tiles are given back at the end.
+float KERNEL(bf16_probe)(long iterations) {
+    static const unsigned short zeros[16 * 32] __attribute__((aligned(64))) = {0};
+    float out[16 * 16] __attribute__((aligned(64)));
+    TILE_CONFIGURE();
+    TILE_ZERO(0);
+    TILE_ZERO(1);
+    TILE_ZERO(2);
+    TILE_ZERO(3);
+    TILE_LOAD(4, zeros, 64);
+    TILE_LOAD(5, zeros, 64);
+    TILE_LOAD(6, zeros, 64);
+    TILE_LOAD(7, zeros, 64);
+    for (long it = 0; it < iterations; it++) {
+        TILE_DP(0, 4, 6);
+        TILE_DP(1, 4, 7);
+        TILE_DP(2, 5, 6);
+        TILE_DP(3, 5, 7);
+    }
+    TILE_STORE(0, out, 64);
+    TILE_RELEASE();
+    return out[0] + 1;
+}
+
 sparge_bf16_tile_kernels KERNEL(bf16_kernels)(void) {
-    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv), KERNEL(bf16_release)};
+    sparge_bf16_tile_kernels k = {KERNEL(bf16_scores), KERNEL(bf16_softmax), KERNEL(bf16_pv), KERNEL(bf16_release),
+                                  KERNEL(bf16_probe), 4 * 16 * 16 * 32 * 2};
     return k;
 }

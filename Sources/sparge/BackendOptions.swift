@@ -105,15 +105,17 @@ enum BackendOptions {
         FileHandle.standardError.write(Data("sparge: hint: \(hint)\n".utf8))
     }
 
-    /// Collective: the measured peak (GFLOP/s) of what computes the tiles on all ranks together — the fp32
-    /// FMA peak of every rank's threads for the CPU, the tensor cores' `mma.sync` rate of every GPU in use
-    /// for CUDA (each GPU counted once however many ranks share it; the lowest of its ranks measures it).
-    static func peakGFLOPs(_ engine: any AttentionEngine, threads: Int, ctx: CommandContext) throws -> Double {
+    /// Collective: the measured peak (GFLOP/s) of what computes the tiles on all ranks together — for the CPU
+    /// the peak of every rank's threads on what its tiles multiply with at head dimension `headDim` (the
+    /// FMA, int8's int16 multiply-adds, or the bf16 products' instruction), the tensor cores' `mma.sync` rate
+    /// of every GPU in use for CUDA (each GPU counted once however many ranks share it; the lowest of its
+    /// ranks measures it).
+    static func peakGFLOPs(_ engine: any AttentionEngine, threads: Int, headDim: Int, ctx: CommandContext) throws -> Double {
         guard let cuda = engine as? CUDAAttentionEngine else {
-            let isa = (engine as? CPUAttentionEngine)?.isa ?? .detected
-            // int8's products are int16 multiply-adds: their probe is its ceiling.
-            let integer = (engine as? CPUAttentionEngine)?.precision == .int8
-            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3, isa: isa, integer: integer)]
+            let cpu = engine as? CPUAttentionEngine
+            let isa = cpu?.isa ?? .detected
+            let products = TileProducts.chosen(precision: cpu?.precision ?? .fp32, isa: isa, headDim: headDim)
+            var peak = [PeakFlops.measure(threads: threads, seconds: 0.3, isa: isa, products: products)]
             ctx.comm.allreduceSum(&peak)
             return peak[0]
         }

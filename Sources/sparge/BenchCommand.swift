@@ -92,7 +92,7 @@ enum BenchCommand {
         let (q, k, v) = generator.generate(rows: tokens(layout.tokenRanges[comm.rank]))
 
         // The yardstick: the measured peak of what computes the tiles (all ranks' CPU threads, or the GPUs).
-        let peak = [try BackendOptions.peakGFLOPs(engine, threads: threads, ctx: ctx)]
+        let peak = [try BackendOptions.peakGFLOPs(engine, threads: threads, headDim: dim, ctx: ctx)]
 
         // A resident engine (a GPU) gets the tensors once, before the timing, as a model's tensors would be.
         let resident = (engine as? any ResidentAttentionEngine).flatMap { $0.runsResident ? $0 : nil }

@@ -41,7 +41,9 @@ enum KernelBenchCPU {
             }
         }
         let time = Format.median(seconds)
-        let peak = PeakFlops.measure(threads: threads, seconds: 0.3, isa: engine.isa, integer: precision == .int8)
+        let products = standIn == nil ? TileProducts.chosen(precision: precision, isa: engine.isa, headDim: setup.dim)
+            : .fp32  // the stand-ins run on any CPU: the FMA is the yardstick there
+        let peak = PeakFlops.measure(threads: threads, seconds: 0.3, isa: engine.isa, products: products)
         let (dense, real) = setup.flops
         let error = sampledError(output: output, setup: setup)
         let density = MaskStatistics(mask: mask, config: config).density

@@ -151,6 +151,10 @@ final class AttentionKernelTests: XCTestCase {
         }
         for isa in Self.kernelSets {
             XCTAssertGreaterThan(PeakFlops.measure(threads: 1, seconds: 0.01, isa: isa), 0, "\(isa)")
+            XCTAssertGreaterThan(PeakFlops.measure(threads: 1, seconds: 0.01, isa: isa, products: .int8), 0, "\(isa) int8")
+            if isa.hasBf16Tiles {
+                XCTAssertGreaterThan(PeakFlops.measure(threads: 1, seconds: 0.01, isa: isa, products: .bf16Tiles), 0, "\(isa) bf16")
+            }
         }
     }
 

@@ -103,6 +103,12 @@ typedef struct {
     sparge_bf16_softmax_fn softmax;
     sparge_bf16_pv_fn pv;
     void (*release)(void);
+    /// The ceiling of the set's bf16 products, for `PeakFlops`: `iterations` rounds of independent products
+    /// on its instruction (VDPBF16PS chains, or TDPBF16PS on four tiles), `probeFlops` FLOPs a round (2 per
+    /// multiply-add); returns a value that keeps them alive. NULL (and 0) where the set has no instruction of
+    /// its own (the twin, the stand-ins).
+    float (*probe)(long iterations);
+    long probeFlops;
 } sparge_bf16_tile_kernels;
 
 /// One ISA's kernels.

@@ -1,9 +1,11 @@
 import CSpargeKernels
 import Dispatch
 
-/// The fp32 FMA ceiling of this machine for a kernel set: the figure every CPU GFLOP/s is reported against.
+/// The ceiling of this machine for a kernel set and what its tiles multiply with (the fp32 FMA, int8's integer
+/// multiply-adds, or the bf16 products' instruction): the figure every CPU GFLOP/s is reported against.
 public enum PeakFlops {
-    /// Measured GFLOP/s of independent FMA chains of `isa`'s vectors on `threads` threads for about `seconds`.
+    /// Measured GFLOP/s of independent chains of `isa`'s multiply-adds on `threads` threads for about
+    /// `seconds` (FMAs unless `products` says otherwise).
     ///
     /// The probe is compiled with the micro-kernels (CSpargeKernels), for the same ISA: 12 chains of 8
     /// floats on AVX2 (16 registers; FMA latency 4 × 2 pipes = 8 in flight), 16 of 16 on AVX-512, 8 of 4
@@ -16,20 +18,43 @@ public enum PeakFlops {
     ///   - threads: worker threads (default 1).
     ///   - seconds: measuring time per thread (default 0.5; longer smooths frequency ramps).
     ///   - isa: the kernel set whose ceiling is measured (default: the best this CPU has).
-    ///   - integer: measure instead the int16 multiply-adds of `AttentionPrecision.int8`'s products
-    ///     (independent chains of the kernels' step, vpmaddwd then vpaddd on AVX2), 2 operations each, so
-    ///     that the figure compares with GFLOP/s: the ceiling of the int8 kernels (1.35–1.45× the FMA's on Zen 3).
+    ///   - products: what the tiles multiply with (`TileProducts.chosen`): fp32 measures the FMA; int8 the
+    ///     int16 multiply-adds of its products (independent chains of the kernels' step: vpmaddwd then vpaddd
+    ///     on AVX2, vpdpwssd with VNNI), 2 operations each, so that the figure compares with GFLOP/s (the
+    ///     ceiling of the int8 kernels, 1.35–1.45× the FMA's on Zen 3); bf16Tiles the set's bf16 instruction
+    ///     (VDPBF16PS chains, or TDPBF16PS on tiles).
     public static func measure(threads: Int = 1, seconds: Double = 0.5, isa: CPUISA = .detected,
-                               integer: Bool = false) -> Double {
+                               products: TileProducts = .fp32) -> Double {
         precondition(threads >= 1, "PeakFlops: threads must be ≥ 1")
         let kernels = isa.kernels
+        precondition(products != .bf16Tiles || kernels.bf16.probe != nil, "PeakFlops: \(isa.rawValue) has no bf16 products")
         var rates = [Double](repeating: 0, count: threads)
         rates.withUnsafeMutableBufferPointer { out in
             DispatchQueue.concurrentPerform(iterations: threads) { t in
-                out[t] = integer ? integerRate(kernels, seconds: seconds) : rate(kernels, seconds: seconds)
+                switch products {
+                case .fp32: out[t] = rate(kernels, seconds: seconds)
+                case .int8: out[t] = integerRate(kernels, seconds: seconds)
+                case .bf16Tiles: out[t] = bf16Rate(kernels.bf16, seconds: seconds)
+                }
             }
         }
         return rates.reduce(0, +)
+    }
+
+    /// One thread's GFLOP/s on the set's bf16 instruction.
+    static func bf16Rate(_ kernels: sparge_bf16_tile_kernels, seconds: Double) -> Double {
+        let iterations = 1 << 12
+        var rounds = 0
+        var sink: Float = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed: UInt64 = 0
+        repeat {
+            sink += kernels.probe(iterations)
+            rounds += 1
+            elapsed = DispatchTime.now().uptimeNanoseconds - start
+        } while elapsed < UInt64(seconds * 1e9)
+        if sink == 0 { return -1 }  // keeps the products alive (each round returns at least 1)
+        return Double(rounds * iterations) * Double(kernels.probeFlops) / Double(elapsed)
     }
 
     /// One thread's int16 multiply-add rate, in G operations per second (2 per multiply-add).
