@@ -3,10 +3,11 @@
 # ratio is typical of a machine whose speed moves by 2× within a lease (BENCHMARKS.md, 2026-11-30):
 #   bash benchmarks/cpu-amx-long.sh CARRY PYTHON [ROUNDS] [OUT]   (default 8 rounds; OUT default $OUT or ./cpu-amx-long)
 # CARRY is built as for cpu-amx-device.sh (sparge.gz, peers/, a static amx-check).
-# 1. Correctness of the build: amx-check (the AMX kernels against their scalar twin, 100 trials) and `verify
-#    --precision bf16` on AMX (llm causal on one rank and on 2).
-# 2. Dense N = 32768, 8 heads, D = 128, 16 threads: AMX bf16 then PyTorch SDPA fp32 and bf16, ROUNDS rounds
-#    (benchmarks/cpu-vs-torch.sh), each round's numbers printed, so that every ratio is of one moment.
+# 1. Correctness of the build: amx-check (the AMX and AVX512-BF16 kernels against their scalar twin, 100
+#    trials) and `verify --precision bf16` on AMX and AVX512-BF16 (llm causal; AMX also on 2 ranks).
+# 2. Dense N = 32768, 8 heads, D = 128, 16 threads: AMX bf16 (and the pairs of AMX_RUNS instead, e.g.
+#    "amx:bf16 avx512bf16:bf16") then PyTorch SDPA fp32 and bf16, ROUNDS rounds (benchmarks/cpu-vs-torch.sh),
+#    each round's numbers printed, so that every ratio is of one moment.
 # 3. Each round's state beside it: before every round, one thread's visit with the AMX kernels and with
 #    kernels that compute nothing (SPARGE_BF16_TILES=bookkeeping), N = 8192 (µs a visit).
 # 4. Sparse (TopK 0.1) against its own dense mode, AMX bf16, 3 repeats each, twice, with the sparse pass's
@@ -43,9 +44,11 @@ except ValueError: print("(no result)")' "$1"
 
 step "1. correctness"
 timeout -k 5 150 "$carry/amx-check" 100 || fail "amx-check"
-line="$(SPARGE_CPU_ISA=amx timeout -k 5 90 "$sparge" verify --workload llm --causal --seq 3000 --heads 4 --kv-heads 2 --head-dim 128 --precision bf16 --threads 16 --json | tail -n 1)"
-echo "verify amx bf16 llm causal: $line"
-echo "$line" | grep -q '"passed": true' || fail "verify amx bf16"
+for isa in amx avx512bf16; do
+    line="$(SPARGE_CPU_ISA=$isa timeout -k 5 90 "$sparge" verify --workload llm --causal --seq 3000 --heads 4 --kv-heads 2 --head-dim 128 --precision bf16 --threads 16 --json | tail -n 1)"
+    echo "verify $isa bf16 llm causal: $line"
+    echo "$line" | grep -q '"passed": true' || fail "verify $isa bf16"
+done
 line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --precision bf16 --json | tail -n 1)"
 echo "verify amx bf16 2 ranks: $line"
 echo "$line" | grep -q '"passed": true' || fail "verify amx bf16 on 2 ranks"
@@ -61,8 +64,8 @@ except ValueError: print('?')" "$ms"
 step "2–3. dense N = 32768, 8 heads, 16 threads, $rounds rounds against PyTorch, each with the state before it"
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r ($(date -u +%T)): one thread's visit $(visit "") µs with the AMX kernels, $(visit bookkeeping) µs bookkeeping alone$([ -n "${SPARGE_BASE:-}" ] && echo "; base $(visit "" "$SPARGE_BASE") µs")"
-    TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="amx:bf16" SPARGE_BASE_FIRST=$(( (r + 1) % 2 )) \
-        timeout -k 5 200 bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 1 32768 8 16 | tail -n "$([ -n "${SPARGE_BASE:-}" ] && echo 4 || echo 3)" || fail "round $r"
+    TORCH_SDPA="$carry/peers/torch_cpu_sdpa.py" RUNS="${AMX_RUNS:-amx:bf16}" SPARGE_BASE_FIRST=$(( (r + 1) % 2 )) \
+        timeout -k 5 200 bash "$here/cpu-vs-torch.sh" "$sparge" "$python" 1 32768 8 16 | tail -n +3 || fail "round $r"
 done
 
 step "4. sparse TopK 0.1 against its own dense mode, AMX bf16"
