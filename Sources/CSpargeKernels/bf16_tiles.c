@@ -66,6 +66,27 @@ static inline void transpose_8x8(const u16x8 r[8], u16x8 out[8]) {
     }
 }
 
+/// Rows first … first + 7 of `x` (`rows` of them exist, each `dim` floats) rounded to bf16 into `eight`, zeros
+/// past the last.
+static inline void round_eight_rows(const float *x, long first, long rows, long dim, unsigned short eight[8][dim]) {
+    for (long k = 0; k < 8; k++) {
+        if (first + k < rows) bf16_row(x + (first + k) * dim, dim, eight[k]);
+        else memset(eight[k], 0, sizeof(unsigned short) * dim);
+    }
+}
+
+/// Eight rows of `dim` bf16 words (keys c0 … c0 + 7) into Vᵀ's columns c0 … c0 + 7 (`kp` words a row), 8 × 8
+/// squares transposed in registers (dim a multiple of 8).
+static inline void store_transposed_rows(long dim, unsigned short eight[8][dim], long kp, long c0,
+                                         unsigned short *valuesT) {
+    for (long i0 = 0; i0 < dim; i0 += 8) {
+        u16x8 r[8], out[8];
+        for (int j = 0; j < 8; j++) memcpy(&r[j], &eight[j][i0], 16);
+        transpose_8x8(r, out);
+        for (int i = 0; i < 8; i++) memcpy(valuesT + (i0 + i) * kp + c0, &out[i], 16);
+    }
+}
+
 // Rows are rounded whole (vectorized); V's are then transposed eight keys × eight dimensions at a time in
 // registers. Rounded one value at a time in the transposed order, packing took 1.6–2.5 ns a value on a Zen
 // 3; rows rounded whole and scattered value by value, ~0.5 ns, still the largest cost of the driver around
@@ -86,16 +107,8 @@ PACKING void sparge_pack_bf16_block(const float *keys, const float *values, long
     }
     unsigned short eight[8][dim];
     for (long c0 = 0; c0 < kp; c0 += 8) {
-        for (long j = 0; j < 8; j++) {
-            if (c0 + j < rows) bf16_row(values + (c0 + j) * dim, dim, eight[j]);
-            else memset(eight[j], 0, sizeof(unsigned short) * dim);
-        }
-        for (long i0 = 0; i0 < dim; i0 += 8) {
-            u16x8 r[8], out[8];
-            for (int j = 0; j < 8; j++) memcpy(&r[j], &eight[j][i0], 16);
-            transpose_8x8(r, out);
-            for (int i = 0; i < 8; i++) memcpy(valuesT + (i0 + i) * kp + c0, &out[i], 16);
-        }
+        round_eight_rows(values, c0, rows, dim, eight);
+        store_transposed_rows(dim, eight, kp, c0, valuesT);
     }
 }
 
@@ -113,21 +126,16 @@ PACKING void sparge_pack_bf16_block_stored(const unsigned short *keys, const uns
             for (long i = 0; i < dim; i++) valuesT[i * kp + c] = c < rows ? bf16_canonical(values[c * dim + i]) : 0;
         return;
     }
-    const u16x8 zero = {0}, nanMagnitude = {0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80, 0x7F80};
-    const u16x8 magnitude = {0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF, 0x7FFF};
-    const u16x8 quiet = {0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0};
+    unsigned short eight[8][dim];
     for (long c0 = 0; c0 < kp; c0 += 8) {
-        for (long i0 = 0; i0 < dim; i0 += 8) {
-            u16x8 r[8], out[8];
-            for (int j = 0; j < 8; j++) {
-                if (c0 + j >= rows) { r[j] = zero; continue; }
-                memcpy(&r[j], values + (c0 + j) * dim + i0, 16);
-                u16x8 isNaN = (u16x8)((r[j] & magnitude) > nanMagnitude);
-                r[j] = (r[j] & ~isNaN) | (quiet & isNaN);
+        for (long j = 0; j < 8; j++) {
+            if (c0 + j < rows) {
+                for (long i = 0; i < dim; i++) eight[j][i] = bf16_canonical(values[(c0 + j) * dim + i]);
+            } else {
+                memset(eight[j], 0, sizeof(unsigned short) * dim);
             }
-            transpose_8x8(r, out);
-            for (int i = 0; i < 8; i++) memcpy(valuesT + (i0 + i) * kp + c0, &out[i], 16);
         }
+        store_transposed_rows(dim, eight, kp, c0, valuesT);
     }
 }
 
@@ -149,10 +157,7 @@ PACKING void sparge_pack_bf16_queries(const float *queries, long rows, long dim,
     }
     unsigned short eight[8][dim];
     for (long r0 = 0; r0 < lanes; r0 += 8) {
-        for (long k = 0; k < 8; k++) {
-            if (r0 + k < rows) bf16_row(queries + (r0 + k) * dim, dim, eight[k]);
-            else memset(eight[k], 0, sizeof(unsigned short) * dim);
-        }
+        round_eight_rows(queries, r0, rows, dim, eight);
         for (long j0 = 0; j0 < pairs; j0 += 8) {
             u32x8 r[8], out[8];
             for (int k = 0; k < 8; k++) memcpy(&r[k], &eight[k][2 * j0], 32);  // pair j: low half first

@@ -44,50 +44,40 @@ public enum PeakFlops {
     /// One thread's GFLOP/s on the set's bf16 instruction.
     static func bf16Rate(_ kernels: sparge_bf16_tile_kernels, seconds: Double) -> Double {
         let iterations = 1 << 12
-        var rounds = 0
-        var sink: Float = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        var elapsed: UInt64 = 0
-        repeat {
-            sink += kernels.probe(iterations)
-            rounds += 1
-            elapsed = DispatchTime.now().uptimeNanoseconds - start
-        } while elapsed < UInt64(seconds * 1e9)
-        if sink == 0 { return -1 }  // keeps the products alive (each round returns at least 1)
+        // Each round returns at least 1: the sum keeps the products alive.
+        let (rounds, elapsed) = timed(seconds: seconds, zero: Float(0), { $0 + $1 }) { kernels.probe(iterations) }
         return Double(rounds * iterations) * Double(kernels.probeFlops) / Double(elapsed)
     }
 
     /// One thread's int16 multiply-add rate, in G operations per second (2 per multiply-add).
     static func integerRate(_ kernels: sparge_tile_kernels, seconds: Double) -> Double {
         let iterations = 1 << 14
-        var rounds = 0, sink: Int32 = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        var elapsed: UInt64 = 0
-        repeat {
-            sink &+= kernels.maddProbe(iterations)
-            rounds += 1
-            elapsed = DispatchTime.now().uptimeNanoseconds - start
-        } while elapsed < UInt64(seconds * 1e9)
-        if sink == 0 { return -1 }  // keeps the chains alive (they never all cancel to 0)
-        let operations = Double(rounds * iterations) * Double(kernels.probeChains * kernels.vectorWidth) * 2 * 2
-        return operations / Double(elapsed)
+        // The chains never all cancel to 0: the sum keeps them alive.
+        let (rounds, elapsed) = timed(seconds: seconds, zero: Int32(0), { $0 &+ $1 }) { kernels.maddProbe(iterations) }
+        return Double(rounds * iterations) * Double(kernels.probeChains * kernels.vectorWidth) * 2 * 2 / Double(elapsed)
     }
 
-    /// One thread's GFLOP/s: rounds of the probe until `seconds` have passed.
+    /// One thread's GFLOP/s on FMA chains.
     static func rate(_ kernels: sparge_tile_kernels, seconds: Double) -> Double {
         let iterations = 1 << 14
-        var rounds = 0
-        var sink: Float = 0
+        // Every chain converges to 1, so the sum is never 0: it keeps the probe's result alive.
+        let (rounds, elapsed) = timed(seconds: seconds, zero: Float(0), { $0 + $1 }) { kernels.fmaProbe(iterations) }
+        return Double(rounds * iterations) * Double(kernels.probeChains * kernels.vectorWidth) * 2 / Double(elapsed)
+    }
+
+    /// Rounds of `probe` until `seconds` have passed: how many, and the nanoseconds they took (∞ when every
+    /// result summed to `zero`, which a live probe never does, so that the rate reads 0 rather than a figure
+    /// of work the compiler might have dropped).
+    static func timed<T: Equatable>(seconds: Double, zero: T, _ add: (T, T) -> T,
+                                    _ probe: () -> T) -> (rounds: Int, nanoseconds: Double) {
+        var rounds = 0, sink = zero
         let start = DispatchTime.now().uptimeNanoseconds
         var elapsed: UInt64 = 0
         repeat {
-            sink += kernels.fmaProbe(iterations)
+            sink = add(sink, probe())
             rounds += 1
             elapsed = DispatchTime.now().uptimeNanoseconds - start
         } while elapsed < UInt64(seconds * 1e9)
-        // Keeps the probe's result alive: every chain converges to 1, so the sum is never 0.
-        if sink == 0 { return -1 }
-        let flops = Double(rounds * iterations) * Double(kernels.probeChains * kernels.vectorWidth) * 2
-        return flops / Double(elapsed)
+        return (rounds, sink == zero ? .infinity : Double(elapsed))
     }
 }
