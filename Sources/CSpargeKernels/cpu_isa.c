@@ -53,9 +53,11 @@ int sparge_cpu_isa(void) {
     if ((xcr0 & 0x6) != 0x6) return SPARGE_ISA_PORTABLE;  // xmm and ymm state
     if (__get_cpuid_max(0, 0) < 7) return SPARGE_ISA_PORTABLE;
     __cpuid_count(7, 0, a, b, c, d);
-    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
+    // The avx512 set is compiled for AVX-512F with VL (256-bit forms of its instructions, ymm16–31): a CPU
+    // with F alone (Knights Landing) runs avx2.
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512vl = (b >> 31) & 1;
     if (!avx2) return SPARGE_ISA_PORTABLE;
-    if (!(avx512f && (xcr0 & 0xE6) == 0xE6)) return SPARGE_ISA_AVX2;  // opmask, zmm0–15 upper, zmm16–31
+    if (!(avx512f && avx512vl && (xcr0 & 0xE6) == 0xE6)) return SPARGE_ISA_AVX2;  // opmask, zmm0–15 upper, zmm16–31
     if (!avx512_bf16_usable(a, b, c)) return SPARGE_ISA_AVX512;
     return amx_usable(d, xcr0) ? SPARGE_ISA_AMX : SPARGE_ISA_AVX512_BF16;
 }

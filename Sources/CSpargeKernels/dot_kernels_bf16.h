@@ -89,7 +89,8 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
 }
 
 /// VDPBF16PS's ceiling: 16 independent accumulators (latency × pipes in flight, as the FMA probe), each taking
-/// pairs (−2⁻¹⁰, 2⁻¹⁰)·(2⁻¹⁰, 2⁻¹⁰) whose products cancel exactly, so the values never move.
+/// pairs (−2⁻¹⁰, 2⁻¹⁰)·(2⁻¹⁰, 2⁻¹⁰) whose products cancel, so the values stay near their start (an
+/// instruction that rounds after each product may move one by an ulp; the timing does not depend on it).
 #define DOT_PROBE_CHAINS 16
 float KERNEL(bf16_probe)(long iterations) {
     static volatile unsigned word = 0x3A803A80u;  // (2⁻¹⁰, 2⁻¹⁰): opaque to the compiler

@@ -1,6 +1,6 @@
 // tile_kernels_bf16.h on AMX (Sapphire Rapids and later Xeons): TDPBF16PS on tiles, AVX512-BF16's
-// vcvtne2ps2bf16 for P, AVX-512 for the softmax. The rest of the AMX set is the AVX-512 kernels
-// (cpu_isa.c). Runs only where sparge_cpu_isa says AMX: cpuid, XCR0 and Linux's permission for the tiles.
+// vcvtne2ps2bf16 for P, AVX-512 for the softmax. The rest of the AMX set is the avx512bf16 set's kernels
+// (VNNI for int8; cpu_isa.c). Runs only where sparge_cpu_isa says AMX: cpuid, XCR0 and Linux's permission for the tiles.
 #if defined(__x86_64__)
 #include "CSpargeKernels.h"
 #include <immintrin.h>

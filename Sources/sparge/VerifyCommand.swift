@@ -55,14 +55,17 @@ enum VerifyCommand {
         // bf16 on bf16 products (AVX512-BF16, AMX) rounds P to bf16 against the running max of the moment as well (2⁻⁹ relative per p
         // at most): two orders differ by that rounding, and the Double reference, which cannot repeat it, by
         // ~1e-3 relative L1 on random inputs (Bf16TileTests: 1.1–1.4e-3, bounded there by 3e-3).
-        let bf16Tiles = (engine as? CPUAttentionEngine).map { $0.precision == .bf16 && $0.isa.hasBf16Tiles } ?? false
-        let tolerance = Double(try o.float("tolerance", range: 0...1) ?? (int8 ? 2e-4 : bf16Tiles ? 3e-3 : 1e-5))
+        let givenTolerance = try o.float("tolerance", range: 0...1).map(Double.init)
         let withReferences = !o.has("no-reference")
         if !withReferences && config.lambdaActive {
             throw UsageError("with the λ rule on, verify judges by the error to the dense reference: drop --no-reference")
         }
         let comm = ctx.comm
         var (q, k, v) = try inputs(o, ctx: ctx, blockQ: config.blockQ)
+        let bf16Tiles = (engine as? CPUAttentionEngine).map {
+            TileProducts.chosen(precision: $0.precision, isa: $0.isa, headDim: q.dim) == .bf16Tiles
+        } ?? false
+        let tolerance = givenTolerance ?? (int8 ? 2e-4 : bf16Tiles ? 3e-3 : 1e-5)
         if let cuda = engine as? CUDAAttentionEngine {
             // The GPU takes 16-bit inputs: round them here, so that the references see what the GPU sees.
             (q, k, v) = (cuda.precision.rounded(q), cuda.precision.rounded(k), cuda.precision.rounded(v))

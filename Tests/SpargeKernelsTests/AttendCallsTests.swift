@@ -96,6 +96,33 @@ final class AttendCallsTests: XCTestCase {
         #endif
     }
 
+    /// K/V stored in bf16 words (the ring's format, packed for the tiles straight from the words) give the bf16
+    /// tiles the same bits as K/V stored in f32 (packed by rounding each float): both lay out bf16(x). On both
+    /// bf16 sets' kernels with their instructions emulated, and on this CPU's own where it has them.
+    func testBf16StoredBlocksPackAsFloatBlocks() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 kernels are compiled for AVX2") }
+        var sets = [("AMX tiles emulated", sparge_bf16_emulated()), ("dot products emulated", sparge_bf16_dot_emulated())]
+        for isa in CPUISA.allCases where isa.hasBf16Tiles && isa.isSupported { sets.append((isa.rawValue, isa.kernels.bf16)) }
+        for var c in Self.freshCases().prefix(3) {
+            c.dim = [32, 64].randomElement()!
+            let (q, k, v, config, mask, callOf) = inputs(c, blockQ: 64, blockK: 32, tileQ: 64)
+            for (name, kernels) in sets {
+                func pass(_ format: StorageFormat) throws -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
+                    let attention = try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                                             seqLen: q.rows, threads: 2, bf16Kernels: kernels)
+                    return feed(attention, k: k, v: v, config: config, callOf: callOf, calls: c.calls, format: format)
+                }
+                let (fromFloats, fromWords) = (try pass(.f32), try pass(.bf16))
+                XCTAssertEqual(fromWords.output.data.map(\.bitPattern), fromFloats.output.data.map(\.bitPattern), "\(name): \(c)")
+                XCTAssertEqual(fromWords.lse.map(\.bitPattern), fromFloats.lse.map(\.bitPattern), "\(name): \(c)")
+            }
+        }
+        #else
+        throw XCTSkip("the emulated bf16 kernels are x86-64 only")
+        #endif
+    }
+
     /// The measurement stand-in (`Bf16TileStandIn.bookkeeping`, what `bench-kernel` times with
     /// SPARGE_BF16_TILES) on passes without causal cuts, where it is meant to be used: the driver visits
     /// exactly the blocks the scalar twin visits, the λ rule skips nothing (every block maximum 0, every p 1),
@@ -148,20 +175,33 @@ final class AttendCallsTests: XCTestCase {
     }
 
     /// Feeds `attention` in `calls` calls as `attendInCalls` does, and finishes it.
+    /// Feeds `attention` the case's calls, K/V stored in `format` (f32 as given, or bf16 words as the ring
+    /// holds them).
     func feed(_ attention: BlockSparseAttention, k: Tensor3, v: Tensor3, config: SpargeConfig, callOf: [Int],
-              calls: Int) -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
+              calls: Int, format: StorageFormat = .f32) -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
         let dim = k.dim, rows = k.rows
-        k.data.withUnsafeBufferPointer { kp in
-            v.data.withUnsafeBufferPointer { vp in
-                for call in 0..<calls {
-                    var table = KeyValueBlockTable(kvHeads: k.heads, keyBlocks: callOf.count, blockK: config.blockK, seqLen: rows)
-                    for h in 0..<k.heads {
-                        for (b, i) in callOf.enumerated() where i == call {
-                            let offset = (h * rows + b * config.blockK) * dim
-                            table.set(kvHead: h, block: b, keys: kp.baseAddress! + offset, values: vp.baseAddress! + offset)
+        var kBits = [UInt16](repeating: 0, count: format == .bf16 ? k.data.count : 0), vBits = kBits
+        if format == .bf16 {
+            sparge_bf16_round(k.data, k.data.count, &kBits)
+            sparge_bf16_round(v.data, v.data.count, &vBits)
+        }
+        k.data.withUnsafeBytes { kf in
+            v.data.withUnsafeBytes { vf in
+                kBits.withUnsafeBytes { kb in
+                    vBits.withUnsafeBytes { vb in
+                        let (kp, vp) = format == .bf16 ? (kb.baseAddress!, vb.baseAddress!) : (kf.baseAddress!, vf.baseAddress!)
+                        for call in 0..<calls {
+                            var table = KeyValueBlockTable(kvHeads: k.heads, keyBlocks: callOf.count, blockK: config.blockK,
+                                                           seqLen: rows, format: format)
+                            for h in 0..<k.heads {
+                                for (b, i) in callOf.enumerated() where i == call {
+                                    let offset = ((h * rows + b * config.blockK) * dim) * format.byteSize
+                                    table.set(kvHead: h, block: b, keys: kp + offset, values: vp + offset)
+                                }
+                            }
+                            attention.attend(table, threads: 2)
                         }
                     }
-                    attention.attend(table, threads: 2)
                 }
             }
         }

@@ -78,7 +78,9 @@ final class Bf16TileTests: XCTestCase {
     /// The real instructions may sum a product pair in another order than the emulation (VDPBF16PS adds the
     /// high pair first): a score's last bit can then move a p across a bf16 rounding boundary, one bf16 step
     /// (≤ 2⁻⁸ for p ≤ 1) on that p, which in a tile of a few rows dominated by that key is up to ~1e-3 of its
-    /// output; 5e-3.
+    /// output; 5e-3. Measured on Zen 5's VDPBF16PS: ≤ 2.3e-5 over 300 shapes (median 4.5e-8); the loops
+    /// themselves are held to 1e-6 by the emulated test, so this bound only has to catch the instruction
+    /// wrappers' operand mistakes, which cost O(1).
     static let hardwareTolerance = 5e-3
 
     #if arch(x86_64)

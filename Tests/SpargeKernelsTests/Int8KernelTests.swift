@@ -6,7 +6,8 @@ import XCTest
 /// `AttentionPrecision.int8`'s integer micro-kernels against their scalar twins (plain loops over the same
 /// integers) on fresh random shapes with every tail, with every kernel set: the portable one (what a CPU
 /// without AVX2 runs, forced with SPARGE_CPU_ISA=portable in the CLI), AVX2 where this CPU has it, and the
-/// AVX-512 blocking compiled for AVX2. Integer sums are exact, so every set must give the same bits.
+/// AVX-512 blocking compiled for AVX2, and the AVX-512 sets (VNNI's included) where this CPU has them. Integer
+/// sums are exact, so every set must give the same bits.
 final class Int8KernelTests: XCTestCase {
     static var kernelSets: [(String, sparge_tile_kernels)] {
         var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
@@ -15,6 +16,8 @@ final class Int8KernelTests: XCTestCase {
             sets += [("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))),
                      ("avx512 blocking", sparge_kernels_avx512_blocking())]
         }
+        // The real AVX-512 sets where this CPU has them: two 256-bit vpmaddwd, and VNNI's vpdpwssd.
+        for isa in [CPUISA.avx512, .avx512bf16] where isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }
         #endif
         return sets
     }

@@ -1,5 +1,5 @@
 import CSpargeKernels
-import SpargeKernels
+@testable import SpargeKernels
 import SpargeTestSupport
 import XCTest
 
@@ -86,7 +86,7 @@ final class KernelBlockingTests: XCTestCase {
         if CPUISA.avx2.isSupported {
             sets += [("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))), ("avx512 blocking", sparge_kernels_avx512_blocking())]
         }
-        if CPUISA.avx512.isSupported { sets.append(("avx512", sparge_kernels(Int32(SPARGE_ISA_AVX512.rawValue)))) }
+        for isa in [CPUISA.avx512, .avx512bf16] where isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }
         #endif
         return sets
     }
@@ -94,11 +94,12 @@ final class KernelBlockingTests: XCTestCase {
     func testKernelSetsAgreeOnRandomTiles() throws {
         #if arch(x86_64)
         guard CPUISA.avx2.isSupported else { throw XCTSkip("the AVX2 and AVX-512-blocking kernels need AVX2") }
-        let sets: [(String, sparge_tile_kernels)] = [
+        var sets: [(String, sparge_tile_kernels)] = [
             ("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue))),
             ("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))),
             ("avx512 blocking", sparge_kernels_avx512_blocking()),
         ]
+        for isa in [CPUISA.avx512, .avx512bf16] where isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }
         var system = SystemRandomNumberGenerator()
         for _ in 0..<20 {
             // Fresh shapes: D and the key count cover every tail of 6- and 4-row micro-kernels.

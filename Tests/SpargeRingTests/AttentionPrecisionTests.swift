@@ -3,10 +3,10 @@ import SpargeWorkloads
 import XCTest
 @testable import SpargeRing
 
-/// The CPU in every precision and with every kernel set this CPU runs: a 16-bit precision is the fp32
-/// computation on rounded inputs, bit for bit, and its error against Double attention on the unrounded
-/// inputs (same mask) is what the rounding costs — on the llm, video and random workloads and on the MiniLM
-/// fixtures.
+/// The CPU in every precision and with every kernel set this CPU runs: a 16-bit precision on fp32 products is
+/// the fp32 computation on rounded inputs, bit for bit (bf16 on bf16 products also rounds P: Bf16TileTests
+/// holds those to their twin), and its error against Double attention on the unrounded inputs (same mask) is
+/// what the rounding costs — on the llm, video and random workloads and on the MiniLM fixtures.
 final class AttentionPrecisionTests: XCTestCase {
     static let kernelSets = CPUISA.allCases.filter(\.isSupported)
 

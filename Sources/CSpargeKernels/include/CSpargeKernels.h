@@ -22,7 +22,7 @@ extern "C" {
 typedef enum {
     SPARGE_ISA_PORTABLE = 0,     ///< x86-64 baseline (SSE2) or any other CPU: 4-wide vectors, no FMA
     SPARGE_ISA_AVX2 = 1,         ///< AVX2 + FMA: 8-wide, 16 registers
-    SPARGE_ISA_AVX512 = 2,       ///< AVX-512F: 16-wide, 32 registers
+    SPARGE_ISA_AVX512 = 2,       ///< AVX-512F and VL: 16-wide, 32 registers
     SPARGE_ISA_AVX512_BF16 = 3,  ///< AVX-512 plus AVX512-BF16 and AVX512-VNNI (AMD Zen 4 and later, Cooper Lake)
     SPARGE_ISA_AMX = 4,          ///< AVX-512 plus AMX-BF16 tiles and AVX512-BF16 (Sapphire Rapids and later)
 } sparge_isa;

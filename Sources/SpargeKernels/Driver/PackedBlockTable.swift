@@ -50,9 +50,10 @@ final class PackedBlockTable: @unchecked Sendable {
         let made = present.map { _ in Block(blockK: table.blockK, headDim: headDim) }
         let next = WorkCounter()
         DispatchQueue.concurrentPerform(iterations: max(1, min(threads, present.count))) { _ in
-            // Blocks stored in 16 bits are widened to fp32 first (exact), unless the block packs them as they are.
-            let widened = table.format == .f32 ? nil : UnsafeMutablePointer<Float>.allocate(capacity: 2 * table.blockK * headDim)
-            defer { widened?.deallocate() }
+            // Blocks stored in 16 bits are widened to fp32 first (exact), unless the block packs them as they
+            // are; the buffer is made at the first block that needs it.
+            var buffer: UnsafeMutablePointer<Float>?
+            defer { buffer?.deallocate() }
             while true {
                 let i = next.claim()
                 if i >= present.count { break }
@@ -62,7 +63,9 @@ final class PackedBlockTable: @unchecked Sendable {
                    made[i].fill(stored: stored.keys, values: stored.values, rows: rows, format: table.format) {
                     continue
                 }
-                if let widened {
+                if table.format != .f32 {
+                    if buffer == nil { buffer = .allocate(capacity: 2 * table.blockK * headDim) }
+                    let widened = buffer!
                     table.format.widen(stored.keys, count: rows * headDim, to: widened)
                     table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)
                     made[i].fill(keys: widened, values: widened + rows * headDim, rows: rows)

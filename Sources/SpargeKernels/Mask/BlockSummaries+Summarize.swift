@@ -41,7 +41,7 @@ extension BlockSummaries {
                 m.withUnsafeBufferPointer { mp in
                     let (mo, fo, mb) = (meansOut.baseAddress!, flagsOut.baseAddress!, mp.baseAddress!)
                     let jobs = heads * count
-                    // Work items are (head, chunk of blocks); a scratch of 3·dim Doubles per item.
+                    // Work items are (head, chunk of blocks); a scratch of 2·dim Doubles per item.
                     let chunk = max(1, min(count, 16))
                     let chunksPerHead = (count + chunk - 1) / chunk
                     DispatchQueue.concurrentPerform(iterations: jobs == 0 ? 0 : heads * chunksPerHead) { item in
