@@ -8,15 +8,7 @@
 #define HAS_FMA 1
 #include "vector_ops.h"
 #include "transpose_32bit.h"
-
-/// The packing functions are compiled for AVX-512BW, AVX2 and any x86-64, the loader picking the best this
-/// CPU has (ifunc): they round and move every value of Q, K and V once per pass, and the baseline's SSE2
-/// made them ~10% of a sparse pass's work around the kernels. Every clone computes the same bits.
-#if defined(__x86_64__)
-#define PACKING __attribute__((target_clones("avx512bw", "avx2", "default")))
-#else
-#define PACKING
-#endif
+#include "per_isa_clones.h"
 
 /// bf16(x) from x's bits, without a branch (so that loops of it vectorize).
 static inline unsigned short bf16_of_bits(unsigned bits) {
@@ -92,8 +84,8 @@ static inline void store_transposed_rows(long dim, unsigned short eight[8][dim],
 // 3; rows rounded whole and scattered value by value, ~0.5 ns, still the largest cost of the driver around
 // the kernels in a sparse pass (`sparge bench-kernel` with SPARGE_BF16_TILES=bookkeeping, `perf record`).
 // Kp is a multiple of 32 and D of 32 where the tiles run, so the 8 × 8 squares tile both.
-PACKING void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim, unsigned short *packedKeys,
-                            unsigned short *valuesT) {
+PER_ISA_CLONES void sparge_pack_bf16_block(const float *keys, const float *values, long rows, long dim,
+                                           unsigned short *packedKeys, unsigned short *valuesT) {
     long kp = sparge_bf16_padded_keys(rows);
     bf16_row(keys, rows * dim, packedKeys);
     memset(packedKeys + rows * dim, 0, sizeof(unsigned short) * (kp - rows) * dim);
@@ -116,8 +108,9 @@ PACKING void sparge_pack_bf16_block(const float *keys, const float *values, long
 /// of any NaN), every other word is already its own rounding.
 static inline unsigned short bf16_canonical(unsigned short w) { return (w & 0x7FFFu) > 0x7F80u ? 0x7FC0 : w; }
 
-PACKING void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned short *values, long rows,
-                                           long dim, unsigned short *packedKeys, unsigned short *valuesT) {
+PER_ISA_CLONES void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned short *values,
+                                                  long rows, long dim, unsigned short *packedKeys,
+                                                  unsigned short *valuesT) {
     long kp = sparge_bf16_padded_keys(rows);
     for (long i = 0; i < rows * dim; i++) packedKeys[i] = bf16_canonical(keys[i]);
     memset(packedKeys + rows * dim, 0, sizeof(unsigned short) * (kp - rows) * dim);
@@ -139,12 +132,14 @@ PACKING void sparge_pack_bf16_block_stored(const unsigned short *keys, const uns
     }
 }
 
-PACKING void sparge_bf16_round(const float *values, long count, unsigned short *out) { bf16_row(values, count, out); }
+PER_ISA_CLONES void sparge_bf16_round(const float *values, long count, unsigned short *out) {
+    bf16_row(values, count, out);
+}
 
 // Q̂ᵀ eight lanes × eight pairs at a time: eight rows rounded whole, their pair words transposed in registers
 // and stored eight lanes at once (word by word, the scattered stores were the packing's cost).
-PACKING void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
-                                      unsigned *queriesT) {
+PER_ISA_CLONES void sparge_pack_bf16_queries(const float *queries, long rows, long dim, long stride, long lanes,
+                                             unsigned *queriesT) {
     const long pairs = dim / 2;
     if (pairs % 8 != 0 || lanes % 8 != 0) {  // not a shape the tiles take; kept correct anyway
         unsigned short row[dim];

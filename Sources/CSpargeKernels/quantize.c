@@ -4,16 +4,9 @@
 // that visits it: in scalar code with a libm call per value it cost more than the products).
 #include "CSpargeKernels.h"
 #include <stdlib.h>
-
-/// The exported functions are compiled for AVX-512BW, AVX2 and any x86-64, the loader picking the best this
-/// CPU has (ifunc): a sparse int8 pass quantizes every key block and query row once, ~10% of its time on the
-/// baseline's SSE2. No operation here can fuse or reorder (divisions, one subtraction, maxima), so every
-/// clone gives the same integers and scales.
-#if defined(__x86_64__)
-#define CLONED __attribute__((target_clones("avx512bw", "avx2", "default")))
-#else
-#define CLONED
-#endif
+#include "per_isa_clones.h"
+// The exported functions are PER_ISA_CLONES: no operation here can fuse or reorder (divisions, one
+// subtraction, maxima), so every clone gives the same integers and scales.
 
 /// `y` rounded to the nearest integer, ties to even, for |y| < 2²²: the 1.5·2²³ trick (no libm call).
 /// (Without -ffast-math, which this target never gets, the compiler keeps both operations.)
@@ -30,7 +23,8 @@ static void round_row(const float *x, long dim, const float *mean, float scale, 
         for (long i = 0; i < dim; i++) n[i] = (short)(int)round_even(x[i] / scale);
 }
 
-CLONED float sparge_quantize(const float *x, long count, long dim, const float *mean, float limit, short *n) {
+PER_ISA_CLONES float sparge_quantize(const float *x, long count, long dim, const float *mean, float limit,
+                                     short *n) {
     float largest = 0;
     for (long r = 0; r < count; r += dim) {
         if (mean)
@@ -47,7 +41,7 @@ CLONED float sparge_quantize(const float *x, long count, long dim, const float *
     return scale;
 }
 
-CLONED void sparge_column_mean(const float *x, long rows, long dim, float *mean) {
+PER_ISA_CLONES void sparge_column_mean(const float *x, long rows, long dim, float *mean) {
     for (long i = 0; i < dim; i++) mean[i] = 0;
     for (long r = 0; r < rows; r++)
         for (long i = 0; i < dim; i++) mean[i] += x[r * dim + i];
@@ -57,7 +51,7 @@ CLONED void sparge_column_mean(const float *x, long rows, long dim, float *mean)
 /// `(lo, hi)` as one word of two int16 halves, low first (the kernels' pairs).
 static inline int pair(short lo, short hi) { return (int)((unsigned)(unsigned short)lo | (unsigned)(unsigned short)hi << 16); }
 
-CLONED void sparge_quantize_block(const float *keys, const float *values, long rows, long dim, int *packedKeys,
+PER_ISA_CLONES void sparge_quantize_block(const float *keys, const float *values, long rows, long dim, int *packedKeys,
                            float *keyMean, float *keyScale, int *packedValues, float *valueScale) {
     long pairs = (dim + 1) / 2;
     short *n = malloc((size_t)(rows * dim + dim) * sizeof(short));  // up to MBs: not on a worker's stack

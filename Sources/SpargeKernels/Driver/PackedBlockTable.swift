@@ -20,7 +20,8 @@ public protocol PackedKeyValueBlock: AnyObject, Sendable {
 
 extension PackedKeyValueBlock {
     /// By default blocks convert from fp32 only.
-    public func fill(stored keys: UnsafeRawPointer, values: UnsafeRawPointer, rows: Int, format: StorageFormat) -> Bool {
+    public func fill(stored keys: UnsafeRawPointer, values: UnsafeRawPointer, rows: Int,
+                     format: StorageFormat) -> Bool {
         false
     }
 }
@@ -50,8 +51,8 @@ final class PackedBlockTable: @unchecked Sendable {
         let made = present.map { _ in Block(blockK: table.blockK, headDim: headDim) }
         let next = WorkCounter()
         DispatchQueue.concurrentPerform(iterations: max(1, min(threads, present.count))) { _ in
-            // Blocks stored in 16 bits are widened to fp32 first (exact), unless the block packs them as they
-            // are; the buffer is made at the first block that needs it.
+            // Blocks stored in 16 bits are packed from their words where the block can, else widened to fp32
+            // first (exact), in a buffer made at the first block that needs it.
             var buffer: UnsafeMutablePointer<Float>?
             defer { buffer?.deallocate() }
             while true {
@@ -59,20 +60,19 @@ final class PackedBlockTable: @unchecked Sendable {
                 if i >= present.count { break }
                 let (g, j) = (present[i] / table.keyBlocks, present[i] % table.keyBlocks)
                 let stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
-                if table.format != .f32,
-                   made[i].fill(stored: stored.keys, values: stored.values, rows: rows, format: table.format) {
-                    continue
-                }
-                if table.format != .f32 {
-                    if buffer == nil { buffer = .allocate(capacity: 2 * table.blockK * headDim) }
-                    let widened = buffer!
-                    table.format.widen(stored.keys, count: rows * headDim, to: widened)
-                    table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)
-                    made[i].fill(keys: widened, values: widened + rows * headDim, rows: rows)
-                } else {
+                if table.format == .f32 {
                     made[i].fill(keys: stored.keys.assumingMemoryBound(to: Float.self),
                                  values: stored.values.assumingMemoryBound(to: Float.self), rows: rows)
+                    continue
                 }
+                if made[i].fill(stored: stored.keys, values: stored.values, rows: rows, format: table.format) {
+                    continue
+                }
+                if buffer == nil { buffer = .allocate(capacity: 2 * table.blockK * headDim) }
+                let widened = buffer!
+                table.format.widen(stored.keys, count: rows * headDim, to: widened)
+                table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)
+                made[i].fill(keys: widened, values: widened + rows * headDim, rows: rows)
             }
         }
         var blocks = [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?](repeating: nil,
