@@ -78,7 +78,12 @@ static void *run_check(void *argument) {
     for (long t = 0; t < c->trials; t++) {
         const long dims[] = {32, 64, 96, 128, 256};
         long lanes = 64 * (1 + pick(&g, 2)), stride = lanes + 16, dim = dims[pick(&g, 5)];
-        long blockK = pick(&g, 2) ? 64 : 128, keyCount = 1 + pick(&g, blockK), kp = sparge_bf16_padded_keys(keyCount);
+        // A visit of one to three blocks: every block but the last a multiple of 32 keys, the last any count.
+        long blockK = pick(&g, 2) ? 64 : 128, blockCount = 1 + pick(&g, 3), counts[3], keyCount = 0, kp = 0;
+        for (long b = 0; b < blockCount; b++) {
+            counts[b] = b + 1 < blockCount ? 32 * (1 + pick(&g, 2)) : 1 + pick(&g, blockK);
+            keyCount += counts[b], kp += sparge_bf16_padded_keys(counts[b]);
+        }
         long rows = 1 + pick(&g, lanes);
         float scale = (float)(0.3 + 0.6 * uniform(&g)) / sqrtf((float)dim) * 1.4426950f;
         float *q = malloc(sizeof(float) * lanes * dim), *k = malloc(sizeof(float) * keyCount * dim);
@@ -86,21 +91,27 @@ static void *run_check(void *argument) {
         for (long i = 0; i < lanes * dim; i++) q[i] = (float)(uniform(&g) * 4 - 2);
         for (long i = 0; i < keyCount * dim; i++) k[i] = (float)(uniform(&g) * 4 - 2), v[i] = (float)(uniform(&g) * 2 - 1);
         unsigned *qT = malloc(4 * dim / 2 * stride);
-        unsigned short *kb = malloc(2 * kp * dim), *vT = malloc(2 * kp * dim);
         sparge_pack_bf16_queries(q, rows, dim, stride, lanes, qT);
-        sparge_pack_bf16_block(k, v, keyCount, dim, kb, vT);
-        long scoreFloats = (blockK + 31) / 32 * 32 * stride;
         // Σ|q_i|·|k_i| of every score: the scale of its rounding errors.
         float *qa = malloc(sizeof(float) * lanes * dim), *ka = malloc(sizeof(float) * keyCount * dim);
         for (long i = 0; i < lanes * dim; i++) qa[i] = fabsf(q[i]);
         for (long i = 0; i < keyCount * dim; i++) ka[i] = fabsf(k[i]);
         unsigned *qTa = malloc(4 * dim / 2 * stride);
-        unsigned short *kba = malloc(2 * kp * dim), *vTa = malloc(2 * kp * dim);
         sparge_pack_bf16_queries(qa, rows, dim, stride, lanes, qTa);
-        sparge_pack_bf16_block(ka, v, keyCount, dim, kba, vTa);
+        sparge_bf16_block kb[3], kba[3];
+        for (long b = 0, first = 0; b < blockCount; first += counts[b], b++) {
+            long bp = sparge_bf16_padded_keys(counts[b]);
+            unsigned short *keys = malloc(2 * bp * dim), *valuesT = malloc(2 * bp * dim);
+            unsigned short *keysA = malloc(2 * bp * dim), *valuesTA = malloc(2 * bp * dim);
+            sparge_pack_bf16_block(k + first * dim, v + first * dim, counts[b], dim, keys, valuesT);
+            sparge_pack_bf16_block(ka + first * dim, v + first * dim, counts[b], dim, keysA, valuesTA);
+            kb[b] = (sparge_bf16_block){keys, valuesT, counts[b]};
+            kba[b] = (sparge_bf16_block){keysA, valuesTA, counts[b]};
+        }
+        long scoreFloats = kp * stride;
         float *magnitude = malloc(4 * scoreFloats), *maxa = malloc(4 * lanes);
         for (long r = 0; r < lanes; r++) maxa[r] = -INFINITY;
-        twin.scores(qTa, stride, lanes, kba, dim, keyCount, scale, magnitude, maxa, NULL, NULL, 0);
+        twin.scores(qTa, stride, lanes, kba, blockCount, dim, scale, magnitude, maxa, NULL, 0);
         float *s1 = malloc(4 * scoreFloats), *s2 = malloc(4 * scoreFloats);
         float *max1 = malloc(4 * lanes), *max2 = malloc(4 * lanes), *run1 = malloc(4 * lanes), *run2 = malloc(4 * lanes);
         float *sum1 = malloc(4 * lanes), *sum2 = malloc(4 * lanes);
@@ -114,8 +125,8 @@ static void *run_check(void *argument) {
         for (long i = 0; i < dim * lanes; i++) o0[i] = o1[i] = o2[i] = (float)(uniform(&g) * 2 - 1);
 
         // Scores.
-        c->kernels.scores(qT, stride, lanes, kb, dim, keyCount, scale, s1, max1, k, v, keyCount * dim * 2);
-        twin.scores(qT, stride, lanes, kb, dim, keyCount, scale, s2, max2, NULL, NULL, 0);
+        c->kernels.scores(qT, stride, lanes, kb, blockCount, dim, scale, s1, max1, kb, blockCount);
+        twin.scores(qT, stride, lanes, kb, blockCount, dim, scale, s2, max2, NULL, 0);
         double e = 0;
         for (long row = 0; row < kp; row++) {
             double er = error_of_sums(s1 + row * stride, s2 + row * stride, magnitude + row * stride, lanes);
@@ -123,7 +134,8 @@ static void *run_check(void *argument) {
         }
         double em = error_of_sums(max1, max2, maxa, lanes);
         if (!(em <= e)) e = em;
-        free(qa), free(ka), free(qTa), free(kba), free(vTa), free(magnitude), free(maxa);
+        free(qa), free(ka), free(qTa), free(magnitude), free(maxa);
+        for (long b = 0; b < blockCount; b++) free((void *)kba[b].keys), free((void *)kba[b].valuesT);
         if (!(e <= c->scores)) c->scores = e;
         int bad = !(e <= scoreTolerance);
 
@@ -148,8 +160,8 @@ static void *run_check(void *argument) {
         for (long r = 0; r < lanes; r += 16)
             if (pick(&g, 2))
                 for (long l = r; l < r + 16; l++) max2[l] = 1;
-        c->kernels.pv((const unsigned *)s2, stride, lanes, vT, dim, keyCount, max2, o1);
-        twin.pv((const unsigned *)s2, stride, lanes, vT, dim, keyCount, max2, o2);
+        c->kernels.pv((const unsigned *)s2, stride, lanes, kb, blockCount, dim, max2, o1);
+        twin.pv((const unsigned *)s2, stride, lanes, kb, blockCount, dim, max2, o2);
         double ep = relative_max(o1, o2, dim * lanes);
         if (!(ep <= c->pv)) c->pv = ep;
         bad |= !(ep <= pvTolerance);
@@ -161,9 +173,9 @@ static void *run_check(void *argument) {
             float *s = which ? s2 : s1, *mx = which ? max2 : max1, *run = which ? run2 : run1, *sum = which ? sum2 : sum1;
             for (long r = 0; r < lanes; r++) mx[r] = -INFINITY, run[r] = -INFINITY, sum[r] = 0;
             memcpy(outs[which], o0, 4 * dim * lanes);
-            sets[which].scores(qT, stride, lanes, kb, dim, keyCount, scale, s, mx, NULL, NULL, 0);
+            sets[which].scores(qT, stride, lanes, kb, blockCount, dim, scale, s, mx, NULL, 0);
             sets[which].softmax(s, stride, lanes, keyCount, scale, mx, run, sum);
-            sets[which].pv((const unsigned *)s, stride, lanes, vT, dim, keyCount, mx, outs[which]);
+            sets[which].pv((const unsigned *)s, stride, lanes, kb, blockCount, dim, mx, outs[which]);
         }
         double ec = relative_max(o1, o2, dim * lanes);
         if (!(ec <= c->chained)) c->chained = ec;
@@ -171,11 +183,13 @@ static void *run_check(void *argument) {
         if (bad) {
             c->failures++;
             if (c->failures <= 5)
-                printf("  %s FAILED trial %ld: lanes %ld, D %ld, keys %ld of %ld, rows %ld: scores %.2e, P pairs "
-                       "differing %ld, state %ld, sums %.2e, pv %.2e, chained %.2e\n",
-                       c->name, t, lanes, dim, keyCount, blockK, rows, e, mismatches, stateMismatches, es, ep, ec);
+                printf("  %s FAILED trial %ld: lanes %ld, D %ld, keys %ld in %ld blocks (last of %ld), rows %ld: scores "
+                       "%.2e, P pairs differing %ld, state %ld, sums %.2e, pv %.2e, chained %.2e\n",
+                       c->name, t, lanes, dim, keyCount, blockCount, blockK, rows, e, mismatches, stateMismatches, es,
+                       ep, ec);
         }
-        free(q), free(k), free(v), free(qT), free(kb), free(vT), free(s1), free(s2), free(max1), free(max2);
+        free(q), free(k), free(v), free(qT), free(s1), free(s2), free(max1), free(max2);
+        for (long b = 0; b < blockCount; b++) free((void *)kb[b].keys), free((void *)kb[b].valuesT);
         free(run1), free(run2), free(sum1), free(sum2), free(o1), free(o2), free(o0), free(sums0);
     }
     return NULL;
@@ -295,13 +309,14 @@ typedef struct {
 /// 32, 48: what malloc gave its 32 KB blocks) and Oᵀ 48 bytes off (a Swift array's elements), so that most
 /// 64-byte tile rows of K, Vᵀ and Oᵀ span two lines.
 static pass make_pass(long blocks, int skewed) {
-    pass p = {64, 80, 128, 64, blocks, 0.0884f * 1.4427f};
+    const long keys = 64;
+    pass p = {64, 80, 128, keys, blocks, 0.0884f * 1.4427f};
     rng g = {42};
-    float *q = malloc(4 * 64 * 128), *k = malloc(4 * 64 * 128), *v = malloc(4 * 64 * 128);
+    float *q = malloc(4 * 64 * 128), *k = malloc(4 * keys * 128), *v = malloc(4 * keys * 128);
     p.blockWords = 2 * p.keys * p.dim + (skewed ? 8 : 0);
     p.kv = aligned_alloc(64, 2 * p.blockWords * blocks + 64);
     for (long b = 0; b < blocks; b++) {
-        for (long i = 0; i < 64 * 128; i++) k[i] = (float)(uniform(&g) * 4 - 2), v[i] = (float)(uniform(&g) * 2 - 1);
+        for (long i = 0; i < keys * 128; i++) k[i] = (float)(uniform(&g) * 4 - 2), v[i] = (float)(uniform(&g) * 2 - 1);
         sparge_pack_bf16_block(k, v, p.keys, p.dim, p.kv + b * p.blockWords, p.kv + b * p.blockWords + p.keys * p.dim);
     }
     for (int t = 0; t < 2; t++) {
@@ -313,37 +328,46 @@ static pass make_pass(long blocks, int skewed) {
         for (long r = 0; r < 64; r++) p.runMax[t][r] = -INFINITY, p.runSum[t][r] = 0;
         memset(p.out[t], 0, 4 * 64 * 128);
     }
-    p.scores = aligned_alloc(64, 4 * p.keys * p.stride), p.rowMax = aligned_alloc(64, 4 * 64);
+    p.scores = aligned_alloc(64, 4 * 4 * p.keys * p.stride), p.rowMax = aligned_alloc(64, 4 * 64);
     free(q), free(k), free(v);
     return p;
 }
 
 /// What one visit does in `mode`: 0 scores alone, 1 scores + softmax, 2 scores + softmax + P·V (what a
-/// pass runs), 3 as 2 with the tiles released after each visit (a configuration load per visit).
-static void visit(pass *p, sparge_bf16_tile_kernels k, int mode, int t, long b, long ahead) {
-    const unsigned short *keys = p->kv + b * p->blockWords, *valuesT = keys + p->keys * p->dim;
-    const unsigned short *next = p->kv + ahead * p->blockWords;
+/// pass runs), 3 as 2 with the tiles released after each visit (a configuration load per visit). The visit
+/// takes `perCall` blocks from block b on (one call of each kernel for all of them, as the driver groups them).
+static void visit(pass *p, sparge_bf16_tile_kernels k, int mode, int t, long b, long ahead, long perCall) {
+    sparge_bf16_block blocks[4];
+    for (long i = 0; i < perCall; i++) {
+        const unsigned short *keys = p->kv + (b + i) % p->blocks * p->blockWords;
+        blocks[i] = (sparge_bf16_block){keys, keys + p->keys * p->dim, p->keys};
+    }
+    sparge_bf16_block next[4];  // the next visit's blocks, asked for by the first tile
+    for (long i = 0; i < perCall; i++) {
+        const unsigned short *keys = p->kv + (ahead + i) % p->blocks * p->blockWords;
+        next[i] = (sparge_bf16_block){keys, keys + p->keys * p->dim, p->keys};
+    }
     for (long r = 0; r < p->lanes; r++) p->rowMax[r] = -INFINITY;
-    k.scores(p->qT[t], p->stride, p->lanes, keys, p->dim, p->keys, p->scale, p->scores, p->rowMax,
-             t == 0 ? next : NULL, next + p->keys * p->dim, 2 * p->keys * p->dim);
+    k.scores(p->qT[t], p->stride, p->lanes, blocks, perCall, p->dim, p->scale, p->scores, p->rowMax, next,
+             t == 0 ? perCall : 0);
     if (mode >= 1)
-        k.softmax(p->scores, p->stride, p->lanes, p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t]);
-    if (mode >= 2)
-        k.pv((const unsigned *)p->scores, p->stride, p->lanes, valuesT, p->dim, p->keys, p->rowMax, p->out[t]);
+        k.softmax(p->scores, p->stride, p->lanes, perCall * p->keys, p->scale, p->rowMax, p->runMax[t], p->runSum[t]);
+    if (mode >= 2) k.pv((const unsigned *)p->scores, p->stride, p->lanes, blocks, perCall, p->dim, p->rowMax, p->out[t]);
     if (mode == 3) k.release();
 }
 
-/// Median over 5 rounds of ns per visit: every block of the pass visited by both tiles, in order.
-static double ns_per_visit(pass *p, sparge_bf16_tile_kernels k, int mode, long visits) {
+/// Median over 5 rounds of ns per visited block: every block of the pass visited by both tiles, in order,
+/// `perCall` blocks a call.
+static double ns_per_visit(pass *p, sparge_bf16_tile_kernels k, int mode, long visits, long perCall) {
     double round[5];
     for (int r = 0; r < 5; r++) {
         long n = 0;
         double t0 = now_ns();
         while (n < visits) {
-            for (long b = 0; b < p->blocks && n < visits; b++, n += 2) {
-                long ahead = b + 1 < p->blocks ? b + 1 : 0;
-                visit(p, k, mode, 0, b, ahead);
-                visit(p, k, mode, 1, b, ahead);
+            for (long b = 0; b < p->blocks && n < visits; b += perCall, n += 2 * perCall) {
+                long ahead = b + perCall < p->blocks ? b + perCall : 0;
+                visit(p, k, mode, 0, b, ahead, perCall);
+                visit(p, k, mode, 1, b, ahead, perCall);
             }
         }
         round[r] = (now_ns() - t0) / n;
@@ -365,10 +389,23 @@ static void rates(sparge_bf16_tile_kernels k) {
         pass p = make_pass(which ? 512 : 4, 0), skewed = make_pass(which ? 512 : 4, 1);
         const char *where = which ? "512 blocks, 16 MB: from the L3" : "4 blocks, 128 KB: in the L2";
         for (int mode = 0; mode < 5; mode++) {
-            double ns = ns_per_visit(mode < 4 ? &p : &skewed, k, mode < 4 ? mode : 2, which ? 4096 : 8192);
+            double ns = ns_per_visit(mode < 4 ? &p : &skewed, k, mode < 4 ? mode : 2, which ? 4096 : 8192, 1);
             printf("  %s (%s): %.0f ns a visit, %.0f cycles, %.0f GFLOP/s (a whole visit's FLOPs)\n",
                    mode < 4 ? modes[mode] : "the pass, K/Vᵀ and Oᵀ off their lines as the driver had them", where, ns,
                    ns * ghz, flops / ns);
+        }
+    }
+    // The same visits with two and four blocks a call (the driver's grouping), per block: what a longer key
+    // loop saves of the accumulators' loads, stores and drains around P·V, and of a call's fixed work.
+    for (int which = 0; which < 2; which++) {
+        pass p = make_pass(which ? 512 : 4, 0);
+        const char *where = which ? "512 blocks, 16 MB: from the L3" : "4 blocks, 128 KB: in the L2";
+        for (long perCall = 2; perCall <= 4; perCall *= 2) {
+            for (int mode = 0; mode < 3; mode++) {
+                double ns = ns_per_visit(&p, k, mode, which ? 4096 : 8192, perCall);
+                printf("  %ld blocks a call, per block: %s (%s): %.0f ns, %.0f cycles, %.0f GFLOP/s\n", perCall,
+                       modes[mode], where, ns, ns * ghz, flops / ns);
+            }
         }
     }
     k.release();

@@ -175,17 +175,20 @@ static unsigned short round_probability(float p) { return p < 0x1p-126f ? 0 : sp
 
 float sparge_bf16_exp2(float x) { return vexp2_probability((vfloat){x})[0]; }
 
-static void twin_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
-                        long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
-                        const void *aheadValues, long aheadBytes) {
-    (void)aheadKeys, (void)aheadValues, (void)aheadBytes;
-    long kp = sparge_bf16_padded_keys(keyCount);
-    for (long c = 0; c < kp; c++) {
-        for (long r = 0; r < lanes; r++) {
-            float s = 0;
-            for (long i = 0; i < dim; i++)
-                s += sparge_bf16_widened((unsigned short)(queriesT[i / 2 * stride + r] >> (16 * (i % 2)))) * sparge_bf16_widened(keys[c * dim + i]);
-            scores[c * stride + r] = s;
+static void twin_scores(const unsigned *queriesT, long stride, long lanes, const sparge_bf16_block *blocks,
+                        long blockCount, long dim, float scale, float *scores, float *rowMax,
+                        const sparge_bf16_block *ahead, long aheadCount) {
+    (void)ahead, (void)aheadCount;
+    long keyCount = sparge_bf16_visit_keys(blocks, blockCount);
+    for (long b = 0, row = 0; b < blockCount; row += sparge_bf16_padded_keys(blocks[b].keyCount), b++) {
+        for (long c = 0; c < sparge_bf16_padded_keys(blocks[b].keyCount); c++) {
+            for (long r = 0; r < lanes; r++) {
+                float s = 0;
+                for (long i = 0; i < dim; i++)
+                    s += sparge_bf16_widened((unsigned short)(queriesT[i / 2 * stride + r] >> (16 * (i % 2)))) *
+                         sparge_bf16_widened(blocks[b].keys[c * dim + i]);
+                scores[(row + c) * stride + r] = s;
+            }
         }
     }
     for (long r = 0; r < lanes; r++) {
@@ -216,15 +219,17 @@ static void twin_softmax(float *scores, long stride, long lanes, long keyCount, 
     }
 }
 
-static void twin_pv(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
-                    long keyCount, const float *alpha, float *outputT) {
-    long kp = sparge_bf16_padded_keys(keyCount);
+static void twin_pv(const unsigned *probabilities, long stride, long lanes, const sparge_bf16_block *blocks,
+                    long blockCount, long dim, const float *alpha, float *outputT) {
     for (long i = 0; i < dim; i++) {
         for (long r = 0; r < lanes; r++) {
             float o = alpha[r] * outputT[i * lanes + r];
-            for (long c = 0; c < kp; c++)
-                o += sparge_bf16_widened(valuesT[i * kp + c]) *
-                     sparge_bf16_widened((unsigned short)(probabilities[c / 2 * stride + r] >> (16 * (c % 2))));
+            for (long b = 0, row = 0; b < blockCount; row += sparge_bf16_padded_keys(blocks[b].keyCount), b++) {
+                long kp = sparge_bf16_padded_keys(blocks[b].keyCount);
+                for (long c = 0; c < kp; c++)
+                    o += sparge_bf16_widened(blocks[b].valuesT[i * kp + c]) *
+                         sparge_bf16_widened((unsigned short)(probabilities[(row + c) / 2 * stride + r] >> (16 * ((row + c) % 2))));
+            }
             outputT[i * lanes + r] = o;
         }
     }
@@ -241,11 +246,11 @@ sparge_bf16_tile_kernels sparge_bf16_twin(void) {
 
 /// Scores: none are computed; every lane's block maximum is 0 (so the λ rule never skips P·V). The score block
 /// is not written: on a causal diagonal block the driver reads maxima from it, so time dense passes only.
-static void bookkeeping_scores(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
-                               long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
-                               const void *aheadValues, long aheadBytes) {
-    (void)queriesT, (void)stride, (void)keys, (void)dim, (void)keyCount, (void)scale, (void)scores;
-    (void)aheadKeys, (void)aheadValues, (void)aheadBytes;
+static void bookkeeping_scores(const unsigned *queriesT, long stride, long lanes, const sparge_bf16_block *blocks,
+                               long blockCount, long dim, float scale, float *scores, float *rowMax,
+                               const sparge_bf16_block *ahead, long aheadCount) {
+    (void)queriesT, (void)stride, (void)blocks, (void)blockCount, (void)dim, (void)scale, (void)scores;
+    (void)ahead, (void)aheadCount;
     for (long r = 0; r < lanes; r++) rowMax[r] = rowMax[r] > 0 ? rowMax[r] : 0;
 }
 
@@ -260,9 +265,9 @@ static void bookkeeping_softmax(float *scores, long stride, long lanes, long key
     }
 }
 
-static void bookkeeping_pv(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT,
-                           long dim, long keyCount, const float *alpha, float *outputT) {
-    (void)probabilities, (void)stride, (void)lanes, (void)valuesT, (void)dim, (void)keyCount, (void)alpha, (void)outputT;
+static void bookkeeping_pv(const unsigned *probabilities, long stride, long lanes, const sparge_bf16_block *blocks,
+                           long blockCount, long dim, const float *alpha, float *outputT) {
+    (void)probabilities, (void)stride, (void)lanes, (void)blocks, (void)blockCount, (void)dim, (void)alpha, (void)outputT;
 }
 
 sparge_bf16_tile_kernels sparge_bf16_bookkeeping(void) {

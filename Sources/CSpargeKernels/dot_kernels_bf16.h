@@ -18,6 +18,7 @@
 // VDPBF16PS against fp32's 32768 FMAs. The softmax between them is bf16_softmax.h's, as on AMX.
 
 #include "bf16_softmax.h"
+#include "bf16_ahead.h"
 
 /// Rows of the outer products: keys of Sᵀ, dimensions of Oᵀ.
 #define DOT_ROWS 8
@@ -37,25 +38,29 @@ INLINE void dot_outer_products(vfloat acc[DOT_ROWS][2], const unsigned *rows, lo
     }
 }
 
-/// Sᵀ for 32 lanes × 8 keys at a time over every padded key (rows past the key count are 0 in K, so their
-/// scores are 0, as the tiles leave them), then each 16 lanes' block maxima over the real keys, scaled.
-void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
-                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
-                         const void *aheadValues, long aheadBytes) {
-    const long kp = sparge_bf16_padded_keys(keyCount), pairs = dim / 2;
+/// Sᵀ for 32 lanes × 8 keys at a time over every padded key of the visit's blocks (rows past a block's key
+/// count are 0 in K, so their scores are 0, as the tiles leave them), then each 16 lanes' maxima over the real
+/// keys, scaled.
+void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const sparge_bf16_block *blocks,
+                         long blockCount, long dim, float scale, float *scores, float *rowMax,
+                         const sparge_bf16_block *ahead, long aheadCount) {
+    const long keyCount = sparge_bf16_visit_keys(blocks, blockCount), pairs = dim / 2;
     const vfloat s = vsplat(scale);
-    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes, lanes / 32 * (kp / DOT_ROWS));
+    ahead_plan asked = ahead_spread(ahead, aheadCount, dim, lanes / 32 * (sparge_bf16_padded_keys(keyCount) / DOT_ROWS));
     for (long g = 0; g < lanes; g += 32) {
-        for (long c = 0; c < kp; c += DOT_ROWS) {
-            prefetch_some(&ahead);
-            vfloat acc[DOT_ROWS][2];
+        for (long b = 0, row = 0; b < blockCount; row += sparge_bf16_padded_keys(blocks[b].keyCount), b++) {
+            const unsigned short *keys = blocks[b].keys;
+            for (long c = 0; c < sparge_bf16_padded_keys(blocks[b].keyCount); c += DOT_ROWS) {
+                ahead_some(&asked);
+                vfloat acc[DOT_ROWS][2];
 #pragma clang loop unroll(full)
-            for (int m = 0; m < DOT_ROWS; m++) acc[m][0] = acc[m][1] = vsplat(0);
-            dot_outer_products(acc, (const unsigned *)(keys + c * dim), pairs, queriesT + g, stride, pairs);
+                for (int m = 0; m < DOT_ROWS; m++) acc[m][0] = acc[m][1] = vsplat(0);
+                dot_outer_products(acc, (const unsigned *)(keys + c * dim), pairs, queriesT + g, stride, pairs);
 #pragma clang loop unroll(full)
-            for (int m = 0; m < DOT_ROWS; m++) {
-                vstore(scores + (c + m) * stride + g, acc[m][0]);
-                vstore(scores + (c + m) * stride + g + VW, acc[m][1]);
+                for (int m = 0; m < DOT_ROWS; m++) {
+                    vstore(scores + (row + c + m) * stride + g, acc[m][0]);
+                    vstore(scores + (row + c + m) * stride + g + VW, acc[m][1]);
+                }
             }
         }
         row_maxima16(scores, stride, g, keyCount, s, rowMax);
@@ -64,10 +69,9 @@ void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, cons
 }
 
 /// Oᵀ ← α·Oᵀ + Vᵀ·Pᵀ for 32 lanes × 8 dimensions at a time: the accumulators start as Oᵀ times α (the same
-/// rounded product the tiles add onto), then take every padded key pair.
-void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
-                     long keyCount, const float *alpha, float *outputT) {
-    const long kp = sparge_bf16_padded_keys(keyCount), pairs = kp / 2;
+/// rounded product the tiles add onto), then take every padded key pair of the visit's blocks in order.
+void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const sparge_bf16_block *blocks,
+                     long blockCount, long dim, const float *alpha, float *outputT) {
     for (long g = 0; g < lanes; g += 32) {
         const vfloat a0 = vload(alpha + g), a1 = vload(alpha + g + VW);
         for (long i = 0; i < dim; i += DOT_ROWS) {
@@ -78,7 +82,11 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
                 acc[m][0] = vload(o + m * lanes) * a0;
                 acc[m][1] = vload(o + m * lanes + VW) * a1;
             }
-            dot_outer_products(acc, (const unsigned *)(valuesT + i * kp), pairs, probabilities + g, stride, pairs);
+            for (long b = 0, row = 0; b < blockCount; row += sparge_bf16_padded_keys(blocks[b].keyCount), b++) {
+                const long kp = sparge_bf16_padded_keys(blocks[b].keyCount);
+                dot_outer_products(acc, (const unsigned *)(blocks[b].valuesT + i * kp), kp / 2,
+                                   probabilities + row / 2 * stride + g, stride, kp / 2);
+            }
 #pragma clang loop unroll(full)
             for (int m = 0; m < DOT_ROWS; m++) {
                 vstore(o + m * lanes, acc[m][0]);

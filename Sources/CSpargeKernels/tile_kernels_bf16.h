@@ -13,7 +13,7 @@
 //   bf16_pairs(lo, hi)                  16 words bf16(lo) | bf16(hi) << 16 (ties to even, below 2⁻¹²⁶ 0)
 // Tiles 0–3 hold a 2×2 block of C, 4–5 two row groups of A, 6–7 two lane groups of B.
 //
-// Work per visit (64 lanes × 64 keys, D = 128; counted from the loops below): scores 64 TDPBF16PS, 64 tile
+// Work per visit of one block (64 lanes × 64 keys, D = 128; counted from the loops below): scores 64 TDPBF16PS, 64 tile
 // loads, 16 stores, 16 zeroings; P·V 64 TDPBF16PS, 64 operand loads and Oᵀ's 32 KB in (32 loads) and out
 // (32 stores). In vectors: the maxima 256 loads and 256 max; the softmax per 16 lanes and key pair ~28
 // instructions (2 loads, 2 FMAs, 2 × 9 for exp2 — vexp2_probability, 2 × 12 with vexp2 —, vcvtne2ps2bf16 +
@@ -24,12 +24,19 @@
 // (`bf16_softmax_pv`, 1ab15bf) made a visit 0.2–2.6 µs slower on the device (BENCHMARKS.md): the tile
 // loads of P then read rows that vector stores had just written.
 //
+// A visit of several blocks (the driver groups up to 256 keys) runs the same loops over all their keys:
+// P·V then loads each 32 × 32 chunk of Oᵀ once, accumulates every key of the visit onto it and stores it once,
+// where a 64-key visit had only two steps of products between a chunk's load and the drain of its tiles
+// before the store. On the device's Xeon, 256-key visits made the dense pass 14% faster than 64-key ones
+// (BENCHMARKS.md, 2026-11-30).
+//
 // Bytes: a visit's tile loads read ~128 KB (K and Vᵀ twice, Q̂ᵀ, Pᵀ, Oᵀ) and store ~48 KB (Sᵀ, Oᵀ), mostly
 // from the L2 (a query block's tiles keep ~200 KB in use). Asking for every next step's rows in the L1
 // (prefetcht0, 64 lines a step) made a visit 2.3 µs slower in the L2 and 0.6 µs slower from the L3
 // (BENCHMARKS.md): the hardware keeps up without it.
 
 #include "bf16_softmax.h"
+#include "bf16_ahead.h"
 
 /// C tiles 0–3 += A·B for two row groups of A (`a0`, `a1`: 16 rows of 32 bf16, `aBytes` apart) and two
 /// lane groups of B (`b`, `b + 16`: 16 rows of 16 pairs, `bBytes` apart): the step of both products.
@@ -45,32 +52,36 @@ INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, lon
     TILE_DP(3, 5, 7);
 }
 
-/// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), stored straight into the score rows (Kp
-/// of them), then the block's maxima over the real keys, scaled. The maxima of one 32-lane group are taken
-/// while the tiles compute the next group's scores, and the next block is asked for a few lines per step.
-void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys, long dim,
-                         long keyCount, float scale, float *scores, float *rowMax, const void *aheadKeys,
-                         const void *aheadValues, long aheadBytes) {
-    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, keyBytes = dim * 2;
+/// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), block by block of the visit, stored straight
+/// into the score rows (Kp of them), then the visit's maxima over the real keys, scaled. The maxima of one
+/// 32-lane group are taken while the tiles compute the next group's scores, and the next block is asked for a
+/// few lines per step.
+void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const sparge_bf16_block *blocks,
+                         long blockCount, long dim, float scale, float *scores, float *rowMax,
+                         const sparge_bf16_block *ahead, long aheadCount) {
+    const long keyCount = sparge_bf16_visit_keys(blocks, blockCount), rowBytes = stride * 4, keyBytes = dim * 2;
     const vfloat s = vsplat(scale);
-    prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes, lanes / 32 * (kp / 32) * (dim / 32));
+    ahead_plan asked = ahead_spread(ahead, aheadCount, dim,
+                                    lanes / 32 * (sparge_bf16_padded_keys(keyCount) / 32) * (dim / 32));
     TILE_CONFIGURE();
     for (long g = 0; g <= lanes; g += 32) {
-        if (g < lanes) {
-            for (long c = 0; c < kp; c += 32) {
+        for (long b = 0, row = 0; g < lanes && b < blockCount; row += sparge_bf16_padded_keys(blocks[b].keyCount), b++) {
+            const unsigned short *keys = blocks[b].keys;
+            for (long c = 0; c < sparge_bf16_padded_keys(blocks[b].keyCount); c += 32) {
+                float *out = scores + (row + c) * stride + g;
                 TILE_ZERO(0);
                 TILE_ZERO(1);
                 TILE_ZERO(2);
                 TILE_ZERO(3);
                 for (long i = 0; i < dim; i += 32) {
-                    prefetch_some(&ahead);
+                    ahead_some(&asked);
                     products_2x2(keys + c * dim + i, keys + (c + 16) * dim + i, keyBytes,
                                  queriesT + i / 2 * stride + g, rowBytes);
                 }
-                TILE_STORE(0, scores + c * stride + g, rowBytes);
-                TILE_STORE(1, scores + c * stride + g + 16, rowBytes);
-                TILE_STORE(2, scores + (c + 16) * stride + g, rowBytes);
-                TILE_STORE(3, scores + (c + 16) * stride + g + 16, rowBytes);
+                TILE_STORE(0, out, rowBytes);
+                TILE_STORE(1, out + 16, rowBytes);
+                TILE_STORE(2, out + 16 * stride, rowBytes);
+                TILE_STORE(3, out + 16 * stride + 16, rowBytes);
             }
         }
         if (g > 0) {
@@ -91,11 +102,11 @@ INLINE void rescale32(const float *alpha, long lanes, long g, long dim, float *o
     }
 }
 
-/// Oᵀ in chunks of 32 rows × 32 lanes (4 C tiles loaded, Kp/32 steps, stored), each lane group rescaled
-/// first.
-void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const unsigned short *valuesT, long dim,
-                     long keyCount, const float *alpha, float *outputT) {
-    const long kp = sparge_bf16_padded_keys(keyCount), rowBytes = stride * 4, outBytes = lanes * 4, valueBytes = kp * 2;
+/// Oᵀ in chunks of 32 rows × 32 lanes (4 C tiles loaded, every 32 keys of the visit's blocks, stored), each
+/// lane group rescaled first: a visit of several blocks loads and stores each chunk once for all of them.
+void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, const sparge_bf16_block *blocks,
+                     long blockCount, long dim, const float *alpha, float *outputT) {
+    const long rowBytes = stride * 4, outBytes = lanes * 4;
     TILE_CONFIGURE();
     for (long g = 0; g < lanes; g += 32) {
         rescale32(alpha, lanes, g, dim, outputT);
@@ -105,9 +116,13 @@ void KERNEL(bf16_pv)(const unsigned *probabilities, long stride, long lanes, con
             TILE_LOAD(1, o + 16, outBytes);
             TILE_LOAD(2, o + 16 * lanes, outBytes);
             TILE_LOAD(3, o + 16 * lanes + 16, outBytes);
-            for (long c = 0; c < kp; c += 32) {
-                products_2x2(valuesT + i * kp + c, valuesT + (i + 16) * kp + c, valueBytes,
-                             probabilities + c / 2 * stride + g, rowBytes);
+            for (long b = 0, row = 0; b < blockCount; row += sparge_bf16_padded_keys(blocks[b].keyCount), b++) {
+                const long kp = sparge_bf16_padded_keys(blocks[b].keyCount), valueBytes = kp * 2;
+                const unsigned short *valuesT = blocks[b].valuesT;
+                for (long c = 0; c < kp; c += 32) {
+                    products_2x2(valuesT + i * kp + c, valuesT + (i + 16) * kp + c, valueBytes,
+                                 probabilities + (row + c) / 2 * stride + g, rowBytes);
+                }
             }
             TILE_STORE(0, o, outBytes);
             TILE_STORE(1, o + 16, outBytes);

@@ -21,6 +21,8 @@ let topHelp = """
 
     environment (the CPU backend):
       SPARGE_CPU_ISA=portable|avx2|avx512|avx512bf16|amx  the attention kernels' instruction set (default: the best this CPU has)
+      SPARGE_BF16_VISIT_KEYS=N      keys one visit of bf16 tiles takes, whole blocks grouped (default 256;
+                                    measurement only)
 
     environment (the CUDA backend):
       SPARGE_LIBCUDA, SPARGE_NVRTC  paths of libcuda.so.1 and libnvrtc when not on the loader's path

@@ -144,7 +144,7 @@ final class Bf16TileTests: XCTestCase {
     }
 
     /// The kernels alone, both emulated sets against the C twin, chained (scores, softmax, P·V) on random
-    /// operands: the emulations sum in the twin's order, so only the ulps of fused vs separate rounding in the
+    /// operands of one block or two (a visit the driver grouped): the emulations sum in the twin's order, so only the ulps of fused vs separate rounding in the
     /// exponent's argument could differ — none measured; 1e-6 of the largest output.
     func testEmulatedKernelsAgainstTheirTwin() throws {
         #if arch(x86_64)
@@ -156,29 +156,42 @@ final class Bf16TileTests: XCTestCase {
             var g = SeededGenerator(seed: seed)
             let lanes = 64, stride = lanes + 16, dim = [32, 64, 128].randomElement(using: &g)!
             let keys = Int.random(in: 1...128, using: &g), kp = sparge_bf16_padded_keys(keys)
+            // One block, or (as the driver groups whole blocks) a first block of a multiple of 32 keys and the rest.
+            let first = keys > 32 && Bool.random(using: &g) ? 32 * Int.random(in: 1...((keys - 1) / 32), using: &g) : keys
             let q = (0..<(lanes * dim)).map { _ in g.normal() }
-            let kv = (0..<(2 * keys * dim)).map { _ in g.normal() }
+            let k = (0..<(keys * dim)).map { _ in g.normal() }, v = (0..<(keys * dim)).map { _ in g.normal() }
             var qT = [UInt32](repeating: 0, count: dim / 2 * stride)
-            var packedK = [UInt16](repeating: 1, count: kp * dim), valuesT = packedK
             sparge_pack_bf16_queries(q, lanes, dim, stride, lanes, &qT)
-            kv.withUnsafeBufferPointer { sparge_pack_bf16_block($0.baseAddress!, $0.baseAddress! + keys * dim, keys, dim, &packedK, &valuesT) }
+            let counts = first == keys ? [keys] : [first, keys - first]
+            var packed: [(keys: [UInt16], valuesT: [UInt16])] = []
+            var start = 0
+            for count in counts {
+                let bp = sparge_bf16_padded_keys(count)
+                var (packedK, valuesT) = ([UInt16](repeating: 1, count: bp * dim), [UInt16](repeating: 1, count: bp * dim))
+                sparge_pack_bf16_block(Array(k[(start * dim)...]), Array(v[(start * dim)...]), count, dim, &packedK, &valuesT)
+                packed.append((packedK, valuesT))
+                start += count
+            }
             var outputs: [[Float]] = []
             for kernels in [emulated, sparge_bf16_twin()] {
                 var scores = [Float](repeating: .nan, count: kp * stride)
                 var blockMax = [Float](repeating: -.infinity, count: lanes), runningMax = blockMax
                 var sums = [Float](repeating: 0, count: lanes)
                 var output = (0..<(dim * lanes)).map { Float($0 % 7) - 3 }
-                kernels.scores(qT, stride, lanes, packedK, dim, keys, 0.1, &scores, &blockMax, nil, nil, 0)
-                kernels.softmax(&scores, stride, lanes, keys, 0.1, &blockMax, &runningMax, &sums)
-                scores.withUnsafeBytes { p in
-                    kernels.pv(p.bindMemory(to: UInt32.self).baseAddress!, stride, lanes, valuesT, dim, keys, blockMax, &output)
+                withBlocks(packed, counts) { blocks in
+                    kernels.scores(qT, stride, lanes, blocks, counts.count, dim, 0.1, &scores, &blockMax, blocks, counts.count)
+                    kernels.softmax(&scores, stride, lanes, keys, 0.1, &blockMax, &runningMax, &sums)
+                    scores.withUnsafeBytes { p in
+                        kernels.pv(p.bindMemory(to: UInt32.self).baseAddress!, stride, lanes, blocks, counts.count, dim,
+                                   blockMax, &output)
+                    }
                 }
                 outputs.append(output + sums)
             }
             XCTAssertFalse(outputs[0].contains { !$0.isFinite }, "seed \(seed)")
             let largest = outputs[1].map(abs).max()!
             let error = zip(outputs[0], outputs[1]).map { abs($0 - $1) }.max()!
-            XCTAssertLessThanOrEqual(error, 1e-6 * largest, "\(name): seed \(seed) D \(dim) keys \(keys)")
+            XCTAssertLessThanOrEqual(error, 1e-6 * largest, "\(name): seed \(seed) D \(dim) keys \(counts)")
         }
         }
         #else
@@ -275,5 +288,23 @@ final class Bf16TileTests: XCTestCase {
             XCTAssertGreaterThan(error, 0, "P rounded to bf16 must show: \(label)")
             XCTAssertLessThanOrEqual(relativeL1(plain.output.data, reference), 1e-5, label)
         }
+    }
+
+    /// The kernels' block list for packed blocks (`counts` keys each), valid inside `body`.
+    func withBlocks(_ packed: [(keys: [UInt16], valuesT: [UInt16])], _ counts: [Int],
+                    _ body: (UnsafePointer<sparge_bf16_block>) -> Void) {
+        let keys = packed.map { block in
+            let p = UnsafeMutablePointer<UInt16>.allocate(capacity: block.keys.count)
+            p.initialize(from: block.keys, count: block.keys.count)
+            return p
+        }
+        let values = packed.map { block in
+            let p = UnsafeMutablePointer<UInt16>.allocate(capacity: block.valuesT.count)
+            p.initialize(from: block.valuesT, count: block.valuesT.count)
+            return p
+        }
+        defer { (keys + values).forEach { $0.deallocate() } }
+        let blocks = (0..<counts.count).map { sparge_bf16_block(keys: keys[$0], valuesT: values[$0], keyCount: counts[$0]) }
+        blocks.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

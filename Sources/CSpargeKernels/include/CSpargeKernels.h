@@ -79,20 +79,28 @@ typedef int (*sparge_madd_probe_fn)(long iterations);
 ///   Vᵀ   [D][Kp]  bf16, V transposed, columns past the key count 0
 ///   Pᵀ   [Kp/2][stride] words: lane r of pair j = (bf16 p[2j][r], bf16 p[2j+1][r]), over the score rows
 /// Every product of two bf16 values is exact in fp32; sums are fp32 (the instructions' order, or the twin's).
+/// A visit takes one key block or several (`sparge_bf16_block`, in key order): their keys are the visit's, one
+/// after the other, and every block but the last holds a multiple of 32 keys, so that no padding lies between
+/// them. Kp is then the visit's key count rounded up to 32 and Sᵀ and Pᵀ hold its keys in that order.
 /// Scores: Sᵀ[c][r] = Σ_i q[r][i]·k[c][i] for c < Kp (the score block holds Kp rows), unscaled;
-/// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]); the prefetch as `sparge_scores_fn`.
-typedef void (*sparge_bf16_scores_fn)(const unsigned *queriesT, long stride, long lanes, const unsigned short *keys,
-                                      long dim, long keyCount, float scale, float *scores, float *rowMax,
-                                      const void *aheadKeys, const void *aheadValues, long aheadBytes);
+/// rowMax[r] = max(rowMax[r], scale·max_{c < keyCount} Sᵀ[c][r]); meanwhile the `aheadCount` blocks at
+/// `ahead` (the next visit's; none: 0) are asked for, a few lines per micro-step, as `sparge_scores_fn` does.
+typedef struct {
+    const unsigned short *keys;     ///< K [Kp][D] of this block (its own Kp)
+    const unsigned short *valuesT;  ///< Vᵀ [D][Kp]
+    long keyCount;
+} sparge_bf16_block;
+typedef void (*sparge_bf16_scores_fn)(const unsigned *queriesT, long stride, long lanes, const sparge_bf16_block *blocks,
+                                      long blockCount, long dim, float scale, float *scores, float *rowMax,
+                                      const sparge_bf16_block *ahead, long aheadCount);
 /// `sparge_softmax_fn` on unscaled scores: p = 2^(fma(Sᵀ, scale, −m)), the sum adds p in fp32, and Pᵀ holds
 /// bf16(p) (ties to even; a p below 2⁻¹²⁶ may become 0) as pairs over the first Kp/2 score rows, 0 past
-/// the key count.
+/// the key count (the visit's, over all its blocks).
 typedef void (*sparge_bf16_softmax_fn)(float *scores, long stride, long lanes, long keyCount, float scale,
                                        float *blockMaxThenAlpha, float *runningMax, float *runningSum);
-/// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_{c < Kp} Vᵀ[i][c]·Pᵀ[c][r] for i < dim, r < lanes.
-typedef void (*sparge_bf16_pv_fn)(const unsigned *probabilities, long stride, long lanes,
-                                  const unsigned short *valuesT, long dim, long keyCount, const float *alpha,
-                                  float *outputT);
+/// Oᵀ[i][r] = α[r]·Oᵀ[i][r] + Σ_{c < Kp} Vᵀ[i][c]·Pᵀ[c][r] for i < dim, r < lanes, over the blocks' keys in order.
+typedef void (*sparge_bf16_pv_fn)(const unsigned *probabilities, long stride, long lanes, const sparge_bf16_block *blocks,
+                                  long blockCount, long dim, const float *alpha, float *outputT);
 
 /// The bf16 tile kernels of one set (all NULL where the set has no bf16 products). On AMX the kernels
 /// configure the calling thread's tiles at their first call and keep the configuration; `release` gives the
@@ -146,6 +154,12 @@ typedef struct {
 
 /// The key count the bf16 tile kernels pad a block to (a multiple of 32).
 static inline long sparge_bf16_padded_keys(long keyCount) { return (keyCount + 31) / 32 * 32; }
+/// A visit's real keys: the sum of its blocks' key counts.
+static inline long sparge_bf16_visit_keys(const sparge_bf16_block *blocks, long blockCount) {
+    long keys = 0;
+    for (long b = 0; b < blockCount; b++) keys += blocks[b].keyCount;
+    return keys;
+}
 /// bf16(x): the nearest bfloat16, ties to even (NaN stays a quiet NaN), StorageFormat.bf16Bits exactly.
 unsigned short sparge_bf16(float x);
 /// 2^x by the kernels' recipe for P (vector_ops.h's vexp2_probability: relative error ≤ 1.02e-4, below

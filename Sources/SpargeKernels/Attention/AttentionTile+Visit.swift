@@ -1,3 +1,5 @@
+import CSpargeKernels
+
 extension AttentionTile {
     /// Computes one key block against the tile: scores, token-level causal mask, online-softmax update, the
     /// λ rule, and `P·V`.
@@ -57,50 +59,97 @@ extension AttentionTile {
     }
 
     /// `visit` on bf16 matrix tiles (an arena with `bf16Tiles` products): the same bookkeeping around
-    /// `AttentionPrecision.bf16`'s tile products, on a block laid out once for every tile that visits it. The
+    /// `AttentionPrecision.bf16`'s tile products, on blocks laid out once for every tile that visits them. The
     /// scores stay unscaled in Sᵀ (the queries are the bf16 values as given); the kernels scale them in fp32.
+    /// Several blocks (`blocks.count ≤ arena.visitBlocks`) make one visit: their keys are the visit's, one after
+    /// the other, and every block but the last must hold a multiple of 32 keys; the caller groups only blocks
+    /// that no row of the tile sees partly (no causal cut inside them), and `keyStart` is the first block's.
+    /// `ahead` (the next visit's blocks, if any) are asked for while it computes.
     @discardableResult @_optimize(speed)
-    public func visit(bf16 block: Bf16KeyValueBlock, keyStart: Int, upcoming: UpcomingBlock? = nil) -> Bool {
-        precondition(arena.products == .bf16Tiles && block.headDim == arena.headDim,
-                     "AttentionTile: a bf16 block for a bf16-tile tile of the same D")
+    public func visit(bf16 blocks: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
+                      ahead: UnsafeBufferPointer<Unmanaged<AnyObject>> = UnsafeBufferPointer(start: nil, count: 0)) -> Bool {
+        precondition(arena.products == .bf16Tiles && blocks.count >= 1 && blocks.count <= arena.visitBlocks,
+                     "AttentionTile: 1…\(arena.visitBlocks) bf16 blocks a visit for a bf16-tile tile")
         let d = arena.headDim, lanes = arena.lanes, stride = arena.rowStride, kernels = arena.bf16
         let scale = arena.queryScale
         let packedQueries = UnsafeRawPointer(queriesT).assumingMemoryBound(to: UInt32.self)
         let packedP = UnsafeRawPointer(scores).assumingMemoryBound(to: UInt32.self)
-        let keyCount = block.rows
-        return visitBlock(keyCount: keyCount, keyStart: keyStart, scoreScale: scale) {
-            kernels.scores(packedQueries, stride, lanes, block.keys, d, keyCount, scale, scores, rowMax,
-                           upcoming?.keys, upcoming?.values, upcoming?.bytes ?? 0)
-        } products: {
-            kernels.softmax(scores, stride, lanes, keyCount, scale, rowMax, runningMax, runningSum)
-            kernels.pv(packedP, stride, lanes, block.valuesT, d, keyCount, rowMax, outputT)
+        let count = blocks.count, aheadCount = ahead.count
+        return withUnsafeTemporaryAllocation(of: sparge_bf16_block.self, capacity: count + aheadCount) { operands in
+            var keyCount = 0
+            for (b, unmanaged) in blocks.enumerated() {
+                let block = Self.bf16Operands(unmanaged)
+                precondition(Int(block.keyCount) > 0 && (b == count - 1 || block.keyCount % 32 == 0),
+                             "AttentionTile: bf16 blocks of keys, all but the last a multiple of 32")
+                operands[b] = block
+                keyCount += block.keyCount
+            }
+            for (b, unmanaged) in ahead.enumerated() { operands[count + b] = Self.bf16Operands(unmanaged) }
+            let list = UnsafePointer(operands.baseAddress!), next = list + count
+            return visitBlock(keyCount: keyCount, keyStart: keyStart, blocks: count, scoreScale: scale) {
+                kernels.scores(packedQueries, stride, lanes, list, count, d, scale, scores, rowMax, next, aheadCount)
+            } products: {
+                kernels.softmax(scores, stride, lanes, keyCount, scale, rowMax, runningMax, runningSum)
+                kernels.pv(packedP, stride, lanes, list, count, d, rowMax, outputT)
+            }
         }
     }
 
-    /// `visit` for a tile whose products take blocks converted once per call (int8, bf16 tiles): `block` is
-    /// of the arena's kind, uncounted (a driver's `PackedBlockTable` holds it), and is visited without
-    /// counting a reference.
-    @discardableResult @inline(__always)
-    func visit(packed block: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) -> Bool {
-        block._withUnsafeGuaranteedRef { object in
-            switch arena.products {
-            case .int8: visit(quantized: unsafeDowncast(object, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
-                              upcoming: upcoming)
-            case .bf16Tiles: visit(bf16: unsafeDowncast(object, to: Bf16KeyValueBlock.self), keyStart: keyStart,
-                                   upcoming: upcoming)
-            case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
+    /// A `Bf16KeyValueBlock`'s operands as the kernels take them (uncounted: the caller holds the block).
+    @inline(__always)
+    static func bf16Operands(_ unmanaged: Unmanaged<AnyObject>) -> sparge_bf16_block {
+        unmanaged._withUnsafeGuaranteedRef { object in
+            let block = unsafeDowncast(object, to: Bf16KeyValueBlock.self)
+            return sparge_bf16_block(keys: block.keys, valuesT: block.valuesT, keyCount: block.rows)
+        }
+    }
+
+    /// `visit(bf16:keyStart:ahead:)` of one block.
+    @discardableResult
+    public func visit(bf16 block: Bf16KeyValueBlock, keyStart: Int) -> Bool {
+        precondition(block.headDim == arena.headDim, "AttentionTile: a bf16 block of the tile's D")
+        return withExtendedLifetime(block) {
+            withUnsafeTemporaryAllocation(of: Unmanaged<AnyObject>.self, capacity: 1) { one in
+                one[0] = Unmanaged.passUnretained(block as AnyObject)
+                return visit(bf16: UnsafeBufferPointer(one), keyStart: keyStart)
             }
+        }
+    }
+
+    /// `visit` for a tile whose products take blocks converted once per call (int8, bf16 tiles): `blocks` are
+    /// of the arena's kind, uncounted (a driver's `PackedBlockTable` holds them), and are visited without
+    /// counting a reference; more than one only where the arena groups them (`visitBlocks`). `ahead`: the next
+    /// visit's blocks, asked for meanwhile (int8 tiles ask for the first).
+    @discardableResult @inline(__always)
+    func visit(packed blocks: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
+               ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>) -> Bool {
+        switch arena.products {
+        case .int8:
+            precondition(blocks.count == 1, "AttentionTile: int8 tiles visit one block at a time")
+            let upcoming = ahead.first.map { next in
+                next._withUnsafeGuaranteedRef { object in
+                    let block = unsafeDowncast(object, to: QuantizedKeyValueBlock.self)
+                    return UpcomingBlock(keys: block.keyOperands, values: block.valueOperands, bytes: block.operandBytes)
+                }
+            }
+            return blocks[0]._withUnsafeGuaranteedRef { object in
+                visit(quantized: unsafeDowncast(object, to: QuantizedKeyValueBlock.self), keyStart: keyStart,
+                      upcoming: upcoming)
+            }
+        case .bf16Tiles: return visit(bf16: blocks, keyStart: keyStart, ahead: ahead)
+        case .fp32: preconditionFailure("AttentionTile: an fp32 tile visits fp32 rows")
         }
     }
 
     /// The bookkeeping of a visit around its products: `scores` fills Sᵀ and the row maxima, `products`
     /// does the online-softmax update and P·V (unless the λ rule skips them). The row maxima are in the
-    /// units of the running max: `scoreScale` times those of Sᵀ (1 unless Sᵀ holds unscaled scores).
+    /// units of the running max: `scoreScale` times those of Sᵀ (1 unless Sᵀ holds unscaled scores). A visit
+    /// of `blocks` key blocks counts each (the λ rule, which decides block by block, never sees a group).
     @inline(__always)
-    func visitBlock(keyCount: Int, keyStart: Int, scoreScale: Float = 1, scores computeScores: () -> Void,
-                    products: () -> Void) -> Bool {
-        precondition(keyCount >= 0 && keyCount <= arena.blockK,
-                     "AttentionTile: \(keyCount) keys in a block of \(arena.blockK)")
+    func visitBlock(keyCount: Int, keyStart: Int, blocks: Int = 1, scoreScale: Float = 1,
+                    scores computeScores: () -> Void, products: () -> Void) -> Bool {
+        precondition(keyCount >= 0 && keyCount <= arena.blockK * blocks && (blocks == 1 || !arena.lambdaActive),
+                     "AttentionTile: \(keyCount) keys in \(blocks) blocks of \(arena.blockK)")
         let rows = header[0], queryStart = header[1]
         guard keyCount > 0, rows > 0 else { return false }
         var diagonal = false
@@ -128,12 +177,12 @@ extension AttentionTile {
             }
         }
 
-        header[2] += 1
+        header[2] += blocks
         if arena.lambdaActive && header[3] > 0 && !(largestRise(rows: rows) + arena.pvThreshold > 0) {
             header[4] += 1
             return false
         }
-        header[3] += 1
+        header[3] += blocks
         products()
         return true
     }

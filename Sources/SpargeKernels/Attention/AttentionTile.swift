@@ -22,6 +22,9 @@ public struct AttentionStatistics: Sendable, Equatable {
 }
 
 import CSpargeKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the tiles of an arena multiply with.
 public enum TileProducts: Sendable {
@@ -43,6 +46,22 @@ public enum TileProducts: Sendable {
         case .bf16 where isa.hasBf16Tiles && headDim % 32 == 0: .bf16Tiles
         default: .fp32
         }
+    }
+
+    /// Keys a visit of bf16 tiles takes at once, over several key blocks (SPARGE_BF16_VISIT_KEYS overrides it,
+    /// for measurement): on AMX a visit loads and stores each 32 × 32 chunk of Oᵀ and drains the tiles around
+    /// P·V once per call, which 64 keys alone left waiting on (BENCHMARKS.md, 2026-11-30).
+    static let bf16VisitKeys: Int = {
+        let given = getenv("SPARGE_BF16_VISIT_KEYS").flatMap { Int(String(cString: $0)) }
+        return given.map { max(1, $0) } ?? 256
+    }()
+
+    /// Key blocks one visit of these products takes at once: bf16 tiles group whole blocks of a multiple of 32
+    /// keys (no padding between them) up to `bf16VisitKeys`, unless the λ rule runs (it decides block by block);
+    /// every other product visits one block at a time.
+    public func visitBlocks(config: SpargeConfig) -> Int {
+        guard self == .bf16Tiles, !config.lambdaActive, config.blockK % 32 == 0 else { return 1 }
+        return max(1, min(8, Self.bf16VisitKeys / config.blockK))
     }
 }
 
@@ -86,8 +105,11 @@ public final class AttentionTileArena: @unchecked Sendable {
     /// Floats from one row of the packed queries or of the score block to the next (`lanes + 16`).
     let rowStride: Int
     let blockK: Int
-    /// Rows of the score block: blockK, rounded up to 32 for bf16 tiles (the keys they pad a block to).
+    /// Rows of the score block: blockK, rounded up to 32 for bf16 tiles (the keys they pad a block to), times
+    /// the blocks a visit takes (`visitBlocks`).
     let scoreRows: Int
+    /// Key blocks one visit takes at once (`TileProducts.visitBlocks`).
+    let visitBlocks: Int
     let causal: Bool
     let pvThreshold: Float
     /// Whether the λ rule runs (`SpargeConfig.lambdaActive`); when not, no Δ is formed.
@@ -142,7 +164,8 @@ public final class AttentionTileArena: @unchecked Sendable {
         bf16 = bf16Kernels ?? kernels.bf16
         precondition(products != .bf16Tiles || (bf16.scores != nil && headDim % 32 == 0),
                      "AttentionTileArena: bf16 tiles need kernels for them (\(isa.rawValue) has none) and D a multiple of 32")
-        scoreRows = products == .bf16Tiles ? sparge_bf16_padded_keys(config.blockK) : config.blockK
+        visitBlocks = products.visitBlocks(config: config)
+        scoreRows = (products == .bf16Tiles ? sparge_bf16_padded_keys(config.blockK) : config.blockK) * visitBlocks
         let floats = holdsScratch ? headDim * (rowStride + lanes) + scoreRows * rowStride + 4 * lanes : 2 * lanes
         let bytes = Self.headerInts * MemoryLayout<Int>.stride + floats * MemoryLayout<Float>.stride
         strideBytes = (bytes + Self.alignment - 1) / Self.alignment * Self.alignment

@@ -70,11 +70,13 @@ public final class ScalarAttentionTile {
         for i in 0..<(rowCount * headDim) { queries[i] = q[i] * scale }
     }
 
-    /// See `AttentionTile.visit`.
+    /// See `AttentionTile.visit`. `blocks` key blocks make one visit (the twin of bf16 tiles' grouped visits):
+    /// their rows one after the other, the first at `keyStart`, each counted as visited.
     @discardableResult
     public func visit(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
-                      keyStart: Int) -> Bool {
-        precondition(keyCount >= 0 && keyCount <= blockK, "ScalarAttentionTile: too many keys")
+                      keyStart: Int, blocks: Int = 1) -> Bool {
+        precondition(keyCount >= 0 && keyCount <= blockK * blocks && (blocks == 1 || !lambdaActive),
+                     "ScalarAttentionTile: too many keys")
         guard keyCount > 0, rowCount > 0 else { return false }
         if causal && keyStart > queryStart + rowCount - 1 { return false }
         let d = headDim
@@ -90,7 +92,7 @@ public final class ScalarAttentionTile {
             }
             if bf16Tiles { blockMax[r] *= queryScale }
         }
-        statistics.keyBlocksVisited += 1
+        statistics.keyBlocksVisited += blocks
         var delta = -Float.infinity
         for r in 0..<rowCount where blockMax[r] > -.infinity {
             delta = max(delta, blockMax[r] - m[r])

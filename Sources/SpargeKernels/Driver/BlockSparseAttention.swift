@@ -273,59 +273,53 @@ private final class AttendJob: @unchecked Sendable {
     func work(poll: ((Double) -> Void)?) {
         defer { bank.workerDone() }
         let worker = bank.makeWorker(slots: (plan.config.blockQ + plan.config.computeTileQ - 1) / plan.config.computeTileQ)
-        let widened = (table.format == .f32 && rounding == nil) || packed != nil ? nil : WidenedBlock(blockK: plan.config.blockK, headDim: headDim)
+        let rowsNeedCopy = !((table.format == .f32 && rounding == nil) || packed != nil)
+        let widened = rowsNeedCopy || (packed == nil && bank.visitBlocks > 1)
+            ? WidenedBlock(blockK: plan.config.blockK * bank.visitBlocks, headDim: headDim) : nil
+        let visit = VisitGroup(capacity: bank.visitBlocks)
         let group = plan.queryHeads / plan.kvHeads
         // Locals: what the loops read is counted once here, not at every visit by every worker.
-        let (d, rows, bk, blocks, tiles, packed) = (headDim, plan.rows, plan.config.blockK, plan.blocks, plan.tiles, packed)
+        let (d, rows, blocks, tiles) = (headDim, plan.rows, plan.blocks, plan.tiles)
         while true {
             let i = next.claim()
             if i >= blocks.count { break }
             let block = blocks[i]
             defer { poll?(Double(i + 1) / Double(blocks.count)) }
             let g = block.head / group
-            // m walks the block's visits that this call holds; n is the one after m.
-            var m = block.visits.lowerBound
-            while m < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[m])) == nil { m += 1 }
+            // m walks the block's visits that this call holds.
+            var m = heldVisit(from: block.visits.lowerBound, of: block, kvHead: g)
             guard m < block.visits.upperBound else { continue }
+            widened?.holding = nil
             for (slot, t) in block.tileRange.enumerated() {
                 bank.load(tile: t, slot: slot, worker: worker, output: output,
                           queries: queries + (block.head * rows + tiles[t].localRow) * d)
             }
             while m < block.visits.upperBound {
-                let j = Int(keys[m])
-                let stored = table.block(kvHead: g, block: j)!
-                var n = m + 1
-                while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
-                // The first tile asks for the next block while it computes.
+                // The next visit: up to `visitBlocks` held blocks from m on; n is the one after them.
+                visit.count = 0
+                var n = m
+                repeat {
+                    visit.positions[visit.count] = n
+                    visit.count += 1
+                    n = heldVisit(from: n + 1, of: block, kvHead: g)
+                } while visit.count < visit.capacity && n < block.visits.upperBound
+                // What the first tile asks for meanwhile: the next visit's blocks (packed), or the next block.
                 var upcoming: UpcomingBlock?
-                // (Optional chaining on `packed`, not `if let`: a binding counted a reference to the table at
-                // every step, shared by every worker.)
-                if n < block.visits.upperBound, let ahead = packed?.upcoming(kvHead: g, block: Int(keys[n])) {
-                    upcoming = ahead
-                } else if n < block.visits.upperBound, let ahead = table.block(kvHead: g, block: Int(keys[n])) {
-                    upcoming = UpcomingBlock(keys: ahead.keys, values: ahead.values,
+                visit.aheadCount = 0
+                if packed != nil {
+                    var a = n
+                    while visit.aheadCount < visit.capacity && a < block.visits.upperBound {
+                        visit.ahead[visit.aheadCount] = packed!.block(kvHead: g, block: Int(keys[a]))!
+                        visit.aheadCount += 1
+                        a = heldVisit(from: a + 1, of: block, kvHead: g)
+                    }
+                } else if n < block.visits.upperBound, let next = table.block(kvHead: g, block: Int(keys[n])) {
+                    upcoming = UpcomingBlock(keys: next.keys, values: next.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
-                if let operands = packed?.block(kvHead: g, block: j) {
-                    for (slot, t) in block.tileRange.enumerated() where m < tiles[t].visits.upperBound {
-                        bank.visit(tile: t, slot: slot, worker: worker, output: output, packed: operands,
-                                   keyStart: j * bk, upcoming: upcoming)
-                        upcoming = nil
-                    }
-                    m = n
-                    continue
-                }
-                let keyCount = table.rows(of: j)
-                var kv = (keys: stored.keys.assumingMemoryBound(to: Float.self),
-                          values: stored.values.assumingMemoryBound(to: Float.self))
-                if let widened { kv = widened.fill(stored, rows: keyCount, format: table.format, rounding: rounding) }
                 for (slot, t) in block.tileRange.enumerated() {
-                    let tile = tiles[t]
-                    // A tile's visit list is a prefix of its block's: past it, the block is above its diagonal.
-                    if m >= tile.visits.upperBound { continue }
-                    bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
-                               keyCount: keyCount, keyStart: j * bk, upcoming: upcoming)
-                    upcoming = nil
+                    visitTile(t, slot: slot, worker: worker, kvHead: g, visit: visit, widened: widened,
+                              asks: slot == 0, upcoming: upcoming)
                 }
                 m = n
             }
@@ -334,9 +328,112 @@ private final class AttendJob: @unchecked Sendable {
             }
         }
     }
+
+    /// The first position from `start` on in `block`'s visits whose key block this call holds (or the end).
+    @inline(__always)
+    func heldVisit(from start: Int, of block: AttentionPlan.Block, kvHead g: Int) -> Int {
+        var n = start
+        while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
+        return n
+    }
+
+    /// Tile `t` visits the blocks of `visit` in its own list (a prefix of its query block's: past it, a block
+    /// is above the tile's diagonal): those it sees whole — every key at or before its first row, and a full
+    /// block — in one visit, then each other one alone. With one block a visit, each alone in list order.
+    @inline(__always)
+    func visitTile(_ t: Int, slot: Int, worker: AnyObject?, kvHead g: Int, visit: VisitGroup, widened: WidenedBlock?,
+                   asks: Bool, upcoming: UpcomingBlock?) {
+        let tile = plan.tiles[t], bk = plan.config.blockK, causal = plan.config.causal
+        var asks = asks
+        visit.grouped = 0
+        visit.single = 0
+        for k in 0..<visit.count where visit.positions[k] < tile.visits.upperBound {
+            let j = Int(keys[visit.positions[k]])
+            let whole = table.rows(of: j) == bk && (!causal || j * bk + bk - 1 <= tile.queryStart)
+            if visit.capacity > 1 && whole {
+                visit.groupedBlocks[visit.grouped] = j
+                visit.grouped += 1
+            } else {
+                visit.singleBlocks[visit.single] = j
+                visit.single += 1
+            }
+        }
+        if visit.grouped > 0 {
+            visitBlocks(visit.groupedBlocks, count: visit.grouped, tile: t, slot: slot, worker: worker, kvHead: g,
+                        visit: visit, widened: widened, asks: asks, upcoming: upcoming)
+            asks = false
+        }
+        for k in 0..<visit.single {
+            visitBlocks(visit.singleBlocks + k, count: 1, tile: t, slot: slot, worker: worker, kvHead: g, visit: visit,
+                        widened: widened, asks: asks, upcoming: upcoming)
+            asks = false
+        }
+    }
+
+    /// One visit of `count` key blocks `blocks[0..<count]` (ascending) by tile `t`: packed operands where the
+    /// call has them, else rows (copied one block after the other into `widened` where they need widening,
+    /// rounding or, for several, to be contiguous). With `asks`, it asks for the next visit's blocks
+    /// (`visit.ahead`, packed) or `upcoming` (rows) meanwhile.
+    @inline(__always)
+    func visitBlocks(_ blocks: UnsafeMutablePointer<Int>, count: Int, tile t: Int, slot: Int, worker: AnyObject?,
+                     kvHead g: Int, visit: VisitGroup, widened: WidenedBlock?, asks: Bool, upcoming: UpcomingBlock?) {
+        let bk = plan.config.blockK
+        if let packed {
+            for k in 0..<count { visit.operands[k] = packed.block(kvHead: g, block: blocks[k])! }
+            bank.visit(tile: t, slot: slot, worker: worker, output: output,
+                       packed: UnsafeBufferPointer(start: visit.operands, count: count), keyStart: blocks[0] * bk,
+                       ahead: UnsafeBufferPointer(start: visit.ahead, count: asks ? visit.aheadCount : 0))
+            return
+        }
+        var keyCount = 0
+        var kv = (keys: UnsafePointer<Float>(bitPattern: 8)!, values: UnsafePointer<Float>(bitPattern: 8)!)
+        for k in 0..<count {
+            let j = blocks[k], stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
+            if let widened {
+                // A block visited alone by the query block's next tile is still in the copy: filled once.
+                let holds = count == 1 && (widened.holding.map { $0 == (g, j) } ?? false)
+                let at = holds ? widened.rows(count: rows)
+                    : widened.fill(stored, rows: rows, format: table.format, rounding: rounding, offset: keyCount)
+                widened.holding = count == 1 ? (g, j) : nil
+                if k == 0 { kv = at }
+            } else {
+                kv = (stored.keys.assumingMemoryBound(to: Float.self), stored.values.assumingMemoryBound(to: Float.self))
+            }
+            keyCount += rows
+        }
+        bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
+                   keyCount: keyCount, keyStart: blocks[0] * bk, blocks: count, upcoming: asks ? upcoming : nil)
+    }
 }
 
-/// A worker's fp32 copy of one key/value block stored in 16 bits.
+/// A worker's scratch for one visit: the list positions of the blocks it takes, per tile those it groups and
+/// those it visits alone, their packed operands, and the next visit's (asked for meanwhile).
+private final class VisitGroup {
+    let capacity: Int
+    var count = 0, grouped = 0, single = 0, aheadCount = 0
+    let positions: UnsafeMutablePointer<Int>
+    let groupedBlocks: UnsafeMutablePointer<Int>
+    let singleBlocks: UnsafeMutablePointer<Int>
+    let operands: UnsafeMutablePointer<Unmanaged<AnyObject>>
+    let ahead: UnsafeMutablePointer<Unmanaged<AnyObject>>
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        positions = .allocate(capacity: 3 * capacity)
+        groupedBlocks = positions + capacity
+        singleBlocks = groupedBlocks + capacity
+        operands = .allocate(capacity: 2 * capacity)
+        ahead = operands + capacity
+    }
+
+    deinit {
+        positions.deallocate()
+        operands.deallocate()
+    }
+}
+
+/// A worker's fp32 copy of the key/value blocks of one visit (stored in 16 bits, rounded, or several made
+/// contiguous).
 private final class WidenedBlock {
     let headDim: Int
     let keys: UnsafeMutablePointer<Float>
@@ -351,14 +448,23 @@ private final class WidenedBlock {
 
     deinit { UnsafeMutableRawPointer(keys).deallocate() }
 
-    /// Widens `rows` rows of a stored block into this copy (exact), rounds them as `rounding` does if given,
-    /// and returns where they are.
+    /// Widens `rows` rows of a stored block into this copy (exact) from its row `offset` on, rounds them as
+    /// `rounding` does if given, and returns where they are.
+    /// The (kv head, block) the copy holds alone from row 0, if any (set by the driver).
+    var holding: (Int, Int)?
+
+    /// Where the copy's first `count` rows are.
+    func rows(count: Int) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+        (UnsafePointer(keys), UnsafePointer(values))
+    }
+
     func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int, format: StorageFormat,
-              rounding: AttentionPrecision?) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
-        format.widen(stored.keys, count: rows * headDim, to: keys)
-        format.widen(stored.values, count: rows * headDim, to: values)
-        rounding?.roundBlock(keys: keys, values: values, rows: rows, dim: headDim)
-        return (UnsafePointer(keys), UnsafePointer(values))
+              rounding: AttentionPrecision?, offset: Int = 0) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+        let (k, v) = (keys + offset * headDim, values + offset * headDim)
+        format.widen(stored.keys, count: rows * headDim, to: k)
+        format.widen(stored.values, count: rows * headDim, to: v)
+        rounding?.roundBlock(keys: k, values: v, rows: rows, dim: headDim)
+        return (UnsafePointer(k), UnsafePointer(v))
     }
 }
 

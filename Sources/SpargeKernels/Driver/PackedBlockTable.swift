@@ -37,9 +37,9 @@ extension PackedKeyValueBlock {
 final class PackedBlockTable: @unchecked Sendable {
     /// The blocks, owned.
     private let owned: [any PackedKeyValueBlock]
-    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: the block uncounted and its operands
-    /// to ask for ahead, or nil where the table has none.
-    private let blocks: [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?]
+    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: the block uncounted, or nil where the
+    /// table has none.
+    private let blocks: [Unmanaged<AnyObject>?]
     let keyBlocks: Int
 
     /// The blocks of `table` converted to `Block`s on `threads` threads.
@@ -75,20 +75,12 @@ final class PackedBlockTable: @unchecked Sendable {
                 made[i].fill(keys: widened, values: widened + rows * headDim, rows: rows)
             }
         }
-        var blocks = [(block: Unmanaged<AnyObject>, operands: UpcomingBlock)?](repeating: nil,
-                                                                                 count: table.kvHeads * table.keyBlocks)
-        for (i, index) in present.enumerated() {
-            let block = made[i]
-            blocks[index] = (Unmanaged.passUnretained(block as AnyObject),
-                             UpcomingBlock(keys: block.keyOperands, values: block.valueOperands, bytes: block.operandBytes))
-        }
+        var blocks = [Unmanaged<AnyObject>?](repeating: nil, count: table.kvHeads * table.keyBlocks)
+        for (i, index) in present.enumerated() { blocks[index] = Unmanaged.passUnretained(made[i] as AnyObject) }
         (owned, self.blocks) = (made, blocks)
     }
 
     /// The converted block `(kvHead, block)`, uncounted (valid while the table lives), or nil when the table did
     /// not hold it.
-    func block(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? { blocks[kvHead * keyBlocks + block]?.block }
-
-    /// The operands of block `(kvHead, block)` for a visit to ask for ahead, or nil when the table did not hold it.
-    func upcoming(kvHead: Int, block: Int) -> UpcomingBlock? { blocks[kvHead * keyBlocks + block]?.operands }
+    func block(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? { blocks[kvHead * keyBlocks + block] }
 }

@@ -13,14 +13,21 @@ protocol TileBank: AnyObject, Sendable {
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>)
     /// Ends the visits since `load`: the tile's state is kept where `finish` and the next `load` find it.
     func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>)
+    /// Visits `blocks` key blocks at once (more than one only up to `visitBlocks`): their `keyCount` rows one
+    /// after the other in `keys` and `values`, the first starting at key `keyStart`.
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
-               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?)
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, blocks: Int, upcoming: UpcomingBlock?)
+    /// Key blocks one visit may take at once (`TileProducts.visitBlocks`): the driver groups up to this many
+    /// whole blocks that the tile sees entirely, and the twin of a bank groups as the bank does.
+    var visitBlocks: Int { get }
     /// What its tiles multiply with: other than fp32, they take blocks converted once per `attend` call
     /// (`visit(packed:)`, a block of the kind its products take, from a `PackedBlockTable`) rather than
     /// rounded fp32 rows.
     var products: TileProducts { get }
+    /// `ahead`: the next visit's blocks, asked for while this one computes.
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?)
+               packed: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
+               ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
@@ -102,20 +109,23 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
-               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, blocks: Int, upcoming: UpcomingBlock?) {
+        precondition(blocks == 1, "VectorTileBank: tiles on rows visit one block at a time")
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
         arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
+    var visitBlocks: Int { arena.visitBlocks }
     var products: TileProducts { arena.products }
 
     @inline(__always)
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) {
+               packed: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
+               ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
         arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
-            .visit(packed: packed, keyStart: keyStart, upcoming: upcoming)
+            .visit(packed: packed, keyStart: keyStart, ahead: ahead)
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
@@ -141,17 +151,20 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
 final class ScalarTileBank: TileBank, @unchecked Sendable {
     let tiles: [ScalarAttentionTile]
 
-    /// The twins of tiles with `products` (bf16 tiles round P as they do; the rest as fp32 products).
+    /// The twins of tiles with `products` (bf16 tiles round P as they do, and take their blocks grouped as they
+    /// do; the rest as fp32 products).
     init(plan: AttentionPlan, headDim: Int, precision: AttentionPrecision, products: TileProducts = .fp32) {
         tiles = plan.tiles.map { _ in
             ScalarAttentionTile(headDim: headDim, config: plan.config, precision: precision, products: products)
         }
         self.plan = plan
         self.headDim = headDim
+        visitBlocks = products.visitBlocks(config: plan.config)
     }
 
     let plan: AttentionPlan
     let headDim: Int
+    let visitBlocks: Int
 
     func makeWorker(slots: Int) -> AnyObject? { nil }
 
@@ -166,14 +179,15 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>) {}
 
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
-               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, upcoming: UpcomingBlock?) {
-        tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart)
+               values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, blocks: Int, upcoming: UpcomingBlock?) {
+        tiles[tile].visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, blocks: blocks)
     }
 
     var products: TileProducts { .fp32 }
 
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
-               packed: Unmanaged<AnyObject>, keyStart: Int, upcoming: UpcomingBlock?) {
+               packed: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
+               ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>) {
         preconditionFailure("ScalarTileBank: the scalar twin computes on rounded fp32 rows")
     }
 
