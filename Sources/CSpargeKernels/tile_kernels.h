@@ -206,6 +206,40 @@ double KERNEL(dot_double)(const double *a, const double *b, long d) {
     return t;
 }
 
+/// out[k] = dot_double(a, b + k·d, d) for k < count: four keys at a time, so that four dots' chains of
+/// dependent FMAs run side by side (one dot alone waits on each FMA's latency); each dot keeps its own order,
+/// so the Doubles are dot_double's. Written in vectors of 8 doubles (the compiler's own vectorization of
+/// the 16-lane arrays spilled them).
+typedef double dot_d8 __attribute__((vector_size(64), aligned(8)));
+void KERNEL(dot_double_rows)(const double *a, const double *b, long count, long d, double *out) {
+#pragma clang fp contract(off)
+    long k = 0;
+    for (; k + 4 <= count; k += 4) {
+        const double *rows = b + k * d;
+        dot_d8 lo[4] = {0}, hi[4] = {0};
+        long j = 0;
+        for (; j + 16 <= d; j += 16) {
+            const dot_d8 x0 = *(const dot_d8 *)(a + j), x1 = *(const dot_d8 *)(a + j + 8);
+#pragma clang loop unroll(full)
+            for (int r = 0; r < 4; r++) {
+                lo[r] = __builtin_elementwise_fma(x0, *(const dot_d8 *)(rows + r * d + j), lo[r]);
+                hi[r] = __builtin_elementwise_fma(x1, *(const dot_d8 *)(rows + r * d + j + 8), hi[r]);
+            }
+        }
+#pragma clang loop unroll(full)
+        for (int r = 0; r < 4; r++) {
+            dot_d8 v = lo[r] + hi[r];
+            double t = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+            for (long i = j; i < d; i++) {
+                double p = a[i] * rows[r * d + i];
+                t = t + p;
+            }
+            out[k + r] = t;
+        }
+    }
+    for (; k < count; k++) out[k] = KERNEL(dot_double)(a, b + k * d, d);
+}
+
 /// f16 to float, exactly: with F16C's vcvtph2ps eight at a time where the set has it (HAS_F16C), else (and
 /// for the tail) by the bits — an f16 block stored by `--kv-precision f16` is widened once a visit, and
 /// Swift's Float(Float16) in a portable build converted lane by lane in a library call (1.6× the pass's time).
@@ -275,6 +309,6 @@ sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
                              KERNEL(dot_double), KERNEL(widen_f16), KERNEL(narrow_f16), {0},
-                             KERNEL(summarize_block), KERNEL(finish_rows)};
+                             KERNEL(summarize_block), KERNEL(finish_rows), KERNEL(dot_double_rows)};
     return k;
 }

@@ -166,6 +166,7 @@ final class MaskPredictorTests: XCTestCase {
         var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
         if CPUISA.avx2.isSupported { sets.append(("avx2", CPUISA.avx2.kernels)) }
         if CPUISA.avx512.isSupported { sets.append(("avx512", CPUISA.avx512.kernels)) }
+        if CPUISA.avx512bf16.isSupported { sets.append(("avx512bf16", CPUISA.avx512bf16.kernels)) }
         var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         var differing = 0
         for d in [1, 7, 15, 16, 17, 31, 32, 33, 64, 96, 100, 128, 129, 256] {
@@ -177,6 +178,15 @@ final class MaskPredictorTests: XCTestCase {
                 if (0..<d).reduce(0.0, { $0 + a[$1] * b[$1] }) != twin { differing += 1 }
                 for (name, kernels) in sets {
                     XCTAssertEqual(kernels.dotDouble(a, b, d).bitPattern, twin.bitPattern, "\(name), D \(d)")
+                }
+                // Several rows at once (four side by side, then the rest one by one): each row's own Double.
+                let count = Int.random(in: 1...9, using: &g)
+                let rows = (0..<(count * d)).map { _ in Double(g.normal()) * pow(2.0, Double(Int.random(in: -20...20, using: &g))) }
+                let twins = (0..<count).map { r in rows.withUnsafeBufferPointer { MaskPredictor.dotDoubleTwin(a, $0.baseAddress! + r * d, d) } }
+                for (name, kernels) in sets {
+                    var out = [Double](repeating: .nan, count: count)
+                    kernels.dotDoubleRows(a, rows, count, d, &out)
+                    XCTAssertEqual(out.map(\.bitPattern), twins.map(\.bitPattern), "\(name), rows, D \(d)")
                 }
             }
         }

@@ -150,6 +150,9 @@ typedef struct {
     /// runningSum[r]) for r < rows (0 where the sum is not positive), rows of `dim` (finish_rows.h).
     void (*finishRows)(const float *outputT, long lanes, long dim, long rows, const float *runningSum,
                        float *output);
+    /// `dotDouble(a, b + k·d, d)` into out[k] for `count` rows of `d` at `b` (the same Doubles, several rows at
+    /// a time).
+    void (*dotDoubleRows)(const double *a, const double *b, long count, long d, double *out);
 } sparge_tile_kernels;
 
 /// The key count the bf16 tile kernels pad a block to (a multiple of 32).

@@ -100,7 +100,8 @@ public enum MaskPredictor {
     /// Key-tile outer, rows inner: a tile of key means (256 blocks, 256 KB at D = 128) is read from memory
     /// once for all the rows instead of once per row. At 4M tokens a kv head's key means are 64 MiB, more
     /// than the L3, and scoring row by row streamed them from memory for every row (51 s of a 100 s pass on
-    /// Zen 3). Each score is the same `dotDouble` as before, so the mask is bit for bit the same.
+    /// Zen 3). Each score is the same `dotDouble` as before (computed four keys at a time by
+    /// `dotDoubleRows`), so the mask is bit for bit the same.
     static func scoreRows(
         _ rows: Range<Int>, queryBlocks: [Int], queries: UnsafePointer<Double>, keys kd: UnsafePointer<Double>,
         keyFlags: UnsafePointer<UInt8>, keyBlocks nk: Int, headDim d: Int, scale: Float, config: SpargeConfig,
@@ -112,12 +113,17 @@ public enum MaskPredictor {
                 ? blockCausalLimit(queryBlock: queryBlocks[row], blockQ: config.blockQ, blockK: config.blockK, keyBlocks: nk)
                 : nk
         }
-        for t0 in stride(from: 0, to: nk, by: tile) {
-            let t1 = min(nk, t0 + tile)
-            for (k, row) in rows.enumerated() {
-                let q = queries + row * d, s = scores + k * nk, limit = limits[k]
-                for j in t0..<t1 {
-                    s[j] = j < limit && keyFlags[j] != 0 ? Float(dotDouble(q, kd + j * d, d)) * scale : -.infinity
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: tile) { dots in
+            let dot = dots.baseAddress!
+            for t0 in stride(from: 0, to: nk, by: tile) {
+                let t1 = min(nk, t0 + tile)
+                for (k, row) in rows.enumerated() {
+                    let q = queries + row * d, s = scores + k * nk, end = min(t1, limits[k])
+                    // Every key up to the causal limit at once (several side by side), then the flags.
+                    if end > t0 { dotRowsKernel(q, kd + t0 * d, end - t0, d, dot) }
+                    for j in t0..<t1 {
+                        s[j] = j < end && keyFlags[j] != 0 ? Float(dot[j - t0]) * scale : -.infinity
+                    }
                 }
             }
         }
@@ -262,6 +268,8 @@ public enum MaskPredictor {
     /// compiled for a portable x86-64 build, calls the C library's fma once per lane: mask prediction ran 8×
     /// slower than in a build for the machine's own CPU.)
     static let dotKernel = CPUISA.detected.kernels.dotDouble!
+    /// `dotKernel` over consecutive key rows (`sparge_tile_kernels.dotDoubleRows`): the same Doubles.
+    static let dotRowsKernel = CPUISA.detected.kernels.dotDoubleRows!
 
     @inline(__always)
     static func dotDouble(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ d: Int) -> Double {
