@@ -34,30 +34,8 @@
 # About 6–7 minutes in all; every run has its own time limit, and the log holds what ran.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-carry="$(cd "$1" && pwd)" python="$2" out="${3:-${OUT:-cpu-amx-device}}"
-sparge="$carry/sparge"
-if [ ! -x "$sparge" ]; then
-    sparge="$(mktemp -d)/sparge"
-    gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge or sparge.gz"; exit 1; }
-fi
-mkdir -p "$out"
-exec > >(tee "$out/log.txt") 2>&1
-source "$here/../launch/env.sh" 2>/dev/null || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-date -u
-lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3" | cut -c1-200
-echo "flags: $(grep -ow 'avx512f\|avx512bw\|avx512_bf16\|avx512_vnni\|amx_tile\|amx_bf16\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-status=0
-fail() { echo "FAILED: $*"; status=1; }
-step() { echo "== $* ($(date -u +%T))"; }
-# `run SECONDS COMMAND...`: COMMAND with a time limit (a hang or a slow run costs its step, not the call).
-run() { local limit="$1"; shift; timeout -k 5 "$limit" "$@"; }
-# `field NAME`: NAME of the JSON line on stdin ("(no result)" when a run printed none).
-field() {
-    python3 -c 'import json, sys
-try: print(json.loads(sys.stdin.read()).get(sys.argv[1]))
-except ValueError: print("(no result)")' "$1"
-}
+carry="$(cd "$1" && pwd)" python="$2" out="${3:-${OUT:-cpu-amx-device}}" log=log.txt
+source "$here/cpu-call.sh"
 
 step "1. kernels against their scalar twin, then a visit's time on one core"
 run 150 "$carry/amx-check" 200; rc=$?

@@ -2,7 +2,8 @@
 # AMX bf16 against PyTorch SDPA bf16 over a longer alternating run on the device machine's Xeon, to say which
 # ratio is typical of a machine whose speed moves by 2× within a lease (BENCHMARKS.md, 2026-11-30):
 #   bash benchmarks/cpu-amx-long.sh CARRY PYTHON [ROUNDS] [OUT]   (default 8 rounds; OUT default $OUT or ./cpu-amx-long)
-# CARRY is built as for cpu-amx-device.sh (sparge.gz, peers/, a static amx-check).
+# CARRY is built as for cpu-amx-device.sh (sparge.gz, peers/, a static amx-check); cpu-call.sh lies beside this
+# script.
 # 1. Correctness of the build: amx-check (the AMX and AVX512-BF16 kernels against their scalar twin, 100
 #    trials) and `verify --precision bf16` on AMX and AVX512-BF16 (llm causal; AMX also on 2 ranks).
 # 2. Dense N = 32768, 8 heads, D = 128, 16 threads: AMX bf16 (and the pairs of AMX_RUNS instead, e.g.
@@ -18,29 +19,10 @@
 # same rounds of a machine whose speed moves within a lease. Odd rounds run ours first, even rounds the baseline.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-8}" out="${4:-${OUT:-cpu-amx-long}}"
-sparge="$(mktemp -d)/sparge"
-gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge.gz"; exit 1; }
+carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-8}" out="${4:-${OUT:-cpu-amx-long}}" log=log.txt
+source "$here/cpu-call.sh"
 binaries=("$sparge")
-if [ -f "$carry/sparge-base.gz" ]; then
-    base="$(dirname "$sparge")/sparge-base"
-    gunzip -c "$carry/sparge-base.gz" > "$base" && chmod +x "$base" || { echo "$carry/sparge-base.gz does not unpack"; exit 1; }
-    export SPARGE_BASE="$base"
-    binaries+=("$SPARGE_BASE")
-fi
-mkdir -p "$out"
-exec > >(tee "$out/log.txt") 2>&1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-date -u
-lscpu | grep -E "Model name|^CPU\(s\)|L3" | cut -c1-200
-status=0
-fail() { echo "FAILED: $*"; status=1; }
-step() { echo "== $* ($(date -u +%T))"; }
-field() {
-    python3 -c 'import json, sys
-try: print(json.loads(sys.stdin.read()).get(sys.argv[1]))
-except ValueError: print("(no result)")' "$1"
-}
+[ -n "${SPARGE_BASE:-}" ] && binaries+=("$SPARGE_BASE")
 
 step "1. correctness"
 timeout -k 5 150 "$carry/amx-check" 100 || fail "amx-check"

@@ -5,13 +5,9 @@
 #    16 threads, sparse (TopK 0.1) and dense: what the driver costs around the kernels, in each mode.
 # 2. The real AMX sparse pass under `perf record` where the machine has perf: its hottest symbols.
 set -uo pipefail
-carry="$(cd "$1" && pwd)" out="${2:-${OUT:-cpu-amx-sparse-profile}}"
-mkdir -p "$out"
-exec > >(tee "$out/log.txt") 2>&1
-sparge="$(mktemp -d)/sparge"
-gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge.gz"; exit 1; }
-date -u
-lscpu | grep -E "Model name|^CPU\(s\)" | cut -c1-120
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+carry="$(cd "$1" && pwd)" out="${2:-${OUT:-cpu-amx-sparse-profile}}" log=log.txt
+source "$here/cpu-call.sh"
 common=(--backend cpu --workload random --seq 32768 --heads 8 --head-dim 128 --precision bf16 --threads 16 --json)
 echo "== 1. the driver alone (bookkeeping kernels), kernel_ms"
 for i in 1 2; do

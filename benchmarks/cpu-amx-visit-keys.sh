@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How many keys should one visit of the AMX tiles take? One call on the device machine's Xeon:
 #   bash benchmarks/cpu-amx-visit-keys.sh CARRY PYTHON [ROUNDS] [OUT]   (default 5 rounds; OUT default $OUT)
-# CARRY holds sparge.gz (a static release build), a static amx-check and peers/ (torch_cpu_sdpa.py).
+# CARRY holds sparge.gz (a static release build), a static amx-check and peers/ (torch_cpu_sdpa.py); cpu-call.sh
+# lies beside this script.
 # 1. Correctness: amx-check (the AMX kernels against their twin on visits of one to three blocks) and
 #    `verify --precision bf16` on AMX (llm causal, random dense with a partial last block, 2 ranks).
 # 2. One core's visit rates (amx-check): one, two and four 64-key blocks a call.
@@ -11,22 +12,9 @@
 #    the same with 128-key mask blocks (64 keys a block) for comparison.
 # 5. The error beside the speed: dense 32K, 256-key visits, relative L1 against Double on 4 sampled blocks.
 set -uo pipefail
-carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-5}" out="${4:-${OUT:-cpu-amx-visit-keys}}"
-sparge="$(mktemp -d)/sparge"
-gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge.gz"; exit 1; }
-mkdir -p "$out"
-exec > >(tee "$out/visit-keys-log.txt") 2>&1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-date -u
-lscpu | grep -E "Model name|^CPU\(s\)|L3" | cut -c1-200
-status=0
-fail() { echo "FAILED: $*"; status=1; }
-step() { echo "== $* ($(date -u +%T))"; }
-field() {
-    python3 -c 'import json, sys
-try: print(json.loads(sys.stdin.read()).get(sys.argv[1]))
-except ValueError: print("(no result)")' "$1"
-}
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+carry="$(cd "$1" && pwd)" python="$2" rounds="${3:-5}" out="${4:-${OUT:-cpu-amx-visit-keys}}" log=visit-keys-log.txt
+source "$here/cpu-call.sh"
 bench() { SPARGE_CPU_ISA=amx timeout -k 5 150 "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 --precision bf16 --threads 16 --json "$@" 2>/dev/null | tail -n 1; }
 
 step "1–2. correctness and one core's rates"
