@@ -57,9 +57,7 @@ for run in "amx llm --causal 128" "amx video 128" "amx random --dense 128" "amx 
     echo "verify $isa bf16 $w D=$d: rel L1 to masked reference $(echo "$line" | field rel_l1_vs_masked_reference), passed $(echo "$line" | field passed)"
     echo "$line" | grep -q '"passed": true' || fail "verify $isa bf16 $w D=$d: $line"
 done
-line="$(SPARGE_CPU_ISA=amx run 120 mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --precision bf16 --json | tail -n 1)"
-echo "verify amx bf16 2 ranks: $line"
-echo "$line" | grep -q '"passed": true' || fail "verify amx bf16 on 2 ranks"
+verified_amx_two_ranks
 
 step "4. rate against threads (dense N = 8192, 8 heads, D = 128)"
 for run in amx:bf16 avx512:fp32; do

@@ -27,13 +27,10 @@ binaries=("$sparge")
 step "1. correctness"
 timeout -k 5 150 "$carry/amx-check" 100 || fail "amx-check"
 for isa in amx avx512bf16; do
-    line="$(SPARGE_CPU_ISA=$isa timeout -k 5 90 "$sparge" verify --workload llm --causal --seq 3000 --heads 4 --kv-heads 2 --head-dim 128 --precision bf16 --threads 16 --json | tail -n 1)"
-    echo "verify $isa bf16 llm causal: $line"
-    echo "$line" | grep -q '"passed": true' || fail "verify $isa bf16"
+    SPARGE_CPU_ISA=$isa verified "verify $isa bf16 llm causal" 90 "$sparge" verify --workload llm --causal --seq 3000 \
+        --heads 4 --kv-heads 2 --head-dim 128 --precision bf16 --threads 16 --json
 done
-line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --precision bf16 --json | tail -n 1)"
-echo "verify amx bf16 2 ranks: $line"
-echo "$line" | grep -q '"passed": true' || fail "verify amx bf16 on 2 ranks"
+verified_amx_two_ranks
 
 visit() {  # µs a visit on one thread: $1 empty (the AMX kernels) or bookkeeping; $2 the binary (default ours)
     local ms

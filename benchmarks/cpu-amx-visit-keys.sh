@@ -20,13 +20,10 @@ bench() { SPARGE_CPU_ISA=amx timeout -k 5 150 "$sparge" bench --workload random 
 step "1–2. correctness and one core's rates"
 timeout -k 5 200 "$carry/amx-check" 40 || fail "amx-check"
 for args in "--workload llm --causal --seq 3000 --heads 4 --kv-heads 2" "--workload random --dense --seq 3001 --heads 2"; do
-    line="$(SPARGE_CPU_ISA=amx timeout -k 5 90 "$sparge" verify $args --head-dim 128 --precision bf16 --threads 16 --json | tail -n 1)"
-    echo "verify amx bf16 $args: $line"
-    echo "$line" | grep -q '"passed": true' || fail "verify amx bf16 $args"
+    # shellcheck disable=SC2086
+    SPARGE_CPU_ISA=amx verified "verify amx bf16 $args" 90 "$sparge" verify $args --head-dim 128 --precision bf16 --threads 16 --json
 done
-line="$(SPARGE_CPU_ISA=amx timeout -k 5 120 mpirun --oversubscribe -np 2 "$sparge" verify --workload llm --causal --seq 3001 --heads 2 --head-dim 128 --precision bf16 --json | tail -n 1)"
-echo "verify amx bf16 2 ranks: $line"
-echo "$line" | grep -q '"passed": true' || fail "verify amx bf16 on 2 ranks"
+verified_amx_two_ranks
 
 step "3. dense N = 32768, 8 heads, 16 threads: AMX bf16 by keys a visit, then PyTorch, $rounds rounds"
 for ((r = 1; r <= rounds; r++)); do

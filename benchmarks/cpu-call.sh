@@ -2,7 +2,8 @@
 # cpu-amx-visit-keys.sh, cpu-amx-sparse-profile.sh), with `carry` (the carried folder: sparge.gz or sparge, and
 # optionally sparge-base.gz), `out` (the log's folder) and `log` (its file name) set: the binary unpacked into
 # $sparge (and a baseline into $SPARGE_BASE, exported, where sparge-base.gz is carried), everything logged to
-# $out/$log, the environment of a run as root under mpirun, the machine printed, and fail, step, run, field.
+# $out/$log, the environment of a run as root under mpirun, the machine printed, and fail, step, run, field,
+# verified.
 sparge="$carry/sparge"
 if [ ! -x "$sparge" ]; then
     sparge="$(mktemp -d)/sparge"
@@ -29,4 +30,18 @@ field() {
     python3 -c 'import json, sys
 try: print(json.loads(sys.stdin.read()).get(sys.argv[1]))
 except ValueError: print("(no result)")' "$1"
+}
+# `verified NAME SECONDS COMMAND...`: a `verify … --json` run with a time limit, its line printed as NAME's, and
+# a failure unless it passed.
+verified() {
+    local name="$1" limit="$2" line
+    shift 2
+    line="$(timeout -k 5 "$limit" "$@" | tail -n 1)"
+    echo "$name: $line"
+    echo "$line" | grep -q '"passed": true' || fail "$name"
+}
+# The AMX pass on two ranks against one process (llm causal, a partial last block).
+verified_amx_two_ranks() {
+    SPARGE_CPU_ISA=amx verified "verify amx bf16 2 ranks" 120 mpirun --oversubscribe -np 2 "$sparge" verify --workload llm \
+        --causal --seq 3001 --heads 2 --head-dim 128 --precision bf16 --json
 }
