@@ -65,7 +65,7 @@ static double relative_max(const float *a, const float *b, long n) { return erro
 /// products before accumulating): two such orders differ by at most about 2·D·2⁻²⁴ of Σ|q_i·k_i|, 3.1e-5 at
 /// D = 256, so the scores' error is measured against Σ|q_i|·|k_i| (the twin's scores of |Q| and |K|), not
 /// against the scores, which cancel (a tile of one query row failed a bound relative to its largest score at
-/// 2.3e-5 on the device); the sums and P·V are sums of positive terms or of ≤ 128 keys: 1e-5. The
+/// 2.3e-5 on the device); the sums and P·V are sums of positive terms or of ≤ 256 keys (a visit of up to three blocks): 1e-5. The
 /// chained output may also differ where a score's last bit (the tiles' order of a pair's products) moved a p
 /// across a bf16 rounding boundary: one bf16 step, ≤ 2⁻⁸ for p ≤ 1, times |v| ≤ 1, is ≤ 3.9e-3 of an output
 /// whose largest value is about 1 or more here: 4e-3 of the largest output (the emulation shows 0).

@@ -54,8 +54,8 @@ INLINE void products_2x2(const unsigned short *a0, const unsigned short *a1, lon
 
 /// Sᵀ for 32 lanes × 32 keys at a time (a 2×2 block of C tiles), block by block of the visit, stored straight
 /// into the score rows (Kp of them), then the visit's maxima over the real keys, scaled. The maxima of one
-/// 32-lane group are taken while the tiles compute the next group's scores, and the next block is asked for a
-/// few lines per step.
+/// 32-lane group are taken while the tiles compute the next group's scores, and the next visit's blocks are asked
+/// for a few lines per step.
 void KERNEL(bf16_scores)(const unsigned *queriesT, long stride, long lanes, const sparge_bf16_block *blocks,
                          long blockCount, long dim, float scale, float *scores, float *rowMax,
                          const sparge_bf16_block *ahead, long aheadCount) {

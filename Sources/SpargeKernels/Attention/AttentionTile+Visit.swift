@@ -78,13 +78,13 @@ extension AttentionTile {
         return withUnsafeTemporaryAllocation(of: sparge_bf16_block.self, capacity: count + aheadCount) { operands in
             var keyCount = 0
             for (b, unmanaged) in blocks.enumerated() {
-                let block = Self.bf16Operands(unmanaged)
+                let block = Self.bf16Operands(unmanaged, headDim: d)
                 precondition(Int(block.keyCount) > 0 && (b == count - 1 || block.keyCount % 32 == 0),
                              "AttentionTile: bf16 blocks of keys, all but the last a multiple of 32")
                 operands[b] = block
                 keyCount += block.keyCount
             }
-            for (b, unmanaged) in ahead.enumerated() { operands[count + b] = Self.bf16Operands(unmanaged) }
+            for (b, unmanaged) in ahead.enumerated() { operands[count + b] = Self.bf16Operands(unmanaged, headDim: d) }
             let list = UnsafePointer(operands.baseAddress!), next = list + count
             return visitBlock(keyCount: keyCount, keyStart: keyStart, blocks: count, scoreScale: scale) {
                 kernels.scores(packedQueries, stride, lanes, list, count, d, scale, scores, rowMax, next, aheadCount)
@@ -95,11 +95,13 @@ extension AttentionTile {
         }
     }
 
-    /// A `Bf16KeyValueBlock`'s operands as the kernels take them (uncounted: the caller holds the block).
+    /// A `Bf16KeyValueBlock`'s operands as the kernels take them (uncounted: the caller holds the block), for
+    /// head dimension `headDim`.
     @inline(__always)
-    static func bf16Operands(_ unmanaged: Unmanaged<AnyObject>) -> sparge_bf16_block {
+    static func bf16Operands(_ unmanaged: Unmanaged<AnyObject>, headDim: Int) -> sparge_bf16_block {
         unmanaged._withUnsafeGuaranteedRef { object in
             let block = unsafeDowncast(object, to: Bf16KeyValueBlock.self)
+            precondition(block.headDim == headDim, "AttentionTile: a bf16 block of D \(block.headDim) for a tile of D \(headDim)")
             return sparge_bf16_block(keys: block.keys, valuesT: block.valuesT, keyCount: block.rows)
         }
     }

@@ -24,6 +24,10 @@ public struct AttentionStatistics: Sendable, Equatable {
 import CSpargeKernels
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// What the tiles of an arena multiply with.
@@ -57,8 +61,8 @@ public enum TileProducts: Sendable {
     }()
 
     /// Key blocks one visit of these products takes at once: bf16 tiles group whole blocks of a multiple of 32
-    /// keys (no padding between them) up to `bf16VisitKeys`, unless the λ rule runs (it decides block by block);
-    /// every other product visits one block at a time.
+    /// keys (no padding between them) up to `bf16VisitKeys` and at most 8 blocks, unless the λ rule runs (it
+    /// decides block by block); every other product visits one block at a time.
     public func visitBlocks(config: SpargeConfig) -> Int {
         guard self == .bf16Tiles, !config.lambdaActive, config.blockK % 32 == 0 else { return 1 }
         return max(1, min(8, Self.bf16VisitKeys / config.blockK))
@@ -85,11 +89,11 @@ public struct UpcomingBlock {
 /// pointers into it, so visiting never allocates.
 ///
 /// Memory per tile, in floats: `D·R + D·L` (queries and output accumulator, transposed) `+ blockK·R` (the
-/// score/probability block) `+ 4·L` (the block's row maxima, the running max and sum, and int8's lane
+/// score/probability block; for bf16 tiles blockK rounded up to 32, times the blocks a visit groups) `+ 4·L` (the block's row maxima, the running max and sum, and int8's lane
 /// scales after the queries), with `L` = `computeTileQ` rounded up to 64 lanes and `R = L + 16` the
 /// row stride of the queries and scores (a power-of-two stride put all D rows of a 16-lane column into 16
 /// of the L1's 64 sets, where they evicted each other and the keys). For D = 128 and the defaults that is
-/// 91 KB. An arena made with `holdsScratch: false` keeps only the running max and sum
+/// 91 KB (bf16 tiles, four blocks a visit: 146 KB). An arena made with `holdsScratch: false` keeps only the running max and sum
 /// (`2·L` floats, half a KB): its tiles borrow the packed queries and the score block from an
 /// `AttentionScratch` while they compute, and keep their output accumulator (`D·L` floats) where the caller
 /// says — a driver keeps it in the output's own rows, so a tile's state costs no memory beyond the output,

@@ -11,7 +11,8 @@ import Synchronization
 /// its visit list that the call's table holds, in ascending block order.
 ///
 /// Blocks stored as bf16 or f16 are widened to fp32 once per (query block, key block) in a worker's
-/// scratch, and every tile of the query block computes on that copy. In a precision other than fp32 the
+/// scratch, and every tile of the query block computes on that copy (a tile that groups several blocks into
+/// one visit, the scalar twin of bf16 tiles, copies them one after the other). In a precision other than fp32 the
 /// queries are rounded once, and key/value blocks not already stored in the precision's type are rounded in
 /// that copy. In int8 (and in bf16 on bf16 products) the vector tiles convert their queries as they load them and
 /// take every block of an `attend` call converted once, before the tiles start (`PackedBlockTable`).
@@ -317,9 +318,11 @@ private final class AttendJob: @unchecked Sendable {
                     upcoming = UpcomingBlock(keys: next.keys, values: next.values,
                                              bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
                 }
+                // The first tile that visits anything asks (under causal a tile's list may end before the visit).
+                var asked = false
                 for (slot, t) in block.tileRange.enumerated() {
-                    visitTile(t, slot: slot, worker: worker, kvHead: g, visit: visit, widened: widened,
-                              asks: slot == 0, upcoming: upcoming)
+                    asked = visitTile(t, slot: slot, worker: worker, kvHead: g, visit: visit, widened: widened,
+                                      asks: !asked, upcoming: upcoming) || asked
                 }
                 m = n
             }
@@ -340,9 +343,10 @@ private final class AttendJob: @unchecked Sendable {
     /// Tile `t` visits the blocks of `visit` in its own list (a prefix of its query block's: past it, a block
     /// is above the tile's diagonal): those it sees whole — every key at or before its first row, and a full
     /// block — in one visit, then each other one alone. With one block a visit, each alone in list order.
-    @inline(__always)
+    /// Returns whether it visited any.
+    @inline(__always) @discardableResult
     func visitTile(_ t: Int, slot: Int, worker: AnyObject?, kvHead g: Int, visit: VisitGroup, widened: WidenedBlock?,
-                   asks: Bool, upcoming: UpcomingBlock?) {
+                   asks: Bool, upcoming: UpcomingBlock?) -> Bool {
         let tile = plan.tiles[t], bk = plan.config.blockK, causal = plan.config.causal
         var asks = asks
         visit.grouped = 0
@@ -368,6 +372,7 @@ private final class AttendJob: @unchecked Sendable {
                         widened: widened, asks: asks, upcoming: upcoming)
             asks = false
         }
+        return visit.grouped + visit.single > 0
     }
 
     /// One visit of `count` key blocks `blocks[0..<count]` (ascending) by tile `t`: packed operands where the
@@ -378,27 +383,30 @@ private final class AttendJob: @unchecked Sendable {
     func visitBlocks(_ blocks: UnsafeMutablePointer<Int>, count: Int, tile t: Int, slot: Int, worker: AnyObject?,
                      kvHead g: Int, visit: VisitGroup, widened: WidenedBlock?, asks: Bool, upcoming: UpcomingBlock?) {
         let bk = plan.config.blockK
-        if let packed {
-            for k in 0..<count { visit.operands[k] = packed.block(kvHead: g, block: blocks[k])! }
+        // (`packed!`, not `if let`: a binding counted a reference to the table at every visit, shared by every
+        // worker.)
+        if packed != nil {
+            for k in 0..<count { visit.operands[k] = packed!.block(kvHead: g, block: blocks[k])! }
             bank.visit(tile: t, slot: slot, worker: worker, output: output,
                        packed: UnsafeBufferPointer(start: visit.operands, count: count), keyStart: blocks[0] * bk,
                        ahead: UnsafeBufferPointer(start: visit.ahead, count: asks ? visit.aheadCount : 0))
             return
         }
+        precondition(count == 1 || widened != nil, "BlockSparseAttention: grouped rows need a copy to lie in")
         var keyCount = 0
         var kv = (keys: UnsafePointer<Float>(bitPattern: 8)!, values: UnsafePointer<Float>(bitPattern: 8)!)
         for k in 0..<count {
             let j = blocks[k], stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
+            var at = (keys: UnsafePointer(stored.keys.assumingMemoryBound(to: Float.self)),
+                      values: UnsafePointer(stored.values.assumingMemoryBound(to: Float.self)))
             if let widened {
                 // A block visited alone by the query block's next tile is still in the copy: filled once.
                 let holds = count == 1 && (widened.holding.map { $0 == (g, j) } ?? false)
-                let at = holds ? widened.rows(count: rows)
+                at = holds ? widened.start
                     : widened.fill(stored, rows: rows, format: table.format, rounding: rounding, offset: keyCount)
                 widened.holding = count == 1 ? (g, j) : nil
-                if k == 0 { kv = at }
-            } else {
-                kv = (stored.keys.assumingMemoryBound(to: Float.self), stored.values.assumingMemoryBound(to: Float.self))
             }
+            if k == 0 { kv = at }
             keyCount += rows
         }
         bank.visit(tile: t, slot: slot, worker: worker, output: output, keys: kv.keys, values: kv.values,
@@ -448,16 +456,14 @@ private final class WidenedBlock {
 
     deinit { UnsafeMutableRawPointer(keys).deallocate() }
 
-    /// Widens `rows` rows of a stored block into this copy (exact) from its row `offset` on, rounds them as
-    /// `rounding` does if given, and returns where they are.
     /// The (kv head, block) the copy holds alone from row 0, if any (set by the driver).
     var holding: (Int, Int)?
 
-    /// Where the copy's first `count` rows are.
-    func rows(count: Int) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
-        (UnsafePointer(keys), UnsafePointer(values))
-    }
+    /// Where the copy's rows start.
+    var start: (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) { (UnsafePointer(keys), UnsafePointer(values)) }
 
+    /// Widens `rows` rows of a stored block into this copy (exact) from its row `offset` on, rounds them as
+    /// `rounding` does if given, and returns where they are.
     func fill(_ stored: (keys: UnsafeRawPointer, values: UnsafeRawPointer), rows: Int, format: StorageFormat,
               rounding: AttentionPrecision?, offset: Int = 0) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         let (k, v) = (keys + offset * headDim, values + offset * headDim)

@@ -29,8 +29,8 @@ extension PackedKeyValueBlock {
 /// The blocks of a `KeyValueBlockTable` converted to one kind of `PackedKeyValueBlock`, each once per
 /// `attend` call (and not once per query block that visits it), spread over threads.
 ///
-/// The driver looks up two blocks for each block a query block visits, on every worker thread at once, so a
-/// lookup touches no shared state: the table is not generic (a generic table's lookup from non-generic code
+/// The driver looks up each block a query block visits twice (for the visit, and ahead of it), on every worker
+/// thread at once, so a lookup touches no shared state: the table is not generic (a generic table's lookup from non-generic code
 /// instantiated its metadata every time, ~6% of the driver's time around the kernels, `perf record`), and it
 /// hands out blocks uncounted (`Unmanaged`; it owns them while it lives), since every worker of a kv head
 /// counting references to the same blocks would write their cache lines from every core.
