@@ -71,13 +71,26 @@ sparge_tile_kernels sparge_kernels_avx512(void);
 sparge_tile_kernels sparge_kernels_avx512bf16(void);
 sparge_bf16_tile_kernels sparge_bf16_kernels_avx512bf16(void);
 sparge_bf16_tile_kernels sparge_bf16_kernels_amx(void);
+void sparge_int8_tile_scores_amx(const int *queriesT, long stride, long lanes, const float *laneScale, const int *keys,
+                                 long pairs, long keyCount, float keyScale, const float *keyMean, float *scores,
+                                 float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes);
+
+#if defined(__x86_64__)
+/// AMX-INT8 (cpuid 7.0 EDX bit 25), on a CPU already found to run the AMX set.
+static int amx_int8_present(void) {
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (d >> 25) & 1;
+}
+#endif
 
 sparge_tile_kernels sparge_kernels(int isa) {
 #if defined(__x86_64__)
     if (isa == SPARGE_ISA_AMX) {
-        // The AVX512-BF16 set's kernels (VNNI for int8), with bf16 products on tiles.
+        // The AVX512-BF16 set's kernels (VNNI for int8's P·V), with bf16 products and int8's scores on tiles.
         sparge_tile_kernels k = sparge_kernels_avx512bf16();
         k.bf16 = sparge_bf16_kernels_amx();
+        if (amx_int8_present()) k.int8Scores = sparge_int8_tile_scores_amx;
         return k;
     }
     if (isa == SPARGE_ISA_AVX512_BF16) {

@@ -13,6 +13,8 @@
 // (vpmaddubsw, the u8 × s8 instruction, does 32 products but its int16 sums need a vpmaddwd by ones to
 // widen: the same two multiply-pipe instructions per 32 products, plus saturation to care for.)
 
+#include "int8_score_terms.h"
+
 #define P_ONE 16383  // a probability of 1 in Pᵀ's fixed point (14 bits)
 
 /// Lane by lane, `lo(a)·lo(b) + hi(a)·hi(b)` of the int16 halves (vpmaddwd). Never wraps here: |q·k| pairs
@@ -66,7 +68,7 @@ INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long p
 #pragma clang loop unroll(full)
         for (int k = 0; k < MR; k++) {
             if (k < nk) {
-                vfloat s = (vfloat_of(acc[k][v]) * ks + offset[v]) * scale[v];
+                vfloat s = int8_score(acc[k][v], ks, offset[v], scale[v]);
                 vstore(out + k * stride + v * VW, s);
                 m = vmax(m, s);
             }
@@ -93,7 +95,7 @@ void KERNEL(int8_scores)(const int *queriesT, long stride, long lanes, const flo
 #pragma clang loop unroll(full)
             for (int v = 0; v < LV; v++) {
                 vint x = vloadi(queriesT + j * stride + g + v * VW);
-                offset[v] += vfloat_of((x << 16) >> 16) * lo + vfloat_of(x >> 16) * hi;
+                offset[v] = int8_offset_step(offset[v], x, lo, hi);
             }
         }
         long c = 0;

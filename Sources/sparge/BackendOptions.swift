@@ -52,11 +52,17 @@ enum BackendOptions {
 
     /// Collective: the CPU backend in `precision` with the kernels `SPARGE_CPU_ISA` names, else the best this
     /// CPU has. A name that some rank's CPU cannot run fails on every rank (the message names the ranks).
+    /// SPARGE_BF16_VISIT_KEYS (measurement only) sets the keys one visit of bf16 tiles groups.
     static func cpuEngine(precision: AttentionPrecision, ctx: CommandContext) throws -> CPUAttentionEngine {
         var isa = CPUISA.detected
         var problem: Error?
-        if let name = ProcessInfo.processInfo.environment["SPARGE_CPU_ISA"] {
+        let environment = ProcessInfo.processInfo.environment
+        if let name = environment["SPARGE_CPU_ISA"] {
             do { isa = try CPUISA.named(name) } catch { problem = BackendError("SPARGE_CPU_ISA: \(error)") }
+        }
+        if let keys = environment["SPARGE_BF16_VISIT_KEYS"] {
+            if let count = Int(keys), count > 0 { TileProducts.bf16VisitKeys = count }
+            else { problem = problem ?? BackendError("SPARGE_BF16_VISIT_KEYS: \(keys) is not a positive number of keys") }
         }
         ctx.agree(problem)
         return CPUAttentionEngine(isa: isa, precision: precision)

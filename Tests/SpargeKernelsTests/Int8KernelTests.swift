@@ -78,6 +78,53 @@ final class Int8KernelTests: XCTestCase {
         }
     }
 
+    /// The AMX set's int8 scores on TDPBSSD tiles (emulated in C on any AVX2 machine; the instruction itself
+    /// where this CPU has AMX-INT8) against the vector kernels of a set compiled with the same fused roundings,
+    /// with lane scales, a key scale, the K mean and row maxima already under way: the same integer sums and
+    /// the same float arithmetic (int8_score_terms.h), so the same bits. D from 1 to 200 crosses the tiles'
+    /// 64-byte rows and their zero padding; up to 100 keys cross the 32-key groups.
+    func testTileScoresEqualTheVectorKernelsBitForBit() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated AMX int8 scores are compiled for AVX2") }
+        var pairsOfKernels = [("AMX emulated", sparge_int8_scores_amx_emulated()!, CPUISA.avx2.kernels.int8Scores!)]
+        if CPUISA.amx.isSupported {
+            pairsOfKernels.append(("AMX", CPUISA.amx.kernels.int8Scores!, CPUISA.avx512bf16.kernels.int8Scores!))
+        }
+        var system = SystemRandomNumberGenerator()
+        for _ in 0..<20 {
+            let seed = UInt64.random(in: 1...UInt64.max, using: &system)
+            var g = SeededGenerator(seed: seed)
+            let lanes = 64 * Int.random(in: 1...2, using: &g), stride = lanes + 16
+            let dim = Int.random(in: 1...200, using: &g), keyCount = Int.random(in: 1...100, using: &g)
+            let pairs = (dim + 1) / 2
+            let q = (0..<(lanes * dim)).map { _ in Int.random(in: -127...127, using: &g) }
+            let k = (0..<(keyCount * dim)).map { _ in Int.random(in: -127...127, using: &g) }
+            let packedQ = packed(outer: lanes, count: dim, rowStride: stride) { q[$0 * dim + $1] }
+            let byPair = packed(outer: keyCount, count: dim, rowStride: keyCount) { k[$0 * dim + $1] }
+            let packedK = (0..<(keyCount * pairs)).map { byPair[$0 % pairs * keyCount + $0 / pairs] }
+            let laneScale = (0..<lanes).map { _ in Float.random(in: 1e-4...1e-2, using: &g) }
+            let keyMean = (0..<(2 * pairs)).map { i in i < dim ? Float(g.normal()) : 0 }
+            let keyScale = Float.random(in: 1e-3...1e-1, using: &g)
+            let startMax = (0..<lanes).map { _ in Bool.random(using: &g) ? -Float.infinity : Float(g.normal()) }
+            for (name, tiles, vectors) in pairsOfKernels {
+                var results: [([Float], [Float])] = []
+                for kernel in [tiles, vectors] {
+                    var scores = [Float](repeating: .nan, count: keyCount * stride), rowMax = startMax
+                    kernel(packedQ, stride, lanes, laneScale, packedK, pairs, keyCount, keyScale, keyMean, &scores, &rowMax,
+                           nil, nil, 0)
+                    let rows = (0..<keyCount).flatMap { c in scores[(c * stride)..<(c * stride + lanes)] }
+                    results.append((rows, rowMax))
+                }
+                let label = "\(name): seed \(seed), lanes \(lanes), D \(dim), keys \(keyCount)"
+                XCTAssertEqual(results[0].0.map(\.bitPattern), results[1].0.map(\.bitPattern), label)
+                XCTAssertEqual(results[0].1.map(\.bitPattern), results[1].1.map(\.bitPattern), label)
+            }
+        }
+        #else
+        throw XCTSkip("the AMX int8 scores are x86-64 only")
+        #endif
+    }
+
     func testValueProductsAreTheExactIntegerSumsScaled() {
         var system = SystemRandomNumberGenerator()
         for _ in 0..<20 {

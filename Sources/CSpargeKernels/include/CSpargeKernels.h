@@ -24,7 +24,7 @@ typedef enum {
     SPARGE_ISA_AVX2 = 1,         ///< AVX2 + FMA: 8-wide, 16 registers
     SPARGE_ISA_AVX512 = 2,       ///< AVX-512F and VL: 16-wide, 32 registers
     SPARGE_ISA_AVX512_BF16 = 3,  ///< AVX-512 plus AVX512-BF16 and AVX512-VNNI (AMD Zen 4 and later, Cooper Lake)
-    SPARGE_ISA_AMX = 4,          ///< AVX-512 plus AMX-BF16 tiles and AVX512-BF16 (Sapphire Rapids and later)
+    SPARGE_ISA_AMX = 4,          ///< AVX-512 plus AMX-BF16 tiles and AVX512-BF16, AMX-INT8 for int8's scores where present (Sapphire Rapids and later)
 } sparge_isa;
 
 /// The best kernel set this CPU and its OS support. For AMX it also asks Linux once for the permission to
@@ -219,6 +219,9 @@ sparge_bf16_tile_kernels sparge_bf16_emulated(void);
 /// For tests: the AVX512-BF16 set's bf16 kernels (dot_kernels_bf16.h) with VDPBF16PS written out in C (in the
 /// scalar twin's order) and the vectors compiled for AVX2, runnable without AVX512-BF16.
 sparge_bf16_tile_kernels sparge_bf16_dot_emulated(void);
+/// For tests: the AMX set's int8 scores (tile_kernels_int8_amx.h, TDPBSSD) with the tile instructions emulated
+/// in C and the vectors compiled for AVX2.
+sparge_int8_scores_fn sparge_int8_scores_amx_emulated(void);
 #endif
 
 #ifdef __cplusplus

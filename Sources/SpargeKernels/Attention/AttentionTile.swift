@@ -22,13 +22,6 @@ public struct AttentionStatistics: Sendable, Equatable {
 }
 
 import CSpargeKernels
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// What the tiles of an arena multiply with.
 public enum TileProducts: Sendable {
@@ -52,20 +45,18 @@ public enum TileProducts: Sendable {
         }
     }
 
-    /// Keys a visit of bf16 tiles takes at once, over several key blocks (SPARGE_BF16_VISIT_KEYS overrides it,
-    /// for measurement): on AMX a visit loads and stores each 32 × 32 chunk of Oᵀ and drains the tiles around
-    /// P·V once per call, which 64 keys alone left waiting on (BENCHMARKS.md, 2026-11-30).
-    static let bf16VisitKeys: Int = {
-        let given = getenv("SPARGE_BF16_VISIT_KEYS").flatMap { Int(String(cString: $0)) }
-        return given.map { max(1, $0) } ?? 256
-    }()
+    /// Keys a visit of bf16 tiles takes at once, over several key blocks: on AMX a visit loads and stores each
+    /// 32 × 32 chunk of Oᵀ and drains the tiles around P·V once per call, which 64 keys alone left waiting on
+    /// (BENCHMARKS.md, 2026-11-30). For measurement only (the `sparge` tool sets it from
+    /// SPARGE_BF16_VISIT_KEYS), and only before any attention is made: arenas read it when they are made.
+    nonisolated(unsafe) public static var bf16VisitKeys = 256
 
     /// Key blocks one visit of these products takes at once: bf16 tiles group whole blocks of a multiple of 32
     /// keys (no padding between them) up to `bf16VisitKeys` and at most 8 blocks, unless the λ rule runs (it
     /// decides block by block); every other product visits one block at a time.
     public func visitBlocks(config: SpargeConfig) -> Int {
         guard self == .bf16Tiles, !config.lambdaActive, config.blockK % 32 == 0 else { return 1 }
-        return max(1, min(8, Self.bf16VisitKeys / config.blockK))
+        return max(1, min(8, max(1, Self.bf16VisitKeys) / config.blockK))
     }
 }
 

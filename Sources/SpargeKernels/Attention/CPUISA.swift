@@ -17,8 +17,8 @@ public enum CPUISA: String, CaseIterable, Comparable, Sendable {
     /// steps in AVX512-VNNI (AMD Zen 4 and later, Cooper Lake Xeons; a CPU with only one of the two runs
     /// `avx512`).
     case avx512bf16
-    /// The `avx512bf16` kernels plus `AttentionPrecision.bf16` on AMX-BF16 tiles (Sapphire Rapids and later
-    /// Xeons; on Linux once the kernel has granted the process the tile state).
+    /// The `avx512bf16` kernels plus `AttentionPrecision.bf16` on AMX-BF16 tiles and int8's score sums on AMX-INT8
+    /// tiles (Sapphire Rapids and later Xeons; on Linux once the kernel has granted the process the tile state).
     case amx
 
     /// The best set this CPU and its OS support (cpuid and xgetbv, read once).

@@ -142,7 +142,12 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
 
     func workerDone() {
-        if arena.products == .bf16Tiles { arena.bf16.release() }
+        switch arena.products {
+        case .bf16Tiles: arena.bf16.release()
+        // The AMX set's int8 scores are on tiles too (its bf16 kernels' release gives them back).
+        case .int8: arena.kernels.bf16.release?()
+        case .fp32: break
+        }
     }
 }
 
