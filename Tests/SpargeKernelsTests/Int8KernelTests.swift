@@ -82,7 +82,8 @@ final class Int8KernelTests: XCTestCase {
     /// where this CPU has AMX-INT8) against the vector kernels of a set compiled with the same fused roundings,
     /// with lane scales, a key scale, the K mean and row maxima already under way: the same integer sums and
     /// the same float arithmetic (int8_score_terms.h), so the same bits. D from 1 to 200 crosses the tiles'
-    /// 64-byte rows and their zero padding; up to 100 keys cross the 32-key groups.
+    /// 64-byte rows and their zero padding, up to 100 keys the 32-key groups, up to 192 lanes the 64-lane groups;
+    /// fixed edges first.
     func testTileScoresEqualTheVectorKernelsBitForBit() throws {
         #if arch(x86_64)
         guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated AMX int8 scores are compiled for AVX2") }
@@ -90,12 +91,17 @@ final class Int8KernelTests: XCTestCase {
         if CPUISA.amx.isSupported {
             pairsOfKernels.append(("AMX", CPUISA.amx.kernels.int8Scores!, CPUISA.avx512bf16.kernels.int8Scores!))
         }
+        defer { if CPUISA.amx.isSupported { CPUISA.amx.kernels.bf16.release?() } }  // the test thread's tiles
         var system = SystemRandomNumberGenerator()
-        for _ in 0..<20 {
+        // The edges of the tiles' 64-byte rows and 32-key groups (no keys at all, and no K mean, included), then
+        // random shapes.
+        let edges = [(64, 0), (1, 1), (63, 31), (64, 32), (65, 33), (128, 64), (129, 65), (127, 97), (130, 96), (200, 100)]
+        for trial in 0..<(edges.count + 20) {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
             var g = SeededGenerator(seed: seed)
-            let lanes = 64 * Int.random(in: 1...2, using: &g), stride = lanes + 16
-            let dim = Int.random(in: 1...200, using: &g), keyCount = Int.random(in: 1...100, using: &g)
+            let lanes = 64 * Int.random(in: 1...3, using: &g), stride = lanes + 16
+            let (dim, keyCount) = trial < edges.count ? edges[trial]
+                : (Int.random(in: 1...200, using: &g), Int.random(in: 1...100, using: &g))
             let pairs = (dim + 1) / 2
             let q = (0..<(lanes * dim)).map { _ in Int.random(in: -127...127, using: &g) }
             let k = (0..<(keyCount * dim)).map { _ in Int.random(in: -127...127, using: &g) }
@@ -110,7 +116,8 @@ final class Int8KernelTests: XCTestCase {
                 var results: [([Float], [Float])] = []
                 for kernel in [tiles, vectors] {
                     var scores = [Float](repeating: .nan, count: keyCount * stride), rowMax = startMax
-                    kernel(packedQ, stride, lanes, laneScale, packedK, pairs, keyCount, keyScale, keyMean, &scores, &rowMax,
+                    let mean: [Float]? = trial % 3 == 1 ? nil : keyMean
+                    kernel(packedQ, stride, lanes, laneScale, packedK, pairs, keyCount, keyScale, mean, &scores, &rowMax,
                            nil, nil, 0)
                     let rows = (0..<keyCount).flatMap { c in scores[(c * stride)..<(c * stride + lanes)] }
                     results.append((rows, rowMax))
