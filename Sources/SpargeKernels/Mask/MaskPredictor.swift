@@ -119,8 +119,14 @@ public enum MaskPredictor {
                 let t1 = min(nk, t0 + tile)
                 for (k, row) in rows.enumerated() {
                     let q = queries + row * d, s = scores + k * nk, end = min(t1, limits[k])
-                    // Every key up to the causal limit at once (several side by side), then the flags.
-                    if end > t0 { dotRowsKernel(q, kd + t0 * d, end - t0, d, dot) }
+                    // Each run of self-similar keys up to the causal limit at once (several side by side).
+                    var j = t0
+                    while j < end {
+                        while j < end && keyFlags[j] == 0 { j += 1 }
+                        let first = j
+                        while j < end && keyFlags[j] != 0 { j += 1 }
+                        if j > first { dotRowsKernel(q, kd + first * d, j - first, d, dot + (first - t0)) }
+                    }
                     for j in t0..<t1 {
                         s[j] = j < end && keyFlags[j] != 0 ? Float(dot[j - t0]) * scale : -.infinity
                     }
