@@ -109,8 +109,7 @@ extension AttentionTile {
     /// `visit(bf16:keyStart:ahead:)` of one block.
     @discardableResult
     public func visit(bf16 block: Bf16KeyValueBlock, keyStart: Int) -> Bool {
-        precondition(block.headDim == arena.headDim, "AttentionTile: a bf16 block of the tile's D")
-        return withExtendedLifetime(block) {
+        withExtendedLifetime(block) {
             withUnsafeTemporaryAllocation(of: Unmanaged<AnyObject>.self, capacity: 1) { one in
                 one[0] = Unmanaged.passUnretained(block as AnyObject)
                 return visit(bf16: UnsafeBufferPointer(one), keyStart: keyStart)

@@ -287,36 +287,34 @@ private final class AttendJob: @unchecked Sendable {
             let block = blocks[i]
             defer { poll?(Double(i + 1) / Double(blocks.count)) }
             let g = block.head / group
-            // m walks the block's visits that this call holds.
-            var m = heldVisit(from: block.visits.lowerBound, of: block, kvHead: g)
-            guard m < block.visits.upperBound else { continue }
+            let first = heldVisit(from: block.visits.lowerBound, of: block, kvHead: g)
+            guard first < block.visits.upperBound else { continue }
             widened?.holding = nil
             for (slot, t) in block.tileRange.enumerated() {
                 bank.load(tile: t, slot: slot, worker: worker, output: output,
                           queries: queries + (block.head * rows + tiles[t].localRow) * d)
             }
-            while m < block.visits.upperBound {
-                // The next visit: up to `visitBlocks` held blocks from m on; n is the one after them.
-                visit.count = 0
-                var n = m
-                repeat {
-                    visit.positions[visit.count] = n
-                    visit.count += 1
-                    n = heldVisit(from: n + 1, of: block, kvHead: g)
-                } while visit.count < visit.capacity && n < block.visits.upperBound
-                // What the first tile asks for meanwhile: the next visit's blocks (packed), or the next block.
+            // Each visit takes up to `visitBlocks` held blocks of the list; the next one's are found once, while
+            // this one is visited, and asked for meanwhile.
+            var after = collectVisit(from: first, of: block, kvHead: g, into: visit.positions, count: &visit.count)
+            while visit.count > 0 {
+                visit.nextCount = 0
+                if after < block.visits.upperBound {
+                    after = collectVisit(from: after, of: block, kvHead: g, into: visit.nextPositions,
+                                         count: &visit.nextCount)
+                }
+                // What the first tile asks for meanwhile: the next visit's blocks (packed), or its first block.
                 var upcoming: UpcomingBlock?
                 visit.aheadCount = 0
                 if packed != nil {
-                    var a = n
-                    while visit.aheadCount < visit.capacity && a < block.visits.upperBound {
-                        visit.ahead[visit.aheadCount] = packed!.block(kvHead: g, block: Int(keys[a]))!
-                        visit.aheadCount += 1
-                        a = heldVisit(from: a + 1, of: block, kvHead: g)
+                    for k in 0..<visit.nextCount {
+                        visit.ahead[k] = packed!.block(kvHead: g, block: Int(keys[visit.nextPositions[k]]))!
                     }
-                } else if n < block.visits.upperBound, let next = table.block(kvHead: g, block: Int(keys[n])) {
+                    visit.aheadCount = visit.nextCount
+                } else if visit.nextCount > 0 {
+                    let j = Int(keys[visit.nextPositions[0]]), next = table.block(kvHead: g, block: j)!
                     upcoming = UpcomingBlock(keys: next.keys, values: next.values,
-                                             bytes: table.rows(of: Int(keys[n])) * d * table.format.byteSize)
+                                             bytes: table.rows(of: j) * d * table.format.byteSize)
                 }
                 // The first tile that visits anything asks (under causal a tile's list may end before the visit).
                 var asked = false
@@ -324,7 +322,7 @@ private final class AttendJob: @unchecked Sendable {
                     asked = visitTile(t, slot: slot, worker: worker, kvHead: g, visit: visit, widened: widened,
                                       asks: !asked, upcoming: upcoming) || asked
                 }
-                m = n
+                visit.advance()
             }
             for (slot, t) in block.tileRange.enumerated() {
                 bank.unload(tile: t, slot: slot, worker: worker, output: output)
@@ -337,6 +335,21 @@ private final class AttendJob: @unchecked Sendable {
     func heldVisit(from start: Int, of block: AttentionPlan.Block, kvHead g: Int) -> Int {
         var n = start
         while n < block.visits.upperBound, table.block(kvHead: g, block: Int(keys[n])) == nil { n += 1 }
+        return n
+    }
+
+    /// Up to `visitBlocks` list positions from `start` (held by this call) on whose key blocks the call holds, into
+    /// `positions` (their number into `count`); returns the first held position after them (or the end).
+    @inline(__always)
+    func collectVisit(from start: Int, of block: AttentionPlan.Block, kvHead g: Int,
+                      into positions: UnsafeMutablePointer<Int>, count: inout Int) -> Int {
+        count = 0
+        var n = start
+        repeat {
+            positions[count] = n
+            count += 1
+            n = heldVisit(from: n + 1, of: block, kvHead: g)
+        } while count < bank.visitBlocks && n < block.visits.upperBound
         return n
     }
 
@@ -414,12 +427,15 @@ private final class AttendJob: @unchecked Sendable {
     }
 }
 
-/// A worker's scratch for one visit: the list positions of the blocks it takes, per tile those it groups and
-/// those it visits alone, their packed operands, and the next visit's (asked for meanwhile).
+/// A worker's scratch for one visit: the list positions of the blocks it takes and of the next visit's, per
+/// tile those it groups and those it visits alone, their packed operands, and the next visit's (asked for
+/// meanwhile).
 private final class VisitGroup {
     let capacity: Int
-    var count = 0, grouped = 0, single = 0, aheadCount = 0
-    let positions: UnsafeMutablePointer<Int>
+    var count = 0, nextCount = 0, grouped = 0, single = 0, aheadCount = 0
+    private let storage: UnsafeMutablePointer<Int>
+    private(set) var positions: UnsafeMutablePointer<Int>
+    private(set) var nextPositions: UnsafeMutablePointer<Int>
     let groupedBlocks: UnsafeMutablePointer<Int>
     let singleBlocks: UnsafeMutablePointer<Int>
     let operands: UnsafeMutablePointer<Unmanaged<AnyObject>>
@@ -427,15 +443,23 @@ private final class VisitGroup {
 
     init(capacity: Int) {
         self.capacity = capacity
-        positions = .allocate(capacity: 3 * capacity)
-        groupedBlocks = positions + capacity
-        singleBlocks = groupedBlocks + capacity
+        storage = .allocate(capacity: 4 * capacity)
+        positions = storage
+        nextPositions = storage + capacity
+        groupedBlocks = storage + 2 * capacity
+        singleBlocks = storage + 3 * capacity
         operands = .allocate(capacity: 2 * capacity)
         ahead = operands + capacity
     }
 
+    /// The next visit becomes this one.
+    func advance() {
+        swap(&positions, &nextPositions)
+        count = nextCount
+    }
+
     deinit {
-        positions.deallocate()
+        storage.deallocate()
         operands.deallocate()
     }
 }
