@@ -30,6 +30,9 @@ public struct CUDAOptions: Sendable, Equatable {
     /// Whether one rank's resident pass builds its tile table and work list on the device from the compacted
     /// mask (false: the host's plan and lists, as with several ranks; the same tiles and lists, for comparison).
     public var workListOnDevice = true
+    /// Whether that work list splits the last, partly filled wave of the Hopper kernel's CTAs into parts of
+    /// their lists, merged after the launch (false: every CTA keeps its whole list; for comparison).
+    public var tailSplit = true
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
     public var stagingBytes = 256 << 20
 

@@ -32,6 +32,13 @@ struct CUDAResidentSelfTestCase {
         // here there are some, and P·V must take V in bf16.
         .init(label: "llm topk 0.2, V beyond fp16", seqLen: 4096, heads: 2, kvHeads: 2,
               config: SpargeConfig(selection: .topK(0.2)), valueScale: 3e5),
+        // Last waves split into parts (TailSplit) on 132 SMs: a dense pass's list by the host (160 CTAs of 160
+        // steps: the last 28 in 4 parts each), a predicted causal mask's by the device (224 CTAs of ~100 steps
+        // on average: the last 92 in 7 parts; a CTA's two tiles' lists differ in length).
+        .init(label: "random dense, last wave split", workload: .random, seqLen: 20480, heads: 1, kvHeads: 1,
+              config: SpargeConfig(selection: .dense)),
+        .init(label: "llm topk 0.9 causal 128-key, split", seqLen: 28672, heads: 1, kvHeads: 1,
+              config: SpargeConfig(blockK: 128, selection: .topK(0.9), causal: true)),
     ]
 
     func run(engine: CUDAAttentionEngine) throws -> CUDASelfTestCase.Outcome {
@@ -65,6 +72,9 @@ struct CUDAResidentSelfTestCase {
             }
         }
         if lseDiff > 2e-3 { failures.append("LSE differs by \(lseDiff) (bound 2e-3)") }
+        // The tiles' counters, which a split tile's parts add up.
+        let visited = (gpu: gpu.statistics.attention.keyBlocksVisited, cpu: cpu.statistics.attention.keyBlocksVisited)
+        if visited.gpu != visited.cpu { failures.append("blocks visited \(visited.gpu), the CPU's \(visited.cpu)") }
         let line = label.padding(toLength: 38, withPad: " ", startingAt: 0)
             + String(format: " %6d  %2d/%-2d  %4d  ", seqLen, heads, kvHeads, dim)
             + kvFormat.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)

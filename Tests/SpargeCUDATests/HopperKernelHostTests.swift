@@ -8,7 +8,7 @@ import XCTest
 /// benchmarks/gpu-sm90-harness.cu on the device machine, against the CPU tiles and a Double reference.)
 final class HopperKernelHostTests: XCTestCase {
     /// The C++ definitions from the kernel's own source, compiled on the host with the given shape.
-    private func kernelConstants(headDim: Int, blockK: Int, int8: Bool = false) throws -> [Int64] {
+    private func kernelConstants(headDim: Int, blockK: Int, int8: Bool = false, tailParts: Bool = false) throws -> [Int64] {
         let source = AttentionKernelSource.hopperSource
         // The common types (up to SpargeAttentionParams), then the Hopper file's macros and structs (up to
         // SHARED_BYTES): declarations only, no device code.
@@ -28,7 +28,12 @@ final class HopperKernelHostTests: XCTestCase {
             int main(int argc, char** argv) {
                 long long v[] = { (long long)sizeof(SpargeHopperParams), (long long)offsetof(SpargeHopperParams, kMap),
                                   (long long)offsetof(SpargeHopperParams, vMap), (long long)offsetof(SpargeHopperParams, p),
-                                  (long long)(SHARED_BYTES) };
+                                  (long long)(SHARED_BYTES),
+            #if TAIL_PARTS
+                                  (long long)offsetof(SpargeHopperParams, slots) };
+            #else
+                                  0 };
+            #endif
                 FILE* out = fopen(argv[3], "wb");
                 fwrite(v, sizeof v, 1, out);
                 fclose(out);
@@ -37,18 +42,30 @@ final class HopperKernelHostTests: XCTestCase {
             """
         let stages = AttentionKernelSource.hopperStages(int8: int8)
         let program = try HostKernelProgram.build(
-            name: "hopper-params-\(headDim)-\(blockK)\(int8 ? "-int8" : "")",
+            name: "hopper-params-\(headDim)-\(blockK)\(int8 ? "-int8" : "")\(tailParts ? "-parts" : "")",
             source: HostKernelProgram.prelude + "#include <stddef.h>\n" + declarations + "\n" + harness,
             defines: ["HEAD_DIM": headDim, "BLOCK_K": blockK, "KV_STAGES": stages, "QK_BF16": 1, "PV_BF16": 1,
-                      "QK_INT8": int8 ? 1 : 0])
-        return try program.run("layout", Data()).values(Int64.self, count: 5)
+                      "QK_INT8": int8 ? 1 : 0, "TAIL_PARTS": tailParts ? 1 : 0])
+        return try program.run("layout", Data()).values(Int64.self, count: 6)
+    }
+
+    /// The tail parts' variant takes two more pointers where `launch` appends them: after the parameters
+    /// (and int8's scales), before the padding.
+    func testTailPartsSlotsFollowTheParameters() throws {
+        for int8 in [false, true] {
+            let c = try kernelConstants(headDim: 128, blockK: 128, int8: int8, tailParts: true)
+            guard c.count == 6 else { return }
+            let parameters = MemoryLayout<AttentionKernel.Parameters>.size + (int8 ? 24 : 0)
+            XCTAssertEqual(Int(c[5]), 384 + parameters, "offsetof(SpargeHopperParams, slots), int8 \(int8)")
+            XCTAssertEqual(Int(c[0]), (384 + parameters + 16 + 63) / 64 * 64, "sizeof(SpargeHopperParams), int8 \(int8)")
+        }
     }
 
     func testArgumentLayoutAndSharedMemoryMatchTheKernel() throws {
         for (d, bk, int8) in [(128, 64, false), (128, 128, false), (64, 64, false), (64, 128, false), (128, 64, true),
                               (128, 128, true)] {
             let c = try kernelConstants(headDim: d, blockK: bk, int8: int8)
-            guard c.count == 5 else { return }
+            guard c.count == 6 else { return }
             // Three 128-byte maps, then the parameters (and int8's three scale pointers), the whole rounded up
             // to the maps' 64-byte alignment: what `launch` concatenates and pads.
             let parameters = MemoryLayout<AttentionKernel.Parameters>.size + (int8 ? 24 : 0)

@@ -104,7 +104,8 @@ final class ResidentKernelEmulationTests: XCTestCase {
             let context = "H=\(heads) N=\(seqLen) \(blockQ)/\(tileQ)×\(blockK) causal \(causal) \(perCTA) a CTA, seed \(seed)"
             XCTAssertEqual(tiles, plan.tiles.count, context)
             var input = Data()
-            input.append(ints: [heads, nq, blockQ, tileQ, blockK, seqLen, causal ? 1 : 0, perCTA, nk, tiles, ctas, scanThreads])
+            input.append(ints: [heads, nq, blockQ, tileQ, blockK, seqLen, causal ? 1 : 0, perCTA, nk, tiles, ctas, scanThreads,
+                                0, 0, 0, 1])
             input.append(ints: mask.rowStarts)
             mask.keys.withUnsafeBytes { input.append(contentsOf: $0) }
             let out = try program().run("worklist", input)
@@ -311,12 +312,13 @@ int main(int argc, char** argv) {
         int* fields = &s.heads;
         for (int i = 0; i < 9; ++i) fields[i] = (int)take_int();
         int tiles = (int)take_int(), ctas = (int)take_int(), scanThreads = (int)take_int();
+        int kept = (int)take_int(), split = (int)take_int(), parts = (int)take_int(), stepEntries = (int)take_int();
         long long rows = (long long)s.heads * s.queryBlocks;
         long long* starts = (long long*)malloc((rows + 1) * 8); take(starts, (rows + 1) * 8);
         int* keys = (int*)malloc(starts[rows] * 4 + 4); take(keys, starts[rows] * 4);
-        int entryInts = ctas * s.perCTA * 4;
+        int entryInts = ctas * s.perCTA * 4, splitInts = (kept + split * parts) * s.perCTA * 4;
         int* entries = (int*)malloc(entryInts * 4 + 4);
-        int* work = (int*)malloc(entryInts * 4 + 4);
+        int* work = (int*)malloc((entryInts > splitInts ? entryInts : splitInts) * 4 + 4);
         int* table = (int*)malloc(tiles * 16 + 4);
         memset(table, 0xff, tiles * 16);  // a tile the kernel does not write stays −1
         int* longest = (int*)malloc(ctas * 4 + 4);
@@ -326,6 +328,31 @@ int main(int argc, char** argv) {
         LAUNCH((ctas + 31) / 32, 32, sparge_work_place(entries, longest, ctas, s.perCTA, s.keyBlocks, counts, work));
         fwrite(table, 4, tiles * 4, out);
         fwrite(work, 4, entryInts, out);
+        if (parts > 0) {
+            LAUNCH_THREADS(1, (split + 31) / 32 * 32, sparge_work_split(work, kept, split, parts, s.perCTA, stepEntries));
+            fwrite(work, 4, splitInts, out);
+        }
+    } else if (strcmp(argv[1], "merge") == 0) {
+        // Split tiles' parts: the work list's split CTAs (kept + split·parts CTAs), the tile table, the parts'
+        // states; out and lse over every row of the table's heads.
+        int kept = (int)take_int(), split = (int)take_int(), parts = (int)take_int(), perCTA = (int)take_int();
+        int tiles = (int)take_int(), rows = (int)take_int(), dim = (int)take_int(), tileRows = (int)take_int();
+        int heads = (int)take_int(), shifted = (int)take_int();
+        int workInts = (kept + split * parts) * perCTA * 4;
+        int* work = (int*)malloc(workInts * 4 + 4); take(work, workInts * 4);
+        int* table = (int*)malloc(tiles * 16 + 4); take(table, tiles * 16);
+        long long slots = (long long)split * parts * perCTA;
+        float* partialO = (float*)malloc(slots * tileRows * dim * 4 + 4); take(partialO, slots * tileRows * dim * 4);
+        float* partialML = (float*)malloc(slots * tileRows * 8 + 4); take(partialML, slots * tileRows * 8);
+        float* shifts = (float*)malloc((long long)heads * rows * 4 + 4); take(shifts, (long long)heads * rows * 4);
+        float* o = (float*)malloc((long long)heads * rows * dim * 4 + 4);
+        float* lse = (float*)malloc((long long)heads * rows * 4 + 4);
+        for (long long i = 0; i < (long long)heads * rows * dim; ++i) o[i] = 1e30f;  // a row left unwritten shows
+        for (long long i = 0; i < (long long)heads * rows; ++i) lse[i] = 1e30f;
+        LAUNCH(split * perCTA, 4 * tileRows, sparge_merge_parts(work, kept, parts, perCTA, table, rows, dim, tileRows,
+                                                                partialO, partialML, o, lse, shifted ? shifts : 0, 0.f));
+        fwrite(o, 4, (long long)heads * rows * dim, out);
+        fwrite(lse, 4, (long long)heads * rows, out);
     } else if (strcmp(argv[1], "convert") == 0 || strcmp(argv[1], "widen") == 0) {
         int widen = strcmp(argv[1], "widen") == 0;
         long long count = take_int(); int type = (int)take_int();

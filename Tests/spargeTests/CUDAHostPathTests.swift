@@ -117,6 +117,33 @@ final class CUDAHostPathTests: XCTestCase {
             XCTAssertEqual(attention.map { $0.split(separator: " ")[1] }, ["16"], "one launch of 16 CTAs:\n\(lines)")
         }
         unsetenv("SPARGE_CUDA_WORK_LIST")
+        // A last wave of 28 CTAs on the stub's 132 SMs (160 query blocks: 160 CTAs) whose lists hold 160 steps:
+        // a dense pass's list is split by the host into 4 parts a CTA, launched (112 CTAs) on the side stream
+        // after the 132 whole lists, and merged (56 tiles) on the main stream;
+        // not with the λ rule on, nor with SPARGE_CUDA_TAIL_SPLIT=0, nor where lists are short (causal: 80
+        // steps on average). (A predicted mask's list is split on the device, which the stub does not run:
+        // TailSplitTests and selftest-cuda cover it.)
+        let tail = ["--workload", "random", "--seq", "20480", "--heads", "1", "--head-dim", "64", "--threads", "1",
+                    "--block-k", "128", "--dense"]
+        for (extra, off, grids) in [([String](), false, ["132 stream15", "112 stream10"]), (["--pv-threshold", "20"], false, ["160 stream15"]),
+                                    ([], true, ["160 stream15"]), (["--causal"], false, ["160 stream15"])] {
+            if off { setenv("SPARGE_CUDA_TAIL_SPLIT", "0", 1) }
+            try "".write(toFile: log, atomically: true, encoding: .utf8)
+            let run = try spargeSingle(["bench", "--backend", "cuda"] + tail + extra, timeout: 60)
+            unsetenv("SPARGE_CUDA_TAIL_SPLIT")
+            XCTAssertEqual(run.status, 0, transcript(run))
+            let lines = launchesWithStreams(log), split = grids.count == 2
+            let context = "\(extra), SPARGE_CUDA_TAIL_SPLIT=0 \(off):\n\(lines)"
+            XCTAssertEqual(lines.filter { $0.hasPrefix("sparge_attention_sm90 ") }.map { line in
+                let f = line.split(separator: " "); return "\(f[1]) \(f.last!)"
+            }, grids, context)
+            XCTAssertEqual(lines.filter { $0.hasPrefix("sparge_merge_parts ") }.map { line in
+                let f = line.split(separator: " "); return "\(f[1]) \(f.last!)"
+            }, split ? ["56 stream15"] : [], context)
+            if split, let at = lines.firstIndex(where: { $0.hasPrefix("sparge_merge_parts ") }) {
+                XCTAssertTrue(lines[..<at].contains { $0.hasPrefix("sparge_attention_sm90 ") }, "merged before the launch: " + context)
+            }
+        }
         // In int8 too (P·V in fp16): V's copy on the side stream, and no block placed but K quantized.
         try "".write(toFile: log, atomically: true, encoding: .utf8)
         let int8Pass = try spargeSingle(["bench", "--backend", "cuda", "--dtype", "bf16", "--precision", "int8"] + small, timeout: 60)

@@ -90,9 +90,10 @@ struct AttentionKernel {
         }
     }
 
-    /// The attention kernel, P·V in bf16 or in fp16.
-    func function(valuesInBF16: Bool) throws -> CUDAFunction {
-        let defines = defines + [("PV_BF16", valuesInBF16 ? 1 : 0)]
+    /// The attention kernel, P·V in bf16 or in fp16; with `tailParts` the Hopper kernel's variant whose CTAs
+    /// are the parts of split tiles (`TailSplit`: each leaves its state in its slot).
+    func function(valuesInBF16: Bool, tailParts: Bool = false) throws -> CUDAFunction {
+        let defines = defines + [("PV_BF16", valuesInBF16 ? 1 : 0)] + (tailParts ? [("TAIL_PARTS", 1)] : [])
         if case .hopper = variant {
             return try device.function(source: AttentionKernelSource.hopperSource, program: AttentionKernelSource.hopperProgram,
                                        name: "sparge_attention_sm90", defines: defines, sharedBytes: sharedBytes,
@@ -224,7 +225,7 @@ struct AttentionKernel {
 
     /// Enqueues the work list `work` (`arrange`'s entries, `tilesPerCTA` a CTA), whose lists index `blocks`.
     func launch(_ operands: Operands, work: UInt64, blocks: UInt64, entries: Int, seqLen: Int, group: Int,
-                valuesInBF16: Bool) throws {
+                valuesInBF16: Bool, tailParts: TailParts? = nil, on stream: UnsafeMutableRawPointer? = nil) throws {
         let log2e: Float = 1.442_695_040_888_963_4
         let parameters = Parameters(
             q: operands.q, k: operands.k, v: operands.v, oacc: operands.oacc, ml: operands.ml,
@@ -244,10 +245,14 @@ struct AttentionKernel {
         if case .hopper = variant {
             let maps = try TensorMaps(device: device, operands: operands, headDim: headDim, blockK: config.blockK)
             argument = maps.bytes + argument
+            // The parts' variant: then where they leave their state (SpargeHopperParams' TAIL_PARTS fields).
+            for pointer in [tailParts?.partialO.address, tailParts?.partialML.address].compactMap({ $0 }) {
+                withUnsafeBytes(of: pointer) { argument += $0 }
+            }
             argument += [UInt8](repeating: 0, count: (64 - argument.count % 64) % 64)
         }
-        try device.launch(function(valuesInBF16: valuesInBF16), grid: entries / tilesPerCTA, block: threadsPerCTA,
-                          sharedBytes: sharedBytes, [.bytes(argument)])
+        try device.launch(function(valuesInBF16: valuesInBF16, tailParts: tailParts != nil), grid: entries / tilesPerCTA,
+                          block: threadsPerCTA, sharedBytes: sharedBytes, on: stream, [.bytes(argument)])
     }
 
     /// Enqueues `O / l` into `output` (`[rows][D]` f32) and the LSE into `lse` for `totalRows` rows, adding

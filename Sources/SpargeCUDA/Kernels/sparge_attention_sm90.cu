@@ -57,6 +57,15 @@ static_assert(HEAD_DIM == 128 && BLOCK_K == 128, "fp8 P·V takes 128-key blocks 
 #define PV_TYPE "f16"
 #endif
 
+// TAIL_PARTS: every CTA of the launch is a part of a split tile (TailSplit, one rank's last wave): its work
+// entries' fourth field is 1 + the slot where each tile's part leaves its state — its unnormalised output in
+// o [slot][64 rows][D] and (m, l) in ml [slot][64 rows], which sparge_merge_parts combines. A part starts
+// afresh and adds its counts to its tile's.
+#ifndef TAIL_PARTS
+#define TAIL_PARTS 0
+#endif
+struct TailSlots { float* o; f2* ml; };
+
 // A CUtensorMap: 128 opaque bytes that cuTensorMapEncodeTiled fills on the host.
 struct alignas(64) TensorMap { u64 opaque[16]; };
 
@@ -69,6 +78,9 @@ struct SpargeHopperParams {
     SpargeAttentionParams p;
 #if QK_INT8
     SpargeInt8Scales scales;
+#endif
+#if TAIL_PARTS
+    TailSlots slots;
 #endif
 #if K_BLOCK_MEAN
     const u16* blockDeltas;  // [Hkv][kvRows / BK][D] fp16: μ_b − μ
@@ -576,9 +588,11 @@ __device__ __forceinline__ float column_unit(const float* vScales, int kvHead, i
 }
 
 // The tile's output at the end of the launch: O / l and the LSE where out is set (its last launch), else the
-// state for the next. Row sums were kept per thread (α is the same across a row's four threads): added here.
+// state for the next; in TAIL_PARTS, the part's state in its slot (m = −∞ and l = 0 where it had no block),
+// and its counts added to the tile's. Row sums were kept per thread (α is the same across a row's four
+// threads): added here.
 __device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const Tile& t, const float* o, int tid,
-                                           const float* vScales, const float* rowShifts) {
+                                           const float* vScales, const float* rowShifts, TailSlots slots, int slot) {
     const int kvHead = t.head / p.group;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -587,6 +601,14 @@ __device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const
         sum += __shfl_xor_sync(0xffffffff, sum, 2);
         const int r = 16 * t.warp + t.g + 8 * h;
         if (r >= t.rowCount) continue;
+#if TAIL_PARTS
+        const u64 part = (u64)slot * 64 + r;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n)
+            *(f2*)(slots.o + part * D + n * 8 + 2 * t.t4) = f2{o[4 * n + 2 * h] * column_unit(vScales, kvHead, n, t.t4, 0),
+                                                                o[4 * n + 2 * h + 1] * column_unit(vScales, kvHead, n, t.t4, 1)};
+        if (t.t4 == 0) slots.ml[part] = f2{t.m[h], sum};
+#else
         const u64 row = (u64)t.head * p.rows + t.localRow + r;
         if (p.out) {
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
@@ -608,11 +630,20 @@ __device__ __forceinline__ void store_tile(const SpargeAttentionParams& p, const
                                                                 o[4 * n + 2 * h + 1] * column_unit(vScales, kvHead, n, t.t4, 1)};
             if (t.t4 == 0) p.ml[row] = f2{t.m[h], sum};
         }
+#endif
     }
     if (tid == 0) {
+#if TAIL_PARTS
+        TileCounters* counts = p.counters + t.index;
+        atomicAdd(&counts->visited, t.counters.visited);
+        atomicAdd(&counts->computed, t.counters.computed);
+        atomicAdd(&counts->skipped, t.counters.skipped);
+        atomicExch(&counts->started, 1);
+#else
         TileCounters done = t.counters;
         done.started = 1;
         p.counters[t.index] = done;
+#endif
     }
 }
 
@@ -631,7 +662,7 @@ __device__ __forceinline__ void step_blocks(const int* list, int it, int mine, i
 // j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
 __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
                                         const int* list, const float* qScales, const float* kScales, const float* rowShifts,
-                                        const float* vScales) {
+                                        const float* vScales, TailSlots slots) {
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
     const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
     const int tid = threadIdx.x % 128;
@@ -642,7 +673,8 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     const i4 info = t.index >= 0 ? p.tiles[t.index] : i4{0, 0, 0, 0};
     t.head = info.x; t.localRow = info.y; t.rowCount = info.z; t.queryStart = info.w;
     t.warp = tid / 32; t.lane = tid % 32; t.g = t.lane / 4; t.t4 = t.lane % 4;
-    t.counters = t.index >= 0 ? p.counters[t.index] : TileCounters{0, 0, 0, 0};
+    // A part starts afresh (its tile's other parts run beside it) and counts only its own blocks.
+    t.counters = t.index >= 0 && !TAIL_PARTS ? p.counters[t.index] : TileCounters{0, 0, 0, 0};
 
     float o[D / 2];
 #pragma unroll
@@ -775,7 +807,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         __syncwarp();
         if (t.lane == 0) mbar_arrive(vEmpty + 8 * at.stage);
     }
-    if (t.index >= 0) store_tile(p, t, o, tid, vScales, rowShifts);
+    if (t.index >= 0) store_tile(p, t, o, tid, vScales, rowShifts, slots, work.w - 1);
 }
 
 // One CTA: a producer warpgroup and CONSUMERS consumer warpgroups, each consumer one compute tile of ≤ 64
@@ -818,6 +850,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
 #else
         const float* vScales = nullptr;
 #endif
-        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales);
+#if TAIL_PARTS
+        const TailSlots slots = hp.slots;
+#else
+        const TailSlots slots = {nullptr, nullptr};
+#endif
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
     }
 }

@@ -360,6 +360,81 @@ extern "C" __global__ void sparge_work_place(const int* entries, const int* long
     for (int i = 0; i < perCTA * 4; ++i) work[at * perCTA * 4 + i] = entries[cta * perCTA * 4 + i];
 }
 
+// Pass 4, where the launch ends in a partly filled wave (DeviceWorkList.TailSplit): the last `split` CTAs of
+// the placed list (the shortest lists) become `parts` CTAs each, which take consecutive runs of its steps
+// (`stepEntries` list entries a step) and leave their state in slots for sparge_merge_parts; the CTAs before
+// them keep their whole lists. One thread block of at least `split` threads: every entry is read before any
+// is written, as the parts' entries overwrite their own CTAs' places (work has room for kept + split·parts).
+extern "C" __global__ void sparge_work_split(int* work, int kept, int split, int parts, int perCTA, int stepEntries) {
+    int j = threadIdx.x;
+    int own[8];  // perCTA ≤ 2 entries of 4
+    int longest = 0;
+    if (j < split) {
+        for (int i = 0; i < perCTA * 4; ++i) own[i] = work[((long long)kept + j) * perCTA * 4 + i];
+        for (int c = 0; c < perCTA; ++c) if (own[4 * c] >= 0 && own[4 * c + 2] > longest) longest = own[4 * c + 2];
+    }
+    __syncthreads();
+    if (j >= split) return;
+    int steps = (longest + stepEntries - 1) / stepEntries;
+    for (int part = 0; part < parts; ++part) {
+        int from = min(longest, (int)((long long)part * steps / parts) * stepEntries);
+        int to = min(longest, (int)((long long)(part + 1) * steps / parts) * stepEntries);
+        int* entry = work + ((long long)kept + (long long)j * parts + part) * perCTA * 4;
+        for (int c = 0; c < perCTA; ++c, entry += 4) {
+            int tile = own[4 * c], count = own[4 * c + 2];
+            if (tile < 0) { entry[0] = -1; entry[1] = 0; entry[2] = 0; entry[3] = 0; continue; }
+            entry[0] = tile;
+            entry[1] = own[4 * c + 1] + from;
+            int n = min(to, count) - from;
+            entry[2] = n > 0 ? n : 0;
+            entry[3] = 1 + (j * parts + part) * perCTA + c;
+        }
+    }
+}
+
+// After a launch with a tail split: each split tile's parts combined into its output and LSE, as the kernel
+// writes a whole tile's (O / l; (m + log2 l − log2Scale)·ln 2 + the row's shift, in natural units; a row
+// no part visited gets zeros and −∞). A part's state is m (log2 units), l and its unnormalised O over 64 rows
+// a slot (tileRows), as the Hopper kernel leaves it. One thread block of 4 × tileRows threads a split tile:
+// a row's four threads take a quarter of its D columns each.
+extern "C" __global__ void sparge_merge_parts(const int* work, int kept, int parts, int perCTA, const int* tiles,
+                                              int rows, int dim, int tileRows, const float* partialO,
+                                              const float* partialML, float* out, float* lse, const float* rowShifts,
+                                              float log2Scale) {
+    int j = blockIdx.x / perCTA, c = blockIdx.x % perCTA;
+    const int* first = work + (((long long)kept + (long long)j * parts) * perCTA + c) * 4;
+    int tile = first[0];
+    if (tile < 0) return;
+    int slot0 = first[3] - 1;
+    int r = threadIdx.x / 4, quarter = threadIdx.x % 4;
+    const int* t = tiles + (long long)tile * 4;
+    if (r >= t[2]) return;
+    long long row = (long long)t[0] * rows + t[1] + r;
+    const float negInf = __int_as_float(0xff800000);
+    float m = negInf;
+    for (int i = 0; i < parts; ++i) {
+        const float* ml = partialML + ((long long)(slot0 + i * perCTA) * tileRows + r) * 2;
+        if (ml[1] > 0.f) m = fmaxf(m, ml[0]);
+    }
+    float l = 0.f;
+    float weight[16];  // parts ≤ 16
+    for (int i = 0; i < parts; ++i) {
+        const float* ml = partialML + ((long long)(slot0 + i * perCTA) * tileRows + r) * 2;
+        weight[i] = ml[1] > 0.f ? exp2f(ml[0] - m) : 0.f;
+        l += weight[i] * ml[1];
+    }
+    float inv = l > 0.f ? 1.f / l : 0.f;
+    int per = dim / 4, lo = quarter * per, hi = quarter == 3 ? dim : lo + per;
+    for (int col = lo; col < hi; ++col) {
+        float o = 0.f;
+        for (int i = 0; i < parts; ++i)
+            if (weight[i] > 0.f) o += weight[i] * partialO[((long long)(slot0 + i * perCTA) * tileRows + r) * dim + col];
+        out[row * dim + col] = o * inv;
+    }
+    if (quarter == 0)
+        lse[row] = l > 0.f ? (m + log2f(l) - log2Scale) * 0.69314718055994531f + (rowShifts ? rowShifts[row] : 0.f) : negInf;
+}
+
 // Copies of whole blocks between device buffers (a ring payload packed from the blocks it carries):
 // per copy (source address, destination address, bytes), bytes a multiple of 4; one thread block a copy.
 struct BlockCopy { u64 source, destination, bytes; };

@@ -64,6 +64,8 @@ final class DeviceRingStore: ResidentRingStore {
     private let state: (oacc: DeviceBuffer, ml: DeviceBuffer)?
     private var attended = false
     private let counters: DeviceBuffer, tileTable: DeviceBuffer
+    /// Whether one rank's launch splits its last wave (`TailSplit`): the Hopper kernel, every block computed.
+    private let splitsTail: Bool
     private let overflow: DeviceBuffer
 
     /// The payload being computed with: nil for this rank's own blocks, else a device copy of one that
@@ -98,6 +100,7 @@ final class DeviceRingStore: ResidentRingStore {
         device = shard.device
         kernel = AttentionKernel(device: device, headDim: shard.dim, config: config, precision: shard.precision,
                                  options: shard.options)
+        splitsTail = shard.options.tailSplit && kernel.variant == .hopper && !config.lambdaActive  // see TailSplit
         let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
         let work: TileWork
         if holdsEverything, shard.options.workListOnDevice, let lists = maskLists,
@@ -105,7 +108,10 @@ final class DeviceRingStore: ResidentRingStore {
                                   config: config, tilesPerCTA: kernel.tilesPerCTA) {
             work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
                                               heads: shard.queryHeads, seqLen: seqLen, config: config,
-                                              tilesPerCTA: kernel.tilesPerCTA))
+                                              tilesPerCTA: kernel.tilesPerCTA,
+                                              splitOver: splitsTail ? device.multiprocessors : nil,
+                                              listSteps: TailSplit.averageSteps(of: mask, blockK: config.blockK),
+                                              headDim: shard.dim))
             t = CUDATrace.note("ring store: tile table and work list enqueued on the device", since: t)
         } else {
             work = .host(try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows,
@@ -357,14 +363,14 @@ final class DeviceRingStore: ResidentRingStore {
             throw CUDAError.unsupported("one rank's blocks came in more than one launch")
         }
         attended = true
-        let list: (buffer: DeviceBuffer, launches: [(first: Int, items: Int)])
+        let list: (buffer: DeviceBuffer, launches: [(first: Int, items: Int)], tail: TailParts?)
         switch work {
         case .device(let built):
             // Built with the store: every tile's whole row, in the one launch of the one rank's blocks.
             guard ownerBlocks == [0..<keyBlocks] else {
                 throw CUDAError.unsupported("a work list built for every key block met blocks \(ownerBlocks)")
             }
-            list = (built.work, [(0, built.ctas * kernel.tilesPerCTA)])
+            list = (built.work, [(0, (built.split?.shape.kept ?? built.ctas) * kernel.tilesPerCTA)], built.split)
         case .host(let plan):
             guard let hostList = try hostWorkList(plan, finishing: finishing) else { poll?(1); return }
             list = hostList
@@ -374,9 +380,17 @@ final class DeviceRingStore: ResidentRingStore {
         let group = shard.queryHeads / shard.kvHeads
         let (start, stop) = (try CUDAEvent(device: device), try CUDAEvent(device: device))
         try start.record()
+        // A split tail's parts go to the side stream, behind what the launch waits for: at the lowest priority
+        // their CTAs take the SMs the whole lists leave, which is the last wave's. The merge waits for both.
+        let partsReady = try list.tail.map { _ in try CUDAEvent(device: device) }
+        try partsReady?.record()
         for launch in list.launches {
-            try kernel.launch(operands, work: list.buffer.address + UInt64(launch.first * 16), blocks: blockLists?.address ?? 0,
-                              entries: launch.items, seqLen: seqLen, group: group, valuesInBF16: valuesInBF16)
+            try kernel.launch(operands, work: list.buffer.address + UInt64(launch.first * 16),
+                              blocks: blockLists?.address ?? 0, entries: launch.items, seqLen: seqLen, group: group,
+                              valuesInBF16: valuesInBF16)
+        }
+        if let tail = list.tail, let partsReady {
+            try enqueueParts(of: tail, work: list.buffer, after: partsReady, group: group, valuesInBF16: valuesInBF16)
         }
         try stop.record()
         timings.append((start, stop))
@@ -387,10 +401,30 @@ final class DeviceRingStore: ResidentRingStore {
         poll?(1)
     }
 
+    /// The parts of a split tail (their entries follow the kept CTAs' in `work`) on the side stream once
+    /// `ready` has passed, then their merge into the output on the main stream.
+    private func enqueueParts(of tail: TailParts, work: DeviceBuffer, after ready: CUDAEvent, group: Int,
+                              valuesInBF16: Bool) throws {
+        guard let final else { throw CUDAError.unsupported("a split tail in a launch that does not finish its tiles") }
+        let perCTA = kernel.tilesPerCTA
+        try ready.makeWait(device.sideStream)
+        try kernel.launch(operands, work: work.address + UInt64(tail.shape.kept * perCTA * 16), blocks: blockLists?.address ?? 0,
+                          entries: tail.shape.split * tail.shape.parts * perCTA, seqLen: seqLen, group: group,
+                          valuesInBF16: valuesInBF16, tailParts: tail, on: device.sideStream)
+        let partsDone = try CUDAEvent(device: device)
+        try partsDone.record(on: device.sideStream)
+        try partsDone.makeWait()
+        try tail.enqueueMerge(device: device, tiles: tileTable.address, rows: shard.rows, headDim: shard.dim,
+                              tileRows: kernel.config.computeTileQ, tilesPerCTA: perCTA, output: final.output.address,
+                              lse: final.lse.address, rowShifts: ring.quantized?.rowShifts.address ?? 0)
+    }
+
     /// Per tile of `plan`, the part of its mask row in each range of the owner's blocks (every one of them is
     /// placed by now), uploaded: one launch per range, in order, so that no two CTAs of a launch update the
-    /// same tile. Nil when no tile visits a block and none is to be finished.
-    private func hostWorkList(_ plan: AttentionPlan, finishing: Bool) throws -> (buffer: DeviceBuffer, launches: [(first: Int, items: Int)])? {
+    /// same tile; one rank's single, finishing launch with its tail split where `TailSplit` finds it pays.
+    /// Nil when no tile visits a block and none is to be finished.
+    private func hostWorkList(_ plan: AttentionPlan, finishing: Bool) throws
+        -> (buffer: DeviceBuffer, launches: [(first: Int, items: Int)], tail: TailParts?)? {
         let t = CUDATrace.now()
         var work: [Int32] = []
         work.reserveCapacity(4 * plan.tiles.count * ownerBlocks.count)
@@ -421,9 +455,21 @@ final class DeviceRingStore: ResidentRingStore {
         }
         CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
         guard visits > 0 || (finishing && !work.isEmpty) else { return nil }
+        let perCTA = kernel.tilesPerCTA
+        let split = finishing && splitsTail && launches.count == 1
+            ? TailSplit.choose(ctas: work.count / 4 / perCTA, multiprocessors: device.multiprocessors,
+                               listSteps: TailSplit.averageSteps(of: mask, blockK: blockK)) : nil
+        if let split {
+            work = split.apply(to: work, perCTA: perCTA, stepEntries: TailSplit.stepEntries(blockK: blockK))
+            launches = [(0, split.kept * perCTA)]  // the parts: a launch of their own (attend)
+        }
         let buffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try buffer.upload(work)
-        return (buffer, launches)
+        let tail = try split.map {
+            try TailParts(device: device, shape: $0, work: buffer, tilesPerCTA: perCTA, tileRows: kernel.config.computeTileQ,
+                          headDim: shard.dim)
+        }
+        return (buffer, launches, tail)
     }
 
     func finish() throws -> (output: Tensor, lse: Tensor, statistics: AttentionStatistics) {

@@ -17,12 +17,16 @@ struct DeviceWorkList {
         var causal: Int32, perCTA: Int32, keyBlocks: Int32
     }
 
-    /// Compute tiles and CTAs of the launch.
+    /// Compute tiles, and CTAs before any tail split.
     let tiles: Int, ctas: Int
     /// Per tile (head, local row, rows, first token), 4 × Int32.
     let tileTable: DeviceBuffer
-    /// The launch's entries (tile, first key index, count, 0), `perCTA` a CTA, longest lists first.
+    /// The launch's entries (tile, first key index, count, part), `perCTA` a CTA, longest lists first; the
+    /// last ones are parts where the tail is split.
     let work: DeviceBuffer
+    /// The tail split and its parts' slots, where the list's tail is split: then the first `kept` CTAs'
+    /// entries are whole lists and the parts' follow.
+    let split: TailParts?
 
     /// Whether the device builds the work of `mask` (over `queryHeads` heads of `rows` rows) for a kernel
     /// taking `tilesPerCTA` tiles a CTA: the rows are every token and the mask's rows every query block of
@@ -39,17 +43,23 @@ struct DeviceWorkList {
 
     /// Enqueues the work of `heads` query heads over `seqLen` tokens whose mask rows (`h · queryBlocks + r`)
     /// are the compaction's `rowStarts` (Int64, one past the last row included) and `keys` on the device.
+    /// With `splitOver` (the SMs, for a kernel of one CTA an SM whose CTAs write partial states: the Hopper
+    /// kernel, with every listed block computed), the tail is split where `TailSplit.choose` finds it pays
+    /// for lists of `listSteps` steps on average; `headDim` sizes the parts' slots.
     init(device: CUDADevice, rowStarts: DeviceBuffer, keys: DeviceBuffer, heads: Int, seqLen: Int,
-         config: SpargeConfig, tilesPerCTA: Int) throws {
+         config: SpargeConfig, tilesPerCTA: Int, splitOver multiprocessors: Int? = nil, listSteps: Double = 0,
+         headDim: Int = 0) throws {
         let keyBlocks = (seqLen + config.blockK - 1) / config.blockK
         let shape = Shape(heads: Int32(heads), queryBlocks: Int32((seqLen + config.blockQ - 1) / config.blockQ),
                           blockQ: Int32(config.blockQ), tileQ: Int32(config.computeTileQ), blockK: Int32(config.blockK),
                           seqLen: Int32(seqLen), causal: config.causal ? 1 : 0, perCTA: Int32(tilesPerCTA),
                           keyBlocks: Int32(keyBlocks))
         let (tiles, ctas) = Self.counts(shape)
+        let tailSplit = multiprocessors.flatMap { TailSplit.choose(ctas: ctas, multiprocessors: $0, listSteps: listSteps) }
         let entryBytes = ctas * tilesPerCTA * 16
         let table = try DeviceBuffer(device: device, bytes: tiles * 16, label: "tile table")
-        let work = try DeviceBuffer(device: device, bytes: entryBytes, label: "attention work list")
+        let work = try DeviceBuffer(device: device, bytes: max(ctas, tailSplit?.ctas ?? 0) * tilesPerCTA * 16,
+                                    label: "attention work list")
         let entries = try DeviceBuffer(device: device, bytes: entryBytes, label: "work entries in tile order")
         let longest = try DeviceBuffer(device: device, bytes: ctas * 4, label: "work longest lists")
         let counts = try DeviceBuffer(device: device, bytes: (keyBlocks + 1) * 4, zeroed: true, label: "work list counts")
@@ -66,6 +76,17 @@ struct DeviceWorkList {
             .pointer(entries.address), .pointer(longest.address), .int64(Int64(ctas)), .int(Int32(tilesPerCTA)),
             .int(Int32(keyBlocks)), .pointer(counts.address), .pointer(work.address),
         ])
+        if let tailSplit {
+            let threads = (tailSplit.split + 31) / 32 * 32
+            try device.launch(device.residentKernel("sparge_work_split"), grid: 1, block: threads, [
+                .pointer(work.address), .int(Int32(tailSplit.kept)), .int(Int32(tailSplit.split)),
+                .int(Int32(tailSplit.parts)), .int(Int32(tilesPerCTA)), .int(Int32(TailSplit.stepEntries(blockK: config.blockK))),
+            ])
+            split = try TailParts(device: device, shape: tailSplit, work: work, tilesPerCTA: tilesPerCTA,
+                                  tileRows: config.computeTileQ, headDim: headDim)
+        } else {
+            split = nil
+        }
         // The scratch goes back to the pool when this returns; its next user is ordered after these kernels.
         (self.tiles, self.ctas, tileTable, self.work) = (tiles, ctas, table, work)
     }

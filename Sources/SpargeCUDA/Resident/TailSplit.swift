@@ -1,0 +1,105 @@
+import SpargeKernels
+
+/// Where a launch of CTAs that run one an SM ends in a partly filled wave, its last `split` CTAs (the
+/// shortest lists: a work list places them last) each become `parts` CTAs, each taking a run of the list's
+/// steps, so that the last wave holds many short parts rather than a few whole lists; `sparge_merge_parts`
+/// then combines each split tile's parts (`TailParts`). Dense at 32K tokens and 8 heads, 2048 CTAs on 132
+/// SMs are 15.5 waves: the last 68 CTAs in 7 parts each end the launch after 4/7 of a list's time, not 1.
+///
+/// The parts run as a launch of their own, the Hopper kernel's TAIL_PARTS variant (its whole-list kernel
+/// stays as it was: a branch for parts in it cost 2.5% on an H200), on the lowest-priority stream beside the
+/// whole lists, so that their CTAs take the SMs the whole lists leave. A part starts afresh and leaves its
+/// state in a slot; with the λ rule on, each part would compute its first block unconditionally, so only a
+/// final launch that computes every listed block is split.
+struct TailSplit: Equatable {
+    /// CTAs kept whole, CTAs split, and parts each.
+    let kept: Int, split: Int, parts: Int
+    /// CTAs of the launch.
+    var ctas: Int { kept + split * parts }
+    /// Most parts a CTA is cut into (`sparge_merge_parts` weighs at most 16).
+    static let mostParts = 8
+
+    /// Fewest steps (128 keys) a list must average for its launch to split: a part costs its pipeline's
+    /// start and a 64 KB store, the merge reads every part back (~20–40 µs in all at 32K tokens and 8 heads),
+    /// and a step ~1.5 µs. Measured on an H200: dense 32K (256 steps) gained 1.4%; TopK 0.1 (26 steps) lost
+    /// 0.09 ms of a 1.26 ms pass.
+    static let minimumSteps = 96
+
+    /// The split of `ctas` CTAs over `multiprocessors` SMs that ends the last wave soonest if every list
+    /// were as long, or nil where none ends it a quarter of a list's time sooner (or there is no partly
+    /// filled wave after a full one, or the lists average fewer than `minimumSteps` steps: `listSteps`).
+    /// `parts` parts of the last wave's `split` lists take ⌈split · parts / SMs⌉ / parts of one list's time,
+    /// against 1 unsplit.
+    static func choose(ctas: Int, multiprocessors sms: Int, listSteps: Double = Double(minimumSteps)) -> TailSplit? {
+        guard sms > 0, ctas > sms, ctas % sms > 0, listSteps >= Double(minimumSteps) else { return nil }
+        let split = ctas % sms
+        var best: (parts: Int, time: Double)?
+        for parts in 2...mostParts {
+            let time = Double((split * parts + sms - 1) / sms) / Double(parts)
+            if time < (best?.time ?? 0.75) { best = (parts, time) }
+        }
+        return best.map { TailSplit(kept: ctas - split, split: split, parts: $0.parts) }
+    }
+
+    /// List entries a step of the Hopper kernel takes (128 keys, its STEP_KEYS): parts are whole steps.
+    static func stepEntries(blockK: Int) -> Int { max(1, 128 / blockK) }
+
+    /// The steps a mask row's list averages (its blocks over `stepEntries`).
+    static func averageSteps(of mask: BlockMask, blockK: Int) -> Double {
+        Double(mask.keys.count) / Double(max(1, mask.rowStarts.count - 1)) / Double(stepEntries(blockK: blockK))
+    }
+
+    /// `work` (entries of 4 × Int32, `perCTA` a CTA, `kept + split` CTAs) with its last `split` CTAs cut
+    /// into parts: the host's twin of `sparge_work_split`, entry for entry. Part p of a CTA whose longest
+    /// list has `n` entries takes the entries from step ⌊p·steps/parts⌋ to step ⌊(p+1)·steps/parts⌋; each of
+    /// its tiles keeps what of that run its own list holds, and gets slot `(j·parts + p)·perCTA + c` (stored
+    /// plus one: 0 means a whole list).
+    func apply(to work: [Int32], perCTA: Int, stepEntries: Int) -> [Int32] {
+        precondition(work.count == (kept + split) * perCTA * 4, "TailSplit: \(work.count / 4) entries for \(kept + split) CTAs")
+        var out = Array(work.prefix(kept * perCTA * 4))
+        out.reserveCapacity(ctas * perCTA * 4)
+        for j in 0..<split {
+            let own = (0..<perCTA).map { c in Array(work[((kept + j) * perCTA + c) * 4..<((kept + j) * perCTA + c + 1) * 4]) }
+            let longest = Int(own.filter { $0[0] >= 0 }.map { $0[2] }.max() ?? 0)
+            let steps = (longest + stepEntries - 1) / stepEntries
+            for p in 0..<parts {
+                let from = min(longest, p * steps / parts * stepEntries)
+                let to = min(longest, (p + 1) * steps / parts * stepEntries)
+                for (c, e) in own.enumerated() {
+                    guard e[0] >= 0 else { out += [-1, 0, 0, 0]; continue }
+                    out += [e[0], e[1] + Int32(from), Int32(max(0, min(to, Int(e[2])) - from)), Int32(1 + (j * parts + p) * perCTA + c)]
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// The slots a split launch's parts leave their state in — per slot, 64 rows (the Hopper kernel's tile) of
+/// unnormalised O `[tileRows][headDim]` f32 and (m, l) — and the merge that follows the launch.
+struct TailParts {
+    let shape: TailSplit
+    /// The launch's work list, whose split entries name each part's tile and slot.
+    let work: DeviceBuffer
+    let partialO: DeviceBuffer, partialML: DeviceBuffer
+
+    init(device: CUDADevice, shape: TailSplit, work: DeviceBuffer, tilesPerCTA: Int, tileRows: Int, headDim: Int) throws {
+        let slotRows = shape.split * shape.parts * tilesPerCTA * tileRows
+        (self.shape, self.work) = (shape, work)
+        partialO = try DeviceBuffer(device: device, bytes: slotRows * headDim * 4, label: "split tiles' parts")
+        partialML = try DeviceBuffer(device: device, bytes: slotRows * 8, label: "split tiles' parts' (m, l)")
+    }
+
+    /// Enqueues the combination of every split tile's parts into `output` (`[heads · rows][headDim]` f32) and
+    /// `lse`, adding `rowShifts` (int8's `q·μ`; 0: none) to the LSE, after the launch that wrote the parts;
+    /// `tiles` is the launch's tile table.
+    func enqueueMerge(device: CUDADevice, tiles: UInt64, rows: Int, headDim: Int, tileRows: Int, tilesPerCTA: Int,
+                      output: UInt64, lse: UInt64, rowShifts: UInt64) throws {
+        try device.launch(device.residentKernel("sparge_merge_parts"), grid: shape.split * tilesPerCTA, block: 4 * tileRows, [
+            .pointer(work.address), .int(Int32(shape.kept)), .int(Int32(shape.parts)), .int(Int32(tilesPerCTA)),
+            .pointer(tiles), .int(Int32(rows)), .int(Int32(headDim)), .int(Int32(tileRows)),
+            .pointer(partialO.address), .pointer(partialML.address), .pointer(output), .pointer(lse), .pointer(rowShifts),
+            .float(0),  // the kernel's P_LOG2_SCALE: 0 but with fp8 P·V, which no pass offers
+        ])
+    }
+}
