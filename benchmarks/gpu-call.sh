@@ -2,8 +2,8 @@
 # were copied to with sparge.gz and peers/, with `call` set to the call's name: the log ($OUT, default
 # ./gpu-$call-out, everything also in $OUT/$call.log, headed by the date and the GPU), the environment of a run
 # as root under mpirun, the binary, a step header, `run` and `field` (below), and the peer's build started in
-# the background. Sets BIN (exported as SPARGE_BIN), status, peer_dir, peer_build (the build's pid, `none`
-# when the machine still holds a build, unset without peers/).
+# the background, and `verify_int8_ranks`. Sets BIN (exported as SPARGE_BIN), status, peer_dir, peer_build
+# (the build's pid, `none` when the machine still holds a build, unset without peers/).
 OUT="${OUT:-$PWD/gpu-$call-out}"; export OUT
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/$call.log") 2>&1
@@ -20,6 +20,15 @@ step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 # A command echoed, and its failure logged and kept in `status` (the script's exit status at its end).
 status=0
 run() { echo "+ $*"; "$@" || { echo "FAILED (status $?): $*"; status=1; }; }
+# `verify --precision int8` on 1, 2 and 3 ranks (llm causal GQA; random dense with a partial last block on
+# 3): masks identical, outputs against one process and the Double reference.
+verify_int8_ranks() {
+    local llm=(--workload llm --seq 6144 --heads 4 --kv-heads 2 --head-dim 128 --causal --threads 2 --json)
+    run timeout -k 5 120 "$BIN" verify --backend cuda --precision int8 "${llm[@]}"
+    run timeout -k 5 120 mpirun -np 2 "$BIN" verify --backend cuda --precision int8 "${llm[@]}" --tolerance 2e-3
+    run timeout -k 5 120 mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --precision int8 --workload random \
+        --seq 3000 --heads 2 --head-dim 128 --dense --block-k 128 --threads 2 --json --tolerance 2e-3
+}
 # The raw value of "name": in a JSON line.
 field() { grep -o "\"$1\": [^,}]*" <<< "$2" | head -n 1 | sed 's/.*: //'; }
 

@@ -15,11 +15,7 @@ source "$here/gpu-call.sh"
 step "selftest-cuda --quick"
 run timeout -k 5 180 "$BIN" selftest-cuda --quick
 step "int8 against one process and the Double reference: 1, 2, 3 ranks"
-llm=(--workload llm --seq 6144 --heads 4 --kv-heads 2 --head-dim 128 --causal --threads 2 --json)
-run timeout -k 5 120 "$BIN" verify --backend cuda --precision int8 "${llm[@]}"
-run timeout -k 5 120 mpirun -np 2 "$BIN" verify --backend cuda --precision int8 "${llm[@]}" --tolerance 2e-3
-run timeout -k 5 120 mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --precision int8 --workload random \
-    --seq 3000 --heads 2 --head-dim 128 --dense --block-k 128 --threads 2 --json --tolerance 2e-3
+verify_int8_ranks
 
 step "waiting for the peer's build"
 [ "${peer_build:-none}" != none ] && wait "$peer_build"

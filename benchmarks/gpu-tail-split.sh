@@ -30,11 +30,7 @@ for precision in bf16 int8; do
     run timeout -k 5 120 "$BIN" verify --backend cuda --precision "$precision" --workload random --seq 20480 --heads 1 \
         --head-dim 128 --dense --threads 2 --json --tolerance 2e-3
 done
-llm=(--workload llm --seq 6144 --heads 4 --kv-heads 2 --head-dim 128 --causal --threads 2 --json)
-run timeout -k 5 120 "$BIN" verify --backend cuda --precision int8 "${llm[@]}"
-run timeout -k 5 120 mpirun -np 2 "$BIN" verify --backend cuda --precision int8 "${llm[@]}" --tolerance 2e-3
-run timeout -k 5 120 mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --precision int8 --workload random \
-    --seq 3000 --heads 2 --head-dim 128 --dense --block-k 128 --threads 2 --json --tolerance 2e-3
+verify_int8_ranks
 
 base=""
 if [ -f "$here/sparge-base.gz" ]; then
