@@ -116,6 +116,10 @@ enum BenchCommand {
             var lastResident: ResidentForwardResult?
             let report = { (phase: String, f: Double) in progress.update("\(label) \(phase)", f) }
             for _ in 0..<repeats {
+                // The last pass's result goes before the next pass begins, as a model's layer output does
+                // once it is consumed: the next pass then reuses its memory instead of faulting in fresh
+                // pages (with it kept, the second of three passes paid the first's allocations again).
+                (last, lastResident) = (nil, nil)
                 comm.barrier()
                 if let resident, let entered {
                     let result = try ShardedAttention.forwardResident(
