@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The sparse pass's block summaries on the device machine's Xeon, two builds alternating (one call):
-#   bash benchmarks/cpu-amx-summaries.sh CARRY [ROUNDS] [OUT]   (default 4 rounds; OUT default $OUT)
+# The sparse pass's phases and its ratio to its own dense mode on the device machine's Xeon, two builds
+# alternating (one call):
+#   bash benchmarks/cpu-amx-sparse-ab.sh CARRY [ROUNDS] [OUT]   (default 4 rounds; OUT default $OUT)
 # CARRY holds sparge.gz (the build under test) and sparge-base.gz (the build before); cpu-call.sh lies beside
 # this script. Each round runs both on AMX bf16, N = 32768, 8 heads, D = 128, 16 threads, TopK 0.1 against its
 # own dense mode, and prints the phases: summaries, mask, ring, and the ratio.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-carry="$(cd "$1" && pwd)" rounds="${2:-4}" out="${3:-${OUT:-cpu-amx-summaries}}" log=summaries-log.txt
+carry="$(cd "$1" && pwd)" rounds="${2:-4}" out="${3:-${OUT:-cpu-amx-sparse-ab}}" log=sparse-ab-log.txt
 source "$here/cpu-call.sh"
 [ -n "${SPARGE_BASE:-}" ] || fail "no sparge-base.gz in $carry"
 for ((r = 1; r <= rounds; r++)); do
@@ -18,5 +19,5 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 date -u
-[ "$status" -eq 0 ] && echo "cpu-amx-summaries: PASSED" || echo "cpu-amx-summaries: FAILED"
+[ "$status" -eq 0 ] && echo "cpu-amx-sparse-ab: PASSED" || echo "cpu-amx-sparse-ab: FAILED"
 exit "$status"
