@@ -19,6 +19,8 @@ struct CUDAResidentSelfTestCase {
     var onDevice = true
     /// V scaled by this before rounding: beyond fp16's range, P·V must take bf16 V.
     var valueScale: Float = 1
+    /// Whether the launch must split its last wave on a 132-SM Hopper GPU (`TailSplit`).
+    var splitsTail = false
 
     static let sweep: [CUDAResidentSelfTestCase] = [
         .init(label: "llm causal cdf, partial tail, D64", seqLen: 5000, dim: 64, config: SpargeConfig(causal: true)),
@@ -33,15 +35,17 @@ struct CUDAResidentSelfTestCase {
         .init(label: "llm topk 0.2, V beyond fp16", seqLen: 4096, heads: 2, kvHeads: 2,
               config: SpargeConfig(selection: .topK(0.2)), valueScale: 3e5),
         // Last waves split into parts (TailSplit) on 132 SMs: a dense pass's list by the host (160 CTAs of 160
-        // steps: the last 28 in 4 parts each), a predicted causal mask's by the device (224 CTAs of ~100 steps
-        // on average: the last 92 in 7 parts; a CTA's two tiles' lists differ in length).
+        // steps: the last 28 in 4 parts each), a predicted mask's by the device (224 CTAs of ≥ 200 steps: the
+        // last 92 in 7 parts). (Causal launches keep whole lists: their first rows are short.)
         .init(label: "random dense, last wave split", workload: .random, seqLen: 20480, heads: 1, kvHeads: 1,
-              config: SpargeConfig(selection: .dense)),
-        .init(label: "llm topk 0.9 causal 128-key, split", seqLen: 28672, heads: 1, kvHeads: 1,
-              config: SpargeConfig(blockK: 128, selection: .topK(0.9), causal: true)),
+              config: SpargeConfig(selection: .dense), splitsTail: true),
+        .init(label: "llm topk 0.9 128-key, last wave split", seqLen: 28672, heads: 1, kvHeads: 1,
+              config: SpargeConfig(blockK: 128, selection: .topK(0.9)), splitsTail: true),
     ]
 
-    func run(engine: CUDAAttentionEngine) throws -> CUDASelfTestCase.Outcome {
+    /// The case on `engine`; `splitHere` says whether this GPU splits tails as the case expects (a Hopper GPU
+    /// of 132 SMs running the wgmma kernel, the split on).
+    func run(engine: CUDAAttentionEngine, splitHere: Bool) throws -> CUDASelfTestCase.Outcome {
         let shape = WorkloadShape(queryHeads: heads, kvHeads: kvHeads, seqLen: seqLen, headDim: dim)
         let generator = try WorkloadGenerator(workload, shape: shape, seed: 5)
         let rounded = { (t: Tensor3) in engine.precision.rounded(t).rounded(to: kvFormat) }
@@ -75,6 +79,10 @@ struct CUDAResidentSelfTestCase {
         // The tiles' counters, which a split tile's parts add up.
         let visited = (gpu: gpu.statistics.attention.keyBlocksVisited, cpu: cpu.statistics.attention.keyBlocksVisited)
         if visited.gpu != visited.cpu { failures.append("blocks visited \(visited.gpu), the CPU's \(visited.cpu)") }
+        let split = gpu.statistics.attention.splitTailCTAs
+        if splitHere && (split > 0) != splitsTail {
+            failures.append(splitsTail ? "the last wave was not split" : "\(split) CTAs split where none should be")
+        }
         let line = label.padding(toLength: 38, withPad: " ", startingAt: 0)
             + String(format: " %6d  %2d/%-2d  %4d  ", seqLen, heads, kvHeads, dim)
             + kvFormat.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0)
@@ -95,5 +103,9 @@ func runCUDAResidentSelfTest(device: CUDADevice) -> [String] {
     } catch {
         return ["resident: \(error)"]
     }
-    return runSelfTestCases(CUDAResidentSelfTestCase.sweep, label: { "resident \($0.label)" }) { try $0.run(engine: engine) }
+    let options = CUDAOptions.fromEnvironment
+    let splitHere = device.computeCapability == (9, 0) && device.multiprocessors == 132 && options.hopperKernel && options.tailSplit
+    return runSelfTestCases(CUDAResidentSelfTestCase.sweep, label: { "resident \($0.label)" }) {
+        try $0.run(engine: engine, splitHere: splitHere)
+    }
 }

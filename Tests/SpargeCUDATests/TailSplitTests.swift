@@ -11,19 +11,27 @@ import XCTest
 final class TailSplitTests: XCTestCase {
     func testSplitOnlyWhereTheLastWaveEndsSooner() throws {
         // The shape: 2048 CTAs on 132 SMs, 68 in the last wave; 7 parts end it after ⌈476/132⌉/7 = 4/7.
-        XCTAssertEqual(TailSplit.choose(ctas: 2048, multiprocessors: 132),
-                       TailSplit(kept: 1980, split: 68, parts: 7))
-        XCTAssertNil(TailSplit.choose(ctas: 2112, multiprocessors: 132), "whole waves")
-        XCTAssertNil(TailSplit.choose(ctas: 100, multiprocessors: 132), "one partial wave")
-        XCTAssertNil(TailSplit.choose(ctas: 256, multiprocessors: 132), "124 of 132: no split ends it sooner")
+        let long = TailSplit.minimumSteps
+        XCTAssertEqual(TailSplit.choose(ctas: 2048, multiprocessors: 132, shortestSteps: long),
+                       TailSplit(kept: 1980, splitCTAs: 68, parts: 7))
+        XCTAssertNil(TailSplit.choose(ctas: 2048, multiprocessors: 132, shortestSteps: long - 1), "short lists")
+        XCTAssertNil(TailSplit.choose(ctas: 2112, multiprocessors: 132, shortestSteps: long), "whole waves")
+        XCTAssertNil(TailSplit.choose(ctas: 100, multiprocessors: 132, shortestSteps: long), "one partial wave")
+        XCTAssertNil(TailSplit.choose(ctas: 256, multiprocessors: 132, shortestSteps: long), "124 of 132: no split ends it sooner")
+        // The gate's list length: a dense row's blocks in steps; a causal mask's first row is one step.
+        let dense = BlockMask.full(heads: 2, keyBlocks: 160, queryBlocks: Array(0..<80), causalShape: nil)
+        XCTAssertEqual(TailSplit.shortestSteps(of: dense, blockK: 64), 80)
+        XCTAssertEqual(TailSplit.shortestSteps(of: dense, blockK: 128), 160)
+        let causal = BlockMask.full(heads: 2, keyBlocks: 160, queryBlocks: Array(0..<80), causalShape: (128, 64))
+        XCTAssertEqual(TailSplit.shortestSteps(of: causal, blockK: 64), 1)
         var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         for _ in 0..<2000 {
             let sms = Int.random(in: 1...200, using: &rng), ctas = Int.random(in: 1...5000, using: &rng)
-            guard let split = TailSplit.choose(ctas: ctas, multiprocessors: sms) else { continue }
-            XCTAssertEqual(split.kept + split.split, ctas)
+            guard let split = TailSplit.choose(ctas: ctas, multiprocessors: sms, shortestSteps: TailSplit.minimumSteps) else { continue }
+            XCTAssertEqual(split.kept + split.splitCTAs, ctas)
             XCTAssertEqual(split.kept % sms, 0, "the kept CTAs fill whole waves")
             XCTAssertTrue((2...TailSplit.mostParts).contains(split.parts))
-            XCTAssertLessThan(Double((split.split * split.parts + sms - 1) / sms) / Double(split.parts), 0.75)
+            XCTAssertLessThan(Double((split.splitCTAs * split.parts + sms - 1) / sms) / Double(split.parts), 0.75)
         }
     }
 
@@ -49,13 +57,13 @@ final class TailSplitTests: XCTestCase {
                                              causal: causal ? 1 : 0, perCTA: Int32(perCTA), keyBlocks: Int32(nk))
             let (tiles, ctas) = DeviceWorkList.counts(shape)
             let split = try XCTUnwrap((2..<ctas).reversed().lazy.compactMap {
-                TailSplit.choose(ctas: ctas, multiprocessors: $0 * 2 / 3)
-            }.first { $0.split > 1 })
+                TailSplit.choose(ctas: ctas, multiprocessors: $0 * 2 / 3, shortestSteps: TailSplit.minimumSteps)
+            }.first { $0.splitCTAs > 1 })
             let stepEntries = TailSplit.stepEntries(blockK: blockK)
             let context = "H=\(heads) N=\(seqLen) ×\(blockK) causal \(causal), \(split), seed \(seed)"
             var input = Data()
             input.append(ints: [heads, nq, blockQ, tileQ, blockK, seqLen, causal ? 1 : 0, perCTA, nk, tiles, ctas, 8,
-                                split.kept, split.split, split.parts, stepEntries])
+                                split.kept, split.splitCTAs, split.parts, stepEntries])
             input.append(ints: mask.rowStarts)
             mask.keys.withUnsafeBytes { input.append(contentsOf: $0) }
             let out = try program().run("worklist", input)
@@ -67,7 +75,7 @@ final class TailSplitTests: XCTestCase {
                            "the host's split (a dense pass's list) differs from the device's, " + context)
             XCTAssertEqual(Array(parted.prefix(split.kept * perCTA * 4)), Array(whole.prefix(split.kept * perCTA * 4)), context)
             var slots = Set<Int32>()
-            for j in 0..<split.split {
+            for j in 0..<split.splitCTAs {
                 let own = (0..<perCTA).map { entry(whole, cta: split.kept + j, $0) }
                 let parts = (0..<split.parts).map { p in (0..<perCTA).map { entry(parted, cta: split.kept + j * split.parts + p, $0) } }
                 var stepsOfParts: [Int] = []
@@ -101,17 +109,19 @@ final class TailSplitTests: XCTestCase {
     /// The merged parts are the softmax over all their keys: each part's state (m, l, O) is formed in Double
     /// from random scores and values and rounded to Float as the kernel leaves it; the merge must give
     /// O / l and the LSE of the whole row (with int8's row shift). Parts without keys (m = −∞, l = 0), a row
-    /// no part visited (zeros and −∞), a partial tile of 36 rows, an empty partner and D = 42 (a quarter of
-    /// its columns is not whole) included. Tolerance 2e-6: the states are Float (2⁻²⁴ each) and the merge
-    /// adds three parts' weighted terms in Float; a part weighed wrongly or left out errs by O(1).
+    /// no part visited (zeros and −∞), an empty partner and D = 42 included; a partial tile of 36 rows is
+    /// merged last, after the tile whose rows follow its own, and the slot rows past it hold NaN, so that a
+    /// merge writing or reading past a tile's rows shows. Tolerance 2e-6: the states are Float (2⁻²⁴ each) and
+    /// the merge adds three parts' weighted terms in Float; a part weighed wrongly or left out errs by O(1).
     func testMergedPartsAreTheSoftmaxOfTheWholeRow() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
         let (heads, rows, dim, tileRows, perCTA, parts) = (2, 100, 42, 64, 2, 3)
         // Tiles: (head, first row, rows, first token); CTA 0 is kept whole, CTAs 1 and 2 are split:
-        // CTA 1 holds tiles 0 and 1, CTA 2 tile 2 and an empty partner; tile 3 is not split (not written).
+        // CTA 1 holds tile 2 and an empty partner, CTA 2 tiles 0 and 1 (whose 36 rows end where tile 2's
+        // begin); tile 3 is not split (not written).
         let table: [Int32] = [0, 0, 64, 0, 0, 64, 36, 64, 1, 0, 64, 0, 1, 64, 36, 64]
-        let splitTiles: [[Int32]] = [[0, 1], [2, -1]]
+        let splitTiles: [[Int32]] = [[2, -1], [0, 1]]
         var work: [Int32] = [3, 0, 0, 0, -1, 0, 0, 0]
         for (j, pair) in splitTiles.enumerated() {
             for p in 0..<parts {
@@ -164,8 +174,8 @@ final class TailSplitTests: XCTestCase {
         input.append(ints: [1, splitTiles.count, parts, perCTA, table.count / 4, rows, dim, tileRows, heads, 1])
         work.withUnsafeBytes { input.append(contentsOf: $0) }
         table.withUnsafeBytes { input.append(contentsOf: $0) }
-        input.append(floats: partialO.map { $0.isNaN ? 0 : $0 })
-        input.append(floats: partialML.map { $0.isNaN ? 0 : $0 })
+        input.append(floats: partialO)  // NaN in the slot rows no part writes
+        input.append(floats: partialML)
         input.append(floats: shifts)
         let out = try program().run("merge", input)
         let o = out.values(Float.self, count: heads * rows * dim)

@@ -140,8 +140,11 @@ final class CUDAHostPathTests: XCTestCase {
             XCTAssertEqual(lines.filter { $0.hasPrefix("sparge_merge_parts ") }.map { line in
                 let f = line.split(separator: " "); return "\(f[1]) \(f.last!)"
             }, split ? ["56 stream15"] : [], context)
-            if split, let at = lines.firstIndex(where: { $0.hasPrefix("sparge_merge_parts ") }) {
-                XCTAssertTrue(lines[..<at].contains { $0.hasPrefix("sparge_attention_sm90 ") }, "merged before the launch: " + context)
+            // The merge comes after the parts' launch and the main stream's wait for it.
+            if split, let merge = lines.firstIndex(where: { $0.hasPrefix("sparge_merge_parts ") }),
+               let parts = lines.firstIndex(where: { $0.hasPrefix("sparge_attention_sm90 ") && $0.hasSuffix(" stream10") }) {
+                XCTAssertLessThan(parts, merge, "merged before the parts' launch: " + context)
+                XCTAssertTrue(lines[parts..<merge].contains("wait stream15 event"), "the merge does not wait for the parts: " + context)
             }
         }
         // In int8 too (P·V in fp16): V's copy on the side stream, and no block placed but K quantized.
@@ -406,7 +409,12 @@ final class CUDAHostPathTests: XCTestCase {
     int cuCtxGetStreamPriorityRange(int *least, int *greatest) { *least = 0; *greatest = -5; return 0; }
     int cuStreamSynchronize(void *s) { return 0; }
     int cuStreamQuery(void *s) { return 0; }
-    int cuStreamWaitEvent(void *s, void *e, unsigned f) { return 0; }
+    int cuStreamWaitEvent(void *s, void *e, unsigned f) {
+        const char *path = getenv("SPARGE_STUB_LOG");
+        FILE *log = path ? fopen(path, "a") : NULL;
+        if (log) { fprintf(log, "wait stream%ld event\n", (long)s); fclose(log); }
+        return 0;
+    }
     int cuEventCreate(void **e, unsigned f) { *e = (void *)4; return 0; }
     int cuEventRecord(void *e, void *s) { return 0; }
     int cuEventDestroy_v2(void *e) { return 0; }

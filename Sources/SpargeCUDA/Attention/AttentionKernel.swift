@@ -223,7 +223,9 @@ struct AttentionKernel {
         }
     }
 
-    /// Enqueues the work list `work` (`arrange`'s entries, `tilesPerCTA` a CTA), whose lists index `blocks`.
+    /// Enqueues the work list `work` (`arrange`'s entries, `tilesPerCTA` a CTA), whose lists index `blocks`,
+    /// on `stream` (default: the main stream). With `tailParts`, the entries are a split tail's parts and the
+    /// Hopper kernel's parts variant runs them, leaving their states in its slots.
     func launch(_ operands: Operands, work: UInt64, blocks: UInt64, entries: Int, seqLen: Int, group: Int,
                 valuesInBF16: Bool, tailParts: TailParts? = nil, on stream: UnsafeMutableRawPointer? = nil) throws {
         let log2e: Float = 1.442_695_040_888_963_4
@@ -246,8 +248,10 @@ struct AttentionKernel {
             let maps = try TensorMaps(device: device, operands: operands, headDim: headDim, blockK: config.blockK)
             argument = maps.bytes + argument
             // The parts' variant: then where they leave their state (SpargeHopperParams' TAIL_PARTS fields).
-            for pointer in [tailParts?.partialO.address, tailParts?.partialML.address].compactMap({ $0 }) {
-                withUnsafeBytes(of: pointer) { argument += $0 }
+            if let tailParts {
+                for pointer in [tailParts.partialO.address, tailParts.partialML.address] {
+                    withUnsafeBytes(of: pointer) { argument += $0 }
+                }
             }
             argument += [UInt8](repeating: 0, count: (64 - argument.count % 64) % 64)
         }

@@ -394,9 +394,10 @@ extern "C" __global__ void sparge_work_split(int* work, int kept, int split, int
 
 // After a launch with a tail split: each split tile's parts combined into its output and LSE, as the kernel
 // writes a whole tile's (O / l; (m + log2 l − log2Scale)·ln 2 + the row's shift, in natural units; a row
-// no part visited gets zeros and −∞). A part's state is m (log2 units), l and its unnormalised O over 64 rows
-// a slot (tileRows), as the Hopper kernel leaves it. One thread block of 4 × tileRows threads a split tile:
-// a row's four threads take a quarter of its D columns each.
+// no part visited gets zeros and −∞). A part's state is m (log2 units), l and its unnormalised O, tileRows
+// rows a slot, as the Hopper kernel leaves it. One thread block a split tile; its threads walk the tile's
+// elements row by row, neighbouring threads on neighbouring columns (each thread forms its row's weights from
+// the parts' (m, l), which the row's threads all read). At most 16 parts (TailSplit.mostParts: 8).
 extern "C" __global__ void sparge_merge_parts(const int* work, int kept, int parts, int perCTA, const int* tiles,
                                               int rows, int dim, int tileRows, const float* partialO,
                                               const float* partialML, float* out, float* lse, const float* rowShifts,
@@ -405,34 +406,30 @@ extern "C" __global__ void sparge_merge_parts(const int* work, int kept, int par
     const int* first = work + (((long long)kept + (long long)j * parts) * perCTA + c) * 4;
     int tile = first[0];
     if (tile < 0) return;
-    int slot0 = first[3] - 1;
-    int r = threadIdx.x / 4, quarter = threadIdx.x % 4;
+    const long long slot0 = first[3] - 1;
     const int* t = tiles + (long long)tile * 4;
-    if (r >= t[2]) return;
-    long long row = (long long)t[0] * rows + t[1] + r;
     const float negInf = __int_as_float(0xff800000);
-    float m = negInf;
-    for (int i = 0; i < parts; ++i) {
-        const float* ml = partialML + ((long long)(slot0 + i * perCTA) * tileRows + r) * 2;
-        if (ml[1] > 0.f) m = fmaxf(m, ml[0]);
+    for (int e = threadIdx.x; e < t[2] * dim; e += blockDim.x) {
+        int r = e / dim, col = e % dim;
+        long long row = (long long)t[0] * rows + t[1] + r;
+        float m = negInf;
+        for (int i = 0; i < parts; ++i) {
+            const float* ml = partialML + ((slot0 + (long long)i * perCTA) * tileRows + r) * 2;
+            if (ml[1] > 0.f) m = fmaxf(m, ml[0]);
+        }
+        float l = 0.f, o = 0.f;
+        for (int i = 0; i < parts; ++i) {
+            long long at = (slot0 + (long long)i * perCTA) * tileRows + r;
+            const float* ml = partialML + at * 2;
+            if (!(ml[1] > 0.f)) continue;  // a part without keys (m = −∞, l = 0) adds nothing
+            float weight = exp2f(ml[0] - m);
+            l += weight * ml[1];
+            o += weight * partialO[at * dim + col];
+        }
+        out[row * dim + col] = l > 0.f ? o / l : 0.f;
+        if (col == 0)
+            lse[row] = l > 0.f ? (m + log2f(l) - log2Scale) * 0.69314718055994531f + (rowShifts ? rowShifts[row] : 0.f) : negInf;
     }
-    float l = 0.f;
-    float weight[16];  // parts ≤ 16
-    for (int i = 0; i < parts; ++i) {
-        const float* ml = partialML + ((long long)(slot0 + i * perCTA) * tileRows + r) * 2;
-        weight[i] = ml[1] > 0.f ? exp2f(ml[0] - m) : 0.f;
-        l += weight[i] * ml[1];
-    }
-    float inv = l > 0.f ? 1.f / l : 0.f;
-    int per = dim / 4, lo = quarter * per, hi = quarter == 3 ? dim : lo + per;
-    for (int col = lo; col < hi; ++col) {
-        float o = 0.f;
-        for (int i = 0; i < parts; ++i)
-            if (weight[i] > 0.f) o += weight[i] * partialO[((long long)(slot0 + i * perCTA) * tileRows + r) * dim + col];
-        out[row * dim + col] = o * inv;
-    }
-    if (quarter == 0)
-        lse[row] = l > 0.f ? (m + log2f(l) - log2Scale) * 0.69314718055994531f + (rowShifts ? rowShifts[row] : 0.f) : negInf;
 }
 
 // Copies of whole blocks between device buffers (a ring payload packed from the blocks it carries):

@@ -88,6 +88,8 @@ final class DeviceRingStore: ResidentRingStore {
 
     /// Device seconds in the attention kernel over every `attend` (after `finish`).
     private(set) var kernelSeconds = 0.0
+    /// CTAs whose lists a launch split into parts (`TailSplit`).
+    private var splitTailCTAs = 0
 
     init(shard: DeviceShard, mask: BlockMask, maskLists: MaskCompaction.DeviceLists?, tokenRanges: [Range<Int>],
          config: SpargeConfig, seqLen: Int, messagesInDeviceMemory: Bool = false) throws {
@@ -108,10 +110,11 @@ final class DeviceRingStore: ResidentRingStore {
                                   config: config, tilesPerCTA: kernel.tilesPerCTA) {
             work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
                                               heads: shard.queryHeads, seqLen: seqLen, config: config,
-                                              tilesPerCTA: kernel.tilesPerCTA,
-                                              splitOver: splitsTail ? device.multiprocessors : nil,
-                                              listSteps: TailSplit.averageSteps(of: mask, blockK: config.blockK),
-                                              headDim: shard.dim))
+                                              tilesPerCTA: kernel.tilesPerCTA, headDim: shard.dim,
+                                              tailSplit: { [splitsTail] in
+                                                  Self.tailSplit(ctas: $0, mask: mask, blockK: config.blockK,
+                                                                 device: shard.device, splits: splitsTail)
+                                              }))
             t = CUDATrace.note("ring store: tile table and work list enqueued on the device", since: t)
         } else {
             work = .host(try AttentionPlan(mask: mask, queryHeads: shard.queryHeads, queryRows: shard.rows,
@@ -370,7 +373,7 @@ final class DeviceRingStore: ResidentRingStore {
             guard ownerBlocks == [0..<keyBlocks] else {
                 throw CUDAError.unsupported("a work list built for every key block met blocks \(ownerBlocks)")
             }
-            list = (built.work, [(0, (built.split?.shape.kept ?? built.ctas) * kernel.tilesPerCTA)], built.split)
+            list = (built.work, [(0, (built.tailParts?.split.kept ?? built.ctas) * kernel.tilesPerCTA)], built.tailParts)
         case .host(let plan):
             guard let hostList = try hostWorkList(plan, finishing: finishing) else { poll?(1); return }
             list = hostList
@@ -382,7 +385,7 @@ final class DeviceRingStore: ResidentRingStore {
         try start.record()
         // A split tail's parts go to the side stream, behind what the launch waits for: at the lowest priority
         // their CTAs take the SMs the whole lists leave, which is the last wave's. The merge waits for both.
-        let partsReady = try list.tail.map { _ in try CUDAEvent(device: device) }
+        let partsReady = list.tail == nil ? nil : try CUDAEvent(device: device)
         try partsReady?.record()
         for launch in list.launches {
             try kernel.launch(operands, work: list.buffer.address + UInt64(launch.first * 16),
@@ -406,17 +409,25 @@ final class DeviceRingStore: ResidentRingStore {
     private func enqueueParts(of tail: TailParts, work: DeviceBuffer, after ready: CUDAEvent, group: Int,
                               valuesInBF16: Bool) throws {
         guard let final else { throw CUDAError.unsupported("a split tail in a launch that does not finish its tiles") }
-        let perCTA = kernel.tilesPerCTA
+        let (perCTA, split) = (kernel.tilesPerCTA, tail.split)
+        splitTailCTAs += split.splitCTAs
         try ready.makeWait(device.sideStream)
-        try kernel.launch(operands, work: work.address + UInt64(tail.shape.kept * perCTA * 16), blocks: blockLists?.address ?? 0,
-                          entries: tail.shape.split * tail.shape.parts * perCTA, seqLen: seqLen, group: group,
+        try kernel.launch(operands, work: work.address + UInt64(split.kept * perCTA * 16), blocks: blockLists?.address ?? 0,
+                          entries: split.splitCTAs * split.parts * perCTA, seqLen: seqLen, group: group,
                           valuesInBF16: valuesInBF16, tailParts: tail, on: device.sideStream)
         let partsDone = try CUDAEvent(device: device)
         try partsDone.record(on: device.sideStream)
         try partsDone.makeWait()
-        try tail.enqueueMerge(device: device, tiles: tileTable.address, rows: shard.rows, headDim: shard.dim,
-                              tileRows: kernel.config.computeTileQ, tilesPerCTA: perCTA, output: final.output.address,
+        try tail.enqueueMerge(device: device, tiles: tileTable.address, rows: shard.rows, output: final.output.address,
                               lse: final.lse.address, rowShifts: ring.quantized?.rowShifts.address ?? 0)
+    }
+
+    /// How one rank's launch of `ctas` CTAs splits its tail (`TailSplit`), or nil: where `splits` (the
+    /// Hopper kernel, every block computed, the switch on) and `mask`'s shortest row is long enough.
+    private static func tailSplit(ctas: Int, mask: BlockMask, blockK: Int, device: CUDADevice, splits: Bool) -> TailSplit? {
+        guard splits else { return nil }
+        return TailSplit.choose(ctas: ctas, multiprocessors: device.multiprocessors,
+                                shortestSteps: TailSplit.shortestSteps(of: mask, blockK: blockK))
     }
 
     /// Per tile of `plan`, the part of its mask row in each range of the owner's blocks (every one of them is
@@ -456,19 +467,16 @@ final class DeviceRingStore: ResidentRingStore {
         CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
         guard visits > 0 || (finishing && !work.isEmpty) else { return nil }
         let perCTA = kernel.tilesPerCTA
-        let split = finishing && splitsTail && launches.count == 1
-            ? TailSplit.choose(ctas: work.count / 4 / perCTA, multiprocessors: device.multiprocessors,
-                               listSteps: TailSplit.averageSteps(of: mask, blockK: blockK)) : nil
+        let split = finishing && launches.count == 1
+            ? Self.tailSplit(ctas: work.count / 4 / perCTA, mask: mask, blockK: blockK, device: device, splits: splitsTail)
+            : nil
         if let split {
             work = split.apply(to: work, perCTA: perCTA, stepEntries: TailSplit.stepEntries(blockK: blockK))
             launches = [(0, split.kept * perCTA)]  // the parts: a launch of their own (attend)
         }
         let buffer = try DeviceBuffer(device: device, bytes: work.count * 4, label: "attention work list")
         try buffer.upload(work)
-        let tail = try split.map {
-            try TailParts(device: device, shape: $0, work: buffer, tilesPerCTA: perCTA, tileRows: kernel.config.computeTileQ,
-                          headDim: shard.dim)
-        }
+        let tail = try split.map { try TailParts(device: device, split: $0, work: buffer, tilesPerCTA: perCTA, headDim: shard.dim) }
         return (buffer, launches, tail)
     }
 
@@ -497,6 +505,7 @@ final class DeviceRingStore: ResidentRingStore {
         var statistics = try countersDown.map { AttentionKernel.statistics(counters: try $0.bytes(), tiles: work.tileCount) }
             ?? AttentionKernel.statistics(counters: counters, tiles: work.tileCount)
         statistics.deviceSeconds = kernelSeconds
+        statistics.splitTailCTAs = splitTailCTAs
         CUDATrace.note("finish: counters down", since: t)
         CUDATrace.flush()
         return (try output.tensor(.f32, shape: [heads, rows, d]), try lse.tensor(.f32, shape: [heads, rows]), statistics)

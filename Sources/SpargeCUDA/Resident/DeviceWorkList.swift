@@ -26,7 +26,7 @@ struct DeviceWorkList {
     let work: DeviceBuffer
     /// The tail split and its parts' slots, where the list's tail is split: then the first `kept` CTAs'
     /// entries are whole lists and the parts' follow.
-    let split: TailParts?
+    let tailParts: TailParts?
 
     /// Whether the device builds the work of `mask` (over `queryHeads` heads of `rows` rows) for a kernel
     /// taking `tilesPerCTA` tiles a CTA: the rows are every token and the mask's rows every query block of
@@ -43,22 +43,20 @@ struct DeviceWorkList {
 
     /// Enqueues the work of `heads` query heads over `seqLen` tokens whose mask rows (`h · queryBlocks + r`)
     /// are the compaction's `rowStarts` (Int64, one past the last row included) and `keys` on the device.
-    /// With `splitOver` (the SMs, for a kernel of one CTA an SM whose CTAs write partial states: the Hopper
-    /// kernel, with every listed block computed), the tail is split where `TailSplit.choose` finds it pays
-    /// for lists of `listSteps` steps on average; `headDim` sizes the parts' slots.
+    /// `tailSplit` says, given the CTA count, how to split the launch's tail (`TailSplit`; nil: not at all),
+    /// and `headDim` sizes the parts' slots.
     init(device: CUDADevice, rowStarts: DeviceBuffer, keys: DeviceBuffer, heads: Int, seqLen: Int,
-         config: SpargeConfig, tilesPerCTA: Int, splitOver multiprocessors: Int? = nil, listSteps: Double = 0,
-         headDim: Int = 0) throws {
+         config: SpargeConfig, tilesPerCTA: Int, headDim: Int, tailSplit: (_ ctas: Int) -> TailSplit?) throws {
         let keyBlocks = (seqLen + config.blockK - 1) / config.blockK
         let shape = Shape(heads: Int32(heads), queryBlocks: Int32((seqLen + config.blockQ - 1) / config.blockQ),
                           blockQ: Int32(config.blockQ), tileQ: Int32(config.computeTileQ), blockK: Int32(config.blockK),
                           seqLen: Int32(seqLen), causal: config.causal ? 1 : 0, perCTA: Int32(tilesPerCTA),
                           keyBlocks: Int32(keyBlocks))
         let (tiles, ctas) = Self.counts(shape)
-        let tailSplit = multiprocessors.flatMap { TailSplit.choose(ctas: ctas, multiprocessors: $0, listSteps: listSteps) }
+        let split = tailSplit(ctas)
         let entryBytes = ctas * tilesPerCTA * 16
         let table = try DeviceBuffer(device: device, bytes: tiles * 16, label: "tile table")
-        let work = try DeviceBuffer(device: device, bytes: max(ctas, tailSplit?.ctas ?? 0) * tilesPerCTA * 16,
+        let work = try DeviceBuffer(device: device, bytes: max(ctas, split?.ctas ?? 0) * tilesPerCTA * 16,
                                     label: "attention work list")
         let entries = try DeviceBuffer(device: device, bytes: entryBytes, label: "work entries in tile order")
         let longest = try DeviceBuffer(device: device, bytes: ctas * 4, label: "work longest lists")
@@ -76,16 +74,14 @@ struct DeviceWorkList {
             .pointer(entries.address), .pointer(longest.address), .int64(Int64(ctas)), .int(Int32(tilesPerCTA)),
             .int(Int32(keyBlocks)), .pointer(counts.address), .pointer(work.address),
         ])
-        if let tailSplit {
-            let threads = (tailSplit.split + 31) / 32 * 32
-            try device.launch(device.residentKernel("sparge_work_split"), grid: 1, block: threads, [
-                .pointer(work.address), .int(Int32(tailSplit.kept)), .int(Int32(tailSplit.split)),
-                .int(Int32(tailSplit.parts)), .int(Int32(tilesPerCTA)), .int(Int32(TailSplit.stepEntries(blockK: config.blockK))),
+        if let split {
+            try device.launch(device.residentKernel("sparge_work_split"), grid: 1, block: (split.splitCTAs + 31) / 32 * 32, [
+                .pointer(work.address), .int(Int32(split.kept)), .int(Int32(split.splitCTAs)), .int(Int32(split.parts)),
+                .int(Int32(tilesPerCTA)), .int(Int32(TailSplit.stepEntries(blockK: config.blockK))),
             ])
-            split = try TailParts(device: device, shape: tailSplit, work: work, tilesPerCTA: tilesPerCTA,
-                                  tileRows: config.computeTileQ, headDim: headDim)
+            tailParts = try TailParts(device: device, split: split, work: work, tilesPerCTA: tilesPerCTA, headDim: headDim)
         } else {
-            split = nil
+            tailParts = nil
         }
         // The scratch goes back to the pool when this returns; its next user is ordered after these kernels.
         (self.tiles, self.ctas, tileTable, self.work) = (tiles, ctas, table, work)

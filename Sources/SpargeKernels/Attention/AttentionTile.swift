@@ -7,17 +7,21 @@ public struct AttentionStatistics: Sendable, Equatable {
     /// Seconds the attention kernels ran on the device, where the engine times them (a GPU's events around
     /// its launches); nil where it does not.
     public var deviceSeconds: Double? = nil
+    /// CTAs of a launch's last wave whose lists were split into parts (a GPU's tail split); 0 where none.
+    public var splitTailCTAs: Int = 0
 
-    public init(keyBlocksVisited: Int = 0, pvBlocksSkipped: Int = 0, deviceSeconds: Double? = nil) {
+    public init(keyBlocksVisited: Int = 0, pvBlocksSkipped: Int = 0, deviceSeconds: Double? = nil, splitTailCTAs: Int = 0) {
         self.keyBlocksVisited = keyBlocksVisited
         self.pvBlocksSkipped = pvBlocksSkipped
         self.deviceSeconds = deviceSeconds
+        self.splitTailCTAs = splitTailCTAs
     }
 
     public static func + (a: Self, b: Self) -> Self {
         Self(keyBlocksVisited: a.keyBlocksVisited + b.keyBlocksVisited,
              pvBlocksSkipped: a.pvBlocksSkipped + b.pvBlocksSkipped,
-             deviceSeconds: a.deviceSeconds.flatMap { x in b.deviceSeconds.map { x + $0 } } ?? a.deviceSeconds ?? b.deviceSeconds)
+             deviceSeconds: a.deviceSeconds.flatMap { x in b.deviceSeconds.map { x + $0 } } ?? a.deviceSeconds ?? b.deviceSeconds,
+             splitTailCTAs: a.splitTailCTAs + b.splitTailCTAs)
     }
 }
 
