@@ -52,7 +52,9 @@ enum BackendOptions {
 
     /// Collective: the CPU backend in `precision` with the kernels `SPARGE_CPU_ISA` names, else the best this
     /// CPU has. A name that some rank's CPU cannot run fails on every rank (the message names the ranks).
-    /// SPARGE_BF16_VISIT_KEYS (measurement only) sets the keys one visit of bf16 tiles groups.
+    /// SPARGE_BF16_VISIT_KEYS (measurement only) sets the keys one visit of bf16 tiles groups;
+    /// SPARGE_CPU_WHOLE_CALL=0 (measurement only) keeps the tiles' state in the output even where one call
+    /// holds every block (`BlockSparseAttention.finishesWholeCalls`).
     static func cpuEngine(precision: AttentionPrecision, ctx: CommandContext) throws -> CPUAttentionEngine {
         var isa = CPUISA.detected
         var problem: Error?
@@ -64,6 +66,7 @@ enum BackendOptions {
             if let count = Int(keys), count > 0 { TileProducts.bf16VisitKeys = count }
             else { problem = problem ?? BackendError("SPARGE_BF16_VISIT_KEYS: \(keys) is not a positive number of keys") }
         }
+        if environment["SPARGE_CPU_WHOLE_CALL"] == "0" { BlockSparseAttention.finishesWholeCalls = false }
         ctx.agree(problem)
         return CPUAttentionEngine(isa: isa, precision: precision)
     }

@@ -23,6 +23,8 @@ let topHelp = """
       SPARGE_CPU_ISA=portable|avx2|avx512|avx512bf16|amx  the attention kernels' instruction set (default: the best this CPU has)
       SPARGE_BF16_VISIT_KEYS=N      keys one visit of bf16 tiles takes, whole blocks grouped (default 256;
                                     measurement only)
+      SPARGE_CPU_WHOLE_CALL=0       tiles keep their state in the output even where one call holds every
+                                    block (one rank); the same bits, for comparison
 
     environment (the CUDA backend):
       SPARGE_LIBCUDA, SPARGE_NVRTC  paths of libcuda.so.1 and libnvrtc when not on the loader's path

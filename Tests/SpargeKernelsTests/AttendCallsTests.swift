@@ -67,6 +67,43 @@ final class AttendCallsTests: XCTestCase {
         }
     }
 
+    /// One call holding every block ends each tile in its worker's slot (`TileBank.begin`/`end`): the same
+    /// bits as the tiles that keep their state in the output and are finished in a pass of their own
+    /// (`finishesWholeCalls` off), and the same counters — on this CPU's vector tiles, on the emulated bf16
+    /// tiles with full 64-row tiles (whose accumulators otherwise live in the output's rows), and on the
+    /// scalar twin; random masks with empty rows, causal cuts, GQA and partial blocks.
+    func testOneCallThatHoldsEveryBlockEndsItsTilesWithTheSameBits() throws {
+        defer { BlockSparseAttention.finishesWholeCalls = true }
+        for var c in Self.freshCases().prefix(4) {
+            c.calls = 1
+            c.dim = [32, 64].randomElement()!
+            let (q, k, v, config, mask, callOf) = inputs(c)
+            let full = inputs(c, blockQ: 64, blockK: 32, tileQ: 64)
+            let makers: [(String, () throws -> BlockSparseAttention)] = [
+                ("vector", { try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                                      seqLen: q.rows, threads: 2) }),
+                ("scalar", { try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                                      seqLen: q.rows, threads: 2, backend: .scalar) }),
+                ("bf16 tiles", { try BlockSparseAttention(queries: full.q, mask: full.mask, kvHeads: k.heads, config: full.config,
+                                                          seqLen: q.rows, threads: 2, bf16Kernels: sparge_bf16_emulated()) }),
+            ]
+            for (name, make) in makers {
+                let isFull = name == "bf16 tiles"
+                let (kk, vv, cfg, calls) = isFull ? (full.k, full.v, full.config, full.callOf) : (k, v, config, callOf)
+                var results: [(output: Tensor3, lse: [Float], stats: AttentionStatistics)] = []
+                for whole in [true, false] {
+                    BlockSparseAttention.finishesWholeCalls = whole
+                    results.append(feed(try make(), k: kk, v: vv, config: cfg, callOf: calls, calls: 1))
+                }
+                let differing = zip(results[0].output.data, results[1].output.data).filter { $0.bitPattern != $1.bitPattern }.count
+                let differingLSE = zip(results[0].lse, results[1].lse).filter { $0.bitPattern != $1.bitPattern }.count
+                XCTAssertEqual(differing, 0, "\(name): output elements differing, \(c)")
+                XCTAssertEqual(differingLSE, 0, "\(name): LSE rows differing, \(c)")
+                XCTAssertEqual(results[0].stats, results[1].stats, "\(name) statistics \(c)")
+            }
+        }
+    }
+
     /// The same with full tiles of 64 rows (blocks 64 × 32, several hundred tokens, three calls), whose
     /// accumulator lives in the output's own rows between calls and in the worker's aligned copy while a
     /// worker visits (the 16-row tiles above keep theirs in a side buffer), and whose visits take several

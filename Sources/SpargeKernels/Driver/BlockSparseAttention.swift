@@ -37,6 +37,20 @@ public final class BlockSparseAttention {
     /// The output `[Hq, rows, D]`, allocated once and never zero-filled by the host: until `finish` the
     /// vector tiles keep their accumulators in their own rows of it (no tile state beyond the output).
     private var output: [Float]
+    /// Whether every tile's state has been started in `output` (`resetTiles`: before a call that does not
+    /// hold every block).
+    private var tilesReset = false
+    /// Whether an `attend` call has run.
+    private var attended = false
+    /// The LSE, where one call held every block and its tiles wrote their rows as they ended (`finish`
+    /// then only hands them over).
+    private var finishedLSE: [Float]?
+
+    /// Whether a first `attend` call that holds every block of every list (one rank's) runs each tile from
+    /// start to end in a worker's slot (`TileBank.begin`/`end`): without it the tiles' accumulators are
+    /// zeroed in the output, copied in and out of the slot, and finished in a pass of their own. For
+    /// measurement and tests; the results are the same bits.
+    nonisolated(unsafe) public static var finishesWholeCalls = true
 
     /// Prepares the tiles of `queries` (`[Hq, rows, D]`, the rows of `mask.queryBlocks` concatenated).
     ///
@@ -121,6 +135,10 @@ public final class BlockSparseAttention {
         self.precision = precision
         let count = queries.heads * queries.rows * queries.dim
         output = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+    }
+
+    /// Starts every tile's state in `output` (the accumulators zeroed in their rows).
+    private func resetTiles(threads: Int) {
         let (plan, bank) = (plan, bank)
         output.withUnsafeMutableBufferPointer { out in
             let base = out.baseAddress ?? UnsafeMutablePointer(bitPattern: 64)!
@@ -128,6 +146,7 @@ public final class BlockSparseAttention {
                 for t in block.tileRange { bank.reset(tile: t, output: base) }
             }
         }
+        tilesReset = true
     }
 
     /// Visits, for every tile, the blocks of its visit list that `table` holds.
@@ -143,15 +162,22 @@ public final class BlockSparseAttention {
     ///     progress there); nil when there is nothing to do.
     public func attend(_ table: KeyValueBlockTable, threads: Int, poll: ((Double) -> Void)? = nil) {
         precondition(table.kvHeads == plan.kvHeads && threads >= 1, "attend: table or thread count does not fit")
-        guard !plan.blocks.isEmpty else { poll?(1); return }
+        // After a call that held every block (and ended every tile), a later call holds nothing new: a ring
+        // step of one rank's, or an empty table.
+        guard !plan.blocks.isEmpty, finishedLSE == nil else { poll?(1); return }
+        let whole = !attended && Self.finishesWholeCalls && table.holdsEveryBlock
+        attended = true
+        if !whole && !tilesReset { resetTiles(threads: threads) }
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
         let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim, threads: threads)
+        var lse = whole ? [Float](repeating: -.infinity, count: plan.queryHeads * plan.rows) : []
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
             plan.mask.keys.withUnsafeBufferPointer { keys in
+              lse.withUnsafeMutableBufferPointer { rowLSE in
                 let job = AttendJob(plan: plan, bank: bank, table: table, queries: q.baseAddress!, output: out.baseAddress!,
                                     keys: keys.baseAddress ?? UnsafePointer(bitPattern: 8)!, headDim: headDim,
-                                    precision: precision, packed: packed)
+                                    precision: precision, packed: packed, lse: whole ? rowLSE.baseAddress : nil)
                 let workers = DispatchGroup()
                 for _ in 1..<max(1, threads) {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
@@ -162,9 +188,11 @@ public final class BlockSparseAttention {
                 } else {
                     workers.wait()
                 }
+              }
             }
           }
         }
+        if whole { finishedLSE = lse }
     }
 
     /// The blocks of `table` converted once for tiles whose products take them so (nil for fp32 products).
@@ -188,7 +216,14 @@ public final class BlockSparseAttention {
     /// was kept in it), and the attention holds no output afterwards.
     public func finish(threads: Int = 1) -> (output: Tensor3, lse: [Float]) {
         let (rows, d, heads) = (plan.rows, headDim, plan.queryHeads)
+        if let finishedLSE {
+            // One call ended every tile (its rows written as it ended).
+            let data = output
+            output = []
+            return (Tensor3(heads: heads, rows: rows, dim: d, data: data), finishedLSE)
+        }
         var lse = [Float](repeating: -.infinity, count: heads * rows)
+        if !plan.blocks.isEmpty && !tilesReset { resetTiles(threads: threads) }
         let (plan, bank) = (plan, bank)
         if !plan.blocks.isEmpty {
             output.withUnsafeMutableBufferPointer { o in
@@ -258,16 +293,19 @@ private final class AttendJob: @unchecked Sendable {
     let rounding: AttentionPrecision?
     /// The call's blocks converted for the tiles' products (int8, bf16 tiles), when they take them so.
     let packed: PackedBlockTable?
+    /// Where a call that holds every block has its tiles write their LSE as they end (`TileBank.end`); nil:
+    /// the tiles keep their state in the output for the next call and `finish`.
+    let lse: UnsafeMutablePointer<Float>?
     let next = WorkCounter()
 
     init(plan: AttentionPlan, bank: any TileBank, table: KeyValueBlockTable, queries: UnsafePointer<Float>,
          output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Int32>, headDim: Int, precision: AttentionPrecision,
-         packed: PackedBlockTable?) {
+         packed: PackedBlockTable?, lse: UnsafeMutablePointer<Float>?) {
         (self.plan, self.bank, self.table, self.queries, self.output, self.keys, self.headDim) =
             (plan, bank, table, queries, output, keys, headDim)
         // Blocks already stored in the precision's type need no rounding.
         rounding = precision == .fp32 || precision.inputFormat == table.format || packed != nil ? nil : precision
-        self.packed = packed
+        (self.packed, self.lse) = (packed, lse)
     }
 
     /// Claims and runs blocks until none is left, calling `poll` after each.
@@ -288,15 +326,24 @@ private final class AttendJob: @unchecked Sendable {
             defer { poll?(Double(i + 1) / Double(blocks.count)) }
             let g = block.head / group
             let first = heldVisit(from: block.visits.lowerBound, of: block, kvHead: g)
-            guard first < block.visits.upperBound else { continue }
+            // (A call that ends its tiles ends those without a block too: their rows get zeros and −∞.)
+            guard first < block.visits.upperBound || lse != nil else { continue }
             widened?.holding = nil
             for (slot, t) in block.tileRange.enumerated() {
-                bank.load(tile: t, slot: slot, worker: worker, output: output,
-                          queries: queries + (block.head * rows + tiles[t].localRow) * d)
+                let rowsOfTile = queries + (block.head * rows + tiles[t].localRow) * d
+                if lse != nil {
+                    bank.begin(tile: t, slot: slot, worker: worker, queries: rowsOfTile)
+                } else {
+                    bank.load(tile: t, slot: slot, worker: worker, output: output, queries: rowsOfTile)
+                }
             }
             // Each visit takes up to `visitBlocks` held blocks of the list; the next one's are found once, while
             // this one is visited, and asked for meanwhile.
-            var after = collectVisit(from: first, of: block, kvHead: g, into: visit.positions, count: &visit.count)
+            visit.count = 0
+            var after = first
+            if first < block.visits.upperBound {
+                after = collectVisit(from: first, of: block, kvHead: g, into: visit.positions, count: &visit.count)
+            }
             while visit.count > 0 {
                 visit.nextCount = 0
                 if after < block.visits.upperBound {
@@ -325,7 +372,12 @@ private final class AttendJob: @unchecked Sendable {
                 visit.advance()
             }
             for (slot, t) in block.tileRange.enumerated() {
-                bank.unload(tile: t, slot: slot, worker: worker, output: output)
+                if let lse {
+                    bank.end(tile: t, slot: slot, worker: worker, output: output,
+                             lse: lse + block.head * rows + tiles[t].localRow)
+                } else {
+                    bank.unload(tile: t, slot: slot, worker: worker, output: output)
+                }
             }
         }
     }

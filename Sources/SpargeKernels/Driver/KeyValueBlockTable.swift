@@ -40,6 +40,9 @@ public struct KeyValueBlockTable {
         for i in keys.indices { keys[i] = nil; values[i] = nil }
     }
 
+    /// Whether every block of every kv head is available (one process's whole K/V).
+    public var holdsEveryBlock: Bool { !keys.contains(nil) }
+
     /// Rows of key block `block`: `blockK`, or fewer for the last block.
     @inlinable public func rows(of block: Int) -> Int { min(blockK, seqLen - block * blockK) }
 

@@ -30,6 +30,11 @@ protocol TileBank: AnyObject, Sendable {
                ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>)
     /// Writes the tile's output rows (at their place in `output`) and LSE; `worker` is the caller's.
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
+    /// A tile whose every block comes in one call: `begin` starts it afresh in `slot` of `worker` (no state
+    /// in `output`, no `reset`) and loads its queries; after its visits, `end` writes its output rows and LSE
+    /// from that slot — no accumulator copied in or out, and no `finish`.
+    func begin(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>)
+    func end(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)
     func statistics(tile: Int) -> AttentionStatistics
     /// Called on a worker thread when its share of an `attend` call is done: gives back what the thread
     /// holds for the tiles' products (AMX's tile registers, configured once per thread, not per visit).
@@ -139,6 +144,19 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
         }
     }
 
+    func begin(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) {
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        let handle = arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+        handle.reset(rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
+        handle.load(queries: queries)
+    }
+
+    func end(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+            .finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
+    }
+
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
 
     func workerDone() {
@@ -198,6 +216,15 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         tiles[tile].finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
+    }
+
+    func begin(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) {
+        reset(tile: tile, output: UnsafeMutablePointer(bitPattern: 64)!)
+        tiles[tile].load(queries: queries)
+    }
+
+    func end(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        finish(tile: tile, worker: worker, output: output, lse: lse)
     }
 
     func statistics(tile: Int) -> AttentionStatistics { tiles[tile].statistics }
