@@ -64,7 +64,8 @@ final class DeviceRingStore: ResidentRingStore {
     private let state: (oacc: DeviceBuffer, ml: DeviceBuffer)?
     private var attended = false
     private let counters: DeviceBuffer, tileTable: DeviceBuffer
-    /// Whether one rank's launch splits its last wave (`TailSplit`): the Hopper kernel, every block computed.
+    /// Whether one rank's launch may split its last wave (`TailSplit`): the Hopper kernel, every block
+    /// computed, the switch on.
     private let splitsTail: Bool
     private let overflow: DeviceBuffer
 
@@ -111,9 +112,8 @@ final class DeviceRingStore: ResidentRingStore {
             work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
                                               heads: shard.queryHeads, seqLen: seqLen, config: config,
                                               tilesPerCTA: kernel.tilesPerCTA, headDim: shard.dim,
-                                              tailSplit: { [splitsTail] in
-                                                  Self.tailSplit(ctas: $0, mask: mask, blockK: config.blockK,
-                                                                 device: shard.device, splits: splitsTail)
+                                              tailSplit: { [splitsTail, device] in
+                                                  splitsTail ? TailSplit.choose(ctas: $0, on: device, mask: mask, blockK: config.blockK) : nil
                                               }))
             t = CUDATrace.note("ring store: tile table and work list enqueued on the device", since: t)
         } else {
@@ -422,14 +422,6 @@ final class DeviceRingStore: ResidentRingStore {
                               lse: final.lse.address, rowShifts: ring.quantized?.rowShifts.address ?? 0)
     }
 
-    /// How one rank's launch of `ctas` CTAs splits its tail (`TailSplit`), or nil: where `splits` (the
-    /// Hopper kernel, every block computed, the switch on) and `mask`'s shortest row is long enough.
-    private static func tailSplit(ctas: Int, mask: BlockMask, blockK: Int, device: CUDADevice, splits: Bool) -> TailSplit? {
-        guard splits else { return nil }
-        return TailSplit.choose(ctas: ctas, multiprocessors: device.multiprocessors,
-                                shortestSteps: TailSplit.shortestSteps(of: mask, blockK: blockK))
-    }
-
     /// Per tile of `plan`, the part of its mask row in each range of the owner's blocks (every one of them is
     /// placed by now), uploaded: one launch per range, in order, so that no two CTAs of a launch update the
     /// same tile; one rank's single, finishing launch with its tail split where `TailSplit` finds it pays.
@@ -467,9 +459,8 @@ final class DeviceRingStore: ResidentRingStore {
         CUDATrace.note("attend: host: \(work.count / 4) tile lists, \(visits) block visits", since: t)
         guard visits > 0 || (finishing && !work.isEmpty) else { return nil }
         let perCTA = kernel.tilesPerCTA
-        let split = finishing && launches.count == 1
-            ? Self.tailSplit(ctas: work.count / 4 / perCTA, mask: mask, blockK: blockK, device: device, splits: splitsTail)
-            : nil
+        let split = finishing && splitsTail && launches.count == 1
+            ? TailSplit.choose(ctas: work.count / 4 / perCTA, on: device, mask: mask, blockK: blockK) : nil
         if let split {
             work = split.apply(to: work, perCTA: perCTA, stepEntries: TailSplit.stepEntries(blockK: blockK))
             launches = [(0, split.kept * perCTA)]  // the parts: a launch of their own (attend)

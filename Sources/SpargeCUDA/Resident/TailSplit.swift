@@ -43,6 +43,11 @@ struct TailSplit: Equatable {
         return best.map { TailSplit(kept: ctas - splitCTAs, splitCTAs: splitCTAs, parts: $0.parts) }
     }
 
+    /// `choose` for one rank's launch of `ctas` CTAs on `device` over `mask`'s lists.
+    static func choose(ctas: Int, on device: CUDADevice, mask: BlockMask, blockK: Int) -> TailSplit? {
+        choose(ctas: ctas, multiprocessors: device.multiprocessors, shortestSteps: shortestSteps(of: mask, blockK: blockK))
+    }
+
     /// List entries a step of the Hopper kernel takes (128 keys, its STEP_KEYS): parts are whole steps.
     static func stepEntries(blockK: Int) -> Int { max(1, 128 / blockK) }
 

@@ -48,6 +48,10 @@ public struct AttentionPlan: Sendable {
     /// Every (head, query block), in the order drivers take them.
     public let blocks: [Block]
 
+    /// Tile `t`'s first row among every head's rows (`head · rows + localRow`): where its rows of a
+    /// `[Hq, rows, D]` tensor start, in rows, and its first entry of a `[Hq][rows]` array.
+    @inlinable public func firstRow(ofTile t: Int) -> Int { tiles[t].head * rows + tiles[t].localRow }
+
     /// The plan of the rows of `mask.queryBlocks`, for queries of shape `[queryHeads, queryRows, D]` (the
     /// rows of those blocks, concatenated).
     ///

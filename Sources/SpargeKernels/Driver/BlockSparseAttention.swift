@@ -37,11 +37,9 @@ public final class BlockSparseAttention {
     /// The output `[Hq, rows, D]`, allocated once and never zero-filled by the host: until `finish` the
     /// vector tiles keep their accumulators in their own rows of it (no tile state beyond the output).
     private var output: [Float]
-    /// Whether every tile's state has been started in `output` (`resetTiles`: before a call that does not
-    /// hold every block).
+    /// Whether every tile's state has been started in `output` (`resetTiles`: by the first call unless it
+    /// holds every block, which ends every tile itself and sets `finishedLSE`).
     private var tilesReset = false
-    /// Whether an `attend` call has run.
-    private var attended = false
     /// The LSE, where one call held every block and its tiles wrote their rows as they ended (`finish`
     /// then only hands them over).
     private var finishedLSE: [Float]?
@@ -117,7 +115,7 @@ public final class BlockSparseAttention {
         // 0.18 s of a 32K pass, as long as the whole sparse pass's tiles at density 0.1).
         var rounded = queries
         if precision != .fp32 && bank.products == .fp32 {
-            let (tiles, rows, dim) = (plan.tiles, queries.rows, queries.dim)
+            let (tiles, dim) = (plan.tiles, queries.dim)
             rounded.data.withUnsafeMutableBufferPointer { q in
                 let base = q.baseAddress!
                 let next = WorkCounter()
@@ -125,7 +123,7 @@ public final class BlockSparseAttention {
                     while true {
                         let t = next.claim()
                         if t >= tiles.count { break }
-                        precision.roundQueries(base + (tiles[t].head * rows + tiles[t].localRow) * dim,
+                        precision.roundQueries(base + plan.firstRow(ofTile: t) * dim,
                                                rows: tiles[t].rowCount, dim: dim)
                     }
                 }
@@ -165,8 +163,8 @@ public final class BlockSparseAttention {
         // After a call that held every block (and ended every tile), a later call holds nothing new: a ring
         // step of one rank's, or an empty table.
         guard !plan.blocks.isEmpty, finishedLSE == nil else { poll?(1); return }
-        let whole = !attended && Self.finishesWholeCalls && table.holdsEveryBlock
-        attended = true
+        // (A first call is one before which no tile's state was started: `finishedLSE` is nil here.)
+        let whole = !tilesReset && Self.finishesWholeCalls && table.holdsEveryBlock
         if !whole && !tilesReset { resetTiles(threads: threads) }
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
         let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim, threads: threads)
@@ -223,16 +221,15 @@ public final class BlockSparseAttention {
             return (Tensor3(heads: heads, rows: rows, dim: d, data: data), finishedLSE)
         }
         var lse = [Float](repeating: -.infinity, count: heads * rows)
-        if !plan.blocks.isEmpty && !tilesReset { resetTiles(threads: threads) }
         let (plan, bank) = (plan, bank)
         if !plan.blocks.isEmpty {
+            if !tilesReset { resetTiles(threads: threads) }  // no call came: every tile finishes empty
             output.withUnsafeMutableBufferPointer { o in
                 lse.withUnsafeMutableBufferPointer { l in
                     let (out, rowLSE) = (o.baseAddress!, l.baseAddress!)
                     Self.forEachBlock(of: plan, bank: bank, threads: threads) { block, worker in
                         for t in block.tileRange {
-                            let row = plan.tiles[t].head * rows + plan.tiles[t].localRow
-                            bank.finish(tile: t, worker: worker, output: out, lse: rowLSE + row)
+                            bank.finish(tile: t, worker: worker, output: out, lse: rowLSE + plan.firstRow(ofTile: t))
                         }
                     }
                 }
@@ -318,7 +315,7 @@ private final class AttendJob: @unchecked Sendable {
         let visit = VisitGroup(capacity: bank.visitBlocks)
         let group = plan.queryHeads / plan.kvHeads
         // Locals: what the loops read is counted once here, not at every visit by every worker.
-        let (d, rows, blocks, tiles) = (headDim, plan.rows, plan.blocks, plan.tiles)
+        let (d, blocks, plan) = (headDim, plan.blocks, plan)
         while true {
             let i = next.claim()
             if i >= blocks.count { break }
@@ -330,7 +327,7 @@ private final class AttendJob: @unchecked Sendable {
             guard first < block.visits.upperBound || lse != nil else { continue }
             widened?.holding = nil
             for (slot, t) in block.tileRange.enumerated() {
-                let rowsOfTile = queries + (block.head * rows + tiles[t].localRow) * d
+                let rowsOfTile = queries + plan.firstRow(ofTile: t) * d
                 if lse != nil {
                     bank.begin(tile: t, slot: slot, worker: worker, queries: rowsOfTile)
                 } else {
@@ -373,8 +370,7 @@ private final class AttendJob: @unchecked Sendable {
             }
             for (slot, t) in block.tileRange.enumerated() {
                 if let lse {
-                    bank.end(tile: t, slot: slot, worker: worker, output: output,
-                             lse: lse + block.head * rows + tiles[t].localRow)
+                    bank.end(tile: t, slot: slot, worker: worker, output: output, lse: lse + plan.firstRow(ofTile: t))
                 } else {
                     bank.unload(tile: t, slot: slot, worker: worker, output: output)
                 }

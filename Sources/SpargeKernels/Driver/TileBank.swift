@@ -73,9 +73,9 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
         let lanes = arena.lanes
         var offsets: [Int] = [], inOutput: [Bool] = []
         var sideTiles = 0
-        for tile in plan.tiles {
+        for (t, tile) in plan.tiles.enumerated() {
             if tile.rowCount == lanes {
-                offsets.append((tile.head * plan.rows + tile.localRow) * headDim)
+                offsets.append(plan.firstRow(ofTile: t) * headDim)
                 inOutput.append(true)
             } else {
                 offsets.append(sideTiles * headDim * lanes)
@@ -140,21 +140,20 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
             // The accumulator is the rows themselves: transposed through the worker's query slot.
             handle.finishInPlace(lse: lse, temp: scratch.queries)
         } else {
-            handle.finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
+            handle.finish(output: output + plan.firstRow(ofTile: tile) * headDim, lse: lse)
         }
     }
 
     func begin(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        let handle = arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
-        handle.reset(rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
-        handle.load(queries: queries)
+        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+            .begin(queries: queries, rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
     }
 
     func end(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
         arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
-            .finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
+            .finish(output: output + plan.firstRow(ofTile: tile) * headDim, lse: lse)
     }
 
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
@@ -215,12 +214,11 @@ final class ScalarTileBank: TileBank, @unchecked Sendable {
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
-        tiles[tile].finish(output: output + (plan.tiles[tile].head * plan.rows + plan.tiles[tile].localRow) * headDim, lse: lse)
+        tiles[tile].finish(output: output + plan.firstRow(ofTile: tile) * headDim, lse: lse)
     }
 
     func begin(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) {
-        reset(tile: tile, output: UnsafeMutablePointer(bitPattern: 64)!)
-        tiles[tile].load(queries: queries)
+        tiles[tile].begin(queries: queries, rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
     }
 
     func end(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
