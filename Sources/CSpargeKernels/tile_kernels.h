@@ -179,6 +179,7 @@ float KERNEL(fma_probe)(long iterations) {
 #include "tile_kernels_int8.h"
 #include "block_summaries.h"
 #include "finish_rows.h"
+#include "mask_exp.h"
 
 /// The mask's compressed score, bit for bit as `MaskPredictor.dotDouble` defines it (which the GPU mask
 /// kernels also repeat): over whole groups of 16, lane l accumulates fma(a[j+l], b[j+l], ·); the lanes fold
@@ -309,6 +310,7 @@ sparge_tile_kernels KERNEL(kernels)(void) {
     sparge_tile_kernels k = {KERNEL(scores), KERNEL(softmax), KERNEL(pv), KERNEL(fma_probe), VW, PROBE_CHAINS,
                              KERNEL(int8_scores), KERNEL(int8_softmax), KERNEL(int8_pv), KERNEL(madd_probe),
                              KERNEL(dot_double), KERNEL(widen_f16), KERNEL(narrow_f16), {0},
-                             KERNEL(summarize_block), KERNEL(finish_rows), KERNEL(dot_double_rows)};
+                             KERNEL(summarize_block), KERNEL(finish_rows), KERNEL(dot_double_rows),
+                             KERNEL(mask_exp_row)};
     return k;
 }

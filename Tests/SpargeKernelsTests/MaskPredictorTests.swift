@@ -193,6 +193,51 @@ final class MaskPredictorTests: XCTestCase {
         XCTAssertGreaterThan(differing, 0, "no input told the summation orders apart: the test says nothing")
     }
 
+    /// A row's softmax numerators and sum from the C kernel equal their Swift definition bit for bit in every
+    /// kernel set, on fresh random rows of every length around the eight-wide vectors: −∞ (blocks not
+    /// self-similar), values past both ends of the recipe's range, NaN, a max that is not the row's, and
+    /// scores spread so that the exponential's last bit and the sum's order are exercised.
+    func testRowExponentialKernelsEqualTheirSwiftTwinBitForBit() {
+        var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
+        if CPUISA.avx2.isSupported { sets.append(("avx2", CPUISA.avx2.kernels)) }
+        if CPUISA.avx512.isSupported { sets.append(("avx512", CPUISA.avx512.kernels)) }
+        if CPUISA.avx512bf16.isSupported { sets.append(("avx512bf16", CPUISA.avx512bf16.kernels)) }
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        var compared = 0, zeros = 0, infinities = 0
+        for count in Array(1...41) + [64, 255, 256, 257, 1000] {
+            for _ in 0..<30 {
+                var row = (0..<count).map { _ -> Float in
+                    switch Int.random(in: 0..<20, using: &g) {
+                    case 0: -.infinity
+                    case 1: Float.random(in: -300 ... -90, using: &g)
+                    case 2: Float.random(in: 90...200, using: &g)
+                    default: Float(g.normal()) * Float.random(in: 0.01...30, using: &g)
+                    }
+                }
+                if Int.random(in: 0..<10, using: &g) == 0 { row[Int.random(in: 0..<count, using: &g)] = .nan }
+                let mx: Float = switch Int.random(in: 0..<8, using: &g) {
+                case 0, 1: Float.random(in: -50...50, using: &g)
+                case 2: -.infinity  // every −∞ score must still give 0, not NaN
+                default: row.filter { !$0.isNaN }.max() ?? 0
+                }
+                var twin = row
+                let twinSum = MaskPredictor.expRowTwin(&twin, count, mx)
+                zeros += twin.filter { $0 == 0 }.count
+                infinities += twin.filter { $0 == .infinity }.count
+                for (name, kernels) in sets {
+                    var got = row
+                    let sum = kernels.maskExpRow(&got, count, mx)
+                    XCTAssertEqual(got.map(\.bitPattern), twin.map(\.bitPattern), "\(name), \(count) values")
+                    XCTAssertEqual(sum.bitPattern, twinSum.bitPattern, "\(name), sum of \(count) values")
+                }
+                compared += count
+            }
+        }
+        XCTAssertGreaterThan(zeros, 0, "no value underflowed or was −∞: the edges went untested")
+        XCTAssertGreaterThan(infinities, 0, "no value overflowed: the upper edge went untested")
+        XCTAssertGreaterThan(compared, 10_000)
+    }
+
     /// `firstKeyIndex` is the first position of a part of a row holding a key ≥ the one asked, as a linear
     /// scan finds it, on fresh random rows and parts (empty ones, keys below, inside and past the row).
     func testFirstKeyIndexEqualsALinearScan() {

@@ -153,6 +153,10 @@ typedef struct {
     /// `dotDouble(a, b + k·d, d)` into out[k] for `count` rows of `d` at `b` (the same Doubles, several rows at
     /// a time).
     void (*dotDoubleRows)(const double *a, const double *b, long count, long d, double *out);
+    /// A mask row's softmax numerators and their sum, bit for bit as `MaskPredictor.selectBlocks` defines them
+    /// (mask_exp.h): scores[j] ← 0 where it is −∞, else PortableExp.exp(scores[j] − max); returns their Float
+    /// sum in ascending j.
+    float (*maskExpRow)(float *scores, long count, float max);
 } sparge_tile_kernels;
 
 /// The key count the bf16 tile kernels pad a block to (a multiple of 32).

@@ -225,13 +225,7 @@ public enum MaskPredictor {
         var mx = -Float.infinity
         for j in 0..<nk { mx = max(mx, s[j]) }
         guard mx > -.infinity else { return }
-        var sum: Float = 0
-        for j in 0..<nk {
-            let e = s[j] == -.infinity ? 0 : PortableExp.exp(s[j] - mx)
-            s[j] = e
-            sum += e
-        }
-        let inv = 1 / sum
+        let inv = 1 / expRowKernel(s, nk, mx)
         // Sort key: descending probability (the bits of a non-negative Float order like the Float), then
         // ascending index on ties — a stable descending sort.
         for j in 0..<nk {
@@ -274,6 +268,21 @@ public enum MaskPredictor {
     /// compiled for a portable x86-64 build, calls the C library's fma once per lane: mask prediction ran 8×
     /// slower than in a build for the machine's own CPU.)
     static let dotKernel = CPUISA.detected.kernels.dotDouble!
+    /// A row's numerators `s[j] == −∞ ? 0 : PortableExp.exp(s[j] − max)` and their Float sum in ascending j,
+    /// by the C kernel of this CPU's set (`sparge_tile_kernels.maskExpRow`, eight values side by side):
+    /// the same bits as ``expRowTwin(_:_:_:)``.
+    static let expRowKernel = CPUISA.detected.kernels.maskExpRow!
+
+    /// The definition of a row's numerators and their sum (the kernels' scalar twin in the tests).
+    static func expRowTwin(_ s: UnsafeMutablePointer<Float>, _ count: Int, _ max: Float) -> Float {
+        var sum: Float = 0
+        for j in 0..<count {
+            let e = s[j] == -.infinity ? 0 : PortableExp.exp(s[j] - max)
+            s[j] = e
+            sum += e
+        }
+        return sum
+    }
     /// `dotKernel` over consecutive key rows (`sparge_tile_kernels.dotDoubleRows`): the same Doubles.
     static let dotRowsKernel = CPUISA.detected.kernels.dotDoubleRows!
 
