@@ -4,7 +4,9 @@
 //
 // The reference, per row: a[j] = Double(x[j] − mean[j]) (the subtraction in Float); four partial sums of
 // squares q[j mod 4] over whole groups of four, the tail into q[0]; sum[j] += a[j]; with the similarity,
-// norm = √((q0 + q1) + (q2 + q3)) and dir[j] += a[j] / norm (a zero norm makes the block's similarity NaN).
+// norm = √((q0 + q1) + (q2 + q3)), unit = 1 / norm and dir[j] += a[j] · unit (a zero norm makes the block's
+// similarity NaN). One division a row, not one a value: a Double division a value bounded the summaries
+// (VDIVPD: 4–8 cycles a vector of four).
 // Then mean[j] = Float(sum[j] / n) and the similarity (√Σ_j dir[j]²)² / n², the sum in j's order.
 // Here the four q's are one vector of 4 doubles (their lanes), SUMMARY_ROWS rows' chains side by side
 // (one row's 32 dependent additions at D = 128 would wait on each other), and sum/dir go 4 dimensions a
@@ -14,6 +16,15 @@
 #pragma clang diagnostic ignored "-Wpsabi"
 
 typedef double vdouble4 __attribute__((vector_size(32), aligned(8)));
+
+typedef double vdouble8 __attribute__((vector_size(64), aligned(8)));
+
+/// Double(x[j + i] − mean[j + i]) for i < 8.
+INLINE vdouble8 summary_centered8(const float *x, const float *mean, long j) {
+    typedef float vfloat8 __attribute__((vector_size(32), aligned(4)));
+    vfloat8 a = *(const vfloat8 *)(x + j) - *(const vfloat8 *)(mean + j);
+    return __builtin_convertvector(a, vdouble8);
+}
 
 /// Rows whose sums of squares run side by side.
 #define SUMMARY_ROWS 4
@@ -60,30 +71,45 @@ double KERNEL(summarize_block)(const float *x, long n, long d, const float *mean
     int zeroRow = 0;
     for (long r0 = 0; r0 < n; r0 += SUMMARY_ROWS) {
         const long rows = n - r0 < SUMMARY_ROWS ? n - r0 : SUMMARY_ROWS;
-        double norm[SUMMARY_ROWS] = {0, 0, 0, 0};
+        double norm[SUMMARY_ROWS] = {0, 0, 0, 0}, unit[SUMMARY_ROWS] = {0, 0, 0, 0};
         int directed[SUMMARY_ROWS] = {0, 0, 0, 0};
         if (needSimilarity) {
             summary_norms(x, r0, rows, d, mean, norm);
             for (long r = 0; r < rows; r++) {
                 directed[r] = norm[r] != 0;
                 zeroRow |= !directed[r];
+                unit[r] = directed[r] ? 1.0 / norm[r] : 0;
             }
         }
-        for (long j = 0; j < d4; j += 4) {
+        // Each column's sums run over the rows in order, whatever the vectors' width: eight columns at a time
+        // (one AVX-512 vector, or two of four elsewhere), then four, then one. A zero row's values are all
+        // zero and its unit 0, so it adds nothing (and the similarity is NaN anyway).
+        long j = 0;
+        for (; j + 8 <= d; j += 8) {
+            vdouble8 s = *(vdouble8 *)(sum + j), t = *(vdouble8 *)(dir + j);
+            for (long r = 0; r < rows; r++) {
+                vdouble8 a = summary_centered8(x + (r0 + r) * d, mean, j);
+                s += a;
+                t += a * unit[r];
+            }
+            *(vdouble8 *)(sum + j) = s;
+            *(vdouble8 *)(dir + j) = t;
+        }
+        for (; j < d4; j += 4) {
             vdouble4 s = *(vdouble4 *)(sum + j), t = *(vdouble4 *)(dir + j);
             for (long r = 0; r < rows; r++) {
                 vdouble4 a = summary_centered4(x + (r0 + r) * d, mean, j);
                 s += a;
-                if (directed[r]) t += a / norm[r];
+                t += a * unit[r];
             }
             *(vdouble4 *)(sum + j) = s;
             *(vdouble4 *)(dir + j) = t;
         }
-        for (long j = d4; j < d; j++) {
+        for (; j < d; j++) {
             for (long r = 0; r < rows; r++) {
                 double a = (double)(x[(r0 + r) * d + j] - mean[j]);
                 sum[j] += a;
-                if (directed[r]) dir[j] += a / norm[r];
+                dir[j] += a * unit[r];
             }
         }
     }

@@ -160,7 +160,7 @@ final class BlockSummariesTests: XCTestCase {
     /// bit in every kernel set this CPU runs, on fresh blocks: every D around the groups of four, every row
     /// count around the kernel's groups of rows, a mean to subtract, magnitudes spread so that summation order
     /// would show in the last bits, and blocks with a zero row (similarity NaN). A reordered sum, an FMA or
-    /// a reciprocal instead of the division each change bits here.
+    /// a division instead of the reciprocal each change bits here.
     func testVectorSummariesEqualTheReferenceBitForBit() {
         var sets = [(CPUISA.portable.rawValue, sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
         for isa in CPUISA.allCases where isa > .portable && isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }

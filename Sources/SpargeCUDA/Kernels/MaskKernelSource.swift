@@ -9,7 +9,7 @@
 ///
 /// - `sparge_summarize_blocks`: a thread block per (head, block), its rows staged in shared memory: the row
 ///   norms (thread per row: four partial sums of squares, as the CPU), the column sums for the mean and
-///   `Σ x_r/‖x_r‖` (thread per dimension), then `‖Σ x_r/‖x_r‖‖²/n² > θ`.
+///   `Σ x_r·RN(1/‖x_r‖)` (thread per dimension), then `‖Σ x_r·RN(1/‖x_r‖)‖²/n² > θ`.
 /// - `sparge_scores`: one thread per (mask row, key block): the compressed score, a Double dot with the
 ///   CPU's sixteen accumulators (queries stored transposed so that a warp's reads are contiguous).
 /// - `sparge_select_rows`: one thread per mask row: the Float softmax in the CPU's summation order, and the

@@ -86,8 +86,8 @@ __device__ __forceinline__ double sparge_dot(const float* quads, long long items
 // Summaries, one thread block per (head, block): the block's rows pass through shared memory in chunks of
 // SUMMARY_CHUNK rows (as x − mean in Float, read from global memory once and coalesced); per chunk a thread per
 // row forms the row's norm from four partial sums of squares (as the CPU), then a thread per dimension
-// continues the column's Double sum (for the mean) and Σ x_r/‖x_r‖ in row order; at the end one thread forms
-// ‖Σ x_r/‖x_r‖‖²/n² > θ. x (rowsIn: f32, or bf16 with rowsInBF16)
+// continues the column's Double sum (for the mean) and Σ x_r·RN(1/‖x_r‖) in row order; at the end one thread
+// forms ‖Σ x_r·RN(1/‖x_r‖)‖²/n² > θ. x (rowsIn: f32, or bf16 with rowsInBF16)
 // is one run of rows per head, row r of head h at x[h * headStride + r * HEAD_DIM];
 // mean [heads][HEAD_DIM]. Block b of head h goes to [h * outBlocks + b] of the outputs (several runs then
 // fill one [heads][blocks] array side by side). Every sum is the CPU's serial sum in the CPU's order; the
@@ -121,21 +121,12 @@ __device__ __forceinline__ void sparge_stage8(float* tile, int e, sparge_mask_u4
     sparge_stage4(tile, 2 * e + 1, hi, m);
 }
 
-// a / b rounded to nearest, given y = RN(1/b) (b finite, non-zero): q = RN(a·y), then q + (a − q·b)·y with
-// the residual exact in a fused multiply-add — Markstein's correction, which yields RN(a/b) itself (checked
-// also on 2·10⁸ random pairs of a widened Float and a norm); an exact q (zero residual) is kept as it is,
-// so a signed zero keeps its sign. A fifth of the work of a full division, which bounded the summaries.
-__device__ __forceinline__ double sparge_quotient(double a, double b, double y) {
-    double q = __dmul_rn(a, y);
-    double e = fma(-q, b, a);
-    return e == 0.0 ? q : fma(e, y, q);
-}
 extern "C" __global__ void sparge_summarize_blocks(
     const void* rowsIn, int rowsInBF16, long long headStride, int rows, int count, int blockSize, const float* mean,
     double theta, float* meansOut, unsigned char* flagsOut, int outBlocks)
 {
     __shared__ float tile[SUMMARY_CHUNK * (HEAD_DIM + 1)];  // a padded row apart: no bank conflicts either way
-    __shared__ double sums[HEAD_DIM], directions[HEAD_DIM], norms[SUMMARY_CHUNK], reciprocals[SUMMARY_CHUNK];
+    __shared__ double sums[HEAD_DIM], directions[HEAD_DIM], reciprocals[SUMMARY_CHUNK];
     __shared__ int zeroRow;
     const int d = HEAD_DIM, stride = HEAD_DIM + 1;
     int h = blockIdx.x / count, b = blockIdx.x % count;
@@ -200,7 +191,7 @@ extern "C" __global__ void sparge_summarize_blocks(
             }
             for (; j < d; ++j) { double a0 = (double)a[j]; q0 = __dadd_rn(q0, __dmul_rn(a0, a0)); }
             double norm = __dsqrt_rn(__dadd_rn(__dadd_rn(q0, q1), __dadd_rn(q2, q3)));
-            norms[r] = norm;
+            // RN(1/norm), as the CPU's 1.0 / norm; a zero row keeps 0 and marks the block.
             reciprocals[r] = norm != 0.0 ? __drcp_rn(norm) : 0.0;
             if (norm == 0.0) zeroRow = 1;
         }
@@ -210,7 +201,7 @@ extern "C" __global__ void sparge_summarize_blocks(
             for (int r = 0; r < cn; ++r) {
                 double a = (double)tile[r * stride + j];
                 sum = __dadd_rn(sum, a);
-                if (whole && norms[r] != 0.0) direction = __dadd_rn(direction, sparge_quotient(a, norms[r], reciprocals[r]));
+                if (whole && reciprocals[r] != 0.0) direction = __dadd_rn(direction, __dmul_rn(a, reciprocals[r]));
             }
             sums[j] = sum;
             directions[j] = direction;

@@ -68,7 +68,7 @@ extension BlockSummaries {
     /// θ as the Double the self-similarity is compared with (`s > θ`): the decimal it was written as.
     public static func thresholdValue(_ threshold: Float) -> Double { decimalValue(threshold) }
 
-    /// The self-similarity `‖Σ_r x_r/‖x_r‖‖² / n²` of `rows` rows of `dim` values, in Double.
+    /// The self-similarity `‖Σ_r x_r·(1/‖x_r‖)‖² / n²` of `rows` rows of `dim` values, in Double.
     ///
     /// 1 for identical (non-zero) rows, `1/n` for mutually orthogonal rows; NaN when a row is zero (as the
     /// reference: 0/0), so that `s > θ` is false.
@@ -118,7 +118,9 @@ extension BlockSummaries {
             guard needSimilarity else { continue }
             let norm = ((q0 + q1) + (q2 + q3)).squareRoot()
             if norm == 0 { zeroRow = true; continue }
-            for j in 0..<d { dir[j] += row[j] / norm }
+            // One division a row: each value is multiplied by the norm's reciprocal (rounded once).
+            let unit = 1 / norm
+            for j in 0..<d { dir[j] += row[j] * unit }
         }
         let nd = Double(n)
         for j in 0..<d { meanOut[j] = Float(sum[j] / nd) }

@@ -4,7 +4,8 @@
 /// the summaries of all blocks with ``init(concatenating:)``.
 ///
 /// - The mean of a block is computed in Double and rounded to Float (as the reference does).
-/// - A block is self-similar iff `s = ‖Σ_r x_r/‖x_r‖‖² / n² > θ` (computed in Double, strict).
+/// - A block is self-similar iff `s = ‖Σ_r x_r·(1/‖x_r‖)‖² / n² > θ` (computed in Double, strict; each row's
+///   reciprocal norm rounded once, then one product a value — the reference's division, within an ulp).
 /// - A partial block (fewer rows than `blockSize`; only ever the global last block) is never self-similar.
 /// - A block holding a zero row (norm 0) is never self-similar: the reference divides by the norm and gets
 ///   NaN, and NaN > θ is false. Non-finite inputs give NaN or ∞ in `s` and are compared as they come.
