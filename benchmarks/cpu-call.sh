@@ -2,14 +2,17 @@
 # cpu-amx-visit-keys.sh, cpu-amx-sparse-profile.sh), with `carry` (the carried folder: sparge.gz or sparge, and
 # optionally sparge-base.gz), `out` (the log's folder) and `log` (its file name) set: the binary unpacked into
 # $sparge (and a baseline into $SPARGE_BASE, exported, where sparge-base.gz is carried), everything logged to
-# $out/$log, the environment of a run as root under mpirun, the machine printed, and fail, step, run, field,
+# $out/$log (sparge and sparge-base may also lie there unpacked), the environment of a run as root under mpirun, the machine printed, and fail, step, run, field,
 # verified.
 sparge="$carry/sparge"
 if [ ! -x "$sparge" ]; then
     sparge="$(mktemp -d)/sparge"
     gunzip -c "$carry/sparge.gz" > "$sparge" && chmod +x "$sparge" || { echo "no $carry/sparge or sparge.gz"; exit 1; }
 fi
-if [ -f "$carry/sparge-base.gz" ]; then
+if [ -x "$carry/sparge-base" ]; then
+    SPARGE_BASE="$carry/sparge-base"
+    export SPARGE_BASE
+elif [ -f "$carry/sparge-base.gz" ]; then
     SPARGE_BASE="$(dirname "$sparge")/sparge-base"
     gunzip -c "$carry/sparge-base.gz" > "$SPARGE_BASE" && chmod +x "$SPARGE_BASE" || { echo "$carry/sparge-base.gz does not unpack"; exit 1; }
     export SPARGE_BASE
