@@ -159,14 +159,18 @@ final class MaskPredictorTests: XCTestCase {
         XCTAssertEqual(dense.computedCount, (1...4).reduce(0) { $0 + min(8, 2 * $1) })
     }
 
+    /// The portable kernel set and every other set this CPU runs (the AMX set's mask kernels are
+    /// avx512bf16's), by name.
+    static var kernelSets: [(String, sparge_tile_kernels)] {
+        [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
+            + [CPUISA.avx2, .avx512, .avx512bf16].filter(\.isSupported).map { ($0.rawValue, $0.kernels) }
+    }
+
     /// The compressed score's C kernel gives its Swift definition's Double bit for bit in every kernel set
     /// (the portable one through the C library's fma), on fresh random vectors of every length around the
     /// 16-lane groups, with magnitudes spread so that the summation order shows in the last bits.
     func testScoreKernelsEqualTheirSwiftTwinBitForBit() {
-        var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
-        if CPUISA.avx2.isSupported { sets.append(("avx2", CPUISA.avx2.kernels)) }
-        if CPUISA.avx512.isSupported { sets.append(("avx512", CPUISA.avx512.kernels)) }
-        if CPUISA.avx512bf16.isSupported { sets.append(("avx512bf16", CPUISA.avx512bf16.kernels)) }
+        let sets = Self.kernelSets
         var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         var differing = 0
         for d in [1, 7, 15, 16, 17, 31, 32, 33, 64, 96, 100, 128, 129, 256] {
@@ -198,10 +202,7 @@ final class MaskPredictorTests: XCTestCase {
     /// self-similar), values past both ends of the recipe's range, NaN, a max that is not the row's, and
     /// scores spread so that the exponential's last bit and the sum's order are exercised.
     func testRowExponentialKernelsEqualTheirSwiftTwinBitForBit() {
-        var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
-        if CPUISA.avx2.isSupported { sets.append(("avx2", CPUISA.avx2.kernels)) }
-        if CPUISA.avx512.isSupported { sets.append(("avx512", CPUISA.avx512.kernels)) }
-        if CPUISA.avx512bf16.isSupported { sets.append(("avx512bf16", CPUISA.avx512bf16.kernels)) }
+        let sets = Self.kernelSets
         var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         var compared = 0, zeros = 0, infinities = 0
         for count in Array(1...41) + [64, 255, 256, 257, 1000] {
