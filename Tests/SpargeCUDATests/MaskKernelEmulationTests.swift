@@ -47,6 +47,22 @@ final class MaskKernelEmulationTests: XCTestCase {
         }
     }
 
+    /// Rows that are not finite or are zero give the CPU's flags: a block of identical rows but one whose
+    /// norm is ∞ (an ∞ value: its reciprocal is 0, and ∞ · 0 makes the similarity NaN), and one with a zero row
+    /// (NaN by definition). Leaving either row out would leave identical rows, similarity 1 > θ.
+    func testSummariesOfInfiniteAndZeroRowsEqualTheCPU() throws {
+        let (dim, blockSize) = (16, 32)
+        var x = Tensor3(heads: 1, rows: 3 * blockSize, dim: dim, repeating: 0)
+        for r in 0..<x.rows { for j in 0..<dim { x[0, r, j] = Float(j % 5) - 1.5 } }
+        x[0, 7, 3] = .infinity
+        for j in 0..<dim { x[0, blockSize + 11, j] = 0 }
+        let expected = BlockSummaries.summarize(x, rows: 0..<x.rows, firstBlock: 0, blockSize: blockSize, threshold: 0.5)
+        XCTAssertEqual(expected.flags, [0, 0, 1], "the CPU's own flags (the third block is identical rows)")
+        let got = try emulator(dim: dim).summarize(x, inBF16: false, blockSize: blockSize, theta: 0.5,
+                                                   mean: [Float](repeating: 0, count: dim))
+        XCTAssertEqual(got.flags, expected.flags)
+    }
+
     func testMaskRowsEqualTheCPU() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)

@@ -201,7 +201,8 @@ extern "C" __global__ void sparge_summarize_blocks(
             for (int r = 0; r < cn; ++r) {
                 double a = (double)tile[r * stride + j];
                 sum = __dadd_rn(sum, a);
-                if (whole && reciprocals[r] != 0.0) direction = __dadd_rn(direction, __dmul_rn(a, reciprocals[r]));
+                // Every row, as the CPU: a zero row adds 0 · 0, a row of norm ∞ adds a · 0 (NaN where a is ∞).
+                if (whole) direction = __dadd_rn(direction, __dmul_rn(a, reciprocals[r]));
             }
             sums[j] = sum;
             directions[j] = direction;
