@@ -27,6 +27,7 @@ step "the sparse pass's phases by threads"
 for threads in 1 4 8 16; do
     line="$(SPARGE_CPU_ISA=amx run 150 "$sparge" bench --workload random --seq 32768 --heads 8 --head-dim 128 \
         --precision bf16 --threads "$threads" --theta -1 --topk 0.1 --repeat 3 --json 2>/dev/null | tail -n 1)"
+    [ -n "$line" ] || fail "$threads threads: no result"
     summaries="$(echo "$line" | field summary_seconds)"
     echo "$threads threads: summaries $summaries s ($(python3 -c "print(f'{402e6 / $summaries / 1e9:.1f}')" 2>/dev/null) GB/s of Q and K read), mask $(echo "$line" | field mask_seconds) s, ring $(echo "$line" | field ring_seconds) s, pass $(echo "$line" | field seconds) s"
 done

@@ -1,9 +1,9 @@
 # Sourced by the one-call CPU scripts for the device machine's Xeon (cpu-amx-device.sh, cpu-amx-long.sh,
-# cpu-amx-visit-keys.sh, cpu-amx-sparse-profile.sh), with `carry` (the carried folder: sparge.gz or sparge, and
-# optionally sparge-base.gz), `out` (the log's folder) and `log` (its file name) set: the binary unpacked into
-# $sparge (and a baseline into $SPARGE_BASE, exported, where sparge-base.gz is carried), everything logged to
-# $out/$log (sparge and sparge-base may also lie there unpacked), the environment of a run as root under mpirun, the machine printed, and fail, step, run, field,
-# verified.
+# cpu-amx-visit-keys.sh, cpu-amx-sparse-profile.sh, cpu-amx-sparse-ab.sh, cpu-amx-scaling.sh), with `carry`
+# (the carried folder: sparge.gz or sparge, and optionally sparge-base.gz or sparge-base), `out` (the log's
+# folder) and `log` (its file name) set: the binary unpacked into $sparge (and a baseline into $SPARGE_BASE,
+# exported, where one is carried), everything logged to $out/$log, the environment of a run as root under
+# mpirun, the machine printed, and fail, step, run, field, verified.
 sparge="$carry/sparge"
 if [ ! -x "$sparge" ]; then
     sparge="$(mktemp -d)/sparge"

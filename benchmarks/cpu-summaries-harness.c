@@ -44,7 +44,8 @@ int main(void) {
                 double start = now();
                 for (long i = 0; i < threads; i++) pthread_create(&workers[i], 0, summarize_share, (void *)i);
                 for (int i = 0; i < threads; i++) pthread_join(workers[i], 0);
-                if (now() - start < best) best = now() - start;
+                const double seconds = now() - start;
+                if (seconds < best) best = seconds;
             }
             printf("%2d threads, similarity %d: %.4f s, %.3f ns per value per thread\n", threads, similarity, best,
                    best * threads / count * 1e9);

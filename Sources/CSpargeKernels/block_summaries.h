@@ -9,8 +9,8 @@
 // (VDIVPD: 4–8 cycles a vector of four).
 // Then mean[j] = Float(sum[j] / n) and the similarity (√Σ_j dir[j]²)² / n², the sum in j's order.
 // Here the four q's are one vector of 4 doubles (their lanes), SUMMARY_ROWS rows' chains side by side
-// (one row's 32 dependent additions at D = 128 would wait on each other), and sum/dir go 4 dimensions a
-// vector with every row's addition in row order. No FMA anywhere: each product is rounded, as Swift's.
+// (one row's 32 dependent additions at D = 128 would wait on each other), and sum/dir go 8 dimensions a
+// vector, then 4, then 1, with every row's addition in row order. No FMA anywhere: each product is rounded, as Swift's.
 
 // 4-double vectors in inlined helpers: no ABI crosses a call, whatever the set's vector width.
 #pragma clang diagnostic ignored "-Wpsabi"
@@ -82,15 +82,16 @@ double KERNEL(summarize_block)(const float *x, long n, long d, const float *mean
             }
         }
         // Each column's sums run over the rows in order, whatever the vectors' width: eight columns at a time
-        // (one AVX-512 vector, or two of four elsewhere), then four, then one. A zero row's values are all
-        // zero and its unit 0, so it adds nothing (and the similarity is NaN anyway).
+        // (one register or several, as the set has them), then four, then one. A zero row's values are all
+        // zero and its unit 0, so it adds nothing (and the similarity is NaN anyway); a row of norm ∞ has
+        // unit 0 and adds NaN where a value is ∞, as the reference does.
         long j = 0;
         for (; j + 8 <= d; j += 8) {
             vdouble8 s = *(vdouble8 *)(sum + j), t = *(vdouble8 *)(dir + j);
             for (long r = 0; r < rows; r++) {
                 vdouble8 a = summary_centered8(x + (r0 + r) * d, mean, j);
                 s += a;
-                t += a * unit[r];
+                if (needSimilarity) t += a * unit[r];
             }
             *(vdouble8 *)(sum + j) = s;
             *(vdouble8 *)(dir + j) = t;
@@ -100,7 +101,7 @@ double KERNEL(summarize_block)(const float *x, long n, long d, const float *mean
             for (long r = 0; r < rows; r++) {
                 vdouble4 a = summary_centered4(x + (r0 + r) * d, mean, j);
                 s += a;
-                t += a * unit[r];
+                if (needSimilarity) t += a * unit[r];
             }
             *(vdouble4 *)(sum + j) = s;
             *(vdouble4 *)(dir + j) = t;
@@ -109,7 +110,7 @@ double KERNEL(summarize_block)(const float *x, long n, long d, const float *mean
             for (long r = 0; r < rows; r++) {
                 double a = (double)(x[(r0 + r) * d + j] - mean[j]);
                 sum[j] += a;
-                dir[j] += a * unit[r];
+                if (needSimilarity) dir[j] += a * unit[r];
             }
         }
     }

@@ -6,9 +6,12 @@
 // and a row's values one after another left the row waiting on that chain: ~40% of mask prediction at
 // N = 32768. Here eight values run side by side.
 //
-// k = rint(x·log₂e) comes from the same product plus and minus 1.5·2⁵² (round to nearest even for |·| < 2⁵¹;
-// here |·| ≤ 151), and 2ᵏ from that sum's low bits: bits(t + 1.5·2⁵²) = bits(1.5·2⁵²) + k, whose low 12 bits
-// plus 1023, shifted up 52, are 2ᵏ's bits (1023 + k lies in 872…1112).
+// k = rint(t), t = x·log₂e, comes from t plus and minus 1.5·2⁵² (round to nearest even for |t| < 2⁵¹; here
+// |t| ≤ 151), and 2ᵏ from that sum's low bits: bits(t + 1.5·2⁵²) = bits(1.5·2⁵²) + k, whose low 12 bits plus
+// 1023, shifted up 52, are 2ᵏ's bits (for x in [−104, 89], k lies in −150…128 and 1023 + k in 873…1151).
+
+// 8-double vectors in inlined helpers: no ABI crosses a call, whatever the set's vector width.
+#pragma clang diagnostic ignored "-Wpsabi"
 
 typedef double mexp_d8 __attribute__((vector_size(64), aligned(8)));
 typedef float mexp_f8 __attribute__((vector_size(32), aligned(4)));
@@ -46,13 +49,13 @@ INLINE float mask_exp1(float x) {
     return mask_exp8(v)[0];
 }
 
-/// scores[j] ← 0 where scores[j] = −∞, else PortableExp.exp(scores[j] − max) (the subtraction in Float),
-/// for j < count; returns their Float sum in ascending j (MaskPredictor.selectBlocks' numerators and sum).
 /// Lanes of `a` where `mask` is set (all ones), else of `b`.
 INLINE mexp_f8 mask_select8(mexp_i8 mask, mexp_f8 a, mexp_f8 b) {
     return (mexp_f8)((mask & (mexp_i8)a) | (~mask & (mexp_i8)b));
 }
 
+/// scores[j] ← 0 where scores[j] = −∞, else PortableExp.exp(scores[j] − max) (the subtraction in Float),
+/// for j < count; returns their Float sum in ascending j (MaskPredictor.selectBlocks' numerators and sum).
 float KERNEL(mask_exp_row)(float *scores, long count, float max) {
 #pragma clang fp contract(off)
     const float inf = __builtin_inff();

@@ -198,13 +198,40 @@ final class MaskPredictorTests: XCTestCase {
     }
 
     /// A row's softmax numerators and sum from the C kernel equal their Swift definition bit for bit in every
-    /// kernel set, on fresh random rows of every length around the eight-wide vectors: −∞ (blocks not
-    /// self-similar), values past both ends of the recipe's range, NaN, a max that is not the row's, and
-    /// scores spread so that the exponential's last bit and the sum's order are exercised.
+    /// kernel set: on fixed rows of the recipe's edges, each value both in the eight-wide vectors and in the
+    /// tail; and on fresh random rows of every length around the vectors: −∞ (blocks not self-similar), values
+    /// past both ends of the recipe's range, NaN, a max that is not the row's, and scores spread so that the
+    /// exponential's last bit and the sum's order are exercised.
     func testRowExponentialKernelsEqualTheirSwiftTwinBitForBit() {
         let sets = Self.kernelSets
-        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
-        var compared = 0, zeros = 0, infinities = 0
+        // Max 0, so x is the value: both ends of [−104, 89] and their neighbours, results that are subnormal
+        // (x near −103.97) and the largest finite ones (x near 88.72), ±0, ±∞, NaN, a subnormal x, and
+        // x = (n + ½)·ln 2, where k's rounding is nearly a tie.
+        let edges: [Float] = [-104.00001, -104, -103.99999, -103.97, -103.3, -87.34, -0.0, 0, .leastNonzeroMagnitude,
+                              88.7228, 88.72283, 88.7229, 89, 89.00001, .infinity, -.infinity, .nan]
+            + (-8...8).map { (Float($0) + 0.5) * 0.6931472 }
+        var subnormals = 0, largestFinite = 0
+        for shift in 0..<edges.count {
+            let rotated = Array(edges[shift...] + edges[..<shift])
+            for row in [rotated, Array(rotated.prefix(7))] {  // in the vectors and in the tail
+                var twin = row
+                let twinSum = MaskPredictor.expRowTwin(&twin, row.count, 0)
+                subnormals += twin.filter { $0 > 0 && $0 < .leastNormalMagnitude }.count
+                largestFinite += twin.filter { $0.isFinite && $0 > 1e38 }.count
+                for (name, kernels) in sets {
+                    var got = row
+                    let sum = kernels.maskExpRow(&got, row.count, 0)
+                    XCTAssertEqual(got.map(\.bitPattern), twin.map(\.bitPattern), "\(name), edges from \(shift)")
+                    XCTAssertEqual(sum.bitPattern, twinSum.bitPattern, "\(name), sum of the edges from \(shift)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(subnormals, 0, "no result was subnormal: the lower edge went untested")
+        XCTAssertGreaterThan(largestFinite, 0, "no result was near Float's largest: the upper edge went untested")
+
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var g = SeededGenerator(seed: seed)
+        var compared = 0, infinities = 0
         for count in Array(1...41) + [64, 255, 256, 257, 1000] {
             for _ in 0..<30 {
                 var row = (0..<count).map { _ -> Float in
@@ -223,19 +250,17 @@ final class MaskPredictorTests: XCTestCase {
                 }
                 var twin = row
                 let twinSum = MaskPredictor.expRowTwin(&twin, count, mx)
-                zeros += twin.filter { $0 == 0 }.count
                 infinities += twin.filter { $0 == .infinity }.count
                 for (name, kernels) in sets {
                     var got = row
                     let sum = kernels.maskExpRow(&got, count, mx)
-                    XCTAssertEqual(got.map(\.bitPattern), twin.map(\.bitPattern), "\(name), \(count) values")
-                    XCTAssertEqual(sum.bitPattern, twinSum.bitPattern, "\(name), sum of \(count) values")
+                    XCTAssertEqual(got.map(\.bitPattern), twin.map(\.bitPattern), "\(name), \(count) values, seed \(seed)")
+                    XCTAssertEqual(sum.bitPattern, twinSum.bitPattern, "\(name), sum of \(count) values, seed \(seed)")
                 }
                 compared += count
             }
         }
-        XCTAssertGreaterThan(zeros, 0, "no value underflowed or was −∞: the edges went untested")
-        XCTAssertGreaterThan(infinities, 0, "no value overflowed: the upper edge went untested")
+        XCTAssertGreaterThan(infinities, 0, "no value overflowed: the random rows missed the upper edge")
         XCTAssertGreaterThan(compared, 10_000)
     }
 

@@ -8,7 +8,8 @@
 /// so the Float result is the correctly rounded `eˣ` except when `eˣ` lies within about 10⁻¹⁵ (relative) of
 /// a point halfway between two Floats.
 ///
-/// The CUDA twin is `sparge_exp` in `MaskKernelSource`; change both together.
+/// Its twins are the GPU's `sparge_exp` (`sparge_mask.cu`) and the CPU kernels' `mask_exp_row`
+/// (`CSpargeKernels/mask_exp.h`, eight values at a time); change all three together.
 public enum PortableExp {
     /// `eˣ`: 0 below −104 (where `eˣ` rounds to 0 in Float), +∞ above 89, NaN for NaN.
     @inlinable
