@@ -74,3 +74,55 @@ final class ShardedAttentionTests: XCTestCase {
         }
     }
 }
+
+/// A CPU engine that notes the host width its mask phases run under.
+private final class WidthRecordingEngine: AttentionEngine, @unchecked Sendable {
+    let cpu = CPUAttentionEngine()
+    var widths: [Int?] = []
+    var name: String { "cpu (recording)" }
+
+    func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig, seqLen: Int,
+                       threads: Int) throws -> any StepwiseAttention {
+        try cpu.makeAttention(queries: queries, mask: mask, kvHeads: kvHeads, config: config, seqLen: seqLen,
+                              threads: threads)
+    }
+
+    func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
+                   subtracting mean: [Float]?) throws -> BlockSummaries {
+        widths.append(HostParallelism.threads)
+        return try cpu.summarize(x, rows: rows, firstBlock: firstBlock, blockSize: blockSize, threshold: threshold,
+                                 subtracting: mean)
+    }
+
+    func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
+                     config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int, seqLen: Int) throws -> BlockMask {
+        widths.append(HostParallelism.threads)
+        return try cpu.predictRows(querySummaries: querySummaries, queryBlocks: queryBlocks, keySummaries: keySummaries,
+                                   config: config, headDim: headDim, queryHeads: queryHeads, kvHeads: kvHeads,
+                                   seqLen: seqLen)
+    }
+}
+
+final class ForwardThreadsTests: XCTestCase {
+    /// The pass keeps to its `threads` in the summaries and the mask rows too (a rank's share of a node), on
+    /// both entries (fp32 arrays, and tensors of any type), and leaves the width unbound afterwards.
+    func testMaskPhasesRunUnderThePassThreads() throws {
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let (n, d) = (500, 32)
+        let q = Tensor3.blockStructured(heads: 2, rows: n, dim: d, using: &g)
+        let k = Tensor3.blockStructured(heads: 1, rows: n, dim: d, using: &g)
+        let v = Tensor3.random(heads: 1, rows: n, dim: d, using: &g)
+        let config = SpargeConfig(simThreshold: 0.3, selection: .cdf(0.9))
+        let layout = try ShardLayout(seqLen: n, ranks: 1, config: config)
+        for threads in [1, 3] {
+            let engine = WidthRecordingEngine()
+            _ = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
+                                             communicator: SingleProcessCommunicator(), threads: threads, engine: engine)
+            _ = try ShardedAttention.forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout, config: config,
+                                             communicator: SingleProcessCommunicator(), threads: threads, engine: engine)
+            XCTAssertEqual(engine.widths.count, 6, "two summaries and one mask a pass")
+            XCTAssertTrue(engine.widths.allSatisfy { $0 == threads }, "\(engine.widths) under \(threads) threads")
+        }
+        XCTAssertNil(HostParallelism.threads, "the width is bound only during the pass")
+    }
+}

@@ -44,7 +44,7 @@ extension BlockSummaries {
                     // Work items are (head, chunk of blocks); a scratch of 2·dim Doubles per item.
                     let chunk = max(1, min(count, 16))
                     let chunksPerHead = (count + chunk - 1) / chunk
-                    DispatchQueue.concurrentPerform(iterations: jobs == 0 ? 0 : heads * chunksPerHead) { item in
+                    HostParallelism.forEach(jobs == 0 ? 0 : heads * chunksPerHead) { item in
                         let h = item / chunksPerHead
                         let b0 = (item % chunksPerHead) * chunk
                         let scratch = UnsafeMutablePointer<Double>.allocate(capacity: 2 * dim)

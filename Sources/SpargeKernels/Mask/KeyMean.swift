@@ -50,7 +50,7 @@ public struct KeyMean: Sendable, Equatable {
         chunkSums.withUnsafeMutableBufferPointer { c in
             k.data.withUnsafeBufferPointer { x in
                 let (cp, xp) = (c.baseAddress!, x.baseAddress!)
-                DispatchQueue.concurrentPerform(iterations: k.heads * chunks) { item in
+                HostParallelism.forEach(k.heads * chunks) { item in
                     let (h, chunk) = (item / chunks, item % chunks)
                     let first = rows.lowerBound + chunk * KeyMean.chunkRows
                     let partial = cp + item * d

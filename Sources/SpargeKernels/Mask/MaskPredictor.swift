@@ -59,7 +59,7 @@ public enum MaskPredictor {
                         querySummaries.flags.withUnsafeBufferPointer { qf in
                             let (piecesOut, kd, qd, kflags, qflags) =
                                 (piecesBuf.baseAddress!, kb.baseAddress!, qb.baseAddress!, kf.baseAddress!, qf.baseAddress!)
-                            DispatchQueue.concurrentPerform(iterations: queryHeads * chunksPerHead) { item in
+                            HostParallelism.forEach(queryHeads * chunksPerHead) { item in
                                 let h = item / chunksPerHead
                                 let kvh = h / group
                                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: rowChunk * nk)

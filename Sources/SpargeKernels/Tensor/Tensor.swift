@@ -122,7 +122,7 @@ public struct Tensor: Sendable {
         defer { fits.deallocate() }
         fits.initialize(repeating: true)
         t.data.withUnsafeBufferPointer { source in
-            DispatchQueue.concurrentPerform(iterations: pieces) { c in
+            HostParallelism.forEach(pieces) { c in
                 let at = c * piece
                 fits[c] = format.convert(source.baseAddress! + at, count: min(piece, count - at),
                                          to: buffer.base + at * format.byteSize)
@@ -207,7 +207,7 @@ public struct Tensor: Sendable {
         overflow.initialize(repeating: false)
         defer { overflow.deallocate() }
         let element = self.element, offset = self.offset
-        DispatchQueue.concurrentPerform(iterations: h * chunks) { item in
+        HostParallelism.forEach(h * chunks) { item in
             let head = item / chunks, first = (item % chunks) * chunk
             let row = UnsafeMutablePointer<Float>.allocate(capacity: d)
             defer { row.deallocate() }

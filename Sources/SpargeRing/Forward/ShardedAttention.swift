@@ -65,19 +65,33 @@ public enum ShardedAttention {
                                              engine: resident, kvFormat: kvFormat, progress: progress)
             return try agreed(comm) { try result.onHost(resident) }
         }
-        let entered = try agreed(comm) { () -> (q: Tensor3, k: Tensor3, local: LocalBlocks) in
+        // The conversions keep to `threads` too (`HostParallelism`).
+        func enter() throws -> (q: Tensor3, k: Tensor3, local: LocalBlocks) {
             guard k.shape == v.shape else {
                 throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
             }
             return (try q.hostFloats(), try k.hostFloats(), try LocalBlocks(keys: k, values: v, format: kvFormat))
         }
+        let entered = try HostParallelism.$threads.withValue(threads) { try agreed(comm, enter) }
         return try forward(q: entered.q, k: entered.k, vShape: v.shape, local: { entered.local }, layout: layout,
                            config: config, communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat,
                            progress: progress)
     }
 
-    /// The pass itself: `k` feeds the K mean and the key summaries, `local` the ring.
+    /// The pass itself: `k` feeds the K mean and the key summaries, `local` the ring. Every host loop of the
+    /// pass keeps to `threads` (`HostParallelism`), the summaries and the mask rows as well as the tiles.
     static func forward(
+        q: Tensor3, k: Tensor3, vShape: [Int], local makeLocal: () throws -> LocalBlocks, layout: ShardLayout,
+        config: SpargeConfig, communicator comm: Communicator, threads: Int, engine: any AttentionEngine,
+        kvFormat: StorageFormat, progress: ((String, Double) -> Void)?
+    ) throws -> ForwardResult {
+        try HostParallelism.$threads.withValue(threads) {
+            try pass(q: q, k: k, vShape: vShape, local: makeLocal, layout: layout, config: config, communicator: comm,
+                     threads: threads, engine: engine, kvFormat: kvFormat, progress: progress)
+        }
+    }
+
+    private static func pass(
         q: Tensor3, k: Tensor3, vShape: [Int], local makeLocal: () throws -> LocalBlocks, layout: ShardLayout,
         config: SpargeConfig, communicator comm: Communicator, threads: Int, engine: any AttentionEngine,
         kvFormat: StorageFormat, progress: ((String, Double) -> Void)?
