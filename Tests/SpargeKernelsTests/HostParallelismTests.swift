@@ -26,6 +26,37 @@ final class HostParallelismTests: XCTestCase {
         }
     }
 
+    /// At width 1 every phase stays on the calling thread: the process spends no more CPU time than the thread
+    /// (within 20% and 5 ms of scheduling noise), where a phase run on two cores would spend up to twice it.
+    /// Each phase is repeated so that it takes tens of milliseconds. (On one core this cannot fail.)
+    func testPhasesStayOnTheCallingThreadAtWidthOne() throws {
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let t = Tensor3.random(heads: 8, rows: 16384, dim: 64, using: &g)
+        var rowsFirst = [Float](repeating: 0, count: t.data.count)  // [rows, heads, dim]: read as a strided view
+        for h in 0..<t.heads { for r in 0..<t.rows { for i in 0..<t.dim { rowsFirst[(r * t.heads + h) * t.dim + i] = t[h, r, i] } } }
+        let view = try Tensor(rowsFirst, shape: [t.rows, t.heads, t.dim]).permuted([1, 0, 2])
+        let config = SpargeConfig(simThreshold: 0.3, selection: .cdf(0.9))
+        let mean = KeyMean(summing: t, rows: 0..<t.rows).mean()
+        let qs = BlockSummaries.summarize(t, rows: 0..<t.rows, firstBlock: 0, blockSize: 128, threshold: 0.3)
+        let ks = BlockSummaries.summarize(t, rows: 0..<t.rows, firstBlock: 0, blockSize: 64, threshold: 0.3,
+                                          subtracting: mean)
+        let phases: [(String, () throws -> Void)] = [
+            ("converting", { _ = Tensor.converting(t, to: .bf16) }),
+            ("hostFloats of a strided view", { _ = try view.hostFloats() }),
+            ("K mean", { _ = KeyMean(summing: t, rows: 0..<t.rows) }),
+            ("summaries", { _ = BlockSummaries.summarize(t, rows: 0..<t.rows, firstBlock: 0, blockSize: 64,
+                                                         threshold: 0.3, subtracting: mean) }),
+            ("mask rows", { _ = try MaskPredictor.predictRows(querySummaries: qs, queryBlocks: Array(0..<qs.count),
+                                                              keySummaries: ks, config: config, headDim: 64,
+                                                              queryHeads: 8, kvHeads: 8, seqLen: t.rows) }),
+        ]
+        for (name, phase) in phases {
+            let spent = try HostParallelism.$threads.withValue(1) { try cpuSeconds { for _ in 0..<5 { try phase() } } }
+            XCTAssertLessThanOrEqual(spent.process, 1.2 * spent.thread + 0.005,
+                                     "\(name): \(spent.process) s of CPU for \(spent.thread) s on this thread")
+        }
+    }
+
     /// The K mean, the summaries and the mask rows are the same bits on one thread as on every core: the
     /// width only decides which thread computes an item.
     func testMaskPhasesGiveTheSameBitsAtAnyWidth() throws {

@@ -123,6 +123,30 @@ final class ForwardThreadsTests: XCTestCase {
             XCTAssertEqual(engine.widths.count, 6, "two summaries and one mask a pass")
             XCTAssertTrue(engine.widths.allSatisfy { $0 == threads }, "\(engine.widths) under \(threads) threads")
         }
-        XCTAssertNil(HostParallelism.threads, "the width is bound only during the pass")
+    }
+
+    /// A whole pass at `threads: 1`, entered with strided tensors (converted on entry), stays on the calling
+    /// thread: the process spends no more CPU time than the thread (within 5% and 3 ms of scheduling noise).
+    /// A long sequence at a low density, so that the conversions and the mask phases are a large part of the
+    /// pass and any of them on a second core shows. On one core this cannot fail.
+    func testOneThreadPassStaysOnTheCallingThread() throws {
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        let (n, heads, d) = (16384, 4, 64)
+        func viewed(_ t: Tensor3) throws -> Tensor {  // [rows, heads, dim] read as [heads, rows, dim]
+            var values = [Float](repeating: 0, count: t.data.count)
+            for h in 0..<t.heads { for r in 0..<t.rows { for i in 0..<t.dim { values[(r * t.heads + h) * t.dim + i] = t[h, r, i] } } }
+            return try Tensor(values, shape: [t.rows, t.heads, t.dim]).permuted([1, 0, 2])
+        }
+        let q = try viewed(Tensor3.blockStructured(heads: heads, rows: n, dim: d, using: &g))
+        let k = try viewed(Tensor3.blockStructured(heads: heads, rows: n, dim: d, using: &g))
+        let v = try viewed(Tensor3.random(heads: heads, rows: n, dim: d, using: &g))
+        let config = SpargeConfig(simThreshold: -1, selection: .topK(0.02))
+        let layout = try ShardLayout(seqLen: n, ranks: 1, config: config)
+        let spent = try cpuSeconds {
+            _ = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
+                                             communicator: SingleProcessCommunicator(), threads: 1)
+        }
+        XCTAssertLessThanOrEqual(spent.process, 1.05 * spent.thread + 0.003,
+                                 "\(spent.process) s of CPU for \(spent.thread) s on this thread")
     }
 }

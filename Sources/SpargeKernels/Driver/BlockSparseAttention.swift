@@ -1,6 +1,5 @@
 import CSpargeKernels
 import Dispatch
-import Synchronization
 
 /// Block-sparse attention of some query blocks, fed with key/value blocks over several calls: the one CPU
 /// driver of an `AttentionPlan`.
@@ -544,12 +543,4 @@ private final class WidenedBlock {
         rounding?.roundBlock(keys: k, values: v, rows: rows, dim: headDim)
         return (UnsafePointer(k), UnsafePointer(v))
     }
-}
-
-/// A shared counter from which workers claim work items (an `Atomic` in a class, so closures can share it).
-final class WorkCounter: @unchecked Sendable {
-    private let value = Atomic<Int>(0)
-
-    /// The next unclaimed index.
-    @inline(__always) func claim() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }

@@ -113,7 +113,7 @@ public struct Tensor: Sendable {
     }
 
     /// `t` as a packed `[heads, rows, dim]` host tensor of `format`, converted straight from its values on
-    /// every core; `overflowed` says whether a finite value left the format's range (f16 beyond ±65504).
+    /// `HostParallelism.threads` threads (every core when unbound); `overflowed` says whether a finite value left the format's range (f16 beyond ±65504).
     public static func converting(_ t: Tensor3, to format: StorageFormat) -> (tensor: Tensor, overflowed: Bool) {
         let count = t.data.count, piece = 1 << 16
         let buffer = TensorBuffer(byteCount: count * format.byteSize)
@@ -156,7 +156,8 @@ public struct Tensor: Sendable {
     public var place: TensorPlace { buffer.place }
 
     /// This `[heads, rows, dim]` host tensor as packed f32 (the CPU kernels' and the summaries' input):
-    /// converted once, on every core, whatever the element type and strides.
+    /// converted once, on `HostParallelism.threads` threads (every core when unbound), whatever the element
+    /// type and strides.
     ///
     /// - Throws: `SpargeError.invalidArgument` for a tensor that is not 3-D or not in host memory.
     public func hostFloats() throws -> Tensor3 {

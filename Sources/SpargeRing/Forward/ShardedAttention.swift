@@ -63,7 +63,8 @@ public enum ShardedAttention {
         if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
             let result = try forwardResident(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
                                              engine: resident, kvFormat: kvFormat, progress: progress)
-            return try agreed(comm) { try result.onHost(resident) }
+            // (The output's conversion on the host keeps to `threads`.)
+            return try HostParallelism.$threads.withValue(threads) { try agreed(comm) { try result.onHost(resident) } }
         }
         // The conversions keep to `threads` too (`HostParallelism`).
         func enter() throws -> (q: Tensor3, k: Tensor3, local: LocalBlocks) {
@@ -78,8 +79,9 @@ public enum ShardedAttention {
                            progress: progress)
     }
 
-    /// The pass itself: `k` feeds the K mean and the key summaries, `local` the ring. Every host loop of the
-    /// pass keeps to `threads` (`HostParallelism`), the summaries and the mask rows as well as the tiles.
+    /// The pass itself: `k` feeds the K mean and the key summaries, `local` the ring. Every CPU loop of the
+    /// pass keeps to `threads` (`HostParallelism`), the summaries and the mask rows as well as the tiles (a GPU
+    /// engine's host staging does not).
     static func forward(
         q: Tensor3, k: Tensor3, vShape: [Int], local makeLocal: () throws -> LocalBlocks, layout: ShardLayout,
         config: SpargeConfig, communicator comm: Communicator, threads: Int, engine: any AttentionEngine,
