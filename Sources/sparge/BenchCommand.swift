@@ -115,6 +115,8 @@ enum BenchCommand {
             var last: ForwardResult?
             var lastResident: ResidentForwardResult?
             let report = { (phase: String, f: Double) in progress.update("\(label) \(phase)", f) }
+            let profiledFrom = VisitProfile.totals
+            defer { if VisitProfile.enabled { printVisitProfile(VisitProfile.totals.since(profiledFrom), label, comm) } }
             for _ in 0..<repeats {
                 // The last pass's result goes before the next pass begins, as a model's layer output does
                 // once it is consumed: the next pass then reuses its memory instead of faulting in fresh
@@ -191,5 +193,16 @@ enum BenchCommand {
             print(table.text)
             print(report.phaseLine)
         }
+    }
+
+    /// `SPARGE_PROFILE_VISITS=1`: where this rank's bf16 visits of one mode's passes went (`VisitProfile`),
+    /// summed over its workers, per visit.
+    static func printVisitProfile(_ t: VisitProfile.Totals, _ label: String, _ comm: Communicator) {
+        guard t.visits > 0 else { return RunCommand.printNote("visit profile, \(label), rank \(comm.rank): no bf16 visits") }
+        func perVisit(_ ns: Int) -> String { Format.fixed(Double(ns) / Double(t.visits) / 1e3, 2) }
+        let seconds = Double(t.scoresNanoseconds + t.softmaxNanoseconds + t.pvNanoseconds) * 1e-9
+        RunCommand.printNote("visit profile, \(label), rank \(comm.rank): \(t.visits) visits of \(t.keys / t.visits) keys on "
+            + "average; per visit scores \(perVisit(t.scoresNanoseconds)) µs, softmax \(perVisit(t.softmaxNanoseconds)) µs, "
+            + "P·V \(perVisit(t.pvNanoseconds)) µs; \(Format.fixed(seconds, 3)) s in the kernels over all workers")
     }
 }

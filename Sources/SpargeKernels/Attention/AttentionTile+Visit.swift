@@ -86,12 +86,22 @@ extension AttentionTile {
             }
             for (b, unmanaged) in ahead.enumerated() { operands[count + b] = Self.bf16Operands(unmanaged, headDim: d) }
             let list = UnsafePointer(operands.baseAddress!), next = list + count
-            return visitBlock(keyCount: keyCount, keyStart: keyStart, blocks: count, scoreScale: scale) {
+            let profiled = VisitProfile.enabled
+            var times = (start: 0, scored: 0, normalized: 0)
+            let visited = visitBlock(keyCount: keyCount, keyStart: keyStart, blocks: count, scoreScale: scale) {
+                if profiled { times.start = VisitProfile.now() }
                 kernels.scores(packedQueries, stride, lanes, list, count, d, scale, scores, rowMax, next, aheadCount)
+                if profiled { times.scored = VisitProfile.now() }
             } products: {
                 kernels.softmax(scores, stride, lanes, keyCount, scale, rowMax, runningMax, runningSum)
+                if profiled { times.normalized = VisitProfile.now() }
                 kernels.pv(packedP, stride, lanes, list, count, d, rowMax, outputT)
             }
+            if profiled && visited {
+                VisitProfile.add(keys: keyCount, start: times.start, scored: times.scored, normalized: times.normalized,
+                                 end: VisitProfile.now())
+            }
+            return visited
         }
     }
 
