@@ -10,13 +10,13 @@ final class HostParallelismTests: XCTestCase {
         for width in [1, 2, 3, nil] as [Int?] {
             for count in [0, 1, 5, 64, 1000] {
                 let lock = NSLock()
-                var runs = [Int](repeating: 0, count: count), threads = Set<UInt>()
+                var runs = [Int](repeating: 0, count: count), threads = Set<ObjectIdentifier>()
                 HostParallelism.$threads.withValue(width) {
                     HostParallelism.forEach(count) { i in
                         usleep(count <= 64 ? 200 : 0)  // long enough for the pool to hand out many threads
                         lock.lock()
                         runs[i] += 1
-                        threads.insert(UInt(pthread_self()))
+                        threads.insert(ObjectIdentifier(Thread.current))
                         lock.unlock()
                     }
                 }
