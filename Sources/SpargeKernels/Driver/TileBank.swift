@@ -104,7 +104,7 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func load(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, queries: UnsafePointer<Float>) {
         let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
         scratch.accumulator(slot).update(from: accumulator(tile, output), count: headDim * arena.lanes)
-        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot)).load(queries: queries)
+        tileInSlot(tile, slot: slot, worker: worker).load(queries: queries)
     }
 
     func unload(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>) {
@@ -116,8 +116,7 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, keys: UnsafePointer<Float>,
                values: UnsafePointer<Float>, keyCount: Int, keyStart: Int, blocks: Int, upcoming: UpcomingBlock?) {
         precondition(blocks == 1, "VectorTileBank: tiles on rows visit one block at a time")
-        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+        tileInSlot(tile, slot: slot, worker: worker)
             .visit(keys: keys, values: values, keyCount: keyCount, keyStart: keyStart, upcoming: upcoming)
     }
 
@@ -128,9 +127,7 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
                packed: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
                ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>) {
-        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
-            .visit(packed: packed, keyStart: keyStart, ahead: ahead)
+        tileInSlot(tile, slot: slot, worker: worker).visit(packed: packed, keyStart: keyStart, ahead: ahead)
     }
 
     func finish(tile: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
@@ -145,18 +142,23 @@ final class VectorTileBank: TileBank, @unchecked Sendable {
     }
 
     func begin(tile: Int, slot: Int, worker: AnyObject?, queries: UnsafePointer<Float>) {
-        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+        tileInSlot(tile, slot: slot, worker: worker)
             .begin(queries: queries, rowCount: plan.tiles[tile].rowCount, queryStart: plan.tiles[tile].queryStart)
     }
 
     func end(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
-        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
-        arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+        tileInSlot(tile, slot: slot, worker: worker)
             .finish(output: output + plan.firstRow(ofTile: tile) * headDim, lse: lse)
     }
 
     func statistics(tile: Int) -> AttentionStatistics { arena.statistics(ofTile: tile) }
+
+    /// Tile `tile` with its accumulator in `slot` of `worker`'s scratch (where its visits run).
+    @inline(__always)
+    private func tileInSlot(_ tile: Int, slot: Int, worker: AnyObject?) -> AttentionTile {
+        let scratch = unsafeDowncast(worker!, to: AttentionScratch.self)
+        return arena.borrowedTile(tile, scratch: scratch, slot: slot, accumulator: scratch.accumulator(slot))
+    }
 
     func workerDone() {
         switch arena.products {
