@@ -113,7 +113,8 @@ public struct Tensor: Sendable {
     }
 
     /// `t` as a packed `[heads, rows, dim]` host tensor of `format`, converted straight from its values on
-    /// `HostParallelism.threads` threads (every core when unbound); `overflowed` says whether a finite value left the format's range (f16 beyond ±65504).
+    /// `HostParallelism.threads` threads (every core when unbound); `overflowed` says whether a finite value
+    /// left the format's range (f16 beyond ±65504).
     public static func converting(_ t: Tensor3, to format: StorageFormat) -> (tensor: Tensor, overflowed: Bool) {
         let count = t.data.count, piece = 1 << 16
         let buffer = TensorBuffer(byteCount: count * format.byteSize)

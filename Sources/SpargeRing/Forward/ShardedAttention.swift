@@ -60,23 +60,23 @@ public enum ShardedAttention {
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
         kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
-        if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
-            let result = try forwardResident(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
-                                             engine: resident, kvFormat: kvFormat, progress: progress)
-            // (The output's conversion on the host keeps to `threads`.)
-            return try HostParallelism.$threads.withValue(threads) { try agreed(comm) { try result.onHost(resident) } }
-        }
-        // The conversions keep to `threads` too (`HostParallelism`).
-        func enter() throws -> (q: Tensor3, k: Tensor3, local: LocalBlocks) {
-            guard k.shape == v.shape else {
-                throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
+        // The host's conversions (the tensors' on entry, a resident pass's output) keep to `threads` too.
+        try HostParallelism.$threads.withValue(threads) {
+            if let resident = engine as? any ResidentAttentionEngine, resident.runsResident {
+                let result = try forwardResident(q: q, k: k, v: v, layout: layout, config: config, communicator: comm,
+                                                 engine: resident, kvFormat: kvFormat, progress: progress)
+                return try agreed(comm) { try result.onHost(resident) }
             }
-            return (try q.hostFloats(), try k.hostFloats(), try LocalBlocks(keys: k, values: v, format: kvFormat))
+            let entered = try agreed(comm) { () -> (q: Tensor3, k: Tensor3, local: LocalBlocks) in
+                guard k.shape == v.shape else {
+                    throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
+                }
+                return (try q.hostFloats(), try k.hostFloats(), try LocalBlocks(keys: k, values: v, format: kvFormat))
+            }
+            return try forward(q: entered.q, k: entered.k, vShape: v.shape, local: { entered.local }, layout: layout,
+                               config: config, communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat,
+                               progress: progress)
         }
-        let entered = try HostParallelism.$threads.withValue(threads) { try agreed(comm, enter) }
-        return try forward(q: entered.q, k: entered.k, vShape: v.shape, local: { entered.local }, layout: layout,
-                           config: config, communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat,
-                           progress: progress)
     }
 
     /// The pass itself: `k` feeds the K mean and the key summaries, `local` the ring. Every CPU loop of the
