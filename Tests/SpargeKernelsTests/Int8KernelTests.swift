@@ -6,21 +6,9 @@ import XCTest
 /// `AttentionPrecision.int8`'s integer micro-kernels against their scalar twins (plain loops over the same
 /// integers) on fresh random shapes with every tail, with every kernel set: the portable one (what a CPU
 /// without AVX2 runs, forced with SPARGE_CPU_ISA=portable in the CLI), AVX2 where this CPU has it, and the
-/// AVX-512 blocking compiled for AVX2, and the AVX-512 sets (VNNI's included) where this CPU has them. Integer
-/// sums are exact, so every set must give the same bits.
+/// AVX-512 blocking compiled for AVX2, and the AVX-512 sets (two 256-bit vpmaddwd, and VNNI's vpdpwssd) where
+/// this CPU has them (`TileKernelSets`). Integer sums are exact, so every set must give the same bits.
 final class Int8KernelTests: XCTestCase {
-    static var kernelSets: [(String, sparge_tile_kernels)] {
-        var sets = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
-        #if arch(x86_64)
-        if CPUISA.avx2.isSupported {
-            sets += [("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))),
-                     ("avx512 blocking", sparge_kernels_avx512_blocking())]
-        }
-        // The real AVX-512 sets where this CPU has them: two 256-bit vpmaddwd, and VNNI's vpdpwssd.
-        for isa in [CPUISA.avx512, .avx512bf16] where isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }
-        #endif
-        return sets
-    }
 
     /// `(lo, hi)` as the kernels' packed int16 pair.
     func pair(_ lo: Int, _ hi: Int) -> Int32 {
@@ -62,7 +50,7 @@ final class Int8KernelTests: XCTestCase {
                 for r in 0..<lanes { expected[c * stride + r] = Float((0..<dim).reduce(0) { $0 + q[r * dim + $1] * k[c * dim + $1] }) }
             }
             let ones = [Float](repeating: 1, count: lanes)
-            for (name, kernels) in Self.kernelSets {
+            for (name, kernels) in TileKernelSets.runnable {
                 var scores = [Float](repeating: 0, count: keyCount * stride)
                 var rowMax = [Float](repeating: -.infinity, count: lanes)
                 kernels.int8Scores(packedQ, stride, lanes, ones, packedK, pairs, keyCount, 1, nil, &scores, &rowMax, nil, nil, 0)
@@ -154,7 +142,7 @@ final class Int8KernelTests: XCTestCase {
                     expected[i * lanes + r] = Float(Int32(sum)) * (scale[i] * (1 / AttentionPrecision.probabilityLevels))
                 }
             }
-            for (name, kernels) in Self.kernelSets {
+            for (name, kernels) in TileKernelSets.runnable {
                 var output = (0..<(dim * lanes)).map { _ in Float.random(in: -1...1, using: &g) }
                 kernels.int8PV(packedP, stride, lanes, packedV, dim, keyCount, scale, alpha, &output)
                 XCTAssertEqual(output, expected, "\(name): seed \(seed), lanes \(lanes), D \(dim), keys \(keyCount)")
@@ -174,7 +162,7 @@ final class Int8KernelTests: XCTestCase {
             var blockMax = [Float](repeating: -.infinity, count: lanes)
             for c in 0..<keyCount { for r in 0..<lanes { blockMax[r] = max(blockMax[r], scores[c * stride + r]) } }
             let previousMax = (0..<lanes).map { _ in Float.random(in: -2...6, using: &g) }
-            for (name, kernels) in Self.kernelSets {
+            for (name, kernels) in TileKernelSets.runnable {
                 var s = scores, alphaOut = blockMax, runningMax = previousMax
                 var sums = [Float](repeating: 2, count: lanes)
                 kernels.int8Softmax(&s, stride, lanes, keyCount, &alphaOut, &runningMax, &sums)

@@ -30,7 +30,7 @@ final class KernelBlockingTests: XCTestCase {
     func testF16WideningIsExactOnEverySet() throws {
         let halves = (0...UInt16.max).map { $0 }
         let expected = halves.map { Float(Float16(bitPattern: $0)) }
-        for (name, kernels) in try everySet() {
+        for (name, kernels) in TileKernelSets.runnable {
             let widen = try XCTUnwrap(kernels.widenF16, name)
             for (offset, count) in [(0, halves.count), (1, halves.count - 1), (3, 61), (5, 7), (0, 0)] {
                 var out = [Float](repeating: .nan, count: count)
@@ -61,7 +61,7 @@ final class KernelBlockingTests: XCTestCase {
         var g = SeededGenerator(seed: UInt64.random(in: 1...UInt64.max))
         values += (0..<4000).map { _ in Float.random(in: -1...1, using: &g) * Float(pow(2.0, Double(Int.random(in: -30...17, using: &g)))) }
         let expected = values.map { Float16($0) }
-        for (name, kernels) in try everySet() {
+        for (name, kernels) in TileKernelSets.runnable {
             let narrow = try XCTUnwrap(kernels.narrowF16, name)
             for count in [values.count, values.count - 1, 13, 8, 7, 0] {
                 var out = [UInt16](repeating: 0x5555, count: count)
@@ -79,17 +79,6 @@ final class KernelBlockingTests: XCTestCase {
         }
     }
 
-    /// The kernel sets this CPU runs (the AVX-512 blocking is the AVX-512 source compiled for AVX2).
-    private func everySet() throws -> [(String, sparge_tile_kernels)] {
-        var sets: [(String, sparge_tile_kernels)] = [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
-        #if arch(x86_64)
-        if CPUISA.avx2.isSupported {
-            sets += [("avx2", sparge_kernels(Int32(SPARGE_ISA_AVX2.rawValue))), ("avx512 blocking", sparge_kernels_avx512_blocking())]
-        }
-        for isa in [CPUISA.avx512, .avx512bf16] where isa.isSupported { sets.append((isa.rawValue, isa.kernels)) }
-        #endif
-        return sets
-    }
 
     func testKernelSetsAgreeOnRandomTiles() throws {
         #if arch(x86_64)

@@ -159,18 +159,11 @@ final class MaskPredictorTests: XCTestCase {
         XCTAssertEqual(dense.computedCount, (1...4).reduce(0) { $0 + min(8, 2 * $1) })
     }
 
-    /// The portable kernel set and every other set this CPU runs (the AMX set's mask kernels are
-    /// avx512bf16's), by name.
-    static var kernelSets: [(String, sparge_tile_kernels)] {
-        [("portable", sparge_kernels(Int32(SPARGE_ISA_PORTABLE.rawValue)))]
-            + [CPUISA.avx2, .avx512, .avx512bf16].filter(\.isSupported).map { ($0.rawValue, $0.kernels) }
-    }
-
     /// The compressed score's C kernel gives its Swift definition's Double bit for bit in every kernel set
     /// (the portable one through the C library's fma), on fresh random vectors of every length around the
     /// 16-lane groups, with magnitudes spread so that the summation order shows in the last bits.
     func testScoreKernelsEqualTheirSwiftTwinBitForBit() {
-        let sets = Self.kernelSets
+        let sets = TileKernelSets.runnable  // (the AMX set's mask kernels are avx512bf16's)
         var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         var differing = 0
         for d in [1, 7, 15, 16, 17, 31, 32, 33, 64, 96, 100, 128, 129, 256] {
@@ -203,7 +196,7 @@ final class MaskPredictorTests: XCTestCase {
     /// past both ends of the recipe's range, NaN, a max that is not the row's, and scores spread so that the
     /// exponential's last bit and the sum's order are exercised.
     func testRowExponentialKernelsEqualTheirSwiftTwinBitForBit() {
-        let sets = Self.kernelSets
+        let sets = TileKernelSets.runnable  // (the AMX set's mask kernels are avx512bf16's)
         // Max 0, so x is the value: both ends of [−104, 89] and their neighbours, results that are subnormal
         // (x near −103.97) and the largest finite ones (x near 88.72), ±0, ±∞, NaN, a subnormal x, and
         // x = (n + ½)·ln 2, where k's rounding is nearly a tie.
