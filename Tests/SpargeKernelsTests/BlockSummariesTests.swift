@@ -93,6 +93,29 @@ final class BlockSummariesTests: XCTestCase {
         XCTAssertEqual(got.rowCount, run.count)
     }
 
+    /// The K mean's column sums in C (`sparge_key_column_sums`, the clone this CPU runs) equal their Swift
+    /// twin bit for bit on fresh data: every D around the kernel's groups of 32 columns, row counts from 0 to
+    /// past a chunk, magnitudes spread over 2⁻²⁰…2²⁰ so that any other order of a column's additions
+    /// rounds differently, and one column whose sum is about 1 forwards and 0 backwards (2⁶⁰, then −2⁶⁰,
+    /// then rows summing to 1).
+    func testKeyColumnSumsEqualTheirTwinBitForBit() {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var g = SeededGenerator(seed: seed)
+        for d in [1, 7, 31, 32, 33, 64, 96, 100, 128, 130] {
+            for rows in [0, 1, 2, 9, 256, 300] {
+                var x = (0..<(rows * d)).map { _ in g.normal() * pow(2.0, Float(Int.random(in: -20...20, using: &g))) }
+                if rows >= 3 {
+                    let j = Int.random(in: 0..<d, using: &g)
+                    for r in 0..<rows { x[r * d + j] = r == 0 ? 0x1p60 : r == 1 ? -0x1p60 : 1 / Float(rows - 2) }
+                }
+                var twin = [Double](repeating: .nan, count: d), got = [Double](repeating: .nan, count: d)
+                KeyMean.columnSumsTwin(x, rows: rows, dim: d, into: &twin)
+                sparge_key_column_sums(x, rows, d, &got)
+                XCTAssertEqual(got.map(\.bitPattern), twin.map(\.bitPattern), "seed \(seed), \(rows) rows of D \(d)")
+            }
+        }
+    }
+
     /// Summaries of two halves (as two ranks make them), concatenated, equal those of the whole, bit for bit;
     /// so do the flat arrays rebuilt from slices, and K means from summed halves.
     func testHalvesConcatenateToWhole() {

@@ -183,6 +183,9 @@ void sparge_pack_bf16_block(const float *keys, const float *values, long rows, l
 /// same packed bits, without widening it first (a NaN of any payload becomes 0x7FC0, as bf16(x) makes it).
 void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned short *values, long rows, long dim,
                                    unsigned short *packedKeys, unsigned short *valuesT);
+/// The K mean's partial sums (KeyMean.init(summing:rows:), key_mean.c): sums[j] = Σ_r Double(x[r·dim + j])
+/// over `rows` rows, each column from zero in row order: the Swift loop's Doubles, on every ISA.
+void sparge_key_column_sums(const float *x, long rows, long dim, double *sums);
 /// out[i] = bf16(values[i]) for `count` values (StorageFormat.bf16Bits exactly), in vectors.
 void sparge_bf16_round(const float *values, long count, unsigned short *out);
 /// Q̂ᵀ for the bf16 tile kernels: `rows` query rows (`rows × dim`, unscaled) into [dim/2][stride] words;

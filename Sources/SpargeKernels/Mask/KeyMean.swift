@@ -1,3 +1,4 @@
+import CSpargeKernels
 import Dispatch
 
 /// Per-kv-head sums of K over a run of rows, and the K mean that smooths K before pooling (DESIGN.md §1.1).
@@ -53,11 +54,8 @@ public struct KeyMean: Sendable, Equatable {
                 HostParallelism.forEach(k.heads * chunks) { item in
                     let (h, chunk) = (item / chunks, item % chunks)
                     let first = rows.lowerBound + chunk * KeyMean.chunkRows
-                    let partial = cp + item * d
-                    for r in first..<min(rows.upperBound, first + KeyMean.chunkRows) {
-                        let row = xp + (h * n + r) * d
-                        for j in 0..<d { partial[j] += Double(row[j]) }
-                    }
+                    let count = min(rows.upperBound, first + KeyMean.chunkRows) - first
+                    sparge_key_column_sums(xp + (h * n + first) * d, count, d, cp + item * d)
                 }
             }
         }
@@ -74,6 +72,16 @@ public struct KeyMean: Sendable, Equatable {
     /// column is summed over consecutive chunks of this many rows (counted from the run's first row), each
     /// chunk row by row from zero, and the chunk sums are added in order.
     public static let chunkRows = 256
+
+    /// The definition of one work item's sums (the scalar twin of `sparge_key_column_sums`, which computes
+    /// them): `sums[j]` is column j of `rows` rows of `dim` at `x`, summed from zero in row order.
+    static func columnSumsTwin(_ x: UnsafePointer<Float>, rows: Int, dim: Int,
+                               into sums: UnsafeMutablePointer<Double>) {
+        for j in 0..<dim { sums[j] = 0 }
+        for r in 0..<rows {
+            for j in 0..<dim { sums[j] += Double(x[r * dim + j]) }
+        }
+    }
 
     /// Adds another run's sums (the local form of the allreduce).
     public mutating func add(_ other: KeyMean) {
