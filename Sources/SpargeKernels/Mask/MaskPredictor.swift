@@ -44,8 +44,8 @@ public enum MaskPredictor {
         }
 
         let scale = Float(1 / Double(d).squareRoot())
-        let keysDouble = keySummaries.means.map(Double.init)  // [kvHeads][nk][D], converted once
-        let queriesDouble = querySummaries.means.map(Double.init)
+        let keysDouble = doubles(keySummaries.means)  // [kvHeads][nk][D], converted once
+        let queriesDouble = doubles(querySummaries.means)
         // A work item scores `rowChunk` rows against the keys a tile at a time (see `scoreRows`), then
         // selects each row into a dense scratch row and keeps only the list of computed blocks, so memory
         // follows the computed blocks, not rows × nk.
@@ -91,6 +91,22 @@ public enum MaskPredictor {
             }
         }
         return BlockMask.joining(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks, pieces: pieces)
+    }
+
+    /// `x` widened to Double, on the pass's threads: at 1M tokens the key means are 64 MiB of Doubles, and
+    /// even at 32K the fresh pages of one thread's copy cost 1.5 ms on the 16-core Xeon.
+    static func doubles(_ x: [Float]) -> [Double] {
+        let piece = 1 << 15
+        return [Double](unsafeUninitializedCapacity: x.count) { out, initialized in
+            x.withUnsafeBufferPointer { source in
+                HostParallelism.forEach((x.count + piece - 1) / piece) { c in
+                    for i in (c * piece)..<min(x.count, (c + 1) * piece) {
+                        (out.baseAddress! + i).initialize(to: Double(source[i]))
+                    }
+                }
+            }
+            initialized = x.count
+        }
     }
 
     /// The compressed scores (DESIGN.md §1, step 4) of `rows` (indices into `queryBlocks`; the queries'
