@@ -52,6 +52,11 @@ public protocol AttentionEngine {
     func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
                    subtracting mean: [Float]?) throws -> BlockSummaries
 
+    /// Whether this engine's attention, handed K/V rows in fp32, computes the same bits as from those rows
+    /// stored in `format` (it rounds them to `format` itself): a rank then keeps its own K/V in fp32 and
+    /// converts only the blocks it sends. Default: false.
+    func computesFromFloatRows(storedAs format: StorageFormat) -> Bool
+
     /// Mask rows, as `MaskPredictor.predictRows` gives them — bit for bit. Default: the CPU.
     func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
                      config: SpargeConfig, headDim: Int, queryHeads: Int, kvHeads: Int,
@@ -59,6 +64,8 @@ public protocol AttentionEngine {
 }
 
 extension AttentionEngine {
+    public func computesFromFloatRows(storedAs format: StorageFormat) -> Bool { false }
+
     public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
                           subtracting mean: [Float]?) throws -> BlockSummaries {
         BlockSummaries.summarize(x, rows: rows, firstBlock: firstBlock, blockSize: blockSize, threshold: threshold,
@@ -90,6 +97,13 @@ public struct CPUAttentionEngine: AttentionEngine {
     }
 
     public var name: String { "cpu" }
+
+    /// True for bf16 storage in bf16: the tiles round fp32 K/V to bf16 as they pack or widen them
+    /// (`sparge_pack_bf16_block`, `AttentionPrecision.roundBlock`), to the bits the storage would hold.
+    /// (Not f16, whose storage refuses values beyond ±65504; not int8, which quantizes what it is given.)
+    public func computesFromFloatRows(storedAs format: StorageFormat) -> Bool {
+        format == .bf16 && precision == .bf16
+    }
 
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,
                               seqLen: Int, threads: Int) throws -> any StepwiseAttention {

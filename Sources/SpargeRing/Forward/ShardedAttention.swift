@@ -41,7 +41,10 @@ public enum ShardedAttention {
                 }
             }
         }
-        return try forward(q: q, k: k, vShape: v.shape, local: { try LocalBlocks(keys: k, values: v, format: kvFormat) },
+        return try forward(q: q, k: k, vShape: v.shape, local: {
+            try LocalBlocks(keys: k, values: v, format: kvFormat,
+                            roundedByAttention: engine.computesFromFloatRows(storedAs: kvFormat))
+        },
                     layout: layout, config: config, communicator: comm, threads: threads, engine: engine,
                     kvFormat: kvFormat, progress: progress)
     }

@@ -22,14 +22,25 @@ final class HostRingStore: RingBlockStore {
         self.headDim = headDim
         payloadFormat = .storage(local.format, headDim: headDim)
         table = KeyValueBlockTable(kvHeads: kvHeads, keyBlocks: layout.keyBlockCount, blockK: layout.blockK,
-                                   seqLen: layout.seqLen, format: local.format)
+                                   seqLen: layout.seqLen, format: local.rowFormat)
+    }
+
+    /// An empty table of blocks in `format` (the local rows' at the first step, the payload's after it).
+    private func emptyTable(format: StorageFormat) -> KeyValueBlockTable {
+        if table.format == format {
+            var empty = table
+            empty.removeAll()
+            return empty
+        }
+        return KeyValueBlockTable(kvHeads: table.kvHeads, keyBlocks: table.keyBlocks, blockK: table.blockK,
+                                  seqLen: table.seqLen, format: format)
     }
 
     func holdLocal(ownerBlocks: [Range<Int>]) throws {
-        table.removeAll()
+        table = emptyTable(format: local.rowFormat)
         local.withPointers { kp, vp in
             var localRow = 0
-            let size = local.format.byteSize
+            let size = local.rowFormat.byteSize
             for range in tokenRanges {
                 // The pointers stay valid after the call: `local` keeps its tensors for the store's life.
                 table.setBlocks(tokens: range, keys: kp + localRow * headDim * size,
@@ -41,20 +52,33 @@ final class HostRingStore: RingBlockStore {
 
     func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws {
         swap(&current, &next)
-        table.removeAll()
+        table = emptyTable(format: local.format)
         for e in entries {
             let keys = UnsafeRawPointer(current.base + e.offset)
             table.set(kvHead: e.kvHead, block: e.block, keys: keys, values: keys + payloadFormat.keyBytes(rows: e.rows))
         }
     }
 
+    /// The blocks of `entries` in the payload's layout, on the pass's threads; fp32 local rows that stand for
+    /// the ring's format are converted as they are copied (the bits a converted copy of the tensors holds).
     func pack(_ entries: [PayloadEntry], byteCount: Int) throws -> UnsafeRawBufferPointer {
         if send.capacity < byteCount { send = RingBuffer(capacity: byteCount) }
-        for e in entries {
-            let source = table.block(kvHead: e.kvHead, block: e.block)!
-            let (keyBytes, valueBytes) = (payloadFormat.keyBytes(rows: e.rows), payloadFormat.valueBytes(rows: e.rows))
-            (send.base + e.offset).copyMemory(from: source.keys, byteCount: keyBytes)
-            (send.base + e.offset + keyBytes).copyMemory(from: source.values, byteCount: valueBytes)
+        let (table, format, payload, base, dim) = (table, local.format, payloadFormat, send.base, headDim)
+        HostParallelism.forEach(entries.count) { i in
+            let e = entries[i], source = table.block(kvHead: e.kvHead, block: e.block)!
+            let (keyBytes, valueBytes) = (payload.keyBytes(rows: e.rows), payload.valueBytes(rows: e.rows))
+            if table.format == format {
+                (base + e.offset).copyMemory(from: source.keys, byteCount: keyBytes)
+                (base + e.offset + keyBytes).copyMemory(from: source.values, byteCount: valueBytes)
+            } else {
+                // Only bf16 borrows fp32 rows (`LocalBlocks`), and every float has a bf16.
+                let count = e.rows * dim
+                let fits = format.convert(source.keys.assumingMemoryBound(to: Float.self), count: count,
+                                          to: base + e.offset)
+                    && format.convert(source.values.assumingMemoryBound(to: Float.self), count: count,
+                                      to: base + e.offset + keyBytes)
+                precondition(fits, "HostRingStore: a \(format) block could not hold its rows")
+            }
         }
         return UnsafeRawBufferPointer(send.bytes(count: byteCount))
     }

@@ -19,23 +19,33 @@ final class RingBuffer {
     }
 }
 
-/// This rank's own K and V rows `[Hkv, rows, D]` in the ring's storage format: the caller's tensors as
-/// they are when they already are in it (no copy), or one converted copy made before the ring (the only
-/// conversion of a run).
+/// This rank's own K and V rows `[Hkv, rows, D]` for the ring: the caller's tensors as they are when they
+/// already are in the ring's storage format (no copy), or one converted copy made before the ring (the only
+/// conversion of a run) — or the caller's fp32 rows as they are when the attention rounds them to the ring's
+/// format itself, so that only the blocks sent are converted (`HostRingStore.pack`).
 struct LocalBlocks {
     let rows: Int
+    /// What the ring carries these blocks in.
     let format: StorageFormat
+    /// What the rows in memory are: `format`, or f32 rows that stand for their values in `format`.
+    var rowFormat: StorageFormat {
+        switch storage {
+        case .floats: .f32
+        case .packed: format
+        }
+    }
     private enum Storage {
         case floats(Tensor3, Tensor3)
         case packed(Tensor, Tensor)
     }
     private let storage: Storage
 
-    /// `k`, `v` in `format`: borrowed when f32, else converted once on every core.
+    /// `k`, `v` in `format`: borrowed when f32 or when `roundedByAttention` (the attention computes from f32
+    /// rows what it would from the rows stored in `format`), else converted once on the pass's threads.
     ///
     /// - Throws: `SpargeError.invalidArgument` when a finite value does not fit the format (f16 beyond ±65504).
-    init(keys k: Tensor3, values v: Tensor3, format: StorageFormat) throws {
-        if format == .f32 {
+    init(keys k: Tensor3, values v: Tensor3, format: StorageFormat, roundedByAttention: Bool = false) throws {
+        if format == .f32 || roundedByAttention {
             self.init(rows: k.rows, format: format, storage: .floats(k, v))
             return
         }

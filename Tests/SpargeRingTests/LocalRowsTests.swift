@@ -1,0 +1,94 @@
+import SpargeTestSupport
+import XCTest
+@testable import SpargeRing
+@testable import SpargeKernels
+
+/// A rank whose attention rounds K/V to the ring's bf16 itself (precision bf16) keeps its own K/V in fp32 and
+/// converts only the blocks it sends: its pass gives the bits of the pass on a converted copy, and what it
+/// sends is the bytes that copy would send.
+final class LocalRowsTests: XCTestCase {
+    /// Which engines may borrow fp32 rows for which storage: bf16 precision with bf16 storage only (f16
+    /// storage refuses values beyond ±65504; int8 and fp32 compute from what they are given).
+    func testOnlyBf16PrecisionBorrowsRowsForBf16Storage() {
+        for precision in AttentionPrecision.allCases {
+            for format in StorageFormat.allCases {
+                let borrows = CPUAttentionEngine(precision: precision).computesFromFloatRows(storedAs: format)
+                XCTAssertEqual(borrows, precision == .bf16 && format == .bf16, "\(precision) on \(format) storage")
+            }
+        }
+    }
+
+    /// The `Tensor3` entry (fp32 rows borrowed, rounded by the tiles) against the `Tensor` entry (a bf16 copy
+    /// made first), bit for bit, on every kernel set this CPU runs (bf16 tiles pack fp32 rows with
+    /// `sparge_pack_bf16_block`, the others widen and round them): fixed and fresh random shapes, a partial
+    /// last block, GQA, causal and not. Values spread over 2⁻¹²…2¹² so that a rounding done differently shows.
+    func testBorrowedRowsGiveTheConvertedCopysBits() throws {
+        var system = SystemRandomNumberGenerator()
+        let fresh = (seed: UInt64.random(in: 10...UInt64.max, using: &system),
+                     n: Int.random(in: 400...900, using: &system), causal: Bool.random(using: &system))
+        for (seed, n, causal) in [(UInt64(1), 450, true), (2, 333, false), fresh] {
+            var g = SeededGenerator(seed: seed)
+            let q = Tensor3.blockStructured(heads: 4, rows: n, dim: 32, using: &g)
+            var k = Tensor3.blockStructured(heads: 2, rows: n, dim: 32, using: &g)
+            var v = Tensor3.random(heads: 2, rows: n, dim: 32, using: &g)
+            for i in k.data.indices { k.data[i] *= pow(2, Float(Int.random(in: -12...12, using: &g))) }
+            for i in v.data.indices { v.data[i] *= pow(2, Float(Int.random(in: -12...12, using: &g))) }
+            // θ = −1: every block self-similar, so TopK decides (the spread values would make none self-similar).
+            let config = SpargeConfig(simThreshold: -1, selection: .topK(0.5), causal: causal)
+            let layout = try ShardLayout(seqLen: n, ranks: 1, config: config)
+            for isa in CPUISA.allCases where isa.isSupported {
+                let engine = CPUAttentionEngine(isa: isa, precision: .bf16)
+                let label = "\(isa), seed \(seed), N \(n), causal \(causal)"
+                let borrowed = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
+                                                            communicator: SingleProcessCommunicator(), threads: 2,
+                                                            engine: engine, kvFormat: .bf16)
+                let copied = try ShardedAttention.forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout,
+                                                          config: config, communicator: SingleProcessCommunicator(),
+                                                          threads: 2, engine: engine, kvFormat: .bf16)
+                XCTAssertEqual(borrowed.mask, copied.mask, label)
+                XCTAssertLessThan(borrowed.statistics.mask.density, 1, "\(label): the mask must be sparse")
+                XCTAssertEqual(borrowed.output.data.map(\.bitPattern), copied.output.data.map(\.bitPattern), label)
+                XCTAssertEqual(borrowed.lse.map(\.bitPattern), copied.lse.map(\.bitPattern), label)
+            }
+        }
+    }
+
+    /// What a rank sends from borrowed fp32 rows is byte for byte what it sends from a bf16 copy: every block
+    /// of two kv heads of a sequence with a partial last block, in an order unlike the tensor's, with values
+    /// at bf16's rounding ties, NaN, ±∞ and subnormals among them.
+    func testPackedPayloadFromBorrowedRowsEqualsTheCopys() throws {
+        let (n, d, heads) = (200, 16, 2)
+        var g = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
+        var k = Tensor3.random(heads: heads, rows: n, dim: d, using: &g)
+        let v = Tensor3.random(heads: heads, rows: n, dim: d, using: &g)
+        let specials: [Float] = [.nan, .infinity, -.infinity, 0x1p-130, -0x1p-149, Float(bitPattern: 0x3F80_8000),
+                                 Float(bitPattern: 0x3F81_8000), -0.0]
+        for (i, x) in specials.enumerated() { k.data[i * 37] = x }
+        let config = SpargeConfig(simThreshold: 0.3, selection: .topK(0.5))
+        let layout = try ShardLayout(seqLen: n, ranks: 1, config: config)
+        let payload = PayloadFormat.storage(.bf16, headDim: d)
+        var entries = [PayloadEntry](), offset = 0
+        for block in (0..<layout.keyBlockCount).reversed() {
+            for head in 0..<heads {
+                let rows = min(config.blockK, n - block * config.blockK)
+                entries.append(PayloadEntry(kvHead: head, block: block, rows: rows, offset: offset))
+                offset += payload.blockBytes(rows: rows)
+            }
+        }
+        func sent(_ local: LocalBlocks) throws -> [UInt8] {
+            let attention = try BlockSparseAttention(queries: Tensor3(heads: heads, rows: n, dim: d, repeating: 0),
+                                                     mask: BlockMask.full(heads: heads, keyBlocks: layout.keyBlockCount,
+                                                                          queryBlocks: layout.queryBlocks(rank: 0)),
+                                                     kvHeads: heads, config: config, seqLen: n)
+            let store = HostRingStore(local: local, tokenRanges: [0..<n], attention: attention, kvHeads: heads,
+                                      layout: layout, headDim: d)
+            try store.holdLocal(ownerBlocks: [0..<layout.keyBlockCount])
+            return Array(try store.pack(entries, byteCount: offset))
+        }
+        let borrowed = try LocalBlocks(keys: k, values: v, format: .bf16, roundedByAttention: true)
+        let copied = try LocalBlocks(keys: k, values: v, format: .bf16)
+        XCTAssertEqual(borrowed.rowFormat, .f32)
+        XCTAssertEqual(copied.rowFormat, .bf16)
+        XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(borrowed) }, try sent(copied))
+    }
+}
