@@ -166,7 +166,9 @@ public final class BlockSparseAttention {
         let whole = !tilesReset && Self.finishesWholeCalls && table.holdsEveryBlock
         if !whole && !tilesReset { resetTiles(threads: threads) }
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
+        PhaseTrace.mark("attend-start")
         let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim, threads: threads)
+        PhaseTrace.mark("pack-blocks")
         var lse = whole ? [Float](repeating: -.infinity, count: plan.queryHeads * plan.rows) : []
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
@@ -180,6 +182,7 @@ public final class BlockSparseAttention {
                     DispatchQueue.global().async(group: workers) { job.work(poll: nil) }
                 }
                 job.work(poll: poll)
+                PhaseTrace.mark("calling-worker")
                 if let poll {
                     while workers.wait(timeout: .now() + .microseconds(200)) == .timedOut { poll(1) }
                 } else {
@@ -189,6 +192,7 @@ public final class BlockSparseAttention {
             }
           }
         }
+        PhaseTrace.mark("other-workers")
         if whole { finishedLSE = lse }
     }
 

@@ -46,6 +46,7 @@ public enum MaskPredictor {
         let scale = Float(1 / Double(d).squareRoot())
         let keysDouble = doubles(keySummaries.means)  // [kvHeads][nk][D], converted once
         let queriesDouble = doubles(querySummaries.means)
+        PhaseTrace.mark("mask-doubles")
         // A work item scores `rowChunk` rows against the keys a tile at a time (see `scoreRows`), then
         // selects each row into a dense scratch row and keeps only the list of computed blocks, so memory
         // follows the computed blocks, not rows × nk.
@@ -90,6 +91,8 @@ public enum MaskPredictor {
                 }
             }
         }
+        PhaseTrace.mark("mask-rows")
+        defer { PhaseTrace.mark("mask-join") }
         return BlockMask.joining(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks, pieces: pieces)
     }
 

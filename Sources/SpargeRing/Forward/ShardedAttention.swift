@@ -110,6 +110,7 @@ public enum ShardedAttention {
 
         // Summaries: global K mean, this rank's query summaries, every key summary. A dense selection needs
         // none: its mask is every block of the (causal) area, known without them (as on the resident path).
+        PhaseTrace.mark("pass-start")
         progress?("summaries", 0)
         var t = DispatchTime.now().uptimeNanoseconds
         let dense = config.selection == .dense
@@ -130,6 +131,7 @@ public enum ShardedAttention {
         let needs = exchangeNeeds(mask: mask, kvHeads: k.heads, layout: layout, config: config, comm: comm,
                                   statistics: &stats)
         stats.maskSeconds = seconds(since: t)
+        PhaseTrace.mark("mask-needs")
 
         // The ring.
         t = DispatchTime.now().uptimeNanoseconds
@@ -138,18 +140,22 @@ public enum ShardedAttention {
         stats.setupSeconds = seconds(since: t)
         let ring = RingAttention(schedule: RingSchedule(layout: layout, needs: needs, headDim: q.dim, format: kvFormat),
                                  comm: comm, threads: threads)
+        PhaseTrace.mark("make-attention")
         let local = try agreed(comm, makeLocal)
+        PhaseTrace.mark("local-rows")
         let store = HostRingStore(local: local, tokenRanges: ranges, attention: attention, kvHeads: k.heads,
                                   layout: layout, headDim: q.dim)
         stats.ring = try ring.run(store: store) { done in
             progress?("ring", done)
         }
+        PhaseTrace.mark("ring-steps")
         let finishing = DispatchTime.now().uptimeNanoseconds
         let (output, lse) = try attention.finish(threads: threads)
         stats.finishSeconds = seconds(since: finishing)
         stats.attention = attention.attendStatistics
         stats.ringSeconds = seconds(since: t)
         stats.totalSeconds = seconds(since: start)
+        PhaseTrace.mark("finish")
         progress?("done", 1)
         return ForwardResult(output: output, lse: lse, mask: mask, querySelfSimilar: summaries?.queries.flags ?? [],
                              keySelfSimilar: summaries?.keys.flags ?? [], statistics: stats)
@@ -161,11 +167,14 @@ public enum ShardedAttention {
                                   statistics stats: inout ForwardStatistics) throws
         -> (queries: BlockSummaries, keys: BlockSummaries) {
         let keyMean = SummaryExchange.keyMean(k: k, seqLen: layout.seqLen, on: comm)
+        PhaseTrace.mark("key-mean")
         let queryRuns = try SummaryExchange.localSummaries(q, ranges: ranges, blockSize: config.blockQ,
                                                            threshold: config.simThreshold, engine: engine)
+        PhaseTrace.mark("query-summaries")
         let keyRuns = try SummaryExchange.localSummaries(k, ranges: ranges, blockSize: config.blockK,
                                                          threshold: config.simThreshold, subtracting: keyMean,
                                                          engine: engine)
+        PhaseTrace.mark("key-summaries")
         let packed = PackedKeySummaries.pack(keyRuns)
         stats.summaryBytes = packed.count
         let allKeys = try packed.withUnsafeBytes {
@@ -176,6 +185,7 @@ public enum ShardedAttention {
             ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
                              means: [Float](), flags: [UInt8]())
             : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
+        PhaseTrace.mark("summary-exchange")
         return (queries, allKeys)
     }
 
