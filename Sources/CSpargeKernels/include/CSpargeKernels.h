@@ -183,6 +183,10 @@ void sparge_pack_bf16_block(const float *keys, const float *values, long rows, l
 /// same packed bits, without widening it first (a NaN of any payload becomes 0x7FC0, as bf16(x) makes it).
 void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned short *values, long rows, long dim,
                                    unsigned short *packedKeys, unsigned short *valuesT);
+/// TopK's threshold for a mask row (mask_select.c): the keep-th smallest (1 ≤ keep ≤ count) of `count`
+/// distinct keys; `keys` is only read, `scratch` (2·count keys) overwritten.
+unsigned long long sparge_select_smallest(unsigned long long *keys, unsigned long long *scratch, long count,
+                                          long keep);
 /// The K mean's partial sums (KeyMean.init(summing:rows:), key_mean.c): sums[j] = Σ_r Double(x[r·dim + j])
 /// over `rows` rows, each column from zero in row order: the Swift loop's Doubles, on every ISA.
 void sparge_key_column_sums(const float *x, long rows, long dim, double *sums);

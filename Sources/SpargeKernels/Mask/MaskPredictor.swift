@@ -1,3 +1,4 @@
+import CSpargeKernels
 import Dispatch
 
 /// SpargeAttn's block-mask prediction (DESIGN.md §1, steps 1–6), split into the pieces a distributed run
@@ -64,7 +65,7 @@ public enum MaskPredictor {
                                 let h = item / chunksPerHead
                                 let kvh = h / group
                                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: rowChunk * nk)
-                                let order = UnsafeMutablePointer<UInt64>.allocate(capacity: nk)
+                                let order = UnsafeMutablePointer<UInt64>.allocate(capacity: 3 * nk)
                                 let out = UnsafeMutablePointer<UInt8>.allocate(capacity: nk)
                                 defer { scores.deallocate(); order.deallocate(); out.deallocate() }
                                 var piece = (rowCounts: [Int32](), keys: [Int32]())
@@ -159,7 +160,7 @@ public enum MaskPredictor {
     /// - Parameters:
     ///   - scores: the row's scores from `scoreRows` (overwritten; unused for `.dense`).
     ///   - keyFlags: self-similarity of every key block of the kv head (1 = self-similar).
-    ///   - order: scratch of `nk` values.
+    ///   - order: scratch of `3·nk` values.
     @inline(__always)
     static func selectRow(
         queryBlock i: Int, scores: UnsafeMutablePointer<Float>, keyFlags: UnsafePointer<UInt8>, querySelfSimilar: Bool,
@@ -234,7 +235,7 @@ public enum MaskPredictor {
 
     /// Turns one row of scores (−∞ = excluded) into selected blocks (`out[j] = 1`), by TopCdf or TopK.
     ///
-    /// A row with no finite score selects nothing (see the type's notes). `order` is scratch for `count`
+    /// A row with no finite score selects nothing (see the type's notes). `order` is scratch for `3·count`
     /// values.
     @inline(__always)
     static func selectBlocks(
@@ -251,12 +252,12 @@ public enum MaskPredictor {
             let p = s[j] * inv
             order[j] = (UInt64(~p.bitPattern) << 32) | UInt64(j)
         }
-        // Only the leading entries of the sorted order matter (TopCdf stops once the cumulative sum passes τ,
-        // TopK after `keep`), so they are popped from a min-heap — O(nk + kept·log nk) instead of a full
-        // sort — in exactly the order a full sort would give (the keys are distinct).
-        var heap = MinHeap(keys: order, count: nk)
         switch selection {
         case .cdf(let tau):
+            // Only the leading entries of the sorted order matter (TopCdf stops once the cumulative sum passes
+            // τ), so they are popped from a min-heap — O(nk + kept·log nk) instead of a full sort — in exactly
+            // the order a full sort would give (the keys are distinct).
+            var heap = MinHeap(keys: order, count: nk)
             // Keep the longest prefix whose cumulative sum is ≤ τ (c is non-decreasing: the first miss ends
             // it), and at least the first block.
             var c = 0.0, kept = 0
@@ -269,9 +270,10 @@ public enum MaskPredictor {
                 if Float(c) > tau { break }
             }
         case .topK(let fraction):
-            for _ in 0..<min(topKCount(fraction: fraction, keyBlocks: nk), nk) {
-                out[Int(truncatingIfNeeded: heap.popMin() & 0xFFFF_FFFF)] = 1
-            }
+            // TopK's set is the keys up to the keep-th smallest, in any order: selected, not sorted.
+            let keep = min(topKCount(fraction: fraction, keyBlocks: nk), nk)
+            let last = sparge_select_smallest(order, order + nk, nk, keep)
+            for j in 0..<nk where order[j] <= last { out[Int(truncatingIfNeeded: order[j] & 0xFFFF_FFFF)] = 1 }
         case .dense:
             for j in 0..<nk { out[j] = 1 }
         }
