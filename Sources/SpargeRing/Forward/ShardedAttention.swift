@@ -175,16 +175,23 @@ public enum ShardedAttention {
                                                          threshold: config.simThreshold, subtracting: keyMean,
                                                          engine: engine)
         PhaseTrace.mark("key-summaries")
-        let packed = PackedKeySummaries.pack(keyRuns)
-        stats.summaryBytes = packed.count
-        let allKeys = try packed.withUnsafeBytes {
-            try SummaryExchange.allKeySummaries(packed: $0, heads: k.heads, dim: k.dim, layout: layout,
-                                                blockK: config.blockK, on: comm)
-        }.summaries
+        let allKeys: BlockSummaries
+        if comm.size == 1, keyRuns.count == 1, keyRuns[0].firstBlock == 0, keyRuns[0].count == layout.keyBlockCount {
+            // One rank holding every key block in one run: the exchange would hand back the same summaries.
+            stats.summaryBytes = PackedKeySummaries.byteCount(blocks: keyRuns[0].count, heads: k.heads, dim: k.dim)
+            allKeys = keyRuns[0]
+        } else {
+            let packed = PackedKeySummaries.pack(keyRuns)
+            stats.summaryBytes = packed.count
+            allKeys = try packed.withUnsafeBytes {
+                try SummaryExchange.allKeySummaries(packed: $0, heads: k.heads, dim: k.dim, layout: layout,
+                                                    blockK: config.blockK, on: comm)
+            }.summaries
+        }
         let queries = queryRuns.isEmpty
             ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
                              means: [Float](), flags: [UInt8]())
-            : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
+            : queryRuns.count == 1 ? queryRuns[0] : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
         PhaseTrace.mark("summary-exchange")
         return (queries, allKeys)
     }
