@@ -67,6 +67,46 @@ final class AttendCallsTests: XCTestCase {
         }
     }
 
+    /// The blocks of a call are converted by the first worker that needs them (`PackedBlockTable`), the others
+    /// waiting for it or asking for the next ones: the same bits on 1 and 7 threads (more threads than cores,
+    /// so that workers are preempted while converting), on int8 tiles and on bf16 tiles (the AMX kernels,
+    /// emulated), with every block on (each worker wants the same blocks at once) and with random masks, over
+    /// several calls, K/V given as f32 and as bf16 words. A block used before it is filled, filled twice at
+    /// once, or never, changes the bits or traps.
+    func testBlocksConvertedByTheirFirstWorkerGiveTheSameBitsOnAnyThreads() throws {
+        #if arch(x86_64)
+        guard CPUISA.avx2.isSupported else { throw XCTSkip("the emulated bf16 tile kernels are compiled for AVX2") }
+        for var c in Self.freshCases().prefix(3) {
+            c.dim = [32, 64].randomElement()!
+            c.tokens = max(c.tokens, 100)
+            for density in [1.0, c.density] {
+                c.density = density
+                let (q, k, v, config, mask, callOf) = inputs(c)
+                for tiles in ["int8", "bf16 emulated"] {
+                    for format in [StorageFormat.f32, .bf16] {
+                        func run(threads: Int) throws -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
+                            let attention = tiles == "int8"
+                                ? try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                                           seqLen: q.rows, threads: threads, precision: .int8)
+                                : try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
+                                                           seqLen: q.rows, threads: threads, bf16Kernels: sparge_bf16_emulated())
+                            return feed(attention, k: k, v: v, config: config, callOf: callOf, calls: c.calls, format: format,
+                                        threads: threads)
+                        }
+                        let (one, many) = (try run(threads: 1), try run(threads: 7))
+                        let label = "\(c), \(tiles), K/V \(format)"
+                        XCTAssertEqual(many.output.data.map(\.bitPattern), one.output.data.map(\.bitPattern), label)
+                        XCTAssertEqual(many.lse.map(\.bitPattern), one.lse.map(\.bitPattern), label)
+                        XCTAssertEqual(many.stats, one.stats, label)
+                    }
+                }
+            }
+        }
+        #else
+        throw XCTSkip("the emulated bf16 tile kernels are x86-64 code")
+        #endif
+    }
+
     /// One call holding every block ends each tile in its worker's slot (`TileBank.begin`/`end`): the same
     /// bits as the tiles that keep their state in the output and are finished in a pass of their own
     /// (`finishesWholeCalls` off), and the same counters — on this CPU's vector tiles, on the emulated bf16
@@ -261,7 +301,8 @@ final class AttendCallsTests: XCTestCase {
     /// Feeds `attention` the case's calls, K/V stored in `format` (f32 as given, or bf16 words as the ring
     /// holds them).
     func feed(_ attention: BlockSparseAttention, k: Tensor3, v: Tensor3, config: SpargeConfig, callOf: [Int],
-              calls: Int, format: StorageFormat = .f32) -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
+              calls: Int, format: StorageFormat = .f32, threads: Int = 2)
+        -> (output: Tensor3, lse: [Float], stats: AttentionStatistics) {
         let dim = k.dim, rows = k.rows
         var kBits = [UInt16](repeating: 0, count: format == .bf16 ? k.data.count : 0), vBits = kBits
         if format == .bf16 {  // the ring's own conversion
@@ -282,14 +323,14 @@ final class AttendCallsTests: XCTestCase {
                                     table.set(kvHead: h, block: b, keys: kp + offset, values: vp + offset)
                                 }
                             }
-                            attention.attend(table, threads: 2)
+                            attention.attend(table, threads: threads)
                         }
                     }
                 }
             }
         }
         let statistics = attention.attendStatistics
-        let (output, lse) = attention.finish(threads: 2)
+        let (output, lse) = attention.finish(threads: threads)
         return (output, lse, statistics)
     }
 }

@@ -14,7 +14,7 @@ import Dispatch
 /// one visit, the scalar twin of bf16 tiles, copies them one after the other). In a precision other than fp32 the
 /// queries are rounded once, and key/value blocks not already stored in the precision's type are rounded in
 /// that copy. In int8 (and in bf16 on bf16 products) the vector tiles convert their queries as they load them and
-/// take every block of an `attend` call converted once, before the tiles start (`PackedBlockTable`).
+/// take every block of an `attend` call converted once, by the first worker that needs it (`PackedBlockTable`).
 ///
 /// Edge cases: a partial last query block has fewer rows; a row that never sees a key gets output 0 and
 /// `lse = -inf`; causal masking inside diagonal blocks is the tile's.
@@ -167,7 +167,7 @@ public final class BlockSparseAttention {
         if !whole && !tilesReset { resetTiles(threads: threads) }
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
         PhaseTrace.mark("attend-start")
-        let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim, threads: threads)
+        let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim)
         PhaseTrace.mark("pack-blocks")
         var lse = whole ? [Float](repeating: -.infinity, count: plan.queryHeads * plan.rows) : []
         queries.data.withUnsafeBufferPointer { q in
@@ -197,12 +197,11 @@ public final class BlockSparseAttention {
     }
 
     /// The blocks of `table` converted once for tiles whose products take them so (nil for fp32 products).
-    static func packedBlocks(_ table: KeyValueBlockTable, products: TileProducts, headDim: Int,
-                             threads: Int) -> PackedBlockTable? {
+    static func packedBlocks(_ table: KeyValueBlockTable, products: TileProducts, headDim: Int) -> PackedBlockTable? {
         switch products {
         case .fp32: nil
-        case .int8: PackedBlockTable(table, as: QuantizedKeyValueBlock.self, headDim: headDim, threads: threads)
-        case .bf16Tiles: PackedBlockTable(table, as: Bf16KeyValueBlock.self, headDim: headDim, threads: threads)
+        case .int8: PackedBlockTable(table, as: QuantizedKeyValueBlock.self, headDim: headDim)
+        case .bf16Tiles: PackedBlockTable(table, as: Bf16KeyValueBlock.self, headDim: headDim)
         }
     }
 
@@ -354,10 +353,14 @@ private final class AttendJob: @unchecked Sendable {
                 var upcoming: UpcomingBlock?
                 visit.aheadCount = 0
                 if packed != nil {
+                    // Converted now where no worker has started on them, so that the next visit seldom waits;
+                    // those another worker is converting are not asked for.
                     for k in 0..<visit.nextCount {
-                        visit.ahead[k] = packed!.block(kvHead: g, block: Int(keys[visit.nextPositions[k]]))!
+                        if let block = packed!.blockFilledAhead(kvHead: g, block: Int(keys[visit.nextPositions[k]])) {
+                            visit.ahead[visit.aheadCount] = block
+                            visit.aheadCount += 1
+                        }
                     }
-                    visit.aheadCount = visit.nextCount
                 } else if visit.nextCount > 0 {
                     let j = Int(keys[visit.nextPositions[0]]), next = table.block(kvHead: g, block: j)!
                     upcoming = UpcomingBlock(keys: next.keys, values: next.values,
@@ -450,7 +453,7 @@ private final class AttendJob: @unchecked Sendable {
         // (`packed!`, not `if let`: a binding counted a reference to the table at every visit, shared by every
         // worker.)
         if packed != nil {
-            for k in 0..<count { visit.operands[k] = packed!.block(kvHead: g, block: blocks[k])! }
+            for k in 0..<count { visit.operands[k] = packed!.filledBlock(kvHead: g, block: blocks[k])! }
             bank.visit(tile: t, slot: slot, worker: worker, output: output,
                        packed: UnsafeBufferPointer(start: visit.operands, count: count), keyStart: blocks[0] * bk,
                        ahead: UnsafeBufferPointer(start: visit.ahead, count: asks ? visit.aheadCount : 0))

@@ -1,4 +1,7 @@
-import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
 
 /// A key/value block converted once per `attend` call into the operands of a tile's products (int8's
 /// integers, the bf16 tiles' layout), which every tile that visits the block then reads.
@@ -27,60 +30,101 @@ extension PackedKeyValueBlock {
 }
 
 /// The blocks of a `KeyValueBlockTable` converted to one kind of `PackedKeyValueBlock`, each once per
-/// `attend` call (and not once per query block that visits it), spread over threads.
+/// `attend` call (and not once per query block that visits it), by the first worker that needs it.
+///
+/// Converting every block before the tiles started was a phase of its own bound by memory bandwidth (8 ms of
+/// the Xeon's 111 ms sparse pass at 32K × 8 heads, every thread reading K/V at once); filled where they are
+/// first needed, the blocks are read while the other workers compute, and the workers ask for the next
+/// visit's blocks ahead (`blockFilledAhead`) so that a block is seldom waited for.
 ///
 /// The driver looks up each block a query block visits twice (for the visit, and ahead of it), on every worker
-/// thread at once, so a lookup touches no shared state: the table is not generic (a generic table's lookup from non-generic code
-/// instantiated its metadata every time, ~6% of the driver's time around the kernels, `perf record`), and it
-/// hands out blocks uncounted (`Unmanaged`; it owns them while it lives), since every worker of a kv head
-/// counting references to the same blocks would write their cache lines from every core.
+/// thread at once, so a lookup of a filled block writes no shared state: the table is not generic (a generic
+/// table's lookup from non-generic code instantiated its metadata every time, ~6% of the driver's time around
+/// the kernels, `perf record`), and it hands out blocks uncounted (`Unmanaged`; it owns them while it lives),
+/// since every worker of a kv head counting references to the same blocks would write their cache lines from
+/// every core.
 final class PackedBlockTable: @unchecked Sendable {
-    /// The blocks, owned.
-    private let owned: [any PackedKeyValueBlock]
-    /// Per (kv head, key block), as the table's `block(kvHead:block:)`: the block uncounted, or nil where the
-    /// table has none.
+    /// Per (kv head, key block) as the table's `block(kvHead:block:)`: the block, owned, or nil where the table
+    /// has none.
+    private let owned: [(any PackedKeyValueBlock)?]
+    /// The same blocks uncounted.
     private let blocks: [Unmanaged<AnyObject>?]
+    /// Per (kv head, key block): `unfilled`, `filling` (a worker claimed it) or `filled`.
+    private let states: UnsafeMutablePointer<Atomic<UInt8>>
+    private let table: KeyValueBlockTable
+    private let headDim: Int
     let keyBlocks: Int
+    private static let (unfilled, filling, filled): (UInt8, UInt8, UInt8) = (0, 1, 2)
 
-    /// The blocks of `table` converted to `Block`s on `threads` threads.
-    init<Block: PackedKeyValueBlock>(_ table: KeyValueBlockTable, as _: Block.Type, headDim: Int, threads: Int) {
-        keyBlocks = table.keyBlocks
-        let present = (0..<(table.kvHeads * table.keyBlocks)).filter {
-            table.block(kvHead: $0 / table.keyBlocks, block: $0 % table.keyBlocks) != nil
+    /// Room for the blocks of `table` as `Block`s, filled as the workers first need them.
+    init<Block: PackedKeyValueBlock>(_ table: KeyValueBlockTable, as _: Block.Type, headDim: Int) {
+        (self.table, self.headDim, keyBlocks) = (table, headDim, table.keyBlocks)
+        let count = table.kvHeads * table.keyBlocks
+        owned = (0..<count).map { i in
+            table.block(kvHead: i / table.keyBlocks, block: i % table.keyBlocks) == nil
+                ? nil : Block(blockK: table.blockK, headDim: headDim)
         }
-        let made = present.map { _ in Block(blockK: table.blockK, headDim: headDim) }
-        let next = WorkCounter()
-        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, present.count))) { _ in
-            // Blocks stored in 16 bits are packed from their words where the block can, else widened to fp32
-            // first (exact), in a buffer made at the first block that needs it.
-            var buffer: UnsafeMutablePointer<Float>?
-            defer { buffer?.deallocate() }
-            while true {
-                let i = next.claim()
-                if i >= present.count { break }
-                let (g, j) = (present[i] / table.keyBlocks, present[i] % table.keyBlocks)
-                let stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
-                if table.format == .f32 {
-                    made[i].fill(keys: stored.keys.assumingMemoryBound(to: Float.self),
-                                 values: stored.values.assumingMemoryBound(to: Float.self), rows: rows)
-                    continue
-                }
-                if made[i].fill(stored: stored.keys, values: stored.values, rows: rows, format: table.format) {
-                    continue
-                }
-                if buffer == nil { buffer = .allocate(capacity: 2 * table.blockK * headDim) }
-                let widened = buffer!
-                table.format.widen(stored.keys, count: rows * headDim, to: widened)
-                table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)
-                made[i].fill(keys: widened, values: widened + rows * headDim, rows: rows)
-            }
-        }
-        var blocks = [Unmanaged<AnyObject>?](repeating: nil, count: table.kvHeads * table.keyBlocks)
-        for (i, index) in present.enumerated() { blocks[index] = Unmanaged.passUnretained(made[i] as AnyObject) }
-        (owned, self.blocks) = (made, blocks)
+        blocks = owned.map { $0.map { Unmanaged.passUnretained($0 as AnyObject) } }
+        states = .allocate(capacity: max(1, count))
+        for i in 0..<count { (states + i).initialize(to: Atomic(Self.unfilled)) }
     }
 
-    /// The converted block `(kvHead, block)`, uncounted (valid while the table lives), or nil when the table did
-    /// not hold it.
-    func block(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? { blocks[kvHead * keyBlocks + block] }
+    deinit {
+        states.deinitialize(count: owned.count)
+        states.deallocate()
+    }
+
+    /// The block `(kvHead, block)` converted: by this thread if no worker has started on it, else once the
+    /// worker that has is done. Nil when the table does not hold it.
+    @inline(__always)
+    func filledBlock(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? {
+        let i = kvHead * keyBlocks + block
+        guard let found = blocks[i] else { return nil }
+        if states[i].load(ordering: .acquiring) != Self.filled {
+            if claim(i) {
+                fill(i)
+            } else {
+                while states[i].load(ordering: .acquiring) != Self.filled { sched_yield() }
+            }
+        }
+        return found
+    }
+
+    /// For asking ahead: the block `(kvHead, block)` converted by this thread if no worker has started on it,
+    /// and returned when it is converted; nil while another worker converts it, or when the table does not
+    /// hold it.
+    @inline(__always)
+    func blockFilledAhead(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? {
+        let i = kvHead * keyBlocks + block
+        guard let found = blocks[i] else { return nil }
+        let state = states[i].load(ordering: .acquiring)
+        if state == Self.filled { return found }
+        guard state == Self.unfilled, claim(i) else { return nil }
+        fill(i)
+        return found
+    }
+
+    /// Whether this thread takes block `i` from unfilled to filling.
+    @inline(__always)
+    private func claim(_ i: Int) -> Bool {
+        states[i].compareExchange(expected: Self.unfilled, desired: Self.filling, ordering: .acquiring).exchanged
+    }
+
+    /// Converts block `i` (claimed by this thread) and publishes it. Blocks stored in 16 bits are packed from
+    /// their words where the block can, else widened to fp32 first (exact).
+    private func fill(_ i: Int) {
+        let (g, j) = (i / keyBlocks, i % keyBlocks)
+        let block = owned[i]!, stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
+        if table.format == .f32 {
+            block.fill(keys: stored.keys.assumingMemoryBound(to: Float.self),
+                       values: stored.values.assumingMemoryBound(to: Float.self), rows: rows)
+        } else if !block.fill(stored: stored.keys, values: stored.values, rows: rows, format: table.format) {
+            let widened = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rows * headDim)
+            defer { widened.deallocate() }
+            table.format.widen(stored.keys, count: rows * headDim, to: widened)
+            table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)
+            block.fill(keys: widened, values: widened + rows * headDim, rows: rows)
+        }
+        states[i].store(Self.filled, ordering: .releasing)
+    }
 }
