@@ -30,22 +30,47 @@ public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Senda
     /// int16 values: 2 bytes each.
     public var operandBytes: Int { rows * headDim * 2 }
 
+    /// Whether the storage was allocated by the block (else it lies in a caller's).
+    private let ownsStorage: Bool
+
+    /// The integers' words, then the floats (the keys' mean and the values' scales).
+    private static func sizes(blockK: Int, headDim: Int) -> (words: Int, floats: Int) {
+        let pairs = (headDim + 1) / 2
+        return (blockK * pairs + (blockK + 1) / 2 * headDim, 2 * pairs + headDim)
+    }
+
+    /// Bytes of a block's storage for up to `blockK` rows of `headDim`: its integers and its floats, a
+    /// multiple of 64.
+    public static func storageBytes(blockK: Int, headDim: Int) -> Int {
+        let (words, floats) = sizes(blockK: blockK, headDim: headDim)
+        return (4 * (words + floats) + 63) / 64 * 64
+    }
+
     /// Storage for blocks of up to `blockK` rows of `headDim`, the keys on a cache line (and the values too
     /// where the keys fill whole lines): the kernels load rows of up to 64 bytes.
-    public init(blockK: Int, headDim: Int) {
+    public convenience init(blockK: Int, headDim: Int) {
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: Self.storageBytes(blockK: blockK, headDim: headDim),
+                                                       alignment: 64)
+        self.init(blockK: blockK, headDim: headDim, storage: storage, owned: true)
+    }
+
+    /// A block in `storage` (`storageBytes` bytes on a cache line), which the caller owns and keeps while the
+    /// block lives.
+    public convenience init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer) {
+        self.init(blockK: blockK, headDim: headDim, storage: storage, owned: false)
+    }
+
+    private init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer, owned: Bool) {
         precondition(blockK > 0 && headDim > 0, "QuantizedKeyValueBlock: empty shape")
-        (self.blockK, self.headDim) = (blockK, headDim)
-        let pairs = (headDim + 1) / 2, words = blockK * pairs + (blockK + 1) / 2 * headDim
-        keys = UnsafeMutableRawPointer.allocate(byteCount: 4 * words, alignment: 64).bindMemory(to: Int32.self, capacity: words)
+        (self.blockK, self.headDim, ownsStorage) = (blockK, headDim, owned)
+        let (words, floats) = Self.sizes(blockK: blockK, headDim: headDim), pairs = (headDim + 1) / 2
+        keys = storage.bindMemory(to: Int32.self, capacity: words)
         values = keys + blockK * pairs
-        keyMean = .allocate(capacity: 2 * pairs + headDim)
+        keyMean = (storage + 4 * words).bindMemory(to: Float.self, capacity: floats)
         valueScale = keyMean + 2 * pairs
     }
 
-    deinit {
-        UnsafeMutableRawPointer(keys).deallocate()
-        keyMean.deallocate()
-    }
+    deinit { if ownsStorage { UnsafeMutableRawPointer(keys).deallocate() } }
 
     /// Quantizes `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32).
     public func fill(keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {

@@ -8,6 +8,10 @@ import Synchronization
 public protocol PackedKeyValueBlock: AnyObject, Sendable {
     /// Storage for blocks of up to `blockK` rows of `headDim`.
     init(blockK: Int, headDim: Int)
+    /// Bytes of the storage of a block of up to `blockK` rows of `headDim` (a multiple of 64).
+    static func storageBytes(blockK: Int, headDim: Int) -> Int
+    /// A block in `storage` (`storageBytes` bytes on a cache line), which the caller keeps while it lives.
+    init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer)
     /// Converts `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32).
     func fill(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rows: Int)
     /// Converts `rows` rows stored in `format` straight from that format when the block knows how (the same
@@ -35,7 +39,9 @@ extension PackedKeyValueBlock {
 /// Converting every block before the tiles started was a phase of its own bound by memory bandwidth (8 ms of
 /// the Xeon's 111 ms sparse pass at 32K × 8 heads, every thread reading K/V at once); filled where they are
 /// first needed, the blocks are read while the other workers compute, and the workers ask for the next
-/// visit's blocks ahead (`blockFilledAhead`) so that a block is seldom waited for.
+/// visit's blocks ahead (`blockFilledAhead`) so that a block is seldom waited for. The blocks lie in one
+/// allocation, made by the worker that fills them: a block object and its storage made one after the other
+/// on the calling thread cost another 2 ms there, and as much again to free.
 ///
 /// The driver looks up each block a query block visits twice (for the visit, and ahead of it), on every worker
 /// thread at once, so a lookup of a filled block writes no shared state: the table is not generic (a generic
@@ -44,34 +50,49 @@ extension PackedKeyValueBlock {
 /// since every worker of a kv head counting references to the same blocks would write their cache lines from
 /// every core.
 final class PackedBlockTable: @unchecked Sendable {
-    /// Per (kv head, key block) as the table's `block(kvHead:block:)`: the block, owned, or nil where the table
-    /// has none.
-    private let owned: [(any PackedKeyValueBlock)?]
-    /// The same blocks uncounted.
-    private let blocks: [Unmanaged<AnyObject>?]
+    /// Per (kv head, key block) as the table's `block(kvHead:block:)`: the block's place in `storage`, or −1
+    /// where the table has none.
+    private let places: [Int32]
+    /// The blocks' storage, `blockBytes` each.
+    private let storage: UnsafeMutableRawPointer
+    private let blockBytes: Int
+    /// Per (kv head, key block): the block, retained, once a worker has made it (published by `states`).
+    private let made: UnsafeMutablePointer<Unmanaged<AnyObject>?>
     /// Per (kv head, key block): `unfilled`, `filling` (a worker claimed it) or `filled`.
     private let states: UnsafeMutablePointer<Atomic<UInt8>>
+    /// A block in the given storage, filled from the table's rows.
+    private let makeBlock: (UnsafeMutableRawPointer) -> any PackedKeyValueBlock
     private let table: KeyValueBlockTable
     private let headDim: Int
     let keyBlocks: Int
     private static let (unfilled, filling, filled): (UInt8, UInt8, UInt8) = (0, 1, 2)
 
-    /// Room for the blocks of `table` as `Block`s, filled as the workers first need them.
+    /// Room for the blocks of `table` as `Block`s, made and filled as the workers first need them.
     init<Block: PackedKeyValueBlock>(_ table: KeyValueBlockTable, as _: Block.Type, headDim: Int) {
         (self.table, self.headDim, keyBlocks) = (table, headDim, table.keyBlocks)
         let count = table.kvHeads * table.keyBlocks
-        owned = (0..<count).map { i in
-            table.block(kvHead: i / table.keyBlocks, block: i % table.keyBlocks) == nil
-                ? nil : Block(blockK: table.blockK, headDim: headDim)
+        var held: Int32 = 0
+        places = (0..<count).map { i in
+            guard table.block(kvHead: i / table.keyBlocks, block: i % table.keyBlocks) != nil else { return -1 }
+            defer { held += 1 }
+            return held
         }
-        blocks = owned.map { $0.map { Unmanaged.passUnretained($0 as AnyObject) } }
+        blockBytes = Block.storageBytes(blockK: table.blockK, headDim: headDim)
+        storage = .allocate(byteCount: max(1, Int(held) * blockBytes), alignment: 64)
+        made = .allocate(capacity: max(1, count))
+        made.initialize(repeating: nil, count: count)
         states = .allocate(capacity: max(1, count))
         for i in 0..<count { (states + i).initialize(to: Atomic(Self.unfilled)) }
+        let blockK = table.blockK
+        makeBlock = { Block(blockK: blockK, headDim: headDim, storage: $0) }
     }
 
     deinit {
-        states.deinitialize(count: owned.count)
+        for i in places.indices { made[i]?.release() }
+        made.deallocate()
+        states.deinitialize(count: places.count)
         states.deallocate()
+        storage.deallocate()
     }
 
     /// The block `(kvHead, block)` converted: by this thread if no worker has started on it, else once the
@@ -79,7 +100,7 @@ final class PackedBlockTable: @unchecked Sendable {
     @inline(__always)
     func filledBlock(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? {
         let i = kvHead * keyBlocks + block
-        guard let found = blocks[i] else { return nil }
+        guard places[i] >= 0 else { return nil }
         if states[i].load(ordering: .acquiring) != Self.filled {
             if claim(i) {
                 fill(i)
@@ -87,7 +108,7 @@ final class PackedBlockTable: @unchecked Sendable {
                 while states[i].load(ordering: .acquiring) != Self.filled { sched_yield() }
             }
         }
-        return found
+        return made[i]
     }
 
     /// For asking ahead: the block `(kvHead, block)` converted by this thread if no worker has started on it,
@@ -96,12 +117,12 @@ final class PackedBlockTable: @unchecked Sendable {
     @inline(__always)
     func blockFilledAhead(kvHead: Int, block: Int) -> Unmanaged<AnyObject>? {
         let i = kvHead * keyBlocks + block
-        guard let found = blocks[i] else { return nil }
+        guard places[i] >= 0 else { return nil }
         let state = states[i].load(ordering: .acquiring)
-        if state == Self.filled { return found }
+        if state == Self.filled { return made[i] }
         guard state == Self.unfilled, claim(i) else { return nil }
         fill(i)
-        return found
+        return made[i]
     }
 
     /// Whether this thread takes block `i` from unfilled to filling.
@@ -110,11 +131,12 @@ final class PackedBlockTable: @unchecked Sendable {
         states[i].compareExchange(expected: Self.unfilled, desired: Self.filling, ordering: .acquiring).exchanged
     }
 
-    /// Converts block `i` (claimed by this thread) and publishes it. Blocks stored in 16 bits are packed from
-    /// their words where the block can, else widened to fp32 first (exact).
+    /// Makes and converts block `i` (claimed by this thread) and publishes it. Blocks stored in 16 bits are
+    /// packed from their words where the block can, else widened to fp32 first (exact).
     private func fill(_ i: Int) {
         let (g, j) = (i / keyBlocks, i % keyBlocks)
-        let block = owned[i]!, stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
+        let block = makeBlock(storage + Int(places[i]) * blockBytes)
+        let stored = table.block(kvHead: g, block: j)!, rows = table.rows(of: j)
         if table.format == .f32 {
             block.fill(keys: stored.keys.assumingMemoryBound(to: Float.self),
                        values: stored.values.assumingMemoryBound(to: Float.self), rows: rows)
@@ -125,6 +147,7 @@ final class PackedBlockTable: @unchecked Sendable {
             table.format.widen(stored.values, count: rows * headDim, to: widened + rows * headDim)
             block.fill(keys: widened, values: widened + rows * headDim, rows: rows)
         }
+        made[i] = Unmanaged.passRetained(block as AnyObject)
         states[i].store(Self.filled, ordering: .releasing)
     }
 }
