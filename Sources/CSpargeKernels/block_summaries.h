@@ -27,7 +27,7 @@ INLINE vdouble8 summary_centered8(const float *x, const float *mean, long j) {
 }
 
 /// Rows whose sums of squares run side by side.
-#define SUMMARY_ROWS 4
+#define SUMMARY_ROWS 8
 
 /// Double(x[j] − mean[j]) for j, j+1, j+2, j+3.
 INLINE vdouble4 summary_centered4(const float *x, const float *mean, long j) {
@@ -71,8 +71,8 @@ double KERNEL(summarize_block)(const float *x, long n, long d, const float *mean
     int zeroRow = 0;
     for (long r0 = 0; r0 < n; r0 += SUMMARY_ROWS) {
         const long rows = n - r0 < SUMMARY_ROWS ? n - r0 : SUMMARY_ROWS;
-        double norm[SUMMARY_ROWS] = {0, 0, 0, 0}, unit[SUMMARY_ROWS] = {0, 0, 0, 0};
-        int directed[SUMMARY_ROWS] = {0, 0, 0, 0};
+        double norm[SUMMARY_ROWS] = {0}, unit[SUMMARY_ROWS] = {0};
+        int directed[SUMMARY_ROWS] = {0};
         if (needSimilarity) {
             summary_norms(x, r0, rows, d, mean, norm);
             for (long r = 0; r < rows; r++) {

@@ -190,7 +190,7 @@ final class BlockSummariesTests: XCTestCase {
         let seed = UInt64.random(in: 0...UInt64.max)
         var g = SeededGenerator(seed: seed)
         for d in [1, 3, 4, 5, 8, 63, 64, 65, 127, 128, 130] {
-            for n in [1, 3, 4, 5, 63, 64, 128] {
+            for n in [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 128] {
                 let scale = pow(2.0, Float(Int.random(in: -8...8, using: &g)))
                 var x = (0..<(n * d)).map { _ in g.normal() * scale * pow(2.0, Float(Int.random(in: -6...6, using: &g))) }
                 let mean = (0..<d).map { _ in g.normal() * scale }
