@@ -207,24 +207,28 @@ double KERNEL(dot_double)(const double *a, const double *b, long d) {
     return t;
 }
 
-/// out[k] = dot_double(a, b + k·d, d) for k < count: four keys at a time, so that four dots' chains of
+/// out[k] = dot_double(a, Double(b + k·d), d) for k < count, the key rows given as floats (widened exactly,
+/// so the Doubles are those of the widened rows): four keys at a time, so that four dots' chains of
 /// dependent FMAs run side by side (one dot alone waits on each FMA's latency); each dot keeps its own order,
 /// so the Doubles are dot_double's. Written in vectors of 8 doubles (the compiler's own vectorization of
-/// the 16-lane arrays spilled them).
+/// the 16-lane arrays spilled them). Floats, not Doubles, for the keys: half the bytes of a key tile, which
+/// every row of a work item reads again, and no Double copy of the key means to make first.
 typedef double dot_d8 __attribute__((vector_size(64), aligned(8)));
-void KERNEL(dot_double_rows)(const double *a, const double *b, long count, long d, double *out) {
+typedef float dot_f8 __attribute__((vector_size(32), aligned(4)));
+static inline dot_d8 KERNEL(widened8)(const float *x) { return __builtin_convertvector(*(const dot_f8 *)x, dot_d8); }
+void KERNEL(dot_double_rows)(const double *a, const float *b, long count, long d, double *out) {
 #pragma clang fp contract(off)
     long k = 0;
     for (; k + 4 <= count; k += 4) {
-        const double *rows = b + k * d;
+        const float *rows = b + k * d;
         dot_d8 lo[4] = {0}, hi[4] = {0};
         long j = 0;
         for (; j + 16 <= d; j += 16) {
             const dot_d8 x0 = *(const dot_d8 *)(a + j), x1 = *(const dot_d8 *)(a + j + 8);
 #pragma clang loop unroll(full)
             for (int r = 0; r < 4; r++) {
-                lo[r] = __builtin_elementwise_fma(x0, *(const dot_d8 *)(rows + r * d + j), lo[r]);
-                hi[r] = __builtin_elementwise_fma(x1, *(const dot_d8 *)(rows + r * d + j + 8), hi[r]);
+                lo[r] = __builtin_elementwise_fma(x0, KERNEL(widened8)(rows + r * d + j), lo[r]);
+                hi[r] = __builtin_elementwise_fma(x1, KERNEL(widened8)(rows + r * d + j + 8), hi[r]);
             }
         }
 #pragma clang loop unroll(full)
@@ -232,13 +236,17 @@ void KERNEL(dot_double_rows)(const double *a, const double *b, long count, long 
             dot_d8 v = lo[r] + hi[r];
             double t = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
             for (long i = j; i < d; i++) {
-                double p = a[i] * rows[r * d + i];
+                double p = a[i] * (double)rows[r * d + i];
                 t = t + p;
             }
             out[k + r] = t;
         }
     }
-    for (; k < count; k++) out[k] = KERNEL(dot_double)(a, b + k * d, d);
+    double widened[d > 0 ? d : 1];
+    for (; k < count; k++) {
+        for (long j = 0; j < d; j++) widened[j] = (double)b[k * d + j];
+        out[k] = KERNEL(dot_double)(a, widened, d);
+    }
 }
 
 /// f16 to float, exactly: with F16C's vcvtph2ps eight at a time where the set has it (HAS_F16C), else (and

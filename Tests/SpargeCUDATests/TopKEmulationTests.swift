@@ -165,7 +165,7 @@ final class TopKEmulationTests: XCTestCase {
         let nk = keys.count
         guard case .topK(let fraction) = config.selection else { return [] }
         let keep = min(MaskPredictor.topKCount(fraction: fraction, keyBlocks: nk), nk)
-        let keyMeans = keys.means.map(Double.init), queryMeans = queries.means.map(Double.init)
+        let keyMeans = keys.means, queryMeans = queries.means.map(Double.init)
         var scores = [Float](repeating: 0, count: blocks.count * nk)
         var rows: [(e: [Float], p: [Float], keep: Int)] = []
         for h in 0..<2 {

@@ -176,10 +176,14 @@ final class MaskPredictorTests: XCTestCase {
                 for (name, kernels) in sets {
                     XCTAssertEqual(kernels.dotDouble(a, b, d).bitPattern, twin.bitPattern, "\(name), D \(d)")
                 }
-                // Several rows at once (four side by side, then the rest one by one): each row's own Double.
+                // Several rows at once, given as floats (four side by side, then the rest one by one): each
+                // widened row's own Double.
                 let count = Int.random(in: 1...9, using: &g)
-                let rows = (0..<(count * d)).map { _ in Double(g.normal()) * pow(2.0, Double(Int.random(in: -20...20, using: &g))) }
-                let twins = (0..<count).map { r in rows.withUnsafeBufferPointer { MaskPredictor.dotDoubleTwin(a, $0.baseAddress! + r * d, d) } }
+                let rows = (0..<(count * d)).map { _ in g.normal() * pow(2.0, Float(Int.random(in: -20...20, using: &g))) }
+                let widened = rows.map(Double.init)
+                let twins = (0..<count).map { r in
+                    widened.withUnsafeBufferPointer { MaskPredictor.dotDoubleTwin(a, $0.baseAddress! + r * d, d) }
+                }
                 for (name, kernels) in sets {
                     var out = [Double](repeating: .nan, count: count)
                     kernels.dotDoubleRows(a, rows, count, d, &out)

@@ -150,9 +150,9 @@ typedef struct {
     /// runningSum[r]) for r < rows (0 where the sum is not positive), rows of `dim` (finish_rows.h).
     void (*finishRows)(const float *outputT, long lanes, long dim, long rows, const float *runningSum,
                        float *output);
-    /// `dotDouble(a, b + k·d, d)` into out[k] for `count` rows of `d` at `b` (the same Doubles, several rows at
-    /// a time).
-    void (*dotDoubleRows)(const double *a, const double *b, long count, long d, double *out);
+    /// `dotDouble(a, Double(b + k·d), d)` into out[k] for `count` rows of `d` floats at `b`, widened exactly (the
+    /// same Doubles as on the widened rows, several rows at a time).
+    void (*dotDoubleRows)(const double *a, const float *b, long count, long d, double *out);
     /// A mask row's softmax numerators and their sum, bit for bit as `MaskPredictor.selectBlocks` defines them
     /// (mask_exp.h): scores[j] ← 0 where it is −∞, else PortableExp.exp(scores[j] − max); returns their Float
     /// sum in ascending j.

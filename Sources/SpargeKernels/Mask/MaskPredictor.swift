@@ -45,7 +45,7 @@ public enum MaskPredictor {
         }
 
         let scale = Float(1 / Double(d).squareRoot())
-        let keysDouble = doubles(keySummaries.means)  // [kvHeads][nk][D], converted once
+        // The queries' means in Double, converted once; the keys' are widened in the dot kernel as it reads them.
         let queriesDouble = doubles(querySummaries.means)
         PhaseTrace.mark("mask-doubles")
         // A work item scores `rowChunk` rows against the keys a tile at a time (see `scoreRows`), then
@@ -55,7 +55,7 @@ public enum MaskPredictor {
         let chunksPerHead = (rowsPerHead + rowChunk - 1) / rowChunk
         var pieces = [(rowCounts: [Int32], keys: [Int32])](repeating: ([], []), count: queryHeads * chunksPerHead)
         pieces.withUnsafeMutableBufferPointer { piecesBuf in
-            keysDouble.withUnsafeBufferPointer { kb in
+            keySummaries.means.withUnsafeBufferPointer { kb in
                 queriesDouble.withUnsafeBufferPointer { qb in
                     keySummaries.flags.withUnsafeBufferPointer { kf in
                         querySummaries.flags.withUnsafeBufferPointer { qf in
@@ -97,8 +97,8 @@ public enum MaskPredictor {
         return BlockMask.joining(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks, pieces: pieces)
     }
 
-    /// `x` widened to Double, on the pass's threads: at 1M tokens the key means are 64 MiB of Doubles, and
-    /// even at 32K the fresh pages of one thread's copy cost 1.5 ms on the 16-core Xeon.
+    /// `x` widened to Double, on the pass's threads: one thread's copy of the key and query means cost 1.5 ms
+    /// of fresh pages at 32K × 8 heads on the 16-core Xeon (the key means are now widened as the dots read them).
     static func doubles(_ x: [Float]) -> [Double] {
         let piece = 1 << 15
         return [Double](unsafeUninitializedCapacity: x.count) { out, initialized in
@@ -117,13 +117,13 @@ public enum MaskPredictor {
     /// means are `headDim` Doubles each from `queries`) against every key block, row `k` of the range into
     /// `scores + k·nk`; −∞ where a key block is not self-similar or past the row's causal limit.
     ///
-    /// Key-tile outer, rows inner: a tile of key means (256 blocks, 256 KB at D = 128) is read from memory
+    /// Key-tile outer, rows inner: a tile of key means (256 blocks, 128 KB of floats at D = 128) is read from memory
     /// once for all the rows instead of once per row. At 4M tokens a kv head's key means are 64 MiB, more
     /// than the L3, and scoring row by row streamed them from memory for every row (51 s of a 100 s pass on
     /// Zen 3). Each score is the same `dotDouble` as before (computed four keys at a time by
     /// `dotDoubleRows`), so the mask is bit for bit the same.
     static func scoreRows(
-        _ rows: Range<Int>, queryBlocks: [Int], queries: UnsafePointer<Double>, keys kd: UnsafePointer<Double>,
+        _ rows: Range<Int>, queryBlocks: [Int], queries: UnsafePointer<Double>, keys kd: UnsafePointer<Float>,
         keyFlags: UnsafePointer<UInt8>, keyBlocks nk: Int, headDim d: Int, scale: Float, config: SpargeConfig,
         into scores: UnsafeMutablePointer<Float>
     ) {
@@ -304,7 +304,8 @@ public enum MaskPredictor {
         }
         return sum
     }
-    /// `dotKernel` over consecutive key rows (`sparge_tile_kernels.dotDoubleRows`): the same Doubles.
+    /// `dotKernel` over consecutive key rows given as floats (`sparge_tile_kernels.dotDoubleRows`): the Doubles
+    /// of the widened rows.
     static let dotRowsKernel = CPUISA.detected.kernels.dotDoubleRows!
 
     @inline(__always)
