@@ -7,7 +7,7 @@ enum BackendOptions {
     static let specs: [OptionSpec] = [
         .value("backend", "cpu|cuda|auto", "who computes the attention tiles (default cpu; auto = cuda where every rank has a GPU)"),
         .value("precision", "fp32|bf16|fp16|int8", "what Q, K, V are rounded or quantized to before the products (default fp32 on the cpu backend, bf16 on cuda, which computes bf16 or fp16)"),
-        .value("kv-precision", "f32|bf16|f16", "what K/V blocks are stored and sent around the ring in (default f32 on the cpu backend, bf16 on cuda)"),
+        .value("kv-precision", "f32|bf16|f16", "what K/V blocks are stored and sent around the ring in (default on the cpu backend the type --precision rounds to, f32 for fp32 and int8; bf16 on cuda)"),
     ]
 
     /// `--kv-precision`, else the engine's default: on the CPU the type of its precision (f32 for fp32:
@@ -54,7 +54,8 @@ enum BackendOptions {
     /// CPU has. A name that some rank's CPU cannot run fails on every rank (the message names the ranks).
     /// SPARGE_BF16_VISIT_KEYS (measurement only) sets the keys one visit of bf16 tiles groups;
     /// SPARGE_CPU_WHOLE_CALL=0 (measurement only) keeps the tiles' state in the output even where one call
-    /// holds every block (`BlockSparseAttention.finishesWholeCalls`).
+    /// holds every block (`BlockSparseAttention.finishesWholeCalls`); SPARGE_PROFILE_VISITS=1 and
+    /// SPARGE_PROFILE_PHASES=1 turn on `VisitProfile` and `PhaseTrace`.
     static func cpuEngine(precision: AttentionPrecision, ctx: CommandContext) throws -> CPUAttentionEngine {
         var isa = CPUISA.detected
         var problem: Error?
@@ -67,6 +68,8 @@ enum BackendOptions {
             else { problem = problem ?? BackendError("SPARGE_BF16_VISIT_KEYS: \(keys) is not a positive number of keys") }
         }
         if environment["SPARGE_CPU_WHOLE_CALL"] == "0" { BlockSparseAttention.finishesWholeCalls = false }
+        if environment["SPARGE_PROFILE_VISITS"] == "1" { VisitProfile.enabled = true }
+        if environment["SPARGE_PROFILE_PHASES"] == "1" { PhaseTrace.enabled = true }
         ctx.agree(problem)
         return CPUAttentionEngine(isa: isa, precision: precision)
     }

@@ -25,6 +25,8 @@ let topHelp = """
                                     measurement only)
       SPARGE_CPU_WHOLE_CALL=0       tiles keep their state in the output even where one call holds every
                                     block (one rank); the same bits, for comparison
+      SPARGE_PROFILE_VISITS=1       bench: where the bf16 tiles' visits spend their time (scores, softmax, P·V)
+      SPARGE_PROFILE_PHASES=1       every step of a pass on stderr with its milliseconds (measurement only)
 
     environment (the CUDA backend):
       SPARGE_LIBCUDA, SPARGE_NVRTC  paths of libcuda.so.1 and libnvrtc when not on the loader's path

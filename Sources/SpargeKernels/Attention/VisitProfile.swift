@@ -1,14 +1,13 @@
 import Dispatch
-import Foundation
 import Synchronization
 
-/// Where the bf16 tiles' visits spend their time, for measurement only: with `SPARGE_PROFILE_VISITS=1` in the
-/// environment, every visit of `AttentionTile.visit(bf16:keyStart:ahead:)` adds the nanoseconds of its scores,
-/// its softmax and its P·V (every worker's, summed) and the keys it visited. Off (the default), a visit pays
-/// one test of a constant.
+/// Where the bf16 tiles' visits spend their time, for measurement only: when `enabled` (the `sparge` tool sets
+/// it from `SPARGE_PROFILE_VISITS=1`), every visit of `AttentionTile.visit(bf16:keyStart:ahead:)` adds the
+/// nanoseconds of its scores, its softmax and its P·V (every worker's, summed) and the keys it visited. Off
+/// (the default), a visit pays one test of a flag.
 public enum VisitProfile {
-    /// Whether visits are timed (`SPARGE_PROFILE_VISITS=1`, read once).
-    public static let enabled = ProcessInfo.processInfo.environment["SPARGE_PROFILE_VISITS"] == "1"
+    /// Whether visits are timed; set before the first pass, not during one.
+    nonisolated(unsafe) public static var enabled = false
 
     /// Totals since the process started.
     public struct Totals: Sendable, Equatable {
