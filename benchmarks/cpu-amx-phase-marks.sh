@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where the Xeon's sparse pass spends the time outside its tiles: SPARGE_PROFILE_PHASES=1 prints each step of
-# the pass (K mean, summaries, mask rows, the ring's local rows, packing, workers, finish) with its
+# the pass (K mean, summaries, mask rows, the ring's local rows, the block table, workers, finish) with its
 # milliseconds, for AMX bf16, N = 32768, 8 heads, D = 128, TopK 0.1, 16 threads, beside PyTorch's own
 # f32 → bf16 conversion of a K-sized tensor and the memory's read rate as ceilings:
 #   bash benchmarks/cpu-amx-phase-marks.sh CARRY [OUT]   (OUT default $OUT)

@@ -1,5 +1,6 @@
 # Sourced by the one-call CPU scripts for the device machine's Xeon (cpu-amx-device.sh, cpu-amx-long.sh,
-# cpu-amx-visit-keys.sh, cpu-amx-sparse-profile.sh, cpu-amx-sparse-ab.sh, cpu-amx-scaling.sh), with `carry`
+# cpu-amx-visit-keys.sh, cpu-amx-sparse-profile.sh, cpu-amx-sparse-ab.sh, cpu-amx-scaling.sh,
+# cpu-amx-phase-marks.sh, cpu-amx-hugepages.sh, cpu-amx-same-bits.sh), with `carry`
 # (the carried folder: sparge.gz or sparge, and optionally sparge-base.gz or sparge-base), `out` (the log's
 # folder) and `log` (its file name) set: the binary unpacked into $sparge (and a baseline into $SPARGE_BASE,
 # exported, where one is carried), everything logged to $out/$log, the environment of a run as root under

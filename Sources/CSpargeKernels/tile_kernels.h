@@ -215,7 +215,8 @@ double KERNEL(dot_double)(const double *a, const double *b, long d) {
 /// every row of a work item reads again, and no Double copy of the key means to make first.
 typedef double dot_d8 __attribute__((vector_size(64), aligned(8)));
 typedef float dot_f8 __attribute__((vector_size(32), aligned(4)));
-static inline dot_d8 KERNEL(widened8)(const float *x) { return __builtin_convertvector(*(const dot_f8 *)x, dot_d8); }
+/// Eight floats from `x` widened to Double (exactly).
+INLINE dot_d8 KERNEL(widened8)(const float *x) { return __builtin_convertvector(*(const dot_f8 *)x, dot_d8); }
 void KERNEL(dot_double_rows)(const double *a, const float *b, long count, long d, double *out) {
 #pragma clang fp contract(off)
     long k = 0;
@@ -242,6 +243,7 @@ void KERNEL(dot_double_rows)(const double *a, const float *b, long count, long d
             out[k + r] = t;
         }
     }
+    // The last keys one by one: each row widened into a copy, so that dot_double's own order sums it.
     double widened[d > 0 ? d : 1];
     for (; k < count; k++) {
         for (long j = 0; j < d; j++) widened[j] = (double)b[k * d + j];

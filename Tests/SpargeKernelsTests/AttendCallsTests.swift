@@ -89,9 +89,10 @@ final class AttendCallsTests: XCTestCase {
                                 ? try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
                                                            seqLen: q.rows, threads: threads, precision: .int8)
                                 : try BlockSparseAttention(queries: q, mask: mask, kvHeads: k.heads, config: config,
-                                                           seqLen: q.rows, threads: threads, bf16Kernels: sparge_bf16_emulated())
-                            return feed(attention, k: k, v: v, config: config, callOf: callOf, calls: c.calls, format: format,
-                                        threads: threads)
+                                                           seqLen: q.rows, threads: threads,
+                                                           bf16Kernels: sparge_bf16_emulated())
+                            return feed(attention, k: k, v: v, config: config, callOf: callOf, calls: c.calls,
+                                        format: format, threads: threads)
                         }
                         let (one, many) = (try run(threads: 1), try run(threads: 7))
                         let label = "\(c), \(tiles), K/V \(format)"

@@ -179,7 +179,9 @@ final class MaskPredictorTests: XCTestCase {
                 // Several rows at once, given as floats (four side by side, then the rest one by one): each
                 // widened row's own Double.
                 let count = Int.random(in: 1...9, using: &g)
-                let rows = (0..<(count * d)).map { _ in g.normal() * pow(2.0, Float(Int.random(in: -20...20, using: &g))) }
+                let rows = (0..<(count * d)).map { _ in
+                    g.normal() * pow(2.0, Float(Int.random(in: -20...20, using: &g)))
+                }
                 let widened = rows.map(Double.init)
                 let twins = (0..<count).map { r in
                     widened.withUnsafeBufferPointer { MaskPredictor.dotDoubleTwin(a, $0.baseAddress! + r * d, d) }

@@ -7,7 +7,7 @@ import XCTest
 /// probability (ascending index on ties), keep the longest prefix whose cumulative sum is ≤ τ (at least one),
 /// or the first `floor(k·nk)`.
 final class TopSelectionTests: XCTestCase {
-    func testHeapSelectionEqualsFullSort() {
+    func testSelectionEqualsFullSort() {
         var g = SeededGenerator(seed: 11)
         for trial in 0..<400 {
             let nk = [1, 2, 7, 64, 513, 2048, 17, 100][(trial / 2) % 8]

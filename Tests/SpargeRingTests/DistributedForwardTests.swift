@@ -101,8 +101,9 @@ final class DistributedForwardTests: XCTestCase {
     /// another order; 6.5e-4 measured on 3 ranks, ~1e-7 on sets with fp32 products), and within 1e-2 of the
     /// masked Double reference on bf16 inputs (1.5e-3 measured).
     func testBF16RanksAgreeWithOneProcess() throws {
-        for c in [Case(ranks: 2, n: 1000, hq: 2, hkv: 1, d: 32, options: ["--cdf", "0.9", "--causal", "--precision", "bf16"]),
-                  Case(ranks: 3, n: 1111, hq: 4, hkv: 2, d: 32, options: ["--topk", "0.3", "--sink", "--precision", "bf16"])] {
+        let bf16 = ["--precision", "bf16"]
+        for c in [Case(ranks: 2, n: 1000, hq: 2, hkv: 1, d: 32, options: ["--cdf", "0.9", "--causal"] + bf16),
+                  Case(ranks: 3, n: 1111, hq: 4, hkv: 2, d: 32, options: ["--topk", "0.3", "--sink"] + bf16)] {
             let json = try verify(c)
             XCTAssertEqual(json.int("mask_mismatches"), 0, "\(c)")
             XCTAssertGreaterThan(json.int("bytes_sent") ?? 0, 0, "\(c): the ring must move something")

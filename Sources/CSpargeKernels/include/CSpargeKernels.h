@@ -1,6 +1,7 @@
 // CSpargeKernels: the attention tile's micro-kernels (fp32, and AttentionPrecision.int8's integer products
-// with their quantization), compiled once per x86 ISA, and the CPU feature test that picks among them. SpargeKernels (AttentionTile) is the only caller; this target has no API of
-// its own.
+// with their quantization), the mask's kernels (summaries, the K mean's sums, scores, exponentials, TopK's
+// selection), compiled once per x86 ISA, and the CPU feature test that picks among them. SpargeKernels is the
+// only caller; this target has no API of its own.
 //
 // Why C: Swift can compile code for one CPU per module only (`-target-cpu`, an unsafe flag), while one
 // binary has to run the best kernels of whatever CPU it lands on. Here the same kernel source
@@ -185,10 +186,10 @@ void sparge_pack_bf16_block_stored(const unsigned short *keys, const unsigned sh
                                    unsigned short *packedKeys, unsigned short *valuesT);
 /// TopK's threshold for a mask row (mask_select.c): the keep-th smallest (1 ≤ keep ≤ count) of `count`
 /// distinct keys; `keys` is only read, `scratch` (2·count keys) overwritten.
-unsigned long long sparge_select_smallest(unsigned long long *keys, unsigned long long *scratch, long count,
+unsigned long long sparge_select_smallest(const unsigned long long *keys, unsigned long long *scratch, long count,
                                           long keep);
 /// The K mean's partial sums (KeyMean.init(summing:rows:), key_mean.c): sums[j] = Σ_r Double(x[r·dim + j])
-/// over `rows` rows, each column from zero in row order: the Swift loop's Doubles, on every ISA.
+/// over `rows` rows, each column from zero in row order: `KeyMean.columnSumsTwin`'s Doubles, on every ISA.
 void sparge_key_column_sums(const float *x, long rows, long dim, double *sums);
 /// out[i] = bf16(values[i]) for `count` values (StorageFormat.bf16Bits exactly), in vectors.
 void sparge_bf16_round(const float *values, long count, unsigned short *out);

@@ -22,7 +22,7 @@
 /// - `sparge_mask_rules`: one thread block per mask row: the force-on rules in the CPU's order.
 ///
 /// Inputs are assumed finite, as on the CPU: a score that overflows to ±∞ (or a NaN input) gives NaN
-/// probabilities, which the CPU's heap and this one order differently.
+/// probabilities, which the CPU's selection and this one order differently.
 ///
 /// The source also compiles as plain C++ with a small prelude that stands in for the CUDA built-ins; the
 /// test suite runs it that way on the host (no GPU needed) and compares with the CPU, bit for bit.

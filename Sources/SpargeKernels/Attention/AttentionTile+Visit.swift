@@ -129,8 +129,8 @@ extension AttentionTile {
 
     /// `visit` for a tile whose products take blocks converted once per call (int8, bf16 tiles): `blocks` are
     /// of the arena's kind, uncounted (a driver's `PackedBlockTable` holds them), and are visited without
-    /// counting a reference; more than one only where the arena groups them (`visitBlocks`). `ahead`: the next
-    /// visit's blocks, asked for meanwhile (int8 tiles ask for the first).
+    /// counting a reference; more than one only where the arena groups them (`visitBlocks`). `ahead`: those of the
+    /// next visit's blocks already converted, asked for meanwhile (int8 tiles ask for the first of them).
     @discardableResult @inline(__always)
     func visit(packed blocks: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
                ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>) -> Bool {

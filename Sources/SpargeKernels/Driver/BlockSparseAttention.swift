@@ -168,7 +168,7 @@ public final class BlockSparseAttention {
         let (plan, bank, headDim, precision) = (plan, bank, headDim, precision)
         PhaseTrace.mark("attend-start")
         let packed = Self.packedBlocks(table, products: bank.products, headDim: headDim)
-        PhaseTrace.mark("pack-blocks")
+        PhaseTrace.mark("block-table")
         var lse = whole ? [Float](repeating: -.infinity, count: plan.queryHeads * plan.rows) : []
         queries.data.withUnsafeBufferPointer { q in
           output.withUnsafeMutableBufferPointer { out in
@@ -196,7 +196,8 @@ public final class BlockSparseAttention {
         if whole { finishedLSE = lse }
     }
 
-    /// The blocks of `table` converted once for tiles whose products take them so (nil for fp32 products).
+    /// A table that converts each block of `table` once, as the workers first need it, for tiles whose
+    /// products take blocks so (nil for fp32 products).
     static func packedBlocks(_ table: KeyValueBlockTable, products: TileProducts, headDim: Int) -> PackedBlockTable? {
         switch products {
         case .fp32: nil
@@ -290,7 +291,8 @@ private final class AttendJob: @unchecked Sendable {
     let headDim: Int
     /// The precision, when key/value blocks need rounding in the worker's copy.
     let rounding: AttentionPrecision?
-    /// The call's blocks converted for the tiles' products (int8, bf16 tiles), when they take them so.
+    /// The call's blocks, converted for the tiles' products (int8, bf16 tiles) as first needed, when they take
+    /// them so.
     let packed: PackedBlockTable?
     /// Where a call that holds every block has its tiles write their LSE as they end (`TileBank.end`); nil:
     /// the tiles keep their state in the output for the next call and `finish`.
@@ -349,15 +351,16 @@ private final class AttendJob: @unchecked Sendable {
                     after = collectVisit(from: after, of: block, kvHead: g, into: visit.nextPositions,
                                          count: &visit.nextCount)
                 }
-                // What the first tile asks for meanwhile: the next visit's blocks (packed), or its first block.
+                // What the first tile asks for meanwhile: the next visit's blocks that are converted (packed), or
+                // its first block.
                 var upcoming: UpcomingBlock?
                 visit.aheadCount = 0
                 if packed != nil {
                     // Converted now where no worker has started on them, so that the next visit seldom waits;
                     // those another worker is converting are not asked for.
                     for k in 0..<visit.nextCount {
-                        if let block = packed!.blockFilledAhead(kvHead: g, block: Int(keys[visit.nextPositions[k]])) {
-                            visit.ahead[visit.aheadCount] = block
+                        if let ready = packed!.blockFilledAhead(kvHead: g, block: Int(keys[visit.nextPositions[k]])) {
+                            visit.ahead[visit.aheadCount] = ready
                             visit.aheadCount += 1
                         }
                     }

@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import Synchronization
 
@@ -39,9 +41,10 @@ extension PackedKeyValueBlock {
 /// Converting every block before the tiles started was a phase of its own bound by memory bandwidth (8 ms of
 /// the Xeon's 111 ms sparse pass at 32K × 8 heads, every thread reading K/V at once); filled where they are
 /// first needed, the blocks are read while the other workers compute, and the workers ask for the next
-/// visit's blocks ahead (`blockFilledAhead`) so that a block is seldom waited for. The blocks lie in one
-/// allocation, made by the worker that fills them: a block object and its storage made one after the other
-/// on the calling thread cost another 2 ms there, and as much again to free.
+/// visit's blocks ahead (`blockFilledAhead`) so that a block is seldom waited for. The blocks' storage is one
+/// allocation made with the table, and each block object is made in it by the worker that fills it: 4096
+/// objects with storage of their own, made one after the other on the calling thread, cost another 2 ms
+/// there, and as much again to free.
 ///
 /// The driver looks up each block a query block visits twice (for the visit, and ahead of it), on every worker
 /// thread at once, so a lookup of a filled block writes no shared state: the table is not generic (a generic
@@ -132,7 +135,9 @@ final class PackedBlockTable: @unchecked Sendable {
     }
 
     /// Makes and converts block `i` (claimed by this thread) and publishes it. Blocks stored in 16 bits are
-    /// packed from their words where the block can, else widened to fp32 first (exact).
+    /// packed from their words where the block can, else widened to fp32 first (exact; a copy made for the
+    /// block, a small cost beside its conversion, and only for int8 tiles on 16-bit storage or bf16 tiles on
+    /// f16).
     private func fill(_ i: Int) {
         let (g, j) = (i / keyBlocks, i % keyBlocks)
         let block = makeBlock(storage + Int(places[i]) * blockBytes)

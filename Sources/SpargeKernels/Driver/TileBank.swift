@@ -24,7 +24,7 @@ protocol TileBank: AnyObject, Sendable {
     /// (`visit(packed:)`, a block of the kind its products take, from a `PackedBlockTable`) rather than
     /// rounded fp32 rows.
     var products: TileProducts { get }
-    /// `ahead`: the next visit's blocks, asked for while this one computes.
+    /// `ahead`: those of the next visit's blocks that are already converted, asked for while this one computes.
     func visit(tile: Int, slot: Int, worker: AnyObject?, output: UnsafeMutablePointer<Float>,
                packed: UnsafeBufferPointer<Unmanaged<AnyObject>>, keyStart: Int,
                ahead: UnsafeBufferPointer<Unmanaged<AnyObject>>)

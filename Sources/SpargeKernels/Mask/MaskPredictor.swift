@@ -97,8 +97,9 @@ public enum MaskPredictor {
         return BlockMask.joining(heads: queryHeads, keyBlocks: nk, queryBlocks: queryBlocks, pieces: pieces)
     }
 
-    /// `x` widened to Double, on the pass's threads: one thread's copy of the key and query means cost 1.5 ms
-    /// of fresh pages at 32K × 8 heads on the 16-core Xeon (the key means are now widened as the dots read them).
+    /// `x` widened to Double, on the pass's threads (one thread's copy of 6 MB of means took 1.5 ms of fresh
+    /// pages on the 16-core Xeon). The query means go this way; the key means are widened by `dotDoubleRows`
+    /// as it reads them.
     static func doubles(_ x: [Float]) -> [Double] {
         let piece = 1 << 15
         return [Double](unsafeUninitializedCapacity: x.count) { out, initialized in

@@ -49,7 +49,7 @@ struct LocalBlocks {
             self.init(rows: k.rows, format: format, storage: .floats(k, v))
             return
         }
-        // Straight from the arrays into the format, on every core (no fp32 copy first).
+        // Straight from the arrays into the format, on the pass's threads (no fp32 copy first).
         let (keys, kOverflow) = Tensor.converting(k, to: format)
         let (values, vOverflow) = Tensor.converting(v, to: format)
         guard !kOverflow && !vOverflow else {
@@ -73,7 +73,8 @@ struct LocalBlocks {
         (self.rows, self.format, self.storage) = (rows, format, storage)
     }
 
-    /// Calls `body` with the keys and values, valid during the call.
+    /// Calls `body` with the keys and values, rows in `rowFormat` (not necessarily `format`), valid during
+    /// the call.
     func withPointers<R>(_ body: (UnsafeRawPointer, UnsafeRawPointer) throws -> R) rethrows -> R {
         switch storage {
         case .packed(let keys, let values):
