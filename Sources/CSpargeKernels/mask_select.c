@@ -30,6 +30,8 @@ PER_ISA_CLONES unsigned long long sparge_select_smallest(const unsigned long lon
             below += less;
             above -= 1 - less;
         }
+        // (Distinct keys always leave one below the pivot; equal keys would not, and then the rest is sorted.)
+        const int stuck = below == 0;
         unsigned long long *next = other;
         other = to;
         if (k < below) {
@@ -41,6 +43,7 @@ PER_ISA_CLONES unsigned long long sparge_select_smallest(const unsigned long lon
             k -= below;
         }
         to = next;
+        if (stuck) break;
     }
     // A few keys left: insertion sort in scratch (never in `keys`), then the k-th.
     for (long i = 0; i < n; i++) to[i] = from[i];

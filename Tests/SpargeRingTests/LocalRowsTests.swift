@@ -3,26 +3,40 @@ import XCTest
 @testable import SpargeRing
 @testable import SpargeKernels
 
-/// A rank whose attention rounds K/V to the ring's bf16 itself (precision bf16) keeps its own K/V in fp32 and
-/// converts only the blocks it sends: its pass gives the bits of the pass on a converted copy, and what it
-/// sends is the bytes that copy would send.
+/// A rank whose bf16 tiles convert K/V to the ring's bf16 themselves keeps its own K/V in fp32 and converts
+/// only the blocks it sends: its pass gives the bits of the pass on a converted copy, and what it sends is the
+/// bytes that copy would send. (That bf16 tiles lay out the same bits from fp32 rows and from bf16 words is
+/// `AttendCallsTests.testBf16StoredBlocksPackAsFloatBlocks`, on emulated tiles on any AVX2 CPU.)
 final class LocalRowsTests: XCTestCase {
-    /// Which engines may borrow fp32 rows for which storage: bf16 precision with bf16 storage only (f16
-    /// storage refuses values beyond ±65504; int8 and fp32 compute from what they are given).
-    func testOnlyBf16PrecisionBorrowsRowsForBf16Storage() {
-        for precision in AttentionPrecision.allCases {
-            for format in StorageFormat.allCases {
-                let borrows = CPUAttentionEngine(precision: precision).computesFromFloatRows(storedAs: format)
-                XCTAssertEqual(borrows, precision == .bf16 && format == .bf16, "\(precision) on \(format) storage")
+    /// Which engines borrow fp32 rows for which storage: bf16 storage on bf16 tiles only — the sets with
+    /// them (AMX, AVX512-BF16) and D a multiple of 32. Tiles with fp32 products would round a borrowed block
+    /// again at every visit (slower), f16 storage refuses values beyond ±65504, int8 quantizes what it is given.
+    func testOnlyBf16TilesBorrowRowsForBf16Storage() {
+        for isa in CPUISA.allCases {
+            for precision in AttentionPrecision.allCases {
+                for format in StorageFormat.allCases {
+                    for d in [24, 32, 128] {
+                        let engine = CPUAttentionEngine(isa: isa, precision: precision)
+                        let expected = format == .bf16 && precision == .bf16 && isa.hasBf16Tiles && d % 32 == 0
+                        XCTAssertEqual(engine.computesFromFloatRows(storedAs: format, headDim: d), expected,
+                                       "\(isa), \(precision) on \(format) storage, D \(d)")
+                    }
+                }
             }
         }
     }
 
-    /// The `Tensor3` entry (fp32 rows borrowed, rounded by the tiles) against the `Tensor` entry (a bf16 copy
-    /// made first), bit for bit, on every kernel set this CPU runs (bf16 tiles pack fp32 rows with
-    /// `sparge_pack_bf16_block`, the others widen and round them): fixed and fresh random shapes, a partial
-    /// last block, GQA, causal and not. Values spread over 2⁻¹²…2¹² so that a rounding done differently shows.
+    /// The `Tensor3` entry (fp32 rows borrowed, converted by the tiles) against the `Tensor` entry (a bf16
+    /// copy made first), bit for bit, on every set of this CPU with bf16 tiles (they pack fp32 rows with
+    /// `sparge_pack_bf16_block`): fixed and fresh random shapes, a partial last block, GQA, causal and not.
+    /// Values spread over 2⁻¹²…2¹² so that a rounding done differently shows.
     func testBorrowedRowsGiveTheConvertedCopysBits() throws {
+        let borrowing = CPUISA.allCases.filter {
+            $0.isSupported && CPUAttentionEngine(isa: $0, precision: .bf16).computesFromFloatRows(storedAs: .bf16, headDim: 32)
+        }
+        guard !borrowing.isEmpty else {
+            throw XCTSkip("no bf16 tiles on this CPU (\(CPUISA.detected.rawValue)): no rank borrows fp32 rows here")
+        }
         var system = SystemRandomNumberGenerator()
         let fresh = (seed: UInt64.random(in: 10...UInt64.max, using: &system),
                      n: Int.random(in: 400...900, using: &system), causal: Bool.random(using: &system))
@@ -36,7 +50,7 @@ final class LocalRowsTests: XCTestCase {
             // θ = −1: every block self-similar, so TopK decides (the spread values would make none self-similar).
             let config = SpargeConfig(simThreshold: -1, selection: .topK(0.5), causal: causal)
             let layout = try ShardLayout(seqLen: n, ranks: 1, config: config)
-            for isa in CPUISA.allCases where isa.isSupported {
+            for isa in borrowing {
                 let engine = CPUAttentionEngine(isa: isa, precision: .bf16)
                 let label = "\(isa), seed \(seed), N \(n), causal \(causal)"
                 let borrowed = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,

@@ -225,7 +225,8 @@ extern "C" __global__ void sparge_summarize_blocks(
     }
 }
 
-// Min-heap over keys[i * stride], i < count (the CPU's MinHeap; any correct heap pops the same keys).
+// Min-heap over keys[i * stride], i < count (the CPU's TopCdf pops its MinHeap; any correct heap pops the same
+// keys).
 __device__ __forceinline__ void sparge_sift_down(u64* keys, long long stride, int count, int start) {
     int i = start;
     u64 value = keys[(long long)i * stride];

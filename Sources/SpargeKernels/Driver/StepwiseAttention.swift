@@ -52,10 +52,10 @@ public protocol AttentionEngine {
     func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
                    subtracting mean: [Float]?) throws -> BlockSummaries
 
-    /// Whether this engine's attention, handed K/V rows in fp32, computes the same bits as from those rows
-    /// stored in `format` (it rounds them to `format` itself): a rank then keeps its own K/V in fp32 and
-    /// converts only the blocks it sends. Default: false.
-    func computesFromFloatRows(storedAs format: StorageFormat) -> Bool
+    /// Whether this engine's attention, handed K/V rows of `headDim` in fp32, computes the same bits as from
+    /// those rows stored in `format` at no extra cost (it converts every block once anyway, to `format`'s
+    /// values): a rank then keeps its own K/V in fp32 and converts only the blocks it sends. Default: false.
+    func computesFromFloatRows(storedAs format: StorageFormat, headDim: Int) -> Bool
 
     /// Mask rows, as `MaskPredictor.predictRows` gives them — bit for bit. Default: the CPU.
     func predictRows(querySummaries: BlockSummaries, queryBlocks: [Int], keySummaries: BlockSummaries,
@@ -64,7 +64,7 @@ public protocol AttentionEngine {
 }
 
 extension AttentionEngine {
-    public func computesFromFloatRows(storedAs format: StorageFormat) -> Bool { false }
+    public func computesFromFloatRows(storedAs format: StorageFormat, headDim: Int) -> Bool { false }
 
     public func summarize(_ x: Tensor3, rows: Range<Int>, firstBlock: Int, blockSize: Int, threshold: Float,
                           subtracting mean: [Float]?) throws -> BlockSummaries {
@@ -98,11 +98,13 @@ public struct CPUAttentionEngine: AttentionEngine {
 
     public var name: String { "cpu" }
 
-    /// True for bf16 storage in bf16: the tiles round fp32 K/V to bf16 as they pack or widen them
-    /// (`sparge_pack_bf16_block`, `AttentionPrecision.roundBlock`), to the bits the storage would hold.
-    /// (Not f16, whose storage refuses values beyond ±65504; not int8, which quantizes what it is given.)
-    public func computesFromFloatRows(storedAs format: StorageFormat) -> Bool {
-        format == .bf16 && precision == .bf16
+    /// True for bf16 storage on bf16 tiles (AMX, AVX512-BF16; D a multiple of 32): they convert every block
+    /// once a call, rounding fp32 rows to the bits bf16 storage holds (`sparge_pack_bf16_block`). Not on
+    /// tiles with fp32 products, which would round the block again at every visit (+7–19% on AVX2 and
+    /// AVX-512); not f16, whose storage refuses values beyond ±65504; not int8, which quantizes what it is
+    /// given.
+    public func computesFromFloatRows(storedAs format: StorageFormat, headDim: Int) -> Bool {
+        format == .bf16 && TileProducts.chosen(precision: precision, isa: isa, headDim: headDim) == .bf16Tiles
     }
 
     public func makeAttention(queries: Tensor3, mask: BlockMask, kvHeads: Int, config: SpargeConfig,

@@ -1,7 +1,7 @@
 import CSpargeKernels
 
 /// The element type K/V blocks are stored and sent in (`--kv-precision`): each rank converts its own
-/// blocks once before the ring (or, where `AttentionEngine.computesFromFloatRows(storedAs:)` holds, only those
+/// blocks once before the ring (or, where `AttentionEngine.computesFromFloatRows(storedAs:headDim:)` holds, only those
 /// it sends, as it sends them), the ring carries them as they are, and a backend computes on them (the CPU
 /// widens a block into its tile's fp32 registers; a GPU reads 16-bit blocks directly).
 ///

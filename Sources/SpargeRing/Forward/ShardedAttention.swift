@@ -23,8 +23,8 @@ public enum ShardedAttention {
     ///     are the same for all.
     ///   - kvFormat: the element type K/V blocks are stored and sent in (default f32, exact). bf16 halves
     ///     the ring's bytes at a relative rounding of at most 2⁻⁸ per element; each rank converts its own
-    ///     blocks once, before the ring — or, when the engine rounds fp32 rows to `kvFormat` itself (bf16 in
-    ///     bf16 on the CPU), keeps them in fp32 and converts only the blocks it sends.
+    ///     blocks once, before the ring — or, when the engine converts fp32 rows to `kvFormat`'s values itself
+    ///     (bf16 on the CPU's bf16 tiles), keeps them in fp32 and converts only the blocks it sends.
     ///   - progress: called on this thread with a phase name and a fraction done.
     public static func forward(
         q: Tensor3, k: Tensor3, v: Tensor3, layout: ShardLayout, config: SpargeConfig,
@@ -44,7 +44,7 @@ public enum ShardedAttention {
         }
         return try forward(q: q, k: k, vShape: v.shape, local: {
             try LocalBlocks(keys: k, values: v, format: kvFormat,
-                            roundedByAttention: engine.computesFromFloatRows(storedAs: kvFormat))
+                            roundedByAttention: engine.computesFromFloatRows(storedAs: kvFormat, headDim: k.dim))
         },
                     layout: layout, config: config, communicator: comm, threads: threads, engine: engine,
                     kvFormat: kvFormat, progress: progress)

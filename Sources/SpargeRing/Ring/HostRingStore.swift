@@ -25,19 +25,19 @@ final class HostRingStore: RingBlockStore {
                                    seqLen: layout.seqLen, format: local.rowFormat)
     }
 
-    /// An empty table of blocks in `format` (the local rows' at the first step, the payload's after it).
-    private func emptyTable(format: StorageFormat) -> KeyValueBlockTable {
+    /// Empties the table for blocks in `format` (the local rows' at the first step, the payload's after it),
+    /// in place where the format stays.
+    private func emptyTable(format: StorageFormat) {
         if table.format == format {
-            var empty = table
-            empty.removeAll()
-            return empty
+            table.removeAll()
+        } else {
+            table = KeyValueBlockTable(kvHeads: table.kvHeads, keyBlocks: table.keyBlocks, blockK: table.blockK,
+                                       seqLen: table.seqLen, format: format)
         }
-        return KeyValueBlockTable(kvHeads: table.kvHeads, keyBlocks: table.keyBlocks, blockK: table.blockK,
-                                  seqLen: table.seqLen, format: format)
     }
 
     func holdLocal(ownerBlocks: [Range<Int>]) throws {
-        table = emptyTable(format: local.rowFormat)
+        emptyTable(format: local.rowFormat)
         local.withPointers { kp, vp in
             var localRow = 0
             let size = local.rowFormat.byteSize
@@ -52,7 +52,7 @@ final class HostRingStore: RingBlockStore {
 
     func holdReceived(_ entries: [PayloadEntry], ownerBlocks: [Range<Int>]) throws {
         swap(&current, &next)
-        table = emptyTable(format: local.format)
+        emptyTable(format: local.format)
         for e in entries {
             let keys = UnsafeRawPointer(current.base + e.offset)
             table.set(kvHead: e.kvHead, block: e.block, keys: keys, values: keys + payloadFormat.keyBytes(rows: e.rows))

@@ -45,6 +45,7 @@ struct LocalBlocks {
     ///
     /// - Throws: `SpargeError.invalidArgument` when a finite value does not fit the format (f16 beyond ±65504).
     init(keys k: Tensor3, values v: Tensor3, format: StorageFormat, roundedByAttention: Bool = false) throws {
+        precondition(!roundedByAttention || format == .bf16, "LocalBlocks: only bf16 storage borrows fp32 rows")
         if format == .f32 || roundedByAttention {
             self.init(rows: k.rows, format: format, storage: .floats(k, v))
             return
