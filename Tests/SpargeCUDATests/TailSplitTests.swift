@@ -111,8 +111,11 @@ final class TailSplitTests: XCTestCase {
     /// O / l and the LSE of the whole row (with int8's row shift). Parts without keys (m = −∞, l = 0), a row
     /// no part visited (zeros and −∞), an empty partner and D = 42 included; a partial tile of 36 rows is
     /// merged last, after the tile whose rows follow its own, and the slot rows past it hold NaN, so that a
-    /// merge writing or reading past a tile's rows shows. Tolerance 2e-6: the states are Float (2⁻²⁴ each) and
-    /// the merge adds three parts' weighted terms in Float; a part weighed wrongly or left out errs by O(1).
+    /// merge writing or reading past a tile's rows shows. Tolerance 1e-5 on outputs of |v| ≤ 2: each part's
+    /// state was formed against its exact maximum but carries it rounded to Float, and a maximum up to 44
+    /// moves by half an ulp, 2⁻¹⁹, which scales the part's weight by up to 1.3e-6 (×ln 2); two parts so
+    /// weighed can move an output by 2 · 1.3e-6 · 2 = 5.3e-6 (2.2e-6 was seen), beside the states' own Float
+    /// roundings (2⁻²⁴ each). A part weighed wrongly or left out errs by O(1).
     func testMergedPartsAreTheSoftmaxOfTheWholeRow() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededGenerator(seed: seed)
@@ -185,7 +188,7 @@ final class TailSplitTests: XCTestCase {
             if expectedO[i] == 1e30 { XCTAssertEqual(o[i], 1e30, "element \(i) of a tile that is not split, seed \(seed)"); continue }
             worst = max(worst, abs(Double(o[i] - expectedO[i])))
         }
-        XCTAssertLessThan(worst, 2e-6, "output, seed \(seed)")
+        XCTAssertLessThan(worst, 1e-5, "output, seed \(seed)")
         for i in 0..<lse.count {
             if expectedLSE[i].isInfinite || expectedLSE[i] == 1e30 {
                 XCTAssertEqual(lse[i], expectedLSE[i], "row \(i), seed \(seed)")
