@@ -16,8 +16,8 @@ public final class Bf16KeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
     let keys: UnsafeMutablePointer<UInt16>
     /// `[D][Kp]` bf16.
     let valuesT: UnsafeMutablePointer<UInt16>
-    /// Whether `keys` was allocated by the block (else it lies in a caller's storage).
-    private let ownsStorage: Bool
+    /// Where `keys` and `valuesT` lie.
+    private let storage: PackedBlockStorage
 
     /// Bytes of a block's storage for up to `blockK` rows of `headDim`: K and Vᵀ padded to 32 keys, a multiple
     /// of 64.
@@ -25,29 +25,17 @@ public final class Bf16KeyValueBlock: PackedKeyValueBlock, @unchecked Sendable {
         (4 * sparge_bf16_padded_keys(blockK) * headDim + 63) / 64 * 64
     }
 
-    /// Storage for blocks of up to `blockK` rows of `headDim`, on a cache line: the tiles load rows of 64
-    /// bytes (D a multiple of 32 keeps every row of K and Vᵀ on its own lines).
-    public convenience init(blockK: Int, headDim: Int) {
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: Self.storageBytes(blockK: blockK, headDim: headDim),
-                                                       alignment: 64)
-        self.init(blockK: blockK, headDim: headDim, storage: storage, owned: true)
-    }
-
-    /// A block in `storage` (`storageBytes` bytes on a cache line), which the caller owns and keeps while the
-    /// block lives.
-    public convenience init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer) {
-        self.init(blockK: blockK, headDim: headDim, storage: storage, owned: false)
-    }
-
-    private init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer, owned: Bool) {
+    /// A block of up to `blockK` rows of `headDim` in `storage` (`storageBytes`, on a cache line: the tiles load
+    /// rows of 64 bytes, and D a multiple of 32 keeps every row of K and Vᵀ on its own lines).
+    public init(blockK: Int, headDim: Int, storage: PackedBlockStorage) {
         precondition(blockK > 0 && headDim > 0, "Bf16KeyValueBlock: empty shape")
-        (self.blockK, self.headDim, ownsStorage) = (blockK, headDim, owned)
+        (self.blockK, self.headDim, self.storage) = (blockK, headDim, storage)
         let padded = sparge_bf16_padded_keys(blockK) * headDim
-        keys = storage.bindMemory(to: UInt16.self, capacity: 2 * padded)
+        keys = storage.base.bindMemory(to: UInt16.self, capacity: 2 * padded)
         valuesT = keys + padded
     }
 
-    deinit { if ownsStorage { UnsafeMutableRawPointer(keys).deallocate() } }
+    deinit { storage.release() }
 
     /// Rounds `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32) to bf16 and lays them out.
     public func fill(keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {

@@ -30,8 +30,8 @@ public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Senda
     /// int16 values: 2 bytes each.
     public var operandBytes: Int { rows * headDim * 2 }
 
-    /// Whether the storage was allocated by the block (else it lies in a caller's).
-    private let ownsStorage: Bool
+    /// Where the integers and floats lie.
+    private let storage: PackedBlockStorage
 
     /// The integers' words, then the floats (the keys' mean and the values' scales).
     private static func sizes(blockK: Int, headDim: Int) -> (words: Int, floats: Int) {
@@ -46,31 +46,19 @@ public final class QuantizedKeyValueBlock: PackedKeyValueBlock, @unchecked Senda
         return (4 * (words + floats) + 63) / 64 * 64
     }
 
-    /// Storage for blocks of up to `blockK` rows of `headDim`, the keys on a cache line (and the values too
-    /// where the keys fill whole lines): the kernels load rows of up to 64 bytes.
-    public convenience init(blockK: Int, headDim: Int) {
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: Self.storageBytes(blockK: blockK, headDim: headDim),
-                                                       alignment: 64)
-        self.init(blockK: blockK, headDim: headDim, storage: storage, owned: true)
-    }
-
-    /// A block in `storage` (`storageBytes` bytes on a cache line), which the caller owns and keeps while the
-    /// block lives.
-    public convenience init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer) {
-        self.init(blockK: blockK, headDim: headDim, storage: storage, owned: false)
-    }
-
-    private init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer, owned: Bool) {
+    /// A block of up to `blockK` rows of `headDim` in `storage` (`storageBytes`, the keys on a cache line, and
+    /// the values too where the keys fill whole lines: the kernels load rows of up to 64 bytes).
+    public init(blockK: Int, headDim: Int, storage: PackedBlockStorage) {
         precondition(blockK > 0 && headDim > 0, "QuantizedKeyValueBlock: empty shape")
-        (self.blockK, self.headDim, ownsStorage) = (blockK, headDim, owned)
+        (self.blockK, self.headDim, self.storage) = (blockK, headDim, storage)
         let (words, floats) = Self.sizes(blockK: blockK, headDim: headDim), pairs = (headDim + 1) / 2
-        keys = storage.bindMemory(to: Int32.self, capacity: words)
+        keys = storage.base.bindMemory(to: Int32.self, capacity: words)
         values = keys + blockK * pairs
-        keyMean = (storage + 4 * words).bindMemory(to: Float.self, capacity: floats)
+        keyMean = (storage.base + 4 * words).bindMemory(to: Float.self, capacity: floats)
         valueScale = keyMean + 2 * pairs
     }
 
-    deinit { if ownsStorage { UnsafeMutableRawPointer(keys).deallocate() } }
+    deinit { storage.release() }
 
     /// Quantizes `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32).
     public func fill(keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, rows: Int) {

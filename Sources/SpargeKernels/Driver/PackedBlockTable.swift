@@ -8,12 +8,10 @@ import Synchronization
 /// A key/value block converted once per `attend` call into the operands of a tile's products (int8's
 /// integers, the bf16 tiles' layout), which every tile that visits the block then reads.
 public protocol PackedKeyValueBlock: AnyObject, Sendable {
-    /// Storage for blocks of up to `blockK` rows of `headDim`.
-    init(blockK: Int, headDim: Int)
     /// Bytes of the storage of a block of up to `blockK` rows of `headDim` (a multiple of 64).
     static func storageBytes(blockK: Int, headDim: Int) -> Int
-    /// A block in `storage` (`storageBytes` bytes on a cache line), which the caller keeps while it lives.
-    init(blockK: Int, headDim: Int, storage: UnsafeMutableRawPointer)
+    /// A block of up to `blockK` rows of `headDim` in `storage` (`storageBytes` bytes on a cache line).
+    init(blockK: Int, headDim: Int, storage: PackedBlockStorage)
     /// Converts `rows` (≤ blockK) rows of keys and values (`rows × D`, row-major fp32).
     func fill(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rows: Int)
     /// Converts `rows` rows stored in `format` straight from that format when the block knows how (the same
@@ -27,7 +25,34 @@ public protocol PackedKeyValueBlock: AnyObject, Sendable {
     var operandBytes: Int { get }
 }
 
+/// Where a packed block's bytes lie: allocated for the block, and freed with it, or in a caller's memory,
+/// which the caller keeps while the block lives (a `PackedBlockTable`'s one allocation for all its blocks).
+public struct PackedBlockStorage: @unchecked Sendable {
+    /// The first byte, on a cache line.
+    public let base: UnsafeMutableRawPointer
+    private let owned: Bool
+
+    /// `byteCount` bytes of the block's own, on a cache line.
+    public static func allocated(byteCount: Int) -> PackedBlockStorage {
+        PackedBlockStorage(base: .allocate(byteCount: max(1, byteCount), alignment: 64), owned: true)
+    }
+
+    /// Bytes at `base` (on a cache line) that the caller owns.
+    public static func borrowed(_ base: UnsafeMutableRawPointer) -> PackedBlockStorage {
+        PackedBlockStorage(base: base, owned: false)
+    }
+
+    /// Frees the bytes if they are the block's own (its deinit calls this).
+    func release() { if owned { base.deallocate() } }
+}
+
 extension PackedKeyValueBlock {
+    /// A block of up to `blockK` rows of `headDim` with storage of its own.
+    public init(blockK: Int, headDim: Int) {
+        self.init(blockK: blockK, headDim: headDim,
+                  storage: .allocated(byteCount: Self.storageBytes(blockK: blockK, headDim: headDim)))
+    }
+
     /// By default blocks convert from fp32 only.
     public func fill(stored keys: UnsafeRawPointer, values: UnsafeRawPointer, rows: Int,
                      format: StorageFormat) -> Bool {
@@ -87,7 +112,7 @@ final class PackedBlockTable: @unchecked Sendable {
         states = .allocate(capacity: max(1, count))
         for i in 0..<count { (states + i).initialize(to: Atomic(Self.unfilled)) }
         let blockK = table.blockK
-        makeBlock = { Block(blockK: blockK, headDim: headDim, storage: $0) }
+        makeBlock = { Block(blockK: blockK, headDim: headDim, storage: .borrowed($0)) }
     }
 
     deinit {
