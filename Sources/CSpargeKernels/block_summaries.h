@@ -72,13 +72,11 @@ double KERNEL(summarize_block)(const float *x, long n, long d, const float *mean
     for (long r0 = 0; r0 < n; r0 += SUMMARY_ROWS) {
         const long rows = n - r0 < SUMMARY_ROWS ? n - r0 : SUMMARY_ROWS;
         double norm[SUMMARY_ROWS] = {0}, unit[SUMMARY_ROWS] = {0};
-        int directed[SUMMARY_ROWS] = {0};
         if (needSimilarity) {
             summary_norms(x, r0, rows, d, mean, norm);
             for (long r = 0; r < rows; r++) {
-                directed[r] = norm[r] != 0;
-                zeroRow |= !directed[r];
-                unit[r] = directed[r] ? 1.0 / norm[r] : 0;
+                zeroRow |= norm[r] == 0;
+                unit[r] = norm[r] != 0 ? 1.0 / norm[r] : 0;
             }
         }
         // Each column's sums run over the rows in order, whatever the vectors' width: eight columns at a time
