@@ -50,10 +50,15 @@ public struct BlockSummaries: Sendable, Equatable {
     /// Each part must start at the block where the previous one ended (consecutive runs in global order),
     /// unless `requireConsecutive` is false (e.g. a zigzag rank stacking its two chunks for
     /// ``MaskPredictor/predictRows(querySummaries:queryBlocks:keySummaries:config:headDim:queryHeads:kvHeads:seqLen:)``,
-    /// which takes the block indices separately); then ``firstBlock`` is the first part's.
+    /// which takes the block indices separately); then ``firstBlock`` is the first part's. One part is itself
+    /// (no copy).
     public init(concatenating parts: [BlockSummaries], requireConsecutive: Bool = true) {
         precondition(!parts.isEmpty, "BlockSummaries: nothing to concatenate")
         let p0 = parts[0]
+        if parts.count == 1 {
+            self = p0
+            return
+        }
         var next = p0.firstBlock
         for p in parts {
             precondition(p.heads == p0.heads && p.dim == p0.dim && p.blockSize == p0.blockSize,

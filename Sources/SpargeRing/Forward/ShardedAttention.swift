@@ -192,7 +192,7 @@ public enum ShardedAttention {
         let queries = queryRuns.isEmpty
             ? BlockSummaries(heads: q.heads, dim: q.dim, blockSize: config.blockQ, firstBlock: 0, count: 0,
                              means: [Float](), flags: [UInt8]())
-            : queryRuns.count == 1 ? queryRuns[0] : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
+            : BlockSummaries(concatenating: queryRuns, requireConsecutive: false)
         PhaseTrace.mark("summary-exchange")
         return (queries, allKeys)
     }
