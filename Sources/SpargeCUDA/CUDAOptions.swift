@@ -33,9 +33,6 @@ public struct CUDAOptions: Sendable, Equatable {
     /// Whether that work list splits the last, partly filled wave of the Hopper kernel's CTAs into parts of
     /// their lists, merged after the launch (false: every CTA keeps its whole list; for comparison).
     public var tailSplit = true
-    /// Whether the Hopper kernel's int8 Q·Kᵀ takes Q from registers, loaded once a tile (false: from shared
-    /// memory at every step, as before; the same bits, for comparison).
-    public var int8QueriesInRegisters = true
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
     public var stagingBytes = 256 << 20
 

@@ -21,7 +21,6 @@ extension CUDAOptions {
         o.radixTopK = env["SPARGE_CUDA_TOPK"] != "heap"
         o.workListOnDevice = env["SPARGE_CUDA_WORK_LIST"] != "host"
         o.tailSplit = env["SPARGE_CUDA_TAIL_SPLIT"] != "0"
-        o.int8QueriesInRegisters = env["SPARGE_CUDA_Q_REGISTERS"] != "0"
         if let mib = env["SPARGE_CUDA_STAGING_MIB"].flatMap(Int.init) { o.stagingBytes = max(1, mib) << 20 }
         return o
     }

@@ -11,8 +11,6 @@ struct AttentionKernel {
     let precision: CUDAPrecision
     /// Which kernel, and its shape.
     let variant: Variant
-    /// Whether the Hopper kernel's int8 Q·Kᵀ reads Q from registers (`Q_IN_REGISTERS`), not shared memory.
-    let queriesInRegisters: Bool
 
     enum Variant: Equatable {
         /// `mma.sync`: warps per CTA and 16-row m-tiles per warp (1 or 2).
@@ -26,7 +24,6 @@ struct AttentionKernel {
         self.headDim = headDim
         self.config = config
         self.precision = precision
-        queriesInRegisters = options.int8QueriesInRegisters && precision == .int8
         if Self.hopperApplies(device: device, headDim: headDim, config: config, precision: precision, options: options) {
             variant = .hopper
         } else {
@@ -72,8 +69,7 @@ struct AttentionKernel {
              ("QK_BF16", precision == .bf16 ? 1 : 0), ("QK_INT8", precision == .int8 ? 1 : 0)]
         case .hopper:
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages(int8: precision == .int8)),
-             ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0),
-             ("Q_IN_REGISTERS", queriesInRegisters ? 1 : 0)]
+             ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0)]
         }
     }
 

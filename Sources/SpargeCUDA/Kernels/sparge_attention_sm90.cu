@@ -25,14 +25,6 @@ static_assert(HEAD_DIM == 128, "int8 Q·Kᵀ takes rows of 128 bytes (one 128-by
 #else
 #define QK_ELEMENT_BYTES 2
 #endif
-// Q_IN_REGISTERS (with QK_INT8): each consumer loads its int8 Q tile once into wgmma's register-A layout (16
-// registers a thread), so that a step's Q·Kᵀ reads only K from shared memory (a third fewer bytes).
-#ifndef Q_IN_REGISTERS
-#define Q_IN_REGISTERS 0
-#endif
-#if Q_IN_REGISTERS && !QK_INT8
-#error "Q_IN_REGISTERS holds int8's Q"
-#endif
 // K_BLOCK_MEAN (with QK_INT8): K smoothed by each block's own mean μ_b, not the head's μ: the int8 K is
 // k − μ_b, and the scores get q·(μ_b − μ) back from an fp16 wgmma of Q's int8 values (exact in fp16) with the
 // blocks' fp16 deltas (blockDeltas), one n = 8 column a step block; q·μ stays the row's shift, as with the
@@ -221,15 +213,6 @@ __device__ __forceinline__ void wgmma_ss_s8_n128(int* d, u64 a, u64 b) {
                  : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
                  : "l"(a), "l"(b));
 }
-#if Q_IN_REGISTERS
-// D[64×128] += A·Bᵀ in int32, A int8 in registers (four to a register), B int8 K-major in shared memory (k32).
-__device__ __forceinline__ void wgmma_rs_s8_n128(int* d, const u32* a, u64 b) {
-    asm volatile("{ .reg .pred p; setp.ne.b32 p, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p; }\n"
-                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
-#endif
 #endif
 
 #if K_BLOCK_MEAN
@@ -342,35 +325,14 @@ typedef int ScoreAccumulator;
 typedef float ScoreAccumulator;
 #endif
 // Every k-step (16 elements of 16 bits, or 32 of int8) is 32 bytes of the 128-byte rows.
-#define QK_STEPS (D * QK_ELEMENT_BYTES / 32)
-#if Q_IN_REGISTERS
-typedef u32 QueryFragments[QK_STEPS][4];
-// The warpgroup's int8 Q (one 128-byte swizzled row a query) in wgmma's register-A layout, once a tile: k-step
-// kk's registers hold 4 bytes of rows 16·warp + g (0, 2) and + 8 (1, 3), at 32·kk + 4·t4 (0, 1) and 16 further
-// (2, 3): 16-byte chunk 2·kk (+1) of the row, at chunk ^ (row % 8).
-__device__ __forceinline__ void load_queries(u32 qBase, int warp, int g, int t4, QueryFragments qa) {
-#pragma unroll
-    for (int kk = 0; kk < QK_STEPS; ++kk)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int r = 16 * warp + g + 8 * (i % 2), chunk = 2 * kk + i / 2;
-            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(qa[kk][i]) : "r"(qBase + r * 128 + ((chunk ^ (r % 8)) * 16) + 4 * t4));
-        }
-}
-#else
-typedef u32 QueryFragments[1][4];
-#endif
-// qLow, kLow: descriptor_low of the warpgroup's Q and of the step's K; qa: Q's registers (Q_IN_REGISTERS).
-__device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qLow, const QueryFragments qa, u32 kLow) {
+// qLow, kLow: descriptor_low of the warpgroup's Q and of the step's K.
+__device__ __forceinline__ void issue_scores(ScoreAccumulator* s, u32 qLow, u32 kLow) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < QK_STEPS; ++kk) {
+    for (int kk = 0; kk < D * QK_ELEMENT_BYTES / 32; ++kk) {
         const u64 a = descriptor_at(qLow, (kk / 4) * 64 * 128 + (kk % 4) * 32);
         const u64 b = descriptor_at(kLow, (kk / 4) * STEP_KEYS * 128 + (kk % 4) * 32);
-#if Q_IN_REGISTERS
-        (void)a;
-        wgmma_rs_s8_n128(s, qa[kk], b);
-#elif QK_INT8
+#if QK_INT8
         wgmma_ss_s8_n128(s, a, b);
 #else
         if (kk == 0) wgmma_scores_first(s, a, b); else wgmma_scores(s, a, b, 1);
@@ -769,7 +731,6 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     // Its blocks' starts and scales are read from global memory first, so that the loads run beside the
     // tensor cores rather than after them.
     const u32 qLow = descriptor_low(qBase, 0);
-    QueryFragments qa;
     auto issue_step_scores = [&](ScoreAccumulator* acc, float* m, int it, int stage) {
         step_blocks(list, it, mine, keyStart, real);
         units(it);
@@ -777,7 +738,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
 #if K_BLOCK_MEAN
         issue_block_means(m, qhBase, base + M_OFFSET + stage * M_STEP_BYTES);
 #endif
-        issue_scores(acc, qLow, qa, descriptor_low(kBase + stage * K_STEP_BYTES, 0));
+        issue_scores(acc, qLow, descriptor_low(kBase + stage * K_STEP_BYTES, 0));
     };
     // Once a step's Q·Kᵀ is done: its K stage (`stage`) released, and its softmax (P in `s`, α for O).
     auto softmax_of_step = [&](ScoreAccumulator* acc, float* m, int stage, float* s, float* alpha) {
@@ -798,9 +759,6 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2], m[4];
         mbar_wait(qFull + 8 * c, 0);
-#if Q_IN_REGISTERS
-        load_queries(qBase, t.warp, t.g, t.t4, qa);
-#endif
 #if K_BLOCK_MEAN
         queries_to_f16(qBase, qhBase, tid, c);
 #endif
