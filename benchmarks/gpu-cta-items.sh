@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# The Hopper kernel with each launched CTA taking two work-list CTAs in turn (the default in large launches
-# of short lists) against one each (SPARGE_CUDA_CTA_ITEMS=1), in one call on the device machine:
-#   1. the same bits: llm inputs (N = 16384, 12 heads: 1536 CTAs, 128-key blocks) run both ways, int8 and
-#      bf16, TopK 0.3 and 0.6 (39 and 77 steps a list) and causal TopK 0.3, the tail left whole, outputs
+# The Hopper kernel with each launched CTA taking two work-list CTAs in turn (the default in large launches)
+# against one each (SPARGE_CUDA_CTA_ITEMS=1), in one call on the device machine:
+#   1. the same bits: llm inputs (N = 16384, 12 heads: 1536 CTAs) run both ways, int8 and bf16, TopK 0.3,
+#      dense and causal, the tail left whole in both (a split tile's parts merge in another order), outputs
 #      compared byte for byte; `selftest-cuda --quick` (its resident cases include launches of two a CTA);
 #      `verify --precision int8` on 1, 2 and 3 ranks;
-#   2. ROUNDS rounds (default 5) alternating the whole TopK 0.1 pass (N = 32768, 8 heads, D = 128, 128-key
-#      blocks: 26 steps a list) both ways, `bench-kernel` dense int8 (256 steps: one a CTA either way), and
-#      the peer's INT8/FP8 kernel on an all-ones mask with its end-to-end TopK 0.1 call; then the 1M-token
-#      causal pass (4 heads, TopK 0.004) both ways, twice;
+#   2. ROUNDS rounds (default 5) alternating `bench-kernel` dense (N = 32768, 8 heads, D = 128, 128-key
+#      blocks) in int8 and bf16 both ways, the whole TopK 0.1 pass both ways, and the peer's INT8/FP8 kernel
+#      on an all-ones mask with its end-to-end TopK 0.1 call;
 #   3. the medians of the rounds and the ratios.
 # Needs beside it: gpu-call.sh, sparge.gz (a static release build), peers/. Usage: bash gpu-cta-items.sh [ROUNDS]
 set -uo pipefail
@@ -21,7 +20,7 @@ step "the same bits with two work-list CTAs a CTA and with one"
 run timeout -k 5 120 "$BIN" bench-kernel --backend cuda --workload llm --seq 16384 --heads 12 --head-dim 128 --dense \
     --block-k 128 --repeat 1 --inputs-out /tmp/items-in --force
 for precision in int8 bf16; do
-    for mask in "--topk 0.3" "--topk 0.6" "--causal --topk 0.3"; do
+    for mask in "--topk 0.3" "--dense" "--causal --topk 0.3"; do
         for items in 2 1; do
             run env SPARGE_CUDA_CTA_ITEMS=$items SPARGE_CUDA_TAIL_SPLIT=0 timeout -k 5 120 "$BIN" run --backend cuda \
                 --precision $precision --block-k 128 $mask --q /tmp/items-in_q.npy --k /tmp/items-in_k.npy \
@@ -55,20 +54,16 @@ ours() {
 }
 for round in $(seq 1 "$rounds"); do
     step "round $round of $rounds"
+    for precision in int8 bf16; do
+        for items in 2 1; do
+            ours "$precision dense, items $items" env SPARGE_CUDA_CTA_ITEMS=$items timeout -k 5 120 "$BIN" "${kernel[@]}" --precision "$precision"
+        done
+    done
     for items in 2 1; do
         ours "bf16 TopK 0.1 pass, items $items" env SPARGE_CUDA_CTA_ITEMS=$items timeout -k 5 120 "$BIN" "${pass[@]}"
     done
-    ours "int8 dense, items 1" timeout -k 5 120 "$BIN" "${kernel[@]}" --precision int8
     echo "peer: its kernel on all ones, and its end-to-end TopK 0.1"
     run timeout -k 5 300 python3 "$here/peers/bench_spargeattn.py" --dir "$peer_dir" --seq 32768 --heads 8 --topk 0.1
-done
-million=(bench --backend cuda --workload llm --seq 1048576 --heads 4 --head-dim 128 --causal --topk 0.004 --block-k 128
-         --dtype bf16 --repeat 3 --json)
-for round in 1 2; do
-    step "1M causal, round $round of 2"
-    for items in 2 1; do
-        ours "bf16 1M causal pass, items $items" env SPARGE_CUDA_CTA_ITEMS=$items timeout -k 5 300 "$BIN" "${million[@]}"
-    done
 done
 step "medians of the rounds"
 python3 - "$OUT/$call.log" <<'PY'
@@ -89,13 +84,14 @@ for name, xs in ours.items():
     print(f"{name:28s} median {med(xs):8.3f} {unit} of {[round(x, 3) for x in xs]}")
 if peer_kernel: print(f"{'peer kernel, all ones':28s} median {med(peer_kernel):8.3f} TFLOP/s of {[round(x, 1) for x in peer_kernel]}")
 if peer_pass: print(f"{'peer end to end, TopK 0.1':28s} median {med(peer_pass):8.3f} ms of {[round(x, 3) for x in peer_pass]}")
-xs = ours.get("int8 dense, items 1", [])
-if xs and len(xs) == len(peer_kernel):
-    r = [a / b for a, b in zip(xs, peer_kernel)]
-    print(f"int8 dense / peer's kernel: {[round(x, 3) for x in r]}, median {med(r):.3f}")
-for what in ("TopK 0.1", "1M causal"):
-    a, b = ours.get(f"bf16 {what} pass, items 2", []), ours.get(f"bf16 {what} pass, items 1", [])
-    if a and len(a) == len(b): print(f"{what} pass: items 2 / items 1 per round {[round(x / y, 3) for x, y in zip(a, b)]}, median {med([x / y for x, y in zip(a, b)]):.3f}")
+for items in (2, 1):
+    xs = ours.get(f"int8 dense, items {items}", [])
+    if xs and len(xs) == len(peer_kernel):
+        r = [a / b for a, b in zip(xs, peer_kernel)]
+        print(f"int8 items {items} / peer: {[round(x, 3) for x in r]}, median {med(r):.3f}")
+for p in ("int8", "bf16"):
+    a, b = ours.get(f"{p} dense, items 2", []), ours.get(f"{p} dense, items 1", [])
+    if a and len(a) == len(b): print(f"{p}: items 2 / items 1 per round {[round(x / y, 3) for x, y in zip(a, b)]}, median {med([x / y for x, y in zip(a, b)]):.3f}")
 a, b = ours.get("bf16 TopK 0.1 pass, items 2", []), ours.get("bf16 TopK 0.1 pass, items 1", [])
 if a and b and peer_pass: print(f"TopK 0.1 pass / peer end to end: items 2 {med(a) / med(peer_pass):.3f}, items 1 {med(b) / med(peer_pass):.3f}")
 PY

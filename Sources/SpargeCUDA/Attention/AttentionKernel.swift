@@ -65,15 +65,13 @@ struct AttentionKernel {
     /// Compute tiles one CTA takes: the entries of the work list per CTA.
     var tilesPerCTA: Int { if case .hopper = variant { 2 } else { 1 } }
 
-    /// How many of a launch's `ctas` work-list CTAs one launched CTA takes in turn, when its lists average
-    /// `meanSteps` steps: the Hopper kernel's `mostItemsPerCTA` where the lists are short (fewer steps than
-    /// `TailSplit.minimumSteps`, so that such a launch never splits its tail) and the launched CTAs still
-    /// fill two waves of the SMs; else 1 (and 1 for the `mma.sync` kernel). A CTA that takes its next item
-    /// brings that item's Q and first K/V while it finishes the last, which a new CTA cannot; the shorter the
-    /// lists, the more that start weighs. On an H200 the 32K TopK 0.1 pass (26 steps a list) ran 1.9% faster
-    /// with two; dense int8 (256 steps) 0.4% slower (BENCHMARKS.md, 2026-12-01).
-    func itemsPerCTA(ctas: Int, meanSteps: Double) -> Int {
-        guard case .hopper = variant, mostItemsPerCTA > 1, meanSteps < Double(TailSplit.minimumSteps) else { return 1 }
+    /// How many of a launch's `ctas` work-list CTAs one launched CTA takes in turn: the Hopper kernel's
+    /// `mostItemsPerCTA` where the launched CTAs still fill two waves of the SMs, else 1 (and 1 for the
+    /// `mma.sync` kernel). A CTA that takes its next item brings that item's Q and first K/V while it finishes
+    /// the last, which a new CTA cannot: on an H200 dense int8 ran 1–2% faster with half as many CTAs twice as
+    /// long (BENCHMARKS.md, 2026-12-01).
+    func itemsPerCTA(ctas: Int) -> Int {
+        guard case .hopper = variant, mostItemsPerCTA > 1 else { return 1 }
         return ctas >= 2 * mostItemsPerCTA * device.multiprocessors ? mostItemsPerCTA : 1
     }
 
@@ -240,14 +238,12 @@ struct AttentionKernel {
     }
 
     /// Enqueues the work list `work` (`arrange`'s entries, `tilesPerCTA` a CTA), whose lists index `blocks`,
-    /// on `stream` (default: the main stream), `itemsPerCTA` of its CTAs to a launched CTA (the Hopper kernel;
-    /// see `itemsPerCTA(ctas:meanSteps:)`). With `tailParts`, the entries are a split tail's parts and the
-    /// Hopper kernel's parts variant runs them, one to a CTA, leaving their states in its slots.
+    /// on `stream` (default: the main stream). With `tailParts`, the entries are a split tail's parts and the
+    /// Hopper kernel's parts variant runs them, leaving their states in its slots.
     func launch(_ operands: Operands, work: UInt64, blocks: UInt64, entries: Int, seqLen: Int, group: Int,
-                valuesInBF16: Bool, itemsPerCTA: Int = 1, tailParts: TailParts? = nil,
-                on stream: UnsafeMutableRawPointer? = nil) throws {
+                valuesInBF16: Bool, tailParts: TailParts? = nil, on stream: UnsafeMutableRawPointer? = nil) throws {
         let log2e: Float = 1.442_695_040_888_963_4
-        let ctas = entries / tilesPerCTA, items = tailParts == nil && variant == .hopper ? max(1, itemsPerCTA) : 1
+        let ctas = entries / tilesPerCTA, items = tailParts == nil ? itemsPerCTA(ctas: ctas) : 1
         let parameters = Parameters(
             q: operands.q, k: operands.k, v: operands.v, oacc: operands.oacc, ml: operands.ml,
             output: operands.output, lse: operands.lse, counters: operands.counters, tiles: operands.tiles,

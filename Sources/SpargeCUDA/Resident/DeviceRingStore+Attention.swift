@@ -34,10 +34,9 @@ extension DeviceRingStore {
         let partsReady = list.tail == nil ? nil : try CUDAEvent(device: device)
         try partsReady?.record()
         for launch in list.launches {
-            let items = kernel.itemsPerCTA(ctas: launch.items / kernel.tilesPerCTA, meanSteps: meanSteps)
             try kernel.launch(operands, work: list.buffer.address + UInt64(launch.first * 16),
                               blocks: blockLists?.address ?? 0, entries: launch.items, seqLen: seqLen, group: group,
-                              valuesInBF16: valuesInBF16, itemsPerCTA: items)
+                              valuesInBF16: valuesInBF16)
         }
         if let tail = list.tail, let partsReady {
             try enqueueParts(of: tail, work: list.buffer, after: partsReady, group: group, valuesInBF16: valuesInBF16)
@@ -107,7 +106,7 @@ extension DeviceRingStore {
         guard visits > 0 || (finishing && !work.isEmpty) else { return nil }
         let perCTA = kernel.tilesPerCTA
         let split = finishing && splitsTail && launches.count == 1
-            ? TailSplit.choose(ctas: work.count / 4 / perCTA, on: device, mask: mask, blockK: blockK) : nil
+            ? TailSplit.choose(ctas: work.count / 4 / perCTA, kernel: kernel, mask: mask, blockK: blockK) : nil
         if let split {
             work = split.apply(to: work, perCTA: perCTA, stepEntries: TailSplit.stepEntries(blockK: blockK))
             launches = [(0, split.kept * perCTA)]  // the parts: a launch of their own (attend)

@@ -67,8 +67,6 @@ final class DeviceRingStore: ResidentRingStore {
     /// Whether one rank's launch may split its last wave (`TailSplit`): the Hopper kernel, every block
     /// computed, the switch on.
     let splitsTail: Bool
-    /// The mask's mean list in kernel steps (128 keys), for `AttentionKernel.itemsPerCTA(ctas:meanSteps:)`.
-    let meanSteps: Double
     let overflow: DeviceBuffer
 
     /// The payload being computed with: nil for this rank's own blocks, else a device copy of one that
@@ -106,8 +104,6 @@ final class DeviceRingStore: ResidentRingStore {
         kernel = AttentionKernel(device: device, headDim: shard.dim, config: config, precision: shard.precision,
                                  options: shard.options)
         splitsTail = shard.options.tailSplit && kernel.variant == .hopper && !config.lambdaActive  // see TailSplit
-        meanSteps = Double(mask.rowStarts.last ?? 0) / Double(max(1, mask.heads * mask.rowCount))
-            / Double(TailSplit.stepEntries(blockK: config.blockK))
         let holdsEverything = tokenRanges == [0..<seqLen]  // one rank
         let work: TileWork
         if holdsEverything, shard.options.workListOnDevice, let lists = maskLists,
@@ -116,8 +112,8 @@ final class DeviceRingStore: ResidentRingStore {
             work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
                                               heads: shard.queryHeads, seqLen: seqLen, config: config,
                                               tilesPerCTA: kernel.tilesPerCTA, headDim: shard.dim,
-                                              tailSplit: { [splitsTail, device] in
-                                                  splitsTail ? TailSplit.choose(ctas: $0, on: device, mask: mask, blockK: config.blockK) : nil
+                                              tailSplit: { [splitsTail, kernel] in
+                                                  splitsTail ? TailSplit.choose(ctas: $0, kernel: kernel, mask: mask, blockK: config.blockK) : nil
                                               }))
             t = CUDATrace.note("ring store: tile table and work list enqueued on the device", since: t)
         } else {
