@@ -6,9 +6,6 @@
 #define LAMBDA_ALWAYS 0
 #endif
 #define LAMBDA_OFF 50.f  // SpargeConfig.lambdaOff
-#ifndef CTA_ITEMS
-#define CTA_ITEMS 1
-#endif
 #include <cuda_runtime.h>
 #include <cuda.h>
 #include <cstdio>
@@ -305,9 +302,7 @@ static Run run(const Problem& p, int launches, int repeats, float pvThreshold) {
             hp.p.work = dwork[L];
             hp.p.out = L == launches - 1 ? out : nullptr;
             hp.p.lse = L == launches - 1 ? lse : nullptr;
-            // A work-list CTA a launched CTA (-DCTA_ITEMS=2: two in turn, as the package's large launches).
-            hp.p.ctas = (int)works[L].size() / 2; hp.p.items = CTA_ITEMS;
-            sparge_attention_sm90<<<(hp.p.ctas + CTA_ITEMS - 1) / CTA_ITEMS, THREADS, smem>>>(hp);
+            sparge_attention_sm90<<<works[L].size() / 2, THREADS, smem>>>(hp);
             CHECK(cudaGetLastError());
         }
         CHECK(cudaEventRecord(b));

@@ -33,9 +33,6 @@ public struct CUDAOptions: Sendable, Equatable {
     /// Whether that work list splits the last, partly filled wave of the Hopper kernel's CTAs into parts of
     /// their lists, merged after the launch (false: every CTA keeps its whole list; for comparison).
     public var tailSplit = true
-    /// Work-list CTAs one launched Hopper CTA takes in turn where the launch is large enough
-    /// (`AttentionKernel.itemsPerCTA`); 1: a CTA each, as before (the same tiles and bits, for comparison).
-    public var hopperItemsPerCTA = 2
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.
     public var stagingBytes = 256 << 20
 

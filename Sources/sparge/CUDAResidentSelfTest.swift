@@ -41,13 +41,6 @@ struct CUDAResidentSelfTestCase {
               config: SpargeConfig(selection: .dense), splitsTail: true),
         .init(label: "llm topk 0.9 128-key, last wave split", seqLen: 28672, heads: 1, kvHeads: 1,
               config: SpargeConfig(blockK: 128, selection: .topK(0.9)), splitsTail: true),
-        // Launches of ≥ 4 waves of CTAs, each launched CTA taking two work-list CTAs in turn
-        // (`AttentionKernel.itemsPerCTA`): 768 CTAs of causal lists of every length, the last query block a
-        // single tile; and 576 dense CTAs of 96 steps, whose last 48 past whole waves of two split.
-        .init(label: "llm causal topk 0.3, two a CTA, partial", seqLen: 8100, heads: 12, kvHeads: 4,
-              config: SpargeConfig(selection: .topK(0.3), causal: true)),
-        .init(label: "random dense 128-key, two a CTA, split", workload: .random, seqLen: 12288, heads: 6, kvHeads: 3,
-              config: SpargeConfig(blockK: 128, selection: .dense), splitsTail: true),
     ]
 
     /// The case on `engine`; `splitHere` says whether this GPU splits tails as the case expects (a Hopper GPU

@@ -14,8 +14,7 @@ final class AttentionParametersLayoutTests: XCTestCase {
             return XCTFail("sparge_attention.cu has no SpargeAttentionParams")
         }
         let fields = ["q", "k", "v", "oacc", "ml", "out", "lse", "counters", "tiles", "work", "blocks", "rows",
-                      "seqLen", "kvRows", "group", "qScale", "pvThreshold", "causal", "lambda",
-                      "ctas", "items"]
+                      "seqLen", "kvRows", "group", "qScale", "pvThreshold", "causal", "lambda"]
         let harness = """
             int main(int argc, char** argv) {
                 long long v[] = { (long long)sizeof(SpargeAttentionParams), \(fields.map { "(long long)offsetof(SpargeAttentionParams, \($0))" }.joined(separator: ", ")) };
@@ -39,8 +38,7 @@ final class AttentionParametersLayoutTests: XCTestCase {
                              MemoryLayout<P>.offset(of: \.rows), MemoryLayout<P>.offset(of: \.seqLen),
                              MemoryLayout<P>.offset(of: \.kvRows), MemoryLayout<P>.offset(of: \.group),
                              MemoryLayout<P>.offset(of: \.qScale), MemoryLayout<P>.offset(of: \.pvThreshold),
-                             MemoryLayout<P>.offset(of: \.causal), MemoryLayout<P>.offset(of: \.lambda),
-                             MemoryLayout<P>.offset(of: \.ctas), MemoryLayout<P>.offset(of: \.items)]
+                             MemoryLayout<P>.offset(of: \.causal), MemoryLayout<P>.offset(of: \.lambda)]
         XCTAssertEqual(swift.map { $0 ?? -1 }, cxx, "sizeof, then the offsets of \(fields)")
     }
 

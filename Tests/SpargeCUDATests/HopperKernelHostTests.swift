@@ -12,7 +12,7 @@ final class HopperKernelHostTests: XCTestCase {
         let source = AttentionKernelSource.hopperSource
         // The common types (up to SpargeAttentionParams), then the Hopper file's macros and structs (up to
         // SHARED_BYTES): declarations only, no device code.
-        guard let commonEnd = source.range(of: "    int ctas, items;\n};\n"),
+        guard let commonEnd = source.range(of: "    int causal, lambda;\n};\n"),
               let hopperStart = source.range(of: "#define D HEAD_DIM"),
               let sharedLine = source.range(of: "#define SHARED_BYTES"),
               let sharedEnd = source.range(of: "\n", range: sharedLine.upperBound..<source.endIndex),

@@ -18,12 +18,6 @@ final class TailSplitTests: XCTestCase {
         XCTAssertNil(TailSplit.choose(ctas: 2112, multiprocessors: 132, shortestSteps: long), "whole waves")
         XCTAssertNil(TailSplit.choose(ctas: 100, multiprocessors: 132, shortestSteps: long), "one partial wave")
         XCTAssertNil(TailSplit.choose(ctas: 256, multiprocessors: 132, shortestSteps: long), "124 of 132: no split ends it sooner")
-        // Two lists a launched CTA: a wave is 264 lists, so 200 are left, 2 lists' time unsplit (100 CTAs of
-        // two); 7 parts end them after ⌈1400/132⌉/7 = 11/7.
-        XCTAssertEqual(TailSplit.choose(ctas: 2048, multiprocessors: 132, items: 2, shortestSteps: long),
-                       TailSplit(kept: 1848, splitCTAs: 200, parts: 7))
-        XCTAssertNil(TailSplit.choose(ctas: 2112, multiprocessors: 132, items: 2, shortestSteps: long), "whole waves of two")
-        XCTAssertNil(TailSplit.choose(ctas: 264, multiprocessors: 132, items: 2, shortestSteps: long), "one wave of two")
         // The gate's list length: a dense row's blocks in steps; a causal mask's first row is one step.
         let dense = BlockMask.full(heads: 2, keyBlocks: 160, queryBlocks: Array(0..<80), causalShape: nil)
         XCTAssertEqual(TailSplit.shortestSteps(of: dense, blockK: 64), 80)
@@ -33,14 +27,11 @@ final class TailSplitTests: XCTestCase {
         var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         for _ in 0..<2000 {
             let sms = Int.random(in: 1...200, using: &rng), ctas = Int.random(in: 1...5000, using: &rng)
-            let items = Int.random(in: 1...3, using: &rng)
-            guard let split = TailSplit.choose(ctas: ctas, multiprocessors: sms, items: items,
-                                               shortestSteps: TailSplit.minimumSteps) else { continue }
+            guard let split = TailSplit.choose(ctas: ctas, multiprocessors: sms, shortestSteps: TailSplit.minimumSteps) else { continue }
             XCTAssertEqual(split.kept + split.splitCTAs, ctas)
-            XCTAssertEqual(split.kept % (sms * items), 0, "the kept CTAs fill whole waves of launched CTAs")
+            XCTAssertEqual(split.kept % sms, 0, "the kept CTAs fill whole waves")
             XCTAssertTrue((2...TailSplit.mostParts).contains(split.parts))
-            XCTAssertLessThan(Double((split.splitCTAs * split.parts + sms - 1) / sms) / Double(split.parts),
-                              Double(min(items, split.splitCTAs)) - 0.25)
+            XCTAssertLessThan(Double((split.splitCTAs * split.parts + sms - 1) / sms) / Double(split.parts), 0.75)
         }
     }
 

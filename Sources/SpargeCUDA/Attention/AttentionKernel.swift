@@ -11,8 +11,6 @@ struct AttentionKernel {
     let precision: CUDAPrecision
     /// Which kernel, and its shape.
     let variant: Variant
-    /// `CUDAOptions.hopperItemsPerCTA`: work-list CTAs one launched Hopper CTA may take in turn.
-    let mostItemsPerCTA: Int
 
     enum Variant: Equatable {
         /// `mma.sync`: warps per CTA and 16-row m-tiles per warp (1 or 2).
@@ -26,7 +24,6 @@ struct AttentionKernel {
         self.headDim = headDim
         self.config = config
         self.precision = precision
-        mostItemsPerCTA = max(1, options.hopperItemsPerCTA)
         if Self.hopperApplies(device: device, headDim: headDim, config: config, precision: precision, options: options) {
             variant = .hopper
         } else {
@@ -64,16 +61,6 @@ struct AttentionKernel {
 
     /// Compute tiles one CTA takes: the entries of the work list per CTA.
     var tilesPerCTA: Int { if case .hopper = variant { 2 } else { 1 } }
-
-    /// How many of a launch's `ctas` work-list CTAs one launched CTA takes in turn: the Hopper kernel's
-    /// `mostItemsPerCTA` where the launched CTAs still fill two waves of the SMs, else 1 (and 1 for the
-    /// `mma.sync` kernel). A CTA that takes its next item brings that item's Q and first K/V while it finishes
-    /// the last, which a new CTA cannot: on an H200 dense int8 ran 1–2% faster with half as many CTAs twice as
-    /// long (BENCHMARKS.md, 2026-12-01).
-    func itemsPerCTA(ctas: Int) -> Int {
-        guard case .hopper = variant, mostItemsPerCTA > 1 else { return 1 }
-        return ctas >= 2 * mostItemsPerCTA * device.multiprocessors ? mostItemsPerCTA : 1
-    }
 
     private var defines: [(String, Int)] {
         switch variant {
@@ -154,7 +141,6 @@ struct AttentionKernel {
         var rows: Int32, seqLen: Int32, kvRows: Int32, group: Int32
         var qScale: Float, pvThreshold: Float
         var causal: Int32, lambda: Int32
-        var ctas: Int32, items: Int32
     }
 
     /// One compute tile's share of a launch: the tile, where its list starts among the launch's block lists,
@@ -243,14 +229,13 @@ struct AttentionKernel {
     func launch(_ operands: Operands, work: UInt64, blocks: UInt64, entries: Int, seqLen: Int, group: Int,
                 valuesInBF16: Bool, tailParts: TailParts? = nil, on stream: UnsafeMutableRawPointer? = nil) throws {
         let log2e: Float = 1.442_695_040_888_963_4
-        let ctas = entries / tilesPerCTA, items = tailParts == nil ? itemsPerCTA(ctas: ctas) : 1
         let parameters = Parameters(
             q: operands.q, k: operands.k, v: operands.v, oacc: operands.oacc, ml: operands.ml,
             output: operands.output, lse: operands.lse, counters: operands.counters, tiles: operands.tiles,
             work: work, blocks: blocks, rows: Int32(operands.rows), seqLen: Int32(seqLen),
             kvRows: Int32(operands.kvRows), group: Int32(group),
             qScale: config.softmaxScale(headDim: headDim) * log2e, pvThreshold: config.pvThreshold,
-            causal: config.causal ? 1 : 0, lambda: config.lambdaActive ? 1 : 0, ctas: Int32(ctas), items: Int32(items))
+            causal: config.causal ? 1 : 0, lambda: config.lambdaActive ? 1 : 0)
         // SpargeMmaParams: the parameters, in int8 the scale pointers. SpargeHopperParams: the tensor maps
         // before them, padded to the struct's 64-byte alignment.
         var argument = withUnsafeBytes(of: parameters) { Array($0) }
@@ -270,7 +255,7 @@ struct AttentionKernel {
             }
             argument += [UInt8](repeating: 0, count: (64 - argument.count % 64) % 64)
         }
-        try device.launch(function(valuesInBF16: valuesInBF16, tailParts: tailParts != nil), grid: (ctas + items - 1) / items,
+        try device.launch(function(valuesInBF16: valuesInBF16, tailParts: tailParts != nil), grid: entries / tilesPerCTA,
                           block: threadsPerCTA, sharedBytes: sharedBytes, on: stream, [.bytes(argument)])
     }
 

@@ -52,7 +52,7 @@ enum AttentionKernelSource {
     /// (`SHARED_BYTES` of the source).
     static func hopperSharedBytes(headDim: Int, int8: Bool = false) -> Int {
         let (qk, stages) = (int8 ? 1 : 2, hopperStages(int8: int8))
-        return 2 * 64 * headDim * qk + stages * 128 * headDim * (qk + 2) + 8 * (4 + 4 * stages) + 1024
+        return 2 * 64 * headDim * qk + stages * 128 * headDim * (qk + 2) + 8 * (2 + 4 * stages) + 1024
     }
 
     /// Dynamic shared memory of one CTA: Q tile, two K and two V tiles (Q and K one byte an element in int8),

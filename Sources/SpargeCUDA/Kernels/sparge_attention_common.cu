@@ -29,9 +29,7 @@ struct SpargeInt8Scales {
 // tiles: per tile (head, first local row, rows, global index of row 0); counters: per tile;
 // work: per CTA (tile, first list entry, entries); blocks: key block indices, ascending per list;
 // qScale: the softmax scale times log2 e; causal: 0 or 1; lambda: 1 when the λ rule runs (pvThreshold below
-// SpargeConfig.lambdaOff), 0 when every listed block is computed (no decision; on Hopper, no barrier);
-// ctas: the work list's CTAs; items: how many of them one launched CTA takes in turn (the Hopper kernel:
-// CTA b takes b·items … b·items + items − 1; the mma.sync kernel takes 1).
+// SpargeConfig.lambdaOff), 0 when every listed block is computed (no decision; on Hopper, no barrier).
 struct SpargeAttentionParams {
     const u16* q; const u16* k; const u16* v;
     float* oacc; f2* ml; float* out; float* lse;
@@ -39,7 +37,6 @@ struct SpargeAttentionParams {
     int rows, seqLen, kvRows, group;
     float qScale, pvThreshold;
     int causal, lambda;
-    int ctas, items;
 };
 
 #define NEG_INF (__int_as_float(0xff800000))

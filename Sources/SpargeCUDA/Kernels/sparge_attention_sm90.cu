@@ -113,11 +113,8 @@ struct SpargeHopperParams {
 #else
 #define BAR_OFFSET (V_OFFSET + STAGES * V_STEP_BYTES)
 #endif
-// The mbarriers: each consumer's Q full, then per stage K full, K empty, V full and V empty, then each
-// consumer's Q empty (released after the item's last Q·Kᵀ, so that the next item's Q may come).
-#define BARRIERS (2 * CONSUMERS + 4 * STAGES)
 // What a launch asks for: the above and 1 KiB to align the base.
-#define SHARED_BYTES (BAR_OFFSET + 8 * BARRIERS + 1024)
+#define SHARED_BYTES (BAR_OFFSET + 8 * (CONSUMERS + 4 * STAGES) + 1024)
 
 __device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count));
@@ -245,30 +242,25 @@ __device__ __forceinline__ void wgmma_rs_e4m3_n128(float* d, const u32* a, u64 b
 #define wgmma_values wgmma_rs_n128
 #endif
 
-// The producer of one item (one work-list CTA of the launched CTA's items): one thread loads each consumer's
-// Q (once the consumer has released its last item's, counted in qLoads), then K and V of every step (BPS
-// listed blocks; a step short of blocks loads its first block again, so that what P·V multiplies by a zero P
-// is finite) through the STAGES ring of buffers, each as soon as both consumers have released the buffer's
-// last use. `done`: the steps of the CTA's earlier items, which the ring counts on from.
-__device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, const i4* work, int blocks, const int* list,
-                                        int done, int* qLoads) {
+// The producer: one thread loads each consumer's Q, then K and V of every step (BPS listed blocks; a step
+// short of blocks loads its first block again, so that what P·V multiplies by a zero P is finite) through
+// the STAGES ring of buffers, each as soon as both consumers have released the buffer's last use.
+__device__ __forceinline__ void produce(const SpargeHopperParams& hp, u32 base, const i4* work, int blocks, const int* list) {
     const SpargeAttentionParams& p = hp.p;
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
-    const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES, qEmpty = vEmpty + 8 * STAGES;
+    const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
     int kvHead = 0;
     for (int c = 0; c < CONSUMERS; ++c) {
         if (work[c].x < 0 || work[c].z == 0) continue;
         const i4 t = p.tiles[work[c].x];
         kvHead = t.x / p.group;
-        const int load = qLoads[c]++;
-        if (load > 0) mbar_wait(qEmpty + 8 * c, (load - 1) & 1);
         mbar_expect_bytes(qFull + 8 * c, Q_BYTES);
         for (int h = 0; h < QK_HALVES; ++h)
             tma_load(base + c * Q_BYTES + h * 64 * 128, &hp.qMap, h * QK_ROW_ELEMENTS, t.x * p.rows + t.y, qFull + 8 * c);
     }
     const int steps = (blocks + BPS - 1) / BPS;
     for (int it = 0; it < steps; ++it) {
-        const int s = (done + it) % STAGES, use = (done + it) / STAGES;
+        const int s = it % STAGES, use = it / STAGES;
         int rows[BPS];
         for (int b = 0; b < BPS; ++b)
             rows[b] = kvHead * p.kvRows + list[BPS * it + b < blocks ? BPS * it + b : BPS * it] * BK;
@@ -665,15 +657,14 @@ __device__ __forceinline__ void step_blocks(const int* list, int it, int mine, i
     }
 }
 
-// A consumer warpgroup's part of one item: one tile of ≤ 64 rows (or none: it then only releases buffers),
-// its first `mine` list entries of the item's `blocks`, BPS a step, from ring position `at` (left after the
-// item's steps) and Q's phase `qParity`. Software-pipelined: step j+1's Q·Kᵀ is issued before step j's P·V,
-// and step j+1's softmax runs while that P·V is on the tensor cores.
+// A consumer warpgroup: one tile of ≤ 64 rows (or none: it then only releases buffers), its first `mine`
+// list entries of the CTA's `blocks`, BPS a step. Software-pipelined: step j+1's Q·Kᵀ is issued before step
+// j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
 __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
                                         const int* list, const float* qScales, const float* kScales, const float* rowShifts,
-                                        const float* vScales, TailSlots slots, StagePosition& at, u32 qParity) {
+                                        const float* vScales, TailSlots slots) {
     const u32 qFull = base + BAR_OFFSET, kFull = qFull + 8 * CONSUMERS, kEmpty = kFull + 8 * STAGES;
-    const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES, qEmpty = vEmpty + 8 * STAGES;
+    const u32 vFull = kEmpty + 8 * STAGES, vEmpty = vFull + 8 * STAGES;
     const int tid = threadIdx.x % 128;
     Tile t;
     t.index = work.x;
@@ -762,30 +753,24 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         softmax_step(p, t, s, keyStart, real, unit, extra, c, alpha);
     };
 
-    // Once the tile's last Q·Kᵀ is done, its Q buffer may take the next item's.
-    auto release_queries = [&]() {
-        __syncwarp();
-        if (t.lane == 0) mbar_arrive(qEmpty + 8 * c);
-    };
-
     // Step 0's scores and softmax.
     u32 pa[STEP_KEYS / PV_K][4];
     if (mySteps > 0) {
         ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2], m[4];
-        mbar_wait(qFull + 8 * c, qParity);
+        mbar_wait(qFull + 8 * c, 0);
 #if K_BLOCK_MEAN
         queries_to_f16(qBase, qhBase, tid, c);
 #endif
-        mbar_wait(kFull + 8 * at.stage, at.phase);
-        issue_step_scores(acc, m, 0, at.stage);
+        mbar_wait(kFull, 0);
+        issue_step_scores(acc, m, 0, 0);
         wgmma_wait_for<0>();
-        if (mySteps == 1) release_queries();
-        softmax_of_step(acc, m, at.stage, s, alpha);
+        softmax_of_step(acc, m, 0, s, alpha);
         rescale_and_pack(o, alpha, s, pa);
     }
     // Step it's P·V behind step it+1's Q·Kᵀ; step it+1's softmax while the P·V runs. No wgmma sits in a
-    // branch of its own (see softmax_step). `at`: step it's buffers.
+    // branch of its own (see softmax_step).
+    StagePosition at;  // step it's buffers
     for (int it = 0; it + 1 < mySteps; ++it) {
         const StagePosition next = at.next();
         ScoreAccumulator acc[STEP_KEYS / 2];
@@ -795,7 +780,6 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         issue_step_scores(acc, m, it + 1, next.stage);
         issue_values(o, pa, vBase + at.stage * V_STEP_BYTES);
         wgmma_wait_for<1>();
-        if (it + 2 == mySteps) release_queries();
         softmax_of_step(acc, m, next.stage, s, alpha);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
@@ -826,38 +810,21 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     if (t.index >= 0) store_tile(p, t, o, tid, vScales, rowShifts, slots, work.w - 1);
 }
 
-// One work-list CTA (an item): its two entries, the longer list's length and the list K/V follow.
-struct Item {
-    const i4* work;
-    int blocks;
-    const int* list;
-};
-__device__ __forceinline__ Item item_at(const SpargeAttentionParams& p, int cta) {
-    Item item{p.work + CONSUMERS * cta, 0, nullptr};
-    int longest = 0;
-    for (int c = 0; c < CONSUMERS; ++c) {
-        const int n = item.work[c].x >= 0 ? item.work[c].z : 0;
-        if (n > item.blocks) { item.blocks = n; longest = c; }
-    }
-    item.list = p.blocks + item.work[longest].y;
-    return item;
-}
-
 // One CTA: a producer warpgroup and CONSUMERS consumer warpgroups, each consumer one compute tile of ≤ 64
 // rows; the two tiles share the K/V blocks the producer brings (their lists agree on the shorter's length).
-// The CTA takes `items` work-list CTAs in turn: the ring of K/V buffers runs on from one to the next, and
-// the producer brings the next item's Q and first K/V while the consumers finish the last one.
 extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(const __grid_constant__ SpargeHopperParams hp) {
     extern __shared__ unsigned char smemRaw[];
     const u32 base = (shared_address(smemRaw) + 1023) & ~1023u;
-    const SpargeAttentionParams& p = hp.p;
-    const int first = blockIdx.x * p.items, items = min(p.items, p.ctas - first);
+    const i4* work = hp.p.work + CONSUMERS * blockIdx.x;
+    int blocks = 0, longest = 0;
+    for (int c = 0; c < CONSUMERS; ++c) {
+        const int n = work[c].x >= 0 ? work[c].z : 0;
+        if (n > blocks) { blocks = n; longest = c; }
+    }
+    const int* list = hp.p.blocks + work[longest].y;
     if (threadIdx.x == 0) {
         const u32 bars = base + BAR_OFFSET;
-        for (int i = 0; i < CONSUMERS; ++i) {
-            mbar_init(bars + 8 * i, 1);                                   // Q full: the producer's arrival + bytes
-            mbar_init(bars + 8 * (CONSUMERS + 4 * STAGES + i), 4);       // Q empty: the consumer's four warps
-        }
+        for (int i = 0; i < CONSUMERS; ++i) mbar_init(bars + 8 * i, 1);
         for (int s = 0; s < STAGES; ++s) {
             mbar_init(bars + 8 * (CONSUMERS + s), 1);                   // K full: the producer's arrival + bytes
             mbar_init(bars + 8 * (CONSUMERS + STAGES + s), 4 * CONSUMERS);  // K empty: every consumer warp
@@ -870,14 +837,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
     const int role = threadIdx.x / 128;
     if (role == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-        if (threadIdx.x == 0) {
-            int done = 0, qLoads[CONSUMERS] = {};
-            for (int i = 0; i < items; ++i) {
-                const Item item = item_at(p, first + i);
-                produce(hp, base, item.work, item.blocks, item.list, done, qLoads);
-                done += (item.blocks + BPS - 1) / BPS;
-            }
-        }
+        if (threadIdx.x == 0) produce(hp, base, work, blocks, list);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
 #if QK_INT8
@@ -895,14 +855,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
 #else
         const TailSlots slots = {nullptr, nullptr};
 #endif
-        const int c = role - 1;
-        StagePosition at;
-        u32 qLoads = 0;
-        for (int i = 0; i < items; ++i) {
-            const Item item = item_at(p, first + i);
-            const i4 mine = item.work[c];
-            consume(p, base, c, mine, item.blocks, item.list, qScales, kScales, rowShifts, vScales, slots, at, qLoads & 1);
-            if (mine.x >= 0 && mine.z > 0) ++qLoads;
-        }
+        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
     }
 }

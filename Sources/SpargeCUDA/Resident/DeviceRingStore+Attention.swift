@@ -106,7 +106,7 @@ extension DeviceRingStore {
         guard visits > 0 || (finishing && !work.isEmpty) else { return nil }
         let perCTA = kernel.tilesPerCTA
         let split = finishing && splitsTail && launches.count == 1
-            ? TailSplit.choose(ctas: work.count / 4 / perCTA, kernel: kernel, mask: mask, blockK: blockK) : nil
+            ? TailSplit.choose(ctas: work.count / 4 / perCTA, on: device, mask: mask, blockK: blockK) : nil
         if let split {
             work = split.apply(to: work, perCTA: perCTA, stepEntries: TailSplit.stepEntries(blockK: blockK))
             launches = [(0, split.kept * perCTA)]  // the parts: a launch of their own (attend)

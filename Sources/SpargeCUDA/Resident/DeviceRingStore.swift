@@ -112,8 +112,8 @@ final class DeviceRingStore: ResidentRingStore {
             work = .device(try DeviceWorkList(device: device, rowStarts: lists.rowStarts, keys: lists.keys,
                                               heads: shard.queryHeads, seqLen: seqLen, config: config,
                                               tilesPerCTA: kernel.tilesPerCTA, headDim: shard.dim,
-                                              tailSplit: { [splitsTail, kernel] in
-                                                  splitsTail ? TailSplit.choose(ctas: $0, kernel: kernel, mask: mask, blockK: config.blockK) : nil
+                                              tailSplit: { [splitsTail, device] in
+                                                  splitsTail ? TailSplit.choose(ctas: $0, on: device, mask: mask, blockK: config.blockK) : nil
                                               }))
             t = CUDATrace.note("ring store: tile table and work list enqueued on the device", since: t)
         } else {

@@ -27,28 +27,25 @@ struct TailSplit: Equatable {
     /// not measured.
     static let minimumSteps = 96
 
-    /// The split of `ctas` CTAs over `multiprocessors` SMs, launched `items` to a CTA
-    /// (`AttentionKernel.itemsPerCTA`), that ends the last wave soonest if every list were as long, or nil
-    /// where none ends it a quarter of a list's time sooner, where there is no partly filled wave after a
-    /// full one, or where the launch's shortest list has fewer than `minimumSteps` steps (`shortestSteps`).
-    /// A wave is SMs · items lists; the `splitCTAs` past the last whole one take min(items, splitCTAs)
-    /// lists' time unsplit, and in `parts` parts (launched one to a CTA) ⌈splitCTAs · parts / SMs⌉ / parts.
-    static func choose(ctas: Int, multiprocessors sms: Int, items: Int = 1, shortestSteps: Int) -> TailSplit? {
-        let wave = sms * items
-        guard sms > 0, items > 0, ctas > wave, ctas % wave > 0, shortestSteps >= minimumSteps else { return nil }
-        let splitCTAs = ctas % wave
+    /// The split of `ctas` CTAs over `multiprocessors` SMs that ends the last wave soonest if every list
+    /// were as long, or nil where none ends it a quarter of a list's time sooner, where there is no partly
+    /// filled wave after a full one, or where the launch's shortest list has fewer than `minimumSteps` steps
+    /// (`shortestSteps`). `parts` parts of the last wave's lists take ⌈splitCTAs · parts / SMs⌉ / parts of
+    /// one list's time, against 1 unsplit.
+    static func choose(ctas: Int, multiprocessors sms: Int, shortestSteps: Int) -> TailSplit? {
+        guard sms > 0, ctas > sms, ctas % sms > 0, shortestSteps >= minimumSteps else { return nil }
+        let splitCTAs = ctas % sms
         var best: (parts: Int, time: Double)?
         for parts in 2...mostParts {
             let time = Double((splitCTAs * parts + sms - 1) / sms) / Double(parts)
-            if time < (best?.time ?? Double(min(items, splitCTAs)) - 0.25) { best = (parts, time) }
+            if time < (best?.time ?? 0.75) { best = (parts, time) }
         }
         return best.map { TailSplit(kept: ctas - splitCTAs, splitCTAs: splitCTAs, parts: $0.parts) }
     }
 
-    /// `choose` for one rank's launch of `ctas` CTAs of `kernel` over `mask`'s lists.
-    static func choose(ctas: Int, kernel: AttentionKernel, mask: BlockMask, blockK: Int) -> TailSplit? {
-        choose(ctas: ctas, multiprocessors: kernel.device.multiprocessors, items: kernel.itemsPerCTA(ctas: ctas),
-               shortestSteps: shortestSteps(of: mask, blockK: blockK))
+    /// `choose` for one rank's launch of `ctas` CTAs on `device` over `mask`'s lists.
+    static func choose(ctas: Int, on device: CUDADevice, mask: BlockMask, blockK: Int) -> TailSplit? {
+        choose(ctas: ctas, multiprocessors: device.multiprocessors, shortestSteps: shortestSteps(of: mask, blockK: blockK))
     }
 
     /// List entries a step of the Hopper kernel takes (128 keys, its STEP_KEYS): parts are whole steps.
