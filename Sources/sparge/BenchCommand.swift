@@ -12,7 +12,7 @@ enum BenchCommand {
         .value("kv-heads", "H", "key/value heads (default: --heads; GQA when fewer)"),
         .value("head-dim", "D", "head dimension (default 128)"),
         .value("seed", "S", "workload seed (default 1)"),
-        .value("repeat", "R", "timed repetitions; the median is reported (default 1)"),
+        .value("repeat", "R", "timed repetitions; the median time is reported, with that pass's phases (default 1)"),
         .flag("hilbert", "video workload: attend in 3-D Hilbert order of its T×H×W grid (non-causal)"),
         .flag("compare-dense", "also time dense mode on the same input, for the speed-up column"),
         .value("verify-sample", "K", "check K sampled query blocks against exact dense attention"),
@@ -110,14 +110,25 @@ enum BenchCommand {
                 }
             }
         }
+        /// The last pass's result carrying the statistics (phases, bytes) of the median pass — of the lower
+        /// of the middle two for an even count — and the median of the passes' times.
         func timed(_ config: SpargeConfig, _ label: String) throws -> (ForwardResult, Double) {
             var times: [Double] = []
+            var statistics: [ForwardStatistics] = []
             var last: ForwardResult?
             var lastResident: ResidentForwardResult?
-            let report = { (phase: String, f: Double) in progress.update("\(label) \(phase)", f) }
+            var pass = 0, paused = false
+            let report = { (phase: String, f: Double) in
+                progress.update("\(label) \(phase)", f)
+                if phase == "ring" && pass == repeats - 1 && !paused {
+                    paused = true
+                    TestPause.at(.benchLastRing, rank: comm.rank)
+                }
+            }
             let profiledFrom = VisitProfile.totals
             defer { if VisitProfile.enabled { printVisitProfile(VisitProfile.totals.since(profiledFrom), label, comm) } }
-            for _ in 0..<repeats {
+            for p in 0..<repeats {
+                pass = p
                 // The last pass's result goes before the next pass begins, as a model's layer output does
                 // once it is consumed: the next pass then reuses its memory instead of faulting in fresh
                 // pages (with it kept, the second of three passes paid the first's allocations again).
@@ -128,17 +139,22 @@ enum BenchCommand {
                         q: entered[0], k: entered[1], v: entered[2], layout: layout, config: config, communicator: comm, engine: resident,
                         kvFormat: kvFormat, progress: report)
                     times.append(comm.allreduceMax(result.statistics.totalSeconds))
+                    statistics.append(result.statistics)
                     lastResident = result
                 } else {
                     let result = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
                                                               communicator: comm, threads: threads, engine: engine,
                                                               kvFormat: kvFormat, progress: report)
                     times.append(comm.allreduceMax(result.statistics.totalSeconds))
+                    statistics.append(result.statistics)
                     last = result
                 }
             }
             // The output comes down once, after the timing, for the checks and the report.
             if let lastResident, let resident { last = ctx.collectively { try lastResident.onHost(resident) } }
+            // Every rank picks the same pass: the times are each pass's slowest rank's.
+            let median = times.indices.sorted { times[$0] < times[$1] }[(times.count - 1) / 2]
+            last!.statistics = statistics[median]
             return (last!, Format.median(times))
         }
         let (result, seconds) = try timed(config, "sparse")

@@ -68,6 +68,22 @@ final class BenchTests: XCTestCase {
 
     /// `SPARGE_CPU_ISA` picks the CPU kernels of every rank (`isa` in the JSON, the header's backend), and a
     /// name that is unknown fails on every rank with a message naming the variable.
+    /// The phases `bench` reports are those of the pass whose time it reports (the median), not the last
+    /// pass's: the last of three passes sleeps 0.6 s in its ring phase, and neither the time nor the ring
+    /// phase may show it (a pass of this workload takes milliseconds; 0.3 s leaves room for a slow machine).
+    func testPhasesAreTheMedianPasss() throws {
+        setenv("SPARGE_TEST_PAUSE", "bench-last-ring:0.6", 1)
+        defer { unsetenv("SPARGE_TEST_PAUSE") }
+        let result = try spargeSingle(Self.small + ["--json", "--repeat", "3"], timeout: 60)
+        XCTAssertEqual(result.status, 0, transcript(result))
+        XCTAssertTrue(result.stderr.contains("pausing 0.6 s bench-last-ring"), "the last pass did not pause:\n\(transcript(result))")
+        let json = try jsonObject(result)
+        let seconds = try XCTUnwrap((json["seconds"] as? NSNumber)?.doubleValue)
+        let ring = try XCTUnwrap((json["ring_seconds"] as? NSNumber)?.doubleValue)
+        XCTAssertLessThan(seconds, 0.3, result.stdout)
+        XCTAssertLessThan(ring, 0.3, "the ring phase is the paused pass's: \(result.stdout)")
+    }
+
     func testCPUKernelSetFromTheEnvironment() throws {
         let plain = try spargeSingle(Self.small + ["--json"], timeout: 60)
         XCTAssertEqual(plain.status, 0, transcript(plain))
