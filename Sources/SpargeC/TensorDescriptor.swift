@@ -68,11 +68,15 @@ struct TensorDescriptor {
         let (h, n, d) = (values.heads, values.rows, values.dim)
         let size = element.byteSize, (sh, sn, sd) = (strides[1], strides[2], strides[3])
         guard let base = raw.data, h > 0, n > 0, d > 0 else { return }
+        let chunk = 256, chunks = (n + chunk - 1) / chunk
+        let (element, batchStride) = (element, strides[0])
         values.data.withUnsafeBufferPointer { source in
-            for head in 0..<h {
-                for row in 0..<n {
+            // On the call's threads (HostParallelism), which also take the caller's fresh pages' faults.
+            HostParallelism.forEach(h * chunks) { item in
+                let head = item / chunks, first = (item % chunks) * chunk
+                for row in first..<min(n, first + chunk) {
                     let from = source.baseAddress! + values.offset(head: head, row: row)
-                    let at = b * strides[0] + head * sh + row * sn
+                    let at = b * batchStride + head * sh + row * sn
                     if sd == 1 {
                         element.convert(from, count: d, to: base + at * size)
                     } else {

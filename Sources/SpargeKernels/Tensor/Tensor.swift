@@ -164,12 +164,15 @@ public struct Tensor: Sendable {
     public func hostFloats() throws -> Tensor3 {
         try checkHost3D()
         let (h, n, d) = (shape[0], shape[1], shape[2])
-        var out = Tensor3(heads: h, rows: n, dim: d)
-        out.data.withUnsafeMutableBufferPointer { o in
-            guard let target = o.baseAddress else { return }
-            convertRows(heads: h, rows: n, dim: d, format: .f32, into: UnsafeMutableRawPointer(target))
+        // Not filled first: every value is written by the conversion, whose threads also take the new
+        // pages' faults (a fill on this thread took them one by one).
+        let data = [Float](unsafeUninitializedCapacity: h * n * d) { values, initialized in
+            if let target = values.baseAddress {
+                convertRows(heads: h, rows: n, dim: d, format: .f32, into: UnsafeMutableRawPointer(target))
+            }
+            initialized = h * n * d
         }
-        return out
+        return Tensor3(heads: h, rows: n, dim: d, data: data)
     }
 
     /// This `[heads, rows, dim]` host tensor in `format`, packed row-major: the tensor itself when it
@@ -215,6 +218,10 @@ public struct Tensor: Sendable {
             defer { row.deallocate() }
             for r in first..<min(n, first + chunk) {
                 let at = offset + head * sh + r * sn
+                if sd == 1 && element == .f32 && format == .f32 {
+                    (target + ((head * n + r) * d) * out).copyMemory(from: source + at * size, byteCount: d * 4)
+                    continue
+                }
                 if sd == 1 {
                     element.widen(source + at * size, count: d, to: row)
                 } else {
