@@ -25,10 +25,26 @@ extension sparge_params {
         return config
     }
 
-    /// The format K/V blocks are stored and sent in.
+    /// What the products compute in (`--precision`'s names); nil: the engine's default.
+    func precisionAsked() throws -> AttentionPrecision? {
+        switch precision {
+        case Int32(SPARGE_PRECISION_DEFAULT.rawValue): return nil
+        case Int32(SPARGE_PRECISION_FP32.rawValue): return .fp32
+        case Int32(SPARGE_PRECISION_BF16.rawValue): return .bf16
+        case Int32(SPARGE_PRECISION_FP16.rawValue): return .fp16
+        case Int32(SPARGE_PRECISION_INT8.rawValue): return .int8
+        default:
+            throw CError(SPARGE_ERROR_INVALID_ARGUMENT,
+                         "precision \(precision) is none of default (-1), fp32 (0), bf16 (1), fp16 (2), int8 (3)")
+        }
+    }
+
+    /// The format K/V blocks are stored and sent in: `kv_dtype`, or for -1 the type the asked precision
+    /// rounds to (f32 for fp32, int8 and the default).
     func kvFormat() throws -> StorageFormat {
         switch kv_dtype {
-        case -1, Int32(SPARGE_DTYPE_F32.rawValue): return .f32
+        case -1: return try precisionAsked()?.inputFormat ?? .f32
+        case Int32(SPARGE_DTYPE_F32.rawValue): return .f32
         case Int32(SPARGE_DTYPE_BF16.rawValue): return .bf16
         case Int32(SPARGE_DTYPE_F16.rawValue): return .f16
         default: throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "kv_dtype \(kv_dtype) is none of -1, f32 (0), bf16 (1), f16 (2)")

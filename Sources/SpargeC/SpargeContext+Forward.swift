@@ -4,18 +4,21 @@ import SpargeRing
 
 extension SpargeContext {
     /// One call's inputs, checked on this rank: every batch item of Q, K and V as a view of the caller's
-    /// memory, the output, the configuration.
+    /// memory, the output, the configuration, and the engine of the precision asked for.
     struct Inputs {
         let q: TensorDescriptor, k: TensorDescriptor, v: TensorDescriptor, out: TensorDescriptor
         let items: [(q: Tensor, k: Tensor, v: Tensor)]
         let config: SpargeConfig
         let kvFormat: StorageFormat
+        let engine: any AttentionEngine
 
         init(params: UnsafePointer<sparge_params>?, q: UnsafePointer<sparge_tensor>?, k: UnsafePointer<sparge_tensor>?,
-             v: UnsafePointer<sparge_tensor>?, out: UnsafePointer<sparge_tensor>?, engine: any AttentionEngine) throws {
+             v: UnsafePointer<sparge_tensor>?, out: UnsafePointer<sparge_tensor>?, context: SpargeContext) throws {
             guard let params else { throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "params: NULL") }
             config = try params.pointee.configuration()
             kvFormat = try params.pointee.kvFormat()
+            let engine = try context.engine(for: try params.pointee.precisionAsked())
+            self.engine = engine
             (self.q, self.k, self.v, self.out) = (try .init("q", q), try .init("k", k), try .init("v", v), try .init("out", out))
             let shapes = "q \(self.q.shape), k \(self.k.shape), v \(self.v.shape) (as [B, H, N, D])"
             guard self.k.shape == self.v.shape else { throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "k and v differ in shape: \(shapes)") }
@@ -46,7 +49,7 @@ extension SpargeContext {
         var inputs: Inputs?
         var problem = callerProblem.map { CError(SPARGE_ERROR_INVALID_ARGUMENT, $0) }
         if problem == nil {
-            do { inputs = try Inputs(params: params, q: q, k: k, v: v, out: out, engine: engine) } catch { problem = CError(error) }
+            do { inputs = try Inputs(params: params, q: q, k: k, v: v, out: out, context: self) } catch { problem = CError(error) }
         }
         let seqLen = try agree(problem, batch: inputs?.q.batch ?? 0, rows: inputs?.q.rows ?? 0)
         guard let inputs else { throw problem! }  // agree threw already; kept for the type checker
@@ -54,7 +57,7 @@ extension SpargeContext {
         lastMasks = []
         var total = sparge_statistics()
         total.seq_len = Int64(seqLen)
-        let rows = inputs.q.rows, heads = inputs.q.heads
+        let (rows, heads, engine) = (inputs.q.rows, inputs.q.heads, inputs.engine)
         for (b, item) in inputs.items.enumerated() {
             let (mask, statistics): (BlockMask, ForwardStatistics)
             if inputs.out.place != .host, let resident = engine as? any ResidentAttentionEngine {

@@ -3,11 +3,15 @@ import SpargeCUDA
 import SpargeKernels
 import SpargeRing
 
-/// What a `sparge_context` holds: the ranks, the threads, the engine, and the last call's mask rows.
+/// What a `sparge_context` holds: the ranks, the threads, the engine (and one per other precision asked
+/// for, on the same CPU or device), and the last call's mask rows.
 final class SpargeContext {
     let communicator: Communicator
     let threads: Int
+    /// The engine the context was made with, in its default precision.
     let engine: any AttentionEngine
+    /// Engines made for the precisions calls asked for, once each.
+    private var engines: [AttentionPrecision: any AttentionEngine] = [:]
     /// The mask rows of the last forward call that asked to keep them, one per batch item.
     var lastMasks: [BlockMask] = []
 
@@ -45,6 +49,27 @@ final class SpargeContext {
             return try CUDAAttentionEngine(options: options)
         default: throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "engine \(kind) is neither cpu (0) nor cuda (1)")
         }
+    }
+
+    /// The engine computing in `precision` (nil: the context's own) on the context's CPU or device.
+    func engine(for precision: AttentionPrecision?) throws -> any AttentionEngine {
+        guard let precision else { return engine }
+        if let made = engines[precision] { return made }
+        let made: any AttentionEngine
+        switch engine {
+        case let cpu as CPUAttentionEngine:
+            made = cpu.precision == precision ? cpu : CPUAttentionEngine(isa: cpu.isa, precision: precision)
+        case let cuda as CUDAAttentionEngine:
+            guard let asked = CUDAPrecision(precision) else {
+                throw CError(SPARGE_ERROR_UNSUPPORTED, "precision \(precision.rawValue): the CUDA engine computes in "
+                    + CUDAPrecision.allCases.map(\.rawValue).joined(separator: ", ") + "; fp32 runs on the CPU engine")
+            }
+            made = asked == cuda.precision ? cuda : try CUDAAttentionEngine(device: cuda.device, precision: asked, options: cuda.options)
+        default:
+            throw CError(SPARGE_ERROR_UNSUPPORTED, "precision \(precision.rawValue): the \(engine.name) engine has one precision")
+        }
+        engines[precision] = made
+        return made
     }
 
     /// Frees the duplicate communicator (MPI itself stays as the caller has it).

@@ -19,7 +19,8 @@ final class CInterfaceTests: XCTestCase {
 
     private func params(_ selection: sparge_selection = SPARGE_SELECT_CDF) -> sparge_params {
         sparge_params(selection: Int32(selection.rawValue), cdf_threshold: 0.9, topk: 0, sim_threshold: 0.6,
-                      pv_threshold: 50, scale: 0, causal: 0, sink: 0, block_q: 0, block_k: 0, kv_dtype: -1, keep_mask: 1)
+                      pv_threshold: 50, scale: 0, causal: 0, sink: 0, block_q: 0, block_k: 0, kv_dtype: -1, keep_mask: 1,
+                      precision: Int32(SPARGE_PRECISION_DEFAULT.rawValue))
     }
 
     private func descriptor(_ data: UnsafeMutablePointer<Float>, _ shape: [Int64], dtype: sparge_dtype = SPARGE_DTYPE_F32,
@@ -62,6 +63,54 @@ final class CInterfaceTests: XCTestCase {
         XCTAssertEqual(spargeContextMask(ctx, &batch, &heads, &rows, &keys, &mask, mask.count, &error, error.count), SPARGE_OK)
         XCTAssertEqual([batch, heads, rows, keys], [1, 2, 3, 5])
         XCTAssertEqual(mask, expected.mask.denseBits())
+    }
+
+    /// `precision` picks the CPU engine's products, with K/V stored in the type it rounds to unless
+    /// `kv_dtype` says otherwise: the same bits as the library's pass in that precision (bf16, fp16 and int8
+    /// each differ from fp32, so a precision that was not applied fails), on fresh random inputs.
+    func testPrecisionPicksTheProductsAndTheStorage() throws {
+        let ctx = try context()
+        defer { spargeContextDestroy(ctx) }
+        let (h, n, d) = (2, 260, 32)
+        var rng = SystemRandomNumberGenerator()
+        let values = (0..<3).map { _ in (0..<(h * n * d)).map { _ in Float.random(in: -2...2, using: &rng) } }
+        let tensors = try values.map { try Tensor($0, shape: [h, n, d]) }
+        let cases: [(sparge_precision, Int32, AttentionPrecision, StorageFormat)] = [
+            (SPARGE_PRECISION_FP32, -1, .fp32, .f32), (SPARGE_PRECISION_BF16, -1, .bf16, .bf16),
+            (SPARGE_PRECISION_FP16, -1, .fp16, .f16), (SPARGE_PRECISION_INT8, -1, .int8, .f32),
+            (SPARGE_PRECISION_BF16, Int32(SPARGE_DTYPE_F32.rawValue), .bf16, .f32),
+        ]
+        var outputs: [[Float]] = []
+        for (asked, kv, precision, format) in cases {
+            var (q, k, v, out) = (values[0], values[1], values[2], [Float](repeating: .nan, count: h * n * d))
+            var p = params()
+            (p.precision, p.kv_dtype) = (Int32(asked.rawValue), kv)
+            let status = q.withUnsafeMutableBufferPointer { q in k.withUnsafeMutableBufferPointer { k in
+                v.withUnsafeMutableBufferPointer { v in out.withUnsafeMutableBufferPointer { o in
+                    var (dq, dk, dv, dout) = (descriptor(q.baseAddress!, [1, 2, 260, 32]), descriptor(k.baseAddress!, [1, 2, 260, 32]),
+                                              descriptor(v.baseAddress!, [1, 2, 260, 32]), descriptor(o.baseAddress!, [1, 2, 260, 32]))
+                    return spargeForward(ctx, &p, &dq, &dk, &dv, &dout, nil, nil, nil, &error, error.count)
+                } } } }
+            XCTAssertEqual(status, SPARGE_OK, "\(precision): \(message)")
+            let config = try p.configuration()
+            let expected = try ShardedAttention.forward(
+                q: tensors[0], k: tensors[1], v: tensors[2], layout: ShardLayout(seqLen: n, ranks: 1, config: config),
+                config: config, communicator: SingleProcessCommunicator(), engine: CPUAttentionEngine(precision: precision),
+                kvFormat: format)
+            XCTAssertEqual(out, expected.output.data, "\(precision), K/V in \(format): the library's pass bit for bit")
+            outputs.append(out)
+        }
+        for i in 1..<4 { XCTAssertNotEqual(outputs[i], outputs[0], "\(cases[i].2) computed as fp32") }
+        var data = [Float](repeating: 1, count: 64)
+        var p = params()
+        p.precision = 7
+        let status = data.withUnsafeMutableBufferPointer { buffer in
+            var t = descriptor(buffer.baseAddress!, [1, 1, 4, 16])
+            var (k, v, out) = (t, t, t)
+            return spargeForward(ctx, &p, &t, &k, &v, &out, nil, nil, nil, &error, error.count)
+        }
+        XCTAssertEqual(status, SPARGE_ERROR_INVALID_ARGUMENT)
+        XCTAssertTrue(message.contains("precision 7 is none of"), message)
     }
 
     func testBadInputIsAStatusAndAMessageNamingTheTensor() throws {

@@ -18,8 +18,12 @@ from ._library import SpargeError
 
 __all__ = ["attention", "shard", "unshard", "SpargeError", "library_path", "last_statistics"]
 
-_PRECISIONS = {"fp32": L.DTYPE_F32, "float32": L.DTYPE_F32, "bf16": L.DTYPE_BF16, "bfloat16": L.DTYPE_BF16,
-               "fp16": L.DTYPE_F16, "float16": L.DTYPE_F16}
+# What the products compute in (the command line's --precision), and what K/V are stored in.
+_PRECISIONS = {"fp32": L.PRECISION_FP32, "float32": L.PRECISION_FP32, "bf16": L.PRECISION_BF16,
+               "bfloat16": L.PRECISION_BF16, "fp16": L.PRECISION_FP16, "float16": L.PRECISION_FP16,
+               "int8": L.PRECISION_INT8}
+_STORAGE = {"fp32": L.DTYPE_F32, "float32": L.DTYPE_F32, "bf16": L.DTYPE_BF16, "bfloat16": L.DTYPE_BF16,
+            "fp16": L.DTYPE_F16, "float16": L.DTYPE_F16}
 
 
 _last_statistics = None
@@ -39,8 +43,8 @@ def library_path():
 
 
 def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale=None, simthreshd1=0.6,
-              cdfthreshd=0.98, topk=None, pvthreshd=50, attention_sink=False, precision=None, return_lse=False,
-              return_sparsity=False, return_mask=False, threads=None, backend=None):
+              cdfthreshd=0.98, topk=None, pvthreshd=50, attention_sink=False, precision=None, kv_precision=None,
+              return_lse=False, return_sparsity=False, return_mask=False, threads=None, backend=None):
     """SpargeAttn attention of q over k, v: `[B, H, N, D]` (tensor_layout "HND") or `[B, N, H, D]` ("NHD").
 
     q has Hq heads, k and v Hkv heads with Hq a multiple of Hkv (GQA). NumPy arrays or PyTorch tensors of
@@ -58,8 +62,13 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     - topk: keep this fraction of key blocks per query block; topk=1.0 computes every block (dense).
     - pvthreshd: λ in log2 units (default 50: off; at 50 and above every block is computed).
     - attention_sink: always compute key block 0.
-    - precision: the type K/V blocks are stored and sent in ("fp32", "bf16", "fp16"); default fp32, or
-      the inputs' own 16-bit type.
+    - precision: what Q, K and V are rounded or quantized to before the products, as the command line's
+      --precision: "fp32" (exact; the CPU's default), "bf16" (the GPU's default; AMX or AVX512-BF16 tiles
+      on CPUs that have them), "fp16", or "int8" (SageAttention's INT8 Q·Kᵀ, K smoothed by its mean; P·V
+      in bf16 on the CPU, fp16 on the GPU). The GPU computes in bf16, fp16 and int8 only.
+    - kv_precision: the type K/V blocks are stored and sent around the ring in ("fp32", "bf16", "fp16");
+      default the type `precision` rounds to (fp32 for fp32 and int8), and without `precision` the inputs'
+      own 16-bit type, else fp32.
     - return_lse: also return the row log-sum-exp, float32 `[B, Hq, N]` (natural log).
     - return_sparsity: also return 1 − density of the mask over the whole run.
     - return_mask: also return this rank's mask rows, a NumPy uint8 array `[B, Hq, query blocks, key
@@ -87,8 +96,8 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
         if tensor_layout not in ("HND", "NHD"):
             raise SpargeError(f"tensor_layout {tensor_layout!r} is neither 'HND' nor 'NHD'")
         axes = (0, 1, 2, 3) if tensor_layout == "HND" else (0, 2, 1, 3)
-        _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, attention_sink, precision, q,
-              return_mask)
+        _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, attention_sink, precision,
+              kv_precision, q, return_mask)
         views = [View(name, x, axes) for name, x in (("q", q), ("k", k), ("v", v))]
         # The output goes where q is: for CUDA tensors the library writes it on the device; the LSE is written
         # in host memory and moves to q's device after.
@@ -119,8 +128,8 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     return results[0] if len(results) == 1 else tuple(results)
 
 
-def _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, attention_sink, precision, q,
-          keep_mask):
+def _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, attention_sink, precision,
+          kv_precision, q, keep_mask):
     if topk is not None:
         params.selection, params.topk = (L.SELECT_DENSE, 1.0) if topk == 1.0 else (L.SELECT_TOPK, topk)
     else:
@@ -131,12 +140,20 @@ def _fill(params, is_causal, scale, simthreshd1, cdfthreshd, topk, pvthreshd, at
         raise SpargeError(f"scale {scale} must be positive")
     params.causal, params.sink, params.keep_mask = int(bool(is_causal)), int(bool(attention_sink)), int(keep_mask)
     if precision is None:
-        name = str(getattr(q, "dtype", "")).replace("torch.", "")
-        params.kv_dtype = _PRECISIONS.get(name, L.DTYPE_F32) if name in ("bfloat16", "float16") else L.DTYPE_F32
+        params.precision = L.PRECISION_DEFAULT
     elif precision in _PRECISIONS:
-        params.kv_dtype = _PRECISIONS[precision]
+        params.precision = _PRECISIONS[precision]
     else:
         raise SpargeError(f"precision {precision!r} is none of {sorted(_PRECISIONS)}")
+    if kv_precision is not None:
+        if kv_precision not in _STORAGE:
+            raise SpargeError(f"kv_precision {kv_precision!r} is none of {sorted(_STORAGE)}")
+        params.kv_dtype = _STORAGE[kv_precision]
+    elif precision is not None:
+        params.kv_dtype = -1  # the type the precision rounds to
+    else:
+        name = str(getattr(q, "dtype", "")).replace("torch.", "")
+        params.kv_dtype = _STORAGE[name] if name in ("bfloat16", "float16") else L.DTYPE_F32
 
 
 def _address(x):
@@ -211,7 +228,7 @@ def _default_threads():
 def _ranges(seq_len, ranks, rank, is_causal):
     """This rank's token ranges [(start, end), …] for a sequence of seq_len tokens (the library's layout)."""
     params = L.Params()
-    _fill(params, is_causal, None, 0.6, 0.98, None, 50, False, None, None, False)
+    _fill(params, is_causal, None, 0.6, 0.98, None, 50, False, None, None, None, False)
     pairs = (ctypes.c_int64 * 4)()
     count = ctypes.c_int32()
     L.call(L.library().sparge_shard_ranges, seq_len, ranks, rank, ctypes.byref(params), pairs, 2,

@@ -2,11 +2,12 @@
 import ctypes
 import os
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 LIBRARY_NAME = "libSpargeC.so"
 
 OK, INVALID_ARGUMENT, UNSUPPORTED, MPI_FAILURE, BACKEND = 0, 1, 2, 3, 4
 DTYPE_F32, DTYPE_BF16, DTYPE_F16 = 0, 1, 2
+PRECISION_DEFAULT, PRECISION_FP32, PRECISION_BF16, PRECISION_FP16, PRECISION_INT8 = -1, 0, 1, 2, 3
 DEVICE_CPU, DEVICE_CUDA = 1, 2
 ENGINE_CPU, ENGINE_CUDA = 0, 1
 SELECT_CDF, SELECT_TOPK, SELECT_DENSE = 0, 1, 2
@@ -36,7 +37,8 @@ class Params(ctypes.Structure):
     _fields_ = [("selection", ctypes.c_int32), ("cdf_threshold", ctypes.c_float), ("topk", ctypes.c_float),
                 ("sim_threshold", ctypes.c_float), ("pv_threshold", ctypes.c_float), ("scale", ctypes.c_float),
                 ("causal", ctypes.c_int32), ("sink", ctypes.c_int32), ("block_q", ctypes.c_int32),
-                ("block_k", ctypes.c_int32), ("kv_dtype", ctypes.c_int32), ("keep_mask", ctypes.c_int32)]
+                ("block_k", ctypes.c_int32), ("kv_dtype", ctypes.c_int32), ("keep_mask", ctypes.c_int32),
+                ("precision", ctypes.c_int32)]
 
 
 class Statistics(ctypes.Structure):

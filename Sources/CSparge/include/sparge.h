@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 /* The version of this interface; it changes whenever a struct or a signature below changes. */
-#define SPARGE_ABI_VERSION 1
+#define SPARGE_ABI_VERSION 2
 
 typedef enum {
     SPARGE_OK = 0,
@@ -46,6 +46,18 @@ typedef enum { SPARGE_DEVICE_CPU = 1, SPARGE_DEVICE_CUDA = 2 } sparge_device;
 /* Who computes the mask and the attention tiles: this process's CPU cores, or the GPU of this rank
  * (tensors stay in host memory; the backend moves them). The mask is the same bit for bit. */
 typedef enum { SPARGE_ENGINE_CPU = 0, SPARGE_ENGINE_CUDA = 1 } sparge_engine;
+
+/* What Q, K and V are rounded or quantized to before the products: the command line's --precision, one
+ * definition for both engines. The CPU engine computes in every one (bf16 on AMX or AVX512-BF16 tiles where
+ * the CPU has them; int8 is SageAttention's INT8 Q·Kᵀ with K smoothed by its mean, P·V in bf16); the CUDA
+ * engine in bf16, fp16 and int8 (INT8 Q·Kᵀ, P·V in fp16). DEFAULT: fp32 on the CPU, bf16 on CUDA. */
+typedef enum {
+    SPARGE_PRECISION_DEFAULT = -1,
+    SPARGE_PRECISION_FP32 = 0,
+    SPARGE_PRECISION_BF16 = 1,
+    SPARGE_PRECISION_FP16 = 2,
+    SPARGE_PRECISION_INT8 = 3
+} sparge_precision;
 
 /* How key blocks are chosen per query block (DESIGN.md §1, step 5). */
 typedef enum { SPARGE_SELECT_CDF = 0, SPARGE_SELECT_TOPK = 1, SPARGE_SELECT_DENSE = 2 } sparge_selection;
@@ -77,8 +89,10 @@ typedef struct {
     int32_t sink;          /* attention_sink: key block 0 always computed */
     int32_t block_q;       /* query rows per mask block; 0 means 128 */
     int32_t block_k;       /* key rows per mask block; 0 means 64 */
-    int32_t kv_dtype;      /* sparge_dtype K/V blocks are stored and sent in; -1 means f32 */
+    int32_t kv_dtype;      /* sparge_dtype K/V blocks are stored and sent in; -1: the type `precision` rounds
+                              to (bf16 for bf16, f16 for fp16), else f32 */
     int32_t keep_mask;     /* nonzero: keep the mask rows for sparge_context_mask */
+    int32_t precision;     /* sparge_precision of the products (SPARGE_PRECISION_DEFAULT: the engine's) */
 } sparge_params;
 
 /* What one forward call did, over every batch item; the mask counts are run-wide, the rest this rank's. */
