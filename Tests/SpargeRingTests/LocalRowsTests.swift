@@ -56,9 +56,17 @@ final class LocalRowsTests: XCTestCase {
                 let borrowed = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
                                                             communicator: SingleProcessCommunicator(), threads: 2,
                                                             engine: engine, kvFormat: .bf16)
-                let copied = try ShardedAttention.forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout,
+                // The Tensor entry borrows packed fp32 K/V as the Tensor3 entry does; handed bf16 tensors, it
+                // stores them as they are: the copy the borrowed rows must equal.
+                let (kb, vb) = (try Tensor(k).packed(as: .bf16).tensor, try Tensor(v).packed(as: .bf16).tensor)
+                let copied = try ShardedAttention.forward(q: Tensor(q), k: kb, v: vb, layout: layout,
                                                           config: config, communicator: SingleProcessCommunicator(),
                                                           threads: 2, engine: engine, kvFormat: .bf16)
+                let viaTensor = try ShardedAttention.forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout,
+                                                             config: config, communicator: SingleProcessCommunicator(),
+                                                             threads: 2, engine: engine, kvFormat: .bf16)
+                XCTAssertEqual(viaTensor.output.data.map(\.bitPattern), copied.output.data.map(\.bitPattern),
+                               "\(label): the Tensor entry's borrowed rows")
                 XCTAssertEqual(borrowed.mask, copied.mask, label)
                 XCTAssertLessThan(borrowed.statistics.mask.density, 1, "\(label): the mask must be sparse")
                 XCTAssertEqual(borrowed.output.data.map(\.bitPattern), copied.output.data.map(\.bitPattern), label)
@@ -104,5 +112,15 @@ final class LocalRowsTests: XCTestCase {
         XCTAssertEqual(borrowed.rowFormat, .f32)
         XCTAssertEqual(copied.rowFormat, .bf16)
         XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(borrowed) }, try sent(copied))
+        // The Tensor entry's: packed fp32 tensors are borrowed where they lie; a strided view is converted.
+        let (kt, vt) = (Tensor(k), Tensor(v))
+        let tensors = try LocalBlocks(keys: kt, values: vt, format: .bf16, roundedByAttention: true)
+        XCTAssertEqual(tensors.rowFormat, .f32)
+        tensors.withPointers { keys, _ in XCTAssertEqual(keys, UnsafeRawPointer(kt.buffer.base + kt.offset * 4), "not borrowed") }
+        XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(tensors) }, try sent(copied))
+        let strided = try Tensor(try Tensor(k).permuted([1, 0, 2]).hostFloats().data, shape: [n, heads, d]).permuted([1, 0, 2])
+        let converted = try LocalBlocks(keys: strided, values: vt, format: .bf16, roundedByAttention: true)
+        XCTAssertEqual(converted.rowFormat, .bf16, "a strided view is converted, not borrowed")
+        XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(converted) }, try sent(copied))
     }
 }

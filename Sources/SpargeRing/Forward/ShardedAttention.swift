@@ -55,10 +55,12 @@ public enum ShardedAttention {
     ///
     /// With an engine that keeps passes resident (a GPU), the pass is
     /// ``forwardResident(q:k:v:layout:config:communicator:engine:kvFormat:progress:)`` and the output comes
-    /// down to the host at the end. Otherwise each tensor is converted once, where it enters: Q and K to fp32 for the summaries and the tiles, K and
-    /// V to `kvFormat` for the ring — not at all when they already are packed in it (bf16 K/V with bf16
-    /// storage travel from the caller's buffer). A tensor that cannot be converted (wrong rank, device
-    /// memory, an f16 overflow) is a `ForwardError` on every rank.
+    /// down to the host at the end. Otherwise each tensor is converted once, where it enters: Q and K to fp32
+    /// for the summaries and the tiles, K and V to `kvFormat` for the ring — not at all when they already are
+    /// packed in it (bf16 K/V with bf16 storage travel from the caller's buffer), nor when they are packed
+    /// fp32 and the engine rounds fp32 rows to `kvFormat` itself (bf16 storage on bf16 tiles: only the blocks
+    /// sent are converted). A tensor that cannot be converted (wrong rank, device memory, an f16 overflow) is
+    /// a `ForwardError` on every rank.
     public static func forward(
         q: Tensor, k: Tensor, v: Tensor, layout: ShardLayout, config: SpargeConfig,
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
@@ -75,7 +77,9 @@ public enum ShardedAttention {
                 guard k.shape == v.shape else {
                     throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
                 }
-                return (try q.hostFloats(), try k.hostFloats(), try LocalBlocks(keys: k, values: v, format: kvFormat))
+                let rounded = engine.computesFromFloatRows(storedAs: kvFormat, headDim: k.shape.last ?? 0)
+                return (try q.hostFloats(), try k.hostFloats(),
+                        try LocalBlocks(keys: k, values: v, format: kvFormat, roundedByAttention: rounded))
             }
             return try forward(q: entered.q, k: entered.k, vShape: v.shape, local: { entered.local }, layout: layout,
                                config: config, communicator: comm, threads: threads, engine: engine, kvFormat: kvFormat,

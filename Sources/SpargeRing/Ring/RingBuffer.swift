@@ -31,11 +31,12 @@ struct LocalBlocks {
     var rowFormat: StorageFormat {
         switch storage {
         case .floats: .f32
-        case .packed: format
+        case .packed(let keys, _): keys.element
         }
     }
     private enum Storage {
         case floats(Tensor3, Tensor3)
+        /// Packed `[Hkv, rows, D]` tensors in `format`, or in f32 where the attention rounds them.
         case packed(Tensor, Tensor)
     }
     private let storage: Storage
@@ -60,8 +61,14 @@ struct LocalBlocks {
     }
 
     /// `k`, `v` (`[Hkv, rows, D]` host tensors of any element type and strides) in `format`: the tensors
-    /// themselves when they are packed in it, else one converted copy each.
-    init(keys k: Tensor, values v: Tensor, format: StorageFormat) throws {
+    /// themselves when they are packed in it, or when `roundedByAttention` and they are packed f32 (as the
+    /// `Tensor3` entry borrows its arrays); else one converted copy each.
+    init(keys k: Tensor, values v: Tensor, format: StorageFormat, roundedByAttention: Bool = false) throws {
+        precondition(!roundedByAttention || format == .bf16, "LocalBlocks: only bf16 storage borrows fp32 rows")
+        if roundedByAttention && [k, v].allSatisfy({ $0.element == .f32 && $0.isContiguous && $0.place == .host }) {
+            self.init(rows: k.shape[1], format: format, storage: .packed(k, v))
+            return
+        }
         let (keys, kOverflow) = try k.packed(as: format)
         let (values, vOverflow) = try v.packed(as: format)
         guard !kOverflow && !vOverflow else {
@@ -79,7 +86,7 @@ struct LocalBlocks {
     func withPointers<R>(_ body: (UnsafeRawPointer, UnsafeRawPointer) throws -> R) rethrows -> R {
         switch storage {
         case .packed(let keys, let values):
-            let size = format.byteSize
+            let size = keys.element.byteSize
             return try withExtendedLifetime((keys, values)) {
                 try body(UnsafeRawPointer(keys.buffer.base + keys.offset * size),
                          UnsafeRawPointer(values.buffer.base + values.offset * size))
