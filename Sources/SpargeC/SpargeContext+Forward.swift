@@ -75,7 +75,7 @@ extension SpargeContext {
             } else {
                 let result = try ShardedAttention.forward(
                     q: item.q, k: item.k, v: item.v, layout: layout, config: inputs.config, communicator: communicator,
-                    threads: threads, engine: engine, kvFormat: inputs.kvFormat)
+                    threads: threads, engine: engine, kvFormat: inputs.kvFormat, staging: staging)
                 HostParallelism.$threads.withValue(threads) { inputs.out.write(result.output, item: b) }
                 if let lse { (lse + b * heads * rows).update(from: result.lse, count: heads * rows) }
                 (mask, statistics) = (result.mask, result.statistics)

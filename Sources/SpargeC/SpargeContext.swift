@@ -12,6 +12,8 @@ final class SpargeContext {
     let engine: any AttentionEngine
     /// Engines made for the precisions calls asked for, once each.
     private var engines: [AttentionPrecision: any AttentionEngine] = [:]
+    /// The CPU pass's fp32 copies of Q and K, kept from one call to the next (freed with the context).
+    let staging = HostStaging()
     /// The mask rows of the last forward call that asked to keep them, one per batch item.
     var lastMasks: [BlockMask] = []
 

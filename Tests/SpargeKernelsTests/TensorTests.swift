@@ -71,6 +71,26 @@ final class TensorTests: XCTestCase {
     }
 
     /// A borrowed view of a Tensor3 is its values, in place: the same shape and every value bit for bit.
+    /// `hostFloats(reusing:)` converts into the array it is given while the shape stays (its base address
+    /// stays: no new pages), into a new one when the shape changes, and gives `hostFloats()`'s values either
+    /// way, from a strided view as from a packed tensor.
+    func testHostFloatsReuseTheirArrayWhileTheShapeStays() throws {
+        var g = SeededGenerator(seed: UInt64.random(in: 1...1_000_000))
+        var storage: [Float] = []
+        var bases: [UnsafePointer<Float>?] = []
+        for (h, n, d) in [(2, 70, 16), (2, 70, 16), (3, 33, 8), (3, 33, 8)] {
+            let values = (0..<(h * n * d)).map { _ in g.normal() }
+            let view = try Tensor(values, shape: [n, h, d]).permuted([1, 0, 2])
+            let reused = try view.hostFloats(reusing: &storage)
+            XCTAssertEqual(reused.data, try view.hostFloats().data, "[\(h), \(n), \(d)]")
+            XCTAssertEqual(storage.count, h * n * d)
+            bases.append(storage.withUnsafeBufferPointer { $0.baseAddress })
+        }
+        XCTAssertEqual(bases[0], bases[1], "the same shape reuses the array")
+        XCTAssertEqual(bases[2], bases[3], "the same shape reuses the array")
+        XCTAssertNotEqual(bases[1], bases[2], "a new shape takes a new array")
+    }
+
     func testBorrowedTensorOfATensor3IsItsValues() throws {
         var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         let t = Tensor3.random(heads: 3, rows: 17, dim: 5, scale: 2, shift: 0.5, using: &rng)

@@ -1,13 +1,14 @@
 """The Python entry's cost outside the pass: spargering.attention on torch fp32 tensors [1, 8, 32768, 128],
-TopK 0.1, 2 threads, with fp32 and bf16 K/V storage; the call's wall time against the pass's own
-total_seconds (last_statistics), medians of the last 3 of 4 calls. Usage (SPARGE_LIBRARY picks the build):
+TopK 0.1, 2 threads: fp32, fp32 products on bf16 K/V storage, and bf16 products (with the C interface of
+ABI version 1, `precision=` named the storage and only the first two existed); the call's wall time
+against the pass's own total_seconds (last_statistics), medians of the last 3 of 4 calls. Usage (SPARGE_LIBRARY picks the build):
     SPARGE_LIBRARY=/path/libSpargeC.so python entry-overhead.py LABEL
 """
 import sys, time, torch, spargering, statistics
 torch.manual_seed(0)
 H, N, D = 8, 32768, 128
 q, k, v = (torch.randn(1, H, N, D) for _ in range(3))
-for label, kw in (("fp32", {}), ("bf16 K/V", {"precision": "bf16"})):
+for label, kw in (("fp32", {}), ("bf16 K/V", {"kv_precision": "bf16"}), ("bf16 products", {"precision": "bf16"})):
     walls, passes = [], []
     for _ in range(4):
         t = time.perf_counter(); o = spargering.attention(q, k, v, topk=0.1, simthreshd1=-1.0, threads=2, **kw); walls.append(time.perf_counter() - t)

@@ -1,6 +1,6 @@
 """spargering.attention on the CPU in each precision from Python: torch fp32 tensors [1, 8, N, 128] of the
 `smooth` test inputs (structured, as real attention), TopK 0.1; the call's wall time (median of the last 3
-of 4 calls) and the error of one dense call at N = 2048 against float64 SDPA.
+of 4 calls, and the pass's own) and the error of one dense call at N = 2048 against float64 SDPA.
     python precisions.py [N [THREADS]]     (default 16384, 2; SPARGE_LIBRARY picks the build; run from the checkout)
 """
 import statistics, sys, time
@@ -18,9 +18,10 @@ q, k, v = (torch.from_numpy(smooth(np, rng, (1, 8, n, 128))) for _ in range(3))
 for precision in ("fp32", "bf16", "int8"):
     out = spargering.attention(*small, topk=1.0, precision=precision, threads=threads)
     error = float(np.abs(out - ref).sum() / np.abs(ref).sum())
-    walls = []
+    walls, passes = [], []
     for _ in range(4):
         t = time.perf_counter(); o = spargering.attention(q, k, v, topk=0.1, precision=precision, threads=threads)
         walls.append(time.perf_counter() - t); del o
-    print(f"{precision}: N={n} TopK 0.1 call {statistics.median(walls[1:]):.3f} s; dense rel L1 vs float64 {error:.2e}",
-          flush=True)
+        passes.append(spargering.last_statistics()["total_seconds"])
+    print(f"{precision}: N={n} TopK 0.1 call {statistics.median(walls[1:]):.3f} s (pass {statistics.median(passes[1:]):.3f} s); "
+          f"dense rel L1 vs float64 {error:.2e}", flush=True)

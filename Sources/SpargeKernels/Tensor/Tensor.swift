@@ -162,17 +162,27 @@ public struct Tensor: Sendable {
     ///
     /// - Throws: `SpargeError.invalidArgument` for a tensor that is not 3-D or not in host memory.
     public func hostFloats() throws -> Tensor3 {
+        var storage: [Float] = []
+        return try hostFloats(reusing: &storage)
+    }
+
+    /// `hostFloats()` written into `storage` where it holds as many values (and nothing else holds it), so
+    /// that a caller converting tensors of one shape call after call reuses one array and its pages, faulted
+    /// in once; else into a new array, left in `storage`. The result shares `storage`'s array.
+    public func hostFloats(reusing storage: inout [Float]) throws -> Tensor3 {
         try checkHost3D()
         let (h, n, d) = (shape[0], shape[1], shape[2])
-        // Not filled first: every value is written by the conversion, whose threads also take the new
-        // pages' faults (a fill on this thread took them one by one).
-        let data = [Float](unsafeUninitializedCapacity: h * n * d) { values, initialized in
+        if storage.count != h * n * d {
+            // Not filled first: every value is written by the conversion, whose threads also take the new
+            // pages' faults (a fill on this thread took them one by one).
+            storage = [Float](unsafeUninitializedCapacity: h * n * d) { _, initialized in initialized = h * n * d }
+        }
+        storage.withUnsafeMutableBufferPointer { values in
             if let target = values.baseAddress {
                 convertRows(heads: h, rows: n, dim: d, format: .f32, into: UnsafeMutableRawPointer(target))
             }
-            initialized = h * n * d
         }
-        return Tensor3(heads: h, rows: n, dim: d, data: data)
+        return Tensor3(heads: h, rows: n, dim: d, data: storage)
     }
 
     /// This `[heads, rows, dim]` host tensor in `format`, packed row-major: the tensor itself when it

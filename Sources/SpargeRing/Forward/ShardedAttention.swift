@@ -61,10 +61,13 @@ public enum ShardedAttention {
     /// fp32 and the engine rounds fp32 rows to `kvFormat` itself (bf16 storage on bf16 tiles: only the blocks
     /// sent are converted). A tensor that cannot be converted (wrong rank, device memory, an f16 overflow) is
     /// a `ForwardError` on every rank.
+    ///
+    /// - Parameter staging: where the fp32 copies of Q and K are made, kept for the next call of the same
+    ///   shape (nil: fresh arrays each call, whose pages are faulted in again).
     public static func forward(
         q: Tensor, k: Tensor, v: Tensor, layout: ShardLayout, config: SpargeConfig,
         communicator comm: Communicator, threads: Int = 1, engine: any AttentionEngine = CPUAttentionEngine(),
-        kvFormat: StorageFormat = .f32, progress: ((String, Double) -> Void)? = nil
+        kvFormat: StorageFormat = .f32, staging: HostStaging? = nil, progress: ((String, Double) -> Void)? = nil
     ) throws -> ForwardResult {
         // The host's conversions (the tensors' on entry, a resident pass's output) keep to `threads` too.
         try HostParallelism.$threads.withValue(threads) {
@@ -78,7 +81,8 @@ public enum ShardedAttention {
                     throw SpargeError.invalidArgument("K \(k.shape) and V \(v.shape) differ in shape")
                 }
                 let rounded = engine.computesFromFloatRows(storedAs: kvFormat, headDim: k.shape.last ?? 0)
-                return (try q.hostFloats(), try k.hostFloats(),
+                let staging = staging ?? HostStaging()
+                return (try q.hostFloats(reusing: &staging.queries), try k.hostFloats(reusing: &staging.keys),
                         try LocalBlocks(keys: k, values: v, format: kvFormat, roundedByAttention: rounded))
             }
             return try forward(q: entered.q, k: entered.k, vShape: v.shape, local: { entered.local }, layout: layout,
@@ -269,4 +273,15 @@ public enum ShardedAttention {
         }
         return value!
     }
+}
+
+/// Where the `Tensor` entry of ``ShardedAttention`` makes its fp32 copies of Q and K: kept between calls by a
+/// caller that passes tensors of one shape call after call (a model's layers), so that the copies reuse
+/// their arrays and pages instead of faulting in fresh ones (a 32K × 8-head pass's Q and K are 268 MB).
+/// Not for two calls at once.
+public final class HostStaging: @unchecked Sendable {
+    var queries: [Float] = []
+    var keys: [Float] = []
+
+    public init() {}
 }
