@@ -203,7 +203,8 @@ def _local_gpu():
 
 
 def release(comm=None):
-    """Frees the library's contexts over `comm` (collective over it); the next call makes a new one."""
+    """Frees the library's contexts over `comm` (collective over it), and what they keep between calls
+    (on the CPU, the fp32 copies of the last call's Q and K); the next call makes a new one."""
     handle = 0 if comm is None else _handle(comm)
     for key in [key for key in _contexts if key[0] == handle]:
         L.library().sparge_context_destroy(_contexts.pop(key))

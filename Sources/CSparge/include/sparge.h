@@ -119,7 +119,10 @@ int32_t sparge_abi_version(void);
  * threads: worker threads for the CPU engine (≥ 1).
  * engine, device: sparge_engine and, for SPARGE_ENGINE_CUDA, the GPU ordinal (≥ 0; a node's ranks usually
  *   pass their node-local rank modulo the GPUs there).
- * flags: SPARGE_CONTEXT_TRACE or 0. */
+ * flags: SPARGE_CONTEXT_TRACE or 0.
+ * A context keeps, from one forward call to the next, what calls of one shape can reuse: the CPU engine's
+ * fp32 copies of Q and K (4·H·N·D bytes each, their pages faulted in once) and an engine per precision
+ * asked for; sparge_context_destroy frees them. */
 sparge_status sparge_context_create(uint64_t mpi_comm, int32_t threads, int32_t engine, int32_t device,
                                     int32_t flags, sparge_context **context, char *error, size_t error_size);
 
