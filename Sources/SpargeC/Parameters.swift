@@ -35,15 +35,15 @@ extension sparge_params {
         case Int32(SPARGE_PRECISION_INT8.rawValue): return .int8
         default:
             throw CError(SPARGE_ERROR_INVALID_ARGUMENT,
-                         "precision \(precision) is none of default (-1), fp32 (0), bf16 (1), fp16 (2), int8 (3)")
+                         "precision \(precision) is none of default (0), fp32 (1), bf16 (2), fp16 (3), int8 (4)")
         }
     }
 
-    /// The format K/V blocks are stored and sent in: `kv_dtype`, or for -1 the type the asked precision
-    /// rounds to (f32 for fp32, int8 and the default).
-    func kvFormat() throws -> StorageFormat {
+    /// The format K/V blocks are stored and sent in: `kv_dtype`, or for -1 the command line's default for
+    /// `engine` (on the CPU the type its precision rounds to, f32 for fp32 and int8; bf16 on a GPU).
+    func kvFormat(engine: any AttentionEngine) throws -> StorageFormat {
         switch kv_dtype {
-        case -1: return try precisionAsked()?.inputFormat ?? .f32
+        case -1: return (engine as? CPUAttentionEngine).map { $0.precision.inputFormat ?? .f32 } ?? .bf16
         case Int32(SPARGE_DTYPE_F32.rawValue): return .f32
         case Int32(SPARGE_DTYPE_BF16.rawValue): return .bf16
         case Int32(SPARGE_DTYPE_F16.rawValue): return .f16

@@ -16,8 +16,8 @@ extension SpargeContext {
              v: UnsafePointer<sparge_tensor>?, out: UnsafePointer<sparge_tensor>?, context: SpargeContext) throws {
             guard let params else { throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "params: NULL") }
             config = try params.pointee.configuration()
-            kvFormat = try params.pointee.kvFormat()
             let engine = try context.engine(for: try params.pointee.precisionAsked())
+            kvFormat = try params.pointee.kvFormat(engine: engine)
             self.engine = engine
             (self.q, self.k, self.v, self.out) = (try .init("q", q), try .init("k", k), try .init("v", v), try .init("out", out))
             let shapes = "q \(self.q.shape), k \(self.k.shape), v \(self.v.shape) (as [B, H, N, D])"
@@ -30,6 +30,12 @@ extension SpargeContext {
             }
             guard self.out.shape == self.q.shape else {
                 throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "out \(self.out.shape) must have q's shape \(self.q.shape)")
+            }
+            // Its rows are written on several threads: no two elements may share an address.
+            let (outShape, outStrides) = (self.out.shape, self.out.strides)
+            if let axis = (0..<4).first(where: { outShape[$0] > 1 && outStrides[$0] == 0 }) {
+                throw CError(SPARGE_ERROR_INVALID_ARGUMENT, "out \(outShape) has stride 0 on axis \(axis): "
+                    + "its elements overlap, and each must take its own value")
             }
             let resident = (engine as? any ResidentAttentionEngine)?.runsResident ?? false
             if !resident, let onDevice = [self.q, self.k, self.v, self.out].first(where: { $0.place != .host }) {

@@ -4,7 +4,7 @@ import SpargeKernels
 import SpargeRing
 
 /// What a `sparge_context` holds: the ranks, the threads, the engine (and one per other precision asked
-/// for, on the same CPU or device), and the last call's mask rows.
+/// for, on the same CPU or device), the CPU pass's staged copies of Q and K, and the last call's mask rows.
 final class SpargeContext {
     let communicator: Communicator
     let threads: Int

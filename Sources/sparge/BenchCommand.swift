@@ -12,7 +12,7 @@ enum BenchCommand {
         .value("kv-heads", "H", "key/value heads (default: --heads; GQA when fewer)"),
         .value("head-dim", "D", "head dimension (default 128)"),
         .value("seed", "S", "workload seed (default 1)"),
-        .value("repeat", "R", "timed repetitions; the median time is reported, with that pass's phases (default 1)"),
+        .value("repeat", "R", "timed repetitions; the median time is reported, with the phases of the median pass (the lower middle one for an even count) (default 1)"),
         .flag("hilbert", "video workload: attend in 3-D Hilbert order of its T×H×W grid (non-causal)"),
         .flag("compare-dense", "also time dense mode on the same input, for the speed-up column"),
         .value("verify-sample", "K", "check K sampled query blocks against exact dense attention"),

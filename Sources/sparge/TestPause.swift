@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Points: `before-commit` (every rank, when every output is written and none is committed yet),
 /// `between-commits` (rank 0, before moving the second and later outputs into place) and `bench-last-ring`
-/// (every rank, once in the ring phase of `bench`'s last pass). Unset — as in any real use — it does nothing.
+/// (every rank, once in the ring phase of the last pass of each of `bench`'s timed series). Unset — as in any real use — it does nothing.
 enum TestPause: String {
     case beforeCommit = "before-commit"
     case betweenCommits = "between-commits"

@@ -31,22 +31,30 @@ final class CInterfaceTests: XCTestCase {
                              device_type: Int32(device.rawValue), device_id: 0, reserved: 0)
     }
 
+    /// `spargeForward` on Q, K, V (`values`, each of `shape`) into a new output filled with NaN first.
+    private func forward(_ ctx: OpaquePointer, _ p: inout sparge_params, _ values: [[Float]], shape: [Int64],
+                         lse: UnsafeMutablePointer<Float>? = nil,
+                         statistics: UnsafeMutablePointer<sparge_statistics>? = nil) -> (sparge_status, [Float]) {
+        var (q, k, v, out) = (values[0], values[1], values[2], [Float](repeating: .nan, count: values[0].count))
+        let status = q.withUnsafeMutableBufferPointer { q in k.withUnsafeMutableBufferPointer { k in
+            v.withUnsafeMutableBufferPointer { v in out.withUnsafeMutableBufferPointer { o in
+                var (dq, dk, dv, dout) = (descriptor(q.baseAddress!, shape), descriptor(k.baseAddress!, shape),
+                                          descriptor(v.baseAddress!, shape), descriptor(o.baseAddress!, shape))
+                return spargeForward(ctx, &p, &dq, &dk, &dv, &dout, lse, statistics, nil, &error, error.count)
+            } } } }
+        return (status, out)
+    }
+
     func testForwardMatchesTheLibraryOnTheSameTensors() throws {
         let ctx = try context()
         defer { spargeContextDestroy(ctx) }
         let (h, n, d) = (2, 300, 16)
         var rng = SystemRandomNumberGenerator()
         let values = (0..<3).map { _ in (0..<(h * n * d)).map { _ in Float.random(in: -2...2, using: &rng) } }
-        var (q, k, v, out) = (values[0], values[1], values[2], [Float](repeating: .nan, count: h * n * d))
         var lse = [Float](repeating: .nan, count: h * n)
         var stats = sparge_statistics()
         var p = params()
-        let status = q.withUnsafeMutableBufferPointer { q in k.withUnsafeMutableBufferPointer { k in
-            v.withUnsafeMutableBufferPointer { v in out.withUnsafeMutableBufferPointer { o in
-                var (dq, dk, dv, dout) = (descriptor(q.baseAddress!, [1, 2, 300, 16]), descriptor(k.baseAddress!, [1, 2, 300, 16]),
-                                          descriptor(v.baseAddress!, [1, 2, 300, 16]), descriptor(o.baseAddress!, [1, 2, 300, 16]))
-                return spargeForward(ctx, &p, &dq, &dk, &dv, &dout, &lse, &stats, nil, &error, error.count)
-            } } } }
+        let (status, out) = forward(ctx, &p, values, shape: [1, Int64(h), Int64(n), Int64(d)], lse: &lse, statistics: &stats)
         XCTAssertEqual(status, SPARGE_OK, message)
         let config = try p.configuration()
         let tensors = try values.map { try Tensor($0, shape: [h, n, d]) }
@@ -82,16 +90,11 @@ final class CInterfaceTests: XCTestCase {
         ]
         var outputs: [[Float]] = []
         for (asked, kv, precision, format) in cases {
-            var (q, k, v, out) = (values[0], values[1], values[2], [Float](repeating: .nan, count: h * n * d))
             var p = params()
             (p.precision, p.kv_dtype) = (Int32(asked.rawValue), kv)
-            let status = q.withUnsafeMutableBufferPointer { q in k.withUnsafeMutableBufferPointer { k in
-                v.withUnsafeMutableBufferPointer { v in out.withUnsafeMutableBufferPointer { o in
-                    var (dq, dk, dv, dout) = (descriptor(q.baseAddress!, [1, 2, 260, 32]), descriptor(k.baseAddress!, [1, 2, 260, 32]),
-                                              descriptor(v.baseAddress!, [1, 2, 260, 32]), descriptor(o.baseAddress!, [1, 2, 260, 32]))
-                    return spargeForward(ctx, &p, &dq, &dk, &dv, &dout, nil, nil, nil, &error, error.count)
-                } } } }
+            let (status, out) = forward(ctx, &p, values, shape: [1, Int64(h), Int64(n), Int64(d)])
             XCTAssertEqual(status, SPARGE_OK, "\(precision): \(message)")
+            XCTAssertEqual(try p.kvFormat(engine: CPUAttentionEngine(precision: precision)), format, "\(precision): K/V storage")
             let config = try p.configuration()
             let expected = try ShardedAttention.forward(
                 q: tensors[0], k: tensors[1], v: tensors[2], layout: ShardLayout(seqLen: n, ranks: 1, config: config),
@@ -127,6 +130,13 @@ final class CInterfaceTests: XCTestCase {
                  SPARGE_ERROR_INVALID_ARGUMENT, "q [1, 1, 4, 16] is on cuda:0: tensors in GPU memory need the CUDA engine"),
                 ("too long", descriptor(buffer.baseAddress!, [1, 1, 8, 16]), SPARGE_ERROR_INVALID_ARGUMENT, "q, k and v must agree"),
             ]
+            // An output whose rows overlap (stride 0 over 4 rows) would be written by several threads at once.
+            var (q0, k0, v0) = (good, good, good)
+            var overlapping = good
+            overlapping.strides.2 = 0
+            XCTAssertEqual(spargeForward(ctx, &p, &q0, &k0, &v0, &overlapping, nil, nil, nil, &error, error.count),
+                           SPARGE_ERROR_INVALID_ARGUMENT)
+            XCTAssertTrue(message.contains("out [1, 1, 4, 16] has stride 0 on axis 2"), message)
             for i in cases.indices {
                 var (k, v, out) = (good, good, good)
                 let status: sparge_status

@@ -70,7 +70,6 @@ final class TensorTests: XCTestCase {
         }
     }
 
-    /// A borrowed view of a Tensor3 is its values, in place: the same shape and every value bit for bit.
     /// `hostFloats(reusing:)` converts into the array it is given while the shape stays (its base address
     /// stays: no new pages), into a new one when the shape changes, and gives `hostFloats()`'s values either
     /// way, from a strided view as from a packed tensor.
@@ -91,6 +90,7 @@ final class TensorTests: XCTestCase {
         XCTAssertNotEqual(bases[1], bases[2], "a new shape takes a new array")
     }
 
+    /// A borrowed view of a Tensor3 is its values, in place: the same shape and every value bit for bit.
     func testBorrowedTensorOfATensor3IsItsValues() throws {
         var rng = SeededGenerator(seed: UInt64.random(in: 0...UInt64.max))
         let t = Tensor3.random(heads: 3, rows: 17, dim: 5, scale: 2, shift: 0.5, using: &rng)

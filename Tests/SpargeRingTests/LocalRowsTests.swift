@@ -26,8 +26,9 @@ final class LocalRowsTests: XCTestCase {
         }
     }
 
-    /// The `Tensor3` entry (fp32 rows borrowed, converted by the tiles) against the `Tensor` entry (a bf16
-    /// copy made first), bit for bit, on every set of this CPU with bf16 tiles (they pack fp32 rows with
+    /// The `Tensor3` entry and the `Tensor` entry on packed fp32 tensors (fp32 rows borrowed, converted by
+    /// the tiles) against the `Tensor` entry on strided views of the same values (a bf16 copy made first for
+    /// the ring; the summaries read fp32 in every case), bit for bit, on every set of this CPU with bf16 tiles (they pack fp32 rows with
     /// `sparge_pack_bf16_block`): fixed and fresh random shapes, a partial last block, GQA, causal and not.
     /// Values spread over 2⁻¹²…2¹² so that a rounding done differently shows.
     func testBorrowedRowsGiveTheConvertedCopysBits() throws {
@@ -56,10 +57,9 @@ final class LocalRowsTests: XCTestCase {
                 let borrowed = try ShardedAttention.forward(q: q, k: k, v: v, layout: layout, config: config,
                                                             communicator: SingleProcessCommunicator(), threads: 2,
                                                             engine: engine, kvFormat: .bf16)
-                // The Tensor entry borrows packed fp32 K/V as the Tensor3 entry does; handed bf16 tensors, it
-                // stores them as they are: the copy the borrowed rows must equal.
-                let (kb, vb) = (try Tensor(k).packed(as: .bf16).tensor, try Tensor(v).packed(as: .bf16).tensor)
-                let copied = try ShardedAttention.forward(q: Tensor(q), k: kb, v: vb, layout: layout,
+                // Strided views are converted to a bf16 copy for the ring: what the borrowed rows must equal.
+                let (ks, vs) = (try Self.stridedView(of: k), try Self.stridedView(of: v))
+                let copied = try ShardedAttention.forward(q: Tensor(q), k: ks, v: vs, layout: layout,
                                                           config: config, communicator: SingleProcessCommunicator(),
                                                           threads: 2, engine: engine, kvFormat: .bf16)
                 let viaTensor = try ShardedAttention.forward(q: Tensor(q), k: Tensor(k), v: Tensor(v), layout: layout,
@@ -118,9 +118,23 @@ final class LocalRowsTests: XCTestCase {
         XCTAssertEqual(tensors.rowFormat, .f32)
         tensors.withPointers { keys, _ in XCTAssertEqual(keys, UnsafeRawPointer(kt.buffer.base + kt.offset * 4), "not borrowed") }
         XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(tensors) }, try sent(copied))
-        let strided = try Tensor(try Tensor(k).permuted([1, 0, 2]).hostFloats().data, shape: [n, heads, d]).permuted([1, 0, 2])
-        let converted = try LocalBlocks(keys: strided, values: vt, format: .bf16, roundedByAttention: true)
+        // A view that starts past its buffer's first element (a batch item's): borrowed from its own start.
+        let pair = try Tensor(Tensor3(heads: heads, rows: n, dim: d, repeating: .nan).data + k.data, shape: [2, heads, n, d])
+        let itemOne = try Tensor(buffer: pair.buffer, element: .f32, shape: [heads, n, d], offset: heads * n * d)
+        let offsetRows = try LocalBlocks(keys: itemOne, values: vt, format: .bf16, roundedByAttention: true)
+        offsetRows.withPointers { keys, _ in
+            XCTAssertEqual(keys, UnsafeRawPointer(pair.buffer.base + heads * n * d * 4), "borrowed from the view's start")
+        }
+        XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(offsetRows) }, try sent(copied))
+        let converted = try LocalBlocks(keys: try Self.stridedView(of: k), values: vt, format: .bf16, roundedByAttention: true)
         XCTAssertEqual(converted.rowFormat, .bf16, "a strided view is converted, not borrowed")
         XCTAssertEqual(try HostParallelism.$threads.withValue(2) { try sent(converted) }, try sent(copied))
+    }
+
+    /// `t`'s values as a strided `[heads, rows, dim]` view of an `[rows, heads, dim]` array (not packed).
+    static func stridedView(of t: Tensor3) throws -> Tensor {
+        var nhd = [Float](repeating: 0, count: t.data.count)
+        for h in 0..<t.heads { for r in 0..<t.rows { for i in 0..<t.dim { nhd[(r * t.heads + h) * t.dim + i] = t[h, r, i] } } }
+        return try Tensor(nhd, shape: [t.rows, t.heads, t.dim]).permuted([1, 0, 2])
     }
 }

@@ -66,8 +66,6 @@ final class BenchTests: XCTestCase {
                            folder: folder, "picture in a missing folder")
     }
 
-    /// `SPARGE_CPU_ISA` picks the CPU kernels of every rank (`isa` in the JSON, the header's backend), and a
-    /// name that is unknown fails on every rank with a message naming the variable.
     /// The phases `bench` reports are those of the pass whose time it reports (the median), not the last
     /// pass's: the last of three passes sleeps 0.6 s in its ring phase, and neither the time nor the ring
     /// phase may show it (a pass of this workload takes milliseconds; 0.3 s leaves room for a slow machine).
@@ -84,6 +82,8 @@ final class BenchTests: XCTestCase {
         XCTAssertLessThan(ring, 0.3, "the ring phase is the paused pass's: \(result.stdout)")
     }
 
+    /// `SPARGE_CPU_ISA` picks the CPU kernels of every rank (`isa` in the JSON, the header's backend), and a
+    /// name that is unknown fails on every rank with a message naming the variable.
     func testCPUKernelSetFromTheEnvironment() throws {
         let plain = try spargeSingle(Self.small + ["--json"], timeout: 60)
         XCTAssertEqual(plain.status, 0, transcript(plain))

@@ -11,6 +11,7 @@ The arguments keep upstream SpargeAttn's names (`spas_sage2_attn_meansim_cuda`).
 """
 import ctypes
 import os
+import threading
 
 from . import _library as L
 from ._arrays import View, describe, empty_like, is_torch, to_numpy
@@ -22,8 +23,8 @@ __all__ = ["attention", "shard", "unshard", "SpargeError", "library_path", "last
 _PRECISIONS = {"fp32": L.PRECISION_FP32, "float32": L.PRECISION_FP32, "bf16": L.PRECISION_BF16,
                "bfloat16": L.PRECISION_BF16, "fp16": L.PRECISION_FP16, "float16": L.PRECISION_FP16,
                "int8": L.PRECISION_INT8}
-_STORAGE = {"fp32": L.DTYPE_F32, "float32": L.DTYPE_F32, "bf16": L.DTYPE_BF16, "bfloat16": L.DTYPE_BF16,
-            "fp16": L.DTYPE_F16, "float16": L.DTYPE_F16}
+_STORAGE = {"fp32": L.DTYPE_F32, "f32": L.DTYPE_F32, "float32": L.DTYPE_F32, "bf16": L.DTYPE_BF16,
+            "bfloat16": L.DTYPE_BF16, "fp16": L.DTYPE_F16, "f16": L.DTYPE_F16, "float16": L.DTYPE_F16}
 
 
 _last_statistics = None
@@ -63,12 +64,15 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     - pvthreshd: λ in log2 units (default 50: off; at 50 and above every block is computed).
     - attention_sink: always compute key block 0.
     - precision: what Q, K and V are rounded or quantized to before the products, as the command line's
-      --precision: "fp32" (exact; the CPU's default), "bf16" (the GPU's default; AMX or AVX512-BF16 tiles
-      on CPUs that have them), "fp16", or "int8" (SageAttention's INT8 Q·Kᵀ, K smoothed by its mean; P·V
-      in bf16 on the CPU, fp16 on the GPU). The GPU computes in bf16, fp16 and int8 only.
-    - kv_precision: the type K/V blocks are stored and sent around the ring in ("fp32", "bf16", "fp16");
-      default the type `precision` rounds to (fp32 for fp32 and int8), and without `precision` the inputs'
-      own 16-bit type, else fp32.
+      --precision: "fp32" (exact; the CPU's default), "bf16" (the GPU's default; on CPUs, AMX or
+      AVX512-BF16 tiles where they are), "fp16", or "int8" (SageAttention's INT8 Q·Kᵀ, K smoothed by its
+      mean; P·V in integers on the CPU, P in 14-bit fixed point and V in 12 bits, in fp16 on the GPU). The
+      GPU computes in bf16, fp16 and int8 only. (Before the C interface's version 2, `precision` named
+      what `kv_precision` names now.)
+    - kv_precision: the type K/V blocks are stored and sent around the ring in ("fp32" or "f32", "bf16",
+      "fp16" or "f16"): by default, with `precision`, the command line's --kv-precision default (on the
+      CPU the type `precision` rounds to, fp32 for fp32 and int8; bf16 on the GPU); without it, the
+      inputs' own 16-bit type, else fp32.
     - return_lse: also return the row log-sum-exp, float32 `[B, Hq, N]` (natural log).
     - return_sparsity: also return 1 − density of the mask over the whole run.
     - return_mask: also return this rank's mask rows, a NumPy uint8 array `[B, Hq, query blocks, key
@@ -76,7 +80,8 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     - threads: worker threads (default: the cores this process may use, divided among the MPI ranks of
       its node).
     - backend: who computes the mask and the tiles: "cpu", or "cuda" (this rank's GPU: its node-local rank
-      modulo the GPUs; Q, K, V rounded to bf16 there; the mask is the CPU's bit for bit). Default: "cuda"
+      modulo the GPUs; Q, K, V rounded as `precision` asks, bf16 by default; the mask is the CPU's bit for
+      bit). Default: "cuda"
       for PyTorch CUDA tensors, which the library then reads in place and writes the output into on the
       device (no host copy of Q, K, V or the output), else "cpu". SPARGE_CUDA_TRACE=1 makes
       the CUDA engine print its host phases and copies to stderr.
@@ -114,8 +119,10 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     structs = [ctypes.byref(v.struct) for v in views] if views else [None] * 4
     statistics = L.Statistics()
     lse_pointer = _address(lse) if lse is not None else None
-    L.call(L.library().sparge_forward, context, ctypes.byref(params), *structs, lse_pointer,
-           ctypes.byref(statistics), problem.encode() if problem else None)
+    with _locks[context.value]:
+        L.call(L.library().sparge_forward, context, ctypes.byref(params), *structs, lse_pointer,
+               ctypes.byref(statistics), problem.encode() if problem else None)
+        mask = _mask(context) if return_mask else None
     global _last_statistics
     _last_statistics = statistics.as_dict()
     results = [out]
@@ -124,7 +131,7 @@ def attention(q, k, v, *, comm=None, tensor_layout="HND", is_causal=False, scale
     if return_sparsity:
         results.append(1.0 - statistics.density)
     if return_mask:
-        results.append(_mask(context))
+        results.append(mask)
     return results[0] if len(results) == 1 else tuple(results)
 
 
@@ -171,6 +178,7 @@ def _mask(context):
 
 
 _contexts = {}
+_locks = {}  # per context: a context is used by one thread at a time (the library releases the GIL)
 _ENGINES = {"cpu": L.ENGINE_CPU, "cuda": L.ENGINE_CUDA}
 
 
@@ -188,6 +196,7 @@ def _context(comm, threads, backend="cpu"):
         L.call(L.library().sparge_context_create, handle, threads, _ENGINES[backend], device, flags,
                ctypes.byref(pointer))
         _contexts[key] = pointer
+        _locks[pointer.value] = threading.Lock()
     return _contexts[key]
 
 
@@ -207,7 +216,9 @@ def release(comm=None):
     (on the CPU, the fp32 copies of the last call's Q and K); the next call makes a new one."""
     handle = 0 if comm is None else _handle(comm)
     for key in [key for key in _contexts if key[0] == handle]:
-        L.library().sparge_context_destroy(_contexts.pop(key))
+        pointer = _contexts.pop(key)
+        with _locks.pop(pointer.value):
+            L.library().sparge_context_destroy(pointer)
 
 
 def _handle(comm):

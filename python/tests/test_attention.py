@@ -51,20 +51,23 @@ def test_dense_equals_sdpa_in_float64(np, torch, spargering, case):
 
 def test_cpu_precisions_cost_their_rounding(np, torch, spargering):
     """precision= picks what the CPU's products compute in, as the command line's --precision. On fresh
-    structured inputs (`smooth`, as real attention), dense, each costs the error of its rounding against
-    float64 SDPA (measured: fp32 2-3e-7, bf16 1.6-2.0e-3, fp16 1.8-2.3e-4, int8 3.8-5.2e-3). The upper
-    bounds are the issue's 1e-2 (1e-5 for fp32, as above); the lower ones at most a tenth of what each
-    rounding costs, so a precision computed as fp32 fails. kv_precision="fp32" with bf16 products keeps
-    bf16's error: storage alone does not round the products."""
+    structured inputs (`smooth`, as real attention), dense, K/V stored in fp32 so that only the products
+    round, each costs the error of its rounding against float64 SDPA (measured: fp32 2-3e-7, bf16
+    1.6-2.0e-3, fp16 1.8-2.3e-4, int8 3.8-5.2e-3). The upper bounds are the issue's 1e-2 (1e-5 for fp32, as
+    above); the lower ones at most a tenth of what each rounding costs, so a precision computed as fp32
+    fails, and int8 must differ from bf16. By default K/V are stored in the type the precision rounds to."""
     rng = np.random.default_rng()
     q, k, v = (smooth(np, rng, (1, 2, 300, 64)) for _ in range(3))
     ref = reference(torch, q, k, v, False)
     bounds = {"fp32": (0, 1e-5), "bf16": (1e-4, 1e-2), "fp16": (1e-5, 1e-2), "int8": (1e-4, 1e-2)}
+    outputs = {}
     for precision, (low, high) in bounds.items():
-        error = relative_l1(np, spargering.attention(q, k, v, topk=1.0, precision=precision), ref)
+        outputs[precision] = spargering.attention(q, k, v, topk=1.0, precision=precision, kv_precision="fp32")
+        error = relative_l1(np, outputs[precision], ref)
         assert low <= error < high, f"{precision}: relative L1 {error:.2e}"
-    kept = relative_l1(np, spargering.attention(q, k, v, topk=1.0, precision="bf16", kv_precision="fp32"), ref)
-    assert 1e-4 <= kept < 1e-2, f"bf16 products on fp32 storage: relative L1 {kept:.2e}"
+    assert not np.array_equal(outputs["int8"], outputs["bf16"]), "int8 computed as bf16"
+    stored = relative_l1(np, spargering.attention(q, k, v, topk=1.0, precision="bf16"), ref)
+    assert 1e-4 <= stored < 1e-2, f"bf16 with its default bf16 storage: relative L1 {stored:.2e}"
 
 
 def test_strided_views_are_read_in_place(np, torch, spargering):
@@ -157,10 +160,11 @@ def test_cuda_backend_gives_the_cpu_mask(np, torch, spargering):
 
 
 def test_cuda_precisions_cost_their_rounding(np, torch, spargering):
-    """On a GPU machine: precision= picks the GPU's products as on the CPU. On CUDA tensors of the structured
-    inputs, dense at D = 128, bf16, fp16 and int8 each stay within 1e-2 of float64 SDPA (the issue's bound; the
-    GPU rounds P to 16 bits as well), int8 differs from bf16 (so it was applied), and fp32, which the tensor
-    cores do not compute in, is an unsupported-precision error (status 2) that says where it runs."""
+    """On a GPU machine: precision= picks the GPU's products as on the CPU. On CUDA tensors of the
+    structured inputs, dense at D = 128, bf16, fp16 and int8 each stay within 1e-2 of float64 SDPA (the
+    issue's bound; the GPU rounds P to 16 bits as well), int8 and fp16 differ from bf16 (so they were
+    applied), and fp32, which the tensor cores do not compute in, is an unsupported-precision error
+    (status 2) that says where it runs."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: run python/tests on a GPU machine to check the CUDA precisions")
     rng = np.random.default_rng()
@@ -173,6 +177,7 @@ def test_cuda_precisions_cost_their_rounding(np, torch, spargering):
         error = relative_l1(np, outputs[precision], ref)
         assert error < 1e-2, f"{precision} on the GPU: relative L1 {error:.2e}"
     assert not np.array_equal(outputs["int8"], outputs["bf16"]), "int8 computed as bf16"
+    assert not np.array_equal(outputs["fp16"], outputs["bf16"]), "fp16 computed as bf16"
     with pytest.raises(spargering.SpargeError, match="fp32 runs on the CPU engine") as raised:
         spargering.attention(*(torch.from_numpy(x).cuda() for x in (q, k, v)), precision="fp32")
     assert raised.value.status == 2, raised.value

@@ -49,14 +49,15 @@ typedef enum { SPARGE_ENGINE_CPU = 0, SPARGE_ENGINE_CUDA = 1 } sparge_engine;
 
 /* What Q, K and V are rounded or quantized to before the products: the command line's --precision, one
  * definition for both engines. The CPU engine computes in every one (bf16 on AMX or AVX512-BF16 tiles where
- * the CPU has them; int8 is SageAttention's INT8 Q·Kᵀ with K smoothed by its mean, P·V in bf16); the CUDA
- * engine in bf16, fp16 and int8 (INT8 Q·Kᵀ, P·V in fp16). DEFAULT: fp32 on the CPU, bf16 on CUDA. */
+ * the CPU has them; int8 is SageAttention's INT8 Q·Kᵀ with K smoothed by its mean, then P·V in integers:
+ * P in 14-bit fixed point, V in 12 bits); the CUDA engine in bf16, fp16 and int8 (INT8 Q·Kᵀ, P·V in fp16).
+ * DEFAULT (0, so that a zero-filled sparge_params asks for it): fp32 on the CPU, bf16 on CUDA. */
 typedef enum {
-    SPARGE_PRECISION_DEFAULT = -1,
-    SPARGE_PRECISION_FP32 = 0,
-    SPARGE_PRECISION_BF16 = 1,
-    SPARGE_PRECISION_FP16 = 2,
-    SPARGE_PRECISION_INT8 = 3
+    SPARGE_PRECISION_DEFAULT = 0,
+    SPARGE_PRECISION_FP32 = 1,
+    SPARGE_PRECISION_BF16 = 2,
+    SPARGE_PRECISION_FP16 = 3,
+    SPARGE_PRECISION_INT8 = 4
 } sparge_precision;
 
 /* How key blocks are chosen per query block (DESIGN.md §1, step 5). */
@@ -89,8 +90,9 @@ typedef struct {
     int32_t sink;          /* attention_sink: key block 0 always computed */
     int32_t block_q;       /* query rows per mask block; 0 means 128 */
     int32_t block_k;       /* key rows per mask block; 0 means 64 */
-    int32_t kv_dtype;      /* sparge_dtype K/V blocks are stored and sent in; -1: the type `precision` rounds
-                              to (bf16 for bf16, f16 for fp16), else f32 */
+    int32_t kv_dtype;      /* sparge_dtype K/V blocks are stored and sent in; -1: the command line's default,
+                              on the CPU engine the type the precision rounds to (bf16 for bf16, f16 for
+                              fp16, else f32), on CUDA bf16 */
     int32_t keep_mask;     /* nonzero: keep the mask rows for sparge_context_mask */
     int32_t precision;     /* sparge_precision of the products (SPARGE_PRECISION_DEFAULT: the engine's) */
 } sparge_params;
@@ -121,8 +123,8 @@ int32_t sparge_abi_version(void);
  *   pass their node-local rank modulo the GPUs there).
  * flags: SPARGE_CONTEXT_TRACE or 0.
  * A context keeps, from one forward call to the next, what calls of one shape can reuse: the CPU engine's
- * fp32 copies of Q and K (4·H·N·D bytes each, their pages faulted in once) and an engine per precision
- * asked for; sparge_context_destroy frees them. */
+ * fp32 copies of this rank's Q and K (4·Hq·rows·D and 4·Hkv·rows·D bytes, their pages faulted in once) and
+ * an engine per precision asked for; sparge_context_destroy frees them. */
 sparge_status sparge_context_create(uint64_t mpi_comm, int32_t threads, int32_t engine, int32_t device,
                                     int32_t flags, sparge_context **context, char *error, size_t error_size);
 

@@ -166,15 +166,17 @@ public struct Tensor: Sendable {
         return try hostFloats(reusing: &storage)
     }
 
-    /// `hostFloats()` written into `storage` where it holds as many values (and nothing else holds it), so
-    /// that a caller converting tensors of one shape call after call reuses one array and its pages, faulted
-    /// in once; else into a new array, left in `storage`. The result shares `storage`'s array.
+    /// `hostFloats()` written into `storage` where it holds as many values, so that a caller converting
+    /// tensors of one shape call after call reuses one array and its pages, faulted in once; else into a new
+    /// array, left in `storage`. The result shares `storage`'s array. (Where something else still holds that
+    /// array, it is copied first, on this thread: keep `storage` the only holder between calls.)
     public func hostFloats(reusing storage: inout [Float]) throws -> Tensor3 {
         try checkHost3D()
         let (h, n, d) = (shape[0], shape[1], shape[2])
         if storage.count != h * n * d {
             // Not filled first: every value is written by the conversion, whose threads also take the new
             // pages' faults (a fill on this thread took them one by one).
+            // Left uninitialised (Floats have no invariants to break); the conversion below writes every one.
             storage = [Float](unsafeUninitializedCapacity: h * n * d) { _, initialized in initialized = h * n * d }
         }
         storage.withUnsafeMutableBufferPointer { values in

@@ -37,7 +37,7 @@ extension ShardedAttention {
     /// mean, the summaries, the mask rows, the ring's packing and the attention run there. Through the host
     /// go only the K sums, the key summaries (with more than one rank), the need bits and the ring's
     /// payloads. Same arguments, same mask (bit for bit) and same errors on every rank as
-    /// ``forward(q:k:v:layout:config:communicator:threads:engine:kvFormat:progress:)-(Tensor,Tensor,Tensor,_,_,_,_,_,_,_)``.
+    /// ``forward(q:k:v:layout:config:communicator:threads:engine:kvFormat:staging:progress:)``.
     public static func forwardResident(
         q: Tensor, k: Tensor, v: Tensor, layout: ShardLayout, config: SpargeConfig, communicator comm: Communicator,
         engine: any ResidentAttentionEngine, kvFormat: StorageFormat, progress: ((String, Double) -> Void)? = nil

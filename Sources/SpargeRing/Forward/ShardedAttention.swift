@@ -283,5 +283,6 @@ public final class HostStaging: @unchecked Sendable {
     var queries: [Float] = []
     var keys: [Float] = []
 
+    /// Empty staging: the first call makes its arrays.
     public init() {}
 }
