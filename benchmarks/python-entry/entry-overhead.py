@@ -1,7 +1,8 @@
 """The Python entry's cost outside the pass: spargering.attention on torch fp32 tensors [1, 8, 32768, 128],
-TopK 0.1, 2 threads: fp32, fp32 products on bf16 K/V storage, and bf16 products (with the C interface of
-ABI version 1, `precision=` named the storage and only the first two existed); the call's wall time
-against the pass's own total_seconds (last_statistics), medians of the last 3 of 4 calls. Usage (SPARGE_LIBRARY picks the build):
+TopK 0.1, 2 threads: fp32, fp32 products on bf16 K/V storage, and bf16 products; the call's wall time
+and the pass's own total_seconds (last_statistics), medians of the last 3 of 4 calls, and their
+difference. (For builds of the C interface's version 1, where `precision=` named the storage, use this
+script as of commit 533bda3.) Usage (SPARGE_LIBRARY picks the build):
     SPARGE_LIBRARY=/path/libSpargeC.so python entry-overhead.py LABEL
 """
 import sys, time, torch, spargering, statistics
