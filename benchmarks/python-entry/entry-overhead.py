@@ -3,9 +3,11 @@ TopK 0.1, 2 threads: fp32, fp32 products on bf16 K/V storage, and bf16 products;
 and the pass's own total_seconds (last_statistics), medians of the last 3 of 4 calls, and their
 difference. (For builds of the C interface's version 1, where `precision=` named the storage, use this
 script as of commit 533bda3.) Usage (SPARGE_LIBRARY picks the build):
-    SPARGE_LIBRARY=/path/libSpargeC.so python entry-overhead.py LABEL
+    SPARGE_LIBRARY=/path/libSpargeC.so python benchmarks/python-entry/entry-overhead.py LABEL   (from the checkout)
 """
-import sys, time, torch, spargering, statistics
+import sys, time, torch, statistics
+sys.path.insert(0, "python")  # run from the checkout: its package, whatever is installed
+import spargering
 torch.manual_seed(0)
 H, N, D = 8, 32768, 128
 q, k, v = (torch.randn(1, H, N, D) for _ in range(3))
