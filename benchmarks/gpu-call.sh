@@ -29,6 +29,16 @@ verify_int8_ranks() {
     run timeout -k 5 120 mpirun -np 3 --oversubscribe "$BIN" verify --backend cuda --precision int8 --workload random \
         --seq 3000 --heads 2 --head-dim 128 --dense --block-k 128 --threads 2 --json --tolerance 2e-3
 }
+# One dense `bench-kernel` of the binary $1 (random inputs, N = $2, $3 heads, D = 128, 128-key blocks, 20
+# launches) in precision $4, with the environment's settings: its JSON line on stdout; on a failure its
+# stderr and a FAILED line on stderr and a non-zero status.
+dense_kernel() {
+    local line
+    line="$(timeout -k 5 120 "$1" bench-kernel --backend cuda --workload random --seq "$2" --heads "$3" --head-dim 128 \
+        --dense --block-k 128 --repeat 20 --json --precision "$4" 2> "$OUT/stderr.txt" | tail -n 1)"
+    [[ "$line" == "{"* ]] && { echo "$line"; return 0; }
+    cat "$OUT/stderr.txt" >&2; echo "FAILED: $(basename "$1") $2 × $3 $4" >&2; return 1
+}
 # The raw value of "name": in a JSON line.
 field() { grep -o "\"$1\": [^,}]*" <<< "$2" | head -n 1 | sed 's/.*: //'; }
 

@@ -22,9 +22,7 @@ for round in $(seq 1 "$rounds"); do
         for precision in int8 bf16; do
             for shape in "${shapes[@]}"; do
                 set -- $shape
-                line="$(SPARGE_CUDA_TAIL_SPLIT=$split timeout -k 5 120 "$BIN" bench-kernel --backend cuda --workload random --seq "$1" --heads "$2" --head-dim 128 \
-                    --dense --block-k 128 --repeat 20 --json --precision "$precision" 2> "$OUT/stderr.txt" | tail -n 1)"
-                [[ "$line" == "{"* ]] || { cat "$OUT/stderr.txt"; echo "FAILED: $precision $shape"; status=1; continue; }
+                line="$(SPARGE_CUDA_TAIL_SPLIT=$split dense_kernel "$BIN" "$1" "$2" "$precision")" || { status=1; continue; }
                 echo "$precision$([ "$split" = 1 ] && echo -split) $1 $2 kernel_ms $(field kernel_ms "$line") min $(field kernel_ms_min "$line") tflops $(field tflops_real "$line")" | tee -a "$results"
             done
         done

@@ -22,9 +22,7 @@ for round in $(seq 1 "$rounds"); do
     if [ $((round % 2)) -eq 0 ]; then order=(); for ((i = ${#names[@]} - 1; i >= 0; i--)); do order+=("${names[$i]}"); done; fi
     for precision in int8 bf16; do
         for name in "${order[@]}"; do
-            line="$(timeout -k 5 120 "/tmp/ab-bin/$name" bench-kernel --backend cuda --workload random --seq 32768 --heads 8 \
-                --head-dim 128 --dense --block-k 128 --repeat 20 --json --precision "$precision" 2> "$OUT/stderr.txt" | tail -n 1)"
-            [[ "$line" == "{"* ]] || { cat "$OUT/stderr.txt"; echo "FAILED: $name $precision"; status=1; continue; }
+            line="$(dense_kernel "/tmp/ab-bin/$name" 32768 8 "$precision")" || { status=1; continue; }
             echo "AB $name $precision $(field tflops_real "$line") TFLOP/s, launches $(field kernel_ms_min "$line")–$(field kernel_ms_max "$line") ms" | tee -a "$results"
         done
     done

@@ -45,12 +45,17 @@ final class CInterfaceTests: XCTestCase {
         return (status, out)
     }
 
+    /// Fresh random Q, K and V of `count` values each, in [−2, 2].
+    private func randomQKV(count: Int) -> [[Float]] {
+        var rng = SystemRandomNumberGenerator()
+        return (0..<3).map { _ in (0..<count).map { _ in Float.random(in: -2...2, using: &rng) } }
+    }
+
     func testForwardMatchesTheLibraryOnTheSameTensors() throws {
         let ctx = try context()
         defer { spargeContextDestroy(ctx) }
         let (h, n, d) = (2, 300, 16)
-        var rng = SystemRandomNumberGenerator()
-        let values = (0..<3).map { _ in (0..<(h * n * d)).map { _ in Float.random(in: -2...2, using: &rng) } }
+        let values = randomQKV(count: h * n * d)
         var lse = [Float](repeating: .nan, count: h * n)
         var stats = sparge_statistics()
         var p = params()
@@ -80,8 +85,7 @@ final class CInterfaceTests: XCTestCase {
         let ctx = try context()
         defer { spargeContextDestroy(ctx) }
         let (h, n, d) = (2, 260, 32)
-        var rng = SystemRandomNumberGenerator()
-        let values = (0..<3).map { _ in (0..<(h * n * d)).map { _ in Float.random(in: -2...2, using: &rng) } }
+        let values = randomQKV(count: h * n * d)
         let tensors = try values.map { try Tensor($0, shape: [h, n, d]) }
         let cases: [(sparge_precision, Int32, AttentionPrecision, StorageFormat)] = [
             (SPARGE_PRECISION_FP32, -1, .fp32, .f32), (SPARGE_PRECISION_BF16, -1, .bf16, .bf16),
