@@ -85,6 +85,17 @@ final class TensorTests: XCTestCase {
             XCTAssertEqual(storage.count, h * n * d)
             bases.append(storage.withUnsafeBufferPointer { $0.baseAddress })
         }
+        // A view whose rows are strided too ([D, N, H] seen as [H, N, D]), in f32 and in bf16.
+        let (h, n, d) = (3, 9, 5)
+        let values = (0..<(h * n * d)).map { _ in g.normal() }
+        for format in [StorageFormat.f32, .bf16] {
+            let dnh = try Tensor(values, shape: [d, n, h]).packed(as: format).tensor
+            let floats = try dnh.permuted([2, 1, 0]).hostFloats(reusing: &storage)
+            for head in 0..<h { for row in 0..<n { for i in 0..<d {
+                XCTAssertEqual(floats[head, row, i], format.rounded(values[(i * n + row) * h + head]),
+                               "\(format) [\(head), \(row), \(i)]")
+            } } }
+        }
         XCTAssertEqual(bases[0], bases[1], "the same shape reuses the array")
         XCTAssertEqual(bases[2], bases[3], "the same shape reuses the array")
         XCTAssertNotEqual(bases[1], bases[2], "a new shape takes a new array")

@@ -174,9 +174,8 @@ public struct Tensor: Sendable {
         try checkHost3D()
         let (h, n, d) = (shape[0], shape[1], shape[2])
         if storage.count != h * n * d {
-            // Not filled first: every value is written by the conversion, whose threads also take the new
-            // pages' faults (a fill on this thread took them one by one).
-            // Left uninitialised (Floats have no invariants to break); the conversion below writes every one.
+            // Left uninitialised (Floats have no invariants to break): the conversion below writes every
+            // value, and its threads take the new pages' faults (a fill on this thread took them one by one).
             storage = [Float](unsafeUninitializedCapacity: h * n * d) { _, initialized in initialized = h * n * d }
         }
         storage.withUnsafeMutableBufferPointer { values in
@@ -229,17 +228,15 @@ public struct Tensor: Sendable {
             let row = UnsafeMutablePointer<Float>.allocate(capacity: d)
             defer { row.deallocate() }
             for r in first..<min(n, first + chunk) {
-                let at = offset + head * sh + r * sn
-                if sd == 1 && element == .f32 && format == .f32 {
-                    (target + ((head * n + r) * d) * out).copyMemory(from: source + at * size, byteCount: d * 4)
-                    continue
-                }
+                let at = offset + head * sh + r * sn, rowTarget = target + ((head * n + r) * d) * out
+                // Into f32 the widened values are the output: written in place, not copied a second time.
+                let widened = format == .f32 ? rowTarget.assumingMemoryBound(to: Float.self) : row
                 if sd == 1 {
-                    element.widen(source + at * size, count: d, to: row)
+                    element.widen(source + at * size, count: d, to: widened)
                 } else {
-                    for i in 0..<d { element.widen(source + (at + i * sd) * size, count: 1, to: row + i) }
+                    for i in 0..<d { element.widen(source + (at + i * sd) * size, count: 1, to: widened + i) }
                 }
-                if !format.convert(row, count: d, to: target + ((head * n + r) * d) * out) { overflow[item] = true }
+                if format != .f32 && !format.convert(row, count: d, to: rowTarget) { overflow[item] = true }
             }
         }
         return !overflow.contains(true)
