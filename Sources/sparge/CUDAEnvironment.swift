@@ -21,6 +21,7 @@ extension CUDAOptions {
         o.radixTopK = env["SPARGE_CUDA_TOPK"] != "heap"
         o.workListOnDevice = env["SPARGE_CUDA_WORK_LIST"] != "host"
         o.tailSplit = env["SPARGE_CUDA_TAIL_SPLIT"] != "0"
+        o.consumerTurns = env["SPARGE_CUDA_TURNS"] != "0"
         if let mib = env["SPARGE_CUDA_STAGING_MIB"].flatMap(Int.init) { o.stagingBytes = max(1, mib) << 20 }
         return o
     }

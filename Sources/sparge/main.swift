@@ -41,6 +41,9 @@ let topHelp = """
                                     the device from the mask's lists; the same tiles, for comparison)
       SPARGE_CUDA_TAIL_SPLIT=0      one rank's Hopper kernel keeps whole lists in its last, partly filled
                                     wave of CTAs (default: split into parts and merged; for comparison)
+      SPARGE_CUDA_TURNS=0           the Hopper kernel's two consumer warpgroups issue their matrix products
+                                    whenever ready (default: in turns, one's softmax beside the other's
+                                    products; the same bits, for comparison)
       SPARGE_MPI_DEVICE_BUFFERS=0   send GPU ring payloads through pinned host memory even where MPI
                                     is CUDA-aware (MPIX_Query_cuda_support)
       SPARGE_MPI_DEVICE_BUFFERS=1   hand MPI device memory even where it does not say it takes it (an

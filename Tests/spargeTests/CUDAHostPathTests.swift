@@ -125,15 +125,19 @@ final class CUDAHostPathTests: XCTestCase {
         // TailSplitTests and selftest-cuda cover it.)
         let tail = ["--workload", "random", "--seq", "20480", "--heads", "1", "--head-dim", "64", "--threads", "1",
                     "--block-k", "128", "--dense"]
+        // Its consumers take turns (TURNS=1, both the whole lists' kernel and the parts' variant) unless
+        // SPARGE_CUDA_TURNS=0, which the run with the split off also sets.
         for (extra, off, grids) in [([String](), false, ["132 stream15", "112 stream10"]), (["--pv-threshold", "20"], false, ["160 stream15"]),
                                     ([], true, ["160 stream15"]), (["--causal"], false, ["160 stream15"])] {
-            if off { setenv("SPARGE_CUDA_TAIL_SPLIT", "0", 1) }
+            if off { setenv("SPARGE_CUDA_TAIL_SPLIT", "0", 1); setenv("SPARGE_CUDA_TURNS", "0", 1) }
             try "".write(toFile: log, atomically: true, encoding: .utf8)
             let run = try spargeSingle(["bench", "--backend", "cuda"] + tail + extra, timeout: 60)
             unsetenv("SPARGE_CUDA_TAIL_SPLIT")
+            unsetenv("SPARGE_CUDA_TURNS")
             XCTAssertEqual(run.status, 0, transcript(run))
             let lines = launchesWithStreams(log), split = grids.count == 2
             let context = "\(extra), SPARGE_CUDA_TAIL_SPLIT=0 \(off):\n\(lines)"
+            XCTAssertEqual(Set(lines.filter { $0.hasPrefix("compile ") }), [off ? "compile TURNS=0" : "compile TURNS=1"], context)
             XCTAssertEqual(lines.filter { $0.hasPrefix("sparge_attention_sm90 ") }.map { line in
                 let f = line.split(separator: " "); return "\(f[1]) \(f.last!)"
             }, grids, context)
@@ -435,7 +439,15 @@ final class CUDAHostPathTests: XCTestCase {
     const char *nvrtcGetErrorString(int r) { return "stub nvrtc error"; }
     int nvrtcCreateProgram(void **p, const char *src, const char *name, int n, const char **h, const char **i) { *p = (void *)1; return 0; }
     int nvrtcDestroyProgram(void **p) { return 0; }
-    int nvrtcCompileProgram(void *p, int n, const char **o) { return 0; }
+    int nvrtcCompileProgram(void *p, int n, const char **o) {
+        // Logs the Hopper kernel's switch of consumer turns, the one define a test reads.
+        const char *path = getenv("SPARGE_STUB_LOG");
+        FILE *log = path ? fopen(path, "a") : NULL;
+        for (int i = 0; log && i < n; ++i)
+            if (strncmp(o[i], "--define-macro=TURNS=", 21) == 0) fprintf(log, "compile %s\n", o[i] + 15);
+        if (log) fclose(log);
+        return 0;
+    }
     int nvrtcGetProgramLogSize(void *p, size_t *n) { *n = 1; return 0; }
     int nvrtcGetProgramLog(void *p, char *l) { l[0] = 0; return 0; }
     int nvrtcGetCUBINSize(void *p, size_t *n) { *n = 16; return 0; }

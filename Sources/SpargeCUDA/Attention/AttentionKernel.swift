@@ -11,6 +11,8 @@ struct AttentionKernel {
     let precision: CUDAPrecision
     /// Which kernel, and its shape.
     let variant: Variant
+    /// Whether the Hopper kernel's consumers take turns at issuing (`CUDAOptions.consumerTurns`).
+    let consumerTurns: Bool
 
     enum Variant: Equatable {
         /// `mma.sync`: warps per CTA and 16-row m-tiles per warp (1 or 2).
@@ -24,6 +26,7 @@ struct AttentionKernel {
         self.headDim = headDim
         self.config = config
         self.precision = precision
+        consumerTurns = options.consumerTurns
         if Self.hopperApplies(device: device, headDim: headDim, config: config, precision: precision, options: options) {
             variant = .hopper
         } else {
@@ -69,7 +72,8 @@ struct AttentionKernel {
              ("QK_BF16", precision == .bf16 ? 1 : 0), ("QK_INT8", precision == .int8 ? 1 : 0)]
         case .hopper:
             [("HEAD_DIM", headDim), ("BLOCK_K", config.blockK), ("KV_STAGES", AttentionKernelSource.hopperStages(int8: precision == .int8)),
-             ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0)]
+             ("QK_BF16", precision == .fp16 ? 0 : 1), ("QK_INT8", precision == .int8 ? 1 : 0),
+             ("TURNS", consumerTurns ? 1 : 0)]
         }
     }
 

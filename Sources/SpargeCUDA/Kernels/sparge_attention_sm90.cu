@@ -145,6 +145,17 @@ __device__ __forceinline__ bool warpgroup_any(int w, bool v) {
     return r != 0;
 }
 
+// TURNS: the two consumer warpgroups issue their wgmmas in turn (where their lists are equally long), so that
+// one's softmax runs while the other's Q·Kᵀ and P·V hold the tensor cores, rather than both softmaxes at once
+// beside an idle tensor pipe. Consumer c waits at barrier 5 + c for its turn (its 128 threads and the other's
+// 128 arrivals), issues, and arrives at the other's; consumer 1 arrives once at the start, so that consumer 0
+// goes first, and not after its last issue, so that no arrival is left over at the end.
+#ifndef TURNS
+#define TURNS 1
+#endif
+__device__ __forceinline__ void await_turn(int c) { asm volatile("bar.sync %0, 256;\n" :: "r"(5 + c) : "memory"); }
+__device__ __forceinline__ void pass_turn(int c) { asm volatile("bar.arrive %0, 256;\n" :: "r"(6 - c) : "memory"); }
+
 // A wgmma shared-memory descriptor for a 128-byte swizzled operand (1024-byte aligned pattern), in two steps so
 // that the wgmmas of a step cost one add each: the low word for an operand's base `addr`, once, then the
 // descriptor `offset` bytes (a multiple of 16) further. lead: bytes between 64-element chunks of the MN
@@ -659,7 +670,9 @@ __device__ __forceinline__ void step_blocks(const int* list, int it, int mine, i
 
 // A consumer warpgroup: one tile of ≤ 64 rows (or none: it then only releases buffers), its first `mine`
 // list entries of the CTA's `blocks`, BPS a step. Software-pipelined: step j+1's Q·Kᵀ is issued before step
-// j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores.
+// j's P·V, and step j+1's softmax runs while that P·V is on the tensor cores. `inTurn`: the two consumers take
+// turns at issuing (TURNS; both must have as many steps).
+template <bool inTurn>
 __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base, int c, const i4 work, int blocks,
                                         const int* list, const float* qScales, const float* kScales, const float* rowShifts,
                                         const float* vScales, TailSlots slots) {
@@ -755,6 +768,7 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
 
     // Step 0's scores and softmax.
     u32 pa[STEP_KEYS / PV_K][4];
+    if (inTurn && c == 1) pass_turn(c);
     if (mySteps > 0) {
         ScoreAccumulator acc[STEP_KEYS / 2];
         float s[STEP_KEYS / 2], alpha[2], m[4];
@@ -763,7 +777,9 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         queries_to_f16(qBase, qhBase, tid, c);
 #endif
         mbar_wait(kFull, 0);
+        if (inTurn) await_turn(c);
         issue_step_scores(acc, m, 0, 0);
+        if (inTurn) pass_turn(c);
         wgmma_wait_for<0>();
         softmax_of_step(acc, m, 0, s, alpha);
         rescale_and_pack(o, alpha, s, pa);
@@ -777,8 +793,10 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
         float s[STEP_KEYS / 2], alpha[2], m[4];
         mbar_wait(kFull + 8 * next.stage, next.phase);
         mbar_wait(vFull + 8 * at.stage, at.phase);
+        if (inTurn) await_turn(c);
         issue_step_scores(acc, m, it + 1, next.stage);
         issue_values(o, pa, vBase + at.stage * V_STEP_BYTES);
+        if (inTurn) pass_turn(c);
         wgmma_wait_for<1>();
         softmax_of_step(acc, m, next.stage, s, alpha);
         wgmma_wait_for<0>();
@@ -791,7 +809,9 @@ __device__ __forceinline__ void consume(const SpargeAttentionParams& p, u32 base
     // The last step's P·V.
     if (mySteps > 0) {
         mbar_wait(vFull + 8 * at.stage, at.phase);
+        if (inTurn) await_turn(c);
         issue_values(o, pa, vBase + at.stage * V_STEP_BYTES);
+        if (inTurn && c == 0) pass_turn(c);
         wgmma_wait_for<0>();
         fence_registers<D / 2>(o);
         __syncwarp();
@@ -855,6 +875,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
 #else
         const TailSlots slots = {nullptr, nullptr};
 #endif
-        consume(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
+        // Turns where both tiles take the same steps (a causal diagonal can differ; no tile takes none).
+        const int steps0 = work[0].x >= 0 ? work[0].z : 0, steps1 = work[1].x >= 0 ? work[1].z : 0;
+        if (TURNS && steps0 > 0 && (steps0 + BPS - 1) / BPS == (steps1 + BPS - 1) / BPS)
+            consume<true>(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
+        else
+            consume<false>(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
     }
 }
