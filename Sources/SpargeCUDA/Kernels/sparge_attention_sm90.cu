@@ -499,12 +499,24 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
         float mx[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
+#if QK_INT8
+            // int8's scores are floats of one binade ([2^23, 2^24), see SCORE_BIAS) or −∞ where masked, so
+            // their bits order as integers do: Hopper's three-input integer maximum takes two a step.
+            int ai = __float_as_int(NEG_INF);
+#pragma unroll
+            for (int n = 0; n < STEP_KEYS / 8; ++n)
+                if ((n * 8) / BK == b) ai = __vimax3_s32(ai, __float_as_int(s[4 * n + 2 * h]), __float_as_int(s[4 * n + 2 * h + 1]));
+            ai = max(ai, __shfl_xor_sync(0xffffffff, ai, 1));
+            ai = max(ai, __shfl_xor_sync(0xffffffff, ai, 2));
+            const float a = __int_as_float(ai);
+#else
             float a = NEG_INF;
 #pragma unroll
             for (int n = 0; n < STEP_KEYS / 8; ++n)
                 if ((n * 8) / BK == b) a = fmaxf(a, fmaxf(s[4 * n + 2 * h], s[4 * n + 2 * h + 1]));
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 1));
             a = fmaxf(a, __shfl_xor_sync(0xffffffff, a, 2));
+#endif
 #if K_BLOCK_MEAN
             mx[h] = fmaf(a - SCORE_BIAS, unit[h][b], extra[h][b]);
 #else
