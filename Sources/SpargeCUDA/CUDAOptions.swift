@@ -34,7 +34,7 @@ public struct CUDAOptions: Sendable, Equatable {
     /// their lists, merged after the launch (false: every CTA keeps its whole list; for comparison).
     public var tailSplit = true
     /// Whether the Hopper kernel's two consumer warpgroups take turns at issuing their wgmmas where their
-    /// lists are equally long, so that one's softmax overlaps the other's matrix products (false: each
+    /// lists take as many steps, so that one's softmax overlaps the other's matrix products (false: each
     /// issues as soon as its data is in; the same bits, for comparison).
     public var consumerTurns = true
     /// Bytes of 16-bit K/V one staging slot carries at most; a call holding more goes up in parts.

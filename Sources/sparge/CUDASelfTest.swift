@@ -16,6 +16,9 @@ import SpargeWorkloads
 ///   (rows that saw no key) exactly where the CPU has it and a zero output there;
 /// - the key blocks visited equal to the CPU's; with the λ rule on, the P·V blocks skipped within 1%;
 /// - a case fed in several calls (as a ring feeds it) the same as in one.
+/// Before the sweep: the mask kernels (`CUDAMaskSelfTestCase`), whole resident passes against the CPU's
+/// (`CUDAResidentSelfTestCase`), and on Hopper whole passes with the kernel's consumer turns against without,
+/// bit for bit (`CUDATurnsSelfTestCase`).
 /// Prints one line per case and `cuda self-test passed` or the failures; returns 0 or 1.
 func runCUDASelfTest(arguments: [String]) -> Int32 {
     let quick = arguments.contains("--quick")
@@ -29,6 +32,7 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     print(device.summary)
     var failures = runCUDAMaskSelfTest(device: device, quick: quick)
     failures += runCUDAResidentSelfTest(device: device)
+    failures += runCUDATurnsSelfTest(device: device)
     let cases = CUDASelfTestCase.sweep(quick: quick)
     // Every kernel: mma.sync at 16 and 32 rows per warp, and on Hopper the wgmma/TMA kernel (cases of other
     // tile shapes fall back to mma.sync there).

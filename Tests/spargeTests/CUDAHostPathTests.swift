@@ -125,19 +125,23 @@ final class CUDAHostPathTests: XCTestCase {
         // TailSplitTests and selftest-cuda cover it.)
         let tail = ["--workload", "random", "--seq", "20480", "--heads", "1", "--head-dim", "64", "--threads", "1",
                     "--block-k", "128", "--dense"]
-        // Its consumers take turns (TURNS=1, both the whole lists' kernel and the parts' variant) unless
-        // SPARGE_CUDA_TURNS=0, which the run with the split off also sets.
-        for (extra, off, grids) in [([String](), false, ["132 stream15", "112 stream10"]), (["--pv-threshold", "20"], false, ["160 stream15"]),
-                                    ([], true, ["160 stream15"]), (["--causal"], false, ["160 stream15"])] {
-            if off { setenv("SPARGE_CUDA_TAIL_SPLIT", "0", 1); setenv("SPARGE_CUDA_TURNS", "0", 1) }
+        // Its consumers take turns (TURNS=1), in the whole lists' kernel and in the parts' variant alike,
+        // unless SPARGE_CUDA_TURNS=0 (tried with the split on and with it off).
+        for (extra, off, turns, grids) in [([String](), false, true, ["132 stream15", "112 stream10"]),
+                                           (["--pv-threshold", "20"], false, true, ["160 stream15"]),
+                                           ([], true, true, ["160 stream15"]), (["--causal"], false, true, ["160 stream15"]),
+                                           ([], false, false, ["132 stream15", "112 stream10"]), ([], true, false, ["160 stream15"])] {
+            if off { setenv("SPARGE_CUDA_TAIL_SPLIT", "0", 1) }
+            if !turns { setenv("SPARGE_CUDA_TURNS", "0", 1) }
             try "".write(toFile: log, atomically: true, encoding: .utf8)
             let run = try spargeSingle(["bench", "--backend", "cuda"] + tail + extra, timeout: 60)
             unsetenv("SPARGE_CUDA_TAIL_SPLIT")
             unsetenv("SPARGE_CUDA_TURNS")
             XCTAssertEqual(run.status, 0, transcript(run))
             let lines = launchesWithStreams(log), split = grids.count == 2
-            let context = "\(extra), SPARGE_CUDA_TAIL_SPLIT=0 \(off):\n\(lines)"
-            XCTAssertEqual(Set(lines.filter { $0.hasPrefix("compile ") }), [off ? "compile TURNS=0" : "compile TURNS=1"], context)
+            let context = "\(extra), SPARGE_CUDA_TAIL_SPLIT=0 \(off), turns \(turns):\n\(lines)"
+            let define = "compile TURNS=\(turns ? 1 : 0)"
+            XCTAssertEqual(lines.filter { $0.hasPrefix("compile ") }, split ? [define, define + " TAIL_PARTS=1"] : [define], context)
             XCTAssertEqual(lines.filter { $0.hasPrefix("sparge_attention_sm90 ") }.map { line in
                 let f = line.split(separator: " "); return "\(f[1]) \(f.last!)"
             }, grids, context)
@@ -440,12 +444,15 @@ final class CUDAHostPathTests: XCTestCase {
     int nvrtcCreateProgram(void **p, const char *src, const char *name, int n, const char **h, const char **i) { *p = (void *)1; return 0; }
     int nvrtcDestroyProgram(void **p) { return 0; }
     int nvrtcCompileProgram(void *p, int n, const char **o) {
-        // Logs the Hopper kernel's switch of consumer turns, the one define a test reads.
-        const char *path = getenv("SPARGE_STUB_LOG");
-        FILE *log = path ? fopen(path, "a") : NULL;
-        for (int i = 0; log && i < n; ++i)
-            if (strncmp(o[i], "--define-macro=TURNS=", 21) == 0) fprintf(log, "compile %s\n", o[i] + 15);
-        if (log) fclose(log);
+        // Logs the Hopper kernel's switch of consumer turns, and whether the module is its parts' variant.
+        const char *path = getenv("SPARGE_STUB_LOG"), *turns = NULL;
+        int parts = 0;
+        for (int i = 0; i < n; ++i) {
+            if (strncmp(o[i], "--define-macro=TURNS=", 21) == 0) turns = o[i] + 15;
+            if (strcmp(o[i], "--define-macro=TAIL_PARTS=1") == 0) parts = 1;
+        }
+        FILE *log = path && turns ? fopen(path, "a") : NULL;
+        if (log) { fprintf(log, "compile %s%s\n", turns, parts ? " TAIL_PARTS=1" : ""); fclose(log); }
         return 0;
     }
     int nvrtcGetProgramLogSize(void *p, size_t *n) { *n = 1; return 0; }

@@ -27,9 +27,11 @@
 /// the warpgroup's tile deciding) and causal mask as the CPU. A block the λ rule skips multiplies a zero P:
 /// its result is the rule's, but it saves no time here (a branch or predicate around a wgmma makes the
 /// compiler serialize all of them). The two tiles of a CTA share the K/V blocks: their lists agree on the
-/// shorter one's length (one mask row cut at two causal diagonals). Specialised by `HEAD_DIM` (64, 128),
-/// `BLOCK_K` (64, 128), `KV_STAGES`, `QK_BF16`, `PV_BF16`, and `QK_INT8` (`CUDAPrecision.int8`: Q and K in
-/// int8 with their scales, D = 128).
+/// shorter one's length (one mask row cut at two causal diagonals). Where their lists take as many steps the
+/// two consumers take turns at issuing their wgmmas, so that one's softmax runs beside the other's products.
+/// Specialised by `HEAD_DIM` (64, 128), `BLOCK_K` (64, 128), `KV_STAGES`, `QK_BF16`, `PV_BF16`, `QK_INT8`
+/// (`CUDAPrecision.int8`: Q and K in int8 with their scales, D = 128), `TURNS` (1: the turns, 0: each consumer
+/// issues as soon as its data is in) and `TAIL_PARTS` (the parts of split tiles, `TailSplit`).
 enum AttentionKernelSource {
     static let program = "sparge_attention.cu"
 

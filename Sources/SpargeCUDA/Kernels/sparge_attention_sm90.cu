@@ -136,8 +136,10 @@ __device__ __forceinline__ void tma_load(u32 dst, const TensorMap* map, int x, i
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
                  :: "r"(dst), "l"((u64)map), "r"(x), "r"(y), "r"(bar) : "memory");
 }
-// Whether `v` holds for any thread of consumer warpgroup `w`: a barrier of its 128 threads (ids 1 and 2; 0 is
-// __syncthreads) that ORs a predicate.
+// Named barriers: 0 __syncthreads; 1, 2 warpgroup_any (each consumer's 128 threads); 3, 4 queries_to_f16
+// (K_BLOCK_MEAN); 5, 6 the consumers' turns (TURNS, below).
+// Whether `v` holds for any thread of consumer warpgroup `w`: a barrier of its 128 threads (id w + 1) that ORs
+// a predicate.
 __device__ __forceinline__ bool warpgroup_any(int w, bool v) {
     int r;
     asm volatile("{ .reg .pred p, q; setp.ne.b32 p, %1, 0; bar.red.or.pred q, %2, 128, p; selp.b32 %0, 1, 0, q; }\n"
@@ -145,7 +147,7 @@ __device__ __forceinline__ bool warpgroup_any(int w, bool v) {
     return r != 0;
 }
 
-// TURNS: the two consumer warpgroups issue their wgmmas in turn (where their lists are equally long), so that
+// TURNS: the two consumer warpgroups issue their wgmmas in turn (where their lists take as many steps), so that
 // one's softmax runs while the other's Q·Kᵀ and P·V hold the tensor cores, rather than both softmaxes at once
 // beside an idle tensor pipe. Consumer c waits at barrier 5 + c for its turn (its 128 threads and the other's
 // 128 arrivals), issues, and arrives at the other's; consumer 1 arrives once at the start, so that consumer 0
@@ -153,6 +155,7 @@ __device__ __forceinline__ bool warpgroup_any(int w, bool v) {
 #ifndef TURNS
 #define TURNS 1
 #endif
+static_assert(CONSUMERS == 2, "the turns (barriers 5 + c, 6 − c) and the work list's entries take two consumers");
 __device__ __forceinline__ void await_turn(int c) { asm volatile("bar.sync %0, 256;\n" :: "r"(5 + c) : "memory"); }
 __device__ __forceinline__ void pass_turn(int c) { asm volatile("bar.arrive %0, 256;\n" :: "r"(6 - c) : "memory"); }
 
@@ -500,8 +503,9 @@ __device__ __forceinline__ void softmax_step(const SpargeAttentionParams& p, Til
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
 #if QK_INT8
-            // int8's scores are floats of one binade ([2^23, 2^24), see SCORE_BIAS) or −∞ where masked, so
-            // their bits order as integers do: Hopper's three-input integer maximum takes two a step.
+            // int8's scores are floats of one binade ([2^23, 2^24), see SCORE_BIAS) or −∞ where masked (the
+            // only negative value the mask writes), so their bits order as integers do, and Hopper's
+            // three-input integer maximum takes two an instruction: the same maximum as fmaxf's.
             int ai = __float_as_int(NEG_INF);
 #pragma unroll
             for (int n = 0; n < STEP_KEYS / 8; ++n)
@@ -887,9 +891,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) sparge_attention_sm90(c
 #else
         const TailSlots slots = {nullptr, nullptr};
 #endif
-        // Turns where both tiles take the same steps (a causal diagonal can differ; no tile takes none).
-        const int steps0 = work[0].x >= 0 ? work[0].z : 0, steps1 = work[1].x >= 0 ? work[1].z : 0;
-        if (TURNS && steps0 > 0 && (steps0 + BPS - 1) / BPS == (steps1 + BPS - 1) / BPS)
+        // Turns where both tiles take as many steps, at least one (a causal diagonal can cut their lists to
+        // different steps; a CTA's second tile can be missing). Both consumers decide alike from `work`.
+        const int entries0 = work[0].x >= 0 ? work[0].z : 0, entries1 = work[1].x >= 0 ? work[1].z : 0;
+        if (TURNS && entries0 > 0 && (entries0 + BPS - 1) / BPS == (entries1 + BPS - 1) / BPS)
             consume<true>(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
         else
             consume<false>(hp.p, base, role - 1, work[role - 1], blocks, list, qScales, kScales, rowShifts, vScales, slots);
