@@ -1,6 +1,6 @@
 // The AVX-512 set for CPUs with AVX512-BF16 and AVX512-VNNI (AMD Zen 4 and later, Cooper Lake and Sapphire
-// Rapids Xeons): tile_kernels.h compiled with vpdpwssd for int8's integer steps (MADD16_VNNI), and
-// dot_kernels_bf16.h with VDPBF16PS for both bf16 products and vcvtne2ps2bf16 for P. The AMX set
+// Rapids Xeons): tile_kernels.h compiled with vpdpwssd for int8's integer steps and vpdpbusd for its scores
+// (MADD16_VNNI), and dot_kernels_bf16.h with VDPBF16PS for both bf16 products and vcvtne2ps2bf16 for P. The AMX set
 // is this one with its bf16 products on tiles (cpu_isa.c). Runs only where sparge_cpu_isa says avx512bf16 or
 // better.
 #if defined(__x86_64__)

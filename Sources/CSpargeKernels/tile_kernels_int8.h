@@ -1,7 +1,8 @@
 // The integer micro-kernels of AttentionPrecision.int8 (its doc comment says what they compute), included
 // by tile_kernels.h after the fp32 ones, with the same VW, LV, MR and loop orders.
 //
-// Every product is `vmadd16`: two int16 products summed into each 32-bit lane (AVX2's vpmaddwd, 16 products
+// Every product is `vmadd16` (but the VNNI set's scores: vpdpbusd's u8 × s8 quads, below): two int16 products
+// summed into each 32-bit lane (AVX2's vpmaddwd, 16 products
 // per instruction against an FMA's 8). On Zen 3 vpmaddwd alone issues 2 per cycle (twice the FMAs'
 // multiply-adds), but the vpaddd that accumulates each one shares its pipes: the kernels' step measures
 // 1.35–1.45× the FMA rate (73–79 against 53–56 G multiply-adds per second on one core; `madd_probe`).
@@ -52,15 +53,10 @@ INLINE vint madd_step(vint a, vint x, vint acc) { return acc + vmadd16(a, x); }
 #endif
 DEFINE_OUTER_PRODUCTS(int_outer_products, vint, int, vloadi, vspliti, madd_step, 1)
 
-/// Scores of `nk` (≤ MR) keys against LV·VW lanes: integer sums over D, scaled as the signature says.
-INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long pairs, int nk, const vfloat *scale,
-                              const vfloat *offset, float keyScale, float *out, float *rowMax) {
-    vint acc[MR][LV];
-#pragma clang loop unroll(full)
-    for (int k = 0; k < MR; k++)
-#pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) acc[k][v] = vspliti(0);
-    int_outer_products(acc, q, stride, keys, pairs, 1, pairs, nk);
+/// The scores of `nk` (≤ MR) keys from their integer sums `acc`, scaled as int8_scores' signature says, stored
+/// (keys `stride` apart) and taken into the lanes' running maxima.
+INLINE void int8_finish_scores(vint acc[MR][LV], int nk, const vfloat *scale, const vfloat *offset, float keyScale,
+                               float *out, long stride, float *rowMax) {
     const vfloat ks = vsplat(keyScale);
 #pragma clang loop unroll(full)
     for (int v = 0; v < LV; v++) {
@@ -77,27 +73,138 @@ INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long p
     }
 }
 
+/// Scores of `nk` (≤ MR) keys against LV·VW lanes: integer sums over D of the pairs, scaled.
+INLINE void int8_scores_micro(const int *q, long stride, const int *keys, long pairs, int nk, const vfloat *scale,
+                              const vfloat *offset, float keyScale, float *out, float *rowMax) {
+    vint acc[MR][LV];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < MR; k++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[k][v] = vspliti(0);
+    int_outer_products(acc, q, stride, keys, pairs, 1, pairs, nk);
+    int8_finish_scores(acc, nk, scale, offset, keyScale, out, stride, rowMax);
+}
+
+/// One lane group's q·mean (Q̂ᵀ's integers times the K mean, in fp32; 0 without a mean) and lane scales.
+INLINE void int8_lane_terms(const int *q, long stride, long pairs, const float *laneScale, const float *keyMean,
+                            vfloat *offset, vfloat *scale) {
+#pragma clang loop unroll(full)
+    for (int v = 0; v < LV; v++) {
+        offset[v] = vsplat(0);
+        scale[v] = vload(laneScale + v * VW);
+    }
+    for (long j = 0; keyMean && j < pairs; j++) {
+        const vfloat lo = vsplat(keyMean[2 * j]), hi = vsplat(keyMean[2 * j + 1]);
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) offset[v] = int8_offset_step(offset[v], vloadi(q + j * stride + v * VW), lo, hi);
+    }
+}
+
+#if defined(MADD16_VNNI)
+/// AVX512-VNNI's vpdpbusd: four u8 × s8 products summed into each 32-bit lane, exactly, 64 products an
+/// instruction where vpdpwssd's int16 pairs take 32. The scores take it: Q's values biased by +128 to u8 and
+/// K's as s8, so that a lane sums Σ (q + 128)·k = Σ q·k + 128·Σ k, and each key's accumulators start at
+/// −128·Σ k: the same integer sums as the pairs give. Both are repacked from the pairs at each call (P·V keeps
+/// the pairs: P has 14 bits).
+INLINE vint quad_step(vint a, vint x, vint acc) {
+    return (vint)_mm512_dpbusd_epi32((__m512i)acc, (__m512i)a, (__m512i)x);
+}
+DEFINE_OUTER_PRODUCTS(quad_outer_products, vint, int, vloadi, vspliti, quad_step, 1)
+#define QUAD_LANES (LV * VW)
+// The repacked operands live on the stack: up to D = 256 and 128 keys a chunk (48 KiB); larger D takes the pairs.
+#define QUADS_MAX 64
+#define QUAD_KEYS 128
+
+/// One lane group of Q̂ᵀ's pairs (`q`, rows `stride` apart) as biased u8 quads [⌈pairs/2⌉][QUAD_LANES]: quad j
+/// of lane r holds q[r][4j…4j+3] + 128, low byte first (a missing last pair's values 0, so 128, against K's 0).
+INLINE void queries_as_quads(const int *q, long stride, long pairs, int *quads) {
+    const vint bias = vspliti(128), byte = vspliti(0xFF);
+    for (long j = 0; 2 * j < pairs; j++) {
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) {
+            const vint a = vloadi(q + 2 * j * stride + v * VW);
+            const vint b = 2 * j + 1 < pairs ? vloadi(q + (2 * j + 1) * stride + v * VW) : vspliti(0);
+            const vint w = ((((a << 16) >> 16) + bias) & byte) | ((((a >> 16) + bias) & byte) << 8)
+                           | ((((b << 16) >> 16) + bias) & byte) << 16 | (((b >> 16) + bias) << 24);
+            vstorei(quads + j * QUAD_LANES + v * VW, w);
+        }
+    }
+}
+
+/// K's pairs (`pairs` words a key) as s8 quads [keys][⌈pairs/2⌉] — the pairs' int16 values in memory order,
+/// narrowed, a last odd pair followed by zeros — and each key's −128·Σ k.
+INLINE void keys_as_quads(const int *keys, long pairs, long keyCount, int *quads, int *start) {
+    const long values = 2 * pairs, quadCount = (pairs + 1) / 2;
+    const __m512i ones = _mm512_set1_epi16(1);
+    for (long c = 0; c < keyCount; c++) {
+        const short *k = (const short *)(keys + c * pairs);
+        unsigned char *out = (unsigned char *)(quads + c * quadCount);
+        __m512i sums = _mm512_setzero_si512();
+        for (long i = 0; i < 4 * quadCount; i += 32) {
+            const long left = values - i, room = 4 * quadCount - i;
+            const __m512i x = _mm512_maskz_loadu_epi16(left >= 32 ? ~0u : left > 0 ? (1u << left) - 1 : 0, k + i);
+            sums = _mm512_add_epi32(sums, _mm512_madd_epi16(x, ones));
+            _mm256_mask_storeu_epi8(out + i, room >= 32 ? ~0u : (1u << room) - 1, _mm512_cvtepi16_epi8(x));
+        }
+        start[c] = -128 * _mm512_reduce_add_epi32(sums);
+    }
+}
+
+/// Scores of `nk` (≤ MR) keys against QUAD_LANES lanes from the quads, each key's sums started at `start`.
+INLINE void int8_quad_scores_micro(const int *q, const int *keys, long quads, int nk, const int *start,
+                                   const vfloat *scale, const vfloat *offset, float keyScale, float *out, long stride,
+                                   float *rowMax) {
+    vint acc[MR][LV];
+#pragma clang loop unroll(full)
+    for (int k = 0; k < MR; k++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < LV; v++) acc[k][v] = vspliti(k < nk ? start[k] : 0);
+    quad_outer_products(acc, q, QUAD_LANES, keys, quads, 1, quads, nk);
+    int8_finish_scores(acc, nk, scale, offset, keyScale, out, stride, rowMax);
+}
+
+/// int8_scores on the quads, QUAD_KEYS keys at a time (each chunk's K repacked once for every lane group).
+INLINE void int8_quad_scores(const int *queriesT, long stride, long lanes, const float *laneScale, const int *keys,
+                             long pairs, long keyCount, float keyScale, const float *keyMean, float *scores,
+                             float *rowMax, prefetch_plan *ahead) {
+    const long quadCount = (pairs + 1) / 2;
+    int keyQuads[QUAD_KEYS * QUADS_MAX], keyStart[QUAD_KEYS], queryQuads[QUADS_MAX * QUAD_LANES];
+    for (long c0 = 0; c0 < keyCount; c0 += QUAD_KEYS) {
+        const long n = keyCount - c0 < QUAD_KEYS ? keyCount - c0 : QUAD_KEYS;
+        keys_as_quads(keys + c0 * pairs, pairs, n, keyQuads, keyStart);
+        for (long g = 0; g < lanes; g += QUAD_LANES) {
+            vfloat offset[LV], scale[LV];
+            int8_lane_terms(queriesT + g, stride, pairs, laneScale + g, keyMean, offset, scale);
+            queries_as_quads(queriesT + g, stride, pairs, queryQuads);
+            long c = 0;
+#define INT8_QUAD_GROUPS(m)                                                                                \
+    for (; c + (m) <= n; c += (m)) {                                                                       \
+        prefetch_some(ahead);                                                                              \
+        int8_quad_scores_micro(queryQuads, keyQuads + c * quadCount, quadCount, (m), keyStart + c, scale,   \
+                               offset, keyScale, scores + (c0 + c) * stride + g, stride, rowMax + g);        \
+    }
+            FOR_TAILS(INT8_QUAD_GROUPS)
+#undef INT8_QUAD_GROUPS
+        }
+    }
+}
+#endif
+
 void KERNEL(int8_scores)(const int *queriesT, long stride, long lanes, const float *laneScale, const int *keys,
                          long pairs, long keyCount, float keyScale, const float *keyMean, float *scores,
                          float *rowMax, const void *aheadKeys, const void *aheadValues, long aheadBytes) {
     prefetch_plan ahead = prefetch_spread(aheadKeys, aheadValues, aheadBytes,
                                           lanes / (LV * VW) * ((keyCount + MR - 1) / MR));
+#if defined(MADD16_VNNI)
+    if ((pairs + 1) / 2 <= QUADS_MAX) {
+        int8_quad_scores(queriesT, stride, lanes, laneScale, keys, pairs, keyCount, keyScale, keyMean, scores, rowMax,
+                         &ahead);
+        return;
+    }
+#endif
     for (long g = 0; g < lanes; g += LV * VW) {
-        // The lanes' q·mean (integers times the mean, in fp32) and scales, once per lane group.
         vfloat offset[LV], scale[LV];
-#pragma clang loop unroll(full)
-        for (int v = 0; v < LV; v++) {
-            offset[v] = vsplat(0);
-            scale[v] = vload(laneScale + g + v * VW);
-        }
-        for (long j = 0; keyMean && j < pairs; j++) {
-            const vfloat lo = vsplat(keyMean[2 * j]), hi = vsplat(keyMean[2 * j + 1]);
-#pragma clang loop unroll(full)
-            for (int v = 0; v < LV; v++) {
-                vint x = vloadi(queriesT + j * stride + g + v * VW);
-                offset[v] = int8_offset_step(offset[v], x, lo, hi);
-            }
-        }
+        int8_lane_terms(queriesT + g, stride, pairs, laneScale + g, keyMean, offset, scale);
         long c = 0;
 #define INT8_SCORE_GROUPS(n)                                                                               \
     for (; c + (n) <= keyCount; c += (n)) {                                                                \

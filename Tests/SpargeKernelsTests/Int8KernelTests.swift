@@ -6,7 +6,8 @@ import XCTest
 /// `AttentionPrecision.int8`'s integer micro-kernels against their scalar twins (plain loops over the same
 /// integers) on fresh random shapes with every tail, with every kernel set: the portable one (what a CPU
 /// without AVX2 runs, forced with SPARGE_CPU_ISA=portable in the CLI), AVX2 where this CPU has it, and the
-/// AVX-512 blocking compiled for AVX2, and the AVX-512 sets (two 256-bit vpmaddwd, and VNNI's vpdpwssd) where
+/// AVX-512 blocking compiled for AVX2, and the AVX-512 sets (two 256-bit vpmaddwd, and VNNI's vpdpwssd, its
+/// scores in vpdpbusd's u8 × s8 quads) where
 /// this CPU has them (`TileKernelSets`). Integer sums are exact, so every set must give the same bits.
 final class Int8KernelTests: XCTestCase {
 
@@ -31,12 +32,16 @@ final class Int8KernelTests: XCTestCase {
         return (lanes, lanes + 16, Int.random(in: 1...140, using: &g), Int.random(in: 1...64, using: &g))
     }
 
+    /// Random shapes, and first the edges of the VNNI set's quads (`tile_kernels_int8.h`): D = 256 is the most
+    /// they take on the stack and 258 falls back to the pairs, and 129 or 130 keys cross a 128-key chunk.
     func testScoresAreTheExactIntegerSums() {
         var system = SystemRandomNumberGenerator()
-        for _ in 0..<20 {
+        let edges = [(64, 256, 130), (64, 258, 3), (128, 255, 129)]
+        for trial in 0..<(edges.count + 20) {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
             var g = SeededGenerator(seed: seed)
-            let (lanes, stride, dim, keyCount) = shape(&g)
+            let (lanes, stride, dim, keyCount) = trial < edges.count
+                ? (edges[trial].0, edges[trial].0 + 16, edges[trial].1, edges[trial].2) : shape(&g)
             let pairs = (dim + 1) / 2
             let q = (0..<(lanes * dim)).map { _ in Int.random(in: -127...127, using: &g) }  // [lane][i]
             let k = (0..<(keyCount * dim)).map { _ in Int.random(in: -127...127, using: &g) }
@@ -44,7 +49,7 @@ final class Int8KernelTests: XCTestCase {
             // Keys are [key][pair]: the transpose of the helper's [pair][key].
             let byPair = packed(outer: keyCount, count: dim, rowStride: keyCount) { k[$0 * dim + $1] }
             let packedK = (0..<(keyCount * pairs)).map { byPair[$0 % pairs * keyCount + $0 / pairs] }
-            // The twin: Σ_i q·k in Int, exactly representable as Float (|sum| ≤ 140·127² < 2²⁴).
+            // The twin: Σ_i q·k in Int, exactly representable as Float (|sum| ≤ 258·127² < 2²⁴).
             var expected = [Float](repeating: 0, count: keyCount * stride)
             for c in 0..<keyCount {
                 for r in 0..<lanes { expected[c * stride + r] = Float((0..<dim).reduce(0) { $0 + q[r * dim + $1] * k[c * dim + $1] }) }
@@ -69,7 +74,8 @@ final class Int8KernelTests: XCTestCase {
     /// The AMX set's int8 scores on TDPBSSD tiles (emulated in C on any AVX2 machine; the instruction itself
     /// where this CPU has AMX-INT8) against the vector kernels of a set compiled with the same fused roundings,
     /// with lane scales, a key scale, the K mean and row maxima already under way: the same integer sums and
-    /// the same float arithmetic (int8_score_terms.h), so the same bits. D from 1 to 200 crosses the tiles'
+    /// the same float arithmetic (int8_score_terms.h), so the same bits; and the same for the VNNI set's u8 × s8
+    /// quads (vpdpbusd) against the plain AVX-512 set's pairs. D from 1 to 200 crosses the tiles'
     /// 64-byte rows and their zero padding, up to 100 keys the 32-key groups, up to 192 lanes the 64-lane groups;
     /// fixed edges first.
     func testTileScoresEqualTheVectorKernelsBitForBit() throws {
@@ -78,6 +84,11 @@ final class Int8KernelTests: XCTestCase {
         var pairsOfKernels = [("AMX emulated", sparge_int8_scores_amx_emulated()!, CPUISA.avx2.kernels.int8Scores!)]
         if CPUISA.amx.isSupported {
             pairsOfKernels.append(("AMX", CPUISA.amx.kernels.int8Scores!, CPUISA.avx512bf16.kernels.int8Scores!))
+        }
+        // VNNI's quads (vpdpbusd) against the plain AVX-512 set's pairs: the same sums, and float terms compiled
+        // with the same fused roundings.
+        if CPUISA.avx512bf16.isSupported {
+            pairsOfKernels.append(("VNNI quads", CPUISA.avx512bf16.kernels.int8Scores!, CPUISA.avx512.kernels.int8Scores!))
         }
         defer { if CPUISA.amx.isSupported { CPUISA.amx.kernels.bf16.release?() } }  // the test thread's tiles
         var system = SystemRandomNumberGenerator()
