@@ -15,12 +15,17 @@ static inline float round_even(float y) { return (y + 12582912.0f) - 12582912.0f
 static inline float larger(float a, float b) { return a > b ? a : b; }
 static inline float magnitude(float a) { return a < 0 ? -a : a; }
 
-/// n = round((x − mean) / scale) along one row of `dim` (mean NULL: 0); the loops the compiler vectorizes.
-static void round_row(const float *x, long dim, const float *mean, float scale, short *n) {
+/// `y` within ±limit. Only a scale rounded down among the subnormals (largest ≲ 2⁻¹²⁶·limit) takes a value
+/// past the limit, which the kernels' operands cannot hold (the int8 quads: a byte).
+static inline float within(float y, float limit) { return y > limit ? limit : y < -limit ? -limit : y; }
+
+/// n = round((x − mean) / scale), within ±limit, along one row of `dim` (mean NULL: 0); the loops the compiler
+/// vectorizes.
+static void round_row(const float *x, long dim, const float *mean, float scale, float limit, short *n) {
     if (mean)
-        for (long i = 0; i < dim; i++) n[i] = (short)(int)round_even((x[i] - mean[i]) / scale);
+        for (long i = 0; i < dim; i++) n[i] = (short)(int)within(round_even((x[i] - mean[i]) / scale), limit);
     else
-        for (long i = 0; i < dim; i++) n[i] = (short)(int)round_even(x[i] / scale);
+        for (long i = 0; i < dim; i++) n[i] = (short)(int)within(round_even(x[i] / scale), limit);
 }
 
 PER_ISA_CLONES float sparge_quantize(const float *x, long count, long dim, const float *mean, float limit,
@@ -32,12 +37,12 @@ PER_ISA_CLONES float sparge_quantize(const float *x, long count, long dim, const
         else
             for (long i = 0; i < dim; i++) largest = larger(largest, magnitude(x[r + i]));
     }
-    if (!(largest > 0)) {
+    float scale = largest / limit;
+    if (!(scale > 0)) {  // all zero, or so small that the scale underflows to 0: zeros
         for (long i = 0; i < count; i++) n[i] = 0;
         return 0;
     }
-    float scale = largest / limit;
-    for (long r = 0; r < count; r += dim) round_row(x + r, dim, mean, scale, n + r);
+    for (long r = 0; r < count; r += dim) round_row(x + r, dim, mean, scale, limit, n + r);
     return scale;
 }
 
@@ -67,11 +72,12 @@ PER_ISA_CLONES void sparge_quantize_block(const float *keys, const float *values
     for (long r = 0; r < rows; r++)
         for (long i = 0; i < dim; i++) largest[i] = larger(largest[i], magnitude(values[r * dim + i]));
     for (long i = 0; i < dim; i++) valueScale[i] = largest[i] / 2047;
-    // A column of zeros has scale 0: divided by 1 instead, it stays 0.
+    // A column of zeros has scale 0 (so has one whose scale underflows): divided by 1 instead, it rounds to 0.
     float divisor[dim];
-    for (long i = 0; i < dim; i++) divisor[i] = largest[i] > 0 ? valueScale[i] : 1;
+    for (long i = 0; i < dim; i++) divisor[i] = valueScale[i] > 0 ? valueScale[i] : 1;
     for (long r = 0; r < rows; r++)
-        for (long i = 0; i < dim; i++) n[r * dim + i] = (short)(int)round_even(values[r * dim + i] / divisor[i]);
+        for (long i = 0; i < dim; i++)
+            n[r * dim + i] = (short)(int)within(round_even(values[r * dim + i] / divisor[i]), 2047);
     for (long i = 0; i < dim; i++) n[rows * dim + i] = 0;  // the pad row of an odd count
     for (long j = 0; j < (rows + 1) / 2; j++)
         for (long i = 0; i < dim; i++) packedValues[j * dim + i] = pair(n[2 * j * dim + i], n[(2 * j + 1) * dim + i]);

@@ -11,7 +11,7 @@
 //   HAS_F16C       1 where the set's target has F16C (vcvtph2ps: f16 blocks widened eight at a time)
 //   PROBE_CHAINS   independent FMA chains of the ceiling probe (enough for FMA latency × pipes)
 //   MADD16_VNNI, MADD16_AVX2, MADD16_AVX2_HALVES   optional: which vpmaddwd `vmadd16` is, and for VNNI
-//                  the vpdpwssd step (tile_kernels_int8.h)
+//                  the vpdpwssd step and int8's scores in vpdpbusd's quads (tile_kernels_int8.h)
 //
 // Blocking (AVX2's 16 ymm registers, for example): 6 keys × 16 lanes = 12 accumulators, 2 query vectors and
 // one broadcast key value per step — 15 registers, 12 FMAs for 8 loads. With fewer registers the

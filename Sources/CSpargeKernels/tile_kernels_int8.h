@@ -124,9 +124,12 @@ INLINE void queries_as_quads(const int *q, long stride, long pairs, int *quads) 
         for (int v = 0; v < LV; v++) {
             const vint a = vloadi(q + 2 * j * stride + v * VW);
             const vint b = 2 * j + 1 < pairs ? vloadi(q + (2 * j + 1) * stride + v * VW) : vspliti(0);
-            const vint w = ((((a << 16) >> 16) + bias) & byte) | ((((a >> 16) + bias) & byte) << 8)
-                           | ((((b << 16) >> 16) + bias) & byte) << 16 | (((b >> 16) + bias) << 24);
-            vstorei(quads + j * QUAD_LANES + v * VW, w);
+            // Each biased value is a byte (0…255); the shifts that place them are unsigned.
+            const vbits lo = (vbits)((((vint)((vbits)a << 16) >> 16) + bias) & byte);
+            const vbits hi = (vbits)(((a >> 16) + bias) & byte);
+            const vbits lo2 = (vbits)((((vint)((vbits)b << 16) >> 16) + bias) & byte);
+            const vbits hi2 = (vbits)(((b >> 16) + bias) & byte);
+            vstorei(quads + j * QUAD_LANES + v * VW, (vint)(lo | hi << 8 | lo2 << 16 | hi2 << 24));
         }
     }
 }
@@ -168,7 +171,8 @@ INLINE void int8_quad_scores(const int *queriesT, long stride, long lanes, const
                              long pairs, long keyCount, float keyScale, const float *keyMean, float *scores,
                              float *rowMax, prefetch_plan *ahead) {
     const long quadCount = (pairs + 1) / 2;
-    int keyQuads[QUAD_KEYS * QUADS_MAX], keyStart[QUAD_KEYS], queryQuads[QUADS_MAX * QUAD_LANES];
+    int keyQuads[QUAD_KEYS * QUADS_MAX] __attribute__((aligned(64))), keyStart[QUAD_KEYS],
+        queryQuads[QUADS_MAX * QUAD_LANES] __attribute__((aligned(64)));
     for (long c0 = 0; c0 < keyCount; c0 += QUAD_KEYS) {
         const long n = keyCount - c0 < QUAD_KEYS ? keyCount - c0 : QUAD_KEYS;
         keys_as_quads(keys + c0 * pairs, pairs, n, keyQuads, keyStart);

@@ -1,10 +1,10 @@
 // AttentionPrecision.int8's scores with their integer sums on AMX-INT8 tiles (TDPBSSD: C[16][16] int32 +=
 // A[16][64 int8] · B[16 quads][16 lanes], each quad four int8 along the sum): the same integers as the vector
-// kernels' vpdpwssd (tile_kernels_int8.h), then the same float arithmetic (int8_score_terms.h), so the same
+// kernels' pairs and quads (tile_kernels_int8.h), then the same float arithmetic (int8_score_terms.h), so the same
 // bits on every set. The operands arrive in the int8 kernels' int16-pair layouts (CSpargeKernels.h) and are
 // narrowed here into tile rows: K as [32][Dp] bytes per 32 keys, Q̂ᵀ as [Dp/4][64] quads per 64 lanes (Dp: D
-// rounded up to 64, the bytes of an A row), ~20 KB at D = 128 against the 16384 vpdpwssd a 64 × 64 visit's
-// scores take (32 TDPBSSD here). P·V stays on the vector kernels.
+// rounded up to 64, the bytes of an A row), ~20 KB at D = 128 against the 16384 vpdpwssd (8192 vpdpbusd) a
+// 64 × 64 visit's scores take (32 TDPBSSD here). P·V stays on the vector kernels.
 //
 // The including file includes vector_ops.h (VW = 16) and defines KERNEL(name), TILE_CONFIGURE(), TILE_ZERO,
 // TILE_LOAD, TILE_STORE (as tile_kernels_bf16.h takes them) and TILE_DP_INT8(c, a, b) (TDPBSSD).

@@ -33,10 +33,11 @@ final class Int8KernelTests: XCTestCase {
     }
 
     /// Random shapes, and first the edges of the VNNI set's quads (`tile_kernels_int8.h`): D = 256 is the most
-    /// they take on the stack and 258 falls back to the pairs, and 129 or 130 keys cross a 128-key chunk.
+    /// they take on the stack and 258 falls back to the pairs, 254 and 253 end in a padded quad, 128 keys are
+    /// one chunk and 129 to 131 cross into a second.
     func testScoresAreTheExactIntegerSums() {
         var system = SystemRandomNumberGenerator()
-        let edges = [(64, 256, 130), (64, 258, 3), (128, 255, 129)]
+        let edges = [(64, 256, 130), (64, 258, 3), (128, 255, 129), (64, 254, 131), (64, 253, 128)]
         for trial in 0..<(edges.count + 20) {
             let seed = UInt64.random(in: 1...UInt64.max, using: &system)
             var g = SeededGenerator(seed: seed)
@@ -129,6 +130,30 @@ final class Int8KernelTests: XCTestCase {
         #else
         throw XCTSkip("the AMX int8 scores are x86-64 only")
         #endif
+    }
+
+    /// Values so small that max/127 rounds among the subnormals (or underflows to 0) still quantize within
+    /// ±127 (Q, K) and ±2047 (V): the VNNI quads and AMX tiles hold K and biased Q in a byte, and P·V's sums
+    /// are bounded by |v| ≤ 2047. Before, 190·2⁻¹⁴⁹ against a scale of 2⁻¹⁴⁹ gave 190, and a scale that
+    /// underflowed divided by zero.
+    func testQuantizationStaysWithinItsLimitsForSubnormalValues() {
+        let tiny = { (ulps: UInt32) in Float(bitPattern: ulps) }  // ulps · 2⁻¹⁴⁹
+        for row: [Float] in [[tiny(190), -tiny(190), tiny(1), 0], [tiny(1), -tiny(1), 0, tiny(1)],
+                             [tiny(3000), tiny(2999), -tiny(17), tiny(5)]] {
+            var n = [Int16](repeating: 99, count: row.count)
+            let scale = sparge_quantize(row, row.count, row.count, nil, 127, &n)
+            XCTAssertTrue(n.allSatisfy { abs(Int($0)) <= 127 }, "\(row): \(n) with scale \(scale)")
+            if scale == 0 { XCTAssertEqual(n, [Int16](repeating: 0, count: row.count), "\(row)") }
+            // The same values as a block's K and V (4 rows of D = 1): V's integers, as pairs of keys, within ±2047.
+            var keys = [Int32](repeating: 0, count: row.count), values = [Int32](repeating: 0, count: (row.count + 1) / 2)
+            var mean = [Float](repeating: 0, count: 2), keyScale: Float = 0, valueScale: Float = 0
+            sparge_quantize_block(row, row, row.count, 1, &keys, &mean, &keyScale, &values, &valueScale)
+            for word in values {
+                for half in [Int16(truncatingIfNeeded: word), Int16(truncatingIfNeeded: word >> 16)] {
+                    XCTAssertLessThanOrEqual(abs(Int(half)), 2047, "\(row): V's integers \(values)")
+                }
+            }
+        }
     }
 
     func testValueProductsAreTheExactIntegerSumsScaled() {
