@@ -18,8 +18,8 @@ final class SageQuantizationTests: XCTestCase {
             for r in 0..<(q.count / dim) {
                 let row = q[(r * dim)..<((r + 1) * dim)]
                 let m = row.reduce(Float(0)) { max($0, abs($1)) }
-                let scale = m > 0 ? m / 127 : 1
-                n += row.map { Int8(($0 / scale).rounded(.toNearestOrEven)) }
+                let scale = m / 127 > 0 ? m / 127 : 1
+                n += row.map { int8(($0 / scale).rounded(.toNearestOrEven)) }
                 scales.append(scale)
                 let mu = mean[(r / rows / group * dim)...]
                 var dot: Float = 0
@@ -38,15 +38,18 @@ final class SageQuantizationTests: XCTestCase {
                     func centered(_ r: Int, _ d: Int) -> Float { r < last ? k[(h * rows + r) * dim + d] - mean[h * dim + d] : 0 }
                     var m: Float = 0
                     for r in first..<max(first, last) { for d in 0..<dim { m = max(m, abs(centered(r, d))) } }
-                    let scale = m > 0 ? m / 127 : 1
+                    let scale = m / 127 > 0 ? m / 127 : 1
                     for r in first..<(first + blockK) {
-                        for d in 0..<dim { n[(h * kvRows + r) * dim + d] = Int8((centered(r, d) / scale).rounded(.toNearestOrEven)) }
+                        for d in 0..<dim { n[(h * kvRows + r) * dim + d] = int8((centered(r, d) / scale).rounded(.toNearestOrEven)) }
                     }
                     scales.append(scale)
                 }
             }
             return (n, scales)
         }
+
+        /// A rounded quotient within ±127: past it only where the scale rounded among the subnormals.
+        static func int8(_ x: Float) -> Int8 { Int8(max(-127, min(127, x))) }
 
         static let e4m3Magnitudes: [Float] = (0..<127).map { c in
             let (e, m) = (c >> 3, Float(c & 7))
@@ -98,6 +101,10 @@ final class SageQuantizationTests: XCTestCase {
             var q = (0..<(heads * rows * dim)).map { _ in Float.random(in: -4...4, using: &rng) }
             for d in 0..<dim { q[5 * dim + d] = 0 }                 // a zero row: scale 1, all zeros
             q[7 * dim + 3] = 127 * 0.5 + 0.25                          // halfway cases after the division
+            // Subnormal rows: max 190·2⁻¹⁴⁹ makes a scale of 2⁻¹⁴⁹ and quotients of 190, held at 127; max 2⁻¹⁴⁹
+            // makes a scale that underflows to 0, taken as 1 (zeros).
+            for d in 0..<dim { q[9 * dim + d] = Float(bitPattern: UInt32(d % 191)) * (d % 2 == 0 ? 1 : -1) }
+            for d in 0..<dim { q[11 * dim + d] = d == 4 ? Float(bitPattern: 1) : 0 }
             if bf16 { q = q.map { StorageFormat.bf16.rounded($0) } }
             let mean = (0..<(heads / group * dim)).map { _ in Float.random(in: -1...1, using: &rng) }
             let softmaxScale = Float.random(in: 0.05...0.2, using: &rng)

@@ -515,31 +515,36 @@ extern "C" __global__ void sparge_query_row_scales(const void* q, int qType, lon
         }
     }
     for (int r = threadIdx.x; r < n; r += blockDim.x) {
-        scales[first + r] = maxima[r] > 0.f ? __fdiv_rn(maxima[r], 127.f) : 1.f;
+        const float scale = __fdiv_rn(maxima[r], 127.f);
+        scales[first + r] = scale > 0.f ? scale : 1.f;  // a zero row, or one whose scale underflows: its values round to 0
         shifts[first + r] = __fmul_rn(dots[r], softmaxScale);
     }
 }
 
-// Then four elements a thread (dim a multiple of 4), n = round(q / scale), stored as one word: a thread per
-// row wrote a byte at a time to 32 rows at once, 20 times slower.
+// Then four elements a thread (dim a multiple of 4), n = round(q / scale) within ±127 (only a scale rounded among
+// the subnormals takes a quotient past it), stored as one word: a thread per row wrote a byte at a time to 32
+// rows at once, 20 times slower.
+__device__ __forceinline__ u32 quantized_byte(float x, float scale) {
+    const int n = __float2int_rn(__fdiv_rn(x, scale));
+    return (u32)(unsigned char)(signed char)(n > 127 ? 127 : n < -127 ? -127 : n);
+}
 extern "C" __global__ void sparge_query_quantize(const void* q, int qType, long long quads, int dim,
                                                  const float* scales, signed char* out) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= quads) return;
     const float scale = scales[i * 4 / dim];
     sparge_f4 x = load4(q, i * 4, qType, 4);
-    u32 word = (u32)(unsigned char)(signed char)__float2int_rn(__fdiv_rn(x.a, scale))
-        | (u32)(unsigned char)(signed char)__float2int_rn(__fdiv_rn(x.b, scale)) << 8
-        | (u32)(unsigned char)(signed char)__float2int_rn(__fdiv_rn(x.c, scale)) << 16
-        | (u32)(unsigned char)(signed char)__float2int_rn(__fdiv_rn(x.d, scale)) << 24;
+    u32 word = quantized_byte(x.a, scale) | quantized_byte(x.b, scale) << 8 | quantized_byte(x.c, scale) << 16
+        | quantized_byte(x.d, scale) << 24;
     ((u32*)out)[i] = word;
 }
 
 // K blocks to int8 as they are placed at their rows of the kernel's K ([kvHeads][kvRows][dim] int8), from
 // the storage format (BlockPlacement as sparge_place_blocks'): minus the head's mean (mean [kvHeads][dim]),
-// one scale per block, max|k − μ| / 127 (1 for a zero block), n = round((k − μ) / scale), rows past the
-// block's own 0; scales [kvHeads][kvRows / blockK]. Three passes, each thread on its own: a row's max, a
-// block's scale from its rows' maxima (rowMax [placements][blockK]), then four elements a thread (one word).
+// one scale per block, max|k − μ| / 127 (1 for a zero block, or one whose scale underflows), n = round((k − μ) /
+// scale) within ±127, rows past the block's own 0; scales [kvHeads][kvRows / blockK]. Three passes, each
+// thread on its own: a row's max, a block's scale from its rows' maxima (rowMax [placements][blockK]), then
+// four elements a thread (one word).
 extern "C" __global__ void sparge_key_row_max(const BlockPlacement* blocks, int count, int srcType, int dim, int blockK,
                                               const float* mean, float* rowMax) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -560,7 +565,7 @@ extern "C" __global__ void sparge_key_block_scale(const BlockPlacement* blocks, 
     const BlockPlacement b = blocks[i];
     float m = 0.f;
     for (int r = 0; r < blockK; ++r) m = fmaxf(m, rowMax[(long long)i * blockK + r]);
-    const float scale = m > 0.f ? __fdiv_rn(m, 127.f) : 1.f;
+    const float quotient = __fdiv_rn(m, 127.f), scale = quotient > 0.f ? quotient : 1.f;  // as the queries'
     blockScale[i] = scale;
     scales[(long long)b.kvHead * (kvRows / blockK) + b.firstRow / blockK] = scale;
 }
@@ -579,7 +584,7 @@ extern "C" __global__ void sparge_key_quantize(const BlockPlacement* blocks, int
     u32 word = 0;
     for (int c = 0; c < 4; ++c) {
         const float x = r < b.rows ? __fsub_rn(load_element((const void*)b.keys, e + c, srcType), mu[d + c]) : 0.f;
-        word |= (u32)(unsigned char)(signed char)__float2int_rn(__fdiv_rn(x, scale)) << (8 * c);
+        word |= quantized_byte(x, scale) << (8 * c);
     }
     *(u32*)(k + ((long long)b.kvHead * kvRows + b.firstRow + r) * dim + d) = word;
 }
