@@ -104,7 +104,7 @@ func runCUDAResidentSelfTest(device: CUDADevice) -> [String] {
         return ["resident: \(error)"]
     }
     let options = CUDAOptions.fromEnvironment
-    let splitHere = device.computeCapability == (9, 0) && device.multiprocessors == 132 && options.hopperKernel && options.tailSplit
+    let splitHere = hopperKernelRuns(on: device, options: options) && device.multiprocessors == 132 && options.tailSplit
     return runSelfTestCases(CUDAResidentSelfTestCase.sweep, label: { "resident \($0.label)" }) {
         try $0.run(engine: engine, splitHere: splitHere)
     }

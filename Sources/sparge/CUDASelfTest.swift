@@ -58,6 +58,11 @@ func runCUDASelfTest(arguments: [String]) -> Int32 {
     return 1
 }
 
+/// Whether `device` runs the Hopper (wgmma/TMA) kernel under `options`: an sm_90 GPU, the kernel not turned off.
+func hopperKernelRuns(on device: CUDADevice, options: CUDAOptions) -> Bool {
+    device.computeCapability == (9, 0) && options.hopperKernel
+}
+
 /// Runs `cases` in order, printing each outcome's line (or its error); returns the failures, each prefixed with
 /// the case's label.
 func runSelfTestCases<Case>(_ cases: [Case], label: (Case) -> String,

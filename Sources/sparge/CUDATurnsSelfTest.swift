@@ -54,7 +54,7 @@ struct CUDATurnsSelfTestCase {
 /// Runs the turns sweep where the Hopper kernel runs (elsewhere turns change nothing); returns the failures.
 func runCUDATurnsSelfTest(device: CUDADevice) -> [String] {
     let options = CUDAOptions.fromEnvironment
-    guard device.computeCapability == (9, 0) && options.hopperKernel else {
+    guard hopperKernelRuns(on: device, options: options) else {
         print("consumer turns: not run (the Hopper kernel does not run here)")
         return []
     }

@@ -18,7 +18,7 @@ final class SageQuantizationTests: XCTestCase {
             for r in 0..<(q.count / dim) {
                 let row = q[(r * dim)..<((r + 1) * dim)]
                 let m = row.reduce(Float(0)) { max($0, abs($1)) }
-                let scale = m / 127 > 0 ? m / 127 : 1
+                let scale = int8Scale(m)
                 n += row.map { int8(($0 / scale).rounded(.toNearestOrEven)) }
                 scales.append(scale)
                 let mu = mean[(r / rows / group * dim)...]
@@ -38,7 +38,7 @@ final class SageQuantizationTests: XCTestCase {
                     func centered(_ r: Int, _ d: Int) -> Float { r < last ? k[(h * rows + r) * dim + d] - mean[h * dim + d] : 0 }
                     var m: Float = 0
                     for r in first..<max(first, last) { for d in 0..<dim { m = max(m, abs(centered(r, d))) } }
-                    let scale = m / 127 > 0 ? m / 127 : 1
+                    let scale = int8Scale(m)
                     for r in first..<(first + blockK) {
                         for d in 0..<dim { n[(h * kvRows + r) * dim + d] = int8((centered(r, d) / scale).rounded(.toNearestOrEven)) }
                     }
@@ -47,6 +47,9 @@ final class SageQuantizationTests: XCTestCase {
             }
             return (n, scales)
         }
+
+        /// The int8 scale of values whose largest magnitude is `m`: m / 127, or 1 where that is 0.
+        static func int8Scale(_ m: Float) -> Float { m / 127 > 0 ? m / 127 : 1 }
 
         /// A rounded quotient within ±127: past it only where the scale rounded among the subnormals.
         static func int8(_ x: Float) -> Int8 { Int8(max(-127, min(127, x))) }

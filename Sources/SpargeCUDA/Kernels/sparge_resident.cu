@@ -486,6 +486,12 @@ __device__ __forceinline__ unsigned char to_e4m3(float x) {
 // memory read rows 512 bytes apart: about 0.1 ms at 32K tokens and 8 heads.)
 #define QUANT_ROWS 32  // ResidentKernelSource.quantizationRows
 #define QUANT_COLUMNS 128
+// The int8 scale of values whose largest magnitude is `largest`: largest / 127, or 1 where that is 0 (a zero
+// row or block, or one so small that the quotient underflows: its values then round to 0).
+__device__ __forceinline__ float int8_scale(float largest) {
+    const float quotient = __fdiv_rn(largest, 127.f);
+    return quotient > 0.f ? quotient : 1.f;
+}
 extern "C" __global__ void sparge_query_row_scales(const void* q, int qType, long long rows, int heads, int dim,
                                                    int group, const float* mean, float softmaxScale, float* scales,
                                                    float* shifts) {
@@ -515,8 +521,7 @@ extern "C" __global__ void sparge_query_row_scales(const void* q, int qType, lon
         }
     }
     for (int r = threadIdx.x; r < n; r += blockDim.x) {
-        const float scale = __fdiv_rn(maxima[r], 127.f);
-        scales[first + r] = scale > 0.f ? scale : 1.f;  // a zero row, or one whose scale underflows: its values round to 0
+        scales[first + r] = int8_scale(maxima[r]);
         shifts[first + r] = __fmul_rn(dots[r], softmaxScale);
     }
 }
@@ -565,7 +570,7 @@ extern "C" __global__ void sparge_key_block_scale(const BlockPlacement* blocks, 
     const BlockPlacement b = blocks[i];
     float m = 0.f;
     for (int r = 0; r < blockK; ++r) m = fmaxf(m, rowMax[(long long)i * blockK + r]);
-    const float quotient = __fdiv_rn(m, 127.f), scale = quotient > 0.f ? quotient : 1.f;  // as the queries'
+    const float scale = int8_scale(m);
     blockScale[i] = scale;
     scales[(long long)b.kvHead * (kvRows / blockK) + b.firstRow / blockK] = scale;
 }
